@@ -1,0 +1,76 @@
+/* config: the regslim configuration as plain C structs, loaded from one JSON
+ * file and validated key by key. Only config/ includes jansson; no json_t
+ * leaves this directory.
+ *
+ * Every error names the file, the key path (e.g. upstreams[1].auth.username)
+ * and what was expected; unknown keys are refused. Secrets (passwords, tokens)
+ * are read from environment variables or files named in the configuration and
+ * are never printed by config_print(). */
+#ifndef RS_CONFIG_CONFIG_H
+#define RS_CONFIG_CONFIG_H
+
+#include "errors.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define RS_DOCKER_HUB_NAME "docker.io"
+#define RS_DOCKER_HUB_URL "https://registry-1.docker.io"
+
+struct rs_upstream_config {
+	char *name;            /* "docker.io", "ghcr.io": matched against ?ns= and a first path component */
+	char *url;             /* scheme://host[:port], no trailing slash */
+	char *username;        /* NULL for anonymous */
+	char *password;        /* resolved secret (from password_env / password_file), NULL if none */
+	char *password_source; /* "env:NAME" or "file:PATH": what to print instead of the secret */
+	unsigned tag_ttl_s;    /* tag revalidation interval */
+	unsigned timeout_s;    /* connect and stall bound for one upstream request */
+	bool tls_verify;       /* verify the upstream's certificate (default true) */
+	char *ca_file;         /* extra CA bundle, NULL for the system one */
+	bool library_prefix;   /* one-component names get "library/" (default: true for docker.io) */
+};
+
+struct rs_config {
+	char *source;           /* file it was loaded from, or "(defaults)" */
+	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
+	unsigned max_connections;
+	char *data_dir;         /* default ./regslim-data */
+	uint64_t cache_max_bytes;
+	uint64_t manifest_max_bytes;
+	unsigned shutdown_grace_s;
+	char *log_level;        /* "debug" | "info" | "warn" | "error" */
+	bool log_requests;      /* one JSON line per request (default true) */
+	struct rs_upstream_config *upstreams;
+	size_t upstream_count;
+	size_t default_upstream; /* index into upstreams */
+};
+
+/* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,
+ * one upstream docker.io -> https://registry-1.docker.io (the default). The
+ * caller owns cfg and releases it with config_dispose(). */
+RS_MUST_CHECK enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err);
+
+/* Load and validate the JSON file at path into cfg (defaults for what it does
+ * not set). On error cfg is left disposed (zeroed) and err names the file,
+ * line/column or key path, and what was expected. Returns RS_CONFIG, RS_IO,
+ * RS_TOO_LARGE or RS_NOMEM. */
+RS_MUST_CHECK enum rs_code config_load(struct rs_config *cfg, const char *path, struct rs_err *err);
+
+/* Apply the serve command-line overrides; each may be NULL. --upstream URL
+ * replaces the URL of the default upstream. Validates like config_load. */
+RS_MUST_CHECK enum rs_code config_override(struct rs_config *cfg, const char *listen,
+                                           const char *upstream_url, const char *data_dir,
+                                           struct rs_err *err);
+
+/* Write the effective configuration as JSON to out, secrets replaced by
+ * their source ("env:NAME"). */
+RS_MUST_CHECK enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err);
+
+/* Upstream by name, or NULL. Borrowed from cfg. */
+const struct rs_upstream_config *config_find_upstream(const struct rs_config *cfg, const char *name);
+
+/* Release everything cfg owns and zero it. Safe on a zeroed struct. */
+void config_dispose(struct rs_config *cfg);
+
+#endif

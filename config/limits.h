@@ -1,0 +1,42 @@
+/* limits: every size cap and default bound of regslim, named in one place.
+ * Configuration may override the ones marked (config: key); the rest are
+ * hard caps that protect memory from untrusted input. */
+#ifndef RS_CONFIG_LIMITS_H
+#define RS_CONFIG_LIMITS_H
+
+/* config: limits.manifest_max_bytes. Manifests and indexes are held in memory. */
+#define RS_LIMIT_MANIFEST_MAX_BYTES (4u * 1024 * 1024)
+/* Image config JSON is held in memory while it is parsed or rewritten. */
+#define RS_LIMIT_CONFIG_MAX_BYTES (8u * 1024 * 1024)
+/* A configuration file is read whole before it is parsed. */
+#define RS_LIMIT_CONFIG_FILE_MAX_BYTES (1u * 1024 * 1024)
+/* Upstream token responses and error bodies are read into memory. */
+#define RS_LIMIT_TOKEN_MAX_BYTES (256u * 1024)
+#define RS_LIMIT_ERROR_BODY_MAX_BYTES (64u * 1024)
+/* Request header values we copy (Accept, Authorization, Range). */
+#define RS_LIMIT_HEADER_MAX_BYTES (8u * 1024)
+/* How many Accept header lines a manifest request may forward. */
+#define RS_LIMIT_ACCEPT_MAX 32
+/* Repository names: the distribution spec caps name components; we cap the whole. */
+#define RS_LIMIT_NAME_MAX 255
+#define RS_LIMIT_TAG_MAX 128
+/* config: listen.max_connections */
+#define RS_LIMIT_CONNECTIONS_DEFAULT 1024
+/* config: cache.max_bytes (20 GiB) */
+#define RS_LIMIT_CACHE_DEFAULT_BYTES (20ull * 1024 * 1024 * 1024)
+/* config: upstreams[].tag_ttl_s */
+#define RS_LIMIT_TAG_TTL_DEFAULT_S 300
+/* config: upstreams[].timeout_s: connect + idle stall bound for upstream transfers */
+#define RS_LIMIT_UPSTREAM_TIMEOUT_DEFAULT_S 30
+/* config: shutdown_grace_s */
+#define RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S 30
+/* Tar: pax extended header and GNU long name/link payloads are buffered. */
+#define RS_LIMIT_TAR_EXT_MAX_BYTES (1u * 1024 * 1024)
+/* Decompressed / compressed ratio above which a layer is refused (zip bomb). */
+#define RS_LIMIT_EXPANSION_RATIO 1000u
+/* zstd window for untrusted input and for what we write (8 MiB = 2^23). */
+#define RS_LIMIT_ZSTD_WINDOW_LOG 23
+/* Path tables in squash / dedupe are capped by entry count. */
+#define RS_LIMIT_PATH_TABLE_ENTRIES (4u * 1024 * 1024)
+
+#endif

@@ -1,0 +1,98 @@
+/* blobstore: the content-addressed on-disk cache of blobs, manifests and tag
+ * maps under one data directory. It knows nothing of HTTP or upstreams.
+ *
+ * Layout (DESIGN.md "Store"):
+ *   <data>/blobs/sha256/<2 hex>/<64 hex>        blob bytes
+ *   <data>/manifests/sha256/<2 hex>/<64 hex>    manifest bytes, exactly as served
+ *   <data>/manifests/sha256/<2 hex>/<64 hex>.type  its media type (one line)
+ *   <data>/tags/<upstream>/<repo...>/<tag>.json tag -> digest, media type, fetch time
+ *   <data>/tmp/                                 temp files; nothing reads here
+ * Every write goes to tmp/, is fsynced, verified against the expected digest
+ * and size, renamed into place, and the directory fsynced. A blob that fails
+ * verification never appears under blobs/. Thread-safe. */
+#ifndef RS_PROXY_BLOBSTORE_H
+#define RS_PROXY_BLOBSTORE_H
+
+#include "errors.h"
+#include "digest.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct blobstore;
+struct blobstore_writer;
+
+enum blobstore_kind { BLOBSTORE_BLOB, BLOBSTORE_MANIFEST };
+
+/* Open (creating directories as needed) the store at data_dir with an
+ * eviction target of max_bytes (0: no limit). Stale temp files from an
+ * earlier run are removed. *out is owned by the caller: blobstore_free(). */
+RS_MUST_CHECK enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64_t max_bytes,
+                                          struct rs_err *err);
+void blobstore_free(struct blobstore *bs);
+
+/* Open a committed object for reading. *out_fd is the caller's to close.
+ * RS_NOT_FOUND when absent, RS_DIGEST_INVALID for a bad digest string.
+ * Marks the object as recently used for eviction. */
+RS_MUST_CHECK enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest,
+                                                 int *out_fd, uint64_t *out_size, struct rs_err *err);
+
+/* True when a committed object exists. */
+bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest);
+
+/* Start writing an object that must hash to expected_digest and, when
+ * expected_size >= 0, be that many bytes. The temp file is created at once,
+ * so blobstore_writer_path() can be opened by readers that follow the write.
+ * *out is released by blobstore_writer_commit() or blobstore_writer_abort(). */
+RS_MUST_CHECK enum rs_code blobstore_writer_new(struct blobstore_writer **out, struct blobstore *bs,
+                                                enum blobstore_kind kind, const char *expected_digest,
+                                                int64_t expected_size, struct rs_err *err);
+RS_MUST_CHECK enum rs_code blobstore_writer_write(struct blobstore_writer *w, const void *buf, size_t len,
+                                                  struct rs_err *err);
+/* Temp file path (borrowed) and bytes written so far. */
+const char *blobstore_writer_path(const struct blobstore_writer *w);
+uint64_t blobstore_writer_size(const struct blobstore_writer *w);
+/* fsync, verify digest and size ("expected N bytes, got M";
+ * RS_DIGEST_MISMATCH naming both digests), rename into place, fsync the
+ * directory. Frees w whatever the outcome; on failure the temp file is gone. */
+RS_MUST_CHECK enum rs_code blobstore_writer_commit(struct blobstore_writer *w, struct rs_err *err);
+/* Unlink the temp file and free w. NULL is fine. */
+void blobstore_writer_abort(struct blobstore_writer *w);
+
+/* Store a manifest held in memory: verified against digest, media type kept
+ * beside it. Idempotent. */
+RS_MUST_CHECK enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, const char *media_type,
+                                                  const void *buf, size_t len, struct rs_err *err);
+/* Read a manifest into a new buffer (caller frees *out_buf and *out_type
+ * with free()), re-verifying its digest; at most max_bytes. RS_NOT_FOUND when
+ * absent; a file that fails verification is removed and reported as
+ * RS_NOT_FOUND too (logged by the caller from err). */
+RS_MUST_CHECK enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes,
+                                                  char **out_buf, size_t *out_len, char **out_type,
+                                                  struct rs_err *err);
+
+struct blobstore_tag {
+	char digest[DIGEST_STR_SIZE];
+	char media_type[128];
+	time_t fetched; /* when the upstream last confirmed this mapping */
+};
+
+/* Tag maps, keyed by (upstream name, repository, tag). Names are validated
+ * by the caller; the store refuses anything with "..", a leading '/' or
+ * characters outside the distribution grammar (RS_BAD_INPUT). */
+RS_MUST_CHECK enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo,
+                                             const char *tag, struct blobstore_tag *out, struct rs_err *err);
+RS_MUST_CHECK enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const char *repo,
+                                             const char *tag, const struct blobstore_tag *t, struct rs_err *err);
+
+/* Bytes held under blobs/ and manifests/ (tracked, not re-scanned). */
+uint64_t blobstore_size(const struct blobstore *bs);
+
+/* Remove least recently used objects until the store is under its limit.
+ * Open file descriptors held by in-flight requests keep working (unlink
+ * leaves the inode until the last close), and temp files are never touched.
+ * *out_freed may be NULL. */
+RS_MUST_CHECK enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err);
+
+#endif

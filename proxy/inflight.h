@@ -1,0 +1,71 @@
+/* inflight: one upstream download per blob digest, however many clients ask
+ * at once, with every client streamed from the growing temp file while it is
+ * written (DESIGN.md "The pull path" point 6).
+ *
+ * The first inflight_join() for a digest starts a worker thread that runs the
+ * caller's download function; later joins share it. The download function
+ * reports the upstream's answer with inflight_fetch_begin() and pushes bytes
+ * with inflight_fetch_write(), which go into a blobstore writer. When it
+ * returns RS_OK the blob is committed (digest and size verified); otherwise
+ * the temp file is removed and every reader fails.
+ *
+ * Readers never see the last byte of a blob before it is verified, so a
+ * client of a blob that fails verification always gets a short body (and the
+ * proxy aborts its connection), never one that looks complete. */
+#ifndef RS_PROXY_INFLIGHT_H
+#define RS_PROXY_INFLIGHT_H
+
+#include "blobstore.h"
+#include "errors.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct inflight;
+struct inflight_fetch;
+
+/* Runs in the worker thread. Must call inflight_fetch_begin() once before any
+ * write. arg is the one given to the join that started the download. */
+typedef enum rs_code (*inflight_download_fn)(struct inflight_fetch *f, void *arg, struct rs_err *err);
+
+/* A table over bs (borrowed; must outlive the table). */
+RS_MUST_CHECK enum rs_code inflight_new(struct inflight **out, struct blobstore *bs, struct rs_err *err);
+/* Waits for running downloads to end, then frees. */
+void inflight_free(struct inflight *t);
+
+/* Join the download of digest, starting it with fn(arg) if none runs. arg
+ * is owned by the table from here on and released with arg_free (may be
+ * NULL) when the download ends, or at once if a download was already
+ * running. *out holds a reference: release it with inflight_release(). */
+RS_MUST_CHECK enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expected_size,
+                                         inflight_download_fn fn, void *arg, void (*arg_free)(void *),
+                                         struct inflight_fetch **out, struct rs_err *err);
+
+/* Worker side: the upstream answered with a body of size bytes (-1 when
+ * unknown). */
+RS_MUST_CHECK enum rs_code inflight_fetch_begin(struct inflight_fetch *f, int64_t size, struct rs_err *err);
+/* Worker side: append bytes (to the temp file, waking readers). */
+RS_MUST_CHECK enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, size_t len,
+                                                struct rs_err *err);
+
+/* Reader side: wait (at most timeout_s) until the upstream answered. On
+ * success *out_size is the body size or -1. If the download failed before it
+ * began, returns its code and message (RS_NOT_FOUND for an upstream 404,
+ * RS_UPSTREAM when unreachable, ...). */
+RS_MUST_CHECK enum rs_code inflight_wait_begin(struct inflight_fetch *f, unsigned timeout_s, int64_t *out_size,
+                                               struct rs_err *err);
+
+/* Reader side: copy up to len bytes at offset pos, waiting (at most
+ * stall_s without progress) for them to arrive. Returns the number of bytes
+ * copied; 0 only at the verified end of the blob; -1 when the download failed
+ * or stalled (err says why). */
+ssize_t inflight_read(struct inflight_fetch *f, uint64_t pos, void *buf, size_t len, unsigned stall_s,
+                      struct rs_err *err);
+
+/* Drop a reference taken by inflight_join(). NULL is fine. */
+void inflight_release(struct inflight_fetch *f);
+
+/* Number of downloads running (for metrics and shutdown). */
+unsigned inflight_count(struct inflight *t);
+
+#endif
