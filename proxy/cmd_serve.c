@@ -1,0 +1,116 @@
+/* cmd_serve: `regslim serve`: load the configuration, open the registry
+ * (store, upstream clients), start the HTTP server, and wait for SIGTERM or
+ * SIGINT; then drain requests for shutdown_grace_s and exit 0. Signals are
+ * blocked in every thread and taken with sigtimedwait here, which also
+ * drives periodic cache eviction. */
+#include "cli.h"
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "registry.h"
+#include "upstream.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define MAINTAIN_INTERVAL_S 60
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: regslim serve [--config FILE] [--listen ADDR:PORT] [--upstream URL] [--data-dir DIR]\n"
+	           "Without --config: a Docker Hub mirror on 127.0.0.1:5000 with data in ./regslim-data.\n");
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
+		{"upstream", required_argument, NULL, 'u'}, {"data-dir", required_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+	};
+	const char *config = NULL, *listen = NULL, *upstream = NULL, *data_dir = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "c:l:u:d:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config = optarg; break;
+		case 'l': listen = optarg; break;
+		case 'u': upstream = optarg; break;
+		case 'd': data_dir = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "regslim serve: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+
+	struct rs_config cfg = {0};
+	struct rs_err err = {0};
+	struct registry *reg = NULL;
+	struct http_server *srv = NULL;
+	int status = 1;
+	enum rs_code rc = config ? config_load(&cfg, config, &err) : config_init_defaults(&cfg, &err);
+	if (rc == RS_OK)
+		rc = config_override(&cfg, listen, upstream, data_dir, &err);
+	if (rc) {
+		fprintf(stderr, "regslim: %s\n", err.msg);
+		goto out;
+	}
+	log_set_level(cfg.log_level);
+	log_set_requests(cfg.log_requests);
+
+	/* Block the signals before any thread starts so that all inherit it. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (upstream_global_init(&err) != RS_OK || registry_new(&reg, &cfg, &err) != RS_OK ||
+	    http_start(&srv, &cfg, reg, &err) != RS_OK) {
+		fprintf(stderr, "regslim: %s\n", err.msg);
+		log_event(LOG_ERROR, "startup failed: %s", err.msg);
+		goto out;
+	}
+	log_event(LOG_INFO, "regslim %s listening on %s, data in %s, default upstream %s (%s)", REGSLIM_VERSION,
+	          cfg.listen, cfg.data_dir, cfg.upstreams[cfg.default_upstream].name,
+	          cfg.upstreams[cfg.default_upstream].url);
+	registry_maintain(reg);
+	for (;;) {
+		struct timespec ts = {MAINTAIN_INTERVAL_S, 0};
+		int sig = sigtimedwait(&set, NULL, &ts);
+		if (sig == SIGTERM || sig == SIGINT) {
+			log_event(LOG_INFO, "signal %d: shutting down (grace %us)", sig, cfg.shutdown_grace_s);
+			break;
+		}
+		if (sig < 0)
+			registry_maintain(reg);
+	}
+	http_stop(srv, cfg.shutdown_grace_s);
+	srv = NULL;
+	if (registry_inflight(reg) > 0) {
+		/* Downloads still running belong to clients that are gone; their
+		 * temp files are removed at the next start. */
+		log_event(LOG_WARN, "shutdown: %u upstream downloads abandoned", registry_inflight(reg));
+	} else {
+		registry_free(reg);
+	}
+	reg = NULL;
+	log_event(LOG_INFO, "stopped");
+	status = 0;
+out:
+	http_stop(srv, 0);
+	registry_free(reg);
+	upstream_global_cleanup();
+	config_dispose(&cfg);
+	return status;
+}

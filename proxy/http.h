@@ -1,0 +1,44 @@
+/* http: the libmicrohttpd daemon (thread per connection), the request
+ * lifecycle (one struct request per request, freed in MHD's completion
+ * callback, where the request is logged and counted) and graceful shutdown.
+ * Routing and the registry semantics live in registry.c. */
+#ifndef RS_PROXY_HTTP_H
+#define RS_PROXY_HTTP_H
+
+#include "config.h"
+#include "errors.h"
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+struct registry;
+
+/* Per-request state. Strings are owned by the request. */
+struct request {
+	struct registry *reg;
+	struct MHD_Connection *conn;
+	const char *method;   /* MHD's copy, valid for the request */
+	const char *url;      /* MHD's copy */
+	const char *route;    /* static string: "base", "manifest", ... */
+	const char *cache;    /* static string or NULL */
+	const char *upstream; /* configured upstream name (borrowed from config) */
+	unsigned status;
+	uint64_t body_bytes;  /* bytes the response will carry (for fd and buffer responses) */
+	bool body_counted;    /* body bytes already counted by a streaming reader */
+	char *error;          /* message of a failed request */
+	struct timespec start;
+};
+
+struct http_server;
+
+/* Start listening on cfg->listen and serving reg (borrowed; both must
+ * outlive the server). RS_IO with the address when binding fails. */
+RS_MUST_CHECK enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, struct registry *reg,
+                                      struct rs_err *err);
+
+/* Stop accepting, wait up to grace_s for running requests, then stop. */
+void http_stop(struct http_server *s, unsigned grace_s);
+
+#endif

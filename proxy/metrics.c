@@ -1,0 +1,219 @@
+/* metrics: counters for /metrics. The route and method strings given to
+ * metrics_request are our own constants and the status a number, so the
+ * label set is bounded; the tables cap their rows anyway and count overflow
+ * into a catch-all row. */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define REQ_ROWS 256
+#define UP_ROWS 64
+
+struct req_row {
+	const char *route;
+	char method[12];
+	unsigned status;
+	uint64_t count;
+};
+
+struct up_row {
+	const char *name;
+	uint64_t counts[METRICS_UP_COUNTER_COUNT];
+};
+
+static _Atomic uint64_t counters[METRICS_COUNTER_COUNT];
+static _Atomic uint64_t cache_hits[METRICS_KIND_COUNT];
+static _Atomic uint64_t cache_misses[METRICS_KIND_COUNT];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct req_row req_rows[REQ_ROWS];
+static size_t req_count;
+static uint64_t req_overflow;
+static struct up_row up_rows[UP_ROWS];
+static size_t up_count;
+static unsigned (*inflight_fn)(void *);
+static void *inflight_arg;
+
+void metrics_add(enum metrics_counter c, uint64_t n)
+{
+	atomic_fetch_add_explicit(&counters[c], n, memory_order_relaxed);
+}
+
+uint64_t metrics_get(enum metrics_counter c)
+{
+	return atomic_load(&counters[c]);
+}
+
+void metrics_cache(enum metrics_kind kind, int hit)
+{
+	atomic_fetch_add_explicit(hit ? &cache_hits[kind] : &cache_misses[kind], 1, memory_order_relaxed);
+}
+
+void metrics_request(const char *route, const char *method, unsigned status)
+{
+	pthread_mutex_lock(&lock);
+	size_t i;
+	for (i = 0; i < req_count; i++)
+		if (req_rows[i].route == route && req_rows[i].status == status &&
+		    strcmp(req_rows[i].method, method) == 0)
+			break;
+	if (i == req_count) {
+		if (req_count == REQ_ROWS) {
+			req_overflow++;
+			pthread_mutex_unlock(&lock);
+			return;
+		}
+		req_rows[i].route = route;
+		snprintf(req_rows[i].method, sizeof(req_rows[i].method), "%s", method);
+		req_rows[i].status = status;
+		req_count++;
+	}
+	req_rows[i].count++;
+	pthread_mutex_unlock(&lock);
+}
+
+void metrics_upstream(const char *upstream, enum metrics_upstream_counter c)
+{
+	pthread_mutex_lock(&lock);
+	size_t i;
+	for (i = 0; i < up_count; i++)
+		if (strcmp(up_rows[i].name, upstream) == 0)
+			break;
+	if (i == up_count && up_count < UP_ROWS) {
+		up_rows[i].name = upstream;
+		up_count++;
+	}
+	if (i < up_count)
+		up_rows[i].counts[c]++;
+	pthread_mutex_unlock(&lock);
+}
+
+void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&lock);
+	inflight_fn = fn;
+	inflight_arg = arg;
+	pthread_mutex_unlock(&lock);
+}
+
+static uint64_t rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long pages = 0, rss = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%lu %lu", &pages, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* A growing text buffer for the rendered page; the page is small and
+ * bounded by the row caps above. */
+struct page {
+	char *buf;
+	size_t len, cap;
+	bool failed;
+};
+
+static void emit(struct page *p, const char *fmt, ...) RS_PRINTF(2, 3);
+static void emit(struct page *p, const char *fmt, ...)
+{
+	if (p->failed)
+		return;
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(p->buf + p->len, p->cap - p->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			p->failed = true;
+			return;
+		}
+		if ((size_t)n < p->cap - p->len) {
+			p->len += (size_t)n;
+			return;
+		}
+		size_t ncap = p->cap * 2 + (size_t)n;
+		char *nb = realloc(p->buf, ncap);
+		if (!nb) {
+			p->failed = true;
+			return;
+		}
+		p->buf = nb;
+		p->cap = ncap;
+	}
+}
+
+enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
+{
+	static const char *const kinds[METRICS_KIND_COUNT] = {"manifest", "blob"};
+	static const char *const up_names[METRICS_UP_COUNTER_COUNT] = {
+		"regslim_upstream_requests_total", "regslim_upstream_errors_total",
+		"regslim_upstream_blob_fetches_total"};
+	static const char *const up_help[METRICS_UP_COUNTER_COUNT] = {
+		"Requests sent to each upstream.", "Upstream requests that failed (transport or 5xx).",
+		"Blob downloads started from each upstream."};
+	struct page p = {.buf = malloc(4096), .cap = 4096};
+	if (!p.buf)
+		return rs_err_set(err, RS_NOMEM, "metrics: out of memory");
+	p.buf[0] = '\0';
+
+	emit(&p, "# HELP regslim_http_requests_total HTTP requests by route, method and status.\n"
+	         "# TYPE regslim_http_requests_total counter\n");
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < req_count; i++)
+		emit(&p, "regslim_http_requests_total{route=\"%s\",method=\"%s\",status=\"%u\"} %llu\n",
+		     req_rows[i].route, req_rows[i].method, req_rows[i].status,
+		     (unsigned long long)req_rows[i].count);
+	if (req_overflow)
+		emit(&p, "regslim_http_requests_total{route=\"overflow\",method=\"\",status=\"\"} %llu\n",
+		     (unsigned long long)req_overflow);
+	for (int c = 0; c < METRICS_UP_COUNTER_COUNT; c++) {
+		emit(&p, "# HELP %s %s\n# TYPE %s counter\n", up_names[c], up_help[c], up_names[c]);
+		for (size_t i = 0; i < up_count; i++)
+			emit(&p, "%s{upstream=\"%s\"} %llu\n", up_names[c], up_rows[i].name,
+			     (unsigned long long)up_rows[i].counts[c]);
+	}
+	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
+	pthread_mutex_unlock(&lock);
+
+	emit(&p, "# HELP regslim_cache_hits_total Requests answered from the local store.\n"
+	         "# TYPE regslim_cache_hits_total counter\n");
+	for (int k = 0; k < METRICS_KIND_COUNT; k++)
+		emit(&p, "regslim_cache_hits_total{kind=\"%s\"} %llu\n", kinds[k],
+		     (unsigned long long)atomic_load(&cache_hits[k]));
+	emit(&p, "# HELP regslim_cache_misses_total Requests that needed the upstream.\n"
+	         "# TYPE regslim_cache_misses_total counter\n");
+	for (int k = 0; k < METRICS_KIND_COUNT; k++)
+		emit(&p, "regslim_cache_misses_total{kind=\"%s\"} %llu\n", kinds[k],
+		     (unsigned long long)atomic_load(&cache_misses[k]));
+	emit(&p,
+	     "# HELP regslim_stale_served_total Tag answers served stale because the upstream failed.\n"
+	     "# TYPE regslim_stale_served_total counter\nregslim_stale_served_total %llu\n"
+	     "# HELP regslim_upstream_bytes_total Body bytes received from upstreams.\n"
+	     "# TYPE regslim_upstream_bytes_total counter\nregslim_upstream_bytes_total %llu\n"
+	     "# HELP regslim_client_bytes_total Body bytes sent to clients.\n"
+	     "# TYPE regslim_client_bytes_total counter\nregslim_client_bytes_total %llu\n"
+	     "# HELP regslim_inflight_downloads Upstream blob downloads running now.\n"
+	     "# TYPE regslim_inflight_downloads gauge\nregslim_inflight_downloads %u\n"
+	     "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+	     "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %llu\n",
+	     (unsigned long long)metrics_get(METRICS_STALE_SERVED),
+	     (unsigned long long)metrics_get(METRICS_UPSTREAM_BYTES),
+	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), inflight,
+	     (unsigned long long)rss_bytes());
+	if (p.failed) {
+		free(p.buf);
+		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");
+	}
+	*out = p.buf;
+	*out_len = p.len;
+	return RS_OK;
+}

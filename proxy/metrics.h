@@ -1,0 +1,43 @@
+/* metrics: process-wide counters rendered as Prometheus text on /metrics.
+ * Counters are lock-free atomics; the per-(route, method, status) and
+ * per-upstream tables are small fixed arrays behind a mutex. */
+#ifndef RS_PROXY_METRICS_H
+#define RS_PROXY_METRICS_H
+
+#include "errors.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum metrics_kind { METRICS_MANIFEST, METRICS_BLOB, METRICS_KIND_COUNT };
+
+enum metrics_counter {
+	METRICS_UPSTREAM_BYTES,
+	METRICS_CLIENT_BYTES,
+	METRICS_STALE_SERVED,
+	METRICS_COUNTER_COUNT
+};
+
+enum metrics_upstream_counter {
+	METRICS_UP_REQUESTS,
+	METRICS_UP_ERRORS,
+	METRICS_UP_BLOB_FETCHES,
+	METRICS_UP_COUNTER_COUNT
+};
+
+void metrics_add(enum metrics_counter c, uint64_t n);
+void metrics_cache(enum metrics_kind kind, int hit);
+void metrics_request(const char *route, const char *method, unsigned status);
+/* upstream is the configured name (borrowed; must stay valid for the process). */
+void metrics_upstream(const char *upstream, enum metrics_upstream_counter c);
+
+/* Gauge callback for regslim_inflight_downloads. */
+void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
+
+/* Render into a new NUL-terminated buffer (caller frees with free()). */
+RS_MUST_CHECK enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err);
+
+/* Current value of a counter (tests, logs). */
+uint64_t metrics_get(enum metrics_counter c);
+
+#endif

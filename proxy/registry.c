@@ -1,0 +1,937 @@
+/* registry: the read side of the Distribution API for the pull-through
+ * mirror (DESIGN.md "The pull path", points 1, 2, 4, 6 and 7).
+ *
+ * It picks the upstream for a request, answers manifests from the store or
+ * the upstream (tags with a TTL, HEAD revalidation and stale-if-error;
+ * digests cached for good), serves blobs from the store or streams them from
+ * one shared upstream download (inflight.c) while they are cached, passes
+ * tags/list through, and owns the single table mapping enum rs_code to HTTP
+ * statuses and registry error codes. It talks to blobstore.c, inflight.c and
+ * upstream.c, and builds libmicrohttpd responses; it never parses tar. */
+#include "registry.h"
+
+#include "blobstore.h"
+#include "digest.h"
+#include "inflight.h"
+#include "limits.h"
+#include "log.h"
+#include "metrics.h"
+#include "route.h"
+#include "upstream.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MT_DOCKER_V2 "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define JSON_TYPE "application/json"
+
+/* Extra seconds a reader waits beyond the upstream's own timeout. */
+#define BEGIN_WAIT_SLACK_S 5
+
+struct registry {
+	const struct rs_config *cfg;
+	struct blobstore *store;
+	struct inflight *inflight;
+	struct upstream **ups; /* parallel to cfg->upstreams */
+};
+
+/* ------------------------------------------------------------ errors */
+
+static void json_str(char *out, size_t cap, size_t *pos, const char *s)
+{
+	log_json_escape(out, cap, pos, s);
+}
+
+static enum MHD_Result queue_buffer_hdr(struct request *rq, unsigned status, const char *type, char *body,
+                                        size_t len, bool must_free, const char *hname, const char *hval)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+		len, body, must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		if (must_free)
+			free(body);
+		return MHD_NO;
+	}
+	if (type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	if (hname)
+		MHD_add_response_header(resp, hname, hval);
+	rq->status = status;
+	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
+	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result queue_buffer(struct request *rq, unsigned status, const char *type, char *body,
+                                    size_t len, bool must_free)
+{
+	return queue_buffer_hdr(rq, status, type, body, len, must_free, NULL, NULL);
+}
+
+/* A registry-format error: {"errors":[{"code":..,"message":..,"detail":{}}]}. */
+static enum MHD_Result queue_error_hdr(struct request *rq, unsigned status, const char *code, const char *msg,
+                                       const char *hname, const char *hval)
+{
+	char body[1024];
+	size_t pos = 0;
+	int n = snprintf(body, sizeof(body), "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
+	pos = (size_t)n;
+	json_str(body, sizeof(body) - 32, &pos, msg);
+	n = snprintf(body + pos, sizeof(body) - pos, "\",\"detail\":{}}]}\n");
+	pos += (size_t)n;
+	free(rq->error);
+	rq->error = strdup(msg);
+	char *copy = malloc(pos);
+	if (!copy)
+		return MHD_NO;
+	memcpy(copy, body, pos);
+	return queue_buffer_hdr(rq, status, JSON_TYPE, copy, pos, true, hname, hval);
+}
+
+static enum MHD_Result queue_error_status(struct request *rq, unsigned status, const char *code, const char *msg)
+{
+	return queue_error_hdr(rq, status, code, msg, NULL, NULL);
+}
+
+static enum MHD_Result queue_error(struct request *rq, const struct rs_err *err, enum route_what what)
+{
+	struct route_error m = route_map_error(err->code, what);
+	return queue_error_status(rq, m.status, m.code, err->msg[0] ? err->msg : rs_code_name(err->code));
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static unsigned inflight_gauge(void *arg)
+{
+	return inflight_count(arg);
+}
+
+enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
+{
+	struct registry *r = calloc(1, sizeof(*r));
+	if (!r)
+		return rs_err_set(err, RS_NOMEM, "registry: out of memory");
+	r->cfg = cfg;
+	enum rs_code rc = blobstore_open(&r->store, cfg->data_dir, cfg->cache_max_bytes, err);
+	if (rc)
+		goto out;
+	rc = inflight_new(&r->inflight, r->store, err);
+	if (rc)
+		goto out;
+	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
+	if (!r->ups) {
+		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < cfg->upstream_count; i++) {
+		rc = upstream_new(&r->ups[i], &cfg->upstreams[i], err);
+		if (rc) {
+			rs_err_prefix(err, "upstream %s: ", cfg->upstreams[i].name);
+			goto out;
+		}
+	}
+	metrics_set_inflight_source(inflight_gauge, r->inflight);
+	*out = r;
+	return RS_OK;
+out:
+	registry_free(r);
+	return rc;
+}
+
+void registry_free(struct registry *r)
+{
+	if (!r)
+		return;
+	metrics_set_inflight_source(NULL, NULL);
+	inflight_free(r->inflight);
+	if (r->ups)
+		for (size_t i = 0; i < r->cfg->upstream_count; i++)
+			upstream_free(r->ups[i]);
+	free(r->ups);
+	blobstore_free(r->store);
+	free(r);
+}
+
+unsigned registry_inflight(struct registry *r)
+{
+	return inflight_count(r->inflight);
+}
+
+void registry_maintain(struct registry *r)
+{
+	struct rs_err err = {0};
+	uint64_t freed = 0;
+	if (blobstore_evict(r->store, &freed, &err) != RS_OK)
+		log_event(LOG_WARN, "cache eviction failed: %s", err.msg);
+	else if (freed)
+		log_event(LOG_INFO, "cache eviction freed %llu bytes", (unsigned long long)freed);
+}
+
+/* ------------------------------------------------------------ names */
+
+static enum rs_code pick_target(struct registry *r, struct request *rq, const char *name, struct route_target *t,
+                                struct rs_err *err)
+{
+	const char *ns = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "ns");
+	enum rs_code rc = route_pick(r->cfg, ns, name, t, err);
+	if (rc == RS_OK)
+		rq->upstream = r->cfg->upstreams[t->up_index].name;
+	return rc;
+}
+
+/* ------------------------------------------------------------ Accept */
+
+struct accept_list {
+	const char *values[RS_LIMIT_ACCEPT_MAX];
+	size_t n;
+};
+
+static bool accepts(const struct accept_list *a, const char *type)
+{
+	return route_accepts(a->values, a->n, type);
+}
+
+/* A client that names a current manifest type: the tag map may follow what
+ * the upstream gives it. */
+static bool modern_client(const struct accept_list *a)
+{
+	return accepts(a, MT_DOCKER_V2) || accepts(a, MT_OCI_MANIFEST) || accepts(a, MT_OCI_INDEX) ||
+	       accepts(a, MT_DOCKER_LIST);
+}
+
+static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct accept_list *a = cls;
+	if (key && value && strcasecmp(key, "Accept") == 0 && a->n < RS_LIMIT_ACCEPT_MAX &&
+	    strlen(value) <= RS_LIMIT_HEADER_MAX_BYTES)
+		a->values[a->n++] = value;
+	return MHD_YES;
+}
+
+/* ------------------------------------------------------------ manifests */
+
+static enum MHD_Result queue_manifest(struct request *rq, const struct route_target *t, char *body, size_t len,
+                                      const char *type, const char *digest)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
+	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	char etag[DIGEST_STR_SIZE + 2];
+	snprintf(etag, sizeof(etag), "\"%s\"", digest);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	if (t->by_ns)
+		MHD_add_response_header(resp, "OCI-Namespace", rq->reg->cfg->upstreams[t->up_index].name);
+	rq->status = 200;
+	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
+	enum MHD_Result ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* Serve manifest digest from the store. RS_NOT_FOUND when absent. */
+static enum rs_code serve_stored_manifest(struct registry *r, struct request *rq, const struct route_target *t,
+                                          const char *digest, enum MHD_Result *ret, struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	*ret = queue_manifest(rq, t, buf, len, type, digest);
+	free(type);
+	return RS_OK;
+}
+
+/* The upstream's error answer, passed through when it is registry JSON,
+ * else mapped. Upstream auth failures become DENIED: the client cannot fix
+ * the proxy's credentials, and a bare 401 would send it looking for a token
+ * service we do not have. */
+static enum MHD_Result queue_upstream_error(struct request *rq, const struct upstream_reply *rep, enum route_what what)
+{
+	const char *up = rq->upstream ? rq->upstream : "upstream";
+	char msg[RS_ERR_MSG_MAX];
+	if (rep->status == 401 || rep->status == 403) {
+		snprintf(msg, sizeof(msg), "upstream %s refused access (HTTP %ld); check its credentials", up,
+		         rep->status);
+		return queue_error_status(rq, 403, "DENIED", msg);
+	}
+	if (rep->status == 404) {
+		struct rs_err e;
+		rs_err_set(&e, RS_NOT_FOUND, "%s not found upstream (%s)",
+		           what == ROUTE_MANIFEST ? "manifest" : what == ROUTE_BLOB ? "blob" : "repository", up);
+		if (rep->body && strstr(rep->body, "\"errors\"") && rep->body_len < RS_LIMIT_ERROR_BODY_MAX_BYTES) {
+			char *copy = malloc(rep->body_len);
+			if (copy) {
+				memcpy(copy, rep->body, rep->body_len);
+				free(rq->error);
+				rq->error = strdup(e.msg);
+				return queue_buffer(rq, 404, JSON_TYPE, copy, rep->body_len, true);
+			}
+		}
+		return queue_error(rq, &e, what);
+	}
+	if (rep->status == 429) {
+		snprintf(msg, sizeof(msg), "upstream %s is rate limiting requests (HTTP 429)", up);
+		return queue_error_status(rq, 429, "TOOMANYREQUESTS", msg);
+	}
+	snprintf(msg, sizeof(msg), "upstream %s answered HTTP %ld", up, rep->status);
+	return queue_error_status(rq, 502, "UNAVAILABLE", msg);
+}
+
+static bool status_ok(long s)
+{
+	return s >= 200 && s < 300;
+}
+
+/* Fetch a manifest from the upstream, verify it and store it; on success
+ * rep holds the body and *out_digest its digest. want_digest (may be NULL)
+ * is the digest the client asked for. */
+static enum rs_code fetch_manifest(struct registry *r, const struct route_target *t, const struct accept_list *acc,
+                                   const char *want_digest, struct upstream_reply *rep,
+                                   char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	struct upstream *u = r->ups[t->up_index];
+	const char *upname = r->cfg->upstreams[t->up_index].name;
+	metrics_upstream(upname, METRICS_UP_REQUESTS);
+	enum rs_code rc = upstream_manifest(u, t->repo, t->ref, acc->values, acc->n, false,
+	                                    r->cfg->manifest_max_bytes, rep, err);
+	if (rc) {
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+		return rc;
+	}
+	if (rep->status >= 500)
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+	if (!status_ok(rep->status))
+		return RS_OK; /* the caller passes the answer on */
+	metrics_add(METRICS_UPSTREAM_BYTES, rep->body_len);
+	digest_buffer(out_digest, rep->body, rep->body_len);
+	if (want_digest && strcmp(out_digest, want_digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH,
+		                  "upstream %s sent a manifest for %s that hashes to %s; not cached", upname,
+		                  want_digest, out_digest);
+	if (!want_digest && rep->digest[0] && strcmp(rep->digest, out_digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH,
+		                  "upstream %s sent manifest bytes hashing to %s but Docker-Content-Digest %s; not cached",
+		                  upname, out_digest, rep->digest);
+	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
+	return blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
+}
+
+static enum MHD_Result serve_fetched(struct request *rq, const struct route_target *t, struct upstream_reply *rep,
+                                     const char *digest)
+{
+	char *body = rep->body;
+	size_t len = rep->body_len;
+	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
+	rep->body = NULL; /* handed to the response */
+	return queue_manifest(rq, t, body, len, type, digest);
+}
+
+static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
+                                          const struct accept_list *acc)
+{
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	if (digest_parse(t->ref, &err) != RS_OK)
+		return queue_error(rq, &err, ROUTE_MANIFEST);
+	enum rs_code rc = serve_stored_manifest(r, rq, t, t->ref, &ret, &err);
+	if (rc == RS_OK) {
+		rq->cache = "hit";
+		metrics_cache(METRICS_MANIFEST, 1);
+		return ret;
+	}
+	if (rc != RS_NOT_FOUND)
+		return queue_error(rq, &err, ROUTE_MANIFEST);
+	if (err.msg[0])
+		log_event(LOG_WARN, "%s", err.msg); /* e.g. a corrupt stored copy that was dropped */
+	rq->cache = "miss";
+	metrics_cache(METRICS_MANIFEST, 0);
+	struct upstream_reply rep = {0};
+	char digest[DIGEST_STR_SIZE];
+	rs_err_clear(&err);
+	rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &err);
+	if (rc)
+		ret = queue_error(rq, &err, ROUTE_MANIFEST);
+	else if (!status_ok(rep.status))
+		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
+	else
+		ret = serve_fetched(rq, t, &rep, digest);
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+static bool stored_acceptable(const struct blobstore_tag *tag, const struct accept_list *acc)
+{
+	return accepts(acc, tag->media_type);
+}
+
+static void remember_tag(struct registry *r, const struct route_target *t, const char *digest, const char *type)
+{
+	struct blobstore_tag tag = {0};
+	struct rs_err err = {0};
+	snprintf(tag.digest, sizeof(tag.digest), "%s", digest);
+	snprintf(tag.media_type, sizeof(tag.media_type), "%s", type ? type : JSON_TYPE);
+	tag.fetched = time(NULL);
+	if (blobstore_put_tag(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, &tag, &err) != RS_OK)
+		log_event(LOG_WARN, "could not record tag %s:%s: %s", t->repo, t->ref, err.msg);
+}
+
+/* Serve the stored tag answer as a stale copy because the upstream failed. */
+static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const struct route_target *t,
+                                   const struct blobstore_tag *tag, const char *why, bool *served)
+{
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	*served = false;
+	if (serve_stored_manifest(r, rq, t, tag->digest, &ret, &err) != RS_OK)
+		return MHD_NO;
+	*served = true;
+	rq->cache = "stale";
+	metrics_add(METRICS_STALE_SERVED, 1);
+	log_event(LOG_WARN, "serving stale %s:%s (%s, fetched %lds ago) because upstream %s failed: %s", t->repo,
+	          t->ref, tag->digest, (long)(time(NULL) - tag->fetched), rq->upstream, why);
+	return ret;
+}
+
+static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, const struct route_target *t,
+                                       const struct accept_list *acc)
+{
+	if (!route_tag_valid(t->ref)) {
+		struct rs_err e;
+		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
+		return queue_error_status(rq, 400, "TAG_INVALID", e.msg);
+	}
+	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
+	struct blobstore_tag tag = {0};
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	bool have = blobstore_get_tag(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
+	            blobstore_has(r->store, BLOBSTORE_MANIFEST, tag.digest);
+	bool usable = have && stored_acceptable(&tag, acc);
+	time_t now = time(NULL);
+	bool fresh = usable && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
+
+	if (fresh) {
+		rs_err_clear(&err);
+		if (serve_stored_manifest(r, rq, t, tag.digest, &ret, &err) == RS_OK) {
+			rq->cache = "hit";
+			metrics_cache(METRICS_MANIFEST, 1);
+			return ret;
+		}
+	}
+	struct upstream *u = r->ups[t->up_index];
+	if (usable) {
+		/* Revalidate with HEAD: it does not count as a pull on Docker Hub. */
+		struct upstream_reply head = {0};
+		rs_err_clear(&err);
+		metrics_upstream(upc->name, METRICS_UP_REQUESTS);
+		enum rs_code rc = upstream_manifest(u, t->repo, t->ref, acc->values, acc->n, true,
+		                                    r->cfg->manifest_max_bytes, &head, &err);
+		if (rc || head.status >= 500 || head.status == 429) {
+			char why[RS_ERR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", rc ? err.msg : "5xx/429 answer");
+			if (rc || head.status >= 500)
+				metrics_upstream(upc->name, METRICS_UP_ERRORS);
+			upstream_reply_dispose(&head);
+			bool served;
+			ret = serve_stale(r, rq, t, &tag, why, &served);
+			if (served)
+				return ret;
+		} else if (status_ok(head.status) && head.digest[0] && strcmp(head.digest, tag.digest) == 0) {
+			upstream_reply_dispose(&head);
+			remember_tag(r, t, tag.digest, tag.media_type);
+			rs_err_clear(&err);
+			if (serve_stored_manifest(r, rq, t, tag.digest, &ret, &err) == RS_OK) {
+				rq->cache = "hit";
+				metrics_cache(METRICS_MANIFEST, 1);
+				return ret;
+			}
+		} else {
+			upstream_reply_dispose(&head);
+		}
+	}
+
+	/* Miss, moved tag, or a client that wants another type: GET upstream. */
+	rq->cache = "miss";
+	metrics_cache(METRICS_MANIFEST, 0);
+	struct upstream_reply rep = {0};
+	char digest[DIGEST_STR_SIZE];
+	rs_err_clear(&err);
+	enum rs_code rc = fetch_manifest(r, t, acc, NULL, &rep, digest, &err);
+	if (rc == RS_UPSTREAM || rc == RS_TIMEOUT || (rc == RS_OK && (rep.status >= 500 || rep.status == 429))) {
+		if (have) {
+			char why[RS_ERR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", rc ? err.msg : "5xx/429 answer");
+			bool served;
+			ret = serve_stale(r, rq, t, &tag, why, &served);
+			if (served) {
+				upstream_reply_dispose(&rep);
+				return ret;
+			}
+		}
+	}
+	if (rc)
+		ret = queue_error(rq, &err, ROUTE_MANIFEST);
+	else if (!status_ok(rep.status))
+		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
+	else {
+		if (modern_client(acc))
+			remember_tag(r, t, digest, rep.content_type);
+		ret = serve_fetched(rq, t, &rep, digest);
+	}
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+/* ------------------------------------------------------------ blobs */
+
+static void add_blob_headers(struct MHD_Response *resp, const char *digest, const struct route_range *rg,
+                             uint64_t size, bool size_known)
+{
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
+	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+	char etag[DIGEST_STR_SIZE + 2];
+	snprintf(etag, sizeof(etag), "\"%s\"", digest);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+	if (rg->partial && size_known) {
+		char cr[96];
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)rg->start,
+		         (unsigned long long)rg->end - 1, (unsigned long long)size);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+	}
+}
+
+static enum MHD_Result queue_range_error(struct request *rq, const struct rs_err *err, uint64_t size)
+{
+	char cr[64];
+	snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+	/* RFC 9110 15.5.17: a 416 names the current length. */
+	return queue_error_hdr(rq, 416, "RANGE_INVALID", err->msg, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+}
+
+static enum MHD_Result blob_from_store(struct request *rq, const char *digest, int fd, uint64_t size)
+{
+	struct route_range rg;
+	struct rs_err err = {0};
+	const char *rh = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+	if (route_parse_range(rh, size, &rg, &err) != RS_OK) {
+		close(fd);
+		return queue_range_error(rq, &err, size);
+	}
+	uint64_t len = rg.end - rg.start;
+	struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, rg.start);
+	if (!resp) {
+		close(fd);
+		return MHD_NO;
+	}
+	add_blob_headers(resp, digest, &rg, size, true);
+	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
+	rq->status = status;
+	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
+	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* The download job handed to inflight.c. */
+struct download {
+	struct upstream *u;
+	const char *upname;
+	char repo[RS_LIMIT_NAME_MAX + 16];
+	char digest[DIGEST_STR_SIZE];
+};
+
+struct download_sink {
+	struct inflight_fetch *f;
+};
+
+static enum rs_code download_begin(void *arg, int64_t size, struct rs_err *err)
+{
+	struct download_sink *s = arg;
+	return inflight_fetch_begin(s->f, size, err);
+}
+
+static enum rs_code download_data(void *arg, const void *buf, size_t len, struct rs_err *err)
+{
+	struct download_sink *s = arg;
+	metrics_add(METRICS_UPSTREAM_BYTES, len);
+	return inflight_fetch_write(s->f, buf, len, err);
+}
+
+static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_err *err)
+{
+	struct download *d = arg;
+	struct download_sink sink = {.f = f};
+	metrics_upstream(d->upname, METRICS_UP_REQUESTS);
+	metrics_upstream(d->upname, METRICS_UP_BLOB_FETCHES);
+	enum rs_code rc = upstream_blob(d->u, d->repo, d->digest, download_begin, download_data, &sink, err);
+	if (rc && rc != RS_NOT_FOUND)
+		metrics_upstream(d->upname, METRICS_UP_ERRORS);
+	if (rc)
+		log_event(rc == RS_NOT_FOUND ? LOG_INFO : LOG_WARN, "download of %s from %s/%s failed: %s", d->digest,
+		          d->upname, d->repo, err->msg);
+	return rc;
+}
+
+struct blob_stream {
+	struct inflight_fetch *f;
+	struct request *rq;
+	uint64_t start, end; /* end UINT64_MAX when unknown */
+	unsigned stall_s;
+	bool failed;
+};
+
+static ssize_t blob_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct blob_stream *s = cls;
+	uint64_t at = s->start + pos;
+	if (at >= s->end)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (max > s->end - at)
+		max = (size_t)(s->end - at);
+	struct rs_err err = {0};
+	ssize_t n = inflight_read(s->f, at, buf, max, s->stall_s, &err);
+	if (n > 0) {
+		metrics_add(METRICS_CLIENT_BYTES, (uint64_t)n);
+		return n;
+	}
+	if (n == 0)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	/* Abort the connection: the client must not see a body that looks
+	 * complete (STYLE.md "Tees fail loudly"). */
+	s->failed = true;
+	log_event(LOG_WARN, "aborting blob response for %s at byte %llu: %s", s->rq->url, (unsigned long long)at,
+	          err.msg);
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void blob_stream_free(void *cls)
+{
+	struct blob_stream *s = cls;
+	inflight_release(s->f);
+	free(s);
+}
+
+static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, const struct route_target *t)
+{
+	struct upstream_reply rep = {0};
+	struct rs_err err = {0};
+	const char *upname = r->cfg->upstreams[t->up_index].name;
+	metrics_upstream(upname, METRICS_UP_REQUESTS);
+	if (upstream_blob_head(r->ups[t->up_index], t->repo, t->ref, &rep, &err) != RS_OK) {
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+		return queue_error(rq, &err, ROUTE_BLOB);
+	}
+	enum MHD_Result ret;
+	if (!status_ok(rep.status)) {
+		ret = queue_upstream_error(rq, &rep, ROUTE_BLOB);
+	} else {
+		/* A HEAD carries the size in Content-Length but no body: MHD sends
+		 * headers only for HEAD, so the reader is never called. */
+		uint64_t size = rep.content_length >= 0 ? (uint64_t)rep.content_length : MHD_SIZE_UNKNOWN;
+		struct MHD_Response *resp = MHD_create_response_from_callback(size, 4096, NULL, NULL, NULL);
+		if (!resp) {
+			upstream_reply_dispose(&rep);
+			return MHD_NO;
+		}
+		struct route_range rg = {.partial = false};
+		add_blob_headers(resp, t->ref, &rg, size, rep.content_length >= 0);
+		rq->status = 200;
+		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
+		MHD_destroy_response(resp);
+	}
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+static enum MHD_Result blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head)
+{
+	struct rs_err err = {0};
+	if (digest_parse(t->ref, &err) != RS_OK)
+		return queue_error(rq, &err, ROUTE_BLOB);
+	int fd = -1;
+	uint64_t size = 0;
+	enum rs_code rc = blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err);
+	if (rc == RS_OK) {
+		rq->cache = "hit";
+		metrics_cache(METRICS_BLOB, 1);
+		return blob_from_store(rq, t->ref, fd, size);
+	}
+	if (rc != RS_NOT_FOUND)
+		return queue_error(rq, &err, ROUTE_BLOB);
+	rq->cache = "miss";
+	metrics_cache(METRICS_BLOB, 0);
+	if (head)
+		return blob_head_miss(r, rq, t);
+
+	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
+	struct download *d = calloc(1, sizeof(*d));
+	if (!d)
+		return MHD_NO;
+	d->u = r->ups[t->up_index];
+	d->upname = upc->name;
+	snprintf(d->repo, sizeof(d->repo), "%s", t->repo);
+	snprintf(d->digest, sizeof(d->digest), "%s", t->ref);
+	struct inflight_fetch *f = NULL;
+	rs_err_clear(&err);
+	if (inflight_join(r->inflight, t->ref, -1, download_run, d, free, &f, &err) != RS_OK)
+		return queue_error(rq, &err, ROUTE_BLOB);
+	int64_t total = -1;
+	rs_err_clear(&err);
+	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, &err);
+	if (rc) {
+		inflight_release(f);
+		if (rc == RS_DIGEST_MISMATCH)
+			err.code = RS_UPSTREAM;
+		return queue_error(rq, &err, ROUTE_BLOB);
+	}
+	struct route_range rg = {.partial = false, .start = 0, .end = UINT64_MAX};
+	if (total >= 0) {
+		const char *rh = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+		rs_err_clear(&err);
+		if (route_parse_range(rh, (uint64_t)total, &rg, &err) != RS_OK) {
+			inflight_release(f);
+			return queue_range_error(rq, &err, (uint64_t)total);
+		}
+	}
+	struct blob_stream *s = calloc(1, sizeof(*s));
+	if (!s) {
+		inflight_release(f);
+		return MHD_NO;
+	}
+	s->f = f;
+	s->rq = rq;
+	s->start = rg.start;
+	s->end = rg.end;
+	s->stall_s = upc->timeout_s;
+	uint64_t len = total >= 0 ? rg.end - rg.start : MHD_SIZE_UNKNOWN;
+	struct MHD_Response *resp =
+		MHD_create_response_from_callback(len, 64 * 1024, blob_stream_read, s, blob_stream_free);
+	if (!resp) {
+		blob_stream_free(s);
+		return MHD_NO;
+	}
+	add_blob_headers(resp, t->ref, &rg, (uint64_t)total, total >= 0);
+	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
+	rq->status = status;
+	rq->body_counted = true;
+	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* ------------------------------------------------------------ tags/list */
+
+/* Rewrite a Link header's upstream path (/v2/<repo>/) to the client's name. */
+static char *rewrite_link(const char *link, const char *repo, const char *name)
+{
+	char from[RS_LIMIT_NAME_MAX + 32];
+	snprintf(from, sizeof(from), "/v2/%s/", repo);
+	const char *at = strstr(link, from);
+	size_t cap = strlen(link) + strlen(name) + 8;
+	char *out = malloc(cap);
+	if (!out)
+		return NULL;
+	if (!at)
+		snprintf(out, cap, "%s", link);
+	else
+		snprintf(out, cap, "%.*s/v2/%s/%s", (int)(at - link), link, name, at + strlen(from));
+	return out;
+}
+
+static void url_encode(char *out, size_t cap, const char *s)
+{
+	static const char hx[] = "0123456789ABCDEF";
+	size_t p = 0;
+	for (; *s && p + 4 < cap; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+			out[p++] = (char)c;
+		} else {
+			out[p++] = '%';
+			out[p++] = hx[c >> 4];
+			out[p++] = hx[c & 15];
+		}
+	}
+	out[p] = '\0';
+}
+
+static enum MHD_Result tags_list(struct registry *r, struct request *rq, const struct route_target *t)
+{
+	const char *n = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "n");
+	const char *last = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "last");
+	char query[512] = "", enc[400];
+	size_t q = 0;
+	if (n) {
+		url_encode(enc, sizeof(enc) / 2, n);
+		q += (size_t)snprintf(query + q, sizeof(query) - q, "n=%s", enc);
+	}
+	if (last && q < sizeof(query)) {
+		url_encode(enc, sizeof(enc), last);
+		snprintf(query + q, sizeof(query) - q, "%slast=%s", q ? "&" : "", enc);
+	}
+	struct upstream_reply rep = {0};
+	struct rs_err err = {0};
+	const char *upname = r->cfg->upstreams[t->up_index].name;
+	metrics_upstream(upname, METRICS_UP_REQUESTS);
+	if (upstream_tags(r->ups[t->up_index], t->repo, query[0] ? query : NULL, r->cfg->manifest_max_bytes, &rep,
+	                  &err) != RS_OK) {
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+		return queue_error(rq, &err, ROUTE_NAME);
+	}
+	enum MHD_Result ret;
+	if (!status_ok(rep.status)) {
+		ret = queue_upstream_error(rq, &rep, ROUTE_NAME);
+	} else {
+		metrics_add(METRICS_UPSTREAM_BYTES, rep.body_len);
+		struct MHD_Response *resp = MHD_create_response_from_buffer(rep.body_len, rep.body, MHD_RESPMEM_MUST_FREE);
+		if (!resp) {
+			upstream_reply_dispose(&rep);
+			return MHD_NO;
+		}
+		rep.body = NULL;
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE);
+		MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+		if (rep.link) {
+			char *link = rewrite_link(rep.link, t->repo, t->name);
+			if (link) {
+				MHD_add_response_header(resp, MHD_HTTP_HEADER_LINK, link);
+				free(link);
+			}
+		}
+		if (t->by_ns)
+			MHD_add_response_header(resp, "OCI-Namespace", upname);
+		rq->status = 200;
+		rq->body_bytes = rep.body_len;
+		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
+		MHD_destroy_response(resp);
+	}
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+/* ------------------------------------------------------------ routing */
+
+static enum MHD_Result serve_metrics(struct request *rq)
+{
+	char *page = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (metrics_render(&page, &len, &err) != RS_OK)
+		return queue_error(rq, &err, ROUTE_OTHER);
+	return queue_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", page, len, true);
+}
+
+enum MHD_Result registry_handle(struct registry *r, struct request *rq)
+{
+	static char healthz_body[] = "{\"status\":\"ok\"}\n";
+	static char base_body[] = "{}\n";
+	const char *url = rq->url;
+	bool get = strcmp(rq->method, "GET") == 0;
+	bool head = strcmp(rq->method, "HEAD") == 0;
+
+	if (strcmp(url, "/healthz") == 0) {
+		rq->route = "healthz";
+		if (!get && !head)
+			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /healthz");
+		return queue_buffer(rq, 200, JSON_TYPE, healthz_body, strlen(healthz_body), false);
+	}
+	if (strcmp(url, "/metrics") == 0) {
+		rq->route = "metrics";
+		if (!get && !head)
+			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /metrics");
+		return serve_metrics(rq);
+	}
+	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
+		rq->route = "base";
+		if (!get && !head)
+			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /v2/");
+		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
+	}
+	rq->route = "other";
+	if (strncmp(url, "/v2/", 4) != 0)
+		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror");
+
+	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
+	size_t len = strlen(url);
+	if (len > RS_LIMIT_NAME_MAX + 256)
+		return queue_error_status(rq, 414, "NAME_INVALID", "request path too long");
+	char path[RS_LIMIT_NAME_MAX + 260];
+	memcpy(path, url + 4, len - 4 + 1);
+	char *last = strrchr(path, '/');
+	if (!last || last == path)
+		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+	*last = '\0';
+	const char *ref = last + 1;
+	char *kind = strrchr(path, '/');
+	if (!kind)
+		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+	*kind = '\0';
+	kind++;
+	const char *name = path;
+
+	enum route_what what;
+	if (strcmp(kind, "manifests") == 0) {
+		rq->route = "manifest";
+		what = ROUTE_MANIFEST;
+	} else if (strcmp(kind, "blobs") == 0) {
+		rq->route = "blob";
+		what = ROUTE_BLOB;
+		if (strcmp(ref, "uploads") == 0)
+			return queue_error_status(rq, 405, "UNSUPPORTED",
+			                          "this mirror is read-only: blob uploads are not supported");
+	} else if (strcmp(kind, "tags") == 0 && strcmp(ref, "list") == 0) {
+		rq->route = "tags";
+		what = ROUTE_NAME;
+	} else if (strstr(url, "/blobs/uploads/")) {
+		rq->route = "blob";
+		return queue_error_status(rq, 405, "UNSUPPORTED", "this mirror is read-only: blob uploads are not supported");
+	} else {
+		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+	}
+	if (!get && !head) {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "%.10s is not supported on %s: this mirror is read-only", rq->method,
+		         rq->route);
+		return queue_error_status(rq, 405, "UNSUPPORTED", msg);
+	}
+
+	struct route_target t = {0};
+	struct rs_err err = {0};
+	if (pick_target(r, rq, name, &t, &err) != RS_OK)
+		return queue_error(rq, &err, err.code == RS_NOT_FOUND ? ROUTE_NAME : ROUTE_OTHER);
+	t.ref = ref;
+
+	if (what == ROUTE_NAME)
+		return tags_list(r, rq, &t);
+	if (what == ROUTE_BLOB)
+		return blob_get(r, rq, &t, head);
+
+	struct accept_list acc = {.n = 0};
+	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, collect_accept, &acc);
+	if (strchr(ref, ':'))
+		return manifest_by_digest(r, rq, &t, &acc);
+	return manifest_by_tag(r, rq, &t, &acc);
+}

@@ -1,0 +1,31 @@
+/* registry: the Distribution API v2 read side of the pull-through mirror:
+ * routing (?ns=, upstream path component, default upstream, library/),
+ * manifests, blobs, tags/list, /v2/, /healthz, /metrics, and the one table
+ * that maps our error codes to HTTP statuses and registry error JSON. */
+#ifndef RS_PROXY_REGISTRY_H
+#define RS_PROXY_REGISTRY_H
+
+#include "config.h"
+#include "errors.h"
+#include "http.h"
+
+#include <microhttpd.h>
+
+struct registry;
+
+/* Open the store and one upstream client per configured upstream. cfg is
+ * borrowed and must outlive the registry. */
+RS_MUST_CHECK enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err);
+void registry_free(struct registry *r);
+
+/* Answer one request (called once per request, before any body is read).
+ * Queues a response on rq->conn and records status and route in rq. */
+enum MHD_Result registry_handle(struct registry *r, struct request *rq);
+
+/* Number of upstream downloads still running. */
+unsigned registry_inflight(struct registry *r);
+
+/* Run store eviction once (called periodically by the server). */
+void registry_maintain(struct registry *r);
+
+#endif
