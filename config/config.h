@@ -36,7 +36,7 @@ struct rs_config {
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
 	unsigned max_connections;
 	char *data_dir;         /* default ./regslim-data */
-	uint64_t cache_max_bytes;
+	uint64_t cache_max_bytes; /* eviction target; 0: no limit */
 	uint64_t manifest_max_bytes;
 	unsigned shutdown_grace_s;
 	char *log_level;        /* "debug" | "info" | "warn" | "error" */
@@ -63,12 +63,19 @@ RS_MUST_CHECK enum rs_code config_override(struct rs_config *cfg, const char *li
                                            const char *upstream_url, const char *data_dir,
                                            struct rs_err *err);
 
-/* Write the effective configuration as JSON to out, secrets replaced by
- * their source ("env:NAME"). */
+/* Write the effective configuration as pretty JSON to out (every key, the
+ * defaults filled in), secrets replaced by their source: auth is printed as
+ * {"username", "password_env": NAME} or {"username", "password_file": PATH},
+ * so the output is itself a valid configuration file. RS_IO, RS_NOMEM. */
 RS_MUST_CHECK enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err);
 
 /* Upstream by name, or NULL. Borrowed from cfg. */
 const struct rs_upstream_config *config_find_upstream(const struct rs_config *cfg, const char *name);
+
+/* Testing only (allocation-failure tests): when should_fail is set, every
+ * allocation config_* makes first calls it and fails (RS_NOMEM) when it
+ * returns true. NULL turns it off. Not thread-safe: set it before loading. */
+void config_set_alloc_fail_hook(bool (*should_fail)(void));
 
 /* Release everything cfg owns and zero it. Safe on a zeroed struct. */
 void config_dispose(struct rs_config *cfg);

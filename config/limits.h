@@ -36,7 +36,50 @@
 #define RS_LIMIT_EXPANSION_RATIO 1000u
 /* zstd window for untrusted input and for what we write (8 MiB = 2^23). */
 #define RS_LIMIT_ZSTD_WINDOW_LOG 23
+/* The expansion-ratio cap applies once a layer has decompressed to this
+ * many bytes, so small highly compressible layers are never refused. */
+#define RS_LIMIT_EXPANSION_MIN_BYTES (64ull * 1024 * 1024)
+/* zstd window accepted on input (2^27 = 128 MiB, libzstd's own default
+ * decode limit, so every frame `zstd -d` accepts is accepted). What we write
+ * stays within RS_LIMIT_ZSTD_WINDOW_LOG. */
+#define RS_LIMIT_ZSTD_DECODE_WINDOW_LOG 27
+/* Tar: all raw header bytes of one entry (extension headers, their payloads,
+ * old GNU sparse extension blocks and the ustar header) are held at once. */
+#define RS_LIMIT_TAR_HEADER_MAX_BYTES (4u * 1024 * 1024)
+/* Tar: xattrs kept per entry from pax SCHILY.xattr.* / LIBARCHIVE.xattr.*. */
+#define RS_LIMIT_TAR_XATTRS_MAX 1024
 /* Path tables in squash / dedupe are capped by entry count. */
 #define RS_LIMIT_PATH_TABLE_ENTRIES (4u * 1024 * 1024)
+
+/* Ranges the configuration loader enforces (config/config.c). */
+/* config: max_connections upper bound */
+#define RS_LIMIT_CONNECTIONS_MAX 65536
+/* config: limits.manifest_max_bytes upper bound; manifests are held in memory. */
+#define RS_LIMIT_MANIFEST_HARD_MAX_BYTES (64u * 1024 * 1024)
+/* config: upstreams[].tag_ttl_s upper bound (one year) */
+#define RS_LIMIT_TAG_TTL_MAX_S 31536000
+/* config: upstreams[].timeout_s upper bound */
+#define RS_LIMIT_UPSTREAM_TIMEOUT_MAX_S 3600
+/* config: shutdown_grace_s upper bound */
+#define RS_LIMIT_SHUTDOWN_GRACE_MAX_S 3600
+/* config: upstreams; how many upstreams one configuration may name. */
+#define RS_LIMIT_UPSTREAMS_MAX 256
+/* config: upstreams[].auth.password_file is read whole; a password is short. */
+#define RS_LIMIT_PASSWORD_FILE_MAX_BYTES 4096
+
+/* Upstream client: redirects followed per request (blob storage), bearer
+ * tokens cached per upstream (one per repository scope). */
+#define RS_LIMIT_UPSTREAM_REDIRECTS 5
+#define RS_LIMIT_TOKEN_CACHE_ENTRIES 1024
+
+/* Optimizer (policy.c, imagejson.c, pipeline.c). */
+/* Strip rules per policy (built-in plus custom) and globs per rule list. */
+#define RS_LIMIT_POLICY_RULES_MAX 64
+#define RS_LIMIT_POLICY_GLOBS_MAX 256
+/* Layers per image and manifests per index we accept. */
+#define RS_LIMIT_IMAGE_LAYERS_MAX 1024
+#define RS_LIMIT_INDEX_MANIFESTS_MAX 1024
+/* Entries of a docker-archive tarball's outer tar that are indexed. */
+#define RS_LIMIT_ARCHIVE_MEMBERS_MAX 65536
 
 #endif

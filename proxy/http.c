@@ -1,7 +1,7 @@
 /* http: libmicrohttpd in thread-per-connection mode. A blocking handler is
  * fine here: each connection has its own thread, so a blob reader waiting
- * for upstream bytes holds up nobody else. The access handler answers on its
- * first call (we accept no request bodies on the read side), the completion
+ * for upstream bytes holds up nobody else. The access handler answers once the
+ * request is fully read (the read side discards request bodies), the completion
  * callback logs and counts the request and frees it. */
 #include "http.h"
 
@@ -43,13 +43,20 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	(void)version;
 	(void)upload_data;
 	struct http_server *s = cls;
-	if (*con_cls) {
-		/* Later calls carry request body data, which the read side ignores;
-		 * the response was queued on the first call. */
-		*upload_data_size = 0;
-		return MHD_YES;
+	struct request *rq = *con_cls;
+	if (rq) {
+		if (*upload_data_size) {
+			/* The read side takes no request bodies: discard them and answer
+			 * once the whole request is in, so the connection stays usable. */
+			*upload_data_size = 0;
+			return MHD_YES;
+		}
+		/* Answering only after the full request was read keeps HTTP/1.1
+		 * connections alive; an answer queued on the first call makes MHD
+		 * close the connection afterwards. */
+		return registry_handle(s->reg, rq);
 	}
-	struct request *rq = calloc(1, sizeof(*rq));
+	rq = calloc(1, sizeof(*rq));
 	if (!rq)
 		return MHD_NO;
 	clock_gettime(CLOCK_MONOTONIC, &rq->start);
@@ -60,7 +67,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	rq->route = "other";
 	*con_cls = rq;
 	atomic_fetch_add(&s->active, 1);
-	return registry_handle(s->reg, rq);
+	return MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

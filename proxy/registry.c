@@ -634,6 +634,16 @@ static void blob_stream_free(void *cls)
 	free(s);
 }
 
+/* Body reader of a HEAD answer: MHD never calls it for HEAD. */
+static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	(void)pos;
+	(void)buf;
+	(void)max;
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
 static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, const struct route_target *t)
 {
 	struct upstream_reply rep = {0};
@@ -651,7 +661,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 		/* A HEAD carries the size in Content-Length but no body: MHD sends
 		 * headers only for HEAD, so the reader is never called. */
 		uint64_t size = rep.content_length >= 0 ? (uint64_t)rep.content_length : MHD_SIZE_UNKNOWN;
-		struct MHD_Response *resp = MHD_create_response_from_callback(size, 4096, NULL, NULL, NULL);
+		struct MHD_Response *resp = MHD_create_response_from_callback(size, 4096, no_body, NULL, NULL);
 		if (!resp) {
 			upstream_reply_dispose(&rep);
 			return MHD_NO;

@@ -18,7 +18,7 @@ struct registry;
 RS_MUST_CHECK enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err);
 void registry_free(struct registry *r);
 
-/* Answer one request (called once per request, before any body is read).
+/* Answer one request (called once per request, after it was fully read).
  * Queues a response on rq->conn and records status and route in rq. */
 enum MHD_Result registry_handle(struct registry *r, struct request *rq);
 

@@ -1,0 +1,1110 @@
+/* config: loads the regslim JSON configuration file into struct rs_config
+ * and validates every key (type, range, format), refusing unknown keys at
+ * every level. Errors are one line: "FILE: key.path: expected ..., got ...",
+ * or "FILE:LINE:COLUMN: invalid JSON: ..." for syntax errors.
+ *
+ * It reads the file whole (capped at RS_LIMIT_CONFIG_FILE_MAX_BYTES), the
+ * password files named in it (capped at RS_LIMIT_PASSWORD_FILE_MAX_BYTES) and
+ * the environment variables named in it. It does no network I/O and creates
+ * nothing. It is the only user of jansson for configuration: json_t values
+ * live only inside this file; the structs it fills own plain C strings. */
+#include "config.h"
+
+#include "limits.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DEFAULT_LISTEN "127.0.0.1:5000"
+#define DEFAULT_DATA_DIR "./regslim-data"
+#define DEFAULT_LOG_LEVEL "info"
+#define DEFAULTS_SOURCE "(defaults)"
+
+/* A key path like "upstreams[12].auth.password_env" fits comfortably. */
+#define PATH_MAX_CHARS 128
+/* How much of an offending value an error message quotes. */
+#define SHOW_MAX_CHARS 60
+
+/* Sizes must survive a round trip through a JSON integer (long long). */
+#define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
+
+static const char *const top_keys[] = {"listen", "max_connections", "data_dir", "cache", "limits",
+                                       "shutdown_grace_s", "log", "upstreams", NULL};
+static const char *const cache_keys[] = {"max_bytes", NULL};
+static const char *const limits_keys[] = {"manifest_max_bytes", NULL};
+static const char *const log_keys[] = {"level", "requests", NULL};
+static const char *const upstream_keys[] = {"name", "url", "default", "tag_ttl_s", "timeout_s",
+                                            "tls_verify", "ca_file", "library_prefix", "auth", NULL};
+static const char *const auth_keys[] = {"username", "password_env", "password_file", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+/* Where messages come from (the file name) and the error to fill. */
+struct loader {
+	const char *file;
+	struct rs_err *err;
+};
+
+/* ---- allocation ------------------------------------------------------- */
+
+/* Tests make allocations fail through this hook (config_set_alloc_fail_hook). */
+static bool (*alloc_fail_hook)(void);
+
+void config_set_alloc_fail_hook(bool (*should_fail)(void))
+{
+	alloc_fail_hook = should_fail;
+}
+
+static bool alloc_fails(void)
+{
+	return alloc_fail_hook && alloc_fail_hook();
+}
+
+static char *xstrdup(const char *s)
+{
+	return alloc_fails() ? NULL : strdup(s);
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+	return alloc_fails() ? NULL : strndup(s, n);
+}
+
+static void *xmalloc(size_t n)
+{
+	return alloc_fails() ? NULL : malloc(n);
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+	return alloc_fails() ? NULL : calloc(n, size);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	return alloc_fails() ? NULL : realloc(p, n);
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
+                         const char *fmt, ...) RS_PRINTF(4, 5);
+
+static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
+                         const char *fmt, ...)
+{
+	char body[RS_ERR_MSG_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(body, sizeof(body), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		body[0] = '\0';
+	if (path && path[0])
+		return rs_err_set(ld->err, code, "%s: %s: %s", ld->file, path, body);
+	return rs_err_set(ld->err, code, "%s: %s", ld->file, body);
+}
+
+/* Copy s into out for a message: at most SHOW_MAX_CHARS characters, control
+ * characters replaced by '?', "..." when cut, so a message stays one line. */
+static void show_text(char *out, size_t size, const char *s, size_t max)
+{
+	size_t o = 0;
+	size_t i = 0;
+	for (; s[i] && o + 4 < size && i < max; i++)
+		out[o++] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+	if (s[i] && o + 4 <= size) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+/* Release memory jansson allocated (json_dumps) with jansson's own free. */
+static void jansson_free(void *p)
+{
+	json_free_t release = NULL;
+	json_get_alloc_funcs(NULL, &release);
+	if (release)
+		release(p);
+}
+
+/* Describe a JSON value for "got ...": scalars as compact JSON, containers
+ * by kind. No allocation for containers; scalars use jansson's encoder. */
+static void show_value(char *out, size_t size, const json_t *v)
+{
+	if (json_is_object(v)) {
+		snprintf(out, size, "%s", json_object_size(v) ? "an object" : "{}");
+		return;
+	}
+	if (json_is_array(v)) {
+		snprintf(out, size, "%s", json_array_size(v) ? "an array" : "[]");
+		return;
+	}
+	char *dump = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	if (!dump) {
+		snprintf(out, size, "%s", "a value");
+		return;
+	}
+	show_text(out, size, dump, SHOW_MAX_CHARS);
+	jansson_free(dump);
+}
+
+static enum rs_code fail_value(const struct loader *ld, const char *path, const json_t *v,
+                               const char *expected)
+{
+	char got[SHOW_MAX_CHARS + 8];
+	show_value(got, sizeof(got), v);
+	return fail(ld, RS_CONFIG, path, "expected %s, got %s", expected, got);
+}
+
+static void path_key(char *out, size_t size, const char *parent, const char *key)
+{
+	char shown[SHOW_MAX_CHARS + 8];
+	show_text(shown, sizeof(shown), key, SHOW_MAX_CHARS);
+	if (parent && parent[0])
+		snprintf(out, size, "%s.%s", parent, shown);
+	else
+		snprintf(out, size, "%s", shown);
+}
+
+static void path_index(char *out, size_t size, const char *parent, size_t i)
+{
+	snprintf(out, size, "%s[%zu]", parent, i);
+}
+
+/* ---- small validators (no JSON) --------------------------------------- */
+
+static bool parse_port(const char *s, size_t len)
+{
+	if (len == 0 || len > 5)
+		return false;
+	unsigned v = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (unsigned)(s[i] - '0');
+	}
+	return v >= 1 && v <= 65535;
+}
+
+/* "ADDR:PORT": an IPv4 address or a bracketed IPv6 address, port 1-65535. */
+static bool valid_listen(const char *s)
+{
+	char addr[INET6_ADDRSTRLEN + 1];
+	unsigned char bin[sizeof(struct in6_addr)];
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return false;
+		size_t n = (size_t)(close - s - 1);
+		if (n == 0 || n >= sizeof(addr))
+			return false;
+		memcpy(addr, s + 1, n);
+		addr[n] = '\0';
+		return inet_pton(AF_INET6, addr, bin) == 1 && parse_port(close + 2, strlen(close + 2));
+	}
+	const char *colon = strrchr(s, ':');
+	if (!colon)
+		return false;
+	size_t n = (size_t)(colon - s);
+	if (n == 0 || n >= sizeof(addr))
+		return false;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	return inet_pton(AF_INET, addr, bin) == 1 && parse_port(colon + 1, strlen(colon + 1));
+}
+
+/* DNS-style host: dot-separated labels of 1-63 letters, digits and '-', not
+ * starting or ending with '-'. lower_only refuses upper-case letters. */
+static bool valid_hostname(const char *s, size_t len, bool lower_only)
+{
+	if (len == 0 || len > 253)
+		return false;
+	size_t label = 0;
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? s[i] : '.';
+		if (c == '.') {
+			if (label == 0 || label > 63 || s[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+		          (!lower_only && c >= 'A' && c <= 'Z');
+		if (!ok || (label == 0 && c == '-'))
+			return false;
+		label++;
+	}
+	return true;
+}
+
+/* Registry host syntax for upstream names: "docker.io", "localhost:5000". */
+static bool valid_registry_name(const char *s)
+{
+	const char *colon = strchr(s, ':');
+	size_t host_len = colon ? (size_t)(colon - s) : strlen(s);
+	if (!valid_hostname(s, host_len, true))
+		return false;
+	return !colon || parse_port(colon + 1, strlen(colon + 1));
+}
+
+/* host[:port] of a URL: a hostname, an IPv4 address or [IPv6]. */
+static bool valid_authority(const char *s, size_t len)
+{
+	if (len == 0)
+		return false;
+	if (s[0] == '[') {
+		const char *close = memchr(s, ']', len);
+		if (!close)
+			return false;
+		size_t n = (size_t)(close - s - 1);
+		char addr[INET6_ADDRSTRLEN + 1];
+		unsigned char bin[sizeof(struct in6_addr)];
+		if (n == 0 || n >= sizeof(addr))
+			return false;
+		memcpy(addr, s + 1, n);
+		addr[n] = '\0';
+		if (inet_pton(AF_INET6, addr, bin) != 1)
+			return false;
+		size_t rest = len - (size_t)(close + 1 - s);
+		if (rest == 0)
+			return true;
+		return close[1] == ':' && parse_port(close + 2, rest - 1);
+	}
+	const char *colon = memchr(s, ':', len);
+	size_t host_len = colon ? (size_t)(colon - s) : len;
+	if (!valid_hostname(s, host_len, false))
+		return false;
+	return !colon || parse_port(colon + 1, len - host_len - 1);
+}
+
+/* http:// or https:// with host[:port] and no path, query, fragment or
+ * user info. A trailing slash is allowed and dropped. Returns a new string
+ * in *out (caller frees) or NULL in *out when s is not such a URL. */
+static enum rs_code normalize_url(char **out, const char *s)
+{
+	*out = NULL;
+	size_t len = strlen(s);
+	size_t skip;
+	if (strncmp(s, "https://", 8) == 0)
+		skip = 8;
+	else if (strncmp(s, "http://", 7) == 0)
+		skip = 7;
+	else
+		return RS_OK;
+	if (len > skip && s[len - 1] == '/')
+		len--;
+	if (!valid_authority(s + skip, len - skip))
+		return RS_OK;
+	*out = xstrndup(s, len);
+	return *out ? RS_OK : RS_NOMEM;
+}
+
+/* "scheme://user:secret@host": never echo such a value in a message. */
+static bool url_has_userinfo(const char *s)
+{
+	const char *start = strstr(s, "://");
+	start = start ? start + 3 : s;
+	size_t auth_len = strcspn(start, "/?#");
+	return memchr(start, '@', auth_len) != NULL;
+}
+
+static bool valid_env_name(const char *s)
+{
+	if (!(isalpha((unsigned char)s[0]) || s[0] == '_'))
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!(isalnum((unsigned char)*p) || *p == '_'))
+			return false;
+	return true;
+}
+
+/* "1024", "4MB", "512MiB", "20GiB": digits then an optional unit. */
+static bool parse_size(uint64_t *out, const char *s)
+{
+	static const struct {
+		const char *unit;
+		uint64_t mult;
+	} units[] = {
+		{"", 1},
+		{"B", 1},
+		{"kB", 1000ull},
+		{"KB", 1000ull},
+		{"KiB", 1ull << 10},
+		{"MB", 1000ull * 1000},
+		{"MiB", 1ull << 20},
+		{"GB", 1000ull * 1000 * 1000},
+		{"GiB", 1ull << 30},
+		{"TB", 1000ull * 1000 * 1000 * 1000},
+		{"TiB", 1ull << 40},
+	};
+	uint64_t v = 0;
+	const char *p = s;
+	if (*p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(p, units[i].unit) != 0)
+			continue;
+		if (v > UINT64_MAX / units[i].mult)
+			return false;
+		*out = v * units[i].mult;
+		return true;
+	}
+	return false;
+}
+
+/* ---- JSON accessors ----------------------------------------------------- */
+
+static enum rs_code check_keys(const struct loader *ld, const char *path, const json_t *obj,
+                               const char *const allowed[])
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)obj, key, v) {
+		bool known = false;
+		for (size_t i = 0; allowed[i]; i++)
+			if (strcmp(key, allowed[i]) == 0)
+				known = true;
+		if (known)
+			continue;
+		char list[RS_ERR_MSG_MAX];
+		size_t o = 0;
+		list[0] = '\0';
+		for (size_t i = 0; allowed[i] && o < sizeof(list); i++) {
+			int n = snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", allowed[i]);
+			if (n < 0)
+				break;
+			o += (size_t)n;
+		}
+		char kp[PATH_MAX_CHARS];
+		path_key(kp, sizeof(kp), path, key);
+		return fail(ld, RS_CONFIG, kp, "unknown key (allowed: %s)", list);
+	}
+	return RS_OK;
+}
+
+static enum rs_code get_object(const struct loader *ld, const char *path, const json_t *v)
+{
+	if (!json_is_object(v))
+		return fail_value(ld, path, v, "an object");
+	return RS_OK;
+}
+
+static enum rs_code get_bool(bool *out, const struct loader *ld, const char *path, const json_t *v)
+{
+	if (!json_is_boolean(v))
+		return fail_value(ld, path, v, "true or false");
+	*out = json_is_true(v);
+	return RS_OK;
+}
+
+static enum rs_code get_uint(unsigned *out, const struct loader *ld, const char *path,
+                             const json_t *v, unsigned min, unsigned max)
+{
+	if (!json_is_integer(v) || (min == 0 && json_integer_value(v) < 0))
+		return fail_value(ld, path, v,
+		                  min == 0 ? "a non-negative integer" : "a positive integer");
+	json_int_t i = json_integer_value(v);
+	if (i < (json_int_t)min || i > (json_int_t)max)
+		return fail(ld, RS_CONFIG, path, "expected an integer from %u to %u, got %" JSON_INTEGER_FORMAT,
+		            min, max, i);
+	*out = (unsigned)i;
+	return RS_OK;
+}
+
+/* A new copy of a non-empty JSON string (caller frees). */
+static enum rs_code get_string(char **out, const struct loader *ld, const char *path,
+                               const json_t *v, const char *expected)
+{
+	if (!json_is_string(v) || json_string_length(v) == 0)
+		return fail_value(ld, path, v, expected);
+	*out = xstrdup(json_string_value(v));
+	if (!*out)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	return RS_OK;
+}
+
+static enum rs_code get_size(uint64_t *out, const struct loader *ld, const char *path,
+                             const json_t *v, uint64_t min, uint64_t max)
+{
+	uint64_t n = 0;
+	bool ok = false;
+	if (json_is_integer(v) && json_integer_value(v) >= 0) {
+		n = (uint64_t)json_integer_value(v);
+		ok = true;
+	} else if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		ok = parse_size(&n, s);
+		size_t digits = strspn(s, "0123456789");
+		char probe[8];
+		/* digits and a known unit that do not fit in 64 bits: too large,
+		 * not garbage ("1" with the same unit parses) */
+		if (!ok && digits > 0 && strlen(s + digits) < sizeof(probe) - 1) {
+			probe[0] = '1';
+			memcpy(probe + 1, s + digits, strlen(s + digits) + 1);
+			uint64_t one;
+			if (parse_size(&one, probe)) {
+				char got[SHOW_MAX_CHARS + 8];
+				show_value(got, sizeof(got), v);
+				return fail(ld, RS_CONFIG, path,
+				            "expected a size from %" PRIu64 " to %" PRIu64 " bytes, got %s", min,
+				            max, got);
+			}
+		}
+	}
+	if (!ok)
+		return fail_value(ld, path, v,
+		                  "a size: a non-negative integer or a string like \"20GiB\", \"512MiB\", \"4MB\"");
+	if (n < min || n > max) {
+		char got[SHOW_MAX_CHARS + 8];
+		show_value(got, sizeof(got), v);
+		return fail(ld, RS_CONFIG, path,
+		            "expected a size from %" PRIu64 " to %" PRIu64 " bytes, got %s", min, max, got);
+	}
+	*out = n;
+	return RS_OK;
+}
+
+/* ---- secrets ------------------------------------------------------------ */
+
+static void free_secret(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* Read a password file: regular file, at most RS_LIMIT_PASSWORD_FILE_MAX_BYTES,
+ * trailing newline stripped, non-empty, one line, no NUL byte. */
+static enum rs_code read_password_file(char **out, const struct loader *ld, const char *path,
+                                       const char *file)
+{
+	enum rs_code rc = RS_OK;
+	char buf[RS_LIMIT_PASSWORD_FILE_MAX_BYTES + 1];
+	size_t len = 0;
+	*out = NULL;
+	FILE *f = fopen(file, "rb");
+	if (!f)
+		return fail(ld, RS_CONFIG, path, "cannot open \"%s\": %s", file, strerror(errno));
+	struct stat st;
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+		rc = fail(ld, RS_CONFIG, path, "\"%s\" is not a regular file", file);
+		goto out;
+	}
+	len = fread(buf, 1, sizeof(buf), f);
+	if (ferror(f)) {
+		rc = fail(ld, RS_CONFIG, path, "cannot read \"%s\": %s", file, strerror(errno));
+		goto out;
+	}
+	if (len > RS_LIMIT_PASSWORD_FILE_MAX_BYTES) {
+		rc = fail(ld, RS_CONFIG, path, "\"%s\" is larger than %u bytes (RS_LIMIT_PASSWORD_FILE_MAX_BYTES)",
+		          file, (unsigned)RS_LIMIT_PASSWORD_FILE_MAX_BYTES);
+		goto out;
+	}
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (len == 0) {
+		rc = fail(ld, RS_CONFIG, path, "\"%s\" is empty, expected the password", file);
+		goto out;
+	}
+	if (memchr(buf, '\0', len) || memchr(buf, '\n', len)) {
+		rc = fail(ld, RS_CONFIG, path,
+		          "\"%s\" must hold the password on one line, without NUL bytes", file);
+		goto out;
+	}
+	*out = xstrndup(buf, len);
+	if (!*out)
+		rc = rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+out:
+	explicit_bzero(buf, sizeof(buf));
+	fclose(f);
+	return rc;
+}
+
+static enum rs_code make_source(char **out, const struct loader *ld, const char *kind,
+                                const char *what)
+{
+	size_t n = strlen(kind) + 1 + strlen(what) + 1;
+	*out = xmalloc(n);
+	if (!*out)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	snprintf(*out, n, "%s:%s", kind, what);
+	return RS_OK;
+}
+
+/* ---- sections ----------------------------------------------------------- */
+
+static void upstream_dispose(struct rs_upstream_config *u)
+{
+	free(u->name);
+	free(u->url);
+	free(u->username);
+	free_secret(u->password);
+	free(u->password_source);
+	free(u->ca_file);
+	memset(u, 0, sizeof(*u));
+}
+
+static enum rs_code load_auth(struct rs_upstream_config *u, const struct loader *ld,
+                              const char *path, const json_t *v)
+{
+	enum rs_code rc;
+	char kp[PATH_MAX_CHARS];
+	if ((rc = get_object(ld, path, v)) || (rc = check_keys(ld, path, v, auth_keys)))
+		return rc;
+	const json_t *user = json_object_get(v, "username");
+	const json_t *penv = json_object_get(v, "password_env");
+	const json_t *pfile = json_object_get(v, "password_file");
+	path_key(kp, sizeof(kp), path, "username");
+	if (!user)
+		return fail(ld, RS_CONFIG, kp, "missing, expected the user name as a string");
+	if ((rc = get_string(&u->username, ld, kp, user, "a non-empty string")))
+		return rc;
+	if ((penv && pfile) || (!penv && !pfile))
+		return fail(ld, RS_CONFIG, path, "expected exactly one of password_env or password_file, got %s",
+		            penv ? "both" : "neither");
+	if (penv) {
+		path_key(kp, sizeof(kp), path, "password_env");
+		if (!json_is_string(penv) || !valid_env_name(json_string_value(penv)))
+			return fail_value(ld, kp, penv, "an environment variable name");
+		const char *name = json_string_value(penv);
+		const char *val = getenv(name);
+		if (!val || !val[0])
+			return fail(ld, RS_CONFIG, kp, "environment variable %s is %s, expected the password",
+			            name, val ? "empty" : "not set");
+		u->password = xstrdup(val);
+		if (!u->password)
+			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+		return make_source(&u->password_source, ld, "env", name);
+	}
+	path_key(kp, sizeof(kp), path, "password_file");
+	if (!json_is_string(pfile) || json_string_length(pfile) == 0)
+		return fail_value(ld, kp, pfile, "a file path");
+	const char *file = json_string_value(pfile);
+	if ((rc = read_password_file(&u->password, ld, kp, file)))
+		return rc;
+	return make_source(&u->password_source, ld, "file", file);
+}
+
+/* One element of "upstreams". *is_default tells whether it said "default": true. */
+static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default,
+                                  const struct loader *ld, const char *path, const json_t *v)
+{
+	enum rs_code rc;
+	char kp[PATH_MAX_CHARS];
+	const json_t *x;
+	if ((rc = get_object(ld, path, v)) || (rc = check_keys(ld, path, v, upstream_keys)))
+		return rc;
+
+	path_key(kp, sizeof(kp), path, "name");
+	x = json_object_get(v, "name");
+	if (!x)
+		return fail(ld, RS_CONFIG, kp, "missing, expected a registry host name like \"docker.io\"");
+	if (!json_is_string(x) || !valid_registry_name(json_string_value(x)))
+		return fail_value(ld, kp, x,
+		                  "a registry host name (lower-case letters, digits, '.', '-', optional :port)");
+	if ((rc = get_string(&u->name, ld, kp, x, "a string")))
+		return rc;
+
+	path_key(kp, sizeof(kp), path, "url");
+	x = json_object_get(v, "url");
+	if (!x)
+		return fail(ld, RS_CONFIG, kp, "missing, expected an http:// or https:// URL");
+	if (json_is_string(x) && (rc = normalize_url(&u->url, json_string_value(x))))
+		return rs_err_set(ld->err, rc, "out of memory loading %s", ld->file);
+	if (!u->url && json_is_string(x) && url_has_userinfo(json_string_value(x)))
+		return fail(ld, RS_CONFIG, kp, "expected a URL without user info, put credentials in auth");
+	if (!u->url)
+		return fail_value(ld, kp, x, "an http:// or https:// URL with host[:port] and no path");
+
+	*is_default = false;
+	path_key(kp, sizeof(kp), path, "default");
+	if ((x = json_object_get(v, "default")) && (rc = get_bool(is_default, ld, kp, x)))
+		return rc;
+
+	u->tag_ttl_s = RS_LIMIT_TAG_TTL_DEFAULT_S;
+	path_key(kp, sizeof(kp), path, "tag_ttl_s");
+	if ((x = json_object_get(v, "tag_ttl_s")) &&
+	    (rc = get_uint(&u->tag_ttl_s, ld, kp, x, 0, RS_LIMIT_TAG_TTL_MAX_S)))
+		return rc;
+
+	u->timeout_s = RS_LIMIT_UPSTREAM_TIMEOUT_DEFAULT_S;
+	path_key(kp, sizeof(kp), path, "timeout_s");
+	if ((x = json_object_get(v, "timeout_s")) &&
+	    (rc = get_uint(&u->timeout_s, ld, kp, x, 1, RS_LIMIT_UPSTREAM_TIMEOUT_MAX_S)))
+		return rc;
+
+	u->tls_verify = true;
+	path_key(kp, sizeof(kp), path, "tls_verify");
+	if ((x = json_object_get(v, "tls_verify")) && (rc = get_bool(&u->tls_verify, ld, kp, x)))
+		return rc;
+
+	path_key(kp, sizeof(kp), path, "ca_file");
+	if ((x = json_object_get(v, "ca_file"))) {
+		if ((rc = get_string(&u->ca_file, ld, kp, x, "a file path")))
+			return rc;
+		struct stat st;
+		if (stat(u->ca_file, &st) != 0)
+			return fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return fail(ld, RS_CONFIG, kp, "\"%s\" is not a regular file", u->ca_file);
+		if (access(u->ca_file, R_OK) != 0)
+			return fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
+	}
+
+	u->library_prefix = strcmp(u->name, RS_DOCKER_HUB_NAME) == 0;
+	path_key(kp, sizeof(kp), path, "library_prefix");
+	if ((x = json_object_get(v, "library_prefix")) &&
+	    (rc = get_bool(&u->library_prefix, ld, kp, x)))
+		return rc;
+
+	path_key(kp, sizeof(kp), path, "auth");
+	if ((x = json_object_get(v, "auth")) && (rc = load_auth(u, ld, kp, x)))
+		return rc;
+	return RS_OK;
+}
+
+static void upstreams_free(struct rs_upstream_config *ups, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		upstream_dispose(&ups[i]);
+	free(ups);
+}
+
+static enum rs_code load_upstreams(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+{
+	enum rs_code rc = RS_OK;
+	size_t n = json_array_size(v);
+	if (!json_is_array(v) || n == 0)
+		return fail_value(ld, "upstreams", v, "a non-empty array of upstream objects");
+	if (n > RS_LIMIT_UPSTREAMS_MAX)
+		return fail(ld, RS_CONFIG, "upstreams", "has %zu entries, the limit is %u (RS_LIMIT_UPSTREAMS_MAX)",
+		            n, (unsigned)RS_LIMIT_UPSTREAMS_MAX);
+	struct rs_upstream_config *ups = xcalloc(n, sizeof(*ups));
+	if (!ups)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	size_t def = 0;
+	bool have_def = false;
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX_CHARS];
+		char kp[PATH_MAX_CHARS];
+		bool is_def = false;
+		path_index(path, sizeof(path), "upstreams", i);
+		if ((rc = load_upstream(&ups[i], &is_def, ld, path, json_array_get(v, i))))
+			goto out;
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(ups[j].name, ups[i].name) == 0) {
+				path_key(kp, sizeof(kp), path, "name");
+				rc = fail(ld, RS_CONFIG, kp, "duplicate upstream name \"%s\" (also upstreams[%zu].name)",
+				          ups[i].name, j);
+				goto out;
+			}
+		}
+		if (is_def && have_def) {
+			path_key(kp, sizeof(kp), path, "default");
+			rc = fail(ld, RS_CONFIG, kp, "only one upstream may be the default, upstreams[%zu] already is",
+			          def);
+			goto out;
+		}
+		if (is_def) {
+			have_def = true;
+			def = i;
+		}
+	}
+	upstreams_free(cfg->upstreams, cfg->upstream_count);
+	cfg->upstreams = ups;
+	cfg->upstream_count = n;
+	cfg->default_upstream = def;
+	return RS_OK;
+out:
+	/* calloc'd: entries not reached are zeroed and dispose as nothing */
+	upstreams_free(ups, n);
+	return rc;
+}
+
+static void replace_string(char **slot, char *fresh)
+{
+	free(*slot);
+	*slot = fresh;
+}
+
+static enum rs_code load_root(struct rs_config *cfg, const struct loader *ld, const json_t *root)
+{
+	enum rs_code rc;
+	const json_t *x;
+	const json_t *y;
+	char *s = NULL;
+	if (!json_is_object(root))
+		return fail(ld, RS_CONFIG, NULL, "expected a JSON object at the top level, got an array");
+	if ((rc = check_keys(ld, NULL, root, top_keys)))
+		return rc;
+
+	if ((x = json_object_get(root, "listen"))) {
+		if (!json_is_string(x) || !valid_listen(json_string_value(x)))
+			return fail_value(ld, "listen", x,
+			                  "\"ADDR:PORT\" with an IPv4 address or [IPv6] and a port from 1 to 65535");
+		if ((rc = get_string(&s, ld, "listen", x, "a string")))
+			return rc;
+		replace_string(&cfg->listen, s);
+	}
+	if ((x = json_object_get(root, "max_connections")) &&
+	    (rc = get_uint(&cfg->max_connections, ld, "max_connections", x, 1, RS_LIMIT_CONNECTIONS_MAX)))
+		return rc;
+	if ((x = json_object_get(root, "data_dir"))) {
+		if ((rc = get_string(&s, ld, "data_dir", x, "a non-empty directory path")))
+			return rc;
+		replace_string(&cfg->data_dir, s);
+	}
+	if ((x = json_object_get(root, "cache"))) {
+		if ((rc = get_object(ld, "cache", x)) || (rc = check_keys(ld, "cache", x, cache_keys)))
+			return rc;
+		if ((y = json_object_get(x, "max_bytes")) &&
+		    (rc = get_size(&cfg->cache_max_bytes, ld, "cache.max_bytes", y, 0, SIZE_MAX_BYTES)))
+			return rc;
+	}
+	if ((x = json_object_get(root, "limits"))) {
+		if ((rc = get_object(ld, "limits", x)) || (rc = check_keys(ld, "limits", x, limits_keys)))
+			return rc;
+		if ((y = json_object_get(x, "manifest_max_bytes")) &&
+		    (rc = get_size(&cfg->manifest_max_bytes, ld, "limits.manifest_max_bytes", y, 1,
+		                   RS_LIMIT_MANIFEST_HARD_MAX_BYTES)))
+			return rc;
+	}
+	if ((x = json_object_get(root, "shutdown_grace_s")) &&
+	    (rc = get_uint(&cfg->shutdown_grace_s, ld, "shutdown_grace_s", x, 0,
+	                   RS_LIMIT_SHUTDOWN_GRACE_MAX_S)))
+		return rc;
+	if ((x = json_object_get(root, "log"))) {
+		if ((rc = get_object(ld, "log", x)) || (rc = check_keys(ld, "log", x, log_keys)))
+			return rc;
+		if ((y = json_object_get(x, "level"))) {
+			bool ok = false;
+			for (size_t i = 0; json_is_string(y) && log_levels[i]; i++)
+				if (strcmp(json_string_value(y), log_levels[i]) == 0)
+					ok = true;
+			if (!ok)
+				return fail_value(ld, "log.level", y, "one of \"debug\", \"info\", \"warn\", \"error\"");
+			if ((rc = get_string(&s, ld, "log.level", y, "a string")))
+				return rc;
+			replace_string(&cfg->log_level, s);
+		}
+		if ((y = json_object_get(x, "requests")) &&
+		    (rc = get_bool(&cfg->log_requests, ld, "log.requests", y)))
+			return rc;
+	}
+	if ((x = json_object_get(root, "upstreams")) && (rc = load_upstreams(cfg, ld, x)))
+		return rc;
+	return RS_OK;
+}
+
+/* Read path whole into a new NUL-terminated buffer (caller frees), refusing
+ * files larger than RS_LIMIT_CONFIG_FILE_MAX_BYTES. */
+static enum rs_code read_file(char **out, size_t *out_len, const char *path, struct rs_err *err)
+{
+	enum rs_code rc = RS_OK;
+	size_t cap = 4096;
+	size_t len = 0;
+	char *buf = NULL;
+	*out = NULL;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return rs_err_set(err, RS_IO, "%s: cannot open: %s", path, strerror(errno));
+	for (;;) {
+		if (!buf || len == cap) {
+			if (buf)
+				cap *= 2;
+			char *grown = xrealloc(buf, cap + 1);
+			if (!grown) {
+				rc = rs_err_set(err, RS_NOMEM, "%s: out of memory reading the file", path);
+				goto out;
+			}
+			buf = grown;
+		}
+		size_t want = cap - len;
+		size_t got = fread(buf + len, 1, want, f);
+		len += got;
+		if (len > RS_LIMIT_CONFIG_FILE_MAX_BYTES) {
+			rc = rs_err_set(err, RS_TOO_LARGE,
+			                "%s: file is larger than %u bytes (RS_LIMIT_CONFIG_FILE_MAX_BYTES)", path,
+			                (unsigned)RS_LIMIT_CONFIG_FILE_MAX_BYTES);
+			goto out;
+		}
+		if (got < want) {
+			if (ferror(f)) {
+				rc = rs_err_set(err, RS_IO, "%s: cannot read: %s", path, strerror(errno));
+				goto out;
+			}
+			break;
+		}
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*out_len = len;
+	buf = NULL;
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+/* ---- exported ----------------------------------------------------------- */
+
+enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->max_connections = RS_LIMIT_CONNECTIONS_DEFAULT;
+	cfg->cache_max_bytes = RS_LIMIT_CACHE_DEFAULT_BYTES;
+	cfg->manifest_max_bytes = RS_LIMIT_MANIFEST_MAX_BYTES;
+	cfg->shutdown_grace_s = RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S;
+	cfg->log_requests = true;
+	cfg->source = xstrdup(DEFAULTS_SOURCE);
+	cfg->listen = xstrdup(DEFAULT_LISTEN);
+	cfg->data_dir = xstrdup(DEFAULT_DATA_DIR);
+	cfg->log_level = xstrdup(DEFAULT_LOG_LEVEL);
+	cfg->upstreams = xcalloc(1, sizeof(*cfg->upstreams));
+	if (cfg->upstreams) {
+		cfg->upstream_count = 1;
+		struct rs_upstream_config *u = &cfg->upstreams[0];
+		u->name = xstrdup(RS_DOCKER_HUB_NAME);
+		u->url = xstrdup(RS_DOCKER_HUB_URL);
+		u->tag_ttl_s = RS_LIMIT_TAG_TTL_DEFAULT_S;
+		u->timeout_s = RS_LIMIT_UPSTREAM_TIMEOUT_DEFAULT_S;
+		u->tls_verify = true;
+		u->library_prefix = true;
+	}
+	if (!cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->upstreams ||
+	    !cfg->upstreams[0].name || !cfg->upstreams[0].url) {
+		config_dispose(cfg);
+		return rs_err_set(err, RS_NOMEM, "out of memory building the default configuration");
+	}
+	return RS_OK;
+}
+
+enum rs_code config_load(struct rs_config *cfg, const char *path, struct rs_err *err)
+{
+	enum rs_code rc;
+	char *text = NULL;
+	size_t len = 0;
+	json_t *root = NULL;
+	struct loader ld = {.file = path, .err = err};
+	if ((rc = config_init_defaults(cfg, err)))
+		return rc;
+	char *source = xstrdup(path);
+	if (!source) {
+		rc = rs_err_set(err, RS_NOMEM, "%s: out of memory", path);
+		goto out;
+	}
+	replace_string(&cfg->source, source);
+	if ((rc = read_file(&text, &len, path, err)))
+		goto out;
+	json_error_t jerr;
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root) {
+		/* jansson leaves the error unset (empty text) when some of its
+		 * allocations fail; a real syntax error always has a text. */
+		if (json_error_code(&jerr) == json_error_out_of_memory || jerr.text[0] == '\0') {
+			rc = rs_err_set(err, RS_NOMEM, "%s: out of memory parsing JSON", path);
+			goto out;
+		}
+		char text_shown[JSON_ERROR_TEXT_LENGTH];
+		show_text(text_shown, sizeof(text_shown), jerr.text, sizeof(text_shown));
+		rc = rs_err_set(err, RS_CONFIG, "%s:%d:%d: invalid JSON: %s", path, jerr.line, jerr.column,
+		                text_shown);
+		goto out;
+	}
+	rc = load_root(cfg, &ld, root);
+out:
+	json_decref(root);
+	free(text);
+	if (rc)
+		config_dispose(cfg);
+	return rc;
+}
+
+enum rs_code config_override(struct rs_config *cfg, const char *listen, const char *upstream_url,
+                             const char *data_dir, struct rs_err *err)
+{
+	char shown[SHOW_MAX_CHARS + 8];
+	char *new_listen = NULL;
+	char *new_url = NULL;
+	char *new_dir = NULL;
+	enum rs_code rc = RS_OK;
+	if (listen) {
+		show_text(shown, sizeof(shown), listen, SHOW_MAX_CHARS);
+		if (!valid_listen(listen))
+			return rs_err_set(err, RS_CONFIG,
+			                  "--listen: expected ADDR:PORT with an IPv4 address or [IPv6] and a port from 1 to 65535, got \"%s\"",
+			                  shown);
+		if (!(new_listen = xstrdup(listen)))
+			goto nomem;
+	}
+	if (upstream_url) {
+		show_text(shown, sizeof(shown), upstream_url, SHOW_MAX_CHARS);
+		if (normalize_url(&new_url, upstream_url))
+			goto nomem;
+		if (!new_url && url_has_userinfo(upstream_url)) {
+			rc = rs_err_set(err, RS_CONFIG,
+			                "--upstream: expected a URL without user info, put credentials in the configuration file");
+			goto out;
+		}
+		if (!new_url) {
+			rc = rs_err_set(err, RS_CONFIG,
+			                "--upstream: expected an http:// or https:// URL with host[:port] and no path, got \"%s\"",
+			                shown);
+			goto out;
+		}
+		if (cfg->upstream_count == 0) {
+			rc = rs_err_set(err, RS_CONFIG, "--upstream: the configuration has no upstream to replace");
+			goto out;
+		}
+	}
+	if (data_dir) {
+		if (!data_dir[0]) {
+			rc = rs_err_set(err, RS_CONFIG, "--data-dir: expected a non-empty directory path, got \"\"");
+			goto out;
+		}
+		if (!(new_dir = xstrdup(data_dir)))
+			goto nomem;
+	}
+	if (new_listen)
+		replace_string(&cfg->listen, new_listen);
+	if (new_url)
+		replace_string(&cfg->upstreams[cfg->default_upstream].url, new_url);
+	if (new_dir)
+		replace_string(&cfg->data_dir, new_dir);
+	return RS_OK;
+nomem:
+	rc = rs_err_set(err, RS_NOMEM, "out of memory applying command-line overrides");
+out:
+	free(new_listen);
+	free(new_url);
+	free(new_dir);
+	return rc;
+}
+
+/* Set key on obj to a new value; remembers failure in *ok (value may be NULL
+ * after a failed allocation; jansson then fails the set). */
+static void put(json_t *obj, const char *key, json_t *value, bool *ok)
+{
+	if (json_object_set_new(obj, key, value) != 0)
+		*ok = false;
+}
+
+static json_t *print_upstream(const struct rs_upstream_config *u, bool is_default)
+{
+	bool ok = true;
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	put(o, "name", json_string(u->name), &ok);
+	put(o, "url", json_string(u->url), &ok);
+	put(o, "default", json_boolean(is_default), &ok);
+	put(o, "tag_ttl_s", json_integer(u->tag_ttl_s), &ok);
+	put(o, "timeout_s", json_integer(u->timeout_s), &ok);
+	put(o, "tls_verify", json_boolean(u->tls_verify), &ok);
+	if (u->ca_file)
+		put(o, "ca_file", json_string(u->ca_file), &ok);
+	put(o, "library_prefix", json_boolean(u->library_prefix), &ok);
+	if (u->username) {
+		json_t *a = json_object();
+		if (a) {
+			put(a, "username", json_string(u->username), &ok);
+			/* the source of the secret, never the secret */
+			const char *src = u->password_source;
+			if (src && strncmp(src, "env:", 4) == 0)
+				put(a, "password_env", json_string(src + 4), &ok);
+			else if (src && strncmp(src, "file:", 5) == 0)
+				put(a, "password_file", json_string(src + 5), &ok);
+		}
+		put(o, "auth", a, &ok);
+	}
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err)
+{
+	bool ok = true;
+	json_t *root = json_object();
+	if (!root)
+		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
+	put(root, "listen", json_string(cfg->listen), &ok);
+	put(root, "max_connections", json_integer(cfg->max_connections), &ok);
+	put(root, "data_dir", json_string(cfg->data_dir), &ok);
+	json_t *cache = json_object();
+	if (cache)
+		put(cache, "max_bytes", json_integer((json_int_t)cfg->cache_max_bytes), &ok);
+	put(root, "cache", cache, &ok);
+	json_t *limits = json_object();
+	if (limits)
+		put(limits, "manifest_max_bytes", json_integer((json_int_t)cfg->manifest_max_bytes), &ok);
+	put(root, "limits", limits, &ok);
+	put(root, "shutdown_grace_s", json_integer(cfg->shutdown_grace_s), &ok);
+	json_t *log = json_object();
+	if (log) {
+		put(log, "level", json_string(cfg->log_level), &ok);
+		put(log, "requests", json_boolean(cfg->log_requests), &ok);
+	}
+	put(root, "log", log, &ok);
+	json_t *ups = json_array();
+	for (size_t i = 0; ups && i < cfg->upstream_count; i++)
+		if (json_array_append_new(ups, print_upstream(&cfg->upstreams[i], i == cfg->default_upstream)))
+			ok = false;
+	put(root, "upstreams", ups, &ok);
+	if (!ok) {
+		json_decref(root);
+		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
+	}
+	/* Encode first so that an allocation failure is told apart from a
+	 * write error; the text is small (bounded by the configuration). */
+	char *text = json_dumps(root, JSON_INDENT(2));
+	json_decref(root);
+	if (!text)
+		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
+	size_t len = strlen(text);
+	bool written = fwrite(text, 1, len, out) == len && fputc('\n', out) != EOF && fflush(out) == 0;
+	jansson_free(text);
+	if (!written)
+		return rs_err_set(err, RS_IO, "cannot write the configuration: %s", strerror(errno));
+	return RS_OK;
+}
+
+const struct rs_upstream_config *config_find_upstream(const struct rs_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->upstream_count; i++)
+		if (strcmp(cfg->upstreams[i].name, name) == 0)
+			return &cfg->upstreams[i];
+	return NULL;
+}
+
+void config_dispose(struct rs_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->source);
+	free(cfg->listen);
+	free(cfg->data_dir);
+	free(cfg->log_level);
+	upstreams_free(cfg->upstreams, cfg->upstream_count);
+	memset(cfg, 0, sizeof(*cfg));
+}
