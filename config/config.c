@@ -10,7 +10,7 @@
  * live only inside this file; the structs it fills own plain C strings. */
 #include "config.h"
 
-#include "limits.h"
+#include "rs_limits.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -34,7 +34,8 @@ void blobstore_free(struct blobstore *bs);
 
 /* Open a committed object for reading. *out_fd is the caller's to close.
  * RS_NOT_FOUND when absent, RS_DIGEST_INVALID for a bad digest string.
- * Marks the object as recently used for eviction. */
+ * Marks the object as recently used for eviction. The descriptor keeps
+ * reading the whole object even if it is evicted meanwhile. */
 RS_MUST_CHECK enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest,
                                                  int *out_fd, uint64_t *out_size, struct rs_err *err);
 
@@ -48,6 +49,9 @@ bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *d
 RS_MUST_CHECK enum rs_code blobstore_writer_new(struct blobstore_writer **out, struct blobstore *bs,
                                                 enum blobstore_kind kind, const char *expected_digest,
                                                 int64_t expected_size, struct rs_err *err);
+/* Bytes beyond expected_size are refused at once (RS_DIGEST_MISMATCH,
+ * "expected N bytes, got M"), so a runaway upstream cannot fill the disk. A
+ * failed write sticks: later writes and the commit return the same error. */
 RS_MUST_CHECK enum rs_code blobstore_writer_write(struct blobstore_writer *w, const void *buf, size_t len,
                                                   struct rs_err *err);
 /* Temp file path (borrowed) and bytes written so far. */
@@ -55,7 +59,9 @@ const char *blobstore_writer_path(const struct blobstore_writer *w);
 uint64_t blobstore_writer_size(const struct blobstore_writer *w);
 /* fsync, verify digest and size ("expected N bytes, got M";
  * RS_DIGEST_MISMATCH naming both digests), rename into place, fsync the
- * directory. Frees w whatever the outcome; on failure the temp file is gone. */
+ * directory. Frees w whatever the outcome; on failure the temp file is gone.
+ * Size and digest failures are both RS_DIGEST_MISMATCH. If the object is
+ * already in the store, the temp file is dropped and the result is RS_OK. */
 RS_MUST_CHECK enum rs_code blobstore_writer_commit(struct blobstore_writer *w, struct rs_err *err);
 /* Unlink the temp file and free w. NULL is fine. */
 void blobstore_writer_abort(struct blobstore_writer *w);
@@ -80,7 +86,13 @@ struct blobstore_tag {
 
 /* Tag maps, keyed by (upstream name, repository, tag). Names are validated
  * by the caller; the store refuses anything with "..", a leading '/' or
- * characters outside the distribution grammar (RS_BAD_INPUT). */
+ * characters outside the distribution grammar (RS_BAD_INPUT). Grammar:
+ * repo components [a-z0-9]+((.|_|__|-+)[a-z0-9]+)* joined by '/', at most
+ * RS_LIMIT_NAME_MAX bytes; tag [A-Za-z0-9_][A-Za-z0-9._-]{0,127}; upstream
+ * [A-Za-z0-9][A-Za-z0-9._:-]* (host[:port]). media_type must be one line
+ * without '"' or '\' (RS_BAD_INPUT otherwise). get: RS_NOT_FOUND when absent
+ * and also when the file is corrupt (the message says so; the caller
+ * refetches and the put overwrites it). */
 RS_MUST_CHECK enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo,
                                              const char *tag, struct blobstore_tag *out, struct rs_err *err);
 RS_MUST_CHECK enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const char *repo,
@@ -90,6 +102,7 @@ RS_MUST_CHECK enum rs_code blobstore_put_tag(struct blobstore *bs, const char *u
 uint64_t blobstore_size(const struct blobstore *bs);
 
 /* Remove least recently used objects until the store is under its limit.
+ * The store never calls this itself: call it after commits (or on a timer).
  * Open file descriptors held by in-flight requests keep working (unlink
  * leaves the inode until the last close), and temp files are never touched.
  * *out_freed may be NULL. */

@@ -30,19 +30,27 @@ typedef enum rs_code (*inflight_download_fn)(struct inflight_fetch *f, void *arg
 
 /* A table over bs (borrowed; must outlive the table). */
 RS_MUST_CHECK enum rs_code inflight_new(struct inflight **out, struct blobstore *bs, struct rs_err *err);
-/* Waits for running downloads to end, then frees. */
+/* Waits for running downloads to end (it does not cancel them: the download
+ * function's own timeouts bound the wait), then frees. Fetch references still
+ * held stay valid after this (bs must outlive them). */
 void inflight_free(struct inflight *t);
 
 /* Join the download of digest, starting it with fn(arg) if none runs. arg
  * is owned by the table from here on and released with arg_free (may be
  * NULL) when the download ends, or at once if a download was already
- * running. *out holds a reference: release it with inflight_release(). */
+ * running. *out holds a reference: release it with inflight_release().
+ * arg is released on every path, failures included. If no download runs but
+ * the blob is already committed, *out is a finished fetch reading the stored
+ * blob and fn is never called. RS_DIGEST_INVALID for a bad digest; RS_IO or
+ * RS_NOMEM when the temp file or worker cannot be created. */
 RS_MUST_CHECK enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expected_size,
                                          inflight_download_fn fn, void *arg, void (*arg_free)(void *),
                                          struct inflight_fetch **out, struct rs_err *err);
 
 /* Worker side: the upstream answered with a body of size bytes (-1 when
- * unknown). */
+ * unknown). A known size that contradicts join's expected_size is
+ * RS_DIGEST_MISMATCH (the download then fails before it began); a known size
+ * must then be delivered exactly (checked by writes and at the end). */
 RS_MUST_CHECK enum rs_code inflight_fetch_begin(struct inflight_fetch *f, int64_t size, struct rs_err *err);
 /* Worker side: append bytes (to the temp file, waking readers). */
 RS_MUST_CHECK enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, size_t len,
@@ -58,7 +66,9 @@ RS_MUST_CHECK enum rs_code inflight_wait_begin(struct inflight_fetch *f, unsigne
 /* Reader side: copy up to len bytes at offset pos, waiting (at most
  * stall_s without progress) for them to arrive. Returns the number of bytes
  * copied; 0 only at the verified end of the blob; -1 when the download failed
- * or stalled (err says why). */
+ * or stalled (err says why). len must be > 0. Until the blob is verified at
+ * most written - 1 bytes are readable. A stall fails this read only; the
+ * download goes on and a later read may succeed. */
 ssize_t inflight_read(struct inflight_fetch *f, uint64_t pos, void *buf, size_t len, unsigned stall_s,
                       struct rs_err *err);
 

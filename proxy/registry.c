@@ -13,7 +13,7 @@
 #include "blobstore.h"
 #include "digest.h"
 #include "inflight.h"
-#include "limits.h"
+#include "rs_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "route.h"

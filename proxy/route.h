@@ -9,7 +9,7 @@
 
 #include "config.h"
 #include "errors.h"
-#include "limits.h"
+#include "rs_limits.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -5,7 +5,7 @@
  * never shows a secret and prints a file that loads back to the same
  * configuration. Each test works in its own temporary directory. */
 #include "config.h"
-#include "limits.h"
+#include "rs_limits.h"
 
 #include <check.h>
 #include <jansson.h>

@@ -1,8 +1,8 @@
 /* limits: every size cap and default bound of regslim, named in one place.
  * Configuration may override the ones marked (config: key); the rest are
  * hard caps that protect memory from untrusted input. */
-#ifndef RS_CONFIG_LIMITS_H
-#define RS_CONFIG_LIMITS_H
+#ifndef RS_CONFIG_RS_LIMITS_H
+#define RS_CONFIG_RS_LIMITS_H
 
 /* config: limits.manifest_max_bytes. Manifests and indexes are held in memory. */
 #define RS_LIMIT_MANIFEST_MAX_BYTES (4u * 1024 * 1024)

@@ -1,0 +1,1341 @@
+/* blobstore: the content-addressed disk cache under one data directory.
+ *
+ * Objects (blobs and manifests) are written to tmp/<random>, hashed while
+ * they are written (optimizer/digest.h), fsynced, verified against the digest
+ * and size the caller expected, renamed to <kind>/sha256/<2 hex>/<hex> and the
+ * directory fsynced (STYLE.md section 2; redis rdbSave, libgit2 filebuf).
+ * Tag maps are small fixed-format JSON files written the same way.
+ *
+ * Accounting: the bytes under blobs/ and manifests/ are counted once at open
+ * and then tracked. An in-memory index (hash table + LRU list, oldest first)
+ * orders objects by last use; it is seeded from file mtimes at open, and every
+ * use also sets the file's mtime so the order survives a restart. One mutex
+ * covers the index and the namespace changes that must agree with it (rename
+ * into place, unlink on eviction); data writes, reads and fsyncs happen
+ * outside it.
+ *
+ * What it does not do: HTTP, upstreams, deciding when to evict (callers call
+ * blobstore_evict()), reading tmp/ (only inflight.c opens a writer's own temp
+ * path). It talks to the file system and nothing else. */
+#include "blobstore.h"
+
+#include "rs_limits.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A media type we keep beside a manifest or in a tag map (one line). */
+#define MEDIA_TYPE_MAX (sizeof(((struct blobstore_tag *)0)->media_type) - 1)
+/* Tag files are tiny; anything larger is corrupt. */
+#define TAG_FILE_MAX 512
+/* Longest path we build. config/limits.h shadows <limits.h> on the include
+ * path, so PATH_MAX is not used here; Linux's value. */
+#define STORE_PATH_MAX 4096
+/* Upstream names are single path components. */
+#define UPSTREAM_NAME_MAX 255
+
+struct entry {
+	struct entry *hnext;       /* hash chain */
+	struct entry *prev, *next; /* LRU list: head is the least recently used */
+	uint64_t size;
+	enum blobstore_kind kind;
+	char hex[DIGEST_HEX_LEN + 1];
+};
+
+struct blobstore {
+	char *root;
+	uint64_t max_bytes;
+	_Atomic uint64_t size;
+	pthread_mutex_t mu; /* guards everything below */
+	struct entry **buckets;
+	size_t nbuckets; /* power of two */
+	size_t count;
+	struct entry *lru_head, *lru_tail;
+};
+
+struct blobstore_writer {
+	struct blobstore *bs;
+	enum blobstore_kind kind;
+	char digest[DIGEST_STR_SIZE];
+	int64_t expected_size;
+	int fd;
+	struct digest_ctx *dc;
+	bool failed;          /* sticky: a write failed, commit reports it */
+	struct rs_err sticky; /* the first failure */
+	char path[STORE_PATH_MAX];
+};
+
+/* ---- paths ------------------------------------------------------------ */
+
+static const char *kind_dir(enum blobstore_kind kind)
+{
+	return kind == BLOBSTORE_BLOB ? "blobs" : "manifests";
+}
+
+static const char *kind_name(enum blobstore_kind kind)
+{
+	return kind == BLOBSTORE_BLOB ? "blob" : "manifest";
+}
+
+static enum rs_code path_fmt(char out[STORE_PATH_MAX], struct rs_err *err, const char *fmt, ...) RS_PRINTF(3, 4);
+
+static enum rs_code path_fmt(char out[STORE_PATH_MAX], struct rs_err *err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, STORE_PATH_MAX, fmt, ap);
+	va_end(ap);
+	if (n < 0 || n >= STORE_PATH_MAX)
+		return rs_err_set(err, RS_TOO_LARGE, "path under the data directory is longer than %d bytes",
+		                  STORE_PATH_MAX - 1);
+	return RS_OK;
+}
+
+/* <root>/<kind>/sha256/<2 hex>/<hex><suffix> for a valid hex string. */
+static enum rs_code object_path(char out[STORE_PATH_MAX], const struct blobstore *bs, enum blobstore_kind kind,
+                                const char *hex, const char *suffix, struct rs_err *err)
+{
+	return path_fmt(out, err, "%s/%s/sha256/%.2s/%s%s", bs->root, kind_dir(kind), hex, hex, suffix);
+}
+
+static enum rs_code object_dir(char out[STORE_PATH_MAX], const struct blobstore *bs, enum blobstore_kind kind,
+                               const char *hex, struct rs_err *err)
+{
+	return path_fmt(out, err, "%s/%s/sha256/%.2s", bs->root, kind_dir(kind), hex);
+}
+
+/* mkdir -p; *out_created (may be NULL) tells whether the last component was
+ * new, so the caller can fsync its parent. */
+static enum rs_code mkdirs(const char *path, bool *out_created, struct rs_err *err)
+{
+	char buf[STORE_PATH_MAX];
+	size_t len = strlen(path);
+	if (out_created)
+		*out_created = false;
+	if (len >= sizeof(buf))
+		return rs_err_set(err, RS_TOO_LARGE, "path is longer than %zu bytes", sizeof(buf) - 1);
+	memcpy(buf, path, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char saved = buf[i];
+		buf[i] = '\0';
+		if (mkdir(buf, 0755) == 0) {
+			if (saved == '\0' && out_created)
+				*out_created = true;
+		} else if (errno != EEXIST) {
+			return rs_err_set(err, RS_IO, "mkdir %s: %s", buf, strerror(errno));
+		}
+		buf[i] = saved;
+	}
+	struct stat st;
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+		return rs_err_set(err, RS_IO, "%s exists and is not a directory", path);
+	return RS_OK;
+}
+
+static enum rs_code fsync_dir(const char *dir, struct rs_err *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "open %s: %s", dir, strerror(errno));
+	enum rs_code rc = RS_OK;
+	if (fsync(fd) != 0)
+		rc = rs_err_set(err, RS_IO, "fsync %s: %s", dir, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+/* The parent of path (which has at least one '/'). */
+static void parent_of(char out[STORE_PATH_MAX], const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n == 0) {
+		memcpy(out, slash ? "/" : ".", 2);
+		return;
+	}
+	memcpy(out, path, n);
+	out[n] = '\0';
+}
+
+/* ---- in-memory index -------------------------------------------------- */
+
+static size_t entry_hash(enum blobstore_kind kind, const char *hex, size_t nbuckets)
+{
+	/* Digests are uniformly distributed: their first 16 hex digits will do. */
+	uint64_t h = 0;
+	for (int i = 0; i < 16; i++) {
+		char c = hex[i];
+		h = (h << 4) | (uint64_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+	}
+	h ^= (uint64_t)kind * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h & (nbuckets - 1));
+}
+
+static struct entry *index_find(struct blobstore *bs, enum blobstore_kind kind, const char *hex)
+{
+	for (struct entry *e = bs->buckets[entry_hash(kind, hex, bs->nbuckets)]; e; e = e->hnext)
+		if (e->kind == kind && memcmp(e->hex, hex, DIGEST_HEX_LEN) == 0)
+			return e;
+	return NULL;
+}
+
+static void lru_unlink(struct blobstore *bs, struct entry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		bs->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		bs->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+static void lru_append(struct blobstore *bs, struct entry *e)
+{
+	e->prev = bs->lru_tail;
+	e->next = NULL;
+	if (bs->lru_tail)
+		bs->lru_tail->next = e;
+	else
+		bs->lru_head = e;
+	bs->lru_tail = e;
+}
+
+/* Grow the table when it gets dense. Failure to grow only costs speed. */
+static void index_maybe_grow(struct blobstore *bs)
+{
+	if (bs->count < bs->nbuckets)
+		return;
+	size_t n = bs->nbuckets * 2;
+	struct entry **nb = calloc(n, sizeof(*nb));
+	if (!nb)
+		return;
+	for (size_t i = 0; i < bs->nbuckets; i++) {
+		struct entry *e = bs->buckets[i];
+		while (e) {
+			struct entry *next = e->hnext;
+			size_t h = entry_hash(e->kind, e->hex, n);
+			e->hnext = nb[h];
+			nb[h] = e;
+			e = next;
+		}
+	}
+	free(bs->buckets);
+	bs->buckets = nb;
+	bs->nbuckets = n;
+}
+
+/* Insert e (not yet in the index) as the most recently used; counts its size. */
+static void index_insert(struct blobstore *bs, struct entry *e)
+{
+	index_maybe_grow(bs);
+	size_t h = entry_hash(e->kind, e->hex, bs->nbuckets);
+	e->hnext = bs->buckets[h];
+	bs->buckets[h] = e;
+	bs->count++;
+	lru_append(bs, e);
+	atomic_fetch_add(&bs->size, e->size);
+}
+
+/* Take e out of the index and the size count; the caller frees it. */
+static void index_remove(struct blobstore *bs, struct entry *e)
+{
+	struct entry **pp = &bs->buckets[entry_hash(e->kind, e->hex, bs->nbuckets)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	bs->count--;
+	lru_unlink(bs, e);
+	atomic_fetch_sub(&bs->size, e->size);
+}
+
+static void index_touch(struct blobstore *bs, struct entry *e)
+{
+	lru_unlink(bs, e);
+	lru_append(bs, e);
+}
+
+static struct entry *entry_new(enum blobstore_kind kind, const char *hex, uint64_t size)
+{
+	struct entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->kind = kind;
+	e->size = size;
+	memcpy(e->hex, hex, DIGEST_HEX_LEN);
+	e->hex[DIGEST_HEX_LEN] = '\0';
+	return e;
+}
+
+/* Record a use of an object found on disk with size bytes. Under bs->mu.
+ * An object that is not indexed yet (put there behind our back) is adopted,
+ * so accounting follows the disk. spare is used for that if given and then
+ * set to NULL. */
+static void index_note_use(struct blobstore *bs, enum blobstore_kind kind, const char *hex, uint64_t size,
+                           struct entry **spare)
+{
+	struct entry *e = index_find(bs, kind, hex);
+	if (e) {
+		index_touch(bs, e);
+		return;
+	}
+	if (spare && *spare) {
+		e = *spare;
+		*spare = NULL;
+		e->size = size;
+	} else {
+		e = entry_new(kind, hex, size);
+	}
+	/* Without memory the object simply stays unindexed until the next
+	 * open; it is still served. */
+	if (e)
+		index_insert(bs, e);
+}
+
+/* ---- scanning at open ------------------------------------------------- */
+
+struct scanned {
+	struct entry *e;
+	struct timespec mtime;
+};
+
+struct scan_list {
+	struct scanned *v;
+	size_t n, cap;
+};
+
+static bool is_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return s[n] == '\0';
+}
+
+static enum rs_code scan_kind(struct blobstore *bs, enum blobstore_kind kind, struct scan_list *sl,
+                              struct rs_err *err)
+{
+	char top[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(top, err, "%s/%s/sha256", bs->root, kind_dir(kind));
+	if (rc != RS_OK)
+		return rc;
+	DIR *d = opendir(top);
+	if (!d)
+		return rs_err_set(err, RS_IO, "opendir %s: %s", top, strerror(errno));
+	struct dirent *de;
+	while (rc == RS_OK && (de = readdir(d)) != NULL) {
+		if (!is_hex(de->d_name, 2))
+			continue;
+		int sfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sfd < 0)
+			continue; /* not a directory: not ours */
+		DIR *sd = fdopendir(sfd);
+		if (!sd) {
+			close(sfd);
+			rc = rs_err_set(err, RS_IO, "opendir %s/%s: %s", top, de->d_name, strerror(errno));
+			break;
+		}
+		struct dirent *fe;
+		while ((fe = readdir(sd)) != NULL) {
+			if (!is_hex(fe->d_name, DIGEST_HEX_LEN) || memcmp(fe->d_name, de->d_name, 2) != 0)
+				continue;
+			struct stat st;
+			if (fstatat(dirfd(sd), fe->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+				continue;
+			if (sl->n == sl->cap) {
+				size_t cap = sl->cap ? sl->cap * 2 : 256;
+				struct scanned *v = realloc(sl->v, cap * sizeof(*v));
+				if (!v) {
+					rc = rs_err_set(err, RS_NOMEM, "out of memory indexing %s", top);
+					break;
+				}
+				sl->v = v;
+				sl->cap = cap;
+			}
+			struct entry *e = entry_new(kind, fe->d_name, (uint64_t)st.st_size);
+			if (!e) {
+				rc = rs_err_set(err, RS_NOMEM, "out of memory indexing %s", top);
+				break;
+			}
+			sl->v[sl->n].e = e;
+			sl->v[sl->n].mtime = st.st_mtim;
+			sl->n++;
+		}
+		closedir(sd);
+	}
+	closedir(d);
+	return rc;
+}
+
+static int cmp_scanned(const void *a, const void *b)
+{
+	const struct scanned *x = a, *y = b;
+	if (x->mtime.tv_sec != y->mtime.tv_sec)
+		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+	return 0;
+}
+
+/* Temp files are only ever valid for the process that made them. */
+static enum rs_code clean_tmp(struct blobstore *bs, struct rs_err *err)
+{
+	char tmp[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(tmp, err, "%s/tmp", bs->root);
+	if (rc != RS_OK)
+		return rc;
+	DIR *d = opendir(tmp);
+	if (!d)
+		return rs_err_set(err, RS_IO, "opendir %s: %s", tmp, strerror(errno));
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) != 0 && errno != ENOENT) {
+			rc = rs_err_set(err, RS_IO, "removing stale temp file %s/%s: %s", tmp, de->d_name,
+			                strerror(errno));
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+/* ---- open / free ------------------------------------------------------ */
+
+enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64_t max_bytes, struct rs_err *err)
+{
+	assert(out && data_dir);
+	*out = NULL;
+	/* Leave room for the longest path we build (tags: 255 + 255 + 128 + ...). */
+	if (data_dir[0] == '\0' || strlen(data_dir) > STORE_PATH_MAX - 1024)
+		return rs_err_set(err, RS_BAD_INPUT, "data directory '%.80s' is empty or longer than %d bytes",
+		                  data_dir, STORE_PATH_MAX - 1024);
+	struct blobstore *bs = calloc(1, sizeof(*bs));
+	struct scan_list sl = {0};
+	enum rs_code rc = RS_OK;
+	if (!bs)
+		return rs_err_set(err, RS_NOMEM, "out of memory opening the store");
+	bs->max_bytes = max_bytes;
+	atomic_init(&bs->size, 0);
+	bs->nbuckets = 1024;
+	bs->root = strdup(data_dir);
+	bs->buckets = calloc(bs->nbuckets, sizeof(*bs->buckets));
+	if (!bs->root || !bs->buckets) {
+		free(bs->root);
+		free(bs->buckets);
+		free(bs);
+		return rs_err_set(err, RS_NOMEM, "out of memory opening the store");
+	}
+	/* Strip trailing slashes so paths read well in messages. */
+	for (size_t n = strlen(bs->root); n > 1 && bs->root[n - 1] == '/'; n--)
+		bs->root[n - 1] = '\0';
+	if (pthread_mutex_init(&bs->mu, NULL) != 0) {
+		free(bs->root);
+		free(bs->buckets);
+		free(bs);
+		return rs_err_set(err, RS_NOMEM, "cannot create the store mutex");
+	}
+
+	static const char *const subdirs[] = {"blobs/sha256", "manifests/sha256", "tags", "tmp"};
+	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+		char p[STORE_PATH_MAX];
+		rc = path_fmt(p, err, "%s/%s", bs->root, subdirs[i]);
+		if (rc == RS_OK)
+			rc = mkdirs(p, NULL, err);
+		if (rc != RS_OK)
+			goto out;
+	}
+	rc = clean_tmp(bs, err);
+	if (rc == RS_OK)
+		rc = scan_kind(bs, BLOBSTORE_BLOB, &sl, err);
+	if (rc == RS_OK)
+		rc = scan_kind(bs, BLOBSTORE_MANIFEST, &sl, err);
+	if (rc != RS_OK)
+		goto out;
+	if (sl.n > 0)
+		qsort(sl.v, sl.n, sizeof(*sl.v), cmp_scanned);
+	for (size_t i = 0; i < sl.n; i++) {
+		index_insert(bs, sl.v[i].e);
+		sl.v[i].e = NULL;
+	}
+	*out = bs;
+	bs = NULL;
+out:
+	for (size_t i = 0; i < sl.n; i++)
+		free(sl.v[i].e);
+	free(sl.v);
+	if (rc != RS_OK)
+		rs_err_prefix(err, "opening store %s: ", data_dir);
+	blobstore_free(bs);
+	return rc;
+}
+
+void blobstore_free(struct blobstore *bs)
+{
+	if (!bs)
+		return;
+	struct entry *e = bs->lru_head;
+	while (e) {
+		struct entry *next = e->next;
+		free(e);
+		e = next;
+	}
+	pthread_mutex_destroy(&bs->mu);
+	free(bs->buckets);
+	free(bs->root);
+	free(bs);
+}
+
+uint64_t blobstore_size(const struct blobstore *bs)
+{
+	return atomic_load(&bs->size);
+}
+
+/* ---- reading objects -------------------------------------------------- */
+
+enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
+                                   uint64_t *out_size, struct rs_err *err)
+{
+	*out_fd = -1;
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc != RS_OK)
+		return rc;
+	const char *hex = digest_hex(digest);
+	char path[STORE_PATH_MAX];
+	rc = object_path(path, bs, kind, hex, "", err);
+	if (rc != RS_OK)
+		return rc;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return rs_err_set(err, RS_NOT_FOUND, "%s %s is not in the store", kind_name(kind), digest);
+		return rs_err_set(err, RS_IO, "open %s: %s", path, strerror(errno));
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		rc = rs_err_set(err, RS_IO, "fstat %s: %s", path, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	pthread_mutex_lock(&bs->mu);
+	index_note_use(bs, kind, hex, (uint64_t)st.st_size, NULL);
+	pthread_mutex_unlock(&bs->mu);
+	/* The mtime carries the LRU order across restarts; failing to set it
+	 * only makes that order less exact. */
+	(void)futimens(fd, NULL);
+	*out_fd = fd;
+	if (out_size)
+		*out_size = (uint64_t)st.st_size;
+	return RS_OK;
+}
+
+bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
+{
+	char path[STORE_PATH_MAX];
+	if (!digest_valid(digest) || object_path(path, bs, kind, digest_hex(digest), "", NULL) != RS_OK)
+		return false;
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+/* Create tmp/<32 random hex> exclusively; fd is write-only. */
+static enum rs_code temp_create(const struct blobstore *bs, char out_path[STORE_PATH_MAX], int *out_fd,
+                                struct rs_err *err)
+{
+	for (int attempt = 0; attempt < 8; attempt++) {
+		unsigned char rnd[16];
+		size_t got = 0;
+		while (got < sizeof(rnd)) {
+			ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return rs_err_set(err, RS_IO, "getrandom: %s", strerror(errno));
+			}
+			got += (size_t)n;
+		}
+		char name[2 * sizeof(rnd) + 1];
+		static const char hx[] = "0123456789abcdef";
+		for (size_t i = 0; i < sizeof(rnd); i++) {
+			name[2 * i] = hx[rnd[i] >> 4];
+			name[2 * i + 1] = hx[rnd[i] & 15];
+		}
+		name[2 * sizeof(rnd)] = '\0';
+		enum rs_code rc = path_fmt(out_path, err, "%s/tmp/%s", bs->root, name);
+		if (rc != RS_OK)
+			return rc;
+		int fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			*out_fd = fd;
+			return RS_OK;
+		}
+		if (errno != EEXIST)
+			return rs_err_set(err, RS_IO, "create %s: %s", out_path, strerror(errno));
+	}
+	return rs_err_set(err, RS_IO, "cannot create a unique temp file under %s/tmp", bs->root);
+}
+
+static enum rs_code write_all(int fd, const void *buf, size_t len, const char *path, struct rs_err *err)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return rs_err_set(err, RS_IO, "write %s: %s", path, strerror(errno));
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return RS_OK;
+}
+
+enum rs_code blobstore_writer_new(struct blobstore_writer **out, struct blobstore *bs, enum blobstore_kind kind,
+                                  const char *expected_digest, int64_t expected_size, struct rs_err *err)
+{
+	*out = NULL;
+	enum rs_code rc = digest_parse(expected_digest, err);
+	if (rc != RS_OK)
+		return rc;
+	struct blobstore_writer *w = calloc(1, sizeof(*w));
+	if (!w)
+		return rs_err_set(err, RS_NOMEM, "out of memory starting %s", expected_digest);
+	w->fd = -1;
+	w->bs = bs;
+	w->kind = kind;
+	w->expected_size = expected_size;
+	memcpy(w->digest, expected_digest, DIGEST_STR_SIZE);
+	w->dc = digest_new();
+	if (!w->dc) {
+		free(w);
+		return rs_err_set(err, RS_NOMEM, "out of memory starting %s", expected_digest);
+	}
+	rc = temp_create(bs, w->path, &w->fd, err);
+	if (rc != RS_OK) {
+		digest_free(w->dc);
+		free(w);
+		return rc;
+	}
+	*out = w;
+	return RS_OK;
+}
+
+enum rs_code blobstore_writer_write(struct blobstore_writer *w, const void *buf, size_t len, struct rs_err *err)
+{
+	if (w->failed) {
+		if (err)
+			*err = w->sticky;
+		return w->sticky.code;
+	}
+	enum rs_code rc = RS_OK;
+	uint64_t have = digest_count(w->dc);
+	/* Refuse bytes beyond the expected size at once, so an upstream that
+	 * sends too much cannot fill the disk. */
+	if (w->expected_size >= 0 && (uint64_t)w->expected_size - have < len)
+		rc = rs_err_set(&w->sticky, RS_DIGEST_MISMATCH, "expected %lld bytes, got %llu",
+		                (long long)w->expected_size, (unsigned long long)(have + len));
+	else
+		rc = write_all(w->fd, buf, len, w->path, &w->sticky);
+	if (rc != RS_OK) {
+		w->failed = true;
+		if (err)
+			*err = w->sticky;
+		return rc;
+	}
+	digest_update(w->dc, buf, len);
+	return RS_OK;
+}
+
+const char *blobstore_writer_path(const struct blobstore_writer *w)
+{
+	return w->path;
+}
+
+uint64_t blobstore_writer_size(const struct blobstore_writer *w)
+{
+	return digest_count(w->dc);
+}
+
+static void writer_release(struct blobstore_writer *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	digest_free(w->dc);
+	free(w);
+}
+
+/* Rename a verified temp file into place and index it. If the object is
+ * already there, the temp file is dropped: same digest, same bytes. */
+static enum rs_code place_object(struct blobstore *bs, enum blobstore_kind kind, const char *hex, const char *temp,
+                                 uint64_t size, struct rs_err *err)
+{
+	char dir[STORE_PATH_MAX], target[STORE_PATH_MAX];
+	bool created = false;
+	enum rs_code rc = object_dir(dir, bs, kind, hex, err);
+	if (rc == RS_OK)
+		rc = object_path(target, bs, kind, hex, "", err);
+	if (rc == RS_OK)
+		rc = mkdirs(dir, &created, err);
+	if (rc != RS_OK)
+		return rc;
+	if (created) {
+		char parent[STORE_PATH_MAX];
+		parent_of(parent, dir);
+		rc = fsync_dir(parent, err);
+		if (rc != RS_OK)
+			return rc;
+	}
+	struct entry *spare = entry_new(kind, hex, size);
+	if (!spare)
+		return rs_err_set(err, RS_NOMEM, "out of memory indexing %s sha256:%s", kind_name(kind), hex);
+
+	bool renamed = false;
+	pthread_mutex_lock(&bs->mu);
+	struct stat st;
+	if (stat(target, &st) == 0) {
+		index_note_use(bs, kind, hex, (uint64_t)st.st_size, &spare);
+	} else if (rename(temp, target) == 0) {
+		renamed = true;
+		struct entry *old = index_find(bs, kind, hex);
+		if (old) { /* indexed but gone from disk: replace it */
+			index_remove(bs, old);
+			free(old);
+		}
+		index_insert(bs, spare);
+		spare = NULL;
+	} else {
+		rc = rs_err_set(err, RS_IO, "rename %s to %s: %s", temp, target, strerror(errno));
+	}
+	pthread_mutex_unlock(&bs->mu);
+	free(spare);
+	if (rc != RS_OK)
+		return rc;
+	if (!renamed) {
+		if (unlink(temp) != 0 && errno != ENOENT)
+			return rs_err_set(err, RS_IO, "unlink %s: %s", temp, strerror(errno));
+		return RS_OK;
+	}
+	return fsync_dir(dir, err);
+}
+
+enum rs_code blobstore_writer_commit(struct blobstore_writer *w, struct rs_err *err)
+{
+	enum rs_code rc = RS_OK;
+	char got[DIGEST_STR_SIZE];
+	uint64_t size = digest_count(w->dc);
+	if (w->failed) {
+		if (err)
+			*err = w->sticky;
+		rc = w->sticky.code;
+		goto out;
+	}
+	if (fsync(w->fd) != 0) {
+		rc = rs_err_set(err, RS_IO, "fsync %s: %s", w->path, strerror(errno));
+		goto out;
+	}
+	int fd = w->fd;
+	w->fd = -1;
+	if (close(fd) != 0) {
+		rc = rs_err_set(err, RS_IO, "close %s: %s", w->path, strerror(errno));
+		goto out;
+	}
+	if (w->expected_size >= 0 && (uint64_t)w->expected_size != size) {
+		rc = rs_err_set(err, RS_DIGEST_MISMATCH, "expected %lld bytes, got %llu", (long long)w->expected_size,
+		                (unsigned long long)size);
+		goto out;
+	}
+	digest_final(w->dc, got);
+	if (strcmp(got, w->digest) != 0) {
+		rc = rs_err_set(err, RS_DIGEST_MISMATCH, "digest mismatch: expected %s, got %s", w->digest, got);
+		goto out;
+	}
+	rc = place_object(w->bs, w->kind, digest_hex(w->digest), w->path, size, err);
+out:
+	/* After a successful place the temp name is gone (renamed or unlinked). */
+	if (rc != RS_OK)
+		(void)unlink(w->path); /* may already be gone; nothing else to do */
+	writer_release(w);
+	return rc;
+}
+
+void blobstore_writer_abort(struct blobstore_writer *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0) {
+		close(w->fd);
+		w->fd = -1;
+	}
+	(void)unlink(w->path); /* cleanup: failure leaves a temp file the next open removes */
+	writer_release(w);
+}
+
+/* ---- small files written atomically (sidecars, tags) ------------------ */
+
+static enum rs_code write_small_file(struct blobstore *bs, const char *target, const void *buf, size_t len,
+                                     struct rs_err *err)
+{
+	char temp[STORE_PATH_MAX], dir[STORE_PATH_MAX];
+	int fd = -1;
+	enum rs_code rc = temp_create(bs, temp, &fd, err);
+	if (rc != RS_OK)
+		return rc;
+	rc = write_all(fd, buf, len, temp, err);
+	if (rc == RS_OK && fsync(fd) != 0)
+		rc = rs_err_set(err, RS_IO, "fsync %s: %s", temp, strerror(errno));
+	if (close(fd) != 0 && rc == RS_OK)
+		rc = rs_err_set(err, RS_IO, "close %s: %s", temp, strerror(errno));
+	if (rc == RS_OK && rename(temp, target) != 0)
+		rc = rs_err_set(err, RS_IO, "rename %s to %s: %s", temp, target, strerror(errno));
+	if (rc != RS_OK) {
+		(void)unlink(temp); /* best effort; the next open cleans tmp/ */
+		return rc;
+	}
+	parent_of(dir, target);
+	return fsync_dir(dir, err);
+}
+
+/* Read a whole small file (at most max bytes) into buf, NUL-terminated. */
+static enum rs_code read_small_file(const char *path, char *buf, size_t max, size_t *out_len, struct rs_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return rs_err_set(err, RS_NOT_FOUND, "%s does not exist", path);
+		return rs_err_set(err, RS_IO, "open %s: %s", path, strerror(errno));
+	}
+	size_t len = 0;
+	enum rs_code rc = RS_OK;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, max + 1 - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = rs_err_set(err, RS_IO, "read %s: %s", path, strerror(errno));
+			break;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			rc = rs_err_set(err, RS_TOO_LARGE, "%s is larger than %zu bytes", path, max);
+			break;
+		}
+	}
+	close(fd);
+	if (rc == RS_OK) {
+		buf[len] = '\0';
+		*out_len = len;
+	}
+	return rc;
+}
+
+/* Media types are one line of RFC 6838 characters (with parameters); no
+ * quote, backslash or control character, so they need no escaping. */
+static bool media_type_valid(const char *s)
+{
+	size_t n = 0;
+	bool slash = false;
+	for (; s[n]; n++) {
+		unsigned char c = (unsigned char)s[n];
+		if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+			return false;
+		if (c == '/')
+			slash = true;
+	}
+	return n > 0 && n <= MEDIA_TYPE_MAX && slash;
+}
+
+/* ---- manifests -------------------------------------------------------- */
+
+/* Find the string value of a top-level key of a JSON object without a
+ * parser: track nesting and strings, and look at strings at depth 1 that are
+ * followed by ':'. Enough to sniff mediaType and the distinguishing keys. */
+struct sniff {
+	char media_type[MEDIA_TYPE_MAX + 1];
+	bool manifests, fs_layers, signatures;
+};
+
+static size_t skip_ws(const char *buf, size_t len, size_t i)
+{
+	while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'))
+		i++;
+	return i;
+}
+
+/* Index of the closing quote of the string opening at buf[i], or len. */
+static size_t string_end(const char *buf, size_t len, size_t i)
+{
+	for (i++; i < len; i++) {
+		if (buf[i] == '\\')
+			i++;
+		else if (buf[i] == '"')
+			return i;
+	}
+	return len;
+}
+
+static void sniff_keys(const char *buf, size_t len, struct sniff *s)
+{
+	int depth = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (c == '"') {
+			size_t j = string_end(buf, len, i);
+			if (j >= len)
+				return;
+			size_t k = skip_ws(buf, len, j + 1);
+			if (depth == 1 && k < len && buf[k] == ':') {
+				const char *key = buf + i + 1;
+				size_t klen = j - i - 1;
+#define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, klen) == 0)
+				if (KEY_IS("mediaType")) {
+					size_t v = skip_ws(buf, len, k + 1);
+					if (v < len && buf[v] == '"') {
+						size_t ve = string_end(buf, len, v);
+						size_t vlen = ve - v - 1;
+						if (ve < len && vlen <= MEDIA_TYPE_MAX && !memchr(buf + v + 1, '\\', vlen)) {
+							memcpy(s->media_type, buf + v + 1, vlen);
+							s->media_type[vlen] = '\0';
+							if (!media_type_valid(s->media_type))
+								s->media_type[0] = '\0';
+						}
+					}
+				} else if (KEY_IS("manifests")) {
+					s->manifests = true;
+				} else if (KEY_IS("fsLayers")) {
+					s->fs_layers = true;
+				} else if (KEY_IS("signatures")) {
+					s->signatures = true;
+				}
+#undef KEY_IS
+			}
+			i = j;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+}
+
+static const char *sniff_media_type(const char *buf, size_t len, struct sniff *s)
+{
+	memset(s, 0, sizeof(*s));
+	sniff_keys(buf, len, s);
+	if (s->media_type[0])
+		return s->media_type;
+	if (s->manifests)
+		return "application/vnd.oci.image.index.v1+json";
+	if (s->fs_layers)
+		return s->signatures ? "application/vnd.docker.distribution.manifest.v1+prettyjws"
+		                     : "application/vnd.docker.distribution.manifest.v1+json";
+	return "application/vnd.oci.image.manifest.v1+json";
+}
+
+enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, const char *media_type,
+                                    const void *buf, size_t len, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc != RS_OK)
+		return rc;
+	if (!media_type || !media_type_valid(media_type))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid media type '%.100s' for manifest %s",
+		                  media_type ? media_type : "(null)", digest);
+	char got[DIGEST_STR_SIZE];
+	digest_buffer(got, buf, len);
+	if (strcmp(got, digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH, "digest mismatch: expected %s, got %s", digest, got);
+
+	const char *hex = digest_hex(digest);
+	char dir[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
+	bool created = false;
+	rc = object_dir(dir, bs, BLOBSTORE_MANIFEST, hex, err);
+	if (rc == RS_OK)
+		rc = object_path(sidecar, bs, BLOBSTORE_MANIFEST, hex, ".type", err);
+	if (rc == RS_OK)
+		rc = mkdirs(dir, &created, err);
+	if (rc != RS_OK)
+		return rc;
+	if (created) {
+		char parent[STORE_PATH_MAX];
+		parent_of(parent, dir);
+		rc = fsync_dir(parent, err);
+		if (rc != RS_OK)
+			return rc;
+	}
+	/* The sidecar goes first, so committed bytes always have their type. */
+	char line[MEDIA_TYPE_MAX + 2];
+	int n = snprintf(line, sizeof(line), "%s\n", media_type);
+	rc = write_small_file(bs, sidecar, line, (size_t)n, err);
+	if (rc != RS_OK)
+		return rc;
+	if (blobstore_has(bs, BLOBSTORE_MANIFEST, digest))
+		return RS_OK;
+
+	struct blobstore_writer *w = NULL;
+	rc = blobstore_writer_new(&w, bs, BLOBSTORE_MANIFEST, digest, (int64_t)len, err);
+	if (rc != RS_OK)
+		return rc;
+	rc = blobstore_writer_write(w, buf, len, err);
+	if (rc != RS_OK) {
+		blobstore_writer_abort(w);
+		return rc;
+	}
+	return blobstore_writer_commit(w, err);
+}
+
+/* Remove an object that failed verification, with its accounting. */
+static void drop_object(struct blobstore *bs, enum blobstore_kind kind, const char *hex)
+{
+	char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
+	if (object_path(path, bs, kind, hex, "", NULL) != RS_OK ||
+	    object_path(sidecar, bs, kind, hex, ".type", NULL) != RS_OK)
+		return;
+	pthread_mutex_lock(&bs->mu);
+	struct entry *e = index_find(bs, kind, hex);
+	if (e) {
+		index_remove(bs, e);
+		free(e);
+	}
+	/* Best effort: if these fail, the next verification fails again. */
+	(void)unlink(path);
+	if (kind == BLOBSTORE_MANIFEST)
+		(void)unlink(sidecar);
+	pthread_mutex_unlock(&bs->mu);
+}
+
+enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
+                                    size_t *out_len, char **out_type, struct rs_err *err)
+{
+	*out_buf = NULL;
+	*out_type = NULL;
+	*out_len = 0;
+	int fd = -1;
+	uint64_t size = 0;
+	char *buf = NULL;
+	char *type = NULL;
+	enum rs_code rc = blobstore_open_object(bs, BLOBSTORE_MANIFEST, digest, &fd, &size, err);
+	if (rc != RS_OK)
+		return rc;
+	const char *hex = digest_hex(digest);
+	if (size > max_bytes) {
+		rc = rs_err_set(err, RS_TOO_LARGE, "manifest %s is %llu bytes, limit is %zu (limits.manifest_max_bytes)",
+		                digest, (unsigned long long)size, max_bytes);
+		goto out;
+	}
+	buf = malloc((size_t)size + 1);
+	if (!buf) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory reading manifest %s (%llu bytes)", digest,
+		                (unsigned long long)size);
+		goto out;
+	}
+	size_t len = 0;
+	while (len < size) {
+		ssize_t n = pread(fd, buf + len, (size_t)size - len, (off_t)len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = rs_err_set(err, RS_IO, "read manifest %s: %s", digest, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	char got[DIGEST_STR_SIZE];
+	digest_buffer(got, buf, len);
+	if (strcmp(got, digest) != 0) {
+		drop_object(bs, BLOBSTORE_MANIFEST, hex);
+		rc = rs_err_set(err, RS_NOT_FOUND, "manifest %s in the store hashes to %s; removed", digest, got);
+		goto out;
+	}
+
+	char sidecar[STORE_PATH_MAX], line[MEDIA_TYPE_MAX + 2];
+	size_t llen = 0;
+	struct rs_err serr;
+	const char *mt = NULL;
+	if (object_path(sidecar, bs, BLOBSTORE_MANIFEST, hex, ".type", NULL) == RS_OK &&
+	    read_small_file(sidecar, line, sizeof(line) - 1, &llen, &serr) == RS_OK) {
+		while (llen > 0 && (line[llen - 1] == '\n' || line[llen - 1] == '\r'))
+			line[--llen] = '\0';
+		if (media_type_valid(line))
+			mt = line;
+	}
+	struct sniff s;
+	if (!mt)
+		mt = sniff_media_type(buf, len, &s);
+	type = strdup(mt);
+	if (!type) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory reading manifest %s", digest);
+		goto out;
+	}
+	*out_buf = buf;
+	*out_len = len;
+	*out_type = type;
+	buf = NULL;
+	type = NULL;
+out:
+	free(type);
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* ---- tags ------------------------------------------------------------- */
+
+static bool is_lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* One component: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* (distribution spec,
+ * "Pulling manifests", name grammar). */
+static bool repo_component_valid(const char *s, size_t n)
+{
+	size_t i = 0;
+	if (n == 0 || !is_lower_alnum(s[0]))
+		return false;
+	while (i < n) {
+		while (i < n && is_lower_alnum(s[i]))
+			i++;
+		if (i == n)
+			return true;
+		size_t sep = i;
+		if (s[i] == '.') {
+			i++;
+		} else if (s[i] == '_') {
+			i++;
+			if (i < n && s[i] == '_')
+				i++;
+		} else if (s[i] == '-') {
+			while (i < n && s[i] == '-')
+				i++;
+		} else {
+			return false;
+		}
+		if (i == n || !is_lower_alnum(s[i]) || i == sep)
+			return false;
+	}
+	return true;
+}
+
+static bool repo_valid(const char *repo)
+{
+	size_t len = strlen(repo);
+	if (len == 0 || len > RS_LIMIT_NAME_MAX)
+		return false;
+	const char *p = repo;
+	for (;;) {
+		const char *slash = strchr(p, '/');
+		size_t n = slash ? (size_t)(slash - p) : strlen(p);
+		if (!repo_component_valid(p, n))
+			return false;
+		if (!slash)
+			return true;
+		p = slash + 1;
+	}
+}
+
+/* [A-Za-z0-9_][A-Za-z0-9._-]{0,127} */
+static bool tag_valid(const char *tag)
+{
+	size_t n = 0;
+	for (; tag[n]; n++) {
+		char c = tag[n];
+		bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+		if (!word && (n == 0 || (c != '.' && c != '-')))
+			return false;
+	}
+	return n > 0 && n <= RS_LIMIT_TAG_MAX;
+}
+
+/* host[:port] characters; one path component that is never "." or "..". */
+static bool upstream_valid(const char *up)
+{
+	size_t n = 0;
+	for (; up[n]; n++) {
+		char c = up[n];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+		          c == '-' || c == '_' || c == ':';
+		if (!ok)
+			return false;
+	}
+	if (n == 0 || n > UPSTREAM_NAME_MAX)
+		return false;
+	char c0 = up[0];
+	return (c0 >= 'a' && c0 <= 'z') || (c0 >= 'A' && c0 <= 'Z') || (c0 >= '0' && c0 <= '9');
+}
+
+static enum rs_code tag_path(char out[STORE_PATH_MAX], const struct blobstore *bs, const char *upstream, const char *repo,
+                             const char *tag, struct rs_err *err)
+{
+	if (!upstream || !upstream_valid(upstream))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid upstream name '%.100s' (expected host[:port])",
+		                  upstream ? upstream : "(null)");
+	if (!repo || !repo_valid(repo))
+		return rs_err_set(err, RS_BAD_INPUT,
+		                  "invalid repository name '%.100s' (distribution name grammar, at most %d bytes)",
+		                  repo ? repo : "(null)", RS_LIMIT_NAME_MAX);
+	if (!tag || !tag_valid(tag))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.140s' (expected [A-Za-z0-9_][A-Za-z0-9._-]{0,%d})",
+		                  tag ? tag : "(null)", RS_LIMIT_TAG_MAX - 1);
+	return path_fmt(out, err, "%s/tags/%s/%s/_tags/%s.json", bs->root, upstream, repo, tag);
+}
+
+/* Parse exactly what blobstore_put_tag writes. */
+static bool parse_tag_file(const char *s, struct blobstore_tag *out)
+{
+	static const char k_digest[] = "{\"digest\":\"";
+	static const char k_type[] = "\",\"media_type\":\"";
+	static const char k_fetched[] = "\",\"fetched\":";
+	if (strncmp(s, k_digest, sizeof(k_digest) - 1) != 0)
+		return false;
+	s += sizeof(k_digest) - 1;
+	const char *q = strchr(s, '"');
+	if (!q || (size_t)(q - s) != DIGEST_STR_SIZE - 1)
+		return false;
+	memcpy(out->digest, s, DIGEST_STR_SIZE - 1);
+	out->digest[DIGEST_STR_SIZE - 1] = '\0';
+	if (!digest_valid(out->digest))
+		return false;
+	s = q;
+	if (strncmp(s, k_type, sizeof(k_type) - 1) != 0)
+		return false;
+	s += sizeof(k_type) - 1;
+	q = strchr(s, '"');
+	if (!q || (size_t)(q - s) > MEDIA_TYPE_MAX)
+		return false;
+	memcpy(out->media_type, s, (size_t)(q - s));
+	out->media_type[q - s] = '\0';
+	if (!media_type_valid(out->media_type))
+		return false;
+	s = q;
+	if (strncmp(s, k_fetched, sizeof(k_fetched) - 1) != 0)
+		return false;
+	s += sizeof(k_fetched) - 1;
+	bool neg = false;
+	if (*s == '-') {
+		neg = true;
+		s++;
+	}
+	if (*s < '0' || *s > '9')
+		return false;
+	int64_t v = 0;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (INT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (*s - '0');
+	}
+	out->fetched = (time_t)(neg ? -v : v);
+	return strcmp(s, "}\n") == 0 || strcmp(s, "}") == 0;
+}
+
+enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
+                               struct blobstore_tag *out, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX], buf[TAG_FILE_MAX + 1];
+	size_t len = 0;
+	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
+	if (rc != RS_OK)
+		return rc;
+	rc = read_small_file(path, buf, TAG_FILE_MAX, &len, err);
+	if (rc == RS_NOT_FOUND)
+		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
+	if (rc == RS_TOO_LARGE || (rc == RS_OK && (memchr(buf, '\0', len) || !parse_tag_file(buf, out))))
+		return rs_err_set(err, RS_NOT_FOUND, "tag file %s is corrupt; ignored", path);
+	return rc;
+}
+
+enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
+                               const struct blobstore_tag *t, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX], dir[STORE_PATH_MAX], buf[TAG_FILE_MAX];
+	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
+	if (rc != RS_OK)
+		return rc;
+	rc = digest_parse(t->digest, err);
+	if (rc != RS_OK)
+		return rc;
+	if (!media_type_valid(t->media_type))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid media type '%.100s' for tag %s:%s", t->media_type, repo,
+		                  tag);
+	int n = snprintf(buf, sizeof(buf), "{\"digest\":\"%s\",\"media_type\":\"%s\",\"fetched\":%lld}\n", t->digest,
+	                 t->media_type, (long long)t->fetched);
+	assert(n > 0 && (size_t)n < sizeof(buf));
+	parent_of(dir, path);
+	rc = mkdirs(dir, NULL, err);
+	if (rc != RS_OK)
+		return rc;
+	return write_small_file(bs, path, buf, (size_t)n, err);
+}
+
+/* ---- eviction --------------------------------------------------------- */
+
+enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err)
+{
+	uint64_t freed = 0;
+	enum rs_code rc = RS_OK;
+	if (out_freed)
+		*out_freed = 0;
+	if (bs->max_bytes == 0)
+		return RS_OK;
+	pthread_mutex_lock(&bs->mu);
+	/* Each object is tried once: one that cannot be removed goes to the
+	 * back of the list, so the loop ends even when unlink keeps failing. */
+	size_t budget = bs->count;
+	while (budget-- > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head) {
+		struct entry *e = bs->lru_head;
+		char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
+		struct rs_err one;
+		enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);
+		if (prc == RS_OK)
+			prc = object_path(sidecar, bs, e->kind, e->hex, ".type", &one);
+		/* Unlinking removes the name only: readers that opened the object
+		 * (blobstore_open_object, inflight fetches) keep their inode until
+		 * they close it. That is how eviction never takes bytes away from a
+		 * request in flight. Temp files are not indexed, so never seen. */
+		if (prc == RS_OK && unlink(path) != 0 && errno != ENOENT)
+			prc = rs_err_set(&one, RS_IO, "evicting %s: unlink %s: %s", kind_name(e->kind), path,
+			                 strerror(errno));
+		if (prc != RS_OK) {
+			if (rc == RS_OK) { /* first message wins */
+				rc = prc;
+				if (err)
+					*err = one;
+			}
+			index_touch(bs, e);
+			continue;
+		}
+		if (e->kind == BLOBSTORE_MANIFEST)
+			(void)unlink(sidecar); /* a stray sidecar is harmless: rewritten on the next put */
+		freed += e->size;
+		index_remove(bs, e);
+		free(e);
+	}
+	pthread_mutex_unlock(&bs->mu);
+	if (out_freed)
+		*out_freed = freed;
+	return rc;
+}

@@ -1,0 +1,859 @@
+/* test_blobstore: the content-addressed store on a private temp directory per
+ * test: verified writes, hostile names, manifests and sidecars, tag maps,
+ * size accounting and LRU eviction. Blob contents are generated from seeds. */
+#include "blobstore.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tdir[256];
+static char data[320];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-blobstore-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tdir));
+	snprintf(data, sizeof(data), "%s/data", tdir);
+}
+
+static void teardown(void)
+{
+	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
+}
+
+/* xorshift64*: the same seed always gives the same bytes. */
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+static unsigned char *make_bytes(uint64_t seed, size_t n)
+{
+	unsigned char *b = malloc(n ? n : 1);
+	ck_assert_ptr_nonnull(b);
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)(rng_next(&s) >> 56);
+	return b;
+}
+
+static int count_files_cb_n;
+static int count_files_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_F)
+		count_files_cb_n++;
+	return 0;
+}
+
+/* Regular files under data/<sub>. */
+static int count_files(const char *sub)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s", data, sub);
+	count_files_cb_n = 0;
+	ck_assert_int_eq(nftw(p, count_files_cb, 16, FTW_PHYS), 0);
+	return count_files_cb_n;
+}
+
+static struct blobstore *open_store(uint64_t max)
+{
+	struct blobstore *bs = NULL;
+	struct rs_err err = {0};
+	enum rs_code rc = blobstore_open(&bs, data, max, &err);
+	ck_assert_msg(rc == RS_OK, "open: %s", err.msg);
+	return bs;
+}
+
+/* Write buf through a writer in chunks of seeded random sizes. */
+static enum rs_code write_blob(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int64_t expected,
+                               const unsigned char *buf, size_t len, uint64_t seed, struct rs_err *err)
+{
+	struct blobstore_writer *w = NULL;
+	enum rs_code rc = blobstore_writer_new(&w, bs, kind, digest, expected, err);
+	if (rc != RS_OK)
+		return rc;
+	uint64_t s = seed + 7;
+	size_t pos = 0;
+	while (pos < len) {
+		size_t n = 1 + (size_t)(rng_next(&s) % 70000);
+		if (n > len - pos)
+			n = len - pos;
+		rc = blobstore_writer_write(w, buf + pos, n, err);
+		if (rc != RS_OK) {
+			blobstore_writer_abort(w);
+			return rc;
+		}
+		pos += n;
+	}
+	ck_assert_uint_eq(blobstore_writer_size(w), len);
+	return blobstore_writer_commit(w, err);
+}
+
+static void read_fd_all(int fd, unsigned char *out, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, out + got, len - got, (off_t)got);
+		ck_assert_int_gt(n, 0);
+		got += (size_t)n;
+	}
+	unsigned char extra;
+	ck_assert_int_eq(pread(fd, &extra, 1, (off_t)len), 0);
+}
+
+static void assert_blob_is(struct blobstore *bs, const char *digest, const unsigned char *want, size_t len)
+{
+	int fd = -1;
+	uint64_t size = 0;
+	struct rs_err err = {0};
+	enum rs_code rc = blobstore_open_object(bs, BLOBSTORE_BLOB, digest, &fd, &size, &err);
+	ck_assert_msg(rc == RS_OK, "open_object: %s", err.msg);
+	ck_assert_uint_eq(size, len);
+	unsigned char *got = malloc(len ? len : 1);
+	read_fd_all(fd, got, len);
+	ck_assert(memcmp(got, want, len) == 0);
+	free(got);
+	close(fd);
+}
+
+START_TEST(writes_and_reads_back_blob)
+{
+	struct blobstore *bs = open_store(0);
+	size_t len = 1048576;
+	unsigned char *b = make_bytes(1, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, len);
+	struct rs_err err = {0};
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	enum rs_code rc = write_blob(bs, BLOBSTORE_BLOB, dg, (int64_t)len, b, len, 1, &err);
+	ck_assert_msg(rc == RS_OK, "%s", err.msg);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_MANIFEST, dg));
+	assert_blob_is(bs, dg, b, len);
+	ck_assert_uint_eq(blobstore_size(bs), len);
+	char p[512];
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%.2s/%s", data, dg + 7, dg + 7);
+	struct stat st;
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	/* Unknown size works too. */
+	unsigned char *c = make_bytes(2, 1000);
+	char dc[DIGEST_STR_SIZE];
+	digest_buffer(dc, c, 1000);
+	rc = write_blob(bs, BLOBSTORE_BLOB, dc, -1, c, 1000, 2, &err);
+	ck_assert_msg(rc == RS_OK, "%s", err.msg);
+	assert_blob_is(bs, dc, c, 1000);
+	ck_assert_uint_eq(blobstore_size(bs), len + 1000);
+	/* An object that is absent is RS_NOT_FOUND. */
+	char dn[DIGEST_STR_SIZE];
+	digest_buffer(dn, "nope", 4);
+	int fd = -1;
+	uint64_t sz;
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, dn, &fd, &sz, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(fd, -1);
+	free(c);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(writes_empty_blob)
+{
+	struct blobstore *bs = open_store(0);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, "", 0);
+	struct rs_err err = {0};
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, 0, (const unsigned char *)"", 0, 3, &err), RS_OK);
+	assert_blob_is(bs, dg, (const unsigned char *)"", 0);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(rejects_digest_mismatch)
+{
+	struct blobstore *bs = open_store(0);
+	size_t len = 300000;
+	unsigned char *b = make_bytes(4, len);
+	char good[DIGEST_STR_SIZE], claimed[DIGEST_STR_SIZE];
+	digest_buffer(good, b, len);
+	digest_buffer(claimed, b, len - 1);
+	struct rs_err err = {0};
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, claimed, (int64_t)len, b, len, 4, &err), RS_DIGEST_MISMATCH);
+	char want[256];
+	snprintf(want, sizeof(want), "digest mismatch: expected %s, got %s", claimed, good);
+	ck_assert_str_eq(err.msg, want);
+	ck_assert_int_eq(err.code, RS_DIGEST_MISMATCH);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, claimed));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, good));
+	ck_assert_int_eq(count_files("blobs"), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_uint_eq(blobstore_size(bs), 0);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(rejects_short_blob)
+{
+	struct blobstore *bs = open_store(0);
+	unsigned char *b = make_bytes(5, 1048576);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, 1048576);
+	struct rs_err err = {0};
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, 1048576, b, 1047000, 5, &err), RS_DIGEST_MISMATCH);
+	ck_assert_str_eq(err.msg, "expected 1048576 bytes, got 1047000");
+	ck_assert_int_eq(count_files("blobs"), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(rejects_long_blob)
+{
+	struct blobstore *bs = open_store(0);
+	unsigned char *b = make_bytes(6, 101);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, 100);
+	struct rs_err err = {0};
+	struct blobstore_writer *w = NULL;
+	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, dg, 100, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, b, 60, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, b + 60, 41, &err), RS_DIGEST_MISMATCH);
+	ck_assert_str_eq(err.msg, "expected 100 bytes, got 101");
+	/* The failure sticks: commit reports the first message and cleans up. */
+	struct rs_err err2 = {0};
+	ck_assert_int_eq(blobstore_writer_commit(w, &err2), RS_DIGEST_MISMATCH);
+	ck_assert_str_eq(err2.msg, "expected 100 bytes, got 101");
+	ck_assert_int_eq(count_files("blobs"), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	/* The same through the helper (one chunk of 101). */
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, 100, b, 101, 6, &err), RS_DIGEST_MISMATCH);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(abort_removes_temp_file)
+{
+	struct blobstore *bs = open_store(0);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, "abc", 3);
+	struct rs_err err = {0};
+	struct blobstore_writer *w = NULL;
+	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, dg, -1, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, "ab", 2, &err), RS_OK);
+	struct stat st;
+	ck_assert_int_eq(stat(blobstore_writer_path(w), &st), 0);
+	ck_assert_int_eq(st.st_size, 2);
+	ck_assert_int_eq(count_files("tmp"), 1);
+	blobstore_writer_abort(w);
+	blobstore_writer_abort(NULL);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	blobstore_free(bs);
+}
+END_TEST
+
+struct cw {
+	struct blobstore *bs;
+	const unsigned char *buf;
+	size_t len;
+	const char *digest;
+	uint64_t seed;
+	enum rs_code rc;
+	struct rs_err err;
+};
+
+static void *concurrent_writer(void *p)
+{
+	struct cw *c = p;
+	c->rc = write_blob(c->bs, BLOBSTORE_BLOB, c->digest, (int64_t)c->len, c->buf, c->len, c->seed, &c->err);
+	return NULL;
+}
+
+START_TEST(concurrent_writers_of_same_digest)
+{
+	struct blobstore *bs = open_store(0);
+	size_t len = 262144;
+	unsigned char *b = make_bytes(7, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, len);
+	enum { N = 8 };
+	pthread_t th[N];
+	struct cw c[N];
+	for (int i = 0; i < N; i++) {
+		c[i] = (struct cw){.bs = bs, .buf = b, .len = len, .digest = dg, .seed = 100 + (uint64_t)i};
+		ck_assert_int_eq(pthread_create(&th[i], NULL, concurrent_writer, &c[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+		ck_assert_msg(c[i].rc == RS_OK, "writer %d: %s", i, c[i].err.msg);
+	}
+	ck_assert_int_eq(count_files("blobs"), 1);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_uint_eq(blobstore_size(bs), len);
+	assert_blob_is(bs, dg, b, len);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(rejects_invalid_digests)
+{
+	struct blobstore *bs = open_store(0);
+	static const char *const bad[] = {
+		"",
+		"sha256:",
+		"../../../etc/passwd",
+		"sha256:../../../../etc/passwd",
+		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde",   /* 63 */
+		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0", /* 65 */
+		"sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",  /* upper */
+		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567/9abcdef",
+		"sha512:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct rs_err err = {0};
+		int fd = 77;
+		uint64_t sz;
+		enum rs_code rc = blobstore_open_object(bs, BLOBSTORE_BLOB, bad[i], &fd, &sz, &err);
+		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "open_object accepted '%s'", bad[i]);
+		ck_assert_int_eq(fd, -1);
+		ck_assert(err.msg[0] != '\0');
+		ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, bad[i]));
+		struct blobstore_writer *w = NULL;
+		rc = blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, bad[i], -1, &err);
+		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "writer accepted '%s'", bad[i]);
+		ck_assert_ptr_null(w);
+		rc = blobstore_put_manifest(bs, bad[i], "application/json", "{}", 2, &err);
+		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "put_manifest accepted '%s'", bad[i]);
+		char *mb = NULL, *mt = NULL;
+		size_t ml;
+		rc = blobstore_get_manifest(bs, bad[i], 1000, &mb, &ml, &mt, &err);
+		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "get_manifest accepted '%s'", bad[i]);
+		if (strlen(bad[i]) >= DIGEST_STR_SIZE)
+			continue; /* does not fit struct blobstore_tag */
+		struct blobstore_tag t = {.fetched = 1};
+		snprintf(t.digest, sizeof(t.digest), "%s", bad[i]);
+		snprintf(t.media_type, sizeof(t.media_type), "application/json");
+		rc = blobstore_put_tag(bs, "docker.io", "library/alpine", "latest", &t, &err);
+		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "put_tag accepted '%s'", bad[i]);
+	}
+	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(count_files("tags"), 0);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(rejects_hostile_tag_names)
+{
+	struct blobstore *bs = open_store(0);
+	struct blobstore_tag t = {.fetched = 1700000000};
+	digest_buffer(t.digest, "x", 1);
+	snprintf(t.media_type, sizeof(t.media_type), "application/vnd.oci.image.manifest.v1+json");
+	char longtag[200];
+	memset(longtag, 'a', 129);
+	longtag[129] = '\0';
+	char longrepo[300];
+	memset(longrepo, 'a', 256);
+	longrepo[256] = '\0';
+	static const char *const bad[][3] = {
+		{"docker.io", "..", "latest"},
+		{"docker.io", "/etc", "latest"},
+		{"docker.io", "library/../../../etc", "latest"},
+		{"docker.io", "library//alpine", "latest"},
+		{"docker.io", "library/alpine/", "latest"},
+		{"docker.io", "", "latest"},
+		{"docker.io", "Library/alpine", "latest"},
+		{"docker.io", "library/al pine", "latest"},
+		{"docker.io", "library/alpine\n", "latest"},
+		{"docker.io", "library/.alpine", "latest"},
+		{"docker.io", "library/alpine.", "latest"},
+		{"docker.io", "library/al___pine", "latest"},
+		{"docker.io", "library/al-.pine", "latest"},
+		{"docker.io", "library/alpine", ".."},
+		{"docker.io", "library/alpine", "../x"},
+		{"docker.io", "library/alpine", "a/b"},
+		{"docker.io", "library/alpine", ".hidden"},
+		{"docker.io", "library/alpine", "-x"},
+		{"docker.io", "library/alpine", ""},
+		{"docker.io", "library/alpine", "v1:2"},
+		{"..", "library/alpine", "latest"},
+		{"", "library/alpine", "latest"},
+		{"a/b", "library/alpine", "latest"},
+		{"/docker.io", "library/alpine", "latest"},
+		{".hidden", "library/alpine", "latest"},
+		{"host name", "library/alpine", "latest"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) + 2; i++) {
+		const char *up = "docker.io", *repo = "library/alpine", *tag = "latest";
+		if (i < sizeof(bad) / sizeof(bad[0])) {
+			up = bad[i][0];
+			repo = bad[i][1];
+			tag = bad[i][2];
+		} else if (i == sizeof(bad) / sizeof(bad[0])) {
+			tag = longtag;
+		} else {
+			repo = longrepo;
+		}
+		struct rs_err err = {0};
+		enum rs_code rc = blobstore_put_tag(bs, up, repo, tag, &t, &err);
+		ck_assert_msg(rc == RS_BAD_INPUT, "put_tag accepted (%s, %s, %s)", up, repo, tag);
+		ck_assert(err.msg[0] != '\0');
+		struct blobstore_tag got;
+		rc = blobstore_get_tag(bs, up, repo, tag, &got, &err);
+		ck_assert_msg(rc == RS_BAD_INPUT, "get_tag accepted (%s, %s, %s)", up, repo, tag);
+	}
+	ck_assert_int_eq(count_files("tags"), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+
+	/* The grammar's unusual but valid forms are accepted. */
+	static const char *const good[][3] = {
+		{"localhost:5000", "a__b/c--d/e.f/g_h", "v1.0-rc_1"},
+		{"ghcr.io", "org/app", "_x"},
+		{"docker.io", "library/alpine", "3.19"},
+	};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct rs_err err = {0};
+		enum rs_code rc = blobstore_put_tag(bs, good[i][0], good[i][1], good[i][2], &t, &err);
+		ck_assert_msg(rc == RS_OK, "(%s, %s, %s): %s", good[i][0], good[i][1], good[i][2], err.msg);
+	}
+	ck_assert_int_eq(count_files("tags"), 3);
+	blobstore_free(bs);
+}
+END_TEST
+
+static const char oci_manifest[] =
+	"{\"schemaVersion\":2,\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\","
+	"\"digest\":\"sha256:0000000000000000000000000000000000000000000000000000000000000000\",\"size\":2},"
+	"\"layers\":[]}";
+static const char docker_manifest[] =
+	"{\n   \"schemaVersion\": 2,\n   \"config\": {\"mediaType\": \"application/vnd.docker.container.image.v1+json\","
+	" \"size\": 2, \"digest\": \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"},\n"
+	"   \"mediaType\" : \"application/vnd.docker.distribution.manifest.v2+json\",\n   \"layers\": []\n}";
+static const char oci_index[] = "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"x/y\",\"size\":1,"
+                                "\"digest\":\"sha256:00\",\"annotations\":{\"mediaType\":\"a/b\"}}]}";
+
+START_TEST(stores_manifest_with_type)
+{
+	struct blobstore *bs = open_store(0);
+	char dg[DIGEST_STR_SIZE];
+	size_t len = strlen(oci_manifest);
+	digest_buffer(dg, oci_manifest, len);
+	struct rs_err err = {0};
+	const char *mt = "application/vnd.oci.image.manifest.v1+json";
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, "application/vnd.custom.type+json", oci_manifest, len, &err),
+	                 RS_OK);
+	/* Idempotent; the latest media type is kept. */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, dg));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+	enum rs_code rc = blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err);
+	ck_assert_msg(rc == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(got, len);
+	ck_assert(memcmp(buf, oci_manifest, len) == 0);
+	ck_assert_str_eq(type, mt);
+	free(buf);
+	free(type);
+	ck_assert_uint_eq(blobstore_size(bs), len);
+	ck_assert_int_eq(count_files("manifests"), 2); /* bytes + .type */
+	ck_assert_int_eq(count_files("tmp"), 0);
+
+	/* Bytes that do not match the digest are refused. */
+	char other[DIGEST_STR_SIZE];
+	digest_buffer(other, "{}", 2);
+	rc = blobstore_put_manifest(bs, other, mt, oci_manifest, len, &err);
+	ck_assert_int_eq(rc, RS_DIGEST_MISMATCH);
+	char want[256];
+	snprintf(want, sizeof(want), "digest mismatch: expected %s, got %s", other, dg);
+	ck_assert_str_eq(err.msg, want);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_MANIFEST, other));
+	/* So is a media type that would break the sidecar or tag file. */
+	rc = blobstore_put_manifest(bs, dg, "application/json\nX: y", oci_manifest, len, &err);
+	ck_assert_int_eq(rc, RS_BAD_INPUT);
+	blobstore_free(bs);
+}
+END_TEST
+
+static void check_sniffed(struct blobstore *bs, const char *json, const char *want_type)
+{
+	char dg[DIGEST_STR_SIZE];
+	size_t len = strlen(json);
+	digest_buffer(dg, json, len);
+	struct rs_err err = {0};
+	/* Through the writer: bytes without a sidecar. */
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_MANIFEST, dg, (int64_t)len, (const unsigned char *)json, len, 1, &err),
+	                 RS_OK);
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+	enum rs_code rc = blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err);
+	ck_assert_msg(rc == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(got, len);
+	ck_assert_str_eq(buf, json);
+	ck_assert_str_eq(type, want_type);
+	free(buf);
+	free(type);
+}
+
+START_TEST(sniffs_type_without_sidecar)
+{
+	struct blobstore *bs = open_store(0);
+	check_sniffed(bs, oci_manifest, "application/vnd.oci.image.manifest.v1+json");
+	check_sniffed(bs, docker_manifest, "application/vnd.docker.distribution.manifest.v2+json");
+	check_sniffed(bs, oci_index, "application/vnd.oci.image.index.v1+json");
+	check_sniffed(bs, "{\"schemaVersion\":1,\"fsLayers\":[],\"signatures\":[{\"x\":\"}\\\"\"}]}",
+	              "application/vnd.docker.distribution.manifest.v1+prettyjws");
+	ck_assert_int_eq(count_files("manifests"), 4);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(get_manifest_detects_corruption)
+{
+	struct blobstore *bs = open_store(0);
+	char dg[DIGEST_STR_SIZE];
+	size_t len = strlen(oci_manifest);
+	digest_buffer(dg, oci_manifest, len);
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
+	                                        len, &err),
+	                 RS_OK);
+	char p[512];
+	snprintf(p, sizeof(p), "%s/manifests/sha256/%.2s/%s", data, dg + 7, dg + 7);
+	int fd = open(p, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "X", 1, 5), 1);
+	close(fd);
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+	enum rs_code rc = blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err);
+	ck_assert_int_eq(rc, RS_NOT_FOUND);
+	ck_assert_ptr_null(buf);
+	ck_assert_ptr_null(type);
+	ck_assert_msg(strstr(err.msg, dg) && strstr(err.msg, "removed"), "%s", err.msg);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_MANIFEST, dg));
+	ck_assert_int_eq(count_files("manifests"), 0);
+	ck_assert_uint_eq(blobstore_size(bs), 0);
+	/* Storing it again heals it. */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
+	                                        len, &err),
+	                 RS_OK);
+	rc = blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err);
+	ck_assert_int_eq(rc, RS_OK);
+	free(buf);
+	free(type);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(get_manifest_caps_size)
+{
+	struct blobstore *bs = open_store(0);
+	char dg[DIGEST_STR_SIZE];
+	size_t len = strlen(oci_manifest);
+	digest_buffer(dg, oci_manifest, len);
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
+	                                        len, &err),
+	                 RS_OK);
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 100, &buf, &got, &type, &err), RS_TOO_LARGE);
+	char want[256];
+	snprintf(want, sizeof(want), "manifest %s is %zu bytes, limit is 100 (limits.manifest_max_bytes)", dg, len);
+	ck_assert_str_eq(err.msg, want);
+	ck_assert_ptr_null(buf);
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, dg)); /* too large is not corrupt */
+	char missing[DIGEST_STR_SIZE];
+	digest_buffer(missing, "m", 1);
+	ck_assert_int_eq(blobstore_get_manifest(bs, missing, 100, &buf, &got, &type, &err), RS_NOT_FOUND);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(tag_round_trip)
+{
+	struct blobstore *bs = open_store(0);
+	struct blobstore_tag t = {.fetched = 1764158400}, got;
+	digest_buffer(t.digest, "one", 3);
+	snprintf(t.media_type, sizeof(t.media_type), "application/vnd.docker.distribution.manifest.list.v2+json");
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/alpine", "3.19", &got, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/alpine", "3.19", &t, &err), RS_OK);
+	memset(&got, 0, sizeof(got));
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/alpine", "3.19", &got, &err), RS_OK);
+	ck_assert_str_eq(got.digest, t.digest);
+	ck_assert_str_eq(got.media_type, t.media_type);
+	ck_assert_int_eq(got.fetched, t.fetched);
+	char p[512];
+	snprintf(p, sizeof(p), "%s/tags/docker.io/library/alpine/3.19.json", data);
+	struct stat st;
+	ck_assert_int_eq(stat(p, &st), 0);
+
+	/* Overwrite: the newest mapping wins; other tags are separate. */
+	digest_buffer(t.digest, "two", 3);
+	t.fetched = 1764158700;
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/alpine", "3.19", &t, &err), RS_OK);
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/alpine", "3.19", &got, &err), RS_OK);
+	ck_assert_str_eq(got.digest, t.digest);
+	ck_assert_int_eq(got.fetched, 1764158700);
+	ck_assert_int_eq(blobstore_get_tag(bs, "ghcr.io", "library/alpine", "3.19", &got, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(count_files("tmp"), 0);
+
+	/* A corrupt tag file is a miss (the caller fetches and rewrites it). */
+	FILE *fp = fopen(p, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("{\"digest\":\"sha256:zz\"}", fp);
+	fclose(fp);
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/alpine", "3.19", &got, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "corrupt") != NULL, "%s", err.msg);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/alpine", "3.19", &t, &err), RS_OK);
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/alpine", "3.19", &got, &err), RS_OK);
+
+	/* A media type with a quote would break the file: refused. */
+	snprintf(t.media_type, sizeof(t.media_type), "application/\"json");
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/alpine", "3.19", &t, &err), RS_BAD_INPUT);
+	blobstore_free(bs);
+}
+END_TEST
+
+/* Four 1000-byte blobs; returns their digests in d[0..3] (oldest first). */
+static void put_four(struct blobstore *bs, char d[4][DIGEST_STR_SIZE], unsigned char *b[4])
+{
+	for (int i = 0; i < 4; i++) {
+		b[i] = make_bytes(40 + (uint64_t)i, 1000);
+		digest_buffer(d[i], b[i], 1000);
+		struct rs_err err = {0};
+		ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d[i], 1000, b[i], 1000, 1, &err), RS_OK);
+	}
+}
+
+START_TEST(evicts_least_recently_used_first)
+{
+	struct blobstore *bs = open_store(2500);
+	char d[4][DIGEST_STR_SIZE];
+	unsigned char *b[4];
+	put_four(bs, d, b);
+	ck_assert_uint_eq(blobstore_size(bs), 4000);
+	/* Use the oldest: it becomes the most recent. */
+	int fd = -1;
+	uint64_t sz;
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, d[0], &fd, &sz, &err), RS_OK);
+	close(fd);
+	uint64_t freed = 0;
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 2000);
+	ck_assert_uint_eq(blobstore_size(bs), 2000);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[1]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[2]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[3]));
+	/* Under the limit: nothing more goes. */
+	ck_assert_int_eq(blobstore_evict(bs, NULL, &err), RS_OK);
+	ck_assert_uint_eq(blobstore_size(bs), 2000);
+	/* Manifests count and go with their sidecar. */
+	char dm[DIGEST_STR_SIZE];
+	digest_buffer(dm, oci_manifest, strlen(oci_manifest));
+	ck_assert_int_eq(blobstore_put_manifest(bs, dm, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
+	                                        strlen(oci_manifest), &err),
+	                 RS_OK);
+	ck_assert_uint_eq(blobstore_size(bs), 2000 + strlen(oci_manifest));
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, d[3], &fd, &sz, &err), RS_OK);
+	close(fd);
+	unsigned char *e5 = make_bytes(50, 1000);
+	char d5[DIGEST_STR_SIZE];
+	digest_buffer(d5, e5, 1000);
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d5, 1000, e5, 1000, 5, &err), RS_OK);
+	free(e5);
+	/* Order now: d0, manifest, d3, d5. Evicting to 2500 removes d0 only. */
+	ck_assert_uint_eq(blobstore_size(bs), 3000 + strlen(oci_manifest));
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 1000);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, dm));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[3]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d5));
+	blobstore_free(bs);
+	for (int i = 0; i < 4; i++)
+		free(b[i]);
+
+	/* A limit of 0 means no limit. */
+	bs = open_store(0);
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 0);
+	ck_assert_uint_eq(blobstore_size(bs), 2000 + strlen(oci_manifest));
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(counts_existing_objects_at_open)
+{
+	struct blobstore *bs = open_store(0);
+	char d[4][DIGEST_STR_SIZE];
+	unsigned char *b[4];
+	put_four(bs, d, b);
+	char dm[DIGEST_STR_SIZE];
+	struct rs_err err = {0};
+	digest_buffer(dm, oci_manifest, strlen(oci_manifest));
+	ck_assert_int_eq(blobstore_put_manifest(bs, dm, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
+	                                        strlen(oci_manifest), &err),
+	                 RS_OK);
+	uint64_t total = blobstore_size(bs);
+	ck_assert_uint_eq(total, 4000 + strlen(oci_manifest));
+	blobstore_free(bs);
+	/* Stray files that are not objects are not counted. */
+	char p[512];
+	snprintf(p, sizeof(p), "%s/blobs/sha256/README", data);
+	FILE *fp = fopen(p, "w");
+	ck_assert_ptr_nonnull(fp);
+	fputs("not an object", fp);
+	fclose(fp);
+	bs = open_store(0);
+	ck_assert_uint_eq(blobstore_size(bs), total);
+	for (int i = 0; i < 4; i++)
+		assert_blob_is(bs, d[i], b[i], 1000);
+	/* The reopened store evicts, too. */
+	blobstore_free(bs);
+	bs = open_store(1500);
+	uint64_t freed = 0;
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_le(blobstore_size(bs), 1500);
+	ck_assert_uint_eq(blobstore_size(bs) + freed, total);
+	blobstore_free(bs);
+	for (int i = 0; i < 4; i++)
+		free(b[i]);
+}
+END_TEST
+
+START_TEST(cleans_stale_temp_files_at_open)
+{
+	struct blobstore *bs = open_store(0);
+	blobstore_free(bs);
+	for (int i = 0; i < 3; i++) {
+		char p[512];
+		snprintf(p, sizeof(p), "%s/tmp/stale%d", data, i);
+		FILE *fp = fopen(p, "w");
+		ck_assert_ptr_nonnull(fp);
+		fputs("half a blob", fp);
+		fclose(fp);
+	}
+	ck_assert_int_eq(count_files("tmp"), 3);
+	bs = open_store(0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_uint_eq(blobstore_size(bs), 0);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(open_fd_survives_eviction)
+{
+	struct blobstore *bs = open_store(1);
+	size_t len = 500000;
+	unsigned char *b = make_bytes(9, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, len);
+	struct rs_err err = {0};
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, (int64_t)len, b, len, 9, &err), RS_OK);
+	int fd = -1;
+	uint64_t sz = 0;
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, dg, &fd, &sz, &err), RS_OK);
+	uint64_t freed = 0;
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, len);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert_uint_eq(blobstore_size(bs), 0);
+	unsigned char *got = malloc(len);
+	read_fd_all(fd, got, len);
+	ck_assert(memcmp(got, b, len) == 0);
+	close(fd);
+	free(got);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(eviction_never_touches_temp_files)
+{
+	struct blobstore *bs = open_store(1);
+	unsigned char *b = make_bytes(10, 5000);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, b, 5000);
+	struct rs_err err = {0};
+	struct blobstore_writer *w = NULL;
+	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, dg, 5000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, b, 3000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_evict(bs, NULL, &err), RS_OK);
+	ck_assert_int_eq(count_files("tmp"), 1);
+	ck_assert_int_eq(blobstore_writer_write(w, b + 3000, 2000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+	assert_blob_is(bs, dg, b, 5000);
+	free(b);
+	blobstore_free(bs);
+}
+END_TEST
+
+static Suite *blobstore_suite(void)
+{
+	Suite *s = suite_create("blobstore");
+	TCase *tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, writes_and_reads_back_blob);
+	tcase_add_test(tc, writes_empty_blob);
+	tcase_add_test(tc, rejects_digest_mismatch);
+	tcase_add_test(tc, rejects_short_blob);
+	tcase_add_test(tc, rejects_long_blob);
+	tcase_add_test(tc, abort_removes_temp_file);
+	tcase_add_test(tc, concurrent_writers_of_same_digest);
+	tcase_add_test(tc, rejects_invalid_digests);
+	tcase_add_test(tc, rejects_hostile_tag_names);
+	tcase_add_test(tc, stores_manifest_with_type);
+	tcase_add_test(tc, sniffs_type_without_sidecar);
+	tcase_add_test(tc, get_manifest_detects_corruption);
+	tcase_add_test(tc, get_manifest_caps_size);
+	tcase_add_test(tc, tag_round_trip);
+	tcase_add_test(tc, evicts_least_recently_used_first);
+	tcase_add_test(tc, counts_existing_objects_at_open);
+	tcase_add_test(tc, cleans_stale_temp_files_at_open);
+	tcase_add_test(tc, open_fd_survives_eviction);
+	tcase_add_test(tc, eviction_never_touches_temp_files);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(blobstore_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,751 @@
+/* test_inflight: single-flight downloads over a real blobstore in a private
+ * temp directory. The download function is a small in-process fake of the
+ * upstream: it streams seeded bytes in random chunks, optionally corrupted,
+ * failing, or held at a gate so the test decides when it moves on. */
+#include "inflight.h"
+
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static char tdir[256];
+static char data[320];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-inflight-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tdir));
+	snprintf(data, sizeof(data), "%s/data", tdir);
+}
+
+static void teardown(void)
+{
+	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+static unsigned char *make_bytes(uint64_t seed, size_t n)
+{
+	unsigned char *b = malloc(n ? n : 1);
+	ck_assert_ptr_nonnull(b);
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)(rng_next(&s) >> 56);
+	return b;
+}
+
+static int count_files_n;
+static int count_files_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)path;
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_F)
+		count_files_n++;
+	return 0;
+}
+
+static int count_files(const char *sub)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s", data, sub);
+	count_files_n = 0;
+	ck_assert_int_eq(nftw(p, count_files_cb, 16, FTW_PHYS), 0);
+	return count_files_n;
+}
+
+/* ---- the fake upstream ------------------------------------------------ */
+
+/* A gate the test opens; waits are bounded so a broken test cannot hang. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int value;
+};
+
+static void gate_init(struct gate *g)
+{
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cv, NULL);
+	g->value = 0;
+}
+
+static void gate_dispose(struct gate *g)
+{
+	pthread_cond_destroy(&g->cv);
+	pthread_mutex_destroy(&g->mu);
+}
+
+static void gate_add(struct gate *g, int n)
+{
+	pthread_mutex_lock(&g->mu);
+	g->value += n;
+	pthread_cond_broadcast(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait until value >= want, at most 20 s; false on timeout. */
+static bool gate_wait(struct gate *g, int want)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 20;
+	bool ok = true;
+	pthread_mutex_lock(&g->mu);
+	while (g->value < want)
+		if (pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT) {
+			ok = g->value >= want;
+			break;
+		}
+	pthread_mutex_unlock(&g->mu);
+	return ok;
+}
+
+struct upstream_fake {
+	const unsigned char *body;
+	size_t len;
+	int64_t announce;        /* size passed to begin */
+	size_t corrupt_at;       /* flip this byte when corrupt */
+	bool corrupt;
+	enum rs_code fail_before_begin; /* RS_OK: do not */
+	struct gate *start;      /* wait for start_want before begin (NULL: no) */
+	int start_want;
+	struct gate *stall;      /* after stall_after bytes, wait for stall_want */
+	size_t stall_after;
+	int stall_want;
+	uint64_t seed;
+	atomic_int calls;
+	atomic_int frees;
+};
+
+struct fake_arg {
+	struct upstream_fake *up;
+};
+
+static struct fake_arg *fake_arg_new(struct upstream_fake *up)
+{
+	struct fake_arg *a = malloc(sizeof(*a));
+	ck_assert_ptr_nonnull(a);
+	a->up = up;
+	return a;
+}
+
+static void fake_arg_free(void *p)
+{
+	struct fake_arg *a = p;
+	atomic_fetch_add(&a->up->frees, 1);
+	free(a);
+}
+
+static enum rs_code fake_download(struct inflight_fetch *f, void *p, struct rs_err *err)
+{
+	struct upstream_fake *up = ((struct fake_arg *)p)->up;
+	atomic_fetch_add(&up->calls, 1);
+	if (up->start && !gate_wait(up->start, up->start_want))
+		return rs_err_set(err, RS_UPSTREAM, "test gate never opened");
+	if (up->fail_before_begin != RS_OK)
+		return rs_err_set(err, up->fail_before_begin, "upstream said no (fake)");
+	enum rs_code rc = inflight_fetch_begin(f, up->announce, err);
+	if (rc != RS_OK)
+		return rc;
+	uint64_t s = up->seed + 11;
+	unsigned char chunk[70000];
+	size_t pos = 0;
+	bool stalled = false;
+	while (pos < up->len) {
+		size_t n = 1 + (size_t)(rng_next(&s) % sizeof(chunk));
+		if (n > up->len - pos)
+			n = up->len - pos;
+		if (up->stall && !stalled && pos < up->stall_after && pos + n > up->stall_after)
+			n = up->stall_after - pos;
+		if (up->stall && !stalled && pos == up->stall_after) {
+			stalled = true;
+			if (!gate_wait(up->stall, up->stall_want))
+				return rs_err_set(err, RS_UPSTREAM, "test stall gate never opened");
+			continue;
+		}
+		memcpy(chunk, up->body + pos, n);
+		if (up->corrupt && up->corrupt_at >= pos && up->corrupt_at < pos + n)
+			chunk[up->corrupt_at - pos] ^= 0x5a;
+		rc = inflight_fetch_write(f, chunk, n, err);
+		if (rc != RS_OK)
+			return rc;
+		pos += n;
+	}
+	return RS_OK;
+}
+
+static void fake_init(struct upstream_fake *up, const unsigned char *body, size_t len, uint64_t seed)
+{
+	memset(up, 0, sizeof(*up));
+	up->body = body;
+	up->len = len;
+	up->announce = (int64_t)len;
+	up->seed = seed;
+	atomic_init(&up->calls, 0);
+	atomic_init(&up->frees, 0);
+}
+
+/* ---- readers ---------------------------------------------------------- */
+
+struct reader {
+	struct inflight *t;
+	const char *digest;
+	int64_t expected_size;
+	struct upstream_fake *up;
+	struct gate *joined; /* incremented once joined */
+	uint64_t seed;
+	unsigned char *got;
+	size_t cap;
+	/* results */
+	enum rs_code join_rc, begin_rc;
+	int64_t size;
+	size_t total;
+	ssize_t last;
+	struct rs_err err;
+};
+
+static void *reader_main(void *p)
+{
+	struct reader *r = p;
+	struct inflight_fetch *f = NULL;
+	r->join_rc = inflight_join(r->t, r->digest, r->expected_size, fake_download, fake_arg_new(r->up),
+	                           fake_arg_free, &f, &r->err);
+	if (r->joined)
+		gate_add(r->joined, 1);
+	if (r->join_rc != RS_OK)
+		return NULL;
+	r->begin_rc = inflight_wait_begin(f, 20, &r->size, &r->err);
+	if (r->begin_rc == RS_OK) {
+		uint64_t s = r->seed;
+		for (;;) {
+			size_t want = 1 + (size_t)(rng_next(&s) % 40000);
+			unsigned char tmp[40000];
+			ssize_t n = inflight_read(f, r->total, tmp, want, 20, &r->err);
+			r->last = n;
+			if (n <= 0)
+				break;
+			if (r->total + (size_t)n > r->cap) {
+				r->last = -2; /* more bytes than the blob has */
+				break;
+			}
+			memcpy(r->got + r->total, tmp, (size_t)n);
+			r->total += (size_t)n;
+		}
+	}
+	inflight_release(f);
+	return NULL;
+}
+
+static struct blobstore *open_store(void)
+{
+	struct blobstore *bs = NULL;
+	struct rs_err err = {0};
+	ck_assert_msg(blobstore_open(&bs, data, 0, &err) == RS_OK, "%s", err.msg);
+	return bs;
+}
+
+static struct inflight *table_new(struct blobstore *bs)
+{
+	struct inflight *t = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(inflight_new(&t, bs, &err), RS_OK);
+	return t;
+}
+
+enum { NREADERS = 8 };
+
+/* Run NREADERS concurrent readers; the download only begins once all joined. */
+static void run_readers(struct inflight *t, const char *digest, int64_t expected, struct upstream_fake *up,
+                        size_t cap, struct reader r[NREADERS])
+{
+	struct gate joined;
+	gate_init(&joined);
+	up->start = &joined;
+	up->start_want = NREADERS;
+	pthread_t th[NREADERS];
+	for (int i = 0; i < NREADERS; i++) {
+		r[i] = (struct reader){.t = t, .digest = digest, .expected_size = expected, .up = up,
+		                       .joined = &joined, .seed = 1000 + (uint64_t)i, .cap = cap};
+		r[i].got = malloc(cap ? cap : 1);
+		ck_assert_ptr_nonnull(r[i].got);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, reader_main, &r[i]), 0);
+	}
+	for (int i = 0; i < NREADERS; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	up->start = NULL;
+	gate_dispose(&joined);
+}
+
+static void free_readers(struct reader r[NREADERS])
+{
+	for (int i = 0; i < NREADERS; i++)
+		free(r[i].got);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+START_TEST(one_download_for_concurrent_joiners)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 777777;
+	unsigned char *body = make_bytes(1, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 1);
+	struct reader r[NREADERS];
+	run_readers(t, dg, (int64_t)len, &up, len, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_msg(r[i].join_rc == RS_OK && r[i].begin_rc == RS_OK, "reader %d: %s", i, r[i].err.msg);
+		ck_assert_int_eq(r[i].size, (int64_t)len);
+		ck_assert_msg(r[i].last == 0, "reader %d ended with %zd: %s", i, r[i].last, r[i].err.msg);
+		ck_assert_uint_eq(r[i].total, len);
+		ck_assert(memcmp(r[i].got, body, len) == 0);
+	}
+	ck_assert_int_eq(atomic_load(&up.calls), 1);
+	inflight_free(t);
+	/* Every arg was released: the one the download used and the others at once. */
+	ck_assert_int_eq(atomic_load(&up.frees), NREADERS);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert_uint_eq(blobstore_size(bs), len);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	free_readers(r);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(unknown_size_download_works)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 100000;
+	unsigned char *body = make_bytes(2, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 2);
+	up.announce = -1;
+	struct reader r[NREADERS];
+	run_readers(t, dg, -1, &up, len, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_int_eq(r[i].begin_rc, RS_OK);
+		ck_assert_int_eq(r[i].size, -1);
+		ck_assert_msg(r[i].last == 0, "reader %d: %s", i, r[i].err.msg);
+		ck_assert_uint_eq(r[i].total, len);
+		ck_assert(memcmp(r[i].got, body, len) == 0);
+	}
+	ck_assert_int_eq(atomic_load(&up.calls), 1);
+	inflight_free(t);
+	free_readers(r);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(mismatch_fails_every_reader_short)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 500000;
+	unsigned char *body = make_bytes(3, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	/* Corrupt the last byte: the hardest case, everything else is right. */
+	for (int pass = 0; pass < 2; pass++) {
+		struct upstream_fake up;
+		fake_init(&up, body, len, 3 + (uint64_t)pass);
+		up.corrupt = true;
+		up.corrupt_at = pass == 0 ? len - 1 : len / 2;
+		struct reader r[NREADERS];
+		run_readers(t, dg, (int64_t)len, &up, len, r);
+		for (int i = 0; i < NREADERS; i++) {
+			ck_assert_int_eq(r[i].begin_rc, RS_OK);
+			ck_assert_msg(r[i].last == -1, "reader %d ended with %zd", i, r[i].last);
+			ck_assert_int_eq(r[i].err.code, RS_DIGEST_MISMATCH);
+			ck_assert_msg(strncmp(r[i].err.msg, "digest mismatch: expected ", 26) == 0, "%s", r[i].err.msg);
+			ck_assert_uint_le(r[i].total, len - 1);
+		}
+		ck_assert_int_eq(atomic_load(&up.calls), 1);
+		ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+		ck_assert_int_eq(count_files("blobs"), 0);
+		ck_assert_uint_eq(inflight_count(t), 0);
+		free_readers(r);
+	}
+	inflight_free(t);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(truncated_download_fails_readers)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 200000;
+	unsigned char *body = make_bytes(4, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	/* The upstream announces the full size but ends early. */
+	struct upstream_fake up;
+	fake_init(&up, body, len - 10, 4);
+	up.announce = (int64_t)len;
+	struct reader r[NREADERS];
+	run_readers(t, dg, -1, &up, len, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_int_eq(r[i].last, -1);
+		ck_assert_str_eq(r[i].err.msg, "expected 200000 bytes, got 199990");
+		ck_assert_uint_le(r[i].total, len - 11);
+	}
+	free_readers(r);
+	/* An announced size that contradicts the descriptor fails before begin. */
+	fake_init(&up, body, len, 5);
+	up.announce = (int64_t)len + 1;
+	run_readers(t, dg, (int64_t)len, &up, len, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_int_eq(r[i].begin_rc, RS_DIGEST_MISMATCH);
+		ck_assert_str_eq(r[i].err.msg, "expected 200000 bytes, upstream announced 200001");
+	}
+	free_readers(r);
+	inflight_free(t);
+	ck_assert_int_eq(count_files("blobs"), 0);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(later_join_after_failure_downloads_again)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 300000;
+	unsigned char *body = make_bytes(6, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct upstream_fake bad, good;
+	fake_init(&bad, body, len, 6);
+	bad.corrupt = true;
+	bad.corrupt_at = 12345;
+	fake_init(&good, body, len, 7);
+	struct reader r[NREADERS];
+	run_readers(t, dg, (int64_t)len, &bad, len, r);
+	for (int i = 0; i < NREADERS; i++)
+		ck_assert_int_eq(r[i].last, -1);
+	free_readers(r);
+	run_readers(t, dg, (int64_t)len, &good, len, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_msg(r[i].last == 0, "reader %d: %s", i, r[i].err.msg);
+		ck_assert_uint_eq(r[i].total, len);
+		ck_assert(memcmp(r[i].got, body, len) == 0);
+	}
+	free_readers(r);
+	ck_assert_int_eq(atomic_load(&bad.calls), 1);
+	ck_assert_int_eq(atomic_load(&good.calls), 1);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+
+	/* Once committed, a join is served from the store without a download. */
+	struct upstream_fake third;
+	fake_init(&third, body, len, 8);
+	struct rs_err err = {0};
+	struct inflight_fetch *f = NULL;
+	ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&third), fake_arg_free, &f,
+	                               &err),
+	                 RS_OK);
+	ck_assert_int_eq(atomic_load(&third.frees), 1);
+	int64_t size = 0;
+	ck_assert_int_eq(inflight_wait_begin(f, 5, &size, &err), RS_OK);
+	ck_assert_int_eq(size, (int64_t)len);
+	unsigned char *got = malloc(len);
+	uint64_t pos = 0;
+	ssize_t n;
+	while ((n = inflight_read(f, pos, got + pos, len - pos > 65536 ? 65536 : len - pos + 1, 5, &err)) > 0)
+		pos += (uint64_t)n;
+	ck_assert_int_eq(n, 0);
+	ck_assert_uint_eq(pos, len);
+	ck_assert(memcmp(got, body, len) == 0);
+	inflight_release(f);
+	ck_assert_int_eq(atomic_load(&third.calls), 0);
+	free(got);
+	inflight_free(t);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(wait_begin_reports_upstream_error)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, "missing", 7);
+	struct upstream_fake up;
+	fake_init(&up, (const unsigned char *)"", 0, 9);
+	up.fail_before_begin = RS_NOT_FOUND;
+	struct reader r[NREADERS];
+	run_readers(t, dg, -1, &up, 1, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_int_eq(r[i].join_rc, RS_OK);
+		ck_assert_int_eq(r[i].begin_rc, RS_NOT_FOUND);
+		ck_assert_str_eq(r[i].err.msg, "upstream said no (fake)");
+	}
+	free_readers(r);
+	ck_assert_int_eq(atomic_load(&up.calls), 1);
+	/* A reader that reads anyway gets the same error. */
+	up.fail_before_begin = RS_UPSTREAM;
+	struct rs_err err = {0};
+	struct inflight_fetch *f = NULL;
+	ck_assert_int_eq(inflight_join(t, dg, -1, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err), RS_OK);
+	unsigned char b[16];
+	ck_assert_int_eq(inflight_read(f, 0, b, sizeof(b), 20, &err), -1);
+	ck_assert_int_eq(err.code, RS_UPSTREAM);
+	inflight_release(f);
+	/* An invalid digest is refused, and the table still frees arg. */
+	int frees = atomic_load(&up.frees);
+	ck_assert_int_eq(inflight_join(t, "sha256:nope", -1, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err),
+	                 RS_DIGEST_INVALID);
+	ck_assert_ptr_null(f);
+	ck_assert_int_eq(atomic_load(&up.frees), frees + 1);
+	inflight_free(t);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(stalled_download_times_out_readers)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 100000;
+	unsigned char *body = make_bytes(10, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct gate stall, start;
+	gate_init(&stall);
+	gate_init(&start);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 10);
+	up.start = &start;
+	up.start_want = 1;
+	up.stall = &stall;
+	up.stall_after = 5000;
+	up.stall_want = 1;
+	struct rs_err err = {0};
+	struct inflight_fetch *f = NULL;
+	ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err),
+	                 RS_OK);
+	ck_assert_uint_eq(inflight_count(t), 1);
+	/* No answer yet: wait_begin gives up after its bound. */
+	int64_t size = 0;
+	ck_assert_int_eq(inflight_wait_begin(f, 1, &size, &err), RS_TIMEOUT);
+	ck_assert_msg(strstr(err.msg, "did not answer") != NULL, "%s", err.msg);
+	gate_add(&start, 1);
+	ck_assert_int_eq(inflight_wait_begin(f, 20, &size, &err), RS_OK);
+	ck_assert_int_eq(size, (int64_t)len);
+	/* 5000 bytes arrive, then nothing: the reader gets 4999 and then a timeout. */
+	unsigned char *got = malloc(len);
+	uint64_t pos = 0;
+	ssize_t n = 0;
+	while (pos < 4999 && (n = inflight_read(f, pos, got + pos, 3000, 20, &err)) > 0)
+		pos += (uint64_t)n;
+	ck_assert_uint_eq(pos, 4999);
+	n = inflight_read(f, pos, got + pos, 3000, 1, &err);
+	ck_assert_int_eq(n, -1);
+	ck_assert_int_eq(err.code, RS_TIMEOUT);
+	ck_assert_uint_eq(pos, 4999);
+	ck_assert(memcmp(got, body, 4999) == 0);
+	/* The download itself is not cancelled: it resumes and completes. */
+	gate_add(&stall, 1);
+	while ((n = inflight_read(f, pos, got + pos, len - pos + 1, 20, &err)) > 0)
+		pos += (uint64_t)n;
+	ck_assert_msg(n == 0, "%s", err.msg);
+	ck_assert_uint_eq(pos, len);
+	ck_assert(memcmp(got, body, len) == 0);
+	ck_assert_uint_eq(inflight_count(t), 0);
+	inflight_release(f);
+	inflight_free(t);
+	gate_dispose(&stall);
+	gate_dispose(&start);
+	free(got);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(release_order_variations)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	size_t len = 150000;
+	unsigned char *body = make_bytes(11, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct rs_err err = {0};
+
+	/* 1. Every reader lets go before the download ends: it still commits,
+	 * and inflight_free waits for it. */
+	struct gate start;
+	gate_init(&start);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 11);
+	up.start = &start;
+	up.start_want = 1;
+	struct inflight_fetch *a = NULL, *b = NULL;
+	ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&up), fake_arg_free, &a, &err),
+	                 RS_OK);
+	ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&up), fake_arg_free, &b, &err),
+	                 RS_OK);
+	ck_assert_ptr_eq(a, b);
+	inflight_release(b);
+	inflight_release(a);
+	inflight_release(NULL);
+	gate_add(&start, 1);
+	inflight_free(t);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert_int_eq(atomic_load(&up.calls), 1);
+	ck_assert_int_eq(atomic_load(&up.frees), 2);
+	ck_assert_int_eq(count_files("tmp"), 0);
+	gate_dispose(&start);
+
+	/* 2. The table goes before a reader is done: the reader keeps working. */
+	unsigned char *body2 = make_bytes(12, len);
+	char dg2[DIGEST_STR_SIZE];
+	digest_buffer(dg2, body2, len);
+	t = table_new(bs);
+	struct upstream_fake up2;
+	fake_init(&up2, body2, len, 12);
+	struct inflight_fetch *c = NULL;
+	ck_assert_int_eq(
+		inflight_join(t, dg2, (int64_t)len, fake_download, fake_arg_new(&up2), fake_arg_free, &c, &err), RS_OK);
+	inflight_free(t); /* waits for the worker */
+	unsigned char *got = malloc(len);
+	uint64_t pos = 0;
+	ssize_t n;
+	while ((n = inflight_read(c, pos, got + pos, 7777 < len - pos + 1 ? 7777 : len - pos + 1, 5, &err)) > 0)
+		pos += (uint64_t)n;
+	ck_assert_msg(n == 0, "%s", err.msg);
+	ck_assert_uint_eq(pos, len);
+	ck_assert(memcmp(got, body2, len) == 0);
+	inflight_release(c);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg2));
+	free(got);
+	free(body2);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(reader_survives_eviction_after_commit)
+{
+	struct blobstore *bs = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_open(&bs, data, 1, &err), RS_OK);
+	struct inflight *t = table_new(bs);
+	size_t len = 120000;
+	unsigned char *body = make_bytes(13, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 13);
+	struct inflight_fetch *f = NULL;
+	ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err),
+	                 RS_OK);
+	unsigned char *got = malloc(len);
+	/* Read the first half, wait for the commit, evict, read the rest. */
+	uint64_t pos = 0;
+	ssize_t n;
+	while (pos < len / 2 && (n = inflight_read(f, pos, got + pos, len / 2 - pos, 20, &err)) > 0)
+		pos += (uint64_t)n;
+	inflight_free(t);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	uint64_t freed = 0;
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, len);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	while ((n = inflight_read(f, pos, got + pos, len - pos + 1, 20, &err)) > 0)
+		pos += (uint64_t)n;
+	ck_assert_msg(n == 0, "%s", err.msg);
+	ck_assert_uint_eq(pos, len);
+	ck_assert(memcmp(got, body, len) == 0);
+	inflight_release(f);
+	free(got);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(empty_blob_ends_at_once)
+{
+	struct blobstore *bs = open_store();
+	struct inflight *t = table_new(bs);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, "", 0);
+	struct upstream_fake up;
+	fake_init(&up, (const unsigned char *)"", 0, 14);
+	struct reader r[NREADERS];
+	run_readers(t, dg, 0, &up, 1, r);
+	for (int i = 0; i < NREADERS; i++) {
+		ck_assert_msg(r[i].last == 0, "reader %d: %s", i, r[i].err.msg);
+		ck_assert_uint_eq(r[i].total, 0);
+	}
+	free_readers(r);
+	inflight_free(t);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	blobstore_free(bs);
+}
+END_TEST
+
+static Suite *inflight_suite(void)
+{
+	Suite *s = suite_create("inflight");
+	TCase *tc = tcase_create("core");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, one_download_for_concurrent_joiners);
+	tcase_add_test(tc, unknown_size_download_works);
+	tcase_add_test(tc, mismatch_fails_every_reader_short);
+	tcase_add_test(tc, truncated_download_fails_readers);
+	tcase_add_test(tc, later_join_after_failure_downloads_again);
+	tcase_add_test(tc, wait_begin_reports_upstream_error);
+	tcase_add_test(tc, stalled_download_times_out_readers);
+	tcase_add_test(tc, release_order_variations);
+	tcase_add_test(tc, reader_survives_eviction_after_commit);
+	tcase_add_test(tc, empty_blob_ends_at_once);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(inflight_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
