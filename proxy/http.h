@@ -24,6 +24,7 @@ struct request {
 	const char *route;    /* static string: "base", "manifest", ... */
 	const char *cache;    /* static string or NULL */
 	const char *upstream; /* configured upstream name (borrowed from config) */
+	const char *oci_namespace; /* upstream name when ?ns= chose it (answer header), else NULL */
 	unsigned status;
 	uint64_t body_bytes;  /* bytes the response will carry (for fd and buffer responses) */
 	bool body_counted;    /* body bytes already counted by a streaming reader */

@@ -54,6 +54,15 @@ static void json_str(char *out, size_t cap, size_t *pos, const char *s)
 	log_json_escape(out, cap, pos, s);
 }
 
+/* Headers every answer carries: the API version and, when ?ns= chose the
+ * upstream, OCI-Namespace naming it. */
+static void common_headers(const struct request *rq, struct MHD_Response *resp)
+{
+	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	if (rq->oci_namespace)
+		MHD_add_response_header(resp, "OCI-Namespace", rq->oci_namespace);
+}
+
 static enum MHD_Result queue_buffer_hdr(struct request *rq, unsigned status, const char *type, char *body,
                                         size_t len, bool must_free, const char *hname, const char *hval)
 {
@@ -66,7 +75,7 @@ static enum MHD_Result queue_buffer_hdr(struct request *rq, unsigned status, con
 	}
 	if (type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	common_headers(rq, resp);
 	if (hname)
 		MHD_add_response_header(resp, hname, hval);
 	rq->status = status;
@@ -188,8 +197,11 @@ static enum rs_code pick_target(struct registry *r, struct request *rq, const ch
 {
 	const char *ns = MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, "ns");
 	enum rs_code rc = route_pick(r->cfg, ns, name, t, err);
-	if (rc == RS_OK)
+	if (rc == RS_OK) {
 		rq->upstream = r->cfg->upstreams[t->up_index].name;
+		if (t->by_ns)
+			rq->oci_namespace = rq->upstream;
+	}
 	return rc;
 }
 
@@ -225,8 +237,8 @@ static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const 
 
 /* ------------------------------------------------------------ manifests */
 
-static enum MHD_Result queue_manifest(struct request *rq, const struct route_target *t, char *body, size_t len,
-                                      const char *type, const char *digest)
+static enum MHD_Result queue_manifest(struct request *rq, char *body, size_t len, const char *type,
+                                      const char *digest)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
@@ -235,12 +247,10 @@ static enum MHD_Result queue_manifest(struct request *rq, const struct route_tar
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	common_headers(rq, resp);
 	char etag[DIGEST_STR_SIZE + 2];
 	snprintf(etag, sizeof(etag), "\"%s\"", digest);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-	if (t->by_ns)
-		MHD_add_response_header(resp, "OCI-Namespace", rq->reg->cfg->upstreams[t->up_index].name);
 	rq->status = 200;
 	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
 	enum MHD_Result ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
@@ -249,15 +259,14 @@ static enum MHD_Result queue_manifest(struct request *rq, const struct route_tar
 }
 
 /* Serve manifest digest from the store. RS_NOT_FOUND when absent. */
-static enum rs_code serve_stored_manifest(struct registry *r, struct request *rq, const struct route_target *t,
-                                          const char *digest, enum MHD_Result *ret, struct rs_err *err)
+static enum rs_code serve_stored_manifest(struct registry *r, struct request *rq, const char *digest, enum MHD_Result *ret, struct rs_err *err)
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
 	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
-	*ret = queue_manifest(rq, t, buf, len, type, digest);
+	*ret = queue_manifest(rq, buf, len, type, digest);
 	free(type);
 	return RS_OK;
 }
@@ -337,14 +346,13 @@ static enum rs_code fetch_manifest(struct registry *r, const struct route_target
 	return blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
 }
 
-static enum MHD_Result serve_fetched(struct request *rq, const struct route_target *t, struct upstream_reply *rep,
-                                     const char *digest)
+static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *rep, const char *digest)
 {
 	char *body = rep->body;
 	size_t len = rep->body_len;
 	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
 	rep->body = NULL; /* handed to the response */
-	return queue_manifest(rq, t, body, len, type, digest);
+	return queue_manifest(rq, body, len, type, digest);
 }
 
 static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
@@ -354,7 +362,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	enum MHD_Result ret = MHD_NO;
 	if (digest_parse(t->ref, &err) != RS_OK)
 		return queue_error(rq, &err, ROUTE_MANIFEST);
-	enum rs_code rc = serve_stored_manifest(r, rq, t, t->ref, &ret, &err);
+	enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
 	if (rc == RS_OK) {
 		rq->cache = "hit";
 		metrics_cache(METRICS_MANIFEST, 1);
@@ -375,7 +383,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	else if (!status_ok(rep.status))
 		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
 	else
-		ret = serve_fetched(rq, t, &rep, digest);
+		ret = serve_fetched(rq, &rep, digest);
 	upstream_reply_dispose(&rep);
 	return ret;
 }
@@ -403,7 +411,7 @@ static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
 	*served = false;
-	if (serve_stored_manifest(r, rq, t, tag->digest, &ret, &err) != RS_OK)
+	if (serve_stored_manifest(r, rq, tag->digest, &ret, &err) != RS_OK)
 		return MHD_NO;
 	*served = true;
 	rq->cache = "stale";
@@ -433,7 +441,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 
 	if (fresh) {
 		rs_err_clear(&err);
-		if (serve_stored_manifest(r, rq, t, tag.digest, &ret, &err) == RS_OK) {
+		if (serve_stored_manifest(r, rq, tag.digest, &ret, &err) == RS_OK) {
 			rq->cache = "hit";
 			metrics_cache(METRICS_MANIFEST, 1);
 			return ret;
@@ -461,7 +469,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 			upstream_reply_dispose(&head);
 			remember_tag(r, t, tag.digest, tag.media_type);
 			rs_err_clear(&err);
-			if (serve_stored_manifest(r, rq, t, tag.digest, &ret, &err) == RS_OK) {
+			if (serve_stored_manifest(r, rq, tag.digest, &ret, &err) == RS_OK) {
 				rq->cache = "hit";
 				metrics_cache(METRICS_MANIFEST, 1);
 				return ret;
@@ -497,7 +505,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	else {
 		if (modern_client(acc))
 			remember_tag(r, t, digest, rep.content_type);
-		ret = serve_fetched(rq, t, &rep, digest);
+		ret = serve_fetched(rq, &rep, digest);
 	}
 	upstream_reply_dispose(&rep);
 	return ret;
@@ -505,12 +513,12 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 
 /* ------------------------------------------------------------ blobs */
 
-static void add_blob_headers(struct MHD_Response *resp, const char *digest, const struct route_range *rg,
+static void add_blob_headers(const struct request *rq, struct MHD_Response *resp, const char *digest, const struct route_range *rg,
                              uint64_t size, bool size_known)
 {
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	common_headers(rq, resp);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
 	char etag[DIGEST_STR_SIZE + 2];
 	snprintf(etag, sizeof(etag), "\"%s\"", digest);
@@ -546,7 +554,7 @@ static enum MHD_Result blob_from_store(struct request *rq, const char *digest, i
 		close(fd);
 		return MHD_NO;
 	}
-	add_blob_headers(resp, digest, &rg, size, true);
+	add_blob_headers(rq, resp, digest, &rg, size, true);
 	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
 	rq->status = status;
 	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
@@ -667,7 +675,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 			return MHD_NO;
 		}
 		struct route_range rg = {.partial = false};
-		add_blob_headers(resp, t->ref, &rg, size, rep.content_length >= 0);
+		add_blob_headers(rq, resp, t->ref, &rg, size, rep.content_length >= 0);
 		rq->status = 200;
 		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
 		MHD_destroy_response(resp);
@@ -743,7 +751,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		blob_stream_free(s);
 		return MHD_NO;
 	}
-	add_blob_headers(resp, t->ref, &rg, (uint64_t)total, total >= 0);
+	add_blob_headers(rq, resp, t->ref, &rg, (uint64_t)total, total >= 0);
 	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
 	rq->status = status;
 	rq->body_counted = true;
@@ -823,7 +831,7 @@ static enum MHD_Result tags_list(struct registry *r, struct request *rq, const s
 		}
 		rep.body = NULL;
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE);
-		MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+		common_headers(rq, resp);
 		if (rep.link) {
 			char *link = rewrite_link(rep.link, t->repo, t->name);
 			if (link) {
@@ -831,8 +839,6 @@ static enum MHD_Result tags_list(struct registry *r, struct request *rq, const s
 				free(link);
 			}
 		}
-		if (t->by_ns)
-			MHD_add_response_header(resp, "OCI-Namespace", upname);
 		rq->status = 200;
 		rq->body_bytes = rep.body_len;
 		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);

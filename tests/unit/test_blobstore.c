@@ -613,7 +613,7 @@ START_TEST(tag_round_trip)
 	ck_assert_str_eq(got.media_type, t.media_type);
 	ck_assert_int_eq(got.fetched, t.fetched);
 	char p[512];
-	snprintf(p, sizeof(p), "%s/tags/docker.io/library/alpine/3.19.json", data);
+	snprintf(p, sizeof(p), "%s/tags/docker.io/library/alpine/_tags/3.19.json", data);
 	struct stat st;
 	ck_assert_int_eq(stat(p, &st), 0);
 
