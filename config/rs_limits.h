@@ -67,6 +67,25 @@
 /* config: upstreams[].auth.password_file is read whole; a password is short. */
 #define RS_LIMIT_PASSWORD_FILE_MAX_BYTES 4096
 
+/* Push (proxy/push.c). config: push.max_blob_bytes default (10 GiB). */
+#define RS_LIMIT_PUSH_BLOB_DEFAULT_BYTES (10ull * 1024 * 1024 * 1024)
+/* config: push.upload_idle_timeout_s default and upper bound. */
+#define RS_LIMIT_UPLOAD_IDLE_DEFAULT_S 3600
+#define RS_LIMIT_UPLOAD_IDLE_MAX_S (7 * 24 * 3600)
+/* Upload sessions open at once (each holds a hash context in memory). */
+#define RS_LIMIT_UPLOADS_MAX 4096
+/* Auth (proxy/auth.c). config: auth.token_ttl_s default and upper bound. */
+#define RS_LIMIT_TOKEN_TTL_DEFAULT_S 300
+#define RS_LIMIT_TOKEN_TTL_MAX_S 86400
+/* htpasswd file read whole at start (and on change); users it may hold. */
+#define RS_LIMIT_HTPASSWD_MAX_BYTES (4u * 1024 * 1024)
+/* auth.acl rules, auth.groups, and names per list. */
+#define RS_LIMIT_ACL_RULES_MAX 1024
+#define RS_LIMIT_ACL_NAMES_MAX 1024
+/* Scopes one token request may name; issued tokens are capped in size. */
+#define RS_LIMIT_TOKEN_SCOPES_MAX 16
+#define RS_LIMIT_TOKEN_MAX_CHARS 4096
+
 /* Upstream client: redirects followed per request (blob storage), bearer
  * tokens cached per upstream (one per repository scope). */
 #define RS_LIMIT_UPSTREAM_REDIRECTS 5
