@@ -1,13 +1,14 @@
 /* upstream_auth: challenge parsing, token answers, URL resolution and the
  * per-scope bearer-token cache for upstream.c. Pure functions plus one
  * mutex-guarded table; no network I/O and no logging (secrets pass through
- * here). URL handling uses libcurl's URL API (CURLU), JSON uses jansson. */
+ * here). URL handling uses libcurl's URL API (CURLU), JSON goes through config/wire.c. */
 #include "upstream_auth.h"
+
+#include "wire.h"
 
 #include "rs_limits.h"
 
 #include <curl/curl.h>
-#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,39 +291,15 @@ enum rs_code upstream_auth_parse_token(char **out_token, long *out_expires_in, c
 	if (len > RS_LIMIT_TOKEN_MAX_BYTES)
 		return rs_err_set(err, RS_TOO_LARGE, "token answer is %zu bytes, limit is %u", len,
 		                  (unsigned)RS_LIMIT_TOKEN_MAX_BYTES);
-	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
-		return rs_err_set(err, RS_BAD_INPUT, "token answer is not JSON (line %d column %d: %s)", jerr.line,
-		                  jerr.column, jerr.text);
-	enum rs_code rc = RS_OK;
-	if (!json_is_object(root)) {
-		rc = rs_err_set(err, RS_BAD_INPUT, "token answer is not a JSON object");
-		goto out;
+	enum rs_code rc = wire_parse_token(out_token, out_expires_in, body, len, err);
+	if (rc)
+		return rc;
+	if (!header_safe(*out_token)) {
+		free(*out_token);
+		*out_token = NULL;
+		return rs_err_set(err, RS_BAD_INPUT, "token answer holds a token with characters not allowed in a header");
 	}
-	json_t *tok = json_object_get(root, "token");
-	if (!json_is_string(tok) || json_string_length(tok) == 0)
-		tok = json_object_get(root, "access_token");
-	if (!json_is_string(tok) || json_string_length(tok) == 0) {
-		rc = rs_err_set(err, RS_BAD_INPUT, "token answer has no \"token\" or \"access_token\" string");
-		goto out;
-	}
-	const char *s = json_string_value(tok);
-	if (strlen(s) != json_string_length(tok) || !header_safe(s)) {
-		rc = rs_err_set(err, RS_BAD_INPUT, "token answer holds a token with characters not allowed in a header");
-		goto out;
-	}
-	json_t *exp = json_object_get(root, "expires_in");
-	if (json_is_integer(exp) && json_integer_value(exp) > 0)
-		*out_expires_in = json_integer_value(exp) > 86400 * 365 ? 86400 * 365 : (long)json_integer_value(exp);
-	else if (json_is_real(exp) && json_real_value(exp) >= 1 && json_real_value(exp) < 86400.0 * 365)
-		*out_expires_in = (long)json_real_value(exp);
-	*out_token = strdup(s);
-	if (!*out_token)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory copying a token");
-out:
-	json_decref(root);
-	return rc;
+	return RS_OK;
 }
 
 /* ---- URLs ------------------------------------------------------------- */
