@@ -16,6 +16,7 @@
 #include "rs_limits.h"
 #include "log.h"
 #include "metrics.h"
+#include "push_http.h"
 #include "route.h"
 #include "upstream.h"
 
@@ -35,6 +36,8 @@
 #define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
 #define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
 #define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1+json"
+#define MT_DOCKER_V1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
 #define JSON_TYPE "application/json"
 
 /* Extra seconds a reader waits beyond the upstream's own timeout. */
@@ -45,6 +48,7 @@ struct registry {
 	struct blobstore *store;
 	struct inflight *inflight;
 	struct upstream **ups; /* parallel to cfg->upstreams */
+	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 };
 
 /* ------------------------------------------------------------ errors */
@@ -153,6 +157,9 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 			goto out;
 		}
 	}
+	rc = push_http_new(&r->ph, cfg, r->store, err);
+	if (rc)
+		goto out;
 	metrics_set_inflight_source(inflight_gauge, r->inflight);
 	*out = r;
 	return RS_OK;
@@ -166,6 +173,7 @@ void registry_free(struct registry *r)
 	if (!r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
+	push_http_free(r->ph);
 	inflight_free(r->inflight);
 	if (r->ups)
 		for (size_t i = 0; i < r->cfg->upstream_count; i++)
@@ -180,8 +188,14 @@ unsigned registry_inflight(struct registry *r)
 	return inflight_count(r->inflight);
 }
 
+enum MHD_Result registry_body(struct registry *r, struct request *rq, const char *data, size_t len)
+{
+	return push_http_body(r->ph, rq, data, len);
+}
+
 void registry_maintain(struct registry *r)
 {
+	push_http_maintain(r->ph);
 	struct rs_err err = {0};
 	uint64_t freed = 0;
 	if (blobstore_evict(r->store, &freed, &err) != RS_OK)
@@ -315,10 +329,17 @@ static bool status_ok(long s)
 /* Fetch a manifest from the upstream, verify it and store it; on success
  * rep holds the body and *out_digest its digest. want_digest (may be NULL)
  * is the digest the client asked for. */
+static bool is_schema1(const char *type)
+{
+	return type && (strncmp(type, MT_DOCKER_V1, strlen(MT_DOCKER_V1)) == 0 ||
+	                strncmp(type, MT_DOCKER_V1_SIGNED, strlen(MT_DOCKER_V1_SIGNED)) == 0);
+}
+
 static enum rs_code fetch_manifest(struct registry *r, const struct route_target *t, const struct accept_list *acc,
                                    const char *want_digest, struct upstream_reply *rep,
-                                   char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+                                   char out_digest[DIGEST_STR_SIZE], bool *out_stored, struct rs_err *err)
 {
+	*out_stored = false;
 	struct upstream *u = r->ups[t->up_index];
 	const char *upname = r->cfg->upstreams[t->up_index].name;
 	metrics_upstream(upname, METRICS_UP_REQUESTS);
@@ -334,6 +355,15 @@ static enum rs_code fetch_manifest(struct registry *r, const struct route_target
 		return RS_OK; /* the caller passes the answer on */
 	metrics_add(METRICS_UPSTREAM_BYTES, rep->body_len);
 	digest_buffer(out_digest, rep->body, rep->body_len);
+	if (is_schema1(rep->content_type)) {
+		/* A schema 1 manifest's digest covers its payload without the JWS
+		 * signatures, so its bytes cannot be checked against a digest: pass
+		 * it through with the upstream's digest and never cache it. Only
+		 * clients that do not accept schema 2 get one. */
+		if (rep->digest[0])
+			snprintf(out_digest, DIGEST_STR_SIZE, "%s", rep->digest);
+		return RS_OK;
+	}
 	if (want_digest && strcmp(out_digest, want_digest) != 0)
 		return rs_err_set(err, RS_DIGEST_MISMATCH,
 		                  "upstream %s sent a manifest for %s that hashes to %s; not cached", upname,
@@ -343,7 +373,9 @@ static enum rs_code fetch_manifest(struct registry *r, const struct route_target
 		                  "upstream %s sent manifest bytes hashing to %s but Docker-Content-Digest %s; not cached",
 		                  upname, out_digest, rep->digest);
 	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
-	return blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
+	enum rs_code prc = blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
+	*out_stored = prc == RS_OK;
+	return prc;
 }
 
 static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *rep, const char *digest)
@@ -355,6 +387,22 @@ static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *
 	return queue_manifest(rq, body, len, type, digest);
 }
 
+/* A manifest pushed to regslim (push store): true when it was served. */
+static bool serve_pushed_manifest(struct registry *r, struct request *rq, const char *digest,
+                                  enum MHD_Result *ret)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (blobstore_get_manifest(push_store(push_http_push(r->ph)), digest, r->cfg->manifest_max_bytes, &buf, &len,
+	                           &type, &err) != RS_OK)
+		return false;
+	rq->cache = "pushed";
+	*ret = queue_manifest(rq, buf, len, type, digest);
+	free(type);
+	return true;
+}
+
 static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                           const struct accept_list *acc)
 {
@@ -362,6 +410,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	enum MHD_Result ret = MHD_NO;
 	if (digest_parse(t->ref, &err) != RS_OK)
 		return queue_error(rq, &err, ROUTE_MANIFEST);
+	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
 	enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
 	if (rc == RS_OK) {
 		rq->cache = "hit";
@@ -370,14 +419,17 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	}
 	if (rc != RS_NOT_FOUND)
 		return queue_error(rq, &err, ROUTE_MANIFEST);
-	if (err.msg[0])
-		log_event(LOG_WARN, "%s", err.msg); /* e.g. a corrupt stored copy that was dropped */
+	if (had_copy)
+		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped */
+	if (serve_pushed_manifest(r, rq, t->ref, &ret))
+		return ret;
 	rq->cache = "miss";
 	metrics_cache(METRICS_MANIFEST, 0);
 	struct upstream_reply rep = {0};
 	char digest[DIGEST_STR_SIZE];
 	rs_err_clear(&err);
-	rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &err);
+	bool stored;
+	rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
 	if (rc)
 		ret = queue_error(rq, &err, ROUTE_MANIFEST);
 	else if (!status_ok(rep.status))
@@ -433,6 +485,12 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	struct blobstore_tag tag = {0};
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
+	/* A tag pushed to regslim shadows the upstream's tag of that name. */
+	if (push_get_tag(push_http_push(r->ph), t->name, t->ref, &tag, &err) == RS_OK &&
+	    serve_pushed_manifest(r, rq, tag.digest, &ret))
+		return ret;
+	memset(&tag, 0, sizeof(tag));
+	rs_err_clear(&err);
 	bool have = blobstore_get_tag(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
 	            blobstore_has(r->store, BLOBSTORE_MANIFEST, tag.digest);
 	bool usable = have && stored_acceptable(&tag, acc);
@@ -485,7 +543,8 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	struct upstream_reply rep = {0};
 	char digest[DIGEST_STR_SIZE];
 	rs_err_clear(&err);
-	enum rs_code rc = fetch_manifest(r, t, acc, NULL, &rep, digest, &err);
+	bool stored;
+	enum rs_code rc = fetch_manifest(r, t, acc, NULL, &rep, digest, &stored, &err);
 	if (rc == RS_UPSTREAM || rc == RS_TIMEOUT || (rc == RS_OK && (rep.status >= 500 || rep.status == 429))) {
 		if (have) {
 			char why[RS_ERR_MSG_MAX];
@@ -503,7 +562,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	else if (!status_ok(rep.status))
 		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
 	else {
-		if (modern_client(acc))
+		if (stored && modern_client(acc))
 			remember_tag(r, t, digest, rep.content_type);
 		ret = serve_fetched(rq, &rep, digest);
 	}
@@ -699,6 +758,11 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	}
 	if (rc != RS_NOT_FOUND)
 		return queue_error(rq, &err, ROUTE_BLOB);
+	rs_err_clear(&err);
+	if (blobstore_open_object(push_store(push_http_push(r->ph)), BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+		rq->cache = "pushed";
+		return blob_from_store(rq, t->ref, fd, size);
+	}
 	rq->cache = "miss";
 	metrics_cache(METRICS_BLOB, 0);
 	if (head)
@@ -812,6 +876,12 @@ static enum MHD_Result tags_list(struct registry *r, struct request *rq, const s
 	}
 	struct upstream_reply rep = {0};
 	struct rs_err err = {0};
+	char *pushed = NULL;
+	size_t pushed_len = 0;
+	/* A repository pushed to regslim lists its pushed tags. */
+	if (push_list_tags(push_http_push(r->ph), t->name, &pushed, &pushed_len, &err) == RS_OK)
+		return queue_buffer(rq, 200, JSON_TYPE, pushed, pushed_len, true);
+	rs_err_clear(&err);
 	const char *upname = r->cfg->upstreams[t->up_index].name;
 	metrics_upstream(upname, METRICS_UP_REQUESTS);
 	if (upstream_tags(r->ups[t->up_index], t->repo, query[0] ? query : NULL, r->cfg->manifest_max_bytes, &rep,
@@ -880,15 +950,24 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /metrics");
 		return serve_metrics(rq);
 	}
+	if (push_http_is_token(url))
+		return push_http_token(r->ph, rq);
+	enum MHD_Result gated;
 	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
 		rq->route = "base";
 		if (!get && !head)
 			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /v2/");
+		if (!push_http_gate(r->ph, rq, NULL, AUTH_PULL, &gated))
+			return gated;
 		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
 	}
 	rq->route = "other";
 	if (strncmp(url, "/v2/", 4) != 0)
 		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror");
+
+	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included. */
+	if (push_http_is_write(rq->method, url))
+		return push_http_handle(r->ph, rq);
 
 	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
 	size_t len = strlen(url);
@@ -933,6 +1012,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		         rq->route);
 		return queue_error_status(rq, 405, "UNSUPPORTED", msg);
 	}
+	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
+		return gated;
 
 	struct route_target t = {0};
 	struct rs_err err = {0};

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Fault-injecting reverse proxy for regslim's integration tests. Stdlib only, loopback only.
+
+  faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --digest sha256:HEX
+                [--mode truncate|corrupt] [--while-exists FILE] [--log FILE]
+
+Forwards every request to the upstream registry unchanged (repeated headers such as several
+Accept lines kept, bodies streamed) and relays the answer, except for GET requests of the blob
+--digest (a path ending in /blobs/<digest>) answered 200 or 206 by the upstream:
+  truncate  send the upstream's status and headers (the right Content-Length) and only the first
+            half of the body, then close the connection
+  corrupt   send the whole body with one byte in its middle flipped (same length)
+With --while-exists FILE the fault applies only while FILE exists (delete it to heal).
+One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
+"""
+import argparse
+import http.client
+import os
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+       "transfer-encoding", "upgrade", "expect"}
+BUF = 64 * 1024
+lock = threading.Lock()
+
+
+def make(a):
+    up_host, up_port = a.upstream.rsplit(":", 1)
+
+    def log(line):
+        with lock:
+            with open(a.log, "a") as f:
+                f.write(line + "\n")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def fault_now(self):
+            if self.command != "GET" or not self.path.split("?")[0].endswith("/blobs/" + a.digest):
+                return False
+            return a.while_exists is None or os.path.exists(a.while_exists)
+
+        def proxy(self):
+            n = int(self.headers.get("Content-Length", "0") or 0)
+            body = self.rfile.read(n) if n > 0 else None
+            conn = http.client.HTTPConnection(up_host, int(up_port), timeout=60)
+            try:
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    if k.lower() not in HOP:
+                        conn.putheader(k, v)
+                conn.endheaders()
+                if body:
+                    conn.send(body)
+                r = conn.getresponse()
+            except OSError as e:
+                msg = b'{"errors":[{"code":"UNAVAILABLE","message":"faultproxy: upstream down"}]}'
+                self.send_response(502)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
+                log("%s %s 502 0 upstream error %s" % (self.command, self.path, e))
+                conn.close()
+                return
+            fault = self.fault_now() and r.status in (200, 206)
+            clen = r.getheader("Content-Length")
+            self.send_response_only(r.status, r.reason)
+            for k, v in r.getheaders():
+                if k.lower() not in HOP:
+                    self.send_header(k, v)
+            chunked = clen is None and self.command != "HEAD" and r.status not in (204, 304)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            if fault:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            sent = 0
+            note = ""
+            if self.command != "HEAD":
+                total = int(clen) if clen is not None else None
+                limit = total // 2 if (fault and a.mode == "truncate" and total is not None) else None
+                flip = total // 2 if (fault and a.mode == "corrupt" and total is not None) else None
+                try:
+                    while True:
+                        want = BUF if limit is None else min(BUF, limit - sent)
+                        if want <= 0:
+                            break
+                        b = r.read(want)
+                        if not b:
+                            break
+                        if flip is not None and sent <= flip < sent + len(b):
+                            i = flip - sent
+                            b = b[:i] + bytes([b[i] ^ 0xFF]) + b[i + 1:]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b) if chunked else b)
+                        sent += len(b)
+                    if chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError as e:
+                    note = " client error %s" % e
+                if fault:
+                    note += " FAULT %s %s sent %d of %s" % (a.mode, a.digest, sent, clen)
+                    self.close_connection = True
+                    if a.mode == "truncate":  # end the connection at once, mid-body
+                        try:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+            conn.close()
+            log("%s %s %d %d%s" % (self.command, self.path, r.status, sent, note))
+
+        do_GET = do_HEAD = proxy
+
+    return Handler
+
+
+def main():
+    ap = argparse.ArgumentParser(description="fault-injecting registry proxy (loopback only)")
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--digest", required=True)
+    ap.add_argument("--mode", choices=["truncate", "corrupt"], default="truncate")
+    ap.add_argument("--while-exists", dest="while_exists")
+    ap.add_argument("--log", default="/dev/stderr")
+    a = ap.parse_args()
+    host, port = a.listen.rsplit(":", 1)
+    if host != "127.0.0.1" or not a.upstream.startswith("127.0.0.1:"):
+        sys.exit("faultproxy.py: --listen and --upstream must be 127.0.0.1:PORT")
+    if not a.digest.startswith("sha256:") or len(a.digest) != 71:
+        sys.exit("faultproxy.py: --digest must be sha256:<64 hex>, got %r" % a.digest)
+    srv = ThreadingHTTPServer((host, int(port)), make(a))
+    srv.daemon_threads = True
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
