@@ -37,13 +37,17 @@
 #define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
 
 static const char *const top_keys[] = {"listen", "max_connections", "data_dir", "cache", "limits",
-                                       "shutdown_grace_s", "log", "upstreams", NULL};
+                                       "shutdown_grace_s", "log", "upstreams", "auth", "push", NULL};
 static const char *const cache_keys[] = {"max_bytes", NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", NULL};
 static const char *const log_keys[] = {"level", "requests", NULL};
 static const char *const upstream_keys[] = {"name", "url", "default", "tag_ttl_s", "timeout_s",
                                             "tls_verify", "ca_file", "library_prefix", "auth", NULL};
 static const char *const auth_keys[] = {"username", "password_env", "password_file", NULL};
+static const char *const auth_section_keys[] = {"htpasswd", "token_secret_file", "realm", "token_ttl_s",
+                                               "anonymous_pull", "groups", "acl", NULL};
+static const char *const acl_keys[] = {"repository", "users", "groups", "actions", NULL};
+static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -739,6 +743,241 @@ out:
 	return rc;
 }
 
+/* ---- auth and push ------------------------------------------------------ */
+
+static void names_free(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* A user or group name: non-empty, printable, no ':' (htpasswd separator),
+ * no whitespace, no '|' (token field separator). */
+static bool valid_principal(const char *s)
+{
+	if (!s[0] || strlen(s) > 255)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == ':' || *p == '|' || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* A non-empty array of principal names (or "*" when allow_star). */
+static enum rs_code get_names(char ***out, size_t *out_n, const struct loader *ld, const char *path,
+                              const json_t *v, bool allow_star)
+{
+	size_t n = json_array_size(v);
+	if (!json_is_array(v) || n == 0)
+		return fail_value(ld, path, v, "a non-empty array of names");
+	if (n > RS_LIMIT_ACL_NAMES_MAX)
+		return fail(ld, RS_CONFIG, path, "has %zu entries, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
+		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
+	char **names = xcalloc(n, sizeof(*names));
+	if (!names)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; i < n; i++) {
+		char ip[PATH_MAX_CHARS + 32];
+		const json_t *e = json_array_get(v, i);
+		path_index(ip, sizeof(ip), path, i);
+		if (!json_is_string(e) ||
+		    !(valid_principal(json_string_value(e)) || (allow_star && strcmp(json_string_value(e), "*") == 0))) {
+			rc = fail_value(ld, ip, e,
+			                allow_star ? "a user name without ':', '|' or spaces, or \"*\""
+			                           : "a name without ':', '|' or spaces");
+			goto out;
+		}
+		if ((rc = get_string(&names[i], ld, ip, e, "a name")))
+			goto out;
+	}
+	*out = names;
+	*out_n = n;
+	return RS_OK;
+out:
+	names_free(names, n);
+	return rc;
+}
+
+static void auth_dispose(struct rs_auth_config *a)
+{
+	free(a->htpasswd);
+	free(a->token_secret_file);
+	free(a->realm);
+	for (size_t i = 0; a->acl && i < a->acl_count; i++) {
+		free(a->acl[i].repository);
+		names_free(a->acl[i].users, a->acl[i].user_count);
+		names_free(a->acl[i].groups, a->acl[i].group_count);
+	}
+	free(a->acl);
+	for (size_t i = 0; a->groups && i < a->group_count; i++) {
+		free(a->groups[i].name);
+		names_free(a->groups[i].members, a->groups[i].member_count);
+	}
+	free(a->groups);
+	memset(a, 0, sizeof(*a));
+}
+
+static enum rs_code load_groups(struct rs_auth_config *a, const struct loader *ld, const json_t *v)
+{
+	if (!json_is_object(v))
+		return fail_value(ld, "auth.groups", v, "an object mapping group names to arrays of user names");
+	size_t n = json_object_size(v);
+	if (n > RS_LIMIT_ACL_NAMES_MAX)
+		return fail(ld, RS_CONFIG, "auth.groups", "has %zu groups, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
+		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
+	if (n == 0)
+		return RS_OK;
+	a->groups = xcalloc(n, sizeof(*a->groups));
+	if (!a->groups)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	const char *key;
+	json_t *members;
+	enum rs_code rc;
+	json_object_foreach((json_t *)v, key, members) {
+		char kp[PATH_MAX_CHARS];
+		path_key(kp, sizeof(kp), "auth.groups", key);
+		if (!valid_principal(key))
+			return fail(ld, RS_CONFIG, kp, "a group name must be non-empty, without ':', '|' or spaces");
+		struct rs_auth_group *g = &a->groups[a->group_count++];
+		if (!(g->name = xstrdup(key)))
+			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+		if ((rc = get_names(&g->members, &g->member_count, ld, kp, members, false)))
+			return rc;
+	}
+	return RS_OK;
+}
+
+static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_config *a, const struct loader *ld,
+                                  const char *path, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	char kp[PATH_MAX_CHARS];
+	if ((rc = get_object(ld, path, v)) || (rc = check_keys(ld, path, v, acl_keys)))
+		return rc;
+	path_key(kp, sizeof(kp), path, "repository");
+	if (!(x = json_object_get(v, "repository")))
+		return fail(ld, RS_CONFIG, kp, "missing; expected a repository glob such as \"team-a/*\" or \"*\"");
+	if (json_is_string(x) && json_string_length(x) > RS_LIMIT_NAME_MAX)
+		return fail(ld, RS_CONFIG, kp, "longer than %u bytes (RS_LIMIT_NAME_MAX)", (unsigned)RS_LIMIT_NAME_MAX);
+	if ((rc = get_string(&r->repository, ld, kp, x, "a repository glob such as \"team-a/*\"")))
+		return rc;
+	const json_t *users = json_object_get(v, "users");
+	const json_t *groups = json_object_get(v, "groups");
+	if (!users && !groups)
+		return fail(ld, RS_CONFIG, path, "needs \"users\" or \"groups\" (or both)");
+	path_key(kp, sizeof(kp), path, "users");
+	if (users && (rc = get_names(&r->users, &r->user_count, ld, kp, users, true)))
+		return rc;
+	path_key(kp, sizeof(kp), path, "groups");
+	if (groups && (rc = get_names(&r->groups, &r->group_count, ld, kp, groups, false)))
+		return rc;
+	for (size_t i = 0; i < r->group_count; i++) {
+		bool found = false;
+		for (size_t j = 0; j < a->group_count; j++)
+			if (strcmp(a->groups[j].name, r->groups[i]) == 0)
+				found = true;
+		if (!found) {
+			char ip[PATH_MAX_CHARS + 32];
+			path_index(ip, sizeof(ip), kp, i);
+			return fail(ld, RS_CONFIG, ip, "group \"%s\" is not defined in auth.groups", r->groups[i]);
+		}
+	}
+	path_key(kp, sizeof(kp), path, "actions");
+	x = json_object_get(v, "actions");
+	size_t n = json_array_size(x);
+	if (!x)
+		return fail(ld, RS_CONFIG, kp, "missing; expected an array of \"pull\" and \"push\"");
+	if (!json_is_array(x) || n == 0)
+		return fail_value(ld, kp, x, "a non-empty array of \"pull\" and \"push\"");
+	for (size_t i = 0; i < n; i++) {
+		const json_t *e = json_array_get(x, i);
+		const char *s = json_is_string(e) ? json_string_value(e) : "";
+		if (strcmp(s, "pull") == 0) {
+			r->pull = true;
+		} else if (strcmp(s, "push") == 0) {
+			r->push = true;
+		} else {
+			char ip[PATH_MAX_CHARS + 32];
+			path_index(ip, sizeof(ip), kp, i);
+			return fail_value(ld, ip, e, "\"pull\" or \"push\"");
+		}
+	}
+	return RS_OK;
+}
+
+static enum rs_code load_auth_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	struct rs_auth_config *a = &cfg->auth;
+	if ((rc = get_object(ld, "auth", v)) || (rc = check_keys(ld, "auth", v, auth_section_keys)))
+		return rc;
+	a->enabled = true;
+	if (!(x = json_object_get(v, "htpasswd")))
+		return fail(ld, RS_CONFIG, "auth.htpasswd",
+		            "missing; expected the path of an htpasswd file with bcrypt entries (htpasswd -B)");
+	if ((rc = get_string(&a->htpasswd, ld, "auth.htpasswd", x, "the path of an htpasswd file")))
+		return rc;
+	if ((x = json_object_get(v, "token_secret_file")) &&
+	    (rc = get_string(&a->token_secret_file, ld, "auth.token_secret_file", x, "a file path")))
+		return rc;
+	if ((x = json_object_get(v, "realm"))) {
+		if (!json_is_string(x) || (strncmp(json_string_value(x), "http://", 7) != 0 &&
+		                           strncmp(json_string_value(x), "https://", 8) != 0))
+			return fail_value(ld, "auth.realm", x, "an http:// or https:// URL of the token endpoint");
+		if (strpbrk(json_string_value(x), "\"\\ \r\n"))
+			return fail_value(ld, "auth.realm", x, "a URL without quotes, backslashes or spaces");
+		if ((rc = get_string(&a->realm, ld, "auth.realm", x, "a URL")))
+			return rc;
+	}
+	if ((x = json_object_get(v, "token_ttl_s")) &&
+	    (rc = get_uint(&a->token_ttl_s, ld, "auth.token_ttl_s", x, 1, RS_LIMIT_TOKEN_TTL_MAX_S)))
+		return rc;
+	if ((x = json_object_get(v, "anonymous_pull")) &&
+	    (rc = get_bool(&a->anonymous_pull, ld, "auth.anonymous_pull", x)))
+		return rc;
+	if ((x = json_object_get(v, "groups")) && (rc = load_groups(a, ld, x)))
+		return rc;
+	if ((x = json_object_get(v, "acl"))) {
+		size_t n = json_array_size(x);
+		if (!json_is_array(x))
+			return fail_value(ld, "auth.acl", x, "an array of rules");
+		if (n > RS_LIMIT_ACL_RULES_MAX)
+			return fail(ld, RS_CONFIG, "auth.acl", "has %zu rules, the limit is %u (RS_LIMIT_ACL_RULES_MAX)", n,
+			            (unsigned)RS_LIMIT_ACL_RULES_MAX);
+		a->acl_set = true;
+		if (n > 0 && !(a->acl = xcalloc(n, sizeof(*a->acl))))
+			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+		for (size_t i = 0; i < n; i++) {
+			char path[PATH_MAX_CHARS];
+			path_index(path, sizeof(path), "auth.acl", i);
+			a->acl_count = i + 1;
+			if ((rc = load_acl_rule(&a->acl[i], a, ld, path, json_array_get(x, i))))
+				return rc;
+		}
+	}
+	return RS_OK;
+}
+
+static enum rs_code load_push_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	if ((rc = get_object(ld, "push", v)) || (rc = check_keys(ld, "push", v, push_keys)))
+		return rc;
+	if ((x = json_object_get(v, "max_blob_bytes")) &&
+	    (rc = get_size(&cfg->push.max_blob_bytes, ld, "push.max_blob_bytes", x, 1, SIZE_MAX_BYTES)))
+		return rc;
+	if ((x = json_object_get(v, "upload_idle_timeout_s")) &&
+	    (rc = get_uint(&cfg->push.upload_idle_timeout_s, ld, "push.upload_idle_timeout_s", x, 1,
+	                   RS_LIMIT_UPLOAD_IDLE_MAX_S)))
+		return rc;
+	return RS_OK;
+}
+
 static void replace_string(char **slot, char *fresh)
 {
 	free(*slot);
@@ -811,6 +1050,10 @@ static enum rs_code load_root(struct rs_config *cfg, const struct loader *ld, co
 	}
 	if ((x = json_object_get(root, "upstreams")) && (rc = load_upstreams(cfg, ld, x)))
 		return rc;
+	if ((x = json_object_get(root, "auth")) && (rc = load_auth_section(cfg, ld, x)))
+		return rc;
+	if ((x = json_object_get(root, "push")) && (rc = load_push_section(cfg, ld, x)))
+		return rc;
 	return RS_OK;
 }
 
@@ -874,6 +1117,10 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->manifest_max_bytes = RS_LIMIT_MANIFEST_MAX_BYTES;
 	cfg->shutdown_grace_s = RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S;
 	cfg->log_requests = true;
+	cfg->auth.token_ttl_s = RS_LIMIT_TOKEN_TTL_DEFAULT_S;
+	cfg->auth.anonymous_pull = true;
+	cfg->push.max_blob_bytes = RS_LIMIT_PUSH_BLOB_DEFAULT_BYTES;
+	cfg->push.upload_idle_timeout_s = RS_LIMIT_UPLOAD_IDLE_DEFAULT_S;
 	cfg->source = xstrdup(DEFAULTS_SOURCE);
 	cfg->listen = xstrdup(DEFAULT_LISTEN);
 	cfg->data_dir = xstrdup(DEFAULT_DATA_DIR);
@@ -1042,6 +1289,66 @@ static json_t *print_upstream(const struct rs_upstream_config *u, bool is_defaul
 	return o;
 }
 
+static json_t *names_json(char *const *v, size_t n, bool *ok)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++)
+		if (json_array_append_new(a, json_string(v[i])))
+			*ok = false;
+	return a;
+}
+
+static json_t *print_auth(const struct rs_auth_config *a)
+{
+	bool ok = true;
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	put(o, "htpasswd", json_string(a->htpasswd), &ok);
+	if (a->token_secret_file)
+		put(o, "token_secret_file", json_string(a->token_secret_file), &ok);
+	if (a->realm)
+		put(o, "realm", json_string(a->realm), &ok);
+	put(o, "token_ttl_s", json_integer(a->token_ttl_s), &ok);
+	put(o, "anonymous_pull", json_boolean(a->anonymous_pull), &ok);
+	if (a->group_count) {
+		json_t *g = json_object();
+		for (size_t i = 0; g && i < a->group_count; i++)
+			put(g, a->groups[i].name, names_json(a->groups[i].members, a->groups[i].member_count, &ok), &ok);
+		put(o, "groups", g, &ok);
+	}
+	if (a->acl_set) {
+		json_t *acl = json_array();
+		for (size_t i = 0; acl && i < a->acl_count; i++) {
+			const struct rs_acl_rule *r = &a->acl[i];
+			json_t *ro = json_object();
+			if (!ro) {
+				ok = false;
+				break;
+			}
+			put(ro, "repository", json_string(r->repository), &ok);
+			if (r->user_count)
+				put(ro, "users", names_json(r->users, r->user_count, &ok), &ok);
+			if (r->group_count)
+				put(ro, "groups", names_json(r->groups, r->group_count, &ok), &ok);
+			json_t *act = json_array();
+			if (act && r->pull && json_array_append_new(act, json_string("pull")))
+				ok = false;
+			if (act && r->push && json_array_append_new(act, json_string("push")))
+				ok = false;
+			put(ro, "actions", act, &ok);
+			if (json_array_append_new(acl, ro))
+				ok = false;
+		}
+		put(o, "acl", acl, &ok);
+	}
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err)
 {
 	bool ok = true;
@@ -1071,6 +1378,14 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		if (json_array_append_new(ups, print_upstream(&cfg->upstreams[i], i == cfg->default_upstream)))
 			ok = false;
 	put(root, "upstreams", ups, &ok);
+	if (cfg->auth.enabled)
+		put(root, "auth", print_auth(&cfg->auth), &ok);
+	json_t *push = json_object();
+	if (push) {
+		put(push, "max_blob_bytes", json_integer((json_int_t)cfg->push.max_blob_bytes), &ok);
+		put(push, "upload_idle_timeout_s", json_integer(cfg->push.upload_idle_timeout_s), &ok);
+	}
+	put(root, "push", push, &ok);
 	if (!ok) {
 		json_decref(root);
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
@@ -1106,5 +1421,6 @@ void config_dispose(struct rs_config *cfg)
 	free(cfg->data_dir);
 	free(cfg->log_level);
 	upstreams_free(cfg->upstreams, cfg->upstream_count);
+	auth_dispose(&cfg->auth);
 	memset(cfg, 0, sizeof(*cfg));
 }

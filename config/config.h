@@ -31,6 +31,45 @@ struct rs_upstream_config {
 	bool library_prefix;   /* one-component names get "library/" (default: true for docker.io) */
 };
 
+/* One ACL rule (auth.acl[i]): who may do what on repositories matching a
+ * glob. fnmatch(3) without FNM_PATHNAME: '*' also matches '/'. */
+struct rs_acl_rule {
+	char *repository; /* glob over the repository name as the client writes it */
+	char **users;     /* user names; "*" is any authenticated user */
+	size_t user_count;
+	char **groups;    /* names defined in auth.groups */
+	size_t group_count;
+	bool pull, push;  /* the actions granted */
+};
+
+struct rs_auth_group {
+	char *name;
+	char **members;
+	size_t member_count;
+};
+
+/* Client authentication to regslim ("auth"). enabled is false when the file
+ * has no auth section: then pulls are anonymous and pushes are refused. */
+struct rs_auth_config {
+	bool enabled;
+	char *htpasswd;          /* bcrypt htpasswd file (required when enabled) */
+	char *token_secret_file; /* HMAC key for tokens; NULL: random at each start */
+	char *realm;             /* token realm URL; NULL: http://<Host>/auth/token */
+	unsigned token_ttl_s;    /* lifetime of issued tokens */
+	bool anonymous_pull;     /* pulls without credentials (default true) */
+	bool acl_set;            /* an "acl" key was given (else: users may pull and push everything) */
+	struct rs_acl_rule *acl;
+	size_t acl_count;
+	struct rs_auth_group *groups;
+	size_t group_count;
+};
+
+/* Blob uploads and manifest pushes ("push"). */
+struct rs_push_config {
+	uint64_t max_blob_bytes;        /* one uploaded blob */
+	unsigned upload_idle_timeout_s; /* uploads idle this long are removed */
+};
+
 struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
@@ -44,6 +83,8 @@ struct rs_config {
 	struct rs_upstream_config *upstreams;
 	size_t upstream_count;
 	size_t default_upstream; /* index into upstreams */
+	struct rs_auth_config auth;
+	struct rs_push_config push;
 };
 
 /* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,

@@ -100,5 +100,7 @@
 #define RS_LIMIT_INDEX_MANIFESTS_MAX 1024
 /* Entries of a docker-archive tarball's outer tar that are indexed. */
 #define RS_LIMIT_ARCHIVE_MEMBERS_MAX 65536
+/* Pass 1 records each entry's metadata (path, link, size, identity) per layer. */
+#define RS_LIMIT_SCAN_RECORD_BYTES (1024u * 1024 * 1024)
 
 #endif

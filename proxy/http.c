@@ -1,8 +1,9 @@
 /* http: libmicrohttpd in thread-per-connection mode. A blocking handler is
  * fine here: each connection has its own thread, so a blob reader waiting
  * for upstream bytes holds up nobody else. The access handler answers once the
- * request is fully read (the read side discards request bodies), the completion
- * callback logs and counts the request and frees it. */
+ * request is fully read; request bodies are handed piece by piece to
+ * registry_body() (uploads stream to disk, the read side discards them). The
+ * completion callback logs and counts the request and frees it. */
 #include "http.h"
 
 #include "log.h"
@@ -41,16 +42,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  void **con_cls)
 {
 	(void)version;
-	(void)upload_data;
 	struct http_server *s = cls;
 	struct request *rq = *con_cls;
 	if (rq) {
 		if (*upload_data_size) {
-			/* The read side takes no request bodies: discard them and answer
-			 * once the whole request is in, so the connection stays usable. */
+			/* Write routes stream the body into their upload; the read side
+			 * discards bodies. After an early answer (an error found while
+			 * the body arrives) the rest is dropped. */
+			size_t n = *upload_data_size;
 			*upload_data_size = 0;
-			return MHD_YES;
+			if (rq->answered)
+				return MHD_YES;
+			return registry_body(s->reg, rq, upload_data, n);
 		}
+		if (rq->answered)
+			return MHD_YES;
 		/* Answering only after the full request was read keeps HTTP/1.1
 		 * connections alive; an answer queued on the first call makes MHD
 		 * close the connection afterwards. */
@@ -103,6 +109,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		.error = rq->error ? rq->error : why,
 	};
 	log_request(&lr);
+	if (rq->body_free)
+		rq->body_free(rq->body_state);
 	free(rq->error);
 	free(rq);
 	atomic_fetch_sub(&s->active, 1);

@@ -30,6 +30,9 @@ struct request {
 	bool body_counted;    /* body bytes already counted by a streaming reader */
 	char *error;          /* message of a failed request */
 	struct timespec start;
+	void *body_state;     /* a write route's state (push_http.c), owned by the request */
+	void (*body_free)(void *state); /* releases body_state in the completion callback */
+	bool answered;        /* a response was queued before the body was complete */
 };
 
 struct http_server;

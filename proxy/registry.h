@@ -22,10 +22,16 @@ void registry_free(struct registry *r);
  * Queues a response on rq->conn and records status and route in rq. */
 enum MHD_Result registry_handle(struct registry *r, struct request *rq);
 
+/* A piece of the request body, before registry_handle(). Write routes
+ * stream it into their upload; other routes discard it. May queue an early
+ * error answer (rq->answered). */
+enum MHD_Result registry_body(struct registry *r, struct request *rq, const char *data, size_t len);
+
 /* Number of upstream downloads still running. */
 unsigned registry_inflight(struct registry *r);
 
-/* Run store eviction once (called periodically by the server). */
+/* Run store eviction and the sweep of abandoned uploads once (called
+ * periodically by the server). */
 void registry_maintain(struct registry *r);
 
 #endif

@@ -1,0 +1,810 @@
+/* push: upload sessions, mounts, manifest pushes and the push tag map.
+ *
+ * An upload is two files under <data>/uploads/: <uuid>.repo (the repository
+ * it belongs to) and <uuid>.data (the bytes so far). Everything a later
+ * request needs is on disk, so an upload survives a reconnect and a restart;
+ * the running SHA-256 of the bytes is kept in memory in a slot per upload
+ * (bounded by RS_LIMIT_UPLOADS_MAX) and rebuilt by rereading the file when
+ * the slot is missing or disagrees with the file size (after a restart, or
+ * a write that failed half-way). A slot also marks the upload as in use, so
+ * two requests never write one upload at once. The file's mtime is the last
+ * activity that push_sweep() compares with push.upload_idle_timeout_s.
+ *
+ * A finished upload is verified against its digest and copied (streamed)
+ * into the push store through a verified blobstore writer, which hashes it
+ * again on the way. Manifests are parsed with config/imagejson.h, checked
+ * (type, schemaVersion, digests, references) and stored with their media
+ * type; tags go to the push store's tag map under the namespace "pushed".
+ *
+ * It talks to the file system and blobstore.c; no HTTP, no upstream. */
+#include "push.h"
+
+#include "digest.h"
+#include "imagejson.h"
+#include "log.h"
+#include "route.h"
+#include "rs_limits.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PATH_CAP 4096
+#define COPY_BUF (64 * 1024)
+/* Tag namespace of pushed images inside the push store. */
+#define PUSH_TAG_NS "pushed"
+
+#define MT_DOCKER_V2 "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+
+struct slot {
+	struct slot *next;
+	char uuid[PUSH_UUID_SIZE];
+	struct digest_ctx *dc;
+	uint64_t hashed; /* bytes fed to dc */
+	bool busy;
+	time_t used;     /* for dropping idle slots when the table is full */
+};
+
+struct push {
+	const struct rs_config *cfg;
+	struct blobstore *cache;
+	struct blobstore *store;
+	char *uploads;      /* <data>/uploads */
+	pthread_mutex_t mu; /* guards slots, nslots and the upload files' existence */
+	struct slot *slots;
+	size_t nslots;
+};
+
+struct push_upload {
+	struct push *p;
+	struct slot *slot;
+	int fd;
+	uint64_t size;
+	char data[PATH_CAP];
+	char repo_file[PATH_CAP];
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static enum rs_code mkdir_p(const char *path, struct rs_err *err)
+{
+	char tmp[PATH_CAP];
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return rs_err_set(err, RS_IO, "path too long: %.100s", path);
+	for (char *s = tmp + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return rs_err_set(err, RS_IO, "mkdir %s: %s", tmp, strerror(errno));
+		*s = '/';
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return rs_err_set(err, RS_IO, "mkdir %s: %s", tmp, strerror(errno));
+	return RS_OK;
+}
+
+static bool uuid_valid(const char *s)
+{
+	if (strlen(s) != PUSH_UUID_SIZE - 1)
+		return false;
+	for (int i = 0; i < PUSH_UUID_SIZE - 1; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	}
+	return true;
+}
+
+static enum rs_code make_uuid(char out[PUSH_UUID_SIZE], struct rs_err *err)
+{
+	unsigned char r[16];
+	size_t got = 0;
+	while (got < sizeof(r)) {
+		ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return rs_err_set(err, RS_IO, "getrandom: %s", strerror(errno));
+		got += (size_t)n;
+	}
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	static const char hx[] = "0123456789abcdef";
+	size_t o = 0;
+	for (size_t i = 0; i < sizeof(r); i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hx[r[i] >> 4];
+		out[o++] = hx[r[i] & 15];
+	}
+	out[o] = '\0';
+	return RS_OK;
+}
+
+static enum rs_code upload_paths(const struct push *p, const char *uuid, char data[PATH_CAP], char repo[PATH_CAP],
+                                 struct rs_err *err)
+{
+	if (snprintf(data, PATH_CAP, "%s/%s.data", p->uploads, uuid) >= PATH_CAP ||
+	    snprintf(repo, PATH_CAP, "%s/%s.repo", p->uploads, uuid) >= PATH_CAP)
+		return rs_err_set(err, RS_IO, "upload path too long under %.100s", p->uploads);
+	return RS_OK;
+}
+
+static struct slot *slot_find(struct push *p, const char *uuid)
+{
+	for (struct slot *s = p->slots; s; s = s->next)
+		if (strcmp(s->uuid, uuid) == 0)
+			return s;
+	return NULL;
+}
+
+static void slot_remove(struct push *p, struct slot *s)
+{
+	for (struct slot **pp = &p->slots; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			p->nslots--;
+			break;
+		}
+	}
+	digest_free(s->dc);
+	free(s);
+}
+
+/* Drop the hash state of the least recently used idle slot (it is rebuilt
+ * from the file when that upload is used again). Caller holds mu. */
+static bool slot_drop_idle(struct push *p)
+{
+	struct slot *old = NULL;
+	for (struct slot *s = p->slots; s; s = s->next)
+		if (!s->busy && (!old || s->used < old->used))
+			old = s;
+	if (!old)
+		return false;
+	slot_remove(p, old);
+	return true;
+}
+
+static enum rs_code write_all(int fd, const void *buf, size_t len, uint64_t off, const char *path, struct rs_err *err)
+{
+	const char *b = buf;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, b, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return rs_err_set(err, RS_IO, "write %s: %s", path, strerror(errno));
+		b += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return RS_OK;
+}
+
+/* Copy fd (size bytes from offset 0) into a new verified object. */
+static enum rs_code copy_into(struct blobstore *bs, const char *digest, int fd, uint64_t size, struct rs_err *err)
+{
+	struct blobstore_writer *w = NULL;
+	enum rs_code rc = blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, digest, (int64_t)size, err);
+	if (rc)
+		return rc;
+	char *buf = malloc(COPY_BUF);
+	if (!buf) {
+		blobstore_writer_abort(w);
+		return rs_err_set(err, RS_NOMEM, "out of memory copying %s", digest);
+	}
+	uint64_t off = 0;
+	while (off < size) {
+		ssize_t n = pread(fd, buf, COPY_BUF, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = rs_err_set(err, RS_IO, "reading %s at byte %llu: %s", digest, (unsigned long long)off,
+			                n < 0 ? strerror(errno) : "unexpected end of file");
+			break;
+		}
+		rc = blobstore_writer_write(w, buf, (size_t)n, err);
+		if (rc)
+			break;
+		off += (uint64_t)n;
+	}
+	free(buf);
+	if (rc) {
+		blobstore_writer_abort(w);
+		return rc;
+	}
+	return blobstore_writer_commit(w, err);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blobstore *cache, struct rs_err *err)
+{
+	*out = NULL;
+	struct push *p = calloc(1, sizeof(*p));
+	if (!p)
+		return rs_err_set(err, RS_NOMEM, "out of memory starting push");
+	p->cfg = cfg;
+	p->cache = cache;
+	pthread_mutex_init(&p->mu, NULL);
+	char dir[PATH_CAP];
+	enum rs_code rc = RS_OK;
+	size_t n = strlen(cfg->data_dir) + 16;
+	p->uploads = malloc(n);
+	if (!p->uploads) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory starting push");
+		goto out;
+	}
+	snprintf(p->uploads, n, "%s/uploads", cfg->data_dir);
+	if ((rc = mkdir_p(p->uploads, err)))
+		goto out;
+	if (snprintf(dir, sizeof(dir), "%s/push", cfg->data_dir) >= (int)sizeof(dir)) {
+		rc = rs_err_set(err, RS_IO, "data directory path too long");
+		goto out;
+	}
+	/* max_bytes 0: pushed images are the only copy, never evicted. */
+	if ((rc = blobstore_open(&p->store, dir, 0, err)))
+		goto out;
+	*out = p;
+	return RS_OK;
+out:
+	push_free(p);
+	return rc;
+}
+
+void push_free(struct push *p)
+{
+	if (!p)
+		return;
+	while (p->slots)
+		slot_remove(p, p->slots);
+	blobstore_free(p->store);
+	free(p->uploads);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+struct blobstore *push_store(struct push *p)
+{
+	return p->store;
+}
+
+/* ------------------------------------------------------------ uploads */
+
+enum rs_code push_upload_start(struct push *p, const char *repo, char out[PUSH_UUID_SIZE], struct rs_err *err)
+{
+	char data[PATH_CAP], rf[PATH_CAP];
+	enum rs_code rc = make_uuid(out, err);
+	if (rc == RS_OK)
+		rc = upload_paths(p, out, data, rf, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->mu);
+	/* Count open uploads on disk only when the table looks full. */
+	if (p->nslots >= RS_LIMIT_UPLOADS_MAX && !slot_drop_idle(p)) {
+		pthread_mutex_unlock(&p->mu);
+		return rs_err_set(err, RS_TOO_LARGE, "%u uploads are in progress, the limit is %u (RS_LIMIT_UPLOADS_MAX)",
+		                  (unsigned)p->nslots, (unsigned)RS_LIMIT_UPLOADS_MAX);
+	}
+	pthread_mutex_unlock(&p->mu);
+	int fd = open(rf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "create %s: %s", rf, strerror(errno));
+	rc = write_all(fd, repo, strlen(repo), 0, rf, err);
+	if (close(fd) != 0 && rc == RS_OK)
+		rc = rs_err_set(err, RS_IO, "close %s: %s", rf, strerror(errno));
+	if (rc == RS_OK) {
+		fd = open(data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0)
+			rc = rs_err_set(err, RS_IO, "create %s: %s", data, strerror(errno));
+		else
+			close(fd);
+	}
+	if (rc)
+		(void)unlink(rf); /* cleanup; a leftover is swept later */
+	return rc;
+}
+
+/* Does the upload's .repo file name repo? */
+static bool upload_repo_is(const char *rf, const char *repo)
+{
+	char buf[RS_LIMIT_NAME_MAX + 2];
+	int fd = open(rf, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n < 0)
+		return false;
+	buf[n] = '\0';
+	return strcmp(buf, repo) == 0;
+}
+
+/* Rebuild the running hash from the file when it disagrees with it. */
+static enum rs_code rehash(struct push_upload *u, struct rs_err *err)
+{
+	struct slot *s = u->slot;
+	if (s->dc && s->hashed == u->size)
+		return RS_OK;
+	if (!s->dc && !(s->dc = digest_new()))
+		return rs_err_set(err, RS_NOMEM, "out of memory hashing upload %s", s->uuid);
+	digest_reset(s->dc);
+	s->hashed = 0;
+	char *buf = malloc(COPY_BUF);
+	if (!buf)
+		return rs_err_set(err, RS_NOMEM, "out of memory hashing upload %s", s->uuid);
+	enum rs_code rc = RS_OK;
+	while (s->hashed < u->size) {
+		ssize_t n = pread(u->fd, buf, COPY_BUF, (off_t)s->hashed);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = rs_err_set(err, RS_IO, "reading %s: %s", u->data, n < 0 ? strerror(errno) : "short file");
+			break;
+		}
+		digest_update(s->dc, buf, (size_t)n);
+		s->hashed += (uint64_t)n;
+	}
+	free(buf);
+	return rc;
+}
+
+static void release(struct push_upload *u, bool remove)
+{
+	struct push *p = u->p;
+	if (u->fd >= 0)
+		close(u->fd);
+	pthread_mutex_lock(&p->mu);
+	if (remove) {
+		(void)unlink(u->data); /* gone already is fine */
+		(void)unlink(u->repo_file);
+		slot_remove(p, u->slot);
+	} else {
+		u->slot->busy = false;
+		u->slot->used = time(NULL);
+	}
+	pthread_mutex_unlock(&p->mu);
+	free(u);
+}
+
+enum rs_code push_upload_open(struct push *p, const char *repo, const char *uuid, struct push_upload **out,
+                              struct rs_err *err)
+{
+	*out = NULL;
+	if (!uuid_valid(uuid))
+		return rs_err_set(err, RS_NOT_FOUND, "unknown upload '%.60s'", uuid);
+	struct push_upload *u = calloc(1, sizeof(*u));
+	if (!u)
+		return rs_err_set(err, RS_NOMEM, "out of memory opening upload %s", uuid);
+	u->p = p;
+	u->fd = -1;
+	enum rs_code rc = upload_paths(p, uuid, u->data, u->repo_file, err);
+	if (rc) {
+		free(u);
+		return rc;
+	}
+	pthread_mutex_lock(&p->mu);
+	struct slot *s = slot_find(p, uuid);
+	if (s && s->busy) {
+		pthread_mutex_unlock(&p->mu);
+		free(u);
+		return rs_err_set(err, RS_BAD_INPUT, "upload %s is in use by another request", uuid);
+	}
+	if (!upload_repo_is(u->repo_file, repo) || access(u->data, F_OK) != 0) {
+		pthread_mutex_unlock(&p->mu);
+		free(u);
+		return rs_err_set(err, RS_NOT_FOUND, "unknown upload %s for repository %.200s", uuid, repo);
+	}
+	if (!s) {
+		if (p->nslots >= RS_LIMIT_UPLOADS_MAX)
+			(void)slot_drop_idle(p); /* best effort; the table may go over by the busy ones */
+		s = calloc(1, sizeof(*s));
+		if (!s) {
+			pthread_mutex_unlock(&p->mu);
+			free(u);
+			return rs_err_set(err, RS_NOMEM, "out of memory opening upload %s", uuid);
+		}
+		snprintf(s->uuid, sizeof(s->uuid), "%s", uuid);
+		s->next = p->slots;
+		p->slots = s;
+		p->nslots++;
+	}
+	s->busy = true;
+	u->slot = s;
+	pthread_mutex_unlock(&p->mu);
+
+	struct stat st;
+	u->fd = open(u->data, O_RDWR | O_CLOEXEC);
+	if (u->fd < 0 || fstat(u->fd, &st) != 0) {
+		rc = rs_err_set(err, errno == ENOENT ? RS_NOT_FOUND : RS_IO, "opening upload %s: %s", uuid,
+		                strerror(errno));
+		release(u, false);
+		return rc;
+	}
+	u->size = (uint64_t)st.st_size;
+	(void)futimens(u->fd, NULL); /* activity for the idle sweep; failure only shortens its life */
+	if ((rc = rehash(u, err))) {
+		release(u, false);
+		return rc;
+	}
+	*out = u;
+	return RS_OK;
+}
+
+uint64_t push_upload_size(const struct push_upload *u)
+{
+	return u->size;
+}
+
+enum rs_code push_upload_write(struct push_upload *u, const void *buf, size_t len, struct rs_err *err)
+{
+	uint64_t max = u->p->cfg->push.max_blob_bytes;
+	if (len > max || u->size > max - len)
+		return rs_err_set(err, RS_TOO_LARGE, "blob upload would be %llu bytes, the limit is %llu (push.max_blob_bytes)",
+		                  (unsigned long long)(u->size + len), (unsigned long long)max);
+	enum rs_code rc = write_all(u->fd, buf, len, u->size, u->data, err);
+	if (rc) {
+		/* Part of it may be on disk: the next open rehashes the file. */
+		struct stat st;
+		if (fstat(u->fd, &st) == 0)
+			u->size = (uint64_t)st.st_size;
+		return rc;
+	}
+	digest_update(u->slot->dc, buf, len);
+	u->size += len;
+	u->slot->hashed = u->size;
+	return RS_OK;
+}
+
+enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc) {
+		release(u, false);
+		return rc;
+	}
+	if (u->slot->hashed != u->size && (rc = rehash(u, err))) {
+		release(u, false);
+		return rc;
+	}
+	char got[DIGEST_STR_SIZE];
+	digest_final(u->slot->dc, got);
+	if (strcmp(got, digest) != 0) {
+		rc = rs_err_set(err, RS_DIGEST_MISMATCH, "the %llu uploaded bytes hash to %s, not %s; upload removed",
+		                (unsigned long long)u->size, got, digest);
+		release(u, true);
+		return rc;
+	}
+	if (!blobstore_has(u->p->store, BLOBSTORE_BLOB, digest))
+		rc = copy_into(u->p->store, digest, u->fd, u->size, err);
+	release(u, rc == RS_OK || rc == RS_DIGEST_MISMATCH);
+	return rc;
+}
+
+void push_upload_close(struct push_upload *u)
+{
+	if (u)
+		release(u, false);
+}
+
+void push_upload_cancel(struct push_upload *u)
+{
+	if (u)
+		release(u, true);
+}
+
+void push_sweep(struct push *p, time_t now, unsigned *out_removed)
+{
+	unsigned removed = 0;
+	DIR *d = opendir(p->uploads);
+	if (!d) {
+		log_event(LOG_WARN, "upload sweep: opendir %s: %s", p->uploads, strerror(errno));
+		if (out_removed)
+			*out_removed = 0;
+		return;
+	}
+	time_t idle = (time_t)p->cfg->push.upload_idle_timeout_s;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		if (l != PUSH_UUID_SIZE - 1 + 5 || strcmp(de->d_name + l - 5, ".repo") != 0)
+			continue;
+		char uuid[PUSH_UUID_SIZE];
+		memcpy(uuid, de->d_name, PUSH_UUID_SIZE - 1);
+		uuid[PUSH_UUID_SIZE - 1] = '\0';
+		char data[PATH_CAP], rf[PATH_CAP];
+		struct rs_err err;
+		struct stat st;
+		if (!uuid_valid(uuid) || upload_paths(p, uuid, data, rf, &err) != RS_OK)
+			continue;
+		pthread_mutex_lock(&p->mu);
+		struct slot *s = slot_find(p, uuid);
+		bool have = stat(data, &st) == 0 || stat(rf, &st) == 0;
+		if (have && (!s || !s->busy) && now - st.st_mtime >= idle) {
+			(void)unlink(data); /* both may be missing after a crash; that is fine */
+			(void)unlink(rf);
+			if (s)
+				slot_remove(p, s);
+			removed++;
+		}
+		pthread_mutex_unlock(&p->mu);
+	}
+	closedir(d);
+	if (removed)
+		log_event(LOG_INFO, "removed %u abandoned uploads (idle for %us or more)", removed,
+		          p->cfg->push.upload_idle_timeout_s);
+	if (out_removed)
+		*out_removed = removed;
+}
+
+/* ------------------------------------------------------------ mounts */
+
+enum rs_code push_mount_blob(struct push *p, const char *digest, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc)
+		return rc;
+	if (blobstore_has(p->store, BLOBSTORE_BLOB, digest))
+		return RS_OK;
+	int fd = -1;
+	uint64_t size = 0;
+	rc = blobstore_open_object(p->cache, BLOBSTORE_BLOB, digest, &fd, &size, err);
+	if (rc == RS_NOT_FOUND)
+		return rs_err_set(err, RS_NOT_FOUND, "blob %s is unknown to this registry", digest);
+	if (rc)
+		return rc;
+	rc = copy_into(p->store, digest, fd, size, err);
+	close(fd);
+	return rc;
+}
+
+/* A manifest referenced by an index: in the push store, or copied there from
+ * the cache. */
+static enum rs_code have_manifest(struct push *p, const char *digest, struct rs_err *err)
+{
+	if (blobstore_has(p->store, BLOBSTORE_MANIFEST, digest))
+		return RS_OK;
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err e2 = {0};
+	enum rs_code rc = blobstore_get_manifest(p->cache, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, &e2);
+	if (rc == RS_NOT_FOUND)
+		return rs_err_set(err, RS_NOT_FOUND, "manifest %s is unknown to this registry", digest);
+	if (rc) {
+		*err = e2;
+		return rc;
+	}
+	rc = blobstore_put_manifest(p->store, digest, type, buf, len, err);
+	free(buf);
+	free(type);
+	return rc;
+}
+
+/* ------------------------------------------------------------ manifests */
+
+static bool is_known_type(const char *t)
+{
+	return strcmp(t, MT_DOCKER_V2) == 0 || strcmp(t, MT_DOCKER_LIST) == 0 || strcmp(t, MT_OCI_MANIFEST) == 0 ||
+	       strcmp(t, MT_OCI_INDEX) == 0;
+}
+
+static bool is_index_type(const char *t)
+{
+	return strcmp(t, MT_DOCKER_LIST) == 0 || strcmp(t, MT_OCI_INDEX) == 0;
+}
+
+static bool nondistributable(const char *mt)
+{
+	return mt && (strstr(mt, ".foreign.") || strstr(mt, "nondistributable"));
+}
+
+static enum rs_code check_ref(struct push *p, const struct imagejson_descriptor *d, const char *where, bool manifest,
+                              struct rs_err *err)
+{
+	if (!d->digest || !digest_valid(d->digest))
+		return rs_err_set(err, RS_BAD_INPUT, "%s.digest '%.80s' is not a sha256 digest", where,
+		                  d->digest ? d->digest : "(missing)");
+	enum rs_code rc = manifest ? have_manifest(p, d->digest, err) : push_mount_blob(p, d->digest, err);
+	if (rc == RS_NOT_FOUND)
+		return rs_err_set(err, RS_NOT_FOUND, "%s %s (%s) is unknown to this registry; push it first",
+		                  manifest ? "manifest" : "blob", d->digest, where);
+	return rc;
+}
+
+enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
+                               const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	if (len > p->cfg->manifest_max_bytes)
+		return rs_err_set(err, RS_TOO_LARGE, "manifest is %zu bytes, the limit is %llu (limits.manifest_max_bytes)",
+		                  len, (unsigned long long)p->cfg->manifest_max_bytes);
+	/* The declared type: Content-Type without parameters. */
+	char ct[128] = "";
+	if (content_type) {
+		size_t n = strcspn(content_type, ";");
+		while (n > 0 && (content_type[n - 1] == ' ' || content_type[n - 1] == '\t'))
+			n--;
+		if (n >= sizeof(ct))
+			return rs_err_set(err, RS_BAD_INPUT, "unsupported manifest media type '%.80s'", content_type);
+		memcpy(ct, content_type, n);
+		ct[n] = '\0';
+	}
+	bool generic = !ct[0] || strcasecmp(ct, "application/json") == 0 ||
+	               strcasecmp(ct, "application/octet-stream") == 0;
+	if (!generic && !is_known_type(ct))
+		return rs_err_set(err, RS_BAD_INPUT,
+		                  "unsupported manifest media type '%s' (accepted: OCI and Docker v2 manifests and indexes)", ct);
+	enum imagejson_kind kind;
+	enum rs_code rc = imagejson_sniff(&kind, body, len, "manifest", err);
+	if (rc)
+		return rc;
+	if (!generic && is_index_type(ct) != (kind == IMAGEJSON_INDEX))
+		return rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the document, which is an %s", ct,
+		                  kind == IMAGEJSON_INDEX ? "index" : "image manifest");
+	const char *type = NULL;
+	char digest[DIGEST_STR_SIZE];
+	digest_buffer(digest, body, len);
+	if (strchr(ref, ':')) {
+		if ((rc = digest_parse(ref, err)))
+			return rc;
+		if (strcmp(ref, digest) != 0)
+			return rs_err_set(err, RS_DIGEST_MISMATCH, "manifest body hashes to %s, not %s", digest, ref);
+	} else if (!route_tag_valid(ref)) {
+		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.130s'", ref);
+	}
+	if (kind == IMAGEJSON_MANIFEST) {
+		struct imagejson_manifest m = {0};
+		if ((rc = imagejson_parse_manifest(&m, body, len, "manifest", err)))
+			return rc;
+		const char *mt = m.media_type;
+		if (m.schema_version != 2)
+			rc = rs_err_set(err, RS_BAD_INPUT, "manifest: schemaVersion is %d, expected 2", m.schema_version);
+		else if (mt && !generic && strcmp(mt, ct) != 0)
+			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the manifest's mediaType %.100s", ct, mt);
+		else if (mt && strcmp(mt, MT_OCI_MANIFEST) != 0 && strcmp(mt, MT_DOCKER_V2) != 0)
+			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported manifest mediaType '%.100s'", mt);
+		else if (m.layer_count > RS_LIMIT_IMAGE_LAYERS_MAX)
+			rc = rs_err_set(err, RS_BAD_INPUT, "manifest has %zu layers, the limit is %u", m.layer_count,
+			                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
+		type = !generic ? ct : mt && strcmp(mt, MT_DOCKER_V2) == 0 ? MT_DOCKER_V2 : MT_OCI_MANIFEST;
+		if (rc == RS_OK)
+			rc = check_ref(p, &m.config, "config", false, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
+			char where[32];
+			snprintf(where, sizeof(where), "layers[%zu]", i);
+			if (nondistributable(m.layers[i].media_type))
+				continue;
+			rc = check_ref(p, &m.layers[i], where, false, err);
+		}
+		imagejson_manifest_dispose(&m);
+	} else {
+		struct imagejson_index x = {0};
+		if ((rc = imagejson_parse_index(&x, body, len, "index", err)))
+			return rc;
+		const char *mt = x.media_type;
+		if (x.schema_version != 2)
+			rc = rs_err_set(err, RS_BAD_INPUT, "index: schemaVersion is %d, expected 2", x.schema_version);
+		else if (mt && !generic && strcmp(mt, ct) != 0)
+			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the index's mediaType %.100s", ct, mt);
+		else if (mt && strcmp(mt, MT_OCI_INDEX) != 0 && strcmp(mt, MT_DOCKER_LIST) != 0)
+			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported index mediaType '%.100s'", mt);
+		else if (x.manifest_count > RS_LIMIT_INDEX_MANIFESTS_MAX)
+			rc = rs_err_set(err, RS_BAD_INPUT, "index has %zu manifests, the limit is %u", x.manifest_count,
+			                (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
+		type = !generic ? ct : mt && strcmp(mt, MT_DOCKER_LIST) == 0 ? MT_DOCKER_LIST : MT_OCI_INDEX;
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
+			char where[32];
+			snprintf(where, sizeof(where), "manifests[%zu]", i);
+			rc = check_ref(p, &x.manifests[i], where, true, err);
+		}
+		imagejson_index_dispose(&x);
+	}
+	if (rc)
+		return rc;
+	if ((rc = blobstore_put_manifest(p->store, digest, type, body, len, err)))
+		return rc;
+	if (!strchr(ref, ':')) {
+		struct blobstore_tag tag = {0};
+		snprintf(tag.digest, sizeof(tag.digest), "%s", digest);
+		snprintf(tag.media_type, sizeof(tag.media_type), "%s", type);
+		tag.fetched = time(NULL);
+		if ((rc = blobstore_put_tag(p->store, PUSH_TAG_NS, repo, ref, &tag, err)))
+			return rc;
+	}
+	memcpy(out_digest, digest, DIGEST_STR_SIZE);
+	return RS_OK;
+}
+
+enum rs_code push_get_tag(struct push *p, const char *repo, const char *tag, struct blobstore_tag *out,
+                          struct rs_err *err)
+{
+	enum rs_code rc = blobstore_get_tag(p->store, PUSH_TAG_NS, repo, tag, out, err);
+	if (rc)
+		return rc;
+	if (!blobstore_has(p->store, BLOBSTORE_MANIFEST, out->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "pushed tag %.100s:%.100s points at a missing manifest %s", repo, tag,
+		                  out->digest);
+	return RS_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t *out_len, struct rs_err *err)
+{
+	*out = NULL;
+	char dir[PATH_CAP];
+	if (!route_name_valid(repo) ||
+	    snprintf(dir, sizeof(dir), "%s/push/tags/" PUSH_TAG_NS "/%s/_tags", p->cfg->data_dir, repo) >= (int)sizeof(dir))
+		return rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
+	DIR *d = opendir(dir);
+	if (!d)
+		return rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
+	char **tags = NULL;
+	size_t n = 0, cap = 0;
+	enum rs_code rc = RS_OK;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		if (l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0)
+			continue;
+		char tag[RS_LIMIT_TAG_MAX + 1];
+		if (l - 5 > RS_LIMIT_TAG_MAX)
+			continue;
+		memcpy(tag, de->d_name, l - 5);
+		tag[l - 5] = '\0';
+		if (!route_tag_valid(tag))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 32;
+			char **nt = realloc(tags, nc * sizeof(*nt));
+			if (!nt) {
+				rc = rs_err_set(err, RS_NOMEM, "out of memory listing tags");
+				break;
+			}
+			tags = nt;
+			cap = nc;
+		}
+		if (!(tags[n] = strdup(tag))) {
+			rc = rs_err_set(err, RS_NOMEM, "out of memory listing tags");
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (rc == RS_OK && n == 0)
+		rc = rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
+	if (rc == RS_OK) {
+		qsort(tags, n, sizeof(*tags), cmp_str);
+		size_t sz = strlen(repo) + 32 + n * (RS_LIMIT_TAG_MAX + 4);
+		char *buf = malloc(sz);
+		if (!buf) {
+			rc = rs_err_set(err, RS_NOMEM, "out of memory listing tags");
+		} else {
+			/* names and tags come from their grammars: no JSON escaping needed */
+			size_t o = (size_t)snprintf(buf, sz, "{\"name\":\"%s\",\"tags\":[", repo);
+			for (size_t i = 0; i < n; i++)
+				o += (size_t)snprintf(buf + o, sz - o, "%s\"%s\"", i ? "," : "", tags[i]);
+			o += (size_t)snprintf(buf + o, sz - o, "]}\n");
+			*out = buf;
+			*out_len = o;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(tags[i]);
+	free(tags);
+	return rc;
+}

@@ -1,0 +1,101 @@
+/* push: the write side of the Distribution API without the HTTP: blob
+ * upload sessions (streamed to disk under <data>/uploads/, hashed as they
+ * go, size-limited, resumable across connections and restarts, swept when
+ * idle), cross-repository mounts, manifest pushes with the spec's reference
+ * checks, and the push tag map.
+ *
+ * Pushed images are kept locally in their own store, <data>/push/ (same
+ * layout as the cache, see blobstore.h), which is never evicted and whose
+ * tag maps are separate from the mirror's cached upstream tags: a pushed tag
+ * shadows the upstream's tag of the same repository name. push_http.c turns
+ * these calls into HTTP; registry.c reads pushed content through
+ * push_store() and push_get_tag(). Forwarding pushes upstream is not here. */
+#ifndef RS_PROXY_PUSH_H
+#define RS_PROXY_PUSH_H
+
+#include "blobstore.h"
+#include "config.h"
+#include "errors.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define PUSH_UUID_SIZE 37 /* 36 characters and NUL */
+
+struct push;
+struct push_upload;
+
+/* Open <cfg->data_dir>/push (the pushed-image store) and uploads/. cache is
+ * the mirror's store (borrowed): blobs and manifests found there satisfy
+ * mounts and manifest references and are copied into the push store.
+ * *out: push_free(). */
+RS_MUST_CHECK enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blobstore *cache,
+                                    struct rs_err *err);
+void push_free(struct push *p);
+
+/* The store of pushed blobs and manifests (borrowed from p). */
+struct blobstore *push_store(struct push *p);
+
+/* Start an upload for repo; *out receives its UUID. RS_TOO_LARGE when
+ * RS_LIMIT_UPLOADS_MAX uploads are open. */
+RS_MUST_CHECK enum rs_code push_upload_start(struct push *p, const char *repo, char out[PUSH_UUID_SIZE],
+                                             struct rs_err *err);
+
+/* Take exclusive use of an upload of repo. RS_NOT_FOUND when no such upload
+ * (or it belongs to another repository); RS_BAD_INPUT when another request
+ * is using it. The handle is released by push_upload_close(),
+ * push_upload_commit() or push_upload_cancel(). */
+RS_MUST_CHECK enum rs_code push_upload_open(struct push *p, const char *repo, const char *uuid,
+                                            struct push_upload **out, struct rs_err *err);
+
+/* Bytes received so far. */
+uint64_t push_upload_size(const struct push_upload *u);
+
+/* Append bytes. RS_TOO_LARGE when the upload would exceed
+ * push.max_blob_bytes (nothing of this piece is written); RS_IO. */
+RS_MUST_CHECK enum rs_code push_upload_write(struct push_upload *u, const void *buf, size_t len, struct rs_err *err);
+
+/* Finish: the bytes must hash to digest (RS_DIGEST_MISMATCH, and the upload
+ * is removed; RS_DIGEST_INVALID for a bad digest string, the upload kept).
+ * On success the blob is in the push store and the upload is gone. Releases
+ * u whatever the outcome. */
+RS_MUST_CHECK enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struct rs_err *err);
+
+/* Release u, keeping the upload for later requests. NULL is fine. */
+void push_upload_close(struct push_upload *u);
+
+/* Remove the upload and release u. */
+void push_upload_cancel(struct push_upload *u);
+
+/* Make blob digest available to the push store: RS_OK when it is there or
+ * was copied from the cache store; RS_NOT_FOUND when neither has it. */
+RS_MUST_CHECK enum rs_code push_mount_blob(struct push *p, const char *digest, struct rs_err *err);
+
+/* Store a pushed manifest for repo under ref (a tag, or the digest of body).
+ * content_type (may be NULL or generic) and the body's mediaType decide the
+ * type: OCI or Docker image manifest or index. The body must be valid JSON
+ * of that type (RS_BAD_INPUT), at most limits.manifest_max_bytes
+ * (RS_TOO_LARGE), every referenced blob or manifest must exist
+ * (RS_NOT_FOUND naming the digest), a digest ref must match the body
+ * (RS_DIGEST_MISMATCH). out_digest receives the manifest's digest. */
+RS_MUST_CHECK enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref,
+                                             const char *content_type, const char *body, size_t len,
+                                             char out_digest[DIGEST_STR_SIZE], struct rs_err *err);
+
+/* The pushed tag repo:tag. RS_NOT_FOUND when it was never pushed. */
+RS_MUST_CHECK enum rs_code push_get_tag(struct push *p, const char *repo, const char *tag, struct blobstore_tag *out,
+                                        struct rs_err *err);
+
+/* The pushed tags of repo as the tags/list JSON {"name":..,"tags":[..]}
+ * (sorted) in a new buffer (*out: free()). RS_NOT_FOUND when nothing was
+ * pushed to repo. */
+RS_MUST_CHECK enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t *out_len,
+                                          struct rs_err *err);
+
+/* Remove uploads idle for push.upload_idle_timeout_s or more at time now
+ * (uploads in use are skipped). *out_removed (may be NULL) counts them. */
+void push_sweep(struct push *p, time_t now, unsigned *out_removed);
+
+#endif

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# test_push.sh: the write side of the registry API and client authentication (issue 5,
+# foundation): every requirement of the OCI distribution spec's push section with curl, then
+# real clients (skopeo, podman, docker) pushing into regslim with credentials and pulling the
+# pushed image back through regslim with identical digests; wrong credentials and a user
+# without push permission are refused; without an auth section pushes are refused and pulls
+# stay anonymous.
+. "$(dirname "$0")/lib.sh"
+lab_setup
+upstream_start
+
+TINY_OCI=$REGSLIM_LAB/fixtures/oci/tiny
+TINY_MANIFEST=sha256:3db3a21e6d4081d5aa3c3715ff04f226f53ee666bd36d87e396bc714f4860e43
+CONF=$REGSLIM_LAB/push
+mkdir -p "$CONF"
+htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null
+htpasswd -Bb "$CONF/htpasswd" bob bobpw 2> /dev/null
+cat > "$CONF/regslim.json" << EOF
+{"auth": {"htpasswd": "$CONF/htpasswd", "anonymous_pull": true,
+          "groups": {"devs": ["alice"]},
+          "acl": [{"repository": "*", "groups": ["devs"], "actions": ["pull", "push"]},
+                  {"repository": "team/*", "users": ["bob"], "actions": ["pull"]}]},
+ "push": {"max_blob_bytes": "1MiB", "upload_idle_timeout_s": 3600}}
+EOF
+start_regslim --config "$CONF/regslim.json"
+H=127.0.0.1:$RS_PORT
+
+# ------------------------------------------------------------ auth
+hdrs=$(rs_curl -s -o /dev/null -D - "$RS_URL/v2/" | tr -d '\r')
+expect_eq "base_unauthenticated_401" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 401
+expect_eq "base_challenge_realm_from_host" "$(echo "$hdrs" | header_value WWW-Authenticate)" \
+	"Bearer realm=\"http://$H/auth/token\",service=\"regslim\""
+expect_eq "base_basic_ok" "$(http_code "$RS_URL/v2/" -u alice:alicepw)" 200
+expect_eq "base_wrong_password_401" "$(http_code "$RS_URL/v2/" -u alice:nope)" 401
+expect_eq "token_wrong_password_401" "$(http_code "$RS_URL/auth/token?service=regslim" -u alice:nope)" 401
+tokjson=$(rs_curl -u alice:alicepw "$RS_URL/auth/token?service=regslim&scope=repository:team/app:pull,push")
+TOK=$(echo "$tokjson" | jq -r .token)
+expect_eq "token_has_fields" "$(echo "$tokjson" | jq -r '[.token == .access_token, .expires_in > 0, (.issued_at | length > 0)] | all')" true
+AUTH=(-H "Authorization: Bearer $TOK")
+expect_eq "base_bearer_ok" "$(http_code "$RS_URL/v2/" "${AUTH[@]}")" 200
+expect_eq "tampered_token_401" "$(http_code "$RS_URL/v2/" -H "Authorization: Bearer ${TOK%?}A")" 401
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r')
+expect_eq "anonymous_push_challenged_with_scope" "$(echo "$hdrs" | header_value WWW-Authenticate)" \
+	"Bearer realm=\"http://$H/auth/token\",service=\"regslim\",scope=\"repository:team/app:pull,push\""
+body=$(rs_curl -u bob:bobpw -X POST "$RS_URL/v2/team/app/blobs/uploads/")
+expect_eq "pull_only_user_push_denied" "$(echo "$body" | jq -r '.errors[0].code')" DENIED
+bobtok=$(rs_curl -u bob:bobpw "$RS_URL/auth/token?service=regslim&scope=repository:team/app:pull,push" | jq -r .token)
+expect_eq "pull_only_token_push_403" "$(http_code "$RS_URL/v2/team/app/blobs/uploads/" -X POST -H "Authorization: Bearer $bobtok")" 403
+expect_eq "anonymous_pull_allowed" "$(http_code "$RS_URL/v2/library/tiny/manifests/latest" "${RS_ACCEPT_ALL[@]}")" 200
+
+# ------------------------------------------------------------ chunked upload
+head -c 300000 /dev/urandom > "$CONF/blob"
+split -b 100000 -d "$CONF/blob" "$CONF/chunk."
+BLOB_DIGEST=sha256:$(sha256sum "$CONF/blob" | cut -d' ' -f1)
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r')
+expect_eq "upload_start_202" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 202
+expect_eq "upload_start_range" "$(echo "$hdrs" | header_value Range)" "0-0"
+UUID=$(echo "$hdrs" | header_value Docker-Upload-UUID)
+LOC=$(echo "$hdrs" | header_value Location)
+expect_eq "upload_start_location" "$LOC" "/v2/team/app/blobs/uploads/$UUID"
+patch() { # patch FILE [Content-Range] -> headers
+	local extra=()
+	[ -z "${2:-}" ] || extra=(-H "Content-Range: $2")
+	rs_curl -s -o /dev/null -D - -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" "${extra[@]}" \
+		--data-binary "@$1" "$RS_URL$LOC" | tr -d '\r'
+}
+hdrs=$(patch "$CONF/chunk.00" "0-99999")
+expect_eq "patch_chunk_202" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 202
+expect_eq "patch_chunk_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
+hdrs=$(patch "$CONF/chunk.02" "200000-299999")
+expect_eq "patch_out_of_order_416" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 416
+expect_eq "patch_out_of_order_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
+hdrs=$(rs_curl -s -o /dev/null -D - "${AUTH[@]}" "$RS_URL$LOC" | tr -d '\r')
+expect_eq "upload_status_204" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 204
+expect_eq "upload_status_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
+# A chunk without Content-Range (docker's streaming PATCH) appends.
+hdrs=$(patch "$CONF/chunk.01")
+expect_eq "patch_streaming_range" "$(echo "$hdrs" | header_value Range)" "0-199999"
+# Resume after a restart: the upload's state is on disk.
+restart_regslim
+# Without auth.token_secret_file the signing key is new after a restart: old tokens are refused.
+expect_eq "token_from_before_restart_401" "$(http_code "$RS_URL$LOC" "${AUTH[@]}")" 401
+TOK=$(rs_curl -u alice:alicepw "$RS_URL/auth/token?service=regslim&scope=repository:team/app:pull,push&scope=repository:team/other:pull,push" | jq -r .token)
+AUTH=(-H "Authorization: Bearer $TOK")
+hdrs=$(rs_curl -s -o /dev/null -D - "${AUTH[@]}" "$RS_URL$LOC" | tr -d '\r')
+expect_eq "upload_resumes_after_restart" "$(echo "$hdrs" | header_value Range)" "0-199999"
+bad=sha256:$(printf x | sha256sum | cut -d' ' -f1)
+hdrs=$(rs_curl -s -o /dev/null -D - -X PUT "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
+	-H "Content-Range: 200000-299999" --data-binary "@$CONF/chunk.02" "$RS_URL$LOC?digest=$BLOB_DIGEST" | tr -d '\r')
+expect_eq "put_final_chunk_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
+expect_eq "put_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/app/blobs/$BLOB_DIGEST"
+expect_eq "put_digest_header" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$BLOB_DIGEST"
+expect_eq "blob_head_after_push" "$(http_header "$RS_URL/v2/team/app/blobs/$BLOB_DIGEST" Content-Length "${AUTH[@]}")" 300000
+got=$(rs_curl "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/$BLOB_DIGEST" | sha256sum | cut -d' ' -f1)
+expect_eq "blob_get_after_push" "sha256:$got" "$BLOB_DIGEST"
+expect_eq "finished_upload_gone_404" "$(http_code "$RS_URL$LOC" "${AUTH[@]}")" 404
+
+# Digest mismatch, cancel, monolithic, size limit.
+LOC2=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r' | header_value Location)
+body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/octet-stream" --data-binary "@$CONF/chunk.00" "$RS_URL$LOC2?digest=$bad")
+expect_eq "digest_mismatch_invalid" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
+LOC3=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r' | header_value Location)
+expect_eq "cancel_204" "$(http_code "$RS_URL$LOC3" -X DELETE "${AUTH[@]}")" 204
+body=$(rs_curl "${AUTH[@]}" "$RS_URL$LOC3")
+expect_eq "cancelled_upload_unknown" "$(echo "$body" | jq -r '.errors[0].code')" BLOB_UPLOAD_UNKNOWN
+printf 'monolithic blob\n' > "$CONF/mono"
+MONO=sha256:$(sha256sum "$CONF/mono" | cut -d' ' -f1)
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
+	--data-binary "@$CONF/mono" "$RS_URL/v2/team/app/blobs/uploads/?digest=$MONO" | tr -d '\r')
+expect_eq "monolithic_post_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
+expect_eq "monolithic_post_digest" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$MONO"
+head -c 1100000 /dev/zero > "$CONF/big"
+LOC4=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r' | header_value Location)
+body=$(rs_curl -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" --data-binary "@$CONF/big" "$RS_URL$LOC4")
+expect_eq "size_limit_413" "$(echo "$body" | jq -r '.errors[0].code')" SIZE_INVALID
+echo "$body" | grep -q 'push.max_blob_bytes' && pass size_limit_names_key || fail size_limit_names_key "$body"
+
+# Cross-repository mount (the token covers both repositories; one for team/app only gets 401
+# insufficient_scope on team/other).
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST -H "Authorization: Bearer $(rs_curl -u alice:alicepw "$RS_URL/auth/token?service=regslim&scope=repository:team/app:pull" | jq -r .token)" \
+	"$RS_URL/v2/team/other/blobs/uploads/?mount=$BLOB_DIGEST&from=team/app" | tr -d '\r')
+echo "$hdrs" | header_value WWW-Authenticate | grep -q 'error="insufficient_scope"' && pass token_scope_enforced ||
+	fail token_scope_enforced "$(echo "$hdrs" | head -n 1)"
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/other/blobs/uploads/?mount=$BLOB_DIGEST&from=team/app" | tr -d '\r')
+expect_eq "mount_present_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
+expect_eq "mount_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/other/blobs/$BLOB_DIGEST"
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/other/blobs/uploads/?mount=$bad&from=team/app" | tr -d '\r')
+expect_eq "mount_absent_falls_back_202" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 202
+
+# ------------------------------------------------------------ manifests
+CFG_BLOB=$MONO
+mf() { # mf LAYER_DIGEST LAYER_SIZE
+	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":16},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$CFG_BLOB" "$1" "$2"
+}
+mf "$bad" 1 > "$CONF/m-missing.json"
+body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$CONF/m-missing.json" "$RS_URL/v2/team/app/manifests/broken")
+expect_eq "manifest_missing_blob_unknown" "$(echo "$body" | jq -r '.errors[0].code')" MANIFEST_BLOB_UNKNOWN
+body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary '{"schemaVersion":2,' "$RS_URL/v2/team/app/manifests/broken")
+expect_eq "manifest_bad_json_invalid" "$(echo "$body" | jq -r '.errors[0].code')" MANIFEST_INVALID
+mf "$BLOB_DIGEST" 300000 > "$CONF/m.json"
+MD=sha256:$(sha256sum "$CONF/m.json" | cut -d' ' -f1)
+hdrs=$(rs_curl -s -o /dev/null -D - -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
+	--data-binary "@$CONF/m.json" "$RS_URL/v2/team/app/manifests/v1" | tr -d '\r')
+expect_eq "manifest_put_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
+expect_eq "manifest_put_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/app/manifests/$MD"
+expect_eq "manifest_put_digest" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$MD"
+expect_eq "pushed_tag_served" "$(http_header "$RS_URL/v2/team/app/manifests/v1" Docker-Content-Digest "${RS_ACCEPT_ALL[@]}")" "$MD"
+body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$CONF/m.json" "$RS_URL/v2/team/app/manifests/$bad")
+expect_eq "manifest_put_wrong_digest_ref" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
+expect_eq "tags_list_pushed" "$(rs_curl "$RS_URL/v2/team/app/tags/list" | jq -c .tags)" '["v1"]'
+expect_eq "manifest_delete_405" "$(http_code "$RS_URL/v2/team/app/manifests/v1" -X DELETE "${AUTH[@]}")" 405
+
+# ------------------------------------------------------------ real clients
+SK=(timeout 120 skopeo)
+check "skopeo_push_oci" "${SK[@]}" copy --dest-tls-verify=false --dest-creds alice:alicepw \
+	"oci:$TINY_OCI:latest" "docker://$H/team/tiny:v1"
+expect_eq "skopeo_pull_back_same_digest" \
+	"$("${SK[@]}" inspect --raw --tls-verify=false "docker://$H/team/tiny:v1" | sha256sum | cut -d' ' -f1)" "${TINY_MANIFEST#sha256:}"
+rm -rf "$CONF/pulled"
+check "skopeo_copy_back_blobs_verified" "${SK[@]}" copy --src-tls-verify=false "docker://$H/team/tiny:v1" "dir:$CONF/pulled"
+check "skopeo_push_index_all" "${SK[@]}" copy --all --dest-tls-verify=false --dest-creds alice:alicepw \
+	"oci:$REGSLIM_LAB/fixtures/oci/multi:latest" "docker://$H/team/multi:v1"
+want=$(jq -r '.manifests[0].digest' "$REGSLIM_LAB/fixtures/oci/multi/index.json")
+expect_eq "index_pull_back_same_digest" \
+	"sha256:$("${SK[@]}" inspect --raw --tls-verify=false "docker://$H/team/multi:v1" | sha256sum | cut -d' ' -f1)" "$want"
+out=$("${SK[@]}" copy --dest-tls-verify=false --dest-creds alice:wrong "oci:$TINY_OCI:latest" "docker://$H/team/tiny:bad" 2>&1)
+echo "$out" | grep -qi 'unauthorized\|invalid username' && pass skopeo_wrong_credentials_refused || fail skopeo_wrong_credentials_refused "$out"
+out=$("${SK[@]}" copy --dest-tls-verify=false --dest-creds bob:bobpw "oci:$TINY_OCI:latest" "docker://$H/team/tiny:bob" 2>&1)
+echo "$out" | grep -qi 'denied\|may not push' && pass skopeo_no_push_permission_refused || fail skopeo_no_push_permission_refused "$out"
+
+if client_usable podman; then
+	if podman_pull -q --tls-verify=false "$REG_PLAIN/lab/tiny:latest" > "$LOGS/podman-pull.log" 2>&1 &&
+		lpodman push --tls-verify=false --creds alice:alicepw --digestfile "$CONF/podman.digest" \
+			"$REG_PLAIN/lab/tiny:latest" "docker://$H/team/podtiny:v1" > "$LOGS/podman-push.log" 2>&1; then
+		pass podman_push
+		expect_eq "podman_pull_back_same_digest" \
+			"sha256:$("${SK[@]}" inspect --raw --tls-verify=false "docker://$H/team/podtiny:v1" | sha256sum | cut -d' ' -f1)" \
+			"$(cat "$CONF/podman.digest")"
+	else
+		fail podman_push "$(tail -n 3 "$LOGS/podman-push.log" "$LOGS/podman-pull.log" | tr '\n' ' ')"
+	fi
+else
+	skip podman_push "$RS_CLIENT_WHY"
+fi
+
+if client_usable docker; then
+	if ldocker login -u alice -p alicepw "$H" > "$LOGS/docker-login.log" 2>&1; then
+		pass docker_login
+		if docker_pull tiny > "$LOGS/docker-pull.log" 2>&1 && ldocker tag tiny "$H/team/dtiny:v1" &&
+			timeout 300 env DOCKER_CONFIG="$DOCKER_DIR/client-config" /usr/bin/docker -H "unix://$DOCKER_SOCK" \
+				push "$H/team/dtiny:v1" > "$LOGS/docker-push.log" 2>&1; then
+			pass docker_push
+			d=$(grep -o 'digest: sha256:[0-9a-f]*' "$LOGS/docker-push.log" | cut -d' ' -f2)
+			expect_eq "docker_pull_back_same_digest" \
+				"sha256:$("${SK[@]}" inspect --raw --tls-verify=false "docker://$H/team/dtiny:v1" | sha256sum | cut -d' ' -f1)" "$d"
+		else
+			fail docker_push "$(tail -n 3 "$LOGS/docker-push.log" | tr '\n' ' ')"
+		fi
+	else
+		fail docker_login "$(tail -n 3 "$LOGS/docker-login.log" | tr '\n' ' ')"
+	fi
+	out=$(ldocker login -u alice -p wrong "$H" 2>&1)
+	echo "$out" | grep -qi 'unauthorized\|incorrect\|invalid' && pass docker_login_wrong_password || fail docker_login_wrong_password "$out"
+else
+	skip docker_push "$RS_CLIENT_WHY"
+fi
+
+# ------------------------------------------------------------ no auth section
+regslim_spawn noauth $((LAB_PORT_BASE + 51)) "http://$REG_PLAIN" "$REGSLIM_LAB/rs-noauth" 2> /dev/null ||
+	fail noauth_start "see $LOGS/regslim-noauth.log"
+NA=http://127.0.0.1:$((LAB_PORT_BASE + 51))
+expect_eq "noauth_base_open" "$(http_code "$NA/v2/")" 200
+body=$(rs_curl -X POST "$NA/v2/team/app/blobs/uploads/")
+expect_eq "noauth_push_refused" "$(echo "$body" | jq -r '.errors[0].code')" DENIED
+echo "$body" | grep -q 'docs/push.md' && pass noauth_push_refusal_explains || fail noauth_push_refusal_explains "$body"
+expect_eq "noauth_pull_works" "$(http_code "$NA/v2/library/tiny/manifests/latest" "${RS_ACCEPT_ALL[@]}")" 200
+
+finish

@@ -1,0 +1,307 @@
+/* test_push: upload sessions and manifest pushes without HTTP, on a private
+ * data directory per test: chunked writes and verification, digest
+ * mismatch, resume after a "restart" (new push object, hash rebuilt from the
+ * file), size limit, exclusive use, unknown uploads, the idle sweep, mounts
+ * from the cache store, manifest checks (references, type, JSON, size,
+ * digest refs) and the push tag map. Blob bytes come from a seed. */
+#include "push.h"
+
+#include "digest.h"
+
+#include <check.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char tdir[256];
+static struct rs_config cfg;
+static struct blobstore *cache;
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-push-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tdir));
+	struct rs_err err = {0};
+	ck_assert_int_eq(config_init_defaults(&cfg, &err), RS_OK);
+	free(cfg.data_dir);
+	cfg.data_dir = strdup(tdir);
+	cfg.push.max_blob_bytes = 1 << 20;
+	cfg.push.upload_idle_timeout_s = 100;
+	ck_assert_int_eq(blobstore_open(&cache, tdir, 0, &err), RS_OK);
+}
+
+static void teardown(void)
+{
+	blobstore_free(cache);
+	config_dispose(&cfg);
+	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
+}
+
+static unsigned char *make_bytes(uint64_t seed, size_t n)
+{
+	unsigned char *b = malloc(n);
+	ck_assert_ptr_nonnull(b);
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	for (size_t i = 0; i < n; i++) {
+		s ^= s >> 12;
+		s ^= s << 25;
+		s ^= s >> 27;
+		b[i] = (unsigned char)((s * 2685821657736338717ull) >> 56);
+	}
+	return b;
+}
+
+static struct push *open_push(void)
+{
+	struct push *p = NULL;
+	struct rs_err err = {0};
+	ck_assert_msg(push_new(&p, &cfg, cache, &err) == RS_OK, "%s", err.msg);
+	return p;
+}
+
+/* Upload n seeded bytes to repo in pieces of step; returns the digest. */
+static void upload_blob(struct push *p, const char *repo, uint64_t seed, size_t n, size_t step,
+                        char digest[DIGEST_STR_SIZE])
+{
+	unsigned char *b = make_bytes(seed, n);
+	digest_buffer(digest, b, n);
+	char uuid[PUSH_UUID_SIZE];
+	struct push_upload *u;
+	struct rs_err err = {0};
+	ck_assert_int_eq(push_upload_start(p, repo, uuid, &err), RS_OK);
+	for (size_t off = 0; off < n; off += step) {
+		ck_assert_int_eq(push_upload_open(p, repo, uuid, &u, &err), RS_OK);
+		ck_assert_uint_eq(push_upload_size(u), off);
+		size_t k = n - off < step ? n - off : step;
+		ck_assert_int_eq(push_upload_write(u, b + off, k, &err), RS_OK);
+		push_upload_close(u);
+	}
+	ck_assert_int_eq(push_upload_open(p, repo, uuid, &u, &err), RS_OK);
+	ck_assert_msg(push_upload_commit(u, digest, &err) == RS_OK, "%s", err.msg);
+	free(b);
+}
+
+START_TEST(chunked_upload_lands_in_push_store)
+{
+	struct push *p = open_push();
+	char d[DIGEST_STR_SIZE];
+	upload_blob(p, "team/app", 1, 300000, 65536, d);
+	ck_assert(blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	ck_assert(!blobstore_has(cache, BLOBSTORE_BLOB, d)); /* never in the evictable cache */
+	push_free(p);
+}
+END_TEST
+
+START_TEST(digest_mismatch_removes_upload)
+{
+	struct push *p = open_push();
+	char uuid[PUSH_UUID_SIZE], other[DIGEST_STR_SIZE];
+	struct push_upload *u;
+	struct rs_err err = {0};
+	digest_buffer(other, "x", 1);
+	ck_assert_int_eq(push_upload_start(p, "a", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, "hello", 5, &err), RS_OK);
+	ck_assert_int_eq(push_upload_commit(u, other, &err), RS_DIGEST_MISMATCH);
+	ck_assert_ptr_nonnull(strstr(err.msg, "hash to"));
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_NOT_FOUND);
+	ck_assert(!blobstore_has(push_store(p), BLOBSTORE_BLOB, other));
+	/* a malformed digest keeps the upload */
+	ck_assert_int_eq(push_upload_start(p, "a", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_commit(u, "sha256:nope", &err), RS_DIGEST_INVALID);
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_OK);
+	push_upload_cancel(u);
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_NOT_FOUND);
+	push_free(p);
+}
+END_TEST
+
+START_TEST(resumes_after_restart)
+{
+	struct push *p = open_push();
+	unsigned char *b = make_bytes(7, 200000);
+	char d[DIGEST_STR_SIZE], uuid[PUSH_UUID_SIZE];
+	digest_buffer(d, b, 200000);
+	struct push_upload *u;
+	struct rs_err err = {0};
+	ck_assert_int_eq(push_upload_start(p, "r/s", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, 123457, &err), RS_OK);
+	push_upload_close(u);
+	push_free(p); /* the hash state is gone with the process */
+	p = open_push();
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_uint_eq(push_upload_size(u), 123457);
+	ck_assert_int_eq(push_upload_write(u, b + 123457, 200000 - 123457, &err), RS_OK);
+	ck_assert_msg(push_upload_commit(u, d, &err) == RS_OK, "%s", err.msg);
+	ck_assert(blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	free(b);
+	push_free(p);
+}
+END_TEST
+
+START_TEST(refuses_oversized_busy_and_unknown_uploads)
+{
+	struct push *p = open_push();
+	char uuid[PUSH_UUID_SIZE];
+	struct push_upload *u, *u2;
+	struct rs_err err = {0};
+	unsigned char *b = make_bytes(3, 700000);
+	ck_assert_int_eq(push_upload_start(p, "a", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, 700000, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, 700000, &err), RS_TOO_LARGE);
+	ck_assert_ptr_nonnull(strstr(err.msg, "push.max_blob_bytes"));
+	ck_assert_uint_eq(push_upload_size(u), 700000); /* nothing of the refused piece was written */
+	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u2, &err), RS_BAD_INPUT); /* in use */
+	push_upload_close(u);
+	ck_assert_int_eq(push_upload_open(p, "b", uuid, &u2, &err), RS_NOT_FOUND); /* another repository */
+	ck_assert_int_eq(push_upload_open(p, "a", "../../etc/passwd", &u2, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(push_upload_open(p, "a", "00000000-0000-4000-8000-000000000000", &u2, &err), RS_NOT_FOUND);
+	free(b);
+	push_free(p);
+}
+END_TEST
+
+START_TEST(sweep_removes_idle_uploads_only)
+{
+	struct push *p = open_push();
+	char idle[PUSH_UUID_SIZE], busy[PUSH_UUID_SIZE];
+	struct push_upload *u, *x;
+	struct rs_err err = {0};
+	unsigned removed = 9;
+	ck_assert_int_eq(push_upload_start(p, "a", idle, &err), RS_OK);
+	ck_assert_int_eq(push_upload_start(p, "a", busy, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "a", busy, &u, &err), RS_OK);
+	push_sweep(p, time(NULL), &removed);
+	ck_assert_uint_eq(removed, 0); /* nothing idle yet */
+	push_sweep(p, time(NULL) + 101, &removed);
+	ck_assert_uint_eq(removed, 1);
+	ck_assert_int_eq(push_upload_open(p, "a", idle, &x, &err), RS_NOT_FOUND);
+	push_upload_close(u);
+	ck_assert_int_eq(push_upload_open(p, "a", busy, &u, &err), RS_OK);
+	push_upload_close(u);
+	push_free(p);
+}
+END_TEST
+
+START_TEST(mount_copies_from_cache)
+{
+	struct push *p = open_push();
+	struct rs_err err = {0};
+	unsigned char *b = make_bytes(11, 5000);
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, b, 5000);
+	ck_assert_int_eq(push_mount_blob(p, d, &err), RS_NOT_FOUND);
+	struct blobstore_writer *w;
+	ck_assert_int_eq(blobstore_writer_new(&w, cache, BLOBSTORE_BLOB, d, 5000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, b, 5000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+	ck_assert_int_eq(push_mount_blob(p, d, &err), RS_OK);
+	ck_assert(blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	free(b);
+	push_free(p);
+}
+END_TEST
+
+#define OCI_M "application/vnd.oci.image.manifest.v1+json"
+
+static char *manifest_json(const char *cfgd, const char *layer)
+{
+	char *m = malloc(1024);
+	ck_assert_ptr_nonnull(m);
+	snprintf(m, 1024,
+	         "{\"schemaVersion\":2,\"mediaType\":\"" OCI_M "\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\","
+	         "\"digest\":\"%s\",\"size\":10},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+	         "\"digest\":\"%s\",\"size\":10}]}",
+	         cfgd, layer);
+	return m;
+}
+
+START_TEST(manifest_checks_and_tags)
+{
+	struct push *p = open_push();
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], missing[DIGEST_STR_SIZE];
+	upload_blob(p, "t/app", 21, 100, 100, c);
+	upload_blob(p, "t/app", 22, 1000, 333, l);
+	digest_buffer(missing, "nothing", 7);
+	char *bad = manifest_json(c, missing);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, bad, strlen(bad), md, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, missing) && strstr(err.msg, "layers[0]"), "%s", err.msg);
+	char *m = manifest_json(c, l);
+	size_t ml = strlen(m);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", "application/vnd.oci.image.index.v1+json", m, ml, md, &err),
+	                 RS_BAD_INPUT);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", "text/plain", m, ml, md, &err), RS_BAD_INPUT);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, "{\"schemaVersion\":2,", 19, md, &err), RS_BAD_INPUT);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", missing, OCI_M, m, ml, md, &err), RS_DIGEST_MISMATCH);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "bad tag", OCI_M, m, ml, md, &err), RS_BAD_INPUT);
+	cfg.manifest_max_bytes = 64;
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, m, ml, md, &err), RS_TOO_LARGE);
+	cfg.manifest_max_bytes = 1 << 20;
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M "; charset=utf-8", m, ml, md, &err), RS_OK);
+	struct blobstore_tag tag;
+	ck_assert_int_eq(push_get_tag(p, "t/app", "v1", &tag, &err), RS_OK);
+	ck_assert_str_eq(tag.digest, md);
+	ck_assert_str_eq(tag.media_type, OCI_M);
+	ck_assert_int_eq(push_get_tag(p, "t/other", "v1", &tag, &err), RS_NOT_FOUND);
+	char *list = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(push_put_manifest(p, "t/app", md, NULL, m, ml, md, &err), RS_OK); /* by digest, no tag */
+	ck_assert_int_eq(push_list_tags(p, "t/app", &list, &len, &err), RS_OK);
+	ck_assert_str_eq(list, "{\"name\":\"t/app\",\"tags\":[\"v1\"]}\n");
+	free(list);
+	/* an index over the pushed manifest */
+	char idx[512], id[DIGEST_STR_SIZE];
+	snprintf(idx, sizeof(idx),
+	         "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"" OCI_M
+	         "\",\"digest\":\"%s\",\"size\":%zu}]}",
+	         md, ml);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "multi", NULL, idx, strlen(idx), id, &err), RS_OK);
+	snprintf(idx, sizeof(idx),
+	         "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{\"mediaType\":\"" OCI_M
+	         "\",\"digest\":\"%s\",\"size\":1}]}",
+	         missing);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "multi", NULL, idx, strlen(idx), id, &err), RS_NOT_FOUND);
+	free(bad);
+	free(m);
+	push_free(p);
+}
+END_TEST
+
+static Suite *push_suite(void)
+{
+	Suite *s = suite_create("push");
+	TCase *tc = tcase_create("push");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, chunked_upload_lands_in_push_store);
+	tcase_add_test(tc, digest_mismatch_removes_upload);
+	tcase_add_test(tc, resumes_after_restart);
+	tcase_add_test(tc, refuses_oversized_busy_and_unknown_uploads);
+	tcase_add_test(tc, sweep_removes_idle_uploads_only);
+	tcase_add_test(tc, mount_copies_from_cache);
+	tcase_add_test(tc, manifest_checks_and_tags);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(push_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
