@@ -2,14 +2,16 @@
 # test.sh: install what is missing, build, and run every test: the unit suites (plain and under
 # AddressSanitizer + UndefinedBehaviorSanitizer), the fuzz targets for a bounded time, and the
 # integration tests against a real docker-registry and real clients (skopeo, podman, ctr, dockerd).
-#   UNIT_ONLY=1 skips the integration tests; TEST_REGEX=... limits ctest to matching tests.
+#   UNIT_ONLY=1 skips the integration tests; TEST_REGEX=... limits ctest to matching tests;
+#   REGSLIM_TEST_PORT_BASE moves the integration tests' loopback ports (default 17100, 100 per test).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
 bash "$top/scripts/deps.sh" test
 
 echo "== build (release) and all tests"
-cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
+cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DREGSLIM_TEST_PORT_BASE="${REGSLIM_TEST_PORT_BASE:-17100}" > /dev/null
 cmake --build "$top/build" -j "$jobs" > /dev/null
 labels=()
 [ -z "${UNIT_ONLY:-}" ] || labels=(-L unit)
