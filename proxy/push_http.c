@@ -199,43 +199,6 @@ static enum MHD_Result reply_error(struct request *rq, unsigned status, const ch
 	return reply(rq, status, JSON_TYPE, body, h, nh);
 }
 
-/* Status and registry code for a failure of a write route. */
-static void map_error(enum rs_code c, enum wkind k, unsigned *status, const char **code)
-{
-	bool manifest = k == W_MANIFEST_PUT;
-	switch (c) {
-	case RS_NOT_FOUND:
-		*status = manifest ? 400 : 404;
-		*code = manifest ? "MANIFEST_BLOB_UNKNOWN" : "BLOB_UPLOAD_UNKNOWN";
-		break;
-	case RS_DIGEST_MISMATCH:
-	case RS_DIGEST_INVALID:
-		*status = 400;
-		*code = "DIGEST_INVALID";
-		break;
-	case RS_UNSUPPORTED:
-		*status = 400;
-		*code = manifest ? "MANIFEST_INVALID" : "DIGEST_INVALID";
-		break;
-	case RS_TOO_LARGE:
-		*status = 413;
-		*code = "SIZE_INVALID";
-		break;
-	case RS_RANGE:
-		*status = 416;
-		*code = "BLOB_UPLOAD_INVALID";
-		break;
-	case RS_BAD_INPUT:
-		*status = 400;
-		*code = manifest ? "MANIFEST_INVALID" : "BLOB_UPLOAD_INVALID";
-		break;
-	default:
-		*status = 500;
-		*code = "UNKNOWN";
-		break;
-	}
-}
-
 static void range_value(char *out, size_t cap, uint64_t size)
 {
 	snprintf(out, cap, "0-%llu", (unsigned long long)(size ? size - 1 : 0));
@@ -249,9 +212,9 @@ static void upload_location(char *out, size_t cap, const char *name, const char 
 static enum MHD_Result fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
                             bool with_range)
 {
-	unsigned status;
-	const char *code;
-	map_error(err->code, w->kind, &status, &code);
+	struct route_error m = route_map_error(err->code, w->kind == W_MANIFEST_PUT ? ROUTE_MANIFEST_PUT : ROUTE_UPLOAD);
+	unsigned status = m.status;
+	const char *code = m.code;
 	if (status >= 500)
 		log_event(LOG_ERROR, "%s %s: %s", rq->method, rq->url, err->msg);
 	char loc[RS_LIMIT_NAME_MAX + 96], range[48];

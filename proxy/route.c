@@ -185,8 +185,34 @@ bool route_accepts(const char *const *values, size_t n, const char *type)
 	return false;
 }
 
+/* The write side (distribution spec, "Push"): codes for uploads and
+ * manifest PUTs. */
+static struct route_error map_write_error(enum rs_code code, bool manifest)
+{
+	switch (code) {
+	case RS_NOT_FOUND:
+		return manifest ? (struct route_error){400, "MANIFEST_BLOB_UNKNOWN"}
+		                : (struct route_error){404, "BLOB_UPLOAD_UNKNOWN"};
+	case RS_DIGEST_MISMATCH:
+	case RS_DIGEST_INVALID:
+		return (struct route_error){400, "DIGEST_INVALID"};
+	case RS_UNSUPPORTED:
+		return (struct route_error){400, manifest ? "MANIFEST_INVALID" : "DIGEST_INVALID"};
+	case RS_TOO_LARGE:
+		return (struct route_error){413, "SIZE_INVALID"};
+	case RS_RANGE:
+		return (struct route_error){416, "BLOB_UPLOAD_INVALID"};
+	case RS_BAD_INPUT:
+		return (struct route_error){400, manifest ? "MANIFEST_INVALID" : "BLOB_UPLOAD_INVALID"};
+	default:
+		return (struct route_error){500, "UNKNOWN"};
+	}
+}
+
 struct route_error route_map_error(enum rs_code code, enum route_what what)
 {
+	if (what == ROUTE_UPLOAD || what == ROUTE_MANIFEST_PUT)
+		return map_write_error(code, what == ROUTE_MANIFEST_PUT);
 	switch (code) {
 	case RS_NOT_FOUND:
 		return (struct route_error){404, what == ROUTE_MANIFEST ? "MANIFEST_UNKNOWN"

@@ -53,8 +53,10 @@ RS_MUST_CHECK enum rs_code route_parse_range(const char *header, uint64_t size, 
  * list with parameters) name type exactly, or allow any type with "*\/\*"? */
 bool route_accepts(const char *const *values, size_t n, const char *type);
 
-/* What the request was about: picks the *_UNKNOWN code for RS_NOT_FOUND. */
-enum route_what { ROUTE_MANIFEST, ROUTE_BLOB, ROUTE_NAME, ROUTE_OTHER };
+/* What the request was about: picks the *_UNKNOWN code for RS_NOT_FOUND,
+ * and the write-side meaning of a code for uploads and manifest PUTs (where
+ * a digest mismatch is the client's fault, not the upstream's). */
+enum route_what { ROUTE_MANIFEST, ROUTE_BLOB, ROUTE_NAME, ROUTE_OTHER, ROUTE_UPLOAD, ROUTE_MANIFEST_PUT };
 
 struct route_error {
 	unsigned status;  /* HTTP status */

@@ -220,6 +220,20 @@ START_TEST(maps_codes_to_registry_errors)
 	ck_assert_uint_eq(e.status, 500);
 	e = route_map_error((enum rs_code)999, ROUTE_OTHER);
 	ck_assert_uint_eq(e.status, 500);
+	/* the write side: a mismatch is the client's fault */
+	e = route_map_error(RS_DIGEST_MISMATCH, ROUTE_UPLOAD);
+	ck_assert_uint_eq(e.status, 400);
+	ck_assert_str_eq(e.code, "DIGEST_INVALID");
+	e = route_map_error(RS_NOT_FOUND, ROUTE_MANIFEST_PUT);
+	ck_assert_uint_eq(e.status, 400);
+	ck_assert_str_eq(e.code, "MANIFEST_BLOB_UNKNOWN");
+	e = route_map_error(RS_NOT_FOUND, ROUTE_UPLOAD);
+	ck_assert_uint_eq(e.status, 404);
+	ck_assert_str_eq(e.code, "BLOB_UPLOAD_UNKNOWN");
+	e = route_map_error(RS_RANGE, ROUTE_UPLOAD);
+	ck_assert_uint_eq(e.status, 416);
+	e = route_map_error(RS_TOO_LARGE, ROUTE_MANIFEST_PUT);
+	ck_assert_uint_eq(e.status, 413);
 }
 END_TEST
 
