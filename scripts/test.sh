@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test.sh: install what is missing, build, and run every test: the unit suites (plain and under
+# test.sh: install what is missing, lint, build, and run every test: the unit suites (plain and under
 # AddressSanitizer + UndefinedBehaviorSanitizer), the fuzz targets for a bounded time, and the
 # integration tests against a real docker-registry and real clients (skopeo, podman, ctr, dockerd).
 #   UNIT_ONLY=1 skips the integration tests; TEST_REGEX=... limits ctest to matching tests;
@@ -8,6 +8,9 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
 bash "$top/scripts/deps.sh" test
+
+echo "== lint (STYLE.md rules the compiler does not check)"
+bash "$top/scripts/lint.sh"
 
 echo "== build (release) and all tests"
 cmake -S "$top" -B "$top/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

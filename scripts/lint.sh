@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# lint.sh: the checks of STYLE.md that the compiler does not make.
+#  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
+#  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl;
+#  - every header compiles alone (each .h is included first in an empty unit).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+rc=0
+srcs=$(git ls-files '*.c' '*.h' 2> /dev/null || find config optimizer proxy tests -name '*.[ch]')
+if grep -nE '(^|[^a-z_])(sprintf|strcpy|strcat|strtok|atoi)[[:space:]]*\(' $srcs; then
+  echo "lint: banned function above (STYLE.md section 8)" >&2; rc=1
+fi
+if grep -ln '#include <jansson.h>' $srcs | grep -v '^config/' | grep -v '^tests/'; then
+  echo "lint: jansson included outside config/ (STYLE.md section 1)" >&2; rc=1
+fi
+if grep -lnE '#include <(microhttpd|curl/curl)\.h>' $srcs | grep -v '^proxy/' | grep -v '^tests/'; then
+  echo "lint: libmicrohttpd or libcurl included outside proxy/ (STYLE.md section 1)" >&2; rc=1
+fi
+incs="-Iconfig -Ioptimizer -Iproxy -I."
+for h in $(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.h$'); do
+  if ! printf '#include "%s"\n' "$h" | cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $incs \
+      $(pkg-config --cflags libmicrohttpd libcurl 2> /dev/null) -fsyntax-only -x c - 2> /tmp/lint-h.$$; then
+    echo "lint: $h does not compile alone (STYLE.md section 6):" >&2; head -5 /tmp/lint-h.$$ >&2; rc=1
+  fi
+done
+rm -f /tmp/lint-h.$$
+[ $rc -eq 0 ] && echo "lint: ok"
+exit $rc
