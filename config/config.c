@@ -10,11 +10,13 @@
  * live only inside this file; the structs it fills own plain C strings. */
 #include "config.h"
 
+#include "policy.h"
 #include "rs_limits.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -37,7 +39,7 @@
 #define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
 
 static const char *const top_keys[] = {"listen", "max_connections", "data_dir", "cache", "limits",
-                                       "shutdown_grace_s", "log", "upstreams", "auth", "push", NULL};
+                                       "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", NULL};
 static const char *const cache_keys[] = {"max_bytes", NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", NULL};
 static const char *const log_keys[] = {"level", "requests", NULL};
@@ -48,6 +50,9 @@ static const char *const auth_section_keys[] = {"htpasswd", "token_secret_file",
                                                "anonymous_pull", "groups", "acl", NULL};
 static const char *const acl_keys[] = {"repository", "users", "groups", "actions", NULL};
 static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", NULL};
+static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
+static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
+                                              "unknown_clients", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -978,6 +983,183 @@ static enum rs_code load_push_section(struct rs_config *cfg, const struct loader
 	return RS_OK;
 }
 
+/* ------------------------------------------------------------ optimize */
+
+static void opt_policy_dispose(struct rs_opt_policy *p)
+{
+	free(p->upstream);
+	names_free(p->repositories, p->repository_count);
+	free(p->policy_file);
+	memset(p, 0, sizeof(*p));
+}
+
+static void optimize_dispose(struct rs_optimize_config *o)
+{
+	for (size_t i = 0; o->policies && i < o->policy_count; i++)
+		opt_policy_dispose(&o->policies[i]);
+	free(o->policies);
+	o->policies = NULL;
+	o->policy_count = 0;
+}
+
+/* The built-in policy list: docker.io, every repository, default policy, auto. */
+static enum rs_code optimize_defaults(struct rs_optimize_config *o)
+{
+	o->enabled = true;
+	o->sync_timeout_s = RS_LIMIT_OPT_SYNC_TIMEOUT_DEFAULT_S;
+	o->policies = xcalloc(1, sizeof(*o->policies));
+	if (!o->policies)
+		return RS_NOMEM;
+	o->policy_count = 1;
+	struct rs_opt_policy *p = &o->policies[0];
+	p->upstream = xstrdup(RS_DOCKER_HUB_NAME);
+	p->repositories = xcalloc(1, sizeof(*p->repositories));
+	if (p->repositories) {
+		p->repository_count = 1;
+		p->repositories[0] = xstrdup("*");
+	}
+	p->compression = RS_OPT_COMPRESS_AUTO;
+	p->unknown_clients = RS_OPT_COMPRESS_GZIP;
+	if (!p->upstream || !p->repositories || !p->repositories[0])
+		return RS_NOMEM;
+	return RS_OK;
+}
+
+static enum rs_code get_compression(enum rs_opt_compression *out, const struct loader *ld, const char *path,
+                                    const json_t *v, bool allow_auto)
+{
+	const char *s = json_is_string(v) ? json_string_value(v) : "";
+	if (allow_auto && strcmp(s, "auto") == 0)
+		*out = RS_OPT_COMPRESS_AUTO;
+	else if (strcmp(s, "zstd") == 0)
+		*out = RS_OPT_COMPRESS_ZSTD;
+	else if (strcmp(s, "gzip") == 0)
+		*out = RS_OPT_COMPRESS_GZIP;
+	else
+		return fail_value(ld, path, v, allow_auto ? "one of \"auto\", \"zstd\", \"gzip\"" : "\"gzip\" or \"zstd\"");
+	return RS_OK;
+}
+
+static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_config *cfg, const struct loader *ld,
+                                    const char *path, const json_t *v)
+{
+	enum rs_code rc;
+	char kp[PATH_MAX_CHARS];
+	const json_t *x;
+	if ((rc = get_object(ld, path, v)) || (rc = check_keys(ld, path, v, opt_policy_keys)))
+		return rc;
+	p->compression = RS_OPT_COMPRESS_AUTO;
+	p->unknown_clients = RS_OPT_COMPRESS_GZIP;
+
+	path_key(kp, sizeof(kp), path, "upstream");
+	x = json_object_get(v, "upstream");
+	if (!x)
+		return fail(ld, RS_CONFIG, kp, "missing, expected the name of a configured upstream");
+	if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
+		return fail_value(ld, kp, x, "the name of a configured upstream");
+	if ((rc = get_string(&p->upstream, ld, kp, x, "a string")))
+		return rc;
+
+	path_key(kp, sizeof(kp), path, "repositories");
+	x = json_object_get(v, "repositories");
+	if (!x)
+		return fail(ld, RS_CONFIG, kp, "missing, expected a non-empty array of repository globs like [\"*\"]");
+	size_t n = json_array_size(x);
+	if (!json_is_array(x) || n == 0)
+		return fail_value(ld, kp, x, "a non-empty array of repository globs");
+	if (n > RS_LIMIT_OPT_GLOBS_MAX)
+		return fail(ld, RS_CONFIG, kp, "has %zu entries, the limit is %u (RS_LIMIT_OPT_GLOBS_MAX)", n,
+		            (unsigned)RS_LIMIT_OPT_GLOBS_MAX);
+	p->repositories = xcalloc(n, sizeof(*p->repositories));
+	if (!p->repositories)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	p->repository_count = n;
+	for (size_t i = 0; i < n; i++) {
+		char ip[PATH_MAX_CHARS + 32];
+		path_index(ip, sizeof(ip), kp, i);
+		if ((rc = get_string(&p->repositories[i], ld, ip, json_array_get(x, i), "a non-empty glob string")))
+			return rc;
+	}
+
+	path_key(kp, sizeof(kp), path, "policy_file");
+	if ((x = json_object_get(v, "policy_file"))) {
+		if ((rc = get_string(&p->policy_file, ld, kp, x, "a policy file path")))
+			return rc;
+		struct policy pol;
+		struct rs_err perr = {0};
+		if (policy_load(&pol, p->policy_file, &perr) != RS_OK)
+			return fail(ld, RS_CONFIG, kp, "%s", perr.msg);
+		policy_dispose(&pol);
+	}
+	path_key(kp, sizeof(kp), path, "compression");
+	if ((x = json_object_get(v, "compression")) && (rc = get_compression(&p->compression, ld, kp, x, true)))
+		return rc;
+	path_key(kp, sizeof(kp), path, "unknown_clients");
+	if ((x = json_object_get(v, "unknown_clients")) &&
+	    (rc = get_compression(&p->unknown_clients, ld, kp, x, false)))
+		return rc;
+	return RS_OK;
+}
+
+static enum rs_code load_optimize_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	struct rs_optimize_config *o = &cfg->optimize;
+	if ((rc = get_object(ld, "optimize", v)) || (rc = check_keys(ld, "optimize", v, optimize_keys)))
+		return rc;
+	if ((x = json_object_get(v, "enabled")) && (rc = get_bool(&o->enabled, ld, "optimize.enabled", x)))
+		return rc;
+	if ((x = json_object_get(v, "sync_timeout_s")) &&
+	    (rc = get_uint(&o->sync_timeout_s, ld, "optimize.sync_timeout_s", x, 0, RS_LIMIT_OPT_SYNC_TIMEOUT_MAX_S)))
+		return rc;
+	if (!(x = json_object_get(v, "policies")))
+		return RS_OK;
+	size_t n = json_array_size(x);
+	if (!json_is_array(x))
+		return fail_value(ld, "optimize.policies", x, "an array of policy objects");
+	if (n > RS_LIMIT_OPT_POLICIES_MAX)
+		return fail(ld, RS_CONFIG, "optimize.policies", "has %zu entries, the limit is %u (RS_LIMIT_OPT_POLICIES_MAX)",
+		            n, (unsigned)RS_LIMIT_OPT_POLICIES_MAX);
+	optimize_dispose(o);
+	if (n == 0)
+		return RS_OK;
+	o->policies = xcalloc(n, sizeof(*o->policies));
+	if (!o->policies)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	o->policy_count = n;
+	for (size_t i = 0; i < n; i++) {
+		char kp[PATH_MAX_CHARS];
+		path_index(kp, sizeof(kp), "optimize.policies", i);
+		if ((rc = load_opt_policy(&o->policies[i], cfg, ld, kp, json_array_get(x, i))))
+			return rc;
+	}
+	return RS_OK;
+}
+
+static const char *opt_compression_name(enum rs_opt_compression c)
+{
+	return c == RS_OPT_COMPRESS_ZSTD ? "zstd" : c == RS_OPT_COMPRESS_GZIP ? "gzip" : "auto";
+}
+
+const struct rs_opt_policy *config_find_opt_policy(const struct rs_config *cfg, const char *upstream,
+                                                   const char *repo)
+{
+	if (!cfg->optimize.enabled)
+		return NULL;
+	const char *short_name = strncmp(repo, "library/", 8) == 0 && !strchr(repo + 8, '/') ? repo + 8 : NULL;
+	for (size_t i = 0; i < cfg->optimize.policy_count; i++) {
+		const struct rs_opt_policy *p = &cfg->optimize.policies[i];
+		if (strcmp(p->upstream, upstream) != 0)
+			continue;
+		for (size_t j = 0; j < p->repository_count; j++)
+			if (fnmatch(p->repositories[j], repo, 0) == 0 ||
+			    (short_name && fnmatch(p->repositories[j], short_name, 0) == 0))
+				return p;
+	}
+	return NULL;
+}
+
 static void replace_string(char **slot, char *fresh)
 {
 	free(*slot);
@@ -1053,6 +1235,8 @@ static enum rs_code load_root(struct rs_config *cfg, const struct loader *ld, co
 	if ((x = json_object_get(root, "auth")) && (rc = load_auth_section(cfg, ld, x)))
 		return rc;
 	if ((x = json_object_get(root, "push")) && (rc = load_push_section(cfg, ld, x)))
+		return rc;
+	if ((x = json_object_get(root, "optimize")) && (rc = load_optimize_section(cfg, ld, x)))
 		return rc;
 	return RS_OK;
 }
@@ -1136,7 +1320,8 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 		u->tls_verify = true;
 		u->library_prefix = true;
 	}
-	if (!cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->upstreams ||
+	enum rs_code orc = optimize_defaults(&cfg->optimize);
+	if (orc || !cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->upstreams ||
 	    !cfg->upstreams[0].name || !cfg->upstreams[0].url) {
 		config_dispose(cfg);
 		return rs_err_set(err, RS_NOMEM, "out of memory building the default configuration");
@@ -1386,6 +1571,30 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		put(push, "upload_idle_timeout_s", json_integer(cfg->push.upload_idle_timeout_s), &ok);
 	}
 	put(root, "push", push, &ok);
+	json_t *opt = json_object();
+	if (opt) {
+		put(opt, "enabled", json_boolean(cfg->optimize.enabled), &ok);
+		put(opt, "sync_timeout_s", json_integer(cfg->optimize.sync_timeout_s), &ok);
+		json_t *pols = json_array();
+		for (size_t i = 0; pols && i < cfg->optimize.policy_count; i++) {
+			const struct rs_opt_policy *p = &cfg->optimize.policies[i];
+			json_t *po = json_object();
+			if (!po) {
+				ok = false;
+				break;
+			}
+			put(po, "upstream", json_string(p->upstream), &ok);
+			put(po, "repositories", names_json(p->repositories, p->repository_count, &ok), &ok);
+			if (p->policy_file)
+				put(po, "policy_file", json_string(p->policy_file), &ok);
+			put(po, "compression", json_string(opt_compression_name(p->compression)), &ok);
+			put(po, "unknown_clients", json_string(opt_compression_name(p->unknown_clients)), &ok);
+			if (json_array_append_new(pols, po))
+				ok = false;
+		}
+		put(opt, "policies", pols, &ok);
+	}
+	put(root, "optimize", opt, &ok);
 	if (!ok) {
 		json_decref(root);
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
@@ -1422,5 +1631,6 @@ void config_dispose(struct rs_config *cfg)
 	free(cfg->log_level);
 	upstreams_free(cfg->upstreams, cfg->upstream_count);
 	auth_dispose(&cfg->auth);
+	optimize_dispose(&cfg->optimize);
 	memset(cfg, 0, sizeof(*cfg));
 }

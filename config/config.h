@@ -70,6 +70,33 @@ struct rs_push_config {
 	unsigned upload_idle_timeout_s; /* uploads idle this long are removed */
 };
 
+/* How a policy picks the layer compression ("optimize.policies[].compression"). */
+enum rs_opt_compression {
+	RS_OPT_COMPRESS_AUTO = 0, /* by the client's User-Agent */
+	RS_OPT_COMPRESS_ZSTD,
+	RS_OPT_COMPRESS_GZIP,
+};
+
+/* One optimization policy of the pull path ("optimize.policies[i]"): which
+ * repositories of which upstream it optimizes, and how. */
+struct rs_opt_policy {
+	char *upstream;      /* configured upstream name */
+	char **repositories; /* fnmatch(3) globs without FNM_PATHNAME ('*' matches '/') */
+	size_t repository_count;
+	char *policy_file;   /* optimizer policy JSON (config/policy.h); NULL: the default policy */
+	enum rs_opt_compression compression;
+	enum rs_opt_compression unknown_clients; /* ZSTD or GZIP: auto's choice for unknown User-Agents */
+};
+
+/* Optimization on the pull path ("optimize"). Without the key: enabled, one
+ * policy for docker.io, every repository, default policy, compression auto. */
+struct rs_optimize_config {
+	bool enabled;
+	unsigned sync_timeout_s; /* a tag pull waits this long for a cold optimization */
+	struct rs_opt_policy *policies; /* first match wins */
+	size_t policy_count;
+};
+
 struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
@@ -85,6 +112,7 @@ struct rs_config {
 	size_t default_upstream; /* index into upstreams */
 	struct rs_auth_config auth;
 	struct rs_push_config push;
+	struct rs_optimize_config optimize;
 };
 
 /* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,
@@ -112,6 +140,12 @@ RS_MUST_CHECK enum rs_code config_print(const struct rs_config *cfg, FILE *out, 
 
 /* Upstream by name, or NULL. Borrowed from cfg. */
 const struct rs_upstream_config *config_find_upstream(const struct rs_config *cfg, const char *name);
+
+/* The first optimize policy matching (upstream name, repository), or NULL
+ * (also when optimization is disabled). repo is matched as given and, for a
+ * "library/x" name, as "x" too. Borrowed from cfg. */
+const struct rs_opt_policy *config_find_opt_policy(const struct rs_config *cfg, const char *upstream,
+                                                   const char *repo);
 
 /* Testing only (allocation-failure tests): when should_fail is set, every
  * allocation config_* makes first calls it and fails (RS_NOMEM) when it

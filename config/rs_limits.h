@@ -105,5 +105,20 @@
 /* zstd job size of the layers the optimizer writes (optimizer/zstd_layer.c):
  * bounds the encoder's memory to about (2 x workers + 2) jobs. */
 #define RS_LIMIT_ZSTD_JOB_BYTES (8u * 1024 * 1024)
+/* Stripped paths listed per image in the optimization report (the counts stay exact). */
+#define RS_LIMIT_REPORT_PATHS (1024u * 1024)
+
+/* Optimized pull path (config "optimize", proxy/optpull.c). */
+#define RS_LIMIT_OPT_SYNC_TIMEOUT_DEFAULT_S 30
+#define RS_LIMIT_OPT_SYNC_TIMEOUT_MAX_S 3600
+#define RS_LIMIT_OPT_POLICIES_MAX 256
+#define RS_LIMIT_OPT_GLOBS_MAX 256
+/* A failed optimization is not retried for this long (pulls serve the original). */
+#define RS_LIMIT_OPT_FAILURE_TTL_S 300
+/* Optimizations running at once (worker threads); more wait their turn. */
+#define RS_LIMIT_OPT_WORKERS 2
+/* Result and report files read back from <data_dir>/optimized/. */
+#define RS_LIMIT_OPT_RESULT_MAX_BYTES (64u * 1024)
+#define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)
 
 #endif

@@ -21,7 +21,8 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: regslim serve [--config FILE] [--listen ADDR:PORT] [--upstream URL] [--data-dir DIR]\n"
+	fprintf(f, "usage: regslim serve [--config FILE] [--listen ADDR:PORT] [--upstream URL] [--data-dir DIR] "
+	           "[--no-optimize]\n"
 	           "Without --config: a Docker Hub mirror on 127.0.0.1:5000 with data in ./regslim-data.\n");
 }
 
@@ -30,9 +31,11 @@ int cmd_serve(int argc, char **argv)
 	static const struct option opts[] = {
 		{"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
 		{"upstream", required_argument, NULL, 'u'}, {"data-dir", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},           {"no-optimize", no_argument, NULL, 'O'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *config = NULL, *listen = NULL, *upstream = NULL, *data_dir = NULL;
+	bool no_optimize = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "c:l:u:d:h", opts, NULL)) != -1) {
@@ -42,6 +45,7 @@ int cmd_serve(int argc, char **argv)
 		case 'u': upstream = optarg; break;
 		case 'd': data_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
+		case 'O': no_optimize = true; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -59,6 +63,8 @@ int cmd_serve(int argc, char **argv)
 	enum rs_code rc = config ? config_load(&cfg, config, &err) : config_init_defaults(&cfg, &err);
 	if (rc == RS_OK)
 		rc = config_override(&cfg, listen, upstream, data_dir, &err);
+	if (rc == RS_OK && no_optimize)
+		cfg.optimize.enabled = false; /* --no-optimize: a plain mirror */
 	if (rc) {
 		fprintf(stderr, "regslim: %s\n", err.msg);
 		goto out;

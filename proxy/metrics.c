@@ -38,6 +38,16 @@ static uint64_t req_overflow;
 static struct up_row up_rows[UP_ROWS];
 static size_t up_count;
 static unsigned (*inflight_fn)(void *);
+
+/* Optimized pull path: small fixed tables keyed by static label strings. */
+#define OPT_ROWS 32
+struct label_row {
+	const char *a, *b;
+	uint64_t count;
+};
+static _Atomic uint64_t opt_ok, opt_failed, opt_usec_sum;
+static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_rows[OPT_ROWS];
+static size_t fallback_count, variant_count, saved_count;
 static void *inflight_arg;
 
 void metrics_add(enum metrics_counter c, uint64_t n)
@@ -92,6 +102,45 @@ void metrics_upstream(const char *upstream, enum metrics_upstream_counter c)
 	if (i < up_count)
 		up_rows[i].counts[c]++;
 	pthread_mutex_unlock(&lock);
+}
+
+void metrics_optimization(int ok, double seconds)
+{
+	atomic_fetch_add_explicit(ok ? &opt_ok : &opt_failed, 1, memory_order_relaxed);
+	if (seconds > 0)
+		atomic_fetch_add_explicit(&opt_usec_sum, (uint64_t)(seconds * 1e6), memory_order_relaxed);
+}
+
+static void label_add(struct label_row *rows, size_t *count, const char *a, const char *b, uint64_t n)
+{
+	pthread_mutex_lock(&lock);
+	size_t i;
+	for (i = 0; i < *count; i++)
+		if (strcmp(rows[i].a, a) == 0 && strcmp(rows[i].b, b) == 0)
+			break;
+	if (i == *count && *count < OPT_ROWS) {
+		rows[i].a = a;
+		rows[i].b = b;
+		(*count)++;
+	}
+	if (i < *count)
+		rows[i].count += n;
+	pthread_mutex_unlock(&lock);
+}
+
+void metrics_opt_fallback(const char *reason)
+{
+	label_add(fallback_rows, &fallback_count, reason, "", 1);
+}
+
+void metrics_variant_served(const char *family, const char *variant)
+{
+	label_add(variant_rows, &variant_count, family, variant, 1);
+}
+
+void metrics_bytes_saved(const char *kind, uint64_t n)
+{
+	label_add(saved_rows, &saved_count, kind, "", n);
 }
 
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
@@ -181,8 +230,33 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 			emit(&p, "%s{upstream=\"%s\"} %llu\n", up_names[c], up_rows[i].name,
 			     (unsigned long long)up_rows[i].counts[c]);
 	}
+	emit(&p, "# HELP regslim_optimize_fallbacks_total Tag pulls of an optimized repository answered with the "
+	         "original, by reason.\n# TYPE regslim_optimize_fallbacks_total counter\n");
+	for (size_t i = 0; i < fallback_count; i++)
+		emit(&p, "regslim_optimize_fallbacks_total{reason=\"%s\"} %llu\n", fallback_rows[i].a,
+		     (unsigned long long)fallback_rows[i].count);
+	emit(&p, "# HELP regslim_variant_served_total Optimized manifests served, by client family and layer "
+	         "compression.\n# TYPE regslim_variant_served_total counter\n");
+	for (size_t i = 0; i < variant_count; i++)
+		emit(&p, "regslim_variant_served_total{family=\"%s\",variant=\"%s\"} %llu\n", variant_rows[i].a,
+		     variant_rows[i].b, (unsigned long long)variant_rows[i].count);
+	emit(&p, "# HELP regslim_bytes_saved_total Compressed image bytes saved by optimization: per optimization "
+	         "(stored) and per optimized pull (served).\n# TYPE regslim_bytes_saved_total counter\n");
+	for (size_t i = 0; i < saved_count; i++)
+		emit(&p, "regslim_bytes_saved_total{kind=\"%s\"} %llu\n", saved_rows[i].a,
+		     (unsigned long long)saved_rows[i].count);
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
+	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);
+	emit(&p,
+	     "# HELP regslim_optimizations_total Optimizations run on the pull path, by result.\n"
+	     "# TYPE regslim_optimizations_total counter\n"
+	     "regslim_optimizations_total{result=\"ok\"} %llu\nregslim_optimizations_total{result=\"failed\"} %llu\n"
+	     "# HELP regslim_optimization_seconds Time spent per optimization.\n"
+	     "# TYPE regslim_optimization_seconds summary\n"
+	     "regslim_optimization_seconds_sum %.6f\nregslim_optimization_seconds_count %llu\n",
+	     (unsigned long long)ook, (unsigned long long)ofail, (double)atomic_load(&opt_usec_sum) / 1e6,
+	     (unsigned long long)(ook + ofail));
 
 	emit(&p, "# HELP regslim_cache_hits_total Requests answered from the local store.\n"
 	         "# TYPE regslim_cache_hits_total counter\n");

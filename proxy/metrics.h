@@ -31,6 +31,15 @@ void metrics_request(const char *route, const char *method, unsigned status);
 /* upstream is the configured name (borrowed; must stay valid for the process). */
 void metrics_upstream(const char *upstream, enum metrics_upstream_counter c);
 
+/* Optimized pull path (optpull.c, registry.c). Label values are our own
+ * constants: reason, family and variant must be static strings from a small
+ * fixed set (rows are capped anyway). */
+void metrics_optimization(int ok, double seconds);
+void metrics_opt_fallback(const char *reason);
+void metrics_variant_served(const char *family, const char *variant);
+/* kind: "stored" (once per optimization) or "served" (per optimized pull). */
+void metrics_bytes_saved(const char *kind, uint64_t n);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 

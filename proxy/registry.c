@@ -16,6 +16,7 @@
 #include "rs_limits.h"
 #include "log.h"
 #include "metrics.h"
+#include "optpull.h"
 #include "push_http.h"
 #include "route.h"
 #include "upstream.h"
@@ -49,7 +50,20 @@ struct registry {
 	struct inflight *inflight;
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
+	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
 };
+
+/* Set while manifest_by_tag runs for the optimized pull path: the answer it
+ * would queue is captured here instead (the request is answered by
+ * manifest_tag_optimized). Request handling is synchronous per thread. */
+struct tag_capture {
+	bool got;
+	char *body; /* owned */
+	size_t len;
+	char *type; /* owned */
+	char digest[DIGEST_STR_SIZE];
+};
+static _Thread_local struct tag_capture *tl_capture;
 
 /* ------------------------------------------------------------ errors */
 
@@ -133,6 +147,11 @@ static unsigned inflight_gauge(void *arg)
 	return inflight_count(arg);
 }
 
+static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                   struct rs_err *err);
+static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                       struct rs_err *err);
+
 enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
 {
 	struct registry *r = calloc(1, sizeof(*r));
@@ -160,6 +179,12 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
+	if (cfg->optimize.enabled && cfg->optimize.policy_count) {
+		struct optpull_ops ops = {opt_fetch_blob, opt_fetch_manifest, r};
+		rc = optpull_new(&r->opt, cfg, r->store, &ops, err);
+		if (rc)
+			goto out;
+	}
 	metrics_set_inflight_source(inflight_gauge, r->inflight);
 	*out = r;
 	return RS_OK;
@@ -173,6 +198,7 @@ void registry_free(struct registry *r)
 	if (!r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
+	optpull_free(r->opt); /* first: its workers use the upstreams and the inflight table */
 	push_http_free(r->ph);
 	inflight_free(r->inflight);
 	if (r->ups)
@@ -254,6 +280,15 @@ static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const 
 static enum MHD_Result queue_manifest(struct request *rq, char *body, size_t len, const char *type,
                                       const char *digest)
 {
+	if (tl_capture) {
+		struct tag_capture *c = tl_capture;
+		c->got = true;
+		c->body = body;
+		c->len = len;
+		c->type = strdup(type);
+		snprintf(c->digest, sizeof(c->digest), "%s", digest);
+		return MHD_YES;
+	}
 	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
 		free(body);
@@ -824,6 +859,168 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	return ret;
 }
 
+/* ------------------------------------------------------------ optimized pulls */
+
+/* optpull's blob fetch: join (or start) the single-flight download of digest
+ * and wait until it is verified and committed. Runs in an optpull worker. */
+static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                   struct rs_err *err)
+{
+	struct registry *r = ctx;
+	const struct rs_upstream_config *upc = &r->cfg->upstreams[up_index];
+	struct download *d = calloc(1, sizeof(*d));
+	if (!d)
+		return rs_err_set(err, RS_NOMEM, "out of memory fetching %s", digest);
+	d->u = r->ups[up_index];
+	d->upname = upc->name;
+	snprintf(d->repo, sizeof(d->repo), "%s", repo);
+	snprintf(d->digest, sizeof(d->digest), "%s", digest);
+	struct inflight_fetch *f = NULL;
+	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, free, &f, err);
+	if (rc)
+		return rc;
+	int64_t total = -1;
+	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, err);
+	/* Read from the announced end (or the start when the size is unknown):
+	 * the last bytes become readable only once the blob is verified. */
+	uint64_t pos = total >= 0 ? (uint64_t)total : 0;
+	char buf[16 * 1024];
+	for (unsigned stalls = 0; rc == RS_OK;) {
+		rs_err_clear(err);
+		ssize_t n = inflight_read(f, pos, buf, sizeof(buf), upc->timeout_s, err);
+		if (n == 0)
+			break;
+		if (n > 0) {
+			pos += (uint64_t)n;
+			continue;
+		}
+		if (err->code == RS_TIMEOUT && ++stalls < 3)
+			continue;
+		rc = err->code ? err->code : RS_UPSTREAM;
+	}
+	inflight_release(f);
+	if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, digest))
+		rc = rs_err_set(err, RS_IO, "blob %s was downloaded but is not in the store (evicted?)", digest);
+	return rc;
+}
+
+/* optpull's manifest fetch: GET by digest from the upstream, verified and stored. */
+static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                       struct rs_err *err)
+{
+	struct registry *r = ctx;
+	if (blobstore_has(r->store, BLOBSTORE_MANIFEST, digest))
+		return RS_OK;
+	struct route_target t = {.up_index = up_index, .ref = digest};
+	snprintf(t.repo, sizeof(t.repo), "%s", repo);
+	snprintf(t.name, sizeof(t.name), "%s", repo);
+	struct accept_list acc = {.values = {MT_OCI_MANIFEST, MT_DOCKER_V2, MT_OCI_INDEX, MT_DOCKER_LIST}, .n = 4};
+	struct upstream_reply rep = {0};
+	char got[DIGEST_STR_SIZE];
+	bool stored = false;
+	enum rs_code rc = fetch_manifest(r, &t, &acc, digest, &rep, got, &stored, err);
+	if (rc == RS_OK && !status_ok(rep.status))
+		rc = rs_err_set(err, rep.status == 404 ? RS_NOT_FOUND : RS_UPSTREAM,
+		                "upstream %s answered HTTP %ld for manifest %s", r->cfg->upstreams[up_index].name,
+		                rep.status, digest);
+	else if (rc == RS_OK && !stored)
+		rc = rs_err_set(err, RS_BAD_INPUT, "manifest %s (%s) cannot be stored", digest,
+		                rep.content_type ? rep.content_type : "no type");
+	upstream_reply_dispose(&rep);
+	return rc;
+}
+
+/* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
+ * path" point 3): resolve the tag exactly as for the mirror (TTL, HEAD
+ * revalidation, stale-if-error; the original goes in the tag map), then
+ * answer with the optimized twin of that manifest, or with the original when
+ * the optimization is not ready within sync_timeout_s, failed, or the client
+ * cannot take it. A tag pull never fails because optimization failed. */
+static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
+                                              const struct accept_list *acc, const struct rs_opt_policy *pol)
+{
+	struct tag_capture cap = {0};
+	tl_capture = &cap;
+	enum MHD_Result ret = manifest_by_tag(r, rq, t, acc);
+	tl_capture = NULL;
+	if (!cap.got)
+		return ret; /* an error answer was queued */
+	const char *ua = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+	struct optpull_client cl = optpull_client_of(ua);
+	enum optpull_variant v = optpull_choose_variant(pol, cl);
+	struct optpull_result res = {0};
+	struct rs_err err = {0};
+	const char *reason = NULL;
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		return queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	} else if (!cap.type || !blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest)) {
+		reason = "not_cached"; /* schema 1, or the store refused it */
+		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
+		           cap.type ? cap.type : "no type");
+	} else if (!accepts(acc, MT_OCI_MANIFEST) && !accepts(acc, MT_OCI_INDEX)) {
+		reason = "client_accept";
+		rs_err_set(&err, RS_BAD_INPUT, "the client accepts no OCI manifest type");
+	} else {
+		struct optpull_request oq = {t->up_index, t->repo, cap.digest, pol, v};
+		enum rs_code rc = optpull_get(r->opt, &res, &oq, r->cfg->optimize.sync_timeout_s, &err);
+		if (rc == RS_TIMEOUT)
+			reason = "timeout";
+		else if (rc)
+			reason = "failed";
+		else if (!accepts(acc, res.media_type)) {
+			reason = "client_accept";
+			rs_err_set(&err, RS_BAD_INPUT, "the client does not accept %s", res.media_type);
+		}
+	}
+	if (!reason) {
+		rs_err_clear(&err);
+		if (serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {
+			metrics_variant_served(optpull_family_name(cl.family), optpull_variant_name(v));
+			metrics_bytes_saved("served", res.bytes_saved);
+			log_event(LOG_DEBUG, "serving optimized %s:%s %s (source %s, %s for %s)", t->repo, t->ref, res.digest,
+			          cap.digest, optpull_variant_name(v), optpull_family_name(cl.family));
+			free(cap.body);
+			free(cap.type);
+			return ret;
+		}
+		reason = "not_cached";
+	}
+	metrics_opt_fallback(reason);
+	log_event(strcmp(reason, "failed") == 0 ? LOG_WARN : LOG_INFO,
+	          "serving the original %s:%s (%s) instead of the optimized image (%s): %s", t->repo, t->ref,
+	          cap.digest, reason, err.msg);
+	ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	free(cap.type);
+	return ret;
+}
+
+/* GET /regslim/v1/reports/<name>/<digest>: the stored optimization report. */
+static enum MHD_Result serve_report(struct registry *r, struct request *rq)
+{
+	rq->route = "other";
+	const char *rest = rq->url + strlen("/regslim/v1/reports/");
+	const char *slash = strrchr(rest, '/');
+	if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0)
+		return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on reports");
+	if (!slash || slash == rest)
+		return queue_error_status(rq, 404, "NOT_FOUND", "expected /regslim/v1/reports/<name>/<digest>");
+	char name[RS_LIMIT_NAME_MAX + 16];
+	snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
+	enum MHD_Result gated;
+	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
+		return gated;
+	struct rs_err err = {0};
+	if (!r->opt) {
+		rs_err_set(&err, RS_NOT_FOUND, "optimization is disabled: no reports");
+		return queue_error(rq, &err, ROUTE_MANIFEST);
+	}
+	char *body = NULL;
+	size_t len = 0;
+	if (optpull_report(r->opt, slash + 1, &body, &len, &err) != RS_OK)
+		return queue_error(rq, &err, ROUTE_MANIFEST);
+	return queue_buffer(rq, 200, JSON_TYPE, body, len, true);
+}
+
 /* ------------------------------------------------------------ tags/list */
 
 /* Rewrite a Link header's upstream path (/v2/<repo>/) to the client's name. */
@@ -952,6 +1149,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	}
 	if (push_http_is_token(url))
 		return push_http_token(r->ph, rq);
+	if (strncmp(url, "/regslim/v1/reports/", strlen("/regslim/v1/reports/")) == 0)
+		return serve_report(r, rq);
 	enum MHD_Result gated;
 	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
 		rq->route = "base";
@@ -1030,5 +1229,9 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, collect_accept, &acc);
 	if (strchr(ref, ':'))
 		return manifest_by_digest(r, rq, &t, &acc);
+	const struct rs_opt_policy *pol =
+		r->opt ? config_find_opt_policy(r->cfg, r->cfg->upstreams[t.up_index].name, t.repo) : NULL;
+	if (pol)
+		return manifest_tag_optimized(r, rq, &t, &acc, pol);
 	return manifest_by_tag(r, rq, &t, &acc);
 }

@@ -298,7 +298,8 @@ upstream_restart() { timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" start "${1:-
 # ---------------------------------------------------------------- regslim
 
 # regslim_spawn NAME PORT UPSTREAM_URL DATA_DIR [EXTRA SERVE ARGS...]: start
-# `regslim serve --listen 127.0.0.1:PORT [--upstream URL] --data-dir DIR EXTRA...` (no --upstream
+# `regslim serve --listen 127.0.0.1:PORT [--upstream URL] --data-dir DIR [--no-optimize] EXTRA...`
+# (--no-optimize unless RS_OPTIMIZE=1; no --upstream
 # when UPSTREAM_URL is ""), log (stderr+stdout) appended to $LOGS/regslim-NAME.log, PID in
 # run/regslim-NAME.pid; waits up to 20 s for GET /healthz = 200. Returns 1 (log tail on stderr)
 # when it does not come up.
@@ -307,6 +308,9 @@ regslim_spawn() {
 	shift 4
 	local args=(serve --listen "127.0.0.1:$port" --data-dir "$data")
 	[ -z "$up" ] || args+=(--upstream "$up")
+	# Optimization of docker.io pulls is on by default in regslim; these tests compare digests
+	# with the upstream's, so they run a plain mirror unless RS_OPTIMIZE=1 (test_optimized_pull).
+	[ "${RS_OPTIMIZE:-0}" = 1 ] || args+=(--no-optimize)
 	echo "# $(date -u +%T) $REGSLIM_BIN ${args[*]} $*" >> "$LOGS/regslim-$name.log"
 	lab_spawn "regslim-$name" "$LOGS/regslim-$name.log" "$REGSLIM_BIN" "${args[@]}" "$@"
 	for ((i = 0; i < 100; i++)); do

@@ -1,0 +1,913 @@
+/* optpull: the optimized pull path: cache of optimization results, the
+ * single-flight job table with its worker threads, and the adapter that runs
+ * the offline pipeline (optimizer/pipeline.c) over temporary OCI layouts
+ * built from the store. See optpull.h for the contract. It never speaks
+ * HTTP: blobs the store lacks come through the caller's fetch callbacks. */
+#include "optpull.h"
+
+#include "imagejson.h"
+#include "log.h"
+#include "metrics.h"
+#include "pipeline.h"
+#include "policy.h"
+#include "report.h"
+#include "rs_limits.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef REGSLIM_VERSION
+#define REGSLIM_VERSION "0"
+#endif
+
+#define OPT_PATH_MAX 4096
+#define COPY_BUF (64 * 1024)
+
+struct loaded_policy {
+	struct policy base;
+	char digest[OPTPULL_VARIANT_COUNT][DIGEST_STR_SIZE];
+};
+
+struct job {
+	struct job *next;
+	char key[OPTPULL_KEY_SIZE];
+	unsigned refs;  /* the table's link counts as one while listed */
+	bool listed;
+	bool done;
+	enum rs_code rc;
+	struct rs_err err;
+	struct optpull_result result;
+	time_t failed_at;
+	/* the work */
+	struct optpull *op;
+	size_t up_index;
+	char repo[RS_LIMIT_NAME_MAX + 16];
+	char source[DIGEST_STR_SIZE];
+	const struct policy *base;
+	char policy_digest[DIGEST_STR_SIZE];
+	enum optpull_variant variant;
+};
+
+struct optpull {
+	const struct rs_config *cfg;
+	struct blobstore *bs;
+	struct optpull_ops ops;
+	struct loaded_policy *pols; /* parallel to cfg->optimize.policies */
+	size_t pol_count;
+	char dir[OPT_PATH_MAX];     /* <data>/optimized */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;        /* job done, worker slot free, or thread ended */
+	struct job *jobs;
+	unsigned threads;           /* worker threads alive */
+	unsigned running;           /* holding a worker slot */
+};
+
+/* ------------------------------------------------------------ clients */
+
+static int version_major(const char *s, int *minor)
+{
+	int major = 0, mi = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	while (isdigit((unsigned char)*s) && major < 100000)
+		major = major * 10 + (*s++ - '0');
+	if (*s == '.') {
+		s++;
+		while (isdigit((unsigned char)*s) && mi < 100000)
+			mi = mi * 10 + (*s++ - '0');
+	}
+	if (minor)
+		*minor = mi;
+	return major;
+}
+
+struct optpull_client optpull_client_of(const char *ua)
+{
+	struct optpull_client c = {OPTPULL_FAMILY_UNKNOWN, false};
+	if (!ua)
+		return c;
+	int minor = 0, major;
+	if (strncmp(ua, "docker/", 7) == 0 && (major = version_major(ua + 7, &minor)) >= 0) {
+		c.family = major < 23 ? OPTPULL_FAMILY_DOCKER_LEGACY : OPTPULL_FAMILY_DOCKER;
+		c.zstd_ok = major >= 23;
+	} else if (strncmp(ua, "containerd/", 11) == 0 && (major = version_major(ua + 11, &minor)) >= 0) {
+		c.family = OPTPULL_FAMILY_CONTAINERD;
+		c.zstd_ok = major > 1 || (major == 1 && minor >= 5);
+	} else if (strncmp(ua, "containers/", 11) == 0 || strncmp(ua, "skopeo/", 7) == 0 ||
+	           strncmp(ua, "cri-o/", 6) == 0 || strncmp(ua, "podman/", 7) == 0 ||
+	           strncmp(ua, "Buildah/", 8) == 0 || strncmp(ua, "buildah/", 8) == 0) {
+		c.family = OPTPULL_FAMILY_CONTAINERS;
+		c.zstd_ok = true;
+	}
+	return c;
+}
+
+enum optpull_variant optpull_choose_variant(const struct rs_opt_policy *p, struct optpull_client c)
+{
+	if (p->compression == RS_OPT_COMPRESS_ZSTD)
+		return OPTPULL_ZSTD;
+	if (p->compression == RS_OPT_COMPRESS_GZIP)
+		return OPTPULL_GZIP;
+	if (c.family == OPTPULL_FAMILY_UNKNOWN)
+		return p->unknown_clients == RS_OPT_COMPRESS_ZSTD ? OPTPULL_ZSTD : OPTPULL_GZIP;
+	return c.zstd_ok ? OPTPULL_ZSTD : OPTPULL_GZIP;
+}
+
+const char *optpull_family_name(enum optpull_family f)
+{
+	static const char *const names[] = {"docker-legacy", "containerd", "docker", "containers", "unknown"};
+	return (unsigned)f <= OPTPULL_FAMILY_UNKNOWN ? names[f] : "unknown";
+}
+
+const char *optpull_variant_name(enum optpull_variant v)
+{
+	return v == OPTPULL_GZIP ? "gzip" : "zstd";
+}
+
+/* ------------------------------------------------------------ files */
+
+void optpull_key(char out[OPTPULL_KEY_SIZE], const char *source_digest, const char *policy_digest,
+                 enum optpull_variant v)
+{
+	char ver[32];
+	size_t j = 0;
+	/* the version goes into a file name: keep [A-Za-z0-9.-] only */
+	for (const char *s = REGSLIM_VERSION; *s && j + 1 < sizeof(ver); s++)
+		ver[j++] = isalnum((unsigned char)*s) || *s == '.' || *s == '-' ? *s : '_';
+	ver[j] = '\0';
+	snprintf(out, OPTPULL_KEY_SIZE, "%s-%.16s-%s-v%s", digest_hex(source_digest), digest_hex(policy_digest),
+	         optpull_variant_name(v), ver);
+}
+
+static enum rs_code mkdir_p(const char *path, struct rs_err *err)
+{
+	char buf[OPT_PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return rs_err_set(err, RS_IO, "path too long: %.200s", path);
+	for (char *p = buf + 1;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+			*p = '\0';
+			if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+				return rs_err_set(err, RS_IO, "mkdir %s: %s", buf, strerror(errno));
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	return RS_OK;
+}
+
+/* Write len bytes to path atomically (temp file beside it, fsync, rename). */
+static enum rs_code write_atomic(const char *path, const void *buf, size_t len, struct rs_err *err)
+{
+	char tmp[OPT_PATH_MAX];
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
+		return rs_err_set(err, RS_IO, "path too long: %.200s", path);
+	int fd = mkstemp(tmp);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "creating %s: %s", tmp, strerror(errno));
+	const char *p = buf;
+	size_t left = len;
+	while (left) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = errno;
+			close(fd);
+			unlink(tmp);
+			return rs_err_set(err, RS_IO, "writing %s: %s", tmp, strerror(e));
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fchmod(fd, 0644) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return rs_err_set(err, RS_IO, "writing %s: %s", tmp, strerror(e));
+	}
+	if (rename(tmp, path) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return rs_err_set(err, RS_IO, "renaming %s to %s: %s", tmp, path, strerror(e));
+	}
+	return RS_OK;
+}
+
+/* Read a whole small file (at most cap bytes) into a new NUL-terminated buffer. */
+static enum rs_code read_small(const char *path, size_t cap, char **out, size_t *out_len, struct rs_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return rs_err_set(err, errno == ENOENT ? RS_NOT_FOUND : RS_IO, "open %s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size > cap) {
+		close(fd);
+		return rs_err_set(err, RS_TOO_LARGE, "%s is %lld bytes, limit is %zu", path, (long long)st.st_size, cap);
+	}
+	char *buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return rs_err_set(err, RS_NOMEM, "out of memory reading %s", path);
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	*out = buf;
+	*out_len = got;
+	return RS_OK;
+}
+
+/* Tiny parser for our own result file: "key":"value" and "key":number. */
+static bool json_field(const char *doc, const char *key, char *out, size_t cap)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(doc, pat);
+	if (!p)
+		return false;
+	p += strlen(pat);
+	size_t n = 0;
+	if (*p == '"') {
+		p++;
+		while (*p && *p != '"' && n + 1 < cap)
+			out[n++] = *p++;
+		if (*p != '"')
+			return false;
+	} else {
+		while (*p && (isdigit((unsigned char)*p)) && n + 1 < cap)
+			out[n++] = *p++;
+	}
+	out[n] = '\0';
+	return n > 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		(void)rmdir(path); /* best effort: a leftover is removed at the next start */
+	else
+		(void)unlink(path);
+	return 0;
+}
+
+static void rm_tree(const char *path)
+{
+	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* best effort, see rm_entry */
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
+                         const struct optpull_ops *ops, struct rs_err *err)
+{
+	struct optpull *op = calloc(1, sizeof(*op));
+	if (!op)
+		return rs_err_set(err, RS_NOMEM, "optpull: out of memory");
+	op->cfg = cfg;
+	op->bs = bs;
+	op->ops = *ops;
+	pthread_mutex_init(&op->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&op->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	enum rs_code rc = RS_OK;
+	if (snprintf(op->dir, sizeof(op->dir), "%s/optimized", cfg->data_dir) >= (int)sizeof(op->dir)) {
+		rc = rs_err_set(err, RS_IO, "data_dir path too long");
+		goto out;
+	}
+	char reports[OPT_PATH_MAX + 16];
+	snprintf(reports, sizeof(reports), "%s/reports", op->dir);
+	if ((rc = mkdir_p(reports, err)))
+		goto out;
+	/* abandoned temporary layouts of an earlier run */
+	char tmp[OPT_PATH_MAX];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", cfg->data_dir);
+	DIR *d = opendir(tmp);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (strncmp(de->d_name, "opt-", 4) != 0)
+				continue;
+			char p[OPT_PATH_MAX + 300];
+			snprintf(p, sizeof(p), "%s/%s", tmp, de->d_name);
+			rm_tree(p);
+		}
+		closedir(d);
+	}
+	size_t n = cfg->optimize.policy_count;
+	op->pols = calloc(n ? n : 1, sizeof(*op->pols));
+	if (!op->pols) {
+		rc = rs_err_set(err, RS_NOMEM, "optpull: out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct rs_opt_policy *cp = &cfg->optimize.policies[i];
+		struct loaded_policy *lp = &op->pols[i];
+		rc = cp->policy_file ? policy_load(&lp->base, cp->policy_file, err) : policy_init_defaults(&lp->base, err);
+		if (rc) {
+			rs_err_prefix(err, "optimize.policies[%zu]: ", i);
+			goto out;
+		}
+		op->pol_count = i + 1;
+		for (int v = 0; v < OPTPULL_VARIANT_COUNT; v++) {
+			struct policy eff = lp->base; /* shallow: borrows lp->base's strings */
+			enum policy_compression want = v == OPTPULL_GZIP ? POLICY_COMPRESS_GZIP : POLICY_COMPRESS_ZSTD;
+			if (eff.compression != want)
+				eff.level = 0;
+			eff.compression = want;
+			if ((rc = pipeline_policy_digest(lp->digest[v], &eff, err)))
+				goto out;
+		}
+	}
+	*out = op;
+	return RS_OK;
+out:
+	optpull_free(op);
+	return rc;
+}
+
+void optpull_free(struct optpull *op)
+{
+	if (!op)
+		return;
+	pthread_mutex_lock(&op->lock);
+	while (op->threads)
+		pthread_cond_wait(&op->cond, &op->lock);
+	struct job *j = op->jobs;
+	op->jobs = NULL;
+	pthread_mutex_unlock(&op->lock);
+	while (j) {
+		struct job *next = j->next;
+		free(j); /* no thread and no waiter holds it any more */
+		j = next;
+	}
+	for (size_t i = 0; i < op->pol_count; i++)
+		policy_dispose(&op->pols[i].base);
+	free(op->pols);
+	pthread_cond_destroy(&op->cond);
+	pthread_mutex_destroy(&op->lock);
+	free(op);
+}
+
+static const struct loaded_policy *policy_of(const struct optpull *op, const struct rs_opt_policy *p)
+{
+	for (size_t i = 0; i < op->pol_count; i++)
+		if (&op->cfg->optimize.policies[i] == p)
+			return &op->pols[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------ cache */
+
+static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
+                                struct rs_err *err)
+{
+	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 8];
+	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
+	char *doc = NULL;
+	size_t len = 0;
+	enum rs_code rc = read_small(path, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len, err);
+	if (rc)
+		return rc;
+	char num[32] = "0";
+	memset(out, 0, sizeof(*out));
+	bool ok = json_field(doc, "digest", out->digest, sizeof(out->digest)) && digest_valid(out->digest) &&
+	          json_field(doc, "media_type", out->media_type, sizeof(out->media_type));
+	if (json_field(doc, "bytes_saved", num, sizeof(num)))
+		out->bytes_saved = strtoull(num, NULL, 10);
+	free(doc);
+	if (!ok)
+		return rs_err_set(err, RS_NOT_FOUND, "%s is not a valid result file; optimizing again", path);
+	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, out->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
+	return RS_OK;
+}
+
+static enum rs_code key_of(struct optpull *op, const struct optpull_request *rq, char key[OPTPULL_KEY_SIZE],
+                           const struct loaded_policy **lp_out, struct rs_err *err)
+{
+	const struct loaded_policy *lp = policy_of(op, rq->policy);
+	if (!lp)
+		return rs_err_set(err, RS_BAD_INPUT, "optpull: the policy is not one of the configuration's");
+	if (!digest_valid(rq->source_digest))
+		return rs_err_set(err, RS_DIGEST_INVALID, "optpull: invalid source digest '%.80s'", rq->source_digest);
+	optpull_key(key, rq->source_digest, lp->digest[rq->variant], rq->variant);
+	if (lp_out)
+		*lp_out = lp;
+	return RS_OK;
+}
+
+enum rs_code optpull_lookup(struct optpull *op, struct optpull_result *out, const struct optpull_request *rq,
+                            struct rs_err *err)
+{
+	char key[OPTPULL_KEY_SIZE];
+	enum rs_code rc = key_of(op, rq, key, NULL, err);
+	if (rc)
+		return rc;
+	return read_result(op, key, out, err);
+}
+
+enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, size_t *out_len,
+                            struct rs_err *err)
+{
+	if (!digest_valid(digest))
+		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
+	char path[OPT_PATH_MAX + 128];
+	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(digest));
+	enum rs_code rc = read_small(path, RS_LIMIT_OPT_REPORT_MAX_BYTES, out, out_len, err);
+	if (rc == RS_NOT_FOUND)
+		rs_err_set(err, RS_NOT_FOUND, "no optimization report for %s", digest);
+	return rc;
+}
+
+/* ------------------------------------------------------------ the adapter */
+
+static enum rs_code write_file(const char *path, const void *buf, size_t len, struct rs_err *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
+	const char *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = errno;
+			close(fd);
+			return rs_err_set(err, RS_IO, "writing %s: %s", path, strerror(e));
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) != 0)
+		return rs_err_set(err, RS_IO, "writing %s: %s", path, strerror(errno));
+	return RS_OK;
+}
+
+/* Put manifest digest (from the store, fetched first when absent) into the
+ * layout's blobs; *out_buf and *out_type are new (free()). */
+static enum rs_code layout_manifest(struct job *j, const char *layout, const char *digest, char **out_buf,
+                                    size_t *out_len, char **out_type, struct rs_err *err)
+{
+	struct optpull *op = j->op;
+	enum rs_code rc;
+	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest) &&
+	    (rc = op->ops.fetch_manifest(op->ops.ctx, j->up_index, j->repo, digest, err)))
+		return rc;
+	rc = blobstore_get_manifest(op->bs, digest, op->cfg->manifest_max_bytes, out_buf, out_len, out_type, err);
+	if (rc)
+		return rc;
+	char path[OPT_PATH_MAX + 128];
+	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, digest_hex(digest));
+	rc = write_file(path, *out_buf, *out_len, err);
+	if (rc) {
+		free(*out_buf);
+		free(*out_type);
+		*out_buf = *out_type = NULL;
+	}
+	return rc;
+}
+
+/* Hard-link blob digest from the store into the layout (fetching it first). */
+static enum rs_code layout_blob(struct job *j, const char *layout, const char *digest, struct rs_err *err)
+{
+	struct optpull *op = j->op;
+	if (!digest_valid(digest))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid blob digest '%.80s' in a manifest", digest);
+	const char *hex = digest_hex(digest);
+	char dst[OPT_PATH_MAX + 128], src[OPT_PATH_MAX + 128];
+	snprintf(dst, sizeof(dst), "%s/blobs/sha256/%s", layout, hex);
+	snprintf(src, sizeof(src), "%s/blobs/sha256/%.2s/%s", op->cfg->data_dir, hex, hex);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!blobstore_has(op->bs, BLOBSTORE_BLOB, digest)) {
+			enum rs_code rc = op->ops.fetch_blob(op->ops.ctx, j->up_index, j->repo, digest, err);
+			if (rc) {
+				rs_err_prefix(err, "fetching %s: ", digest);
+				return rc;
+			}
+		}
+		if (link(src, dst) == 0 || errno == EEXIST)
+			return RS_OK;
+		if (errno != ENOENT) /* evicted between the check and the link: fetch again */
+			return rs_err_set(err, RS_IO, "linking %s to %s: %s", src, dst, strerror(errno));
+	}
+	return rs_err_set(err, RS_IO, "blob %s vanished from the store twice while preparing the layout", digest);
+}
+
+static enum rs_code layout_image(struct job *j, const char *layout, const char *buf, size_t len,
+                                 struct rs_err *err)
+{
+	struct imagejson_manifest m = {0};
+	enum rs_code rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
+	if (rc)
+		return rc;
+	rc = layout_blob(j, layout, m.config.digest, err);
+	for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+		rc = layout_blob(j, layout, m.layers[i].digest, err);
+	imagejson_manifest_dispose(&m);
+	return rc;
+}
+
+/* Build the source layout in dir: oci-layout, blobs, index.json naming the source. */
+static enum rs_code build_source(struct job *j, const char *dir, struct rs_err *err)
+{
+	char path[OPT_PATH_MAX + 64];
+	enum rs_code rc;
+	snprintf(path, sizeof(path), "%s/blobs/sha256", dir);
+	if ((rc = mkdir_p(path, err)))
+		return rc;
+	snprintf(path, sizeof(path), "%s/oci-layout", dir);
+	static const char oci_layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	if ((rc = write_file(path, oci_layout, strlen(oci_layout), err)))
+		return rc;
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	if ((rc = layout_manifest(j, dir, j->source, &buf, &len, &type, err)))
+		return rc;
+	enum imagejson_kind kind;
+	rc = imagejson_sniff(&kind, buf, len, "source manifest", err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index idx = {0};
+		rc = imagejson_parse_index(&idx, buf, len, "index", err);
+		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++) {
+			char *cb = NULL, *ct = NULL;
+			size_t cl = 0;
+			rc = layout_manifest(j, dir, idx.manifests[i].digest, &cb, &cl, &ct, err);
+			if (rc == RS_OK)
+				rc = layout_image(j, dir, cb, cl, err);
+			free(cb);
+			free(ct);
+		}
+		imagejson_index_dispose(&idx);
+	} else if (rc == RS_OK) {
+		rc = layout_image(j, dir, buf, len, err);
+	}
+	if (rc == RS_OK) {
+		char index[512 + DIGEST_STR_SIZE];
+		int n = snprintf(index, sizeof(index),
+		                 "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu}]}",
+		                 type, j->source, len);
+		snprintf(path, sizeof(path), "%s/index.json", dir);
+		if (n < 0 || (size_t)n >= sizeof(index) || strchr(type, '"') || strchr(type, '\\'))
+			rc = rs_err_set(err, RS_BAD_INPUT, "source media type '%.100s' cannot be written", type);
+		else
+			rc = write_file(path, index, (size_t)n, err);
+	}
+	free(buf);
+	free(type);
+	return rc;
+}
+
+/* Copy one output blob into the store (verified). */
+static enum rs_code import_blob(struct optpull *op, const char *path, const char *digest, struct rs_err *err)
+{
+	if (blobstore_has(op->bs, BLOBSTORE_BLOB, digest))
+		return RS_OK;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "open %s: %s", path, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		close(fd);
+		return rs_err_set(err, RS_IO, "stat %s: %s", path, strerror(errno));
+	}
+	struct blobstore_writer *w = NULL;
+	enum rs_code rc = blobstore_writer_new(&w, op->bs, BLOBSTORE_BLOB, digest, (int64_t)st.st_size, err);
+	char *buf = rc ? NULL : malloc(COPY_BUF);
+	if (rc == RS_OK && !buf)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory importing %s", digest);
+	while (rc == RS_OK) {
+		ssize_t n = read(fd, buf, COPY_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			rc = rs_err_set(err, RS_IO, "reading %s: %s", path, strerror(errno));
+		if (n <= 0)
+			break;
+		rc = blobstore_writer_write(w, buf, (size_t)n, err);
+	}
+	free(buf);
+	close(fd);
+	if (rc) {
+		blobstore_writer_abort(w);
+		return rc;
+	}
+	return blobstore_writer_commit(w, err);
+}
+
+static bool is_manifest(const struct report *rep, const char *digest, const char **type)
+{
+	if (strcmp(rep->digest, digest) == 0) {
+		*type = rep->media_type ? rep->media_type : "application/vnd.oci.image.manifest.v1+json";
+		return true;
+	}
+	for (size_t i = 0; i < rep->image_count; i++)
+		if (strcmp(rep->images[i].digest, digest) == 0) {
+			*type = "application/vnd.oci.image.manifest.v1+json";
+			return true;
+		}
+	return false;
+}
+
+/* Import every blob and manifest of the output layout dir into the store:
+ * blobs first, so that a stored manifest never names a missing blob. */
+static enum rs_code import_output(struct optpull *op, const char *dir, const struct report *rep,
+                                  struct rs_err *err)
+{
+	char bdir[OPT_PATH_MAX + 64];
+	snprintf(bdir, sizeof(bdir), "%s/blobs/sha256", dir);
+	enum rs_code rc = RS_OK;
+	for (int pass = 0; pass < 2 && rc == RS_OK; pass++) {
+		DIR *d = opendir(bdir);
+		if (!d)
+			return rs_err_set(err, RS_IO, "opendir %s: %s", bdir, strerror(errno));
+		struct dirent *de;
+		while (rc == RS_OK && (de = readdir(d)) != NULL) {
+			if (strlen(de->d_name) != DIGEST_HEX_LEN)
+				continue;
+			char digest[DIGEST_STR_SIZE], path[OPT_PATH_MAX + 160];
+			snprintf(digest, sizeof(digest), "sha256:%.64s", de->d_name);
+			snprintf(path, sizeof(path), "%s/%.64s", bdir, de->d_name);
+			const char *type = NULL;
+			bool man = is_manifest(rep, digest, &type);
+			if (pass == 0 && !man) {
+				rc = import_blob(op, path, digest, err);
+			} else if (pass == 1 && man && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest)) {
+				char *buf = NULL;
+				size_t len = 0;
+				rc = read_small(path, op->cfg->manifest_max_bytes, &buf, &len, err);
+				if (rc == RS_OK)
+					rc = blobstore_put_manifest(op->bs, digest, type, buf, len, err);
+				free(buf);
+			}
+		}
+		closedir(d);
+	}
+	return rc;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Persist the result and the report; the result file goes last, so a
+ * result always has its report. */
+static enum rs_code persist(struct job *j, const struct report *rep, struct rs_err *err)
+{
+	struct optpull *op = j->op;
+	char *rbuf = NULL;
+	size_t rlen = 0;
+	FILE *mf = open_memstream(&rbuf, &rlen);
+	if (!mf)
+		return rs_err_set(err, RS_NOMEM, "out of memory writing the report");
+	report_print_json(rep, mf);
+	bool bad = ferror(mf) != 0;
+	fclose(mf);
+	if (bad) {
+		free(rbuf);
+		return rs_err_set(err, RS_NOMEM, "out of memory writing the report");
+	}
+	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 32];
+	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(j->result.digest));
+	enum rs_code rc = write_atomic(path, rbuf, rlen, err);
+	free(rbuf);
+	if (rc)
+		return rc;
+	char doc[1024];
+	int n = snprintf(doc, sizeof(doc),
+	                 "{\"source\":\"%s\",\"digest\":\"%s\",\"media_type\":\"%s\",\"policy\":\"%s\","
+	                 "\"optimizer_version\":\"%s\",\"variant\":\"%s\",\"repository\":\"%s\",\"bytes_saved\":%llu}\n",
+	                 j->source, j->result.digest, j->result.media_type, j->policy_digest, REGSLIM_VERSION,
+	                 optpull_variant_name(j->variant), j->repo, (unsigned long long)j->result.bytes_saved);
+	if (n < 0 || (size_t)n >= sizeof(doc))
+		return rs_err_set(err, RS_TOO_LARGE, "result document too large");
+	snprintf(path, sizeof(path), "%s/%s.json", op->dir, j->key);
+	return write_atomic(path, doc, (size_t)n, err);
+}
+
+static enum rs_code run_job(struct job *j, struct rs_err *err)
+{
+	struct optpull *op = j->op;
+	char top[OPT_PATH_MAX];
+	if (snprintf(top, sizeof(top), "%s/tmp/opt-XXXXXX", op->cfg->data_dir) >= (int)sizeof(top))
+		return rs_err_set(err, RS_IO, "data_dir path too long");
+	if (!mkdtemp(top))
+		return rs_err_set(err, RS_IO, "creating a temp dir under %s/tmp: %s", op->cfg->data_dir, strerror(errno));
+	char src[OPT_PATH_MAX + 8], dst[OPT_PATH_MAX + 8], sref[OPT_PATH_MAX + 16], dref[OPT_PATH_MAX + 16];
+	snprintf(src, sizeof(src), "%s/src", top);
+	snprintf(dst, sizeof(dst), "%s/dst", top);
+	snprintf(sref, sizeof(sref), "oci:%s", src);
+	snprintf(dref, sizeof(dref), "oci:%s", dst);
+	struct report rep;
+	report_init(&rep);
+	enum rs_code rc = build_source(j, src, err);
+	if (rc == RS_OK) {
+		struct policy eff = *j->base; /* shallow copy: borrows the loaded policy's strings */
+		enum policy_compression want = j->variant == OPTPULL_GZIP ? POLICY_COMPRESS_GZIP : POLICY_COMPRESS_ZSTD;
+		if (eff.compression != want)
+			eff.level = 0;
+		eff.compression = want;
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		struct pipeline_opts o = {sref, dref, &eff, ncpu > 0 ? (unsigned)ncpu : 1, CODEC_INFLATE_DEFAULT, NULL,
+		                          NULL};
+		rc = pipeline_run(&rep, &o, err);
+	}
+	if (rc == RS_OK)
+		rc = import_output(op, dst, &rep, err);
+	if (rc == RS_OK) {
+		snprintf(j->result.digest, sizeof(j->result.digest), "%s", rep.digest);
+		snprintf(j->result.media_type, sizeof(j->result.media_type), "%s",
+		         rep.media_type ? rep.media_type : "application/vnd.oci.image.manifest.v1+json");
+		uint64_t in_size = 0, in_unc = 0, out_size = 0, out_unc = 0;
+		report_totals(&rep, &in_size, &in_unc, &out_size, &out_unc);
+		j->result.bytes_saved = in_size > out_size ? in_size - out_size : 0;
+		if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, j->result.digest))
+			rc = rs_err_set(err, RS_IO, "the optimized manifest %s did not reach the store", j->result.digest);
+	}
+	if (rc == RS_OK)
+		rc = persist(j, &rep, err);
+	report_dispose(&rep);
+	rm_tree(top);
+	return rc;
+}
+
+static void job_release_locked(struct optpull *op, struct job *j)
+{
+	(void)op;
+	if (--j->refs == 0)
+		free(j);
+}
+
+/* Remove j from the table; returns the number of references that frees
+ * (the table's: 1 if it was listed). */
+static unsigned unlist_locked(struct optpull *op, struct job *j)
+{
+	for (struct job **pp = &op->jobs; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			j->listed = false;
+			return 1;
+		}
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	struct job *j = arg;
+	struct optpull *op = j->op;
+	pthread_mutex_lock(&op->lock);
+	while (op->running >= RS_LIMIT_OPT_WORKERS)
+		pthread_cond_wait(&op->cond, &op->lock);
+	op->running++;
+	pthread_mutex_unlock(&op->lock);
+
+	double t0 = mono_now();
+	struct rs_err err = {0};
+	enum rs_code rc = run_job(j, &err);
+	double secs = mono_now() - t0;
+	metrics_optimization(rc == RS_OK, secs);
+	if (rc == RS_OK) {
+		metrics_bytes_saved("stored", j->result.bytes_saved);
+		log_event(LOG_INFO, "optimized %s %s -> %s (%s, %.1fs, %llu bytes saved)", j->repo, j->source,
+		          j->result.digest, optpull_variant_name(j->variant), secs,
+		          (unsigned long long)j->result.bytes_saved);
+	} else {
+		log_event(LOG_WARN, "optimizing %s %s (%s) failed after %.1fs: %s; serving the original for %us",
+		          j->repo, j->source, optpull_variant_name(j->variant), secs, err.msg,
+		          (unsigned)RS_LIMIT_OPT_FAILURE_TTL_S);
+	}
+
+	pthread_mutex_lock(&op->lock);
+	op->running--;
+	j->done = true;
+	j->rc = rc;
+	j->err = err;
+	j->failed_at = rc ? time(NULL) : 0;
+	unsigned drop = 1; /* the worker's reference */
+	if (rc == RS_OK)
+		drop += unlist_locked(op, j); /* the result file is the cache from now on */
+	op->threads--;
+	j->refs -= drop;
+	if (j->refs == 0)
+		free(j);
+	pthread_cond_broadcast(&op->cond);
+	pthread_mutex_unlock(&op->lock);
+	return NULL;
+}
+
+enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const struct optpull_request *rq,
+                         unsigned wait_s, struct rs_err *err)
+{
+	char key[OPTPULL_KEY_SIZE];
+	const struct loaded_policy *lp = NULL;
+	enum rs_code rc = key_of(op, rq, key, &lp, err);
+	if (rc)
+		return rc;
+	struct rs_err cerr = {0};
+	if (read_result(op, key, out, &cerr) == RS_OK)
+		return RS_OK;
+
+	pthread_mutex_lock(&op->lock);
+	struct job *j;
+	for (j = op->jobs; j; j = j->next)
+		if (strcmp(j->key, key) == 0)
+			break;
+	if (j && j->done && j->rc != RS_OK && time(NULL) - j->failed_at >= RS_LIMIT_OPT_FAILURE_TTL_S) {
+		j->refs -= unlist_locked(op, j); /* forget an old failure: try again */
+		if (j->refs == 0)
+			free(j);
+		j = NULL;
+	}
+	if (!j) {
+		/* a job that just finished may have written the file meanwhile */
+		pthread_mutex_unlock(&op->lock);
+		if (read_result(op, key, out, &cerr) == RS_OK)
+			return RS_OK;
+		pthread_mutex_lock(&op->lock);
+		for (j = op->jobs; j; j = j->next)
+			if (strcmp(j->key, key) == 0)
+				break;
+	}
+	if (!j) {
+		j = calloc(1, sizeof(*j));
+		if (!j) {
+			pthread_mutex_unlock(&op->lock);
+			return rs_err_set(err, RS_NOMEM, "optpull: out of memory");
+		}
+		snprintf(j->key, sizeof(j->key), "%s", key);
+		j->op = op;
+		j->up_index = rq->up_index;
+		snprintf(j->repo, sizeof(j->repo), "%s", rq->repo);
+		snprintf(j->source, sizeof(j->source), "%s", rq->source_digest);
+		j->base = &lp->base;
+		snprintf(j->policy_digest, sizeof(j->policy_digest), "%s", lp->digest[rq->variant]);
+		j->variant = rq->variant;
+		j->refs = 2; /* the table and the worker */
+		j->listed = true;
+		pthread_t th;
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		int e = pthread_create(&th, &attr, worker, j);
+		pthread_attr_destroy(&attr);
+		if (e != 0) {
+			pthread_mutex_unlock(&op->lock);
+			free(j);
+			return rs_err_set(err, RS_NOMEM, "optpull: cannot start a worker thread: %s", strerror(e));
+		}
+		op->threads++;
+		j->next = op->jobs;
+		op->jobs = j;
+		log_event(LOG_INFO, "optimizing %s %s (%s)", rq->repo, rq->source_digest,
+		          optpull_variant_name(rq->variant));
+	}
+	j->refs++;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += wait_s;
+	while (!j->done) {
+		if (pthread_cond_timedwait(&op->cond, &op->lock, &until) == ETIMEDOUT)
+			break;
+	}
+	if (!j->done) {
+		rc = rs_err_set(err, RS_TIMEOUT, "optimization of %s still running after %us (optimize.sync_timeout_s)",
+		                rq->source_digest, wait_s);
+	} else if (j->rc != RS_OK) {
+		*err = j->err;
+		rc = j->rc;
+	} else {
+		*out = j->result;
+		rc = RS_OK;
+	}
+	job_release_locked(op, j);
+	pthread_mutex_unlock(&op->lock);
+	return rc;
+}

@@ -1,0 +1,501 @@
+#!/bin/bash
+# test_optimize: `regslim optimize` checked against an independent unpacker.
+#
+# For tiny, every platform of multi, a docker-archive of tiny and (when the
+# big fixture is available) big: `umoci unpack` of the input and of the output
+# must give the same tree (clients.sh rootfs_list: paths, types, modes,
+# owners, sizes, content hashes, link targets, link counts, xattrs, device
+# numbers) except exactly the paths the policy strips. The expected stripped
+# set is computed here, independently of regslim, by applying the default
+# rules' globs (docs/optimizer.md) to the input listing; it must also equal
+# the report's list. Also: determinism (two runs, --threads 1 vs 2), squash
+# none / keep-base, and bad input (non-zero exit, message naming the layer,
+# DST untouched).
+#
+# The big image comes from the lab RS_FIXTURE_LAB (default
+# ${TMPDIR:-/tmp}/regslim-fixtures), built there on first use (fixtures.sh big:
+# 2-3 minutes, root, the Debian mirror and npm registry) and reused by later
+# runs. RS_SKIP_BIG=1 skips the big checks.
+RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+lab_setup
+
+T=$RS_SHARED_TOOLS
+W=$REGSLIM_LAB/opt
+mkdir -p "$W"
+OCI=$REGSLIM_LAB/fixtures/oci
+
+# ---------------------------------------------------------------- helpers
+
+optimize() { timeout 300 "$REGSLIM_BIN" optimize --quiet "$@"; }
+
+# unpack LAYOUT:TAG DIR [skopeo args]: gzip copy (umoci 0.4.7 cannot read zstd), then umoci unpack.
+unpack() {
+	local src=$1 dir=$2 tmp
+	shift 2
+	tmp=$(mktemp -d "$W/u.XXXXXX")
+	timeout 300 skopeo copy -q --dest-compress --dest-compress-format gzip "$@" "oci:$src" "oci:$tmp:x" &&
+		timeout 300 umoci unpack --image "$tmp:x" "$dir" > /dev/null
+	local rc=$?
+	rm -rf "$tmp"
+	return $rc
+}
+
+# listing LAYOUT:TAG OUT [skopeo args]
+listing() {
+	local d
+	d=$(mktemp -d "$W/r.XXXXXX") && rmdir "$d" || return 1
+	unpack "$1" "$d" "${@:3}" || return 1
+	rootfs_list "$d/rootfs" > "$2"
+	local rc=$?
+	rm -rf "$d"
+	return $rc
+}
+
+# expected_stripped LISTING [LOCALES_KEEP...]: the paths the default policy strips,
+# computed from the globs in docs/optimizer.md (not from regslim).
+expected_stripped() {
+	python3 - "$1" << 'EOF'
+import fnmatch, sys
+rules = [  # name, include globs, keep globs (the defaults; "locales" is off)
+    ("apt-lists", ["var/lib/apt/lists/*"], []),
+    ("apt-cache", ["var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/cache/apt/archives/partial/*"], []),
+    ("apt-dpkg-logs", ["var/log/apt/*", "var/log/dpkg.log*", "var/log/alternatives.log*"], []),
+    ("docs", ["usr/share/doc/*"], ["usr/share/doc/**/copyright", "usr/share/doc/**/COPYING*",
+                                  "usr/share/doc/**/LICEN[CS]E*", "usr/share/doc/**/NOTICE*"]),
+    ("man-pages", ["usr/share/man/*"], []),
+    ("info-pages", ["usr/share/info/*"], []),
+    ("pip-cache", ["**/.cache/pip"], []),
+    ("npm-cache", ["**/.npm/_cacache", "**/.npm/_logs"], []),
+    ("yarn-cache", ["**/.cache/yarn", "**/.yarn-cache", "usr/local/share/.cache/yarn"], []),
+    ("go-cache", ["**/.cache/go-build", "**/go/pkg/mod/cache"], []),
+    ("tmp", ["tmp/*", "var/tmp/*"], []),
+    ("pycache", ["**/__pycache__"], []),
+]
+def match(g, p):
+    if not g:
+        return not p
+    if g[0] == "**":
+        return any(match(g[1:], p[i:]) for i in range(len(p) + 1))
+    return bool(p) and fnmatch.fnmatchcase(p[0], g[0]) and match(g[1:], p[1:])
+def hit(globs, comps):
+    # the path or one of its ancestors matches
+    return any(match(g.split("/"), comps[:n]) for g in globs for n in range(1, len(comps) + 1))
+paths = [l.split("\t")[0] for l in open(sys.argv[1]) if l.strip()]
+strip = set()
+for p in paths:
+    c = p.split("/")
+    if any(hit(inc, c) and not hit(keep, c) for _, inc, keep in rules):
+        strip.add(p)
+# a stripped directory stays when something below it stays
+kept_below = set()
+for p in paths:
+    if p not in strip:
+        c = p.split("/")
+        for n in range(1, len(c)):
+            kept_below.add("/".join(c[:n]))
+for p in sorted(strip - kept_below):
+    print(p)
+EOF
+}
+
+# compare IN_LIST OUT_LIST EXPECTED_REMOVED [REPORT_JSON IMAGE_INDEX]
+compare() {
+	local in=$1 out=$2 exp=$3 rep=${4:-} idx=${5:-0}
+	local added removed
+	added=$(diff "$in" "$out" | grep -c '^>')
+	if [ "$added" -ne 0 ]; then
+		echo "output has $added entries the input lacks or changed:"
+		diff "$in" "$out" | grep '^[<>]' | head -20
+		return 1
+	fi
+	diff "$in" "$out" | sed -n 's/^< //p' | cut -f1 | sort > "$out.removed"
+	sort "$exp" > "$out.expected"
+	if ! diff "$out.expected" "$out.removed" > "$out.rdiff"; then
+		echo "removed paths differ from the expected stripped set (< expected, > removed):"
+		head -20 "$out.rdiff"
+		return 1
+	fi
+	if [ -n "$rep" ]; then
+		jq -r ".images[$idx].stripped_paths[][0]" "$rep" | sort > "$out.reported"
+		if ! diff "$out.expected" "$out.reported" > "$out.pdiff"; then
+			echo "the report's stripped paths differ (< expected, > reported):"
+			head -20 "$out.pdiff"
+			return 1
+		fi
+	fi
+	echo "$(wc -l < "$in") entries in, $(wc -l < "$out") out, $(wc -l < "$out.removed") stripped"
+}
+
+root_digest() { jq -r '.manifests[-1].digest' "$1/index.json"; }
+
+manifest_of() { # LAYOUT [index entry digest] -> manifest JSON on stdout
+	local d=${2:-$(root_digest "$1")}
+	cat "$1/blobs/sha256/${d#sha256:}"
+}
+
+check_oci_manifest() { # LAYOUT MANIFEST_DIGEST NLAYERS
+	local m
+	m=$(manifest_of "$1" "$2") || return 1
+	echo "$m" | jq -e --argjson n "$3" '
+		.mediaType == "application/vnd.oci.image.manifest.v1+json" and
+		.config.mediaType == "application/vnd.oci.image.config.v1+json" and
+		(.layers | length) == $n and
+		(.annotations["io.regslim.source.digest"] | startswith("sha256:")) and
+		(.annotations["io.regslim.policy.digest"] | startswith("sha256:"))' > /dev/null || {
+		echo "unexpected manifest: $m"
+		return 1
+	}
+	# config: diff_ids match the layers, non-empty history entries match the layer count
+	local c
+	c=$(cat "$1/blobs/sha256/$(echo "$m" | jq -r '.config.digest | ltrimstr("sha256:")')") || return 1
+	echo "$c" | jq -e --argjson n "$3" '(.rootfs.diff_ids | length) == $n and
+		([.history[]? | select(.empty_layer != true)] | length) == $n' > /dev/null || {
+		echo "config does not match the layers: $c"
+		return 1
+	}
+	# every blob exists with its digest
+	local d
+	for d in $(echo "$m" | jq -r '.config.digest, .layers[].digest'); do
+		[ "$(sha256sum < "$1/blobs/sha256/${d#sha256:}" | cut -d' ' -f1)" = "${d#sha256:}" ] || {
+			echo "blob $d is missing or corrupt"
+			return 1
+		}
+	done
+}
+
+# gen_edge DIR: an OCI layout (tag "latest") whose two layers hold the layer edge
+# cases: hard links to a stripped target and to an overwritten file, a
+# whiteout, an opaque directory, a file replacing a directory, an identical
+# rewrite, devices, a fifo, xattrs, sub-second mtimes, long names (GNU),
+# owners, symlinks. Layer 1 is gzip (GNU format), layer 2 an uncompressed pax
+# tar. Seeded: the same bytes every run.
+gen_edge() {
+	python3 - "$1" << 'PYEOF'
+import gzip, hashlib, io, json, os, sys, tarfile
+out = sys.argv[1]
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(b):
+    d = hashlib.sha256(b).hexdigest()
+    open("%s/blobs/sha256/%s" % (out, d), "wb").write(b)
+    return "sha256:" + d, len(b)
+def layer(entries, fmt):
+    bio = io.BytesIO()
+    t = tarfile.open(fileobj=bio, mode="w", format=fmt)
+    for e in entries:
+        ti = tarfile.TarInfo(e["name"])
+        ti.mtime = e.get("mtime", 1747699200)
+        ti.mode = e.get("mode", 0o755 if e.get("type") == "d" else 0o644)
+        ti.uid, ti.gid = e.get("uid", 0), e.get("gid", 0)
+        ti.uname, ti.gname = "root", "root"
+        data = e.get("data")
+        kind = e.get("type", "f")
+        if kind == "d": ti.type = tarfile.DIRTYPE
+        elif kind == "h": ti.type, ti.linkname = tarfile.LNKTYPE, e["link"]
+        elif kind == "l": ti.type, ti.linkname = tarfile.SYMTYPE, e["link"]
+        elif kind == "c": ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
+        elif kind == "p": ti.type = tarfile.FIFOTYPE
+        if "pax" in e: ti.pax_headers = e["pax"]
+        if data is not None: ti.size = len(data)
+        t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    t.close()
+    return bio.getvalue()
+long = "usr/lib/" + "/".join("component%02d" % i for i in range(12)) + "/a-file-with-a-long-name.txt"
+l1 = layer([
+    {"name": "bin", "type": "d"},
+    {"name": "bin/sh", "data": b"#!/bin/sh shell\n", "mode": 0o755},
+    {"name": "bin/sh-link", "type": "h", "link": "bin/sh"},
+    {"name": "bin/ln", "type": "l", "link": "sh"},
+    {"name": "etc", "type": "d"},
+    {"name": "etc/gone", "data": b"gone\n"},
+    {"name": "etc/owned", "data": b"owned\n", "uid": 1000, "gid": 1000, "mode": 0o600},
+    {"name": "data", "type": "d"},
+    {"name": "data/a", "data": b"a" * 1000},
+    {"name": "data/sub", "type": "d"},
+    {"name": "data/sub/b", "data": b"b" * 3000},
+    {"name": "usr", "type": "d"}, {"name": "usr/share", "type": "d"}, {"name": "usr/share/doc", "type": "d"},
+    {"name": "usr/share/doc/p", "type": "d"},
+    {"name": "usr/share/doc/p/README", "data": b"docs, linked twice\n" * 10},
+    {"name": "usr/share/doc/p/copyright", "data": b"(c) someone\n"},
+    {"name": "usr/lib", "type": "d"},
+    {"name": "usr/lib/x", "type": "d"},
+    {"name": "usr/lib/x/__pycache__", "type": "d"},
+    {"name": "usr/lib/x/__pycache__/m.cpython-311.pyc", "data": b"\x42\x0d\x0d\x0a" * 50},
+    {"name": long, "data": b"long name\n"},
+    {"name": "opt", "type": "d"},
+    {"name": "opt/inside", "data": b"replaced with its directory\n"},
+    {"name": "dev", "type": "d"},
+    {"name": "dev/null", "type": "c", "mode": 0o666},
+    {"name": "dev/fifo", "type": "p"},
+    {"name": "var", "type": "d"}, {"name": "var/tmp", "type": "d", "mode": 0o1777},
+    {"name": "var/tmp/junk", "data": b"junk" * 100},
+], tarfile.GNU_FORMAT)
+l2 = layer([
+    {"name": "etc/.wh.gone", "data": b""},
+    {"name": "data/.wh..wh..opq", "data": b""},
+    {"name": "data/new", "data": b"n" * 700},
+    {"name": "bin/sh", "data": b"#!/bin/sh shell\n", "mode": 0o755},
+    {"name": "bin/tool", "type": "h", "link": "usr/share/doc/p/README"},
+    {"name": "bin/tool2", "type": "h", "link": "usr/share/doc/p/README"},
+    {"name": "opt", "data": b"a file where a directory was\n"},
+    {"name": "usr/lib/x/new.py", "data": b"print(2)\n"},
+    {"name": "usr/lib/xattr-file", "data": b"with xattrs\n",
+     "pax": {"SCHILY.xattr.user.test": "value-1", "mtime": "1747699200.123456789"}},
+], tarfile.PAX_FORMAT)
+gz = gzip.compress(l1, compresslevel=6, mtime=0)
+layers = [(gz, l1, "application/vnd.oci.image.layer.v1.tar+gzip"), (l2, l2, "application/vnd.oci.image.layer.v1.tar")]
+cfg = {"architecture": "amd64", "os": "linux", "created": "2025-05-20T00:00:00Z",
+       "config": {"Cmd": ["/bin/sh"]},
+       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest() for _, raw, _ in layers]},
+       "history": [{"created": "2025-05-20T00:00:00Z", "created_by": "layer %d" % i} for i in range(2)]}
+cd, cs = blob(json.dumps(cfg).encode())
+ls = []
+for b, _, mt in layers:
+    d, n = blob(b)
+    ls.append({"mediaType": mt, "digest": d, "size": n})
+man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": ls}
+md, ms = blob(json.dumps(man).encode())
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+open(out + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests": [
+    {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+     "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
+PYEOF
+}
+
+# compare_links IN_LIST OUT_LIST EXPECTED_REMOVED: like compare, but a file whose
+# hard-link group lost stripped members shows a link count smaller by exactly
+# that many; every other difference fails.
+compare_links() {
+	python3 - "$1" "$2" "$3" << 'PYEOF'
+import sys
+def load(p):
+    return {l.split("\t")[0]: l.rstrip("\n").split("\t") for l in open(p) if l.strip()}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+exp = set(l.strip() for l in open(sys.argv[3]) if l.strip())
+removed = set(a) - set(b)
+if removed != exp:
+    print("removed %s, expected %s" % (sorted(removed), sorted(exp))); sys.exit(1)
+if set(b) - set(a):
+    print("new paths: %s" % sorted(set(b) - set(a))); sys.exit(1)
+lost = {}  # content hash of a stripped multi-link file -> links removed
+for p in removed:
+    f = a[p]
+    if f[1] == "f" and int(f[6]) > 1:
+        lost[f[7]] = lost.get(f[7], 0) + 1
+bad = 0
+for p in b:
+    x, y = a[p], b[p]
+    if x == y:
+        continue
+    if x[:6] == y[:6] and x[7:] == y[7:] and x[1] == "f" and int(y[6]) == int(x[6]) - lost.get(x[7], 0):
+        continue
+    print("differs:\n  in  %s\n  out %s" % ("\t".join(x), "\t".join(y))); bad += 1
+print("%d in, %d out, %d stripped, link groups shrunk by %s" % (len(a), len(b), len(removed), lost))
+sys.exit(1 if bad else 0)
+PYEOF
+}
+
+# ---------------------------------------------------------------- fixtures
+
+if ! timeout 300 bash "$T/fixtures.sh" tiny > "$LOGS/fixtures.log" 2>&1 ||
+	! timeout 300 bash "$T/fixtures.sh" multi >> "$LOGS/fixtures.log" 2>&1; then
+	fail fixtures "fixtures.sh tiny/multi failed: $(tail -3 "$LOGS/fixtures.log" | tr '\n' ' ')"
+	finish
+fi
+
+# ---------------------------------------------------------------- tiny
+
+check "tiny: optimize exits 0 with a JSON report" \
+	bash -c "$(declare -f optimize); REGSLIM_BIN=$REGSLIM_BIN optimize --json oci:$OCI/tiny:latest oci:$W/tiny:opt > $W/tiny.json && jq -e '.images[0].digest' $W/tiny.json"
+check "tiny: one zstd layer, OCI manifest, annotations, config rewritten" \
+	bash -c "$(declare -f manifest_of root_digest check_oci_manifest); check_oci_manifest $W/tiny \$(root_digest $W/tiny) 1 &&
+		manifest_of $W/tiny | jq -e '.layers[0].mediaType == \"application/vnd.oci.image.layer.v1.tar+zstd\"'"
+listing "$OCI/tiny:latest" "$W/tiny-in.lst" || fail "tiny: unpack input" "umoci/skopeo failed"
+expected_stripped "$W/tiny-in.lst" > "$W/tiny-exp.lst"
+check "tiny: expected stripped set is docs and apt cache" \
+	bash -c "[ \"\$(tr '\n' ' ' < $W/tiny-exp.lst)\" = 'usr/share/doc/tiny usr/share/doc/tiny/README var/cache/apt/pkgcache.bin ' ]"
+if listing "$W/tiny:opt" "$W/tiny-out.lst"; then
+	check "tiny: umoci trees equal except the stripped paths" compare "$W/tiny-in.lst" "$W/tiny-out.lst" "$W/tiny-exp.lst" "$W/tiny.json"
+else
+	fail "tiny: unpack output" "umoci/skopeo failed"
+fi
+check "tiny: report counts whiteouts and the identical rewrite" \
+	jq -e '.images[0].whiteouts_applied == 2 and .images[0].duplicates_dropped >= 1 and
+		(.images[0].rules[] | select(.name == "docs") | .entries) >= 1' "$W/tiny.json"
+
+# determinism: a second run and runs with 1 and 2 threads give the same digests
+optimize oci:"$OCI/tiny:latest" oci:"$W/tiny2:opt" > /dev/null 2>&1
+optimize --threads 1 oci:"$OCI/tiny:latest" oci:"$W/tiny-t1:opt" > /dev/null 2>&1
+optimize --threads 2 oci:"$OCI/tiny:latest" oci:"$W/tiny-t2:opt" > /dev/null 2>&1
+check "tiny: deterministic across runs and thread counts" bash -c "
+	a=\$(jq -r .manifests[0].digest $W/tiny/index.json); b=\$(jq -r .manifests[0].digest $W/tiny2/index.json)
+	c=\$(jq -r .manifests[0].digest $W/tiny-t1/index.json); d=\$(jq -r .manifests[0].digest $W/tiny-t2/index.json)
+	echo \$a \$b \$c \$d; [ -n \"\$a\" ] && [ \$a = \$b ] && [ \$a = \$c ] && [ \$a = \$d ]"
+
+# squash none: two layers, same tree minus the stripped paths
+cat > "$W/none.json" << 'EOF'
+{"squash": "none"}
+EOF
+if optimize --policy "$W/none.json" --json oci:"$OCI/tiny:latest" oci:"$W/tiny-none:opt" > "$W/tiny-none.json" 2> "$W/tiny-none.err" &&
+	listing "$W/tiny-none:opt" "$W/tiny-none.lst"; then
+	check "tiny squash none: two layers, trees equal except stripped" bash -c "
+		$(declare -f manifest_of root_digest check_oci_manifest compare)
+		check_oci_manifest $W/tiny-none \$(root_digest $W/tiny-none) 2 &&
+		compare $W/tiny-in.lst $W/tiny-none.lst $W/tiny-exp.lst $W/tiny-none.json"
+else
+	fail "tiny squash none" "$(cat "$W/tiny-none.err")"
+fi
+
+# keep-base with the first layer named: it is copied untouched (same digest, not stripped)
+L1=$(manifest_of "$OCI/tiny" | jq -r '.layers[0].digest')
+echo "{\"squash\": \"keep-base\", \"base_layers\": [\"$L1\"]}" > "$W/base.json"
+if optimize --policy "$W/base.json" --json oci:"$OCI/tiny:latest" oci:"$W/tiny-base:opt" > "$W/tiny-base.json" 2> "$W/tiny-base.err" &&
+	listing "$W/tiny-base:opt" "$W/tiny-base.lst"; then
+	check "tiny keep-base: base layer copied byte-for-byte" bash -c "
+		$(declare -f manifest_of root_digest)
+		[ \"\$(manifest_of $W/tiny-base | jq -r '.layers[0].digest')\" = $L1 ] &&
+		[ \"\$(manifest_of $W/tiny-base | jq -r '.layers | length')\" = 2 ]"
+	# tiny's strippable paths are all in the base layer, so nothing is stripped
+	: > "$W/none-stripped.lst"
+	check "tiny keep-base: trees equal (base content is never stripped)" compare "$W/tiny-in.lst" "$W/tiny-base.lst" "$W/none-stripped.lst"
+else
+	fail "tiny keep-base" "$(cat "$W/tiny-base.err")"
+fi
+
+# docker-archive source
+if timeout 120 skopeo copy -q "oci:$OCI/tiny:latest" "docker-archive:$W/tiny.tar:lab/tiny:latest" > "$LOGS/archive.log" 2>&1; then
+	if optimize --json "docker-archive:$W/tiny.tar" oci:"$W/tiny-arch:opt" > "$W/tiny-arch.json" 2> "$W/tiny-arch.err" &&
+		listing "$W/tiny-arch:opt" "$W/tiny-arch.lst"; then
+		check "docker-archive: trees equal except stripped" compare "$W/tiny-in.lst" "$W/tiny-arch.lst" "$W/tiny-exp.lst" "$W/tiny-arch.json"
+	else
+		fail "docker-archive: optimize" "$(cat "$W/tiny-arch.err")"
+	fi
+else
+	fail "docker-archive: skopeo" "$(tail -3 "$LOGS/archive.log")"
+fi
+
+# ---------------------------------------------------------------- generated edge cases
+
+gen_edge "$W/edge"
+if listing "$W/edge:latest" "$W/edge-in.lst"; then
+	expected_stripped "$W/edge-in.lst" > "$W/edge-exp.lst"
+	check "edge: expected stripped set" bash -c "cat $W/edge-exp.lst; grep -qx usr/share/doc/p/README $W/edge-exp.lst &&
+		grep -qx var/tmp/junk $W/edge-exp.lst && grep -qx usr/lib/x/__pycache__ $W/edge-exp.lst"
+	for mode in all none; do
+		echo "{\"squash\": \"$mode\"}" > "$W/edge-$mode.json"
+		if optimize --policy "$W/edge-$mode.json" --json oci:"$W/edge:latest" oci:"$W/edge-$mode:x" > "$W/edge-$mode.rep" 2> "$W/edge-$mode.err" &&
+			listing "$W/edge-$mode:x" "$W/edge-$mode.lst"; then
+			check "edge squash $mode: umoci trees equal except stripped (links repaired)" \
+				compare_links "$W/edge-in.lst" "$W/edge-$mode.lst" "$W/edge-exp.lst"
+		else
+			fail "edge squash $mode" "$(cat "$W/edge-$mode.err")"
+		fi
+	done
+	check "edge: hard links were materialized and relinked" \
+		jq -e '.images[0].hardlinks_materialized >= 2 and .images[0].hardlinks_relinked >= 1' "$W/edge-all.rep"
+else
+	fail "edge: unpack input" "umoci/skopeo failed"
+fi
+
+# ---------------------------------------------------------------- multi (every platform)
+
+if optimize --json oci:"$OCI/multi:index" oci:"$W/multi:opt" > "$W/multi.json" 2> "$W/multi.err"; then
+	check "multi: output is an OCI index with both platforms" bash -c "
+		$(declare -f manifest_of root_digest)
+		manifest_of $W/multi | jq -e '.mediaType == \"application/vnd.oci.image.index.v1+json\" and
+			([.manifests[].platform.architecture] | sort) == [\"amd64\", \"arm64\"] and
+			(.annotations[\"io.regslim.source.digest\"] | startswith(\"sha256:\"))'"
+	for plat in amd64:: arm64:v8:; do
+		arch=${plat%%:*}
+		var=$(echo "$plat" | cut -d: -f2)
+		args=(--override-os linux --override-arch "$arch")
+		[ -n "$var" ] && args+=(--override-variant "$var")
+		if listing "$OCI/multi:$arch" "$W/multi-$arch-in.lst" && listing "$W/multi:opt" "$W/multi-$arch-out.lst" "${args[@]}"; then
+			expected_stripped "$W/multi-$arch-in.lst" > "$W/multi-$arch-exp.lst"
+			idx=$(jq --arg a "$arch" '[.images[].platform] | map(startswith("linux/" + $a)) | index(true)' "$W/multi.json")
+			check "multi $arch: trees equal except stripped" compare "$W/multi-$arch-in.lst" "$W/multi-$arch-out.lst" "$W/multi-$arch-exp.lst" "$W/multi.json" "$idx"
+			mdig=$(manifest_of "$W/multi" | jq -r --arg a "$arch" '.manifests[] | select(.platform.architecture == $a) | .digest')
+			check "multi $arch: OCI manifest with one zstd layer" check_oci_manifest "$W/multi" "$mdig" 1
+		else
+			fail "multi $arch: unpack" "umoci/skopeo failed"
+		fi
+	done
+	check "multi: arm64 config kept its label" bash -c "
+		$(declare -f manifest_of root_digest)
+		m=\$(manifest_of $W/multi | jq -r '.manifests[] | select(.platform.architecture == \"arm64\") | .digest')
+		c=\$(manifest_of $W/multi \$m | jq -r .config.digest)
+		jq -e '.architecture == \"arm64\" and .config.Labels[\"org.example.arch\"] == \"arm64\"' $W/multi/blobs/sha256/\${c#sha256:}"
+else
+	fail "multi: optimize" "$(cat "$W/multi.err")"
+fi
+
+# ---------------------------------------------------------------- bad input
+
+bad_layout() { # NAME: a copy of tiny whose second layer is cut short (manifest kept)
+	rm -rf "$W/$1"
+	cp -r "$OCI/tiny" "$W/$1"
+	local d
+	d=$(manifest_of "$W/$1" | jq -r '.layers[1].digest')
+	chmod u+w "$W/$1/blobs/sha256/${d#sha256:}"
+	truncate -s 100 "$W/$1/blobs/sha256/${d#sha256:}"
+}
+bad_layout tiny-trunc
+"$REGSLIM_BIN" optimize --quiet oci:"$W/tiny-trunc:latest" oci:"$W/never:x" > "$W/trunc.out" 2>&1
+rc=$?
+check "bad input: truncated layer fails naming the layer" bash -c "cat $W/trunc.out; [ $rc -ne 0 ] && grep -q 'layer 2/2' $W/trunc.out"
+check "bad input: DST not created, no staging left" bash -c "[ ! -e $W/never ] && ! ls -a $W | grep -q regslim"
+
+# an unknown layer media type, with a manifest that is otherwise consistent
+rm -rf "$W/tiny-mt" && cp -r "$OCI/tiny" "$W/tiny-mt"
+m=$(manifest_of "$W/tiny-mt" | jq -c '.layers[1].mediaType = "application/x-unknown"')
+h=$(printf '%s' "$m" | sha256sum | cut -d' ' -f1)
+printf '%s' "$m" > "$W/tiny-mt/blobs/sha256/$h"
+jq -c --arg d "sha256:$h" --argjson s "$(printf '%s' "$m" | wc -c)" '.manifests[0].digest = $d | .manifests[0].size = $s' \
+	"$OCI/tiny/index.json" > "$W/tiny-mt/index.json"
+# DST exists already: it must stay byte-for-byte the same after the failure
+before=$(cd "$W/tiny" && find . -type f | sort | xargs sha256sum | sha256sum)
+"$REGSLIM_BIN" optimize --quiet oci:"$W/tiny-mt:latest" oci:"$W/tiny:other" > "$W/mt.out" 2>&1
+rc=$?
+after=$(cd "$W/tiny" && find . -type f | sort | xargs sha256sum | sha256sum)
+check "bad input: unknown media type is refused by name" bash -c "cat $W/mt.out; [ $rc -ne 0 ] && grep -q 'application/x-unknown' $W/mt.out"
+check "bad input: existing DST untouched" bash -c "[ '$before' = '$after' ] && ! ls -a $W | grep -q regslim"
+
+# a second, good image goes into the existing layout next to the first
+check "existing DST: a second tag is added" bash -c "
+	$(declare -f optimize); REGSLIM_BIN=$REGSLIM_BIN optimize --policy $W/none.json oci:$OCI/tiny:latest oci:$W/tiny:second > /dev/null &&
+	jq -e '[.manifests[].annotations[\"org.opencontainers.image.ref.name\"]] | sort == [\"opt\", \"second\"]' $W/tiny/index.json"
+
+# ---------------------------------------------------------------- big
+
+# big lives in a lab that outlives the test (built once, 2-3 minutes, reused)
+BIGLAB=${RS_FIXTURE_LAB:-${TMPDIR:-/tmp}/regslim-fixtures}
+if [ ! -f "$BIGLAB/fixtures/oci/big/index.json" ] && [ "${RS_SKIP_BIG:-0}" != 1 ] && [ "$(id -u)" = 0 ]; then
+	mkdir -p "$BIGLAB" && touch "$BIGLAB/.regslim-lab"
+	echo "# building the big fixture in $BIGLAB (once; 2-3 minutes)"
+	REGSLIM_LAB=$BIGLAB timeout 900 bash "$T/fixtures.sh" big > "$LOGS/fixtures-big.log" 2>&1 ||
+		fail "big: build" "$(tail -3 "$LOGS/fixtures-big.log" | tr '\n' ' ')"
+fi
+if [ -f "$BIGLAB/fixtures/oci/big/index.json" ]; then
+	BIG=$BIGLAB/fixtures/oci/big
+	if optimize --json oci:"$BIG:latest" oci:"$W/big:opt" > "$W/big.json" 2> "$W/big.err"; then
+		check "big: OCI manifest with one zstd layer" bash -c "$(declare -f manifest_of root_digest check_oci_manifest); check_oci_manifest $W/big \$(root_digest $W/big) 1"
+		if listing "$BIG:latest" "$W/big-in.lst" && listing "$W/big:opt" "$W/big-out.lst"; then
+			expected_stripped "$W/big-in.lst" > "$W/big-exp.lst"
+			check "big: umoci trees equal except the stripped paths" compare "$W/big-in.lst" "$W/big-out.lst" "$W/big-exp.lst" "$W/big.json"
+		else
+			fail "big: unpack" "umoci/skopeo failed"
+		fi
+		check "big: output at most 50% of the input's compressed size" \
+			jq -e '.totals.size_after * 2 <= .totals.size_before' "$W/big.json"
+		optimize --threads 1 oci:"$BIG:latest" oci:"$W/big-t1:opt" > /dev/null 2>&1
+		check "big: --threads 1 gives the same digest" bash -c "[ \"\$(jq -r .manifests[0].digest $W/big/index.json)\" = \"\$(jq -r .manifests[0].digest $W/big-t1/index.json)\" ]"
+	else
+		fail "big: optimize" "$(cat "$W/big.err")"
+	fi
+else
+	skip big "no big fixture in $BIGLAB (needs root to build; RS_SKIP_BIG=1 skips it)"
+fi
+
+finish

@@ -1,0 +1,718 @@
+/* test_pipeline: end-to-end optimization of generated OCI layouts (seeded
+ * targen layers, gzip and zstd) in a private temp directory per test. The
+ * output is decoded and applied with a small reference overlay applier
+ * written here (whiteouts, opaque directories, hard links resolved to
+ * content) and compared with the input's tree minus the stripped paths.
+ * Also: determinism across thread counts, squash modes, the report, and bad
+ * input (corrupt gzip, wrong diff_id, '..' names, truncated tar) failing
+ * with a message naming the layer while DST stays absent. */
+#include "codec.h"
+#include "digest.h"
+#include "pipeline.h"
+#include "policy.h"
+#include "report.h"
+#include "stream.h"
+#include "tar_read.h"
+#include "targen.h"
+
+#include <check.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tdir[64];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void setup(void)
+{
+	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-pipeline-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tdir));
+}
+
+static void teardown(void)
+{
+	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
+}
+
+/* ---- layout builder ---------------------------------------------------- */
+
+static void write_file(const char *path, const void *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
+	fclose(f);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	ck_assert_msg(f != NULL, "open %s", path);
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)n + 1);
+	ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+	b[n] = '\0';
+	fclose(f);
+	*len = (size_t)n;
+	return b;
+}
+
+static void put_blob(const char *dir, const void *buf, size_t len, char digest[DIGEST_STR_SIZE])
+{
+	digest_buffer(digest, buf, len);
+	char p[512];
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, digest + 7);
+	write_file(p, buf, len);
+}
+
+struct lay {
+	const uint8_t *blob;
+	size_t len;
+	const char *media_type;
+	char diff_id[DIGEST_STR_SIZE];
+};
+
+/* Add an image tagged tag to the OCI layout at tdir/name (created when
+ * missing). */
+static void add_image(const char *name, const char *tag, struct lay *ls, size_t n)
+{
+	char dir[256], p[512];
+	snprintf(dir, sizeof(dir), "%s/%s", tdir, name);
+	mkdir(dir, 0755);
+	snprintf(p, sizeof(p), "%s/blobs", dir);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/blobs/sha256", dir);
+	mkdir(p, 0755);
+	snprintf(p, sizeof(p), "%s/oci-layout", dir);
+	write_file(p, "{\"imageLayoutVersion\":\"1.0.0\"}", 30);
+	char cfg[4096], man[4096];
+	size_t co = (size_t)snprintf(cfg, sizeof(cfg), "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"2025-05-20T00:00:00Z\","
+						     "\"config\":{\"Cmd\":[\"/bin/sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[");
+	for (size_t i = 0; i < n; i++)
+		co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, "%s\"%s\"", i ? "," : "", ls[i].diff_id);
+	co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, "]},\"history\":[");
+	for (size_t i = 0; i < n; i++)
+		co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, "%s{\"created\":\"2025-05-20T00:00:0%zuZ\",\"created_by\":\"step %zu\"}",
+				       i ? "," : "", i, i);
+	co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, ",{\"created_by\":\"ENV X=1\",\"empty_layer\":true}]}");
+	char cd[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	put_blob(dir, cfg, co, cd);
+	size_t mo = (size_t)snprintf(man, sizeof(man),
+				     "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{"
+				     "\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},\"layers\":[",
+				     cd, co);
+	for (size_t i = 0; i < n; i++) {
+		char ld[DIGEST_STR_SIZE];
+		put_blob(dir, ls[i].blob, ls[i].len, ld);
+		mo += (size_t)snprintf(man + mo, sizeof(man) - mo, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu}", i ? "," : "",
+				       ls[i].media_type, ld, ls[i].len);
+	}
+	mo += (size_t)snprintf(man + mo, sizeof(man) - mo, "]}");
+	put_blob(dir, man, mo, md);
+	char entry[512], idx[2048];
+	snprintf(entry, sizeof(entry),
+		 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%zu,"
+		 "\"annotations\":{\"org.opencontainers.image.ref.name\":\"%s\"}}",
+		 md, mo, tag);
+	snprintf(p, sizeof(p), "%s/index.json", dir);
+	int il;
+	if (access(p, F_OK) == 0) {
+		size_t ol;
+		char *old = read_file(p, &ol);
+		ck_assert(ol > 2 && strcmp(old + ol - 2, "]}") == 0);
+		il = snprintf(idx, sizeof(idx), "%.*s,%s]}", (int)(ol - 2), old, entry);
+		free(old);
+	} else {
+		il = snprintf(idx, sizeof(idx), "{\"schemaVersion\":2,\"manifests\":[%s]}", entry);
+	}
+	write_file(p, idx, (size_t)il);
+}
+
+/* An OCI layout at tdir/name with one image tagged "latest". */
+static void make_layout(const char *name, struct lay *ls, size_t n)
+{
+	add_image(name, "latest", ls, n);
+}
+
+/* The two-layer test image: every overlay and strip case the optimizer must
+ * get right. *t1 / *t2 receive the tar generators (the caller frees). */
+static void image_tars(struct targen **t1, struct targen **t2)
+{
+	struct targen *a = targen_new(7);
+	targen_add_dir(a, "bin");
+	targen_add_file(a, "bin/sh", "#!shell\n", 8);
+	targen_add_dir(a, "etc");
+	targen_add_file(a, "etc/gone.conf", "x=1\n", 4);
+	targen_add_dir(a, "data");
+	targen_add_file(a, "data/old.txt", "old\n", 4);
+	targen_add_dir(a, "data/sub");
+	targen_add_file(a, "data/sub/deep.txt", "deep\n", 5);
+	targen_add_dir(a, "usr");
+	targen_add_dir(a, "usr/share");
+	targen_add_dir(a, "usr/share/doc");
+	targen_add_dir(a, "usr/share/doc/p");
+	targen_add_file(a, "usr/share/doc/p/README", "read me, or link me\n", 20);
+	targen_add_file(a, "usr/share/doc/p/copyright", "(c) someone\n", 12);
+	targen_add_dir(a, "usr/lib");
+	targen_add_dir(a, "usr/lib/py");
+	targen_add_dir(a, "usr/lib/py/__pycache__");
+	targen_add_file(a, "usr/lib/py/__pycache__/m.pyc", "\x42\x0d\x0d\x0a", 4);
+	targen_add_file(a, "usr/lib/py/m.py", "print(1)\n", 9);
+	targen_add_dir(a, "var");
+	targen_add_dir(a, "var/cache");
+	targen_add_dir(a, "var/cache/apt");
+	targen_add_file(a, "var/cache/apt/pkgcache.bin", "cache cache cache", 17);
+	targen_add_global(a, NULL); /* a pax global header is kept in place */
+	targen_add_hardlink(a, "bin/sh-link", "bin/sh");
+	targen_add(a, &(struct targen_entry){.path = "usr/lib/with-xattr", .type = '0', .size = 300,
+					     .flavour = TARGEN_PAX, .xattr_name = {"user.k"}, .xattr_value = {"v"},
+					     .mtime_pax = "1700000000.25"});
+	targen_add(a, &(struct targen_entry){.path = "usr/lib/a/very/long/path/name/that/does/not/fit/into/the/one/hundred/bytes/of/a/ustar/name/field/file.txt",
+					     .type = '0', .size = 1000, .flavour = TARGEN_GNU});
+	targen_add(a, &(struct targen_entry){.path = "dev-null", .type = '3', .devmajor = 1, .devminor = 3});
+	targen_end(a, 2, false);
+
+	struct targen *b = targen_new(8);
+	targen_add_file(b, "etc/.wh.gone.conf", "", 0);
+	targen_add_file(b, "data/.wh..wh..opq", "", 0);
+	targen_add_file(b, "data/new.txt", "new\n", 4);
+	targen_add_file(b, "bin/sh", "#!shell\n", 8); /* identical rewrite */
+	targen_add_hardlink(b, "bin/tool", "usr/share/doc/p/README"); /* target is stripped */
+	targen_add_hardlink(b, "bin/tool2", "usr/share/doc/p/README");
+	targen_add_symlink(b, "bin/ln", "sh");
+	targen_add_file(b, "tmp-not-tmp.txt", "keep", 4);
+	targen_end(b, 2, false);
+	*t1 = a;
+	*t2 = b;
+}
+
+static const char *const stripped_paths[] = {
+	"usr/lib/py/__pycache__", "usr/lib/py/__pycache__/m.pyc", "usr/share/doc/p/README", "var/cache/apt/pkgcache.bin", NULL};
+
+/* ---- reference applier --------------------------------------------------- */
+
+struct rec {
+	char path[256];
+	char type;
+	uint32_t mode;
+	uint64_t size;
+	char hash[DIGEST_STR_SIZE];
+	char link[256];
+	unsigned layer;
+	bool dead;
+};
+
+struct tree {
+	struct rec r[256];
+	size_t n;
+	unsigned layer;
+	struct digest_ctx *d;
+	struct rec cur;
+};
+
+static struct rec *find(struct tree *t, const char *p)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!t->r[i].dead && strcmp(t->r[i].path, p) == 0)
+			return &t->r[i];
+	return NULL;
+}
+
+static bool below(const char *p, const char *dir)
+{
+	size_t n = strlen(dir);
+	return strncmp(p, dir, n) == 0 && p[n] == '/';
+}
+
+static enum rs_code t_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
+			    enum tar_verdict *v, struct rs_err *err)
+{
+	(void)raw;
+	(void)raw_len;
+	(void)err;
+	struct tree *t = ctx;
+	memset(&t->cur, 0, sizeof(t->cur));
+	snprintf(t->cur.path, sizeof(t->cur.path), "%s", e->path);
+	t->cur.type = e->type;
+	t->cur.mode = e->mode;
+	t->cur.size = e->size;
+	t->cur.layer = t->layer;
+	snprintf(t->cur.link, sizeof(t->cur.link), "%s", e->linkpath);
+	digest_reset(t->d);
+	*v = TAR_KEEP;
+	return RS_OK;
+}
+
+static enum rs_code t_data(void *ctx, const struct tar_entry *e, const void *buf, size_t len, bool pad,
+			   struct rs_err *err)
+{
+	(void)e;
+	(void)err;
+	struct tree *t = ctx;
+	if (!pad)
+		digest_update(t->d, buf, len);
+	return RS_OK;
+}
+
+static enum rs_code t_end(void *ctx, const struct tar_entry *e, enum tar_verdict v, struct rs_err *err)
+{
+	(void)e;
+	(void)v;
+	(void)err;
+	struct tree *t = ctx;
+	struct rec c = t->cur;
+	digest_final(t->d, c.hash);
+	const char *base = strrchr(c.path, '/');
+	base = base ? base + 1 : c.path;
+	char dir[256];
+	snprintf(dir, sizeof(dir), "%.*s", (int)(base - c.path ? base - c.path - 1 : 0), c.path);
+	if (strcmp(base, ".wh..wh..opq") == 0) {
+		for (size_t i = 0; i < t->n; i++)
+			if (!t->r[i].dead && t->r[i].layer < t->layer && below(t->r[i].path, dir))
+				t->r[i].dead = true;
+		return RS_OK;
+	}
+	if (strncmp(base, ".wh.", 4) == 0) {
+		char target[600];
+		snprintf(target, sizeof(target), "%s%s%s", dir, dir[0] ? "/" : "", base + 4);
+		for (size_t i = 0; i < t->n; i++)
+			if (!t->r[i].dead && t->r[i].layer < t->layer &&
+			    (strcmp(t->r[i].path, target) == 0 || below(t->r[i].path, target)))
+				t->r[i].dead = true;
+		return RS_OK;
+	}
+	if (c.type == '1') { /* resolve to the target's content */
+		struct rec *tg = find(t, c.link);
+		ck_assert_msg(tg != NULL, "hard link %s -> %s: target missing", c.path, c.link);
+		c.type = tg->type;
+		c.size = tg->size;
+		c.mode = tg->mode;
+		memcpy(c.hash, tg->hash, sizeof(c.hash));
+		c.link[0] = '\0';
+	}
+	struct rec *old = find(t, c.path);
+	if (old) {
+		if (old->type == '5' && c.type == '5') {
+			old->mode = c.mode;
+			return RS_OK;
+		}
+		old->dead = true;
+	}
+	ck_assert_uint_lt(t->n, 256);
+	t->r[t->n++] = c;
+	return RS_OK;
+}
+
+static void apply(struct tree *t, const void *blob, size_t len, enum codec_kind kind)
+{
+	struct tar_read_cbs cbs = {t_entry, t_data, t_end};
+	struct stream_sink *tar, *dec;
+	struct rs_err err = {0};
+	ck_assert_int_eq(tar_read_new(&tar, &cbs, t, &err), RS_OK);
+	ck_assert_int_eq(codec_decoder_new(&dec, kind, NULL, tar, &err), RS_OK);
+	ck_assert_msg(stream_write(dec, blob, len, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(stream_finish(dec, &err) == RS_OK, "%s", err.msg);
+	stream_free(dec);
+	stream_free(tar);
+	t->layer++;
+}
+
+/* Apply every layer of the image tagged tag in layout dir. */
+static void apply_layout(struct tree *t, const char *dir, const char *tag, size_t *nlayers)
+{
+	char p[512];
+	size_t len;
+	snprintf(p, sizeof(p), "%s/index.json", dir);
+	char *idx = read_file(p, &len);
+	char want[128];
+	snprintf(want, sizeof(want), "\"org.opencontainers.image.ref.name\":\"%s\"", tag);
+	ck_assert_ptr_nonnull(strstr(idx, want));
+	char *d = strstr(idx, "\"digest\":\"sha256:");
+	ck_assert_ptr_nonnull(d);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%.64s", dir, d + 17);
+	free(idx);
+	char *man = read_file(p, &len);
+	*nlayers = 0;
+	char *l = strstr(man, "\"layers\":[");
+	for (char *q = strstr(l, "\"mediaType\":\""); q; q = strstr(q + 1, "\"mediaType\":\"")) {
+		char mt[128];
+		snprintf(mt, sizeof(mt), "%.*s", (int)(strchr(q + 13, '"') - (q + 13)), q + 13);
+		enum codec_kind k = strstr(mt, "+zstd") ? CODEC_ZSTD : strstr(mt, "+gzip") ? CODEC_GZIP : CODEC_NONE;
+		char *dg = strstr(q, "sha256:");
+		snprintf(p, sizeof(p), "%s/blobs/sha256/%.64s", dir, dg + 7);
+		size_t bl;
+		char *blob = read_file(p, &bl);
+		apply(t, blob, bl, k);
+		free(blob);
+		(*nlayers)++;
+	}
+	free(man);
+}
+
+static bool is_stripped(const char *p)
+{
+	for (size_t i = 0; stripped_paths[i]; i++)
+		if (strcmp(stripped_paths[i], p) == 0)
+			return true;
+	return false;
+}
+
+/* out must equal in minus the stripped paths (content, type, mode, links). */
+static void expect_same_tree(struct tree *in, struct tree *out, bool strip)
+{
+	size_t live_in = 0, live_out = 0;
+	for (size_t i = 0; i < in->n; i++) {
+		const struct rec *a = &in->r[i];
+		if (a->dead)
+			continue;
+		struct rec *b = find(out, a->path);
+		if (strip && is_stripped(a->path)) {
+			ck_assert_msg(b == NULL, "%s should be stripped", a->path);
+			continue;
+		}
+		live_in++;
+		ck_assert_msg(b != NULL, "%s missing from the output", a->path);
+		ck_assert_msg(a->type == b->type && a->mode == b->mode && a->size == b->size, "%s differs", a->path);
+		ck_assert_msg(strcmp(a->hash, b->hash) == 0, "%s content differs", a->path);
+		ck_assert_str_eq(a->link, b->link);
+	}
+	for (size_t i = 0; i < out->n; i++)
+		live_out += !out->r[i].dead;
+	ck_assert_uint_eq(live_in, live_out);
+}
+
+struct image {
+	uint8_t *gz, *zs;
+	size_t gzl, zsl;
+	struct lay l[2];
+	struct targen *t1, *t2;
+};
+
+static void build_image(struct image *im, const char *name)
+{
+	image_tars(&im->t1, &im->t2);
+	size_t n1, n2;
+	const uint8_t *d1 = targen_data(im->t1, &n1), *d2 = targen_data(im->t2, &n2);
+	targen_gzip(d1, n1, 6, 2, &im->gz, &im->gzl); /* two gzip members */
+	targen_zstd(d2, n2, 3, &im->zs, &im->zsl);
+	im->l[0] = (struct lay){im->gz, im->gzl, "application/vnd.oci.image.layer.v1.tar+gzip", ""};
+	im->l[1] = (struct lay){im->zs, im->zsl, "application/vnd.oci.image.layer.v1.tar+zstd", ""};
+	digest_buffer(im->l[0].diff_id, d1, n1);
+	digest_buffer(im->l[1].diff_id, d2, n2);
+	make_layout(name, im->l, 2);
+}
+
+static void free_image(struct image *im)
+{
+	free(im->gz);
+	free(im->zs);
+	targen_free(im->t1);
+	targen_free(im->t2);
+}
+
+static enum rs_code run(const char *src, const char *dst, const char *policy_json, unsigned threads,
+			struct report *rep, struct rs_err *err)
+{
+	struct policy pol;
+	struct rs_err perr = {0};
+	if (policy_json)
+		ck_assert_int_eq(policy_load_buffer(&pol, "test-policy", policy_json, strlen(policy_json), &perr), RS_OK);
+	else
+		ck_assert_int_eq(policy_init_defaults(&pol, &perr), RS_OK);
+	char s[256], d[256];
+	snprintf(s, sizeof(s), "oci:%s/%s", tdir, src);
+	snprintf(d, sizeof(d), "oci:%s/%s", tdir, dst);
+	struct pipeline_opts o = {s, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL};
+	report_init(rep);
+	enum rs_code rc = pipeline_run(rep, &o, err);
+	policy_dispose(&pol);
+	return rc;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+START_TEST(squash_all_equals_input_minus_stripped)
+{
+	struct image im;
+	build_image(&im, "in");
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "out:opt", NULL, 1, &rep, &err) == RS_OK, "%s", err.msg);
+	static struct tree tin, tout;
+	memset(&tin, 0, sizeof(tin));
+	memset(&tout, 0, sizeof(tout));
+	tin.d = digest_new();
+	tout.d = digest_new();
+	char p[256];
+	size_t nl;
+	snprintf(p, sizeof(p), "%s/in", tdir);
+	apply_layout(&tin, p, "latest", &nl);
+	ck_assert_uint_eq(nl, 2);
+	snprintf(p, sizeof(p), "%s/out", tdir);
+	apply_layout(&tout, p, "opt", &nl);
+	ck_assert_uint_eq(nl, 1);
+	expect_same_tree(&tin, &tout, true);
+	ck_assert_ptr_null(find(&tout, "etc/gone.conf"));
+	ck_assert_ptr_null(find(&tout, "data/old.txt"));
+	ck_assert_ptr_nonnull(find(&tout, "bin/tool"));
+	/* the report */
+	ck_assert_uint_eq(rep.image_count, 1);
+	const struct report_image *ri = &rep.images[0];
+	ck_assert_uint_eq(ri->whiteouts_applied, 2);
+	ck_assert_uint_ge(ri->dup_entries, 1);
+	/* bin/tool (target stripped) and bin/sh-link (target bin/sh rewritten
+	 * by layer 2, so the link keeps the old inode) */
+	ck_assert_uint_eq(ri->links_materialized, 2);
+	ck_assert_uint_eq(ri->links_relinked, 1);
+	ck_assert_uint_eq(ri->stripped_count, 4);
+	ck_assert_uint_eq(ri->out_layer_count, 1);
+	ck_assert_str_eq(ri->out_layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+	ck_assert(ri->efficiency_in < 1.0);
+	ck_assert_str_eq(rep.tag, "opt");
+	digest_free(tin.d);
+	digest_free(tout.d);
+	report_dispose(&rep);
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(output_is_identical_for_any_thread_count)
+{
+	struct image im;
+	build_image(&im, "in");
+	struct report a, b, c;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "o1", NULL, 1, &a, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(run("in:latest", "o2", NULL, 2, &b, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(run("in:latest", "o3", NULL, 4, &c, &err) == RS_OK, "%s", err.msg);
+	ck_assert_str_eq(a.digest, b.digest);
+	ck_assert_str_eq(a.digest, c.digest);
+	ck_assert_str_eq(b.tag, "latest"); /* the source tag when DST names none */
+	report_dispose(&a);
+	report_dispose(&b);
+	report_dispose(&c);
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(squash_none_and_keep_base_keep_the_tree)
+{
+	struct image im;
+	build_image(&im, "in");
+	struct rs_err err = {0};
+	const char *pols[] = {"{\"squash\":\"none\"}", "{\"squash\":\"none\",\"compression\":\"gzip\"}", NULL};
+	for (int k = 0; k < 3; k++) {
+		char pj[256];
+		if (!pols[k])
+			snprintf(pj, sizeof(pj), "{\"squash\":\"keep-base\",\"base_layers\":[\"%s\"]}", im.l[0].diff_id);
+		struct report rep;
+		char dst[32];
+		snprintf(dst, sizeof(dst), "o%d:x", k);
+		ck_assert_msg(run("in:latest", dst, pols[k] ? pols[k] : pj, 2, &rep, &err) == RS_OK, "%s", err.msg);
+		static struct tree tin, tout;
+		memset(&tin, 0, sizeof(tin));
+		memset(&tout, 0, sizeof(tout));
+		tin.d = digest_new();
+		tout.d = digest_new();
+		char p[256];
+		size_t nl;
+		snprintf(p, sizeof(p), "%s/in", tdir);
+		apply_layout(&tin, p, "latest", &nl);
+		snprintf(p, sizeof(p), "%s/o%d", tdir, k);
+		apply_layout(&tout, p, "x", &nl);
+		ck_assert_uint_eq(nl, 2);
+		if (pols[k]) {
+			expect_same_tree(&tin, &tout, true);
+		} else {
+			/* the base layer is copied untouched: its strippable paths stay */
+			ck_assert(rep.images[0].out_layers[0].copied);
+			ck_assert_str_eq(rep.images[0].out_layers[0].media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+			ck_assert_ptr_nonnull(find(&tout, "var/cache/apt/pkgcache.bin"));
+			ck_assert_ptr_nonnull(find(&tout, "bin/tool"));
+			ck_assert_ptr_null(find(&tout, "etc/gone.conf")); /* whiteout kept above the base */
+			ck_assert_ptr_null(find(&tout, "data/sub/deep.txt")); /* opaque kept above the base */
+		}
+		digest_free(tin.d);
+		digest_free(tout.d);
+		report_dispose(&rep);
+	}
+	free_image(&im);
+}
+END_TEST
+
+static void expect_failure_src_untagged(void);
+
+START_TEST(keep_base_finds_layers_shared_in_the_layout)
+{
+	struct image im;
+	build_image(&im, "in");
+	/* a second image in the same layout shares only the bottom layer */
+	struct targen *other = targen_new(99);
+	targen_add_file(other, "other.txt", "other\n", 6);
+	targen_end(other, 2, false);
+	size_t on;
+	const uint8_t *od = targen_data(other, &on);
+	struct lay l2[2] = {im.l[0], {od, on, "application/vnd.oci.image.layer.v1.tar", ""}};
+	digest_buffer(l2[1].diff_id, od, on);
+	add_image("in", "other", l2, 2);
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "out:x", "{\"squash\":\"keep-base\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(rep.images[0].out_layer_count, 2);
+	ck_assert(rep.images[0].out_layers[0].copied);
+	ck_assert(rep.images[0].layers[0].base);
+	ck_assert(!rep.images[0].layers[1].base);
+	char d0[DIGEST_STR_SIZE];
+	digest_buffer(d0, im.gz, im.gzl);
+	ck_assert_str_eq(rep.images[0].out_layers[0].digest, d0);
+	report_dispose(&rep);
+	/* with SRC holding two images, an untagged reference is refused */
+	expect_failure_src_untagged();
+	targen_free(other);
+	free_image(&im);
+}
+END_TEST
+
+static void expect_failure(const char *src, const char *dst, const char *needle1, const char *needle2)
+{
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_int_ne(run(src, dst, NULL, 1, &rep, &err), RS_OK);
+	ck_assert_msg(strstr(err.msg, needle1) && strstr(err.msg, needle2), "message: %s", err.msg);
+	report_dispose(&rep);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/%s", tdir, dst);
+	char *colon = strrchr(p, ':');
+	if (colon)
+		*colon = '\0';
+	ck_assert_msg(access(p, F_OK) != 0, "%s exists after a failure", p);
+	/* no staging directory left next to it */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", tdir);
+	ck_assert_int_ne(system(cmd), 0);
+}
+
+static void expect_failure_src_untagged(void)
+{
+	expect_failure("in", "never:x", "holds 2 images", "oci:DIR:TAG");
+}
+
+START_TEST(corrupt_gzip_fails_naming_layer_and_offset)
+{
+	struct image im;
+	image_tars(&im.t1, &im.t2);
+	size_t n1, n2;
+	const uint8_t *d1 = targen_data(im.t1, &n1), *d2 = targen_data(im.t2, &n2);
+	targen_gzip(d1, n1, 6, 1, &im.gz, &im.gzl);
+	targen_zstd(d2, n2, 3, &im.zs, &im.zsl);
+	im.gz[im.gzl / 2] ^= 0x55; /* the manifest describes the corrupt blob exactly */
+	im.l[0] = (struct lay){im.gz, im.gzl, "application/vnd.oci.image.layer.v1.tar+gzip", ""};
+	im.l[1] = (struct lay){im.zs, im.zsl, "application/vnd.oci.image.layer.v1.tar+zstd", ""};
+	digest_buffer(im.l[0].diff_id, d1, n1);
+	digest_buffer(im.l[1].diff_id, d2, n2);
+	make_layout("bad", im.l, 2);
+	expect_failure("bad:latest", "never:x", "layer 1/2", "offset");
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(wrong_diff_id_fails)
+{
+	struct image im;
+	image_tars(&im.t1, &im.t2);
+	size_t n1, n2;
+	const uint8_t *d1 = targen_data(im.t1, &n1), *d2 = targen_data(im.t2, &n2);
+	im.gz = im.zs = NULL;
+	im.l[0] = (struct lay){d1, n1, "application/vnd.oci.image.layer.v1.tar", ""};
+	im.l[1] = (struct lay){d2, n2, "application/vnd.oci.image.layer.v1.tar", ""};
+	digest_buffer(im.l[0].diff_id, d1, n1);
+	digest_buffer(im.l[1].diff_id, d1, n1); /* wrong on purpose */
+	make_layout("bad", im.l, 2);
+	expect_failure("bad:latest", "never:x", "layer 2/2", "diff_id");
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(dotdot_names_and_truncated_tars_fail)
+{
+	struct targen *g = targen_new(3);
+	targen_add_file(g, "ok", "1", 1);
+	targen_add(g, &(struct targen_entry){.path = "a/../../etc/passwd", .type = '0', .size = 3, .flavour = TARGEN_PAX});
+	targen_end(g, 2, false);
+	size_t n;
+	const uint8_t *d = targen_data(g, &n);
+	struct lay l = {d, n, "application/vnd.oci.image.layer.v1.tar", ""};
+	digest_buffer(l.diff_id, d, n);
+	make_layout("dotdot", &l, 1);
+	expect_failure("dotdot:latest", "never:x", "layer 1/1", "'..'");
+
+	struct targen *h = targen_new(4);
+	targen_add_file(h, "big", NULL, 5000);
+	size_t hn;
+	const uint8_t *hd = targen_data(h, &hn);
+	struct lay t = {hd, hn - 1000, "application/vnd.oci.image.layer.v1.tar", ""};
+	digest_buffer(t.diff_id, hd, hn - 1000);
+	make_layout("trunc", &t, 1);
+	expect_failure("trunc:latest", "never:x", "layer 1/1", "truncated");
+	targen_free(g);
+	targen_free(h);
+}
+END_TEST
+
+START_TEST(unknown_tag_and_bad_refs_fail)
+{
+	struct image im;
+	build_image(&im, "in");
+	expect_failure("in:nope", "never:x", "no image tagged nope", "in");
+	struct report rep;
+	struct rs_err err = {0};
+	struct policy pol;
+	ck_assert_int_eq(policy_init_defaults(&pol, &err), RS_OK);
+	struct pipeline_opts o = {"docker://x", "oci:/tmp/never", &pol, 1, CODEC_INFLATE_DEFAULT, NULL, NULL};
+	report_init(&rep);
+	ck_assert_int_eq(pipeline_run(&rep, &o, &err), RS_BAD_INPUT);
+	ck_assert_str_eq(err.msg, "unsupported source 'docker://x': expected oci:DIR[:TAG] or docker-archive:FILE");
+	report_dispose(&rep);
+	policy_dispose(&pol);
+	free_image(&im);
+}
+END_TEST
+
+static Suite *pipeline_suite(void)
+{
+	Suite *s = suite_create("pipeline");
+	TCase *t = tcase_create("core");
+	tcase_set_timeout(t, 60);
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_test(t, squash_all_equals_input_minus_stripped);
+	tcase_add_test(t, output_is_identical_for_any_thread_count);
+	tcase_add_test(t, squash_none_and_keep_base_keep_the_tree);
+	tcase_add_test(t, keep_base_finds_layers_shared_in_the_layout);
+	tcase_add_test(t, corrupt_gzip_fails_naming_layer_and_offset);
+	tcase_add_test(t, wrong_diff_id_fails);
+	tcase_add_test(t, dotdot_names_and_truncated_tars_fail);
+	tcase_add_test(t, unknown_tag_and_bad_refs_fail);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *r = srunner_create(pipeline_suite());
+	srunner_run_all(r, CK_NORMAL);
+	int failed = srunner_ntests_failed(r);
+	srunner_free(r);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
