@@ -383,6 +383,42 @@ static const struct loaded_policy *policy_of(const struct optpull *op, const str
 
 /* ------------------------------------------------------------ cache */
 
+/* Every manifest, config and layer that the stored manifest or index
+ * digest names is in the store. RS_NOT_FOUND naming the first missing one. */
+static enum rs_code result_complete(struct optpull *op, const char *digest, int depth, struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(op->bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	free(type);
+	enum imagejson_kind kind;
+	rc = imagejson_sniff(&kind, buf, len, digest, err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth == 0) {
+		struct imagejson_index idx = {0};
+		rc = imagejson_parse_index(&idx, buf, len, digest, err);
+		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
+			rc = result_complete(op, idx.manifests[i].digest, depth + 1, err);
+		imagejson_index_dispose(&idx);
+	} else if (rc == RS_OK && kind == IMAGEJSON_MANIFEST) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
+		if (rc == RS_OK && !blobstore_has(op->bs, BLOBSTORE_BLOB, m.config.digest))
+			rc = rs_err_set(err, RS_NOT_FOUND, "config %s of optimized %s is no longer in the store",
+			                m.config.digest, digest);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			if (!blobstore_has(op->bs, BLOBSTORE_BLOB, m.layers[i].digest))
+				rc = rs_err_set(err, RS_NOT_FOUND, "layer %s of optimized %s is no longer in the store",
+				                m.layers[i].digest, digest);
+		imagejson_manifest_dispose(&m);
+	} else if (rc == RS_OK) {
+		rc = rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", digest);
+	}
+	free(buf);
+	return rc;
+}
+
 static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
                                 struct rs_err *err)
 {
@@ -404,7 +440,9 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 		return rs_err_set(err, RS_NOT_FOUND, "%s is not a valid result file; optimizing again", path);
 	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, out->digest))
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
-	return RS_OK;
+	/* Eviction may have taken a blob the result needs: a result is only as
+	 * good as every blob it names, else it is optimized again. */
+	return result_complete(op, out->digest, 0, err);
 }
 
 static enum rs_code key_of(struct optpull *op, const struct optpull_request *rq, char key[OPTPULL_KEY_SIZE],

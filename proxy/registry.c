@@ -53,17 +53,17 @@ struct registry {
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
 };
 
-/* Set while manifest_by_tag runs for the optimized pull path: the answer it
- * would queue is captured here instead (the request is answered by
- * manifest_tag_optimized). Request handling is synchronous per thread. */
-struct tag_capture {
+/* Set on the request (rq->manifest_capture) while manifest_by_tag runs for
+ * the optimized pull path: the manifest answer it would queue is captured
+ * here instead, and manifest_tag_optimized answers the request. Error
+ * answers are queued as usual. */
+struct manifest_capture {
 	bool got;
 	char *body; /* owned */
 	size_t len;
 	char *type; /* owned */
 	char digest[DIGEST_STR_SIZE];
 };
-static _Thread_local struct tag_capture *tl_capture;
 
 /* ------------------------------------------------------------ errors */
 
@@ -280,8 +280,8 @@ static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const 
 static enum MHD_Result queue_manifest(struct request *rq, char *body, size_t len, const char *type,
                                       const char *digest)
 {
-	if (tl_capture) {
-		struct tag_capture *c = tl_capture;
+	if (rq->manifest_capture) {
+		struct manifest_capture *c = rq->manifest_capture;
 		c->got = true;
 		c->body = body;
 		c->len = len;
@@ -939,10 +939,10 @@ static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *r
 static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
                                               const struct accept_list *acc, const struct rs_opt_policy *pol)
 {
-	struct tag_capture cap = {0};
-	tl_capture = &cap;
+	struct manifest_capture cap = {0};
+	rq->manifest_capture = &cap;
 	enum MHD_Result ret = manifest_by_tag(r, rq, t, acc);
-	tl_capture = NULL;
+	rq->manifest_capture = NULL;
 	if (!cap.got)
 		return ret; /* an error answer was queued */
 	const char *ua = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);

@@ -347,6 +347,15 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	ck_assert_str_eq(again.digest, res.digest);
 	ck_assert_int_eq(optpull_get(op, &again, &rq, 0, &err), RS_OK);
 	ck_assert_str_eq(again.digest, res.digest);
+	/* a result whose layer was evicted is not used: it is optimized again */
+	char lpath[400];
+	snprintf(lpath, sizeof(lpath), "%s/blobs/sha256/%.2s/%s", tdir, ld + 7, ld + 7);
+	ck_assert_int_eq(unlink(lpath), 0);
+	ck_assert_int_eq(optpull_lookup(op, &again, &rq, &err), RS_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no longer in the store"));
+	ck_assert_msg(optpull_get(op, &again, &rq, 60, &err) == RS_OK, "%s", err.msg);
+	ck_assert_str_eq(again.digest, res.digest); /* deterministic output */
+	ck_assert(blobstore_has(e.bs, BLOBSTORE_BLOB, ld));
 	optpull_free(op);
 	ck_assert_int_eq(atomic_load(&e.fake.blob_calls), 0);
 	char tmp[300];
