@@ -102,7 +102,7 @@
 #define RS_LIMIT_ARCHIVE_MEMBERS_MAX 65536
 /* Pass 1 records each entry's metadata (path, link, size, identity) per layer. */
 #define RS_LIMIT_SCAN_RECORD_BYTES (1024u * 1024 * 1024)
-/* zstd job size of the layers the optimizer writes (optimizer/zstd_layer.c):
+/* zstd job size of the layers the optimizer writes (codec_encode_opts.zstd_job_bytes, set by pipeline.c):
  * bounds the encoder's memory to about (2 x workers + 2) jobs. */
 #define RS_LIMIT_ZSTD_JOB_BYTES (8u * 1024 * 1024)
 /* Stripped paths listed per image in the optimization report (the counts stay exact). */

@@ -112,6 +112,11 @@ struct codec_encode_opts {
 	/* zstd window log, 0 means RS_LIMIT_ZSTD_WINDOW_LOG (23, 8 MiB);
 	 * larger than that is RS_BAD_INPUT. */
 	unsigned zstd_window_log;
+	/* zstd job size in bytes (ZSTD_c_jobSize); 0 means libzstd's default
+	 * (4 windows). Each worker holds a job's input and output, so this bounds
+	 * memory: the optimizer uses RS_LIMIT_ZSTD_JOB_BYTES. Output depends on
+	 * it, never on the thread count. */
+	size_t zstd_job_bytes;
 };
 
 /* A new encoder stage pushing into next (borrowed). CODEC_NONE is a pass

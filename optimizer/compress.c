@@ -192,6 +192,8 @@ enum rs_code codec_encoder_new(struct stream_sink **out, const struct codec_enco
 		ZSET(ZSTD_c_dictIDFlag, 0);
 		/* >= 1 always: see the file comment. */
 		ZSET(ZSTD_c_nbWorkers, (int)threads);
+		if (opts->zstd_job_bytes)
+			ZSET(ZSTD_c_jobSize, (int)opts->zstd_job_bytes);
 	} else if (e->kind == CODEC_GZIP) {
 		int r = deflateInit2(&e->zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
 		if (r != Z_OK) {

@@ -18,7 +18,6 @@
 #include "strip.h"
 #include "tar_read.h"
 #include "tar_write.h"
-#include "zstd_layer.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -894,13 +893,12 @@ static enum rs_code group_open(struct run *r, struct group_out *g, struct rs_err
 	}
 	eo.level = r->o->policy->level;
 	eo.threads = r->o->threads ? r->o->threads : 1;
+	eo.zstd_job_bytes = RS_LIMIT_ZSTD_JOB_BYTES; /* bounds the workers' memory (codec.h) */
 	if (rc == RS_OK)
 		rc = stream_fd_sink_new(&g->fds, g->fd, err);
 	if (rc == RS_OK)
 		rc = stream_digest_sink_new(&g->dsc, g->fds, err);
-	if (rc == RS_OK && eo.kind == CODEC_ZSTD)
-		rc = zstd_layer_encoder_new(&g->enc, eo.level, eo.threads, g->dsc, err);
-	else if (rc == RS_OK)
+	if (rc == RS_OK)
 		rc = codec_encoder_new(&g->enc, &eo, g->dsc, err);
 	if (rc == RS_OK)
 		rc = stream_digest_sink_new(&g->dsu, g->enc, err);
