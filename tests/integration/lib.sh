@@ -147,6 +147,13 @@ log_tail() { tail -n "${2:-10}" "$1" 2> /dev/null | sed 's/^/    | /'; }
 
 # ---------------------------------------------------------------- lab
 
+# PY: the system python first, like the shared tools.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3)
+
+# expect NAME CONDITION WHY: PASS when the shell CONDITION (eval'd) holds, else FAIL NAME: WHY
+expect() { if eval "$2" > /dev/null 2>&1; then pass "$1"; else fail "$1" "$3"; fi; }
+
 # lab_setup: create REGSLIM_LAB=/tmp/rs-XXXXXX (exported, with the tools' marker), set LOGS,
 # install the EXIT trap (lab_teardown), and source clients.sh (its functions: skopeo_pull,
 # podman_pull, ctr_pull, docker_pull, lpodman, lctr, ldocker, *_clean, logproxy_*...).

@@ -19,10 +19,9 @@
 # Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE, RS_SHARED_TOOLS.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-240} # lib.sh's watchdog bounds the whole test
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-PY=/usr/bin/python3 # like the shared tools: the system python first
-[ -x "$PY" ] || PY=$(command -v python3)
 
 R2=127.0.0.1:$((LAB_PORT_BASE + 51)) # second regslim, long tag TTL
 LP=127.0.0.1:$((LAB_PORT_BASE + 80)) # logproxy in front of the registry
@@ -39,20 +38,6 @@ ACCEPT6=(-H "Accept: $MT_OCI" -H "Accept: $MT_V2" -H "Accept: $MT_V1S" -H "Accep
 	-H "Accept: $MT_LIST" -H "Accept: $MT_IDX")
 
 # ---------------------------------------------------------------- local helpers
-# expect NAME CONDITION WHY: PASS when the shell CONDITION (eval'd) holds, else FAIL NAME: WHY
-expect() { if eval "$2" > /dev/null 2>&1; then pass "$1"; else fail "$1" "$3"; fi; }
-# watchdog SECONDS: bound the whole test: past SECONDS, FAIL watchdog and finish (teardown follows)
-watchdog() {
-	(
-		trap 'kill $sp 2> /dev/null; exit 0' TERM
-		sleep "$1" &
-		sp=$!
-		wait $sp && kill -TERM $$
-	) &
-	lab_on_exit "kill $! 2> /dev/null"
-	# shellcheck disable=SC2064 # $1 expands now, on purpose
-	trap "trap - TERM; fail watchdog 'the test ran longer than $1 s'; finish" TERM
-}
 # fetch KEY URL [curl args]: response headers in $W/KEY.h, body in $W/KEY.b; prints the status
 fetch() {
 	local key=$1 url=$2
@@ -104,7 +89,6 @@ push_blob() {
 
 # ---------------------------------------------------------------- set-up
 lab_setup
-watchdog 240
 W=$REGSLIM_LAB/api # scratch files of this test
 LPLOG=$REGSLIM_LAB/logs/logproxy.jsonl
 mkdir -p "$W"

@@ -8,25 +8,10 @@
 # Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE, RS_SHARED_TOOLS.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-120} # lib.sh's watchdog bounds the whole test
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-PY=/usr/bin/python3 # like the shared tools: the system python first
-[ -x "$PY" ] || PY=$(command -v python3)
 
-# expect NAME CONDITION WHY: PASS when the shell CONDITION (eval'd) holds, else FAIL NAME: WHY
-expect() { if eval "$2" > /dev/null 2>&1; then pass "$1"; else fail "$1" "$3"; fi; }
-# watchdog SECONDS: bound the whole test: past SECONDS, FAIL watchdog and finish (teardown follows)
-watchdog() {
-	(
-		trap 'kill $sp 2> /dev/null; exit 0' TERM
-		sleep "$1" &
-		sp=$!
-		wait $sp && kill -TERM $$
-	) &
-	lab_on_exit "kill $! 2> /dev/null"
-	# shellcheck disable=SC2064 # $1 expands now, on purpose
-	trap "trap - TERM; fail watchdog 'the test ran longer than $1 s'; finish" TERM
-}
 # run KEY ARGS...: regslim ARGS (bounded), stdout in $W/KEY.out, stderr in $W/KEY.err; prints the exit status
 run() {
 	local key=$1 rc=0
@@ -37,7 +22,6 @@ run() {
 oneline() { tr '\n' ' ' < "$1" | cut -c1-300; }
 
 lab_setup
-watchdog 120
 W=$REGSLIM_LAB/cli
 mkdir -p "$W"
 FREE=127.0.0.1:$((LAB_PORT_BASE + 99))
