@@ -10,6 +10,7 @@
  * live only inside this file; the structs it fills own plain C strings. */
 #include "config.h"
 
+#include "gate_policy.h"
 #include "policy.h"
 #include "rs_limits.h"
 
@@ -49,7 +50,7 @@ static const char *const auth_keys[] = {"username", "password_env", "password_fi
 static const char *const auth_section_keys[] = {"htpasswd", "token_secret_file", "realm", "token_ttl_s",
                                                "anonymous_pull", "groups", "acl", NULL};
 static const char *const acl_keys[] = {"repository", "users", "groups", "actions", NULL};
-static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", NULL};
+static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", "upstream", "policies", NULL};
 static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
@@ -980,6 +981,16 @@ static enum rs_code load_push_section(struct rs_config *cfg, const struct loader
 	    (rc = get_uint(&cfg->push.upload_idle_timeout_s, ld, "push.upload_idle_timeout_s", x, 1,
 	                   RS_LIMIT_UPLOAD_IDLE_MAX_S)))
 		return rc;
+	if ((x = json_object_get(v, "upstream"))) {
+		if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
+			return fail_value(ld, "push.upstream", x, "the name of a configured upstream");
+		if ((rc = get_string(&cfg->push.upstream, ld, "push.upstream", x, "a string")))
+			return rc;
+	}
+	if ((x = json_object_get(v, "policies")) &&
+	    (rc = gate_policies_load(&cfg->push.policies, &cfg->push.policy_count, ld->file, "push.policies", x,
+	                             ld->err)))
+		return rc;
 	return RS_OK;
 }
 
@@ -1569,6 +1580,10 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 	if (push) {
 		put(push, "max_blob_bytes", json_integer((json_int_t)cfg->push.max_blob_bytes), &ok);
 		put(push, "upload_idle_timeout_s", json_integer(cfg->push.upload_idle_timeout_s), &ok);
+		if (cfg->push.upstream)
+			put(push, "upstream", json_string(cfg->push.upstream), &ok);
+		if (cfg->push.policy_count)
+			put(push, "policies", gate_policies_to_json(cfg->push.policies, cfg->push.policy_count), &ok);
 	}
 	put(root, "push", push, &ok);
 	json_t *opt = json_object();
@@ -1631,6 +1646,8 @@ void config_dispose(struct rs_config *cfg)
 	free(cfg->log_level);
 	upstreams_free(cfg->upstreams, cfg->upstream_count);
 	auth_dispose(&cfg->auth);
+	free(cfg->push.upstream);
+	gate_policies_free(cfg->push.policies, cfg->push.policy_count);
 	optimize_dispose(&cfg->optimize);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -18,6 +18,8 @@
 #define RS_DOCKER_HUB_NAME "docker.io"
 #define RS_DOCKER_HUB_URL "https://registry-1.docker.io"
 
+struct rs_gate_policy;
+
 struct rs_upstream_config {
 	char *name;            /* "docker.io", "ghcr.io": matched against ?ns= and a first path component */
 	char *url;             /* scheme://host[:port], no trailing slash */
@@ -68,6 +70,13 @@ struct rs_auth_config {
 struct rs_push_config {
 	uint64_t max_blob_bytes;        /* one uploaded blob */
 	unsigned upload_idle_timeout_s; /* uploads idle this long are removed */
+	/* Push gate (config/gate_policy.h, docs/policy.md): a push to a
+	 * repository that a policy matches is checked, optimized per its mode
+	 * and forwarded to this upstream (NULL: the default upstream) with
+	 * regslim's own credentials. No matching policy: kept locally only. */
+	char *upstream;
+	struct rs_gate_policy *policies; /* first match wins */
+	size_t policy_count;
 };
 
 /* How a policy picks the layer compression ("optimize.policies[].compression"). */

@@ -47,6 +47,9 @@ struct label_row {
 };
 static _Atomic uint64_t opt_ok, opt_failed, opt_usec_sum;
 static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_rows[OPT_ROWS];
+/* push gate (gate.c): pushes by result, findings by (rule, action) */
+static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS];
+static size_t gate_push_count, gate_finding_count;
 static size_t fallback_count, variant_count, saved_count;
 static void *inflight_arg;
 
@@ -141,6 +144,16 @@ void metrics_variant_served(const char *family, const char *variant)
 void metrics_bytes_saved(const char *kind, uint64_t n)
 {
 	label_add(saved_rows, &saved_count, kind, "", n);
+}
+
+void metrics_gate_push(const char *result)
+{
+	label_add(gate_push_rows, &gate_push_count, result, "", 1);
+}
+
+void metrics_gate_finding(const char *rule, const char *action)
+{
+	label_add(gate_finding_rows, &gate_finding_count, rule, action, 1);
 }
 
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
@@ -245,6 +258,16 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < saved_count; i++)
 		emit(&p, "regslim_bytes_saved_total{kind=\"%s\"} %llu\n", saved_rows[i].a,
 		     (unsigned long long)saved_rows[i].count);
+	emit(&p, "# HELP regslim_gate_pushes_total Manifest pushes checked by a push policy, by result.\n"
+	         "# TYPE regslim_gate_pushes_total counter\n");
+	for (size_t i = 0; i < gate_push_count; i++)
+		emit(&p, "regslim_gate_pushes_total{result=\"%s\"} %llu\n", gate_push_rows[i].a,
+		     (unsigned long long)gate_push_rows[i].count);
+	emit(&p, "# HELP regslim_gate_findings_total Push policy findings, by rule and action (deny or warn).\n"
+	         "# TYPE regslim_gate_findings_total counter\n");
+	for (size_t i = 0; i < gate_finding_count; i++)
+		emit(&p, "regslim_gate_findings_total{rule=\"%s\",action=\"%s\"} %llu\n", gate_finding_rows[i].a,
+		     gate_finding_rows[i].b, (unsigned long long)gate_finding_rows[i].count);
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
 	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);

@@ -40,6 +40,11 @@ void metrics_variant_served(const char *family, const char *variant);
 /* kind: "stored" (once per optimization) or "served" (per optimized pull). */
 void metrics_bytes_saved(const char *kind, uint64_t n);
 
+/* Push gate (gate.c). result: "accepted", "denied", "upstream_failed";
+ * rule and action: static strings ("secrets", "deny"). */
+void metrics_gate_push(const char *result);
+void metrics_gate_finding(const char *rule, const char *action);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 

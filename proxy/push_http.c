@@ -21,7 +21,10 @@
 #include "push_http.h"
 
 #include "digest.h"
+#include "gate.h"
+#include "gate_policy.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "rs_limits.h"
 
@@ -666,6 +669,101 @@ enum MHD_Result push_http_body(struct push_http *ph, struct request *rq, const c
 	}
 }
 
+/* A registry error whose message may be long (policy reports): the body
+ * is built in a buffer of its own size. */
+static enum MHD_Result reply_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
+{
+	size_t cap = strlen(msg) * 6 + 128;
+	char *body = malloc(cap);
+	if (!body)
+		return reply_error(rq, 500, "UNKNOWN", "out of memory", NULL, 0);
+	size_t pos = (size_t)snprintf(body, cap, "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
+	log_json_escape(body, cap - 32, &pos, msg);
+	snprintf(body + pos, cap - pos, "\",\"detail\":{}}]}\n");
+	free(rq->error);
+	rq->error = strdup(msg);
+	enum MHD_Result ret = reply(rq, status, JSON_TYPE, body, NULL, 0);
+	free(body);
+	return ret;
+}
+
+/* Manifest PUT under a push policy (docs/policy.md): store by digest (the
+ * spec's checks), evaluate the policy over every layer, refuse with 403
+ * DENIED listing every violation, forward a tag push to the upstream per the
+ * policy's mode, and only then set the local tag and answer 201. A push by
+ * digest is checked and kept; it goes upstream with the tag that names it. */
+static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *rq, struct wreq *w,
+                                          const struct rs_gate_policy *gp, const char *ct)
+{
+	struct rs_err err = {0};
+	char digest[DIGEST_STR_SIZE], got[DIGEST_STR_SIZE];
+	digest_buffer(digest, w->buf, w->len);
+	bool by_tag = strchr(w->ref, ':') == NULL;
+	if (push_put_manifest(ph->push, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
+		return fail(rq, w, &err, 0, false);
+	struct gate_report rep = {0};
+	char *text = NULL;
+	enum rs_code rc = gate_check(&rep, gp, push_store(ph->push), digest, &err);
+	if (rc) {
+		gate_report_dispose(&rep);
+		metrics_gate_push("check_failed");
+		rs_err_prefix(&err, "policy check of %s: ", digest);
+		return fail(rq, w, &err, 0, false);
+	}
+	for (size_t i = 0; i < rep.count; i++)
+		metrics_gate_finding(rep.items[i].rule, rep.items[i].action == GATE_DENY ? "deny" : "warn");
+	if (rep.warns && gate_report_text(&text, &rep, GATE_WARN, &err) == RS_OK) {
+		log_event(LOG_WARN, "push %s:%s (%s): %zu policy warning(s): %s", w->name, w->ref, digest, rep.warns, text);
+		free(text);
+		text = NULL;
+	}
+	if (rep.denies) {
+		enum MHD_Result ret;
+		if (gate_report_text(&text, &rep, GATE_DENY, &err) != RS_OK) {
+			ret = fail(rq, w, &err, 0, false);
+		} else {
+			size_t n = strlen(text) + 256;
+			char *msg = malloc(n);
+			if (msg)
+				snprintf(msg, n, "push of %s:%s refused by policy: %zu violation(s): %s", w->name, w->ref,
+				         rep.denies, text);
+			log_event(LOG_WARN, "%s", msg ? msg : text);
+			ret = reply_error_long(rq, 403, "DENIED", msg ? msg : text);
+			free(msg);
+		}
+		free(text);
+		gate_report_dispose(&rep);
+		metrics_gate_push("denied");
+		return ret;
+	}
+	size_t warns = rep.warns;
+	gate_report_dispose(&rep);
+	if (by_tag) {
+		char *pushed = NULL, store_dir[4096], tmp_dir[4096];
+		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
+		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
+		if (gate_forward(&pushed, gp, ph->cfg, push_store(ph->push), store_dir, tmp_dir, w->name, w->ref, digest,
+		                 &err) != RS_OK) {
+			metrics_gate_push("upstream_failed");
+			log_event(LOG_ERROR, "push %s:%s (%s) not forwarded: %s", w->name, w->ref, digest, err.msg);
+			char msg[RS_ERR_MSG_MAX + 64];
+			snprintf(msg, sizeof(msg), "forwarding to the upstream failed: %s", err.msg);
+			return reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
+		}
+		log_event(LOG_INFO, "push %s:%s (%s) accepted by policy (mode %s, %zu warning(s)), upstream: %s", w->name,
+		          w->ref, digest, gate_mode_name(gp->mode), warns, pushed);
+		free(pushed);
+		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
+			return fail(rq, w, &err, 0, false);
+	}
+	metrics_gate_push("accepted");
+	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], nwarn[24];
+	snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
+	snprintf(nwarn, sizeof(nwarn), "%zu", warns);
+	struct hdr h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}, {"X-Regslim-Policy-Warnings", nwarn}};
+	return reply(rq, 201, NULL, NULL, h, 3);
+}
+
 enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 {
 	bool fresh;
@@ -698,6 +796,9 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 			rs_err_set(&err, RS_BAD_INPUT, "empty manifest body");
 			return fail(rq, w, &err, 0, false);
 		}
+		const struct rs_gate_policy *gp = gate_policy_find(ph->cfg->push.policies, ph->cfg->push.policy_count, w->name);
+		if (gp)
+			return gated_manifest_put(ph, rq, w, gp, ct);
 		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, digest, &err) != RS_OK)
 			return fail(rq, w, &err, 0, false);
 		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];

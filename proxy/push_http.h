@@ -6,7 +6,10 @@
  * is the auth gate registry.c calls for every API request: 401 with a
  * Bearer challenge whose realm is derived from the Host header, 403 DENIED,
  * or go ahead. Without an "auth" section pulls stay anonymous and pushes
- * are refused with 403 and a hint (docs/push.md). */
+ * are refused with 403 and a hint (docs/push.md). A manifest PUT to a
+ * repository that a push policy matches goes through the push gate
+ * (gate.h, docs/policy.md): 403 DENIED listing every violation, or the image
+ * is forwarded upstream before the 201 (502 UNAVAILABLE when that fails). */
 #ifndef RS_PROXY_PUSH_HTTP_H
 #define RS_PROXY_PUSH_HTTP_H
 

@@ -1,0 +1,513 @@
+/* scan: streaming layer scan and secret detectors for the push gate (see
+ * scan.h). Chain: fd -> digest (compressed) -> decoder -> tar_read ->
+ * callbacks; file contents go through a fixed work buffer that carries the
+ * last SCAN_WINDOW bytes over to the next round, so a pattern split across
+ * chunks is still seen and is reported once. Talks to codec/tar_read/stream
+ * only: no HTTP, no policy. */
+#include "scan.h"
+
+#include "stream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define WORK_CHUNK (64u * 1024)
+#define WORK_CAP (SCAN_WINDOW + WORK_CHUNK)
+#define AWS_NEIGHBOUR 512
+
+static const char *const detector_names[SCAN_DETECTOR_COUNT] = {
+	[SCAN_PEM_PRIVATE_KEY] = "PEM private key",
+	[SCAN_OPENSSH_PRIVATE_KEY] = "OpenSSH private key",
+	[SCAN_PGP_PRIVATE_KEY] = "PGP private key block",
+	[SCAN_AWS_ACCESS_KEY] = "AWS access key id with secret key",
+	[SCAN_GITHUB_TOKEN] = "GitHub token",
+	[SCAN_SLACK_TOKEN] = "Slack token",
+	[SCAN_AWS_CREDENTIALS_FILE] = "AWS credentials file",
+	[SCAN_DOCKER_CONFIG_AUTH] = "Docker config.json with registry auth",
+	[SCAN_GCLOUD_CREDENTIALS] = "gcloud credentials file",
+	[SCAN_NPMRC_TOKEN] = ".npmrc with _authToken",
+	[SCAN_GIT_CREDENTIALS] = ".git-credentials with a password",
+};
+
+const char *scan_detector_name(enum scan_detector d)
+{
+	return (unsigned)d < SCAN_DETECTOR_COUNT ? detector_names[d] : "unknown detector";
+}
+
+enum file_kind {
+	FK_AWS = 1u << 0,
+	FK_DOCKER = 1u << 1,
+	FK_GCLOUD = 1u << 2,
+	FK_NPMRC = 1u << 3,
+	FK_GITCRED = 1u << 4,
+};
+
+struct scan_secrets {
+	uint64_t file_cap;
+	scan_finding_fn on_finding;
+	void *ctx;
+	char *path;
+	unsigned kinds;
+	bool reported[SCAN_DETECTOR_COUNT];
+	uint64_t fed;        /* content bytes taken (capped) */
+	uint64_t base;       /* file offset of work[0] */
+	uint64_t next_start; /* first file offset not yet tested as a match start */
+	size_t len;
+	int64_t last_secret; /* offset of the last secret-like token, -1 none */
+	int64_t aws_pending; /* an AWS key id wants a secret at or before this offset, -1 none */
+	enum rs_code failed; /* a callback failed: sticks */
+	uint8_t work[WORK_CAP];
+};
+
+enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, scan_finding_fn on_finding, void *ctx,
+			      struct rs_err *err)
+{
+	*out = NULL;
+	struct scan_secrets *s = calloc(1, sizeof(*s));
+	if (!s)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
+	s->file_cap = file_cap ? file_cap : SCAN_FILE_CAP_DEFAULT;
+	s->on_finding = on_finding;
+	s->ctx = ctx;
+	*out = s;
+	return RS_OK;
+}
+
+void scan_secrets_free(struct scan_secrets *s)
+{
+	if (!s)
+		return;
+	free(s->path);
+	free(s);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* path equals name or ends with "/" name. */
+static bool is_file(const char *path, const char *name)
+{
+	size_t a = strlen(path), b = strlen(name);
+	if (a == b)
+		return strcmp(path, name) == 0;
+	return a > b && path[a - b - 1] == '/' && strcmp(path + a - b, name) == 0;
+}
+
+static unsigned kinds_of(const char *path)
+{
+	unsigned k = 0;
+	if (is_file(path, ".aws/credentials"))
+		k |= FK_AWS;
+	if (is_file(path, ".docker/config.json"))
+		k |= FK_DOCKER;
+	if ((strstr(path, "gcloud/") != NULL) &&
+	    (ends_with(path, "/credentials.db") || ends_with(path, "/application_default_credentials.json") ||
+	     ends_with(path, "/adc.json") || ends_with(path, "/access_tokens.db")))
+		k |= FK_GCLOUD;
+	if (is_file(path, ".npmrc") || is_file(path, "etc/npmrc"))
+		k |= FK_NPMRC;
+	if (is_file(path, ".git-credentials") || is_file(path, ".config/git/credentials"))
+		k |= FK_GITCRED;
+	return k;
+}
+
+enum rs_code scan_secrets_begin(struct scan_secrets *s, const char *path, struct rs_err *err)
+{
+	free(s->path);
+	s->path = strdup(path);
+	if (!s->path)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
+	s->kinds = kinds_of(path);
+	memset(s->reported, 0, sizeof(s->reported));
+	s->fed = s->base = s->next_start = 0;
+	s->len = 0;
+	s->last_secret = s->aws_pending = -1;
+	s->failed = RS_OK;
+	return RS_OK;
+}
+
+static enum rs_code report(struct scan_secrets *s, enum scan_detector d, struct rs_err *err)
+{
+	if (s->reported[d])
+		return RS_OK;
+	s->reported[d] = true;
+	return s->on_finding(s->ctx, s->path, d, err);
+}
+
+static bool is_alnum(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool is_upper_alnum(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool is_b64(uint8_t c)
+{
+	return is_alnum(c) || c == '+' || c == '/';
+}
+
+static bool has(const uint8_t *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+	return n >= l && memcmp(p, lit, l) == 0;
+}
+
+static bool has_ci(const uint8_t *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+	return n >= l && strncasecmp((const char *)p, lit, l) == 0;
+}
+
+/* A line break: "\r\n", "\n" or a literal backslash-n (JSON). 0 when none. */
+static size_t line_break(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	if (i < n && p[i] == '\r')
+		i++;
+	if (i < n && p[i] == '\n')
+		return i + 1;
+	if (i + 1 < n && p[i] == '\\' && p[i + 1] == 'n')
+		return i + 2;
+	return 0;
+}
+
+static size_t b64_run(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (is_b64(p[i]) || p[i] == '='))
+		i++;
+	return i;
+}
+
+/* After a BEGIN header: a key body must follow (base64 line, armor or PEM
+ * headers, or an empty line and base64). */
+static bool key_body_follows(const uint8_t *p, size_t n)
+{
+	size_t i = line_break(p, n);
+	if (!i)
+		return false;
+	p += i;
+	n -= i;
+	if (b64_run(p, n) >= 40)
+		return true;
+	if (has(p, n, "Proc-Type:") || has(p, n, "Version:") || has(p, n, "Comment:") || has(p, n, "Hash:"))
+		return true;
+	size_t j = line_break(p, n);
+	return j && b64_run(p + j, n - j) >= 40;
+}
+
+/* "-----BEGIN <label>PRIVATE KEY-----" or "... PRIVATE KEY BLOCK-----". */
+static enum rs_code match_begin(struct scan_secrets *s, const uint8_t *p, size_t n, struct rs_err *err)
+{
+	if (!has(p, n, "-----BEGIN "))
+		return RS_OK;
+	size_t i = 11, label = i;
+	while (i < n && i < label + 40 && ((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') || p[i] == ' '))
+		i++;
+	/* the label ends with "PRIVATE KEY"; find it in [label, i) */
+	size_t end = i;
+	const char *tails[] = {"PRIVATE KEY-----", "PRIVATE KEY BLOCK-----"};
+	for (size_t t = 0; t < 2; t++) {
+		size_t tl = strlen(tails[t]);
+		/* the label run swallowed "PRIVATE KEY" (and " BLOCK"); back up */
+		for (size_t k = label; k <= end && k + tl <= n; k++) {
+			if (memcmp(p + k, tails[t], tl) != 0)
+				continue;
+			if (k != label && p[k - 1] != ' ')
+				continue;
+			if (!key_body_follows(p + k + tl, n - k - tl))
+				return RS_OK;
+			enum scan_detector d = SCAN_PEM_PRIVATE_KEY;
+			if (t == 1 || has(p + label, k - label, "PGP "))
+				d = SCAN_PGP_PRIVATE_KEY;
+			else if (has(p + label, k - label, "OPENSSH "))
+				d = SCAN_OPENSSH_PRIVATE_KEY;
+			return report(s, d, err);
+		}
+	}
+	return RS_OK;
+}
+
+/* A secret-access-key-like token: exactly 40 base64 characters with both
+ * cases and a digit, not part of a longer run. */
+static bool secret_token(const uint8_t *p, size_t n)
+{
+	if (n < 40)
+		return false;
+	bool lo = false, up = false, dg = false;
+	for (size_t i = 0; i < 40; i++) {
+		if (!is_b64(p[i]))
+			return false;
+		lo |= p[i] >= 'a' && p[i] <= 'z';
+		up |= p[i] >= 'A' && p[i] <= 'Z';
+		dg |= p[i] >= '0' && p[i] <= '9';
+	}
+	return lo && up && dg && (n == 40 || !is_b64(p[40]));
+}
+
+static enum rs_code secret_seen(struct scan_secrets *s, uint64_t off, struct rs_err *err)
+{
+	s->last_secret = (int64_t)off;
+	if (s->aws_pending >= 0 && (int64_t)off <= s->aws_pending) {
+		s->aws_pending = -1;
+		return report(s, SCAN_AWS_ACCESS_KEY, err);
+	}
+	return RS_OK;
+}
+
+/* Test every detector at work[i]; n bytes are available from there. */
+static enum rs_code match_at(struct scan_secrets *s, size_t i, size_t n, struct rs_err *err)
+{
+	const uint8_t *p = s->work + i;
+	uint64_t off = s->base + i;
+	bool boundary = off == 0 || (i > 0 && !is_alnum(s->work[i - 1]));
+	bool b64_boundary = off == 0 || (i > 0 && !is_b64(s->work[i - 1]) && s->work[i - 1] != '=');
+	enum rs_code rc = RS_OK;
+	switch (p[0]) {
+	case '-':
+		rc = match_begin(s, p, n, err);
+		break;
+	case 'A':
+		if (boundary && n >= 20 && (has(p, n, "AKIA") || has(p, n, "ASIA"))) {
+			size_t k = 4;
+			while (k < 20 && is_upper_alnum(p[k]))
+				k++;
+			if (k == 20 && (n == 20 || !is_alnum(p[20])) && memcmp(p, "AKIAIOSFODNN7EXAMPLE", 20) != 0) {
+				if (s->last_secret >= 0 && off - (uint64_t)s->last_secret <= AWS_NEIGHBOUR)
+					rc = report(s, SCAN_AWS_ACCESS_KEY, err);
+				else
+					s->aws_pending = (int64_t)(off + 20 + AWS_NEIGHBOUR);
+			}
+		}
+		break;
+	case 'g':
+		if (boundary && n >= 40 && p[1] == 'h' && strchr("posur", p[2]) && p[2] && p[3] == '_') {
+			size_t k = 4;
+			while (k < 40 && is_alnum(p[k]))
+				k++;
+			if (k == 40 && (n == 40 || !is_alnum(p[40])))
+				rc = report(s, SCAN_GITHUB_TOKEN, err);
+		}
+		break;
+	case 'x':
+		if (boundary && has(p, n, "xox") && n > 5 && strchr("baprs", p[3]) && p[3] && p[4] == '-') {
+			size_t k = 5;
+			while (k < n && k < 5 + 10 && (is_alnum(p[k]) || p[k] == '-'))
+				k++;
+			if (k == 15)
+				rc = report(s, SCAN_SLACK_TOKEN, err);
+		}
+		break;
+	case '"':
+		if ((s->kinds & FK_DOCKER) && has(p, n, "\"auth\"")) {
+			size_t k = 6;
+			while (k < n && (p[k] == ' ' || p[k] == '\t'))
+				k++;
+			if (k < n && p[k] == ':') {
+				k++;
+				while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\n' || p[k] == '\r'))
+					k++;
+				if (k + 1 < n && p[k] == '"' && is_b64(p[k + 1]))
+					rc = report(s, SCAN_DOCKER_CONFIG_AUTH, err);
+			}
+		}
+		if (rc == RS_OK && (s->kinds & FK_GCLOUD) &&
+		    (has(p, n, "\"refresh_token\"") || has(p, n, "\"private_key\"")))
+			rc = report(s, SCAN_GCLOUD_CREDENTIALS, err);
+		break;
+	case '_':
+		if ((s->kinds & FK_NPMRC) && has(p, n, "_authToken")) {
+			size_t k = 10;
+			while (k < n && p[k] == ' ')
+				k++;
+			if (k < n && p[k] == '=') {
+				k++;
+				while (k < n && p[k] == ' ')
+					k++;
+				if (k < n && p[k] != '$' && p[k] != '\n' && p[k] != '\r' && p[k] != '"')
+					rc = report(s, SCAN_NPMRC_TOKEN, err);
+			}
+		}
+		break;
+	case ':':
+		if ((s->kinds & FK_GITCRED) && has(p, n, "://")) {
+			size_t k = 3, user = 0, pass = 0;
+			while (k < n && p[k] != ':' && p[k] != '/' && p[k] != '@' && p[k] > ' ')
+				k++, user++;
+			if (user && k < n && p[k] == ':') {
+				k++;
+				while (k < n && p[k] != '@' && p[k] > ' ')
+					k++, pass++;
+				if (pass && k < n && p[k] == '@')
+					rc = report(s, SCAN_GIT_CREDENTIALS, err);
+			}
+		}
+		break;
+	default:
+		break;
+	}
+	if (rc)
+		return rc;
+	/* keyword checks (case-insensitive) */
+	if ((p[0] == 'a' || p[0] == 'A') && has_ci(p, n, "aws_secret_access_key")) {
+		if (s->kinds & FK_AWS)
+			rc = report(s, SCAN_AWS_CREDENTIALS_FILE, err);
+		if (rc == RS_OK)
+			rc = secret_seen(s, off, err);
+	} else if (b64_boundary && is_b64(p[0]) && secret_token(p, n)) {
+		rc = secret_seen(s, off, err);
+	}
+	return rc;
+}
+
+/* Test match starts up to limit (an index into work). */
+static enum rs_code scan_to(struct scan_secrets *s, size_t limit, struct rs_err *err)
+{
+	size_t from = (size_t)(s->next_start - s->base);
+	for (size_t i = from; i < limit; i++) {
+		enum rs_code rc = match_at(s, i, s->len - i, err);
+		if (rc)
+			return s->failed = rc;
+	}
+	if (limit > from)
+		s->next_start = s->base + limit;
+	return RS_OK;
+}
+
+enum rs_code scan_secrets_feed(struct scan_secrets *s, const void *buf, size_t len, struct rs_err *err)
+{
+	if (s->failed)
+		return rs_err_set(err, s->failed, "secret scanner failed earlier");
+	const uint8_t *in = buf;
+	if (s->fed >= s->file_cap)
+		return RS_OK;
+	if (len > s->file_cap - s->fed)
+		len = (size_t)(s->file_cap - s->fed);
+	s->fed += len;
+	while (len > 0) {
+		size_t n = WORK_CAP - s->len;
+		if (n > len)
+			n = len;
+		memcpy(s->work + s->len, in, n);
+		s->len += n;
+		in += n;
+		len -= n;
+		if (s->len == WORK_CAP) {
+			size_t limit = WORK_CAP - SCAN_WINDOW;
+			enum rs_code rc = scan_to(s, limit, err);
+			if (rc)
+				return rc;
+			/* keep one byte before the next start for the boundary checks */
+			size_t keep_from = limit - 1;
+			memmove(s->work, s->work + keep_from, s->len - keep_from);
+			s->len -= keep_from;
+			s->base += keep_from;
+		}
+	}
+	return RS_OK;
+}
+
+enum rs_code scan_secrets_end(struct scan_secrets *s, struct rs_err *err)
+{
+	if (s->failed)
+		return rs_err_set(err, s->failed, "secret scanner failed earlier");
+	return scan_to(s, s->len, err);
+}
+
+/* ---- layer scan -------------------------------------------------------- */
+
+struct layer_ctx {
+	const struct scan_opts *o;
+	struct scan_secrets *sec;
+	struct scan_stats *st;
+	bool in_file;
+};
+
+static enum rs_code on_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
+			     enum tar_verdict *verdict, struct rs_err *err)
+{
+	(void)raw;
+	(void)raw_len;
+	struct layer_ctx *c = ctx;
+	c->st->entries++;
+	if (c->o->on_entry) {
+		enum rs_code rc = c->o->on_entry(c->o->ctx, e, err);
+		if (rc)
+			return rc;
+	}
+	c->in_file = false;
+	*verdict = TAR_DROP;
+	if (c->sec && e->type == TAR_TYPE_FILE && e->size > 0) {
+		enum rs_code rc = scan_secrets_begin(c->sec, e->path, err);
+		if (rc)
+			return rc;
+		c->in_file = true;
+		c->st->files_scanned++;
+		*verdict = TAR_KEEP;
+	}
+	return RS_OK;
+}
+
+static enum rs_code on_data(void *ctx, const struct tar_entry *e, const void *buf, size_t len, bool padding,
+			    struct rs_err *err)
+{
+	(void)e;
+	struct layer_ctx *c = ctx;
+	if (padding || !c->in_file)
+		return RS_OK;
+	return scan_secrets_feed(c->sec, buf, len, err);
+}
+
+static enum rs_code on_end_entry(void *ctx, const struct tar_entry *e, enum tar_verdict verdict,
+				 struct rs_err *err)
+{
+	(void)e;
+	(void)verdict;
+	struct layer_ctx *c = ctx;
+	if (!c->in_file)
+		return RS_OK;
+	c->in_file = false;
+	return scan_secrets_end(c->sec, err);
+}
+
+enum rs_code scan_layer_fd(struct scan_stats *out, int fd, const struct scan_opts *o, struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	struct layer_ctx c = {.o = o, .st = out};
+	struct stream_sink *tar = NULL, *dec = NULL, *dig = NULL;
+	static const struct tar_read_cbs cbs = {on_entry, on_data, on_end_entry};
+	enum rs_code rc = RS_OK;
+	if (o->secrets)
+		rc = scan_secrets_new(&c.sec, o->file_cap, o->on_finding, o->ctx, err);
+	if (rc == RS_OK)
+		rc = tar_read_new(&tar, &cbs, &c, err);
+	if (rc == RS_OK)
+		rc = codec_decoder_new(&dec, o->codec, NULL, tar, err);
+	if (rc == RS_OK)
+		rc = stream_digest_sink_new(&dig, dec, err);
+	if (rc == RS_OK)
+		rc = stream_pump_fd(dig, fd, err);
+	if (rc == RS_OK)
+		rc = stream_finish(dig, err);
+	if (dig) {
+		char got[DIGEST_STR_SIZE];
+		stream_digest_sink_result(dig, got, &out->compressed_bytes);
+		if (rc == RS_OK && o->digest && strcmp(got, o->digest) != 0)
+			rc = rs_err_set(err, RS_DIGEST_MISMATCH, "layer bytes hash to %s, not %s", got, o->digest);
+	}
+	if (dec)
+		codec_decoder_counts(dec, NULL, &out->uncompressed_bytes);
+	stream_free(dig);
+	stream_free(dec);
+	stream_free(tar);
+	scan_secrets_free(c.sec);
+	return rc;
+}

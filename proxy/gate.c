@@ -1,0 +1,605 @@
+/* gate: push policy evaluation and forwarding (see gate.h). Talks to the
+ * push store (blobstore.h), optimizer/scan.h for the layer pass,
+ * optimizer/pipeline.h for optimize modes, upstream_push.h for the upstream,
+ * and config/gate_policy.h for the rules. */
+#include "gate.h"
+
+#include "codec.h"
+#include "digest.h"
+#include "imagejson.h"
+#include "layout.h"
+#include "pipeline.h"
+#include "policy.h"
+#include "report.h"
+#include "rs_limits.h"
+#include "scan.h"
+#include "strip.h"
+#include "upstream_push.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_BYTES (4u * 1024 * 1024)
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+
+void gate_report_dispose(struct gate_report *r)
+{
+	for (size_t i = 0; i < r->count; i++)
+		free(r->items[i].text);
+	free(r->items);
+	memset(r, 0, sizeof(*r));
+}
+
+static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, struct rs_err *err,
+			const char *fmt, ...) RS_PRINTF(5, 6);
+
+static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, struct rs_err *err,
+			const char *fmt, ...)
+{
+	if (a == GATE_DENY)
+		r->denies++;
+	else
+		r->warns++;
+	if (r->count >= GATE_FINDINGS_MAX) {
+		r->dropped++;
+		return RS_OK;
+	}
+	if (!r->items && !(r->items = calloc(GATE_FINDINGS_MAX, sizeof(*r->items))))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		buf[0] = '\0';
+	struct gate_finding *f = &r->items[r->count];
+	if (!(f->text = strdup(buf)))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	f->action = a;
+	f->rule = rule;
+	r->count++;
+	return RS_OK;
+}
+
+/* ---- per-layer scan callbacks ---- */
+
+struct layer_eval {
+	const struct rs_gate_policy *p;
+	struct gate_report *rep;
+	const char *where; /* "layer 1 of 3 (sha256:..)" */
+};
+
+static bool is_whiteout(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	b = b ? b + 1 : path;
+	return strncmp(b, ".wh.", 4) == 0;
+}
+
+static enum rs_code on_entry(void *ctx, const struct tar_entry *e, struct rs_err *err)
+{
+	struct layer_eval *c = ctx;
+	const struct gate_list_rule *fp = &c->p->forbidden_paths;
+	if (fp->action == GATE_OFF || is_whiteout(e->path))
+		return RS_OK;
+	for (size_t i = 0; i < fp->count; i++)
+		if (strip_glob_match(fp->items[i], e->path))
+			return add(c->rep, fp->action, "forbidden_paths", err, "%s %s: forbidden path (matches %s)",
+				   c->where, e->path, fp->items[i]);
+	return RS_OK;
+}
+
+static enum rs_code on_finding(void *ctx, const char *path, enum scan_detector d, struct rs_err *err)
+{
+	struct layer_eval *c = ctx;
+	return add(c->rep, c->p->secrets, "secrets", err, "%s %s: %s", c->where, path, scan_detector_name(d));
+}
+
+static bool is_root(const char *user)
+{
+	size_t n = strcspn(user, ":");
+	return n == 0 || (n == 4 && strncmp(user, "root", 4) == 0) || (n == 1 && user[0] == '0');
+}
+
+static enum rs_code read_all_fd(int fd, uint64_t size, size_t cap, char **out, size_t *len, struct rs_err *err)
+{
+	if (size > cap)
+		return rs_err_set(err, RS_TOO_LARGE, "image config is %llu bytes, limit is %zu",
+				  (unsigned long long)size, cap);
+	char *b = malloc((size_t)size + 1);
+	if (!b)
+		return rs_err_set(err, RS_NOMEM, "out of memory reading the image config");
+	size_t got = 0;
+	while (got < size) {
+		ssize_t n = pread(fd, b + got, (size_t)size - got, (off_t)got);
+		if (n <= 0) {
+			free(b);
+			return rs_err_set(err, RS_IO, "reading the image config: %s", n < 0 ? strerror(errno) : "short file");
+		}
+		got += (size_t)n;
+	}
+	b[got] = '\0';
+	*out = b;
+	*len = got;
+	return RS_OK;
+}
+
+static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
+				const char *buf, size_t len, const char *prefix, struct rs_err *err)
+{
+	struct imagejson_manifest m = {0};
+	char *cfgbuf = NULL, *user = NULL;
+	size_t cfglen = 0, nlabels = 0;
+	struct imagejson_kv *labels = NULL;
+	int fd = -1;
+	enum rs_code rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
+	if (rc)
+		return rc;
+	rep->layers += m.layer_count;
+	uint64_t compressed = 0;
+	for (size_t i = 0; i < m.layer_count; i++)
+		compressed += m.layers[i].size;
+	rep->compressed_bytes += compressed;
+	if (p->max_layers.action && m.layer_count > p->max_layers.limit &&
+	    (rc = add(rep, p->max_layers.action, "max_layers", err, "%simage has %zu layers, the limit is %llu", prefix,
+		      m.layer_count, (unsigned long long)p->max_layers.limit)))
+		goto out;
+	if (p->max_compressed_bytes.action && compressed > p->max_compressed_bytes.limit &&
+	    (rc = add(rep, p->max_compressed_bytes.action, "max_compressed_size", err,
+		      "%simage is %llu bytes compressed, the limit is %llu", prefix, (unsigned long long)compressed,
+		      (unsigned long long)p->max_compressed_bytes.limit)))
+		goto out;
+	/* config: user and labels */
+	if (p->non_root || p->required_labels.action) {
+		uint64_t size = 0;
+		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
+		    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)) ||
+		    (rc = gate_image_facts(&user, &labels, &nlabels, cfgbuf, cfglen, err)))
+			goto out;
+		if (p->non_root && is_root(user) &&
+		    (rc = add(rep, p->non_root, "non_root", err, "%simage runs as root (config.User is \"%.60s\")%s", prefix,
+			      user, user[0] ? "" : ", set USER to a non-root user")))
+			goto out;
+		for (size_t i = 0; i < p->required_labels.count; i++)
+			if (!imagejson_kv_get(labels, nlabels, p->required_labels.items[i]) &&
+			    (rc = add(rep, p->required_labels.action, "required_labels", err, "%simage lacks label %s",
+				      prefix, p->required_labels.items[i])))
+				goto out;
+	}
+	if (p->allowed_bases_action) {
+		bool ok = false;
+		for (size_t b = 0; !ok && b < p->allowed_base_count; b++) {
+			const struct gate_base *g = &p->allowed_bases[b];
+			if (g->count > m.layer_count)
+				continue;
+			ok = true;
+			for (size_t i = 0; ok && i < g->count; i++)
+				ok = strcmp(g->layers[i], m.layers[i].digest) == 0;
+		}
+		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", err,
+				     "%simage is not built on an allowed base (bottom layer %s is not the start of an allowed chain)",
+				     prefix, m.layer_count ? m.layers[0].digest : "(none)")))
+			goto out;
+	}
+	bool need_scan = p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action;
+	uint64_t uncompressed = 0;
+	for (size_t i = 0; need_scan && i < m.layer_count; i++) {
+		const struct imagejson_descriptor *l = &m.layers[i];
+		const char *lmt = l->media_type ? l->media_type : "";
+		if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
+			continue;
+		enum codec_kind kind;
+		if ((rc = codec_kind_from_media_type(&kind, l->media_type, err)))
+			goto out;
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+		uint64_t size = 0;
+		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, l->digest, &fd, &size, err)))
+			goto out;
+		char where[160];
+		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m.layer_count, l->digest);
+		struct layer_eval ev = {p, rep, where};
+		struct scan_opts o = {.codec = kind,
+				      .digest = l->digest,
+				      .secrets = p->secrets != GATE_OFF,
+				      .file_cap = p->secret_file_cap,
+				      .on_entry = on_entry,
+				      .on_finding = on_finding,
+				      .ctx = &ev};
+		struct scan_stats st;
+		if ((rc = scan_layer_fd(&st, fd, &o, err))) {
+			rs_err_prefix(err, "scanning %s: ", where);
+			goto out;
+		}
+		uncompressed += st.uncompressed_bytes;
+	}
+	rep->uncompressed_bytes += uncompressed;
+	if (need_scan && p->max_uncompressed_bytes.action && uncompressed > p->max_uncompressed_bytes.limit)
+		rc = add(rep, p->max_uncompressed_bytes.action, "max_uncompressed_size", err,
+			 "%simage is %llu bytes uncompressed, the limit is %llu", prefix, (unsigned long long)uncompressed,
+			 (unsigned long long)p->max_uncompressed_bytes.limit);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(cfgbuf);
+	free(user);
+	imagejson_kv_free(labels, nlabels);
+	imagejson_manifest_dispose(&m);
+	return rc;
+}
+
+enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
+			const char *digest, struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	enum imagejson_kind kind;
+	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
+		goto out;
+	if (kind == IMAGEJSON_MANIFEST) {
+		rc = check_image(rep, p, store, buf, len, "", err);
+		goto out;
+	}
+	struct imagejson_index x = {0};
+	if ((rc = imagejson_parse_index(&x, buf, len, "index", err)))
+		goto out;
+	for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
+		char *cb = NULL, *ct = NULL;
+		size_t cl = 0;
+		enum imagejson_kind ck;
+		if ((rc = blobstore_get_manifest(store, x.manifests[i].digest, RS_LIMIT_MANIFEST_MAX_BYTES, &cb, &cl, &ct,
+						 err)))
+			break;
+		rc = imagejson_sniff(&ck, cb, cl, "manifest", err);
+		if (rc == RS_OK && ck == IMAGEJSON_MANIFEST) {
+			char prefix[160];
+			snprintf(prefix, sizeof(prefix), "platform %s/%s (%s): ", x.manifests[i].os ? x.manifests[i].os : "?",
+				 x.manifests[i].architecture ? x.manifests[i].architecture : "?", x.manifests[i].digest);
+			rc = check_image(rep, p, store, cb, cl, prefix, err);
+		}
+		free(cb);
+		free(ct);
+	}
+	imagejson_index_dispose(&x);
+out:
+	free(buf);
+	free(type);
+	return rc;
+}
+
+enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate_action which, struct rs_err *err)
+{
+	size_t cap = 128;
+	for (size_t i = 0; i < r->count; i++)
+		cap += strlen(r->items[i].text) + strlen(r->items[i].rule) + 8;
+	char *s = malloc(cap);
+	if (!s)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	size_t o = 0;
+	s[0] = '\0';
+	for (size_t i = 0; i < r->count; i++) {
+		if (r->items[i].action != which)
+			continue;
+		int n = snprintf(s + o, cap - o, "%s[%s] %s", o ? "; " : "", r->items[i].rule, r->items[i].text);
+		if (n > 0)
+			o += (size_t)n < cap - o ? (size_t)n : cap - o - 1;
+	}
+	if (r->dropped) {
+		int n = snprintf(s + o, cap - o, " (and %zu more)", r->dropped);
+		(void)n; /* cap has room for it */
+	}
+	*out = s;
+	return RS_OK;
+}
+
+/* ---- forwarding ---- */
+
+struct store_src {
+	struct blobstore *store;
+};
+
+static enum rs_code store_open_blob(void *ctx, const char *digest, int *fd, uint64_t *size, struct rs_err *err)
+{
+	struct store_src *s = ctx;
+	return blobstore_open_object(s->store, BLOBSTORE_BLOB, digest, fd, size, err);
+}
+
+static enum rs_code store_read_manifest(void *ctx, const char *digest, char **buf, size_t *len, char **mt,
+					struct rs_err *err)
+{
+	struct store_src *s = ctx;
+	return blobstore_get_manifest(s->store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, mt, err);
+}
+
+struct dir_src {
+	const char *dir; /* OCI layout */
+};
+
+/* dir "/" name into out; false when it does not fit. */
+__attribute__((noinline)) static bool pjoin(char *out, size_t cap, const char *dir, const char *name)
+{
+	int n = snprintf(out, cap, "%s/%s", dir, name);
+	return n >= 0 && (size_t)n < cap;
+}
+
+static void blob_path(char *out, size_t cap, const char *dir, const char *digest)
+{
+	int n = snprintf(out, cap, "%s/blobs/sha256/%s", dir, digest + 7);
+	if (n < 0)
+		out[0] = '\0';
+}
+
+static enum rs_code dir_open_blob(void *ctx, const char *digest, int *fd, uint64_t *size, struct rs_err *err)
+{
+	struct dir_src *s = ctx;
+	char path[4096];
+	blob_path(path, sizeof(path), s->dir, digest);
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (*fd < 0 || fstat(*fd, &st) != 0) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return rs_err_set(err, RS_NOT_FOUND, "optimized blob %s: %s", digest, strerror(errno));
+	}
+	*size = (uint64_t)st.st_size;
+	return RS_OK;
+}
+
+static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf, size_t *len, char **mt,
+				      struct rs_err *err)
+{
+	int fd;
+	uint64_t size;
+	enum rs_code rc = dir_open_blob(ctx, digest, &fd, &size, err);
+	if (rc)
+		return rc;
+	rc = read_all_fd(fd, size, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, err);
+	close(fd);
+	if (rc)
+		return rc;
+	enum imagejson_kind kind;
+	if ((rc = imagejson_sniff(&kind, *buf, *len, "optimized manifest", err))) {
+		free(*buf);
+		return rc;
+	}
+	*mt = strdup(kind == IMAGEJSON_INDEX ? MT_OCI_INDEX : MT_OCI_MANIFEST);
+	return *mt ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory");
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	(void)remove(path); /* best effort: a leftover is swept with tmp/ at the next start */
+	return 0;
+}
+
+static void rm_tree(const char *dir)
+{
+	(void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static enum rs_code write_file(const char *path, const char *data, size_t len, struct rs_err *err)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
+	ssize_t n = write(fd, data, len);
+	int e = errno;
+	close(fd);
+	if (n < 0 || (size_t)n != len)
+		return rs_err_set(err, RS_IO, "writing %s: %s", path, n < 0 ? strerror(e) : "short write");
+	return RS_OK;
+}
+
+/* Hard-link (else copy is not needed: same file system) an object of the push store into the layout. */
+static enum rs_code link_object(const char *store_dir, const char *kind, const char *layout, const char *digest,
+				struct rs_err *err)
+{
+	char from[4096], to[4096];
+	const char *hex = digest + 7;
+	int n = snprintf(from, sizeof(from), "%s/%s/sha256/%.2s/%s", store_dir, kind, hex, hex);
+	if (n < 0 || (size_t)n >= sizeof(from))
+		return rs_err_set(err, RS_IO, "path too long under %s", store_dir);
+	blob_path(to, sizeof(to), layout, digest);
+	if (link(from, to) != 0 && errno != EEXIST)
+		return rs_err_set(err, RS_IO, "linking %s into %s: %s", from, layout, strerror(errno));
+	return RS_OK;
+}
+
+/* An OCI layout at dir naming digest (media type mt, size) as tag, with
+ * links to every object it needs. */
+static enum rs_code build_layout(const char *dir, const char *store_dir, struct blobstore *store, const char *tag,
+				 const char *digest, struct rs_err *err)
+{
+	char path[4096];
+	(void)pjoin(path, sizeof(path), dir, "blobs"); /* dir is short: a mkdtemp name */
+	if (mkdir(dir, 0700) != 0 || mkdir(path, 0700) != 0)
+		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
+	(void)pjoin(path, sizeof(path), dir, "blobs/sha256"); /* dir is short: a mkdtemp name */
+	if (mkdir(path, 0700) != 0)
+		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
+	(void)pjoin(path, sizeof(path), dir, "oci-layout"); /* dir is short: a mkdtemp name */
+	static const char layout_json[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	enum rs_code rc = write_file(path, layout_json, sizeof(layout_json) - 1, err);
+	char *buf = NULL, *mt = NULL;
+	size_t len = 0;
+	if (rc == RS_OK)
+		rc = blobstore_get_manifest(store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &mt, err);
+	if (rc)
+		return rc;
+	rc = link_object(store_dir, "manifests", dir, digest, err);
+	enum imagejson_kind kind = IMAGEJSON_MANIFEST;
+	if (rc == RS_OK)
+		rc = imagejson_sniff(&kind, buf, len, "manifest", err);
+	/* the objects it references */
+	char **children = NULL;
+	size_t nchildren = 0;
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		rc = imagejson_parse_index(&x, buf, len, "index", err);
+		if (rc == RS_OK && x.manifest_count && !(children = calloc(x.manifest_count, sizeof(char *))))
+			rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
+			if (!(children[i] = strdup(x.manifests[i].digest)))
+				rc = rs_err_set(err, RS_NOMEM, "out of memory");
+			nchildren = i + 1;
+			if (rc == RS_OK)
+				rc = link_object(store_dir, "manifests", dir, x.manifests[i].digest, err);
+		}
+		imagejson_index_dispose(&x);
+	}
+	for (size_t c = 0; rc == RS_OK && c < (kind == IMAGEJSON_INDEX ? nchildren : 1); c++) {
+		char *mb = buf, *cmt = NULL;
+		size_t ml = len;
+		if (kind == IMAGEJSON_INDEX &&
+		    (rc = blobstore_get_manifest(store, children[c], RS_LIMIT_MANIFEST_MAX_BYTES, &mb, &ml, &cmt, err)))
+			break;
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, mb, ml, "manifest", err);
+		if (rc == RS_OK)
+			rc = link_object(store_dir, "blobs", dir, m.config.digest, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			if (blobstore_has(store, BLOBSTORE_BLOB, m.layers[i].digest))
+				rc = link_object(store_dir, "blobs", dir, m.layers[i].digest, err);
+		imagejson_manifest_dispose(&m);
+		if (mb != buf)
+			free(mb);
+		free(cmt);
+	}
+	for (size_t i = 0; i < nchildren; i++)
+		free(children[i]);
+	free(children);
+	/* index.json */
+	if (rc == RS_OK) {
+		struct imagejson_descriptor d = {.media_type = mt, .digest = (char *)digest, .size = len};
+		struct imagejson_index idx = {.schema_version = 2, .manifests = &d, .manifest_count = 1};
+		char *out = NULL;
+		size_t olen = 0;
+		rc = imagejson_kv_set(&d.annotations, &d.annotation_count, "org.opencontainers.image.ref.name", tag, err);
+		if (rc == RS_OK)
+			rc = imagejson_write_index(&out, &olen, &idx, err);
+		imagejson_kv_free(d.annotations, d.annotation_count);
+		(void)pjoin(path, sizeof(path), dir, "index.json"); /* dir is short: a mkdtemp name */
+		if (rc == RS_OK)
+			rc = write_file(path, out, olen, err);
+		free(out);
+	}
+	free(buf);
+	free(mt);
+	return rc;
+}
+
+/* Run the optimizer over store's repo:tag into a new layout; out_digest
+ * receives the optimized manifest's digest, dst the layout directory. */
+static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], const char *work, const struct rs_gate_policy *p,
+			     const char *store_dir, struct blobstore *store, const char *tag, const char *digest,
+			     struct rs_err *err)
+{
+	char src[4096], dst[4096], sref[4200], dref[4200];
+	snprintf(src, sizeof(src), "%s/src", work);
+	snprintf(dst, sizeof(dst), "%s/dst", work);
+	enum rs_code rc = build_layout(src, store_dir, store, tag, digest, err);
+	if (rc)
+		return rc;
+	struct policy pol = {0};
+	rc = p->optimizer_policy ? policy_load(&pol, p->optimizer_policy, err) : policy_init_defaults(&pol, err);
+	if (rc)
+		return rc;
+	snprintf(sref, sizeof(sref), "oci:%s:%s", src, tag);
+	snprintf(dref, sizeof(dref), "oci:%s:%s", dst, tag);
+	struct report rep;
+	report_init(&rep);
+	struct pipeline_opts o = {.src = sref, .dst = dref, .policy = &pol, .threads = 1};
+	rc = pipeline_run(&rep, &o, err);
+	report_dispose(&rep);
+	policy_dispose(&pol);
+	if (rc) {
+		rs_err_prefix(err, "optimizing: ");
+		return rc;
+	}
+	struct layout_src *ls = NULL;
+	if ((rc = layout_src_open(&ls, dref, err)))
+		return rc;
+	const struct imagejson_index *idx = layout_src_index(ls);
+	const char *found = NULL;
+	for (size_t i = 0; idx && i < idx->manifest_count; i++) {
+		const char *name = imagejson_kv_get(idx->manifests[i].annotations, idx->manifests[i].annotation_count,
+						    "org.opencontainers.image.ref.name");
+		if (name && strcmp(name, tag) == 0)
+			found = idx->manifests[i].digest;
+	}
+	if (found)
+		snprintf(out_digest, DIGEST_STR_SIZE, "%s", found);
+	else
+		rc = rs_err_set(err, RS_NOT_FOUND, "the optimizer wrote no image for tag %s", tag);
+	layout_src_free(ls);
+	return rc;
+}
+
+enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p, const struct rs_config *cfg,
+			  struct blobstore *store, const char *store_dir, const char *tmp_dir, const char *repo,
+			  const char *tag, const char *digest, struct rs_err *err)
+{
+	if (out_pushed)
+		*out_pushed = NULL;
+	const struct rs_upstream_config *upc =
+		cfg->push.upstream ? config_find_upstream(cfg, cfg->push.upstream) : &cfg->upstreams[cfg->default_upstream];
+	if (!upc)
+		return rs_err_set(err, RS_UPSTREAM, "push upstream %s is not configured", cfg->push.upstream);
+	struct upstream_push *up = NULL;
+	enum rs_code rc = upstream_push_new(&up, upc, err);
+	if (rc)
+		return rc;
+	struct store_src ss = {store};
+	struct upstream_push_source orig = {store_open_blob, store_read_manifest, &ss};
+	char work[4096] = "", opt[DIGEST_STR_SIZE] = "", desc[600] = "";
+	if (p->mode == GATE_MODE_CHECK_ONLY || p->mode == GATE_MODE_PUSH_BOTH) {
+		rc = upstream_push_image(up, repo, tag, digest, &orig, err);
+		snprintf(desc, sizeof(desc), "%s:%s -> %s (original)", repo, tag, digest);
+	}
+	if (rc == RS_OK && p->mode != GATE_MODE_CHECK_ONLY) {
+		snprintf(work, sizeof(work), "%s/gate-XXXXXX", tmp_dir);
+		if (!mkdtemp(work)) {
+			rc = rs_err_set(err, RS_IO, "creating a directory under %s: %s", tmp_dir, strerror(errno));
+			work[0] = '\0';
+		}
+		if (rc == RS_OK)
+			rc = optimize(opt, work, p, store_dir, store, tag, digest, err);
+		char otag[RS_LIMIT_TAG_MAX + 64];
+		snprintf(otag, sizeof(otag), "%s%s", tag, p->mode == GATE_MODE_PUSH_BOTH ? p->optimized_tag_suffix : "");
+		if (rc == RS_OK && strlen(otag) > 128)
+			rc = rs_err_set(err, RS_BAD_INPUT, "tag %s with suffix %s is longer than 128 characters", tag,
+					p->optimized_tag_suffix);
+		if (rc == RS_OK) {
+			char dst[4200];
+			snprintf(dst, sizeof(dst), "%s/dst", work);
+			struct dir_src ds = {dst};
+			struct upstream_push_source osrc = {dir_open_blob, dir_read_manifest, &ds};
+			rc = upstream_push_image(up, repo, otag, opt, &osrc, err);
+			size_t l = strlen(desc);
+			snprintf(desc + l, sizeof(desc) - l, "%s%s:%s -> %s (optimized)", l ? ", " : "", repo, otag, opt);
+		}
+	}
+	if (work[0])
+		rm_tree(work);
+	upstream_push_free(up);
+	if (rc == RS_OK && out_pushed && !(*out_pushed = strdup(desc)))
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	return rc;
+}

@@ -1,0 +1,69 @@
+/* gate: the push gate. At a manifest PUT to a repository that a push
+ * policy matches (config/gate_policy.h), gate_check() evaluates every rule
+ * over the pushed image held in the push store: sizes and layer count from
+ * the manifest, user and labels from the config, base layers by digest, and
+ * one streaming pass per layer (optimizer/scan.h) for forbidden paths, the
+ * secret scan and the uncompressed size. Every layer is scanned, so a file
+ * that a later layer deletes is still found. gate_forward() then sends the
+ * image to the upstream per the policy's mode (optimize-and-push,
+ * push-original-and-optimized, check-only) with upstream_push.h, running
+ * the optimizer pipeline over a temporary OCI layout of hard links to the
+ * pushed blobs under <data>/tmp. push_http.c calls both; no HTTP here. */
+#ifndef RS_PROXY_GATE_H
+#define RS_PROXY_GATE_H
+
+#include "blobstore.h"
+#include "config.h"
+#include "errors.h"
+#include "gate_policy.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Findings kept per report; more are counted in gate_report.dropped. */
+#define GATE_FINDINGS_MAX 64
+
+struct gate_finding {
+	enum gate_action action;
+	const char *rule;  /* static: "secrets", "forbidden_paths", "non_root", ... */
+	char *text;        /* "layer 1 (sha256:..) root/.ssh/id_rsa: OpenSSH private key" */
+};
+
+struct gate_report {
+	struct gate_finding *items;
+	size_t count;
+	size_t denies, warns; /* all findings, also dropped ones */
+	size_t dropped;
+	uint64_t compressed_bytes, uncompressed_bytes;
+	size_t layers;
+};
+
+/* Release everything r owns and zero it. */
+void gate_report_dispose(struct gate_report *r);
+
+/* Evaluate policy p over the image manifest or index with digest `digest`
+ * in store (for an index: every child image manifest). Findings go to rep
+ * (zeroed by the caller; gate_report_dispose also on error). An error is a
+ * failure to evaluate (unreadable or corrupt layer: RS_BAD_INPUT,
+ * RS_DIGEST_MISMATCH, RS_IO, RS_NOT_FOUND), not a violation. */
+RS_MUST_CHECK enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
+				      struct blobstore *store, const char *digest, struct rs_err *err);
+
+/* The findings with action `which` as one message line, "; "-separated,
+ * each prefixed "[rule] ", with "(and N more)" when cut; *out is new
+ * (free()). RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate_action which,
+					    struct rs_err *err);
+
+/* Push repo:tag (manifest digest in store) to the push upstream of cfg per
+ * p's mode. store_dir is the push store's data directory (<data>/push),
+ * tmp_dir a directory on the same file system for the temporary layouts.
+ * *out_pushed (may be NULL) receives a new string naming what went where
+ * ("repo:tag -> sha256:.. (optimized)"). RS_UPSTREAM for upstream failures,
+ * anything the pipeline returns. */
+RS_MUST_CHECK enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p,
+					const struct rs_config *cfg, struct blobstore *store, const char *store_dir,
+					const char *tmp_dir, const char *repo, const char *tag, const char *digest,
+					struct rs_err *err);
+
+#endif

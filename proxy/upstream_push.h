@@ -1,0 +1,70 @@
+/* upstream_push: pushes images to a configured upstream registry with
+ * regslim's OWN credentials (the upstream's username / password from the
+ * configuration; never the pushing client's). libcurl, one handle per call.
+ *
+ * Auth: the first request learns the upstream's challenge from GET /v2/;
+ * Basic is answered with the configured credentials, Bearer with a token
+ * fetched from the realm for scope repository:<repo>:pull,push (plus
+ * repository:<from>:pull for a cross-repository mount), cached per scope
+ * (upstream_auth.h). A 401 drops the token and retries once.
+ *
+ * Blobs: HEAD first (present: nothing to send), then a cross-repository
+ * mount when a source repository is known, else POST an upload and PUT the
+ * bytes monolithically, streamed from a file descriptor (never held in
+ * memory). Manifests: PUT with their media type as Content-Type, after every
+ * blob (and, for an index, every child manifest) it references.
+ * Errors are RS_UPSTREAM naming the upstream, the request and the status
+ * with the registry's error message; RS_IO, RS_NOMEM. */
+#ifndef RS_PROXY_UPSTREAM_PUSH_H
+#define RS_PROXY_UPSTREAM_PUSH_H
+
+#include "config.h"
+#include "digest.h"
+#include "errors.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct upstream_push;
+
+/* up is borrowed and must outlive the object. *out: upstream_push_free(). */
+RS_MUST_CHECK enum rs_code upstream_push_new(struct upstream_push **out, const struct rs_upstream_config *up,
+					     struct rs_err *err);
+void upstream_push_free(struct upstream_push *u);
+
+/* Where the bytes of an image come from. open_blob gives a readable fd
+ * positioned at 0 (the caller of open_blob closes it) and its size;
+ * read_manifest gives a new buffer (free()) and its media type (new,
+ * free()). RS_NOT_FOUND when absent. */
+struct upstream_push_source {
+	enum rs_code (*open_blob)(void *ctx, const char *digest, int *fd, uint64_t *size, struct rs_err *err);
+	enum rs_code (*read_manifest)(void *ctx, const char *digest, char **buf, size_t *len, char **media_type,
+				      struct rs_err *err);
+	void *ctx;
+};
+
+/* Push one blob to repo (skipped when the upstream has it; mounted from
+ * `from` when not NULL and the upstream allows it). *out_sent (may be NULL)
+ * is true when bytes were uploaded. */
+RS_MUST_CHECK enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
+					      const struct upstream_push_source *src, const char *from,
+					      bool *out_sent, struct rs_err *err);
+
+/* PUT a manifest (borrowed bytes) at repo:ref with media_type. */
+RS_MUST_CHECK enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref,
+						  const char *media_type, const char *body, size_t len,
+						  struct rs_err *err);
+
+/* Push the image whose manifest (or index) has digest: every blob it
+ * references (children of an index too, each manifest PUT by digest), then
+ * the manifest at ref (a tag, or the digest itself). */
+RS_MUST_CHECK enum rs_code upstream_push_image(struct upstream_push *u, const char *repo, const char *ref,
+					       const char *digest, const struct upstream_push_source *src,
+					       struct rs_err *err);
+
+/* Counters for tests and logs: blobs uploaded, blobs skipped (present or
+ * mounted), manifests put. */
+void upstream_push_counts(const struct upstream_push *u, unsigned *uploaded, unsigned *skipped,
+			  unsigned *manifests);
+
+#endif
