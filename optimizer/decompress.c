@@ -36,6 +36,8 @@ struct decoder {
 	bool magic_done;
 	bool in_member;      /* inside a gzip member / zstd frame not yet complete */
 	bool after_member;   /* gzip: a member ended; the next byte starts another */
+	uint64_t member_start; /* gzip (isa-l): compressed offset of the current member */
+	bool flg_checked;      /* gzip (isa-l): its FLG byte was checked */
 	uint8_t *obuf;
 	z_stream zs;
 	bool zs_ready;
@@ -238,6 +240,21 @@ static enum rs_code isal_feed(struct decoder *d, const uint8_t *buf, size_t len,
 				st->next_in = ni;
 				st->avail_in = ai;
 				d->after_member = false;
+				d->member_start = d->in;
+				d->flg_checked = false;
+			}
+			/* RFC 1952 2.3.1: reserved FLG bits must be zero and a decoder
+			 * must refuse them. zlib does; isa-l does not check, so the two
+			 * implementations would disagree on such input. */
+			if (!d->flg_checked && d->member_start + 3 >= d->in &&
+			    d->member_start + 3 < d->in + st->avail_in) {
+				uint8_t flg = st->next_in[d->member_start + 3 - d->in];
+				if (flg & 0xe0)
+					return rs_err_set(err, RS_BAD_INPUT,
+							  "gzip: reserved header flags 0x%02x set in the member at "
+							  "compressed offset %" PRIu64,
+							  flg, d->member_start);
+				d->flg_checked = true;
 			}
 			if (st->avail_in > 0)
 				d->in_member = true;

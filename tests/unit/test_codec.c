@@ -307,6 +307,39 @@ START_TEST(gzip_reports_corrupt_block_with_offset)
 }
 END_TEST
 
+START_TEST(gzip_refuses_reserved_header_flags_with_both_inflaters)
+{
+	/* RFC 1952 2.3.1: reserved FLG bits set; in the first member and in a
+	 * second one, fed in small random chunks (found by fuzz_codec: isa-l
+	 * accepted what zlib refused). */
+	size_t len;
+	uint8_t *tar = make_tar(15, 5, 2000, &len);
+	uint8_t *gz;
+	size_t gzlen;
+	targen_gzip(tar, len, 6, 2, &gz, &gzlen);
+	uint8_t *two = malloc(2 * gzlen);
+	memcpy(two, gz, gzlen);
+	memcpy(two + gzlen, gz, gzlen);
+	two[gzlen + 3] |= 0x80;
+	gz[3] |= 0x20;
+	for (size_t i = 0; i < N_IMPLS; i++) {
+		struct codec_decode_opts o = { .inflate = impls[i] };
+		for (uint64_t seed = 1; seed <= 3; seed++) {
+			struct rs_err err = { 0 };
+			uint8_t *out;
+			size_t olen;
+			ck_assert_int_eq(decode(CODEC_GZIP, &o, gz, gzlen, seed, 5, &out, &olen, &err), RS_BAD_INPUT);
+			free(out);
+			ck_assert_int_eq(decode(CODEC_GZIP, &o, two, 2 * gzlen, seed, 7, &out, &olen, &err), RS_BAD_INPUT);
+			free(out);
+		}
+	}
+	free(two);
+	free(gz);
+	free(tar);
+}
+END_TEST
+
 START_TEST(gzip_reports_truncation_and_garbage)
 {
 	size_t len;
@@ -893,6 +926,7 @@ static Suite *codec_suite(void)
 	tcase_add_test(tc, zstd_and_plain_decode_identically_for_every_split);
 	tcase_add_test(tc, refuses_mislabelled_layers);
 	tcase_add_test(tc, gzip_reports_corrupt_block_with_offset);
+	tcase_add_test(tc, gzip_refuses_reserved_header_flags_with_both_inflaters);
 	tcase_add_test(tc, gzip_reports_truncation_and_garbage);
 	tcase_add_test(tc, zstd_reports_corruption_and_truncation);
 	tcase_add_test(tc, zstd_refuses_window_above_cap);
