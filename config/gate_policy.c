@@ -17,7 +17,7 @@ struct ld {
 };
 
 static const char *const policy_keys[] = {"repositories", "mode", "optimized_tag_suffix", "optimizer_policy",
-					  "rules", NULL};
+					  "rules", "enforce_on_pull", NULL};
 static const char *const rule_keys[] = {"max_compressed_size", "max_uncompressed_size", "max_layers", "non_root",
 					"required_labels", "allowed_bases", "forbidden_paths", "secrets", NULL};
 
@@ -196,16 +196,66 @@ static bool digest_like(const char *s)
 	return true;
 }
 
+bool gate_base_ref_split(const char *ref, char name[256], char tagref[136])
+{
+	const char *at = strchr(ref, '@');
+	const char *end = at ? at : ref + strlen(ref);
+	const char *slash = NULL, *colon = NULL;
+	for (const char *c = ref; c < end; c++) {
+		if (*c == '/')
+			slash = c, colon = NULL;
+		else if (*c == ':' && slash)
+			colon = c; /* a ':' before the first '/' is a registry port */
+		else if (*c == ':' && !memchr(c, '/', (size_t)(end - c)))
+			colon = c;
+	}
+	size_t nlen = colon ? (size_t)(colon - ref) : at ? (size_t)(at - ref) : strlen(ref);
+	if (nlen == 0 || nlen >= 256 || strcspn(ref, " \t\r\n\"\\") != strlen(ref))
+		return false;
+	memcpy(name, ref, nlen);
+	name[nlen] = '\0';
+	if (at) {
+		if (!digest_like(at + 1))
+			return false;
+		snprintf(tagref, 136, "%s", at + 1);
+		return true;
+	}
+	const char *tag = colon ? colon + 1 : "latest";
+	size_t tl = strlen(tag);
+	if (tl == 0 || tl > 128 || tag[0] == '.' || tag[0] == '-' ||
+	    strspn(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != tl)
+		return false;
+	snprintf(tagref, 136, "%s", tag);
+	return true;
+}
+
 static enum rs_code load_bases(struct rs_gate_policy *p, const struct ld *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
-	static const char *const keys[] = {"bases", "action", NULL};
+	static const char *const keys[] = {"bases", "images", "action", NULL};
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object {\"bases\": [[\"sha256:...\", ...], ...], \"action\": ...}");
+		return fail(ld, path, "expected an object {\"images\": [\"registry/repo:tag\", ...] and/or \"bases\": [[\"sha256:...\", ...], ...], \"action\": ...}");
 	if ((rc = check_keys(ld, path, v, keys)) || (rc = get_action(&p->allowed_bases_action, ld, path, v)))
 		return rc;
 	const json_t *b = json_object_get(v, "bases");
+	const json_t *im = json_object_get(v, "images");
 	char kp[256];
+	if (!b && !im)
+		return fail(ld, path, "expected \"images\" (approved image references) or \"bases\" (layer digest chains)");
+	if (im) {
+		join(kp, sizeof(kp), path, "images");
+		if ((rc = get_strings(&p->allowed_base_images, &p->allowed_base_image_count, ld, kp, im,
+				      "image references (registry/repository:tag or @sha256:...)", RS_LIMIT_GATE_BASE_IMAGES_MAX)))
+			return rc;
+		for (size_t i = 0; i < p->allowed_base_image_count; i++) {
+			char n[256], r[136];
+			if (!gate_base_ref_split(p->allowed_base_images[i], n, r))
+				return fail(ld, kp, "[%zu]: expected an image reference registry/repository[:tag][@sha256:<64 hex>], got \"%.80s\"",
+					    i, p->allowed_base_images[i]);
+		}
+	}
+	if (!b)
+		return RS_OK;
 	join(kp, sizeof(kp), path, "bases");
 	if (!json_is_array(b) || json_array_size(b) == 0 || json_array_size(b) > RS_LIMIT_POLICY_GLOBS_MAX)
 		return fail(ld, kp, "expected a non-empty array (at most %u) of layer digest chains",
@@ -324,6 +374,12 @@ static enum rs_code load_policy(struct rs_gate_policy *p, const struct ld *ld, c
 		if (!(p->optimizer_policy = strdup(json_string_value(x))))
 			return nomem(ld);
 	}
+	if ((x = json_object_get(v, "enforce_on_pull"))) {
+		snprintf(kp, sizeof(kp), "%s.enforce_on_pull", path);
+		if (!json_is_boolean(x))
+			return fail(ld, kp, "expected true or false");
+		p->enforce_on_pull = json_is_true(x);
+	}
 	snprintf(kp, sizeof(kp), "%s.rules", path);
 	if ((x = json_object_get(v, "rules")) && (rc = load_rules(p, ld, kp, x)))
 		return rc;
@@ -376,6 +432,7 @@ void gate_policies_free(struct rs_gate_policy *p, size_t n)
 		for (size_t k = 0; k < p[i].allowed_base_count; k++)
 			free_strings(p[i].allowed_bases[k].layers, p[i].allowed_bases[k].count);
 		free(p[i].allowed_bases);
+		free_strings(p[i].allowed_base_images, p[i].allowed_base_image_count);
 	}
 	free(p);
 }
@@ -460,6 +517,7 @@ struct json_t *gate_policies_to_json(const struct rs_gate_policy *p, size_t n)
 		ok = o && r && put(o, "repositories", strings_json(p[i].repositories, p[i].repository_count)) &&
 		     put(o, "mode", json_string(gate_mode_name(p[i].mode))) &&
 		     put(o, "optimized_tag_suffix", json_string(p[i].optimized_tag_suffix)) &&
+		     put(o, "enforce_on_pull", json_boolean(p[i].enforce_on_pull)) &&
 		     (!p[i].optimizer_policy || put(o, "optimizer_policy", json_string(p[i].optimizer_policy))) &&
 		     put_limit(r, "max_compressed_size", &p[i].max_compressed_bytes) &&
 		     put_limit(r, "max_uncompressed_size", &p[i].max_uncompressed_bytes) &&
@@ -472,7 +530,13 @@ struct json_t *gate_policies_to_json(const struct rs_gate_policy *p, size_t n)
 				if (json_array_append_new(bases, strings_json(p[i].allowed_bases[k].layers,
 									    p[i].allowed_bases[k].count)))
 					ok = false;
-			ok = ok && b && put(b, "bases", bases) &&
+			if (!p[i].allowed_base_count) {
+				json_decref(bases);
+				bases = NULL;
+			}
+			ok = ok && b && (!p[i].allowed_base_count || put(b, "bases", bases)) &&
+			     (!p[i].allowed_base_image_count ||
+			      put(b, "images", strings_json(p[i].allowed_base_images, p[i].allowed_base_image_count))) &&
 			     put(b, "action", json_string(gate_action_name(p[i].allowed_bases_action))) &&
 			     put(r, "allowed_bases", b);
 		}
@@ -537,4 +601,24 @@ enum rs_code gate_image_facts(char **user, struct imagejson_kv **labels, size_t 
 		*label_count = 0;
 	}
 	return rc;
+}
+
+enum rs_code gate_image_platform(char **os, char **arch, const char *buf, size_t len, struct rs_err *err)
+{
+	*os = *arch = NULL;
+	json_error_t je;
+	json_t *root = json_loadb(buf, len, 0, &je);
+	if (!root)
+		return rs_err_set(err, RS_BAD_INPUT, "image config: invalid JSON at line %d: %.100s", je.line, je.text);
+	const json_t *o = json_object_get(root, "os"), *a = json_object_get(root, "architecture");
+	*os = strdup(json_is_string(o) ? json_string_value(o) : "");
+	*arch = strdup(json_is_string(a) ? json_string_value(a) : "");
+	json_decref(root);
+	if (!*os || !*arch) {
+		free(*os);
+		free(*arch);
+		*os = *arch = NULL;
+		return rs_err_set(err, RS_NOMEM, "out of memory reading the image config");
+	}
+	return RS_OK;
 }

@@ -63,9 +63,12 @@ struct rs_gate_policy {
 	enum gate_action allowed_bases_action;
 	struct gate_base *allowed_bases;
 	size_t allowed_base_count;
+	char **allowed_base_images; /* references "[host/]repo[:tag|@digest]", resolved by proxy/gate.c */
+	size_t allowed_base_image_count;
 	struct gate_list_rule forbidden_paths; /* globs, see strip.h: '*' within a component, "**" any */
 	enum gate_action secrets;
 	uint64_t secret_file_cap; /* bytes scanned per file; 0: the scanner's default */
+	bool enforce_on_pull;     /* also evaluate on tag pulls through the mirror (default upstream) */
 };
 
 /* Load the "push.policies" array v (a json_t; borrowed) into *out / *n
@@ -82,6 +85,17 @@ void gate_policies_free(struct rs_gate_policy *p, size_t n);
 
 /* The first policy whose glob matches repo, or NULL (borrowed from p). */
 const struct rs_gate_policy *gate_policy_find(const struct rs_gate_policy *p, size_t n, const char *repo);
+
+/* A base image reference "[host/]name[:tag][@sha256:<64 hex>]" split into
+ * name (everything before the tag) and ref (the tag, "latest" when absent,
+ * or the digest, which wins over a tag). False when ref is malformed or a
+ * part does not fit (name: 256 bytes, ref: 136 bytes). */
+bool gate_base_ref_split(const char *ref, char name[256], char tagref[136]);
+
+/* The platform of an image config document: *os and *arch are new strings
+ * ("" when absent). RS_BAD_INPUT, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_image_platform(char **os, char **arch, const char *buf, size_t len,
+					       struct rs_err *err);
 
 const char *gate_mode_name(enum gate_mode m);
 const char *gate_action_name(enum gate_action a);

@@ -105,6 +105,9 @@
 /* zstd job size of the layers the optimizer writes (codec_encode_opts.zstd_job_bytes, set by pipeline.c):
  * bounds the encoder's memory to about (2 x workers + 2) jobs. */
 #define RS_LIMIT_ZSTD_JOB_BYTES (8u * 1024 * 1024)
+/* Layers of one image whose decompressed tar pass 1 spools for pass 2 (one open file each);
+ * layers past this are decoded again in pass 2. */
+#define RS_LIMIT_TAR_SPOOL_LAYERS 128
 /* Stripped paths listed per image in the optimization report (the counts stay exact). */
 #define RS_LIMIT_REPORT_PATHS (1024u * 1024)
 
@@ -120,5 +123,13 @@
 /* Result and report files read back from <data_dir>/optimized/. */
 #define RS_LIMIT_OPT_RESULT_MAX_BYTES (64u * 1024)
 #define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)
+
+/* Push gate (proxy/gate.c): approved base image references per policy, how
+ * long a resolved reference's layer chain is reused, resolutions cached, and
+ * pull verdicts remembered per manifest digest. */
+#define RS_LIMIT_GATE_BASE_IMAGES_MAX 64
+#define RS_LIMIT_GATE_BASE_TTL_S 300
+#define RS_LIMIT_GATE_BASE_CACHE_ENTRIES 256
+#define RS_LIMIT_GATE_PULL_VERDICTS 1024
 
 #endif

@@ -8,22 +8,27 @@
 #include "digest.h"
 #include "imagejson.h"
 #include "layout.h"
+#include "log.h"
 #include "pipeline.h"
 #include "policy.h"
 #include "report.h"
+#include "route.h"
 #include "rs_limits.h"
 #include "scan.h"
 #include "strip.h"
+#include "upstream.h"
 #include "upstream_push.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (4u * 1024 * 1024)
@@ -68,6 +73,226 @@ static enum rs_code add(struct gate_report *r, enum gate_action a, const char *r
 	f->rule = rule;
 	r->count++;
 	return RS_OK;
+}
+
+
+/* ---- approved base references ---- */
+
+struct base_entry {
+	char key[512]; /* reference "\n" os "/" arch */
+	time_t expires;
+	char **layers;
+	size_t count;
+};
+
+struct gate_resolver {
+	const struct rs_config *cfg;
+	struct upstream **ups; /* parallel to cfg->upstreams */
+	pthread_mutex_t mu;    /* guards cache */
+	struct base_entry cache[RS_LIMIT_GATE_BASE_CACHE_ENTRIES];
+	size_t next; /* round-robin replacement */
+};
+
+static void free_chain(char **l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+static enum rs_code copy_chain(char ***out, size_t *n, char *const *l, size_t count, struct rs_err *err)
+{
+	*out = calloc(count ? count : 1, sizeof(char *));
+	*n = 0;
+	if (!*out)
+		return rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+	for (size_t i = 0; i < count; i++) {
+		if (!((*out)[i] = strdup(l[i]))) {
+			free_chain(*out, i);
+			*out = NULL;
+			return rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+		}
+	}
+	*n = count;
+	return RS_OK;
+}
+
+enum rs_code gate_resolver_new(struct gate_resolver **out, const struct rs_config *cfg, struct rs_err *err)
+{
+	struct gate_resolver *r = calloc(1, sizeof(*r));
+	if (!r || !(r->ups = calloc(cfg->upstream_count ? cfg->upstream_count : 1, sizeof(*r->ups)))) {
+		free(r);
+		return rs_err_set(err, RS_NOMEM, "out of memory for the base resolver");
+	}
+	r->cfg = cfg;
+	pthread_mutex_init(&r->mu, NULL);
+	for (size_t i = 0; i < cfg->upstream_count; i++) {
+		enum rs_code rc = upstream_new(&r->ups[i], &cfg->upstreams[i], err);
+		if (rc) {
+			gate_resolver_free(r);
+			return rc;
+		}
+	}
+	*out = r;
+	return RS_OK;
+}
+
+void gate_resolver_free(struct gate_resolver *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; r->ups && i < r->cfg->upstream_count; i++)
+		if (r->ups[i])
+			upstream_free(r->ups[i]);
+	free(r->ups);
+	for (size_t i = 0; i < RS_LIMIT_GATE_BASE_CACHE_ENTRIES; i++)
+		free_chain(r->cache[i].layers, r->cache[i].count);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+static enum rs_code fetch_ref(struct upstream *u, const char *upname, const char *repo, const char *ref,
+			      struct upstream_reply *rep, struct rs_err *err)
+{
+	static const char *const acc[] = {"application/vnd.oci.image.manifest.v1+json",
+					  "application/vnd.docker.distribution.manifest.v2+json", MT_OCI_INDEX,
+					  "application/vnd.docker.distribution.manifest.list.v2+json"};
+	enum rs_code rc = upstream_manifest(u, repo, ref, acc, 4, false, RS_LIMIT_MANIFEST_MAX_BYTES, rep, err);
+	if (rc)
+		return rs_err_prefix(err, "approved base %s/%s:%s: ", upname, repo, ref), rc;
+	if (rep->status < 200 || rep->status > 299 || !rep->body)
+		return rs_err_set(err, rep->status == 404 ? RS_NOT_FOUND : RS_UPSTREAM,
+				  "approved base %s:%s: upstream %s answered HTTP %ld", repo, ref, upname, rep->status);
+	if (rep->digest[0] && strncmp(ref, "sha256:", 7) == 0) {
+		char got[DIGEST_STR_SIZE];
+		digest_buffer(got, rep->body, rep->body_len);
+		if (strcmp(got, ref) != 0)
+			return rs_err_set(err, RS_DIGEST_MISMATCH, "approved base %s@%s: the upstream sent %s", repo, ref, got);
+	}
+	return RS_OK;
+}
+
+static enum rs_code resolve_uncached(struct gate_resolver *r, const char *ref, const char *os, const char *arch,
+				     char ***layers, size_t *count, struct rs_err *err)
+{
+	char name[256], tagref[136];
+	if (!gate_base_ref_split(ref, name, tagref))
+		return rs_err_set(err, RS_BAD_INPUT, "approved base reference \"%.200s\" is malformed", ref);
+	struct route_target t;
+	enum rs_code rc = route_pick(r->cfg, NULL, name, &t, err);
+	if (rc)
+		return rs_err_prefix(err, "approved base %s: ", ref), rc;
+	struct upstream *u = r->ups[t.up_index];
+	const char *upname = r->cfg->upstreams[t.up_index].name;
+	struct upstream_reply rep = {0};
+	if ((rc = fetch_ref(u, upname, t.repo, tagref, &rep, err)))
+		goto out;
+	enum imagejson_kind kind;
+	if ((rc = imagejson_sniff(&kind, rep.body, rep.body_len, "approved base manifest", err)))
+		goto out;
+	if (kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		if ((rc = imagejson_parse_index(&x, rep.body, rep.body_len, "approved base index", err)))
+			goto out;
+		const char *pick = NULL;
+		for (size_t i = 0; !pick && i < x.manifest_count; i++) {
+			const struct imagejson_descriptor *d = &x.manifests[i];
+			bool any = !os[0] && !arch[0];
+			if (any || (d->os && d->architecture && strcmp(d->os, os) == 0 && strcmp(d->architecture, arch) == 0))
+				pick = d->digest;
+		}
+		char child[DIGEST_STR_SIZE] = "";
+		if (pick)
+			snprintf(child, sizeof(child), "%s", pick);
+		imagejson_index_dispose(&x);
+		if (!child[0]) {
+			rc = rs_err_set(err, RS_NOT_FOUND, "approved base %s has no image for platform %s/%s", ref, os, arch);
+			goto out;
+		}
+		upstream_reply_dispose(&rep);
+		memset(&rep, 0, sizeof(rep));
+		if ((rc = fetch_ref(u, upname, t.repo, child, &rep, err)) ||
+		    (rc = imagejson_sniff(&kind, rep.body, rep.body_len, "approved base manifest", err)))
+			goto out;
+		if (kind != IMAGEJSON_MANIFEST) {
+			rc = rs_err_set(err, RS_BAD_INPUT, "approved base %s: index entry %s is not an image manifest", ref,
+					child);
+			goto out;
+		}
+	}
+	struct imagejson_manifest m = {0};
+	if ((rc = imagejson_parse_manifest(&m, rep.body, rep.body_len, "approved base manifest", err)))
+		goto out;
+	*layers = calloc(m.layer_count ? m.layer_count : 1, sizeof(char *));
+	*count = 0;
+	if (!*layers)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+	for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
+		if (!((*layers)[i] = strdup(m.layers[i].digest)))
+			rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+		else
+			*count = i + 1;
+	}
+	imagejson_manifest_dispose(&m);
+	if (rc) {
+		free_chain(*layers, *count);
+		*layers = NULL;
+		*count = 0;
+	}
+out:
+	upstream_reply_dispose(&rep);
+	return rc;
+}
+
+enum rs_code gate_resolve_base(struct gate_resolver *r, const char *ref, const char *os, const char *arch,
+			       char ***layers, size_t *count, struct rs_err *err)
+{
+	char key[512];
+	int kn = snprintf(key, sizeof(key), "%s\n%s/%s", ref, os, arch);
+	if (kn < 0 || (size_t)kn >= sizeof(key))
+		return rs_err_set(err, RS_BAD_INPUT, "approved base reference \"%.200s\" is too long", ref);
+	time_t now = time(NULL);
+	enum rs_code rc = RS_NOT_FOUND;
+	pthread_mutex_lock(&r->mu);
+	for (size_t i = 0; i < RS_LIMIT_GATE_BASE_CACHE_ENTRIES; i++) {
+		struct base_entry *e = &r->cache[i];
+		if (e->layers && now < e->expires && strcmp(e->key, key) == 0) {
+			rc = copy_chain(layers, count, e->layers, e->count, err);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (rc != RS_NOT_FOUND)
+		return rc;
+	if ((rc = resolve_uncached(r, ref, os, arch, layers, count, err)))
+		return rc;
+	char **copy = NULL;
+	size_t n = 0;
+	struct rs_err ignored = {0};
+	if (copy_chain(&copy, &n, *layers, *count, &ignored) != RS_OK)
+		return RS_OK; /* not cached; the answer stands */
+	pthread_mutex_lock(&r->mu);
+	struct base_entry *e = &r->cache[r->next];
+	r->next = (r->next + 1) % RS_LIMIT_GATE_BASE_CACHE_ENTRIES;
+	free_chain(e->layers, e->count);
+	snprintf(e->key, sizeof(e->key), "%s", key);
+	e->layers = copy;
+	e->count = n;
+	e->expires = now + RS_LIMIT_GATE_BASE_TTL_S;
+	pthread_mutex_unlock(&r->mu);
+	log_event(LOG_INFO, "approved base %s (%s/%s) resolved to %zu layer(s)", ref, os, arch, n);
+	return RS_OK;
+}
+
+/* Whether the image's bottom layers equal chain l[0..n). */
+static bool chain_matches(const struct imagejson_manifest *m, char *const *l, size_t n)
+{
+	if (n > m->layer_count)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i], m->layers[i].digest) != 0)
+			return false;
+	return true;
 }
 
 /* ---- per-layer scan callbacks ---- */
@@ -134,7 +359,8 @@ static enum rs_code read_all_fd(int fd, uint64_t size, size_t cap, char **out, s
 }
 
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-				const char *buf, size_t len, const char *prefix, struct rs_err *err)
+				const char *buf, size_t len, const char *prefix, struct gate_resolver *res,
+				struct rs_err *err)
 {
 	struct imagejson_manifest m = {0};
 	char *cfgbuf = NULL, *user = NULL;
@@ -177,16 +403,39 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 	}
 	if (p->allowed_bases_action) {
 		bool ok = false;
-		for (size_t b = 0; !ok && b < p->allowed_base_count; b++) {
-			const struct gate_base *g = &p->allowed_bases[b];
-			if (g->count > m.layer_count)
-				continue;
-			ok = true;
-			for (size_t i = 0; ok && i < g->count; i++)
-				ok = strcmp(g->layers[i], m.layers[i].digest) == 0;
+		for (size_t b = 0; !ok && b < p->allowed_base_count; b++)
+			ok = chain_matches(&m, p->allowed_bases[b].layers, p->allowed_bases[b].count);
+		char *os = NULL, *arch = NULL;
+		if (!ok && p->allowed_base_image_count) {
+			if (!res) {
+				rc = rs_err_set(err, RS_UPSTREAM, "no resolver for approved base images");
+				goto out;
+			}
+			uint64_t size = 0;
+			if (!cfgbuf) {
+				if (fd >= 0)
+					close(fd);
+				fd = -1;
+				if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
+				    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)))
+					goto out;
+			}
+			if ((rc = gate_image_platform(&os, &arch, cfgbuf, cfglen, err)))
+				goto out;
 		}
+		for (size_t b = 0; rc == RS_OK && !ok && b < p->allowed_base_image_count; b++) {
+			char **l = NULL;
+			size_t n = 0;
+			rc = gate_resolve_base(res, p->allowed_base_images[b], os, arch, &l, &n, err);
+			ok = rc == RS_OK && n > 0 && chain_matches(&m, l, n);
+			free_chain(l, n);
+		}
+		free(os);
+		free(arch);
+		if (rc)
+			goto out;
 		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", err,
-				     "%simage is not built on an allowed base (bottom layer %s is not the start of an allowed chain)",
+				     "%simage is not built on an allowed base (bottom layer %s is not the start of an allowed chain or approved image)",
 				     prefix, m.layer_count ? m.layers[0].digest : "(none)")))
 			goto out;
 	}
@@ -239,7 +488,7 @@ out:
 }
 
 enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-			const char *digest, struct rs_err *err)
+			const char *digest, struct gate_resolver *res, struct rs_err *err)
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
@@ -250,7 +499,7 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
 		goto out;
 	if (kind == IMAGEJSON_MANIFEST) {
-		rc = check_image(rep, p, store, buf, len, "", err);
+		rc = check_image(rep, p, store, buf, len, "", res, err);
 		goto out;
 	}
 	struct imagejson_index x = {0};
@@ -268,7 +517,7 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 			char prefix[160];
 			snprintf(prefix, sizeof(prefix), "platform %s/%s (%s): ", x.manifests[i].os ? x.manifests[i].os : "?",
 				 x.manifests[i].architecture ? x.manifests[i].architecture : "?", x.manifests[i].digest);
-			rc = check_image(rep, p, store, cb, cl, prefix, err);
+			rc = check_image(rep, p, store, cb, cl, prefix, res, err);
 		}
 		free(cb);
 		free(ct);

@@ -38,16 +38,38 @@ struct gate_report {
 	size_t layers;
 };
 
+/* Resolves the approved base image references of allowed_bases ("images")
+ * to their layer digest chains: the manifest is fetched from the upstream
+ * the reference routes to (route_pick over the configured upstreams, as a
+ * pull through regslim would; "latest" when no tag), and for an index the
+ * entry of the checked image's platform is taken. Results are cached per
+ * (reference, platform) for RS_LIMIT_GATE_BASE_TTL_S. Thread-safe; owns its
+ * own upstream clients. cfg is borrowed and must outlive it. */
+struct gate_resolver;
+RS_MUST_CHECK enum rs_code gate_resolver_new(struct gate_resolver **out, const struct rs_config *cfg,
+					     struct rs_err *err);
+void gate_resolver_free(struct gate_resolver *r);
+
+/* The layer chain of reference ref for platform os/arch (either may be ""
+ * when unknown: then the index's first entry). *layers (new, free each and
+ * the array) and *count. RS_UPSTREAM / RS_NOT_FOUND naming the reference,
+ * RS_BAD_INPUT for a malformed reference or manifest, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_resolve_base(struct gate_resolver *r, const char *ref, const char *os,
+					     const char *arch, char ***layers, size_t *count, struct rs_err *err);
+
 /* Release everything r owns and zero it. */
 void gate_report_dispose(struct gate_report *r);
 
 /* Evaluate policy p over the image manifest or index with digest `digest`
- * in store (for an index: every child image manifest). Findings go to rep
+ * in store (for an index: every child image manifest). res (borrowed; may
+ * be NULL when p has no allowed_bases "images") resolves approved base
+ * references. Findings go to rep
  * (zeroed by the caller; gate_report_dispose also on error). An error is a
  * failure to evaluate (unreadable or corrupt layer: RS_BAD_INPUT,
  * RS_DIGEST_MISMATCH, RS_IO, RS_NOT_FOUND), not a violation. */
 RS_MUST_CHECK enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
-				      struct blobstore *store, const char *digest, struct rs_err *err);
+				      struct blobstore *store, const char *digest, struct gate_resolver *res,
+				      struct rs_err *err);
 
 /* The findings with action `which` as one message line, "; "-separated,
  * each prefixed "[rule] ", with "(and N more)" when cut; *out is new

@@ -43,6 +43,7 @@ struct push_http {
 	const struct rs_config *cfg;
 	struct push *push;
 	struct auth *auth; /* NULL without an auth section */
+	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 };
 
 enum wkind {
@@ -93,6 +94,8 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 		if (rc)
 			rs_err_prefix(err, "auth: ");
 	}
+	if (rc == RS_OK && cfg->push.policy_count)
+		rc = gate_resolver_new(&ph->bases, cfg, err);
 	if (rc) {
 		push_http_free(ph);
 		return rc;
@@ -106,6 +109,7 @@ void push_http_free(struct push_http *ph)
 	if (!ph)
 		return;
 	auth_free(ph->auth);
+	gate_resolver_free(ph->bases);
 	push_free(ph->push);
 	free(ph);
 }
@@ -113,6 +117,11 @@ void push_http_free(struct push_http *ph)
 struct push *push_http_push(struct push_http *ph)
 {
 	return ph->push;
+}
+
+struct gate_resolver *push_http_bases(struct push_http *ph)
+{
+	return ph->bases;
 }
 
 void push_http_maintain(struct push_http *ph)
@@ -703,7 +712,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		return fail(rq, w, &err, 0, false);
 	struct gate_report rep = {0};
 	char *text = NULL;
-	enum rs_code rc = gate_check(&rep, gp, push_store(ph->push), digest, &err);
+	enum rs_code rc = gate_check(&rep, gp, push_store(ph->push), digest, ph->bases, &err);
 	if (rc) {
 		gate_report_dispose(&rep);
 		metrics_gate_push("check_failed");

@@ -34,6 +34,11 @@ void push_http_free(struct push_http *ph);
 /* The push module (borrowed): registry.c reads pushed tags and objects. */
 struct push *push_http_push(struct push_http *ph);
 
+/* The approved-base resolver of the push gate (borrowed; gate.h), NULL when
+ * no push policy is configured: registry.c uses it for checks on pull. */
+struct gate_resolver;
+struct gate_resolver *push_http_bases(struct push_http *ph);
+
 /* Periodic work: remove abandoned uploads. */
 void push_http_maintain(struct push_http *ph);
 

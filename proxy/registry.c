@@ -12,6 +12,7 @@
 
 #include "blobstore.h"
 #include "digest.h"
+#include "gate.h"
 #include "inflight.h"
 #include "rs_limits.h"
 #include "log.h"
@@ -24,6 +25,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,18 @@ struct registry {
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
+	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
+	 * policy; NULL when no policy enforces on pull. */
+	struct pull_verdict *verdicts;
+	size_t verdict_next;
+	pthread_mutex_t verdict_mu; /* guards verdicts and verdict_next */
+};
+
+struct pull_verdict {
+	char digest[DIGEST_STR_SIZE]; /* "" when the slot is free */
+	const struct rs_gate_policy *policy;
+	size_t denies;
+	char *text; /* the deny findings, owned; NULL when denies == 0 */
 };
 
 /* Set on the request (rq->manifest_capture) while manifest_by_tag runs for
@@ -185,6 +199,13 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 	}
+	pthread_mutex_init(&r->verdict_mu, NULL);
+	for (size_t i = 0; i < cfg->push.policy_count; i++)
+		if (cfg->push.policies[i].enforce_on_pull && !r->verdicts &&
+		    !(r->verdicts = calloc(RS_LIMIT_GATE_PULL_VERDICTS, sizeof(*r->verdicts)))) {
+			rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
+			goto out;
+		}
 	metrics_set_inflight_source(inflight_gauge, r->inflight);
 	*out = r;
 	return RS_OK;
@@ -206,6 +227,12 @@ void registry_free(struct registry *r)
 			upstream_free(r->ups[i]);
 	free(r->ups);
 	blobstore_free(r->store);
+	if (r->verdicts) {
+		for (size_t i = 0; i < RS_LIMIT_GATE_PULL_VERDICTS; i++)
+			free(r->verdicts[i].text);
+		free(r->verdicts);
+	}
+	pthread_mutex_destroy(&r->verdict_mu);
 	free(r);
 }
 
@@ -1127,6 +1154,170 @@ static enum MHD_Result serve_metrics(struct request *rq)
 	return queue_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", page, len, true);
 }
 
+/* ------------------------------------------------------------ policy on pull */
+
+/* A registry error whose message may be long (the list of violations). */
+static enum MHD_Result queue_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
+{
+	size_t cap = strlen(msg) * 6 + 128;
+	char *body = malloc(cap);
+	if (!body)
+		return queue_error_status(rq, status, code, msg);
+	size_t pos = (size_t)snprintf(body, cap, "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
+	json_str(body, cap - 32, &pos, msg);
+	pos += (size_t)snprintf(body + pos, cap - pos, "\",\"detail\":{}}]}\n");
+	free(rq->error);
+	rq->error = strdup(msg);
+	return queue_buffer_hdr(rq, status, JSON_TYPE, body, pos, true, NULL, NULL);
+}
+
+/* Every object of manifest digest (children of an index, configs, layers)
+ * into the store, through the single-flight download. */
+static enum rs_code pull_fetch_image(struct registry *r, const struct route_target *t, const char *digest,
+                                     struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	enum imagejson_kind kind;
+	rc = imagejson_sniff(&kind, buf, len, "manifest", err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		rc = imagejson_parse_index(&x, buf, len, "index", err);
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++)
+			if ((rc = opt_fetch_manifest(r, t->up_index, t->repo, x.manifests[i].digest, err)) == RS_OK)
+				rc = pull_fetch_image(r, t, x.manifests[i].digest, err);
+		imagejson_index_dispose(&x);
+	} else if (rc == RS_OK) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
+		if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, m.config.digest))
+			rc = opt_fetch_blob(r, t->up_index, t->repo, m.config.digest, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			if (!blobstore_has(r->store, BLOBSTORE_BLOB, m.layers[i].digest))
+				rc = opt_fetch_blob(r, t->up_index, t->repo, m.layers[i].digest, err);
+		imagejson_manifest_dispose(&m);
+	}
+	free(buf);
+	free(type);
+	return rc;
+}
+
+/* The verdict of policy gp on digest: from the cache, else fetched, checked
+ * and remembered. *denies and *text (new, NULL when no denies). */
+static enum rs_code pull_verdict(struct registry *r, const struct route_target *t, const struct rs_gate_policy *gp,
+                                 const char *digest, size_t *denies, char **text, struct rs_err *err)
+{
+	*denies = 0;
+	*text = NULL;
+	bool hit = false;
+	pthread_mutex_lock(&r->verdict_mu);
+	for (size_t i = 0; !hit && i < RS_LIMIT_GATE_PULL_VERDICTS; i++) {
+		struct pull_verdict *v = &r->verdicts[i];
+		if (v->policy == gp && strcmp(v->digest, digest) == 0) {
+			hit = true;
+			*denies = v->denies;
+			if (v->text && !(*text = strdup(v->text)))
+				*denies = 0, hit = false;
+		}
+	}
+	pthread_mutex_unlock(&r->verdict_mu);
+	if (hit)
+		return RS_OK;
+	enum rs_code rc = pull_fetch_image(r, t, digest, err);
+	struct gate_report rep = {0};
+	if (rc == RS_OK)
+		rc = gate_check(&rep, gp, r->store, digest, push_http_bases(r->ph), err);
+	if (rc == RS_OK && rep.denies)
+		rc = gate_report_text(text, &rep, GATE_DENY, err);
+	for (size_t i = 0; rc == RS_OK && i < rep.count; i++)
+		metrics_gate_finding(rep.items[i].rule, rep.items[i].action == GATE_DENY ? "deny" : "warn");
+	*denies = rc == RS_OK ? rep.denies : 0;
+	gate_report_dispose(&rep);
+	if (rc) {
+		free(*text);
+		*text = NULL;
+		return rc;
+	}
+	log_event(LOG_INFO, "pull policy check of %s:%s (%s): %zu violation(s)%s%s", t->name, t->ref, digest, *denies,
+	          *text ? ": " : "", *text ? *text : "");
+	char *copy = *text ? strdup(*text) : NULL;
+	if (*text && !copy)
+		return RS_OK; /* not remembered; the answer stands */
+	pthread_mutex_lock(&r->verdict_mu);
+	struct pull_verdict *v = &r->verdicts[r->verdict_next];
+	r->verdict_next = (r->verdict_next + 1) % RS_LIMIT_GATE_PULL_VERDICTS;
+	free(v->text);
+	snprintf(v->digest, sizeof(v->digest), "%s", digest);
+	v->policy = gp;
+	v->denies = *denies;
+	v->text = copy;
+	pthread_mutex_unlock(&r->verdict_mu);
+	return RS_OK;
+}
+
+/* A tag pull of a repository whose push policy has enforce_on_pull: resolve
+ * the tag as the mirror does, evaluate the policy's rules over the image
+ * (every layer fetched into the cache and scanned once per digest), answer
+ * 403 DENIED listing the violations, else serve it (optimized when an
+ * optimize policy applies too). Images pushed to regslim passed the gate
+ * already and are served as they are. */
+static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq, const struct route_target *t,
+                                          const struct accept_list *acc, const struct rs_gate_policy *gp,
+                                          const struct rs_opt_policy *pol)
+{
+	struct manifest_capture cap = {0};
+	rq->manifest_capture = &cap;
+	enum MHD_Result ret = manifest_by_tag(r, rq, t, acc);
+	rq->manifest_capture = NULL;
+	if (!cap.got)
+		return ret; /* an error answer was queued */
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
+	}
+	struct rs_err err = {0};
+	size_t denies = 0;
+	char *text = NULL;
+	enum rs_code rc;
+	if (!blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest))
+		rc = rs_err_set(&err, RS_BAD_INPUT, "manifest %s (%s) cannot be checked: it is not stored", cap.digest,
+		                cap.type ? cap.type : "no type");
+	else
+		rc = pull_verdict(r, t, gp, cap.digest, &denies, &text, &err);
+	if (rc || denies) {
+		free(cap.body);
+		free(cap.type);
+		size_t n = (text ? strlen(text) : 0) + strlen(err.msg) + RS_LIMIT_NAME_MAX + 256;
+		char *msg = malloc(n);
+		if (!msg) {
+			free(text);
+			return MHD_NO;
+		}
+		if (rc)
+			snprintf(msg, n, "pull of %s:%s refused: the policy check failed: %s", t->name, t->ref, err.msg);
+		else
+			snprintf(msg, n, "pull of %s:%s (%s) refused by policy: %zu violation(s): %s", t->name, t->ref,
+			         cap.digest, denies, text);
+		log_event(LOG_WARN, "%s", msg);
+		ret = queue_error_long(rq, 403, "DENIED", msg);
+		free(msg);
+		free(text);
+		return ret;
+	}
+	if (pol) {
+		free(cap.body);
+		free(cap.type);
+		return manifest_tag_optimized(r, rq, t, acc, pol);
+	}
+	ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	free(cap.type);
+	return ret;
+}
+
 enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 {
 	static char healthz_body[] = "{\"status\":\"ok\"}\n";
@@ -1231,6 +1422,12 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		return manifest_by_digest(r, rq, &t, &acc);
 	const struct rs_opt_policy *pol =
 		r->opt ? config_find_opt_policy(r->cfg, r->cfg->upstreams[t.up_index].name, t.repo) : NULL;
+	const struct rs_gate_policy *gp =
+		r->verdicts && t.up_index == r->cfg->default_upstream
+			? gate_policy_find(r->cfg->push.policies, r->cfg->push.policy_count, t.name)
+			: NULL;
+	if (gp && gp->enforce_on_pull)
+		return manifest_tag_gated(r, rq, &t, &acc, gp, pol);
 	if (pol)
 		return manifest_tag_optimized(r, rq, &t, &acc, pol);
 	return manifest_by_tag(r, rq, &t, &acc);

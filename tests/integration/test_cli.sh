@@ -104,7 +104,11 @@ lab_spawn aux-busy "$LOGS/busy.log" "$PY" -c "
 import socket, time
 s = socket.socket(); s.bind(('127.0.0.1', $BUSY)); s.listen(5)
 time.sleep(120)"
-wait_port "$BUSY" 10
+# On a loaded machine python can take seconds to start: wait for the listener, or regslim
+# would bind the port itself and keep serving.
+if ! wait_port "$BUSY" 60; then
+	fail serve_busy_port_setup "the helper listener on 127.0.0.1:$BUSY did not come up"
+fi
 rc=$(run busy serve --listen "127.0.0.1:$BUSY" --upstream "http://$FREE" --data-dir "$W/data-busy")
 expect serve_busy_port_fails "[ '$rc' != 0 ] && [ '$rc' != 124 ]" "exit $rc (124: still running after 20 s)"
 expect serve_busy_port_message "grep -qE '$BUSY' '$W/busy.err' && grep -qiE 'in use|bind|listen' '$W/busy.err' && [ \$(wc -l < '$W/busy.err') -le 5 ]" \

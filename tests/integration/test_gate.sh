@@ -29,6 +29,12 @@ cat > "$G/regslim.json" << EOF
           "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]},
                   {"repository": "*", "users": ["bob"], "actions": ["pull"]}]},
  "push": {"policies": [
+   {"repositories": ["based/*"], "mode": "check-only",
+    "rules": {"allowed_bases": {"images": ["up/base/tiny:1"], "action": "deny"}}},
+   {"repositories": ["pulled/*"], "mode": "check-only", "enforce_on_pull": true,
+    "rules": {"secrets": {"action": "deny"}}},
+   {"repositories": ["pulloff/*"], "mode": "check-only",
+    "rules": {"secrets": {"action": "deny"}}},
    {"repositories": ["strict/*"], "mode": "optimize-and-push",
     "rules": {"non_root": {"action": "deny"},
               "secrets": {"action": "deny"},
@@ -252,6 +258,73 @@ if regslim_spawn bad $((LAB_PORT_BASE + 51)) "" "$REGSLIM_LAB/rs-bad" --config "
 else
 	fail upstream_refusal_is_reported "$(head -n 2 "$LOGS/bad.err")"
 fi
+# ------------------------------------------------------------ allowed base by image reference
+# base/tiny:1 in the upstream is the approved base; onbase = tiny's layers + one more layer.
+onbase() { # onbase SRC_LAYOUT OUT: an OCI layout OUT:latest = SRC's image plus one gzip layer
+	python3 - "$@" << 'PY'
+import gzip, hashlib, io, json, os, shutil, sys, tarfile
+src, out = sys.argv[1], sys.argv[2]
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(d): return open(f"{src}/blobs/sha256/{d.split(':')[1]}", "rb").read()
+def put(data):
+    d = hashlib.sha256(data).hexdigest(); open(f"{out}/blobs/sha256/{d}", "wb").write(data); return "sha256:" + d, len(data)
+idx = json.load(open(src + "/index.json"))
+m = json.loads(blob(idx["manifests"][0]["digest"]))
+if "manifests" in m:  # an index: take linux/amd64
+    m = json.loads(blob([x for x in m["manifests"] if x.get("platform", {}).get("architecture") == "amd64"][0]["digest"]))
+cfg = json.loads(blob(m["config"]["digest"]))
+for l in m["layers"]: put(blob(l["digest"]))
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    ti = tarfile.TarInfo("onbase.txt"); data = b"built on the approved base\n"; ti.size = len(data); ti.mtime = 1700000000
+    t.addfile(ti, io.BytesIO(data))
+raw = buf.getvalue(); d, n = put(gzip.compress(raw, mtime=0))
+m["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
+cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append("sha256:" + hashlib.sha256(raw).hexdigest())
+cfg.setdefault("config", {})["User"] = "1000"
+cd, cn = put(json.dumps(cfg).encode())
+m["config"] = {"mediaType": m["config"]["mediaType"], "digest": cd, "size": cn}
+md, mn = put(json.dumps(m).encode())
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": m.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
+           "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(out + "/index.json", "w"))
+PY
+}
+TINY=$REGSLIM_LAB/fixtures/oci/tiny
+if "${SK[@]}" copy --dest-creds "$LAB_USER:$LAB_PASS" --dest-tls-verify=false "oci:$TINY:latest" "docker://$UP/base/tiny:1" \
+	> "$LOGS/base-copy.log" 2>&1 && onbase "$TINY" "$G/img/onbase" > "$LOGS/onbase.log" 2>&1; then
+	if push onbase based/app:1; then pass approved_base_reference_accepted; else
+		fail approved_base_reference_accepted "$(tail -n 2 "$LOGS/push-onbase.log")"; fi
+	if push good based/other:1; then fail other_base_denied "accepted"; else
+		grep -q "allowed_bases.*not built on an allowed base" "$LOGS/push-good.log" && pass other_base_denied ||
+			fail other_base_denied "$(tail -n 1 "$LOGS/push-good.log")"; fi
+	expect "approved_base_resolution_cached" "[ \"\$(grep -c 'approved base up/base/tiny:1' '$RS_LOG')\" = 1 ]" \
+		"$(grep -c 'approved base up/base/tiny:1' "$RS_LOG") resolutions logged"
+else
+	fail approved_base_reference_accepted "setup: $(tail -n 2 "$LOGS/base-copy.log" "$LOGS/onbase.log")"
+fi
+
+# ------------------------------------------------------------ policy on pull (enforce_on_pull)
+for x in "deletedkey pulled/keyed:1" "deletedkey pulloff/keyed:1" "good2 pulled/clean:1"; do
+	set -- $x
+	"${SK[@]}" copy --dest-creds "$LAB_USER:$LAB_PASS" --dest-tls-verify=false "oci:$G/img/$1:latest" "docker://$UP/$2" \
+		>> "$LOGS/pull-setup.log" 2>&1 || fail pull_setup "$(tail -n 2 "$LOGS/pull-setup.log")"
+done
+pull_m() { rs_curl -u alice:alicepw -H "Accept: application/vnd.oci.image.manifest.v1+json" "$RS_URL/v2/$1/manifests/$2" -w '\n%{http_code}'; }
+out=$(pull_m pulled/keyed 1)
+expect_eq "pull_with_key_refused" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n 1 | jq -r '.errors[0].code')" "403 DENIED"
+echo "$out" | head -n 1 | grep -q "refused by policy: 1 violation(s): \[secrets\] layer 1 of 2 (sha256:[0-9a-f]*) root/.ssh/id_ed25519: OpenSSH private key" &&
+	pass pull_refusal_names_violation || fail pull_refusal_names_violation "$(echo "$out" | head -c 300)"
+out=$(pull_m pulled/keyed 1)
+expect_eq "second_pull_refused_too" "$(echo "$out" | tail -n 1)" 403
+expect_eq "second_pull_not_rescanned" "$(grep -c 'pull policy check of pulled/keyed:1' "$RS_LOG")" 1
+out=$(pull_m pulloff/keyed 1)
+expect_eq "pull_served_when_enforcement_off" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n -1 | jq -r '.layers | length')" "200 2"
+out=$(pull_m pulled/clean 1)
+expect_eq "clean_pull_served_under_enforcement" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n -1 | jq -r '.schemaVersion')" "200 2"
+if timeout 120 skopeo copy --src-tls-verify=false --src-creds alice:alicepw "docker://$H/pulled/keyed:1" "oci:$G/pulled-keyed:latest" \
+	> "$LOGS/pull-keyed.log" 2>&1; then fail skopeo_pull_refused "skopeo pulled it"; else
+	grep -q "OpenSSH private key" "$LOGS/pull-keyed.log" && pass skopeo_pull_refused || fail skopeo_pull_refused "$(tail -n 1 "$LOGS/pull-keyed.log")"; fi
 expect "no_gate_temp_dirs_left" "[ -z \"\$(find '$RS_DATA/tmp' -maxdepth 1 -name 'gate-*' 2> /dev/null)\" ]" "gate-* left in tmp"
 
 finish
