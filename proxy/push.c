@@ -59,6 +59,8 @@ struct slot {
 struct push {
 	const struct rs_config *cfg;
 	struct blobstore *cache;
+	push_fetch_fn fetch; /* missing references through the mirror, or NULL */
+	void *fetch_ctx;
 	struct blobstore *store;
 	char *uploads;      /* <data>/uploads */
 	pthread_mutex_t mu; /* guards slots, nslots and the upload files' existence */
@@ -610,13 +612,26 @@ static bool nondistributable(const char *mt)
 	return mt && (strstr(mt, ".foreign.") || strstr(mt, "nondistributable"));
 }
 
-static enum rs_code check_ref(struct push *p, const struct imagejson_descriptor *d, const char *where, bool manifest,
-                              struct rs_err *err)
+void push_set_fetcher(struct push *p, push_fetch_fn fn, void *ctx)
+{
+	p->fetch = fn;
+	p->fetch_ctx = ctx;
+}
+
+static enum rs_code check_ref(struct push *p, const char *repo, const struct imagejson_descriptor *d,
+                              const char *where, bool manifest, struct rs_err *err)
 {
 	if (!d->digest || !digest_valid(d->digest))
 		return rs_err_set(err, RS_BAD_INPUT, "%s.digest '%.80s' is not a sha256 digest", where,
 		                  d->digest ? d->digest : "(missing)");
 	enum rs_code rc = manifest ? have_manifest(p, d->digest, err) : push_mount_blob(p, d->digest, err);
+	if (rc == RS_NOT_FOUND && p->fetch) {
+		/* The client may have skipped the upload because regslim's read
+		 * side found the blob upstream: fetch it from there (verified). */
+		struct rs_err fe = {0};
+		if (p->fetch(p->fetch_ctx, repo, d->digest, manifest, &fe) == RS_OK)
+			rc = manifest ? have_manifest(p, d->digest, err) : push_mount_blob(p, d->digest, err);
+	}
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "%s %s (%s) is unknown to this registry; push it first",
 		                  manifest ? "manifest" : "blob", d->digest, where);
@@ -679,13 +694,13 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 			                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
 		type = !generic ? ct : mt && strcmp(mt, MT_DOCKER_V2) == 0 ? MT_DOCKER_V2 : MT_OCI_MANIFEST;
 		if (rc == RS_OK)
-			rc = check_ref(p, &m.config, "config", false, err);
+			rc = check_ref(p, repo, &m.config, "config", false, err);
 		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
 			char where[32];
 			snprintf(where, sizeof(where), "layers[%zu]", i);
 			if (nondistributable(m.layers[i].media_type))
 				continue;
-			rc = check_ref(p, &m.layers[i], where, false, err);
+			rc = check_ref(p, repo, &m.layers[i], where, false, err);
 		}
 		imagejson_manifest_dispose(&m);
 	} else {
@@ -706,7 +721,7 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
 			char where[32];
 			snprintf(where, sizeof(where), "manifests[%zu]", i);
-			rc = check_ref(p, &x.manifests[i], where, true, err);
+			rc = check_ref(p, repo, &x.manifests[i], where, true, err);
 		}
 		imagejson_index_dispose(&x);
 	}

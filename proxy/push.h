@@ -80,6 +80,18 @@ RS_MUST_CHECK enum rs_code push_mount_blob(struct push *p, const char *digest, s
  * (RS_TOO_LARGE), every referenced blob or manifest must exist
  * (RS_NOT_FOUND naming the digest), a digest ref must match the body
  * (RS_DIGEST_MISMATCH). out_digest receives the manifest's digest. */
+/* Fetches a blob (manifest false) or manifest (true) that a pushed manifest
+ * references but neither the push store nor the cache holds, into the cache.
+ * repo is the repository as the client named it. Called from the request's
+ * thread; returns RS_NOT_FOUND when the upstream has none either. */
+typedef enum rs_code (*push_fetch_fn)(void *ctx, const char *repo, const char *digest, bool manifest,
+                                      struct rs_err *err);
+
+/* Let manifest PUTs fetch missing references through the mirror: a client
+ * that HEADs a blob sees the upstream's answer through regslim and skips the
+ * upload, so the blob must come from there. fn NULL turns it off. */
+void push_set_fetcher(struct push *p, push_fetch_fn fn, void *ctx);
+
 RS_MUST_CHECK enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref,
                                              const char *content_type, const char *body, size_t len,
                                              char out_digest[DIGEST_STR_SIZE], struct rs_err *err);

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
+#include "push.h"
 #include "push_http.h"
 #include "route.h"
 #include "upstream.h"
@@ -166,6 +167,20 @@ static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo,
 static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                        struct rs_err *err);
 
+/* push.h push_fetch_fn: a reference of a pushed manifest that only the
+ * upstream has (the client saw it through regslim's read side and skipped
+ * the upload) is fetched into the cache, routed like a pull of repo. */
+static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, bool manifest, struct rs_err *err)
+{
+	struct registry *r = ctx;
+	struct route_target t = {0};
+	enum rs_code rc = route_pick(r->cfg, NULL, repo, &t, err);
+	if (rc)
+		return rc;
+	return manifest ? opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
+	                : opt_fetch_blob(r, t.up_index, t.repo, digest, err);
+}
+
 enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
 {
 	struct registry *r = calloc(1, sizeof(*r));
@@ -193,6 +208,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
+	push_set_fetcher(push_http_push(r->ph), push_fetch, r);
 	if (cfg->optimize.enabled && cfg->optimize.policy_count) {
 		struct optpull_ops ops = {opt_fetch_blob, opt_fetch_manifest, r};
 		rc = optpull_new(&r->opt, cfg, r->store, &ops, err);

@@ -148,6 +148,17 @@ hdrs=$(rs_curl -s -o /dev/null -D - -X PUT "${AUTH[@]}" -H "Content-Type: applic
 expect_eq "manifest_put_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
 expect_eq "manifest_put_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/app/manifests/$MD"
 expect_eq "manifest_put_digest" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$MD"
+# A client that HEADs a blob through regslim sees the upstream's copy and skips the upload:
+# the manifest PUT must then find the blob upstream (lab/tiny's blobs live only in the upstream).
+UPM=$(curl -s --max-time 10 -H "Accept: application/vnd.oci.image.manifest.v1+json" "http://$REG_PLAIN/v2/lab/tiny/manifests/oci")
+UPCFG=$(echo "$UPM" | jq -r .config.digest)
+TOK2=$(rs_curl -u alice:alicepw "$RS_URL/auth/token?service=regslim&scope=repository:lab/tiny:pull,push" | jq -r .token)
+expect_eq "upstream_only_blob_head_found" "$(http_code "$RS_URL/v2/lab/tiny/blobs/$UPCFG" -I -H "Authorization: Bearer $TOK2")" 200
+hdrs=$(printf '%s' "$UPM" | rs_curl -s -o "$CONF/up.out" -D - -X PUT -H "Authorization: Bearer $TOK2" \
+	-H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary @- "$RS_URL/v2/lab/tiny/manifests/again" | tr -d '\r')
+expect_eq "manifest_put_fetches_upstream_only_blobs_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
+expect_eq "upstream_only_pushed_tag_served" "$(manifest_digest "$H" lab/tiny again -H "Authorization: Bearer $TOK2")" \
+	"sha256:$(printf '%s' "$UPM" | sha256sum | cut -d' ' -f1)"
 expect_eq "pushed_tag_served" "$(http_header "$RS_URL/v2/team/app/manifests/v1" Docker-Content-Digest "${RS_ACCEPT_ALL[@]}")" "$MD"
 body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$CONF/m.json" "$RS_URL/v2/team/app/manifests/$bad")
 expect_eq "manifest_put_wrong_digest_ref" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
