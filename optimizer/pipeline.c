@@ -1,10 +1,12 @@
 /* pipeline: drives the optimizer over a source layout into a destination
  * layout (see pipeline.h). Chains per layer:
- *   pass 1: file range -> digest (compressed) -> decoder -> digest (diff_id)
- *           -> tar_read -> squash_add (metadata + data identity)
- *   pass 2: file range -> decoder -> tar_read -> decisions -> raw copy /
- *           synthesized headers -> digest (diff_id) -> encoder -> digest
- *           -> blob file in the destination's staging directory
+ *   pass 1: file range -> digest (compressed) -> decoder -> [async, with
+ *           two or more threads] -> digest (diff_id) -> tee (the tar also
+ *           into a spool file, see "tar spool") -> tar_read -> squash_add
+ *           (metadata + data identity)
+ *   pass 2: tar spool, or file range -> decoder (no spool) -> tar_read ->
+ *           decisions -> raw copy / synthesized headers -> digest (diff_id)
+ *           -> encoder -> digest -> blob file in the staging directory
  * It talks to layout.c (files), squash.c (decisions), codec/tar stages and
  * config/imagejson.c (documents). No network, no clock. */
 #include "pipeline.h"
@@ -27,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define PUMP_BUF (256u * 1024)
@@ -42,6 +45,10 @@ struct layer_in {
 	char digest[DIGEST_STR_SIZE]; /* "" when unknown (docker-archive) */
 	char diff_id[DIGEST_STR_SIZE];
 	uint64_t uncompressed;
+	/* The decompressed tar pass 1 spooled (an unlinked file in the staging
+	 * directory), or -1: pass 2 decodes the blob again. Owned by
+	 * optimize_image, which closes it on every path. */
+	int tar_fd;
 };
 
 struct spool_slot {
@@ -66,7 +73,12 @@ struct run {
 	struct layout_writer *w;
 	struct strip_rules *strip;
 	char policy_digest[DIGEST_STR_SIZE];
-	char *buf; /* PUMP_BUF */
+	char *buf;  /* PUMP_BUF: compressed input of pass 2 */
+	char *tbuf; /* PUMP_BUF: tar spool input of pass 2 */
+	char *mbuf; /* PUMP_BUF: hard-link spool reads (the decoder and the tar
+		     * reader still point into the input buffer meanwhile) */
+	bool spool_tar;     /* pass 1 spools decompressed tars (REGSLIM_TAR_SPOOL) */
+	uint64_t spool_max; /* their byte budget per image; 0: half the free space */
 	uint64_t done, total;
 	size_t image, image_count;
 	const char *phase;
@@ -367,30 +379,299 @@ static enum rs_code p1_end(void *ctx, const struct tar_entry *e, enum tar_verdic
 	return RS_OK;
 }
 
-/* Decode, verify and record layer i (any thread). */
+/* ---- tar spool --------------------------------------------------------------- */
+
+/* Pass 1 tees each layer's decompressed tar into a spool file so that pass 2
+ * reads it back instead of decoding the blob again. The spool is a cache,
+ * never a source of errors: when a write fails (ENOSPC, EIO) or the image's
+ * byte budget is used up, the spool is emptied and dropped, and pass 2
+ * decodes that layer again. Writes are sequential, from the decoder's
+ * fixed output buffer. */
+struct spool_budget {
+	_Atomic uint64_t used;
+	uint64_t limit;
+};
+
+struct tee {
+	struct stream_sink base;
+	struct stream_sink *next;
+	struct spool_budget *budget;
+	int fd; /* -1 once dropped */
+	uint64_t len;
+};
+
+static void tee_drop(struct tee *t)
+{
+	if (t->fd < 0)
+		return;
+	(void)ftruncate(t->fd, 0); /* give the space back at once; the fd is closed by the owner */
+	t->fd = -1;
+}
+
+static enum rs_code tee_write(struct stream_sink *self, const void *buf, size_t len, struct rs_err *err)
+{
+	struct tee *t = (struct tee *)self;
+	if (t->fd >= 0 && len > 0) {
+		uint64_t was = atomic_fetch_add(&t->budget->used, (uint64_t)len);
+		if (was + len > t->budget->limit)
+			tee_drop(t);
+	}
+	const char *b = buf;
+	size_t left = t->fd >= 0 ? len : 0;
+	while (left > 0) {
+		ssize_t n = write(t->fd, b, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			tee_drop(t);
+			break;
+		}
+		b += n;
+		left -= (size_t)n;
+	}
+	if (t->fd >= 0)
+		t->len += len;
+	return stream_write(t->next, buf, len, err);
+}
+
+static enum rs_code tee_finish(struct stream_sink *self, struct rs_err *err)
+{
+	struct tee *t = (struct tee *)self;
+	return stream_finish(t->next, err);
+}
+
+static void tee_free(struct stream_sink *self)
+{
+	free(self);
+}
+
+static const struct stream_sink_ops tee_ops = {"tar spool", tee_write, tee_finish, tee_free};
+
+/* A tee into fd (borrowed; -1: a plain pass-through) in front of next. */
+static enum rs_code tee_new(struct stream_sink **out, int fd, struct spool_budget *budget,
+			    struct stream_sink *next, struct rs_err *err)
+{
+	struct tee *t = calloc(1, sizeof(*t));
+	if (!t)
+		return rs_err_set(err, RS_NOMEM, "out of memory");
+	stream_sink_init(&t->base, &tee_ops);
+	t->next = next;
+	t->budget = budget;
+	t->fd = fd;
+	*out = &t->base;
+	return RS_OK;
+}
+
+/* ---- async hand-off ------------------------------------------------------- */
+
+/* A stage that hands its input to a thread of its own, which pushes it into
+ * next, so that a layer's scan runs on two cores: decoding on the caller's
+ * thread, hashing, spooling and tar parsing on the stage's. Bytes are copied
+ * into a fixed ring of ASYNC_SLOTS buffers (bounded memory; the producer
+ * waits when the ring is full) and reach next in order, so next sees exactly
+ * the bytes a direct chain would. After next fails, the rest is discarded
+ * and the producer gets next's code and message at its next write or at
+ * finish. */
+#define ASYNC_SLOTS 4
+#define ASYNC_SLOT_BYTES (256u * 1024)
+
+struct async {
+	struct stream_sink base;
+	struct stream_sink *next;
+	pthread_t th;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_prod, cv_cons;
+	uint8_t *slot[ASYNC_SLOTS];
+	size_t slot_len[ASYNC_SLOTS];
+	size_t head, count; /* published slots, consumed from head (under mu) */
+	size_t tail, fill;  /* the slot being filled and its bytes (producer only) */
+	bool eof;
+	enum rs_code crc; /* next's failure, set under mu */
+	struct rs_err cerr;
+};
+
+static void *async_main(void *arg)
+{
+	struct async *a = arg;
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		while (a->count == 0 && !a->eof)
+			pthread_cond_wait(&a->cv_cons, &a->mu);
+		if (a->count == 0)
+			break;
+		size_t k = a->head;
+		bool failed = a->crc != RS_OK;
+		pthread_mutex_unlock(&a->mu);
+		enum rs_code rc = failed ? RS_OK : stream_write(a->next, a->slot[k], a->slot_len[k], &a->cerr);
+		pthread_mutex_lock(&a->mu);
+		if (rc != RS_OK)
+			a->crc = rc;
+		a->head = (a->head + 1) % ASYNC_SLOTS;
+		a->count--;
+		pthread_cond_signal(&a->cv_prod);
+	}
+	pthread_mutex_unlock(&a->mu);
+	return NULL;
+}
+
+static enum rs_code async_failed(struct async *a, struct rs_err *err)
+{
+	if (err)
+		*err = a->cerr;
+	return a->crc;
+}
+
+/* Publish the slot being filled (caller holds nothing). */
+static void async_publish(struct async *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->slot_len[a->tail] = a->fill;
+	a->count++;
+	a->fill = 0;
+	pthread_cond_signal(&a->cv_cons);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static enum rs_code async_write(struct stream_sink *self, const void *buf, size_t len, struct rs_err *err)
+{
+	struct async *a = (struct async *)self;
+	const uint8_t *b = buf;
+	while (len > 0) {
+		if (a->fill == 0) { /* a fresh slot: wait for room */
+			pthread_mutex_lock(&a->mu);
+			while (a->count == ASYNC_SLOTS && a->crc == RS_OK)
+				pthread_cond_wait(&a->cv_prod, &a->mu);
+			enum rs_code crc = a->crc;
+			a->tail = (a->head + a->count) % ASYNC_SLOTS; /* not published: the thread leaves it alone */
+			pthread_mutex_unlock(&a->mu);
+			if (crc != RS_OK)
+				return async_failed(a, err);
+		}
+		size_t take = ASYNC_SLOT_BYTES - a->fill < len ? ASYNC_SLOT_BYTES - a->fill : len;
+		memcpy(a->slot[a->tail] + a->fill, b, take);
+		a->fill += take;
+		b += take;
+		len -= take;
+		if (a->fill == ASYNC_SLOT_BYTES)
+			async_publish(a);
+	}
+	return RS_OK;
+}
+
+/* Publish what is pending, wait until the thread has taken everything, stop it. */
+static void async_stop(struct async *a)
+{
+	if (!a->started)
+		return;
+	if (a->fill > 0)
+		async_publish(a);
+	pthread_mutex_lock(&a->mu);
+	a->eof = true;
+	pthread_cond_signal(&a->cv_cons);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->th, NULL);
+	a->started = false;
+}
+
+static enum rs_code async_finish(struct stream_sink *self, struct rs_err *err)
+{
+	struct async *a = (struct async *)self;
+	async_stop(a);
+	if (a->crc != RS_OK)
+		return async_failed(a, err);
+	return stream_finish(a->next, err);
+}
+
+/* After a failure upstream of s (an async stage, or NULL): the bytes s had
+ * already taken come before the failing ones, so a failure of next on them
+ * is the one to report. Returns RS_OK when next did not fail. */
+static enum rs_code async_settle(struct stream_sink *s, struct rs_err *err)
+{
+	if (!s || s->ops->write != async_write)
+		return RS_OK;
+	struct async *a = (struct async *)s;
+	async_stop(a);
+	return a->crc != RS_OK ? async_failed(a, err) : RS_OK;
+}
+
+static void async_free(struct stream_sink *self)
+{
+	struct async *a = (struct async *)self;
+	async_stop(a);
+	for (size_t k = 0; k < ASYNC_SLOTS; k++)
+		free(a->slot[k]);
+	pthread_cond_destroy(&a->cv_prod);
+	pthread_cond_destroy(&a->cv_cons);
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
+
+static const struct stream_sink_ops async_ops = {"async", async_write, async_finish, async_free};
+
+static enum rs_code async_new(struct stream_sink **out, struct stream_sink *next, struct rs_err *err)
+{
+	struct async *a = calloc(1, sizeof(*a));
+	if (!a)
+		return rs_err_set(err, RS_NOMEM, "out of memory");
+	stream_sink_init(&a->base, &async_ops);
+	a->next = next;
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_cond_init(&a->cv_prod, NULL);
+	pthread_cond_init(&a->cv_cons, NULL);
+	bool ok = true;
+	for (size_t k = 0; k < ASYNC_SLOTS; k++)
+		ok = ok && (a->slot[k] = malloc(ASYNC_SLOT_BYTES)) != NULL;
+	if (ok && pthread_create(&a->th, NULL, async_main, a) == 0)
+		a->started = true;
+	if (!a->started) {
+		async_free(&a->base);
+		return ok ? rs_err_set(err, RS_IO, "cannot start a scan thread") : rs_err_set(err, RS_NOMEM, "out of memory");
+	}
+	*out = &a->base;
+	return RS_OK;
+}
+
+/* Decode, verify and record layer i (any thread). spool_fd >= 0: tee the
+ * decompressed tar into it (see above); *spooled says whether it holds the
+ * whole tar afterwards. */
 static enum rs_code scan_layer(const struct pipeline_opts *o, struct layer_in *l, struct scan *sc, char *buf,
-			       _Atomic uint64_t *counter, struct rs_err *err)
+			       _Atomic uint64_t *counter, int spool_fd, struct spool_budget *budget, bool *spooled,
+			       struct rs_err *err)
 {
 	struct p1 c = {sc, digest_new(), o->policy->squash == POLICY_SQUASH_ALL, {{0}, 0, {0}, 0}};
 	struct tar_read_cbs cbs = {p1_entry, p1_data, p1_end};
-	struct stream_sink *tar = NULL, *dsb = NULL, *dec = NULL, *dsa = NULL;
+	struct stream_sink *tar = NULL, *tee = NULL, *dsb = NULL, *as = NULL, *dec = NULL, *dsa = NULL;
 	struct codec_decode_opts dopts = {0};
 	dopts.inflate = o->inflate;
 	enum rs_code rc = RS_OK;
+	*spooled = false;
 	if (!c.id)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	if (rc == RS_OK)
 		rc = tar_read_new(&tar, &cbs, &c, err);
 	if (rc == RS_OK)
-		rc = stream_digest_sink_new(&dsb, tar, err);
+		rc = tee_new(&tee, spool_fd, budget, tar, err);
 	if (rc == RS_OK)
-		rc = codec_decoder_new(&dec, l->kind, &dopts, dsb, err);
+		rc = stream_digest_sink_new(&dsb, tee, err);
+	if (rc == RS_OK && o->threads > 1) /* decode here, hash and parse on a second core */
+		rc = async_new(&as, dsb, err);
+	if (rc == RS_OK)
+		rc = codec_decoder_new(&dec, l->kind, &dopts, as ? as : dsb, err);
 	if (rc == RS_OK)
 		rc = stream_digest_sink_new(&dsa, dec, err);
 	if (rc == RS_OK)
 		rc = pump_buf(&l->range, dsa, buf, counter, err);
 	if (rc == RS_OK)
 		rc = stream_finish(dsa, err);
+	if (rc != RS_OK && as) {
+		/* a tar error on earlier bytes wins over the decoder's on later ones */
+		struct rs_err e2 = {0};
+		if (async_settle(as, &e2) != RS_OK && err && e2.code != RS_OK && strcmp(e2.msg, err->msg) != 0) {
+			*err = e2;
+			rc = e2.code;
+		}
+	}
 	if (rc == RS_OK) {
 		char got[DIGEST_STR_SIZE];
 		uint64_t sz;
@@ -408,9 +689,15 @@ static enum rs_code scan_layer(const struct pipeline_opts *o, struct layer_in *l
 			rc = rs_err_set(err, RS_DIGEST_MISMATCH, "uncompressed content hashes to %s, the config's diff_id is %s",
 					got, l->diff_id);
 	}
+	if (rc == RS_OK && tee) {
+		const struct tee *t = (const struct tee *)tee;
+		*spooled = t->fd >= 0 && t->len == l->uncompressed;
+	}
 	stream_free(dsa);
 	stream_free(dec);
+	stream_free(as); /* stops its thread before the stages it feeds go */
 	stream_free(dsb);
+	stream_free(tee);
 	stream_free(tar);
 	digest_free(c.id);
 	return rc;
@@ -424,7 +711,39 @@ struct scan_job {
 	_Atomic uint64_t bytes;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
+	/* tar spool: layers from spool_from on, at most RS_LIMIT_TAR_SPOOL_LAYERS
+	 * (spool_open counts them); the budget is fixed by the first one. */
+	struct layout_writer *w; /* NULL: no spooling; layout_writer_tmp under mu */
+	size_t spool_from, spool_open;
+	bool budget_set;
+	uint64_t spool_max; /* 0: half the free space */
+	struct spool_budget budget;
 };
+
+/* A new unlinked spool file for layer i, or -1 (no spooling: disabled, too
+ * many layers, no budget, or the staging directory refused a file). */
+static int spool_open(struct scan_job *j, size_t i)
+{
+	if (!j->w || i < j->spool_from)
+		return -1;
+	int fd = -1;
+	char tmp[4200];
+	struct rs_err e = {0};
+	pthread_mutex_lock(&j->mu);
+	if (j->spool_open < RS_LIMIT_TAR_SPOOL_LAYERS && (!j->budget_set || j->budget.used < j->budget.limit) &&
+	    layout_writer_tmp(j->w, &fd, tmp, sizeof(tmp), &e) == RS_OK) {
+		(void)unlink(tmp); /* anonymous: the fd keeps it until optimize_image closes it */
+		if (!j->budget_set) {
+			struct statvfs sv;
+			uint64_t free_bytes = fstatvfs(fd, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+			j->budget.limit = j->spool_max ? j->spool_max : free_bytes / 2;
+			j->budget_set = true;
+		}
+		j->spool_open++;
+	}
+	pthread_mutex_unlock(&j->mu);
+	return fd;
+}
 
 static void *scan_worker(void *arg)
 {
@@ -437,10 +756,20 @@ static void *scan_worker(void *arg)
 		if (i >= j->n)
 			break;
 		struct scan *sc = &j->scans[i];
+		int fd = buf ? spool_open(j, i) : -1;
+		bool spooled = false;
 		if (!buf)
 			sc->rc = rs_err_set(&sc->err, RS_NOMEM, "out of memory");
 		else
-			sc->rc = scan_layer(j->o, &j->layers[i], sc, buf, &j->bytes, &sc->err);
+			sc->rc = scan_layer(j->o, &j->layers[i], sc, buf, &j->bytes, fd, &j->budget, &spooled, &sc->err);
+		if (fd >= 0 && spooled && lseek(fd, 0, SEEK_SET) == 0) {
+			j->layers[i].tar_fd = fd;
+		} else if (fd >= 0) {
+			close(fd);
+			pthread_mutex_lock(&j->mu);
+			j->spool_open--;
+			pthread_mutex_unlock(&j->mu);
+		}
 	}
 	free(buf);
 	pthread_mutex_lock(&j->mu);
@@ -478,13 +807,16 @@ static enum rs_code replay(struct squash_plan *plan, size_t layer, const struct 
 
 /* Pass 1 over all layers; the first failing layer (in layer order) names the error. */
 static enum rs_code pass1(struct run *r, struct squash_plan *plan, struct layer_in *layers, size_t n,
-			  struct rs_err *err)
+			  size_t spool_from, struct rs_err *err)
 {
 	struct scan_job j;
 	memset(&j, 0, sizeof(j));
 	j.o = r->o;
 	j.layers = layers;
 	j.n = n;
+	j.w = r->spool_tar ? r->w : NULL;
+	j.spool_from = spool_from; /* base layers are copied, not read again */
+	j.spool_max = r->spool_max;
 	j.scans = calloc(n ? n : 1, sizeof(*j.scans));
 	if (!j.scans)
 		return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -663,12 +995,12 @@ static enum rs_code write_materialized(struct p2 *c, const struct tar_entry *e, 
 	uint64_t done = 0;
 	while (rc == RS_OK && done < m.size) {
 		size_t want = m.size - done > PUMP_BUF ? PUMP_BUF : (size_t)(m.size - done);
-		ssize_t n = pread(c->sp->fd, c->r->buf + 0, want, (off_t)(sl->off + done));
+		ssize_t n = pread(c->sp->fd, c->r->mbuf, want, (off_t)(sl->off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return rs_err_set(err, RS_IO, "hard-link spool: read failed");
-		rc = stream_write(c->out, c->r->buf, (size_t)n, err);
+		rc = stream_write(c->out, c->r->mbuf, (size_t)n, err);
 		done += (uint64_t)n;
 	}
 	if (rc == RS_OK)
@@ -728,6 +1060,37 @@ static enum rs_code p2_data(void *ctx, const struct tar_entry *e, const void *bu
 	return rc;
 }
 
+/* Feed layer l's tar spool (pass 1's verified decompressed tar) into tar,
+ * with progress in compressed-byte units. */
+static enum rs_code pump_spool(struct run *r, const struct layer_in *l, struct stream_sink *tar,
+			       struct rs_err *err)
+{
+	uint64_t base = r->done, done = 0, last = 0;
+	while (done < l->uncompressed) {
+		size_t want = l->uncompressed - done > PUMP_BUF ? PUMP_BUF : (size_t)(l->uncompressed - done);
+		ssize_t n = read(l->tar_fd, r->tbuf, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return rs_err_set(err, RS_IO, "tar spool: read failed at offset %" PRIu64 ": %s", done,
+					  strerror(errno));
+		if (n == 0)
+			return rs_err_set(err, RS_IO, "tar spool: ended at %" PRIu64 " of %" PRIu64 " bytes", done,
+					  l->uncompressed);
+		enum rs_code rc = stream_write(tar, r->tbuf, (size_t)n, err);
+		if (rc != RS_OK)
+			return rc;
+		done += (uint64_t)n;
+		if (done - last >= 16 * PUMP_BUF || done == l->uncompressed) {
+			last = done;
+			r->done = base + (uint64_t)((double)l->range.size * ((double)done / (double)l->uncompressed));
+			progress(r);
+		}
+	}
+	r->done = base + l->range.size;
+	return RS_OK;
+}
+
 static enum rs_code pass2_layer(struct run *r, struct squash_plan *plan, size_t i, size_t n,
 				struct layer_in *l, struct stream_sink *out, struct spool *sp, struct rs_err *err)
 {
@@ -737,15 +1100,17 @@ static enum rs_code pass2_layer(struct run *r, struct squash_plan *plan, size_t 
 	struct codec_decode_opts dopts = {0};
 	dopts.inflate = r->o->inflate;
 	enum rs_code rc = tar_read_new(&tar, &cbs, &c, err);
-	if (rc == RS_OK)
+	if (rc == RS_OK && l->tar_fd < 0)
 		rc = codec_decoder_new(&dec, l->kind, &dopts, tar, err);
 	r->phase = out ? "write" : "spool";
 	r->layer = i;
 	r->layer_count = n;
-	if (rc == RS_OK)
+	if (rc == RS_OK && dec)
 		rc = pump(r, &l->range, dec, err);
+	else if (rc == RS_OK)
+		rc = pump_spool(r, l, tar, err);
 	if (rc == RS_OK)
-		rc = stream_finish(dec, err);
+		rc = stream_finish(dec ? dec : tar, err);
 	if (rc == RS_OK && tar) {
 		struct tar_read_stats st;
 		tar_read_stats(tar, &st);
@@ -757,6 +1122,10 @@ static enum rs_code pass2_layer(struct run *r, struct squash_plan *plan, size_t 
 		layer_prefix(err, i, n, l);
 	stream_free(dec);
 	stream_free(tar);
+	if (l->tar_fd >= 0) {
+		close(l->tar_fd); /* read once: frees its space now */
+		l->tar_fd = -1;
+	}
 	return rc;
 }
 
@@ -973,15 +1342,17 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 	char *cfg_out = NULL, *man_out = NULL;
 	size_t cfg_out_len = 0, man_out_len = 0;
 	enum rs_code rc = squash_new(&plan, &so, err);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		layers[i].tar_fd = -1;
 		r->total += layers[i].range.size * (i < base ? 1 : 2);
+	}
 	img->layers = calloc(n, sizeof(*img->layers));
 	if (rc == RS_OK && !img->layers)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	if (rc == RS_OK)
 		img->layer_count = n;
 	if (rc == RS_OK)
-		rc = pass1(r, plan, layers, n, err);
+		rc = pass1(r, plan, layers, n, base, err);
 	if (rc == RS_OK)
 		rc = squash_finish(plan, err);
 	size_t ng = rc == RS_OK ? squash_group_count(plan) : 0;
@@ -1160,6 +1531,11 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 	free(diff_ids);
 	free(cfg_out);
 	free(man_out);
+	for (size_t i = 0; i < n; i++)
+		if (layers[i].tar_fd >= 0) {
+			close(layers[i].tar_fd);
+			layers[i].tar_fd = -1;
+		}
 	spool_dispose(&sp);
 	squash_free(plan);
 	return rc;
@@ -1436,6 +1812,26 @@ static enum rs_code process_archive(struct run *r, struct imagejson_descriptor *
 	return rc;
 }
 
+/* REGSLIM_TAR_SPOOL: unset or "auto" spools with a budget of half the free
+ * space of the destination's filesystem; "0" turns the tar spool off (pass 2
+ * decodes again); a number N caps the spooled bytes of each image at N. */
+static enum rs_code spool_knob(struct run *r, struct rs_err *err)
+{
+	const char *v = getenv("REGSLIM_TAR_SPOOL");
+	r->spool_tar = true;
+	r->spool_max = 0;
+	if (!v || !*v || strcmp(v, "auto") == 0)
+		return RS_OK;
+	char *end = NULL;
+	errno = 0;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno != 0 || !end || *end != '\0' || v[0] == '-' || v[0] == '+' || v[0] == ' ')
+		return rs_err_set(err, RS_BAD_INPUT, "REGSLIM_TAR_SPOOL: expected auto, 0 or a byte count, got '%s'", v);
+	r->spool_tar = n > 0;
+	r->spool_max = (uint64_t)n;
+	return RS_OK;
+}
+
 enum rs_code pipeline_run(struct report *rep, const struct pipeline_opts *o, struct rs_err *err)
 {
 	struct run r;
@@ -1454,8 +1850,12 @@ enum rs_code pipeline_run(struct report *rep, const struct pipeline_opts *o, str
 	rep->source = dupz(o->src);
 	rep->dest = dupz(o->dst);
 	r.buf = malloc(PUMP_BUF);
-	if (rc == RS_OK && (!rep->source || !rep->dest || !r.buf))
+	r.tbuf = malloc(PUMP_BUF);
+	r.mbuf = malloc(PUMP_BUF);
+	if (rc == RS_OK && (!rep->source || !rep->dest || !r.buf || !r.tbuf || !r.mbuf))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	if (rc == RS_OK)
+		rc = spool_knob(&r, err);
 	if (rc == RS_OK)
 		rc = layout_parse_dest(&dir, &dtag, o->dst, err);
 	if (rc == RS_OK)
@@ -1512,6 +1912,8 @@ enum rs_code pipeline_run(struct report *rep, const struct pipeline_opts *o, str
 	strip_free(r.strip);
 	layout_src_free(r.src);
 	free(r.buf);
+	free(r.tbuf);
+	free(r.mbuf);
 	free(dir);
 	free(dtag);
 	return rc;

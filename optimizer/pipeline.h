@@ -6,11 +6,24 @@
  * every layer (verifying the compressed digest against the manifest and the
  * uncompressed digest against the config's diff_id), parses the tar headers
  * and hashes each entry's metadata and data, and feeds squash.c, which
- * decides every entry. Pass 2 decodes the layers again and writes the
- * survivors byte-for-byte, lowest layer first, into one output tar per
- * output group, through the encoder (zstd / gzip / none) into a blob file.
+ * decides every entry (layers in parallel, up to opts.threads; with two or
+ * more threads each layer's decoded bytes are hashed and parsed on a thread
+ * of their own, through a fixed ring of buffers). Pass 1 also spools each
+ * layer's verified decompressed tar to an unlinked file in the destination's
+ * staging directory (sequential writes from a fixed buffer), so pass 2 reads the
+ * tar back instead of decoding the blob again; each spool is closed (and
+ * its space freed) as soon as pass 2 has read it, and on every error path.
+ * The spool is only a cache: when it cannot be written (ENOSPC, EIO), when
+ * the image's budget (half the filesystem's free space at its first spool,
+ * or REGSLIM_TAR_SPOOL=N bytes) is used up, past RS_LIMIT_TAR_SPOOL_LAYERS
+ * layers, or with REGSLIM_TAR_SPOOL=0, that layer is decoded again in pass
+ * 2. Either way the output is the same bytes. Pass 2 writes the survivors
+ * byte-for-byte, lowest layer first, into one output tar per output group,
+ * through the encoder (zstd / gzip / none) into a blob file.
  * Memory does not depend on layer size: fixed stage buffers, the path table
- * (capped) and a spool file for hard-link data that must be moved.
+ * (capped) and spool files on disk (decompressed tars, hard-link data that
+ * must be moved). Disk: up to the layers' uncompressed size in the staging
+ * directory while the image is optimized.
  *
  * Output: OCI manifests (and an OCI index for an index source) with
  * annotations io.regslim.source.digest, io.regslim.policy.digest and

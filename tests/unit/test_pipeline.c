@@ -3,7 +3,8 @@
  * output is decoded and applied with a small reference overlay applier
  * written here (whiteouts, opaque directories, hard links resolved to
  * content) and compared with the input's tree minus the stripped paths.
- * Also: determinism across thread counts, squash modes, the report, and bad
+ * Also: determinism across thread counts, squash modes, the report, the
+ * tar spool's fallbacks (REGSLIM_TAR_SPOOL) giving the same output, and bad
  * input (corrupt gzip, wrong diff_id, '..' names, truncated tar) failing
  * with a message naming the layer while DST stays absent. */
 #include "codec.h"
@@ -587,11 +588,20 @@ END_TEST
 
 static void expect_failure(const char *src, const char *dst, const char *needle1, const char *needle2)
 {
-	struct report rep;
-	struct rs_err err = {0};
-	ck_assert_int_ne(run(src, dst, NULL, 1, &rep, &err), RS_OK);
-	ck_assert_msg(strstr(err.msg, needle1) && strstr(err.msg, needle2), "message: %s", err.msg);
-	report_dispose(&rep);
+	/* one thread, and two (the scan then decodes and parses on two threads):
+	 * the same failure */
+	char first[RS_ERR_MSG_MAX] = "";
+	for (unsigned threads = 1; threads <= 2; threads++) {
+		struct report rep;
+		struct rs_err err = {0};
+		ck_assert_int_ne(run(src, dst, NULL, threads, &rep, &err), RS_OK);
+		ck_assert_msg(strstr(err.msg, needle1) && strstr(err.msg, needle2), "message: %s", err.msg);
+		if (threads == 1)
+			snprintf(first, sizeof(first), "%s", err.msg);
+		else
+			ck_assert_str_eq(err.msg, first);
+		report_dispose(&rep);
+	}
 	char p[256];
 	snprintf(p, sizeof(p), "%s/%s", tdir, dst);
 	char *colon = strrchr(p, ':');
@@ -690,6 +700,80 @@ START_TEST(unknown_tag_and_bad_refs_fail)
 }
 END_TEST
 
+/* The number of entries of dir/blobs/sha256 whose name is not 64 hex digits
+ * (a temporary file left behind). */
+static int stray_blob_files(const char *dir)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "ls -A %s/%s/blobs/sha256 | grep -cv '^[0-9a-f]\\{64\\}$'", tdir, dir);
+	FILE *f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	int n = -1;
+	ck_assert_int_eq(fscanf(f, "%d", &n), 1);
+	pclose(f);
+	return n;
+}
+
+START_TEST(tar_spool_fallbacks_give_identical_output)
+{
+	/* pass 2 reads pass 1's spooled tar (default), decodes again (spool
+	 * off), or mixes both when the spool budget runs out mid-layer: the
+	 * output is the same, and no spool file is left anywhere */
+	struct image im;
+	build_image(&im, "in");
+	size_t n1;
+	(void)targen_data(im.t1, &n1);
+	char first_only[32];
+	snprintf(first_only, sizeof(first_only), "%zu", n1 + 1); /* layer 1 fits, layer 2 does not */
+	const char *knobs[] = {NULL, "auto", "0", "1", first_only};
+	const char *policies[] = {NULL, "{\"squash\": \"none\"}"};
+	for (size_t p = 0; p < 2; p++) {
+		char want[DIGEST_STR_SIZE] = "";
+		for (size_t k = 0; k < sizeof(knobs) / sizeof(knobs[0]); k++) {
+			if (knobs[k])
+				ck_assert_int_eq(setenv("REGSLIM_TAR_SPOOL", knobs[k], 1), 0);
+			else
+				ck_assert_int_eq(unsetenv("REGSLIM_TAR_SPOOL"), 0);
+			char dst[32];
+			snprintf(dst, sizeof(dst), "o%zu-%zu", p, k);
+			struct report rep;
+			struct rs_err err = {0};
+			ck_assert_msg(run("in:latest", dst, policies[p], 1, &rep, &err) == RS_OK, "knob %s: %s",
+				      knobs[k] ? knobs[k] : "unset", err.msg);
+			if (!want[0])
+				snprintf(want, sizeof(want), "%s", rep.digest);
+			ck_assert_msg(strcmp(rep.digest, want) == 0, "knob %s: %s != %s", knobs[k] ? knobs[k] : "unset",
+				      rep.digest, want);
+			ck_assert_int_eq(stray_blob_files(dst), 0);
+			report_dispose(&rep);
+		}
+	}
+	unsetenv("REGSLIM_TAR_SPOOL");
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", tdir); /* no staging directory left */
+	ck_assert_int_ne(system(cmd), 0);
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(bad_tar_spool_knob_is_refused)
+{
+	struct image im;
+	build_image(&im, "in");
+	ck_assert_int_eq(setenv("REGSLIM_TAR_SPOOL", "lots", 1), 0);
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_int_eq(run("in:latest", "out", NULL, 1, &rep, &err), RS_BAD_INPUT);
+	unsetenv("REGSLIM_TAR_SPOOL");
+	ck_assert_msg(strstr(err.msg, "REGSLIM_TAR_SPOOL") && strstr(err.msg, "'lots'"), "message: %s", err.msg);
+	report_dispose(&rep);
+	char p[256];
+	snprintf(p, sizeof(p), "%s/out", tdir);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	free_image(&im);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -704,6 +788,8 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, wrong_diff_id_fails);
 	tcase_add_test(t, dotdot_names_and_truncated_tars_fail);
 	tcase_add_test(t, unknown_tag_and_bad_refs_fail);
+	tcase_add_test(t, tar_spool_fallbacks_give_identical_output);
+	tcase_add_test(t, bad_tar_spool_knob_is_refused);
 	suite_add_tcase(s, t);
 	return s;
 }
