@@ -231,6 +231,35 @@ enum rs_code imagejson_sniff(enum imagejson_kind *out, const char *buf, size_t l
 	return rc;
 }
 
+/* The descriptor array arr under key (layers[], manifests[]): at most limit
+ * entries ("N <noun>, limit is L (limit_name)" beyond). *count counts the entries parsed, so
+ * the caller's dispose releases a partial array too. */
+static enum rs_code parse_descriptors(struct imagejson_descriptor **out, size_t *count, json_t *arr, const char *key,
+				      const char *noun, size_t limit, const char *limit_name, const char *what,
+				      struct rs_err *err)
+{
+	size_t n = json_array_size(arr);
+	if (n > limit)
+		return bad(err, what, key, "%zu %s, limit is %u (%s)", n, noun, (unsigned)limit, limit_name);
+	if (n == 0)
+		return RS_OK;
+	*out = calloc(n, sizeof(**out));
+	if (!*out)
+		return nomem(err, what);
+	enum rs_code rc = RS_OK;
+	size_t i;
+	json_t *d;
+	json_array_foreach(arr, i, d) {
+		char kp[KP_MAX];
+		snprintf(kp, sizeof(kp), "%s[%zu]", key, i);
+		rc = parse_descriptor(&(*out)[i], d, kp, what, err);
+		*count = i + 1;
+		if (rc != RS_OK)
+			break;
+	}
+	return rc;
+}
+
 enum rs_code imagejson_parse_manifest(struct imagejson_manifest *out, const char *buf, size_t len,
 				      const char *what, struct rs_err *err)
 {
@@ -247,24 +276,9 @@ enum rs_code imagejson_parse_manifest(struct imagejson_manifest *out, const char
 	json_t *layers = json_object_get(root, "layers");
 	if (rc == RS_OK && !json_is_array(layers))
 		rc = bad(err, what, "layers", "expected an array, got %s", type_name(layers));
-	if (rc == RS_OK && json_array_size(layers) > RS_LIMIT_IMAGE_LAYERS_MAX)
-		rc = bad(err, what, "layers", "%zu layers, limit is %u (RS_LIMIT_IMAGE_LAYERS_MAX)",
-			 json_array_size(layers), (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
-	if (rc == RS_OK && json_array_size(layers) > 0) {
-		out->layers = calloc(json_array_size(layers), sizeof(*out->layers));
-		if (!out->layers)
-			rc = nomem(err, what);
-		size_t i;
-		json_t *l;
-		json_array_foreach(layers, i, l) {
-			if (rc != RS_OK)
-				break;
-			char kp[KP_MAX];
-			snprintf(kp, sizeof(kp), "layers[%zu]", i);
-			rc = parse_descriptor(&out->layers[i], l, kp, what, err);
-			out->layer_count = i + 1;
-		}
-	}
+	if (rc == RS_OK)
+		rc = parse_descriptors(&out->layers, &out->layer_count, layers, "layers", "layers", RS_LIMIT_IMAGE_LAYERS_MAX,
+				       "RS_LIMIT_IMAGE_LAYERS_MAX", what, err);
 	if (rc == RS_OK)
 		rc = parse_annotations(&out->annotations, &out->annotation_count, root, NULL, what, err);
 	json_decref(root);
@@ -287,24 +301,9 @@ enum rs_code imagejson_parse_index(struct imagejson_index *out, const char *buf,
 	json_t *ms = json_object_get(root, "manifests");
 	if (rc == RS_OK && !json_is_array(ms))
 		rc = bad(err, what, "manifests", "expected an array, got %s", type_name(ms));
-	if (rc == RS_OK && json_array_size(ms) > RS_LIMIT_INDEX_MANIFESTS_MAX)
-		rc = bad(err, what, "manifests", "%zu entries, limit is %u (RS_LIMIT_INDEX_MANIFESTS_MAX)",
-			 json_array_size(ms), (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
-	if (rc == RS_OK && json_array_size(ms) > 0) {
-		out->manifests = calloc(json_array_size(ms), sizeof(*out->manifests));
-		if (!out->manifests)
-			rc = nomem(err, what);
-		size_t i;
-		json_t *m;
-		json_array_foreach(ms, i, m) {
-			if (rc != RS_OK)
-				break;
-			char kp[KP_MAX];
-			snprintf(kp, sizeof(kp), "manifests[%zu]", i);
-			rc = parse_descriptor(&out->manifests[i], m, kp, what, err);
-			out->manifest_count = i + 1;
-		}
-	}
+	if (rc == RS_OK)
+		rc = parse_descriptors(&out->manifests, &out->manifest_count, ms, "manifests", "entries",
+				       RS_LIMIT_INDEX_MANIFESTS_MAX, "RS_LIMIT_INDEX_MANIFESTS_MAX", what, err);
 	if (rc == RS_OK)
 		rc = parse_annotations(&out->annotations, &out->annotation_count, root, NULL, what, err);
 	json_decref(root);
