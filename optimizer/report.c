@@ -2,6 +2,8 @@
  * Sizes are printed in MB (10^6) in the table and as exact byte counts in
  * JSON. Only stdio. */
 #include "report.h"
+
+#include "jsonw.h"
 #include "rs_limits.h"
 
 #include <inttypes.h>
@@ -177,191 +179,130 @@ void report_print_text(const struct report *rep, FILE *out)
 	fprintf(out, "wrote %s %s\n", rep->digest, rep->tag ? rep->tag : "");
 }
 
-static void jstr(FILE *out, const char *s)
+static void write_layer(struct jsonw *w, const struct report_layer *l)
 {
-	if (!s) {
-		fputs("null", out);
-		return;
-	}
-	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		switch (*p) {
-		case '"': fputs("\\\"", out); break;
-		case '\\': fputs("\\\\", out); break;
-		case '\n': fputs("\\n", out); break;
-		case '\r': fputs("\\r", out); break;
-		case '\t': fputs("\\t", out); break;
-		default:
-			if (*p < 0x20)
-				fprintf(out, "\\u%04x", *p);
-			else
-				fputc(*p, out);
-		}
-	}
-	fputc('"', out);
+	jsonw_object_begin(w);
+	jsonw_member_string(w, "digest", l->digest);
+	jsonw_member_string(w, "diff_id", l->diff_id);
+	jsonw_member_string(w, "mediaType", l->media_type);
+	jsonw_member_u64(w, "size", l->size);
+	jsonw_member_u64(w, "uncompressed", l->uncompressed);
+	jsonw_member_u64(w, "entries", l->entries);
+	jsonw_member_u64(w, "kept_entries", l->kept_entries);
+	jsonw_member_u64(w, "stripped_entries", l->stripped_entries);
+	jsonw_member_u64(w, "stripped_bytes", l->stripped_bytes);
+	jsonw_member_u64(w, "squashed_entries", l->overlay_entries);
+	jsonw_member_u64(w, "squashed_bytes", l->overlay_bytes);
+	jsonw_member_u64(w, "duplicate_entries", l->dup_entries);
+	jsonw_member_u64(w, "duplicate_bytes", l->dup_bytes);
+	jsonw_member_u64(w, "whiteouts", l->whiteouts);
+	jsonw_member_u64(w, "whiteouts_applied", l->whiteouts_applied);
+	jsonw_member_u64(w, "output_layer", l->out_layer);
+	jsonw_member_bool(w, "base", l->base);
+	jsonw_object_end(w);
 }
 
-static void jkey(FILE *out, const char *k, bool *first)
+static void write_out_layer(struct jsonw *w, const struct report_out_layer *o)
 {
-	if (!*first)
-		fputc(',', out);
-	*first = false;
-	jstr(out, k);
-	fputc(':', out);
+	jsonw_object_begin(w);
+	jsonw_member_string(w, "digest", o->digest);
+	jsonw_member_string(w, "diff_id", o->diff_id);
+	jsonw_member_string(w, "mediaType", o->media_type);
+	jsonw_member_u64(w, "size", o->size);
+	jsonw_member_u64(w, "uncompressed", o->uncompressed);
+	jsonw_member_bool(w, "copied", o->copied);
+	jsonw_object_end(w);
 }
 
-static void ju64(FILE *out, const char *k, uint64_t v, bool *first)
+static void write_image(struct jsonw *w, const struct report_image *im)
 {
-	jkey(out, k, first);
-	fprintf(out, "%" PRIu64, v);
+	jsonw_object_begin(w);
+	jsonw_member_string(w, "platform", im->platform);
+	jsonw_member_string(w, "source_digest", im->source_digest);
+	jsonw_member_string(w, "digest", im->digest);
+	jsonw_member_u64(w, "size_before", im->in_size);
+	jsonw_member_u64(w, "size_after", im->out_size);
+	jsonw_member_u64(w, "uncompressed_before", im->in_uncompressed);
+	jsonw_member_u64(w, "uncompressed_after", im->out_uncompressed);
+	jsonw_key(w, "efficiency_before");
+	jsonw_double(w, im->efficiency_in, 6);
+	jsonw_key(w, "efficiency_after");
+	jsonw_double(w, im->efficiency_out, 6);
+	jsonw_member_u64(w, "wasted_bytes_before", im->wasted_in);
+	jsonw_member_u64(w, "wasted_bytes_after", im->wasted_out);
+	jsonw_member_u64(w, "entries", im->entries);
+	jsonw_member_u64(w, "final_paths", im->final_paths);
+	jsonw_member_u64(w, "whiteouts_applied", im->whiteouts_applied);
+	jsonw_member_u64(w, "duplicates_dropped", im->dup_entries);
+	jsonw_member_u64(w, "duplicate_bytes", im->dup_bytes);
+	jsonw_member_u64(w, "hardlinks_relinked", im->links_relinked);
+	jsonw_member_u64(w, "hardlinks_materialized", im->links_materialized);
+	jsonw_key(w, "layers");
+	jsonw_array_begin(w);
+	for (size_t i = 0; i < im->layer_count; i++)
+		write_layer(w, &im->layers[i]);
+	jsonw_array_end(w);
+	jsonw_key(w, "output_layers");
+	jsonw_array_begin(w);
+	for (size_t i = 0; i < im->out_layer_count; i++)
+		write_out_layer(w, &im->out_layers[i]);
+	jsonw_array_end(w);
+	jsonw_key(w, "rules");
+	jsonw_array_begin(w);
+	for (size_t i = 0; i < im->rule_count; i++) {
+		jsonw_object_begin(w);
+		jsonw_member_string(w, "name", im->rules[i].name);
+		jsonw_member_u64(w, "bytes", im->rules[i].bytes);
+		jsonw_member_u64(w, "entries", im->rules[i].entries);
+		jsonw_object_end(w);
+	}
+	jsonw_array_end(w);
+	jsonw_member_u64(w, "stripped_paths_count", im->stripped_total);
+	jsonw_member_bool(w, "stripped_paths_truncated", im->stripped_truncated);
+	jsonw_key(w, "stripped_paths");
+	jsonw_array_begin(w);
+	for (size_t i = 0; i < im->stripped_count; i++) {
+		jsonw_array_begin(w);
+		jsonw_string(w, im->stripped_paths[i]);
+		jsonw_string(w, im->stripped_rules[i]);
+		jsonw_array_end(w);
+	}
+	jsonw_array_end(w);
+	jsonw_object_end(w);
 }
 
 void report_print_json(const struct report *rep, FILE *out)
 {
-	bool f = true;
-	fputc('{', out);
-	jkey(out, "source", &f);
-	jstr(out, rep->source);
-	jkey(out, "destination", &f);
-	jstr(out, rep->dest);
-	jkey(out, "tag", &f);
-	jstr(out, rep->tag);
-	jkey(out, "digest", &f);
-	jstr(out, rep->digest);
-	jkey(out, "mediaType", &f);
-	jstr(out, rep->media_type);
-	jkey(out, "policy", &f);
-	{
-		bool g = true;
-		fputc('{', out);
-		jkey(out, "digest", &g);
-		jstr(out, rep->policy_digest);
-		jkey(out, "squash", &g);
-		jstr(out, rep->squash);
-		jkey(out, "compression", &g);
-		jstr(out, rep->compression);
-		jkey(out, "level", &g);
-		fprintf(out, "%d", rep->level);
-		fputc('}', out);
-	}
+	struct jsonw w;
+	jsonw_init(&w, out);
+	jsonw_object_begin(&w);
+	jsonw_member_string(&w, "source", rep->source);
+	jsonw_member_string(&w, "destination", rep->dest);
+	jsonw_member_string(&w, "tag", rep->tag);
+	jsonw_member_string(&w, "digest", rep->digest);
+	jsonw_member_string(&w, "mediaType", rep->media_type);
+	jsonw_key(&w, "policy");
+	jsonw_object_begin(&w);
+	jsonw_member_string(&w, "digest", rep->policy_digest);
+	jsonw_member_string(&w, "squash", rep->squash);
+	jsonw_member_string(&w, "compression", rep->compression);
+	jsonw_key(&w, "level");
+	jsonw_i64(&w, rep->level);
+	jsonw_object_end(&w);
 	uint64_t a, b, c, d;
 	report_totals(rep, &a, &b, &c, &d);
-	jkey(out, "totals", &f);
-	{
-		bool g = true;
-		fputc('{', out);
-		ju64(out, "size_before", a, &g);
-		ju64(out, "size_after", c, &g);
-		ju64(out, "uncompressed_before", b, &g);
-		ju64(out, "uncompressed_after", d, &g);
-		fputc('}', out);
-	}
-	jkey(out, "images", &f);
-	fputc('[', out);
-	for (size_t k = 0; k < rep->image_count; k++) {
-		const struct report_image *im = &rep->images[k];
-		bool g = true;
-		if (k)
-			fputc(',', out);
-		fputc('{', out);
-		jkey(out, "platform", &g);
-		jstr(out, im->platform);
-		jkey(out, "source_digest", &g);
-		jstr(out, im->source_digest);
-		jkey(out, "digest", &g);
-		jstr(out, im->digest);
-		ju64(out, "size_before", im->in_size, &g);
-		ju64(out, "size_after", im->out_size, &g);
-		ju64(out, "uncompressed_before", im->in_uncompressed, &g);
-		ju64(out, "uncompressed_after", im->out_uncompressed, &g);
-		jkey(out, "efficiency_before", &g);
-		fprintf(out, "%.6f", im->efficiency_in);
-		jkey(out, "efficiency_after", &g);
-		fprintf(out, "%.6f", im->efficiency_out);
-		ju64(out, "wasted_bytes_before", im->wasted_in, &g);
-		ju64(out, "wasted_bytes_after", im->wasted_out, &g);
-		ju64(out, "entries", im->entries, &g);
-		ju64(out, "final_paths", im->final_paths, &g);
-		ju64(out, "whiteouts_applied", im->whiteouts_applied, &g);
-		ju64(out, "duplicates_dropped", im->dup_entries, &g);
-		ju64(out, "duplicate_bytes", im->dup_bytes, &g);
-		ju64(out, "hardlinks_relinked", im->links_relinked, &g);
-		ju64(out, "hardlinks_materialized", im->links_materialized, &g);
-		jkey(out, "layers", &g);
-		fputc('[', out);
-		for (size_t i = 0; i < im->layer_count; i++) {
-			const struct report_layer *l = &im->layers[i];
-			bool h = true;
-			fputs(i ? ",{" : "{", out);
-			jkey(out, "digest", &h);
-			jstr(out, l->digest);
-			jkey(out, "diff_id", &h);
-			jstr(out, l->diff_id);
-			jkey(out, "mediaType", &h);
-			jstr(out, l->media_type);
-			ju64(out, "size", l->size, &h);
-			ju64(out, "uncompressed", l->uncompressed, &h);
-			ju64(out, "entries", l->entries, &h);
-			ju64(out, "kept_entries", l->kept_entries, &h);
-			ju64(out, "stripped_entries", l->stripped_entries, &h);
-			ju64(out, "stripped_bytes", l->stripped_bytes, &h);
-			ju64(out, "squashed_entries", l->overlay_entries, &h);
-			ju64(out, "squashed_bytes", l->overlay_bytes, &h);
-			ju64(out, "duplicate_entries", l->dup_entries, &h);
-			ju64(out, "duplicate_bytes", l->dup_bytes, &h);
-			ju64(out, "whiteouts", l->whiteouts, &h);
-			ju64(out, "whiteouts_applied", l->whiteouts_applied, &h);
-			ju64(out, "output_layer", l->out_layer, &h);
-			jkey(out, "base", &h);
-			fputs(l->base ? "true" : "false", out);
-			fputc('}', out);
-		}
-		fputc(']', out);
-		jkey(out, "output_layers", &g);
-		fputc('[', out);
-		for (size_t i = 0; i < im->out_layer_count; i++) {
-			const struct report_out_layer *o = &im->out_layers[i];
-			bool h = true;
-			fputs(i ? ",{" : "{", out);
-			jkey(out, "digest", &h);
-			jstr(out, o->digest);
-			jkey(out, "diff_id", &h);
-			jstr(out, o->diff_id);
-			jkey(out, "mediaType", &h);
-			jstr(out, o->media_type);
-			ju64(out, "size", o->size, &h);
-			ju64(out, "uncompressed", o->uncompressed, &h);
-			jkey(out, "copied", &h);
-			fputs(o->copied ? "true" : "false", out);
-			fputc('}', out);
-		}
-		fputc(']', out);
-		jkey(out, "rules", &g);
-		fputc('[', out);
-		for (size_t i = 0; i < im->rule_count; i++) {
-			bool h = true;
-			fputs(i ? ",{" : "{", out);
-			jkey(out, "name", &h);
-			jstr(out, im->rules[i].name);
-			ju64(out, "bytes", im->rules[i].bytes, &h);
-			ju64(out, "entries", im->rules[i].entries, &h);
-			fputc('}', out);
-		}
-		fputc(']', out);
-		ju64(out, "stripped_paths_count", im->stripped_total, &g);
-		jkey(out, "stripped_paths_truncated", &g);
-		fputs(im->stripped_truncated ? "true" : "false", out);
-		jkey(out, "stripped_paths", &g);
-		fputc('[', out);
-		for (size_t i = 0; i < im->stripped_count; i++) {
-			fputs(i ? ",[" : "[", out);
-			jstr(out, im->stripped_paths[i]);
-			fputc(',', out);
-			jstr(out, im->stripped_rules[i]);
-			fputc(']', out);
-		}
-		fputc(']', out);
-		fputc('}', out);
-	}
-	fputs("]}\n", out);
+	jsonw_key(&w, "totals");
+	jsonw_object_begin(&w);
+	jsonw_member_u64(&w, "size_before", a);
+	jsonw_member_u64(&w, "size_after", c);
+	jsonw_member_u64(&w, "uncompressed_before", b);
+	jsonw_member_u64(&w, "uncompressed_after", d);
+	jsonw_object_end(&w);
+	jsonw_key(&w, "images");
+	jsonw_array_begin(&w);
+	for (size_t k = 0; k < rep->image_count; k++)
+		write_image(&w, &rep->images[k]);
+	jsonw_array_end(&w);
+	jsonw_object_end(&w);
+	fputc('\n', out);
 }

@@ -1025,6 +1025,12 @@ static void drop_object(struct blobstore *bs, enum blobstore_kind kind, const ch
 	pthread_mutex_unlock(&bs->mu);
 }
 
+void blobstore_remove(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
+{
+	if (digest_valid(digest))
+		drop_object(bs, kind, digest_hex(digest));
+}
+
 enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
                                     size_t *out_len, char **out_type, struct rs_err *err)
 {

@@ -42,6 +42,10 @@ RS_MUST_CHECK enum rs_code blobstore_open_object(struct blobstore *bs, enum blob
 /* True when a committed object exists. */
 bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest);
 
+/* Remove object digest (and a manifest's type) with its accounting, if it
+ * is there. Best effort: readers that opened it keep reading. */
+void blobstore_remove(struct blobstore *bs, enum blobstore_kind kind, const char *digest);
+
 /* Start writing an object that must hash to expected_digest and, when
  * expected_size >= 0, be that many bytes. The temp file is created at once,
  * so blobstore_writer_path() can be opened by readers that follow the write.

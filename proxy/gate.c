@@ -37,17 +37,42 @@
 
 void gate_report_dispose(struct gate_report *r)
 {
-	for (size_t i = 0; i < r->count; i++)
+	for (size_t i = 0; i < r->count; i++) {
 		free(r->items[i].text);
+		free(r->items[i].platform);
+		free(r->items[i].layer_digest);
+		free(r->items[i].path);
+	}
 	free(r->items);
 	memset(r, 0, sizeof(*r));
 }
 
-static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, struct rs_err *err,
-			const char *fmt, ...) RS_PRINTF(5, 6);
+void gate_outcome_dispose(struct gate_outcome *o)
+{
+	free(o->optimizer_report);
+	memset(o, 0, sizeof(*o));
+}
 
-static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, struct rs_err *err,
-			const char *fmt, ...)
+/* Where a finding is: the image's platform (index children), a layer, a
+ * file in it. Unset fields are NULL / 0. */
+struct where {
+	const char *platform;
+	size_t layer;
+	const char *layer_digest;
+	const char *path;
+};
+
+static bool dup_or_null(char **out, const char *s)
+{
+	*out = s ? strdup(s) : NULL;
+	return !s || *out;
+}
+
+static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, const struct where *at,
+			struct rs_err *err, const char *fmt, ...) RS_PRINTF(6, 7);
+
+static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, const struct where *at,
+			struct rs_err *err, const char *fmt, ...)
 {
 	if (a == GATE_DENY)
 		r->denies++;
@@ -67,14 +92,16 @@ static enum rs_code add(struct gate_report *r, enum gate_action a, const char *r
 	if (n < 0)
 		buf[0] = '\0';
 	struct gate_finding *f = &r->items[r->count];
-	if (!(f->text = strdup(buf)))
-		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
 	f->action = a;
 	f->rule = rule;
+	f->layer = at->layer;
+	/* Counted before the copies, so dispose frees whatever was made. */
 	r->count++;
+	if (!(f->text = strdup(buf)) || !dup_or_null(&f->platform, at->platform) ||
+	    !dup_or_null(&f->layer_digest, at->layer_digest) || !dup_or_null(&f->path, at->path))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
 	return RS_OK;
 }
-
 
 /* ---- approved base references ---- */
 
@@ -301,6 +328,7 @@ struct layer_eval {
 	const struct rs_gate_policy *p;
 	struct gate_report *rep;
 	const char *where; /* "layer 1 of 3 (sha256:..)" */
+	struct where at;   /* platform and layer; path set per finding */
 };
 
 static bool is_whiteout(const char *path)
@@ -316,17 +344,23 @@ static enum rs_code on_entry(void *ctx, const struct tar_entry *e, struct rs_err
 	const struct gate_list_rule *fp = &c->p->forbidden_paths;
 	if (fp->action == GATE_OFF || is_whiteout(e->path))
 		return RS_OK;
-	for (size_t i = 0; i < fp->count; i++)
-		if (strip_glob_match(fp->items[i], e->path))
-			return add(c->rep, fp->action, "forbidden_paths", err, "%s %s: forbidden path (matches %s)",
+	for (size_t i = 0; i < fp->count; i++) {
+		if (strip_glob_match(fp->items[i], e->path)) {
+			struct where at = c->at;
+			at.path = e->path;
+			return add(c->rep, fp->action, "forbidden_paths", &at, err, "%s %s: forbidden path (matches %s)",
 				   c->where, e->path, fp->items[i]);
+		}
+	}
 	return RS_OK;
 }
 
 static enum rs_code on_finding(void *ctx, const char *path, enum scan_detector d, struct rs_err *err)
 {
 	struct layer_eval *c = ctx;
-	return add(c->rep, c->p->secrets, "secrets", err, "%s %s: %s", c->where, path, scan_detector_name(d));
+	struct where at = c->at;
+	at.path = path;
+	return add(c->rep, c->p->secrets, "secrets", &at, err, "%s %s: %s", c->where, path, scan_detector_name(d));
 }
 
 static bool is_root(const char *user)
@@ -359,9 +393,10 @@ static enum rs_code read_all_fd(int fd, uint64_t size, size_t cap, char **out, s
 }
 
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-				const char *buf, size_t len, const char *prefix, struct gate_resolver *res,
-				struct rs_err *err)
+				const char *buf, size_t len, const char *prefix, const char *platform,
+				struct gate_resolver *res, struct rs_err *err)
 {
+	const struct where image = {.platform = platform};
 	struct imagejson_manifest m = {0};
 	char *cfgbuf = NULL, *user = NULL;
 	size_t cfglen = 0, nlabels = 0;
@@ -376,11 +411,11 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		compressed += m.layers[i].size;
 	rep->compressed_bytes += compressed;
 	if (p->max_layers.action && m.layer_count > p->max_layers.limit &&
-	    (rc = add(rep, p->max_layers.action, "max_layers", err, "%simage has %zu layers, the limit is %llu", prefix,
+	    (rc = add(rep, p->max_layers.action, "max_layers", &image, err, "%simage has %zu layers, the limit is %llu", prefix,
 		      m.layer_count, (unsigned long long)p->max_layers.limit)))
 		goto out;
 	if (p->max_compressed_bytes.action && compressed > p->max_compressed_bytes.limit &&
-	    (rc = add(rep, p->max_compressed_bytes.action, "max_compressed_size", err,
+	    (rc = add(rep, p->max_compressed_bytes.action, "max_compressed_size", &image, err,
 		      "%simage is %llu bytes compressed, the limit is %llu", prefix, (unsigned long long)compressed,
 		      (unsigned long long)p->max_compressed_bytes.limit)))
 		goto out;
@@ -392,12 +427,12 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		    (rc = gate_image_facts(&user, &labels, &nlabels, cfgbuf, cfglen, err)))
 			goto out;
 		if (p->non_root && is_root(user) &&
-		    (rc = add(rep, p->non_root, "non_root", err, "%simage runs as root (config.User is \"%.60s\")%s", prefix,
+		    (rc = add(rep, p->non_root, "non_root", &image, err, "%simage runs as root (config.User is \"%.60s\")%s", prefix,
 			      user, user[0] ? "" : ", set USER to a non-root user")))
 			goto out;
 		for (size_t i = 0; i < p->required_labels.count; i++)
 			if (!imagejson_kv_get(labels, nlabels, p->required_labels.items[i]) &&
-			    (rc = add(rep, p->required_labels.action, "required_labels", err, "%simage lacks label %s",
+			    (rc = add(rep, p->required_labels.action, "required_labels", &image, err, "%simage lacks label %s",
 				      prefix, p->required_labels.items[i])))
 				goto out;
 	}
@@ -434,7 +469,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		free(arch);
 		if (rc)
 			goto out;
-		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", err,
+		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", &image, err,
 				     "%simage is not built on an allowed base (bottom layer %s is not the start of an allowed chain or approved image)",
 				     prefix, m.layer_count ? m.layers[0].digest : "(none)")))
 			goto out;
@@ -457,7 +492,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 			goto out;
 		char where[160];
 		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m.layer_count, l->digest);
-		struct layer_eval ev = {p, rep, where};
+		struct layer_eval ev = {p, rep, where, {.platform = platform, .layer = i + 1, .layer_digest = l->digest}};
 		struct scan_opts o = {.codec = kind,
 				      .digest = l->digest,
 				      .secrets = p->secrets != GATE_OFF,
@@ -473,8 +508,9 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		uncompressed += st.uncompressed_bytes;
 	}
 	rep->uncompressed_bytes += uncompressed;
+	rep->scanned = need_scan;
 	if (need_scan && p->max_uncompressed_bytes.action && uncompressed > p->max_uncompressed_bytes.limit)
-		rc = add(rep, p->max_uncompressed_bytes.action, "max_uncompressed_size", err,
+		rc = add(rep, p->max_uncompressed_bytes.action, "max_uncompressed_size", &image, err,
 			 "%simage is %llu bytes uncompressed, the limit is %llu", prefix, (unsigned long long)uncompressed,
 			 (unsigned long long)p->max_uncompressed_bytes.limit);
 out:
@@ -499,7 +535,7 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
 		goto out;
 	if (kind == IMAGEJSON_MANIFEST) {
-		rc = check_image(rep, p, store, buf, len, "", res, err);
+		rc = check_image(rep, p, store, buf, len, "", NULL, res, err);
 		goto out;
 	}
 	struct imagejson_index x = {0};
@@ -514,10 +550,12 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 			break;
 		rc = imagejson_sniff(&ck, cb, cl, "manifest", err);
 		if (rc == RS_OK && ck == IMAGEJSON_MANIFEST) {
-			char prefix[160];
-			snprintf(prefix, sizeof(prefix), "platform %s/%s (%s): ", x.manifests[i].os ? x.manifests[i].os : "?",
-				 x.manifests[i].architecture ? x.manifests[i].architecture : "?", x.manifests[i].digest);
-			rc = check_image(rep, p, store, cb, cl, prefix, res, err);
+			const struct imagejson_descriptor *d = &x.manifests[i];
+			char platform[96], prefix[200];
+			snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?",
+				 d->architecture ? d->architecture : "?", d->variant ? "/" : "", d->variant ? d->variant : "");
+			snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
+			rc = check_image(rep, p, store, cb, cl, prefix, platform, res, err);
 		}
 		free(cb);
 		free(ct);
@@ -754,11 +792,30 @@ static enum rs_code build_layout(const char *dir, const char *store_dir, struct 
 	return rc;
 }
 
+/* The optimizer's JSON report as a new string (*out), or NULL if memory
+ * ran out: the report is informational, its loss is not an error. */
+static void report_json(char **out, const struct report *rep)
+{
+	size_t len = 0;
+	FILE *mf = open_memstream(out, &len);
+	if (!mf) {
+		*out = NULL;
+		return;
+	}
+	report_print_json(rep, mf);
+	bool bad = ferror(mf) != 0;
+	if (fclose(mf) != 0 || bad) {
+		free(*out);
+		*out = NULL;
+	}
+}
+
 /* Run the optimizer over store's repo:tag into a new layout; out_digest
- * receives the optimized manifest's digest, dst the layout directory. */
-static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], const char *work, const struct rs_gate_policy *p,
-			     const char *store_dir, struct blobstore *store, const char *tag, const char *digest,
-			     struct rs_err *err)
+ * receives the optimized manifest's digest, *out_report its JSON report
+ * (new, may be NULL), dst the layout directory. */
+static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report, const char *work,
+			     const struct rs_gate_policy *p, const char *store_dir, struct blobstore *store,
+			     const char *tag, const char *digest, struct rs_err *err)
 {
 	char src[4096], dst[4096], sref[4200], dref[4200];
 	snprintf(src, sizeof(src), "%s/src", work);
@@ -776,6 +833,8 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], const char *work,
 	report_init(&rep);
 	struct pipeline_opts o = {.src = sref, .dst = dref, .policy = &pol, .threads = 1};
 	rc = pipeline_run(&rep, &o, err);
+	if (rc == RS_OK)
+		report_json(out_report, &rep);
 	report_dispose(&rep);
 	policy_dispose(&pol);
 	if (rc) {
@@ -801,12 +860,18 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], const char *work,
 	return rc;
 }
 
-enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p, const struct rs_config *cfg,
+static void note_pushed(struct gate_outcome *out, const char *tag, const char *digest, bool optimized)
+{
+	struct gate_pushed *g = &out->pushed[out->count++];
+	snprintf(g->tag, sizeof(g->tag), "%s", tag);
+	snprintf(g->digest, sizeof(g->digest), "%s", digest);
+	g->optimized = optimized;
+}
+
+enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p, const struct rs_config *cfg,
 			  struct blobstore *store, const char *store_dir, const char *tmp_dir, const char *repo,
 			  const char *tag, const char *digest, struct rs_err *err)
 {
-	if (out_pushed)
-		*out_pushed = NULL;
 	const struct rs_upstream_config *upc =
 		cfg->push.upstream ? config_find_upstream(cfg, cfg->push.upstream) : &cfg->upstreams[cfg->default_upstream];
 	if (!upc)
@@ -817,10 +882,11 @@ enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p, con
 		return rc;
 	struct store_src ss = {store};
 	struct upstream_push_source orig = {store_open_blob, store_read_manifest, &ss};
-	char work[4096] = "", opt[DIGEST_STR_SIZE] = "", desc[600] = "";
+	char work[4096] = "", opt[DIGEST_STR_SIZE] = "";
 	if (p->mode == GATE_MODE_CHECK_ONLY || p->mode == GATE_MODE_PUSH_BOTH) {
 		rc = upstream_push_image(up, repo, tag, digest, &orig, err);
-		snprintf(desc, sizeof(desc), "%s:%s -> %s (original)", repo, tag, digest);
+		if (rc == RS_OK)
+			note_pushed(out, tag, digest, false);
 	}
 	if (rc == RS_OK && p->mode != GATE_MODE_CHECK_ONLY) {
 		snprintf(work, sizeof(work), "%s/gate-XXXXXX", tmp_dir);
@@ -829,7 +895,7 @@ enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p, con
 			work[0] = '\0';
 		}
 		if (rc == RS_OK)
-			rc = optimize(opt, work, p, store_dir, store, tag, digest, err);
+			rc = optimize(opt, &out->optimizer_report, work, p, store_dir, store, tag, digest, err);
 		char otag[RS_LIMIT_TAG_MAX + 64];
 		snprintf(otag, sizeof(otag), "%s%s", tag, p->mode == GATE_MODE_PUSH_BOTH ? p->optimized_tag_suffix : "");
 		if (rc == RS_OK && strlen(otag) > 128)
@@ -841,14 +907,12 @@ enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p, con
 			struct dir_src ds = {dst};
 			struct upstream_push_source osrc = {dir_open_blob, dir_read_manifest, &ds};
 			rc = upstream_push_image(up, repo, otag, opt, &osrc, err);
-			size_t l = strlen(desc);
-			snprintf(desc + l, sizeof(desc) - l, "%s%s:%s -> %s (optimized)", l ? ", " : "", repo, otag, opt);
+			if (rc == RS_OK)
+				note_pushed(out, otag, opt, true);
 		}
 	}
 	if (work[0])
 		rm_tree(work);
 	upstream_push_free(up);
-	if (rc == RS_OK && out_pushed && !(*out_pushed = strdup(desc)))
-		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	return rc;
 }

@@ -14,19 +14,30 @@
 
 #include "blobstore.h"
 #include "config.h"
+#include "digest.h"
 #include "errors.h"
 #include "gate_policy.h"
+#include "rs_limits.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Findings kept per report; more are counted in gate_report.dropped. */
 #define GATE_FINDINGS_MAX 64
 
+/* One violation. text is the whole human line; the other fields say where
+ * it is, for the stored report (NULL / 0 when the finding is about the
+ * whole image rather than a platform, a layer or a file). */
 struct gate_finding {
 	enum gate_action action;
-	const char *rule;  /* static: "secrets", "forbidden_paths", "non_root", ... */
-	char *text;        /* "layer 1 (sha256:..) root/.ssh/id_rsa: OpenSSH private key" */
+	const char *rule;   /* static: "secrets", "forbidden_paths", "non_root", ... */
+	char *text;         /* "layer 1 of 2 (sha256:..) root/.ssh/id_rsa: OpenSSH private key" */
+	char *platform;     /* "linux/arm64" for an index's child image */
+	size_t layer;       /* 1-based layer index */
+	char *layer_digest; /* that layer's digest */
+	char *path;         /* the file in that layer */
 };
 
 struct gate_report {
@@ -35,8 +46,25 @@ struct gate_report {
 	size_t denies, warns; /* all findings, also dropped ones */
 	size_t dropped;
 	uint64_t compressed_bytes, uncompressed_bytes;
+	bool scanned; /* the layers were read: uncompressed_bytes is known */
 	size_t layers;
 };
+
+/* What gate_forward() sent upstream: one entry per tag pushed. */
+struct gate_pushed {
+	char tag[RS_LIMIT_TAG_MAX + 1];
+	char digest[DIGEST_STR_SIZE];
+	bool optimized;
+};
+
+struct gate_outcome {
+	struct gate_pushed pushed[2];
+	size_t count;
+	char *optimizer_report; /* the optimizer's JSON report (report.h) when it ran; owned */
+};
+
+/* Release what o owns and zero it. */
+void gate_outcome_dispose(struct gate_outcome *o);
 
 /* Resolves the approved base image references of allowed_bases ("images")
  * to their layer digest chains: the manifest is fetched from the upstream
@@ -80,12 +108,38 @@ RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report
 /* Push repo:tag (manifest digest in store) to the push upstream of cfg per
  * p's mode. store_dir is the push store's data directory (<data>/push),
  * tmp_dir a directory on the same file system for the temporary layouts.
- * *out_pushed (may be NULL) receives a new string naming what went where
- * ("repo:tag -> sha256:.. (optimized)"). RS_UPSTREAM for upstream failures,
- * anything the pipeline returns. */
-RS_MUST_CHECK enum rs_code gate_forward(char **out_pushed, const struct rs_gate_policy *p,
+ * out (zeroed by the caller; gate_outcome_dispose also on error) receives
+ * what went where and the optimizer's report. RS_UPSTREAM for upstream
+ * failures, anything the pipeline returns. */
+RS_MUST_CHECK enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p,
 					const struct rs_config *cfg, struct blobstore *store, const char *store_dir,
 					const char *tmp_dir, const char *repo, const char *tag, const char *digest,
 					struct rs_err *err);
+
+/* ---- the stored report (gate_report.c) ---- */
+
+/* What a report says besides the findings. */
+struct gate_report_meta {
+	const char *repository, *reference, *digest; /* the push */
+	const char *mode;                            /* gate_mode_name() */
+	const char *verdict;                         /* "accepted" or "denied" */
+	time_t checked_at;
+	const struct gate_outcome *outcome; /* what went upstream; NULL when nothing did */
+};
+
+/* The report as a JSON document (docs/policy.md "Reports"): *out is new
+ * (free()), *out_len its length. RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_report_json(char **out, size_t *out_len, const struct gate_report *r,
+					    const struct gate_report_meta *m, struct rs_err *err);
+
+/* Keep report json under <data_dir>/gate/reports/<repository>/<hex of
+ * digest>.json (temp file, fsync, rename). RS_IO naming the path. */
+RS_MUST_CHECK enum rs_code gate_report_save(const char *data_dir, const char *repository, const char *digest,
+					    const char *json, size_t len, struct rs_err *err);
+
+/* The stored report of repository@digest: *out new (free()).
+ * RS_NOT_FOUND when there is none, RS_DIGEST_INVALID, RS_IO. */
+RS_MUST_CHECK enum rs_code gate_report_load(const char *data_dir, const char *repository, const char *digest,
+					    char **out, size_t *out_len, struct rs_err *err);
 
 #endif

@@ -678,6 +678,27 @@ enum MHD_Result push_http_body(struct push_http *ph, struct request *rq, const c
 	}
 }
 
+/* Keep the gate's report of this push (gate.h) under the pushed digest
+ * and under every optimized digest it sent upstream, so the report of
+ * either is at /regslim/v1/reports/<name>/<digest>. A report that cannot
+ * be written is logged; the push's answer stands. */
+static void save_report(struct push_http *ph, const struct gate_report *rep, const struct gate_report_meta *m)
+{
+	struct rs_err err = {0};
+	char *json = NULL;
+	size_t len = 0;
+	enum rs_code rc = gate_report_json(&json, &len, rep, m, &err);
+	if (rc == RS_OK)
+		rc = gate_report_save(ph->cfg->data_dir, m->repository, m->digest, json, len, &err);
+	for (size_t i = 0; rc == RS_OK && m->outcome && i < m->outcome->count; i++)
+		if (m->outcome->pushed[i].optimized)
+			rc = gate_report_save(ph->cfg->data_dir, m->repository, m->outcome->pushed[i].digest, json, len,
+			                      &err);
+	if (rc)
+		log_event(LOG_WARN, "push %s:%s (%s): %s", m->repository, m->reference, m->digest, err.msg);
+	free(json);
+}
+
 /* A registry error whose message may be long (policy reports): the body
  * is built in a buffer of its own size. */
 static enum MHD_Result reply_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
@@ -708,16 +729,22 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	char digest[DIGEST_STR_SIZE], got[DIGEST_STR_SIZE];
 	digest_buffer(digest, w->buf, w->len);
 	bool by_tag = strchr(w->ref, ':') == NULL;
+	struct blobstore *store = push_store(ph->push);
+	bool had = blobstore_has(store, BLOBSTORE_MANIFEST, digest);
 	if (push_put_manifest(ph->push, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
 		return fail(rq, w, &err, 0, false);
 	struct gate_report rep = {0};
-	char *text = NULL;
-	enum rs_code rc = gate_check(&rep, gp, push_store(ph->push), digest, ph->bases, &err);
+	struct gate_outcome out = {0};
+	struct gate_report_meta meta = {w->name, w->ref, digest, gate_mode_name(gp->mode), "accepted", time(NULL), NULL};
+	char *text = NULL, report_url[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
+	snprintf(report_url, sizeof(report_url), "/regslim/v1/reports/%s/%s", w->name, digest);
+	enum MHD_Result ret;
+	enum rs_code rc = gate_check(&rep, gp, store, digest, ph->bases, &err);
 	if (rc) {
-		gate_report_dispose(&rep);
 		metrics_gate_push("check_failed");
 		rs_err_prefix(&err, "policy check of %s: ", digest);
-		return fail(rq, w, &err, 0, false);
+		ret = fail(rq, w, &err, 0, false);
+		goto done;
 	}
 	for (size_t i = 0; i < rep.count; i++)
 		metrics_gate_finding(rep.items[i].rule, rep.items[i].action == GATE_DENY ? "deny" : "warn");
@@ -727,50 +754,68 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		text = NULL;
 	}
 	if (rep.denies) {
-		enum MHD_Result ret;
+		/* Refused: what this PUT added goes again, so the image cannot be
+		 * pulled by digest from regslim; the report stays. */
+		if (!had)
+			blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+		meta.verdict = "denied";
+		save_report(ph, &rep, &meta);
 		if (gate_report_text(&text, &rep, GATE_DENY, &err) != RS_OK) {
 			ret = fail(rq, w, &err, 0, false);
 		} else {
-			size_t n = strlen(text) + 256;
+			size_t n = strlen(text) + sizeof(report_url) + 256;
 			char *msg = malloc(n);
 			if (msg)
-				snprintf(msg, n, "push of %s:%s refused by policy: %zu violation(s): %s", w->name, w->ref,
-				         rep.denies, text);
+				snprintf(msg, n, "push of %s:%s refused by policy: %zu violation(s): %s (report: %s)", w->name,
+				         w->ref, rep.denies, text, report_url);
 			log_event(LOG_WARN, "%s", msg ? msg : text);
 			ret = reply_error_long(rq, 403, "DENIED", msg ? msg : text);
 			free(msg);
 		}
-		free(text);
-		gate_report_dispose(&rep);
 		metrics_gate_push("denied");
-		return ret;
+		goto done;
 	}
-	size_t warns = rep.warns;
-	gate_report_dispose(&rep);
 	if (by_tag) {
-		char *pushed = NULL, store_dir[4096], tmp_dir[4096];
+		char store_dir[4096], tmp_dir[4096];
 		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
-		if (gate_forward(&pushed, gp, ph->cfg, push_store(ph->push), store_dir, tmp_dir, w->name, w->ref, digest,
-		                 &err) != RS_OK) {
+		if (gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err) != RS_OK) {
 			metrics_gate_push("upstream_failed");
 			log_event(LOG_ERROR, "push %s:%s (%s) not forwarded: %s", w->name, w->ref, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];
 			snprintf(msg, sizeof(msg), "forwarding to the upstream failed: %s", err.msg);
-			return reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
+			ret = reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
+			goto done;
+		}
+		char pushed[600] = "";
+		for (size_t i = 0; i < out.count; i++) {
+			size_t l = strlen(pushed);
+			snprintf(pushed + l, sizeof(pushed) - l, "%s%s:%s -> %s (%s)", i ? ", " : "", w->name,
+			         out.pushed[i].tag, out.pushed[i].digest, out.pushed[i].optimized ? "optimized" : "original");
 		}
 		log_event(LOG_INFO, "push %s:%s (%s) accepted by policy (mode %s, %zu warning(s)), upstream: %s", w->name,
-		          w->ref, digest, gate_mode_name(gp->mode), warns, pushed);
-		free(pushed);
-		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
-			return fail(rq, w, &err, 0, false);
+		          w->ref, digest, gate_mode_name(gp->mode), rep.warns, pushed);
+		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK) {
+			ret = fail(rq, w, &err, 0, false);
+			goto done;
+		}
+		meta.outcome = &out;
 	}
+	save_report(ph, &rep, &meta);
 	metrics_gate_push("accepted");
 	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], nwarn[24];
 	snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
-	snprintf(nwarn, sizeof(nwarn), "%zu", warns);
-	struct hdr h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}, {"X-Regslim-Policy-Warnings", nwarn}};
-	return reply(rq, 201, NULL, NULL, h, 3);
+	snprintf(nwarn, sizeof(nwarn), "%zu", rep.warns);
+	struct hdr h[] = {{"Location", loc},
+	                  {"Docker-Content-Digest", digest},
+	                  {"X-Regslim-Policy-Warnings", nwarn},
+	                  {"X-Regslim-Report", report_url}};
+	ret = reply(rq, 201, NULL, NULL, h, 4);
+done:
+	free(text);
+	gate_report_dispose(&rep);
+	gate_outcome_dispose(&out);
+	return ret;
 }
 
 enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)

@@ -1037,7 +1037,8 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 	return ret;
 }
 
-/* GET /regslim/v1/reports/<name>/<digest>: the stored optimization report. */
+/* GET /regslim/v1/reports/<name>/<digest>: the stored policy report of a
+ * push, or the optimization report of an optimized pull. */
 static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 {
 	rq->route = "other";
@@ -1053,13 +1054,17 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
 		return gated;
 	struct rs_err err = {0};
-	if (!r->opt) {
-		rs_err_set(&err, RS_NOT_FOUND, "optimization is disabled: no reports");
-		return queue_error(rq, &err, ROUTE_MANIFEST);
-	}
 	char *body = NULL;
 	size_t len = 0;
-	if (optpull_report(r->opt, slash + 1, &body, &len, &err) != RS_OK)
+	/* A push's policy report (gate.h), else an optimized pull's report. */
+	enum rs_code rc = gate_report_load(r->cfg->data_dir, name, slash + 1, &body, &len, &err);
+	if (rc == RS_NOT_FOUND && r->opt) {
+		err = (struct rs_err){0};
+		rc = optpull_report(r->opt, slash + 1, &body, &len, &err);
+		if (rc == RS_NOT_FOUND)
+			rs_err_set(&err, RS_NOT_FOUND, "no policy or optimization report for %s@%s", name, slash + 1);
+	}
+	if (rc != RS_OK)
 		return queue_error(rq, &err, ROUTE_MANIFEST);
 	return queue_buffer(rq, 200, JSON_TYPE, body, len, true);
 }

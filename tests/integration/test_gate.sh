@@ -187,6 +187,38 @@ expect_eq "denied_is_403_registry_error" "$(echo "$body" | tail -n 1) $(echo "$b
 expect_ge "denied_pushes_counted" \
 	"$(rs_curl "$RS_URL/metrics" | awk '/^regslim_gate_pushes_total\{result="denied"\}/ {print $2}')" 5
 
+# ------------------------------------------------------------ stored reports
+# Every gated push leaves a JSON report at /regslim/v1/reports/<name>/<digest>: verdict, each
+# finding with its rule, action, layer and path (warnings included), what went upstream and the
+# optimizer's report; it is also kept under the optimized digest that went upstream.
+report() { rs_curl -u bob:bobpw "$RS_URL/regslim/v1/reports/$1"; }
+gd=$(cat "$G/img/good.digest")
+r=$(report "strict/good/$gd")
+expect_eq "report_accepted_verdict" "$(echo "$r" | jq -r '[.kind, .verdict, .mode, .repository, .reference, .digest] | join(" ")')" \
+	"push-policy accepted optimize-and-push strict/good v1 $gd"
+expect_eq "report_lists_warnings" \
+	"$(echo "$r" | jq -r '[.warnings, .denies, ([.findings[] | select(.action == "warn") | .rule] | sort | join(","))] | join(" ")')" \
+	"2 0 max_layers,required_labels"
+opt=$(echo "$r" | jq -r '.upstream[] | select(.optimized) | .digest')
+expect_eq "report_names_upstream_digest" "$opt" "sha256:$(up_manifest strict/good:v1 | sha256sum | cut -d' ' -f1)"
+expect "report_has_optimizer_report" "echo '$r' | jq -e '.optimization.totals.size_after > 0 and (.optimization.images | length) == 1' > /dev/null" \
+	"$(echo "$r" | jq -c .optimization | head -c 200)"
+expect_eq "report_under_optimized_digest" "$(report "strict/good/$opt" | jq -r .digest)" "$gd"
+ad=$(cat "$G/img/awskey.digest")
+al=$(jq -r '.layers[0].digest' "$G/img/awskey/blobs/sha256/$(cut -d: -f2 < "$G/img/awskey.digest")")
+r=$(report "strict/awskey/$ad")
+expect_eq "report_denied_finding_located" \
+	"$(echo "$r" | jq -r '[.verdict, (.findings[] | select(.rule == "secrets") | .action, .layer, .layer_digest, .path)] | join(" ")')" \
+	"denied deny 1 $al app/settings.env"
+expect "denied_message_points_at_report" "grep -qF '(report: /regslim/v1/reports/strict/awskey/' '$LOGS/push-awskey.log'" \
+	"$(tail -n 1 "$LOGS/push-awskey.log")"
+expect_eq "denied_manifest_not_kept" \
+	"$(rs_curl -u alice:alicepw -o /dev/null -w '%{http_code}' "$RS_URL/v2/strict/awskey/manifests/$ad")" "404"
+expect_eq "report_unknown_digest_404" \
+	"$(rs_curl -u bob:bobpw -o /dev/null -w '%{http_code}' "$RS_URL/regslim/v1/reports/strict/good/sha256:$(printf '%064d' 0)")" "404"
+expect_eq "report_wrong_credentials_401" \
+	"$(rs_curl -u alice:wrong -o /dev/null -w '%{http_code}' "$RS_URL/regslim/v1/reports/strict/good/$gd")" "401"
+
 # ------------------------------------------------------------ modes
 if push good2 both/good2:v1; then pass push_both_accepted; else fail push_both_accepted "$(tail -n 2 "$LOGS/push-good2.log")"; fi
 expect_eq "push_both_original_at_tag" "sha256:$(up_manifest both/good2:v1 | sha256sum | cut -d' ' -f1)" "$(cat "$G/img/good2.digest")"

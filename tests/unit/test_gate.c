@@ -1,10 +1,12 @@
-/* test_gate: the push gate's approved base references and pull option.
+/* test_gate: the push gate's approved base references and pull option,
+ * and its stored report (JSON shape, save and load).
  * Reference splitting, the image platform, "images" / "enforce_on_pull"
  * loading, and gate_resolve_base against a tiny in-process registry (a fake
  * peer): an index resolves to the checked platform's layer chain, results
  * are cached, and failures name the reference. */
 #include "config.h"
 #include "digest.h"
+#include "fixture.h"
 #include "gate.h"
 #include "gate_policy.h"
 #include "upstream.h"
@@ -228,6 +230,128 @@ START_TEST(refuses_missing_platform_and_unknown_image)
 }
 END_TEST
 
+/* ---- the stored report ---- */
+
+static void add_finding(struct gate_report *r, enum gate_action a, const char *rule, const char *text,
+			const char *platform, size_t layer, const char *ld, const char *path)
+{
+	if (!r->items)
+		r->items = calloc(GATE_FINDINGS_MAX, sizeof(*r->items));
+	ck_assert_ptr_nonnull(r->items);
+	struct gate_finding *f = &r->items[r->count++];
+	f->action = a;
+	f->rule = rule;
+	f->text = strdup(text);
+	f->platform = platform ? strdup(platform) : NULL;
+	f->layer = layer;
+	f->layer_digest = ld ? strdup(ld) : NULL;
+	f->path = path ? strdup(path) : NULL;
+	if (a == GATE_DENY)
+		r->denies++;
+	else
+		r->warns++;
+}
+
+START_TEST(report_json_lists_findings_with_their_place)
+{
+	struct gate_report r = {0};
+	add_finding(&r, GATE_DENY, "secrets", "platform linux/arm64: layer 1 of 2 (" L1 ") root/.ssh/id_rsa: \"key\"",
+		    "linux/arm64", 1, L1, "root/.ssh/id_rsa");
+	add_finding(&r, GATE_WARN, "required_labels", "image lacks label a.b", NULL, 0, NULL, NULL);
+	r.layers = 2;
+	r.compressed_bytes = 300;
+	r.uncompressed_bytes = 900;
+	r.scanned = true;
+	r.dropped = 3;
+	struct gate_outcome o = {.count = 1};
+	snprintf(o.pushed[0].tag, sizeof(o.pushed[0].tag), "v1-slim");
+	snprintf(o.pushed[0].digest, sizeof(o.pushed[0].digest), "%s", L2);
+	o.pushed[0].optimized = true;
+	o.optimizer_report = strdup("{\"totals\":{\"size_after\":7}}\n");
+	struct gate_report_meta m = {"team/app", "v1", L3, "push-original-and-optimized", "denied", 86400, &o};
+	char *out = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_report_json(&out, &len, &r, &m, &err), RS_OK);
+	ck_assert_uint_eq(len, strlen(out));
+	json_error_t je;
+	json_t *doc = json_loadb(out, len, 0, &je);
+	ck_assert_msg(doc != NULL, "not JSON (%s): %s", je.text, out);
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "kind")), "push-policy");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "repository")), "team/app");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "digest")), L3);
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "verdict")), "denied");
+	ck_assert_str_eq(json_string_value(json_object_get(doc, "checked_at")), "1970-01-02T00:00:00Z");
+	ck_assert_int_eq(json_integer_value(json_object_get(doc, "denies")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(doc, "warnings")), 1);
+	ck_assert_int_eq(json_integer_value(json_object_get(doc, "findings_not_listed")), 3);
+	json_t *img = json_object_get(doc, "image");
+	ck_assert_int_eq(json_integer_value(json_object_get(img, "uncompressed_bytes")), 900);
+	json_t *f = json_object_get(doc, "findings");
+	ck_assert_uint_eq(json_array_size(f), 2);
+	json_t *f0 = json_array_get(f, 0), *f1 = json_array_get(f, 1);
+	ck_assert_str_eq(json_string_value(json_object_get(f0, "action")), "deny");
+	ck_assert_str_eq(json_string_value(json_object_get(f0, "platform")), "linux/arm64");
+	ck_assert_int_eq(json_integer_value(json_object_get(f0, "layer")), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(f0, "layer_digest")), L1);
+	ck_assert_str_eq(json_string_value(json_object_get(f0, "path")), "root/.ssh/id_rsa");
+	ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(f0, "message")), "id_rsa: \"key\""));
+	ck_assert_str_eq(json_string_value(json_object_get(f1, "rule")), "required_labels");
+	ck_assert(json_is_null(json_object_get(f1, "layer")));
+	ck_assert(json_is_null(json_object_get(f1, "path")));
+	json_t *up = json_array_get(json_object_get(doc, "upstream"), 0);
+	ck_assert_str_eq(json_string_value(json_object_get(up, "tag")), "v1-slim");
+	ck_assert(json_is_true(json_object_get(up, "optimized")));
+	json_t *opt = json_object_get(doc, "optimization");
+	ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(opt, "totals"), "size_after")), 7);
+	json_decref(doc);
+	free(out);
+	gate_outcome_dispose(&o);
+	gate_report_dispose(&r);
+}
+END_TEST
+
+START_TEST(report_json_without_scan_or_upstream_has_nulls)
+{
+	struct gate_report r = {0};
+	struct gate_report_meta m = {"a", "sha256:x", L3, "check-only", "accepted", 0, NULL};
+	char *out = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_report_json(&out, &len, &r, &m, &err), RS_OK);
+	json_t *doc = json_loadb(out, len, 0, NULL);
+	ck_assert_ptr_nonnull(doc);
+	ck_assert(json_is_null(json_object_get(json_object_get(doc, "image"), "uncompressed_bytes")));
+	ck_assert_uint_eq(json_array_size(json_object_get(doc, "upstream")), 0);
+	ck_assert_uint_eq(json_array_size(json_object_get(doc, "findings")), 0);
+	ck_assert(json_is_null(json_object_get(doc, "optimization")));
+	json_decref(doc);
+	free(out);
+}
+END_TEST
+
+START_TEST(report_saved_and_loaded_by_repository_and_digest)
+{
+	fixture_tmpdir_setup("gate-report");
+	const char *dir = fixture_dir();
+	struct rs_err err = {0};
+	const char *doc = "{\"kind\":\"push-policy\"}\n";
+	ck_assert_int_eq(gate_report_save(dir, "team/app", L1, doc, strlen(doc), &err), RS_OK);
+	char *out = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(gate_report_load(dir, "team/app", L1, &out, &len, &err), RS_OK);
+	ck_assert_str_eq(out, doc);
+	free(out);
+	out = NULL;
+	ck_assert_int_eq(gate_report_load(dir, "team/other", L1, &out, &len, &err), RS_NOT_FOUND);
+	ck_assert_str_eq(err.msg, "no policy report for team/other@" L1);
+	ck_assert_int_eq(gate_report_load(dir, "team/app", "sha256:zz", &out, &len, &err), RS_DIGEST_INVALID);
+	ck_assert_str_eq(err.msg, "invalid digest 'sha256:zz'");
+	ck_assert_ptr_null(out);
+	fixture_tmpdir_teardown();
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("gate");
@@ -240,14 +364,15 @@ static Suite *suite(void)
 	tcase_add_test(t, resolves_index_by_platform_and_caches);
 	tcase_add_test(t, refuses_missing_platform_and_unknown_image);
 	suite_add_tcase(s, t);
+	TCase *rt = tcase_create("report");
+	tcase_add_test(rt, report_json_lists_findings_with_their_place);
+	tcase_add_test(rt, report_json_without_scan_or_upstream_has_nulls);
+	tcase_add_test(rt, report_saved_and_loaded_by_repository_and_digest);
+	suite_add_tcase(s, rt);
 	return s;
 }
 
 int main(void)
 {
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(suite());
 }
