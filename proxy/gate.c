@@ -6,6 +6,7 @@
 
 #include "codec.h"
 #include "digest.h"
+#include "fsutil.h"
 #include "imagejson.h"
 #include "layout.h"
 #include "log.h"
@@ -21,7 +22,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -667,33 +667,6 @@ static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf,
 	return *mt ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory");
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	(void)remove(path); /* best effort: a leftover is swept with tmp/ at the next start */
-	return 0;
-}
-
-static void rm_tree(const char *dir)
-{
-	(void)nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static enum rs_code write_file(const char *path, const char *data, size_t len, struct rs_err *err)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
-	ssize_t n = write(fd, data, len);
-	int e = errno;
-	close(fd);
-	if (n < 0 || (size_t)n != len)
-		return rs_err_set(err, RS_IO, "writing %s: %s", path, n < 0 ? strerror(e) : "short write");
-	return RS_OK;
-}
-
 /* Hard-link (else copy is not needed: same file system) an object of the push store into the layout. */
 static enum rs_code link_object(const char *store_dir, const char *kind, const char *layout, const char *digest,
 				struct rs_err *err)
@@ -723,7 +696,7 @@ static enum rs_code build_layout(const char *dir, const char *store_dir, struct 
 		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
 	(void)pjoin(path, sizeof(path), dir, "oci-layout"); /* dir is short: a mkdtemp name */
 	static const char layout_json[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-	enum rs_code rc = write_file(path, layout_json, sizeof(layout_json) - 1, err);
+	enum rs_code rc = fsutil_write_file(path, layout_json, sizeof(layout_json) - 1, false, err);
 	char *buf = NULL, *mt = NULL;
 	size_t len = 0;
 	if (rc == RS_OK)
@@ -784,7 +757,7 @@ static enum rs_code build_layout(const char *dir, const char *store_dir, struct 
 		imagejson_kv_free(d.annotations, d.annotation_count);
 		(void)pjoin(path, sizeof(path), dir, "index.json"); /* dir is short: a mkdtemp name */
 		if (rc == RS_OK)
-			rc = write_file(path, out, olen, err);
+			rc = fsutil_write_file(path, out, olen, false, err);
 		free(out);
 	}
 	free(buf);
@@ -912,7 +885,7 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 		}
 	}
 	if (work[0])
-		rm_tree(work);
+		fsutil_rm_tree(work); /* best effort: a leftover is swept with tmp/ at the next start */
 	upstream_push_free(up);
 	return rc;
 }
