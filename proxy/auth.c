@@ -24,6 +24,7 @@
  * never to HTTP. */
 #include "auth.h"
 
+#include "fsutil.h"
 #include "log.h"
 
 #include <crypt.h>
@@ -137,45 +138,17 @@ static enum rs_code htable_parse(struct htable *t, const char *file, char *text,
 	return RS_OK;
 }
 
-/* Read a small file whole (NUL-terminated). */
-static enum rs_code read_small(const char *path, size_t max, char **out, size_t *out_len, struct stat *out_st,
-                               struct rs_err *err)
+/* Read a small file named in the auth configuration whole (NUL-terminated,
+ * *out is the caller's). Any failure but memory is a configuration error. */
+static enum rs_code read_config_file(char **out, size_t *out_len, const char *path, size_t max,
+                                     struct rs_err *err)
 {
-	*out = NULL;
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return rs_err_set(err, RS_CONFIG, "%s: cannot open: %s", path, strerror(errno));
-	enum rs_code rc = RS_OK;
-	struct stat st;
-	char *buf = NULL;
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = rs_err_set(err, RS_CONFIG, "%s: not a regular file", path);
-		goto out;
-	}
-	if ((uint64_t)st.st_size > max) {
-		rc = rs_err_set(err, RS_CONFIG, "%s: %lld bytes, the limit is %zu", path, (long long)st.st_size, max);
-		goto out;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		rc = rs_err_set(err, RS_NOMEM, "out of memory reading %s", path);
-		goto out;
-	}
-	size_t got = fread(buf, 1, (size_t)st.st_size, f);
-	if (ferror(f)) {
-		rc = rs_err_set(err, RS_CONFIG, "%s: cannot read: %s", path, strerror(errno));
-		goto out;
-	}
-	buf[got] = '\0';
-	*out = buf;
-	*out_len = got;
-	if (out_st)
-		*out_st = st;
-	buf = NULL;
-out:
-	free(buf);
-	fclose(f);
-	return rc;
+	enum rs_code rc = fsutil_read_small(out, out_len, path, max, err);
+	if (rc == RS_OK || rc == RS_NOMEM)
+		return rc;
+	if (err)
+		err->code = RS_CONFIG; /* keep fsutil's message, which names the file and the cause */
+	return RS_CONFIG;
 }
 
 static enum rs_code htable_load(struct htable *out, const char *file, struct rs_err *err)
@@ -184,7 +157,11 @@ static enum rs_code htable_load(struct htable *out, const char *file, struct rs_
 	size_t len = 0;
 	struct stat st;
 	struct htable t = {0};
-	enum rs_code rc = read_small(file, RS_LIMIT_HTPASSWD_MAX_BYTES, &text, &len, &st, err);
+	/* Stat before reading: if the file changes in between, the next
+	 * maybe_reload sees a newer mtime and loads it again. */
+	if (stat(file, &st) != 0)
+		memset(&st, 0, sizeof(st)); /* the read below reports why */
+	enum rs_code rc = read_config_file(&text, &len, file, RS_LIMIT_HTPASSWD_MAX_BYTES, err);
 	if (rc)
 		return rc;
 	rc = htable_parse(&t, file, text, len, err);
@@ -273,7 +250,7 @@ enum rs_code auth_new(struct auth **out, const struct rs_auth_config *cfg, struc
 	if (cfg->token_secret_file) {
 		char *text = NULL;
 		size_t len = 0;
-		rc = read_small(cfg->token_secret_file, SECRET_MAX_BYTES, &text, &len, NULL, err);
+		rc = read_config_file(&text, &len, cfg->token_secret_file, SECRET_MAX_BYTES, err);
 		if (rc)
 			goto out;
 		while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))

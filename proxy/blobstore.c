@@ -19,6 +19,7 @@
  * path). It talks to the file system and nothing else. */
 #include "blobstore.h"
 
+#include "fsutil.h"
 #include "rs_limits.h"
 
 #include <assert.h>
@@ -117,59 +118,6 @@ static enum rs_code object_dir(char out[STORE_PATH_MAX], const struct blobstore 
 
 /* mkdir -p; *out_created (may be NULL) tells whether the last component was
  * new, so the caller can fsync its parent. */
-static enum rs_code mkdirs(const char *path, bool *out_created, struct rs_err *err)
-{
-	char buf[STORE_PATH_MAX];
-	size_t len = strlen(path);
-	if (out_created)
-		*out_created = false;
-	if (len >= sizeof(buf))
-		return rs_err_set(err, RS_TOO_LARGE, "path is longer than %zu bytes", sizeof(buf) - 1);
-	memcpy(buf, path, len + 1);
-	for (size_t i = 1; i <= len; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		char saved = buf[i];
-		buf[i] = '\0';
-		if (mkdir(buf, 0755) == 0) {
-			if (saved == '\0' && out_created)
-				*out_created = true;
-		} else if (errno != EEXIST) {
-			return rs_err_set(err, RS_IO, "mkdir %s: %s", buf, strerror(errno));
-		}
-		buf[i] = saved;
-	}
-	struct stat st;
-	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-		return rs_err_set(err, RS_IO, "%s exists and is not a directory", path);
-	return RS_OK;
-}
-
-static enum rs_code fsync_dir(const char *dir, struct rs_err *err)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return rs_err_set(err, RS_IO, "open %s: %s", dir, strerror(errno));
-	enum rs_code rc = RS_OK;
-	if (fsync(fd) != 0)
-		rc = rs_err_set(err, RS_IO, "fsync %s: %s", dir, strerror(errno));
-	close(fd);
-	return rc;
-}
-
-/* The parent of path (which has at least one '/'). */
-static void parent_of(char out[STORE_PATH_MAX], const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	size_t n = slash ? (size_t)(slash - path) : 0;
-	if (n == 0) {
-		memcpy(out, slash ? "/" : ".", 2);
-		return;
-	}
-	memcpy(out, path, n);
-	out[n] = '\0';
-}
-
 /* ---- in-memory index -------------------------------------------------- */
 
 static size_t entry_hash(enum blobstore_kind kind, const char *hex, size_t nbuckets)
@@ -458,7 +406,7 @@ enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64
 		char p[STORE_PATH_MAX];
 		rc = path_fmt(p, err, "%s/%s", bs->root, subdirs[i]);
 		if (rc == RS_OK)
-			rc = mkdirs(p, NULL, err);
+			rc = fsutil_mkdir_p(p, NULL, err);
 		if (rc != RS_OK)
 			goto out;
 	}
@@ -594,22 +542,6 @@ static enum rs_code temp_create(const struct blobstore *bs, char out_path[STORE_
 	return rs_err_set(err, RS_IO, "cannot create a unique temp file under %s/tmp", bs->root);
 }
 
-static enum rs_code write_all(int fd, const void *buf, size_t len, const char *path, struct rs_err *err)
-{
-	const char *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return rs_err_set(err, RS_IO, "write %s: %s", path, strerror(errno));
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return RS_OK;
-}
-
 enum rs_code blobstore_writer_new(struct blobstore_writer **out, struct blobstore *bs, enum blobstore_kind kind,
                                   const char *expected_digest, int64_t expected_size, struct rs_err *err)
 {
@@ -655,7 +587,7 @@ enum rs_code blobstore_writer_write(struct blobstore_writer *w, const void *buf,
 		rc = rs_err_set(&w->sticky, RS_DIGEST_MISMATCH, "expected %lld bytes, got %llu",
 		                (long long)w->expected_size, (unsigned long long)(have + len));
 	else
-		rc = write_all(w->fd, buf, len, w->path, &w->sticky);
+		rc = fsutil_write_all(w->fd, buf, len, w->path, &w->sticky);
 	if (rc != RS_OK) {
 		w->failed = true;
 		if (err)
@@ -684,27 +616,32 @@ static void writer_release(struct blobstore_writer *w)
 	free(w);
 }
 
+/* Create an object's fan-out directory; when it is new, fsync its parent so
+ * the directory survives a crash along with what is renamed into it. */
+static enum rs_code make_object_dir(const char *dir, struct rs_err *err)
+{
+	bool created = false;
+	enum rs_code rc = fsutil_mkdir_p(dir, &created, err);
+	if (rc != RS_OK || !created)
+		return rc;
+	char parent[STORE_PATH_MAX];
+	fsutil_parent(parent, sizeof(parent), dir);
+	return fsutil_fsync_dir(parent, err);
+}
+
 /* Rename a verified temp file into place and index it. If the object is
  * already there, the temp file is dropped: same digest, same bytes. */
 static enum rs_code place_object(struct blobstore *bs, enum blobstore_kind kind, const char *hex, const char *temp,
                                  uint64_t size, struct rs_err *err)
 {
 	char dir[STORE_PATH_MAX], target[STORE_PATH_MAX];
-	bool created = false;
 	enum rs_code rc = object_dir(dir, bs, kind, hex, err);
 	if (rc == RS_OK)
 		rc = object_path(target, bs, kind, hex, "", err);
 	if (rc == RS_OK)
-		rc = mkdirs(dir, &created, err);
+		rc = make_object_dir(dir, err);
 	if (rc != RS_OK)
 		return rc;
-	if (created) {
-		char parent[STORE_PATH_MAX];
-		parent_of(parent, dir);
-		rc = fsync_dir(parent, err);
-		if (rc != RS_OK)
-			return rc;
-	}
 	struct entry *spare = entry_new(kind, hex, size);
 	if (!spare)
 		return rs_err_set(err, RS_NOMEM, "out of memory indexing %s sha256:%s", kind_name(kind), hex);
@@ -735,7 +672,7 @@ static enum rs_code place_object(struct blobstore *bs, enum blobstore_kind kind,
 			return rs_err_set(err, RS_IO, "unlink %s: %s", temp, strerror(errno));
 		return RS_OK;
 	}
-	return fsync_dir(dir, err);
+	return fsutil_fsync_dir(dir, err);
 }
 
 enum rs_code blobstore_writer_commit(struct blobstore_writer *w, struct rs_err *err)
@@ -792,62 +729,14 @@ void blobstore_writer_abort(struct blobstore_writer *w)
 
 /* ---- small files written atomically (sidecars, tags) ------------------ */
 
+/* Sidecars and tag maps are replaced atomically through tmp/, which
+ * blobstore_open sweeps, so a crash leaves no stray file beside them. */
 static enum rs_code write_small_file(struct blobstore *bs, const char *target, const void *buf, size_t len,
                                      struct rs_err *err)
 {
-	char temp[STORE_PATH_MAX], dir[STORE_PATH_MAX];
-	int fd = -1;
-	enum rs_code rc = temp_create(bs, temp, &fd, err);
-	if (rc != RS_OK)
-		return rc;
-	rc = write_all(fd, buf, len, temp, err);
-	if (rc == RS_OK && fsync(fd) != 0)
-		rc = rs_err_set(err, RS_IO, "fsync %s: %s", temp, strerror(errno));
-	if (close(fd) != 0 && rc == RS_OK)
-		rc = rs_err_set(err, RS_IO, "close %s: %s", temp, strerror(errno));
-	if (rc == RS_OK && rename(temp, target) != 0)
-		rc = rs_err_set(err, RS_IO, "rename %s to %s: %s", temp, target, strerror(errno));
-	if (rc != RS_OK) {
-		(void)unlink(temp); /* best effort; the next open cleans tmp/ */
-		return rc;
-	}
-	parent_of(dir, target);
-	return fsync_dir(dir, err);
-}
-
-/* Read a whole small file (at most max bytes) into buf, NUL-terminated. */
-static enum rs_code read_small_file(const char *path, char *buf, size_t max, size_t *out_len, struct rs_err *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ENOENT)
-			return rs_err_set(err, RS_NOT_FOUND, "%s does not exist", path);
-		return rs_err_set(err, RS_IO, "open %s: %s", path, strerror(errno));
-	}
-	size_t len = 0;
-	enum rs_code rc = RS_OK;
-	for (;;) {
-		ssize_t n = read(fd, buf + len, max + 1 - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = rs_err_set(err, RS_IO, "read %s: %s", path, strerror(errno));
-			break;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > max) {
-			rc = rs_err_set(err, RS_TOO_LARGE, "%s is larger than %zu bytes", path, max);
-			break;
-		}
-	}
-	close(fd);
-	if (rc == RS_OK) {
-		buf[len] = '\0';
-		*out_len = len;
-	}
-	return rc;
+	char tmp[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(tmp, err, "%s/tmp", bs->root);
+	return rc != RS_OK ? rc : fsutil_write_atomic(target, tmp, buf, len, err);
 }
 
 /* Media types are one line of RFC 6838 characters (with parameters); no
@@ -969,21 +858,13 @@ enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, co
 
 	const char *hex = digest_hex(digest);
 	char dir[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
-	bool created = false;
 	rc = object_dir(dir, bs, BLOBSTORE_MANIFEST, hex, err);
 	if (rc == RS_OK)
 		rc = object_path(sidecar, bs, BLOBSTORE_MANIFEST, hex, ".type", err);
 	if (rc == RS_OK)
-		rc = mkdirs(dir, &created, err);
+		rc = make_object_dir(dir, err);
 	if (rc != RS_OK)
 		return rc;
-	if (created) {
-		char parent[STORE_PATH_MAX];
-		parent_of(parent, dir);
-		rc = fsync_dir(parent, err);
-		if (rc != RS_OK)
-			return rc;
-	}
 	/* The sidecar goes first, so committed bytes always have their type. */
 	char line[MEDIA_TYPE_MAX + 2];
 	int n = snprintf(line, sizeof(line), "%s\n", media_type);
@@ -1083,7 +964,7 @@ enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, si
 	struct rs_err serr;
 	const char *mt = NULL;
 	if (object_path(sidecar, bs, BLOBSTORE_MANIFEST, hex, ".type", NULL) == RS_OK &&
-	    read_small_file(sidecar, line, sizeof(line) - 1, &llen, &serr) == RS_OK) {
+	    fsutil_read_into(line, sizeof(line), &llen, sidecar, &serr) == RS_OK) {
 		while (llen > 0 && (line[llen - 1] == '\n' || line[llen - 1] == '\r'))
 			line[--llen] = '\0';
 		if (media_type_valid(line))
@@ -1266,10 +1147,10 @@ enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const
 	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
 	if (rc != RS_OK)
 		return rc;
-	rc = read_small_file(path, buf, TAG_FILE_MAX, &len, err);
+	rc = fsutil_read_into(buf, sizeof(buf), &len, path, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
-	if (rc == RS_TOO_LARGE || (rc == RS_OK && (memchr(buf, '\0', len) || !parse_tag_file(buf, out))))
+	if (rc == RS_TOO_LARGE || rc == RS_BAD_INPUT || (rc == RS_OK && (memchr(buf, '\0', len) || !parse_tag_file(buf, out))))
 		return rs_err_set(err, RS_NOT_FOUND, "tag file %s is corrupt; ignored", path);
 	return rc;
 }
@@ -1290,8 +1171,8 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 	int n = snprintf(buf, sizeof(buf), "{\"digest\":\"%s\",\"media_type\":\"%s\",\"fetched\":%lld}\n", t->digest,
 	                 t->media_type, (long long)t->fetched);
 	assert(n > 0 && (size_t)n < sizeof(buf));
-	parent_of(dir, path);
-	rc = mkdirs(dir, NULL, err);
+	fsutil_parent(dir, STORE_PATH_MAX, path);
+	rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc != RS_OK)
 		return rc;
 	return write_small_file(bs, path, buf, (size_t)n, err);

@@ -5,6 +5,7 @@
  * HTTP: blobs the store lacks come through the caller's fetch callbacks. */
 #include "optpull.h"
 
+#include "fsutil.h"
 #include "imagejson.h"
 #include "log.h"
 #include "metrics.h"
@@ -17,7 +18,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,94 +149,6 @@ void optpull_key(char out[OPTPULL_KEY_SIZE], const char *source_digest, const ch
 	         optpull_variant_name(v), ver);
 }
 
-static enum rs_code mkdir_p(const char *path, struct rs_err *err)
-{
-	char buf[OPT_PATH_MAX];
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return rs_err_set(err, RS_IO, "path too long: %.200s", path);
-	for (char *p = buf + 1;; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-			*p = '\0';
-			if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-				return rs_err_set(err, RS_IO, "mkdir %s: %s", buf, strerror(errno));
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
-	return RS_OK;
-}
-
-/* Write len bytes to path atomically (temp file beside it, fsync, rename). */
-static enum rs_code write_atomic(const char *path, const void *buf, size_t len, struct rs_err *err)
-{
-	char tmp[OPT_PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
-		return rs_err_set(err, RS_IO, "path too long: %.200s", path);
-	int fd = mkstemp(tmp);
-	if (fd < 0)
-		return rs_err_set(err, RS_IO, "creating %s: %s", tmp, strerror(errno));
-	const char *p = buf;
-	size_t left = len;
-	while (left) {
-		ssize_t n = write(fd, p, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int e = errno;
-			close(fd);
-			unlink(tmp);
-			return rs_err_set(err, RS_IO, "writing %s: %s", tmp, strerror(e));
-		}
-		p += n;
-		left -= (size_t)n;
-	}
-	if (fchmod(fd, 0644) != 0 || fsync(fd) != 0 || close(fd) != 0) {
-		int e = errno;
-		unlink(tmp);
-		return rs_err_set(err, RS_IO, "writing %s: %s", tmp, strerror(e));
-	}
-	if (rename(tmp, path) != 0) {
-		int e = errno;
-		unlink(tmp);
-		return rs_err_set(err, RS_IO, "renaming %s to %s: %s", tmp, path, strerror(e));
-	}
-	return RS_OK;
-}
-
-/* Read a whole small file (at most cap bytes) into a new NUL-terminated buffer. */
-static enum rs_code read_small(const char *path, size_t cap, char **out, size_t *out_len, struct rs_err *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return rs_err_set(err, errno == ENOENT ? RS_NOT_FOUND : RS_IO, "open %s: %s", path, strerror(errno));
-	struct stat st;
-	if (fstat(fd, &st) != 0 || (uint64_t)st.st_size > cap) {
-		close(fd);
-		return rs_err_set(err, RS_TOO_LARGE, "%s is %lld bytes, limit is %zu", path, (long long)st.st_size, cap);
-	}
-	char *buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return rs_err_set(err, RS_NOMEM, "out of memory reading %s", path);
-	}
-	size_t got = 0;
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
-	close(fd);
-	buf[got] = '\0';
-	*out = buf;
-	*out_len = got;
-	return RS_OK;
-}
-
 /* Tiny parser for our own result file: "key":"value" and "key":number. */
 static bool json_field(const char *doc, const char *key, char *out, size_t cap)
 {
@@ -259,22 +171,6 @@ static bool json_field(const char *doc, const char *key, char *out, size_t cap)
 	}
 	out[n] = '\0';
 	return n > 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		(void)rmdir(path); /* best effort: a leftover is removed at the next start */
-	else
-		(void)unlink(path);
-	return 0;
-}
-
-static void rm_tree(const char *path)
-{
-	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* best effort, see rm_entry */
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -301,7 +197,7 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 	}
 	char reports[OPT_PATH_MAX + 16];
 	snprintf(reports, sizeof(reports), "%s/reports", op->dir);
-	if ((rc = mkdir_p(reports, err)))
+	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
 		goto out;
 	/* abandoned temporary layouts of an earlier run */
 	char tmp[OPT_PATH_MAX];
@@ -314,7 +210,7 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 				continue;
 			char p[OPT_PATH_MAX + 300];
 			snprintf(p, sizeof(p), "%s/%s", tmp, de->d_name);
-			rm_tree(p);
+			fsutil_rm_tree(p);
 		}
 		closedir(d);
 	}
@@ -426,7 +322,7 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
 	char *doc = NULL;
 	size_t len = 0;
-	enum rs_code rc = read_small(path, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len, err);
+	enum rs_code rc = fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, err);
 	if (rc)
 		return rc;
 	char num[32] = "0";
@@ -476,36 +372,13 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
 	char path[OPT_PATH_MAX + 128];
 	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(digest));
-	enum rs_code rc = read_small(path, RS_LIMIT_OPT_REPORT_MAX_BYTES, out, out_len, err);
+	enum rs_code rc = fsutil_read_small(out, out_len, path, RS_LIMIT_OPT_REPORT_MAX_BYTES, err);
 	if (rc == RS_NOT_FOUND)
 		rs_err_set(err, RS_NOT_FOUND, "no optimization report for %s", digest);
 	return rc;
 }
 
 /* ------------------------------------------------------------ the adapter */
-
-static enum rs_code write_file(const char *path, const void *buf, size_t len, struct rs_err *err)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
-	const char *p = buf;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int e = errno;
-			close(fd);
-			return rs_err_set(err, RS_IO, "writing %s: %s", path, strerror(e));
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (close(fd) != 0)
-		return rs_err_set(err, RS_IO, "writing %s: %s", path, strerror(errno));
-	return RS_OK;
-}
 
 /* Put manifest digest (from the store, fetched first when absent) into the
  * layout's blobs; *out_buf and *out_type are new (free()). */
@@ -522,7 +395,7 @@ static enum rs_code layout_manifest(struct job *j, const char *layout, const cha
 		return rc;
 	char path[OPT_PATH_MAX + 128];
 	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, digest_hex(digest));
-	rc = write_file(path, *out_buf, *out_len, err);
+	rc = fsutil_write_file(path, *out_buf, *out_len, false, err);
 	if (rc) {
 		free(*out_buf);
 		free(*out_type);
@@ -577,11 +450,11 @@ static enum rs_code build_source(struct job *j, const char *dir, struct rs_err *
 	char path[OPT_PATH_MAX + 64];
 	enum rs_code rc;
 	snprintf(path, sizeof(path), "%s/blobs/sha256", dir);
-	if ((rc = mkdir_p(path, err)))
+	if ((rc = fsutil_mkdir_p(path, NULL, err)))
 		return rc;
 	snprintf(path, sizeof(path), "%s/oci-layout", dir);
 	static const char oci_layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-	if ((rc = write_file(path, oci_layout, strlen(oci_layout), err)))
+	if ((rc = fsutil_write_file(path, oci_layout, strlen(oci_layout), false, err)))
 		return rc;
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
@@ -614,7 +487,7 @@ static enum rs_code build_source(struct job *j, const char *dir, struct rs_err *
 		if (n < 0 || (size_t)n >= sizeof(index) || strchr(type, '"') || strchr(type, '\\'))
 			rc = rs_err_set(err, RS_BAD_INPUT, "source media type '%.100s' cannot be written", type);
 		else
-			rc = write_file(path, index, (size_t)n, err);
+			rc = fsutil_write_file(path, index, (size_t)n, false, err);
 	}
 	free(buf);
 	free(type);
@@ -698,7 +571,7 @@ static enum rs_code import_output(struct optpull *op, const char *dir, const str
 			} else if (pass == 1 && man && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest)) {
 				char *buf = NULL;
 				size_t len = 0;
-				rc = read_small(path, op->cfg->manifest_max_bytes, &buf, &len, err);
+				rc = fsutil_read_small(&buf, &len, path, op->cfg->manifest_max_bytes, err);
 				if (rc == RS_OK)
 					rc = blobstore_put_manifest(op->bs, digest, type, buf, len, err);
 				free(buf);
@@ -735,7 +608,7 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 	}
 	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 32];
 	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(j->result.digest));
-	enum rs_code rc = write_atomic(path, rbuf, rlen, err);
+	enum rs_code rc = fsutil_write_atomic(path, NULL, rbuf, rlen, err);
 	free(rbuf);
 	if (rc)
 		return rc;
@@ -748,7 +621,7 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 	if (n < 0 || (size_t)n >= sizeof(doc))
 		return rs_err_set(err, RS_TOO_LARGE, "result document too large");
 	snprintf(path, sizeof(path), "%s/%s.json", op->dir, j->key);
-	return write_atomic(path, doc, (size_t)n, err);
+	return fsutil_write_atomic(path, NULL, doc, (size_t)n, err);
 }
 
 static enum rs_code run_job(struct job *j, struct rs_err *err)
@@ -793,7 +666,7 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	if (rc == RS_OK)
 		rc = persist(j, &rep, err);
 	report_dispose(&rep);
-	rm_tree(top);
+	fsutil_rm_tree(top);
 	return rc;
 }
 

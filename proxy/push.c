@@ -20,6 +20,7 @@
 #include "push.h"
 
 #include "digest.h"
+#include "fsutil.h"
 #include "imagejson.h"
 #include "log.h"
 #include "route.h"
@@ -78,24 +79,6 @@ struct push_upload {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-static enum rs_code mkdir_p(const char *path, struct rs_err *err)
-{
-	char tmp[PATH_CAP];
-	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
-		return rs_err_set(err, RS_IO, "path too long: %.100s", path);
-	for (char *s = tmp + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-			return rs_err_set(err, RS_IO, "mkdir %s: %s", tmp, strerror(errno));
-		*s = '/';
-	}
-	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-		return rs_err_set(err, RS_IO, "mkdir %s: %s", tmp, strerror(errno));
-	return RS_OK;
-}
 
 static bool uuid_valid(const char *s)
 {
@@ -179,22 +162,6 @@ static bool slot_drop_idle(struct push *p)
 	return true;
 }
 
-static enum rs_code write_all(int fd, const void *buf, size_t len, uint64_t off, const char *path, struct rs_err *err)
-{
-	const char *b = buf;
-	while (len > 0) {
-		ssize_t n = pwrite(fd, b, len, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return rs_err_set(err, RS_IO, "write %s: %s", path, strerror(errno));
-		b += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return RS_OK;
-}
-
 /* Copy fd (size bytes from offset 0) into a new verified object. */
 static enum rs_code copy_into(struct blobstore *bs, const char *digest, int fd, uint64_t size, struct rs_err *err)
 {
@@ -250,7 +217,7 @@ enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blo
 		goto out;
 	}
 	snprintf(p->uploads, n, "%s/uploads", cfg->data_dir);
-	if ((rc = mkdir_p(p->uploads, err)))
+	if ((rc = fsutil_mkdir_p(p->uploads, NULL, err)))
 		goto out;
 	if (snprintf(dir, sizeof(dir), "%s/push", cfg->data_dir) >= (int)sizeof(dir)) {
 		rc = rs_err_set(err, RS_IO, "data directory path too long");
@@ -304,7 +271,7 @@ enum rs_code push_upload_start(struct push *p, const char *repo, char out[PUSH_U
 	int fd = open(rf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return rs_err_set(err, RS_IO, "create %s: %s", rf, strerror(errno));
-	rc = write_all(fd, repo, strlen(repo), 0, rf, err);
+	rc = fsutil_pwrite_all(fd, repo, strlen(repo), 0, rf, err);
 	if (close(fd) != 0 && rc == RS_OK)
 		rc = rs_err_set(err, RS_IO, "close %s: %s", rf, strerror(errno));
 	if (rc == RS_OK) {
@@ -323,15 +290,9 @@ enum rs_code push_upload_start(struct push *p, const char *repo, char out[PUSH_U
 static bool upload_repo_is(const char *rf, const char *repo)
 {
 	char buf[RS_LIMIT_NAME_MAX + 2];
-	int fd = open(rf, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		return false;
-	buf[n] = '\0';
-	return strcmp(buf, repo) == 0;
+	size_t len = 0;
+	/* missing, unreadable or too long for a name: not this repository */
+	return fsutil_read_into(buf, sizeof(buf), &len, rf, NULL) == RS_OK && strcmp(buf, repo) == 0;
 }
 
 /* Rebuild the running hash from the file when it disagrees with it. */
@@ -456,7 +417,7 @@ enum rs_code push_upload_write(struct push_upload *u, const void *buf, size_t le
 	if (len > max || u->size > max - len)
 		return rs_err_set(err, RS_TOO_LARGE, "blob upload would be %llu bytes, the limit is %llu (push.max_blob_bytes)",
 		                  (unsigned long long)(u->size + len), (unsigned long long)max);
-	enum rs_code rc = write_all(u->fd, buf, len, u->size, u->data, err);
+	enum rs_code rc = fsutil_pwrite_all(u->fd, buf, len, u->size, u->data, err);
 	if (rc) {
 		/* Part of it may be on disk: the next open rehashes the file. */
 		struct stat st;
