@@ -296,6 +296,17 @@ upstream_start() {
 	REG_DATA=$REGSLIM_LAB/registry/data-${REG_PLAIN##*:}
 }
 
+# upstream_also auth|token: after upstream_start, start one more registry of the shared tools (its
+# fixtures are pushed there only when it runs while fixtures.sh pushes) and read the environment
+# again. Exits the test (FAIL upstream_<name>_start) on failure.
+upstream_also() {
+	if ! timeout 120 bash "$RS_SHARED_TOOLS/registry.sh" start "$1" > "$LOGS/upstream-$1.log" 2>&1; then
+		fail "upstream_$1_start" "$(tail -n 2 "$LOGS/upstream-$1.log")"
+		finish
+	fi
+	eval "$(bash "$RS_SHARED_TOOLS/registry.sh" env)"
+}
+
 # upstream_stop [plain|auth|token|all]: stop a registry (its storage stays).
 upstream_stop() { timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" stop "${1:-plain}" > /dev/null 2>&1; }
 
@@ -544,6 +555,48 @@ store_tmp_files() { find "${1:-$RS_DATA}/tmp" -type f 2> /dev/null; }
 registry_blob_path() {
 	local h=${1#sha256:}
 	echo "$REG_DATA/docker/registry/v2/blobs/sha256/${h:0:2}/$h/data"
+}
+
+# ---------------------------------------------------------------- unpacked trees
+
+# tree_list REF OUT [SKOPEO COPY ARGS...]: unpack image REF (oci:DIR:TAG, docker://...) with umoci
+# (clients.sh umoci_rootfs; ARGS e.g. --src-creds U:P, --override-arch arm64) in a scratch directory
+# and write its rootfs_list listing (path type mode uid gid size nlink sha256|target xattrs) to OUT.
+# Fails, with umoci's or skopeo's complaint on stderr, when it cannot.
+tree_list() {
+	local ref=$1 out=$2 d rc=0
+	shift 2
+	d=$(mktemp -d "$REGSLIM_LAB/tmp/tree.XXXXXX") || return 1
+	umoci_rootfs "$ref" "$d/b" "$@" && rootfs_list "$d/b/rootfs" > "$out" || rc=1
+	rm -rf "$d"
+	return $rc
+}
+
+# tree_diff_minus ORIG_LIST OPT_LIST DROP_ERE: the diff (stdout) of two tree_list listings after
+# dropping from both every entry whose whole path matches the ERE DROP_ERE (the paths an optimizer
+# strips, and their directories); status 0 when the rest is identical.
+tree_diff_minus() {
+	diff <(grep -v -E "^($3)[[:space:]]" "$1") <(grep -v -E "^($3)[[:space:]]" "$2")
+}
+
+# expect_tree_minus NAME ORIG_REF OPT_REF DROP_ERE GONE_ERE OUT [SKOPEO COPY ARGS...]: unpack both
+# images (tree_list, ARGS for both: skopeo ignores --src-creds for oci:) into the listings OUT.orig
+# and OUT.opt; PASS NAME when they are identical apart from the paths matching DROP_ERE and
+# OPT_REF has no path matching GONE_ERE (what must have been stripped), else FAIL with the diff.
+expect_tree_minus() {
+	local n=$1 orig=$2 opt=$3 drop=$4 gone=$5 out=$6
+	shift 6
+	if ! tree_list "$orig" "$out.orig" "$@" 2> "$out.orig.err" || ! tree_list "$opt" "$out.opt" "$@" 2> "$out.opt.err"; then
+		fail "$n" "umoci: $(tail -n 3 "$out.orig.err" "$out.opt.err" 2> /dev/null | tr '\n' ' ')"
+	elif [ ! -s "$out.orig" ]; then
+		fail "$n" "$orig unpacked to an empty tree"
+	elif ! tree_diff_minus "$out.orig" "$out.opt" "$drop" > "$out.diff"; then
+		fail "$n" "trees differ: $(head -n 5 "$out.diff" | tr '\n' ' ')"
+	elif grep -q -E "^($gone)[[:space:]]" "$out.opt"; then
+		fail "$n" "not stripped: $(grep -E "^($gone)[[:space:]]" "$out.opt" | cut -f1 | head -n 3 | tr '\n' ' ')"
+	else
+		pass "$n"
+	fi
 }
 
 # ---------------------------------------------------------------- clients
