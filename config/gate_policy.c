@@ -603,21 +603,25 @@ enum rs_code gate_image_facts(char **user, struct imagejson_kv **labels, size_t 
 	return rc;
 }
 
-enum rs_code gate_image_platform(char **os, char **arch, const char *buf, size_t len, struct rs_err *err)
+enum rs_code gate_image_platform(char **os, char **arch, char **variant, const char *buf, size_t len,
+				 struct rs_err *err)
 {
-	*os = *arch = NULL;
+	*os = *arch = *variant = NULL;
 	json_error_t je;
 	json_t *root = json_loadb(buf, len, 0, &je);
 	if (!root)
 		return rs_err_set(err, RS_BAD_INPUT, "image config: invalid JSON at line %d: %.100s", je.line, je.text);
-	const json_t *o = json_object_get(root, "os"), *a = json_object_get(root, "architecture");
+	const json_t *o = json_object_get(root, "os"), *a = json_object_get(root, "architecture"),
+		     *v = json_object_get(root, "variant");
 	*os = strdup(json_is_string(o) ? json_string_value(o) : "");
 	*arch = strdup(json_is_string(a) ? json_string_value(a) : "");
+	*variant = strdup(json_is_string(v) ? json_string_value(v) : "");
 	json_decref(root);
-	if (!*os || !*arch) {
+	if (!*os || !*arch || !*variant) {
 		free(*os);
 		free(*arch);
-		*os = *arch = NULL;
+		free(*variant);
+		*os = *arch = *variant = NULL;
 		return rs_err_set(err, RS_NOMEM, "out of memory reading the image config");
 	}
 	return RS_OK;

@@ -92,9 +92,9 @@ const struct rs_gate_policy *gate_policy_find(const struct rs_gate_policy *p, si
  * part does not fit (name: 256 bytes, ref: 136 bytes). */
 bool gate_base_ref_split(const char *ref, char name[256], char tagref[136]);
 
-/* The platform of an image config document: *os and *arch are new strings
- * ("" when absent). RS_BAD_INPUT, RS_NOMEM. */
-RS_MUST_CHECK enum rs_code gate_image_platform(char **os, char **arch, const char *buf, size_t len,
+/* The platform of an image config document: *os, *arch and *variant are
+ * new strings ("" when absent). RS_BAD_INPUT, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_image_platform(char **os, char **arch, char **variant, const char *buf, size_t len,
 					       struct rs_err *err);
 
 const char *gate_mode_name(enum gate_mode m);

@@ -392,27 +392,58 @@ static enum rs_code read_all_fd(int fd, uint64_t size, size_t cap, char **out, s
 	return RS_OK;
 }
 
+/* The image config's platform as "os/arch[/variant]" into out. */
+static enum rs_code config_platform(char *out, size_t cap, const char *cfgbuf, size_t cfglen, struct rs_err *err)
+{
+	char *os = NULL, *arch = NULL, *variant = NULL;
+	enum rs_code rc = gate_image_platform(&os, &arch, &variant, cfgbuf, cfglen, err);
+	if (rc == RS_OK)
+		snprintf(out, cap, "%s/%s%s%s", os[0] ? os : "?", arch[0] ? arch : "?", variant[0] ? "/" : "", variant);
+	free(os);
+	free(arch);
+	free(variant);
+	return rc;
+}
+
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-				const char *buf, size_t len, const char *prefix, const char *platform,
+				const char *buf, size_t len, const char *prefix, const char *platform, unsigned flags,
 				struct gate_resolver *res, struct rs_err *err)
 {
-	const struct where image = {.platform = platform};
 	struct imagejson_manifest m = {0};
 	char *cfgbuf = NULL, *user = NULL;
 	size_t cfglen = 0, nlabels = 0;
 	struct imagejson_kv *labels = NULL;
 	int fd = -1;
+	char own_platform[96], own_prefix[128];
 	enum rs_code rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
 	if (rc)
 		return rc;
+	bool name_platform = !platform && (flags & GATE_CHECK_NAME_PLATFORM);
+	bool base_images = p->allowed_bases_action && p->allowed_base_image_count;
+	if (name_platform || p->non_root || p->required_labels.action || base_images) {
+		uint64_t size = 0;
+		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
+		    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)))
+			goto out;
+		close(fd);
+		fd = -1;
+	}
+	if (name_platform) {
+		if ((rc = config_platform(own_platform, sizeof(own_platform), cfgbuf, cfglen, err)))
+			goto out;
+		platform = own_platform;
+		snprintf(own_prefix, sizeof(own_prefix), "platform %s: ", platform);
+		prefix = own_prefix;
+	}
+	const struct where image = {.platform = platform};
 	rep->layers += m.layer_count;
 	uint64_t compressed = 0;
 	for (size_t i = 0; i < m.layer_count; i++)
 		compressed += m.layers[i].size;
 	rep->compressed_bytes += compressed;
 	if (p->max_layers.action && m.layer_count > p->max_layers.limit &&
-	    (rc = add(rep, p->max_layers.action, "max_layers", &image, err, "%simage has %zu layers, the limit is %llu", prefix,
-		      m.layer_count, (unsigned long long)p->max_layers.limit)))
+	    (rc = add(rep, p->max_layers.action, "max_layers", &image, err, "%simage has %zu layers, the limit is %llu",
+		      prefix, m.layer_count, (unsigned long long)p->max_layers.limit)))
 		goto out;
 	if (p->max_compressed_bytes.action && compressed > p->max_compressed_bytes.limit &&
 	    (rc = add(rep, p->max_compressed_bytes.action, "max_compressed_size", &image, err,
@@ -421,41 +452,29 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		goto out;
 	/* config: user and labels */
 	if (p->non_root || p->required_labels.action) {
-		uint64_t size = 0;
-		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
-		    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)) ||
-		    (rc = gate_image_facts(&user, &labels, &nlabels, cfgbuf, cfglen, err)))
+		if ((rc = gate_image_facts(&user, &labels, &nlabels, cfgbuf, cfglen, err)))
 			goto out;
 		if (p->non_root && is_root(user) &&
-		    (rc = add(rep, p->non_root, "non_root", &image, err, "%simage runs as root (config.User is \"%.60s\")%s", prefix,
-			      user, user[0] ? "" : ", set USER to a non-root user")))
+		    (rc = add(rep, p->non_root, "non_root", &image, err, "%simage runs as root (config.User is \"%.60s\")%s",
+			      prefix, user, user[0] ? "" : ", set USER to a non-root user")))
 			goto out;
 		for (size_t i = 0; i < p->required_labels.count; i++)
 			if (!imagejson_kv_get(labels, nlabels, p->required_labels.items[i]) &&
-			    (rc = add(rep, p->required_labels.action, "required_labels", &image, err, "%simage lacks label %s",
-				      prefix, p->required_labels.items[i])))
+			    (rc = add(rep, p->required_labels.action, "required_labels", &image, err,
+				      "%simage lacks label %s", prefix, p->required_labels.items[i])))
 				goto out;
 	}
 	if (p->allowed_bases_action) {
 		bool ok = false;
 		for (size_t b = 0; !ok && b < p->allowed_base_count; b++)
 			ok = chain_matches(&m, p->allowed_bases[b].layers, p->allowed_bases[b].count);
-		char *os = NULL, *arch = NULL;
-		if (!ok && p->allowed_base_image_count) {
+		char *os = NULL, *arch = NULL, *variant = NULL;
+		if (!ok && base_images) {
 			if (!res) {
 				rc = rs_err_set(err, RS_UPSTREAM, "no resolver for approved base images");
 				goto out;
 			}
-			uint64_t size = 0;
-			if (!cfgbuf) {
-				if (fd >= 0)
-					close(fd);
-				fd = -1;
-				if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
-				    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)))
-					goto out;
-			}
-			if ((rc = gate_image_platform(&os, &arch, cfgbuf, cfglen, err)))
+			if ((rc = gate_image_platform(&os, &arch, &variant, cfgbuf, cfglen, err)))
 				goto out;
 		}
 		for (size_t b = 0; rc == RS_OK && !ok && b < p->allowed_base_image_count; b++) {
@@ -467,6 +486,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		}
 		free(os);
 		free(arch);
+		free(variant);
 		if (rc)
 			goto out;
 		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", &image, err,
@@ -490,7 +510,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		uint64_t size = 0;
 		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, l->digest, &fd, &size, err)))
 			goto out;
-		char where[160];
+		char where[320];
 		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m.layer_count, l->digest);
 		struct layer_eval ev = {p, rep, where, {.platform = platform, .layer = i + 1, .layer_digest = l->digest}};
 		struct scan_opts o = {.codec = kind,
@@ -524,7 +544,7 @@ out:
 }
 
 enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-			const char *digest, struct gate_resolver *res, struct rs_err *err)
+			const char *digest, unsigned flags, struct gate_resolver *res, struct rs_err *err)
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
@@ -535,7 +555,7 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
 		goto out;
 	if (kind == IMAGEJSON_MANIFEST) {
-		rc = check_image(rep, p, store, buf, len, "", NULL, res, err);
+		rc = check_image(rep, p, store, buf, len, "", NULL, flags, res, err);
 		goto out;
 	}
 	struct imagejson_index x = {0};
@@ -555,7 +575,7 @@ enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
 			snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?",
 				 d->architecture ? d->architecture : "?", d->variant ? "/" : "", d->variant ? d->variant : "");
 			snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
-			rc = check_image(rep, p, store, cb, cl, prefix, platform, res, err);
+			rc = check_image(rep, p, store, cb, cl, prefix, platform, flags, res, err);
 		}
 		free(cb);
 		free(ct);

@@ -88,6 +88,12 @@ RS_MUST_CHECK enum rs_code gate_resolve_base(struct gate_resolver *r, const char
 /* Release everything r owns and zero it. */
 void gate_report_dispose(struct gate_report *r);
 
+/* gate_check flags. NAME_PLATFORM: an image manifest (not an index) is
+ * named by its config's platform in findings ("platform linux/arm64: "),
+ * as an index's images always are; for manifests pushed by digest, which
+ * are the platforms of an index being pushed. */
+#define GATE_CHECK_NAME_PLATFORM 1u
+
 /* Evaluate policy p over the image manifest or index with digest `digest`
  * in store (for an index: every child image manifest). res (borrowed; may
  * be NULL when p has no allowed_bases "images") resolves approved base
@@ -96,8 +102,8 @@ void gate_report_dispose(struct gate_report *r);
  * failure to evaluate (unreadable or corrupt layer: RS_BAD_INPUT,
  * RS_DIGEST_MISMATCH, RS_IO, RS_NOT_FOUND), not a violation. */
 RS_MUST_CHECK enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
-				      struct blobstore *store, const char *digest, struct gate_resolver *res,
-				      struct rs_err *err);
+				      struct blobstore *store, const char *digest, unsigned flags,
+				      struct gate_resolver *res, struct rs_err *err);
 
 /* The findings with action `which` as one message line, "; "-separated,
  * each prefixed "[rule] ", with "(and N more)" when cut; *out is new

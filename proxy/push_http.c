@@ -739,7 +739,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	char *text = NULL, report_url[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
 	snprintf(report_url, sizeof(report_url), "/regslim/v1/reports/%s/%s", w->name, digest);
 	enum MHD_Result ret;
-	enum rs_code rc = gate_check(&rep, gp, store, digest, ph->bases, &err);
+	enum rs_code rc = gate_check(&rep, gp, store, digest, by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
 	if (rc) {
 		metrics_gate_push("check_failed");
 		rs_err_prefix(&err, "policy check of %s: ", digest);

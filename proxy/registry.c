@@ -1250,7 +1250,7 @@ static enum rs_code pull_verdict(struct registry *r, const struct route_target *
 	enum rs_code rc = pull_fetch_image(r, t, digest, err);
 	struct gate_report rep = {0};
 	if (rc == RS_OK)
-		rc = gate_check(&rep, gp, r->store, digest, push_http_bases(r->ph), err);
+		rc = gate_check(&rep, gp, r->store, digest, 0, push_http_bases(r->ph), err);
 	if (rc == RS_OK && rep.denies)
 		rc = gate_report_text(text, &rep, GATE_DENY, err);
 	for (size_t i = 0; rc == RS_OK && i < rep.count; i++)

@@ -204,17 +204,16 @@ if sl=$(arm_secret "$FIX/multi" "$G/multi-armkey" 2> "$LOGS/arm-secret.log"); th
 		out=$(push_log opt/armkey:v1)
 		miss=
 		# skopeo PUTs each platform manifest by digest before the index: the arm64 one is refused
-		for p in denied "refused by policy: 1 violation(s)" "$am" "[secrets] layer 3 of 3 ($sl)" \
+		for p in denied "refused by policy: 1 violation(s)" "$am" "layer 3 of 3 ($sl)" \
 			"root/.ssh/id_ed25519: OpenSSH private key"; do
 			echo "$out" | grep -qF -- "$p" || miss="$miss '$p'"
 		done
 		if [ -z "$miss" ]; then pass index_one_platform_secret_refused; else
 			fail index_one_platform_secret_refused "message lacks$miss: $(echo "$out" | tail -n 1 | cut -c1-400)"; fi
-		# the platform's name is known to the gate only when it checks the index itself (gate_check
-		# prefixes "platform os/arch (digest): "); a platform manifest PUT by digest is checked alone
-		if echo "$out" | grep -qF "linux/arm64"; then pass index_one_platform_refusal_names_platform; else
-			skip index_one_platform_refusal_names_platform "a platform manifest pushed by digest is checked without its platform" \
-				"(push_http.c/gate.c: see the h-token report); the refusal names its digest $am"; fi
+		# skopeo PUTs the platform manifests by digest first: the gate names such a manifest by its
+		# config's platform
+		if echo "$out" | grep -qF "[secrets] platform linux/arm64"; then pass index_one_platform_refusal_names_platform; else
+			fail index_one_platform_refusal_names_platform "$(echo "$out" | grep denied | cut -c1-400)"; fi
 	fi
 	expect "index_one_platform_amd64_not_named" "! push_log opt/armkey:v1 | grep 'denied:' | grep -qF \"\$(jq -r '.manifests[0].digest' '$FIX/multi/blobs/sha256/${MULTI_IDX#sha256:}')\"" \
 		"the clean amd64 image is named in the refusal"
@@ -227,19 +226,13 @@ if sl=$(arm_secret "$FIX/multi" "$G/multi-armkey" 2> "$LOGS/arm-secret.log"); th
 			--data-binary "@$G/multi-armkey/blobs/sha256/${ai#sha256:}" "$RS_URL/v2/opt/armkey2/manifests/v1" -w '\n%{http_code}')
 		msg=$(echo "$out" | head -n 1 | jq -r '.errors[0].message')
 		expect_eq "index_refusal_is_403_denied" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n 1 | jq -r '.errors[0].code')" "403 DENIED"
-		want="refused by policy: 1 violation(s): [secrets] platform linux/arm64 ($am): layer 3 of 3 ($sl) root/.ssh/id_ed25519: OpenSSH private key"
-		# gate.c (the lead's file) formats "<platform prefix>layer i of n (<digest>)" into 160 bytes,
-		# which cuts the layer digest short behind a platform prefix; see the h-token report
-		cut="refused by policy: 1 violation(s): [secrets] platform linux/arm64 ($am): layer 3 of 3 (${sl:0:20}"
-		if echo "$msg" | grep -qF -- "$want"; then
-			pass index_refusal_names_platform_layer_path
-		elif echo "$msg" | grep -qF -- "$cut" && echo "$msg" | grep -qF "root/.ssh/id_ed25519: OpenSSH private key"; then
-			pass index_refusal_names_platform_and_path
-			skip index_refusal_names_platform_layer_path "gate.c check_image: where[160] truncates the layer digest after the" \
-				"platform prefix (fix: make it 320); got: $msg"
-		else
-			fail index_refusal_names_platform_layer_path "message: $msg"
-		fi
+		want="refused by policy: 1 violation(s): [secrets] platform linux/arm64/v8 ($am): layer 3 of 3 ($sl) root/.ssh/id_ed25519: OpenSSH private key"
+		if echo "$msg" | grep -qF -- "$want"; then pass index_refusal_names_platform_layer_path; else
+			fail index_refusal_names_platform_layer_path "message: $msg"; fi
+		expect_eq "index_refusal_report_locates_finding" \
+			"$(rs_curl -u "$CLIENT_USER:$CLIENT_PASS" "$RS_URL/regslim/v1/reports/opt/armkey2/$ai" |
+				jq -r '[.verdict, (.findings[] | .platform, .layer, .layer_digest, .path)] | join(" ")')" \
+			"denied linux/arm64/v8 3 $sl root/.ssh/id_ed25519"
 		expect_eq "index_refusal_nothing_at_tag_upstream" "$(up_manifest opt/armkey2:v1 | head -c 20)" ""
 	else
 		fail index_refusal_names_platform_layer_path "setup: $(tail -n 2 "$LOGS/armkey2-src.log")"

@@ -146,15 +146,24 @@ END_TEST
 
 START_TEST(reads_image_platform)
 {
-	char *os = NULL, *arch = NULL;
+	char *os = NULL, *arch = NULL, *variant = NULL;
 	struct rs_err err = {0};
-	const char *c = "{\"os\":\"linux\",\"architecture\":\"arm64\",\"config\":{}}";
-	ck_assert_int_eq(gate_image_platform(&os, &arch, c, strlen(c), &err), RS_OK);
+	const char *c = "{\"os\":\"linux\",\"architecture\":\"arm64\",\"variant\":\"v8\",\"config\":{}}";
+	ck_assert_int_eq(gate_image_platform(&os, &arch, &variant, c, strlen(c), &err), RS_OK);
 	ck_assert_str_eq(os, "linux");
 	ck_assert_str_eq(arch, "arm64");
+	ck_assert_str_eq(variant, "v8");
 	free(os);
 	free(arch);
-	ck_assert_int_eq(gate_image_platform(&os, &arch, "{", 1, &err), RS_BAD_INPUT);
+	free(variant);
+	c = "{\"architecture\":\"amd64\"}";
+	ck_assert_int_eq(gate_image_platform(&os, &arch, &variant, c, strlen(c), &err), RS_OK);
+	ck_assert_str_eq(os, "");
+	ck_assert_str_eq(variant, "");
+	free(os);
+	free(arch);
+	free(variant);
+	ck_assert_int_eq(gate_image_platform(&os, &arch, &variant, "{", 1, &err), RS_BAD_INPUT);
 }
 END_TEST
 
