@@ -2,6 +2,7 @@
  * layout writer (see layout.h). File I/O only: open/pread/write/fsync/
  * rename; JSON goes through config/imagejson.c. */
 #include "layout.h"
+#include "fsutil.h"
 #include "rs_limits.h"
 
 #include <dirent.h>
@@ -73,22 +74,6 @@ static enum rs_code read_all_fd(int fd, uint64_t off, uint64_t size, size_t cap,
 	*out = buf;
 	*len = size;
 	return RS_OK;
-}
-
-static enum rs_code read_file(const char *path, size_t cap, char **out, size_t *len, struct rs_err *err)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return rs_err_set(err, errno == ENOENT ? RS_NOT_FOUND : RS_IO, "%s: cannot open: %s", path,
-				  strerror(errno));
-	struct stat st;
-	enum rs_code rc;
-	if (fstat(fd, &st) != 0)
-		rc = rs_err_set(err, RS_IO, "%s: cannot stat: %s", path, strerror(errno));
-	else
-		rc = read_all_fd(fd, 0, (uint64_t)st.st_size, cap, out, len, path, err);
-	close(fd);
-	return rc;
 }
 
 /* ---- docker-archive outer tar ------------------------------------------ */
@@ -291,7 +276,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 		snprintf(p, sizeof(p), "%s/oci-layout", s->path);
 		char *buf;
 		size_t len;
-		rc = read_file(p, 4096, &buf, &len, err);
+		rc = fsutil_read_small(&buf, &len, p, 4096, err);
 		if (rc == RS_OK) {
 			bool ok = strstr(buf, "imageLayoutVersion") != NULL;
 			free(buf);
@@ -302,7 +287,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 			rs_err_prefix(err, "not an OCI image layout: ");
 		if (rc == RS_OK) {
 			snprintf(p, sizeof(p), "%s/index.json", s->path);
-			rc = read_file(p, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, err);
+			rc = fsutil_read_small(&buf, &len, p, RS_LIMIT_MANIFEST_MAX_BYTES, err);
 			if (rc == RS_OK) {
 				rc = imagejson_parse_index(&s->index, buf, len, p, err);
 				free(buf);
@@ -421,7 +406,7 @@ enum rs_code layout_src_read_blob(struct layout_src *s, const char *digest, uint
 	enum rs_code rc = blob_path(s, digest, p, sizeof(p), err);
 	if (rc != RS_OK)
 		return rc;
-	rc = read_file(p, cap, out, len, err);
+	rc = fsutil_read_small(out, len, p, cap, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "blob %s is not in %s", digest, s->path);
 	if (rc != RS_OK)
@@ -529,13 +514,6 @@ enum rs_code layout_parse_dest(char **dir_out, char **tag_out, const char *ref, 
 	return RS_OK;
 }
 
-static enum rs_code mkdir_p1(const char *p, struct rs_err *err)
-{
-	if (mkdir(p, 0755) != 0 && errno != EEXIST)
-		return rs_err_set(err, RS_IO, "%s: cannot create directory: %s", p, strerror(errno));
-	return RS_OK;
-}
-
 enum rs_code layout_writer_new(struct layout_writer **out, const char *dir, struct rs_err *err)
 {
 	*out = NULL;
@@ -575,11 +553,8 @@ enum rs_code layout_writer_new(struct layout_writer **out, const char *dir, stru
 	}
 	(void)chmod(w->staging, 0755); /* mkdtemp makes 0700; a layout is world-readable, best effort */
 	char p[4200];
-	snprintf(p, sizeof(p), "%s/blobs", w->staging);
-	enum rs_code rc = mkdir_p1(p, err);
 	snprintf(p, sizeof(p), "%s/blobs/sha256", w->staging);
-	if (rc == RS_OK)
-		rc = mkdir_p1(p, err);
+	enum rs_code rc = fsutil_mkdir_p(p, NULL, err);
 	if (rc != RS_OK) {
 		layout_writer_free(w);
 		return rc;
@@ -588,33 +563,12 @@ enum rs_code layout_writer_new(struct layout_writer **out, const char *dir, stru
 	return RS_OK;
 }
 
-static void remove_dir_flat(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *de;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char p[4200];
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-			remove_dir_flat(p);
-		else
-			(void)unlink(p); /* best effort cleanup of our own staging files */
-	}
-	closedir(d);
-	(void)rmdir(dir); /* best effort; a leftover is only a stray temp dir */
-}
-
 void layout_writer_free(struct layout_writer *w)
 {
 	if (!w)
 		return;
 	if (w->staging && w->staging[0] && (!w->committed || w->existing))
-		remove_dir_flat(w->staging);
+		fsutil_rm_tree(w->staging);
 	imagejson_descriptor_dispose(&w->ref);
 	free(w->tag);
 	free(w->dir);
@@ -657,21 +611,6 @@ enum rs_code layout_writer_commit_tmp(struct layout_writer *w, int fd, const cha
 	return rc;
 }
 
-static enum rs_code write_full(int fd, const void *buf, size_t len, const char *path, struct rs_err *err)
-{
-	const char *b = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, b, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return rs_err_set(err, RS_IO, "%s: write failed: %s", path, strerror(errno));
-		b += n;
-		len -= (size_t)n;
-	}
-	return RS_OK;
-}
-
 enum rs_code layout_writer_put(struct layout_writer *w, const void *buf, size_t len,
 			       char digest_out[DIGEST_STR_SIZE], struct rs_err *err)
 {
@@ -681,7 +620,7 @@ enum rs_code layout_writer_put(struct layout_writer *w, const void *buf, size_t 
 	enum rs_code rc = layout_writer_tmp(w, &fd, p, sizeof(p), err);
 	if (rc != RS_OK)
 		return rc;
-	rc = write_full(fd, buf, len, p, err);
+	rc = fsutil_write_all(fd, buf, len, p, err);
 	if (rc != RS_OK) {
 		close(fd);
 		(void)unlink(p); /* our temp file */
@@ -714,7 +653,7 @@ enum rs_code layout_writer_copy(struct layout_writer *w, const struct layout_ran
 			break;
 		}
 		digest_update(d, buf, (size_t)n);
-		rc = write_full(fd, buf, (size_t)n, p, err);
+		rc = fsutil_write_all(fd, buf, (size_t)n, p, err);
 		done += (uint64_t)n;
 	}
 	if (rc == RS_OK) {
@@ -751,37 +690,12 @@ enum rs_code layout_writer_set_ref(struct layout_writer *w, const struct imagejs
 	return rc;
 }
 
-static enum rs_code write_file_sync(const char *path, const char *buf, size_t len, struct rs_err *err)
+/* fsync a directory after a rename into it; a failure loses nothing written
+ * (the rename already happened), so it is only a durability hint. */
+static void fsync_hint(const char *dir)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return rs_err_set(err, RS_IO, "%s: cannot create: %s", path, strerror(errno));
-	enum rs_code rc = write_full(fd, buf, len, path, err);
-	if (rc == RS_OK && fsync(fd) != 0)
-		rc = rs_err_set(err, RS_IO, "%s: fsync failed: %s", path, strerror(errno));
-	if (close(fd) != 0 && rc == RS_OK)
-		rc = rs_err_set(err, RS_IO, "%s: close failed: %s", path, strerror(errno));
-	return rc;
-}
-
-static void fsync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	(void)fsync(fd); /* durability hint; the rename already happened */
-	close(fd);
-}
-
-static void parent_of(const char *p, char *out, size_t cap)
-{
-	const char *slash = strrchr(p, '/');
-	if (!slash)
-		snprintf(out, cap, ".");
-	else if (slash == p)
-		snprintf(out, cap, "/");
-	else
-		snprintf(out, cap, "%.*s", (int)(slash - p), p);
+	if (fsutil_fsync_dir(dir, NULL) != RS_OK)
+		return; /* see above */
 }
 
 enum rs_code layout_writer_commit(struct layout_writer *w, struct rs_err *err)
@@ -796,7 +710,7 @@ enum rs_code layout_writer_commit(struct layout_writer *w, struct rs_err *err)
 		snprintf(p, sizeof(p), "%s/index.json", w->dir);
 		char *buf;
 		size_t len;
-		rc = read_file(p, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, err);
+		rc = fsutil_read_small(&buf, &len, p, RS_LIMIT_MANIFEST_MAX_BYTES, err);
 		if (rc == RS_OK) {
 			rc = imagejson_parse_index(&idx, buf, len, p, err);
 			free(buf);
@@ -836,17 +750,17 @@ enum rs_code layout_writer_commit(struct layout_writer *w, struct rs_err *err)
 		return rc;
 	if (!w->existing) {
 		snprintf(p, sizeof(p), "%s/oci-layout", w->staging);
-		rc = write_file_sync(p, OCI_LAYOUT_JSON, strlen(OCI_LAYOUT_JSON), err);
+		rc = fsutil_write_file(p, OCI_LAYOUT_JSON, strlen(OCI_LAYOUT_JSON), true, err);
 		snprintf(p, sizeof(p), "%s/index.json", w->staging);
 		if (rc == RS_OK)
-			rc = write_file_sync(p, json, jlen, err);
+			rc = fsutil_write_file(p, json, jlen, true, err);
 		snprintf(p, sizeof(p), "%s/blobs/sha256", w->staging);
-		fsync_dir(p);
+		fsync_hint(p);
 		if (rc == RS_OK && rename(w->staging, w->dir) != 0)
 			rc = rs_err_set(err, RS_IO, "rename %s -> %s failed: %s", w->staging, w->dir, strerror(errno));
 		if (rc == RS_OK) {
-			parent_of(w->dir, p, sizeof(p));
-			fsync_dir(p);
+			fsutil_parent(p, sizeof(p), w->dir);
+			fsync_hint(p);
 			w->committed = true;
 		}
 		free(json);
@@ -872,17 +786,12 @@ enum rs_code layout_writer_commit(struct layout_writer *w, struct rs_err *err)
 	}
 	closedir(d);
 	snprintf(p, sizeof(p), "%s/blobs/sha256", w->dir);
-	fsync_dir(p);
-	snprintf(p, sizeof(p), "%s/index.json.regslim-tmp", w->staging);
+	fsync_hint(p);
 	snprintf(q, sizeof(q), "%s/index.json", w->dir);
 	if (rc == RS_OK)
-		rc = write_file_sync(p, json, jlen, err);
-	if (rc == RS_OK && rename(p, q) != 0)
-		rc = rs_err_set(err, RS_IO, "rename %s -> %s failed: %s", p, q, strerror(errno));
-	if (rc == RS_OK) {
-		fsync_dir(w->dir);
+		rc = fsutil_write_atomic(q, w->staging, json, jlen, err); /* temp file in our staging dir */
+	if (rc == RS_OK)
 		w->committed = true;
-	}
 	free(json);
 	return rc;
 }

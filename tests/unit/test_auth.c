@@ -5,8 +5,9 @@
  * denied) and hostile Authorization headers. Per-test temp directory. */
 #include "auth.h"
 
+#include "fixture.h"
+
 #include <check.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,36 +18,13 @@
 #define ALICE_BASIC "Basic YWxpY2U6c2VjcmV0MQ=="
 #define T0 ((time_t)1800000000)
 
-static char tdir[256];
 static char htp[320];
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(text, f);
-	fclose(f);
-}
 
 static void setup(void)
 {
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-auth-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-	snprintf(htp, sizeof(htp), "%s/htpasswd", tdir);
-	write_file(htp, "# users\n" ALICE_LINE);
-}
-
-static void teardown(void)
-{
-	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
+	fixture_tmpdir_setup();
+	snprintf(htp, sizeof(htp), "%s", fixture_path("htpasswd"));
+	fixture_write_text(htp, "# users\n" ALICE_LINE);
 }
 
 /* ACL: alice (group devs) may push everything, bob may pull team/ repositories. */
@@ -99,7 +77,7 @@ END_TEST
 
 START_TEST(refuses_non_bcrypt_entries)
 {
-	write_file(htp, ALICE_LINE "bob:{SHA}C+7Hteo/D9vJXQ3UfzxbwnXaijM=\n");
+	fixture_write_text(htp, ALICE_LINE "bob:{SHA}C+7Hteo/D9vJXQ3UfzxbwnXaijM=\n");
 	struct rs_auth_config c = make_cfg(true, false);
 	struct auth *a = NULL;
 	struct rs_err err = {0};
@@ -117,10 +95,10 @@ START_TEST(reloads_changed_htpasswd)
 	struct rs_err err = {0};
 	sleep(1); /* a new mtime; the line is `htpasswd -Bbn carol pw3` */
 	ck_assert_int_eq(auth_check_password(a, "carol", "pw3", &err), RS_UNAUTHORIZED);
-	write_file(htp, ALICE_LINE "carol:$2y$05$sP8MNrR2C7Su0nm3o6Tm1.scArJBwFTkt4e3e5N8URq9vcwoU7a.W\n");
+	fixture_write_text(htp, ALICE_LINE "carol:$2y$05$sP8MNrR2C7Su0nm3o6Tm1.scArJBwFTkt4e3e5N8URq9vcwoU7a.W\n");
 	ck_assert_int_eq(auth_check_password(a, "carol", "pw3", &err), RS_OK);
 	ck_assert_int_eq(auth_check_password(a, "alice", "secret1", &err), RS_OK);
-	write_file(htp, "broken line without colon\n");
+	fixture_write_text(htp, "broken line without colon\n");
 	sleep(1);
 	ck_assert_int_eq(auth_check_password(a, "alice", "secret1", &err), RS_OK); /* kept the old table */
 	auth_free(a);
@@ -176,8 +154,8 @@ END_TEST
 START_TEST(token_secret_file_survives_restart)
 {
 	char sec[400];
-	snprintf(sec, sizeof(sec), "%s/secret", tdir);
-	write_file(sec, "0123456789abcdef0123456789abcdef-long-enough\n");
+	snprintf(sec, sizeof(sec), "%s", fixture_path("secret"));
+	fixture_write_text(sec, "0123456789abcdef0123456789abcdef-long-enough\n");
 	struct rs_auth_config c = make_cfg(true, false);
 	c.token_secret_file = sec;
 	struct auth *a = open_auth(&c);
@@ -190,7 +168,7 @@ START_TEST(token_secret_file_survives_restart)
 	struct auth_identity id;
 	ck_assert_int_eq(auth_identify(a, hdr, T0 + 1, &id, &err), RS_OK);
 	auth_free(a);
-	write_file(sec, "short\n");
+	fixture_write_text(sec, "short\n");
 	ck_assert_int_eq(auth_new(&a, &c, &err), RS_CONFIG);
 	ck_assert_ptr_nonnull(strstr(err.msg, "at least 32"));
 }
@@ -238,7 +216,7 @@ START_TEST(decides_anonymous_challenge_and_denied)
 	ck_assert_int_eq(d.verdict, AUTH_CHALLENGE);
 	auth_free(a);
 	/* a user the ACL gives pull only: push is 403 DENIED (`htpasswd -Bbn carol pw3`) */
-	write_file(htp, ALICE_LINE "carol:$2y$05$sP8MNrR2C7Su0nm3o6Tm1.scArJBwFTkt4e3e5N8URq9vcwoU7a.W\n");
+	fixture_write_text(htp, ALICE_LINE "carol:$2y$05$sP8MNrR2C7Su0nm3o6Tm1.scArJBwFTkt4e3e5N8URq9vcwoU7a.W\n");
 	a = open_auth(&c);
 	auth_decide(a, "Basic Y2Fyb2w6cHcz", "team/app", AUTH_PUSH, T0, &d); /* carol:pw3 */
 	ck_assert_int_eq(d.verdict, AUTH_DENY);
@@ -311,7 +289,7 @@ static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
 	TCase *tc = tcase_create("auth");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, fixture_tmpdir_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, verifies_bcrypt_password);
 	tcase_add_test(tc, refuses_non_bcrypt_entries);
@@ -327,9 +305,5 @@ static Suite *auth_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(auth_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(auth_suite());
 }

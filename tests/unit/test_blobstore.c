@@ -3,88 +3,18 @@
  * size accounting and LRU eviction. Blob contents are generated from seeds. */
 #include "blobstore.h"
 
+#include "fixture.h"
+#include "store_fixture.h"
+
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tdir[256];
-static char data[320];
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void setup(void)
-{
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-blobstore-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-	snprintf(data, sizeof(data), "%s/data", tdir);
-}
-
-static void teardown(void)
-{
-	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-}
-
-/* xorshift64*: the same seed always gives the same bytes. */
-static uint64_t rng_next(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-static unsigned char *make_bytes(uint64_t seed, size_t n)
-{
-	unsigned char *b = malloc(n ? n : 1);
-	ck_assert_ptr_nonnull(b);
-	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-	for (size_t i = 0; i < n; i++)
-		b[i] = (unsigned char)(rng_next(&s) >> 56);
-	return b;
-}
-
-static int count_files_cb_n;
-static int count_files_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)path;
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_F)
-		count_files_cb_n++;
-	return 0;
-}
-
-/* Regular files under data/<sub>. */
-static int count_files(const char *sub)
-{
-	char p[512];
-	snprintf(p, sizeof(p), "%s/%s", data, sub);
-	count_files_cb_n = 0;
-	ck_assert_int_eq(nftw(p, count_files_cb, 16, FTW_PHYS), 0);
-	return count_files_cb_n;
-}
-
-static struct blobstore *open_store(uint64_t max)
-{
-	struct blobstore *bs = NULL;
-	struct rs_err err = {0};
-	enum rs_code rc = blobstore_open(&bs, data, max, &err);
-	ck_assert_msg(rc == RS_OK, "open: %s", err.msg);
-	return bs;
-}
 
 /* Write buf through a writer in chunks of seeded random sizes. */
 static enum rs_code write_blob(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int64_t expected,
@@ -97,7 +27,7 @@ static enum rs_code write_blob(struct blobstore *bs, enum blobstore_kind kind, c
 	uint64_t s = seed + 7;
 	size_t pos = 0;
 	while (pos < len) {
-		size_t n = 1 + (size_t)(rng_next(&s) % 70000);
+		size_t n = 1 + (size_t)(fixture_rng_next(&s) % 70000);
 		if (n > len - pos)
 			n = len - pos;
 		rc = blobstore_writer_write(w, buf + pos, n, err);
@@ -140,9 +70,9 @@ static void assert_blob_is(struct blobstore *bs, const char *digest, const unsig
 
 START_TEST(writes_and_reads_back_blob)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	size_t len = 1048576;
-	unsigned char *b = make_bytes(1, len);
+	unsigned char *b = fixture_bytes(1, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, len);
 	struct rs_err err = {0};
@@ -154,12 +84,12 @@ START_TEST(writes_and_reads_back_blob)
 	assert_blob_is(bs, dg, b, len);
 	ck_assert_uint_eq(blobstore_size(bs), len);
 	char p[512];
-	snprintf(p, sizeof(p), "%s/blobs/sha256/%.2s/%s", data, dg + 7, dg + 7);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%.2s/%s", store_fixture_data(), dg + 7, dg + 7);
 	struct stat st;
 	ck_assert_int_eq(stat(p, &st), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	/* Unknown size works too. */
-	unsigned char *c = make_bytes(2, 1000);
+	unsigned char *c = fixture_bytes(2, 1000);
 	char dc[DIGEST_STR_SIZE];
 	digest_buffer(dc, c, 1000);
 	rc = write_blob(bs, BLOBSTORE_BLOB, dc, -1, c, 1000, 2, &err);
@@ -181,7 +111,7 @@ END_TEST
 
 START_TEST(writes_empty_blob)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "", 0);
 	struct rs_err err = {0};
@@ -193,9 +123,9 @@ END_TEST
 
 START_TEST(rejects_digest_mismatch)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	size_t len = 300000;
-	unsigned char *b = make_bytes(4, len);
+	unsigned char *b = fixture_bytes(4, len);
 	char good[DIGEST_STR_SIZE], claimed[DIGEST_STR_SIZE];
 	digest_buffer(good, b, len);
 	digest_buffer(claimed, b, len - 1);
@@ -207,8 +137,8 @@ START_TEST(rejects_digest_mismatch)
 	ck_assert_int_eq(err.code, RS_DIGEST_MISMATCH);
 	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, claimed));
 	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, good));
-	ck_assert_int_eq(count_files("blobs"), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	ck_assert_uint_eq(blobstore_size(bs), 0);
 	free(b);
 	blobstore_free(bs);
@@ -217,15 +147,15 @@ END_TEST
 
 START_TEST(rejects_short_blob)
 {
-	struct blobstore *bs = open_store(0);
-	unsigned char *b = make_bytes(5, 1048576);
+	struct blobstore *bs = store_fixture_open(0);
+	unsigned char *b = fixture_bytes(5, 1048576);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, 1048576);
 	struct rs_err err = {0};
 	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, 1048576, b, 1047000, 5, &err), RS_DIGEST_MISMATCH);
 	ck_assert_str_eq(err.msg, "expected 1048576 bytes, got 1047000");
-	ck_assert_int_eq(count_files("blobs"), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(b);
 	blobstore_free(bs);
 }
@@ -233,8 +163,8 @@ END_TEST
 
 START_TEST(rejects_long_blob)
 {
-	struct blobstore *bs = open_store(0);
-	unsigned char *b = make_bytes(6, 101);
+	struct blobstore *bs = store_fixture_open(0);
+	unsigned char *b = fixture_bytes(6, 101);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, 100);
 	struct rs_err err = {0};
@@ -247,11 +177,11 @@ START_TEST(rejects_long_blob)
 	struct rs_err err2 = {0};
 	ck_assert_int_eq(blobstore_writer_commit(w, &err2), RS_DIGEST_MISMATCH);
 	ck_assert_str_eq(err2.msg, "expected 100 bytes, got 101");
-	ck_assert_int_eq(count_files("blobs"), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	/* The same through the helper (one chunk of 101). */
 	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, dg, 100, b, 101, 6, &err), RS_DIGEST_MISMATCH);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(b);
 	blobstore_free(bs);
 }
@@ -259,7 +189,7 @@ END_TEST
 
 START_TEST(abort_removes_temp_file)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "abc", 3);
 	struct rs_err err = {0};
@@ -269,10 +199,10 @@ START_TEST(abort_removes_temp_file)
 	struct stat st;
 	ck_assert_int_eq(stat(blobstore_writer_path(w), &st), 0);
 	ck_assert_int_eq(st.st_size, 2);
-	ck_assert_int_eq(count_files("tmp"), 1);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 1);
 	blobstore_writer_abort(w);
 	blobstore_writer_abort(NULL);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
 	blobstore_free(bs);
 }
@@ -297,9 +227,9 @@ static void *concurrent_writer(void *p)
 
 START_TEST(concurrent_writers_of_same_digest)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	size_t len = 262144;
-	unsigned char *b = make_bytes(7, len);
+	unsigned char *b = fixture_bytes(7, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, len);
 	enum { N = 8 };
@@ -313,8 +243,8 @@ START_TEST(concurrent_writers_of_same_digest)
 		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
 		ck_assert_msg(c[i].rc == RS_OK, "writer %d: %s", i, c[i].err.msg);
 	}
-	ck_assert_int_eq(count_files("blobs"), 1);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("blobs"), 1);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	ck_assert_uint_eq(blobstore_size(bs), len);
 	assert_blob_is(bs, dg, b, len);
 	free(b);
@@ -324,7 +254,7 @@ END_TEST
 
 START_TEST(rejects_invalid_digests)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	static const char *const bad[] = {
 		"",
 		"sha256:",
@@ -364,15 +294,15 @@ START_TEST(rejects_invalid_digests)
 		rc = blobstore_put_tag(bs, "docker.io", "library/alpine", "latest", &t, &err);
 		ck_assert_msg(rc == RS_DIGEST_INVALID || rc == RS_UNSUPPORTED, "put_tag accepted '%s'", bad[i]);
 	}
-	ck_assert_int_eq(count_files("tmp"), 0);
-	ck_assert_int_eq(count_files("tags"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tags"), 0);
 	blobstore_free(bs);
 }
 END_TEST
 
 START_TEST(rejects_hostile_tag_names)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	struct blobstore_tag t = {.fetched = 1700000000};
 	digest_buffer(t.digest, "x", 1);
 	snprintf(t.media_type, sizeof(t.media_type), "application/vnd.oci.image.manifest.v1+json");
@@ -429,8 +359,8 @@ START_TEST(rejects_hostile_tag_names)
 		rc = blobstore_get_tag(bs, up, repo, tag, &got, &err);
 		ck_assert_msg(rc == RS_BAD_INPUT, "get_tag accepted (%s, %s, %s)", up, repo, tag);
 	}
-	ck_assert_int_eq(count_files("tags"), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tags"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 
 	/* The grammar's unusual but valid forms are accepted. */
 	static const char *const good[][3] = {
@@ -443,7 +373,7 @@ START_TEST(rejects_hostile_tag_names)
 		enum rs_code rc = blobstore_put_tag(bs, good[i][0], good[i][1], good[i][2], &t, &err);
 		ck_assert_msg(rc == RS_OK, "(%s, %s, %s): %s", good[i][0], good[i][1], good[i][2], err.msg);
 	}
-	ck_assert_int_eq(count_files("tags"), 3);
+	ck_assert_int_eq(store_fixture_count_files("tags"), 3);
 	blobstore_free(bs);
 }
 END_TEST
@@ -461,7 +391,7 @@ static const char oci_index[] = "{\"schemaVersion\":2,\"manifests\":[{\"mediaTyp
 
 START_TEST(stores_manifest_with_type)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char dg[DIGEST_STR_SIZE];
 	size_t len = strlen(oci_manifest);
 	digest_buffer(dg, oci_manifest, len);
@@ -483,8 +413,8 @@ START_TEST(stores_manifest_with_type)
 	free(buf);
 	free(type);
 	ck_assert_uint_eq(blobstore_size(bs), len);
-	ck_assert_int_eq(count_files("manifests"), 2); /* bytes + .type */
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("manifests"), 2); /* bytes + .type */
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 
 	/* Bytes that do not match the digest are refused. */
 	char other[DIGEST_STR_SIZE];
@@ -524,20 +454,20 @@ static void check_sniffed(struct blobstore *bs, const char *json, const char *wa
 
 START_TEST(sniffs_type_without_sidecar)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	check_sniffed(bs, oci_manifest, "application/vnd.oci.image.manifest.v1+json");
 	check_sniffed(bs, docker_manifest, "application/vnd.docker.distribution.manifest.v2+json");
 	check_sniffed(bs, oci_index, "application/vnd.oci.image.index.v1+json");
 	check_sniffed(bs, "{\"schemaVersion\":1,\"fsLayers\":[],\"signatures\":[{\"x\":\"}\\\"\"}]}",
 	              "application/vnd.docker.distribution.manifest.v1+prettyjws");
-	ck_assert_int_eq(count_files("manifests"), 4);
+	ck_assert_int_eq(store_fixture_count_files("manifests"), 4);
 	blobstore_free(bs);
 }
 END_TEST
 
 START_TEST(get_manifest_detects_corruption)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char dg[DIGEST_STR_SIZE];
 	size_t len = strlen(oci_manifest);
 	digest_buffer(dg, oci_manifest, len);
@@ -546,7 +476,7 @@ START_TEST(get_manifest_detects_corruption)
 	                                        len, &err),
 	                 RS_OK);
 	char p[512];
-	snprintf(p, sizeof(p), "%s/manifests/sha256/%.2s/%s", data, dg + 7, dg + 7);
+	snprintf(p, sizeof(p), "%s/manifests/sha256/%.2s/%s", store_fixture_data(), dg + 7, dg + 7);
 	int fd = open(p, O_WRONLY);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(pwrite(fd, "X", 1, 5), 1);
@@ -559,7 +489,7 @@ START_TEST(get_manifest_detects_corruption)
 	ck_assert_ptr_null(type);
 	ck_assert_msg(strstr(err.msg, dg) && strstr(err.msg, "removed"), "%s", err.msg);
 	ck_assert(!blobstore_has(bs, BLOBSTORE_MANIFEST, dg));
-	ck_assert_int_eq(count_files("manifests"), 0);
+	ck_assert_int_eq(store_fixture_count_files("manifests"), 0);
 	ck_assert_uint_eq(blobstore_size(bs), 0);
 	/* Storing it again heals it. */
 	ck_assert_int_eq(blobstore_put_manifest(bs, dg, "application/vnd.oci.image.manifest.v1+json", oci_manifest,
@@ -575,7 +505,7 @@ END_TEST
 
 START_TEST(get_manifest_caps_size)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char dg[DIGEST_STR_SIZE];
 	size_t len = strlen(oci_manifest);
 	digest_buffer(dg, oci_manifest, len);
@@ -600,7 +530,7 @@ END_TEST
 
 START_TEST(tag_round_trip)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	struct blobstore_tag t = {.fetched = 1764158400}, got;
 	digest_buffer(t.digest, "one", 3);
 	snprintf(t.media_type, sizeof(t.media_type), "application/vnd.docker.distribution.manifest.list.v2+json");
@@ -613,7 +543,7 @@ START_TEST(tag_round_trip)
 	ck_assert_str_eq(got.media_type, t.media_type);
 	ck_assert_int_eq(got.fetched, t.fetched);
 	char p[512];
-	snprintf(p, sizeof(p), "%s/tags/docker.io/library/alpine/_tags/3.19.json", data);
+	snprintf(p, sizeof(p), "%s/tags/docker.io/library/alpine/_tags/3.19.json", store_fixture_data());
 	struct stat st;
 	ck_assert_int_eq(stat(p, &st), 0);
 
@@ -625,7 +555,7 @@ START_TEST(tag_round_trip)
 	ck_assert_str_eq(got.digest, t.digest);
 	ck_assert_int_eq(got.fetched, 1764158700);
 	ck_assert_int_eq(blobstore_get_tag(bs, "ghcr.io", "library/alpine", "3.19", &got, &err), RS_NOT_FOUND);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 
 	/* A corrupt tag file is a miss (the caller fetches and rewrites it). */
 	FILE *fp = fopen(p, "w");
@@ -648,7 +578,7 @@ END_TEST
 static void put_four(struct blobstore *bs, char d[4][DIGEST_STR_SIZE], unsigned char *b[4])
 {
 	for (int i = 0; i < 4; i++) {
-		b[i] = make_bytes(40 + (uint64_t)i, 1000);
+		b[i] = fixture_bytes(40 + (uint64_t)i, 1000);
 		digest_buffer(d[i], b[i], 1000);
 		struct rs_err err = {0};
 		ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d[i], 1000, b[i], 1000, 1, &err), RS_OK);
@@ -657,7 +587,7 @@ static void put_four(struct blobstore *bs, char d[4][DIGEST_STR_SIZE], unsigned 
 
 START_TEST(evicts_least_recently_used_first)
 {
-	struct blobstore *bs = open_store(2500);
+	struct blobstore *bs = store_fixture_open(2500);
 	char d[4][DIGEST_STR_SIZE];
 	unsigned char *b[4];
 	put_four(bs, d, b);
@@ -688,7 +618,7 @@ START_TEST(evicts_least_recently_used_first)
 	ck_assert_uint_eq(blobstore_size(bs), 2000 + strlen(oci_manifest));
 	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, d[3], &fd, &sz, &err), RS_OK);
 	close(fd);
-	unsigned char *e5 = make_bytes(50, 1000);
+	unsigned char *e5 = fixture_bytes(50, 1000);
 	char d5[DIGEST_STR_SIZE];
 	digest_buffer(d5, e5, 1000);
 	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d5, 1000, e5, 1000, 5, &err), RS_OK);
@@ -706,7 +636,7 @@ START_TEST(evicts_least_recently_used_first)
 		free(b[i]);
 
 	/* A limit of 0 means no limit. */
-	bs = open_store(0);
+	bs = store_fixture_open(0);
 	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
 	ck_assert_uint_eq(freed, 0);
 	ck_assert_uint_eq(blobstore_size(bs), 2000 + strlen(oci_manifest));
@@ -716,7 +646,7 @@ END_TEST
 
 START_TEST(counts_existing_objects_at_open)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	char d[4][DIGEST_STR_SIZE];
 	unsigned char *b[4];
 	put_four(bs, d, b);
@@ -731,18 +661,18 @@ START_TEST(counts_existing_objects_at_open)
 	blobstore_free(bs);
 	/* Stray files that are not objects are not counted. */
 	char p[512];
-	snprintf(p, sizeof(p), "%s/blobs/sha256/README", data);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/README", store_fixture_data());
 	FILE *fp = fopen(p, "w");
 	ck_assert_ptr_nonnull(fp);
 	fputs("not an object", fp);
 	fclose(fp);
-	bs = open_store(0);
+	bs = store_fixture_open(0);
 	ck_assert_uint_eq(blobstore_size(bs), total);
 	for (int i = 0; i < 4; i++)
 		assert_blob_is(bs, d[i], b[i], 1000);
 	/* The reopened store evicts, too. */
 	blobstore_free(bs);
-	bs = open_store(1500);
+	bs = store_fixture_open(1500);
 	uint64_t freed = 0;
 	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
 	ck_assert_uint_le(blobstore_size(bs), 1500);
@@ -755,19 +685,19 @@ END_TEST
 
 START_TEST(cleans_stale_temp_files_at_open)
 {
-	struct blobstore *bs = open_store(0);
+	struct blobstore *bs = store_fixture_open(0);
 	blobstore_free(bs);
 	for (int i = 0; i < 3; i++) {
 		char p[512];
-		snprintf(p, sizeof(p), "%s/tmp/stale%d", data, i);
+		snprintf(p, sizeof(p), "%s/tmp/stale%d", store_fixture_data(), i);
 		FILE *fp = fopen(p, "w");
 		ck_assert_ptr_nonnull(fp);
 		fputs("half a blob", fp);
 		fclose(fp);
 	}
-	ck_assert_int_eq(count_files("tmp"), 3);
-	bs = open_store(0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 3);
+	bs = store_fixture_open(0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	ck_assert_uint_eq(blobstore_size(bs), 0);
 	blobstore_free(bs);
 }
@@ -775,9 +705,9 @@ END_TEST
 
 START_TEST(open_fd_survives_eviction)
 {
-	struct blobstore *bs = open_store(1);
+	struct blobstore *bs = store_fixture_open(1);
 	size_t len = 500000;
-	unsigned char *b = make_bytes(9, len);
+	unsigned char *b = fixture_bytes(9, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, len);
 	struct rs_err err = {0};
@@ -802,8 +732,8 @@ END_TEST
 
 START_TEST(eviction_never_touches_temp_files)
 {
-	struct blobstore *bs = open_store(1);
-	unsigned char *b = make_bytes(10, 5000);
+	struct blobstore *bs = store_fixture_open(1);
+	unsigned char *b = fixture_bytes(10, 5000);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, b, 5000);
 	struct rs_err err = {0};
@@ -811,7 +741,7 @@ START_TEST(eviction_never_touches_temp_files)
 	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, dg, 5000, &err), RS_OK);
 	ck_assert_int_eq(blobstore_writer_write(w, b, 3000, &err), RS_OK);
 	ck_assert_int_eq(blobstore_evict(bs, NULL, &err), RS_OK);
-	ck_assert_int_eq(count_files("tmp"), 1);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 1);
 	ck_assert_int_eq(blobstore_writer_write(w, b + 3000, 2000, &err), RS_OK);
 	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
 	assert_blob_is(bs, dg, b, 5000);
@@ -824,7 +754,7 @@ static Suite *blobstore_suite(void)
 {
 	Suite *s = suite_create("blobstore");
 	TCase *tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, store_fixture_setup, store_fixture_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, writes_and_reads_back_blob);
 	tcase_add_test(tc, writes_empty_blob);
@@ -851,9 +781,5 @@ static Suite *blobstore_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(blobstore_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return fixture_run_suite(blobstore_suite());
 }

@@ -5,6 +5,8 @@
  * Corrupt, truncated, mislabelled and bomb inputs must fail with the exact
  * message. */
 #include "codec.h"
+
+#include "fixture.h"
 #include "stream.h"
 #include "tar_read.h"
 #include "targen.h"
@@ -949,9 +951,5 @@ static Suite *codec_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(codec_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(codec_suite());
 }

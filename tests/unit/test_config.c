@@ -5,6 +5,8 @@
  * never shows a secret and prints a file that loads back to the same
  * configuration. Each test works in its own temporary directory. */
 #include "config.h"
+
+#include "fixture.h"
 #include "rs_limits.h"
 
 #include <check.h>
@@ -18,45 +20,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tmpdir[256];
-
-static void setup(void)
-{
-	const char *base = getenv("TMPDIR");
-	snprintf(tmpdir, sizeof(tmpdir), "%s/rs-config-XXXXXX", base && base[0] ? base : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void teardown(void)
-{
-	(void)nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-}
-
-/* Path of name inside the test's temporary directory (static buffer per slot). */
-static const char *tmp_path(const char *name)
-{
-	static char bufs[4][512];
-	static int slot;
-	char *b = bufs[slot++ % 4];
-	snprintf(b, sizeof(bufs[0]), "%s/%s", tmpdir, name);
-	return b;
-}
-
 static const char *write_file(const char *name, const char *text)
 {
-	const char *p = tmp_path(name);
-	FILE *f = fopen(p, "wb");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-	ck_assert_int_eq(fclose(f), 0);
+	const char *p = fixture_path(name);
+	fixture_write_text(p, text);
 	return p;
 }
 
@@ -75,11 +42,11 @@ static const char *load_fails(const char *text, enum rs_code code)
 	return err.msg;
 }
 
-/* err.msg after the "<tmpdir>/" prefix, so tests compare "regslim.json: ..." */
+/* err.msg after the "<fixture_dir()>/" prefix, so tests compare "regslim.json: ..." */
 static const char *relative(const char *msg)
 {
-	size_t n = strlen(tmpdir);
-	ck_assert_msg(strncmp(msg, tmpdir, n) == 0 && msg[n] == '/', "message does not start with the file: %s", msg);
+	size_t n = strlen(fixture_dir());
+	ck_assert_msg(strncmp(msg, fixture_dir(), n) == 0 && msg[n] == '/', "message does not start with the file: %s", msg);
 	return msg + n + 1;
 }
 
@@ -138,7 +105,7 @@ START_TEST(empty_object_gives_defaults)
 {
 	struct rs_config cfg;
 	load_ok(&cfg, "{}\n");
-	ck_assert_str_eq(cfg.source, tmp_path("regslim.json"));
+	ck_assert_str_eq(cfg.source, fixture_path("regslim.json"));
 	ck_assert_str_eq(cfg.listen, "127.0.0.1:5000");
 	ck_assert_uint_eq(cfg.upstream_count, 1);
 	ck_assert_str_eq(cfg.upstreams[0].name, "docker.io");
@@ -165,7 +132,7 @@ START_TEST(loads_full_valid_file)
 	         "   \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}},\n"
 	         "  {\"name\": \"localhost:5001\", \"url\": \"http://[::1]:5001\", \"library_prefix\": true}\n"
 	         " ]}\n",
-	         tmp_path("ca.pem"), tmp_path("ghcr.pass"));
+	         fixture_path("ca.pem"), fixture_path("ghcr.pass"));
 	struct rs_config cfg;
 	load_ok(&cfg, text);
 	ck_assert_str_eq(cfg.listen, "[::1]:5443");
@@ -196,10 +163,10 @@ START_TEST(loads_full_valid_file)
 	ck_assert_uint_eq(gh->tag_ttl_s, RS_LIMIT_TAG_TTL_DEFAULT_S);
 	ck_assert(!gh->tls_verify);
 	ck_assert(!gh->library_prefix); /* default true only for docker.io */
-	ck_assert_str_eq(gh->ca_file, tmp_path("ca.pem"));
+	ck_assert_str_eq(gh->ca_file, fixture_path("ca.pem"));
 	ck_assert_str_eq(gh->username, "bot");
 	ck_assert_str_eq(gh->password, "file-secret"); /* trailing newline stripped */
-	ck_assert_str_eq(gh->password_source + 5, tmp_path("ghcr.pass"));
+	ck_assert_str_eq(gh->password_source + 5, fixture_path("ghcr.pass"));
 	ck_assert(strncmp(gh->password_source, "file:", 5) == 0);
 
 	const struct rs_upstream_config *local = config_find_upstream(&cfg, "localhost:5001");
@@ -360,7 +327,7 @@ START_TEST(missing_file_is_io_error)
 {
 	struct rs_config cfg;
 	struct rs_err err = {0};
-	ck_assert_int_eq(config_load(&cfg, tmp_path("nope.json"), &err), RS_IO);
+	ck_assert_int_eq(config_load(&cfg, fixture_path("nope.json"), &err), RS_IO);
 	ck_assert_str_eq(relative(err.msg), "nope.json: cannot open: No such file or directory");
 	ck_assert_ptr_null(cfg.upstreams);
 }
@@ -384,7 +351,7 @@ static const char *auth_file_config(void)
 	snprintf(text, sizeof(text),
 	         "{\"upstreams\": [{\"name\": \"ghcr.io\", \"url\": \"https://ghcr.io\","
 	         " \"auth\": {\"username\": \"u\", \"password_file\": \"%s\"}}]}",
-	         tmp_path("pass"));
+	         fixture_path("pass"));
 	return text;
 }
 
@@ -442,7 +409,7 @@ START_TEST(print_hides_secrets)
 	         " \"auth\": {\"username\": \"lab\", \"password_env\": \"RS_TEST_LAB_PASS\"}},"
 	         " {\"name\": \"ghcr.io\", \"url\": \"https://ghcr.io\","
 	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}]}",
-	         tmp_path("pass"));
+	         fixture_path("pass"));
 	struct rs_config cfg;
 	load_ok(&cfg, text);
 	ck_assert_str_eq(cfg.upstreams[1].password, "hunter2-file");
@@ -595,7 +562,7 @@ START_TEST(every_allocation_failure_gives_nomem)
 	         " \"auth\": {\"username\": \"lab\", \"password_env\": \"RS_TEST_LAB_PASS\"}},"
 	         " {\"name\": \"ghcr.io\", \"url\": \"https://ghcr.io\", \"default\": true,"
 	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}]}",
-	         tmp_path("pass"));
+	         fixture_path("pass"));
 	const char *path = write_file("regslim.json", text);
 	long n;
 	struct rs_config cfg;
@@ -677,7 +644,7 @@ Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(tc, defaults_mirror_docker_hub);
 	tcase_add_test(tc, empty_object_gives_defaults);
 	tcase_add_test(tc, loads_full_valid_file);
@@ -707,9 +674,5 @@ Suite *config_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(config_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return fixture_run_suite(config_suite());
 }

@@ -2,6 +2,8 @@
  * byte counts, and strict parsing of digest strings. */
 #include "optimizer/digest.h"
 
+#include "fixture.h"
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,9 +115,5 @@ static Suite *digest_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(digest_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(digest_suite());
 }

@@ -16,16 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void setup(void)
-{
-	fixture_tmpdir_setup("fsutil");
-}
-
-static void teardown(void)
-{
-	fixture_tmpdir_teardown();
-}
-
 static bool is_dir(const char *p)
 {
 	struct stat st;
@@ -340,7 +330,7 @@ static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
 	TCase *tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(tc, mkdir_p_creates_parents_and_reports_creation);
 	tcase_add_test(tc, mkdir_p_refuses_a_file_in_the_way);
 	tcase_add_test(tc, mkdir_p_refuses_too_long_path);

@@ -3,6 +3,8 @@
  * duplicate keys, NUL bytes, deep nesting, huge counts), validation against
  * digests and media types, deterministic writing and the config rewrite. */
 #include "image.h"
+
+#include "fixture.h"
 #include "imagejson.h"
 
 #include <check.h>
@@ -258,9 +260,5 @@ static Suite *image_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(image_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(image_suite());
 }

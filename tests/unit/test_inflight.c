@@ -4,9 +4,11 @@
  * failing, or held at a gate so the test decides when it moves on. */
 #include "inflight.h"
 
+#include "fixture.h"
+#include "store_fixture.h"
+
 #include <check.h>
 #include <errno.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,67 +17,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static char tdir[256];
-static char data[320];
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void setup(void)
-{
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-inflight-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-	snprintf(data, sizeof(data), "%s/data", tdir);
-}
-
-static void teardown(void)
-{
-	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
-}
-
-static unsigned char *make_bytes(uint64_t seed, size_t n)
-{
-	unsigned char *b = malloc(n ? n : 1);
-	ck_assert_ptr_nonnull(b);
-	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-	for (size_t i = 0; i < n; i++)
-		b[i] = (unsigned char)(rng_next(&s) >> 56);
-	return b;
-}
-
-static int count_files_n;
-static int count_files_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)path;
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_F)
-		count_files_n++;
-	return 0;
-}
-
-static int count_files(const char *sub)
-{
-	char p[512];
-	snprintf(p, sizeof(p), "%s/%s", data, sub);
-	count_files_n = 0;
-	ck_assert_int_eq(nftw(p, count_files_cb, 16, FTW_PHYS), 0);
-	return count_files_n;
-}
 
 /* ---- the fake upstream ------------------------------------------------ */
 
@@ -176,7 +117,7 @@ static enum rs_code fake_download(struct inflight_fetch *f, void *p, struct rs_e
 	size_t pos = 0;
 	bool stalled = false;
 	while (pos < up->len) {
-		size_t n = 1 + (size_t)(rng_next(&s) % sizeof(chunk));
+		size_t n = 1 + (size_t)(fixture_rng_next(&s) % sizeof(chunk));
 		if (n > up->len - pos)
 			n = up->len - pos;
 		if (up->stall && !stalled && pos < up->stall_after && pos + n > up->stall_after)
@@ -242,7 +183,7 @@ static void *reader_main(void *p)
 	if (r->begin_rc == RS_OK) {
 		uint64_t s = r->seed;
 		for (;;) {
-			size_t want = 1 + (size_t)(rng_next(&s) % 40000);
+			size_t want = 1 + (size_t)(fixture_rng_next(&s) % 40000);
 			unsigned char tmp[40000];
 			ssize_t n = inflight_read(f, r->total, tmp, want, 20, &r->err);
 			r->last = n;
@@ -258,14 +199,6 @@ static void *reader_main(void *p)
 	}
 	inflight_release(f);
 	return NULL;
-}
-
-static struct blobstore *open_store(void)
-{
-	struct blobstore *bs = NULL;
-	struct rs_err err = {0};
-	ck_assert_msg(blobstore_open(&bs, data, 0, &err) == RS_OK, "%s", err.msg);
-	return bs;
 }
 
 static struct inflight *table_new(struct blobstore *bs)
@@ -310,10 +243,10 @@ static void free_readers(struct reader r[NREADERS])
 
 START_TEST(one_download_for_concurrent_joiners)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 777777;
-	unsigned char *body = make_bytes(1, len);
+	unsigned char *body = fixture_bytes(1, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct upstream_fake up;
@@ -333,7 +266,7 @@ START_TEST(one_download_for_concurrent_joiners)
 	ck_assert_int_eq(atomic_load(&up.frees), NREADERS);
 	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
 	ck_assert_uint_eq(blobstore_size(bs), len);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free_readers(r);
 	free(body);
 	blobstore_free(bs);
@@ -342,10 +275,10 @@ END_TEST
 
 START_TEST(unknown_size_download_works)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 100000;
-	unsigned char *body = make_bytes(2, len);
+	unsigned char *body = fixture_bytes(2, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct upstream_fake up;
@@ -370,10 +303,10 @@ END_TEST
 
 START_TEST(mismatch_fails_every_reader_short)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 500000;
-	unsigned char *body = make_bytes(3, len);
+	unsigned char *body = fixture_bytes(3, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	/* Corrupt the last byte: the hardest case, everything else is right. */
@@ -393,12 +326,12 @@ START_TEST(mismatch_fails_every_reader_short)
 		}
 		ck_assert_int_eq(atomic_load(&up.calls), 1);
 		ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
-		ck_assert_int_eq(count_files("blobs"), 0);
+		ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
 		ck_assert_uint_eq(inflight_count(t), 0);
 		free_readers(r);
 	}
 	inflight_free(t);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(body);
 	blobstore_free(bs);
 }
@@ -406,10 +339,10 @@ END_TEST
 
 START_TEST(truncated_download_fails_readers)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 200000;
-	unsigned char *body = make_bytes(4, len);
+	unsigned char *body = fixture_bytes(4, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	/* The upstream announces the full size but ends early. */
@@ -434,8 +367,8 @@ START_TEST(truncated_download_fails_readers)
 	}
 	free_readers(r);
 	inflight_free(t);
-	ck_assert_int_eq(count_files("blobs"), 0);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(body);
 	blobstore_free(bs);
 }
@@ -443,10 +376,10 @@ END_TEST
 
 START_TEST(later_join_after_failure_downloads_again)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 300000;
-	unsigned char *body = make_bytes(6, len);
+	unsigned char *body = fixture_bytes(6, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct upstream_fake bad, good;
@@ -501,7 +434,7 @@ END_TEST
 
 START_TEST(wait_begin_reports_upstream_error)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "missing", 7);
@@ -533,17 +466,17 @@ START_TEST(wait_begin_reports_upstream_error)
 	ck_assert_ptr_null(f);
 	ck_assert_int_eq(atomic_load(&up.frees), frees + 1);
 	inflight_free(t);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	blobstore_free(bs);
 }
 END_TEST
 
 START_TEST(stalled_download_times_out_readers)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 100000;
-	unsigned char *body = make_bytes(10, len);
+	unsigned char *body = fixture_bytes(10, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct gate stall, start;
@@ -600,10 +533,10 @@ END_TEST
 
 START_TEST(release_order_variations)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 150000;
-	unsigned char *body = make_bytes(11, len);
+	unsigned char *body = fixture_bytes(11, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct rs_err err = {0};
@@ -630,11 +563,11 @@ START_TEST(release_order_variations)
 	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
 	ck_assert_int_eq(atomic_load(&up.calls), 1);
 	ck_assert_int_eq(atomic_load(&up.frees), 2);
-	ck_assert_int_eq(count_files("tmp"), 0);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	gate_dispose(&start);
 
 	/* 2. The table goes before a reader is done: the reader keeps working. */
-	unsigned char *body2 = make_bytes(12, len);
+	unsigned char *body2 = fixture_bytes(12, len);
 	char dg2[DIGEST_STR_SIZE];
 	digest_buffer(dg2, body2, len);
 	t = table_new(bs);
@@ -665,10 +598,10 @@ START_TEST(reader_survives_eviction_after_commit)
 {
 	struct blobstore *bs = NULL;
 	struct rs_err err = {0};
-	ck_assert_int_eq(blobstore_open(&bs, data, 1, &err), RS_OK);
+	ck_assert_int_eq(blobstore_open(&bs, store_fixture_data(), 1, &err), RS_OK);
 	struct inflight *t = table_new(bs);
 	size_t len = 120000;
-	unsigned char *body = make_bytes(13, len);
+	unsigned char *body = fixture_bytes(13, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
 	struct upstream_fake up;
@@ -702,7 +635,7 @@ END_TEST
 
 START_TEST(empty_blob_ends_at_once)
 {
-	struct blobstore *bs = open_store();
+	struct blobstore *bs = store_fixture_open(0);
 	struct inflight *t = table_new(bs);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "", 0);
@@ -725,7 +658,7 @@ static Suite *inflight_suite(void)
 {
 	Suite *s = suite_create("inflight");
 	TCase *tc = tcase_create("core");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, store_fixture_setup, store_fixture_teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, one_download_for_concurrent_joiners);
 	tcase_add_test(tc, unknown_size_download_works);
@@ -743,9 +676,5 @@ static Suite *inflight_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(inflight_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return fixture_run_suite(inflight_suite());
 }

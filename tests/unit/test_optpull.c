@@ -7,6 +7,7 @@
  * of the registry (the peer), counting their calls. */
 #include "proxy/optpull.h"
 
+#include "fixture.h"
 #include "config.h"
 #include "digest.h"
 #include "targen.h"
@@ -20,26 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static char tdir[256];
-
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	(void)st;
-	(void)f;
-	return flag == FTW_DP ? rmdir(p) : unlink(p);
-}
-
-static void setup(void)
-{
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-optpull-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-}
-
-static void teardown(void)
-{
-	nftw(tdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* ---- pure parts --------------------------------------------------------- */
 
@@ -95,14 +76,6 @@ START_TEST(fixed_compression_overrides_the_client)
 }
 END_TEST
 
-static void write_text(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(text, f);
-	fclose(f);
-}
-
 START_TEST(default_config_optimizes_every_docker_io_repository)
 {
 	struct rs_config cfg;
@@ -125,8 +98,8 @@ END_TEST
 START_TEST(policies_match_by_glob_and_library_short_name)
 {
 	char path[512];
-	snprintf(path, sizeof(path), "%s/c.json", tdir);
-	write_text(path, "{\"upstreams\":[{\"name\":\"docker.io\",\"url\":\"http://127.0.0.1:1\"},"
+	snprintf(path, sizeof(path), "%s/c.json", fixture_dir());
+	fixture_write_text(path, "{\"upstreams\":[{\"name\":\"docker.io\",\"url\":\"http://127.0.0.1:1\"},"
 	                 "{\"name\":\"ghcr.io\",\"url\":\"http://127.0.0.1:2\"}],"
 	                 "\"optimize\":{\"sync_timeout_s\":5,\"policies\":["
 	                 "{\"upstream\":\"docker.io\",\"repositories\":[\"tiny\",\"team/*\"],\"compression\":\"gzip\"},"
@@ -150,7 +123,7 @@ END_TEST
 START_TEST(bad_optimize_keys_are_refused_with_their_path)
 {
 	char path[512];
-	snprintf(path, sizeof(path), "%s/c.json", tdir);
+	snprintf(path, sizeof(path), "%s/c.json", fixture_dir());
 	struct {
 		const char *json, *msg;
 	} cases[] = {
@@ -167,7 +140,7 @@ START_TEST(bad_optimize_keys_are_refused_with_their_path)
 		{"{\"optimize\":{\"sync_timeout_s\":-1}}", "optimize.sync_timeout_s: expected a non-negative integer"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		write_text(path, cases[i].json);
+		fixture_write_text(path, cases[i].json);
 		struct rs_config cfg;
 		struct rs_err err = {0};
 		ck_assert_int_eq(config_load(&cfg, path, &err), RS_CONFIG);
@@ -288,8 +261,8 @@ static void env_open(struct env *e)
 	struct rs_err err = {0};
 	ck_assert_int_eq(config_init_defaults(&e->cfg, &err), RS_OK);
 	free(e->cfg.data_dir);
-	e->cfg.data_dir = strdup(tdir);
-	ck_assert_int_eq(blobstore_open(&e->bs, tdir, 0, &err), RS_OK);
+	e->cfg.data_dir = strdup(fixture_dir());
+	ck_assert_int_eq(blobstore_open(&e->bs, fixture_dir(), 0, &err), RS_OK);
 	e->ops = (struct optpull_ops){fake_blob, fake_manifest, &e->fake};
 }
 
@@ -349,7 +322,7 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	ck_assert_str_eq(again.digest, res.digest);
 	/* a result whose layer was evicted is not used: it is optimized again */
 	char lpath[400];
-	snprintf(lpath, sizeof(lpath), "%s/blobs/sha256/%.2s/%s", tdir, ld + 7, ld + 7);
+	snprintf(lpath, sizeof(lpath), "%s/blobs/sha256/%.2s/%s", fixture_dir(), ld + 7, ld + 7);
 	ck_assert_int_eq(unlink(lpath), 0);
 	ck_assert_int_eq(optpull_lookup(op, &again, &rq, &err), RS_NOT_FOUND);
 	ck_assert_ptr_nonnull(strstr(err.msg, "no longer in the store"));
@@ -359,7 +332,7 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	optpull_free(op);
 	ck_assert_int_eq(atomic_load(&e.fake.blob_calls), 0);
 	char tmp[300];
-	snprintf(tmp, sizeof(tmp), "%s/tmp", tdir);
+	snprintf(tmp, sizeof(tmp), "%s/tmp", fixture_dir());
 	DIR *dd = opendir(tmp);
 	ck_assert_ptr_nonnull(dd);
 	struct dirent *de;
@@ -443,7 +416,7 @@ static Suite *optpull_suite(void)
 {
 	Suite *s = suite_create("optpull");
 	TCase *t = tcase_create("core");
-	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_checked_fixture(t, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_set_timeout(t, 120);
 	tcase_add_test(t, docker_20_is_legacy_and_gets_gzip);
 	tcase_add_test(t, modern_clients_get_zstd);
@@ -463,9 +436,5 @@ static Suite *optpull_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(optpull_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(optpull_suite());
 }

@@ -8,6 +8,8 @@
  * input (corrupt gzip, wrong diff_id, '..' names, truncated tar) failing
  * with a message naming the layer while DST stays absent. */
 #include "codec.h"
+
+#include "fixture.h"
 #include "digest.h"
 #include "pipeline.h"
 #include "policy.h"
@@ -24,58 +26,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tdir[64];
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void setup(void)
-{
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-pipeline-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-}
-
-static void teardown(void)
-{
-	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-}
-
 /* ---- layout builder ---------------------------------------------------- */
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_uint_eq(fwrite(buf, 1, len, f), len);
-	fclose(f);
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	ck_assert_msg(f != NULL, "open %s", path);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc((size_t)n + 1);
-	ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-	b[n] = '\0';
-	fclose(f);
-	*len = (size_t)n;
-	return b;
-}
 
 static void put_blob(const char *dir, const void *buf, size_t len, char digest[DIGEST_STR_SIZE])
 {
 	digest_buffer(digest, buf, len);
 	char p[512];
 	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, digest + 7);
-	write_file(p, buf, len);
+	fixture_write_file(p, buf, len);
 }
 
 struct lay {
@@ -85,19 +43,19 @@ struct lay {
 	char diff_id[DIGEST_STR_SIZE];
 };
 
-/* Add an image tagged tag to the OCI layout at tdir/name (created when
+/* Add an image tagged tag to the OCI layout at fixture_dir()/name (created when
  * missing). */
 static void add_image(const char *name, const char *tag, struct lay *ls, size_t n)
 {
 	char dir[256], p[512];
-	snprintf(dir, sizeof(dir), "%s/%s", tdir, name);
+	snprintf(dir, sizeof(dir), "%s/%s", fixture_dir(), name);
 	mkdir(dir, 0755);
 	snprintf(p, sizeof(p), "%s/blobs", dir);
 	mkdir(p, 0755);
 	snprintf(p, sizeof(p), "%s/blobs/sha256", dir);
 	mkdir(p, 0755);
 	snprintf(p, sizeof(p), "%s/oci-layout", dir);
-	write_file(p, "{\"imageLayoutVersion\":\"1.0.0\"}", 30);
+	fixture_write_file(p, "{\"imageLayoutVersion\":\"1.0.0\"}", 30);
 	char cfg[4096], man[4096];
 	size_t co = (size_t)snprintf(cfg, sizeof(cfg), "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"2025-05-20T00:00:00Z\","
 						     "\"config\":{\"Cmd\":[\"/bin/sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[");
@@ -131,17 +89,17 @@ static void add_image(const char *name, const char *tag, struct lay *ls, size_t 
 	int il;
 	if (access(p, F_OK) == 0) {
 		size_t ol;
-		char *old = read_file(p, &ol);
+		char *old = fixture_read_file(p, &ol);
 		ck_assert(ol > 2 && strcmp(old + ol - 2, "]}") == 0);
 		il = snprintf(idx, sizeof(idx), "%.*s,%s]}", (int)(ol - 2), old, entry);
 		free(old);
 	} else {
 		il = snprintf(idx, sizeof(idx), "{\"schemaVersion\":2,\"manifests\":[%s]}", entry);
 	}
-	write_file(p, idx, (size_t)il);
+	fixture_write_file(p, idx, (size_t)il);
 }
 
-/* An OCI layout at tdir/name with one image tagged "latest". */
+/* An OCI layout at fixture_dir()/name with one image tagged "latest". */
 static void make_layout(const char *name, struct lay *ls, size_t n)
 {
 	add_image(name, "latest", ls, n);
@@ -336,7 +294,7 @@ static void apply_layout(struct tree *t, const char *dir, const char *tag, size_
 	char p[512];
 	size_t len;
 	snprintf(p, sizeof(p), "%s/index.json", dir);
-	char *idx = read_file(p, &len);
+	char *idx = fixture_read_file(p, &len);
 	char want[128];
 	snprintf(want, sizeof(want), "\"org.opencontainers.image.ref.name\":\"%s\"", tag);
 	ck_assert_ptr_nonnull(strstr(idx, want));
@@ -344,7 +302,7 @@ static void apply_layout(struct tree *t, const char *dir, const char *tag, size_
 	ck_assert_ptr_nonnull(d);
 	snprintf(p, sizeof(p), "%s/blobs/sha256/%.64s", dir, d + 17);
 	free(idx);
-	char *man = read_file(p, &len);
+	char *man = fixture_read_file(p, &len);
 	*nlayers = 0;
 	char *l = strstr(man, "\"layers\":[");
 	for (char *q = strstr(l, "\"mediaType\":\""); q; q = strstr(q + 1, "\"mediaType\":\"")) {
@@ -354,7 +312,7 @@ static void apply_layout(struct tree *t, const char *dir, const char *tag, size_
 		char *dg = strstr(q, "sha256:");
 		snprintf(p, sizeof(p), "%s/blobs/sha256/%.64s", dir, dg + 7);
 		size_t bl;
-		char *blob = read_file(p, &bl);
+		char *blob = fixture_read_file(p, &bl);
 		apply(t, blob, bl, k);
 		free(blob);
 		(*nlayers)++;
@@ -433,8 +391,8 @@ static enum rs_code run(const char *src, const char *dst, const char *policy_jso
 	else
 		ck_assert_int_eq(policy_init_defaults(&pol, &perr), RS_OK);
 	char s[256], d[256];
-	snprintf(s, sizeof(s), "oci:%s/%s", tdir, src);
-	snprintf(d, sizeof(d), "oci:%s/%s", tdir, dst);
+	snprintf(s, sizeof(s), "oci:%s/%s", fixture_dir(), src);
+	snprintf(d, sizeof(d), "oci:%s/%s", fixture_dir(), dst);
 	struct pipeline_opts o = {s, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL};
 	report_init(rep);
 	enum rs_code rc = pipeline_run(rep, &o, err);
@@ -458,10 +416,10 @@ START_TEST(squash_all_equals_input_minus_stripped)
 	tout.d = digest_new();
 	char p[256];
 	size_t nl;
-	snprintf(p, sizeof(p), "%s/in", tdir);
+	snprintf(p, sizeof(p), "%s/in", fixture_dir());
 	apply_layout(&tin, p, "latest", &nl);
 	ck_assert_uint_eq(nl, 2);
-	snprintf(p, sizeof(p), "%s/out", tdir);
+	snprintf(p, sizeof(p), "%s/out", fixture_dir());
 	apply_layout(&tout, p, "opt", &nl);
 	ck_assert_uint_eq(nl, 1);
 	expect_same_tree(&tin, &tout, true);
@@ -529,9 +487,9 @@ START_TEST(squash_none_and_keep_base_keep_the_tree)
 		tout.d = digest_new();
 		char p[256];
 		size_t nl;
-		snprintf(p, sizeof(p), "%s/in", tdir);
+		snprintf(p, sizeof(p), "%s/in", fixture_dir());
 		apply_layout(&tin, p, "latest", &nl);
-		snprintf(p, sizeof(p), "%s/o%d", tdir, k);
+		snprintf(p, sizeof(p), "%s/o%d", fixture_dir(), k);
 		apply_layout(&tout, p, "x", &nl);
 		ck_assert_uint_eq(nl, 2);
 		if (pols[k]) {
@@ -603,14 +561,14 @@ static void expect_failure(const char *src, const char *dst, const char *needle1
 		report_dispose(&rep);
 	}
 	char p[256];
-	snprintf(p, sizeof(p), "%s/%s", tdir, dst);
+	snprintf(p, sizeof(p), "%s/%s", fixture_dir(), dst);
 	char *colon = strrchr(p, ':');
 	if (colon)
 		*colon = '\0';
 	ck_assert_msg(access(p, F_OK) != 0, "%s exists after a failure", p);
 	/* no staging directory left next to it */
 	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", tdir);
+	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", fixture_dir());
 	ck_assert_int_ne(system(cmd), 0);
 }
 
@@ -705,7 +663,7 @@ END_TEST
 static int stray_blob_files(const char *dir)
 {
 	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "ls -A %s/%s/blobs/sha256 | grep -cv '^[0-9a-f]\\{64\\}$'", tdir, dir);
+	snprintf(cmd, sizeof(cmd), "ls -A %s/%s/blobs/sha256 | grep -cv '^[0-9a-f]\\{64\\}$'", fixture_dir(), dir);
 	FILE *f = popen(cmd, "r");
 	ck_assert_ptr_nonnull(f);
 	int n = -1;
@@ -750,7 +708,7 @@ START_TEST(tar_spool_fallbacks_give_identical_output)
 	}
 	unsetenv("REGSLIM_TAR_SPOOL");
 	char cmd[512];
-	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", tdir); /* no staging directory left */
+	snprintf(cmd, sizeof(cmd), "ls -a %s | grep -q regslim", fixture_dir()); /* no staging directory left */
 	ck_assert_int_ne(system(cmd), 0);
 	free_image(&im);
 }
@@ -768,7 +726,7 @@ START_TEST(bad_tar_spool_knob_is_refused)
 	ck_assert_msg(strstr(err.msg, "REGSLIM_TAR_SPOOL") && strstr(err.msg, "'lots'"), "message: %s", err.msg);
 	report_dispose(&rep);
 	char p[256];
-	snprintf(p, sizeof(p), "%s/out", tdir);
+	snprintf(p, sizeof(p), "%s/out", fixture_dir());
 	ck_assert_int_ne(access(p, F_OK), 0);
 	free_image(&im);
 }
@@ -779,7 +737,7 @@ static Suite *pipeline_suite(void)
 	Suite *s = suite_create("pipeline");
 	TCase *t = tcase_create("core");
 	tcase_set_timeout(t, 60);
-	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_checked_fixture(t, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(t, squash_all_equals_input_minus_stripped);
 	tcase_add_test(t, output_is_identical_for_any_thread_count);
 	tcase_add_test(t, squash_none_and_keep_base_keep_the_tree);
@@ -796,9 +754,5 @@ static Suite *pipeline_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(pipeline_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(pipeline_suite());
 }

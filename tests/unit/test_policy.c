@@ -4,6 +4,8 @@
  * temp directory per test. */
 #include "policy.h"
 
+#include "fixture.h"
+
 #include <check.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -11,28 +13,17 @@
 #include <string.h>
 #include <unistd.h>
 
-static char tdir[64];
 static char file[128];
 
 static void setup(void)
 {
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-policy-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
-	snprintf(file, sizeof(file), "%s/policy.json", tdir);
-}
-
-static void teardown(void)
-{
-	(void)unlink(file); /* may not exist */
-	(void)rmdir(tdir);
+	fixture_tmpdir_setup();
+	ck_assert_int_lt(snprintf(file, sizeof(file), "%s", fixture_path("policy.json")), (int)sizeof(file));
 }
 
 static enum rs_code load(struct policy *p, const char *json, struct rs_err *err)
 {
-	FILE *f = fopen(file, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs(json, f);
-	fclose(f);
+	fixture_write_text(file, json);
 	return policy_load(p, file, err);
 }
 
@@ -283,7 +274,7 @@ static Suite *policy_suite(void)
 {
 	Suite *s = suite_create("policy");
 	TCase *t = tcase_create("core");
-	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_add_checked_fixture(t, setup, fixture_tmpdir_teardown);
 	tcase_add_test(t, defaults_are_safe);
 	tcase_add_test(t, loads_every_key);
 	tcase_add_test(t, level_default_follows_compression);
@@ -300,9 +291,5 @@ static Suite *policy_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(policy_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(policy_suite());
 }

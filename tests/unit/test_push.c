@@ -7,58 +7,34 @@
 #include "push.h"
 
 #include "digest.h"
+#include "fixture.h"
 
 #include <check.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static char tdir[256];
 static struct rs_config cfg;
 static struct blobstore *cache;
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void setup(void)
 {
-	snprintf(tdir, sizeof(tdir), "/tmp/rs-test-push-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tdir));
+	fixture_tmpdir_setup();
 	struct rs_err err = {0};
 	ck_assert_int_eq(config_init_defaults(&cfg, &err), RS_OK);
 	free(cfg.data_dir);
-	cfg.data_dir = strdup(tdir);
+	cfg.data_dir = strdup(fixture_dir());
 	cfg.push.max_blob_bytes = 1 << 20;
 	cfg.push.upload_idle_timeout_s = 100;
-	ck_assert_int_eq(blobstore_open(&cache, tdir, 0, &err), RS_OK);
+	ck_assert_int_eq(blobstore_open(&cache, fixture_dir(), 0, &err), RS_OK);
 }
 
 static void teardown(void)
 {
 	blobstore_free(cache);
 	config_dispose(&cfg);
-	(void)nftw(tdir, rm_one, 16, FTW_DEPTH | FTW_PHYS); /* best effort cleanup */
-}
-
-static unsigned char *make_bytes(uint64_t seed, size_t n)
-{
-	unsigned char *b = malloc(n);
-	ck_assert_ptr_nonnull(b);
-	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
-	for (size_t i = 0; i < n; i++) {
-		s ^= s >> 12;
-		s ^= s << 25;
-		s ^= s >> 27;
-		b[i] = (unsigned char)((s * 2685821657736338717ull) >> 56);
-	}
-	return b;
+	fixture_tmpdir_teardown();
 }
 
 static struct push *open_push(void)
@@ -73,7 +49,7 @@ static struct push *open_push(void)
 static void upload_blob(struct push *p, const char *repo, uint64_t seed, size_t n, size_t step,
                         char digest[DIGEST_STR_SIZE])
 {
-	unsigned char *b = make_bytes(seed, n);
+	unsigned char *b = fixture_bytes(seed, n);
 	digest_buffer(digest, b, n);
 	char uuid[PUSH_UUID_SIZE];
 	struct push_upload *u;
@@ -130,7 +106,7 @@ END_TEST
 START_TEST(resumes_after_restart)
 {
 	struct push *p = open_push();
-	unsigned char *b = make_bytes(7, 200000);
+	unsigned char *b = fixture_bytes(7, 200000);
 	char d[DIGEST_STR_SIZE], uuid[PUSH_UUID_SIZE];
 	digest_buffer(d, b, 200000);
 	struct push_upload *u;
@@ -157,7 +133,7 @@ START_TEST(refuses_oversized_busy_and_unknown_uploads)
 	char uuid[PUSH_UUID_SIZE];
 	struct push_upload *u, *u2;
 	struct rs_err err = {0};
-	unsigned char *b = make_bytes(3, 700000);
+	unsigned char *b = fixture_bytes(3, 700000);
 	ck_assert_int_eq(push_upload_start(p, "a", uuid, &err), RS_OK);
 	ck_assert_int_eq(push_upload_open(p, "a", uuid, &u, &err), RS_OK);
 	ck_assert_int_eq(push_upload_write(u, b, 700000, &err), RS_OK);
@@ -200,7 +176,7 @@ START_TEST(mount_copies_from_cache)
 {
 	struct push *p = open_push();
 	struct rs_err err = {0};
-	unsigned char *b = make_bytes(11, 5000);
+	unsigned char *b = fixture_bytes(11, 5000);
 	char d[DIGEST_STR_SIZE];
 	digest_buffer(d, b, 5000);
 	ck_assert_int_eq(push_mount_blob(p, d, &err), RS_NOT_FOUND);
@@ -299,9 +275,5 @@ static Suite *push_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(push_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(push_suite());
 }

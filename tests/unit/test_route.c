@@ -2,6 +2,8 @@
  * parsing and the error mapping, each with hostile inputs. */
 #include "proxy/route.h"
 
+#include "fixture.h"
+
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,9 +262,5 @@ static Suite *route_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(route_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(route_suite());
 }

@@ -4,6 +4,8 @@
  * the per-file cap, and the layer scan over gzip layers (entries reported,
  * digest verified, a secret in a file that a later layer deletes). */
 #include "codec.h"
+
+#include "fixture.h"
 #include "digest.h"
 #include "scan.h"
 #include "stream.h"
@@ -252,26 +254,11 @@ END_TEST
 
 /* ---- layer scan ---- */
 
-static char tmpdir[64];
-
-static void setup(void)
-{
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_scan_XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
-}
-
-static void teardown(void)
-{
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
 /* gzip tar bytes into a file; its digest into digest. Returns an fd at 0. */
 static int gzip_layer(const uint8_t *tar, size_t len, const char *name, char digest[DIGEST_STR_SIZE])
 {
 	char path[128];
-	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	snprintf(path, sizeof(path), "%s/%s", fixture_dir(), name);
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	ck_assert_int_ge(fd, 0);
 	struct rs_err err = {0};
@@ -383,7 +370,7 @@ static Suite *scan_suite(void)
 	tcase_add_test(t, each_detector_reports_once_per_file_and_cap_is_honoured);
 	suite_add_tcase(s, t);
 	TCase *l = tcase_create("layer");
-	tcase_add_checked_fixture(l, setup, teardown);
+	tcase_add_checked_fixture(l, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(l, layer_scan_finds_secret_in_a_file_a_later_layer_deletes);
 	tcase_add_test(l, layer_scan_refuses_bytes_that_do_not_match_the_digest);
 	suite_add_tcase(s, l);
@@ -392,9 +379,5 @@ static Suite *scan_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(scan_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(scan_suite());
 }

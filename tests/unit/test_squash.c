@@ -4,6 +4,8 @@
  * retention, hard-link repair, limits and dive's efficiency score. Entries
  * are fed as parsed tar metadata, as the pipeline's pass 1 does. */
 #include "policy.h"
+
+#include "fixture.h"
 #include "squash.h"
 #include "strip.h"
 
@@ -529,9 +531,5 @@ static Suite *squash_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(squash_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(squash_suite());
 }

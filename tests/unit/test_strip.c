@@ -2,6 +2,8 @@
  * incremental rule evaluation with keep-exceptions over ancestor paths, for
  * the built-in rules and custom ones. */
 #include "policy.h"
+
+#include "fixture.h"
 #include "strip.h"
 
 #include <check.h>
@@ -160,9 +162,5 @@ static Suite *strip_suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(strip_suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(strip_suite());
 }

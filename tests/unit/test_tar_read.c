@@ -6,6 +6,8 @@
  * a byte-for-byte copy must be identical for every split and equal to the
  * input. Bad archives must fail with the exact message and offset. */
 #include "tar_read.h"
+
+#include "fixture.h"
 #include "tar_write.h"
 #include "targen.h"
 
@@ -737,9 +739,5 @@ static Suite *tar_read_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(tar_read_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return fixture_run_suite(tar_read_suite());
 }
