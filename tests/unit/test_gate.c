@@ -341,7 +341,6 @@ END_TEST
 
 START_TEST(report_saved_and_loaded_by_repository_and_digest)
 {
-	fixture_tmpdir_setup("gate-report");
 	const char *dir = fixture_dir();
 	struct rs_err err = {0};
 	const char *doc = "{\"kind\":\"push-policy\"}\n";
@@ -357,7 +356,6 @@ START_TEST(report_saved_and_loaded_by_repository_and_digest)
 	ck_assert_int_eq(gate_report_load(dir, "team/app", "sha256:zz", &out, &len, &err), RS_DIGEST_INVALID);
 	ck_assert_str_eq(err.msg, "invalid digest 'sha256:zz'");
 	ck_assert_ptr_null(out);
-	fixture_tmpdir_teardown();
 }
 END_TEST
 
@@ -374,6 +372,7 @@ static Suite *suite(void)
 	tcase_add_test(t, refuses_missing_platform_and_unknown_image);
 	suite_add_tcase(s, t);
 	TCase *rt = tcase_create("report");
+	tcase_add_checked_fixture(rt, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(rt, report_json_lists_findings_with_their_place);
 	tcase_add_test(rt, report_json_without_scan_or_upstream_has_nulls);
 	tcase_add_test(rt, report_saved_and_loaded_by_repository_and_digest);
