@@ -6,12 +6,14 @@
  * config/imagejson.h (the references of a manifest). Never logs secrets. */
 #include "upstream_push.h"
 
+#include "digest.h"
 #include "imagejson.h"
 #include "rs_limits.h"
 #include "upstream_auth.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +66,7 @@ void upstream_push_counts(const struct upstream_push *u, unsigned *uploaded, uns
 
 struct resp {
 	long status;
-	char *location, *www_auth;
+	char *location, *www_auth, *digest; /* Location, WWW-Authenticate, Docker-Content-Digest */
 	char body[BODY_CAP + 1];
 	size_t body_len;
 	/* upload source */
@@ -77,7 +79,8 @@ static void resp_dispose(struct resp *r)
 {
 	free(r->location);
 	free(r->www_auth);
-	r->location = r->www_auth = NULL;
+	free(r->digest);
+	r->location = r->www_auth = r->digest = NULL;
 }
 
 static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
@@ -105,6 +108,8 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
 		slot = &r->location;
 	else if (nl == 16 && strncasecmp(data, "www-authenticate", 16) == 0)
 		slot = &r->www_auth;
+	else if (nl == 21 && strncasecmp(data, "docker-content-digest", 21) == 0)
+		slot = &r->digest;
 	if (slot) {
 		free(*slot);
 		*slot = strndup(v, (size_t)(end - v));
@@ -243,6 +248,9 @@ static enum rs_code perform(struct upstream_push *u, struct resp *r, enum method
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
+	if (c == CURLE_OPERATION_TIMEDOUT)
+		return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s: timed out (no progress for %ld s)", u->up->name,
+				  what, timeout);
 	if (c != CURLE_OK)
 		return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s: %s", u->up->name, what,
 				  errbuf[0] ? errbuf : curl_easy_strerror(c));
@@ -369,71 +377,114 @@ static enum rs_code bad_status(struct upstream_push *u, const struct resp *r, co
 			  why[0] ? ": " : "", why);
 }
 
+/* A new string from fmt (free()); NULL when out of memory. */
+RS_PRINTF(1, 2) static char *fmt_new(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+	if (!s)
+		return NULL;
+	va_start(ap, fmt);
+	(void)vsnprintf(s, (size_t)n + 1, fmt, ap); /* sized by the first pass */
+	va_end(ap);
+	return s;
+}
+
+/* The answer's Docker-Content-Digest, when it has one, must be want. */
+static enum rs_code check_digest(struct upstream_push *u, const struct resp *r, const char *what, const char *want,
+				 struct rs_err *err)
+{
+	if (!r->digest || strcmp(r->digest, want) == 0)
+		return RS_OK;
+	return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s: the upstream stored %.80s instead of %s", u->up->name,
+			  what, r->digest, want);
+}
+
 enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
 				const struct upstream_push_source *src, const char *from, bool *out_sent,
 				struct rs_err *err)
 {
 	if (out_sent)
 		*out_sent = false;
-	char scope[600], url[2048], what[300];
-	snprintf(scope, sizeof(scope), "repository:%s:pull,push", repo);
+	char what[400];
+	char *scope = fmt_new("repository:%s:pull,push", repo);
+	char *url = fmt_new("%s/v2/%s/blobs/%s", u->up->url, repo, digest);
+	char *mscope = NULL, *post = NULL, *put = NULL, *loc = NULL;
 	struct resp *r = calloc(1, sizeof(*r));
-	if (!r)
-		return rs_err_set(err, RS_NOMEM, "out of memory");
 	int fd = -1;
-	char *loc = NULL;
-	snprintf(url, sizeof(url), "%s/v2/%s/blobs/%s", u->up->url, repo, digest);
+	enum rs_code rc = RS_OK;
+	if (!r || !scope || !url) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
 	snprintf(what, sizeof(what), "HEAD /v2/%s/blobs/%s", repo, digest);
-	enum rs_code rc = request(u, r, M_HEAD, url, NULL, scope, what, err);
-	if (rc == RS_OK && r->status == 200) {
+	if ((rc = request(u, r, M_HEAD, url, NULL, scope, what, err)))
+		goto out;
+	if (r->status == 200) {
 		u->skipped++;
 		goto out;
 	}
-	if (rc)
-		goto out;
 	if (from && strcmp(from, repo) != 0) {
-		char mscope[1300];
-		snprintf(mscope, sizeof(mscope), "%s repository:%s:pull", scope, from);
-		snprintf(url, sizeof(url), "%s/v2/%s/blobs/uploads/?mount=%s&from=%s", u->up->url, repo, digest, from);
+		mscope = fmt_new("%s repository:%s:pull", scope, from);
+		post = fmt_new("%s/v2/%s/blobs/uploads/?mount=%s&from=%s", u->up->url, repo, digest, from);
 		snprintf(what, sizeof(what), "mount %s from %s into %s", digest, from, repo);
-		if ((rc = request(u, r, M_POST, url, NULL, mscope, what, err)))
-			goto out;
-		if (r->status == 201) {
-			u->skipped++;
-			goto out;
-		}
 	} else {
-		snprintf(url, sizeof(url), "%s/v2/%s/blobs/uploads/", u->up->url, repo);
+		post = fmt_new("%s/v2/%s/blobs/uploads/", u->up->url, repo);
 		snprintf(what, sizeof(what), "POST /v2/%s/blobs/uploads/", repo);
-		if ((rc = request(u, r, M_POST, url, NULL, scope, what, err)))
-			goto out;
 	}
-	if (r->status != 202 || !r->location) {
+	if (!post || (from && strcmp(from, repo) != 0 && !mscope)) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = request(u, r, M_POST, post, NULL, mscope ? mscope : scope, what, err)))
+		goto out;
+	if (mscope && r->status == 201) {
+		u->skipped++;
+		goto out;
+	}
+	if (r->status != 202) {
 		rc = bad_status(u, r, what, err);
 		goto out;
 	}
-	char base[1024];
-	snprintf(base, sizeof(base), "%s/v2/", u->up->url);
-	if ((rc = upstream_auth_resolve_url(&loc, base, r->location, err)))
+	if (!r->location) {
+		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s: %s answered 202 without a Location header", u->up->name,
+				what);
 		goto out;
+	}
+	/* a relative Location is relative to the URL that was POSTed */
+	struct rs_err lerr = {0};
+	if (upstream_auth_resolve_url(&loc, post, r->location, &lerr) != RS_OK) {
+		rc = rs_err_set(err, lerr.code == RS_NOMEM ? RS_NOMEM : RS_UPSTREAM, "upstream %s: %s: %s", u->up->name,
+				what, lerr.msg);
+		goto out;
+	}
 	if (!upstream_auth_same_origin(loc, u->up->url)) {
-		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s: upload location is on another origin; not sending credentials there",
-				u->up->name);
+		rc = rs_err_set(err, RS_UPSTREAM,
+				"upstream %s: %s: upload Location is on another origin; not sending credentials there",
+				u->up->name, what);
 		goto out;
 	}
 	uint64_t size = 0;
 	if ((rc = src->open_blob(src->ctx, digest, &fd, &size, err)))
 		goto out;
-	snprintf(url, sizeof(url), "%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest);
+	if (!(put = fmt_new("%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest))) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
 	snprintf(what, sizeof(what), "PUT blob %s (%llu bytes) to %s", digest, (unsigned long long)size, repo);
 	r->fd = fd;
 	r->size = size;
-	if ((rc = request(u, r, M_PUT, url, "application/octet-stream", scope, what, err)))
+	if ((rc = request(u, r, M_PUT, put, "application/octet-stream", scope, what, err)))
 		goto out;
 	if (r->status != 201) {
 		rc = bad_status(u, r, what, err);
 		goto out;
 	}
+	if ((rc = check_digest(u, r, what, digest, err)))
+		goto out;
 	u->uploaded++;
 	if (out_sent)
 		*out_sent = true;
@@ -441,7 +492,13 @@ out:
 	if (fd >= 0)
 		close(fd);
 	free(loc);
-	resp_dispose(r);
+	free(put);
+	free(post);
+	free(mscope);
+	free(url);
+	free(scope);
+	if (r)
+		resp_dispose(r);
 	free(r);
 	return rc;
 }
@@ -449,22 +506,34 @@ out:
 enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref, const char *media_type,
 				    const char *body, size_t len, struct rs_err *err)
 {
-	char scope[600], url[2048], what[400];
-	snprintf(scope, sizeof(scope), "repository:%s:pull,push", repo);
-	snprintf(url, sizeof(url), "%s/v2/%s/manifests/%s", u->up->url, repo, ref);
+	char what[400], want[DIGEST_STR_SIZE];
 	snprintf(what, sizeof(what), "PUT /v2/%s/manifests/%s", repo, ref);
+	char *scope = fmt_new("repository:%s:pull,push", repo);
+	char *url = fmt_new("%s/v2/%s/manifests/%s", u->up->url, repo, ref);
 	struct resp *r = calloc(1, sizeof(*r));
-	if (!r)
-		return rs_err_set(err, RS_NOMEM, "out of memory");
+	enum rs_code rc = RS_OK;
+	if (!r || !scope || !url) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
 	r->mem = body;
 	r->size = len;
-	enum rs_code rc = request(u, r, M_PUT, url, media_type, scope, what, err);
+	rc = request(u, r, M_PUT, url, media_type, scope, what, err);
 	if (rc == RS_OK && r->status != 201 && r->status != 200)
 		rc = bad_status(u, r, what, err);
+	if (rc == RS_OK) {
+		/* the upstream must have stored these bytes, not a conversion of them */
+		digest_buffer(want, body, len);
+		rc = check_digest(u, r, what, want, err);
+	}
 	if (rc == RS_OK)
 		u->manifests++;
-	resp_dispose(r);
+out:
+	if (r)
+		resp_dispose(r);
 	free(r);
+	free(url);
+	free(scope);
 	return rc;
 }
 

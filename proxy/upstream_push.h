@@ -12,7 +12,11 @@
  * mount when a source repository is known, else POST an upload and PUT the
  * bytes monolithically, streamed from a file descriptor (never held in
  * memory). Manifests: PUT with their media type as Content-Type, after every
- * blob (and, for an index, every child manifest) it references.
+ * blob (and, for an index, every child manifest) it references. An upload
+ * Location may be absolute or relative (to the POST URL) but must be on the
+ * upstream's origin; a Docker-Content-Digest in the answer to a PUT must be
+ * the digest of what was sent. Every request is bounded by the upstream's
+ * timeout_s (connect, and no progress).
  * Errors are RS_UPSTREAM naming the upstream, the request and the status
  * with the registry's error message; RS_IO, RS_NOMEM. */
 #ifndef RS_PROXY_UPSTREAM_PUSH_H

@@ -14,12 +14,13 @@
  *     (docker-registry 2.8: plain, htpasswd, token), skipped with a printed
  *     reason when docker-registry is not installed. */
 #include "digest.h"
+#include "fakepeer.h"
+#include "lab.h"
 #include "rs_limits.h"
 #include "upstream.h"
 #include "upstream_auth.h"
 
 #include <check.h>
-#include <arpa/inet.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -27,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 /* ---- (a) pure functions ----------------------------------------------- */
@@ -589,18 +589,8 @@ static int server_ids[2] = {1, 2};
 
 static struct MHD_Daemon *start_on(const char *ip, int *id, char *url, size_t n)
 {
-	struct sockaddr_in sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = 0;
-	ck_assert_int_eq(inet_pton(AF_INET, ip, &sa.sin_addr), 1);
-	struct MHD_Daemon *d =
-		MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL, handler,
-		                 id, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_END);
+	struct MHD_Daemon *d = fakepeer_start(ip, handler, id, NULL, url, n);
 	ck_assert_msg(d != NULL, "cannot start a test server on %s", ip);
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	ck_assert(info && info->port);
-	snprintf(url, n, "http://%s:%u", ip, (unsigned)info->port);
 	return d;
 }
 
@@ -1151,31 +1141,6 @@ END_TEST
 
 /* ---- (c) the real registries ------------------------------------------- */
 
-static char lab_dir[128];
-static char tools[512];
-
-/* Run a shell command line, bounded by the timeout(1) it contains. */
-static int sh(const char *cmd)
-{
-	int st = system(cmd);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static bool find_tools(void)
-{
-	const char *t = getenv("RS_SHARED_TOOLS");
-	const char *data = getenv("RS_TEST_DATA");
-	if (t && *t)
-		snprintf(tools, sizeof(tools), "%s", t);
-	else if (data && *data)
-		snprintf(tools, sizeof(tools), "%s/../../../shared/tools", data);
-	else
-		snprintf(tools, sizeof(tools), "/work/shared/tools");
-	char p[600];
-	snprintf(p, sizeof(p), "%s/registry.sh", tools);
-	return access(p, X_OK) == 0 || access(p, R_OK) == 0;
-}
-
 /* Fetch library/tiny:latest (v2s2) and all its blobs from base with the
  * given credentials; NULL on success, else what failed (static). */
 static const char *pull_tiny(const char *base, const char *user, const char *pass)
@@ -1264,71 +1229,37 @@ out:
 
 START_TEST(pulls_tiny_from_real_registries)
 {
-	if (sh("command -v docker-registry >/dev/null 2>&1") != 0) {
-		printf("upstream lab: SKIP: docker-registry is not installed\n");
+	struct lab lab;
+	enum lab_state st = lab_start(&lab, lab_port_base("RS_UPSTREAM_LAB_PORT_BASE", 0), "all", true);
+	if (st == LAB_SKIP) {
+		printf("upstream lab: SKIP: %s\n", lab.why);
 		return;
 	}
-	if (!find_tools()) {
-		printf("upstream lab: SKIP: shared tools not found (%s)\n", tools);
-		return;
-	}
-	snprintf(lab_dir, sizeof(lab_dir), "/tmp/rs-up-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(lab_dir));
 	struct rs_err err = {0};
 	ck_assert_int_eq(upstream_global_init(&err), RS_OK);
-	const char *base = getenv("RS_UPSTREAM_LAB_PORT_BASE");
-	int port = base && *base ? (int)strtol(base, NULL, 10) : 19100;
-	char env[800], cmd[2400];
-	snprintf(env, sizeof(env), "REGSLIM_LAB='%s' LAB_PORT_BASE=%d", lab_dir, port);
-	const char *fail = NULL;
-	static char why[256];
-	/* a guard that tears the lab down if this process dies early (Check's
-	 * timeout kills it); after a normal end the marker is gone and it does
-	 * nothing */
-	snprintf(cmd, sizeof(cmd),
-	         "(tail --pid=%d -f /dev/null; [ -e '%s/.regslim-lab' ] && %s timeout 120 bash '%s/clients.sh' teardown)"
-	         " >/dev/null 2>&1 </dev/null &",
-	         (int)getpid(), lab_dir, env, tools);
-	ck_assert_int_eq(sh(cmd), 0);
-	snprintf(cmd, sizeof(cmd), "%s timeout 60 bash '%s/registry.sh' start all >'%s/start.out' 2>&1", env, tools,
-	         lab_dir);
-	if (sh(cmd) != 0) {
-		snprintf(why, sizeof(why), "registry.sh start all failed (see %s/start.out)", lab_dir);
-		fail = why;
-	}
-	snprintf(cmd, sizeof(cmd), "%s timeout 90 bash '%s/fixtures.sh' tiny-only >'%s/fixtures.out' 2>&1", env, tools,
-	         lab_dir);
-	if (!fail && sh(cmd) != 0) {
-		snprintf(why, sizeof(why), "fixtures.sh tiny-only failed");
-		fail = why;
-	}
+	const char *fail = st == LAB_UP ? NULL : lab.why;
 	char url[64];
 	if (!fail) {
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+		lab_url(&lab, 0, url, sizeof(url));
 		fail = pull_tiny(url, NULL, NULL);
 	}
 	if (!fail) {
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", port + 1);
+		lab_url(&lab, 1, url, sizeof(url));
 		fail = pull_tiny(url, "lab", "labpass");
 	}
 	if (!fail) {
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", port + 2);
+		lab_url(&lab, 2, url, sizeof(url));
 		fail = pull_tiny(url, "lab", "labpass");
 	}
 	if (!fail) { /* anonymous pull from the token registry */
-		snprintf(url, sizeof(url), "http://127.0.0.1:%d", port + 2);
+		lab_url(&lab, 2, url, sizeof(url));
 		fail = pull_tiny(url, NULL, NULL);
 	}
-	if (fail) { /* keep the logs visible before teardown deletes them */
-		snprintf(cmd, sizeof(cmd), "tail -n 20 '%s'/*.out '%s'/logs/*.log 2>/dev/null", lab_dir, lab_dir);
-		(void)sh(cmd); /* diagnostics only */
-	}
-	snprintf(cmd, sizeof(cmd), "%s timeout 60 bash '%s/clients.sh' teardown >/dev/null 2>&1", env, tools);
-	(void)sh(cmd); /* best effort; checked below */
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", lab_dir);
-	(void)sh(cmd); /* teardown removes it; this covers a failed start */
+	static char why[sizeof(lab.why)];
+	snprintf(why, sizeof(why), "%s", fail ? fail : "");
+	lab_stop(&lab, fail != NULL);
 	upstream_global_cleanup();
-	ck_assert_msg(fail == NULL, "%s", fail ? fail : "");
+	ck_assert_msg(fail == NULL, "%s", why);
 }
 END_TEST
 
