@@ -678,6 +678,14 @@ enum MHD_Result push_http_body(struct push_http *ph, struct request *rq, const c
 	}
 }
 
+/* "name:tag" or "name@digest", for messages. */
+static void ref_text(char *out, size_t cap, const char *name, const char *ref)
+{
+	int n = snprintf(out, cap, "%s%s%s", name, strchr(ref, ':') ? "@" : ":", ref);
+	if (n < 0)
+		out[0] = '\0'; /* a cut text is fine for a message */
+}
+
 /* Keep the gate's report of this push (gate.h) under the pushed digest
  * and under every optimized digest it sent upstream, so the report of
  * either is at /regslim/v1/reports/<name>/<digest>. A report that cannot
@@ -694,8 +702,11 @@ static void save_report(struct push_http *ph, const struct gate_report *rep, con
 		if (m->outcome->pushed[i].optimized)
 			rc = gate_report_save(ph->cfg->data_dir, m->repository, m->outcome->pushed[i].digest, json, len,
 			                      &err);
-	if (rc)
-		log_event(LOG_WARN, "push %s:%s (%s): %s", m->repository, m->reference, m->digest, err.msg);
+	if (rc) {
+		char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+		ref_text(shown, sizeof(shown), m->repository, m->reference);
+		log_event(LOG_WARN, "push %s (%s): %s", shown, m->digest, err.msg);
+	}
 	free(json);
 }
 
@@ -738,6 +749,8 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	struct gate_report_meta meta = {w->name, w->ref, digest, gate_mode_name(gp->mode), "accepted", time(NULL), NULL};
 	char *text = NULL, report_url[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
 	snprintf(report_url, sizeof(report_url), "/regslim/v1/reports/%s/%s", w->name, digest);
+	char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+	ref_text(shown, sizeof(shown), w->name, w->ref);
 	enum MHD_Result ret;
 	enum rs_code rc = gate_check(&rep, gp, store, digest, by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
 	if (rc) {
@@ -749,7 +762,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	for (size_t i = 0; i < rep.count; i++)
 		metrics_gate_finding(rep.items[i].rule, rep.items[i].action == GATE_DENY ? "deny" : "warn");
 	if (rep.warns && gate_report_text(&text, &rep, GATE_WARN, &err) == RS_OK) {
-		log_event(LOG_WARN, "push %s:%s (%s): %zu policy warning(s): %s", w->name, w->ref, digest, rep.warns, text);
+		log_event(LOG_WARN, "push %s (%s): %zu policy warning(s): %s", shown, digest, rep.warns, text);
 		free(text);
 		text = NULL;
 	}
@@ -766,8 +779,8 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 			size_t n = strlen(text) + sizeof(report_url) + 256;
 			char *msg = malloc(n);
 			if (msg)
-				snprintf(msg, n, "push of %s:%s refused by policy: %zu violation(s): %s (report: %s)", w->name,
-				         w->ref, rep.denies, text, report_url);
+				snprintf(msg, n, "push of %s refused by policy: %zu violation(s): %s (report: %s)", shown,
+				         rep.denies, text, report_url);
 			log_event(LOG_WARN, "%s", msg ? msg : text);
 			ret = reply_error_long(rq, 403, "DENIED", msg ? msg : text);
 			free(msg);
@@ -781,7 +794,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
 		if (gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err) != RS_OK) {
 			metrics_gate_push("upstream_failed");
-			log_event(LOG_ERROR, "push %s:%s (%s) not forwarded: %s", w->name, w->ref, digest, err.msg);
+			log_event(LOG_ERROR, "push %s (%s) not forwarded: %s", shown, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];
 			snprintf(msg, sizeof(msg), "forwarding to the upstream failed: %s", err.msg);
 			ret = reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
@@ -793,8 +806,8 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 			snprintf(pushed + l, sizeof(pushed) - l, "%s%s:%s -> %s (%s)", i ? ", " : "", w->name,
 			         out.pushed[i].tag, out.pushed[i].digest, out.pushed[i].optimized ? "optimized" : "original");
 		}
-		log_event(LOG_INFO, "push %s:%s (%s) accepted by policy (mode %s, %zu warning(s)), upstream: %s", w->name,
-		          w->ref, digest, gate_mode_name(gp->mode), rep.warns, pushed);
+		log_event(LOG_INFO, "push %s (%s) accepted by policy (mode %s, %zu warning(s)), upstream: %s", shown, digest,
+		          gate_mode_name(gp->mode), rep.warns, pushed);
 		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK) {
 			ret = fail(rq, w, &err, 0, false);
 			goto done;
@@ -858,7 +871,9 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
 		snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
 		struct hdr h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
-		log_event(LOG_INFO, "pushed %s:%s (%s)", w->name, w->ref, digest);
+		char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+		ref_text(shown, sizeof(shown), w->name, w->ref);
+		log_event(LOG_INFO, "pushed %s (%s)", shown, digest);
 		return reply(rq, 201, NULL, NULL, h, 2);
 	}
 	case W_UPLOAD_START: {
