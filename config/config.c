@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include "gate_policy.h"
+#include "jsonload.h"
 #include "policy.h"
 #include "rs_limits.h"
 
@@ -57,11 +58,6 @@ static const char *const opt_policy_keys[] = {"upstream", "repositories", "polic
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
-struct loader {
-	const char *file;
-	struct rs_err *err;
-};
-
 /* ---- allocation ------------------------------------------------------- */
 
 /* Tests make allocations fail through this hook (config_set_alloc_fail_hook). */
@@ -104,23 +100,6 @@ static void *xrealloc(void *p, size_t n)
 
 /* ---- messages ---------------------------------------------------------- */
 
-static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
-                         const char *fmt, ...) RS_PRINTF(4, 5);
-
-static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
-                         const char *fmt, ...)
-{
-	char body[RS_ERR_MSG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(body, sizeof(body), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		body[0] = '\0';
-	if (path && path[0])
-		return rs_err_set(ld->err, code, "%s: %s: %s", ld->file, path, body);
-	return rs_err_set(ld->err, code, "%s: %s", ld->file, body);
-}
 
 /* Copy s into out for a message: at most SHOW_MAX_CHARS characters, control
  * characters replaced by '?', "..." when cut, so a message stays one line. */
@@ -167,12 +146,12 @@ static void show_value(char *out, size_t size, const json_t *v)
 	jansson_free(dump);
 }
 
-static enum rs_code fail_value(const struct loader *ld, const char *path, const json_t *v,
+static enum rs_code fail_value(const struct jsonload *ld, const char *path, const json_t *v,
                                const char *expected)
 {
 	char got[SHOW_MAX_CHARS + 8];
 	show_value(got, sizeof(got), v);
-	return fail(ld, RS_CONFIG, path, "expected %s, got %s", expected, got);
+	return jsonload_fail(ld, RS_CONFIG, path, "expected %s, got %s", expected, got);
 }
 
 static void path_key(char *out, size_t size, const char *parent, const char *key)
@@ -379,7 +358,7 @@ static bool parse_size(uint64_t *out, const char *s)
 
 /* ---- JSON accessors ----------------------------------------------------- */
 
-static enum rs_code check_keys(const struct loader *ld, const char *path, const json_t *obj,
+static enum rs_code check_keys(const struct jsonload *ld, const char *path, const json_t *obj,
                                const char *const allowed[])
 {
 	const char *key;
@@ -402,19 +381,19 @@ static enum rs_code check_keys(const struct loader *ld, const char *path, const 
 		}
 		char kp[PATH_MAX_CHARS];
 		path_key(kp, sizeof(kp), path, key);
-		return fail(ld, RS_CONFIG, kp, "unknown key (allowed: %s)", list);
+		return jsonload_fail(ld, RS_CONFIG, kp, "unknown key (allowed: %s)", list);
 	}
 	return RS_OK;
 }
 
-static enum rs_code get_object(const struct loader *ld, const char *path, const json_t *v)
+static enum rs_code get_object(const struct jsonload *ld, const char *path, const json_t *v)
 {
 	if (!json_is_object(v))
 		return fail_value(ld, path, v, "an object");
 	return RS_OK;
 }
 
-static enum rs_code get_bool(bool *out, const struct loader *ld, const char *path, const json_t *v)
+static enum rs_code get_bool(bool *out, const struct jsonload *ld, const char *path, const json_t *v)
 {
 	if (!json_is_boolean(v))
 		return fail_value(ld, path, v, "true or false");
@@ -422,7 +401,7 @@ static enum rs_code get_bool(bool *out, const struct loader *ld, const char *pat
 	return RS_OK;
 }
 
-static enum rs_code get_uint(unsigned *out, const struct loader *ld, const char *path,
+static enum rs_code get_uint(unsigned *out, const struct jsonload *ld, const char *path,
                              const json_t *v, unsigned min, unsigned max)
 {
 	if (!json_is_integer(v) || (min == 0 && json_integer_value(v) < 0))
@@ -430,14 +409,14 @@ static enum rs_code get_uint(unsigned *out, const struct loader *ld, const char 
 		                  min == 0 ? "a non-negative integer" : "a positive integer");
 	json_int_t i = json_integer_value(v);
 	if (i < (json_int_t)min || i > (json_int_t)max)
-		return fail(ld, RS_CONFIG, path, "expected an integer from %u to %u, got %" JSON_INTEGER_FORMAT,
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an integer from %u to %u, got %" JSON_INTEGER_FORMAT,
 		            min, max, i);
 	*out = (unsigned)i;
 	return RS_OK;
 }
 
 /* A new copy of a non-empty JSON string (caller frees). */
-static enum rs_code get_string(char **out, const struct loader *ld, const char *path,
+static enum rs_code get_string(char **out, const struct jsonload *ld, const char *path,
                                const json_t *v, const char *expected)
 {
 	if (!json_is_string(v) || json_string_length(v) == 0)
@@ -448,7 +427,7 @@ static enum rs_code get_string(char **out, const struct loader *ld, const char *
 	return RS_OK;
 }
 
-static enum rs_code get_size(uint64_t *out, const struct loader *ld, const char *path,
+static enum rs_code get_size(uint64_t *out, const struct jsonload *ld, const char *path,
                              const json_t *v, uint64_t min, uint64_t max)
 {
 	uint64_t n = 0;
@@ -470,7 +449,7 @@ static enum rs_code get_size(uint64_t *out, const struct loader *ld, const char 
 			if (parse_size(&one, probe)) {
 				char got[SHOW_MAX_CHARS + 8];
 				show_value(got, sizeof(got), v);
-				return fail(ld, RS_CONFIG, path,
+				return jsonload_fail(ld, RS_CONFIG, path,
 				            "expected a size from %" PRIu64 " to %" PRIu64 " bytes, got %s", min,
 				            max, got);
 			}
@@ -482,7 +461,7 @@ static enum rs_code get_size(uint64_t *out, const struct loader *ld, const char 
 	if (n < min || n > max) {
 		char got[SHOW_MAX_CHARS + 8];
 		show_value(got, sizeof(got), v);
-		return fail(ld, RS_CONFIG, path,
+		return jsonload_fail(ld, RS_CONFIG, path,
 		            "expected a size from %" PRIu64 " to %" PRIu64 " bytes, got %s", min, max, got);
 	}
 	*out = n;
@@ -501,7 +480,7 @@ static void free_secret(char *s)
 
 /* Read a password file: regular file, at most RS_LIMIT_PASSWORD_FILE_MAX_BYTES,
  * trailing newline stripped, non-empty, one line, no NUL byte. */
-static enum rs_code read_password_file(char **out, const struct loader *ld, const char *path,
+static enum rs_code read_password_file(char **out, const struct jsonload *ld, const char *path,
                                        const char *file)
 {
 	enum rs_code rc = RS_OK;
@@ -510,19 +489,19 @@ static enum rs_code read_password_file(char **out, const struct loader *ld, cons
 	*out = NULL;
 	FILE *f = fopen(file, "rb");
 	if (!f)
-		return fail(ld, RS_CONFIG, path, "cannot open \"%s\": %s", file, strerror(errno));
+		return jsonload_fail(ld, RS_CONFIG, path, "cannot open \"%s\": %s", file, strerror(errno));
 	struct stat st;
 	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = fail(ld, RS_CONFIG, path, "\"%s\" is not a regular file", file);
+		rc = jsonload_fail(ld, RS_CONFIG, path, "\"%s\" is not a regular file", file);
 		goto out;
 	}
 	len = fread(buf, 1, sizeof(buf), f);
 	if (ferror(f)) {
-		rc = fail(ld, RS_CONFIG, path, "cannot read \"%s\": %s", file, strerror(errno));
+		rc = jsonload_fail(ld, RS_CONFIG, path, "cannot read \"%s\": %s", file, strerror(errno));
 		goto out;
 	}
 	if (len > RS_LIMIT_PASSWORD_FILE_MAX_BYTES) {
-		rc = fail(ld, RS_CONFIG, path, "\"%s\" is larger than %u bytes (RS_LIMIT_PASSWORD_FILE_MAX_BYTES)",
+		rc = jsonload_fail(ld, RS_CONFIG, path, "\"%s\" is larger than %u bytes (RS_LIMIT_PASSWORD_FILE_MAX_BYTES)",
 		          file, (unsigned)RS_LIMIT_PASSWORD_FILE_MAX_BYTES);
 		goto out;
 	}
@@ -531,11 +510,11 @@ static enum rs_code read_password_file(char **out, const struct loader *ld, cons
 	if (len > 0 && buf[len - 1] == '\r')
 		len--;
 	if (len == 0) {
-		rc = fail(ld, RS_CONFIG, path, "\"%s\" is empty, expected the password", file);
+		rc = jsonload_fail(ld, RS_CONFIG, path, "\"%s\" is empty, expected the password", file);
 		goto out;
 	}
 	if (memchr(buf, '\0', len) || memchr(buf, '\n', len)) {
-		rc = fail(ld, RS_CONFIG, path,
+		rc = jsonload_fail(ld, RS_CONFIG, path,
 		          "\"%s\" must hold the password on one line, without NUL bytes", file);
 		goto out;
 	}
@@ -548,7 +527,7 @@ out:
 	return rc;
 }
 
-static enum rs_code make_source(char **out, const struct loader *ld, const char *kind,
+static enum rs_code make_source(char **out, const struct jsonload *ld, const char *kind,
                                 const char *what)
 {
 	size_t n = strlen(kind) + 1 + strlen(what) + 1;
@@ -572,7 +551,7 @@ static void upstream_dispose(struct rs_upstream_config *u)
 	memset(u, 0, sizeof(*u));
 }
 
-static enum rs_code load_auth(struct rs_upstream_config *u, const struct loader *ld,
+static enum rs_code load_auth(struct rs_upstream_config *u, const struct jsonload *ld,
                               const char *path, const json_t *v)
 {
 	enum rs_code rc;
@@ -584,11 +563,11 @@ static enum rs_code load_auth(struct rs_upstream_config *u, const struct loader 
 	const json_t *pfile = json_object_get(v, "password_file");
 	path_key(kp, sizeof(kp), path, "username");
 	if (!user)
-		return fail(ld, RS_CONFIG, kp, "missing, expected the user name as a string");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected the user name as a string");
 	if ((rc = get_string(&u->username, ld, kp, user, "a non-empty string")))
 		return rc;
 	if ((penv && pfile) || (!penv && !pfile))
-		return fail(ld, RS_CONFIG, path, "expected exactly one of password_env or password_file, got %s",
+		return jsonload_fail(ld, RS_CONFIG, path, "expected exactly one of password_env or password_file, got %s",
 		            penv ? "both" : "neither");
 	if (penv) {
 		path_key(kp, sizeof(kp), path, "password_env");
@@ -597,7 +576,7 @@ static enum rs_code load_auth(struct rs_upstream_config *u, const struct loader 
 		const char *name = json_string_value(penv);
 		const char *val = getenv(name);
 		if (!val || !val[0])
-			return fail(ld, RS_CONFIG, kp, "environment variable %s is %s, expected the password",
+			return jsonload_fail(ld, RS_CONFIG, kp, "environment variable %s is %s, expected the password",
 			            name, val ? "empty" : "not set");
 		u->password = xstrdup(val);
 		if (!u->password)
@@ -615,7 +594,7 @@ static enum rs_code load_auth(struct rs_upstream_config *u, const struct loader 
 
 /* One element of "upstreams". *is_default tells whether it said "default": true. */
 static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default,
-                                  const struct loader *ld, const char *path, const json_t *v)
+                                  const struct jsonload *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
 	char kp[PATH_MAX_CHARS];
@@ -626,7 +605,7 @@ static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default
 	path_key(kp, sizeof(kp), path, "name");
 	x = json_object_get(v, "name");
 	if (!x)
-		return fail(ld, RS_CONFIG, kp, "missing, expected a registry host name like \"docker.io\"");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected a registry host name like \"docker.io\"");
 	if (!json_is_string(x) || !valid_registry_name(json_string_value(x)))
 		return fail_value(ld, kp, x,
 		                  "a registry host name (lower-case letters, digits, '.', '-', optional :port)");
@@ -636,11 +615,11 @@ static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default
 	path_key(kp, sizeof(kp), path, "url");
 	x = json_object_get(v, "url");
 	if (!x)
-		return fail(ld, RS_CONFIG, kp, "missing, expected an http:// or https:// URL");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected an http:// or https:// URL");
 	if (json_is_string(x) && (rc = normalize_url(&u->url, json_string_value(x))))
 		return rs_err_set(ld->err, rc, "out of memory loading %s", ld->file);
 	if (!u->url && json_is_string(x) && url_has_userinfo(json_string_value(x)))
-		return fail(ld, RS_CONFIG, kp, "expected a URL without user info, put credentials in auth");
+		return jsonload_fail(ld, RS_CONFIG, kp, "expected a URL without user info, put credentials in auth");
 	if (!u->url)
 		return fail_value(ld, kp, x, "an http:// or https:// URL with host[:port] and no path");
 
@@ -672,11 +651,11 @@ static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default
 			return rc;
 		struct stat st;
 		if (stat(u->ca_file, &st) != 0)
-			return fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
+			return jsonload_fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
 		if (!S_ISREG(st.st_mode))
-			return fail(ld, RS_CONFIG, kp, "\"%s\" is not a regular file", u->ca_file);
+			return jsonload_fail(ld, RS_CONFIG, kp, "\"%s\" is not a regular file", u->ca_file);
 		if (access(u->ca_file, R_OK) != 0)
-			return fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
+			return jsonload_fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
 	}
 
 	u->library_prefix = strcmp(u->name, RS_DOCKER_HUB_NAME) == 0;
@@ -698,14 +677,14 @@ static void upstreams_free(struct rs_upstream_config *ups, size_t count)
 	free(ups);
 }
 
-static enum rs_code load_upstreams(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+static enum rs_code load_upstreams(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc = RS_OK;
 	size_t n = json_array_size(v);
 	if (!json_is_array(v) || n == 0)
 		return fail_value(ld, "upstreams", v, "a non-empty array of upstream objects");
 	if (n > RS_LIMIT_UPSTREAMS_MAX)
-		return fail(ld, RS_CONFIG, "upstreams", "has %zu entries, the limit is %u (RS_LIMIT_UPSTREAMS_MAX)",
+		return jsonload_fail(ld, RS_CONFIG, "upstreams", "has %zu entries, the limit is %u (RS_LIMIT_UPSTREAMS_MAX)",
 		            n, (unsigned)RS_LIMIT_UPSTREAMS_MAX);
 	struct rs_upstream_config *ups = xcalloc(n, sizeof(*ups));
 	if (!ups)
@@ -722,14 +701,14 @@ static enum rs_code load_upstreams(struct rs_config *cfg, const struct loader *l
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(ups[j].name, ups[i].name) == 0) {
 				path_key(kp, sizeof(kp), path, "name");
-				rc = fail(ld, RS_CONFIG, kp, "duplicate upstream name \"%s\" (also upstreams[%zu].name)",
+				rc = jsonload_fail(ld, RS_CONFIG, kp, "duplicate upstream name \"%s\" (also upstreams[%zu].name)",
 				          ups[i].name, j);
 				goto out;
 			}
 		}
 		if (is_def && have_def) {
 			path_key(kp, sizeof(kp), path, "default");
-			rc = fail(ld, RS_CONFIG, kp, "only one upstream may be the default, upstreams[%zu] already is",
+			rc = jsonload_fail(ld, RS_CONFIG, kp, "only one upstream may be the default, upstreams[%zu] already is",
 			          def);
 			goto out;
 		}
@@ -771,14 +750,14 @@ static bool valid_principal(const char *s)
 }
 
 /* A non-empty array of principal names (or "*" when allow_star). */
-static enum rs_code get_names(char ***out, size_t *out_n, const struct loader *ld, const char *path,
+static enum rs_code get_names(char ***out, size_t *out_n, const struct jsonload *ld, const char *path,
                               const json_t *v, bool allow_star)
 {
 	size_t n = json_array_size(v);
 	if (!json_is_array(v) || n == 0)
 		return fail_value(ld, path, v, "a non-empty array of names");
 	if (n > RS_LIMIT_ACL_NAMES_MAX)
-		return fail(ld, RS_CONFIG, path, "has %zu entries, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
+		return jsonload_fail(ld, RS_CONFIG, path, "has %zu entries, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
 		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
 	char **names = xcalloc(n, sizeof(*names));
 	if (!names)
@@ -825,13 +804,13 @@ static void auth_dispose(struct rs_auth_config *a)
 	memset(a, 0, sizeof(*a));
 }
 
-static enum rs_code load_groups(struct rs_auth_config *a, const struct loader *ld, const json_t *v)
+static enum rs_code load_groups(struct rs_auth_config *a, const struct jsonload *ld, const json_t *v)
 {
 	if (!json_is_object(v))
 		return fail_value(ld, "auth.groups", v, "an object mapping group names to arrays of user names");
 	size_t n = json_object_size(v);
 	if (n > RS_LIMIT_ACL_NAMES_MAX)
-		return fail(ld, RS_CONFIG, "auth.groups", "has %zu groups, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
+		return jsonload_fail(ld, RS_CONFIG, "auth.groups", "has %zu groups, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
 		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
 	if (n == 0)
 		return RS_OK;
@@ -845,7 +824,7 @@ static enum rs_code load_groups(struct rs_auth_config *a, const struct loader *l
 		char kp[PATH_MAX_CHARS];
 		path_key(kp, sizeof(kp), "auth.groups", key);
 		if (!valid_principal(key))
-			return fail(ld, RS_CONFIG, kp, "a group name must be non-empty, without ':', '|' or spaces");
+			return jsonload_fail(ld, RS_CONFIG, kp, "a group name must be non-empty, without ':', '|' or spaces");
 		struct rs_auth_group *g = &a->groups[a->group_count++];
 		if (!(g->name = xstrdup(key)))
 			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
@@ -855,7 +834,7 @@ static enum rs_code load_groups(struct rs_auth_config *a, const struct loader *l
 	return RS_OK;
 }
 
-static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_config *a, const struct loader *ld,
+static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_config *a, const struct jsonload *ld,
                                   const char *path, const json_t *v)
 {
 	enum rs_code rc;
@@ -865,15 +844,15 @@ static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_co
 		return rc;
 	path_key(kp, sizeof(kp), path, "repository");
 	if (!(x = json_object_get(v, "repository")))
-		return fail(ld, RS_CONFIG, kp, "missing; expected a repository glob such as \"team-a/*\" or \"*\"");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing; expected a repository glob such as \"team-a/*\" or \"*\"");
 	if (json_is_string(x) && json_string_length(x) > RS_LIMIT_NAME_MAX)
-		return fail(ld, RS_CONFIG, kp, "longer than %u bytes (RS_LIMIT_NAME_MAX)", (unsigned)RS_LIMIT_NAME_MAX);
+		return jsonload_fail(ld, RS_CONFIG, kp, "longer than %u bytes (RS_LIMIT_NAME_MAX)", (unsigned)RS_LIMIT_NAME_MAX);
 	if ((rc = get_string(&r->repository, ld, kp, x, "a repository glob such as \"team-a/*\"")))
 		return rc;
 	const json_t *users = json_object_get(v, "users");
 	const json_t *groups = json_object_get(v, "groups");
 	if (!users && !groups)
-		return fail(ld, RS_CONFIG, path, "needs \"users\" or \"groups\" (or both)");
+		return jsonload_fail(ld, RS_CONFIG, path, "needs \"users\" or \"groups\" (or both)");
 	path_key(kp, sizeof(kp), path, "users");
 	if (users && (rc = get_names(&r->users, &r->user_count, ld, kp, users, true)))
 		return rc;
@@ -888,14 +867,14 @@ static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_co
 		if (!found) {
 			char ip[PATH_MAX_CHARS + 32];
 			path_index(ip, sizeof(ip), kp, i);
-			return fail(ld, RS_CONFIG, ip, "group \"%s\" is not defined in auth.groups", r->groups[i]);
+			return jsonload_fail(ld, RS_CONFIG, ip, "group \"%s\" is not defined in auth.groups", r->groups[i]);
 		}
 	}
 	path_key(kp, sizeof(kp), path, "actions");
 	x = json_object_get(v, "actions");
 	size_t n = json_array_size(x);
 	if (!x)
-		return fail(ld, RS_CONFIG, kp, "missing; expected an array of \"pull\" and \"push\"");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing; expected an array of \"pull\" and \"push\"");
 	if (!json_is_array(x) || n == 0)
 		return fail_value(ld, kp, x, "a non-empty array of \"pull\" and \"push\"");
 	for (size_t i = 0; i < n; i++) {
@@ -914,7 +893,7 @@ static enum rs_code load_acl_rule(struct rs_acl_rule *r, const struct rs_auth_co
 	return RS_OK;
 }
 
-static enum rs_code load_auth_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+static enum rs_code load_auth_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc;
 	const json_t *x;
@@ -923,7 +902,7 @@ static enum rs_code load_auth_section(struct rs_config *cfg, const struct loader
 		return rc;
 	a->enabled = true;
 	if (!(x = json_object_get(v, "htpasswd")))
-		return fail(ld, RS_CONFIG, "auth.htpasswd",
+		return jsonload_fail(ld, RS_CONFIG, "auth.htpasswd",
 		            "missing; expected the path of an htpasswd file with bcrypt entries (htpasswd -B)");
 	if ((rc = get_string(&a->htpasswd, ld, "auth.htpasswd", x, "the path of an htpasswd file")))
 		return rc;
@@ -952,7 +931,7 @@ static enum rs_code load_auth_section(struct rs_config *cfg, const struct loader
 		if (!json_is_array(x))
 			return fail_value(ld, "auth.acl", x, "an array of rules");
 		if (n > RS_LIMIT_ACL_RULES_MAX)
-			return fail(ld, RS_CONFIG, "auth.acl", "has %zu rules, the limit is %u (RS_LIMIT_ACL_RULES_MAX)", n,
+			return jsonload_fail(ld, RS_CONFIG, "auth.acl", "has %zu rules, the limit is %u (RS_LIMIT_ACL_RULES_MAX)", n,
 			            (unsigned)RS_LIMIT_ACL_RULES_MAX);
 		a->acl_set = true;
 		if (n > 0 && !(a->acl = xcalloc(n, sizeof(*a->acl))))
@@ -968,7 +947,7 @@ static enum rs_code load_auth_section(struct rs_config *cfg, const struct loader
 	return RS_OK;
 }
 
-static enum rs_code load_push_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+static enum rs_code load_push_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc;
 	const json_t *x;
@@ -1036,7 +1015,7 @@ static enum rs_code optimize_defaults(struct rs_optimize_config *o)
 	return RS_OK;
 }
 
-static enum rs_code get_compression(enum rs_opt_compression *out, const struct loader *ld, const char *path,
+static enum rs_code get_compression(enum rs_opt_compression *out, const struct jsonload *ld, const char *path,
                                     const json_t *v, bool allow_auto)
 {
 	const char *s = json_is_string(v) ? json_string_value(v) : "";
@@ -1051,7 +1030,7 @@ static enum rs_code get_compression(enum rs_opt_compression *out, const struct l
 	return RS_OK;
 }
 
-static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_config *cfg, const struct loader *ld,
+static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_config *cfg, const struct jsonload *ld,
                                     const char *path, const json_t *v)
 {
 	enum rs_code rc;
@@ -1065,7 +1044,7 @@ static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_con
 	path_key(kp, sizeof(kp), path, "upstream");
 	x = json_object_get(v, "upstream");
 	if (!x)
-		return fail(ld, RS_CONFIG, kp, "missing, expected the name of a configured upstream");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected the name of a configured upstream");
 	if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
 		return fail_value(ld, kp, x, "the name of a configured upstream");
 	if ((rc = get_string(&p->upstream, ld, kp, x, "a string")))
@@ -1074,12 +1053,12 @@ static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_con
 	path_key(kp, sizeof(kp), path, "repositories");
 	x = json_object_get(v, "repositories");
 	if (!x)
-		return fail(ld, RS_CONFIG, kp, "missing, expected a non-empty array of repository globs like [\"*\"]");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected a non-empty array of repository globs like [\"*\"]");
 	size_t n = json_array_size(x);
 	if (!json_is_array(x) || n == 0)
 		return fail_value(ld, kp, x, "a non-empty array of repository globs");
 	if (n > RS_LIMIT_OPT_GLOBS_MAX)
-		return fail(ld, RS_CONFIG, kp, "has %zu entries, the limit is %u (RS_LIMIT_OPT_GLOBS_MAX)", n,
+		return jsonload_fail(ld, RS_CONFIG, kp, "has %zu entries, the limit is %u (RS_LIMIT_OPT_GLOBS_MAX)", n,
 		            (unsigned)RS_LIMIT_OPT_GLOBS_MAX);
 	p->repositories = xcalloc(n, sizeof(*p->repositories));
 	if (!p->repositories)
@@ -1099,7 +1078,7 @@ static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_con
 		struct policy pol;
 		struct rs_err perr = {0};
 		if (policy_load(&pol, p->policy_file, &perr) != RS_OK)
-			return fail(ld, RS_CONFIG, kp, "%s", perr.msg);
+			return jsonload_fail(ld, RS_CONFIG, kp, "%s", perr.msg);
 		policy_dispose(&pol);
 	}
 	path_key(kp, sizeof(kp), path, "compression");
@@ -1112,7 +1091,7 @@ static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_con
 	return RS_OK;
 }
 
-static enum rs_code load_optimize_section(struct rs_config *cfg, const struct loader *ld, const json_t *v)
+static enum rs_code load_optimize_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc;
 	const json_t *x;
@@ -1130,7 +1109,7 @@ static enum rs_code load_optimize_section(struct rs_config *cfg, const struct lo
 	if (!json_is_array(x))
 		return fail_value(ld, "optimize.policies", x, "an array of policy objects");
 	if (n > RS_LIMIT_OPT_POLICIES_MAX)
-		return fail(ld, RS_CONFIG, "optimize.policies", "has %zu entries, the limit is %u (RS_LIMIT_OPT_POLICIES_MAX)",
+		return jsonload_fail(ld, RS_CONFIG, "optimize.policies", "has %zu entries, the limit is %u (RS_LIMIT_OPT_POLICIES_MAX)",
 		            n, (unsigned)RS_LIMIT_OPT_POLICIES_MAX);
 	optimize_dispose(o);
 	if (n == 0)
@@ -1177,14 +1156,14 @@ static void replace_string(char **slot, char *fresh)
 	*slot = fresh;
 }
 
-static enum rs_code load_root(struct rs_config *cfg, const struct loader *ld, const json_t *root)
+static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, const json_t *root)
 {
 	enum rs_code rc;
 	const json_t *x;
 	const json_t *y;
 	char *s = NULL;
 	if (!json_is_object(root))
-		return fail(ld, RS_CONFIG, NULL, "expected a JSON object at the top level, got an array");
+		return jsonload_fail(ld, RS_CONFIG, NULL, "expected a JSON object at the top level, got an array");
 	if ((rc = check_keys(ld, NULL, root, top_keys)))
 		return rc;
 
@@ -1346,7 +1325,7 @@ enum rs_code config_load(struct rs_config *cfg, const char *path, struct rs_err 
 	char *text = NULL;
 	size_t len = 0;
 	json_t *root = NULL;
-	struct loader ld = {.file = path, .err = err};
+	struct jsonload ld = {.file = path, .err = err};
 	if ((rc = config_init_defaults(cfg, err)))
 		return rc;
 	char *source = xstrdup(path);

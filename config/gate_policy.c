@@ -2,6 +2,8 @@
  * and the image config facts the gate reads. jansson stays in this file. */
 #include "gate_policy.h"
 
+#include "jsonload.h"
+
 #include "rs_limits.h"
 
 #include <fnmatch.h>
@@ -11,31 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct ld {
-	const char *file;
-	struct rs_err *err;
-};
-
 static const char *const policy_keys[] = {"repositories", "mode", "optimized_tag_suffix", "optimizer_policy",
 					  "rules", "enforce_on_pull", NULL};
 static const char *const rule_keys[] = {"max_compressed_size", "max_uncompressed_size", "max_layers", "non_root",
 					"required_labels", "allowed_bases", "forbidden_paths", "secrets", NULL};
 
-static enum rs_code fail(const struct ld *ld, const char *path, const char *fmt, ...) RS_PRINTF(3, 4);
 
-static enum rs_code fail(const struct ld *ld, const char *path, const char *fmt, ...)
-{
-	char body[RS_ERR_MSG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(body, sizeof(body), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		body[0] = '\0';
-	return rs_err_set(ld->err, RS_CONFIG, "%s: %s: %s", ld->file, path, body);
-}
-
-static enum rs_code nomem(const struct ld *ld)
+static enum rs_code nomem(const struct jsonload *ld)
 {
 	return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 }
@@ -49,7 +33,7 @@ static const char *join(char *out, size_t cap, const char *parent, const char *k
 	return out;
 }
 
-static enum rs_code check_keys(const struct ld *ld, const char *path, const json_t *obj, const char *const allowed[])
+static enum rs_code check_keys(const struct jsonload *ld, const char *path, const json_t *obj, const char *const allowed[])
 {
 	const char *key;
 	json_t *v;
@@ -69,7 +53,7 @@ static enum rs_code check_keys(const struct ld *ld, const char *path, const json
 			o += (size_t)k;
 		}
 		char kp[300];
-		return fail(ld, join(kp, sizeof(kp), path, key), "unknown key (allowed: %s)", list);
+		return jsonload_fail(ld, RS_CONFIG, join(kp, sizeof(kp), path, key), "unknown key (allowed: %s)", list);
 	}
 	return RS_OK;
 }
@@ -104,37 +88,37 @@ static bool parse_size(uint64_t *out, const char *s)
 	return false;
 }
 
-static enum rs_code get_action(enum gate_action *out, const struct ld *ld, const char *path, const json_t *obj)
+static enum rs_code get_action(enum gate_action *out, const struct jsonload *ld, const char *path, const json_t *obj)
 {
 	char kp[256];
 	snprintf(kp, sizeof(kp), "%s.action", path);
 	const json_t *a = json_object_get(obj, "action");
 	const char *s = json_is_string(a) ? json_string_value(a) : NULL;
 	if (!a)
-		return fail(ld, kp, "missing; expected \"deny\" or \"warn\"");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing; expected \"deny\" or \"warn\"");
 	if (s && strcmp(s, "deny") == 0)
 		*out = GATE_DENY;
 	else if (s && strcmp(s, "warn") == 0)
 		*out = GATE_WARN;
 	else
-		return fail(ld, kp, "expected \"deny\" or \"warn\"");
+		return jsonload_fail(ld, RS_CONFIG, kp, "expected \"deny\" or \"warn\"");
 	return RS_OK;
 }
 
-static enum rs_code get_strings(char ***out, size_t *n, const struct ld *ld, const char *path, const json_t *v,
+static enum rs_code get_strings(char ***out, size_t *n, const struct jsonload *ld, const char *path, const json_t *v,
 				const char *what, size_t max)
 {
 	if (!json_is_array(v) || json_array_size(v) == 0)
-		return fail(ld, path, "expected a non-empty array of %s", what);
+		return jsonload_fail(ld, RS_CONFIG, path, "expected a non-empty array of %s", what);
 	if (json_array_size(v) > max)
-		return fail(ld, path, "has %zu entries, the limit is %zu", json_array_size(v), max);
+		return jsonload_fail(ld, RS_CONFIG, path, "has %zu entries, the limit is %zu", json_array_size(v), max);
 	*out = calloc(json_array_size(v), sizeof(char *));
 	if (!*out)
 		return nomem(ld);
 	for (size_t i = 0; i < json_array_size(v); i++) {
 		const json_t *e = json_array_get(v, i);
 		if (!json_is_string(e) || json_string_length(e) == 0)
-			return fail(ld, path, "[%zu]: expected %s", i, what);
+			return jsonload_fail(ld, RS_CONFIG, path, "[%zu]: expected %s", i, what);
 		(*out)[i] = strdup(json_string_value(e));
 		if (!(*out)[i])
 			return nomem(ld);
@@ -150,13 +134,13 @@ static void free_strings(char **s, size_t n)
 	free(s);
 }
 
-static enum rs_code load_limit(struct gate_limit_rule *r, const struct ld *ld, const char *path, const json_t *v,
+static enum rs_code load_limit(struct gate_limit_rule *r, const struct jsonload *ld, const char *path, const json_t *v,
 			       bool bytes)
 {
 	enum rs_code rc;
 	static const char *const keys[] = {"limit", "action", NULL};
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object {\"limit\": ..., \"action\": \"deny\"|\"warn\"}");
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object {\"limit\": ..., \"action\": \"deny\"|\"warn\"}");
 	if ((rc = check_keys(ld, path, v, keys)) || (rc = get_action(&r->action, ld, path, v)))
 		return rc;
 	const json_t *l = json_object_get(v, "limit");
@@ -167,18 +151,18 @@ static enum rs_code load_limit(struct gate_limit_rule *r, const struct ld *ld, c
 	else if (bytes && json_is_string(l) && parse_size(&r->limit, json_string_value(l)) && r->limit > 0)
 		;
 	else
-		return fail(ld, kp, "%s", bytes ? "expected a positive size (bytes, or a string like \"500MiB\")"
+		return jsonload_fail(ld, RS_CONFIG, kp, "%s", bytes ? "expected a positive size (bytes, or a string like \"500MiB\")"
 						 : "expected a positive integer");
 	return RS_OK;
 }
 
-static enum rs_code load_list(struct gate_list_rule *r, const struct ld *ld, const char *path, const json_t *v,
+static enum rs_code load_list(struct gate_list_rule *r, const struct jsonload *ld, const char *path, const json_t *v,
 			      const char *key, const char *what)
 {
 	enum rs_code rc;
 	const char *keys[] = {key, "action", NULL};
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object {\"%s\": [...], \"action\": \"deny\"|\"warn\"}", key);
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object {\"%s\": [...], \"action\": \"deny\"|\"warn\"}", key);
 	if ((rc = check_keys(ld, path, v, keys)) || (rc = get_action(&r->action, ld, path, v)))
 		return rc;
 	char kp[256];
@@ -229,19 +213,19 @@ bool gate_base_ref_split(const char *ref, char name[256], char tagref[136])
 	return true;
 }
 
-static enum rs_code load_bases(struct rs_gate_policy *p, const struct ld *ld, const char *path, const json_t *v)
+static enum rs_code load_bases(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
 	static const char *const keys[] = {"bases", "images", "action", NULL};
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object {\"images\": [\"registry/repo:tag\", ...] and/or \"bases\": [[\"sha256:...\", ...], ...], \"action\": ...}");
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object {\"images\": [\"registry/repo:tag\", ...] and/or \"bases\": [[\"sha256:...\", ...], ...], \"action\": ...}");
 	if ((rc = check_keys(ld, path, v, keys)) || (rc = get_action(&p->allowed_bases_action, ld, path, v)))
 		return rc;
 	const json_t *b = json_object_get(v, "bases");
 	const json_t *im = json_object_get(v, "images");
 	char kp[256];
 	if (!b && !im)
-		return fail(ld, path, "expected \"images\" (approved image references) or \"bases\" (layer digest chains)");
+		return jsonload_fail(ld, RS_CONFIG, path, "expected \"images\" (approved image references) or \"bases\" (layer digest chains)");
 	if (im) {
 		join(kp, sizeof(kp), path, "images");
 		if ((rc = get_strings(&p->allowed_base_images, &p->allowed_base_image_count, ld, kp, im,
@@ -250,7 +234,7 @@ static enum rs_code load_bases(struct rs_gate_policy *p, const struct ld *ld, co
 		for (size_t i = 0; i < p->allowed_base_image_count; i++) {
 			char n[256], r[136];
 			if (!gate_base_ref_split(p->allowed_base_images[i], n, r))
-				return fail(ld, kp, "[%zu]: expected an image reference registry/repository[:tag][@sha256:<64 hex>], got \"%.80s\"",
+				return jsonload_fail(ld, RS_CONFIG, kp, "[%zu]: expected an image reference registry/repository[:tag][@sha256:<64 hex>], got \"%.80s\"",
 					    i, p->allowed_base_images[i]);
 		}
 	}
@@ -258,7 +242,7 @@ static enum rs_code load_bases(struct rs_gate_policy *p, const struct ld *ld, co
 		return RS_OK;
 	join(kp, sizeof(kp), path, "bases");
 	if (!json_is_array(b) || json_array_size(b) == 0 || json_array_size(b) > RS_LIMIT_POLICY_GLOBS_MAX)
-		return fail(ld, kp, "expected a non-empty array (at most %u) of layer digest chains",
+		return jsonload_fail(ld, RS_CONFIG, kp, "expected a non-empty array (at most %u) of layer digest chains",
 			    (unsigned)RS_LIMIT_POLICY_GLOBS_MAX);
 	p->allowed_bases = calloc(json_array_size(b), sizeof(*p->allowed_bases));
 	if (!p->allowed_bases)
@@ -273,17 +257,17 @@ static enum rs_code load_bases(struct rs_gate_policy *p, const struct ld *ld, co
 			return rc;
 		for (size_t k = 0; k < g->count; k++)
 			if (!digest_like(g->layers[k]))
-				return fail(ld, ip, "entry %zu: expected a layer digest sha256:<64 hex>, got \"%.80s\"", k,
+				return jsonload_fail(ld, RS_CONFIG, ip, "entry %zu: expected a layer digest sha256:<64 hex>, got \"%.80s\"", k,
 					    g->layers[k]);
 	}
 	return RS_OK;
 }
 
-static enum rs_code load_rules(struct rs_gate_policy *p, const struct ld *ld, const char *path, const json_t *v)
+static enum rs_code load_rules(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object of rules");
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object of rules");
 	if ((rc = check_keys(ld, path, v, rule_keys)))
 		return rc;
 	char kp[256];
@@ -301,7 +285,7 @@ static enum rs_code load_rules(struct rs_gate_policy *p, const struct ld *ld, co
 		static const char *const keys[] = {"action", NULL};
 		KP("non_root");
 		if (!json_is_object(x))
-			return fail(ld, kp, "expected an object {\"action\": \"deny\"|\"warn\"}");
+			return jsonload_fail(ld, RS_CONFIG, kp, "expected an object {\"action\": \"deny\"|\"warn\"}");
 		if ((rc = check_keys(ld, kp, x, keys)) || (rc = get_action(&p->non_root, ld, kp, x)))
 			return rc;
 	}
@@ -317,30 +301,30 @@ static enum rs_code load_rules(struct rs_gate_policy *p, const struct ld *ld, co
 		static const char *const keys[] = {"action", "max_file_size", NULL};
 		KP("secrets");
 		if (!json_is_object(x))
-			return fail(ld, kp, "expected an object {\"action\": \"deny\"|\"warn\"}");
+			return jsonload_fail(ld, RS_CONFIG, kp, "expected an object {\"action\": \"deny\"|\"warn\"}");
 		if ((rc = check_keys(ld, kp, x, keys)) || (rc = get_action(&p->secrets, ld, kp, x)))
 			return rc;
 		const json_t *c = json_object_get(x, "max_file_size");
 		if (c && !(json_is_integer(c) && json_integer_value(c) > 0 && (p->secret_file_cap = (uint64_t)json_integer_value(c))) &&
 		    !(json_is_string(c) && parse_size(&p->secret_file_cap, json_string_value(c)) && p->secret_file_cap))
-			return fail(ld, KP("secrets.max_file_size"), "expected a positive size");
+			return jsonload_fail(ld, RS_CONFIG, KP("secrets.max_file_size"), "expected a positive size");
 	}
 #undef KP
 	return RS_OK;
 }
 
-static enum rs_code load_policy(struct rs_gate_policy *p, const struct ld *ld, const char *path, const json_t *v)
+static enum rs_code load_policy(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
 	char kp[256];
 	if (!json_is_object(v))
-		return fail(ld, path, "expected an object");
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object");
 	if ((rc = check_keys(ld, path, v, policy_keys)))
 		return rc;
 	snprintf(kp, sizeof(kp), "%s.repositories", path);
 	const json_t *x = json_object_get(v, "repositories");
 	if (!x)
-		return fail(ld, kp, "missing; expected an array of repository globs");
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing; expected an array of repository globs");
 	if ((rc = get_strings(&p->repositories, &p->repository_count, ld, kp, x, "repository globs",
 			      RS_LIMIT_OPT_GLOBS_MAX)))
 		return rc;
@@ -355,29 +339,29 @@ static enum rs_code load_policy(struct rs_gate_policy *p, const struct ld *ld, c
 		else if (strcmp(s, "check-only") == 0)
 			p->mode = GATE_MODE_CHECK_ONLY;
 		else
-			return fail(ld, kp,
+			return jsonload_fail(ld, RS_CONFIG, kp,
 				    "expected \"optimize-and-push\", \"push-original-and-optimized\" or \"check-only\"");
 	}
 	x = json_object_get(v, "optimized_tag_suffix");
 	snprintf(kp, sizeof(kp), "%s.optimized_tag_suffix", path);
 	const char *suffix = x && json_is_string(x) ? json_string_value(x) : "-slim";
 	if (x && !json_is_string(x))
-		return fail(ld, kp, "expected a string");
+		return jsonload_fail(ld, RS_CONFIG, kp, "expected a string");
 	if (!suffix[0] || strlen(suffix) > 32 || strspn(suffix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(suffix))
-		return fail(ld, kp, "expected 1 to 32 tag characters [A-Za-z0-9._-], got \"%.40s\"", suffix);
+		return jsonload_fail(ld, RS_CONFIG, kp, "expected 1 to 32 tag characters [A-Za-z0-9._-], got \"%.40s\"", suffix);
 	if (!(p->optimized_tag_suffix = strdup(suffix)))
 		return nomem(ld);
 	if ((x = json_object_get(v, "optimizer_policy"))) {
 		snprintf(kp, sizeof(kp), "%s.optimizer_policy", path);
 		if (!json_is_string(x) || !json_string_length(x))
-			return fail(ld, kp, "expected the path of an optimizer policy file");
+			return jsonload_fail(ld, RS_CONFIG, kp, "expected the path of an optimizer policy file");
 		if (!(p->optimizer_policy = strdup(json_string_value(x))))
 			return nomem(ld);
 	}
 	if ((x = json_object_get(v, "enforce_on_pull"))) {
 		snprintf(kp, sizeof(kp), "%s.enforce_on_pull", path);
 		if (!json_is_boolean(x))
-			return fail(ld, kp, "expected true or false");
+			return jsonload_fail(ld, RS_CONFIG, kp, "expected true or false");
 		p->enforce_on_pull = json_is_true(x);
 	}
 	snprintf(kp, sizeof(kp), "%s.rules", path);
@@ -389,13 +373,13 @@ static enum rs_code load_policy(struct rs_gate_policy *p, const struct ld *ld, c
 enum rs_code gate_policies_load(struct rs_gate_policy **out, size_t *n, const char *file, const char *path,
 				const struct json_t *v, struct rs_err *err)
 {
-	struct ld ld = {file, err};
+	struct jsonload ld = {file, err};
 	*out = NULL;
 	*n = 0;
 	if (!json_is_array(v))
-		return fail(&ld, path, "expected an array of push policies");
+		return jsonload_fail(&ld, RS_CONFIG, path, "expected an array of push policies");
 	if (json_array_size(v) > RS_LIMIT_OPT_POLICIES_MAX)
-		return fail(&ld, path, "has %zu policies, the limit is %u", json_array_size(v),
+		return jsonload_fail(&ld, RS_CONFIG, path, "has %zu policies, the limit is %u", json_array_size(v),
 			    (unsigned)RS_LIMIT_OPT_POLICIES_MAX);
 	if (json_array_size(v) == 0)
 		return RS_OK;

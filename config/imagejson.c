@@ -5,6 +5,8 @@
  * (the caller caps that, RS_LIMIT_MANIFEST_MAX_BYTES / _CONFIG_MAX_BYTES).
  * No I/O. json_t values never leave this file. */
 #include "imagejson.h"
+
+#include "jsonload.h"
 #include "rs_limits.h"
 
 #include <jansson.h>
@@ -19,38 +21,17 @@ static enum rs_code bad(struct rs_err *err, const char *what, const char *path, 
 	RS_PRINTF(4, 5);
 static enum rs_code bad(struct rs_err *err, const char *what, const char *path, const char *fmt, ...)
 {
-	char body[RS_ERR_MSG_MAX];
+	const struct jsonload ld = {what, err};
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(body, sizeof(body), fmt, ap);
+	enum rs_code rc = jsonload_vfail(&ld, RS_BAD_INPUT, path, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		body[0] = '\0';
-	if (path && path[0])
-		return rs_err_set(err, RS_BAD_INPUT, "%s: %s: %s", what, path, body);
-	return rs_err_set(err, RS_BAD_INPUT, "%s: %s", what, body);
+	return rc;
 }
 
 static enum rs_code nomem(struct rs_err *err, const char *what)
 {
 	return rs_err_set(err, RS_NOMEM, "%s: out of memory", what);
-}
-
-static const char *type_name(const json_t *v)
-{
-	if (!v)
-		return "nothing";
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "a value";
 }
 
 static char *dupn(const char *s, size_t n)
@@ -84,7 +65,7 @@ static enum rs_code load(json_t **out, const char *buf, size_t len, const char *
 		return rs_err_set(err, RS_BAD_INPUT, "%s: invalid JSON at line %d column %d: %s", what, jerr.line,
 				  jerr.column, jerr.text);
 	if (!json_is_object(*out)) {
-		enum rs_code rc = bad(err, what, NULL, "expected a JSON object, got %s", type_name(*out));
+		enum rs_code rc = bad(err, what, NULL, "expected a JSON object, got %s", jsonload_type_name(*out));
 		json_decref(*out);
 		*out = NULL;
 		return rc;
@@ -104,7 +85,7 @@ static enum rs_code opt_string(char **out, const json_t *obj, const char *key, c
 	char kp[KP_MAX];
 	kp_join(kp, parent, key);
 	if (!json_is_string(v))
-		return bad(err, what, kp, "expected a string, got %s", type_name(v));
+		return bad(err, what, kp, "expected a string, got %s", jsonload_type_name(v));
 	size_t n = json_string_length(v);
 	if (strlen(json_string_value(v)) != n)
 		return bad(err, what, kp, "string contains a NUL byte");
@@ -137,7 +118,7 @@ static enum rs_code parse_annotations(struct imagejson_kv **out, size_t *n, cons
 	char kp[KP_MAX];
 	kp_join(kp, parent, "annotations");
 	if (!json_is_object(a))
-		return bad(err, what, kp, "expected an object of strings, got %s", type_name(a));
+		return bad(err, what, kp, "expected an object of strings, got %s", jsonload_type_name(a));
 	size_t cnt = json_object_size(a);
 	if (cnt == 0)
 		return RS_OK;
@@ -150,7 +131,7 @@ static enum rs_code parse_annotations(struct imagejson_kv **out, size_t *n, cons
 		if (!json_is_string(v)) {
 			char kk[KP_MAX];
 			kp_join(kk, kp, key);
-			return bad(err, what, kk, "expected a string, got %s", type_name(v));
+			return bad(err, what, kk, "expected a string, got %s", jsonload_type_name(v));
 		}
 		struct imagejson_kv *kv = &(*out)[*n];
 		kv->key = dupstr(key);
@@ -167,7 +148,7 @@ static enum rs_code parse_descriptor(struct imagejson_descriptor *d, const json_
 {
 	memset(d, 0, sizeof(*d));
 	if (!json_is_object(v))
-		return bad(err, what, kp, "expected a descriptor object, got %s", type_name(v));
+		return bad(err, what, kp, "expected a descriptor object, got %s", jsonload_type_name(v));
 	enum rs_code rc = opt_string(&d->media_type, v, "mediaType", kp, what, err);
 	if (rc == RS_OK)
 		rc = req_string(&d->digest, v, "digest", kp, what, err);
@@ -177,14 +158,14 @@ static enum rs_code parse_descriptor(struct imagejson_descriptor *d, const json_
 	char sk[KP_MAX];
 	kp_join(sk, kp, "size");
 	if (!json_is_integer(sz) || json_integer_value(sz) < 0)
-		return bad(err, what, sk, "expected a non-negative integer, got %s", type_name(sz));
+		return bad(err, what, sk, "expected a non-negative integer, got %s", jsonload_type_name(sz));
 	d->size = (uint64_t)json_integer_value(sz);
 	json_t *pf = json_object_get(v, "platform");
 	if (pf && !json_is_null(pf)) {
 		char pk[KP_MAX];
 		kp_join(pk, kp, "platform");
 		if (!json_is_object(pf))
-			return bad(err, what, pk, "expected an object, got %s", type_name(pf));
+			return bad(err, what, pk, "expected an object, got %s", jsonload_type_name(pf));
 		rc = opt_string(&d->os, pf, "os", pk, what, err);
 		if (rc == RS_OK)
 			rc = opt_string(&d->architecture, pf, "architecture", pk, what, err);
@@ -200,7 +181,7 @@ static enum rs_code parse_schema(int *out, const json_t *root, const char *what,
 {
 	json_t *v = json_object_get(root, "schemaVersion");
 	if (!json_is_integer(v))
-		return bad(err, what, "schemaVersion", "expected the integer 2, got %s", type_name(v));
+		return bad(err, what, "schemaVersion", "expected the integer 2, got %s", jsonload_type_name(v));
 	if (json_integer_value(v) != 2)
 		return bad(err, what, "schemaVersion", "expected 2, got %lld", (long long)json_integer_value(v));
 	*out = 2;
@@ -275,7 +256,7 @@ enum rs_code imagejson_parse_manifest(struct imagejson_manifest *out, const char
 		rc = parse_descriptor(&out->config, json_object_get(root, "config"), "config", what, err);
 	json_t *layers = json_object_get(root, "layers");
 	if (rc == RS_OK && !json_is_array(layers))
-		rc = bad(err, what, "layers", "expected an array, got %s", type_name(layers));
+		rc = bad(err, what, "layers", "expected an array, got %s", jsonload_type_name(layers));
 	if (rc == RS_OK)
 		rc = parse_descriptors(&out->layers, &out->layer_count, layers, "layers", "layers", RS_LIMIT_IMAGE_LAYERS_MAX,
 				       "RS_LIMIT_IMAGE_LAYERS_MAX", what, err);
@@ -300,7 +281,7 @@ enum rs_code imagejson_parse_index(struct imagejson_index *out, const char *buf,
 		rc = opt_string(&out->media_type, root, "mediaType", NULL, what, err);
 	json_t *ms = json_object_get(root, "manifests");
 	if (rc == RS_OK && !json_is_array(ms))
-		rc = bad(err, what, "manifests", "expected an array, got %s", type_name(ms));
+		rc = bad(err, what, "manifests", "expected an array, got %s", jsonload_type_name(ms));
 	if (rc == RS_OK)
 		rc = parse_descriptors(&out->manifests, &out->manifest_count, ms, "manifests", "entries",
 				       RS_LIMIT_INDEX_MANIFESTS_MAX, "RS_LIMIT_INDEX_MANIFESTS_MAX", what, err);
@@ -330,9 +311,9 @@ enum rs_code imagejson_parse_config(struct imagejson_config *out, const char *bu
 	json_t *rootfs = json_object_get(root, "rootfs");
 	json_t *ids = rootfs ? json_object_get(rootfs, "diff_ids") : NULL;
 	if (rc == RS_OK && !json_is_object(rootfs))
-		rc = bad(err, what, "rootfs", "expected an object, got %s", type_name(rootfs));
+		rc = bad(err, what, "rootfs", "expected an object, got %s", jsonload_type_name(rootfs));
 	if (rc == RS_OK && !json_is_array(ids))
-		rc = bad(err, what, "rootfs.diff_ids", "expected an array, got %s", type_name(ids));
+		rc = bad(err, what, "rootfs.diff_ids", "expected an array, got %s", jsonload_type_name(ids));
 	if (rc == RS_OK && json_array_size(ids) > RS_LIMIT_IMAGE_LAYERS_MAX)
 		rc = bad(err, what, "rootfs.diff_ids", "%zu entries, limit is %u (RS_LIMIT_IMAGE_LAYERS_MAX)",
 			 json_array_size(ids), (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
@@ -348,7 +329,7 @@ enum rs_code imagejson_parse_config(struct imagejson_config *out, const char *bu
 			if (!json_is_string(v)) {
 				char kp[KP_MAX];
 				snprintf(kp, sizeof(kp), "rootfs.diff_ids[%zu]", i);
-				rc = bad(err, what, kp, "expected a string, got %s", type_name(v));
+				rc = bad(err, what, kp, "expected a string, got %s", jsonload_type_name(v));
 				break;
 			}
 			out->diff_ids[i] = dupstr(json_string_value(v));
@@ -361,7 +342,7 @@ enum rs_code imagejson_parse_config(struct imagejson_config *out, const char *bu
 	if (rc == RS_OK && hist && !json_is_null(hist)) {
 		out->has_history = true;
 		if (!json_is_array(hist))
-			rc = bad(err, what, "history", "expected an array, got %s", type_name(hist));
+			rc = bad(err, what, "history", "expected an array, got %s", jsonload_type_name(hist));
 		else if (json_array_size(hist) > RS_LIMIT_IMAGE_LAYERS_MAX * 4)
 			rc = bad(err, what, "history", "%zu entries, limit is %u (4 x RS_LIMIT_IMAGE_LAYERS_MAX)",
 				 json_array_size(hist), (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX * 4);
@@ -377,7 +358,7 @@ enum rs_code imagejson_parse_config(struct imagejson_config *out, const char *bu
 				char kp[KP_MAX];
 				snprintf(kp, sizeof(kp), "history[%zu]", i);
 				if (!json_is_object(h)) {
-					rc = bad(err, what, kp, "expected an object, got %s", type_name(h));
+					rc = bad(err, what, kp, "expected an object, got %s", jsonload_type_name(h));
 					break;
 				}
 				struct imagejson_history *e = &out->history[i];
@@ -394,7 +375,7 @@ enum rs_code imagejson_parse_config(struct imagejson_config *out, const char *bu
 					if (!json_is_boolean(el)) {
 						char ek[KP_MAX];
 						kp_join(ek, kp, "empty_layer");
-						rc = bad(err, what, ek, "expected a boolean, got %s", type_name(el));
+						rc = bad(err, what, ek, "expected a boolean, got %s", jsonload_type_name(el));
 					} else
 						e->empty_layer = json_is_true(el);
 				}
@@ -415,7 +396,7 @@ static enum rs_code str_array(char ***out, size_t *n, const json_t *arr, const c
 	if (!arr || json_is_null(arr))
 		return RS_OK;
 	if (!json_is_array(arr))
-		return bad(err, what, kp, "expected an array of strings, got %s", type_name(arr));
+		return bad(err, what, kp, "expected an array of strings, got %s", jsonload_type_name(arr));
 	if (json_array_size(arr) == 0)
 		return RS_OK;
 	*out = calloc(json_array_size(arr), sizeof(char *));
@@ -427,7 +408,7 @@ static enum rs_code str_array(char ***out, size_t *n, const json_t *arr, const c
 		if (!json_is_string(v)) {
 			char k[KP_MAX];
 			snprintf(k, sizeof(k), "%s[%zu]", kp, i);
-			return bad(err, what, k, "expected a string, got %s", type_name(v));
+			return bad(err, what, k, "expected a string, got %s", jsonload_type_name(v));
 		}
 		(*out)[i] = dupstr(json_string_value(v));
 		*n = i + 1;
@@ -448,7 +429,7 @@ enum rs_code imagejson_parse_archive(struct imagejson_archive *out, const char *
 				  jerr.column, jerr.text);
 	enum rs_code rc = RS_OK;
 	if (!json_is_array(root) || json_array_size(root) == 0)
-		rc = bad(err, what, NULL, "expected a non-empty array of images, got %s", type_name(root));
+		rc = bad(err, what, NULL, "expected a non-empty array of images, got %s", jsonload_type_name(root));
 	else if (json_array_size(root) > RS_LIMIT_INDEX_MANIFESTS_MAX)
 		rc = bad(err, what, NULL, "%zu images, limit is %u (RS_LIMIT_INDEX_MANIFESTS_MAX)",
 			 json_array_size(root), (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
@@ -467,7 +448,7 @@ enum rs_code imagejson_parse_archive(struct imagejson_archive *out, const char *
 		struct imagejson_archive_image *a = &out->images[i];
 		out->image_count = i + 1;
 		if (!json_is_object(im)) {
-			rc = bad(err, what, kp, "expected an object, got %s", type_name(im));
+			rc = bad(err, what, kp, "expected an object, got %s", jsonload_type_name(im));
 			break;
 		}
 		rc = req_string(&a->config, im, "Config", kp, what, err);
@@ -476,7 +457,7 @@ enum rs_code imagejson_parse_archive(struct imagejson_archive *out, const char *
 		json_t *layers = json_object_get(im, "Layers");
 		kp_join(sub, kp, "Layers");
 		if (!json_is_array(layers)) {
-			rc = bad(err, what, sub, "expected an array, got %s", type_name(layers));
+			rc = bad(err, what, sub, "expected an array, got %s", jsonload_type_name(layers));
 			break;
 		}
 		if (json_array_size(layers) > RS_LIMIT_IMAGE_LAYERS_MAX) {

@@ -7,6 +7,8 @@
  * It reads one file (capped at RS_LIMIT_CONFIG_FILE_MAX_BYTES) and creates
  * nothing; json_t values live only inside this file. */
 #include "policy.h"
+
+#include "jsonload.h"
 #include "rs_limits.h"
 
 #include <ctype.h>
@@ -97,43 +99,6 @@ static void *xrealloc(void *ptr, size_t n)
 	return fail_now() ? NULL : realloc(ptr, n);
 }
 
-struct loader {
-	const char *file;
-	struct rs_err *err;
-};
-
-static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
-			 const char *fmt, ...) RS_PRINTF(4, 5);
-static enum rs_code fail(const struct loader *ld, enum rs_code code, const char *path,
-			 const char *fmt, ...)
-{
-	char body[RS_ERR_MSG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(body, sizeof(body), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		body[0] = '\0';
-	if (path && path[0])
-		return rs_err_set(ld->err, code, "%s: %s: %s", ld->file, path, body);
-	return rs_err_set(ld->err, code, "%s: %s", ld->file, body);
-}
-
-static const char *type_name(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number";
-	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
-	}
-	return "a value";
-}
-
 static void key_path(char *out, size_t cap, const char *parent, const char *key)
 {
 	int n = parent && parent[0] ? snprintf(out, cap, "%s.%s", parent, key) : snprintf(out, cap, "%s", key);
@@ -141,7 +106,7 @@ static void key_path(char *out, size_t cap, const char *parent, const char *key)
 		memcpy(out + cap - 4, "...", 4); /* key paths are cut, not failed */
 }
 
-static enum rs_code check_keys(const struct loader *ld, const json_t *obj, const char *path,
+static enum rs_code check_keys(const struct jsonload *ld, const json_t *obj, const char *path,
 			       const char *const *allowed)
 {
 	const char *key;
@@ -154,7 +119,7 @@ static enum rs_code check_keys(const struct loader *ld, const json_t *obj, const
 		if (!ok) {
 			char kp[PATH_MAX_CHARS];
 			key_path(kp, sizeof(kp), path, key);
-			return fail(ld, RS_CONFIG, kp, "unknown key");
+			return jsonload_fail(ld, RS_CONFIG, kp, "unknown key");
 		}
 	}
 	return RS_OK;
@@ -268,7 +233,7 @@ static void show(char *out, size_t cap, const char *s)
 
 /* A glob must be a relative path without "..": "/usr/x" is accepted and
  * stored as "usr/x"; empty components and "." are refused. */
-static enum rs_code check_glob(const struct loader *ld, const char *path, const char *g,
+static enum rs_code check_glob(const struct jsonload *ld, const char *path, const char *g,
 			       const char **norm)
 {
 	char shown[SHOW_MAX_CHARS + 8];
@@ -276,15 +241,15 @@ static enum rs_code check_glob(const struct loader *ld, const char *path, const 
 	while (*g == '/')
 		g++;
 	if (!*g)
-		return fail(ld, RS_CONFIG, path, "expected a non-empty path glob, got \"%s\"", shown);
+		return jsonload_fail(ld, RS_CONFIG, path, "expected a non-empty path glob, got \"%s\"", shown);
 	if (strlen(g) > 4096)
-		return fail(ld, RS_CONFIG, path, "glob is longer than 4096 bytes");
+		return jsonload_fail(ld, RS_CONFIG, path, "glob is longer than 4096 bytes");
 	const char *c = g;
 	while (*c) {
 		const char *e = strchr(c, '/');
 		size_t n = e ? (size_t)(e - c) : strlen(c);
 		if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
-			return fail(ld, RS_CONFIG, path,
+			return jsonload_fail(ld, RS_CONFIG, path,
 				    "expected a relative path glob without empty, '.' or '..' components, got \"%s\"",
 				    shown);
 		c += n;
@@ -295,13 +260,13 @@ static enum rs_code check_glob(const struct loader *ld, const char *path, const 
 	return RS_OK;
 }
 
-static enum rs_code load_globs(const struct loader *ld, const json_t *arr, const char *path,
+static enum rs_code load_globs(const struct jsonload *ld, const json_t *arr, const char *path,
 			       char ***v, size_t *n)
 {
 	if (!json_is_array(arr))
-		return fail(ld, RS_CONFIG, path, "expected an array of path globs, got %s", type_name(arr));
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an array of path globs, got %s", jsonload_type_name(arr));
 	if (json_array_size(arr) > RS_LIMIT_POLICY_GLOBS_MAX)
-		return fail(ld, RS_CONFIG, path, "%zu globs, limit is %u (RS_LIMIT_POLICY_GLOBS_MAX)",
+		return jsonload_fail(ld, RS_CONFIG, path, "%zu globs, limit is %u (RS_LIMIT_POLICY_GLOBS_MAX)",
 			    json_array_size(arr), (unsigned)RS_LIMIT_POLICY_GLOBS_MAX);
 	size_t i;
 	json_t *g;
@@ -309,13 +274,13 @@ static enum rs_code load_globs(const struct loader *ld, const json_t *arr, const
 		char kp[PATH_MAX_CHARS];
 		snprintf(kp, sizeof(kp), "%s[%zu]", path, i);
 		if (!json_is_string(g))
-			return fail(ld, RS_CONFIG, kp, "expected a string, got %s", type_name(g));
+			return jsonload_fail(ld, RS_CONFIG, kp, "expected a string, got %s", jsonload_type_name(g));
 		const char *norm = NULL;
 		enum rs_code rc = check_glob(ld, kp, json_string_value(g), &norm);
 		if (rc != RS_OK)
 			return rc;
 		if (!strv_push(v, n, norm))
-			return fail(ld, RS_NOMEM, NULL, "out of memory");
+			return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 	}
 	return RS_OK;
 }
@@ -330,18 +295,18 @@ static bool valid_digest(const char *s)
 	return true;
 }
 
-static enum rs_code load_strip(const struct loader *ld, struct policy *p, const json_t *strip)
+static enum rs_code load_strip(const struct jsonload *ld, struct policy *p, const json_t *strip)
 {
 	if (!json_is_object(strip))
-		return fail(ld, RS_CONFIG, "strip", "expected an object, got %s", type_name(strip));
+		return jsonload_fail(ld, RS_CONFIG, "strip", "expected an object, got %s", jsonload_type_name(strip));
 	enum rs_code rc = check_keys(ld, strip, "strip", strip_keys);
 	if (rc != RS_OK)
 		return rc;
 	json_t *rules = json_object_get(strip, "rules");
 	if (rules) {
 		if (!json_is_object(rules))
-			return fail(ld, RS_CONFIG, "strip.rules", "expected an object of rule name -> boolean, got %s",
-				    type_name(rules));
+			return jsonload_fail(ld, RS_CONFIG, "strip.rules", "expected an object of rule name -> boolean, got %s",
+				    jsonload_type_name(rules));
 		const char *key;
 		json_t *v;
 		json_object_foreach(rules, key, v) {
@@ -352,19 +317,19 @@ static enum rs_code load_strip(const struct loader *ld, struct policy *p, const 
 				if (strcmp(p->rules[i].name, key) == 0)
 					break;
 			if (i == BUILTIN_COUNT)
-				return fail(ld, RS_CONFIG, kp,
+				return jsonload_fail(ld, RS_CONFIG, kp,
 					    "unknown rule (known: apt-lists, apt-cache, apt-dpkg-logs, docs, man-pages, "
 					    "info-pages, pip-cache, npm-cache, yarn-cache, go-cache, tmp, pycache, locales)");
 			if (!json_is_boolean(v))
-				return fail(ld, RS_CONFIG, kp, "expected true or false, got %s", type_name(v));
+				return jsonload_fail(ld, RS_CONFIG, kp, "expected true or false, got %s", jsonload_type_name(v));
 			p->rules[i].enabled = json_is_true(v);
 		}
 	}
 	json_t *lk = json_object_get(strip, "locales_keep");
 	if (lk) {
 		if (!json_is_array(lk))
-			return fail(ld, RS_CONFIG, "strip.locales_keep", "expected an array of locale names, got %s",
-				    type_name(lk));
+			return jsonload_fail(ld, RS_CONFIG, "strip.locales_keep", "expected an array of locale names, got %s",
+				    jsonload_type_name(lk));
 		struct policy_rule *loc = NULL;
 		for (size_t i = 0; i < p->rule_count; i++)
 			if (strcmp(p->rules[i].name, "locales") == 0)
@@ -375,32 +340,32 @@ static enum rs_code load_strip(const struct loader *ld, struct policy *p, const 
 			char kp[PATH_MAX_CHARS];
 			snprintf(kp, sizeof(kp), "strip.locales_keep[%zu]", i);
 			if (!json_is_string(v))
-				return fail(ld, RS_CONFIG, kp, "expected a string, got %s", type_name(v));
+				return jsonload_fail(ld, RS_CONFIG, kp, "expected a string, got %s", jsonload_type_name(v));
 			const char *s = json_string_value(v);
 			char shown[SHOW_MAX_CHARS + 8];
 			show(shown, sizeof(shown), s);
 			if (!*s || strlen(s) > 64 || strchr(s, '/') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-				return fail(ld, RS_CONFIG, kp,
+				return jsonload_fail(ld, RS_CONFIG, kp,
 					    "expected a locale directory name like \"en\" or \"pt_BR\", got \"%s\"", shown);
 			char glob[96];
 			snprintf(glob, sizeof(glob), "usr/share/locale/%s", s);
 			if (loc && !strv_push(&loc->keep, &loc->keep_count, glob))
-				return fail(ld, RS_NOMEM, NULL, "out of memory");
+				return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 		}
 	}
 	json_t *custom = json_object_get(strip, "custom");
 	if (custom) {
 		if (!json_is_array(custom))
-			return fail(ld, RS_CONFIG, "strip.custom", "expected an array of rules, got %s",
-				    type_name(custom));
+			return jsonload_fail(ld, RS_CONFIG, "strip.custom", "expected an array of rules, got %s",
+				    jsonload_type_name(custom));
 		if (json_array_size(custom) + BUILTIN_COUNT > RS_LIMIT_POLICY_RULES_MAX)
-			return fail(ld, RS_CONFIG, "strip.custom",
+			return jsonload_fail(ld, RS_CONFIG, "strip.custom",
 				    "%zu custom rules, limit is %zu (RS_LIMIT_POLICY_RULES_MAX minus the built-in ones)",
 				    json_array_size(custom), (size_t)RS_LIMIT_POLICY_RULES_MAX - BUILTIN_COUNT);
 		struct policy_rule *nr =
 			xrealloc(p->rules, (p->rule_count + json_array_size(custom)) * sizeof(*nr));
 		if (!nr)
-			return fail(ld, RS_NOMEM, NULL, "out of memory");
+			return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 		p->rules = nr;
 		size_t i;
 		json_t *c;
@@ -408,7 +373,7 @@ static enum rs_code load_strip(const struct loader *ld, struct policy *p, const 
 			char kp[PATH_MAX_CHARS], sub[PATH_MAX_CHARS];
 			snprintf(kp, sizeof(kp), "strip.custom[%zu]", i);
 			if (!json_is_object(c))
-				return fail(ld, RS_CONFIG, kp, "expected an object, got %s", type_name(c));
+				return jsonload_fail(ld, RS_CONFIG, kp, "expected an object, got %s", jsonload_type_name(c));
 			rc = check_keys(ld, c, kp, custom_keys);
 			if (rc != RS_OK)
 				return rc;
@@ -421,26 +386,26 @@ static enum rs_code load_strip(const struct loader *ld, struct policy *p, const 
 			snprintf(defname, sizeof(defname), "custom-%zu", i);
 			key_path(sub, sizeof(sub), kp, "name");
 			if (name && !json_is_string(name))
-				return fail(ld, RS_CONFIG, sub, "expected a string, got %s", type_name(name));
+				return jsonload_fail(ld, RS_CONFIG, sub, "expected a string, got %s", jsonload_type_name(name));
 			const char *nm = name ? json_string_value(name) : defname;
 			if (!*nm || strlen(nm) > 64)
-				return fail(ld, RS_CONFIG, sub, "expected a name of 1 to 64 characters");
+				return jsonload_fail(ld, RS_CONFIG, sub, "expected a name of 1 to 64 characters");
 			for (size_t k = 0; k + 1 < p->rule_count; k++)
 				if (strcmp(p->rules[k].name, nm) == 0)
-					return fail(ld, RS_CONFIG, sub, "rule name \"%s\" is already used", nm);
+					return jsonload_fail(ld, RS_CONFIG, sub, "rule name \"%s\" is already used", nm);
 			r->name = dupstr(nm);
 			r->summary = dupstr("");
 			if (!r->name || !r->summary)
-				return fail(ld, RS_NOMEM, NULL, "out of memory");
+				return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 			json_t *paths = json_object_get(c, "paths");
 			key_path(sub, sizeof(sub), kp, "paths");
 			if (!paths)
-				return fail(ld, RS_CONFIG, sub, "missing: a custom rule needs path globs");
+				return jsonload_fail(ld, RS_CONFIG, sub, "missing: a custom rule needs path globs");
 			rc = load_globs(ld, paths, sub, &r->include, &r->include_count);
 			if (rc != RS_OK)
 				return rc;
 			if (r->include_count == 0)
-				return fail(ld, RS_CONFIG, sub, "expected at least one path glob");
+				return jsonload_fail(ld, RS_CONFIG, sub, "expected at least one path glob");
 			json_t *keep = json_object_get(c, "keep");
 			if (keep) {
 				key_path(sub, sizeof(sub), kp, "keep");
@@ -453,11 +418,11 @@ static enum rs_code load_strip(const struct loader *ld, struct policy *p, const 
 	return RS_OK;
 }
 
-static enum rs_code load_root(const struct loader *ld, struct policy *p, const json_t *root)
+static enum rs_code load_root(const struct jsonload *ld, struct policy *p, const json_t *root)
 {
 	if (!json_is_object(root))
-		return fail(ld, RS_CONFIG, NULL, "expected a JSON object at the top level, got %s",
-			    type_name(root));
+		return jsonload_fail(ld, RS_CONFIG, NULL, "expected a JSON object at the top level, got %s",
+			    jsonload_type_name(root));
 	enum rs_code rc = check_keys(ld, root, NULL, top_keys);
 	if (rc != RS_OK)
 		return rc;
@@ -473,18 +438,18 @@ static enum rs_code load_root(const struct loader *ld, struct policy *p, const j
 		else if (s) {
 			char shown[SHOW_MAX_CHARS + 8];
 			show(shown, sizeof(shown), s);
-			return fail(ld, RS_CONFIG, "squash", "expected \"all\", \"none\" or \"keep-base\", got \"%s\"",
+			return jsonload_fail(ld, RS_CONFIG, "squash", "expected \"all\", \"none\" or \"keep-base\", got \"%s\"",
 				    shown);
 		} else
-			return fail(ld, RS_CONFIG, "squash", "expected a string, got %s", type_name(v));
+			return jsonload_fail(ld, RS_CONFIG, "squash", "expected a string, got %s", jsonload_type_name(v));
 	}
 	v = json_object_get(root, "base_layers");
 	if (v) {
 		if (!json_is_array(v))
-			return fail(ld, RS_CONFIG, "base_layers", "expected an array of layer digests, got %s",
-				    type_name(v));
+			return jsonload_fail(ld, RS_CONFIG, "base_layers", "expected an array of layer digests, got %s",
+				    jsonload_type_name(v));
 		if (json_array_size(v) > RS_LIMIT_IMAGE_LAYERS_MAX)
-			return fail(ld, RS_CONFIG, "base_layers", "%zu digests, limit is %u (RS_LIMIT_IMAGE_LAYERS_MAX)",
+			return jsonload_fail(ld, RS_CONFIG, "base_layers", "%zu digests, limit is %u (RS_LIMIT_IMAGE_LAYERS_MAX)",
 				    json_array_size(v), (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
 		size_t i;
 		json_t *d;
@@ -492,28 +457,28 @@ static enum rs_code load_root(const struct loader *ld, struct policy *p, const j
 			char kp[PATH_MAX_CHARS];
 			snprintf(kp, sizeof(kp), "base_layers[%zu]", i);
 			if (!json_is_string(d))
-				return fail(ld, RS_CONFIG, kp, "expected a digest string, got %s", type_name(d));
+				return jsonload_fail(ld, RS_CONFIG, kp, "expected a digest string, got %s", jsonload_type_name(d));
 			if (!valid_digest(json_string_value(d))) {
 				char shown[SHOW_MAX_CHARS + 8];
 				show(shown, sizeof(shown), json_string_value(d));
-				return fail(ld, RS_CONFIG, kp, "expected \"sha256:\" and 64 lower-case hex digits, got \"%s\"",
+				return jsonload_fail(ld, RS_CONFIG, kp, "expected \"sha256:\" and 64 lower-case hex digits, got \"%s\"",
 					    shown);
 			}
 			if (!strv_push(&p->base_layers, &p->base_layer_count, json_string_value(d)))
-				return fail(ld, RS_NOMEM, NULL, "out of memory");
+				return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 		}
 	}
 	v = json_object_get(root, "dedupe");
 	if (v) {
 		if (!json_is_boolean(v))
-			return fail(ld, RS_CONFIG, "dedupe", "expected true or false, got %s", type_name(v));
+			return jsonload_fail(ld, RS_CONFIG, "dedupe", "expected true or false, got %s", jsonload_type_name(v));
 		p->dedupe = json_is_true(v);
 	}
 	v = json_object_get(root, "compression");
 	if (v) {
 		const char *s = json_is_string(v) ? json_string_value(v) : NULL;
 		if (!s)
-			return fail(ld, RS_CONFIG, "compression", "expected a string, got %s", type_name(v));
+			return jsonload_fail(ld, RS_CONFIG, "compression", "expected a string, got %s", jsonload_type_name(v));
 		if (strcmp(s, "zstd") == 0)
 			p->compression = POLICY_COMPRESS_ZSTD;
 		else if (strcmp(s, "gzip") == 0)
@@ -523,7 +488,7 @@ static enum rs_code load_root(const struct loader *ld, struct policy *p, const j
 		else {
 			char shown[SHOW_MAX_CHARS + 8];
 			show(shown, sizeof(shown), s);
-			return fail(ld, RS_CONFIG, "compression", "expected \"zstd\", \"gzip\" or \"none\", got \"%s\"",
+			return jsonload_fail(ld, RS_CONFIG, "compression", "expected \"zstd\", \"gzip\" or \"none\", got \"%s\"",
 				    shown);
 		}
 	}
@@ -532,13 +497,13 @@ static enum rs_code load_root(const struct loader *ld, struct policy *p, const j
 	v = json_object_get(root, "level");
 	if (v) {
 		if (!json_is_integer(v))
-			return fail(ld, RS_CONFIG, "level", "expected an integer, got %s", type_name(v));
+			return jsonload_fail(ld, RS_CONFIG, "level", "expected an integer, got %s", jsonload_type_name(v));
 		json_int_t l = json_integer_value(v);
 		int lo = 1, hi = p->compression == POLICY_COMPRESS_ZSTD ? 19 : 9;
 		if (p->compression == POLICY_COMPRESS_NONE)
-			return fail(ld, RS_CONFIG, "level", "has no meaning with compression \"none\"");
+			return jsonload_fail(ld, RS_CONFIG, "level", "has no meaning with compression \"none\"");
 		if (l < lo || l > hi)
-			return fail(ld, RS_CONFIG, "level", "expected %d..%d for %s, got %lld", lo, hi,
+			return jsonload_fail(ld, RS_CONFIG, "level", "expected %d..%d for %s, got %lld", lo, hi,
 				    policy_compression_name(p->compression), (long long)l);
 		p->level = (int)l;
 	}
@@ -549,14 +514,14 @@ static enum rs_code load_root(const struct loader *ld, struct policy *p, const j
 			return rc;
 	}
 	if (p->squash != POLICY_SQUASH_KEEP_BASE && p->base_layer_count > 0)
-		return fail(ld, RS_CONFIG, "base_layers", "only has a meaning with squash \"keep-base\"");
+		return jsonload_fail(ld, RS_CONFIG, "base_layers", "only has a meaning with squash \"keep-base\"");
 	return RS_OK;
 }
 
 enum rs_code policy_load_buffer(struct policy *p, const char *name, const char *buf, size_t len,
 				struct rs_err *err)
 {
-	struct loader ld = {name, err};
+	struct jsonload ld = {name, err};
 	enum rs_code rc = policy_init_defaults(p, err);
 	if (rc != RS_OK)
 		return rc;
