@@ -19,6 +19,7 @@
 #include "stream.h"
 #include "strip.h"
 #include "tar_read.h"
+#include "tar_sparse.h"
 #include "tar_write.h"
 
 #include <errno.h>
@@ -56,6 +57,8 @@ struct spool_slot {
 	struct tar_entry meta;
 	char *strs[5];
 	struct tar_xattr *x;
+	uint8_t *raw; /* sparse sources: the raw headers (their sparse map) */
+	size_t raw_len;
 	uint64_t off;
 };
 
@@ -903,6 +906,7 @@ static void spool_dispose(struct spool *s)
 				free((void *)s->slots[i].x[k].value);
 			}
 		free(s->slots[i].x);
+		free(s->slots[i].raw);
 	}
 	free(s->slots);
 	memset(s, 0, sizeof(*s));
@@ -920,10 +924,18 @@ static char *dupz(const char *s)
 	return d;
 }
 
-static enum rs_code spool_keep_meta(struct spool *s, uint32_t slot, const struct tar_entry *e, struct rs_err *err)
+static enum rs_code spool_keep_meta(struct spool *s, uint32_t slot, const struct tar_entry *e, const void *raw,
+				    size_t raw_len, struct rs_err *err)
 {
 	struct spool_slot *sl = &s->slots[slot];
 	sl->meta = *e;
+	if (e->sparse) {
+		sl->raw = malloc(raw_len);
+		if (!sl->raw)
+			return rs_err_set(err, RS_NOMEM, "out of memory spooling %s", e->path);
+		memcpy(sl->raw, raw, raw_len);
+		sl->raw_len = raw_len;
+	}
 	const char *src[5] = {e->path, e->linkpath, e->uname, e->gname, e->mtime_pax};
 	for (int k = 0; k < 5; k++) {
 		sl->strs[k] = dupz(src[k]);
@@ -984,27 +996,47 @@ struct p2 {
 	bool writing, spooling;
 };
 
+/* A hard link whose inode lost every surviving copy becomes a regular file
+ * with the source's metadata and data. A sparse source is written expanded
+ * (holes as zeros): synthesized headers are never sparse (tar_write.h). */
 static enum rs_code write_materialized(struct p2 *c, const struct tar_entry *e, uint32_t slot, struct rs_err *err)
 {
 	if (slot >= c->sp->n || !c->sp->slots[slot].filled)
 		return rs_err_set(err, RS_BAD_INPUT, "entry '%s': hard-link source was not spooled", e->path);
 	const struct spool_slot *sl = &c->sp->slots[slot];
 	struct tar_entry m = sl->meta;
+	struct tar_sparse *sp = NULL;
+	enum rs_code rc = RS_OK;
 	m.path = e->path;
-	enum rs_code rc = tar_write_header(c->out, &m, err);
+	if (m.sparse) {
+		rc = tar_sparse_new(&sp, &sl->meta, sl->raw, sl->raw_len, err);
+		m.type = TAR_TYPE_FILE;
+		m.size = m.real_size;
+		m.sparse = false;
+	}
+	if (rc == RS_OK)
+		rc = tar_write_header(c->out, &m, err);
 	uint64_t done = 0;
-	while (rc == RS_OK && done < m.size) {
-		size_t want = m.size - done > PUMP_BUF ? PUMP_BUF : (size_t)(m.size - done);
+	while (rc == RS_OK && done < sl->meta.size) {
+		size_t want = sl->meta.size - done > PUMP_BUF ? PUMP_BUF : (size_t)(sl->meta.size - done);
 		ssize_t n = pread(c->sp->fd, c->r->mbuf, want, (off_t)(sl->off + done));
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return rs_err_set(err, RS_IO, "hard-link spool: read failed");
-		rc = stream_write(c->out, c->r->mbuf, (size_t)n, err);
+		if (n <= 0) {
+			rc = rs_err_set(err, RS_IO, "hard-link spool: read failed");
+			break;
+		}
+		if (sp)
+			rc = tar_sparse_write(sp, c->r->mbuf, (size_t)n, c->out, err);
+		else
+			rc = stream_write(c->out, c->r->mbuf, (size_t)n, err);
 		done += (uint64_t)n;
 	}
+	if (rc == RS_OK && sp)
+		rc = tar_sparse_end(sp, c->out, err);
 	if (rc == RS_OK)
 		rc = tar_write_padding(c->out, m.size, err);
+	tar_sparse_free(sp);
 	return rc;
 }
 
@@ -1019,7 +1051,7 @@ static enum rs_code p2_entry(void *ctx, const struct tar_entry *e, const void *r
 	c->writing = c->spooling = false;
 	*verdict = TAR_DROP;
 	if (d.spool) {
-		rc = spool_keep_meta(c->sp, d.spool_id, e, err);
+		rc = spool_keep_meta(c->sp, d.spool_id, e, raw, raw_len, err);
 		if (rc != RS_OK)
 			return rc;
 		c->spooling = true;

@@ -86,7 +86,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 
 /* A numeric header field: octal (leading spaces, NUL/space terminated) or
  * base-256 (first byte 0x80 positive, 0xff negative). */
-static bool parse_num(const uint8_t *f, size_t n, int64_t *out)
+bool tar_parse_number(const uint8_t *f, size_t n, int64_t *out)
 {
 	if (n && (f[0] == 0x80 || f[0] == 0xff)) {
 		/* big-endian two's complement; the first byte's top bit is the
@@ -124,7 +124,7 @@ static bool parse_num(const uint8_t *f, size_t n, int64_t *out)
 	return true;
 }
 
-static bool parse_dec(const char *s, size_t n, uint64_t *out)
+bool tar_parse_decimal(const char *s, size_t n, uint64_t *out)
 {
 	uint64_t v = 0;
 	if (n == 0)
@@ -148,7 +148,7 @@ static bool parse_pax_time(const char *s, size_t n, int64_t *out)
 	while (i < n && s[i] >= '0' && s[i] <= '9')
 		i++;
 	uint64_t v;
-	if (!parse_dec(s + start, i - start, &v) || v > (uint64_t)INT64_MAX)
+	if (!tar_parse_decimal(s + start, i - start, &v) || v > (uint64_t)INT64_MAX)
 		return false;
 	if (i < n) {
 		if (s[i] != '.')
@@ -338,42 +338,60 @@ static bool key_is(const char *k, size_t kn, const char *lit)
 	return kn == n && memcmp(k, lit, n) == 0;
 }
 
+enum tar_pax_step tar_pax_next(const char *p, size_t n, size_t *pos, const char **key, size_t *key_len,
+			       const char **val, size_t *val_len)
+{
+	size_t i = *pos, start = i;
+	if (i >= n)
+		return TAR_PAX_END;
+	uint64_t rec = 0;
+	size_t digits = 0;
+	while (i < n && p[i] >= '0' && p[i] <= '9' && digits < 20) {
+		rec = rec * 10 + (uint64_t)(p[i] - '0');
+		i++;
+		digits++;
+	}
+	if (digits == 0 && all_zero((const uint8_t *)p + start, n - start))
+		return TAR_PAX_END; /* NUL padding inside the payload */
+	if (digits == 0 || i >= n || p[i] != ' ' || rec > n - start || rec < digits + 3 ||
+	    p[start + rec - 1] != '\n')
+		return TAR_PAX_MALFORMED;
+	const char *kv = p + i + 1;
+	size_t kvn = start + rec - 1 - (i + 1);
+	const char *eq = memchr(kv, '=', kvn);
+	if (!eq || eq == kv)
+		return TAR_PAX_NO_KEY;
+	*key = kv;
+	*key_len = (size_t)(eq - kv);
+	*val = eq + 1;
+	*val_len = kvn - *key_len - 1;
+	*pos = start + rec;
+	return TAR_PAX_RECORD;
+}
+
 /* Apply "len key=value\n" records. An empty value unsets the key (pax
  * says it removes a global value). */
 static enum rs_code apply_pax(struct tar_reader *r, struct attrs *a, const char *p, size_t n,
 			      uint64_t hdr_off, struct rs_err *err)
 {
 	size_t i = 0;
-	while (i < n) {
+	while (1) {
 		size_t start = i;
-		uint64_t rec = 0;
-		size_t digits = 0;
-		while (i < n && p[i] >= '0' && p[i] <= '9' && digits < 20) {
-			rec = rec * 10 + (uint64_t)(p[i] - '0');
-			i++;
-			digits++;
-		}
-		if (digits == 0 && all_zero((const uint8_t *)p + start, n - start))
-			break; /* NUL padding inside the payload */
-		if (digits == 0 || i >= n || p[i] != ' ' || rec > n - start || rec < digits + 3 ||
-		    p[start + rec - 1] != '\n')
+		const char *k, *v;
+		size_t kn, vn;
+		enum tar_pax_step st = tar_pax_next(p, n, &i, &k, &kn, &v, &vn);
+		if (st == TAR_PAX_END)
+			break;
+		if (st == TAR_PAX_MALFORMED)
 			return rs_err_set(err, RS_BAD_INPUT,
 					  "tar: pax header at offset %" PRIu64
 					  ": malformed record at payload byte %zu",
 					  hdr_off, start);
-		const char *kv = p + i + 1;
-		size_t kvn = start + rec - 1 - (i + 1);
-		const char *eq = memchr(kv, '=', kvn);
-		if (!eq || eq == kv)
+		if (st == TAR_PAX_NO_KEY)
 			return rs_err_set(err, RS_BAD_INPUT,
 					  "tar: pax header at offset %" PRIu64
 					  ": record without key=value at payload byte %zu",
 					  hdr_off, start);
-		const char *k = kv;
-		size_t kn = (size_t)(eq - kv);
-		const char *v = eq + 1;
-		size_t vn = kvn - kn - 1;
-		i = start + rec;
 		if (key_is(k, kn, "path"))
 			SET(path, v, vn);
 		else if (key_is(k, kn, "linkpath"))
@@ -545,26 +563,26 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 
 	/* numbers */
 	int64_t v;
-	if (!parse_num(h + 100, 8, &v) || v < 0)
+	if (!tar_parse_number(h + 100, 8, &v) || v < 0)
 		return bad_field(r, "mode", err);
 	e->mode = (uint32_t)(v & 07777);
-	if (!parse_num(h + 108, 8, &v) || v < 0)
+	if (!tar_parse_number(h + 108, 8, &v) || v < 0)
 		return bad_field(r, "uid", err);
 	e->uid = (uint64_t)v;
-	if (!parse_num(h + 116, 8, &v) || v < 0)
+	if (!tar_parse_number(h + 116, 8, &v) || v < 0)
 		return bad_field(r, "gid", err);
 	e->gid = (uint64_t)v;
-	if (!parse_num(h + 124, 12, &v) || v < 0)
+	if (!tar_parse_number(h + 124, 12, &v) || v < 0)
 		return bad_field(r, "size", err);
 	uint64_t size = (uint64_t)v;
-	if (!parse_num(h + 136, 12, &v))
+	if (!tar_parse_number(h + 136, 12, &v))
 		return bad_field(r, "mtime", err);
 	e->mtime = v;
 	if (posix || gnu) {
-		if (!parse_num(h + 329, 8, &v) || v < 0 || v > UINT32_MAX)
+		if (!tar_parse_number(h + 329, 8, &v) || v < 0 || v > UINT32_MAX)
 			return bad_field(r, "devmajor", err);
 		e->devmajor = (uint32_t)v;
-		if (!parse_num(h + 337, 8, &v) || v < 0 || v > UINT32_MAX)
+		if (!tar_parse_number(h + 337, 8, &v) || v < 0 || v > UINT32_MAX)
 			return bad_field(r, "devminor", err);
 		e->devminor = (uint32_t)v;
 		e->uname = arena_put(r, (const char *)h + 265, field_len(h + 265, 32));
@@ -574,17 +592,17 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	}
 	uint64_t u;
 	if (a.uid) {
-		if (!parse_dec(a.uid, a.uid_len, &u))
+		if (!tar_parse_decimal(a.uid, a.uid_len, &u))
 			return entry_error(r, e->path, "invalid pax uid", err);
 		e->uid = u;
 	}
 	if (a.gid) {
-		if (!parse_dec(a.gid, a.gid_len, &u))
+		if (!tar_parse_decimal(a.gid, a.gid_len, &u))
 			return entry_error(r, e->path, "invalid pax gid", err);
 		e->gid = u;
 	}
 	if (a.size) {
-		if (!parse_dec(a.size, a.size_len, &u) || u > (uint64_t)INT64_MAX)
+		if (!tar_parse_decimal(a.size, a.size_len, &u) || u > (uint64_t)INT64_MAX)
 			return entry_error(r, e->path, "invalid pax size", err);
 		size = u;
 	}
@@ -606,14 +624,14 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	/* sparse */
 	if (t == TAR_TYPE_GNU_SPARSE) {
 		e->sparse = true;
-		if (!parse_num(h + 483, 12, &v) || v < 0)
+		if (!tar_parse_number(h + 483, 12, &v) || v < 0)
 			return bad_field(r, "sparse realsize", err);
 		e->real_size = (uint64_t)v;
 	} else if (a.sparse) {
 		e->sparse = true;
 		const char *rs = a.sparse_realsize ? a.sparse_realsize : a.sparse_size;
 		size_t rn = a.sparse_realsize ? a.sparse_realsize_len : a.sparse_size_len;
-		if (rs && !parse_dec(rs, rn, &u))
+		if (rs && !tar_parse_decimal(rs, rn, &u))
 			return entry_error(r, e->path, "invalid pax GNU.sparse real size", err);
 		if (rs)
 			e->real_size = u;
@@ -739,7 +757,7 @@ static enum rs_code header_block(struct tar_reader *r, const uint8_t *b, struct 
 				  off - TAR_BLOCK);
 	/* checksum: the field counts as spaces; old writers summed signed chars */
 	int64_t stored;
-	if (!parse_num(b + 148, 8, &stored) || b[148] == 0x80 || b[148] == 0xff)
+	if (!tar_parse_number(b + 148, 8, &stored) || b[148] == 0x80 || b[148] == 0xff)
 		return rs_err_set(err, RS_BAD_INPUT,
 				  "tar: header at offset %" PRIu64 ": invalid checksum field", off);
 	int64_t us = 0, ss = 0;
@@ -759,7 +777,7 @@ static enum rs_code header_block(struct tar_reader *r, const uint8_t *b, struct 
 	char t = (char)b[156];
 	if (t == 'x' || t == 'g' || t == 'L' || t == 'K' || t == 'X') {
 		int64_t sz;
-		if (!parse_num(b + 124, 12, &sz) || sz < 0)
+		if (!tar_parse_number(b + 124, 12, &sz) || sz < 0)
 			return rs_err_set(err, RS_BAD_INPUT,
 					  "tar: header at offset %" PRIu64 ": invalid size field", off);
 		if ((uint64_t)sz > RS_LIMIT_TAR_EXT_MAX_BYTES)

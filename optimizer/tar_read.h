@@ -171,4 +171,24 @@ void tar_read_stats(const struct stream_sink *s, struct tar_read_stats *out);
  * then unspecified). Exposed for policy code that matches paths. */
 bool tar_path_normalize(char *p);
 
+/* A numeric header field of n bytes: octal (leading spaces, NUL or space
+ * terminated) or base-256 (first byte 0x80, or 0xff for negative). False
+ * when malformed or out of range. */
+bool tar_parse_number(const uint8_t *field, size_t n, int64_t *out);
+
+/* n decimal digits (n >= 1, nothing else) into *out; false on overflow. */
+bool tar_parse_decimal(const char *s, size_t n, uint64_t *out);
+
+enum tar_pax_step {
+	TAR_PAX_RECORD = 0, /* *key / *val set (borrowed from p), *pos advanced */
+	TAR_PAX_END,        /* no more records (the rest is NUL padding) */
+	TAR_PAX_MALFORMED,  /* not "len key=value\n" at *pos */
+	TAR_PAX_NO_KEY,     /* a record without "key=" */
+};
+
+/* The pax extended-header record of payload p (n bytes) at offset *pos
+ * (start with 0). Values may be empty and may hold any bytes. */
+enum tar_pax_step tar_pax_next(const char *p, size_t n, size_t *pos, const char **key, size_t *key_len,
+			       const char **val, size_t *val_len);
+
 #endif

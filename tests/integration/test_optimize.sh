@@ -172,14 +172,9 @@ check_oci_manifest() { # LAYOUT MANIFEST_DIGEST NLAYERS
 # owners, symlinks. Layer 1 is gzip (GNU format), layer 2 an uncompressed pax
 # tar. Seeded: the same bytes every run.
 gen_edge() {
-	python3 - "$1" << 'PYEOF'
-import gzip, hashlib, io, json, os, sys, tarfile
+	python3 - "$1" << 'PYEOF' && layout_of "$1" "gz:$1.l1.tar" "$1.l2.tar"
+import io, sys, tarfile
 out = sys.argv[1]
-os.makedirs(out + "/blobs/sha256", exist_ok=True)
-def blob(b):
-    d = hashlib.sha256(b).hexdigest()
-    open("%s/blobs/sha256/%s" % (out, d), "wb").write(b)
-    return "sha256:" + d, len(b)
 def layer(entries, fmt):
     bio = io.BytesIO()
     t = tarfile.open(fileobj=bio, mode="w", format=fmt)
@@ -243,17 +238,37 @@ l2 = layer([
     {"name": "usr/lib/xattr-file", "data": b"with xattrs\n",
      "pax": {"SCHILY.xattr.user.test": "value-1", "mtime": "1747699200.123456789"}},
 ], tarfile.PAX_FORMAT)
-gz = gzip.compress(l1, compresslevel=6, mtime=0)
-layers = [(gz, l1, "application/vnd.oci.image.layer.v1.tar+gzip"), (l2, l2, "application/vnd.oci.image.layer.v1.tar")]
-cfg = {"architecture": "amd64", "os": "linux", "created": "2025-05-20T00:00:00Z",
-       "config": {"Cmd": ["/bin/sh"]},
-       "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest() for _, raw, _ in layers]},
-       "history": [{"created": "2025-05-20T00:00:00Z", "created_by": "layer %d" % i} for i in range(2)]}
-cd, cs = blob(json.dumps(cfg).encode())
-ls = []
-for b, _, mt in layers:
-    d, n = blob(b)
+open(out + ".l1.tar", "wb").write(l1)
+open(out + ".l2.tar", "wb").write(l2)
+PYEOF
+}
+
+# layout_of DIR TAR...: an OCI layout (tag "latest") whose layers are the given
+# tars, bottom first: uncompressed, or gzip'ed (level 6, mtime 0) for gz:TAR.
+layout_of() {
+	python3 - "$@" << 'PYEOF'
+import gzip, hashlib, json, os, sys
+out, tars = sys.argv[1], sys.argv[2:]
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def blob(b):
+    d = hashlib.sha256(b).hexdigest()
+    open("%s/blobs/sha256/%s" % (out, d), "wb").write(b)
+    return "sha256:" + d, len(b)
+ls, ids = [], []
+for t in tars:
+    raw = open(t[3:] if t.startswith("gz:") else t, "rb").read()
+    if t.startswith("gz:"):
+        d, n = blob(gzip.compress(raw, compresslevel=6, mtime=0))
+        mt = "application/vnd.oci.image.layer.v1.tar+gzip"
+    else:
+        d, n = blob(raw)
+        mt = "application/vnd.oci.image.layer.v1.tar"
     ls.append({"mediaType": mt, "digest": d, "size": n})
+    ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+cfg = {"architecture": "amd64", "os": "linux", "created": "2025-05-20T00:00:00Z", "config": {"Cmd": ["/bin/sh"]},
+       "rootfs": {"type": "layers", "diff_ids": ids},
+       "history": [{"created": "2025-05-20T00:00:00Z", "created_by": "layer %d" % i} for i in range(len(ids))]}
+cd, cs = blob(json.dumps(cfg).encode())
 man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": ls}
 md, ms = blob(json.dumps(man).encode())
@@ -262,6 +277,40 @@ open(out + "/index.json", "w").write(json.dumps({"schemaVersion": 2, "manifests"
     {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
      "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}))
 PYEOF
+}
+
+# gen_sparse DIR: layers 1-4 each hold a sparse file written by GNU tar in one
+# sparse format (old GNU, pax 0.0, 0.1, 1.0) and a hard link to it; layer 5
+# rewrites the sparse files, so every link keeps the old inode and must be
+# rebuilt from the sparse data. DIR/all holds the five layers, DIR/pax the
+# pax ones (2-5): umoci 0.4.7 cannot unpack old GNU 'S' entries, so DIR/all
+# is checked against GNU tar's extraction of its layers (DIR/ref).
+gen_sparse() {
+	local d=$1 i=0 f fmt v args
+	mkdir -p "$d/t" "$d/ref"
+	for f in gnu:gnu posix:0.0 posix:0.1 posix:1.0; do
+		fmt=${f%%:*} v=${f#*:} i=$((i + 1))
+		rm -rf "$d/src" && mkdir -p "$d/src/sp" "$d/src/l"
+		truncate -s $((300000 + i * 70000)) "$d/src/sp/$v"
+		printf 'data in the middle %d' $i | dd of="$d/src/sp/$v" bs=1 seek=$((100000 + i)) conv=notrunc 2> /dev/null
+		head -c 20000 /dev/zero | tr '\0' "$i" | dd of="$d/src/sp/$v" bs=1 seek=$((200000 + i * 999)) conv=notrunc 2> /dev/null
+		ln "$d/src/sp/$v" "$d/src/l/$v"
+		args=(--format="$fmt")
+		[ "$fmt" = posix ] && args+=(--sparse-version="$v")
+		tar -C "$d/src" -cf "$d/t/$i.tar" --sparse "${args[@]}" --numeric-owner --owner=0 --group=0 \
+			--mtime=@1700000000 --no-recursion sp "sp/$v" l "l/$v" || return 1
+	done
+	python3 - "$d/t/5.tar" << 'PYEOF'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    for v in ("gnu", "0.0", "0.1", "1.0"):
+        ti = tarfile.TarInfo("sp/" + v); ti.size = 4; ti.mtime = 1700000000
+        t.addfile(ti, io.BytesIO(b"new\n"))
+PYEOF
+	for i in 1 2 3 4 5; do
+		tar -C "$d/ref" -xpf "$d/t/$i.tar" --numeric-owner || return 1
+	done
+	layout_of "$d/all" "$d"/t/{1,2,3,4,5}.tar && layout_of "$d/pax" "$d"/t/{2,3,4,5}.tar
 }
 
 # compare_links IN_LIST OUT_LIST EXPECTED_REMOVED: like compare, but a file whose
@@ -397,6 +446,31 @@ if listing "$W/edge:latest" "$W/edge-in.lst"; then
 		jq -e '.images[0].hardlinks_materialized >= 2 and .images[0].hardlinks_relinked >= 1' "$W/edge-all.rep"
 else
 	fail "edge: unpack input" "umoci/skopeo failed"
+fi
+
+# ---------------------------------------------------------------- sparse hard-link sources
+
+if gen_sparse "$W/sparse"; then
+	: > "$W/sparse-exp.lst"
+	rootfs_list "$W/sparse/ref" > "$W/sparse-ref.lst"
+	if optimize --json oci:"$W/sparse/all:latest" oci:"$W/sparse-out:x" > "$W/sparse.rep" 2> "$W/sparse.err" &&
+		listing "$W/sparse-out:x" "$W/sparse-out.lst"; then
+		check "sparse: links rebuilt from old GNU / pax 0.0 / 0.1 / 1.0 sparse files (umoci output == GNU tar input)" \
+			compare "$W/sparse-ref.lst" "$W/sparse-out.lst" "$W/sparse-exp.lst"
+		check "sparse: four links materialized" jq -e '.images[0].hardlinks_materialized == 4' "$W/sparse.rep"
+	else
+		fail "sparse: optimize" "$(cat "$W/sparse.err")"
+	fi
+	if listing "$W/sparse/pax:latest" "$W/sparse-pax-in.lst" &&
+		optimize oci:"$W/sparse/pax:latest" oci:"$W/sparse-pax-out:x" > /dev/null 2> "$W/sparse-pax.err" &&
+		listing "$W/sparse-pax-out:x" "$W/sparse-pax-out.lst"; then
+		check "sparse: pax 0.0 / 0.1 / 1.0 sources, umoci trees equal" \
+			compare "$W/sparse-pax-in.lst" "$W/sparse-pax-out.lst" "$W/sparse-exp.lst"
+	else
+		fail "sparse pax: optimize or unpack" "$(cat "$W/sparse-pax.err")"
+	fi
+else
+	fail "sparse: fixture" "GNU tar or python failed"
 fi
 
 # ---------------------------------------------------------------- multi (every platform)

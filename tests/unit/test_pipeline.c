@@ -20,6 +20,7 @@
 
 #include <check.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,22 +275,22 @@ static enum rs_code t_end(void *ctx, const struct tar_entry *e, enum tar_verdict
 	return RS_OK;
 }
 
-static void apply(struct tree *t, const void *blob, size_t len, enum codec_kind kind)
+static void decode_tar(const struct tar_read_cbs *cbs, void *ctx, const void *blob, size_t len, enum codec_kind kind)
 {
-	struct tar_read_cbs cbs = {t_entry, t_data, t_end};
 	struct stream_sink *tar, *dec;
 	struct rs_err err = {0};
-	ck_assert_int_eq(tar_read_new(&tar, &cbs, t, &err), RS_OK);
+	ck_assert_int_eq(tar_read_new(&tar, cbs, ctx, &err), RS_OK);
 	ck_assert_int_eq(codec_decoder_new(&dec, kind, NULL, tar, &err), RS_OK);
 	ck_assert_msg(stream_write(dec, blob, len, &err) == RS_OK, "%s", err.msg);
 	ck_assert_msg(stream_finish(dec, &err) == RS_OK, "%s", err.msg);
 	stream_free(dec);
 	stream_free(tar);
-	t->layer++;
 }
 
-/* Apply every layer of the image tagged tag in layout dir. */
-static void apply_layout(struct tree *t, const char *dir, const char *tag, size_t *nlayers)
+/* Decode every layer of the image tagged tag in layout dir, bottom first,
+ * into a tar reader calling cbs; after_layer (may be NULL) runs after each. */
+static void each_layer(const char *dir, const char *tag, size_t *nlayers, const struct tar_read_cbs *cbs, void *ctx,
+		       void (*after_layer)(void *ctx))
 {
 	char p[512];
 	size_t len;
@@ -313,11 +314,25 @@ static void apply_layout(struct tree *t, const char *dir, const char *tag, size_
 		snprintf(p, sizeof(p), "%s/blobs/sha256/%.64s", dir, dg + 7);
 		size_t bl;
 		char *blob = fixture_read_file(p, &bl);
-		apply(t, blob, bl, k);
+		decode_tar(cbs, ctx, blob, bl, k);
 		free(blob);
+		if (after_layer)
+			after_layer(ctx);
 		(*nlayers)++;
 	}
 	free(man);
+}
+
+static void next_layer(void *ctx)
+{
+	((struct tree *)ctx)->layer++;
+}
+
+/* Apply every layer of the image tagged tag in layout dir. */
+static void apply_layout(struct tree *t, const char *dir, const char *tag, size_t *nlayers)
+{
+	struct tar_read_cbs cbs = {t_entry, t_data, t_end};
+	each_layer(dir, tag, nlayers, &cbs, t, next_layer);
 }
 
 static bool is_stripped(const char *p)
@@ -732,6 +747,141 @@ START_TEST(bad_tar_spool_knob_is_refused)
 }
 END_TEST
 
+/* Entries of the output captured whole (small images only). */
+struct grab {
+	struct {
+		char path[128];
+		char type;
+		bool sparse;
+		uint64_t size;
+		uint8_t *data;
+		size_t len;
+	} e[64];
+	size_t n;
+};
+
+static enum rs_code g_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
+			    enum tar_verdict *v, struct rs_err *err)
+{
+	(void)raw;
+	(void)raw_len;
+	(void)err;
+	struct grab *g = ctx;
+	ck_assert_uint_lt(g->n, 64);
+	snprintf(g->e[g->n].path, sizeof(g->e[g->n].path), "%s", e->path);
+	g->e[g->n].type = e->type;
+	g->e[g->n].sparse = e->sparse;
+	g->e[g->n].size = e->size;
+	g->e[g->n].data = malloc(e->size + 1);
+	g->e[g->n].len = 0;
+	g->n++;
+	*v = TAR_KEEP;
+	return RS_OK;
+}
+
+static enum rs_code g_data(void *ctx, const struct tar_entry *e, const void *buf, size_t len, bool pad,
+			   struct rs_err *err)
+{
+	(void)e;
+	(void)err;
+	struct grab *g = ctx;
+	if (!pad) {
+		memcpy(g->e[g->n - 1].data + g->e[g->n - 1].len, buf, len);
+		g->e[g->n - 1].len += len;
+	}
+	return RS_OK;
+}
+
+static int grab_find(const struct grab *g, const char *path)
+{
+	for (size_t i = 0; i < g->n; i++)
+		if (strcmp(g->e[i].path, path) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void grab_free(struct grab *g)
+{
+	for (size_t i = 0; i < g->n; i++)
+		free(g->e[i].data);
+}
+
+START_TEST(hard_link_to_a_sparse_file_is_materialized_expanded)
+{
+	/* layer 1: a sparse file in each GNU format and a hard link to each;
+	 * layer 2 rewrites the sparse files, so the links keep the old inode
+	 * and must become regular files holding the expanded bytes */
+	enum { REAL = 50000 };
+	static uint8_t content[REAL];
+	for (size_t i = 0; i < REAL; i++)
+		content[i] = (uint8_t)(1 + (i * 7) % 251); /* never 0: holes show */
+	const struct {
+		const char *file, *link;
+		enum targen_flavour f;
+	} sp[] = {{"sp/old", "l/old", TARGEN_OLDGNU_SPARSE},
+		  {"sp/pax01", "l/pax01", TARGEN_PAX_SPARSE_01},
+		  {"sp/pax10", "l/pax10", TARGEN_PAX_SPARSE_10}};
+	struct targen *a = targen_new(21), *b = targen_new(22);
+	targen_add_dir(a, "sp");
+	targen_add_dir(a, "l");
+	uint64_t stored[3];
+	for (size_t i = 0; i < 3; i++) {
+		size_t k = targen_add(a, &(struct targen_entry){.path = sp[i].file, .type = '0', .size = REAL,
+								.data = content, .flavour = sp[i].f, .uid = 7,
+								.mode = 0640});
+		stored[i] = targen_entry_at(a, k)->stored_size;
+		targen_add_hardlink(a, sp[i].link, sp[i].file);
+		targen_add_file(b, sp[i].file, "new\n", 4);
+	}
+	targen_end(a, 2, false);
+	targen_end(b, 2, false);
+	size_t n1, n2;
+	const uint8_t *d1 = targen_data(a, &n1), *d2 = targen_data(b, &n2);
+	struct lay l[2] = {{d1, n1, "application/vnd.oci.image.layer.v1.tar", ""},
+			   {d2, n2, "application/vnd.oci.image.layer.v1.tar", ""}};
+	digest_buffer(l[0].diff_id, d1, n1);
+	digest_buffer(l[1].diff_id, d2, n2);
+	make_layout("in", l, 2);
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "out:x", NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(rep.images[0].links_materialized, 3);
+	report_dispose(&rep);
+	static struct grab g;
+	memset(&g, 0, sizeof(g));
+	struct tar_read_cbs cbs = {g_entry, g_data, NULL};
+	char p[256];
+	size_t nl;
+	snprintf(p, sizeof(p), "%s/out", fixture_dir());
+	each_layer(p, "x", &nl, &cbs, &g, NULL);
+	for (size_t i = 0; i < 3; i++) {
+		int k = grab_find(&g, sp[i].link);
+		ck_assert_msg(k >= 0, "%s missing", sp[i].link);
+		ck_assert_int_eq(g.e[k].type, '0');
+		ck_assert(!g.e[k].sparse);
+		ck_assert_uint_eq(g.e[k].size, REAL);
+		ck_assert_uint_eq(g.e[k].len, REAL);
+		/* every byte is the file's or a hole's zero; the data bytes are
+		 * exactly the stored ones (1.0 also stores its map, in 512s) */
+		uint64_t nonzero = 0;
+		for (size_t x = 0; x < REAL; x++) {
+			ck_assert_msg(g.e[k].data[x] == 0 || g.e[k].data[x] == content[x], "%s byte %zu", sp[i].link, x);
+			nonzero += g.e[k].data[x] != 0;
+		}
+		ck_assert_uint_lt(nonzero, REAL); /* there were holes */
+		if (sp[i].f == TARGEN_PAX_SPARSE_10)
+			ck_assert_msg(stored[i] > nonzero && (stored[i] - nonzero) % 512 == 0, "%s: %" PRIu64 " stored, %" PRIu64 " data",
+				      sp[i].link, stored[i], nonzero);
+		else
+			ck_assert_uint_eq(nonzero, stored[i]);
+		ck_assert_int_eq(g.e[grab_find(&g, sp[i].file)].len, 4);
+	}
+	grab_free(&g);
+	targen_free(a);
+	targen_free(b);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -748,6 +898,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, unknown_tag_and_bad_refs_fail);
 	tcase_add_test(t, tar_spool_fallbacks_give_identical_output);
 	tcase_add_test(t, bad_tar_spool_knob_is_refused);
+	tcase_add_test(t, hard_link_to_a_sparse_file_is_materialized_expanded);
 	suite_add_tcase(s, t);
 	return s;
 }

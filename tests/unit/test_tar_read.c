@@ -6,12 +6,12 @@
  * a byte-for-byte copy must be identical for every split and equal to the
  * input. Bad archives must fail with the exact message and offset. */
 #include "tar_read.h"
-
-#include "fixture.h"
+#include "tar_sparse.h"
 #include "tar_write.h"
 #include "targen.h"
 
 #include "digest.h"
+#include "fixture.h"
 #include "rs_limits.h"
 
 #include <check.h>
@@ -716,6 +716,176 @@ START_TEST(normalizes_paths)
 }
 END_TEST
 
+/* ---- tar_sparse -------------------------------------------------------------- */
+
+/* The one entry of a generated archive: its raw headers and stored data. */
+struct one {
+	uint8_t raw[8192];
+	size_t raw_len;
+	uint8_t *data;
+	size_t len;
+	struct tar_entry e;
+	char path[256];
+};
+
+static enum rs_code one_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
+			      enum tar_verdict *verdict, struct rs_err *err)
+{
+	(void)verdict;
+	(void)err;
+	struct one *o = ctx;
+	ck_assert_uint_le(raw_len, sizeof(o->raw));
+	memcpy(o->raw, raw, raw_len);
+	o->raw_len = raw_len;
+	o->e = *e;
+	snprintf(o->path, sizeof(o->path), "%s", e->path);
+	o->e.path = o->path;
+	o->data = malloc(e->size + 1);
+	o->len = 0;
+	return RS_OK;
+}
+
+static enum rs_code one_data(void *ctx, const struct tar_entry *e, const void *buf, size_t len, bool padding,
+			     struct rs_err *err)
+{
+	(void)e;
+	(void)err;
+	struct one *o = ctx;
+	if (!padding) {
+		memcpy(o->data + o->len, buf, len);
+		o->len += len;
+	}
+	return RS_OK;
+}
+
+static void read_one(const uint8_t *tar, size_t len, struct one *o)
+{
+	struct tar_read_cbs cbs = {one_entry, one_data, NULL};
+	struct stream_sink *r;
+	struct rs_err err = {0};
+	ck_assert_int_eq(tar_read_new(&r, &cbs, o, &err), RS_OK);
+	ck_assert_msg(stream_write(r, tar, len, &err) == RS_OK && stream_finish(r, &err) == RS_OK, "%s", err.msg);
+	stream_free(r);
+}
+
+/* Expand o's data fed in seeded random splits; *out is malloc'd. */
+static enum rs_code expand(const struct one *o, uint64_t seed, uint8_t **out, size_t *out_len, struct rs_err *err)
+{
+	struct stream_sink *mem;
+	ck_assert_int_eq(stream_mem_sink_new(&mem, 1u << 24, "expanded", err), RS_OK);
+	struct tar_sparse *sp = NULL;
+	enum rs_code rc = tar_sparse_new(&sp, &o->e, o->raw, o->raw_len, err);
+	struct targen_splitter sl;
+	targen_splitter_init(&sl, seed, 3000);
+	size_t done = 0;
+	while (rc == RS_OK && done < o->len) {
+		size_t k = targen_splitter_next(&sl);
+		if (k > o->len - done)
+			k = o->len - done;
+		rc = tar_sparse_write(sp, o->data + done, k, mem, err);
+		done += k;
+	}
+	if (rc == RS_OK)
+		rc = tar_sparse_end(sp, mem, err);
+	tar_sparse_free(sp);
+	*out = rc == RS_OK ? stream_mem_sink_take(mem, out_len) : NULL;
+	stream_free(mem);
+	return rc;
+}
+
+START_TEST(expands_sparse_entries_in_every_format)
+{
+	enum { REAL = 60000 };
+	static uint8_t content[REAL];
+	for (size_t i = 0; i < REAL; i++)
+		content[i] = (uint8_t)(1 + (i * 13) % 253);
+	const enum targen_flavour fl[] = {TARGEN_OLDGNU_SPARSE, TARGEN_PAX_SPARSE_01, TARGEN_PAX_SPARSE_10};
+	for (size_t f = 0; f < 3; f++) {
+		for (uint64_t seed = 1; seed <= 6; seed++) { /* seeds give 1..30 chunks (extension blocks too) */
+			struct targen *g = targen_new(seed * 10 + f);
+			targen_add(g, &(struct targen_entry){.path = "s", .type = '0', .size = REAL, .data = content,
+							    .flavour = fl[f]});
+			targen_end(g, 2, false);
+			size_t len;
+			const uint8_t *tar = targen_data(g, &len);
+			struct one o;
+			read_one(tar, len, &o);
+			ck_assert(o.e.sparse);
+			uint8_t *first = NULL;
+			size_t first_len = 0;
+			for (uint64_t split = 0; split < 4; split++) {
+				uint8_t *x;
+				size_t xl;
+				struct rs_err err = {0};
+				ck_assert_msg(expand(&o, split, &x, &xl, &err) == RS_OK, "flavour %zu: %s", f, err.msg);
+				ck_assert_uint_eq(xl, REAL);
+				size_t nonzero = 0;
+				for (size_t i = 0; i < REAL; i++) {
+					ck_assert(x[i] == 0 || x[i] == content[i]);
+					nonzero += x[i] != 0;
+				}
+				if (fl[f] != TARGEN_PAX_SPARSE_10)
+					ck_assert_uint_eq(nonzero, o.len);
+				if (first) {
+					ck_assert_int_eq(memcmp(first, x, REAL), 0);
+					free(x);
+				} else {
+					first = x;
+					first_len = xl;
+				}
+			}
+			(void)first_len;
+			free(first);
+			free(o.data);
+			targen_free(g);
+		}
+	}
+}
+END_TEST
+
+START_TEST(refuses_bad_sparse_maps)
+{
+	/* old GNU map: the second chunk overlapping the first */
+	struct targen *g = targen_new(3);
+	targen_add(g, &(struct targen_entry){.path = "s", .type = '0', .size = 40000, .flavour = TARGEN_OLDGNU_SPARSE});
+	targen_end(g, 2, false);
+	size_t len;
+	uint8_t *tar = targen_data_mut(g, &len);
+	struct one o;
+	struct rs_err err = {0};
+	read_one(tar, len, &o);
+	int64_t off0 = 0;
+	ck_assert(tar_parse_number(o.raw + 386, 12, &off0));
+	ck_assert(o.raw[386 + 24]); /* at least two chunks: move the second onto the first */
+	snprintf((char *)o.raw + 386 + 24, 12, "%011" PRIo64, (uint64_t)off0);
+	uint8_t *x;
+	size_t xl;
+	ck_assert_int_eq(expand(&o, 1, &x, &xl, &err), RS_BAD_INPUT);
+	ck_assert_msg(strstr(err.msg, "sparse entry 's'") && strstr(err.msg, "overlap"), "%s", err.msg);
+	free(o.data);
+	/* pax 0.1 map holding more bytes than the entry stores */
+	targen_free(g);
+	g = targen_new(4);
+	targen_add(g, &(struct targen_entry){.path = "t", .type = '0', .size = 40000, .flavour = TARGEN_PAX_SPARSE_01});
+	targen_end(g, 2, false);
+	tar = targen_data_mut(g, &len);
+	read_one(tar, len, &o);
+	o.e.size -= 1;
+	o.len -= 1;
+	memset(&err, 0, sizeof(err));
+	ck_assert_int_eq(expand(&o, 1, &x, &xl, &err), RS_BAD_INPUT);
+	ck_assert_msg(strstr(err.msg, "sparse map holds"), "%s", err.msg);
+	free(o.data);
+	/* a huge real size over a few stored bytes */
+	read_one(tar, len, &o);
+	o.e.real_size = 1ull << 40;
+	memset(&err, 0, sizeof(err));
+	ck_assert_int_eq(expand(&o, 1, &x, &xl, &err), RS_TOO_LARGE);
+	free(o.data);
+	targen_free(g);
+}
+END_TEST
+
 static Suite *tar_read_suite(void)
 {
 	Suite *s = suite_create("tar_read");
@@ -733,6 +903,8 @@ static Suite *tar_read_suite(void)
 	tcase_add_test(tc, consumer_error_stops_the_reader);
 	tcase_add_test(tc, writes_headers_that_read_back);
 	tcase_add_test(tc, normalizes_paths);
+	tcase_add_test(tc, expands_sparse_entries_in_every_format);
+	tcase_add_test(tc, refuses_bad_sparse_maps);
 	suite_add_tcase(s, tc);
 	return s;
 }
