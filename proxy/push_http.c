@@ -4,8 +4,9 @@
  * Routes (name is the repository as the client writes it):
  *   POST   /v2/<name>/blobs/uploads/                 202 new upload (Location, Range 0-0, Docker-Upload-UUID)
  *   POST   /v2/<name>/blobs/uploads/?digest=<d>      201 monolithic upload (body is the blob)
- *   POST   /v2/<name>/blobs/uploads/?mount=<d>&from=<repo>  201 when the blob is here, else 202 as above
- *   PATCH  /v2/<name>/blobs/uploads/<uuid>           202 chunk (Content-Range "a-b" must start at the size: else 416)
+ *   POST   /v2/<name>/blobs/uploads/?mount=<d>[&from=<repo>]  201 when the blob is here, else 202 as above
+ *   PATCH  /v2/<name>/blobs/uploads/<uuid>           202 chunk (Content-Range "a-b" must start at the size
+ *                                                    and agree with the chunk's length: else 416)
  *   PUT    /v2/<name>/blobs/uploads/<uuid>?digest=<d> 201 last chunk (optional) and verification
  *   GET    /v2/<name>/blobs/uploads/<uuid>           204 status (Range)
  *   DELETE /v2/<name>/blobs/uploads/<uuid>           204 cancel
@@ -15,9 +16,9 @@
  * the body is still arriving (too large, out-of-order chunk, no
  * permission) is answered at once and MHD closes the connection.
  *
- * Status codes and registry error codes of the write side are decided here
- * (map_error), next to the headers they travel with; registry.c keeps the
- * read side's table. */
+ * Status codes and registry error codes come from route_map_error() (one
+ * table, the spec's "Error Codes" only); the headers they travel with are
+ * decided here. docs/push.md has the spec conformance table. */
 #include "push_http.h"
 
 #include "digest.h"
@@ -63,6 +64,7 @@ struct wreq {
 	bool ready; /* setup done (gate passed, upload open, ...) */
 	char name[RS_LIMIT_NAME_MAX + 1];
 	char ref[RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+	bool ref_long; /* the reference did not fit ref (which holds its start): invalid */
 	char uuid[PUSH_UUID_SIZE];
 	struct push_upload *u;
 	uint64_t limit; /* bytes this request may still append (Content-Range), UINT64_MAX: no limit */
@@ -221,10 +223,10 @@ static void upload_location(char *out, size_t cap, const char *name, const char 
 	snprintf(out, cap, "/v2/%s/blobs/uploads/%s", name, uuid);
 }
 
-static enum MHD_Result fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
-                            bool with_range)
+static enum MHD_Result fail_as(struct request *rq, const struct wreq *w, enum route_what what,
+                               const struct rs_err *err, uint64_t size, bool with_range)
 {
-	struct route_error m = route_map_error(err->code, w->kind == W_MANIFEST_PUT ? ROUTE_MANIFEST_PUT : ROUTE_UPLOAD);
+	struct route_error m = route_map_error(err->code, what);
 	unsigned status = m.status;
 	const char *code = m.code;
 	if (status >= 500)
@@ -235,6 +237,12 @@ static enum MHD_Result fail(struct request *rq, const struct wreq *w, const stru
 	struct hdr h[] = {{"Location", loc}, {"Range", range}, {"Docker-Upload-UUID", w->uuid}};
 	return reply_error(rq, status, code, err->msg[0] ? err->msg : rs_code_name(err->code), h,
 	                   with_range && w->uuid[0] ? 3 : 0);
+}
+
+static enum MHD_Result fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
+                            bool with_range)
+{
+	return fail_as(rq, w, w->kind == W_MANIFEST_PUT ? ROUTE_MANIFEST_PUT : ROUTE_UPLOAD, err, size, with_range);
 }
 
 /* Answer now, while the body may still be arriving; later pieces are dropped. */
@@ -454,11 +462,14 @@ static bool parse_write(const char *method, const char *url, struct wreq *w)
 		return false;
 	size_t nl = (size_t)(kindp - 1 - path);
 	size_t kl = (size_t)(last - kindp);
-	if (nl == 0 || nl > RS_LIMIT_NAME_MAX || strlen(last + 1) >= sizeof(w->ref) || len == 0)
+	if (nl == 0 || nl > RS_LIMIT_NAME_MAX || len == 0)
 		return false;
 	memcpy(w->name, path, nl);
 	w->name[nl] = '\0';
-	snprintf(w->ref, sizeof(w->ref), "%s", last + 1);
+	/* A reference too long for any tag or digest is still this route, so the
+	 * client hears that its tag is invalid, not that the method is unknown. */
+	w->ref_long = strlen(last + 1) >= sizeof(w->ref);
+	snprintf(w->ref, sizeof(w->ref), "%.*s", (int)sizeof(w->ref) - 1, last + 1);
 	if (kl == 9 && strncmp(kindp, "manifests", 9) == 0) {
 		w->kind = put ? W_MANIFEST_PUT : W_DELETE_UNSUPPORTED;
 		return true;
@@ -532,11 +543,22 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
 		return false;
 	if (w->kind == W_MANIFEST_PUT) {
-		if (strchr(w->ref, ':') ? digest_parse(w->ref, &err) != RS_OK : !route_tag_valid(w->ref)) {
-			rq->answered = true;
-			if (!strchr(w->ref, ':'))
-				rs_err_set(&err, RS_BAD_INPUT, "invalid tag '%.130s'", w->ref);
-			*ret = reply_error(rq, 400, strchr(w->ref, ':') ? "DIGEST_INVALID" : "TAG_INVALID", err.msg, NULL, 0);
+		/* Distribution spec, "Pulling manifests": a reference is a digest or
+		 * a tag of at most 128 characters matching [a-zA-Z0-9_][a-zA-Z0-9._-]*;
+		 * the error codes of "Error Codes" only (no TAG_INVALID there). */
+		bool by_digest = strchr(w->ref, ':') != NULL;
+		enum rs_code rc = RS_OK;
+		if (by_digest && w->ref_long)
+			rc = rs_err_set(&err, RS_DIGEST_INVALID, "invalid digest '%.80s...': longer than any supported digest",
+			                w->ref);
+		else if (by_digest)
+			rc = digest_parse(w->ref, &err);
+		else if (w->ref_long || !route_tag_valid(w->ref))
+			rc = rs_err_set(&err, RS_BAD_INPUT,
+			                "invalid tag '%.130s%s': a tag is 1 to %d characters of [a-zA-Z0-9_][a-zA-Z0-9._-]*",
+			                w->ref, w->ref_long ? "..." : "", RS_LIMIT_TAG_MAX);
+		if (rc) {
+			*ret = fail_early(rq, w, &err, 0, false);
 			return false;
 		}
 		return true;
@@ -544,13 +566,18 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	if (w->kind == W_UPLOAD_START) {
 		const char *mount = arg(rq, "mount");
 		const char *from = arg(rq, "from");
-		if (mount && from && route_name_valid(from)) {
-			/* Mounting needs pull on the source repository; else a plain upload. */
+		if (mount && (!from || route_name_valid(from))) {
+			/* Mounting needs pull on the source repository; else a plain upload
+			 * (spec, "Mounting a blob": 202 when the registry cannot mount).
+			 * Without from= (the spec lets a registry treat it as optional) it
+			 * needs pull on the target: regslim serves a blob it holds by
+			 * digest to anyone who may pull there, so the mount grants nothing
+			 * more. */
 			struct auth_decision d = {.verdict = AUTH_ALLOW};
 			if (ph->auth)
 				auth_decide(ph->auth,
 				            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-				            from, AUTH_PULL, time(NULL), &d);
+				            from ? from : w->name, AUTH_PULL, time(NULL), &d);
 			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, mount, &err) == RS_OK) {
 				rq->answered = true;
 				*ret = blob_created(rq, w, mount);
@@ -564,7 +591,8 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			return false;
 		}
 		if (push_upload_start(ph->push, w->name, w->uuid, &err) != RS_OK) {
-			*ret = fail_early(rq, w, &err, 0, false);
+			rq->answered = true;
+			*ret = fail_as(rq, w, ROUTE_UPLOAD_START, &err, 0, false);
 			return false;
 		}
 	}
@@ -605,6 +633,17 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			return false;
 		}
 		w->limit = b - a + 1;
+		/* "<length> is the content-length of the current chunk": a range
+		 * that disagrees with it is refused before a byte is written. */
+		const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		char *end = NULL;
+		unsigned long long n = cl && isdigit((unsigned char)*cl) ? strtoull(cl, &end, 10) : 0;
+		if (end && *end == '\0' && n != w->limit) {
+			rs_err_set(&err, RS_RANGE, "Content-Range %llu-%llu is %llu bytes but Content-Length is %llu",
+			           (unsigned long long)a, (unsigned long long)b, (unsigned long long)w->limit, n);
+			*ret = fail_early(rq, w, &err, size, true);
+			return false;
+		}
 	}
 	return true;
 }
@@ -855,6 +894,17 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		w->ready = true;
 	}
 	struct rs_err err = {0};
+	if ((w->kind == W_UPLOAD_PATCH || w->kind == W_UPLOAD_PUT) && w->limit != UINT64_MAX && w->limit > 0) {
+		/* A chunk (sent without Content-Length) that ended before its
+		 * Content-Range did: its bytes are kept, Range says where the upload
+		 * stands, and the client resumes from there. */
+		uint64_t size = push_upload_size(w->u);
+		push_upload_close(w->u);
+		w->u = NULL;
+		rs_err_set(&err, RS_RANGE, "the chunk ended %llu bytes short of its Content-Range; the upload has %llu bytes",
+		           (unsigned long long)w->limit, (unsigned long long)size);
+		return fail(rq, w, &err, size, true);
+	}
 	switch (w->kind) {
 	case W_MANIFEST_PUT: {
 		char digest[DIGEST_STR_SIZE];

@@ -185,7 +185,8 @@ bool route_accepts(const char *const *values, size_t n, const char *type)
 	return false;
 }
 
-/* The write side (distribution spec, "Push"): codes for uploads and
+/* The write side (distribution spec, "Push"; codes from its "Error Codes"
+ * table, which a 4xx JSON body must keep to): codes for uploads and
  * manifest PUTs. */
 static struct route_error map_write_error(enum rs_code code, bool manifest)
 {
@@ -211,7 +212,9 @@ static struct route_error map_write_error(enum rs_code code, bool manifest)
 
 struct route_error route_map_error(enum rs_code code, enum route_what what)
 {
-	if (what == ROUTE_UPLOAD || what == ROUTE_MANIFEST_PUT)
+	if (what == ROUTE_UPLOAD_START && code == RS_TOO_LARGE)
+		return (struct route_error){429, "TOOMANYREQUESTS"};
+	if (what == ROUTE_UPLOAD || what == ROUTE_UPLOAD_START || what == ROUTE_MANIFEST_PUT)
 		return map_write_error(code, what == ROUTE_MANIFEST_PUT);
 	switch (code) {
 	case RS_NOT_FOUND:

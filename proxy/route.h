@@ -55,8 +55,19 @@ bool route_accepts(const char *const *values, size_t n, const char *type);
 
 /* What the request was about: picks the *_UNKNOWN code for RS_NOT_FOUND,
  * and the write-side meaning of a code for uploads and manifest PUTs (where
- * a digest mismatch is the client's fault, not the upstream's). */
-enum route_what { ROUTE_MANIFEST, ROUTE_BLOB, ROUTE_NAME, ROUTE_OTHER, ROUTE_UPLOAD, ROUTE_MANIFEST_PUT };
+ * a digest mismatch is the client's fault, not the upstream's).
+ * ROUTE_UPLOAD_START is the opening of a new upload session, where
+ * RS_TOO_LARGE means too many uploads at once (429 TOOMANYREQUESTS), not a
+ * blob over the size limit. */
+enum route_what {
+	ROUTE_MANIFEST,
+	ROUTE_BLOB,
+	ROUTE_NAME,
+	ROUTE_OTHER,
+	ROUTE_UPLOAD,
+	ROUTE_UPLOAD_START,
+	ROUTE_MANIFEST_PUT
+};
 
 struct route_error {
 	unsigned status;  /* HTTP status */

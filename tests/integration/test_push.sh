@@ -62,6 +62,10 @@ expect_eq "upload_start_range" "$(echo "$hdrs" | header_value Range)" "0-0"
 UUID=$(echo "$hdrs" | header_value Docker-Upload-UUID)
 LOC=$(echo "$hdrs" | header_value Location)
 expect_eq "upload_start_location" "$LOC" "/v2/team/app/blobs/uploads/$UUID"
+[[ $UUID =~ ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$ ]] && pass upload_location_has_uuid ||
+	fail upload_location_has_uuid "$UUID"
+# No minimum chunk size, so no OCI-Chunk-Min-Length.
+expect_eq "upload_start_no_chunk_min" "$(echo "$hdrs" | header_value OCI-Chunk-Min-Length)" ""
 patch() { # patch FILE [Content-Range] -> headers
 	local extra=()
 	[ -z "${2:-}" ] || extra=(-H "Content-Range: $2")
@@ -71,12 +75,16 @@ patch() { # patch FILE [Content-Range] -> headers
 hdrs=$(patch "$CONF/chunk.00" "0-99999")
 expect_eq "patch_chunk_202" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 202
 expect_eq "patch_chunk_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
+expect_eq "patch_chunk_location" "$(echo "$hdrs" | header_value Location)" "$LOC"
+hdrs=$(patch "$CONF/chunk.00" "0-99999")
+expect_eq "patch_repeated_chunk_416" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 416
 hdrs=$(patch "$CONF/chunk.02" "200000-299999")
 expect_eq "patch_out_of_order_416" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 416
 expect_eq "patch_out_of_order_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
 hdrs=$(rs_curl -s -o /dev/null -D - "${AUTH[@]}" "$RS_URL$LOC" | tr -d '\r')
 expect_eq "upload_status_204" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 204
 expect_eq "upload_status_range" "$(echo "$hdrs" | header_value Range)" "0-99999"
+expect_eq "upload_status_location" "$(echo "$hdrs" | header_value Location)" "$LOC"
 # A chunk without Content-Range (docker's streaming PATCH) appends.
 hdrs=$(patch "$CONF/chunk.01")
 expect_eq "patch_streaming_range" "$(echo "$hdrs" | header_value Range)" "0-199999"
@@ -113,6 +121,7 @@ hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" -H "Content-Type: appli
 	--data-binary "@$CONF/mono" "$RS_URL/v2/team/app/blobs/uploads/?digest=$MONO" | tr -d '\r')
 expect_eq "monolithic_post_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
 expect_eq "monolithic_post_digest" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$MONO"
+expect_eq "monolithic_post_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/app/blobs/$MONO"
 head -c 1100000 /dev/zero > "$CONF/big"
 LOC4=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/app/blobs/uploads/" | tr -d '\r' | header_value Location)
 body=$(rs_curl -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" --data-binary "@$CONF/big" "$RS_URL$LOC4")
@@ -128,8 +137,61 @@ echo "$hdrs" | header_value WWW-Authenticate | grep -q 'error="insufficient_scop
 hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/other/blobs/uploads/?mount=$BLOB_DIGEST&from=team/app" | tr -d '\r')
 expect_eq "mount_present_201" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 201
 expect_eq "mount_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/other/blobs/$BLOB_DIGEST"
+expect_eq "mount_digest_header" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$BLOB_DIGEST"
 hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/team/other/blobs/uploads/?mount=$bad&from=team/app" | tr -d '\r')
 expect_eq "mount_absent_falls_back_202" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 202
+echo "$hdrs" | header_value Location | grep -Eq '^/v2/team/other/blobs/uploads/[0-9a-f-]{36}$' &&
+	pass mount_absent_upload_location || fail mount_absent_upload_location "$(echo "$hdrs" | header_value Location)"
+
+# ------------------------------------------------------------ spec conformance: blobs
+# One check per requirement of the distribution spec's push section (the table in
+# docs/push.md); Basic credentials, so no token scopes are in the way.
+A=(-u alice:alicepw)
+OCT=(-H "Content-Type: application/octet-stream")
+status() { grep '^HTTP/' | tail -n 1 | awk '{print $2}'; } # the final status from headers on stdin
+new_upload() { # new_upload REPO -> the upload's Location
+	rs_curl -s -o /dev/null -D - -X POST "${A[@]}" "$RS_URL/v2/$1/blobs/uploads/" | tr -d '\r' | header_value Location
+}
+printf 'post then put\n' > "$CONF/pp"
+PP=sha256:$(sha256sum "$CONF/pp" | cut -d' ' -f1)
+L=$(new_upload team/app)
+hdrs=$(rs_curl -s -o /dev/null -D - -X PUT "${A[@]}" "${OCT[@]}" --data-binary "@$CONF/pp" "$RS_URL$L?digest=$PP" | tr -d '\r')
+expect_eq "post_put_monolithic_201" "$(echo "$hdrs" | status)" 201
+expect_eq "post_put_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/app/blobs/$PP"
+expect_eq "post_put_location_pullable" "$(rs_curl "${A[@]}" "$RS_URL$(echo "$hdrs" | header_value Location)" | sha256sum | cut -d' ' -f1)" "${PP#sha256:}"
+body=$(rs_curl -X POST "${A[@]}" "${OCT[@]}" --data-binary "@$CONF/pp" "$RS_URL/v2/team/app/blobs/uploads/?digest=$bad")
+expect_eq "monolithic_post_wrong_digest_400" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
+echo "$body" | jq -e '(.errors | length == 1) and (.errors[0] | has("code") and has("message")) and (.errors[0].code | test("^[A-Z_]+$"))' > /dev/null &&
+	pass error_body_format || fail error_body_format "$body"
+L=$(new_upload team/app)
+hdrs=$(rs_curl -s -D - -X PUT "${A[@]}" "${OCT[@]}" --data-binary "@$CONF/pp" "$RS_URL$L" | tr -d '\r')
+expect_eq "put_without_digest_400" "$(echo "$hdrs" | status)" 400
+expect_eq "put_without_digest_code" "$(echo "$hdrs" | sed -n '/^{/p' | jq -r '.errors[0].code')" DIGEST_INVALID
+L=$(new_upload team/app)
+hdrs=$(rs_curl -s -o /dev/null -D - -X PATCH "${A[@]}" "${OCT[@]}" -H "Content-Range: 5-9" --data-binary 12345 "$RS_URL$L" | tr -d '\r')
+expect_eq "first_chunk_not_at_zero_416" "$(echo "$hdrs" | status)" 416
+expect_eq "first_chunk_not_at_zero_range" "$(echo "$hdrs" | header_value Range)" "0-0"
+head -c 50000 "$CONF/chunk.00" > "$CONF/half"
+hdrs=$(rs_curl -s -o /dev/null -D - -X PATCH "${A[@]}" "${OCT[@]}" -H "Content-Range: 0-99999" --data-binary "@$CONF/half" "$RS_URL$L" | tr -d '\r')
+expect_eq "chunk_length_not_range_416" "$(echo "$hdrs" | status)" 416
+expect_eq "chunk_length_not_range_nothing_written" "$(rs_curl -s -o /dev/null -D - "${A[@]}" "$RS_URL$L" | header_value Range)" "0-0"
+# Without Content-Length (chunked transfer) a short chunk is found at its end: kept, and Range says so.
+L=$(new_upload team/app)
+hdrs=$(rs_curl -s -o /dev/null -D - -X PATCH "${A[@]}" "${OCT[@]}" -H "Transfer-Encoding: chunked" -H "Content-Range: 0-99999" \
+	--data-binary "@$CONF/half" "$RS_URL$L" | tr -d '\r')
+expect_eq "chunk_short_of_range_416" "$(echo "$hdrs" | status)" 416
+expect_eq "chunk_short_of_range_range" "$(echo "$hdrs" | header_value Range)" "0-49999"
+hdrs=$(rs_curl -s -o /dev/null -D - -X PATCH "${A[@]}" "${OCT[@]}" -H "Transfer-Encoding: chunked" -H "Content-Range: 50000-50009" \
+	--data-binary "@$CONF/half" "$RS_URL$L" | tr -d '\r')
+expect_eq "chunk_longer_than_range_416" "$(echo "$hdrs" | status)" 416
+body=$(rs_curl "${A[@]}" "$RS_URL/v2/team/other/blobs/uploads/${L##*/}")
+expect_eq "upload_of_other_repo_unknown" "$(echo "$body" | jq -r '.errors[0].code')" BLOB_UPLOAD_UNKNOWN
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${A[@]}" "$RS_URL/v2/team/third/blobs/uploads/?mount=$MONO" | tr -d '\r')
+expect_eq "mount_without_from_201" "$(echo "$hdrs" | status)" 201
+expect_eq "mount_without_from_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/third/blobs/$MONO"
+body=$(rs_curl -X POST "${A[@]}" "$RS_URL/v2/Team/App/blobs/uploads/")
+expect_eq "push_invalid_name_400" "$(echo "$body" | jq -r '.errors[0].code')" NAME_INVALID
+expect_eq "blob_delete_405" "$(http_code "$RS_URL/v2/team/app/blobs/$MONO" -X DELETE "${A[@]}")" 405
 
 # ------------------------------------------------------------ manifests
 CFG_BLOB=$MONO
@@ -164,6 +226,68 @@ body=$(rs_curl -X PUT "${AUTH[@]}" -H "Content-Type: application/vnd.oci.image.m
 expect_eq "manifest_put_wrong_digest_ref" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
 expect_eq "tags_list_pushed" "$(rs_curl "$RS_URL/v2/team/app/tags/list" | jq -c .tags)" '["v1"]'
 expect_eq "manifest_delete_405" "$(http_code "$RS_URL/v2/team/app/manifests/v1" -X DELETE "${AUTH[@]}")" 405
+
+# ------------------------------------------------------------ spec conformance: manifests
+OCIM=application/vnd.oci.image.manifest.v1+json
+put_manifest() { # put_manifest FILE REF [CONTENT-TYPE] -> response headers and body
+	rs_curl -s -D - -X PUT "${A[@]}" -H "Content-Type: ${3:-$OCIM}" --data-binary "@$1" "$RS_URL/v2/team/app/manifests/$2" | tr -d '\r'
+}
+expect_eq "manifest_delete_by_digest_405" "$(http_code "$RS_URL/v2/team/app/manifests/$MD" -X DELETE "${A[@]}")" 405
+jq . "$CONF/m.json" > "$CONF/m-pretty.json" # other bytes, same content: stored as sent
+MP=sha256:$(sha256sum "$CONF/m-pretty.json" | cut -d' ' -f1)
+hdrs=$(put_manifest "$CONF/m-pretty.json" "$MP")
+expect_eq "manifest_put_by_digest_201" "$(echo "$hdrs" | status)" 201
+expect_eq "manifest_put_by_digest_header" "$(echo "$hdrs" | header_value Docker-Content-Digest)" "$MP"
+expect_eq "manifest_stored_byte_exact" \
+	"$(rs_curl "${A[@]}" -H "Accept: $OCIM" "$RS_URL/v2/team/app/manifests/$MP" | sha256sum | cut -d' ' -f1)" "${MP#sha256:}"
+expect_eq "manifest_get_content_type_as_pushed" "$(http_header "$RS_URL/v2/team/app/manifests/v1" Content-Type "${A[@]}" -H "Accept: $OCIM")" "$OCIM"
+hdrs=$(put_manifest "$CONF/m.json" params "$OCIM; charset=utf-8")
+expect_eq "manifest_content_type_params_ignored" "$(echo "$hdrs" | status)" 201
+hdrs=$(put_manifest "$CONF/m.json" wrongtype application/vnd.oci.image.index.v1+json)
+expect_eq "manifest_content_type_mismatch_invalid" "$(echo "$hdrs" | sed -n '/^{/p' | jq -r '.errors[0].code')" MANIFEST_INVALID
+printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":16},"layers":[]}' \
+	"$OCIM" "$CFG_BLOB" > "$CONF/m-empty.json"
+expect_eq "manifest_empty_layers_201" "$(put_manifest "$CONF/m-empty.json" empty | status)" 201
+# subject: accepted although the subject does not exist; no referrers API, so no OCI-Subject
+# (clients then keep the referrers tag schema, an index under sha256-<hex>, a plain tag here).
+printf '{"schemaVersion":2,"mediaType":"%s","artifactType":"application/vnd.example.sig","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":16},"layers":[],"subject":{"mediaType":"%s","digest":"%s","size":1}}' \
+	"$OCIM" "$CFG_BLOB" "$OCIM" "$bad" > "$CONF/m-subject.json"
+SUBJ=sha256:$(sha256sum "$CONF/m-subject.json" | cut -d' ' -f1)
+hdrs=$(put_manifest "$CONF/m-subject.json" "$SUBJ")
+expect_eq "manifest_subject_missing_accepted_201" "$(echo "$hdrs" | status)" 201
+expect_eq "manifest_subject_no_oci_subject_header" "$(echo "$hdrs" | header_value OCI-Subject)" ""
+expect_eq "referrers_api_absent_404" "$(http_code "$RS_URL/v2/team/app/referrers/$bad" "${A[@]}")" 404
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"%s","digest":"%s","size":%s,"artifactType":"application/vnd.example.sig"}]}' \
+	"$OCIM" "$SUBJ" "$(stat -c %s "$CONF/m-subject.json")" > "$CONF/referrers.json"
+expect_eq "referrers_tag_schema_201" "$(put_manifest "$CONF/referrers.json" "sha256-${bad#sha256:}" application/vnd.oci.image.index.v1+json | status)" 201
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"%s","digest":"%s","size":1}]}' \
+	"$OCIM" "$bad" > "$CONF/index-missing.json"
+hdrs=$(put_manifest "$CONF/index-missing.json" broken application/vnd.oci.image.index.v1+json)
+expect_eq "index_missing_manifest_blob_unknown" "$(echo "$hdrs" | sed -n '/^{/p' | jq -r '.errors[0].code')" MANIFEST_BLOB_UNKNOWN
+T128=_$(printf 'a%.0s' {1..125}).x
+expect_eq "tag_128_chars_201" "$(put_manifest "$CONF/m.json" "$T128" | status)" 201
+hdrs=$(put_manifest "$CONF/m.json" "${T128}y")
+expect_eq "tag_129_chars_400" "$(echo "$hdrs" | status)" 400
+expect_eq "tag_invalid_code" "$(echo "$hdrs" | sed -n '/^{/p' | jq -r '.errors[0].code')" MANIFEST_INVALID
+expect_eq "tag_384_chars_400" "$(put_manifest "$CONF/m.json" "$T128$T128$T128" | status)" 400
+expect_eq "tag_bad_first_char_400" "$(put_manifest "$CONF/m.json" ".v1" | status)" 400
+# The size limit: 4 MiB (the spec's "at least 4 megabytes") is accepted, a byte more is 413.
+mf_sized() { # mf_sized BYTES FILE
+	local pre='{"schemaVersion":2,"mediaType":"'$OCIM'","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'$CFG_BLOB'","size":16},"layers":[],"annotations":{"pad":"'
+	{
+		printf '%s' "$pre"
+		head -c $(($1 - ${#pre} - 3)) /dev/zero | tr '\0' a
+		printf '"}}'
+	} > "$2"
+}
+mf_sized 4194304 "$CONF/m-4mib.json"
+expect_eq "manifest_4mib_file_size" "$(stat -c %s "$CONF/m-4mib.json")" 4194304
+expect_eq "manifest_4mib_accepted_201" "$(put_manifest "$CONF/m-4mib.json" big | status)" 201
+mf_sized 4194305 "$CONF/m-over.json"
+hdrs=$(put_manifest "$CONF/m-over.json" over)
+expect_eq "manifest_over_limit_413" "$(echo "$hdrs" | status)" 413
+expect_eq "manifest_over_limit_code" "$(echo "$hdrs" | sed -n '/^{/p' | jq -r '.errors[0].code')" SIZE_INVALID
+expect_eq "pull_nonexistent_repo_404" "$(http_code "$RS_URL/v2/team/nothing-here/manifests/v1" "${A[@]}" "${RS_ACCEPT_ALL[@]}")" 404
 
 # ------------------------------------------------------------ real clients
 SK=(timeout 120 skopeo)

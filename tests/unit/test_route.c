@@ -239,6 +239,48 @@ START_TEST(maps_codes_to_registry_errors)
 }
 END_TEST
 
+/* Every 4xx code of the write side is one of the distribution spec's
+ * "Error Codes"; too many uploads at once is TOOMANYREQUESTS (429), a blob
+ * over the limit SIZE_INVALID (413). */
+START_TEST(write_errors_use_spec_codes)
+{
+	static const char *spec[] = {"BLOB_UNKNOWN",     "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
+	                             "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
+	                             "NAME_UNKNOWN",     "SIZE_INVALID",        "UNAUTHORIZED",        "DENIED",
+	                             "UNSUPPORTED",      "TOOMANYREQUESTS",     NULL};
+	static const enum route_what what[] = {ROUTE_UPLOAD, ROUTE_UPLOAD_START, ROUTE_MANIFEST_PUT};
+	for (size_t w = 0; w < sizeof(what) / sizeof(what[0]); w++) {
+		for (int c = RS_OK + 1; c < RS_CODE_COUNT; c++) {
+			struct route_error e = route_map_error((enum rs_code)c, what[w]);
+			if (e.status < 400 || e.status >= 500)
+				continue;
+			bool known = false;
+			for (int i = 0; spec[i]; i++)
+				known = known || strcmp(e.code, spec[i]) == 0;
+			ck_assert_msg(known, "code %d on write route %zu: %s is not a spec error code", c, w, e.code);
+		}
+	}
+	static const struct {
+		enum rs_code code;
+		enum route_what what;
+		unsigned status;
+		const char *name;
+	} cases[] = {
+	        {RS_TOO_LARGE, ROUTE_UPLOAD_START, 429, "TOOMANYREQUESTS"},
+	        {RS_TOO_LARGE, ROUTE_UPLOAD, 413, "SIZE_INVALID"},
+	        {RS_NOT_FOUND, ROUTE_UPLOAD_START, 404, "BLOB_UPLOAD_UNKNOWN"},
+	        {RS_BAD_INPUT, ROUTE_MANIFEST_PUT, 400, "MANIFEST_INVALID"},
+	        {RS_DIGEST_INVALID, ROUTE_MANIFEST_PUT, 400, "DIGEST_INVALID"},
+	        {RS_RANGE, ROUTE_UPLOAD, 416, "BLOB_UPLOAD_INVALID"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct route_error e = route_map_error(cases[i].code, cases[i].what);
+		ck_assert_msg(e.status == cases[i].status && strcmp(e.code, cases[i].name) == 0,
+		              "case %zu: got %u %s, expected %u %s", i, e.status, e.code, cases[i].status, cases[i].name);
+	}
+}
+END_TEST
+
 static Suite *route_suite(void)
 {
 	Suite *s = suite_create("route");
@@ -256,6 +298,7 @@ static Suite *route_suite(void)
 	tcase_add_test(tc, rejects_unsatisfiable_ranges);
 	tcase_add_test(tc, matches_accept_values);
 	tcase_add_test(tc, maps_codes_to_registry_errors);
+	tcase_add_test(tc, write_errors_use_spec_codes);
 	suite_add_tcase(s, tc);
 	return s;
 }
