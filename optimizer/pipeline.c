@@ -1061,7 +1061,10 @@ static enum rs_code p2_entry(void *ctx, const struct tar_entry *e, const void *r
 		return RS_OK;
 	switch (d.action) {
 	case SQUASH_EMIT:
-		rc = tar_write_raw(c->out, raw, raw_len, err);
+		if (d.fold_global)
+			rc = tar_write_folded(c->out, e, raw, raw_len, err);
+		else
+			rc = tar_write_raw(c->out, raw, raw_len, err);
 		c->writing = true;
 		*verdict = TAR_KEEP;
 		break;

@@ -569,6 +569,18 @@ size_t squash_layer_group(const struct squash_plan *p, size_t layer)
 	return group_of(p, (uint32_t)layer);
 }
 
+/* True when group g holds more than one input layer: a pax global header
+ * copied into it would reach the entries of the layers above its own. */
+static bool group_merges(const struct squash_plan *p, size_t g)
+{
+	switch (p->o.mode) {
+	case POLICY_SQUASH_ALL: return p->o.layer_count > 1;
+	case POLICY_SQUASH_NONE: return false;
+	case POLICY_SQUASH_KEEP_BASE: return g == p->o.base_count && p->o.layer_count > p->o.base_count + 1;
+	}
+	return false;
+}
+
 static bool present(const struct ent *e)
 {
 	return e->action != SQUASH_DROP;
@@ -641,7 +653,10 @@ enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
 		if (squash_group_is_base(p, g))
 			continue;
 		switch (e->kind) {
-		case K_GLOBAL: break;
+		case K_GLOBAL:
+			if (group_merges(p, g))
+				drop(e, SQUASH_BY_META); /* its records are folded into the entries */
+			break;
 		case K_META: drop(e, SQUASH_BY_META); break;
 		case K_WHITEOUT:
 		case K_OPAQUE:
@@ -864,6 +879,7 @@ enum rs_code squash_decide(struct squash_plan *p, size_t layer, uint64_t ordinal
 	out->reason = (enum squash_reason)e->reason;
 	out->rule = e->rule;
 	out->group = group_of(p, e->layer);
+	out->fold_global = group_merges(p, out->group);
 	out->spool = (e->flags & F_SPOOL) != 0;
 	out->spool_id = e->spool_id;
 	if (e->action == SQUASH_MATERIALIZE)

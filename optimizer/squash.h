@@ -64,7 +64,8 @@ enum squash_reason {
 	SQUASH_BY_WHITEOUT, /* a whiteout that has nothing below it to hide */
 	SQUASH_BY_STRIP,
 	SQUASH_BY_DEDUPE,
-	SQUASH_BY_META,     /* AUFS ".wh..wh.*" bookkeeping entries */
+	SQUASH_BY_META,     /* AUFS ".wh..wh.*" bookkeeping entries; pax global
+			     * headers of a group that merges layers */
 };
 
 struct squash_decision {
@@ -72,6 +73,10 @@ struct squash_decision {
 	enum squash_reason reason;
 	int rule;              /* SQUASH_BY_STRIP: the rule index */
 	size_t group;          /* output group of the entry's layer */
+	/* The group merges layers: its pax global headers are dropped
+	 * (SQUASH_BY_META) and an emitted entry must carry the records of the
+	 * one in effect for it itself (tar_write_folded). */
+	bool fold_global;
 	bool spool;            /* pass 2 must keep this entry's metadata and data as spool_id */
 	uint32_t spool_id;
 	uint32_t source_spool; /* SQUASH_MATERIALIZE: which spool to write */

@@ -638,6 +638,10 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	}
 	e->xattrs = r->nxattr ? r->xattrs : NULL;
 	e->xattr_count = r->nxattr;
+	if (r->global_len) {
+		e->pax_global = (const char *)r->global;
+		e->pax_global_len = r->global_len;
+	}
 	e->header_offset = r->entry_start;
 	e->data_offset = r->entry_start + r->raw_len;
 	e->index = r->st.entries;

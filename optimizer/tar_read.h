@@ -112,6 +112,11 @@ struct tar_entry {
 	uint32_t devmajor, devminor;
 	const struct tar_xattr *xattrs; /* pax SCHILY.xattr.* and LIBARCHIVE.xattr.* (base64-decoded) */
 	size_t xattr_count;
+	/* The payload of the pax global header ('g') in effect for this
+	 * entry (the archive's last one before it; its records are already
+	 * applied above), or NULL. Borrowed like the rest. */
+	const char *pax_global;
+	size_t pax_global_len;
 	bool sparse;          /* 'S' or pax GNU.sparse.* */
 	uint64_t real_size;   /* file size after expanding holes (== size unless sparse) */
 	/* Offsets in the uncompressed tar stream. */

@@ -76,10 +76,9 @@ struct pax {
 	size_t len, alloc;
 };
 
-static enum rs_code pax_add(struct pax *p, const char *key, const void *val, size_t vlen,
-			    struct rs_err *err)
+static enum rs_code pax_addk(struct pax *p, const char *key, size_t klen, const void *val, size_t vlen,
+			     struct rs_err *err)
 {
-	size_t klen = strlen(key);
 	size_t body = 1 + klen + 1 + vlen + 1; /* " key=value\n" */
 	size_t digits = 1;
 	/* the length counts its own digits */
@@ -120,6 +119,11 @@ static enum rs_code pax_add(struct pax *p, const char *key, const void *val, siz
 	return RS_OK;
 }
 
+static enum rs_code pax_add(struct pax *p, const char *key, const void *val, size_t vlen, struct rs_err *err)
+{
+	return pax_addk(p, key, strlen(key), val, vlen, err);
+}
+
 static enum rs_code pax_num(struct pax *p, const char *key, uint64_t v, struct rs_err *err)
 {
 	char s[24];
@@ -148,6 +152,37 @@ static bool split_ustar(const char *path, size_t len, size_t *cut)
 		}
 	}
 	return false;
+}
+
+/* A pax 'x' header block named "<dir>/PaxHeaders/<base>" (as GNU tar's
+ * default %d/PaxHeaders/%f) for path, its payload and the padding. */
+static enum rs_code write_pax(struct stream_sink *out, const char *path, uint64_t mtime, const char *payload,
+			      size_t len, struct rs_err *err)
+{
+	uint8_t b[TAR_BLOCK];
+	memset(b, 0, sizeof(b));
+	char pname[101];
+	const char *base = strrchr(path, '/');
+	int dn = base ? (int)(base - path) : 0;
+	const char *bn = base ? base + 1 : path;
+	if (dn)
+		snprintf(pname, sizeof(pname), "%.*s/PaxHeaders/%s", dn > 80 ? 80 : dn, path, bn);
+	else
+		snprintf(pname, sizeof(pname), "PaxHeaders/%s", bn);
+	put_str(b, 100, pname);
+	put_octal(b + 100, 8, 0644);
+	put_octal(b + 108, 8, 0);
+	put_octal(b + 116, 8, 0);
+	put_octal(b + 124, 12, len);
+	put_octal(b + 136, 12, fits(mtime, 12) ? mtime : 0);
+	b[156] = 'x';
+	finish_block(b);
+	enum rs_code rc = stream_write(out, b, TAR_BLOCK, err);
+	if (rc == RS_OK)
+		rc = stream_write(out, payload, len, err);
+	if (rc == RS_OK)
+		rc = tar_write_padding(out, len, err);
+	return rc;
 }
 
 enum rs_code tar_write_header(struct stream_sink *out, const struct tar_entry *e,
@@ -234,30 +269,8 @@ enum rs_code tar_write_header(struct stream_sink *out, const struct tar_entry *e
 	}
 
 	uint8_t b[TAR_BLOCK];
-	if (p.len) {
-		memset(b, 0, sizeof(b));
-		/* "<dir>/PaxHeaders/<base>", as GNU tar's default %d/PaxHeaders/%f */
-		char pname[101];
-		const char *base = strrchr(e->path, '/');
-		int dn = base ? (int)(base - e->path) : 0;
-		const char *bn = base ? base + 1 : e->path;
-		if (dn)
-			snprintf(pname, sizeof(pname), "%.*s/PaxHeaders/%s", dn > 80 ? 80 : dn, e->path, bn);
-		else
-			snprintf(pname, sizeof(pname), "PaxHeaders/%s", bn);
-		put_str(b, 100, pname);
-		put_octal(b + 100, 8, 0644);
-		put_octal(b + 108, 8, 0);
-		put_octal(b + 116, 8, 0);
-		put_octal(b + 124, 12, p.len);
-		put_octal(b + 136, 12, fits(mtime, 12) ? mtime : 0);
-		b[156] = 'x';
-		finish_block(b);
-		if ((rc = stream_write(out, b, TAR_BLOCK, err)) ||
-		    (rc = stream_write(out, p.buf, p.len, err)) ||
-		    (rc = tar_write_padding(out, p.len, err)))
-			goto out;
-	}
+	if (p.len && (rc = write_pax(out, e->path, mtime, p.buf, p.len, err)))
+		goto out;
 	memset(b, 0, sizeof(b));
 	if (path_fits && cut) {
 		memcpy(b + 345, path, cut);
@@ -282,5 +295,96 @@ out:
 	free(xs);
 	free(p.buf);
 	free(path);
+	return rc;
+}
+
+static bool ext_type(char t)
+{
+	return t == 'x' || t == 'X' || t == 'L' || t == 'K';
+}
+
+/* Whether one of the 'x' payloads of raw (before main) sets key. */
+static bool raw_sets(const uint8_t *raw, size_t main, const char *key, size_t kn)
+{
+	for (size_t off = 0; off < main;) {
+		const uint8_t *h = raw + off;
+		int64_t size = 0;
+		(void)tar_parse_number(h + 124, 12, &size); /* checked by the caller's walk */
+		if (h[156] == 'x' || h[156] == 'X') {
+			size_t pos = 0;
+			const char *k, *v;
+			size_t kl, vl;
+			while (tar_pax_next((const char *)h + TAR_BLOCK, (size_t)size, &pos, &k, &kl, &v, &vl) == TAR_PAX_RECORD)
+				if (kl == kn && memcmp(k, key, kn) == 0)
+					return true;
+		}
+		off += TAR_BLOCK + (size_t)(size + tar_padding((uint64_t)size));
+	}
+	return false;
+}
+
+enum rs_code tar_write_folded(struct stream_sink *out, const struct tar_entry *e, const void *raw_v, size_t raw_len,
+			      struct rs_err *err)
+{
+	const uint8_t *raw = raw_v;
+	if (!e->pax_global || e->type == TAR_TYPE_GLOBAL)
+		return stream_write(out, raw, raw_len, err);
+	/* find the main header: extension headers come first */
+	size_t main = 0;
+	while (main + TAR_BLOCK <= raw_len && ext_type((char)raw[main + 156])) {
+		int64_t size;
+		if (!tar_parse_number(raw + main + 124, 12, &size) || size < 0 ||
+		    (uint64_t)size > raw_len - main - TAR_BLOCK)
+			return rs_err_set(err, RS_BAD_INPUT, "tar: entry '%.120s': extension header size out of range",
+					  e->path);
+		main += TAR_BLOCK + (size_t)((uint64_t)size + tar_padding((uint64_t)size));
+	}
+	if (main + TAR_BLOCK > raw_len)
+		return rs_err_set(err, RS_BAD_INPUT, "tar: entry '%.120s': no main header", e->path);
+	/* the global records the entry does not set itself ("comment" is
+	 * ignored by readers: POSIX pax, "comment"), then its own */
+	struct pax p = {0};
+	enum rs_code rc = RS_OK;
+	size_t pos = 0;
+	const char *k, *v;
+	size_t kn, vn;
+	while (rc == RS_OK &&
+	       tar_pax_next(e->pax_global, e->pax_global_len, &pos, &k, &kn, &v, &vn) == TAR_PAX_RECORD) {
+		if ((kn == 7 && memcmp(k, "comment", 7) == 0) || vn == 0 || raw_sets(raw, main, k, kn))
+			continue;
+		rc = pax_addk(&p, k, kn, v, vn, err);
+	}
+	if (rc == RS_OK && p.len == 0) { /* nothing inherited: the entry as it is */
+		free(p.buf);
+		return stream_write(out, raw, raw_len, err);
+	}
+	for (size_t off = 0; rc == RS_OK && off < main;) {
+		const uint8_t *h = raw + off;
+		int64_t size = 0;
+		(void)tar_parse_number(h + 124, 12, &size); /* checked above */
+		if (h[156] == 'x' || h[156] == 'X') {
+			pos = 0;
+			while (rc == RS_OK && tar_pax_next((const char *)h + TAR_BLOCK, (size_t)size, &pos, &k, &kn, &v,
+							   &vn) == TAR_PAX_RECORD)
+				rc = pax_addk(&p, k, kn, v, vn, err);
+		}
+		off += TAR_BLOCK + (size_t)((uint64_t)size + tar_padding((uint64_t)size));
+	}
+	uint64_t mtime = e->mtime < 0 ? 0 : (uint64_t)e->mtime;
+	if (rc == RS_OK)
+		rc = write_pax(out, e->path, mtime, p.buf, p.len, err);
+	/* 'L' / 'K' records and the main header (with old GNU sparse blocks) */
+	for (size_t off = 0; rc == RS_OK && off < main;) {
+		const uint8_t *h = raw + off;
+		int64_t size = 0;
+		(void)tar_parse_number(h + 124, 12, &size);
+		size_t len = TAR_BLOCK + (size_t)((uint64_t)size + tar_padding((uint64_t)size));
+		if (h[156] == 'L' || h[156] == 'K')
+			rc = stream_write(out, h, len, err);
+		off += len;
+	}
+	if (rc == RS_OK)
+		rc = stream_write(out, raw + main, raw_len - main, err);
+	free(p.buf);
 	return rc;
 }

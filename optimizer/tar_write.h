@@ -38,6 +38,20 @@ RS_MUST_CHECK enum rs_code tar_write_raw(struct stream_sink *out, const void *ra
 RS_MUST_CHECK enum rs_code tar_write_header(struct stream_sink *out, const struct tar_entry *e,
 					    struct rs_err *err);
 
+/* Write entry e (raw, raw_len as on_entry gave them) so that it means the
+ * same without the pax global header ('g') in effect for it: when the
+ * global header sets records the entry does not set itself (ignoring
+ * "comment", which readers ignore, and empty values, which only unset),
+ * they are written first into one 'x' header together with the entry's
+ * own 'x' records (which still win), followed by its 'L' / 'K' records and
+ * its main header blocks unchanged; otherwise raw is copied as it is. For
+ * a merged layer, where a copied 'g' header would reach the entries of
+ * the layers above (POSIX pax: a global header holds for the rest of its
+ * archive). RS_BAD_INPUT when raw is not an entry's headers, RS_TOO_LARGE
+ * past RS_LIMIT_TAR_EXT_MAX_BYTES, anything from out. */
+RS_MUST_CHECK enum rs_code tar_write_folded(struct stream_sink *out, const struct tar_entry *e, const void *raw,
+					    size_t raw_len, struct rs_err *err);
+
 /* Write the zero padding that follows size data bytes (0..511 bytes). */
 RS_MUST_CHECK enum rs_code tar_write_padding(struct stream_sink *out, uint64_t size,
 					     struct rs_err *err);

@@ -313,6 +313,62 @@ PYEOF
 	layout_of "$d/all" "$d"/t/{1,2,3,4,5}.tar && layout_of "$d/pax" "$d"/t/{2,3,4,5}.tar
 }
 
+# gen_global DIR: DIR/in, an image whose first layer has a pax global header
+# (uid, gid, uname, mtime, an xattr, a comment) half-way and whose second
+# layer has none, and DIR/ref, the same image with every layer rewritten by
+# Python's tarfile, which applies a global header to the rest of its own
+# archive (POSIX pax) and writes plain per-entry pax records. umoci 0.4.7
+# cannot unpack a 'g' entry at all, so the output is checked against DIR/ref.
+gen_global() {
+	python3 - "$1" << 'PYEOF' && layout_of "$1/in" "$1/1.tar" "$1/2.tar" && layout_of "$1/ref" "$1/r1.tar" "$1/r2.tar"
+import io, os, sys, tarfile
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+def f(name, data, **kw):
+    ti = tarfile.TarInfo(name); ti.size = len(data); ti.mtime = 1700000000
+    for k, v in kw.items(): setattr(ti, k, v)
+    return ti, io.BytesIO(data)
+bio = io.BytesIO()
+t = tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT)
+t.addfile(*f("g/before", b"before\n"))
+g = tarfile.TarInfo.create_pax_global_header({
+    "comment": "a global header", "uid": "1234", "gid": "2345", "uname": "gl", "mtime": "1000.5",
+    "SCHILY.xattr.user.global": "from-global"})
+t.fileobj.write(g)  # half-way through the archive
+t.offset += len(g)
+t.addfile(*f("g/after", b"after\n"))
+ti, data = f("g/own", b"own\n"); ti.pax_headers = {"uid": "42", "mtime": "1700000000.25"}
+t.addfile(ti, data)
+t.close()
+open(d + "/1.tar", "wb").write(bio.getvalue())
+bio = io.BytesIO()
+t = tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT)
+t.addfile(*f("u/upper", b"upper\n"))
+ti, data = f("u/upper-pax", b"upper pax\n"); ti.pax_headers = {"mtime": "1700000001.5"}
+t.addfile(ti, data)
+t.close()
+open(d + "/2.tar", "wb").write(bio.getvalue())
+for i in (1, 2):
+    src = tarfile.open(d + "/%d.tar" % i)
+    out = tarfile.open(d + "/r%d.tar" % i, "w", format=tarfile.PAX_FORMAT)
+    for m in src:
+        m.pax_headers = {k: v for k, v in m.pax_headers.items() if k != "comment"}
+        out.addfile(m, src.extractfile(m) if m.isreg() else None)
+    out.close()
+PYEOF
+}
+
+# listing_mt LAYOUT:TAG OUT: listing plus the mtime (ns) of every regular file
+listing_mt() {
+	local d
+	d=$(mktemp -d "$W/r.XXXXXX") && rmdir "$d" || return 1
+	unpack "$1" "$d" || return 1
+	{ rootfs_list "$d/rootfs" && (cd "$d/rootfs" && find . -type f -printf 'mtime %P %T@\n' | sort); } > "$2"
+	local rc=$?
+	rm -rf "$d"
+	return $rc
+}
+
 # compare_links IN_LIST OUT_LIST EXPECTED_REMOVED: like compare, but a file whose
 # hard-link group lost stripped members shows a link count smaller by exactly
 # that many; every other difference fails.
@@ -471,6 +527,24 @@ if gen_sparse "$W/sparse"; then
 	fi
 else
 	fail "sparse: fixture" "GNU tar or python failed"
+fi
+
+# ---------------------------------------------------------------- pax global headers
+
+if gen_global "$W/global" && listing_mt "$W/global/ref:latest" "$W/global-ref.lst"; then
+	: > "$W/global-exp.lst"
+	check "global: reference keeps the global owner, mtime and xattr on layer 1's later entries" \
+		bash -c "grep -q \$'^g/after\tf\t0644\t1234\t2345' $W/global-ref.lst && grep -q '^mtime g/after 1000.5' $W/global-ref.lst &&
+			grep -q \$'^u/upper\tf\t0644\t0\t0' $W/global-ref.lst"
+	if optimize oci:"$W/global/in:latest" oci:"$W/global-out:x" > /dev/null 2> "$W/global.err" &&
+		listing_mt "$W/global-out:x" "$W/global-out.lst"; then
+		check "global: squashed, each layer's entries keep their attributes (owners, mtimes, xattrs; umoci)" \
+			compare "$W/global-ref.lst" "$W/global-out.lst" "$W/global-exp.lst"
+	else
+		fail "global: optimize or unpack" "$(cat "$W/global.err")"
+	fi
+else
+	fail "global: fixture" "python or umoci failed"
 fi
 
 # ---------------------------------------------------------------- multi (every platform)

@@ -134,7 +134,7 @@ static void image_tars(struct targen **t1, struct targen **t2)
 	targen_add_dir(a, "var/cache");
 	targen_add_dir(a, "var/cache/apt");
 	targen_add_file(a, "var/cache/apt/pkgcache.bin", "cache cache cache", 17);
-	targen_add_global(a, NULL); /* a pax global header is kept in place */
+	targen_add_global(a, NULL); /* a comment-only pax global header */
 	targen_add_hardlink(a, "bin/sh-link", "bin/sh");
 	targen_add(a, &(struct targen_entry){.path = "usr/lib/with-xattr", .type = '0', .size = 300,
 					     .flavour = TARGEN_PAX, .xattr_name = {"user.k"}, .xattr_value = {"v"},
@@ -234,6 +234,8 @@ static enum rs_code t_end(void *ctx, const struct tar_entry *e, enum tar_verdict
 	struct tree *t = ctx;
 	struct rec c = t->cur;
 	digest_final(t->d, c.hash);
+	if (c.type == TAR_TYPE_GLOBAL)
+		return RS_OK; /* not a file: its records apply to the entries after it */
 	const char *base = strrchr(c.path, '/');
 	base = base ? base + 1 : c.path;
 	char dir[256];
@@ -747,6 +749,18 @@ START_TEST(bad_tar_spool_knob_is_refused)
 }
 END_TEST
 
+/* An OCI layout at tdir/name whose two uncompressed layers are a and b. */
+static void make_plain_layout(const char *name, struct targen *a, struct targen *b)
+{
+	size_t n1, n2;
+	const uint8_t *d1 = targen_data(a, &n1), *d2 = targen_data(b, &n2);
+	struct lay l[2] = {{d1, n1, "application/vnd.oci.image.layer.v1.tar", ""},
+			   {d2, n2, "application/vnd.oci.image.layer.v1.tar", ""}};
+	digest_buffer(l[0].diff_id, d1, n1);
+	digest_buffer(l[1].diff_id, d2, n2);
+	make_layout(name, l, 2);
+}
+
 /* Entries of the output captured whole (small images only). */
 struct grab {
 	struct {
@@ -835,13 +849,7 @@ START_TEST(hard_link_to_a_sparse_file_is_materialized_expanded)
 	}
 	targen_end(a, 2, false);
 	targen_end(b, 2, false);
-	size_t n1, n2;
-	const uint8_t *d1 = targen_data(a, &n1), *d2 = targen_data(b, &n2);
-	struct lay l[2] = {{d1, n1, "application/vnd.oci.image.layer.v1.tar", ""},
-			   {d2, n2, "application/vnd.oci.image.layer.v1.tar", ""}};
-	digest_buffer(l[0].diff_id, d1, n1);
-	digest_buffer(l[1].diff_id, d2, n2);
-	make_layout("in", l, 2);
+	make_plain_layout("in", a, b);
 	struct report rep;
 	struct rs_err err = {0};
 	ck_assert_msg(run("in:latest", "out:x", NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
@@ -882,6 +890,126 @@ START_TEST(hard_link_to_a_sparse_file_is_materialized_expanded)
 }
 END_TEST
 
+/* Owners, names, times and xattrs per path, as tar_read resolves them
+ * (global headers applied within their own archive); later layers win. */
+struct attrs {
+	struct {
+		char path[64];
+		char line[512];
+	} e[32];
+	size_t n;
+	unsigned globals; /* 'g' entries seen */
+};
+
+static enum rs_code a_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
+			    enum tar_verdict *v, struct rs_err *err)
+{
+	(void)raw;
+	(void)raw_len;
+	(void)err;
+	struct attrs *a = ctx;
+	*v = TAR_KEEP;
+	if (e->type == TAR_TYPE_GLOBAL) {
+		a->globals++;
+		return RS_OK;
+	}
+	size_t i = 0;
+	while (i < a->n && strcmp(a->e[i].path, e->path) != 0)
+		i++;
+	ck_assert_uint_lt(i, 32);
+	if (i == a->n)
+		a->n++;
+	snprintf(a->e[i].path, sizeof(a->e[i].path), "%s", e->path);
+	int o = snprintf(a->e[i].line, sizeof(a->e[i].line), "%c %o uid=%" PRIu64 " gid=%" PRIu64 " %s/%s mtime=%" PRId64 " %s size=%" PRIu64,
+			 e->type, e->mode, e->uid, e->gid, e->uname, e->gname, e->mtime, e->mtime_pax ? e->mtime_pax : "-",
+			 e->size);
+	for (size_t x = 0; x < e->xattr_count; x++)
+		o += snprintf(a->e[i].line + o, sizeof(a->e[i].line) - (size_t)o, " %s=%.*s", e->xattrs[x].name,
+			      (int)e->xattrs[x].value_len, (const char *)e->xattrs[x].value);
+	return RS_OK;
+}
+
+static const char *attrs_of(const struct attrs *a, const char *path)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->e[i].path, path) == 0)
+			return a->e[i].line;
+	return "(missing)";
+}
+
+/* "len key=value\n" */
+static void pax_rec(char *buf, size_t cap, const char *kv)
+{
+	size_t n = strlen(kv) + 2, len = n + 1;
+	while (len != n + (size_t)snprintf(NULL, 0, "%zu", len))
+		len = n + (size_t)snprintf(NULL, 0, "%zu", len);
+	size_t o = strlen(buf);
+	snprintf(buf + o, cap - o, "%zu %s\n", len, kv);
+}
+
+START_TEST(global_header_stays_within_its_layer_when_squashed)
+{
+	/* layer 1 sets owners, names, a time and an xattr in a pax global
+	 * header half-way; layer 2 (no global header) must keep its own
+	 * attributes in the merged layer, and layer 1's entries after the
+	 * global header must keep the global ones */
+	char g[512] = "";
+	pax_rec(g, sizeof(g), "comment=built by a test");
+	pax_rec(g, sizeof(g), "uid=77");
+	pax_rec(g, sizeof(g), "gid=78");
+	pax_rec(g, sizeof(g), "uname=global-user");
+	pax_rec(g, sizeof(g), "mtime=1000.5");
+	pax_rec(g, sizeof(g), "SCHILY.xattr.user.g=from-global");
+	struct targen *a = targen_new(31), *b = targen_new(32);
+	targen_add_file(a, "before", "b\n", 2);
+	targen_add_global(a, g);
+	targen_add_file(a, "after", "a\n", 2);
+	targen_add(a, &(struct targen_entry){.path = "own-pax", .type = '0', .size = 10, .flavour = TARGEN_PAX,
+					     .uid = 5, .mtime_pax = "1700000000.25", .uname = "own",
+					     .xattr_name = {"user.own"}, .xattr_value = {"x"}});
+	targen_add_dir(a, "d");
+	targen_end(a, 2, false);
+	targen_add_file(b, "upper", "u\n", 2);
+	targen_add(b, &(struct targen_entry){.path = "d/upper-pax", .type = '0', .size = 3, .flavour = TARGEN_PAX,
+					     .mtime_pax = "1700000001.5"});
+	targen_end(b, 2, false);
+	make_plain_layout("in", a, b);
+	static struct attrs in, out, none;
+	memset(&in, 0, sizeof(in));
+	memset(&out, 0, sizeof(out));
+	memset(&none, 0, sizeof(none));
+	struct tar_read_cbs cbs = {a_entry, NULL, NULL};
+	char p[256];
+	size_t nl;
+	snprintf(p, sizeof(p), "%s/in", tdir);
+	each_layer(p, "latest", &nl, &cbs, &in, NULL);
+	ck_assert_str_eq(attrs_of(&in, "after"), "0 644 uid=77 gid=78 global-user/ mtime=1000 1000.5 size=2 user.g=from-global");
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "out:x", NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
+	report_dispose(&rep);
+	snprintf(p, sizeof(p), "%s/out", tdir);
+	each_layer(p, "x", &nl, &cbs, &out, NULL);
+	ck_assert_uint_eq(nl, 1);
+	ck_assert_uint_eq(in.n, out.n);
+	for (size_t i = 0; i < in.n; i++)
+		ck_assert_msg(strcmp(in.e[i].line, attrs_of(&out, in.e[i].path)) == 0, "%s: in  %s\n out %s", in.e[i].path,
+			      in.e[i].line, attrs_of(&out, in.e[i].path));
+	ck_assert_uint_eq(out.globals, 0); /* no global header in the merged layer */
+	/* squash none: each layer is its own archive, the global header is copied */
+	ck_assert_msg(run("in:latest", "none:x", "{\"squash\":\"none\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
+	report_dispose(&rep);
+	snprintf(p, sizeof(p), "%s/none", tdir);
+	each_layer(p, "x", &nl, &cbs, &none, NULL);
+	ck_assert_uint_eq(nl, 2);
+	ck_assert_uint_eq(none.globals, 1);
+	for (size_t i = 0; i < in.n; i++)
+		ck_assert_str_eq(in.e[i].line, attrs_of(&none, in.e[i].path));
+	targen_free(a);
+	targen_free(b);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -899,6 +1027,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, tar_spool_fallbacks_give_identical_output);
 	tcase_add_test(t, bad_tar_spool_knob_is_refused);
 	tcase_add_test(t, hard_link_to_a_sparse_file_is_materialized_expanded);
+	tcase_add_test(t, global_header_stays_within_its_layer_when_squashed);
 	suite_add_tcase(s, t);
 	return s;
 }
