@@ -267,7 +267,7 @@ if regslim_spawn bad $((LAB_PORT_BASE + 51)) "" "$REGSLIM_LAB/rs-bad" --config "
 	out=$(rs_curl -u alice:alicepw -X PUT -H "Content-Type: application/vnd.oci.image.manifest.v1+json" \
 		--data-binary "@$M" "$B/v2/check/good3/manifests/v9" -w '\n%{http_code}')
 	expect_eq "upstream_refusal_502" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n 1 | jq -r '.errors[0].code')" "502 UNAVAILABLE"
-	echo "$out" | head -n 1 | grep -q "forwarding to the upstream failed: upstream up: .*401" &&
+	echo "$out" | head -n 1 | grep "forwarding to the upstream failed: upstream up: .*401" > /dev/null &&
 		pass upstream_refusal_is_reported || fail upstream_refusal_is_reported "$(echo "$out" | head -n 1)"
 	expect_eq "upstream_refusal_sets_no_local_tag" "$(find "$REGSLIM_LAB/rs-bad/push/tags" -name 'v9.json' 2> /dev/null)" ""
 	lab_stop regslim-bad 15
@@ -329,7 +329,7 @@ done
 pull_m() { rs_curl -u alice:alicepw -H "Accept: application/vnd.oci.image.manifest.v1+json" "$RS_URL/v2/$1/manifests/$2" -w '\n%{http_code}'; }
 out=$(pull_m pulled/keyed 1)
 expect_eq "pull_with_key_refused" "$(echo "$out" | tail -n 1) $(echo "$out" | head -n 1 | jq -r '.errors[0].code')" "403 DENIED"
-echo "$out" | head -n 1 | grep -q "refused by policy: 1 violation(s): \[secrets\] layer 1 of 2 (sha256:[0-9a-f]*) root/.ssh/id_ed25519: OpenSSH private key" &&
+echo "$out" | head -n 1 | grep "refused by policy: 1 violation(s): \[secrets\] layer 1 of 2 (sha256:[0-9a-f]*) root/.ssh/id_ed25519: OpenSSH private key" > /dev/null &&
 	pass pull_refusal_names_violation || fail pull_refusal_names_violation "$(echo "$out" | head -c 300)"
 out=$(pull_m pulled/keyed 1)
 expect_eq "second_pull_refused_too" "$(echo "$out" | tail -n 1)" 403

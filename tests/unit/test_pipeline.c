@@ -749,7 +749,7 @@ START_TEST(bad_tar_spool_knob_is_refused)
 }
 END_TEST
 
-/* An OCI layout at tdir/name whose two uncompressed layers are a and b. */
+/* An OCI layout at fixture_dir()/name whose two uncompressed layers are a and b. */
 static void make_plain_layout(const char *name, struct targen *a, struct targen *b)
 {
 	size_t n1, n2;
@@ -981,14 +981,14 @@ START_TEST(global_header_stays_within_its_layer_when_squashed)
 	struct tar_read_cbs cbs = {a_entry, NULL, NULL};
 	char p[256];
 	size_t nl;
-	snprintf(p, sizeof(p), "%s/in", tdir);
+	snprintf(p, sizeof(p), "%s/in", fixture_dir());
 	each_layer(p, "latest", &nl, &cbs, &in, NULL);
 	ck_assert_str_eq(attrs_of(&in, "after"), "0 644 uid=77 gid=78 global-user/ mtime=1000 1000.5 size=2 user.g=from-global");
 	struct report rep;
 	struct rs_err err = {0};
 	ck_assert_msg(run("in:latest", "out:x", NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
 	report_dispose(&rep);
-	snprintf(p, sizeof(p), "%s/out", tdir);
+	snprintf(p, sizeof(p), "%s/out", fixture_dir());
 	each_layer(p, "x", &nl, &cbs, &out, NULL);
 	ck_assert_uint_eq(nl, 1);
 	ck_assert_uint_eq(in.n, out.n);
@@ -999,7 +999,7 @@ START_TEST(global_header_stays_within_its_layer_when_squashed)
 	/* squash none: each layer is its own archive, the global header is copied */
 	ck_assert_msg(run("in:latest", "none:x", "{\"squash\":\"none\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
 	report_dispose(&rep);
-	snprintf(p, sizeof(p), "%s/none", tdir);
+	snprintf(p, sizeof(p), "%s/none", fixture_dir());
 	each_layer(p, "x", &nl, &cbs, &none, NULL);
 	ck_assert_uint_eq(nl, 2);
 	ck_assert_uint_eq(none.globals, 1);
