@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# push.sh: pushes of the big fixture (oci layout, 4 gzip layers, ~226 MB) with skopeo copy, in one
+# run, straight into Debian's docker-registry (htpasswd auth) and through regslim's push gate into
+# that same registry, each push to a fresh upstream repository:
+#   direct      skopeo copy oci:big -> docker-registry (bench/direct:v1);
+#   check-only  skopeo copy oci:big -> a fresh regslim, gate with every rule on (sizes and layers
+#               deny, non_root and labels warn, forbidden_paths deny, secrets SECRETS_ACTION),
+#               mode check-only -> the same registry (bench/check:v1);
+#   repeat      the same image again to another tag (bench/check:v2) through a regslim restarted
+#               on the same data directory: the blobs are already in regslim and upstream;
+#   optimize    as check-only with mode optimize-and-push (bench/opt:v1), fresh regslim.
+# Per push: wall time of skopeo; the manifest PUT's time (regslim: "ms" of its JSON request log
+# line; split into the gate check, up to the log line of the policy warnings, and the forward to
+# the upstream, optimization included; docker-registry: http.response.duration of its log line);
+# bytes uploaded to the upstream (blob PUTs with digest= and manifest PUTs answered 201 in the
+# registry's access log, each sized by a HEAD on the registry); regslim's peak RSS (VmHWM of
+# /proc/<pid>/status after the push; each push has a process of its own) and CPU time; the gate
+# report's numbers (GET /regslim/v1/reports/<name>/<digest>: uncompressed bytes scanned, findings).
+# Prints a table with the ratios regslim / direct, the scan throughput (uncompressed MB / manifest
+# PUT s of check-only, and / check s) against the inflate floor (igzip -d, else gzip -d, of the
+# same layers), and adds it with the date, machine and versions at the end of the section "Pushes
+# through the gate (bench/push.sh)" of docs/performance.md (BENCH_NO_DOC=1: don't).
+# It never fails on timing: it exits non-zero only when something does not work (a server does
+# not start, a push fails, a report is missing).
+#
+# Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (23000; auth registry BASE+1,
+#      regslim BASE+50), PUSH_TIMEOUT (600 s per push), SECRETS_ACTION (warn: with deny the big
+#      image is refused, see docs/performance.md), FIXTURES_FROM (a lab directory whose
+#      fixtures/oci/{big,big-zstd} layouts are copied instead of building them; default: build with
+#      fixtures.sh, ~2-3 min, root), RS_SHARED_TOOLS (../shared/tools), BENCH_NO_DOC=1,
+#      KEEP_LAB=1 (keep the lab directory).
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+T=$(cd "${RS_SHARED_TOOLS:-$top/../shared/tools}" && pwd)
+REGSLIM_BIN=${REGSLIM_BIN:-$top/build/proxy/regslim}
+export LAB_PORT_BASE=${LAB_PORT_BASE:-23000}
+PUSH_TIMEOUT=${PUSH_TIMEOUT:-600}
+SECRETS_ACTION=${SECRETS_ACTION:-warn}
+DOC=$top/docs/performance.md
+SECTION="## Pushes through the gate (bench/push.sh)"
+ACCEPTS=(-H 'Accept: application/vnd.oci.image.manifest.v1+json'
+	-H 'Accept: application/vnd.docker.distribution.manifest.v2+json'
+	-H 'Accept: application/vnd.oci.image.index.v1+json'
+	-H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json')
+
+die() { echo "push.sh: $*" >&2; exit 1; }
+[ -x "$REGSLIM_BIN" ] || die "REGSLIM_BIN=$REGSLIM_BIN is not executable (build it first: cmake --build build --target regslim)"
+[ -f "$T/registry.sh" ] || die "no registry.sh in $T (set RS_SHARED_TOOLS)"
+case $SECRETS_ACTION in deny | warn) ;; *) die "SECRETS_ACTION must be deny or warn, not '$SECRETS_ACTION'" ;; esac
+for c in jq skopeo curl htpasswd; do command -v "$c" > /dev/null || die "$c is missing (Debian packages jq skopeo curl apache2-utils)"; done
+INFLATE=igzip
+command -v igzip > /dev/null || INFLATE=gzip
+
+REGSLIM_LAB=$(mktemp -d /tmp/rs-pu-XXXXXX)
+export REGSLIM_LAB
+touch "$REGSLIM_LAB/.regslim-lab"
+LOGS=$REGSLIM_LAB/logs
+G=$REGSLIM_LAB/gate
+mkdir -p "$LOGS" "$G"
+RS_PID=
+stop_regslim() {
+	local i
+	if [ -n "$RS_PID" ] && kill -0 "$RS_PID" 2> /dev/null; then
+		kill -TERM "$RS_PID" 2> /dev/null || true
+		for ((i = 0; i < 150; i++)); do kill -0 "$RS_PID" 2> /dev/null || break; sleep 0.1; done
+		kill -KILL "$RS_PID" 2> /dev/null || true
+		wait "$RS_PID" 2> /dev/null || true
+	fi
+	RS_PID=
+}
+cleanup() {
+	stop_regslim
+	if [ "${KEEP_LAB:-0}" = 1 ]; then
+		timeout 60 bash "$T/registry.sh" stop all > /dev/null 2>&1 || true
+		echo "kept $REGSLIM_LAB"
+	else
+		timeout 60 bash "$T/registry.sh" stop all > /dev/null 2>&1 || true
+		[ -f "$REGSLIM_LAB/.regslim-lab" ] && rm -rf "$REGSLIM_LAB"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+REG=127.0.0.1:$((LAB_PORT_BASE + 1))
+RS=127.0.0.1:$((LAB_PORT_BASE + 50))
+REGLOG=$LOGS/registry-$((LAB_PORT_BASE + 1)).log
+LAB_USER=${LAB_USER:-lab} LAB_PASS=${LAB_PASS:-labpass}
+export LAB_USER LAB_PASS
+CI_USER=ci CI_PASS=cipw
+BIG=$REGSLIM_LAB/fixtures/oci/big
+
+echo "== set-up (lab $REGSLIM_LAB)"
+timeout 120 bash "$T/registry.sh" start auth > "$LOGS/registry-start.log" 2>&1 || { cat "$LOGS/registry-start.log"; die "registry did not start"; }
+if [ -n "${FIXTURES_FROM:-}" ]; then
+	mkdir -p "$REGSLIM_LAB/fixtures/oci"
+	for l in big big-zstd; do
+		[ -f "$FIXTURES_FROM/fixtures/oci/$l/index.json" ] || die "no $FIXTURES_FROM/fixtures/oci/$l layout (FIXTURES_FROM)"
+		cp -al "$FIXTURES_FROM/fixtures/oci/$l" "$REGSLIM_LAB/fixtures/oci/" 2> /dev/null ||
+			cp -a "$FIXTURES_FROM/fixtures/oci/$l" "$REGSLIM_LAB/fixtures/oci/"
+	done
+fi
+timeout 1800 bash "$T/fixtures.sh" big > "$LOGS/fixtures-build.log" 2>&1 || { tail "$LOGS/fixtures-build.log"; die "building the big fixture failed"; }
+man_digest=$(jq -r '.manifests[0].digest' "$BIG/index.json")
+MAN=$BIG/blobs/sha256/${man_digest#sha256:}
+[ -f "$MAN" ] || die "the big layout has no manifest $man_digest"
+mapfile -t LAYERS < <(jq -r '.layers[].digest | sub("^sha256:"; "")' "$MAN")
+big_size=$(jq '[.layers[].size] | add' "$MAN")
+echo "   oci:big = $man_digest, ${#LAYERS[@]} layers, $big_size bytes compressed"
+
+htpasswd -Bbc "$G/htpasswd" "$CI_USER" "$CI_PASS" > /dev/null 2>&1 || die "htpasswd failed"
+export RS_BENCH_UP_PASS=$LAB_PASS
+rules=$(
+	cat << EOF
+{"max_compressed_size": {"limit": "1GiB", "action": "deny"},
+ "max_uncompressed_size": {"limit": "4GiB", "action": "deny"},
+ "max_layers": {"limit": 40, "action": "deny"},
+ "non_root": {"action": "warn"},
+ "required_labels": {"labels": ["org.opencontainers.image.source"], "action": "warn"},
+ "forbidden_paths": {"paths": ["**/.env", "root/.ssh/**", "**/*.tfstate", "**/.git-credentials"], "action": "deny"},
+ "secrets": {"action": "$SECRETS_ACTION"}}
+EOF
+)
+cat > "$G/regslim.json" << EOF
+{"upstreams": [{"name": "up", "url": "http://$REG", "default": true,
+                "auth": {"username": "$LAB_USER", "password_env": "RS_BENCH_UP_PASS"}}],
+ "auth": {"htpasswd": "$G/htpasswd",
+          "acl": [{"repository": "*", "users": ["$CI_USER"], "actions": ["pull", "push"]}]},
+ "push": {"policies": [
+   {"repositories": ["bench/opt*"], "mode": "optimize-and-push", "rules": $rules},
+   {"repositories": ["bench/*"], "mode": "check-only", "rules": $rules}]}}
+EOF
+"$REGSLIM_BIN" check-config "$G/regslim.json" > "$LOGS/check-config.log" 2>&1 || { cat "$LOGS/check-config.log"; die "the gate configuration is refused"; }
+
+RS_LOG=
+start_regslim() { # DATA_DIR [fresh]: regslim on $RS with the gate configuration; its log is $LOGS/rs-<dir>.log
+	[ "${2:-}" != fresh ] || rm -rf "$1"
+	RS_LOG=$LOGS/regslim-$(basename "$1").log
+	"$REGSLIM_BIN" serve --config "$G/regslim.json" --listen "$RS" --data-dir "$1" >> "$RS_LOG" 2>&1 < /dev/null &
+	RS_PID=$!
+	local i
+	for ((i = 0; i < 100; i++)); do
+		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$RS/healthz" || true)" = 200 ] && return 0
+		kill -0 "$RS_PID" 2> /dev/null || break
+		sleep 0.2
+	done
+	tail "$RS_LOG"
+	die "regslim did not start"
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+reglines() { wc -l < "$REGLOG"; }
+# status_kb PID FIELD: a field of /proc/PID/status in kB
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2> /dev/null || true; }
+# cpu_ms PID: user + system CPU time of the process so far
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2> /dev/null || true; }
+# upbytes FROM_LINE: bytes uploaded to the registry after access log line FROM_LINE: every blob
+# upload completed (PUT with digest=, 201) and every manifest PUT (201), sized by a HEAD
+upbytes() {
+	local sum=0 n repo what
+	while read -r repo what; do
+		case $what in
+		sha256:*) n=$(curl -s -I --max-time 30 -u "$LAB_USER:$LAB_PASS" "http://$REG/v2/$repo/blobs/$what" |
+			tr -d '\r' | awk -F': ' 'tolower($1) == "content-length" { print $2 }') ;;
+		*) n=$(curl -s -I --max-time 30 -u "$LAB_USER:$LAB_PASS" "${ACCEPTS[@]}" "http://$REG/v2/$repo/manifests/$what" |
+			tr -d '\r' | awk -F': ' 'tolower($1) == "content-length" { print $2 }') ;;
+		esac
+		[ -n "$n" ] || { echo "push.sh: cannot size $repo $what on the registry" >&2; echo ""; return 0; }
+		sum=$((sum + n))
+	done < <(tail -n "+$(($1 + 1))" "$REGLOG" | awk '$1 ~ /^[0-9.]+$/ && $6 == "\"PUT" && $9 == 201 {
+		u = $7
+		if (match(u, /^\/v2\/.*\/blobs\/uploads\//) && match(u, /[?&]digest=sha256(:|%3A|%3a)[0-9a-f]+/)) {
+			d = substr(u, RSTART, RLENGTH); sub(/^.*digest=sha256(:|%3A|%3a)/, "", d)
+			r = u; sub(/^\/v2\//, "", r); sub(/\/blobs\/uploads\/.*$/, "", r)
+			print r, "sha256:" d
+		} else if (match(u, /^\/v2\/.*\/manifests\/[^\/?]+$/)) {
+			r = u; sub(/^\/v2\//, "", r); sub(/\/manifests\/[^\/]*$/, "", r)
+			t = u; sub(/^.*\/manifests\//, "", t)
+			print r, t
+		}
+	}')
+	echo "$sum"
+}
+# reg_put_ms FROM_LINE REPO TAG: the registry's own duration of the manifest PUT (ms)
+reg_put_ms() {
+	tail -n "+$(($1 + 1))" "$REGLOG" | awk -v uri="http.request.uri=/v2/$2/manifests/$3" '
+		/msg="response completed"/ && /http.request.method=PUT/ && index($0, uri " ") {
+			match($0, /http.response.duration=[0-9.]+[a-zµ]+/); d = substr($0, RSTART + 23, RLENGTH - 23)
+			v = d + 0; u = d; sub(/^[0-9.]+/, "", u)
+			ms = u == "ms" ? v : u == "s" ? v * 1000 : (u == "µs" || u == "us") ? v / 1000 : u == "ns" ? v / 1e6 : u == "m" ? v * 60000 : v
+		} END { if (ms != "") printf "%.0f", ms }'
+}
+# rs_put REPO TAG: from regslim's log: "STATUS MS CHECK_MS DIGEST" of the manifest PUT (CHECK_MS: from
+# the PUT's start to the gate's policy-warnings line, "-" without one; DIGEST "-" when not logged)
+rs_put() {
+	jq -r -R --arg p "/v2/$1/manifests/$2" --arg w "push $1:$2 (" '
+		def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);
+		fromjson? // empty
+		| if .msg == "request" and .method == "PUT" and .path == $p then "R \(.status) \(.ms) \(.ts | ms)"
+		  elif (.msg | startswith($w)) then
+			"W \(.msg | ltrimstr($w) | split(")")[0]) \(if (.msg | test("policy warning")) then (.ts | ms) else "-" end)"
+		  else empty end' "$RS_LOG" | awk '
+		$1 == "W" { dg = $2; if ($3 != "-") w = $3 }
+		$1 == "R" { st = $2; ms = $3; end = $4 }
+		END { if (st == "") exit; printf "%s %s %s %s\n", st, ms, (w != "" ? w - (end - ms) : "-"), (dg != "" ? dg : "-") }'
+}
+
+declare -A WALL PUT CHECK UP RSS RSS0 CPU UNC FIND ST DG OPT
+FAILED=''
+# push NAME DEST CREDS: the timed skopeo copy of oci:big to DEST; sets WALL[NAME] and ST[NAME]
+push() {
+	local name=$1 dest=$2 creds=$3 t0 rc=0
+	sync
+	t0=$(now_ms)
+	timeout "$PUSH_TIMEOUT" skopeo copy --dest-tls-verify=false --dest-creds "$creds" "oci:$BIG:latest" "docker://$dest" \
+		> "$LOGS/push-$name.log" 2>&1 || rc=$?
+	WALL[$name]=$(($(now_ms) - t0))
+	if [ $rc -ne 0 ]; then
+		echo "   $name: FAILED (exit $rc), log $LOGS/push-$name.log:" >&2
+		tail -n 3 "$LOGS/push-$name.log" | sed 's/^/      /' >&2
+		WALL[$name]=''
+		FAILED="$FAILED $name"
+	fi
+	sleep 0.5 # let the logs settle
+}
+# gated NAME REPO TAG: push through the running regslim and collect its numbers
+gated() {
+	local name=$1 repo=$2 tag=$3 l0 line st ms ck dg rep unc d w v
+	RSS0[$name]=$(status_kb "$RS_PID" VmHWM)
+	local c0
+	c0=$(cpu_ms "$RS_PID")
+	l0=$(reglines)
+	push "$name" "$RS/$repo:$tag" "$CI_USER:$CI_PASS"
+	RSS[$name]=$(status_kb "$RS_PID" VmHWM)
+	CPU[$name]=$(($(cpu_ms "$RS_PID") - c0))
+	kill -0 "$RS_PID" 2> /dev/null || { FAILED="$FAILED $name(regslim-died)"; echo "   regslim died" >&2; }
+	UP[$name]=$(upbytes "$l0")
+	line=$(rs_put "$repo" "$tag")
+	read -r st ms ck dg <<< "${line:-- - - -}"
+	ST[$name]=$st PUT[$name]=$ms CHECK[$name]=$ck DG[$name]=$dg
+	[ "$dg" != - ] || dg=$man_digest
+	if curl -s -f --max-time 30 -u "$CI_USER:$CI_PASS" -o "$LOGS/report-$name.json" "http://$RS/regslim/v1/reports/$repo/$dg"; then
+		rep=$(jq -r '"\(.image.uncompressed_bytes // "-") \(.denies) \(.warnings) \(.verdict)"' "$LOGS/report-$name.json")
+		read -r unc d w v <<< "$rep"
+		UNC[$name]=$unc
+		FIND[$name]="$d deny, $w warn ($v)"
+		OPT[$name]=$(jq -r 'if .optimization then "\(.optimization.totals.size_after)" else "" end' "$LOGS/report-$name.json")
+	else
+		UNC[$name]='' FIND[$name]='no report'
+		FAILED="$FAILED $name(report)"
+	fi
+}
+sec() { [ -n "$1" ] && [ "$1" != - ] && awk -v m="$1" 'BEGIN{printf "%.2f", m / 1000}' || echo -; }
+mb() { [ -n "$1" ] && [ "$1" != - ] && awk -v b="$1" 'BEGIN{printf "%.1f", b / 1e6}' || echo -; }
+mib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN{printf "%.1f", k / 1024}' || echo -; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a != "" && a != "-" && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+mbps() { awk -v b="$1" -v m="$2" 'BEGIN{if (b != "" && b != "-" && m != "" && m != "-" && m > 0) printf "%.0f", b / 1e3 / m; else print "n/a"}'; }
+
+echo "== inflate floor: $INFLATE -d of the ${#LAYERS[@]} layers (the page cache warmed by a first pass)"
+for l in "${LAYERS[@]}"; do cat "$BIG/blobs/sha256/$l"; done > /dev/null
+t0=$(now_ms)
+unc_floor=$(for l in "${LAYERS[@]}"; do "$INFLATE" -dc < "$BIG/blobs/sha256/$l"; done | wc -c)
+INF_MS=$(($(now_ms) - t0))
+echo "   $(sec "$INF_MS") s for $(mb "$unc_floor") MB uncompressed ($(mbps "$unc_floor" "$INF_MS") MB/s)"
+
+echo "== direct: skopeo copy -> docker-registry (bench/direct:v1)"
+l0=$(reglines)
+push direct "$REG/bench/direct:v1" "$LAB_USER:$LAB_PASS"
+UP[direct]=$(upbytes "$l0")
+PUT[direct]=$(reg_put_ms "$l0" bench/direct v1)
+echo "   $(sec "${WALL[direct]}") s, manifest PUT $(sec "${PUT[direct]}") s, $(mb "${UP[direct]}") MB uploaded"
+
+show() { echo "   $(sec "${WALL[$1]}") s (PUT ${ST[$1]}), manifest PUT $(sec "${PUT[$1]}") s (check $(sec "${CHECK[$1]}") s), $(mb "${UP[$1]}") MB to the upstream, peak RSS $(mib "${RSS[$1]}") MiB, CPU $(sec "${CPU[$1]}") s, scanned $(mb "${UNC[$1]}") MB, findings ${FIND[$1]}"; }
+echo "== check-only: skopeo copy -> fresh regslim -> docker-registry (bench/check:v1)"
+start_regslim "$REGSLIM_LAB/rs-check" fresh
+gated check bench/check v1
+show check
+echo "== repeat: the same image to another tag (bench/check:v2), regslim restarted on the same data"
+stop_regslim
+start_regslim "$REGSLIM_LAB/rs-check"
+gated repeat bench/check v2
+show repeat
+stop_regslim
+echo "== optimize-and-push: skopeo copy -> fresh regslim -> docker-registry (bench/opt:v1)"
+start_regslim "$REGSLIM_LAB/rs-opt" fresh
+gated opt bench/opt v1
+show opt
+stop_regslim
+
+fwd() { [ -n "$1" ] && [ "$1" != - ] && [ "$2" != - ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", (a - b) / 1000}' || echo -; }
+table=$(
+	printf '| push | wall s | wall / direct | manifest PUT s | PUT / direct | gate check s | forward s | to upstream MB | bytes / direct | peak RSS MiB (at start) | regslim CPU s | scanned MB (uncompressed) | findings |\n'
+	printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n'
+	printf '| direct (docker-registry) | %s | | %s | | | | %s | | | | | |\n' "$(sec "${WALL[direct]}")" "$(sec "${PUT[direct]}")" "$(mb "${UP[direct]}")"
+	for n in check repeat opt; do
+		case $n in check) what='check-only' ;; repeat) what='check-only, same image, new tag' ;; opt) what='optimize-and-push' ;; esac
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s |\n' "$what" \
+			"$(sec "${WALL[$n]}")" "$(ratio "${WALL[$n]}" "${WALL[direct]}")" "$(sec "${PUT[$n]}")" "$(ratio "${PUT[$n]}" "${PUT[direct]}")" \
+			"$(sec "${CHECK[$n]}")" "$(fwd "${PUT[$n]}" "${CHECK[$n]}")" "$(mb "${UP[$n]}")" "$(ratio "${UP[$n]}" "${UP[direct]}")" \
+			"$(mib "${RSS[$n]}")" "$(mib "${RSS0[$n]}")" "$(sec "${CPU[$n]}")" "$(mb "${UNC[$n]}")" "${FIND[$n]}"
+	done
+)
+scan=$(
+	printf '| scan throughput (check-only) | MB/s uncompressed | / inflate floor |\n| --- | ---: | ---: |\n'
+	a=$(mbps "${UNC[check]}" "${PUT[check]}") b=$(mbps "${UNC[check]}" "${CHECK[check]}") f=$(mbps "$unc_floor" "$INF_MS")
+	printf '| uncompressed bytes / manifest PUT time | %s | %s |\n' "$a" "$(ratio "$a" "$f")"
+	printf '| uncompressed bytes / gate check time | %s | %s |\n' "$b" "$(ratio "$b" "$f")"
+	b=$(mbps "${UNC[repeat]}" "${CHECK[repeat]}")
+	printf '| same, repeat push (page cache warm) | %s | %s |\n' "$b" "$(ratio "$b" "$f")"
+	# shellcheck disable=SC2016 # the backquotes are Markdown
+	printf '| inflate floor: `%s -d` of the same layers | %s | 1.00 |\n' "$INFLATE" "$f"
+)
+# shellcheck disable=SC2016 # the backquotes are Markdown
+notes="Image: oci:big = $man_digest ($(jq -r .mediaType "$MAN")), ${#LAYERS[@]} gzip layers of $(mb "$big_size") MB, $(mb "$unc_floor") MB uncompressed; pushed with \`skopeo copy oci:... docker://...\`. MB = 10^6 bytes, MiB = 2^20. Rules: max_compressed_size 1GiB, max_uncompressed_size 4GiB, max_layers 40 (deny), non_root and required_labels (warn), forbidden_paths 4 globs (deny), secrets ($SECRETS_ACTION). Manifest PUT: regslim's request log \`ms\` (docker-registry: its \`http.response.duration\`); gate check: from the PUT's start to regslim's policy-warnings log line (ms resolution); forward: the rest (upload to the upstream; in optimize-and-push also the optimization). To upstream: blob and manifest PUTs answered 201 in the registry's access log, sized by HEAD. Peak RSS: VmHWM of a regslim process started for that push (at start: VmHWM before the push). Findings: from the gate report."
+[ "${DG[check]:--}" = "$man_digest" ] || notes="$notes regslim logged the pushed manifest as ${DG[check]:--}, not $man_digest."
+[ -z "${OPT[opt]:-}" ] || notes="$notes optimize-and-push sent an optimized image of $(mb "${OPT[opt]}") MB (report: optimization.totals.size_after)."
+[ -z "$FAILED" ] || notes="$notes FAILED:$FAILED (logs kept only with KEEP_LAB=1)."
+machine="$(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+v_rs=$("$REGSLIM_BIN" version 2> /dev/null | awk '{print $2}') || true
+v_reg=$(docker-registry --version 2> /dev/null | awk '{print $3}') || true
+v_sk=$(skopeo --version 2> /dev/null | awk '{print $3}') || true
+versions="regslim ${v_rs:-?}, docker-registry ${v_reg:-?} (htpasswd auth), skopeo ${v_sk:-?}"
+results=$(printf '%s\n\n%s\n\n%s' "$table" "$scan" "$notes")
+echo
+echo "$results"
+echo "machine: $machine"
+echo "versions: $versions"
+# the run goes at the end of the section "## Pushes through the gate (bench/push.sh)" (before the
+# next "## " heading); without that section, the section and the run are appended to the file
+if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
+	run=$REGSLIM_LAB/doc-run.md
+	printf '#### %s (bench/push.sh)\n\nMachine: %s. Versions: %s.\n\n%s\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+		"$machine" "$versions" "$results" > "$run"
+	awk -v runf="$run" -v h="$SECTION" '
+		function emit(  l) { while ((getline l < runf) > 0) print l; close(runf); done = 1 }
+		$0 == h { in_s = 1; print; next }
+		in_s && !done && /^## / { emit(); in_s = 0 }
+		{ print }
+		END {
+			if (!done && in_s) { print ""; emit() }
+			else if (!done) { print ""; print h; print ""; emit() }
+		}' "$DOC" > "$DOC.push-tmp" && mv "$DOC.push-tmp" "$DOC"
+	echo "added to $DOC (section \"$SECTION\")"
+fi
+[ -z "$FAILED" ] || die "failed:$FAILED"
