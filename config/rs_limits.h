@@ -125,11 +125,15 @@
 #define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)
 
 /* Push gate (proxy/gate.c): approved base image references per policy, how
- * long a resolved reference's layer chain is reused, resolutions cached, and
+ * long a resolved reference's layer chain is reused, resolutions cached,
  * pull verdicts remembered per manifest digest. */
 #define RS_LIMIT_GATE_BASE_IMAGES_MAX 64
 #define RS_LIMIT_GATE_BASE_TTL_S 300
 #define RS_LIMIT_GATE_BASE_CACHE_ENTRIES 256
 #define RS_LIMIT_GATE_PULL_VERDICTS 1024
+/* Push-side checks remembered per (policy, manifest digest), and for how
+ * long (the same TTL as approved base resolutions, which a check depends on). */
+#define RS_LIMIT_GATE_MEMO_ENTRIES 256
+#define RS_LIMIT_GATE_MEMO_TTL_S RS_LIMIT_GATE_BASE_TTL_S
 
 #endif

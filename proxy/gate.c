@@ -587,6 +587,106 @@ out:
 	return rc;
 }
 
+/* ---- remembered checks ---- */
+
+struct memo_entry {
+	const struct rs_gate_policy *p; /* NULL: free slot */
+	unsigned flags;
+	char digest[DIGEST_STR_SIZE];
+	time_t expires;
+	struct gate_report rep;
+};
+
+struct gate_memo {
+	pthread_mutex_t mu; /* guards e and next */
+	struct memo_entry e[RS_LIMIT_GATE_MEMO_ENTRIES];
+	size_t next; /* round-robin replacement */
+};
+
+enum rs_code gate_memo_new(struct gate_memo **out, struct rs_err *err)
+{
+	struct gate_memo *m = calloc(1, sizeof(*m));
+	if (!m)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's memo");
+	pthread_mutex_init(&m->mu, NULL);
+	*out = m;
+	return RS_OK;
+}
+
+void gate_memo_free(struct gate_memo *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < RS_LIMIT_GATE_MEMO_ENTRIES; i++)
+		gate_report_dispose(&m->e[i].rep);
+	pthread_mutex_destroy(&m->mu);
+	free(m);
+}
+
+/* Deep copy of src into dst (zeroed); on RS_NOMEM dst holds what was
+ * copied (gate_report_dispose frees it). */
+static enum rs_code report_copy(struct gate_report *dst, const struct gate_report *src, struct rs_err *err)
+{
+	*dst = *src;
+	dst->items = NULL;
+	dst->count = 0;
+	if (!src->count)
+		return RS_OK;
+	if (!(dst->items = calloc(GATE_FINDINGS_MAX, sizeof(*dst->items))))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	for (size_t i = 0; i < src->count; i++) {
+		const struct gate_finding *f = &src->items[i];
+		struct gate_finding *g = &dst->items[i];
+		g->action = f->action;
+		g->rule = f->rule;
+		g->layer = f->layer;
+		dst->count++;
+		if (!dup_or_null(&g->text, f->text) || !dup_or_null(&g->platform, f->platform) ||
+		    !dup_or_null(&g->layer_digest, f->layer_digest) || !dup_or_null(&g->path, f->path))
+			return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	}
+	return RS_OK;
+}
+
+enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report *rep, const struct rs_gate_policy *p,
+			     struct blobstore *store, const char *digest, unsigned flags, struct gate_resolver *res,
+			     struct rs_err *err)
+{
+	*hit = false;
+	time_t now = time(NULL);
+	enum rs_code rc = RS_OK;
+	pthread_mutex_lock(&m->mu);
+	for (size_t i = 0; i < RS_LIMIT_GATE_MEMO_ENTRIES; i++) {
+		struct memo_entry *e = &m->e[i];
+		if (e->p == p && e->flags == flags && now < e->expires && strcmp(e->digest, digest) == 0) {
+			*hit = true;
+			rc = report_copy(rep, &e->rep, err);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->mu);
+	if (*hit)
+		return rc;
+	if ((rc = gate_check(rep, p, store, digest, flags, res, err)))
+		return rc;
+	struct gate_report copy = {0};
+	if (report_copy(&copy, rep, NULL) != RS_OK) {
+		gate_report_dispose(&copy); /* not remembered; the check stands */
+		return RS_OK;
+	}
+	pthread_mutex_lock(&m->mu);
+	struct memo_entry *e = &m->e[m->next];
+	m->next = (m->next + 1) % RS_LIMIT_GATE_MEMO_ENTRIES;
+	gate_report_dispose(&e->rep);
+	e->p = p;
+	e->flags = flags;
+	snprintf(e->digest, sizeof(e->digest), "%s", digest);
+	e->expires = now + RS_LIMIT_GATE_MEMO_TTL_S;
+	e->rep = copy;
+	pthread_mutex_unlock(&m->mu);
+	return RS_OK;
+}
+
 enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate_action which, struct rs_err *err)
 {
 	size_t cap = 128;

@@ -105,6 +105,19 @@ RS_MUST_CHECK enum rs_code gate_check(struct gate_report *rep, const struct rs_g
 				      struct blobstore *store, const char *digest, unsigned flags,
 				      struct gate_resolver *res, struct rs_err *err);
 
+/* Remembered push checks: pushing one image to several tags (":1.4" and
+ * ":latest") reads its layers once. gate_check_memo() answers a copy of
+ * the report of an earlier check of the same manifest digest under the same
+ * policy and flags within RS_LIMIT_GATE_MEMO_TTL_S, else runs gate_check()
+ * and remembers a successful result (RS_LIMIT_GATE_MEMO_ENTRIES, oldest
+ * replaced first). *hit says which. Thread-safe. */
+struct gate_memo;
+RS_MUST_CHECK enum rs_code gate_memo_new(struct gate_memo **out, struct rs_err *err);
+void gate_memo_free(struct gate_memo *m);
+RS_MUST_CHECK enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report *rep,
+					   const struct rs_gate_policy *p, struct blobstore *store, const char *digest,
+					   unsigned flags, struct gate_resolver *res, struct rs_err *err);
+
 /* The findings with action `which` as one message line, "; "-separated,
  * each prefixed "[rule] ", with "(and N more)" when cut; *out is new
  * (free()). RS_NOMEM. */

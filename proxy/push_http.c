@@ -45,6 +45,7 @@ struct push_http {
 	struct push *push;
 	struct auth *auth; /* NULL without an auth section */
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
+	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
 };
 
 enum wkind {
@@ -98,6 +99,8 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 	}
 	if (rc == RS_OK && cfg->push.policy_count)
 		rc = gate_resolver_new(&ph->bases, cfg, err);
+	if (rc == RS_OK && cfg->push.policy_count)
+		rc = gate_memo_new(&ph->memo, err);
 	if (rc) {
 		push_http_free(ph);
 		return rc;
@@ -112,6 +115,7 @@ void push_http_free(struct push_http *ph)
 		return;
 	auth_free(ph->auth);
 	gate_resolver_free(ph->bases);
+	gate_memo_free(ph->memo);
 	push_free(ph->push);
 	free(ph);
 }
@@ -791,7 +795,12 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
 	ref_text(shown, sizeof(shown), w->name, w->ref);
 	enum MHD_Result ret;
-	enum rs_code rc = gate_check(&rep, gp, store, digest, by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
+	bool remembered = false;
+	enum rs_code rc = gate_check_memo(ph->memo, &remembered, &rep, gp, store, digest,
+	                                  by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
+	if (rc == RS_OK && remembered)
+		log_event(LOG_INFO, "push %s (%s): policy check remembered from an earlier push of the same image", shown,
+		          digest);
 	if (rc) {
 		metrics_gate_push("check_failed");
 		rs_err_prefix(&err, "policy check of %s: ", digest);

@@ -203,6 +203,12 @@ expect_eq "report_unknown_digest_404" \
 expect_eq "report_wrong_credentials_401" \
 	"$(rs_curl -u alice:wrong -o /dev/null -w '%{http_code}' "$RS_URL/regslim/v1/reports/strict/good/$gd")" "401"
 
+# the same image to a second tag: the policy check is remembered, not run again
+if push good strict/good:v2; then pass second_tag_accepted; else fail second_tag_accepted "$(tail -n 2 "$LOGS/push-good.log")"; fi
+expect "second_tag_check_remembered" "grep -q 'push strict/good:v2 (.*policy check remembered' '$RS_LOG'" \
+	"no 'remembered' line for strict/good:v2"
+expect_eq "second_tag_report_lists_warnings" "$(report "strict/good/$gd" | jq -r '[.reference, .warnings] | join(" ")')" "v2 2"
+
 # ------------------------------------------------------------ modes
 if push good2 both/good2:v1; then pass push_both_accepted; else fail push_both_accepted "$(tail -n 2 "$LOGS/push-good2.log")"; fi
 expect_eq "push_both_original_at_tag" "sha256:$(up_manifest both/good2:v1 | sha256sum | cut -d' ' -f1)" "$(cat "$G/img/good2.digest")"

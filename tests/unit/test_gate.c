@@ -1,5 +1,6 @@
 /* test_gate: the push gate's approved base references and pull option,
- * and its stored report (JSON shape, save and load).
+ * its stored report (JSON shape, save and load), gate_check over a real
+ * store (findings named by platform) and the memo of repeated checks.
  * Reference splitting, the image platform, "images" / "enforce_on_pull"
  * loading, and gate_resolve_base against a tiny in-process registry (a fake
  * peer): an index resolves to the checked platform's layer chain, results
@@ -9,6 +10,7 @@
 #include "fixture.h"
 #include "gate.h"
 #include "gate_policy.h"
+#include "store_fixture.h"
 #include "upstream.h"
 
 #include <arpa/inet.h>
@@ -359,6 +361,101 @@ START_TEST(report_saved_and_loaded_by_repository_and_digest)
 }
 END_TEST
 
+/* ---- gate_check and its memo over a real store ---- */
+
+static void put_blob(struct blobstore *bs, const char *body, char digest[DIGEST_STR_SIZE])
+{
+	struct rs_err err = {0};
+	struct blobstore_writer *w = NULL;
+	digest_buffer(digest, body, strlen(body));
+	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, digest, (int64_t)strlen(body), &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_write(w, body, strlen(body), &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+}
+
+/* A layerless image running as root, without labels, for linux/arm64/v8;
+ * *digest receives its manifest's digest. */
+static void put_root_image(struct blobstore *bs, char digest[DIGEST_STR_SIZE])
+{
+	char cd[DIGEST_STR_SIZE], man[512];
+	const char *cfgdoc = "{\"architecture\":\"arm64\",\"variant\":\"v8\",\"os\":\"linux\",\"config\":{},"
+			     "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+	put_blob(bs, cfgdoc, cd);
+	snprintf(man, sizeof(man),
+		 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
+		 "\"layers\":[]}",
+		 cd, strlen(cfgdoc));
+	digest_buffer(digest, man, strlen(man));
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_manifest(bs, digest, "application/vnd.oci.image.manifest.v1+json", man,
+						strlen(man), &err),
+			 RS_OK);
+}
+
+START_TEST(check_names_platform_of_a_manifest_by_digest)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char d[DIGEST_STR_SIZE];
+	put_root_image(bs, d);
+	char *label = "org.opencontainers.image.source";
+	struct rs_gate_policy p = {.non_root = GATE_DENY, .required_labels = {.items = &label, .count = 1, .action = GATE_WARN}};
+	struct gate_report r = {0};
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_check(&r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert_uint_eq(r.denies, 1);
+	ck_assert_uint_eq(r.warns, 1);
+	ck_assert_str_eq(r.items[0].rule, "non_root");
+	ck_assert_ptr_null(r.items[0].platform);
+	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
+	ck_assert(!r.scanned);
+	gate_report_dispose(&r);
+	ck_assert_int_eq(gate_check(&r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_OK);
+	ck_assert_str_eq(r.items[0].platform, "linux/arm64/v8");
+	ck_assert_str_eq(r.items[0].text,
+			 "platform linux/arm64/v8: image runs as root (config.User is \"\"), set USER to a non-root user");
+	ck_assert_str_eq(r.items[1].text, "platform linux/arm64/v8: image lacks label org.opencontainers.image.source");
+	gate_report_dispose(&r);
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(memo_answers_a_repeated_check_from_memory)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char d[DIGEST_STR_SIZE];
+	put_root_image(bs, d);
+	struct rs_gate_policy p = {.non_root = GATE_WARN}, q = {.non_root = GATE_DENY};
+	struct gate_memo *m = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_memo_new(&m, &err), RS_OK);
+	struct gate_report r = {0};
+	bool hit = true;
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert(!hit);
+	ck_assert_uint_eq(r.warns, 1);
+	gate_report_dispose(&r);
+	/* the manifest is gone from the store: only the memo can answer */
+	blobstore_remove(bs, BLOBSTORE_MANIFEST, d);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert(hit);
+	ck_assert_uint_eq(r.warns, 1);
+	ck_assert_uint_eq(r.count, 1);
+	ck_assert_str_eq(r.items[0].rule, "non_root");
+	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
+	gate_report_dispose(&r);
+	/* another policy or other flags are other checks */
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &q, bs, d, 0, NULL, &err), RS_NOT_FOUND);
+	ck_assert(!hit);
+	gate_report_dispose(&r);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_NOT_FOUND);
+	ck_assert(!hit);
+	gate_report_dispose(&r);
+	gate_memo_free(m);
+	blobstore_free(bs);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("gate");
@@ -377,6 +474,11 @@ static Suite *suite(void)
 	tcase_add_test(rt, report_json_without_scan_or_upstream_has_nulls);
 	tcase_add_test(rt, report_saved_and_loaded_by_repository_and_digest);
 	suite_add_tcase(s, rt);
+	TCase *ct = tcase_create("check");
+	tcase_add_checked_fixture(ct, store_fixture_setup, store_fixture_teardown);
+	tcase_add_test(ct, check_names_platform_of_a_manifest_by_digest);
+	tcase_add_test(ct, memo_answers_a_repeated_check_from_memory);
+	suite_add_tcase(s, ct);
 	return s;
 }
 
