@@ -263,6 +263,64 @@ static enum rs_code load_bases(struct rs_gate_policy *p, const struct jsonload *
 	return RS_OK;
 }
 
+/* A path glob names something inside the image: after any leading '/'
+ * (archive paths have none), no empty, "." or ".." component, which no
+ * archive path has either. */
+static bool glob_inside_image(const char *g)
+{
+	g += strspn(g, "/");
+	for (;;) {
+		size_t len = strcspn(g, "/");
+		if (len == 0 || (len == 1 && g[0] == '.') || (len == 2 && g[0] == '.' && g[1] == '.'))
+			return false;
+		if (!g[len])
+			return true;
+		g += len + 1;
+	}
+}
+
+/* Check the globs, then drop their leading '/'. */
+static enum rs_code check_path_globs(char **globs, size_t n, const struct jsonload *ld, const char *path)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!glob_inside_image(globs[i]))
+			return jsonload_fail(ld, RS_CONFIG, path,
+				    "[%zu]: expected a path glob inside the image (no empty, '.' or '..' components), got \"%.80s\"",
+				    i, globs[i]);
+		size_t skip = strspn(globs[i], "/");
+		memmove(globs[i], globs[i] + skip, strlen(globs[i] + skip) + 1);
+	}
+	return RS_OK;
+}
+
+static enum rs_code load_secrets(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *x)
+{
+	enum rs_code rc;
+	static const char *const keys[] = {"action", "max_file_size", "scan_binaries", "allow_paths", NULL};
+	char kp[300];
+	if (!json_is_object(x))
+		return jsonload_fail(ld, RS_CONFIG, path, "expected an object {\"action\": \"deny\"|\"warn\"}");
+	if ((rc = check_keys(ld, path, x, keys)) || (rc = get_action(&p->secrets, ld, path, x)))
+		return rc;
+	const json_t *c = json_object_get(x, "max_file_size");
+	if (c && !(json_is_integer(c) && json_integer_value(c) > 0 && (p->secret_file_cap = (uint64_t)json_integer_value(c))) &&
+	    !(json_is_string(c) && parse_size(&p->secret_file_cap, json_string_value(c)) && p->secret_file_cap))
+		return jsonload_fail(ld, RS_CONFIG, join(kp, sizeof(kp), path, "max_file_size"), "expected a positive size");
+	if ((c = json_object_get(x, "scan_binaries"))) {
+		if (!json_is_boolean(c))
+			return jsonload_fail(ld, RS_CONFIG, join(kp, sizeof(kp), path, "scan_binaries"), "expected true or false");
+		p->secret_scan_binaries = json_is_true(c);
+	}
+	if ((c = json_object_get(x, "allow_paths"))) {
+		join(kp, sizeof(kp), path, "allow_paths");
+		if ((rc = get_strings(&p->secret_allow_paths, &p->secret_allow_path_count, ld, kp, c, "path globs",
+				      RS_LIMIT_POLICY_GLOBS_MAX)) ||
+		    (rc = check_path_globs(p->secret_allow_paths, p->secret_allow_path_count, ld, kp)))
+			return rc;
+	}
+	return RS_OK;
+}
+
 static enum rs_code load_rules(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *v)
 {
 	enum rs_code rc;
@@ -297,18 +355,8 @@ static enum rs_code load_rules(struct rs_gate_policy *p, const struct jsonload *
 	if ((x = json_object_get(v, "forbidden_paths")) &&
 	    (rc = load_list(&p->forbidden_paths, ld, KP("forbidden_paths"), x, "paths", "path globs")))
 		return rc;
-	if ((x = json_object_get(v, "secrets"))) {
-		static const char *const keys[] = {"action", "max_file_size", NULL};
-		KP("secrets");
-		if (!json_is_object(x))
-			return jsonload_fail(ld, RS_CONFIG, kp, "expected an object {\"action\": \"deny\"|\"warn\"}");
-		if ((rc = check_keys(ld, kp, x, keys)) || (rc = get_action(&p->secrets, ld, kp, x)))
-			return rc;
-		const json_t *c = json_object_get(x, "max_file_size");
-		if (c && !(json_is_integer(c) && json_integer_value(c) > 0 && (p->secret_file_cap = (uint64_t)json_integer_value(c))) &&
-		    !(json_is_string(c) && parse_size(&p->secret_file_cap, json_string_value(c)) && p->secret_file_cap))
-			return jsonload_fail(ld, RS_CONFIG, KP("secrets.max_file_size"), "expected a positive size");
-	}
+	if ((x = json_object_get(v, "secrets")) && (rc = load_secrets(p, ld, KP("secrets"), x)))
+		return rc;
 #undef KP
 	return RS_OK;
 }
@@ -413,6 +461,7 @@ void gate_policies_free(struct rs_gate_policy *p, size_t n)
 		free(p[i].optimizer_policy);
 		free_strings(p[i].required_labels.items, p[i].required_labels.count);
 		free_strings(p[i].forbidden_paths.items, p[i].forbidden_paths.count);
+		free_strings(p[i].secret_allow_paths, p[i].secret_allow_path_count);
 		for (size_t k = 0; k < p[i].allowed_base_count; k++)
 			free_strings(p[i].allowed_bases[k].layers, p[i].allowed_bases[k].count);
 		free(p[i].allowed_bases);
@@ -527,6 +576,9 @@ struct json_t *gate_policies_to_json(const struct rs_gate_policy *p, size_t n)
 		if (ok && p[i].secrets != GATE_OFF) {
 			json_t *s = json_object();
 			ok = s && (!p[i].secret_file_cap || put(s, "max_file_size", json_integer((json_int_t)p[i].secret_file_cap))) &&
+			     put(s, "scan_binaries", json_boolean(p[i].secret_scan_binaries)) &&
+			     (!p[i].secret_allow_path_count ||
+			      put(s, "allow_paths", strings_json(p[i].secret_allow_paths, p[i].secret_allow_path_count))) &&
 			     put_action(r, "secrets", p[i].secrets, s);
 		}
 		ok = ok && put(o, "rules", r) && json_array_append_new(arr, o) == 0;

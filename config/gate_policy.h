@@ -68,6 +68,9 @@ struct rs_gate_policy {
 	struct gate_list_rule forbidden_paths; /* globs, see strip.h: '*' within a component, "**" any */
 	enum gate_action secrets;
 	uint64_t secret_file_cap; /* bytes scanned per file; 0: the scanner's default */
+	bool secret_scan_binaries; /* key-block detectors also inside ELF objects */
+	char **secret_allow_paths; /* globs (strip.h syntax) of files not scanned */
+	size_t secret_allow_path_count;
 	bool enforce_on_pull;     /* also evaluate on tag pulls through the mirror (default upstream) */
 };
 

@@ -7,6 +7,7 @@
 #include "scan.h"
 
 #include "stream.h"
+#include "strip.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,10 +47,13 @@ enum file_kind {
 
 struct scan_secrets {
 	uint64_t file_cap;
+	bool scan_binaries;
 	scan_finding_fn on_finding;
 	void *ctx;
 	char *path;
 	unsigned kinds;
+	bool sniffed;   /* the file's first bytes have been looked at */
+	bool key_blocks; /* run the key-block detectors in this file */
 	bool reported[SCAN_DETECTOR_COUNT];
 	uint64_t fed;        /* content bytes taken (capped) */
 	uint64_t base;       /* file offset of work[0] */
@@ -61,14 +65,15 @@ struct scan_secrets {
 	uint8_t work[WORK_CAP];
 };
 
-enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, scan_finding_fn on_finding, void *ctx,
-			      struct rs_err *err)
+enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, bool scan_binaries,
+			      scan_finding_fn on_finding, void *ctx, struct rs_err *err)
 {
 	*out = NULL;
 	struct scan_secrets *s = calloc(1, sizeof(*s));
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->file_cap = file_cap ? file_cap : SCAN_FILE_CAP_DEFAULT;
+	s->scan_binaries = scan_binaries;
 	s->on_finding = on_finding;
 	s->ctx = ctx;
 	*out = s;
@@ -123,6 +128,8 @@ enum rs_code scan_secrets_begin(struct scan_secrets *s, const char *path, struct
 	if (!s->path)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->kinds = kinds_of(path);
+	s->sniffed = false;
+	s->key_blocks = true;
 	memset(s->reported, 0, sizeof(s->reported));
 	s->fed = s->base = s->next_start = 0;
 	s->len = 0;
@@ -273,7 +280,8 @@ static enum rs_code match_at(struct scan_secrets *s, size_t i, size_t n, struct 
 	enum rs_code rc = RS_OK;
 	switch (p[0]) {
 	case '-':
-		rc = match_begin(s, p, n, err);
+		if (s->key_blocks)
+			rc = match_begin(s, p, n, err);
 		break;
 	case 'A':
 		if (boundary && n >= 20 && (has(p, n, "AKIA") || has(p, n, "ASIA"))) {
@@ -371,6 +379,11 @@ static enum rs_code match_at(struct scan_secrets *s, size_t i, size_t n, struct 
 /* Test match starts up to limit (an index into work). */
 static enum rs_code scan_to(struct scan_secrets *s, size_t limit, struct rs_err *err)
 {
+	if (!s->sniffed) {
+		/* the first call sees the file's start: base is still 0 */
+		s->sniffed = true;
+		s->key_blocks = s->scan_binaries || s->len < 4 || memcmp(s->work, "\x7f" "ELF", 4) != 0;
+	}
 	size_t from = (size_t)(s->next_start - s->base);
 	for (size_t i = from; i < limit; i++) {
 		enum rs_code rc = match_at(s, i, s->len - i, err);
@@ -446,6 +459,12 @@ static enum rs_code on_entry(void *ctx, const struct tar_entry *e, const void *r
 	c->in_file = false;
 	*verdict = TAR_DROP;
 	if (c->sec && e->type == TAR_TYPE_FILE && e->size > 0) {
+		for (size_t i = 0; i < c->o->allow_path_count; i++) {
+			if (strip_glob_match(c->o->allow_paths[i], e->path)) {
+				c->st->files_allowed++;
+				return RS_OK;
+			}
+		}
 		enum rs_code rc = scan_secrets_begin(c->sec, e->path, err);
 		if (rc)
 			return rc;
@@ -486,7 +505,7 @@ enum rs_code scan_layer_fd(struct scan_stats *out, int fd, const struct scan_opt
 	static const struct tar_read_cbs cbs = {on_entry, on_data, on_end_entry};
 	enum rs_code rc = RS_OK;
 	if (o->secrets)
-		rc = scan_secrets_new(&c.sec, o->file_cap, o->on_finding, o->ctx, err);
+		rc = scan_secrets_new(&c.sec, o->file_cap, o->scan_binaries, o->on_finding, o->ctx, err);
 	if (rc == RS_OK)
 		rc = tar_read_new(&tar, &cbs, &c, err);
 	if (rc == RS_OK)

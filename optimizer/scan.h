@@ -21,6 +21,12 @@
  * False-positive guards: matches need a word boundary on both sides, the
  * AWS documentation example key id (AKIAIOSFODNN7EXAMPLE) is ignored, and a
  * PEM header alone (as in source code that parses keys) is not a finding.
+ * In an ELF object (content starting with "\x7fELF") the three key-block
+ * detectors (PEM, OpenSSH, PGP) are off unless scan_binaries is set: keys
+ * compiled into system libraries are self-test vectors (Debian's libgnutls30
+ * holds ten). The token detectors (AWS, GitHub, Slack) and the credential
+ * files still apply there: a token embedded in a program is a real leak.
+ * Layer scans skip files whose path matches one of scan_opts.allow_paths.
  *
  * Memory: the content scanner keeps a fixed window (SCAN_WINDOW bytes of
  * carry across chunk boundaries plus one fixed work buffer); any split of
@@ -71,8 +77,9 @@ typedef enum rs_code (*scan_finding_fn)(void *ctx, const char *path, enum scan_d
 struct scan_secrets;
 
 /* *out is new (scan_secrets_free). file_cap 0 means SCAN_FILE_CAP_DEFAULT.
+ * scan_binaries: also run the key-block detectors inside ELF objects.
  * on_finding and ctx are borrowed. RS_NOMEM. */
-RS_MUST_CHECK enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap,
+RS_MUST_CHECK enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, bool scan_binaries,
 					    scan_finding_fn on_finding, void *ctx, struct rs_err *err);
 void scan_secrets_free(struct scan_secrets *s);
 
@@ -91,6 +98,11 @@ struct scan_opts {
 	const char *digest;    /* expected compressed digest (NULL: not checked) */
 	bool secrets;          /* run the secret detectors */
 	uint64_t file_cap;     /* 0: SCAN_FILE_CAP_DEFAULT */
+	bool scan_binaries;    /* key-block detectors also inside ELF objects */
+	/* Files whose path matches one of these globs (strip_glob_match syntax)
+	 * are not scanned for secrets; borrowed, may be NULL when count is 0. */
+	char *const *allow_paths;
+	size_t allow_path_count;
 	/* Every entry (also whiteouts and directories), optional. */
 	enum rs_code (*on_entry)(void *ctx, const struct tar_entry *e, struct rs_err *err);
 	scan_finding_fn on_finding; /* required when secrets */
@@ -102,6 +114,7 @@ struct scan_stats {
 	uint64_t uncompressed_bytes;
 	uint64_t entries;
 	uint64_t files_scanned;
+	uint64_t files_allowed; /* regular files skipped by allow_paths */
 };
 
 /* Scan the layer read from fd (borrowed, read to EOF from its current

@@ -517,6 +517,9 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 				      .digest = l->digest,
 				      .secrets = p->secrets != GATE_OFF,
 				      .file_cap = p->secret_file_cap,
+				      .scan_binaries = p->secret_scan_binaries,
+				      .allow_paths = p->secret_allow_paths,
+				      .allow_path_count = p->secret_allow_path_count,
 				      .on_entry = on_entry,
 				      .on_finding = on_finding,
 				      .ctx = &ev};

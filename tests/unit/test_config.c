@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "fixture.h"
+#include "gate_policy.h"
 #include "rs_limits.h"
 
 #include <check.h>
@@ -445,6 +446,35 @@ START_TEST(printed_config_loads_back_identically)
 }
 END_TEST
 
+START_TEST(secrets_rule_options_load_and_print_back)
+{
+	struct rs_config cfg;
+	load_ok(&cfg, "{\"push\": {\"policies\": [{\"repositories\": [\"*\"], \"rules\": {\"secrets\": {\"action\": \"deny\","
+		      " \"scan_binaries\": true, \"allow_paths\": [\"/app/test/**\", \"usr/share/doc/*/examples/*.pem\"]}}}]}}");
+	ck_assert_uint_eq(cfg.push.policy_count, 1);
+	const struct rs_gate_policy *p = &cfg.push.policies[0];
+	ck_assert(p->secret_scan_binaries);
+	ck_assert_uint_eq(p->secret_allow_path_count, 2);
+	ck_assert_str_eq(p->secret_allow_paths[0], "app/test/**"); /* archive paths have no leading '/' */
+	ck_assert_str_eq(p->secret_allow_paths[1], "usr/share/doc/*/examples/*.pem");
+	char *first = print_to_string(&cfg);
+	config_dispose(&cfg);
+	load_ok(&cfg, first);
+	char *second = print_to_string(&cfg);
+	ck_assert_str_eq(first, second);
+	ck_assert_ptr_nonnull(strstr(first, "\"scan_binaries\": true"));
+	ck_assert_ptr_nonnull(strstr(first, "\"app/test/**\""));
+	config_dispose(&cfg);
+	free(first);
+	free(second);
+	/* the default: key blocks inside ELF objects are not reported */
+	load_ok(&cfg, "{\"push\": {\"policies\": [{\"repositories\": [\"*\"], \"rules\": {\"secrets\": {\"action\": \"deny\"}}}]}}");
+	ck_assert(!cfg.push.policies[0].secret_scan_binaries);
+	ck_assert_uint_eq(cfg.push.policies[0].secret_allow_path_count, 0);
+	config_dispose(&cfg);
+}
+END_TEST
+
 START_TEST(override_replaces_default_upstream_url)
 {
 	struct rs_config cfg;
@@ -662,6 +692,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, password_file_of_exactly_4k_loads);
 	tcase_add_test(tc, password_file_with_two_lines_is_refused);
 	tcase_add_test(tc, print_hides_secrets);
+	tcase_add_test(tc, secrets_rule_options_load_and_print_back);
 	tcase_add_test(tc, printed_config_loads_back_identically);
 	tcase_add_test(tc, override_replaces_default_upstream_url);
 	tcase_add_test(tc, override_on_defaults_changes_docker_hub_url);

@@ -35,13 +35,15 @@ static enum rs_code on_find(void *ctx, const char *path, enum scan_detector d, s
 	return RS_OK;
 }
 
-/* Scan one file's content split into pieces of `piece` bytes (0: whole). */
-static struct found scan_content(const char *path, const void *data, size_t len, size_t piece, uint64_t cap)
+/* Scan one file's content split into pieces of `piece` bytes (0: whole);
+ * bin: scan_binaries. */
+static struct found scan_content_bin(const char *path, const void *data, size_t len, size_t piece, uint64_t cap,
+				     bool bin)
 {
 	struct found f = {0};
 	struct rs_err err = {0};
 	struct scan_secrets *s = NULL;
-	ck_assert_int_eq(scan_secrets_new(&s, cap, on_find, &f, &err), RS_OK);
+	ck_assert_int_eq(scan_secrets_new(&s, cap, bin, on_find, &f, &err), RS_OK);
 	ck_assert_int_eq(scan_secrets_begin(s, path, &err), RS_OK);
 	const char *p = data;
 	size_t left = len;
@@ -54,6 +56,11 @@ static struct found scan_content(const char *path, const void *data, size_t len,
 	ck_assert_int_eq(scan_secrets_end(s, &err), RS_OK);
 	scan_secrets_free(s);
 	return f;
+}
+
+static struct found scan_content(const char *path, const void *data, size_t len, size_t piece, uint64_t cap)
+{
+	return scan_content_bin(path, data, len, piece, cap, false);
 }
 
 static struct found scan_str(const char *path, const char *text)
@@ -252,6 +259,84 @@ START_TEST(each_detector_reports_once_per_file_and_cap_is_honoured)
 }
 END_TEST
 
+
+/* An ELF object holding a PEM key (as libgnutls holds its self-test keys)
+ * and a GitHub token: the key is reported only with scan_binaries, the
+ * token always; the magic is recognised in any split. */
+START_TEST(elf_objects_hide_key_blocks_unless_scan_binaries)
+{
+	char buf[96 * 1024];
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, "\x7f" "ELF\x02\x01\x01", 7);
+	const char *key = "\n-----BEGIN RSA PRIVATE KEY-----\n" B64LINE "\n-----END RSA PRIVATE KEY-----\n";
+	memcpy(buf + 70000, key, strlen(key));
+	const char *ossh = "-----BEGIN OPENSSH PRIVATE KEY-----\n" B64LINE "\n";
+	memcpy(buf + 100, ossh, strlen(ossh));
+	const char *pgp = "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n" B64LINE "\n";
+	memcpy(buf + 400, pgp, strlen(pgp));
+	const char *tok = " ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 ";
+	memcpy(buf + 50000, tok, strlen(tok));
+	size_t pieces[] = {0, 1, 3, 4093};
+	for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+		struct found f = scan_content_bin("usr/lib/libx.so.1", buf, sizeof(buf), pieces[i], 0, false);
+		ck_assert_uint_eq(f.count[SCAN_GITHUB_TOKEN], 1);
+		ck_assert_uint_eq(f.total, 1);
+		f = scan_content_bin("usr/lib/libx.so.1", buf, sizeof(buf), pieces[i], 0, true);
+		ck_assert_uint_eq(f.count[SCAN_PEM_PRIVATE_KEY], 1);
+		ck_assert_uint_eq(f.count[SCAN_OPENSSH_PRIVATE_KEY], 1);
+		ck_assert_uint_eq(f.count[SCAN_PGP_PRIVATE_KEY], 1);
+		ck_assert_uint_eq(f.total, 4);
+	}
+	/* AWS key pairs are reported inside ELF objects too */
+	const char *aws = " AKIAZ7QW3RT5YU8IO2PL wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w ";
+	memcpy(buf + 60000, aws, strlen(aws));
+	struct found f = scan_content_bin("app/server", buf, sizeof(buf), 0, 0, false);
+	ck_assert_uint_eq(f.count[SCAN_AWS_ACCESS_KEY], 1);
+	ck_assert_uint_eq(f.total, 2);
+	/* only the ELF magic at offset 0 counts: not one byte off, not later */
+	buf[3] = 'X';
+	f = scan_content_bin("usr/lib/libx.so.1", buf, sizeof(buf), 0, 0, false);
+	ck_assert_uint_eq(f.count[SCAN_PEM_PRIVATE_KEY], 1);
+	char text[256];
+	int n = snprintf(text, sizeof(text), "x\x7f" "ELF -----BEGIN PRIVATE KEY-----\n%s\n", B64LINE);
+	f = scan_content_bin("k", text, (size_t)n, 0, 0, false);
+	ck_assert_uint_eq(f.count[SCAN_PEM_PRIVATE_KEY], 1);
+	/* a file shorter than the magic is no ELF object */
+	f = scan_content_bin("k", "\x7f" "EL", 3, 0, 0, false);
+	ck_assert_uint_eq(f.total, 0);
+}
+END_TEST
+
+/* The machine's own libgnutls (Debian's libgnutls30, the file that made
+ * every bookworm image fail a "secrets: deny" gate) passes by default; with
+ * scan_binaries its compiled-in test keys are found, so the file really is
+ * the case the exemption is for. Skipped where the library is absent. */
+START_TEST(system_libgnutls_passes_by_default)
+{
+	const char *paths[] = {"/usr/lib/x86_64-linux-gnu/libgnutls.so.30", "/usr/lib/aarch64-linux-gnu/libgnutls.so.30"};
+	FILE *fp = NULL;
+	for (size_t i = 0; !fp && i < sizeof(paths) / sizeof(paths[0]); i++)
+		fp = fopen(paths[i], "rb");
+	if (!fp) {
+		fprintf(stderr, "# system_libgnutls_passes_by_default: no libgnutls.so.30 here, skipped\n");
+		return;
+	}
+	ck_assert_int_eq(fseek(fp, 0, SEEK_END), 0);
+	long size = ftell(fp);
+	ck_assert_int_gt(size, 0);
+	rewind(fp);
+	char *data = malloc((size_t)size);
+	ck_assert_ptr_nonnull(data);
+	ck_assert_uint_eq(fread(data, 1, (size_t)size, fp), (size_t)size);
+	fclose(fp);
+	struct found f = scan_content_bin("usr/lib/x86_64-linux-gnu/libgnutls.so.30", data, (size_t)size, 65536, 0, false);
+	ck_assert_uint_eq(f.total, 0);
+	f = scan_content_bin("usr/lib/x86_64-linux-gnu/libgnutls.so.30", data, (size_t)size, 65536, 0, true);
+	ck_assert_uint_eq(f.count[SCAN_PEM_PRIVATE_KEY], 1);
+	free(data);
+}
+END_TEST
+
 /* ---- layer scan ---- */
 
 /* gzip tar bytes into a file; its digest into digest. Returns an fd at 0. */
@@ -353,6 +438,38 @@ START_TEST(layer_scan_refuses_bytes_that_do_not_match_the_digest)
 }
 END_TEST
 
+
+START_TEST(layer_scan_skips_exactly_the_allowed_paths)
+{
+	struct targen *g = targen_new(4);
+	const char *key = "-----BEGIN PRIVATE KEY-----\n" B64LINE "\n-----END PRIVATE KEY-----\n";
+	const char *files[] = {"app/test/fixtures/server.key", "app/test/a/b/c.key", "app/testdata/k.pem",
+			       "root/.ssh/id_rsa", "usr/share/doc/x/examples/demo.pem", "usr/share/doc/x/demo.pem"};
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		targen_add_file(g, files[i], key, strlen(key));
+	targen_end(g, 2, false);
+	size_t n;
+	const uint8_t *t = targen_data(g, &n);
+	char d[DIGEST_STR_SIZE];
+	int fd = gzip_layer(t, n, "l", d);
+	char *allow[] = {"app/test/**", "usr/share/doc/*/examples/*.pem"};
+	struct found f = {0};
+	struct rs_err err = {0};
+	struct scan_stats st;
+	struct scan_opts o = {.codec = CODEC_GZIP, .digest = d, .secrets = true, .allow_paths = allow,
+			      .allow_path_count = 2, .on_entry = on_entry, .on_finding = on_find, .ctx = &f};
+	ck_assert_int_eq(scan_layer_fd(&st, fd, &o, &err), RS_OK);
+	ck_assert_uint_eq(f.count[SCAN_PEM_PRIVATE_KEY], 3);
+	ck_assert_uint_eq(st.files_allowed, 3);
+	ck_assert_uint_eq(st.files_scanned, 3);
+	/* every entry is still reported (forbidden_paths sees them all) */
+	ck_assert_str_eq(f.entries, "app/test/fixtures/server.key;app/test/a/b/c.key;app/testdata/k.pem;"
+				    "root/.ssh/id_rsa;usr/share/doc/x/examples/demo.pem;usr/share/doc/x/demo.pem;");
+	close(fd);
+	targen_free(g);
+}
+END_TEST
+
 static Suite *scan_suite(void)
 {
 	Suite *s = suite_create("scan");
@@ -368,11 +485,14 @@ static Suite *scan_suite(void)
 	tcase_add_test(t, findings_do_not_depend_on_the_split);
 	tcase_add_test(t, patterns_straddling_the_work_buffer_are_found_once);
 	tcase_add_test(t, each_detector_reports_once_per_file_and_cap_is_honoured);
+	tcase_add_test(t, elf_objects_hide_key_blocks_unless_scan_binaries);
+	tcase_add_test(t, system_libgnutls_passes_by_default);
 	suite_add_tcase(s, t);
 	TCase *l = tcase_create("layer");
 	tcase_add_checked_fixture(l, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(l, layer_scan_finds_secret_in_a_file_a_later_layer_deletes);
 	tcase_add_test(l, layer_scan_refuses_bytes_that_do_not_match_the_digest);
+	tcase_add_test(l, layer_scan_skips_exactly_the_allowed_paths);
 	suite_add_tcase(s, l);
 	return s;
 }
