@@ -1052,6 +1052,63 @@ START_TEST(global_header_stays_within_its_layer_when_squashed)
 }
 END_TEST
 
+START_TEST(spool_holes_fall_back_when_a_stripped_file_stays)
+{
+	/* squash all leaves the data of stripped files out of the tar spool;
+	 * here one of them stays after all (a path that also has a kept child,
+	 * so the strip rule spares it) and another is a hard-link source: the
+	 * output must be the same as without a spool, with their data */
+	struct targen *a = targen_new(41), *b = targen_new(42);
+	targen_add_dir(a, "usr");
+	targen_add_dir(a, "usr/share");
+	targen_add_dir(a, "usr/share/doc");
+	targen_add_file(a, "usr/share/doc/odd", "a file with a child\n", 20);
+	targen_add_file(a, "usr/share/doc/odd/copyright", "(c)\n", 4);
+	targen_add_file(a, "usr/share/doc/README", "linked docs\n", 12);
+	targen_add_hardlink(a, "bin-tool", "usr/share/doc/README");
+	targen_add(a, &(struct targen_entry){.path = "usr/share/doc/big", .type = '0', .size = 900000});
+	targen_end(a, 2, false);
+	targen_add_file(b, "upper", "u\n", 2);
+	targen_end(b, 2, false);
+	make_plain_layout("in", a, b);
+	char want[DIGEST_STR_SIZE] = "";
+	const char *knobs[] = {"0", "auto"};
+	for (size_t k = 0; k < 2; k++) {
+		ck_assert_int_eq(setenv("REGSLIM_TAR_SPOOL", knobs[k], 1), 0);
+		char dst[32];
+		snprintf(dst, sizeof(dst), "o%zu:x", k);
+		struct report rep;
+		struct rs_err err = {0};
+		ck_assert_msg(run("in:latest", dst, NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
+		if (k == 0)
+			snprintf(want, sizeof(want), "%s", rep.digest);
+		else
+			ck_assert_str_eq(rep.digest, want);
+		report_dispose(&rep);
+	}
+	unsetenv("REGSLIM_TAR_SPOOL");
+	static struct grab g;
+	memset(&g, 0, sizeof(g));
+	struct tar_read_cbs cbs = {g_entry, g_data, NULL};
+	char p[256];
+	size_t nl;
+	snprintf(p, sizeof(p), "%s/o1", tdir);
+	each_layer(p, "x", &nl, &cbs, &g, NULL);
+	int i = grab_find(&g, "usr/share/doc/odd");
+	ck_assert_int_ge(i, 0);
+	ck_assert_uint_eq(g.e[i].len, 20);
+	ck_assert_int_eq(memcmp(g.e[i].data, "a file with a child\n", 20), 0);
+	i = grab_find(&g, "bin-tool");
+	ck_assert_int_ge(i, 0);
+	ck_assert_uint_eq(g.e[i].len, 12);
+	ck_assert_int_eq(memcmp(g.e[i].data, "linked docs\n", 12), 0);
+	ck_assert_int_lt(grab_find(&g, "usr/share/doc/big"), 0);
+	grab_free(&g);
+	targen_free(a);
+	targen_free(b);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -1070,6 +1127,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, bad_tar_spool_knob_is_refused);
 	tcase_add_test(t, hard_link_to_a_sparse_file_is_materialized_expanded);
 	tcase_add_test(t, global_header_stays_within_its_layer_when_squashed);
+	tcase_add_test(t, spool_holes_fall_back_when_a_stripped_file_stays);
 	suite_add_tcase(s, t);
 	return s;
 }
