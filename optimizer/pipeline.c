@@ -1,10 +1,11 @@
 /* pipeline: drives the optimizer over a source layout into a destination
  * layout (see pipeline.h). Chains per layer:
  *   pass 1: file range -> digest (compressed) -> decoder -> [async, with
- *           two or more threads] -> digest (diff_id) -> tee (the tar also
- *           into a spool file, see "tar spool") -> tar_read -> squash_add
- *           (metadata + data identity)
- *   pass 2: tar spool, or file range -> decoder (no spool) -> tar_read ->
+ *           two or more threads] -> digest (diff_id) -> tar_read ->
+ *           squash_add (metadata + data identity), and the tar into a
+ *           spool file (see "tar spool")
+ *   pass 2: tar spool (seeking over dropped data), or file range ->
+ *           decoder (no spool) -> tar_read ->
  *           decisions -> raw copy / synthesized headers -> digest (diff_id)
  *           -> encoder -> digest -> blob file in the staging directory
  * It talks to layout.c (files), squash.c (decisions), codec/tar stages and
@@ -50,6 +51,10 @@ struct layer_in {
 	 * directory), or -1: pass 2 decodes the blob again. Owned by
 	 * optimize_image, which closes it on every path. */
 	int tar_fd;
+	/* Entries whose data the spool left out (see "tar spool"): pairs of
+	 * entry index and header offset. Owned by optimize_image. */
+	uint64_t *holes;
+	size_t nholes, holes_cap;
 };
 
 struct spool_slot {
@@ -166,6 +171,107 @@ static void layer_prefix(struct rs_err *err, size_t i, size_t n, const struct la
 }
 
 /* ---- pass 1 ---------------------------------------------------------------- */
+
+/* ---- tar spool --------------------------------------------------------------- */
+
+/* Pass 1 writes each layer's decompressed tar into a spool file so that pass
+ * 2 reads it back instead of decoding the blob again. The spool is a cache,
+ * never a source of errors: when a write fails (ENOSPC, EIO) or the image's
+ * byte budget is used up, the spool is emptied and dropped, and pass 2
+ * decodes that layer again. It is written from the tar reader's callbacks,
+ * at the bytes' own offsets: headers through a small buffer, data straight
+ * from the decoder's buffer. The data of an entry that a strip rule drops
+ * for sure (squash all, a regular file) is not written at all and leaves a
+ * hole; pass 2 seeks over it (tar_read_skip). Whether every hole was indeed
+ * dropped is checked once the plan is made (holes_check); a layer where one
+ * was not (a file under a path a later layer made a directory, a hard-link
+ * source) is decoded again. The file ends at the layer's full tar size
+ * (what follows the last entry reads as zeros; pass 2 ignores it). */
+struct spool_budget {
+	_Atomic uint64_t used;
+	uint64_t limit;
+};
+
+#define SPW_BUF (256u * 1024)
+#define SPW_DIRECT (64u * 1024) /* chunks this large are written without a copy */
+
+struct spw {
+	int fd; /* -1 once dropped */
+	struct spool_budget *budget;
+	uint8_t *buf;
+	size_t blen;
+	uint64_t bstart; /* file offset of buf[0] */
+};
+
+static void spw_drop(struct spw *w)
+{
+	if (w->fd < 0)
+		return;
+	(void)ftruncate(w->fd, 0); /* give the space back at once; the fd is closed by the owner */
+	w->fd = -1;
+}
+
+static void spw_pwrite(struct spw *w, const void *buf, size_t len, uint64_t off)
+{
+	if (w->fd < 0 || len == 0)
+		return;
+	uint64_t was = atomic_fetch_add(&w->budget->used, (uint64_t)len);
+	if (was + len > w->budget->limit) {
+		spw_drop(w);
+		return;
+	}
+	const char *b = buf;
+	while (len > 0) {
+		ssize_t n = pwrite(w->fd, b, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			spw_drop(w);
+			return;
+		}
+		b += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+}
+
+static void spw_flush(struct spw *w)
+{
+	spw_pwrite(w, w->buf, w->blen, w->bstart);
+	w->bstart += w->blen;
+	w->blen = 0;
+}
+
+/* Bytes of the tar stream at offset off. */
+static void spw_put(struct spw *w, uint64_t off, const void *buf, size_t len)
+{
+	if (w->fd < 0)
+		return;
+	if (off != w->bstart + w->blen) { /* after a hole */
+		spw_flush(w);
+		w->bstart = off;
+	}
+	if (len >= SPW_DIRECT) {
+		spw_flush(w);
+		spw_pwrite(w, buf, len, off);
+		w->bstart = off + len;
+		return;
+	}
+	if (w->blen + len > SPW_BUF)
+		spw_flush(w);
+	memcpy(w->buf + w->blen, buf, len);
+	w->blen += len;
+}
+
+/* After the last entry: flush and give the file the tar's full size. True
+ * when the spool holds the layer. */
+static bool spw_end(struct spw *w, uint64_t size)
+{
+	spw_flush(w);
+	if (w->fd >= 0 && ftruncate(w->fd, (off_t)size) != 0)
+		spw_drop(w);
+	return w->fd >= 0;
+}
 
 /* Pass 1 runs one layer per worker thread (up to opts.threads at once). A
  * worker decodes and hashes its layer and records each entry's metadata in
@@ -305,21 +411,55 @@ struct p1 {
 	struct digest_ctx *id;
 	bool fast;        /* data identity by XXH64 (squash all), else SHA-256 */
 	struct xxh64 x;
+	struct layer_in *l;
+	struct spw *sw;                  /* NULL: no spool */
+	const struct strip_rules *strip; /* squash all with a spool: holes for stripped files */
+	struct strip_cache cache;
+	uint64_t data_off;               /* spool offset of the next data byte */
 };
+
+/* A regular file a strip rule drops: with squash all nothing else can keep
+ * it (holes_check verifies that once the plan is made), and its identity
+ * only ever meets entries of the same path, which are stripped too. */
+static bool hole_of(struct p1 *c, const struct tar_entry *e)
+{
+	if (!c->strip || e->size == 0 || (e->type != TAR_TYPE_FILE && e->type != TAR_TYPE_GNU_SPARSE))
+		return false;
+	return strip_path_rule(c->strip, e->path, &c->cache) >= 0;
+}
+
+static enum rs_code add_hole(struct layer_in *l, const struct tar_entry *e, struct rs_err *err)
+{
+	if (l->nholes + 2 > l->holes_cap) {
+		size_t nc = l->holes_cap ? 2 * l->holes_cap : 256;
+		uint64_t *h = realloc(l->holes, nc * sizeof(*h));
+		if (!h)
+			return rs_err_set(err, RS_NOMEM, "out of memory recording entry '%s'", e->path);
+		l->holes = h;
+		l->holes_cap = nc;
+	}
+	l->holes[l->nholes++] = e->index;
+	l->holes[l->nholes++] = e->header_offset;
+	return RS_OK;
+}
 
 static enum rs_code p1_entry(void *ctx, const struct tar_entry *e, const void *raw, size_t raw_len,
 			     enum tar_verdict *verdict, struct rs_err *err)
 {
-	(void)raw;
-	(void)raw_len;
-	(void)err;
 	struct p1 *c = ctx;
 	digest_reset(c->id);
 	squash_identity_feed_meta(c->id, e);
 	if (c->fast)
 		xxh64_reset(&c->x);
 	*verdict = e->size > 0 ? TAR_KEEP : TAR_DROP;
-	return RS_OK;
+	bool hole = hole_of(c, e);
+	if (hole)
+		*verdict = TAR_DROP; /* neither hashed nor spooled: its identity never matters */
+	if (!c->sw)
+		return RS_OK;
+	spw_put(c->sw, e->header_offset, raw, raw_len);
+	c->data_off = e->data_offset;
+	return hole ? add_hole(c->l, e, err) : RS_OK;
 }
 
 static enum rs_code p1_data(void *ctx, const struct tar_entry *e, const void *buf, size_t len, bool padding,
@@ -328,6 +468,10 @@ static enum rs_code p1_data(void *ctx, const struct tar_entry *e, const void *bu
 	(void)e;
 	(void)err;
 	struct p1 *c = ctx;
+	if (c->sw) {
+		spw_put(c->sw, c->data_off, buf, len);
+		c->data_off += len;
+	}
 	if (padding)
 		return RS_OK;
 	if (c->fast)
@@ -379,89 +523,6 @@ static enum rs_code p1_end(void *ctx, const struct tar_entry *e, enum tar_verdic
 	memcpy(w + 25 + SQUASH_IDENT_LEN, e->path, pl + 1);
 	memcpy(w + 25 + SQUASH_IDENT_LEN + pl + 1, e->linkpath, ll + 1);
 	sc->len += need;
-	return RS_OK;
-}
-
-/* ---- tar spool --------------------------------------------------------------- */
-
-/* Pass 1 tees each layer's decompressed tar into a spool file so that pass 2
- * reads it back instead of decoding the blob again. The spool is a cache,
- * never a source of errors: when a write fails (ENOSPC, EIO) or the image's
- * byte budget is used up, the spool is emptied and dropped, and pass 2
- * decodes that layer again. Writes are sequential, from the decoder's
- * fixed output buffer. */
-struct spool_budget {
-	_Atomic uint64_t used;
-	uint64_t limit;
-};
-
-struct tee {
-	struct stream_sink base;
-	struct stream_sink *next;
-	struct spool_budget *budget;
-	int fd; /* -1 once dropped */
-	uint64_t len;
-};
-
-static void tee_drop(struct tee *t)
-{
-	if (t->fd < 0)
-		return;
-	(void)ftruncate(t->fd, 0); /* give the space back at once; the fd is closed by the owner */
-	t->fd = -1;
-}
-
-static enum rs_code tee_write(struct stream_sink *self, const void *buf, size_t len, struct rs_err *err)
-{
-	struct tee *t = (struct tee *)self;
-	if (t->fd >= 0 && len > 0) {
-		uint64_t was = atomic_fetch_add(&t->budget->used, (uint64_t)len);
-		if (was + len > t->budget->limit)
-			tee_drop(t);
-	}
-	const char *b = buf;
-	size_t left = t->fd >= 0 ? len : 0;
-	while (left > 0) {
-		ssize_t n = write(t->fd, b, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			tee_drop(t);
-			break;
-		}
-		b += n;
-		left -= (size_t)n;
-	}
-	if (t->fd >= 0)
-		t->len += len;
-	return stream_write(t->next, buf, len, err);
-}
-
-static enum rs_code tee_finish(struct stream_sink *self, struct rs_err *err)
-{
-	struct tee *t = (struct tee *)self;
-	return stream_finish(t->next, err);
-}
-
-static void tee_free(struct stream_sink *self)
-{
-	free(self);
-}
-
-static const struct stream_sink_ops tee_ops = {"tar spool", tee_write, tee_finish, tee_free};
-
-/* A tee into fd (borrowed; -1: a plain pass-through) in front of next. */
-static enum rs_code tee_new(struct stream_sink **out, int fd, struct spool_budget *budget,
-			    struct stream_sink *next, struct rs_err *err)
-{
-	struct tee *t = calloc(1, sizeof(*t));
-	if (!t)
-		return rs_err_set(err, RS_NOMEM, "out of memory");
-	stream_sink_init(&t->base, &tee_ops);
-	t->next = next;
-	t->budget = budget;
-	t->fd = fd;
-	*out = &t->base;
 	return RS_OK;
 }
 
@@ -635,28 +696,33 @@ static enum rs_code async_new(struct stream_sink **out, struct stream_sink *next
 	return RS_OK;
 }
 
-/* Decode, verify and record layer i (any thread). spool_fd >= 0: tee the
- * decompressed tar into it (see above); *spooled says whether it holds the
- * whole tar afterwards. */
+/* Decode, verify and record layer i (any thread). spool_fd >= 0: write the
+ * decompressed tar into it (see "tar spool"); *spooled says whether it
+ * holds the layer afterwards. strip: squash all's rules (holes), or NULL. */
 static enum rs_code scan_layer(const struct pipeline_opts *o, struct layer_in *l, struct scan *sc, char *buf,
-			       _Atomic uint64_t *counter, int spool_fd, struct spool_budget *budget, bool *spooled,
-			       struct rs_err *err)
+			       _Atomic uint64_t *counter, int spool_fd, struct spool_budget *budget,
+			       const struct strip_rules *strip, bool *spooled, struct rs_err *err)
 {
-	struct p1 c = {sc, digest_new(), o->policy->squash == POLICY_SQUASH_ALL, {{0}, 0, {0}, 0}};
+	struct p1 c = {sc, digest_new(), o->policy->squash == POLICY_SQUASH_ALL, {{0}, 0, {0}, 0}, l, NULL, NULL, {0}, 0};
+	struct spw sw = {spool_fd, budget, NULL, 0, 0};
 	struct tar_read_cbs cbs = {p1_entry, p1_data, p1_end};
-	struct stream_sink *tar = NULL, *tee = NULL, *dsb = NULL, *as = NULL, *dec = NULL, *dsa = NULL;
+	struct stream_sink *tar = NULL, *dsb = NULL, *as = NULL, *dec = NULL, *dsa = NULL;
 	struct codec_decode_opts dopts = {0};
 	dopts.inflate = o->inflate;
 	enum rs_code rc = RS_OK;
 	*spooled = false;
+	if (c.fast)
+		c.strip = strip;
+	if (spool_fd >= 0) {
+		sw.buf = malloc(SPW_BUF);
+		c.sw = sw.buf ? &sw : NULL;
+	}
 	if (!c.id)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	if (rc == RS_OK)
 		rc = tar_read_new(&tar, &cbs, &c, err);
 	if (rc == RS_OK)
-		rc = tee_new(&tee, spool_fd, budget, tar, err);
-	if (rc == RS_OK)
-		rc = stream_digest_sink_new(&dsb, tee, err);
+		rc = stream_digest_sink_new(&dsb, tar, err);
 	if (rc == RS_OK && o->threads > 1) /* decode here, hash and parse on a second core */
 		rc = async_new(&as, dsb, err);
 	if (rc == RS_OK)
@@ -692,17 +758,16 @@ static enum rs_code scan_layer(const struct pipeline_opts *o, struct layer_in *l
 			rc = rs_err_set(err, RS_DIGEST_MISMATCH, "uncompressed content hashes to %s, the config's diff_id is %s",
 					got, l->diff_id);
 	}
-	if (rc == RS_OK && tee) {
-		const struct tee *t = (const struct tee *)tee;
-		*spooled = t->fd >= 0 && t->len == l->uncompressed;
-	}
+	if (rc == RS_OK && c.sw)
+		*spooled = spw_end(&sw, l->uncompressed);
 	stream_free(dsa);
 	stream_free(dec);
 	stream_free(as); /* stops its thread before the stages it feeds go */
 	stream_free(dsb);
-	stream_free(tee);
 	stream_free(tar);
 	digest_free(c.id);
+	free(sw.buf);
+	strip_cache_dispose(&c.cache);
 	return rc;
 }
 
@@ -719,6 +784,7 @@ struct scan_job {
 	struct layout_writer *w; /* NULL: no spooling; layout_writer_tmp under mu */
 	size_t spool_from, spool_open;
 	bool budget_set;
+	const struct strip_rules *strip; /* the run's rules (holes, squash all) */
 	uint64_t spool_max; /* 0: half the free space */
 	struct spool_budget budget;
 };
@@ -764,7 +830,8 @@ static void *scan_worker(void *arg)
 		if (!buf)
 			sc->rc = rs_err_set(&sc->err, RS_NOMEM, "out of memory");
 		else
-			sc->rc = scan_layer(j->o, &j->layers[i], sc, buf, &j->bytes, fd, &j->budget, &spooled, &sc->err);
+			sc->rc = scan_layer(j->o, &j->layers[i], sc, buf, &j->bytes, fd, &j->budget, j->strip, &spooled,
+					    &sc->err);
 		if (fd >= 0 && spooled && lseek(fd, 0, SEEK_SET) == 0) {
 			j->layers[i].tar_fd = fd;
 		} else if (fd >= 0) {
@@ -820,6 +887,7 @@ static enum rs_code pass1(struct run *r, struct squash_plan *plan, struct layer_
 	j.w = r->spool_tar ? r->w : NULL;
 	j.spool_from = spool_from; /* base layers are copied, not read again */
 	j.spool_max = r->spool_max;
+	j.strip = r->strip;
 	j.scans = calloc(n ? n : 1, sizeof(*j.scans));
 	if (!j.scans)
 		return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -1116,6 +1184,19 @@ static enum rs_code pump_spool(struct run *r, const struct layer_in *l, struct s
 		if (rc != RS_OK)
 			return rc;
 		done += (uint64_t)n;
+		/* the rest of a dropped entry's data is not read at all */
+		uint64_t skip = tar_read_skippable(tar);
+		if (skip > l->uncompressed - done)
+			skip = l->uncompressed - done;
+		if (skip >= PUMP_BUF / 4) {
+			if (lseek(l->tar_fd, (off_t)skip, SEEK_CUR) < 0)
+				return rs_err_set(err, RS_IO, "tar spool: seek failed at offset %" PRIu64 ": %s", done,
+						  strerror(errno));
+			rc = tar_read_skip(tar, skip, err);
+			if (rc != RS_OK)
+				return rc;
+			done += skip;
+		}
 		if (done - last >= 16 * PUMP_BUF || done == l->uncompressed) {
 			last = done;
 			r->done = base + (uint64_t)((double)l->range.size * ((double)done / (double)l->uncompressed));
@@ -1174,37 +1255,97 @@ static bool in_list(char *const *list, size_t n, const char *d)
 	return false;
 }
 
-/* Bottom layers shared with another image of the source layout (keep-base
- * without configured digests). exclude: digests of this image's siblings. */
-static size_t shared_base(struct run *r, const struct imagejson_manifest *m, const char *self,
-			  char *const *exclude, size_t nex, struct rs_err *err)
+/* How many bottom layers of m (by digest) the manifest in buf also has. */
+static size_t common_prefix(const struct imagejson_manifest *m, const char *buf, size_t len, const char *what)
 {
-	const struct imagejson_index *idx = layout_src_index(r->src);
-	size_t best = 0;
-	if (!idx)
+	struct imagejson_manifest other;
+	struct rs_err e2;
+	if (imagejson_parse_manifest(&other, buf, len, what, &e2) != RS_OK)
 		return 0;
-	for (size_t i = 0; i < idx->manifest_count; i++) {
-		const struct imagejson_descriptor *d = &idx->manifests[i];
-		if (strcmp(d->digest, self) == 0 || in_list(exclude, nex, d->digest) || d->size > RS_LIMIT_MANIFEST_MAX_BYTES)
-			continue;
+	size_t k = 0;
+	while (k < m->layer_count && k < other.layer_count && strcmp(m->layers[k].digest, other.layers[k].digest) == 0)
+		k++;
+	imagejson_manifest_dispose(&other);
+	return k;
+}
+
+/* The manifest (or, for an index, each manifest) of the source layout with
+ * this digest: the largest common prefix with m; 0 when it is not there. */
+static size_t prefix_with_blob(struct run *r, const struct imagejson_manifest *m, const char *digest, uint64_t size,
+			       bool follow_index)
+{
+	char *buf;
+	size_t len;
+	struct rs_err e2;
+	if (layout_src_read_blob(r->src, digest, size, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &e2) != RS_OK)
+		return 0; /* an unreadable neighbour just shares nothing */
+	size_t best = common_prefix(m, buf, len, digest);
+	struct imagejson_index idx;
+	if (follow_index && best == 0 && imagejson_parse_index(&idx, buf, len, digest, &e2) == RS_OK) {
+		for (size_t i = 0; i < idx.manifest_count; i++) {
+			size_t k = prefix_with_blob(r, m, idx.manifests[i].digest, idx.manifests[i].size, false);
+			best = k > best ? k : best;
+		}
+		imagejson_index_dispose(&idx);
+	}
+	free(buf);
+	return best;
+}
+
+/* Docker archive: bottom layers (by diff_id) this image shares with the
+ * archive's other images. self: this image's config digest. */
+static size_t prefix_in_archive(struct run *r, const struct imagejson_config *cfg, const char *self)
+{
+	const struct imagejson_archive *a = layout_src_archive(r->src);
+	size_t best = 0;
+	for (size_t i = 0; a && i < a->image_count; i++) {
 		char *buf;
 		size_t len;
 		struct rs_err e2;
-		if (layout_src_read_blob(r->src, d->digest, d->size, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &e2) != RS_OK)
-			continue; /* an unreadable neighbour just shares nothing */
-		struct imagejson_manifest other;
-		if (imagejson_parse_manifest(&other, buf, len, d->digest, &e2) == RS_OK) {
+		if (layout_src_read_member(r->src, a->images[i].config, RS_LIMIT_CONFIG_MAX_BYTES, &buf, &len, &e2) != RS_OK)
+			continue;
+		char d[DIGEST_STR_SIZE];
+		digest_buffer(d, buf, len);
+		struct imagejson_config other;
+		if (strcmp(d, self) != 0 && imagejson_parse_config(&other, buf, len, a->images[i].config, &e2) == RS_OK) {
 			size_t k = 0;
-			while (k < m->layer_count && k < other.layer_count &&
-			       strcmp(m->layers[k].digest, other.layers[k].digest) == 0)
+			while (k < cfg->diff_id_count && k < other.diff_id_count &&
+			       strcmp(cfg->diff_ids[k], other.diff_ids[k]) == 0)
 				k++;
-			if (k > best)
-				best = k;
-			imagejson_manifest_dispose(&other);
+			best = k > best ? k : best;
+			imagejson_config_dispose(&other);
 		}
 		free(buf);
 	}
-	(void)err;
+	return best;
+}
+
+/* keep-base without base_layers: the bottom layers this image shares with
+ * its base image, named by the manifest's org.opencontainers.image.base.digest
+ * annotation when that manifest (or index) is in the source layout, or with
+ * another image of the source (other entries of index.json, except this
+ * image's siblings in exclude; the other images of a docker archive, by
+ * diff_id). The largest such run of identical bottom layers; 0 when none.
+ * The history has no sound marker of where a base ends (docs/optimizer.md),
+ * so it is not used. self: the manifest digest (OCI) or config digest
+ * (archive). */
+static size_t shared_base(struct run *r, const struct imagejson_manifest *m, const struct imagejson_config *cfg,
+			  const char *self, char *const *exclude, size_t nex)
+{
+	if (layout_src_kind(r->src) != LAYOUT_OCI)
+		return prefix_in_archive(r, cfg, self);
+	size_t best = 0;
+	const char *bd = imagejson_kv_get(m->annotations, m->annotation_count, "org.opencontainers.image.base.digest");
+	if (bd && strcmp(bd, self) != 0)
+		best = prefix_with_blob(r, m, bd, UINT64_MAX, true);
+	const struct imagejson_index *idx = layout_src_index(r->src);
+	for (size_t i = 0; idx && i < idx->manifest_count; i++) {
+		const struct imagejson_descriptor *d = &idx->manifests[i];
+		if (strcmp(d->digest, self) == 0 || in_list(exclude, nex, d->digest) || d->size > RS_LIMIT_MANIFEST_MAX_BYTES)
+			continue;
+		size_t k = prefix_with_blob(r, m, d->digest, d->size, false);
+		best = k > best ? k : best;
+	}
 	return best;
 }
 
@@ -1336,6 +1477,27 @@ static enum codec_kind out_kind(const struct policy *p)
 							: CODEC_NONE;
 }
 
+/* Every entry whose data a layer's spool left out must be dropped and not
+ * needed as a hard-link source; otherwise pass 2 decodes that layer again
+ * instead of reading its spool (see "tar spool"). */
+static enum rs_code holes_check(struct squash_plan *plan, struct layer_in *layers, size_t n, struct rs_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct layer_in *l = &layers[i];
+		for (size_t k = 0; l->tar_fd >= 0 && k < l->nholes; k += 2) {
+			struct squash_decision d;
+			enum rs_code rc = squash_decide(plan, i, l->holes[k], l->holes[k + 1], &d, err);
+			if (rc != RS_OK)
+				return rc;
+			if (d.action != SQUASH_DROP || d.spool) {
+				close(l->tar_fd);
+				l->tar_fd = -1;
+			}
+		}
+	}
+	return RS_OK;
+}
+
 static enum rs_code optimize_image(struct run *r, const struct imagejson_manifest *m,
 				   const struct imagejson_config *cfg, const char *cfg_buf, size_t cfg_len,
 				   struct layer_in *layers, size_t n, const char *src_digest,
@@ -1362,7 +1524,7 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 					    in_list(pol->base_layers, pol->base_layer_count, layers[base].diff_id)))
 				base++;
 		} else {
-			base = shared_base(r, m, src_digest, siblings, nsib, err);
+			base = shared_base(r, m, cfg, src_digest, siblings, nsib);
 		}
 	}
 	struct squash_opts so = {pol->squash, n, base, pol->dedupe, r->strip, 0};
@@ -1390,6 +1552,8 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 		rc = pass1(r, plan, layers, n, base, err);
 	if (rc == RS_OK)
 		rc = squash_finish(plan, err);
+	if (rc == RS_OK)
+		rc = holes_check(plan, layers, n, err);
 	size_t ng = rc == RS_OK ? squash_group_count(plan) : 0;
 	if (rc == RS_OK && squash_spool_count(plan) > 0) {
 		char tmp[4200];
@@ -1566,11 +1730,15 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 	free(diff_ids);
 	free(cfg_out);
 	free(man_out);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (layers[i].tar_fd >= 0) {
 			close(layers[i].tar_fd);
 			layers[i].tar_fd = -1;
 		}
+		free(layers[i].holes);
+		layers[i].holes = NULL;
+		layers[i].nholes = layers[i].holes_cap = 0;
+	}
 	spool_dispose(&sp);
 	squash_free(plan);
 	return rc;

@@ -10,7 +10,9 @@
  * more threads each layer's decoded bytes are hashed and parsed on a thread
  * of their own, through a fixed ring of buffers). Pass 1 also spools each
  * layer's verified decompressed tar to an unlinked file in the destination's
- * staging directory (sequential writes from a fixed buffer), so pass 2 reads the
+ * staging directory (written at the bytes' offsets as they are parsed; with
+ * squash all the data of stripped regular files is left out as holes, and
+ * pass 2 seeks over the data it drops), so pass 2 reads the
  * tar back instead of decoding the blob again; each spool is closed (and
  * its space freed) as soon as pass 2 has read it, and on every error path.
  * The spool is only a cache: when it cannot be written (ENOSPC, EIO), when

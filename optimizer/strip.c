@@ -259,3 +259,51 @@ int strip_rule_of(uint64_t inc, uint64_t keep)
 		return -1;
 	return __builtin_ctzll(m);
 }
+
+int strip_path_rule(const struct strip_rules *s, const char *path, struct strip_cache *cache)
+{
+	size_t len = strlen(path);
+	const char *slash = strrchr(path, '/');
+	size_t dlen = slash ? (size_t)(slash - path) : 0;
+	uint64_t inc = 0, keep = 0;
+	char stack[1024];
+	char *buf = len < sizeof(stack) ? stack : malloc(len + 1);
+	if (!buf)
+		return -2;
+	memcpy(buf, path, len + 1);
+	size_t from = 0;
+	if (cache && cache->dir && dlen && cache->dir_len == dlen && memcmp(cache->dir, path, dlen) == 0) {
+		inc = cache->inc;
+		keep = cache->keep;
+		from = dlen + 1;
+	}
+	/* each prefix ending at a '/' (an ancestor), then the path itself */
+	for (size_t i = from; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		char c = buf[i];
+		buf[i] = '\0';
+		strip_eval(s, buf, inc, keep, &inc, &keep);
+		buf[i] = c;
+		if (cache && i == dlen && dlen && from == 0) {
+			char *d = realloc(cache->dir, dlen + 1);
+			if (d) {
+				memcpy(d, path, dlen);
+				d[dlen] = '\0';
+				cache->dir = d;
+				cache->dir_len = dlen;
+				cache->inc = inc;
+				cache->keep = keep;
+			}
+		}
+	}
+	if (buf != stack)
+		free(buf);
+	return strip_rule_of(inc, keep);
+}
+
+void strip_cache_dispose(struct strip_cache *c)
+{
+	free(c->dir);
+	memset(c, 0, sizeof(*c));
+}

@@ -44,6 +44,22 @@ void strip_eval(const struct strip_rules *s, const char *path, uint64_t parent_i
 /* The rule that strips a path with these masks (lowest index), or -1. */
 int strip_rule_of(uint64_t inc, uint64_t keep);
 
+/* The last directory strip_path_rule() evaluated, so that entries of the
+ * same directory only match their last component. Zero it before use;
+ * strip_cache_dispose() frees it. */
+struct strip_cache {
+	char *dir;
+	size_t dir_len;
+	uint64_t inc, keep;
+};
+
+/* The rule that strips path (a normalised archive path) by itself or by an
+ * ancestor, as a path table walking it from the root would find
+ * (strip_eval on every prefix, then strip_rule_of); -1 when none, -2 when
+ * out of memory (a path of 1 KiB or more needs a copy). cache may be NULL. */
+int strip_path_rule(const struct strip_rules *s, const char *path, struct strip_cache *cache);
+void strip_cache_dispose(struct strip_cache *c);
+
 /* True when path matches glob (syntax above). Exposed for tests. */
 bool strip_glob_match(const char *glob, const char *path);
 

@@ -17,6 +17,8 @@
 
 #define SEG_MAX 16 /* extension headers before one entry */
 
+static const struct stream_sink_ops tar_ops;
+
 static uint64_t pad_of(uint64_t size)
 {
 	return (TAR_BLOCK - size % TAR_BLOCK) % TAR_BLOCK;
@@ -904,6 +906,43 @@ static enum rs_code tr_write(struct stream_sink *self, const void *buf, size_t l
 				return rc;
 			break;
 		}
+		}
+	}
+	return RS_OK;
+}
+
+uint64_t tar_read_skippable(const struct stream_sink *self)
+{
+	assert(self->ops == &tar_ops);
+	const struct tar_reader *r = (const struct tar_reader *)self;
+	if (self->failed != RS_OK || r->verdict != TAR_DROP)
+		return 0;
+	if (r->mode == M_DATA)
+		return r->data_left + r->pad_left;
+	return r->mode == M_PAD ? r->pad_left : 0;
+}
+
+enum rs_code tar_read_skip(struct stream_sink *self, uint64_t n, struct rs_err *err)
+{
+	assert(n <= tar_read_skippable(self));
+	struct tar_reader *r = (struct tar_reader *)self;
+	while (n > 0) {
+		bool pad = r->mode == M_PAD;
+		uint64_t *left = pad ? &r->pad_left : &r->data_left;
+		uint64_t k = n < *left ? n : *left;
+		*left -= k;
+		n -= k;
+		r->pos += k;
+		if (*left == 0) {
+			if (!pad && r->pad_left) {
+				r->mode = M_PAD;
+			} else {
+				enum rs_code rc = end_entry(r, err);
+				if (rc) {
+					self->failed = rc;
+					return rc;
+				}
+			}
 		}
 	}
 	return RS_OK;

@@ -170,6 +170,16 @@ RS_MUST_CHECK enum rs_code tar_read_new(struct stream_sink **out, const struct t
 /* Counters so far (final after finish). s must be a tar reader (assert). */
 void tar_read_stats(const struct stream_sink *s, struct tar_read_stats *out);
 
+/* Bytes the reader would now pass over without looking at them: the rest
+ * of a dropped entry's data and padding (0 otherwise, and after a
+ * failure). A producer that can seek may skip them in its input and call
+ * tar_read_skip() instead of writing them. s must be a tar reader. */
+uint64_t tar_read_skippable(const struct stream_sink *s);
+
+/* Advance over n <= tar_read_skippable(s) bytes as if they had been
+ * written (on_end_entry runs when the entry ends). */
+RS_MUST_CHECK enum rs_code tar_read_skip(struct stream_sink *s, uint64_t n, struct rs_err *err);
+
 /* Normalise an archive path in place the way tar_entry.path is (strip "./",
  * collapse "//", drop "." components and a trailing '/'; "" becomes ".").
  * Returns false for absolute paths and paths with a ".." component (p is

@@ -44,9 +44,21 @@ struct lay {
 	char diff_id[DIGEST_STR_SIZE];
 };
 
+static void add_image_ann(const char *name, const char *tag, struct lay *ls, size_t n, const char *annotations,
+			  char manifest_digest[DIGEST_STR_SIZE], bool index_it);
+
 /* Add an image tagged tag to the OCI layout at fixture_dir()/name (created when
  * missing). */
 static void add_image(const char *name, const char *tag, struct lay *ls, size_t n)
+{
+	char md[DIGEST_STR_SIZE];
+	add_image_ann(name, tag, ls, n, NULL, md, true);
+}
+
+/* add_image with manifest annotations (a JSON object, or NULL); with
+ * index_it false the manifest is only a blob, not in index.json. */
+static void add_image_ann(const char *name, const char *tag, struct lay *ls, size_t n, const char *annotations,
+			  char md[DIGEST_STR_SIZE], bool index_it)
 {
 	char dir[256], p[512];
 	snprintf(dir, sizeof(dir), "%s/%s", fixture_dir(), name);
@@ -67,7 +79,7 @@ static void add_image(const char *name, const char *tag, struct lay *ls, size_t 
 		co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, "%s{\"created\":\"2025-05-20T00:00:0%zuZ\",\"created_by\":\"step %zu\"}",
 				       i ? "," : "", i, i);
 	co += (size_t)snprintf(cfg + co, sizeof(cfg) - co, ",{\"created_by\":\"ENV X=1\",\"empty_layer\":true}]}");
-	char cd[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	char cd[DIGEST_STR_SIZE];
 	put_blob(dir, cfg, co, cd);
 	size_t mo = (size_t)snprintf(man, sizeof(man),
 				     "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{"
@@ -79,8 +91,11 @@ static void add_image(const char *name, const char *tag, struct lay *ls, size_t 
 		mo += (size_t)snprintf(man + mo, sizeof(man) - mo, "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu}", i ? "," : "",
 				       ls[i].media_type, ld, ls[i].len);
 	}
-	mo += (size_t)snprintf(man + mo, sizeof(man) - mo, "]}");
+	mo += (size_t)snprintf(man + mo, sizeof(man) - mo, "]%s%s}", annotations ? ",\"annotations\":" : "",
+			       annotations ? annotations : "");
 	put_blob(dir, man, mo, md);
+	if (!index_it)
+		return;
 	char entry[512], idx[2048];
 	snprintf(entry, sizeof(entry),
 		 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":%zu,"
@@ -398,8 +413,9 @@ static void free_image(struct image *im)
 	targen_free(im->t2);
 }
 
-static enum rs_code run(const char *src, const char *dst, const char *policy_json, unsigned threads,
-			struct report *rep, struct rs_err *err)
+/* Optimize the source reference src_ref (any kind) into oci:fixture_dir()/dst. */
+static enum rs_code run_ref(const char *src_ref, const char *dst, const char *policy_json, unsigned threads,
+			    struct report *rep, struct rs_err *err)
 {
 	struct policy pol;
 	struct rs_err perr = {0};
@@ -407,14 +423,21 @@ static enum rs_code run(const char *src, const char *dst, const char *policy_jso
 		ck_assert_int_eq(policy_load_buffer(&pol, "test-policy", policy_json, strlen(policy_json), &perr), RS_OK);
 	else
 		ck_assert_int_eq(policy_init_defaults(&pol, &perr), RS_OK);
-	char s[256], d[256];
-	snprintf(s, sizeof(s), "oci:%s/%s", fixture_dir(), src);
+	char d[256];
 	snprintf(d, sizeof(d), "oci:%s/%s", fixture_dir(), dst);
-	struct pipeline_opts o = {s, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL};
+	struct pipeline_opts o = {src_ref, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL};
 	report_init(rep);
 	enum rs_code rc = pipeline_run(rep, &o, err);
 	policy_dispose(&pol);
 	return rc;
+}
+
+static enum rs_code run(const char *src, const char *dst, const char *policy_json, unsigned threads,
+			struct report *rep, struct rs_err *err)
+{
+	char sref[256];
+	snprintf(sref, sizeof(sref), "oci:%s/%s", fixture_dir(), src);
+	return run_ref(sref, dst, policy_json, threads, rep, err);
 }
 
 /* ---- tests -------------------------------------------------------------------- */
@@ -1010,6 +1033,145 @@ START_TEST(global_header_stays_within_its_layer_when_squashed)
 }
 END_TEST
 
+START_TEST(spool_holes_fall_back_when_a_stripped_file_stays)
+{
+	/* squash all leaves the data of stripped files out of the tar spool;
+	 * here one of them stays after all (a path that also has a kept child,
+	 * so the strip rule spares it) and another is a hard-link source: the
+	 * output must be the same as without a spool, with their data */
+	struct targen *a = targen_new(41), *b = targen_new(42);
+	targen_add_dir(a, "usr");
+	targen_add_dir(a, "usr/share");
+	targen_add_dir(a, "usr/share/doc");
+	targen_add_file(a, "usr/share/doc/odd", "a file with a child\n", 20);
+	targen_add_file(a, "usr/share/doc/odd/copyright", "(c)\n", 4);
+	targen_add_file(a, "usr/share/doc/README", "linked docs\n", 12);
+	targen_add_hardlink(a, "bin-tool", "usr/share/doc/README");
+	targen_add(a, &(struct targen_entry){.path = "usr/share/doc/big", .type = '0', .size = 900000});
+	targen_end(a, 2, false);
+	targen_add_file(b, "upper", "u\n", 2);
+	targen_end(b, 2, false);
+	make_plain_layout("in", a, b);
+	char want[DIGEST_STR_SIZE] = "";
+	const char *knobs[] = {"0", "auto"};
+	for (size_t k = 0; k < 2; k++) {
+		ck_assert_int_eq(setenv("REGSLIM_TAR_SPOOL", knobs[k], 1), 0);
+		char dst[32];
+		snprintf(dst, sizeof(dst), "o%zu:x", k);
+		struct report rep;
+		struct rs_err err = {0};
+		ck_assert_msg(run("in:latest", dst, NULL, 2, &rep, &err) == RS_OK, "%s", err.msg);
+		if (k == 0)
+			snprintf(want, sizeof(want), "%s", rep.digest);
+		else
+			ck_assert_str_eq(rep.digest, want);
+		report_dispose(&rep);
+	}
+	unsetenv("REGSLIM_TAR_SPOOL");
+	static struct grab g;
+	memset(&g, 0, sizeof(g));
+	struct tar_read_cbs cbs = {g_entry, g_data, NULL};
+	char p[256];
+	size_t nl;
+	snprintf(p, sizeof(p), "%s/o1", fixture_dir());
+	each_layer(p, "x", &nl, &cbs, &g, NULL);
+	int i = grab_find(&g, "usr/share/doc/odd");
+	ck_assert_int_ge(i, 0);
+	ck_assert_uint_eq(g.e[i].len, 20);
+	ck_assert_int_eq(memcmp(g.e[i].data, "a file with a child\n", 20), 0);
+	i = grab_find(&g, "bin-tool");
+	ck_assert_int_ge(i, 0);
+	ck_assert_uint_eq(g.e[i].len, 12);
+	ck_assert_int_eq(memcmp(g.e[i].data, "linked docs\n", 12), 0);
+	ck_assert_int_lt(grab_find(&g, "usr/share/doc/big"), 0);
+	grab_free(&g);
+	targen_free(a);
+	targen_free(b);
+}
+END_TEST
+
+START_TEST(keep_base_uses_the_base_image_annotation)
+{
+	/* the image's manifest names its base by org.opencontainers.image.base.digest;
+	 * the base's manifest is a blob of the layout (not in index.json) */
+	struct image im;
+	build_image(&im, "scratch");
+	char bd[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], ann[256];
+	add_image_ann("in", "base", im.l, 1, NULL, bd, false);
+	snprintf(ann, sizeof(ann),
+		 "{\"org.opencontainers.image.base.digest\":\"%s\",\"org.opencontainers.image.base.name\":\"example/base:1\"}", bd);
+	add_image_ann("in", "latest", im.l, 2, ann, md, true);
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run("in:latest", "out:x", "{\"squash\":\"keep-base\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(rep.images[0].out_layer_count, 2);
+	ck_assert(rep.images[0].layers[0].base);
+	ck_assert(!rep.images[0].layers[1].base);
+	ck_assert(rep.images[0].out_layers[0].copied);
+	report_dispose(&rep);
+	/* without the annotation (and no other image) there is no base */
+	add_image_ann("plain", "latest", im.l, 2, NULL, md, true);
+	ck_assert_msg(run("plain:latest", "out2:x", "{\"squash\":\"keep-base\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(rep.images[0].out_layer_count, 1);
+	ck_assert(!rep.images[0].layers[0].base);
+	report_dispose(&rep);
+	free_image(&im);
+}
+END_TEST
+
+START_TEST(keep_base_finds_layers_shared_in_a_docker_archive)
+{
+	/* docker save a b: both images start with the same layer */
+	struct image im;
+	build_image(&im, "scratch");
+	size_t n1, n2, n3;
+	const uint8_t *d1 = targen_data(im.t1, &n1), *d2 = targen_data(im.t2, &n2);
+	struct targen *t3 = targen_new(51);
+	targen_add_file(t3, "b-only.txt", "b\n", 2);
+	targen_end(t3, 2, false);
+	const uint8_t *d3 = targen_data(t3, &n3);
+	char id1[DIGEST_STR_SIZE], id2[DIGEST_STR_SIZE], id3[DIGEST_STR_SIZE];
+	digest_buffer(id1, d1, n1);
+	digest_buffer(id2, d2, n2);
+	digest_buffer(id3, d3, n3);
+	char ca[1024], cb[1024];
+	int la = snprintf(ca, sizeof(ca),
+			  "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\",\"%s\"]}}",
+			  id1, id2);
+	int lb = snprintf(cb, sizeof(cb),
+			  "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\",\"%s\"]}}",
+			  id1, id3);
+	const char *mj = "[{\"Config\":\"a.json\",\"RepoTags\":[\"a:latest\"],\"Layers\":[\"l1/layer.tar\",\"l2/layer.tar\"]},"
+			 "{\"Config\":\"b.json\",\"RepoTags\":[\"b:latest\"],\"Layers\":[\"l1/layer.tar\",\"l3/layer.tar\"]}]";
+	struct targen *ar = targen_new(52);
+	targen_add_file(ar, "manifest.json", mj, strlen(mj));
+	targen_add_file(ar, "a.json", ca, (size_t)la);
+	targen_add_file(ar, "b.json", cb, (size_t)lb);
+	targen_add_file(ar, "l1/layer.tar", d1, n1);
+	targen_add_file(ar, "l2/layer.tar", d2, n2);
+	targen_add_file(ar, "l3/layer.tar", d3, n3);
+	targen_end(ar, 2, false);
+	size_t an;
+	const uint8_t *ad = targen_data(ar, &an);
+	char path[256], ref[300];
+	snprintf(path, sizeof(path), "%s/ab.tar", fixture_dir());
+	fixture_write_file(path, ad, an);
+	snprintf(ref, sizeof(ref), "docker-archive:%s:a:latest", path);
+	struct report rep;
+	struct rs_err err = {0};
+	ck_assert_msg(run_ref(ref, "out:x", "{\"squash\":\"keep-base\"}", 2, &rep, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(rep.images[0].out_layer_count, 2);
+	ck_assert(rep.images[0].layers[0].base);
+	ck_assert(!rep.images[0].layers[1].base);
+	ck_assert(rep.images[0].out_layers[0].copied);
+	ck_assert_str_eq(rep.images[0].out_layers[0].diff_id, id1);
+	report_dispose(&rep);
+	targen_free(ar);
+	targen_free(t3);
+	free_image(&im);
+}
+END_TEST
+
 static Suite *pipeline_suite(void)
 {
 	Suite *s = suite_create("pipeline");
@@ -1028,6 +1190,9 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, bad_tar_spool_knob_is_refused);
 	tcase_add_test(t, hard_link_to_a_sparse_file_is_materialized_expanded);
 	tcase_add_test(t, global_header_stays_within_its_layer_when_squashed);
+	tcase_add_test(t, spool_holes_fall_back_when_a_stripped_file_stays);
+	tcase_add_test(t, keep_base_uses_the_base_image_annotation);
+	tcase_add_test(t, keep_base_finds_layers_shared_in_a_docker_archive);
 	suite_add_tcase(s, t);
 	return s;
 }

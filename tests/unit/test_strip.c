@@ -52,6 +52,15 @@ START_TEST(glob_classes_and_escapes)
 }
 END_TEST
 
+/* strip_path_rule's cache, emptied with the rules (free_rules). */
+static struct strip_cache cache;
+
+static void free_rules(struct strip_rules *s)
+{
+	strip_cache_dispose(&cache);
+	strip_free(s);
+}
+
 /* Evaluate a path the way squash.c does: component by component. */
 static int rule_for(const struct strip_rules *s, const char *path)
 {
@@ -65,7 +74,13 @@ static int rule_for(const struct strip_rules *s, const char *path)
 			strip_eval(s, buf, inc, keep, &inc, &keep);
 		}
 	}
-	return strip_rule_of(inc, keep);
+	int want = strip_rule_of(inc, keep);
+	/* strip_path_rule walks the same prefixes, with and without its cache
+	 * of the last directory (kept across calls, as the scan does) */
+	ck_assert_int_eq(strip_path_rule(s, path, NULL), want);
+	ck_assert_int_eq(strip_path_rule(s, path, &cache), want);
+	ck_assert_int_eq(strip_path_rule(s, path, &cache), want);
+	return want;
 }
 
 static const char *rule_name(const struct strip_rules *s, const char *path)
@@ -105,7 +120,7 @@ START_TEST(default_rules_strip_caches_and_docs_but_keep_licenses)
 	ck_assert_str_eq(rule_name(s, "usr/share/locale/de/LC_MESSAGES/x.mo"), "-");
 	ck_assert_str_eq(rule_name(s, "usr/bin/python3"), "-");
 	ck_assert_str_eq(rule_name(s, "etc/apt/sources.list"), "-");
-	strip_free(s);
+	free_rules(s);
 	policy_dispose(&p);
 }
 END_TEST
@@ -125,7 +140,7 @@ START_TEST(locales_and_custom_rules_honour_keep)
 	ck_assert_str_eq(rule_name(s, "opt/app/share/x"), "opt");
 	ck_assert_str_eq(rule_name(s, "opt/app/bin/tool"), "-"); /* keep applies to what is below it */
 	ck_assert_str_eq(rule_name(s, "opt/app"), "-");
-	strip_free(s);
+	free_rules(s);
 	policy_dispose(&p);
 }
 END_TEST
@@ -141,7 +156,7 @@ START_TEST(disabled_rules_strip_nothing)
 	ck_assert_str_eq(rule_name(s, "usr/share/doc/bash/README.gz"), "-");
 	ck_assert_str_eq(rule_name(s, "a/__pycache__/b.pyc"), "-");
 	ck_assert_str_eq(rule_name(s, "tmp/x"), "tmp");
-	strip_free(s);
+	free_rules(s);
 	policy_dispose(&p);
 }
 END_TEST
