@@ -2,21 +2,29 @@
  * scan.h). Chain: fd -> digest (compressed) -> decoder -> tar_read ->
  * callbacks; file contents go through a fixed work buffer that carries the
  * last SCAN_WINDOW bytes over to the next round, so a pattern split across
- * chunks is still seen and is reported once. Talks to codec/tar_read/stream
+ * chunks is still seen and is reported once. The detectors (match_at) run
+ * only where a cheap pre-test (vectorised, 16 bytes at a time) says one
+ * could match: see scan_to. Talks to codec/tar_read/stream
  * only: no HTTP, no policy. */
 #include "scan.h"
 
 #include "stream.h"
 #include "strip.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define WORK_CHUNK (64u * 1024)
 #define WORK_CAP (SCAN_WINDOW + WORK_CHUNK)
 #define AWS_NEIGHBOUR 512
+
+/* Byte classes for the skip loop in scan_to (see there). CL_ALNUM is
+ * CL_B64 shifted left by one on purpose. */
+#define CL_TRIGGER 1u /* a detector may start at this byte whatever precedes it */
+#define CL_B64 2u     /* [A-Za-z0-9+/]: a token may start here after a non-alnum */
+#define CL_ALNUM 4u   /* [A-Za-z0-9]: no word boundary after it */
 
 static const char *const detector_names[SCAN_DETECTOR_COUNT] = {
 	[SCAN_PEM_PRIVATE_KEY] = "PEM private key",
@@ -62,6 +70,7 @@ struct scan_secrets {
 	int64_t last_secret; /* offset of the last secret-like token, -1 none */
 	int64_t aws_pending; /* an AWS key id wants a secret at or before this offset, -1 none */
 	enum rs_code failed; /* a callback failed: sticks */
+	uint8_t cls[256];    /* CL_* bits per byte value, for this file */
 	uint8_t work[WORK_CAP];
 };
 
@@ -73,6 +82,13 @@ enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, bool
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->file_cap = file_cap ? file_cap : SCAN_FILE_CAP_DEFAULT;
+	for (unsigned c = 0; c < 256; c++) {
+		bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+		s->cls[c] = (uint8_t)((alnum ? CL_ALNUM | CL_B64 : 0) | (c == '+' || c == '/' ? CL_B64 : 0));
+	}
+	/* "aws_secret_access_key" in any case, and "AKIA"/"ASIA" */
+	s->cls['a'] |= CL_TRIGGER;
+	s->cls['A'] |= CL_TRIGGER;
 	s->scan_binaries = scan_binaries;
 	s->on_finding = on_finding;
 	s->ctx = ctx;
@@ -128,6 +144,10 @@ enum rs_code scan_secrets_begin(struct scan_secrets *s, const char *path, struct
 	if (!s->path)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->kinds = kinds_of(path);
+	s->cls['"'] = (s->kinds & (FK_DOCKER | FK_GCLOUD)) ? CL_TRIGGER : 0;
+	s->cls['_'] = (s->kinds & FK_NPMRC) ? CL_TRIGGER : 0;
+	s->cls[':'] = (s->kinds & FK_GITCRED) ? CL_TRIGGER : 0;
+	s->cls['-'] = 0; /* set once the file's first bytes are known (scan_to) */
 	s->sniffed = false;
 	s->key_blocks = true;
 	memset(s->reported, 0, sizeof(s->reported));
@@ -167,10 +187,19 @@ static bool has(const uint8_t *p, size_t n, const char *lit)
 	return n >= l && memcmp(p, lit, l) == 0;
 }
 
+/* p starts with lit (lower case) in any case; ASCII only, as strncasecmp
+ * in the C locale, without its call per byte. */
 static bool has_ci(const uint8_t *p, size_t n, const char *lit)
 {
-	size_t l = strlen(lit);
-	return n >= l && strncasecmp((const char *)p, lit, l) == 0;
+	size_t k = 0;
+	for (; lit[k]; k++) {
+		if (k >= n)
+			return false;
+		uint8_t c = p[k] >= 'A' && p[k] <= 'Z' ? (uint8_t)(p[k] + ('a' - 'A')) : p[k];
+		if (c != (uint8_t)lit[k])
+			return false;
+	}
+	return true;
 }
 
 /* A line break: "\r\n", "\n" or a literal backslash-n (JSON). 0 when none. */
@@ -376,20 +405,145 @@ static enum rs_code match_at(struct scan_secrets *s, size_t i, size_t n, struct 
 	return rc;
 }
 
-/* Test match starts up to limit (an index into work). */
+/* A necessary condition for match_at to act at p (n bytes available), at
+ * a fraction of its cost: a secret-like token needs a base64 character as
+ * its 40th byte and none as its 41st; every other detector needs its
+ * pattern's second byte ('a'/'A': "aws_..." in any case, "AKIA"/"ASIA";
+ * "gh", "xo", "--"). Bytes of credential files go to match_at as they are. */
+static bool may_match(const uint8_t *cls, const uint8_t *p, size_t n)
+{
+	if (n >= 40 && (cls[p[39]] & CL_B64) && (n == 40 || !(cls[p[40]] & CL_B64)))
+		return true;
+	if (n < 2)
+		return false;
+	uint8_t c1 = p[1];
+	switch (p[0]) {
+	case '-':
+		return c1 == '-';
+	case 'A':
+		return c1 == 'K' || c1 == 'S' || c1 == 'w' || c1 == 'W';
+	case 'a':
+		return c1 == 'w' || c1 == 'W';
+	case 'g':
+		return c1 == 'h';
+	case 'x':
+		return c1 == 'o';
+	case '"':
+	case '_':
+	case ':':
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* 16 positions at a time with GNU C vector extensions (SSE2 on x86-64,
+ * NEON on arm64, plain code elsewhere): lanes are 0xff where a byte is in
+ * the class, 0 where not. */
+#define BLOCK 16
+typedef uint8_t vec16 __attribute__((vector_size(BLOCK)));
+
+static vec16 vload(const uint8_t *p)
+{
+	vec16 v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static vec16 v_alnum(vec16 x)
+{
+	return (vec16)((vec16)((x | 0x20) - 'a') <= 'z' - 'a') | (vec16)((vec16)(x - '0') <= 9);
+}
+
+static vec16 v_b64(vec16 x)
+{
+	return v_alnum(x) | (vec16)(x == '+') | (vec16)(x == '/');
+}
+
+/* mask[k] != 0 for the positions p[k] (k < BLOCK) where may_match could be
+ * true outside a credential file; needs p[-1] to p[BLOCK + 39] in work.
+ * A superset: may_match and match_at decide. False when no lane is set. */
+static bool block_candidates(uint8_t mask[BLOCK], const uint8_t *p, bool key_blocks)
+{
+	vec16 c = vload(p), next = vload(p + 1);
+	vec16 word_start = ~v_alnum(vload(p - 1));
+	/* a secret-like token: 40 base64 characters (a few are tested) and no
+	 * base64 character at +40 */
+	vec16 token = v_b64(c) & v_b64(next) & v_b64(vload(p + 13)) & v_b64(vload(p + 26)) &
+		      v_b64(vload(p + 39)) & ~v_b64(vload(p + 40));
+	vec16 ghx = ((vec16)(c == 'g') & (vec16)(next == 'h')) | ((vec16)(c == 'x') & (vec16)(next == 'o'));
+	vec16 kw = (vec16)((c | 0x20) == 'a') & (vec16)((next | 0x20) == 'w');
+	vec16 akia = (vec16)(c == 'A') & ((vec16)(next == 'K') | (vec16)(next == 'S'));
+	vec16 dash = (vec16)(c == '-') & (vec16)(next == '-') & ((vec16){0} + (uint8_t)(key_blocks ? 0xff : 0));
+	vec16 m = (word_start & (token | ghx)) | kw | akia | dash;
+	memcpy(mask, &m, BLOCK);
+	uint64_t half[2];
+	memcpy(half, &m, sizeof(half));
+	return (half[0] | half[1]) != 0;
+}
+
+/* The positions [from, to) one by one. */
+static enum rs_code scan_bytes(struct scan_secrets *s, size_t from, size_t to, struct rs_err *err)
+{
+	const uint8_t *w = s->work, *cls = s->cls;
+	unsigned prev = from > 0 ? cls[w[from - 1]] : 0;
+	for (size_t i = from; i < to; i++) {
+		unsigned f = cls[w[i]];
+		unsigned hit = (f & CL_TRIGGER) | (f & ~(prev >> 1) & CL_B64);
+		prev = f;
+		if (!hit || !may_match(cls, w + i, s->len - i))
+			continue;
+		enum rs_code rc = match_at(s, i, s->len - i, err);
+		if (rc)
+			return s->failed = rc;
+	}
+	return RS_OK;
+}
+
+/* Test match starts up to limit (an index into work).
+ *
+ * match_at can only act where may_match holds, so only those positions
+ * are tested: 16 at a time (block_candidates, a superset of them) where
+ * the 40 bytes a token needs after the block are in work, else one by one
+ * (scan_bytes: a 256-entry class table: a byte that starts a pattern
+ * whatever precedes it, or a base64 character after a non-alphanumeric
+ * byte). Positions are tested in order and match_at keeps every rule
+ * (boundaries, window, pairing), so the findings and their order are those
+ * of testing every byte; tests/unit/test_scan.c compares the two. */
 static enum rs_code scan_to(struct scan_secrets *s, size_t limit, struct rs_err *err)
 {
 	if (!s->sniffed) {
 		/* the first call sees the file's start: base is still 0 */
 		s->sniffed = true;
 		s->key_blocks = s->scan_binaries || s->len < 4 || memcmp(s->work, "\x7f" "ELF", 4) != 0;
+		if (s->key_blocks)
+			s->cls['-'] = CL_TRIGGER;
 	}
 	size_t from = (size_t)(s->next_start - s->base);
-	for (size_t i = from; i < limit; i++) {
-		enum rs_code rc = match_at(s, i, s->len - i, err);
-		if (rc)
-			return s->failed = rc;
+	/* only the file's first byte has no byte before it in work */
+	assert(from > 0 || s->base == 0);
+	const uint8_t *w = s->work;
+	const size_t len = s->len;
+	size_t i = from;
+	enum rs_code rc = RS_OK;
+	/* blocks: from the second byte, while 16 positions and the 40 bytes a
+	 * token needs after them are in work; credential files byte by byte */
+	if (!s->kinds && from + 1 + BLOCK + 40 <= len) {
+		if (i == 0 && (rc = scan_bytes(s, 0, 1, err)))
+			return rc;
+		for (i = i ? i : 1; i + BLOCK + 40 <= len && i + BLOCK <= limit; i += BLOCK) {
+			uint8_t mask[BLOCK];
+			if (!block_candidates(mask, w + i, s->key_blocks))
+				continue;
+			for (size_t k = 0; k < BLOCK; k++) {
+				if (mask[k] && may_match(s->cls, w + i + k, len - i - k) &&
+				    (rc = match_at(s, i + k, len - i - k, err)))
+					return s->failed = rc;
+			}
+		}
 	}
+	if ((rc = scan_bytes(s, i, limit, err)))
+		return rc;
 	if (limit > from)
 		s->next_start = s->base + limit;
 	return RS_OK;

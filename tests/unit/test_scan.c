@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct found {
@@ -337,6 +338,625 @@ START_TEST(system_libgnutls_passes_by_default)
 }
 END_TEST
 
+/* ---- the reference: the scanner before the skip loop -------------------
+ * optimizer/scan.c's content scanner as it was before scan_to skipped
+ * positions (match_at tested at every byte, strncasecmp for the keyword),
+ * kept verbatim here, test-only, with names prefixed ref_: the randomised
+ * comparison below must see the same findings, in the same order, from
+ * both. */
+#define REF_WORK_CHUNK (64u * 1024)
+#define REF_WORK_CAP (SCAN_WINDOW + REF_WORK_CHUNK)
+#define REF_AWS_NEIGHBOUR 512
+
+enum ref_file_kind {
+	RFK_AWS = 1u << 0,
+	RFK_DOCKER = 1u << 1,
+	RFK_GCLOUD = 1u << 2,
+	RFK_NPMRC = 1u << 3,
+	RFK_GITCRED = 1u << 4,
+};
+
+struct ref_scan {
+	uint64_t file_cap;
+	bool scan_binaries;
+	scan_finding_fn on_finding;
+	void *ctx;
+	char *path;
+	unsigned kinds;
+	bool sniffed;   /* the file's first bytes have been looked at */
+	bool key_blocks; /* run the key-block detectors in this file */
+	bool reported[SCAN_DETECTOR_COUNT];
+	uint64_t fed;        /* content bytes taken (capped) */
+	uint64_t base;       /* file offset of work[0] */
+	uint64_t next_start; /* first file offset not yet tested as a match start */
+	size_t len;
+	int64_t last_secret; /* offset of the last secret-like token, -1 none */
+	int64_t aws_pending; /* an AWS key id wants a secret at or before this offset, -1 none */
+	enum rs_code failed; /* a callback failed: sticks */
+	uint8_t work[REF_WORK_CAP];
+};
+
+static enum rs_code ref_new(struct ref_scan **out, uint64_t file_cap, bool scan_binaries,
+			      scan_finding_fn on_finding, void *ctx, struct rs_err *err)
+{
+	*out = NULL;
+	struct ref_scan *s = calloc(1, sizeof(*s));
+	if (!s)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
+	s->file_cap = file_cap ? file_cap : SCAN_FILE_CAP_DEFAULT;
+	s->scan_binaries = scan_binaries;
+	s->on_finding = on_finding;
+	s->ctx = ctx;
+	*out = s;
+	return RS_OK;
+}
+
+static void ref_free(struct ref_scan *s)
+{
+	if (!s)
+		return;
+	free(s->path);
+	free(s);
+}
+
+static bool ref_ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* path equals name or ends with "/" name. */
+static bool ref_is_file(const char *path, const char *name)
+{
+	size_t a = strlen(path), b = strlen(name);
+	if (a == b)
+		return strcmp(path, name) == 0;
+	return a > b && path[a - b - 1] == '/' && strcmp(path + a - b, name) == 0;
+}
+
+static unsigned ref_kinds_of(const char *path)
+{
+	unsigned k = 0;
+	if (ref_is_file(path, ".aws/credentials"))
+		k |= RFK_AWS;
+	if (ref_is_file(path, ".docker/config.json"))
+		k |= RFK_DOCKER;
+	if ((strstr(path, "gcloud/") != NULL) &&
+	    (ref_ends_with(path, "/credentials.db") || ref_ends_with(path, "/application_default_credentials.json") ||
+	     ref_ends_with(path, "/adc.json") || ref_ends_with(path, "/access_tokens.db")))
+		k |= RFK_GCLOUD;
+	if (ref_is_file(path, ".npmrc") || ref_is_file(path, "etc/npmrc"))
+		k |= RFK_NPMRC;
+	if (ref_is_file(path, ".git-credentials") || ref_is_file(path, ".config/git/credentials"))
+		k |= RFK_GITCRED;
+	return k;
+}
+
+static enum rs_code ref_begin(struct ref_scan *s, const char *path, struct rs_err *err)
+{
+	free(s->path);
+	s->path = strdup(path);
+	if (!s->path)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
+	s->kinds = ref_kinds_of(path);
+	s->sniffed = false;
+	s->key_blocks = true;
+	memset(s->reported, 0, sizeof(s->reported));
+	s->fed = s->base = s->next_start = 0;
+	s->len = 0;
+	s->last_secret = s->aws_pending = -1;
+	s->failed = RS_OK;
+	return RS_OK;
+}
+
+static enum rs_code ref_report(struct ref_scan *s, enum scan_detector d, struct rs_err *err)
+{
+	if (s->reported[d])
+		return RS_OK;
+	s->reported[d] = true;
+	return s->on_finding(s->ctx, s->path, d, err);
+}
+
+static bool ref_is_alnum(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool ref_is_upper_alnum(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+static bool ref_is_b64(uint8_t c)
+{
+	return ref_is_alnum(c) || c == '+' || c == '/';
+}
+
+static bool ref_has(const uint8_t *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+	return n >= l && memcmp(p, lit, l) == 0;
+}
+
+static bool ref_has_ci(const uint8_t *p, size_t n, const char *lit)
+{
+	size_t l = strlen(lit);
+	return n >= l && strncasecmp((const char *)p, lit, l) == 0;
+}
+
+/* A line break: "\r\n", "\n" or a literal backslash-n (JSON). 0 when none. */
+static size_t ref_line_break(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	if (i < n && p[i] == '\r')
+		i++;
+	if (i < n && p[i] == '\n')
+		return i + 1;
+	if (i + 1 < n && p[i] == '\\' && p[i + 1] == 'n')
+		return i + 2;
+	return 0;
+}
+
+static size_t ref_b64_run(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && (ref_is_b64(p[i]) || p[i] == '='))
+		i++;
+	return i;
+}
+
+/* After a BEGIN header: a key body must follow (base64 line, armor or PEM
+ * headers, or an empty line and base64). */
+static bool ref_key_body_follows(const uint8_t *p, size_t n)
+{
+	size_t i = ref_line_break(p, n);
+	if (!i)
+		return false;
+	p += i;
+	n -= i;
+	if (ref_b64_run(p, n) >= 40)
+		return true;
+	if (ref_has(p, n, "Proc-Type:") || ref_has(p, n, "Version:") || ref_has(p, n, "Comment:") || ref_has(p, n, "Hash:"))
+		return true;
+	size_t j = ref_line_break(p, n);
+	return j && ref_b64_run(p + j, n - j) >= 40;
+}
+
+/* "-----BEGIN <label>PRIVATE KEY-----" or "... PRIVATE KEY BLOCK-----". */
+static enum rs_code ref_match_begin(struct ref_scan *s, const uint8_t *p, size_t n, struct rs_err *err)
+{
+	if (!ref_has(p, n, "-----BEGIN "))
+		return RS_OK;
+	size_t i = 11, label = i;
+	while (i < n && i < label + 40 && ((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') || p[i] == ' '))
+		i++;
+	/* the label ends with "PRIVATE KEY"; find it in [label, i) */
+	size_t end = i;
+	const char *tails[] = {"PRIVATE KEY-----", "PRIVATE KEY BLOCK-----"};
+	for (size_t t = 0; t < 2; t++) {
+		size_t tl = strlen(tails[t]);
+		/* the label run swallowed "PRIVATE KEY" (and " BLOCK"); back up */
+		for (size_t k = label; k <= end && k + tl <= n; k++) {
+			if (memcmp(p + k, tails[t], tl) != 0)
+				continue;
+			if (k != label && p[k - 1] != ' ')
+				continue;
+			if (!ref_key_body_follows(p + k + tl, n - k - tl))
+				return RS_OK;
+			enum scan_detector d = SCAN_PEM_PRIVATE_KEY;
+			if (t == 1 || ref_has(p + label, k - label, "PGP "))
+				d = SCAN_PGP_PRIVATE_KEY;
+			else if (ref_has(p + label, k - label, "OPENSSH "))
+				d = SCAN_OPENSSH_PRIVATE_KEY;
+			return ref_report(s, d, err);
+		}
+	}
+	return RS_OK;
+}
+
+/* A secret-access-key-like token: exactly 40 base64 characters with both
+ * cases and a digit, not part of a longer run. */
+static bool ref_secret_token(const uint8_t *p, size_t n)
+{
+	if (n < 40)
+		return false;
+	bool lo = false, up = false, dg = false;
+	for (size_t i = 0; i < 40; i++) {
+		if (!ref_is_b64(p[i]))
+			return false;
+		lo |= p[i] >= 'a' && p[i] <= 'z';
+		up |= p[i] >= 'A' && p[i] <= 'Z';
+		dg |= p[i] >= '0' && p[i] <= '9';
+	}
+	return lo && up && dg && (n == 40 || !ref_is_b64(p[40]));
+}
+
+static enum rs_code ref_secret_seen(struct ref_scan *s, uint64_t off, struct rs_err *err)
+{
+	s->last_secret = (int64_t)off;
+	if (s->aws_pending >= 0 && (int64_t)off <= s->aws_pending) {
+		s->aws_pending = -1;
+		return ref_report(s, SCAN_AWS_ACCESS_KEY, err);
+	}
+	return RS_OK;
+}
+
+/* Test every detector at work[i]; n bytes are available from there. */
+static enum rs_code ref_match_at(struct ref_scan *s, size_t i, size_t n, struct rs_err *err)
+{
+	const uint8_t *p = s->work + i;
+	uint64_t off = s->base + i;
+	bool boundary = off == 0 || (i > 0 && !ref_is_alnum(s->work[i - 1]));
+	bool b64_boundary = off == 0 || (i > 0 && !ref_is_b64(s->work[i - 1]) && s->work[i - 1] != '=');
+	enum rs_code rc = RS_OK;
+	switch (p[0]) {
+	case '-':
+		if (s->key_blocks)
+			rc = ref_match_begin(s, p, n, err);
+		break;
+	case 'A':
+		if (boundary && n >= 20 && (ref_has(p, n, "AKIA") || ref_has(p, n, "ASIA"))) {
+			size_t k = 4;
+			while (k < 20 && ref_is_upper_alnum(p[k]))
+				k++;
+			if (k == 20 && (n == 20 || !ref_is_alnum(p[20])) && memcmp(p, "AKIAIOSFODNN7EXAMPLE", 20) != 0) {
+				if (s->last_secret >= 0 && off - (uint64_t)s->last_secret <= REF_AWS_NEIGHBOUR)
+					rc = ref_report(s, SCAN_AWS_ACCESS_KEY, err);
+				else
+					s->aws_pending = (int64_t)(off + 20 + REF_AWS_NEIGHBOUR);
+			}
+		}
+		break;
+	case 'g':
+		if (boundary && n >= 40 && p[1] == 'h' && strchr("posur", p[2]) && p[2] && p[3] == '_') {
+			size_t k = 4;
+			while (k < 40 && ref_is_alnum(p[k]))
+				k++;
+			if (k == 40 && (n == 40 || !ref_is_alnum(p[40])))
+				rc = ref_report(s, SCAN_GITHUB_TOKEN, err);
+		}
+		break;
+	case 'x':
+		if (boundary && ref_has(p, n, "xox") && n > 5 && strchr("baprs", p[3]) && p[3] && p[4] == '-') {
+			size_t k = 5;
+			while (k < n && k < 5 + 10 && (ref_is_alnum(p[k]) || p[k] == '-'))
+				k++;
+			if (k == 15)
+				rc = ref_report(s, SCAN_SLACK_TOKEN, err);
+		}
+		break;
+	case '"':
+		if ((s->kinds & RFK_DOCKER) && ref_has(p, n, "\"auth\"")) {
+			size_t k = 6;
+			while (k < n && (p[k] == ' ' || p[k] == '\t'))
+				k++;
+			if (k < n && p[k] == ':') {
+				k++;
+				while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\n' || p[k] == '\r'))
+					k++;
+				if (k + 1 < n && p[k] == '"' && ref_is_b64(p[k + 1]))
+					rc = ref_report(s, SCAN_DOCKER_CONFIG_AUTH, err);
+			}
+		}
+		if (rc == RS_OK && (s->kinds & RFK_GCLOUD) &&
+		    (ref_has(p, n, "\"refresh_token\"") || ref_has(p, n, "\"private_key\"")))
+			rc = ref_report(s, SCAN_GCLOUD_CREDENTIALS, err);
+		break;
+	case '_':
+		if ((s->kinds & RFK_NPMRC) && ref_has(p, n, "_authToken")) {
+			size_t k = 10;
+			while (k < n && p[k] == ' ')
+				k++;
+			if (k < n && p[k] == '=') {
+				k++;
+				while (k < n && p[k] == ' ')
+					k++;
+				if (k < n && p[k] != '$' && p[k] != '\n' && p[k] != '\r' && p[k] != '"')
+					rc = ref_report(s, SCAN_NPMRC_TOKEN, err);
+			}
+		}
+		break;
+	case ':':
+		if ((s->kinds & RFK_GITCRED) && ref_has(p, n, "://")) {
+			size_t k = 3, user = 0, pass = 0;
+			while (k < n && p[k] != ':' && p[k] != '/' && p[k] != '@' && p[k] > ' ')
+				k++, user++;
+			if (user && k < n && p[k] == ':') {
+				k++;
+				while (k < n && p[k] != '@' && p[k] > ' ')
+					k++, pass++;
+				if (pass && k < n && p[k] == '@')
+					rc = ref_report(s, SCAN_GIT_CREDENTIALS, err);
+			}
+		}
+		break;
+	default:
+		break;
+	}
+	if (rc)
+		return rc;
+	/* keyword checks (case-insensitive) */
+	if ((p[0] == 'a' || p[0] == 'A') && ref_has_ci(p, n, "aws_secret_access_key")) {
+		if (s->kinds & RFK_AWS)
+			rc = ref_report(s, SCAN_AWS_CREDENTIALS_FILE, err);
+		if (rc == RS_OK)
+			rc = ref_secret_seen(s, off, err);
+	} else if (b64_boundary && ref_is_b64(p[0]) && ref_secret_token(p, n)) {
+		rc = ref_secret_seen(s, off, err);
+	}
+	return rc;
+}
+
+/* Test match starts up to limit (an index into work). */
+static enum rs_code ref_scan_to(struct ref_scan *s, size_t limit, struct rs_err *err)
+{
+	if (!s->sniffed) {
+		/* the first call sees the file's start: base is still 0 */
+		s->sniffed = true;
+		s->key_blocks = s->scan_binaries || s->len < 4 || memcmp(s->work, "\x7f" "ELF", 4) != 0;
+	}
+	size_t from = (size_t)(s->next_start - s->base);
+	for (size_t i = from; i < limit; i++) {
+		enum rs_code rc = ref_match_at(s, i, s->len - i, err);
+		if (rc)
+			return s->failed = rc;
+	}
+	if (limit > from)
+		s->next_start = s->base + limit;
+	return RS_OK;
+}
+
+static enum rs_code ref_feed(struct ref_scan *s, const void *buf, size_t len, struct rs_err *err)
+{
+	if (s->failed)
+		return rs_err_set(err, s->failed, "secret scanner failed earlier");
+	const uint8_t *in = buf;
+	if (s->fed >= s->file_cap)
+		return RS_OK;
+	if (len > s->file_cap - s->fed)
+		len = (size_t)(s->file_cap - s->fed);
+	s->fed += len;
+	while (len > 0) {
+		size_t n = REF_WORK_CAP - s->len;
+		if (n > len)
+			n = len;
+		memcpy(s->work + s->len, in, n);
+		s->len += n;
+		in += n;
+		len -= n;
+		if (s->len == REF_WORK_CAP) {
+			size_t limit = REF_WORK_CAP - SCAN_WINDOW;
+			enum rs_code rc = ref_scan_to(s, limit, err);
+			if (rc)
+				return rc;
+			/* keep one byte before the next start for the boundary checks */
+			size_t keep_from = limit - 1;
+			memmove(s->work, s->work + keep_from, s->len - keep_from);
+			s->len -= keep_from;
+			s->base += keep_from;
+		}
+	}
+	return RS_OK;
+}
+
+static enum rs_code ref_end(struct ref_scan *s, struct rs_err *err)
+{
+	if (s->failed)
+		return rs_err_set(err, s->failed, "secret scanner failed earlier");
+	return ref_scan_to(s, s->len, err);
+}
+
+/* ---- randomised comparison with the reference ---- */
+
+#define MAX_EVENTS 64
+
+struct events {
+	unsigned n;
+	enum scan_detector d[MAX_EVENTS];
+	char path[MAX_EVENTS][64];
+};
+
+static enum rs_code on_event(void *ctx, const char *path, enum scan_detector d, struct rs_err *err)
+{
+	(void)err;
+	struct events *e = ctx;
+	ck_assert_uint_lt(e->n, MAX_EVENTS);
+	e->d[e->n] = d;
+	snprintf(e->path[e->n], sizeof(e->path[0]), "%s", path);
+	e->n++;
+	return RS_OK;
+}
+
+static size_t rng_below(uint64_t *st, size_t n)
+{
+	return n ? (size_t)(fixture_rng_next(st) % n) : 0;
+}
+
+/* Patterns to plant: findings, near misses and the guards' cases. */
+static const char *const planted[] = {
+	"-----BEGIN RSA PRIVATE KEY-----\n" B64LINE "\n",
+	"-----BEGIN PRIVATE KEY-----\r\n" B64LINE,
+	"-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n",
+	"-----BEGIN ENCRYPTED PRIVATE KEY-----\\n" B64LINE,
+	"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n",
+	"-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: x\n",
+	"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n" B64LINE,
+	"-----BEGIN RSA PRIVATE KEY-----\" {",
+	"-----BEGIN CERTIFICATE-----\n" B64LINE,
+	"-----BEGIN  PRIVATE KEY-----\n" B64LINE,
+	"----BEGIN PRIVATE KEY-----\n" B64LINE,
+	"AKIAZ7QW3RT5YU8IO2PL",
+	"ASIAZ7QW3RT5YU8IO2PL",
+	"ASIAZ7QW3RT5YU8IO2PL wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w",
+	"AKIAZ7QW3RT5YU8IO2PL\naws_secret_access_key",
+	"AKIAIOSFODNN7EXAMPLE",
+	"AKIAZ7QW3RT5YU8IO2P",
+	"AKIAZ7QW3RT5YU8IO2PLX",
+	"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w",
+	"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9",
+	"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9wQ",
+	"=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w=",
+	"0123456789abcdef0123456789abcdef01234567",
+	"aws_secret_access_key",
+	"AWS_Secret_Access_KEY = x",
+	"aws_secret_access_ke",
+	"aWs_sEcReT_aCcEsS_kEy",
+	"ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+	"gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ012345678",
+	"ghs_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789X",
+	"xoxb-123456789012-abcdef",
+	"xoxp-12345",
+	"xoxq-123456789012",
+	"\"auth\": \"dXNlcjpwYXNz\"",
+	"\"auth\" :\n \"x\"",
+	"\"auth\": \"\"",
+	"\"refresh_token\"",
+	"\"private_key\"",
+	"_authToken=npm_abc",
+	"_authToken = ${NPM}",
+	"https://bob:s3cret@github.com",
+	"https://github.com/x",
+	"://u:@h",
+};
+
+static const char *const equiv_paths[] = {
+	"f", "usr/lib/libx.so", "root/.aws/credentials", "home/u/.docker/config.json",
+	"root/.config/gcloud/adc.json", "app/.npmrc", "root/.git-credentials",
+};
+
+/* Random content: bytes, text or base64-heavy runs, sometimes an ELF
+ * object; patterns planted anywhere, also around the work buffer's first
+ * and second boundary (64 KiB and 128 KiB - 1) and within 512 bytes of each
+ * other (the AWS pairing distance). */
+static size_t equiv_content(uint8_t *buf, size_t cap, uint64_t *st)
+{
+	static const char text[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n\t.,;:-_=+/\"'{}";
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t sizes[] = {64, 2048, 70000, cap, cap};
+	size_t len = 1 + rng_below(st, sizes[rng_below(st, 5)]);
+	unsigned mode = (unsigned)rng_below(st, 3);
+	for (size_t i = 0; i < len; i++) {
+		if (mode == 0)
+			buf[i] = (uint8_t)fixture_rng_next(st);
+		else if (mode == 1)
+			buf[i] = (uint8_t)text[rng_below(st, sizeof(text) - 1)];
+		else
+			buf[i] = rng_below(st, 41) == 0 ? ' ' : (uint8_t)b64[rng_below(st, 64)];
+	}
+	if (len >= 4 && rng_below(st, 4) == 0)
+		memcpy(buf, "\x7f" "ELF", 4);
+	size_t plants = rng_below(st, 16);
+	size_t at = 0;
+	for (size_t k = 0; k < plants; k++) {
+		const char *pat = planted[rng_below(st, sizeof(planted) / sizeof(planted[0]))];
+		size_t pl = strlen(pat);
+		switch (rng_below(st, 6)) {
+		case 0: /* near the previous plant */
+			at += rng_below(st, 600);
+			break;
+		case 1: /* across the first work-buffer boundary */
+			at = 64 * 1024 - 300 + rng_below(st, 600);
+			break;
+		case 2: /* across the second */
+			at = 128 * 1024 - 1 - 300 + rng_below(st, 600);
+			break;
+		case 3:
+		case 4: /* at the first position of a round of scan_to, give or take 2 */
+			at = (rng_below(st, 2) ? 64 * 1024 : 128 * 1024 - 1) - 2 + rng_below(st, 5);
+			break;
+		default:
+			at = rng_below(st, len);
+		}
+		if (at >= len)
+			at = rng_below(st, len);
+		if (at > 0 && rng_below(st, 2))
+			buf[at - 1] = (uint8_t)" \n=+/xA-"[rng_below(st, 8)];
+		size_t n = pl < len - at ? pl : len - at;
+		memcpy(buf + at, pat, n);
+		/* sometimes one letter in the other case: near misses, and the
+		 * case-insensitive keyword */
+		size_t flip = at + rng_below(st, n);
+		if (n && rng_below(st, 3) == 0 && ((buf[flip] | 0x20) >= 'a' && (buf[flip] | 0x20) <= 'z'))
+			buf[flip] ^= 0x20;
+		at += n;
+	}
+	return len;
+}
+
+/* Scan buf with the reference (whole) and the library (in random pieces
+ * from *st); the findings must be the same, in the same order. Returns
+ * their number. */
+static unsigned compare_with_reference(const uint8_t *buf, size_t len, const char *path, bool bin, uint64_t fcap,
+				       uint64_t *st)
+{
+	struct events want = {0}, got = {0};
+	struct rs_err err = {0};
+	struct ref_scan *r = NULL;
+	struct scan_secrets *s = NULL;
+	ck_assert_int_eq(ref_new(&r, fcap, bin, on_event, &want, &err), RS_OK);
+	ck_assert_int_eq(scan_secrets_new(&s, fcap, bin, on_event, &got, &err), RS_OK);
+	ck_assert_int_eq(ref_begin(r, path, &err), RS_OK);
+	ck_assert_int_eq(scan_secrets_begin(s, path, &err), RS_OK);
+	ck_assert_int_eq(ref_feed(r, buf, len, &err), RS_OK);
+	for (size_t off = 0; off < len;) {
+		size_t piece = 1 + rng_below(st, rng_below(st, 2) ? 64 : 90000);
+		if (piece > len - off)
+			piece = len - off;
+		ck_assert_int_eq(scan_secrets_feed(s, buf + off, piece, &err), RS_OK);
+		off += piece;
+	}
+	ck_assert_int_eq(ref_end(r, &err), RS_OK);
+	ck_assert_int_eq(scan_secrets_end(s, &err), RS_OK);
+	ck_assert_msg(want.n == got.n, "%s, %zu bytes: %u findings, the reference %u", path, len, got.n, want.n);
+	for (unsigned k = 0; k < want.n; k++) {
+		ck_assert_int_eq(got.d[k], want.d[k]);
+		ck_assert_str_eq(got.path[k], want.path[k]);
+	}
+	ref_free(r);
+	scan_secrets_free(s);
+	return want.n;
+}
+
+#define ROUNDS 1500u
+
+START_TEST(skip_loop_finds_what_testing_every_byte_finds)
+{
+	size_t cap = 200 * 1024;
+	uint8_t *buf = malloc(cap);
+	ck_assert_ptr_nonnull(buf);
+	uint64_t st = 20261126;
+	/* each finding pattern at every offset around the first position of
+	 * scan_to's second and third round (65536, 131071) */
+	static const char *const at_edge[] = {"-----BEGIN RSA PRIVATE KEY-----\n" B64LINE "\n",
+					      "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+					      "AKIAZ7QW3RT5YU8IO2PL aws_secret_access_key",
+					      "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w AKIAZ7QW3RT5YU8IO2PL"};
+	for (size_t k = 0; k < sizeof(at_edge) / sizeof(at_edge[0]); k++) {
+		for (size_t at = 65536 - 4; at < 131071 + 4; at += at == 65536 + 3 ? 131071 - 65536 - 7 : 1) {
+			memset(buf, ' ', cap);
+			memcpy(buf + at, at_edge[k], strlen(at_edge[k]));
+			ck_assert_uint_eq(compare_with_reference(buf, 140000, "f", false, 0, &st), 1);
+		}
+	}
+	unsigned files_with_findings = 0, total_events = 0;
+	for (unsigned round = 0; round < ROUNDS; round++) {
+		size_t len = equiv_content(buf, cap, &st);
+		const char *path = equiv_paths[rng_below(&st, sizeof(equiv_paths) / sizeof(equiv_paths[0]))];
+		bool bin = rng_below(&st, 4) == 0;
+		uint64_t fcap = rng_below(&st, 8) == 0 ? 1 + rng_below(&st, len + 100) : 0;
+		unsigned n = compare_with_reference(buf, len, path, bin, fcap, &st);
+		files_with_findings += n > 0;
+		total_events += n;
+	}
+	/* the comparison covers files with and without findings */
+	ck_assert_uint_gt(files_with_findings, 100);
+	ck_assert_uint_lt(files_with_findings, ROUNDS);
+	fprintf(stderr, "# skip loop: %u of %u files with findings, %u findings, all as the reference\n",
+		files_with_findings, ROUNDS, total_events);
+	free(buf);
+}
+END_TEST
+
 /* ---- layer scan ---- */
 
 /* gzip tar bytes into a file; its digest into digest. Returns an fd at 0. */
@@ -488,6 +1108,10 @@ static Suite *scan_suite(void)
 	tcase_add_test(t, elf_objects_hide_key_blocks_unless_scan_binaries);
 	tcase_add_test(t, system_libgnutls_passes_by_default);
 	suite_add_tcase(s, t);
+	TCase *e = tcase_create("reference");
+	tcase_set_timeout(e, 600);
+	tcase_add_test(e, skip_loop_finds_what_testing_every_byte_finds);
+	suite_add_tcase(s, e);
 	TCase *l = tcase_create("layer");
 	tcase_add_checked_fixture(l, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(l, layer_scan_finds_secret_in_a_file_a_later_layer_deletes);
