@@ -1050,6 +1050,8 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 		return queue_error_status(rq, 404, "NOT_FOUND", "expected /regslim/v1/reports/<name>/<digest>");
 	char name[RS_LIMIT_NAME_MAX + 16];
 	snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
+	if ((size_t)(slash - rest) > RS_LIMIT_NAME_MAX || !route_name_valid(name))
+		return queue_error_status(rq, 400, "NAME_INVALID", "invalid repository name in the report path");
 	enum MHD_Result gated;
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
 		return gated;

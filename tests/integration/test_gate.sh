@@ -200,6 +200,8 @@ expect_eq "denied_manifest_not_kept" \
 	"$(rs_curl -u alice:alicepw -o /dev/null -w '%{http_code}' "$RS_URL/v2/strict/awskey/manifests/$ad")" "404"
 expect_eq "report_unknown_digest_404" \
 	"$(rs_curl -u bob:bobpw -o /dev/null -w '%{http_code}' "$RS_URL/regslim/v1/reports/strict/good/sha256:$(printf '%064d' 0)")" "404"
+expect_eq "report_name_checked" \
+	"$(rs_curl -u bob:bobpw -o /dev/null -w '%{http_code}' --path-as-is "$RS_URL/regslim/v1/reports/strict/../../gate/$gd")" "400"
 expect_eq "report_wrong_credentials_401" \
 	"$(rs_curl -u alice:wrong -o /dev/null -w '%{http_code}' "$RS_URL/regslim/v1/reports/strict/good/$gd")" "401"
 
