@@ -90,8 +90,8 @@ static enum rs_code read_exact(int fd, char *buf, size_t size, const char *path,
 enum rs_code fsutil_read_small(char **out, size_t *out_len, const char *path, size_t max, struct rs_err *err)
 {
 	*out = NULL;
-	int fd;
-	size_t size;
+	int fd = -1;
+	size_t size = 0;
 	enum rs_code rc = open_small(&fd, &size, path, max, err);
 	if (rc != RS_OK)
 		return rc;
@@ -113,8 +113,8 @@ enum rs_code fsutil_read_small(char **out, size_t *out_len, const char *path, si
 
 enum rs_code fsutil_read_into(char *out, size_t cap, size_t *out_len, const char *path, struct rs_err *err)
 {
-	int fd;
-	size_t size;
+	int fd = -1;
+	size_t size = 0;
 	enum rs_code rc = open_small(&fd, &size, path, cap - 1, err);
 	if (rc != RS_OK)
 		return rc;

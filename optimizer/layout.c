@@ -522,7 +522,7 @@ enum rs_code layout_writer_new(struct layout_writer **out, const char *dir, stru
 		return rs_err_set(err, RS_NOMEM, "out of memory");
 	w->dir = dupstr(dir);
 	size_t n = strlen(dir) + 64;
-	w->staging = malloc(n);
+	w->staging = calloc(1, n); /* freed (and read) by layout_writer_free on the early errors */
 	if (!w->dir || !w->staging) {
 		layout_writer_free(w);
 		return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -616,7 +616,7 @@ enum rs_code layout_writer_put(struct layout_writer *w, const void *buf, size_t 
 {
 	digest_buffer(digest_out, buf, len);
 	char p[4200];
-	int fd;
+	int fd = -1;
 	enum rs_code rc = layout_writer_tmp(w, &fd, p, sizeof(p), err);
 	if (rc != RS_OK)
 		return rc;
