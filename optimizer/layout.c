@@ -37,15 +37,6 @@ struct layout_src {
 	size_t fd_count;
 };
 
-static char *dupstr(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
-
 static enum rs_code read_all_fd(int fd, uint64_t off, uint64_t size, size_t cap, char **out, size_t *len,
 				const char *what, struct rs_err *err)
 {
@@ -215,7 +206,7 @@ static enum rs_code index_archive(struct layout_src *s, struct rs_err *err)
 				cap = nc;
 			}
 			struct member *m = &s->members[s->member_count];
-			m->name = longname ? longname : dupstr(name);
+			m->name = longname ? longname : strdup(name);
 			longname = NULL;
 			if (!m->name) {
 				rc = rs_err_set(err, RS_NOMEM, "out of memory indexing %s", s->path);
@@ -258,7 +249,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 	enum rs_code rc = RS_OK;
 	if (strncmp(ref, "oci:", 4) == 0) {
 		s->kind = LAYOUT_OCI;
-		s->path = dupstr(ref + 4);
+		s->path = strdup(ref + 4);
 		if (!s->path) {
 			layout_src_free(s);
 			return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -266,7 +257,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 		char *colon = strrchr(s->path, ':');
 		if (colon) {
 			*colon = '\0';
-			s->tag = dupstr(colon + 1);
+			s->tag = strdup(colon + 1);
 			if (!s->tag) {
 				layout_src_free(s);
 				return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -295,7 +286,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 		}
 	} else if (strncmp(ref, "docker-archive:", 15) == 0) {
 		s->kind = LAYOUT_ARCHIVE;
-		s->path = dupstr(ref + 15);
+		s->path = strdup(ref + 15);
 		if (!s->path) {
 			layout_src_free(s);
 			return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -305,7 +296,7 @@ enum rs_code layout_src_open(struct layout_src **out, const char *ref, struct rs
 		char *colon = strchr(s->path, ':');
 		if (colon && stat(s->path, &st) != 0) {
 			*colon = '\0';
-			s->tag = dupstr(colon + 1);
+			s->tag = strdup(colon + 1);
 			if (!s->tag) {
 				layout_src_free(s);
 				return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -498,13 +489,13 @@ enum rs_code layout_parse_dest(char **dir_out, char **tag_out, const char *ref, 
 	*dir_out = *tag_out = NULL;
 	if (strncmp(ref, "oci:", 4) != 0 || !ref[4])
 		return rs_err_set(err, RS_BAD_INPUT, "unsupported destination '%.80s': expected oci:DIR[:TAG]", ref);
-	char *d = dupstr(ref + 4);
+	char *d = strdup(ref + 4);
 	if (!d)
 		return rs_err_set(err, RS_NOMEM, "out of memory");
 	char *colon = strrchr(d, ':');
 	if (colon) {
 		*colon = '\0';
-		*tag_out = dupstr(colon + 1);
+		*tag_out = strdup(colon + 1);
 		if (!*tag_out) {
 			free(d);
 			return rs_err_set(err, RS_NOMEM, "out of memory");
@@ -520,7 +511,7 @@ enum rs_code layout_writer_new(struct layout_writer **out, const char *dir, stru
 	struct layout_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return rs_err_set(err, RS_NOMEM, "out of memory");
-	w->dir = dupstr(dir);
+	w->dir = strdup(dir);
 	size_t n = strlen(dir) + 64;
 	w->staging = calloc(1, n); /* freed (and read) by layout_writer_free on the early errors */
 	if (!w->dir || !w->staging) {
@@ -681,7 +672,7 @@ enum rs_code layout_writer_set_ref(struct layout_writer *w, const struct imagejs
 	enum rs_code rc = imagejson_descriptor_copy(&w->ref, desc, err);
 	if (rc != RS_OK)
 		return rc;
-	w->tag = dupstr(tag);
+	w->tag = strdup(tag);
 	if (!w->tag)
 		return rs_err_set(err, RS_NOMEM, "out of memory");
 	rc = imagejson_kv_set(&w->ref.annotations, &w->ref.annotation_count, "org.opencontainers.image.ref.name",

@@ -981,17 +981,6 @@ static void spool_dispose(struct spool *s)
 	s->fd = -1;
 }
 
-static char *dupz(const char *s)
-{
-	if (!s)
-		return NULL;
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
-
 static enum rs_code spool_keep_meta(struct spool *s, uint32_t slot, const struct tar_entry *e, const void *raw,
 				    size_t raw_len, struct rs_err *err)
 {
@@ -1006,7 +995,7 @@ static enum rs_code spool_keep_meta(struct spool *s, uint32_t slot, const struct
 	}
 	const char *src[5] = {e->path, e->linkpath, e->uname, e->gname, e->mtime_pax};
 	for (int k = 0; k < 5; k++) {
-		sl->strs[k] = dupz(src[k]);
+		sl->strs[k] = report_strdup(src[k]);
 		if (src[k] && !sl->strs[k])
 			return rs_err_set(err, RS_NOMEM, "out of memory spooling %s", e->path);
 	}
@@ -1021,7 +1010,7 @@ static enum rs_code spool_keep_meta(struct spool *s, uint32_t slot, const struct
 		if (!sl->x)
 			return rs_err_set(err, RS_NOMEM, "out of memory spooling %s", e->path);
 		for (size_t k = 0; k < e->xattr_count; k++) {
-			sl->x[k].name = dupz(e->xattrs[k].name);
+			sl->x[k].name = report_strdup(e->xattrs[k].name);
 			void *v = malloc(e->xattrs[k].value_len + 1);
 			if (v)
 				memcpy(v, e->xattrs[k].value, e->xattrs[k].value_len);
@@ -1661,13 +1650,13 @@ static enum rs_code optimize_image(struct run *r, const struct imagejson_manifes
 		rc = layout_writer_put(r->w, man_out, man_out_len, man_digest, err);
 	if (rc == RS_OK) {
 		memset(out, 0, sizeof(*out));
-		out->media_type = dupz(IMAGE_MT_OCI_MANIFEST);
-		out->digest = dupz(man_digest);
+		out->media_type = report_strdup(IMAGE_MT_OCI_MANIFEST);
+		out->digest = report_strdup(man_digest);
 		out->size = man_out_len;
 		if (entry) {
-			out->os = dupz(entry->os);
-			out->architecture = dupz(entry->architecture);
-			out->variant = dupz(entry->variant);
+			out->os = report_strdup(entry->os);
+			out->architecture = report_strdup(entry->architecture);
+			out->variant = report_strdup(entry->variant);
 		}
 		if (!out->media_type || !out->digest)
 			rc = rs_err_set(err, RS_NOMEM, "out of memory");
@@ -1780,9 +1769,9 @@ static enum rs_code process_manifest(struct run *r, const char *buf, size_t len,
 			free(out->os);
 			free(out->architecture);
 			free(out->variant);
-			out->os = dupz(entry->os);
-			out->architecture = dupz(entry->architecture);
-			out->variant = dupz(entry->variant);
+			out->os = report_strdup(entry->os);
+			out->architecture = report_strdup(entry->architecture);
+			out->variant = report_strdup(entry->variant);
 		}
 		return rc;
 	}
@@ -1910,7 +1899,7 @@ static enum rs_code process_index(struct run *r, const char *buf, size_t len, co
 	}
 	if (rc == RS_OK) {
 		on.schema_version = 2;
-		on.media_type = dupz(IMAGE_MT_OCI_INDEX);
+		on.media_type = report_strdup(IMAGE_MT_OCI_INDEX);
 		for (size_t i = 0; rc == RS_OK && i < in.annotation_count; i++)
 			rc = imagejson_kv_set(&on.annotations, &on.annotation_count, in.annotations[i].key,
 					      in.annotations[i].value, err);
@@ -1930,8 +1919,8 @@ static enum rs_code process_index(struct run *r, const char *buf, size_t len, co
 		rc = layout_writer_put(r->w, json, jl, d, err);
 	if (rc == RS_OK) {
 		memset(out, 0, sizeof(*out));
-		out->media_type = dupz(IMAGE_MT_OCI_INDEX);
-		out->digest = dupz(d);
+		out->media_type = report_strdup(IMAGE_MT_OCI_INDEX);
+		out->digest = report_strdup(d);
 		out->size = jl;
 		if (!out->media_type || !out->digest)
 			rc = rs_err_set(err, RS_NOMEM, "out of memory");
@@ -2050,8 +2039,8 @@ enum rs_code pipeline_run(struct report *rep, const struct pipeline_opts *o, str
 	rep->squash = policy_squash_name(o->policy->squash);
 	rep->compression = policy_compression_name(o->policy->compression);
 	rep->level = o->policy->level;
-	rep->source = dupz(o->src);
-	rep->dest = dupz(o->dst);
+	rep->source = report_strdup(o->src);
+	rep->dest = report_strdup(o->dst);
 	r.buf = malloc(PUMP_BUF);
 	r.tbuf = malloc(PUMP_BUF);
 	r.mbuf = malloc(PUMP_BUF);
@@ -2104,8 +2093,8 @@ enum rs_code pipeline_run(struct report *rep, const struct pipeline_opts *o, str
 		rc = layout_writer_commit(r.w, err);
 	if (rc == RS_OK) {
 		snprintf(rep->digest, sizeof(rep->digest), "%s", root_out.digest);
-		rep->media_type = dupz(root_out.media_type);
-		rep->tag = dupz(tag);
+		rep->media_type = report_strdup(root_out.media_type);
+		rep->tag = report_strdup(tag);
 	}
 	imagejson_descriptor_dispose(&root_out);
 	for (size_t i = 0; i < r.done_count; i++)

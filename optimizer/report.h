@@ -95,7 +95,7 @@ struct report_image *report_add_image(struct report *rep);
 RS_MUST_CHECK enum rs_code report_add_stripped(struct report_image *img, const char *path,
 					       const char *rule, struct rs_err *err);
 
-/* Copy s into a new string for a report field; NULL on allocation failure. */
+/* Copy s into a new string (free()); NULL for NULL and on allocation failure. */
 char *report_strdup(const char *s);
 
 /* Totals over all images (an index counts each platform). */

@@ -22,15 +22,6 @@ struct strip_rules {
 	size_t count;
 };
 
-static char *dupstr(const char *s)
-{
-	size_t n = strlen(s) + 1;
-	char *d = malloc(n);
-	if (d)
-		memcpy(d, s, n);
-	return d;
-}
-
 static bool copy_globs(char ***out, size_t *n, char **in, size_t count)
 {
 	*out = NULL;
@@ -41,7 +32,7 @@ static bool copy_globs(char ***out, size_t *n, char **in, size_t count)
 	if (!*out)
 		return false;
 	for (size_t i = 0; i < count; i++) {
-		(*out)[i] = dupstr(in[i]);
+		(*out)[i] = strdup(in[i]);
 		if (!(*out)[i])
 			return false;
 		*n = i + 1;
@@ -86,7 +77,7 @@ enum rs_code strip_new(struct strip_rules **out, const struct policy *p, struct 
 		struct compiled_rule *r = &s->rules[i];
 		const struct policy_rule *pr = &p->rules[i];
 		r->enabled = pr->enabled;
-		r->name = dupstr(pr->name);
+		r->name = strdup(pr->name);
 		if (!r->name || !copy_globs(&r->include, &r->include_count, pr->include, pr->include_count) ||
 		    !copy_globs(&r->keep, &r->keep_count, pr->keep, pr->keep_count)) {
 			strip_free(s);

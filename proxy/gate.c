@@ -68,6 +68,18 @@ static bool dup_or_null(char **out, const char *s)
 	return !s || *out;
 }
 
+/* Fill f (zeroed) with copies of its strings; false when memory ran out
+ * (what was copied is freed with the report). */
+static bool finding_fill(struct gate_finding *f, enum gate_action a, const char *rule, const char *text,
+			 const struct where *at)
+{
+	f->action = a;
+	f->rule = rule;
+	f->layer = at->layer;
+	return dup_or_null(&f->text, text) && dup_or_null(&f->platform, at->platform) &&
+	       dup_or_null(&f->layer_digest, at->layer_digest) && dup_or_null(&f->path, at->path);
+}
+
 static enum rs_code add(struct gate_report *r, enum gate_action a, const char *rule, const struct where *at,
 			struct rs_err *err, const char *fmt, ...) RS_PRINTF(6, 7);
 
@@ -91,14 +103,8 @@ static enum rs_code add(struct gate_report *r, enum gate_action a, const char *r
 	va_end(ap);
 	if (n < 0)
 		buf[0] = '\0';
-	struct gate_finding *f = &r->items[r->count];
-	f->action = a;
-	f->rule = rule;
-	f->layer = at->layer;
 	/* Counted before the copies, so dispose frees whatever was made. */
-	r->count++;
-	if (!(f->text = strdup(buf)) || !dup_or_null(&f->platform, at->platform) ||
-	    !dup_or_null(&f->layer_digest, at->layer_digest) || !dup_or_null(&f->path, at->path))
+	if (!finding_fill(&r->items[r->count++], a, rule, buf, at))
 		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
 	return RS_OK;
 }
@@ -639,13 +645,8 @@ static enum rs_code report_copy(struct gate_report *dst, const struct gate_repor
 		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
 	for (size_t i = 0; i < src->count; i++) {
 		const struct gate_finding *f = &src->items[i];
-		struct gate_finding *g = &dst->items[i];
-		g->action = f->action;
-		g->rule = f->rule;
-		g->layer = f->layer;
-		dst->count++;
-		if (!dup_or_null(&g->text, f->text) || !dup_or_null(&g->platform, f->platform) ||
-		    !dup_or_null(&g->layer_digest, f->layer_digest) || !dup_or_null(&g->path, f->path))
+		const struct where at = {f->platform, f->layer, f->layer_digest, f->path};
+		if (!finding_fill(&dst->items[dst->count++], f->action, f->rule, f->text, &at))
 			return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
 	}
 	return RS_OK;
