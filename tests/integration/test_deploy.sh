@@ -8,8 +8,9 @@
 #     first `deb` URI of /etc/apt/sources.list{,.d/*} serving bookworm), committed with buildah as
 #     debian:bookworm, then the same rootfs slimmed the way Debian's -slim images are (dpkg
 #     path-excludes for docs, man pages, locales; what is installed removed) as
-#     debian:bookworm-slim. The downloaded .debs are cached in ${TMPDIR:-/tmp}/regslim-deploy-cache
-#     (one tarball per day and mirror, RS_DEPLOY_CACHE to move it); a fresh machine downloads them.
+#     debian:bookworm-slim. The bootstrapped rootfs is cached as a tarball in
+#     ${TMPDIR:-/tmp}/regslim-deploy-cache (one per day and mirror; RS_DEPLOY_CACHE moves it): a
+#     rerun skips debootstrap, a fresh machine runs it.
 #  2. the build context filter: a FROM scratch / COPY . probe next to a copy of
 #     deploy/Dockerfile.dockerignore sees only what the Dockerfile needs.
 #  3. `buildah bud --isolation chroot --pull=never --layers=false --format docker` of
@@ -134,46 +135,49 @@ if ! curl -sSf -o /dev/null --max-time 30 "$MIRROR_URL/dists/$SUITE/Release" 2> 
 fi
 pass "mirror: $MIRROR_URL serves $SUITE"
 
-# the .debs of a minbase system, one tarball per day and mirror (older ones are deleted)
+# The bootstrapped minbase rootfs, as a tarball cached per day and mirror (older ones deleted):
+# a rerun the same day skips debootstrap (download and dpkg), a fresh machine makes it.
 mkdir -p "$CACHE"
-TARBALL=$CACHE/$SUITE-minbase-$(date -u +%Y%m%d)-$(printf '%s' "$MIRROR_URL" | sha256sum | cut -c1-12).tgz
-find "$CACHE" -maxdepth 1 -name "$SUITE-minbase-*.tgz" ! -path "$TARBALL" -mtime +0 -delete 2> /dev/null
+TARBALL=$CACHE/$SUITE-minbase-$(date -u +%Y%m%d)-$(printf '%s' "$MIRROR_URL" | sha256sum | cut -c1-12).tar.gz
+find "$CACHE" -maxdepth 1 -name "$SUITE-minbase-*.tar.gz" ! -path "$TARBALL" -mtime +0 -delete 2> /dev/null
+
+# base_container [TARBALL]: a new scratch container, mounted; prints "ID MOUNTPOINT". With
+# TARBALL, the tarball is unpacked into it.
+base_container() {
+	local c m
+	c=$(bh from scratch) && m=$(bh mount "$c") || return 1
+	[ -z "${1:-}" ] || timeout 300 tar -C "$m" --numeric-owner -xpzf "$1" || return 1
+	echo "$c $m"
+}
+# base_commit ID NAME: commit a base container with Debian's image defaults (PATH, CMD bash).
+base_commit() {
+	bh umount "$1" > /dev/null
+	bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$1" || return 1
+	bh commit -q --rm "$1" "$2" > /dev/null
+}
+
 t=$(date +%s)
 if [ -s "$TARBALL" ]; then
-	echo "# debootstrap tarball cached: $TARBALL"
+	echo "# debootstrap rootfs cached: $TARBALL"
+	read -r c m < <(base_container "$TARBALL") || fatal base_image "unpack $TARBALL into a scratch container"
 else
-	tmp_tb=$CACHE/.partial-$$.tgz
-	if ! timeout 600 debootstrap --variant=minbase --make-tarball="$tmp_tb" "$SUITE" "$W/dl" "$MIRROR_URL" > "$LOGS/debootstrap-download.log" 2>&1; then
-		rm -f "$tmp_tb"
-		fatal debootstrap_download "debootstrap --make-tarball from $MIRROR_URL: $(tail -n 2 "$LOGS/debootstrap-download.log" | tr '\n' ' ')"
+	# straight into the container's rootfs (no copy), then saved for the next run
+	read -r c m < <(base_container) || fatal base_image "buildah from scratch"
+	if ! timeout 900 debootstrap --variant=minbase "$SUITE" "$m" "$MIRROR_URL" > "$LOGS/debootstrap.log" 2>&1; then
+		fatal debootstrap "debootstrap --variant=minbase $SUITE from $MIRROR_URL: $(grep -E '^[EW]:' "$LOGS/debootstrap.log" | tail -n 2 | tr '\n' ' ') (log $LOGS/debootstrap.log)"
 	fi
-	mv -f "$tmp_tb" "$TARBALL"
-	rm -rf --one-file-system "$W/dl"
+	# as a container base: no downloaded packages or indexes, no host identity
+	rm -rf "$m"/var/cache/apt/archives/*.deb "$m"/var/cache/apt/*.bin "$m"/var/lib/apt/lists/*
+	rm -f "$m/etc/hostname" && : > "$m/etc/resolv.conf"
+	timeout 300 tar -C "$m" --numeric-owner -czf "$CACHE/.partial-$$.tar.gz" . && mv -f "$CACHE/.partial-$$.tar.gz" "$TARBALL" \
+		|| { rm -f "$CACHE/.partial-$$.tar.gz"; fail debootstrap_cache "could not write $TARBALL"; }
 fi
-t_dl=$(($(date +%s) - t))
-ROOTFS=$W/rootfs
-if ! timeout 600 debootstrap --variant=minbase --unpack-tarball="$TARBALL" "$SUITE" "$ROOTFS" "$MIRROR_URL" > "$LOGS/debootstrap.log" 2>&1; then
-	fatal debootstrap "debootstrap --unpack-tarball: $(tail -n 2 "$LOGS/debootstrap.log" | tr '\n' ' ')"
-fi
-# as a container base: no downloaded packages or indexes, no host identity
-rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/lib/apt/lists/*
-rm -f "$ROOTFS/etc/hostname" && : > "$ROOTFS/etc/resolv.conf"
-t_un=$(($(date +%s) - t - t_dl))
-
-# commit_rootfs NAME: copy $ROOTFS into a new scratch container and commit it as NAME (with
-# Debian's image defaults: PATH, CMD bash).
-commit_rootfs() {
-	local c m
-	c=$(bh from scratch) || return 1
-	m=$(bh mount "$c") || return 1
-	tar -C "$ROOTFS" -cf - . | tar -C "$m" -xpf - || return 1
-	bh umount "$c" > /dev/null
-	bh config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd bash "$c" || return 1
-	bh commit -q --rm "$c" "$1" > /dev/null
-}
-commit_rootfs "debian:$SUITE" > "$LOGS/commit-base.log" 2>&1 || fatal base_image "commit debian:$SUITE: $(tail -n 2 "$LOGS/commit-base.log")"
-# -slim: what Debian's slim variant drops (and keeps dpkg from installing again)
-cat > "$ROOTFS/etc/dpkg/dpkg.cfg.d/docker" << 'EOF'
+t_db=$(($(date +%s) - t))
+base_commit "$c" "debian:$SUITE" > "$LOGS/commit-base.log" 2>&1 || fatal base_image "commit debian:$SUITE: $(tail -n 2 "$LOGS/commit-base.log")"
+# -slim: the same rootfs without what Debian's slim variant drops (docs but the copyright files,
+# man and info pages, locales), and dpkg told not to install them again
+read -r c m < <(base_container "$TARBALL") || fatal base_image "unpack $TARBALL into a scratch container"
+cat > "$m/etc/dpkg/dpkg.cfg.d/docker" << 'EOF'
 path-exclude /usr/share/doc/*
 path-include /usr/share/doc/*/copyright
 path-exclude /usr/share/groff/*
@@ -183,12 +187,11 @@ path-exclude /usr/share/lintian/overrides/*
 path-exclude /usr/share/locale/*
 path-exclude /usr/share/man/*
 EOF
-find "$ROOTFS/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
-find "$ROOTFS/usr/share/doc" -mindepth 1 -type d -empty -delete
-rm -rf "$ROOTFS"/usr/share/{groff,info,linda,lintian/overrides,locale,man}/*
-commit_rootfs "debian:$SUITE-slim" > "$LOGS/commit-slim.log" 2>&1 || fatal base_image "commit debian:$SUITE-slim: $(tail -n 2 "$LOGS/commit-slim.log")"
-rm -rf --one-file-system "$ROOTFS"
-pass "base images debian:$SUITE and debian:$SUITE-slim from debootstrap ($(($(date +%s) - t)) s: download $t_dl, unpack $t_un)"
+find "$m/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+find "$m/usr/share/doc" -mindepth 1 -type d -empty -delete
+rm -rf "$m"/usr/share/{groff,info,linda,lintian/overrides,locale,man}/*
+base_commit "$c" "debian:$SUITE-slim" > "$LOGS/commit-slim.log" 2>&1 || fatal base_image "commit debian:$SUITE-slim: $(tail -n 2 "$LOGS/commit-slim.log")"
+pass "base images debian:$SUITE and debian:$SUITE-slim ($(($(date +%s) - t)) s, debootstrap or cache $t_db s)"
 
 # ---------------------------------------------------------------- 2. build context filter
 mkdir -p "$W/probe"
