@@ -31,7 +31,8 @@
 # Buildah's storage (vfs) lives in the lab directory and is deleted at exit, as are its containers.
 # Needs root. Missing packages, an unreachable mirror or a failed build are failures, not skips.
 #
-# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE. Optional: RS_DEPLOY_CACHE,
+# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE. Optional: RS_DEPLOY_CACHE, RS_DEPLOY_MIRROR (the
+# Debian mirror instead of the first one of the apt sources),
 # RS_DEPLOY_MAX_MB (bound on the image size, default 120), RS_DEPLOY_LAYER_MAX_MB (bound on what
 # the Dockerfile adds to bookworm-slim, default 30).
 set -uo pipefail
@@ -128,8 +129,8 @@ deb_mirror() {
 		esac
 	done | grep -E '^https?://' | sed 's,/*$,,' | head -n 1
 }
-MIRROR_URL=$(deb_mirror "$SUITE")
-[ -n "$MIRROR_URL" ] || fatal mirror "no deb URI serving $SUITE in /etc/apt/sources.list or sources.list.d/"
+MIRROR_URL=${RS_DEPLOY_MIRROR:-$(deb_mirror "$SUITE")}
+[ -n "$MIRROR_URL" ] || fatal mirror "no deb URI serving $SUITE in /etc/apt/sources.list or sources.list.d/ (set RS_DEPLOY_MIRROR)"
 if ! curl -sSf -o /dev/null --max-time 30 "$MIRROR_URL/dists/$SUITE/Release" 2> "$LOGS/mirror.err"; then
 	fatal mirror "$MIRROR_URL/dists/$SUITE/Release not reachable: $(head -c 300 "$LOGS/mirror.err")"
 fi
@@ -163,14 +164,17 @@ if [ -s "$TARBALL" ]; then
 else
 	# straight into the container's rootfs (no copy), then saved for the next run
 	read -r c m < <(base_container) || fatal base_image "buildah from scratch"
-	if ! timeout 900 debootstrap --variant=minbase "$SUITE" "$m" "$MIRROR_URL" > "$LOGS/debootstrap.log" 2>&1; then
+	if ! timeout 600 debootstrap --variant=minbase "$SUITE" "$m" "$MIRROR_URL" > "$LOGS/debootstrap.log" 2>&1; then
 		fatal debootstrap "debootstrap --variant=minbase $SUITE from $MIRROR_URL: $(grep -E '^[EW]:' "$LOGS/debootstrap.log" | tail -n 2 | tr '\n' ' ') (log $LOGS/debootstrap.log)"
 	fi
 	# as a container base: no downloaded packages or indexes, no host identity
 	rm -rf "$m"/var/cache/apt/archives/*.deb "$m"/var/cache/apt/*.bin "$m"/var/lib/apt/lists/*
 	rm -f "$m/etc/hostname" && : > "$m/etc/resolv.conf"
-	timeout 300 tar -C "$m" --numeric-owner -czf "$CACHE/.partial-$$.tar.gz" . && mv -f "$CACHE/.partial-$$.tar.gz" "$TARBALL" \
-		|| { rm -f "$CACHE/.partial-$$.tar.gz"; fail debootstrap_cache "could not write $TARBALL"; }
+	if ! timeout 300 tar -C "$m" --numeric-owner -czf "$CACHE/.partial-$$.tar.gz" . \
+		|| ! mv -f "$CACHE/.partial-$$.tar.gz" "$TARBALL"; then
+		rm -f "$CACHE/.partial-$$.tar.gz"
+		fatal debootstrap_cache "could not write $TARBALL"
+	fi
 fi
 t_db=$(($(date +%s) - t))
 base_commit "$c" "debian:$SUITE" > "$LOGS/commit-base.log" 2>&1 || fatal base_image "commit debian:$SUITE: $(tail -n 2 "$LOGS/commit-base.log")"
@@ -209,7 +213,7 @@ expect_eq "build context (Dockerfile.dockerignore): only what the Dockerfile cop
 
 # ---------------------------------------------------------------- 3. the build
 t=$(date +%s)
-if ! (cd "$RS_TOP" && BH_T=700 bh bud --isolation chroot --pull=never --layers=false --format docker \
+if ! (cd "$RS_TOP" && BH_T=600 bh bud --isolation chroot --pull=never --layers=false --format docker \
 	-f deploy/Dockerfile -t "$IMAGE" .) > "$LOGS/build.log" 2>&1; then
 	fatal build "buildah bud deploy/Dockerfile: $(grep -E 'error|Error|ERROR' "$LOGS/build.log" | tail -n 2 | tr '\n' ' ') (log $LOGS/build.log)"
 fi
