@@ -167,9 +167,12 @@ else
 	if ! timeout 600 debootstrap --variant=minbase "$SUITE" "$m" "$MIRROR_URL" > "$LOGS/debootstrap.log" 2>&1; then
 		fatal debootstrap "debootstrap --variant=minbase $SUITE from $MIRROR_URL: $(grep -E '^[EW]:' "$LOGS/debootstrap.log" | tail -n 2 | tr '\n' ' ') (log $LOGS/debootstrap.log)"
 	fi
-	# as a container base: no downloaded packages or indexes, no host identity
+	# as a container base: no downloaded packages or indexes, no host identity; dpkg without
+	# fsync like in Debian's images (docker-apt-speedup; their apt hook that deletes caches is
+	# left out on purpose: the Dockerfile must clean up after itself)
 	rm -rf "$m"/var/cache/apt/archives/*.deb "$m"/var/cache/apt/*.bin "$m"/var/lib/apt/lists/*
 	rm -f "$m/etc/hostname" && : > "$m/etc/resolv.conf"
+	echo force-unsafe-io > "$m/etc/dpkg/dpkg.cfg.d/docker-apt-speedup"
 	if ! timeout 300 tar -C "$m" --numeric-owner -czf "$CACHE/.partial-$$.tar.gz" . \
 		|| ! mv -f "$CACHE/.partial-$$.tar.gz" "$TARBALL"; then
 		rm -f "$CACHE/.partial-$$.tar.gz"
