@@ -41,7 +41,9 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-840} # below ctest's 900 s
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-SUITE=bookworm
+# the Debian release the Dockerfile builds on (its ARG DEBIAN_RELEASE)
+SUITE=$(sed -n 's/^ARG DEBIAN_RELEASE=\([a-z]*\).*/\1/p' "$RS_TOP/deploy/Dockerfile" | head -n 1)
+SUITE=${SUITE:-bookworm}
 MAX_MB=${RS_DEPLOY_MAX_MB:-120}
 LAYER_MAX_MB=${RS_DEPLOY_LAYER_MAX_MB:-30}
 IMAGE=regslim:test
@@ -57,6 +59,9 @@ lab_setup
 W=$REGSLIM_LAB/deploy
 mkdir -p "$W/tmp" "$W/storage"
 [ "$(id -u)" = 0 ] || fatal setup "needs root (debootstrap, buildah's vfs storage, a chroot as uid 10001)"
+# the images the FROM lines name are the two this test makes
+froms=$(awk 'toupper($1) == "FROM" { print $2 }' "$RS_TOP/deploy/Dockerfile" | sed "s/\${DEBIAN_RELEASE}/$SUITE/g" | LC_ALL=C sort -u | tr '\n' ' ')
+expect_eq "Dockerfile's FROM images are debian:$SUITE and debian:$SUITE-slim (what this test makes)" "$froms" "debian:$SUITE debian:$SUITE-slim "
 
 # ---------------------------------------------------------------- packages
 T0=$(date +%s)
