@@ -7,6 +7,7 @@
 #include "codec.h"
 #include "digest.h"
 #include "fsutil.h"
+#include "image.h"
 #include "imagejson.h"
 #include "layout.h"
 #include "log.h"
@@ -32,8 +33,6 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (4u * 1024 * 1024)
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 
 void gate_report_dispose(struct gate_report *r)
 {
@@ -187,9 +186,8 @@ void gate_resolver_free(struct gate_resolver *r)
 static enum rs_code fetch_ref(struct upstream *u, const char *upname, const char *repo, const char *ref,
 			      struct upstream_reply *rep, struct rs_err *err)
 {
-	static const char *const acc[] = {"application/vnd.oci.image.manifest.v1+json",
-					  "application/vnd.docker.distribution.manifest.v2+json", MT_OCI_INDEX,
-					  "application/vnd.docker.distribution.manifest.list.v2+json"};
+	static const char *const acc[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX,
+					  IMAGE_MT_DOCKER_LIST};
 	enum rs_code rc = upstream_manifest(u, repo, ref, acc, 4, false, RS_LIMIT_MANIFEST_MAX_BYTES, rep, err);
 	if (rc)
 		return rs_err_prefix(err, "approved base %s/%s:%s: ", upname, repo, ref), rc;
@@ -787,7 +785,7 @@ static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf,
 		free(*buf);
 		return rc;
 	}
-	*mt = strdup(kind == IMAGEJSON_INDEX ? MT_OCI_INDEX : MT_OCI_MANIFEST);
+	*mt = strdup(kind == IMAGEJSON_INDEX ? IMAGE_MT_OCI_INDEX : IMAGE_MT_OCI_MANIFEST);
 	return *mt ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory");
 }
 

@@ -6,6 +6,7 @@
 #include "optpull.h"
 
 #include "fsutil.h"
+#include "image.h"
 #include "imagejson.h"
 #include "log.h"
 #include "metrics.h"
@@ -534,12 +535,12 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 static bool is_manifest(const struct report *rep, const char *digest, const char **type)
 {
 	if (strcmp(rep->digest, digest) == 0) {
-		*type = rep->media_type ? rep->media_type : "application/vnd.oci.image.manifest.v1+json";
+		*type = rep->media_type ? rep->media_type : IMAGE_MT_OCI_MANIFEST;
 		return true;
 	}
 	for (size_t i = 0; i < rep->image_count; i++)
 		if (strcmp(rep->images[i].digest, digest) == 0) {
-			*type = "application/vnd.oci.image.manifest.v1+json";
+			*type = IMAGE_MT_OCI_MANIFEST;
 			return true;
 		}
 	return false;
@@ -656,7 +657,7 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	if (rc == RS_OK) {
 		snprintf(j->result.digest, sizeof(j->result.digest), "%s", rep.digest);
 		snprintf(j->result.media_type, sizeof(j->result.media_type), "%s",
-		         rep.media_type ? rep.media_type : "application/vnd.oci.image.manifest.v1+json");
+		         rep.media_type ? rep.media_type : IMAGE_MT_OCI_MANIFEST);
 		uint64_t in_size = 0, in_unc = 0, out_size = 0, out_unc = 0;
 		report_totals(&rep, &in_size, &in_unc, &out_size, &out_unc);
 		j->result.bytes_saved = in_size > out_size ? in_size - out_size : 0;

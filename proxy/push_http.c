@@ -26,6 +26,7 @@
 #include "gate_policy.h"
 #include "log.h"
 #include "metrics.h"
+#include "refname.h"
 #include "route.h"
 #include "rs_limits.h"
 
@@ -538,7 +539,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 		                   NULL, 0);
 		return false;
 	}
-	if (!route_name_valid(w->name)) {
+	if (!refname_repo_valid(w->name)) {
 		rq->answered = true;
 		rs_err_set(&err, RS_BAD_INPUT, "invalid repository name '%.200s'", w->name);
 		*ret = reply_error(rq, 400, "NAME_INVALID", err.msg, NULL, 0);
@@ -557,7 +558,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			                w->ref);
 		else if (by_digest)
 			rc = digest_parse(w->ref, &err);
-		else if (w->ref_long || !route_tag_valid(w->ref))
+		else if (w->ref_long || !refname_tag_valid(w->ref))
 			rc = rs_err_set(&err, RS_BAD_INPUT,
 			                "invalid tag '%.130s%s': a tag is 1 to %d characters of [a-zA-Z0-9_][a-zA-Z0-9._-]*",
 			                w->ref, w->ref_long ? "..." : "", RS_LIMIT_TAG_MAX);
@@ -570,7 +571,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	if (w->kind == W_UPLOAD_START) {
 		const char *mount = arg(rq, "mount");
 		const char *from = arg(rq, "from");
-		if (mount && (!from || route_name_valid(from))) {
+		if (mount && (!from || refname_repo_valid(from))) {
 			/* Mounting needs pull on the source repository; else a plain upload
 			 * (spec, "Mounting a blob": 202 when the registry cannot mount).
 			 * Without from= (the spec lets a registry treat it as optional) it
