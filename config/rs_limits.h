@@ -46,6 +46,13 @@
 /* Tar: all raw header bytes of one entry (extension headers, their payloads,
  * old GNU sparse extension blocks and the ustar header) are held at once. */
 #define RS_LIMIT_TAR_HEADER_MAX_BYTES (4u * 1024 * 1024)
+/* Tar: an entry's path and hard-link target, after normalisation: bytes
+ * (Linux's PATH_MAX, so every path a runtime can create fits) and
+ * components. Longer names (pax and GNU long names allow ~1 MiB) are
+ * refused: they cannot be unpacked, and every stage that walks a path is
+ * bounded by them. */
+#define RS_LIMIT_TAR_PATH_BYTES 4096
+#define RS_LIMIT_TAR_PATH_DEPTH 1024
 /* Tar: xattrs kept per entry from pax SCHILY.xattr.* / LIBARCHIVE.xattr.*. */
 #define RS_LIMIT_TAR_XATTRS_MAX 1024
 /* Path tables in squash / dedupe are capped by entry count. */
@@ -95,6 +102,9 @@
 /* Strip rules per policy (built-in plus custom) and globs per rule list. */
 #define RS_LIMIT_POLICY_RULES_MAX 64
 #define RS_LIMIT_POLICY_GLOBS_MAX 256
+/* Components of one glob (strip rules, forbidden paths): the matcher keeps
+ * one bit per component position. */
+#define RS_LIMIT_GLOB_COMPONENTS 63
 /* Layers per image and manifests per index we accept. */
 #define RS_LIMIT_IMAGE_LAYERS_MAX 1024
 #define RS_LIMIT_INDEX_MANIFESTS_MAX 1024

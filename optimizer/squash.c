@@ -45,7 +45,7 @@ struct node {
 	uint32_t parent, first_child, next_sibling, hnext;
 	uint32_t name_off, name_len;
 	uint32_t cur;
-	uint64_t inc, keep;
+	uint32_t sstate; /* strip state of the path (strip_states), 0 without strip */
 };
 
 struct squash_plan {
@@ -67,6 +67,7 @@ struct squash_plan {
 	struct squash_layer_stats *lstats;
 	struct squash_stats stats;
 	uint64_t *rule_bytes, *rule_entries;
+	struct strip_states *sstates; /* NULL without strip rules */
 	char *scratch;
 	size_t scratch_cap;
 	uint32_t *stack;
@@ -171,7 +172,14 @@ enum rs_code squash_new(struct squash_plan **out, const struct squash_opts *opts
 		squash_free(p);
 		return nomem(err);
 	}
-	memset(&p->nodes[0], 0, sizeof(p->nodes[0]));
+	if (opts->strip) {
+		enum rs_code src = strip_states_new(&p->sstates, opts->strip, err);
+		if (src != RS_OK) {
+			squash_free(p);
+			return src;
+		}
+	}
+	memset(&p->nodes[0], 0, sizeof(p->nodes[0])); /* sstate 0: the root's */
 	p->nodes[0].parent = NONE;
 	p->nodes[0].first_child = NONE;
 	p->nodes[0].next_sibling = NONE;
@@ -194,6 +202,7 @@ void squash_free(struct squash_plan *p)
 	free(p->lstats);
 	free(p->rule_bytes);
 	free(p->rule_entries);
+	strip_states_free(p->sstates);
 	free(p->scratch);
 	free(p->stack);
 	free(p);
@@ -266,8 +275,7 @@ static enum rs_code check_room(struct squash_plan *p, struct rs_err *err)
 	return RS_OK;
 }
 
-/* Node of the component path[start..start+len) below parent; prefix_len is
- * the length of the path up to and including this component (for strip). */
+/* Node of the component path[start..start+len) below parent. */
 static enum rs_code child(struct squash_plan *p, uint32_t parent, const char *path, size_t start,
 			  size_t len, bool create, uint32_t *out, struct rs_err *err)
 {
@@ -305,22 +313,11 @@ static enum rs_code child(struct squash_plan *p, uint32_t parent, const char *pa
 	n->cur = NONE;
 	n->next_sibling = p->nodes[parent].first_child;
 	p->nodes[parent].first_child = id;
-	n->inc = n->keep = 0;
-	if (p->o.strip) {
-		/* strip matches the whole prefix "a/b/c"; it must be NUL-terminated */
-		size_t plen = start + len;
-		if (plen + 1 > p->scratch_cap) {
-			size_t nc = plen + 1 > 4096 ? plen + 1 : 4096;
-			char *s = xrealloc(p->scratch, nc);
-			if (!s)
-				return nomem(err);
-			p->scratch = s;
-			p->scratch_cap = nc;
-		}
-		memcpy(p->scratch, path, plen);
-		p->scratch[plen] = '\0';
-		strip_eval(p->o.strip, p->scratch, p->nodes[parent].inc, p->nodes[parent].keep, &n->inc,
-			   &n->keep);
+	n->sstate = 0;
+	if (p->sstates) {
+		rc = strip_states_child(p->sstates, p->nodes[parent].sstate, name, len, &n->sstate, err);
+		if (rc != RS_OK)
+			return rc;
 	}
 	uint32_t h = hash_key(parent, name, len) & (p->nbuckets - 1);
 	n->hnext = p->buckets[h];
@@ -684,7 +681,7 @@ static enum rs_code decide_strip(struct squash_plan *p, struct rs_err *err)
 	}
 	for (uint32_t n = p->nnodes - 1; n >= 1; n--) {
 		const struct node *nd = &p->nodes[n];
-		bool stripped = strip_rule_of(nd->inc, nd->keep) >= 0;
+		bool stripped = strip_states_rule(p->sstates, nd->sstate) >= 0;
 		if ((st[n] & 2) || ((st[n] & 1) && !stripped))
 			st[nd->parent] |= 2;
 	}
@@ -694,7 +691,7 @@ static enum rs_code decide_strip(struct squash_plan *p, struct rs_err *err)
 		    squash_group_is_base(p, group_of(p, e->layer)))
 			continue;
 		const struct node *nd = &p->nodes[e->node];
-		int r = strip_rule_of(nd->inc, nd->keep);
+		int r = strip_states_rule(p->sstates, nd->sstate);
 		/* base layers are never stripped: a path they hold keeps the
 		 * upper layers' version rather than showing the base's */
 		if (r >= 0 && !(st[e->node] & 2) && !(st[e->node] & 4)) {

@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SEG_MAX 16 /* extension headers before one entry */
@@ -450,6 +451,26 @@ static enum rs_code entry_error(struct tar_reader *r, const char *path, const ch
 			  r->entry_start, what);
 }
 
+/* A normalised path within RS_LIMIT_TAR_PATH_BYTES and _DEPTH? what says
+ * which name it is in the message ("name", "hard link target"). */
+static enum rs_code check_path_bounds(struct tar_reader *r, const char *entry, const char *path, const char *what,
+				      struct rs_err *err)
+{
+	size_t len = strlen(path), depth = 1;
+	for (const char *p = path; *p; p++)
+		depth += *p == '/';
+	char msg[160];
+	if (len > RS_LIMIT_TAR_PATH_BYTES)
+		snprintf(msg, sizeof(msg), "%s is %zu bytes, limit is %d (RS_LIMIT_TAR_PATH_BYTES)", what, len,
+			 RS_LIMIT_TAR_PATH_BYTES);
+	else if (depth > RS_LIMIT_TAR_PATH_DEPTH)
+		snprintf(msg, sizeof(msg), "%s has %zu components, limit is %d (RS_LIMIT_TAR_PATH_DEPTH)", what, depth,
+			 RS_LIMIT_TAR_PATH_DEPTH);
+	else
+		return RS_OK;
+	return entry_error(r, entry, msg, err);
+}
+
 static bool header_only_type(char t)
 {
 	return t == '1' || t == '2' || t == '3' || t == '4' || t == '5' || t == '6';
@@ -531,6 +552,9 @@ static enum rs_code resolve_path(struct tar_reader *r, const uint8_t *h, const s
 		if (!tar_path_normalize(path))
 			return entry_error(r, copy, "name has a '..' component", err);
 	}
+	enum rs_code rc = check_path_bounds(r, path, path, "name", err);
+	if (rc)
+		return rc;
 	r->e.path = path;
 	return RS_OK;
 }
@@ -556,6 +580,9 @@ static enum rs_code resolve_link(struct tar_reader *r, const uint8_t *h, const s
 			(void)copy;
 			return entry_error(r, r->e.path, "hard link target has a '..' component", err);
 		}
+		enum rs_code rc = check_path_bounds(r, r->e.path, link, "hard link target", err);
+		if (rc)
+			return rc;
 	}
 	r->e.linkpath = link;
 	return RS_OK;
