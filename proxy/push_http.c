@@ -287,6 +287,16 @@ static bool host_ok(const char *h)
 	return true;
 }
 
+/* Safe inside a quoted header value: a repository name, with an upstream
+ * host[:port] in front. */
+static bool header_safe(const char *s)
+{
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._/:-", *s))
+			return false;
+	return true;
+}
+
 static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const char *repo, unsigned need,
                                  const char *error, const char *msg)
 {
@@ -298,7 +308,8 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 		snprintf(realm, sizeof(realm), "http://%s/auth/token", host_ok(host) ? host : ph->cfg->listen);
 	char www[1024];
 	int n = snprintf(www, sizeof(www), "Bearer realm=\"%s\",service=\"" SERVICE "\"", realm);
-	if (repo && n > 0 && (size_t)n < sizeof(www))
+	/* callers validate repo first; what is not a plain name never goes into the header */
+	if (repo && header_safe(repo) && n > 0 && (size_t)n < sizeof(www))
 		n += snprintf(www + n, sizeof(www) - (size_t)n, ",scope=\"repository:%s:%s\"", repo,
 		              need & AUTH_PUSH ? "pull,push" : "pull");
 	if (error && n > 0 && (size_t)n < sizeof(www))

@@ -1421,14 +1421,15 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		         rq->route);
 		return queue_error_status(rq, 405, "UNSUPPORTED", msg);
 	}
-	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
-		return gated;
-
+	/* The name is checked before it reaches any header (the auth
+	 * challenge's scope) or the ACL. */
 	struct route_target t = {0};
 	struct rs_err err = {0};
 	if (pick_target(r, rq, name, &t, &err) != RS_OK)
 		return queue_error(rq, &err, err.code == RS_NOT_FOUND ? ROUTE_NAME : ROUTE_OTHER);
 	t.ref = ref;
+	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
+		return gated;
 
 	if (what == ROUTE_NAME)
 		return tags_list(r, rq, &t);

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_abuse.sh: hostile requests against a running regslim with an auth section (issue 11):
+# a repository name crafted to inject a second realm or a CR/LF into the auth challenge is
+# refused before it reaches any header; a 4100-byte name leaves one valid JSON log line with
+# its status; an image whose layer holds a pax path of 40,000 components is refused quickly by
+# the optimizer with the path limit named (the strip matcher was quadratic in depth).
+. "$(dirname "$0")/lib.sh"
+lab_setup
+upstream_start
+
+CONF=$REGSLIM_LAB/abuse
+mkdir -p "$CONF"
+htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null
+cat > "$CONF/regslim.json" << EOF
+{"auth": {"htpasswd": "$CONF/htpasswd", "anonymous_pull": false,
+          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
+ "push": {"max_blob_bytes": "64MiB"}}
+EOF
+start_regslim --config "$CONF/regslim.json"
+
+# ------------------------------------------------------------ header injection (item 6)
+# Without credentials a valid name gets the challenge with its scope...
+hdrs=$(rs_curl -s -o /dev/null -D - "$RS_URL/v2/lab/tiny/manifests/latest" | tr -d '\r')
+expect_eq "challenge_names_scope" "$(echo "$hdrs" | header_value WWW-Authenticate)" \
+	"Bearer realm=\"http://127.0.0.1:$RS_PORT/auth/token\",service=\"regslim\",scope=\"repository:lab/tiny:pull\""
+# ...a name that closes the quote and adds a realm is a 400 NAME_INVALID with no challenge
+inj='x",realm="http://127.0.0.2:27034/token'
+hdrs=$(rs_curl -s -D - -o "$REGSLIM_LAB/inj.json" "$RS_URL/v2/$(printf %s "$inj" | jq -sRr @uri | sed 's/%2F/\//g')/manifests/v1" | tr -d '\r')
+expect_eq "quote_injection_400" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 400
+expect_eq "quote_injection_name_invalid" "$(jq -r '.errors[0].code' "$REGSLIM_LAB/inj.json")" NAME_INVALID
+expect_eq "quote_injection_no_challenge" "$(echo "$hdrs" | grep -ci '^www-authenticate')" 0
+# ...and so is CR LF in the name: the response keeps its headers
+hdrs=$(rs_curl -s -D - -o /dev/null "$RS_URL/v2/x%0d%0aX-Evil:%201/manifests/v1" | tr -d '\r')
+expect_eq "crlf_injection_400" "$(echo "$hdrs" | head -n 1 | awk '{print $2}')" 400
+expect_eq "crlf_injection_no_header" "$(echo "$hdrs" | grep -ci '^x-evil')" 0
+expect_eq "crlf_injection_api_version" "$(echo "$hdrs" | header_value Docker-Distribution-API-Version)" registry/2.0
+
+# ------------------------------------------------------------ log lines (item 7)
+long=$(head -c 4100 /dev/zero | tr '\0' 'a')
+code=$(http_code "$RS_URL/v2/$long/manifests/latest" -u alice:alicepw)
+expect "long_name_refused" "[ '$code' = 400 ] || [ '$code' = 414 ]" "got $code"
+sleep 0.3
+line=$(grep '"msg":"request"' "$RS_LOG" | grep "aaaaaaaa" | tail -n 1)
+expect "long_name_log_is_json" "printf '%s\n' '$line' | jq -e . > /dev/null" "not JSON: ${line:0:200}"
+expect_eq "long_name_log_status" "$(printf '%s\n' "$line" | jq -r .status)" "$code"
+bad=$(grep -v '^#' "$RS_LOG" | grep -c -v '^{.*}$' | tr -d ' ')
+expect "every_log_line_json" "grep -v '^#' '$RS_LOG' | jq -e . > /dev/null" "$bad lines are not JSON objects"
+
+# ------------------------------------------------------------ deep paths (item 3)
+# A docker archive whose one layer holds a file under a pax path of 40,000 components: the
+# optimizer refuses it quickly, naming the limit (matching it used to take minutes).
+W=$REGSLIM_LAB/deep
+mkdir -p "$W"
+"$PY" - "$W/deep.tar" << 'PYEOF'
+import hashlib, io, json, sys, tarfile
+def tar_bytes(entries):
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mtime = 1700000000
+            t.addfile(ti, io.BytesIO(data))
+    return b.getvalue()
+layer = tar_bytes([("/".join(["d"] * 40000) + "/f", b"x")])
+diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                     "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+manifest = json.dumps([{"Config": "config.json", "RepoTags": ["deep:x"], "Layers": ["layer.tar"]}]).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(tar_bytes([("config.json", config), ("layer.tar", layer), ("manifest.json", manifest)]))
+PYEOF
+t0=$(date +%s)
+out=$(timeout 120 "$REGSLIM_BIN" optimize --quiet "docker-archive:$W/deep.tar" "oci:$W/out:x" 2>&1)
+rc=$?
+t1=$(date +%s)
+expect "deep_path_refused_by_optimizer" "[ $rc -ne 0 ]" "exit 0"
+expect "deep_path_names_limit" "printf '%s' \"\$out\" | grep -q RS_LIMIT_TAR_PATH_BYTES" "message: ${out:0:300}"
+expect "deep_path_fast" "[ $((t1 - t0)) -le 10 ]" "took $((t1 - t0)) s"
+expect "deep_path_no_output" "[ ! -e '$W/out' ]" "the destination was written"
+
+finish
