@@ -57,7 +57,8 @@ enum wkind {
 	W_UPLOAD_STATUS,
 	W_UPLOAD_DELETE,
 	W_MANIFEST_PUT,
-	W_DELETE_UNSUPPORTED,
+	W_MANIFEST_DELETE, /* not supported yet: 405 */
+	W_BLOB_DELETE,     /* not supported yet: 405 */
 };
 
 /* One write request. */
@@ -487,11 +488,11 @@ static bool parse_write(const char *method, const char *url, struct wreq *w)
 	w->ref_long = strlen(last + 1) >= sizeof(w->ref);
 	snprintf(w->ref, sizeof(w->ref), "%.*s", (int)sizeof(w->ref) - 1, last + 1);
 	if (kl == 9 && strncmp(kindp, "manifests", 9) == 0) {
-		w->kind = put ? W_MANIFEST_PUT : W_DELETE_UNSUPPORTED;
+		w->kind = put ? W_MANIFEST_PUT : W_MANIFEST_DELETE;
 		return true;
 	}
 	if (kl == 5 && strncmp(kindp, "blobs", 5) == 0 && del) {
-		w->kind = W_DELETE_UNSUPPORTED;
+		w->kind = W_BLOB_DELETE;
 		return true;
 	}
 	return false;
@@ -543,8 +544,10 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 {
 	struct rs_err err = {0};
 	w->limit = UINT64_MAX;
-	rq->route = w->kind == W_MANIFEST_PUT ? "manifest" : "upload";
-	if (w->kind == W_DELETE_UNSUPPORTED) {
+	rq->route = w->kind == W_MANIFEST_PUT || w->kind == W_MANIFEST_DELETE ? "manifest"
+	            : w->kind == W_BLOB_DELETE                                 ? "blob"
+	                                                                       : "upload";
+	if (w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) {
 		rq->answered = true;
 		*ret = reply_error(rq, 405, "UNSUPPORTED", "deleting manifests and blobs is not supported by regslim",
 		                   NULL, 0);

@@ -1370,13 +1370,14 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			return gated;
 		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
 	}
+	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
+	 * A write with a body was set up (and its route named) while the body
+	 * arrived, so its route is left alone here. */
+	if (strncmp(url, "/v2/", 4) == 0 && push_http_is_write(rq->method, url))
+		return push_http_handle(r->ph, rq);
 	rq->route = "other";
 	if (strncmp(url, "/v2/", 4) != 0)
 		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror");
-
-	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included. */
-	if (push_http_is_write(rq->method, url))
-		return push_http_handle(r->ph, rq);
 
 	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
 	size_t len = strlen(url);

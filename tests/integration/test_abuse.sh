@@ -46,6 +46,26 @@ expect_eq "long_name_log_status" "$(printf '%s\n' "$line" | jq -r .status)" "$co
 bad=$(grep -v '^#' "$RS_LOG" | grep -c -v '^{.*}$' | tr -d ' ')
 expect "every_log_line_json" "grep -v '^#' '$RS_LOG' | jq -e . > /dev/null" "$bad lines are not JSON objects"
 
+# ------------------------------------------------------------ routes in logs and metrics (item 9)
+# A push by skopeo (POST, PATCH, PUT of blobs, PUT of the manifest) and a DELETE are logged and
+# counted under the route they are about, not "other".
+if timeout 120 skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds alice:alicepw \
+	"oci:$REGSLIM_LAB/fixtures/oci/tiny:latest" "docker://127.0.0.1:$RS_PORT/abuse/tiny:v1" > "$LOGS/push.log" 2>&1; then
+	pass push_tiny
+else
+	fail push_tiny "$(tail -n 2 "$LOGS/push.log")"
+fi
+code=$(http_code "$RS_URL/v2/abuse/tiny/manifests/v1" -X DELETE -u alice:alicepw)
+expect_eq "manifest_delete_405" "$code" 405
+sleep 0.3
+routes=$(grep -v '^#' "$RS_LOG" | jq -r 'select(.msg == "request") | "\(.method) \(.route)"' | sort -u)
+expect "manifest_put_route" "grep -qx 'PUT manifest' <<< '$routes'" "routes: $(echo $routes)"
+expect "upload_patch_or_put_route" "grep -qx 'PUT upload' <<< '$routes'" "routes: $(echo $routes)"
+expect "delete_route" "grep -qx 'DELETE manifest' <<< '$routes'" "routes: $(echo $routes)"
+expect "no_other_writes" "! grep -Eq '^(PUT|PATCH|DELETE) other' <<< '$routes'" "routes: $(echo $routes)"
+expect "metrics_manifest_put" "curl -s '$RS_URL/metrics' | grep -q 'regslim_http_requests_total{route=\"manifest\",method=\"PUT\",status=\"201\"}'" \
+	"no manifest PUT counter"
+
 # ------------------------------------------------------------ deep paths (item 3)
 # A docker archive whose one layer holds a file under a pax path of 40,000 components: the
 # optimizer refuses it quickly, naming the limit (matching it used to take minutes).
