@@ -146,4 +146,14 @@
 #define RS_LIMIT_GATE_MEMO_ENTRIES 256
 #define RS_LIMIT_GATE_MEMO_TTL_S RS_LIMIT_GATE_BASE_TTL_S
 
+/* Failed password logins (proxy/login_guard.h): free failures per user at
+ * one address and per address, the longest back-off, when a streak is
+ * forgotten, and the keys tracked (a fixed table, probed this far). */
+#define RS_LIMIT_LOGIN_FREE_FAILURES 5
+#define RS_LIMIT_LOGIN_FREE_FAILURES_ADDR 20
+#define RS_LIMIT_LOGIN_BACKOFF_MAX_S 60
+#define RS_LIMIT_LOGIN_FORGET_S 900
+#define RS_LIMIT_LOGIN_TRACKED 8192
+#define RS_LIMIT_LOGIN_PROBE 16
+
 #endif

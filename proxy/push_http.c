@@ -30,7 +30,9 @@
 #include "route.h"
 #include "rs_limits.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,6 +322,28 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 	return reply_error(rq, 401, "UNAUTHORIZED", msg, h, 1);
 }
 
+/* The client's address as text (for the failed-login back-off). */
+static void client_addr(struct request *rq, char *out, size_t cap)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	snprintf(out, cap, "?");
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)cap);
+	else if (sa && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* 429 TOOMANYREQUESTS with Retry-After, for a login refused by the back-off. */
+static enum MHD_Result throttled(struct request *rq, const char *msg, unsigned retry_after)
+{
+	char secs[16];
+	snprintf(secs, sizeof(secs), "%u", retry_after ? retry_after : 1);
+	struct hdr h[] = {{MHD_HTTP_HEADER_RETRY_AFTER, secs}};
+	rq->answered = true;
+	return reply_error(rq, 429, "TOOMANYREQUESTS", msg, h, 1);
+}
+
 bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, unsigned need, enum MHD_Result *ret)
 {
 	if (!ph->auth) {
@@ -334,9 +358,16 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 	}
 	const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 	struct auth_decision d;
-	auth_decide(ph->auth, authz, repo, need, time(NULL), &d);
+	char addr[64];
+	client_addr(rq, addr, sizeof(addr));
+	struct auth_client client = {.addr = addr};
+	auth_decide(ph->auth, authz, &client, repo, need, time(NULL), &d);
 	if (d.verdict == AUTH_ALLOW)
 		return true;
+	if (d.verdict == AUTH_THROTTLED) {
+		*ret = throttled(rq, d.msg, client.retry_after);
+		return false;
+	}
 	if (d.verdict == AUTH_DENY) {
 		rq->answered = true;
 		*ret = reply_error(rq, 403, "DENIED", d.msg, NULL, 0);
@@ -412,11 +443,16 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 		goto out;
 	}
 	struct rs_err err = {0};
-	enum rs_code rc = auth_issue_token(ph->auth, authz, (const char *const *)sl.v, sl.n, time(NULL), body,
+	char addr[64];
+	client_addr(rq, addr, sizeof(addr));
+	struct auth_client client = {.addr = addr};
+	enum rs_code rc = auth_issue_token(ph->auth, authz, &client, (const char *const *)sl.v, sl.n, time(NULL), body,
 	                                   3 * RS_LIMIT_TOKEN_MAX_CHARS, &err);
 	if (rc == RS_OK) {
 		struct hdr h[] = {{MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"}};
 		ret = reply(rq, 200, JSON_TYPE, body, h, 1);
+	} else if (rc == RS_THROTTLED) {
+		ret = throttled(rq, err.msg, client.retry_after);
 	} else if (rc == RS_UNAUTHORIZED) {
 		struct hdr h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"" SERVICE "\""}};
 		ret = reply_error(rq, 401, "UNAUTHORIZED", err.msg, h, 1);
@@ -593,10 +629,13 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			 * digest to anyone who may pull there, so the mount grants nothing
 			 * more. */
 			struct auth_decision d = {.verdict = AUTH_ALLOW};
+			char addr[64];
+			client_addr(rq, addr, sizeof(addr));
+			struct auth_client client = {.addr = addr};
 			if (ph->auth)
 				auth_decide(ph->auth,
 				            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-				            from ? from : w->name, AUTH_PULL, time(NULL), &d);
+				            &client, from ? from : w->name, AUTH_PULL, time(NULL), &d);
 			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, mount, &err) == RS_OK) {
 				rq->answered = true;
 				*ret = blob_created(rq, w, mount);

@@ -184,6 +184,8 @@ struct route_error route_map_error(enum rs_code code, enum route_what what)
 	case RS_UPSTREAM:
 	case RS_TIMEOUT:
 		return (struct route_error){502, "UNAVAILABLE"};
+	case RS_THROTTLED:
+		return (struct route_error){429, "TOOMANYREQUESTS"};
 	case RS_NOMEM:
 	case RS_IO:
 	case RS_CONFIG:
