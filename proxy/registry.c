@@ -477,12 +477,22 @@ static bool serve_pushed_manifest(struct registry *r, struct request *rq, const 
 	return true;
 }
 
+/* A reference with a ':' must be a digest we can check: anything else,
+ * an unknown algorithm included, is the client's 400 DIGEST_INVALID. */
+static bool ref_digest_ok(const char *ref, struct rs_err *err)
+{
+	if (digest_parse(ref, err) == RS_OK)
+		return true;
+	err->code = RS_DIGEST_INVALID;
+	return false;
+}
+
 static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                           const struct accept_list *acc)
 {
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
-	if (digest_parse(t->ref, &err) != RS_OK)
+	if (!ref_digest_ok(t->ref, &err))
 		return queue_error(rq, &err, ROUTE_MANIFEST);
 	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
 	enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
@@ -820,7 +830,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 static enum MHD_Result blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head)
 {
 	struct rs_err err = {0};
-	if (digest_parse(t->ref, &err) != RS_OK)
+	if (!ref_digest_ok(t->ref, &err))
 		return queue_error(rq, &err, ROUTE_BLOB);
 	int fd = -1;
 	uint64_t size = 0;
@@ -1337,6 +1347,14 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 	return ret;
 }
 
+/* "." or ".." as a path segment: no name, digest or upload id has one. */
+static bool has_dot_segment(const char *url)
+{
+	size_t n = strlen(url);
+	return strstr(url, "/./") || strstr(url, "/../") || (n >= 2 && strcmp(url + n - 2, "/.") == 0) ||
+	       (n >= 3 && strcmp(url + n - 3, "/..") == 0);
+}
+
 enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 {
 	static char healthz_body[] = "{\"status\":\"ok\"}\n";
@@ -1369,6 +1387,10 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		if (!push_http_gate(r->ph, rq, NULL, AUTH_PULL, &gated))
 			return gated;
 		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
+	}
+	if (strncmp(url, "/v2/", 4) == 0 && has_dot_segment(url)) {
+		rq->route = "other";
+		return queue_error_status(rq, 400, "NAME_INVALID", "the path has a '.' or '..' segment");
 	}
 	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
 	 * A write with a body was set up (and its route named) while the body

@@ -46,6 +46,39 @@ expect_eq "long_name_log_status" "$(printf '%s\n' "$line" | jq -r .status)" "$co
 bad=$(grep -v '^#' "$RS_LOG" | grep -c -v '^{.*}$' | tr -d ' ')
 expect "every_log_line_json" "grep -v '^#' '$RS_LOG' | jq -e . > /dev/null" "$bad lines are not JSON objects"
 
+# ------------------------------------------------------------ statuses (item 8)
+AL=(-u alice:alicepw)
+d512="sha512:$(printf '%0128d' 0)"
+expect_eq "sha512_manifest_400" "$(http_code "$RS_URL/v2/lab/tiny/manifests/$d512" "${AL[@]}")" 400
+body=$(rs_curl "${AL[@]}" "$RS_URL/v2/lab/tiny/blobs/$d512")
+expect_eq "sha512_blob_digest_invalid" "$(echo "$body" | jq -r '.errors[0].code')" DIGEST_INVALID
+expect_eq "malformed_digest_blob_400" "$(http_code "$RS_URL/v2/lab/tiny/blobs/sha256:xyz" "${AL[@]}")" 400
+body=$(rs_curl --path-as-is "${AL[@]}" "$RS_URL/v2/x/blobs/uploads/../../..")
+expect_eq "dot_segments_name_invalid" "$(echo "$body" | jq -r '.errors[0].code')" NAME_INVALID
+# an upstream that redirects to file:// is the upstream's fault: 502 naming it
+RD_PORT=$((LAB_PORT_BASE + 61))
+lab_spawn aux-redirector "$LOGS/redirector.log" "$PY" -c '
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(307)
+        self.send_header("Location", "file:///etc/passwd")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_HEAD = do_GET
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+' "$RD_PORT" "$REGSLIM_LAB"
+wait_port "$RD_PORT" 10 || fail redirector_start "$(tail -n 3 "$LOGS/redirector.log")"
+R2_PORT=$((LAB_PORT_BASE + 51))
+if regslim_spawn redir "$R2_PORT" "http://127.0.0.1:$RD_PORT" "$REGSLIM_LAB/rs-redir" 2> "$LOGS/redir.err"; then
+	body=$(rs_curl -D "$REGSLIM_LAB/redir.hdr" "http://127.0.0.1:$R2_PORT/v2/library/x/blobs/sha256:$(printf '%064d' 0)")
+	expect_eq "file_redirect_502" "$(head -n 1 "$REGSLIM_LAB/redir.hdr" | awk '{print $2}')" 502
+	expect_eq "file_redirect_names_upstream" "$(echo "$body" | jq -r '.errors[0].message' | grep -c "307 from http://127.0.0.1:$RD_PORT/")" 1
+else
+	fail redir_start "$(head -n 1 "$LOGS/redir.err")"
+fi
+
 # ------------------------------------------------------------ routes in logs and metrics (item 9)
 # A push by skopeo (POST, PATCH, PUT of blobs, PUT of the manifest) and a DELETE are logged and
 # counted under the route they are about, not "other".
