@@ -905,6 +905,18 @@ static void report_json(char **out, const struct report *rep)
 	}
 }
 
+/* Replace each occurrence of path in msg by "<image>" (in place). */
+static void scrub_path(char *msg, const char *path)
+{
+	static const char repl[] = "<image>";
+	size_t pl = strlen(path);
+	char *p;
+	while (pl >= sizeof(repl) && (p = strstr(msg, path)) != NULL) {
+		memcpy(p, repl, sizeof(repl) - 1);
+		memmove(p + sizeof(repl) - 1, p + pl, strlen(p + pl) + 1);
+	}
+}
+
 /* Run the optimizer over store's repo:tag into a new layout; out_digest
  * receives the optimized manifest's digest, *out_report its JSON report
  * (new, may be NULL), dst the layout directory. */
@@ -933,7 +945,12 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 	report_dispose(&rep);
 	policy_dispose(&pol);
 	if (rc) {
-		rs_err_prefix(err, "optimizing: ");
+		/* what the optimizer refuses in the pushed image is the client's
+		 * fault (400); the message must not show where regslim keeps it */
+		if (rc == RS_DIGEST_MISMATCH || rc == RS_UNSUPPORTED || rc == RS_TOO_LARGE || rc == RS_NOT_FOUND)
+			rc = err->code = RS_BAD_INPUT;
+		scrub_path(err->msg, work);
+		rs_err_prefix(err, "the image cannot be optimized: ");
 		return rc;
 	}
 	struct layout_src *ls = NULL;

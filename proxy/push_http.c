@@ -894,7 +894,18 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		char store_dir[4096], tmp_dir[4096];
 		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
-		if (gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err) != RS_OK) {
+		rs_err_clear(&err);
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err);
+		if (frc == RS_BAD_INPUT) {
+			/* the image passed the policy but cannot be optimized: the client's to fix */
+			if (!had)
+				blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+			metrics_gate_push("invalid");
+			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
+			ret = reply_error(rq, 400, "MANIFEST_INVALID", err.msg, NULL, 0);
+			goto done;
+		}
+		if (frc != RS_OK) {
 			metrics_gate_push("upstream_failed");
 			log_event(LOG_ERROR, "push %s (%s) not forwarded: %s", shown, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];

@@ -14,7 +14,9 @@ htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null
 cat > "$CONF/regslim.json" << EOF
 {"auth": {"htpasswd": "$CONF/htpasswd", "anonymous_pull": false,
           "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
- "push": {"max_blob_bytes": "64MiB"}}
+ "push": {"max_blob_bytes": "64MiB",
+          "policies": [{"repositories": ["gated/*"], "mode": "optimize-and-push",
+                        "rules": {"secrets": {"action": "deny"}}}]}}
 EOF
 start_regslim --config "$CONF/regslim.json"
 
@@ -78,6 +80,48 @@ if regslim_spawn redir "$R2_PORT" "http://127.0.0.1:$RD_PORT" "$REGSLIM_LAB/rs-r
 else
 	fail redir_start "$(head -n 1 "$LOGS/redir.err")"
 fi
+
+# ------------------------------------------------------------ images the optimizer refuses (item 5)
+# A layer with a hard link to a missing target passes the policy but cannot be optimized: the
+# push through the gate is 400 MANIFEST_INVALID naming the layer, with no host path.
+"$PY" - "$REGSLIM_LAB/badlink" << 'PYEOF'
+import gzip, hashlib, io, json, os, sys, tarfile
+out = sys.argv[1]
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+def put(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(out + "/blobs/sha256/" + d, "wb").write(data)
+    return "sha256:" + d, len(data)
+raw = io.BytesIO()
+with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+    ti = tarfile.TarInfo("h")
+    ti.type = tarfile.LNKTYPE
+    ti.linkname = "missing"
+    ti.mtime = 1700000000
+    t.addfile(ti)
+layer = raw.getvalue()
+gz = gzip.compress(layer, mtime=0)
+ld, ls = put(gz)
+cd, cs = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {"User": "1000"},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode())
+md, ms = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+                         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": ls}]}).encode())
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+           "size": ms, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(out + "/index.json", "w"))
+PYEOF
+timeout 120 skopeo --insecure-policy copy -q --dest-tls-verify=false --dest-creds alice:alicepw \
+	"oci:$REGSLIM_LAB/badlink:latest" "docker://127.0.0.1:$RS_PORT/gated/badlink:v1" > "$LOGS/badlink.log" 2>&1
+expect "unoptimizable_refused" "grep -q 'MANIFEST_INVALID\|manifest invalid' '$LOGS/badlink.log'" "$(tail -n 2 "$LOGS/badlink.log")"
+line=$(grep -v '^#' "$RS_LOG" | jq -c 'select(.msg == "request" and .method == "PUT" and (.path | test("gated/badlink/manifests")))' | tail -n 1)
+expect_eq "unoptimizable_400" "$(echo "$line" | jq -r .status)" 400
+expect "unoptimizable_names_layer" "echo '$line' | jq -r .error | grep -q 'cannot be optimized: layer 1/1'" "$line"
+expect "unoptimizable_no_host_path" "! echo '$line' | jq -r .error | grep -q '$REGSLIM_LAB'" "$line"
+m=$(rs_curl "$RS_URL/metrics")
+n=$(echo "$m" | awk '/^regslim_gate_pushes_total\{result="invalid"\}/ {print $2}')
+expect "unoptimizable_counted_invalid" "[ '${n:-0}' -ge 1 ]" "$(echo "$m" | grep gate_pushes)"
+expect_eq "unoptimizable_manifest_not_kept" "$(http_code "$RS_URL/v2/gated/badlink/manifests/v1" -u alice:alicepw)" 404
 
 # ------------------------------------------------------------ routes in logs and metrics (item 9)
 # A push by skopeo (POST, PATCH, PUT of blobs, PUT of the manifest) and a DELETE are logged and
