@@ -130,6 +130,9 @@
 #define RS_LIMIT_OPT_FAILURE_TTL_S 300
 /* Optimizations running at once (worker threads); more wait their turn. */
 #define RS_LIMIT_OPT_WORKERS 2
+/* Longest one optimized-pull optimization may hold a worker; past it the job
+ * fails (remembered for RS_LIMIT_OPT_FAILURE_TTL_S) and the original is served. */
+#define RS_LIMIT_OPT_MAX_S 900
 /* Result and report files read back from <data_dir>/optimized/. */
 #define RS_LIMIT_OPT_RESULT_MAX_BYTES (64u * 1024)
 #define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)

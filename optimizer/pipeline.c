@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef REGSLIM_VERSION
@@ -44,11 +45,30 @@ enum rs_code pipeline_policy_digest(char out[DIGEST_STR_SIZE], const struct poli
 	return RS_OK;
 }
 
-enum rs_code pipeline_pump_buf(const struct layout_range *rg, struct stream_sink *head, char *buf,
-			       _Atomic uint64_t *counter, struct rs_err *err)
+uint64_t pipeline_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+enum rs_code pipeline_check_stop(const struct pipeline_opts *o, struct rs_err *err)
+{
+	if (o->cancel && atomic_load(o->cancel))
+		return rs_err_set(err, RS_TIMEOUT, "optimization cancelled");
+	if (o->deadline_ms && pipeline_now_ms() > o->deadline_ms)
+		return rs_err_set(err, RS_TIMEOUT, "optimization ran over its time limit");
+	return RS_OK;
+}
+
+enum rs_code pipeline_pump_buf(const struct pipeline_opts *o, const struct layout_range *rg,
+			       struct stream_sink *head, char *buf, _Atomic uint64_t *counter, struct rs_err *err)
 {
 	uint64_t done = 0;
 	while (done < rg->size) {
+		enum rs_code sc = pipeline_check_stop(o, err);
+		if (sc != RS_OK)
+			return sc;
 		size_t want = rg->size - done > PUMP_BUF ? PUMP_BUF : (size_t)(rg->size - done);
 		ssize_t n = pread(rg->fd, buf, want, (off_t)(rg->offset + done));
 		if (n < 0 && errno == EINTR)
@@ -76,7 +96,7 @@ enum rs_code pipeline_pump(struct run *r, const struct layout_range *rg, struct 
 	while (done < rg->size) {
 		part.offset = rg->offset + done;
 		part.size = rg->size - done > 16 * PUMP_BUF ? 16 * PUMP_BUF : rg->size - done;
-		enum rs_code rc = pipeline_pump_buf(&part, head, r->buf, NULL, err);
+		enum rs_code rc = pipeline_pump_buf(r->o, &part, head, r->buf, NULL, err);
 		if (rc != RS_OK)
 			return rc;
 		done += part.size;

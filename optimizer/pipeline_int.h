@@ -100,11 +100,17 @@ struct run {
 /* Report progress to the caller's callback, if any. */
 void pipeline_progress_report(struct run *r);
 
-/* Stream a file range into head through buf (PUMP_BUF bytes). counter, when
- * not NULL, is advanced as bytes go (shared with the progress display). Any
- * thread. RS_IO, RS_BAD_INPUT (the file is short), or head's code. */
-RS_MUST_CHECK enum rs_code pipeline_pump_buf(const struct layout_range *rg, struct stream_sink *head, char *buf,
-					     _Atomic uint64_t *counter, struct rs_err *err);
+/* RS_TIMEOUT when o's run was cancelled or ran past its deadline. Any
+ * thread; called between reads. */
+RS_MUST_CHECK enum rs_code pipeline_check_stop(const struct pipeline_opts *o, struct rs_err *err);
+
+/* Stream a file range into head through buf (PUMP_BUF bytes), checking o's
+ * stop conditions between reads. counter, when not NULL, is advanced as
+ * bytes go (shared with the progress display). Any thread. RS_IO,
+ * RS_BAD_INPUT (the file is short), RS_TIMEOUT, or head's code. */
+RS_MUST_CHECK enum rs_code pipeline_pump_buf(const struct pipeline_opts *o, const struct layout_range *rg,
+					     struct stream_sink *head, char *buf, _Atomic uint64_t *counter,
+					     struct rs_err *err);
 
 /* pipeline_pump_buf from the driving thread through r->buf, with progress. */
 RS_MUST_CHECK enum rs_code pipeline_pump(struct run *r, const struct layout_range *rg, struct stream_sink *head,

@@ -293,7 +293,7 @@ static enum rs_code scan_layer(const struct pipeline_opts *o, struct layer_in *l
 	if (rc == RS_OK)
 		rc = stream_digest_sink_new(&dsa, dec, err);
 	if (rc == RS_OK)
-		rc = pipeline_pump_buf(&l->range, dsa, buf, counter, err);
+		rc = pipeline_pump_buf(o, &l->range, dsa, buf, counter, err);
 	if (rc == RS_OK)
 		rc = stream_finish(dsa, err);
 	if (rc != RS_OK && as) {

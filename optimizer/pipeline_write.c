@@ -235,6 +235,9 @@ static enum rs_code pump_spool(struct run *r, const struct layer_in *l, struct s
 {
 	uint64_t base = r->done, done = 0, last = 0;
 	while (done < l->uncompressed) {
+		enum rs_code sc = pipeline_check_stop(r->o, err);
+		if (sc != RS_OK)
+			return sc;
 		size_t want = l->uncompressed - done > PUMP_BUF ? PUMP_BUF : (size_t)(l->uncompressed - done);
 		ssize_t n = read(l->tar_fd, r->tbuf, want);
 		if (n < 0 && errno == EINTR)

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,7 @@ struct optpull {
 	struct job *jobs;
 	unsigned threads;           /* worker threads alive */
 	unsigned running;           /* holding a worker slot */
+	_Atomic bool stopping;      /* optpull_free: running jobs stop, waiting ones do not start */
 };
 
 /* ------------------------------------------------------------ clients */
@@ -247,10 +249,21 @@ out:
 	return rc;
 }
 
+void optpull_stop(struct optpull *op)
+{
+	if (!op)
+		return;
+	atomic_store(&op->stopping, true);
+	pthread_mutex_lock(&op->lock);
+	pthread_cond_broadcast(&op->cond); /* workers waiting for a slot see it */
+	pthread_mutex_unlock(&op->lock);
+}
+
 void optpull_free(struct optpull *op)
 {
 	if (!op)
 		return;
+	optpull_stop(op);
 	pthread_mutex_lock(&op->lock);
 	while (op->threads)
 		pthread_cond_wait(&op->cond, &op->lock);
@@ -648,8 +661,17 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 			eff.level = 0;
 		eff.compression = want;
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		struct pipeline_opts o = {sref, dref, &eff, ncpu > 0 ? (unsigned)ncpu : 1, CODEC_INFLATE_DEFAULT, NULL,
-		                          NULL};
+		/* cancelled at shutdown; bounded in time so that no image holds a
+		 * worker for long (a failure is remembered: the original is served) */
+		struct pipeline_opts o = {sref,
+		                          dref,
+		                          &eff,
+		                          ncpu > 0 ? (unsigned)ncpu : 1,
+		                          CODEC_INFLATE_DEFAULT,
+		                          NULL,
+		                          NULL,
+		                          &op->stopping,
+		                          pipeline_now_ms() + (uint64_t)RS_LIMIT_OPT_MAX_S * 1000};
 		rc = pipeline_run(&rep, &o, err);
 	}
 	if (rc == RS_OK)
@@ -696,14 +718,15 @@ static void *worker(void *arg)
 	struct job *j = arg;
 	struct optpull *op = j->op;
 	pthread_mutex_lock(&op->lock);
-	while (op->running >= RS_LIMIT_OPT_WORKERS)
+	while (op->running >= RS_LIMIT_OPT_WORKERS && !atomic_load(&op->stopping))
 		pthread_cond_wait(&op->cond, &op->lock);
 	op->running++;
 	pthread_mutex_unlock(&op->lock);
 
 	double t0 = mono_now();
 	struct rs_err err = {0};
-	enum rs_code rc = run_job(j, &err);
+	enum rs_code rc = atomic_load(&op->stopping) ? rs_err_set(&err, RS_TIMEOUT, "optimization cancelled")
+	                                             : run_job(j, &err);
 	double secs = mono_now() - t0;
 	metrics_optimization(rc == RS_OK, secs);
 	if (rc == RS_OK) {

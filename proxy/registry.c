@@ -226,6 +226,11 @@ out:
 	return rc;
 }
 
+void registry_shutdown(struct registry *r)
+{
+	optpull_stop(r->opt);
+}
+
 void registry_free(struct registry *r)
 {
 	if (!r)

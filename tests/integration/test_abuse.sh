@@ -177,6 +177,72 @@ expect "deep_path_names_limit" "printf '%s' \"\$out\" | grep -q RS_LIMIT_TAR_PAT
 expect "deep_path_fast" "[ $((t1 - t0)) -le 10 ]" "took $((t1 - t0)) s"
 expect "deep_path_no_output" "[ ! -e '$W/out' ]" "the destination was written"
 
+# ------------------------------------------------------------ SIGTERM during an optimization (item 4)
+# A second regslim with optimized pulls and a 1 s grace: a tag pull with Docker 20.10's UA starts
+# the gzip variant of a 256 MiB incompressible layer (seconds of gzip), SIGTERM arrives while it
+# runs: regslim stops within the grace plus a little, the optimization is logged as cancelled,
+# and no result of it is kept.
+H=$REGSLIM_LAB/heavy
+mkdir -p "$H"
+head -c $((256 * 1024 * 1024)) /dev/urandom > "$H/big.bin"
+"$PY" - "$H" << 'PYEOF'
+import hashlib, io, json, os, subprocess, sys, tarfile
+h = sys.argv[1]
+out = h + "/oci"
+os.makedirs(out + "/blobs/sha256", exist_ok=True)
+with tarfile.open(h + "/layer.tar", "w", format=tarfile.PAX_FORMAT) as t:
+    ti = t.gettarinfo(h + "/big.bin", "big.bin")
+    ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = 1700000000, 0, 0, "root", "root"
+    with open(h + "/big.bin", "rb") as f:
+        t.addfile(ti, f)
+diff_id = "sha256:" + hashlib.sha256(open(h + "/layer.tar", "rb").read()).hexdigest()
+subprocess.run(["zstd", "-q", "-1", "-f", h + "/layer.tar", "-o", h + "/layer.tar.zst"], check=True)
+def put(data):
+    d = hashlib.sha256(data).hexdigest()
+    open(out + "/blobs/sha256/" + d, "wb").write(data)
+    return "sha256:" + d, len(data)
+ld, ls = put(open(h + "/layer.tar.zst", "rb").read())
+cd, cs = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode())
+md, ms = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+                         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": ld, "size": ls}]}).encode())
+open(out + "/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+           "size": ms, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, open(out + "/index.json", "w"))
+PYEOF
+rm -f "$H/big.bin" "$H/layer.tar"
+timeout 300 skopeo --insecure-policy copy -q --dest-tls-verify=false --preserve-digests "oci:$H/oci:latest" \
+	"docker://$REG_PLAIN/library/heavy:latest" > "$LOGS/heavy-push.log" 2>&1 || fail heavy_push "$(tail -n 2 "$LOGS/heavy-push.log")"
+rm -rf "$H/oci"
+OP_PORT=$((LAB_PORT_BASE + 52))
+echo '{"shutdown_grace_s": 1}' > "$H/regslim.json"
+if RS_OPTIMIZE=1 regslim_spawn opt "$OP_PORT" "http://$REG_PLAIN" "$REGSLIM_LAB/rs-opt" --config "$H/regslim.json" 2> "$LOGS/opt.err"; then
+	OLOG=$LOGS/regslim-opt.log
+	rs_curl -o /dev/null -A "docker/20.10.24+dfsg1 go/go1.19.8" "${RS_ACCEPT_ALL[@]}" \
+		"http://127.0.0.1:$OP_PORT/v2/library/heavy/manifests/latest" > /dev/null 2>&1 &
+	getter=$!
+	# the optimization runs once the layer is in regslim's store (fetched first)
+	for ((i = 0; i < 600; i++)); do
+		[ "$(find "$REGSLIM_LAB/rs-opt" -type f -size +200M 2> /dev/null | head -n 1)" ] && break
+		sleep 0.1
+	done
+	sleep 1
+	t0=$(date +%s%N)
+	lab_stop regslim-opt 30
+	rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	wait "$getter" 2> /dev/null
+	expect_eq "sigterm_exit_0" "$rc" 0
+	expect "sigterm_within_grace" "[ $ms -le 4000 ]" "stopped after $ms ms (grace 1 s)"
+	expect "optimization_cancelled_logged" "grep -q 'optimization cancelled' '$OLOG'" "$(grep -i optimiz "$OLOG" | tail -n 3)"
+	expect "no_optimized_result_kept" "[ -z \"\$(find '$REGSLIM_LAB/rs-opt/optimized' -maxdepth 1 -name '*.json' 2> /dev/null)\" ]" \
+		"$(ls "$REGSLIM_LAB/rs-opt/optimized" 2> /dev/null)"
+	echo "# SIGTERM to exit: $ms ms"
+else
+	fail opt_start "$(head -n 1 "$LOGS/opt.err")"
+fi
+
 # ------------------------------------------------------------ password guessing (item 10)
 # 8 wrong passwords checked: 5 free, then waits of 1, 2 and 4 s; a guess during a wait is
 # refused unchecked (waited out here), and the checks below fit in the last wait.
