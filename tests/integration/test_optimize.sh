@@ -21,7 +21,7 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
 . "$(dirname "$0")/lib.sh"
 lab_setup
 
-T=$RS_SHARED_TOOLS
+T=$RS_LAB_DIR
 W=$REGSLIM_LAB/opt
 mkdir -p "$W"
 OCI=$REGSLIM_LAB/fixtures/oci
