@@ -287,7 +287,7 @@ build_big() {
 		tar -C "$mnt" --numeric-owner --xattrs --xattrs-include='*' -xpf "$ctx/base.tar" 2>> "$log" ||
 			fx_step_failed "$log" "unpacking base.tar"
 		fx_buildah umount "$c" >> "$log" 2>&1 || fx_step_failed "$log" "buildah umount"
-		fx_buildah config --os linux --arch amd64 --cmd bash \
+		fx_buildah config --os linux --arch amd64 --cmd bash --created-by "debootstrap --variant=minbase $FX_SUITE" \
 			--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c" >> "$log" 2>&1 ||
 			fx_step_failed "$log" "configuring the base image"
 		fx_buildah commit --format docker --rm "$c" docker.io/library/debian:bookworm >> "$log" 2>&1 ||
