@@ -149,13 +149,13 @@ skopeo_pull() {
 	shift 2
 	cl_need skopeo || return 1
 	m=$(cl_mirror)
-	if cl_tls && [[ $src == "docker://$m/"* ]]; then
+	if [ -n "${MIRROR_CA:-}" ] && [[ $src == "docker://$m/"* ]]; then
 		certs=$(cl_certs_dir) || return 1
 		tls+=(--src-cert-dir "$certs")
 	else
 		tls+=(--src-tls-verify=false)
 	fi
-	if cl_tls && [[ $dst == "docker://$m/"* ]]; then
+	if [ -n "${MIRROR_CA:-}" ] && [[ $dst == "docker://$m/"* ]]; then
 		certs=$(cl_certs_dir) || return 1
 		tls+=(--dest-cert-dir "$certs")
 	fi
