@@ -149,13 +149,13 @@ skopeo_pull() {
 	shift 2
 	cl_need skopeo || return 1
 	m=$(cl_mirror)
-	if cl_tls && [[ $src == "docker://$m/"* ]]; then
+	if [ -n "${MIRROR_CA:-}" ] && [[ $src == "docker://$m/"* ]]; then
 		certs=$(cl_certs_dir) || return 1
 		tls+=(--src-cert-dir "$certs")
 	else
 		tls+=(--src-tls-verify=false)
 	fi
-	if cl_tls && [[ $dst == "docker://$m/"* ]]; then
+	if [ -n "${MIRROR_CA:-}" ] && [[ $dst == "docker://$m/"* ]]; then
 		certs=$(cl_certs_dir) || return 1
 		tls+=(--dest-cert-dir "$certs")
 	fi
@@ -328,9 +328,11 @@ ctr_pull() {
 	lctr images pull --snapshotter native --hosts-dir "$CTRD_DIR/certs.d" "$@" "$ref"
 }
 
-# ctr_clean: remove every image of the namespace (--sync: the content goes with it)
+# ctr_clean: remove every image of the namespace (--sync: the content goes with it); starts
+# containerd if needed
 ctr_clean() {
 	local list refs=()
+	rl_alive containerd || containerd_start > /dev/null || return 1
 	list=$(lctr images ls -q) || return 1
 	[ -z "$list" ] || mapfile -t refs <<< "$list"
 	[ ${#refs[@]} -eq 0 ] || lctr images rm --sync "${refs[@]}" > /dev/null
@@ -460,9 +462,10 @@ docker_pull() {
 	ldocker pull "$@"
 }
 
-# docker_clean: remove every image from dockerd
+# docker_clean: remove every image from dockerd; starts it if needed
 docker_clean() {
 	local list ids=()
+	rl_alive dockerd || dockerd_start > /dev/null || return 1
 	list=$(ldocker images -qa) || return 1
 	[ -z "$list" ] || mapfile -t ids < <(sort -u <<< "$list")
 	[ ${#ids[@]} -eq 0 ] || ldocker rmi -f "${ids[@]}" > /dev/null 2>&1

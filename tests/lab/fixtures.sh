@@ -73,13 +73,15 @@ fx_buildah() {
 # fx_remove PATH...: delete trees the lab wrote, never across a mount point: a rootfs that
 # is still mounted (a failed buildah run) must not take the host's files with it.
 fx_remove() {
-	local p real
+	local p real mp rest
 	for p in "$@"; do
 		[ -e "$p" ] || [ -L "$p" ] || continue
 		real=$(realpath -m "$p")
-		if cut -d' ' -f2 /proc/self/mounts | grep -q -e "^$real\$" -e "^$real/"; then
-			rl_fail "$p has a mount point at or below it; unmount it first"
-		fi
+		while read -r _ mp rest; do
+			if [ "$mp" = "$real" ] || [[ $mp == "$real"/* ]]; then
+				rl_fail "$p has a mount point at or below it ($mp); unmount it first"
+			fi
+		done < /proc/self/mounts
 		rm -rf --one-file-system "$p"
 	done
 }
@@ -88,7 +90,7 @@ fx_remove() {
 fx_generate() {
 	rl_need python3
 	fx_remove "$2"
-	"$(rl_python)" "$RL_HERE/imagegen.py" "$1" "$2" || rl_fail "imagegen.py $1 $2 failed"
+	timeout 120 "$(rl_python)" "$RL_HERE/imagegen.py" "$1" "$2" || rl_fail "imagegen.py $1 $2 failed"
 }
 
 # fx_zstd IMAGE: IMAGE-zstd, IMAGE's layout with every layer recompressed to zstd by skopeo.
@@ -203,7 +205,7 @@ build_base() {
 	find "$root/var/lib/apt/lists" "$root/var/cache/apt/archives" -maxdepth 1 -type f -delete
 	rm -f "$root"/var/cache/apt/*.bin
 	find "$root/dev" "$root/proc" "$root/sys" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +
-	tar -C "$root" --numeric-owner --xattrs --sort=name --mtime="$FX_EPOCH" -cf "$tar.part" . ||
+	timeout 600 tar -C "$root" --numeric-owner --xattrs --sort=name --mtime="$FX_EPOCH" -cf "$tar.part" . ||
 		rl_fail "packing $root failed"
 	mv "$tar.part" "$tar"
 	fx_remove "$root"
@@ -284,10 +286,10 @@ build_big() {
 		fx_say "base image from base.tar"
 		c=$(fx_buildah from scratch 2>> "$log") || fx_step_failed "$log" "buildah from scratch"
 		mnt=$(fx_buildah mount "$c" 2>> "$log") || fx_step_failed "$log" "buildah mount"
-		tar -C "$mnt" --numeric-owner --xattrs --xattrs-include='*' -xpf "$ctx/base.tar" 2>> "$log" ||
+		timeout 600 tar -C "$mnt" --numeric-owner --xattrs --xattrs-include='*' -xpf "$ctx/base.tar" 2>> "$log" ||
 			fx_step_failed "$log" "unpacking base.tar"
 		fx_buildah umount "$c" >> "$log" 2>&1 || fx_step_failed "$log" "buildah umount"
-		fx_buildah config --os linux --arch amd64 --cmd bash \
+		fx_buildah config --os linux --arch amd64 --cmd bash --created-by "debootstrap --variant=minbase $FX_SUITE" \
 			--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$c" >> "$log" 2>&1 ||
 			fx_step_failed "$log" "configuring the base image"
 		fx_buildah commit --format docker --rm "$c" docker.io/library/debian:bookworm >> "$log" 2>&1 ||
