@@ -510,7 +510,10 @@ rootfs_list() {
 		         (stat.S_ISBLK, "b"), (stat.S_ISFIFO, "p"), (stat.S_ISSOCK, "s"))
 
 		def esc(raw):
-		    return "".join(chr(b) if 0x20 < b < 0x7f and b != 0x5c else "\\x%02x" % b for b in raw)
+		    # only what would break a line or a field (control bytes, DEL, the backslash itself):
+		    # spaces and UTF-8 stay as they are, so paths compare with other tools' (and
+		    # regslim's reports') spelling of them
+		    return b"".join(b"\\x%02x" % b if b < 0x20 or b in (0x5c, 0x7f) else bytes((b,)) for b in raw)
 
 		def file_sha256(path):
 		    h = hashlib.sha256()
@@ -525,23 +528,24 @@ rootfs_list() {
 		    try:
 		        names = sorted(os.listxattr(path, follow_symlinks=False))
 		    except OSError:
-		        return ""
-		    return ",".join("%s=%s" % (esc(os.fsencode(n)),
-		                               hashlib.sha256(os.getxattr(path, n, follow_symlinks=False)).hexdigest()[:16])
-		                    for n in names)
+		        return b""
+		    return b",".join(esc(os.fsencode(n)) + b"=" +
+		                     hashlib.sha256(os.getxattr(path, n, follow_symlinks=False)).hexdigest()[:16].encode()
+		                     for n in names)
 
 		def line(root, path):
 		    st = os.lstat(path)
 		    kind = next((k for test, k in KINDS if test(st.st_mode)), "?")
-		    size, nlink, what = 0, 0, ""
+		    size, nlink, what = 0, 0, b""
 		    if kind == "f":
-		        size, nlink, what = st.st_size, st.st_nlink, file_sha256(path)
+		        size, nlink, what = st.st_size, st.st_nlink, file_sha256(path).encode()
 		    elif kind == "l":
 		        what = esc(os.readlink(path))
 		    elif kind in "cb":
-		        what = "%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
-		    return (os.path.relpath(path, root), [esc(os.path.relpath(path, root)), kind, "%04o" % stat.S_IMODE(st.st_mode),
-		            str(st.st_uid), str(st.st_gid), str(size), str(nlink), what, xattrs(path)])
+		        what = b"%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+		    rel = os.path.relpath(path, root)
+		    return (rel, [esc(rel), kind.encode(), b"%04o" % stat.S_IMODE(st.st_mode), b"%d" % st.st_uid,
+		                  b"%d" % st.st_gid, b"%d" % size, b"%d" % nlink, what, xattrs(path)])
 
 		root = os.fsencode(sys.argv[1])
 		rows = []
@@ -551,7 +555,7 @@ rootfs_list() {
 		rows.sort(key=lambda r: r[0])
 		out = sys.stdout.buffer
 		for _, fields in rows:
-		    out.write(("\t".join(fields) + "\n").encode("ascii"))
+		    out.write(b"\t".join(fields) + b"\n")
 	EOF
 }
 
