@@ -258,11 +258,14 @@ podman_rootfs_done() { lpodman image unmount "$1" > /dev/null; }
 # ---------------------------------------------------------------- containerd and ctr
 
 # cl_containerd_conf: containerd's config.toml (native snapshotter, CRI and other snapshotters
-# off, everything below $CTRD_DIR) and the docker.io hosts.toml that ctr_pull hands to ctr
+# off, everything below $CTRD_DIR) and the hosts directory ctr_pull hands to ctr: docker.io's
+# hosts.toml, and with MIRROR_CA one for MIRROR itself, so that a direct pull of
+# MIRROR/REPO:TAG verifies the CA too
 cl_containerd_conf() {
 	local m ca=
 	m=$(cl_mirror)
 	mkdir -p "$CTRD_DIR"/{root,state,opt} "$CTRD_DIR/certs.d/docker.io"
+	find "$CTRD_DIR/certs.d" -mindepth 1 -maxdepth 1 ! -name docker.io -exec rm -rf {} +
 	cat > "$CTRD_DIR/config.toml" <<- EOF
 		version = 2
 		root = "$CTRD_DIR/root"
@@ -291,6 +294,11 @@ cl_containerd_conf() {
 		echo '  capabilities = ["pull", "resolve"]'
 		[ -z "$ca" ] || echo "$ca"
 	} > "$CTRD_DIR/certs.d/docker.io/hosts.toml"
+	if [ -n "$ca" ]; then
+		mkdir -p "$CTRD_DIR/certs.d/$m"
+		printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve", "push"]\n%s\n' \
+			"$m" "$m" "$ca" > "$CTRD_DIR/certs.d/$m/hosts.toml"
+	fi
 }
 
 # containerd_start: containerd on $CTRD_SOCK (log $RL_LOGS/containerd.log), if not running
