@@ -10,7 +10,8 @@
 #   - MIRROR_CA: each client pulls through the TLS mirror, its requests reach that registry, and
 #     no configuration marks the mirror insecure; with a CA that did not sign the certificate
 #     every client refuses the mirror (x509) - so nothing skips verification. dockerd verifies
-#     only a mirror outside 127.0.0.0/8, hence DOCKER_MIRROR=[::1]:PORT for it;
+#     only a mirror outside 127.0.0.0/8, hence DOCKER_MIRROR=[::1]:PORT for it; podman and ctr
+#     also pull MIRROR/REPO:TAG directly over TLS;
 #   - dockerd is restarted when the CA changes and left alone when nothing changed; its CA file
 #     below /etc/docker/certs.d exists while it runs and is gone after dockerd_stop;
 #   - rootfs_list: umoci's and podman's trees of the same image list identically, twice the same.
@@ -114,6 +115,9 @@ expect_eq "daemon.json: the mirror is not an insecure registry" \
 	"$(jq --arg m "$DM" '."insecure-registries" | index($m)' "$DOCKER_DIR/daemon.json")" null
 expect "dockerd's CA file is in /etc/docker/certs.d/$DM" "cmp -s '/etc/docker/certs.d/$DM/ca.crt' '$MIRROR_CA'" \
 	"$(find "/etc/docker/certs.d/$DM" 2>&1 | tr '\n' ' ')"
+# direct pulls from the TLS mirror (no docker.io mirroring involved)
+check "podman pulls MIRROR/lab/tiny:latest directly over TLS" podman_pull -q "$MIRROR/lab/tiny:latest"
+check "ctr pulls MIRROR/lab/tiny:latest directly over TLS (hosts.toml of MIRROR)" ctr_pull "$MIRROR/lab/tiny:latest"
 pid1=$(lab_pid dockerd)
 dockerd_start > /dev/null
 expect_eq "dockerd_start with nothing changed leaves dockerd running" "$(lab_pid dockerd)" "$pid1"

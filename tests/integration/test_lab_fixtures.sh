@@ -19,7 +19,7 @@
 lab_setup
 upstream_start all none
 
-FX=$RS_TOP/tests/lab/fixtures.sh
+FX=$RS_LAB_DIR/fixtures.sh
 W=$REGSLIM_LAB/fx
 OCI=$REGSLIM_LAB/fixtures/oci
 mkdir -p "$W"

@@ -408,7 +408,7 @@ fi
 # the edge-case image (hard links to a stripped target and to an overwritten file,
 # whiteouts, an opaque directory, a file over a directory, devices, a fifo, xattrs,
 # sub-second mtimes, long GNU names, owners; layer 2 uncompressed): tests/lab/imagegen.py
-if ! timeout 120 bash "$RS_TOP/tests/lab/fixtures.sh" edge "$W/edge" > "$LOGS/fixtures-edge.log" 2>&1; then
+if ! timeout 120 bash "$T/fixtures.sh" edge "$W/edge" > "$LOGS/fixtures-edge.log" 2>&1; then
 	fail "edge: fixture" "fixtures.sh edge failed: $(tail -3 "$LOGS/fixtures-edge.log" | tr '\n' ' ')"
 fi
 if listing "$W/edge:latest" "$W/edge-in.lst"; then

@@ -258,11 +258,14 @@ podman_rootfs_done() { lpodman image unmount "$1" > /dev/null; }
 # ---------------------------------------------------------------- containerd and ctr
 
 # cl_containerd_conf: containerd's config.toml (native snapshotter, CRI and other snapshotters
-# off, everything below $CTRD_DIR) and the docker.io hosts.toml that ctr_pull hands to ctr
+# off, everything below $CTRD_DIR) and the hosts directory ctr_pull hands to ctr: docker.io's
+# hosts.toml, and with MIRROR_CA one for MIRROR itself, so that a direct pull of
+# MIRROR/REPO:TAG verifies the CA too
 cl_containerd_conf() {
 	local m ca=
 	m=$(cl_mirror)
 	mkdir -p "$CTRD_DIR"/{root,state,opt} "$CTRD_DIR/certs.d/docker.io"
+	find "$CTRD_DIR/certs.d" -mindepth 1 -maxdepth 1 ! -name docker.io -exec rm -rf {} +
 	cat > "$CTRD_DIR/config.toml" <<- EOF
 		version = 2
 		root = "$CTRD_DIR/root"
@@ -291,6 +294,11 @@ cl_containerd_conf() {
 		echo '  capabilities = ["pull", "resolve"]'
 		[ -z "$ca" ] || echo "$ca"
 	} > "$CTRD_DIR/certs.d/docker.io/hosts.toml"
+	if [ -n "$ca" ]; then
+		mkdir -p "$CTRD_DIR/certs.d/$m"
+		printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve", "push"]\n%s\n' \
+			"$m" "$m" "$ca" > "$CTRD_DIR/certs.d/$m/hosts.toml"
+	fi
 }
 
 # containerd_start: containerd on $CTRD_SOCK (log $RL_LOGS/containerd.log), if not running
@@ -510,10 +518,7 @@ rootfs_list() {
 		         (stat.S_ISBLK, "b"), (stat.S_ISFIFO, "p"), (stat.S_ISSOCK, "s"))
 
 		def esc(raw):
-		    # only what would break a line or a field (control bytes, DEL, the backslash itself):
-		    # spaces and UTF-8 stay as they are, so paths compare with other tools' (and
-		    # regslim's reports') spelling of them
-		    return b"".join(b"\\x%02x" % b if b < 0x20 or b in (0x5c, 0x7f) else bytes((b,)) for b in raw)
+		    return "".join(chr(b) if 0x20 < b < 0x7f and b != 0x5c else "\\x%02x" % b for b in raw)
 
 		def file_sha256(path):
 		    h = hashlib.sha256()
@@ -528,24 +533,23 @@ rootfs_list() {
 		    try:
 		        names = sorted(os.listxattr(path, follow_symlinks=False))
 		    except OSError:
-		        return b""
-		    return b",".join(esc(os.fsencode(n)) + b"=" +
-		                     hashlib.sha256(os.getxattr(path, n, follow_symlinks=False)).hexdigest()[:16].encode()
-		                     for n in names)
+		        return ""
+		    return ",".join("%s=%s" % (esc(os.fsencode(n)),
+		                               hashlib.sha256(os.getxattr(path, n, follow_symlinks=False)).hexdigest()[:16])
+		                    for n in names)
 
 		def line(root, path):
 		    st = os.lstat(path)
 		    kind = next((k for test, k in KINDS if test(st.st_mode)), "?")
-		    size, nlink, what = 0, 0, b""
+		    size, nlink, what = 0, 0, ""
 		    if kind == "f":
-		        size, nlink, what = st.st_size, st.st_nlink, file_sha256(path).encode()
+		        size, nlink, what = st.st_size, st.st_nlink, file_sha256(path)
 		    elif kind == "l":
 		        what = esc(os.readlink(path))
 		    elif kind in "cb":
-		        what = b"%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
-		    rel = os.path.relpath(path, root)
-		    return (rel, [esc(rel), kind.encode(), b"%04o" % stat.S_IMODE(st.st_mode), b"%d" % st.st_uid,
-		                  b"%d" % st.st_gid, b"%d" % size, b"%d" % nlink, what, xattrs(path)])
+		        what = "%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))
+		    return (os.path.relpath(path, root), [esc(os.path.relpath(path, root)), kind, "%04o" % stat.S_IMODE(st.st_mode),
+		            str(st.st_uid), str(st.st_gid), str(size), str(nlink), what, xattrs(path)])
 
 		root = os.fsencode(sys.argv[1])
 		rows = []
@@ -555,7 +559,7 @@ rootfs_list() {
 		rows.sort(key=lambda r: r[0])
 		out = sys.stdout.buffer
 		for _, fields in rows:
-		    out.write(b"\t".join(fields) + b"\n")
+		    out.write(("\t".join(fields) + "\n").encode("ascii"))
 	EOF
 }
 
