@@ -518,7 +518,7 @@ rootfs_list() {
 		         (stat.S_ISBLK, "b"), (stat.S_ISFIFO, "p"), (stat.S_ISSOCK, "s"))
 
 		def esc(raw):
-		    return "".join(chr(b) if 0x20 < b < 0x7f and b != 0x5c else "\\x%02x" % b for b in raw)
+		    return "".join(chr(b) if 0x20 <= b < 0x7f and b != 0x5c else "\\x%02x" % b for b in raw)
 
 		def file_sha256(path):
 		    h = hashlib.sha256()
