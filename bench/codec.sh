@@ -3,12 +3,12 @@
 # through regslim's own decoder stage (optimizer/decompress.c), with the
 # igzip and gzip CLIs as reference; then gzip -> zstd -3 recompression through
 # regslim's stages vs `igzip -d | zstd -3 -T2` (the codec floor).
-# Usage: bench/codec.sh   (env: REGSLIM_LAB, RS_SHARED_TOOLS, ROUNDS=3, THREADS=2)
-# Needs the big fixture (built by ../shared/tools/fixtures.sh big if missing).
+# Usage: bench/codec.sh   (env: REGSLIM_LAB, ROUNDS=3, THREADS=2)
+# Needs the big fixture (built by tests/lab/fixtures.sh big if missing).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-T=${RS_SHARED_TOOLS:-$ROOT/../shared/tools}
+T=$ROOT/tests/lab
 export REGSLIM_LAB=${REGSLIM_LAB:-${TMPDIR:-/tmp}/regslim-lab}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}

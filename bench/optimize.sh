@@ -14,11 +14,11 @@
 # gzip inflate zlib vs isa-l is measured by bench/codec.sh (the decoder's).
 #
 # Usage: bench/optimize.sh   env: REGSLIM_LAB (with fixtures/oci/big; built if
-#   missing), REGSLIM_BIN, RS_SHARED_TOOLS, ROUNDS=3, THREADS=2, BIG_LAYER_MIB=2048
+#   missing), REGSLIM_BIN, ROUNDS=3, THREADS=2, BIG_LAYER_MIB=2048
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-T=${RS_SHARED_TOOLS:-$ROOT/../shared/tools}
+T=$ROOT/tests/lab
 export REGSLIM_LAB=${REGSLIM_LAB:-${TMPDIR:-/tmp}/regslim-lab}
 BIN=${REGSLIM_BIN:-$(ls -t "$ROOT"/build*/proxy/regslim 2> /dev/null | head -n 1)}
 ROUNDS=${ROUNDS:-3}

@@ -23,11 +23,11 @@
 # Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (21000; registry BASE+0, regslim
 #      BASE+50), CLIENTS ("skopeo podman ctr docker"), PULL_TIMEOUT (600 s per pull),
 #      FIXTURES_FROM (a lab directory whose fixtures/oci/{big,big-zstd} layouts are copied instead
-#      of building them; default: build with fixtures.sh, ~2-3 min, root), RS_SHARED_TOOLS
-#      (../shared/tools), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
+#      of building them; default: build with tests/lab/fixtures.sh, ~2-3 min, root),
+#      BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-T=$(cd "${RS_SHARED_TOOLS:-$top/../shared/tools}" && pwd)
+T=$top/tests/lab
 REGSLIM_BIN=${REGSLIM_BIN:-$top/build/proxy/regslim}
 export LAB_PORT_BASE=${LAB_PORT_BASE:-21000}
 export PULL_TIMEOUT=${PULL_TIMEOUT:-600}
@@ -42,7 +42,7 @@ ACCEPTS=(-H 'Accept: application/vnd.oci.image.manifest.v1+json'
 
 die() { echo "pull.sh: $*" >&2; exit 1; }
 [ -x "$REGSLIM_BIN" ] || die "REGSLIM_BIN=$REGSLIM_BIN is not executable (build it first: cmake --build build --target regslim)"
-[ -f "$T/clients.sh" ] || die "no clients.sh in $T (set RS_SHARED_TOOLS)"
+[ -f "$T/clients.sh" ] || die "no clients.sh in $T (the test lab is part of the checkout)"
 for c in $CLIENTS; do
 	case $c in skopeo | podman | ctr | docker) ;; *) die "unknown client '$c' in CLIENTS (skopeo podman ctr docker)" ;; esac
 done

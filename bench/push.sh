@@ -27,11 +27,10 @@
 #      regslim BASE+50), PUSH_TIMEOUT (600 s per push), SECRETS_ACTION (warn: with deny the big
 #      image is refused, see docs/performance.md), FIXTURES_FROM (a lab directory whose
 #      fixtures/oci/{big,big-zstd} layouts are copied instead of building them; default: build with
-#      fixtures.sh, ~2-3 min, root), RS_SHARED_TOOLS (../shared/tools), BENCH_NO_DOC=1,
-#      KEEP_LAB=1 (keep the lab directory).
+#      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-T=$(cd "${RS_SHARED_TOOLS:-$top/../shared/tools}" && pwd)
+T=$top/tests/lab
 REGSLIM_BIN=${REGSLIM_BIN:-$top/build/proxy/regslim}
 export LAB_PORT_BASE=${LAB_PORT_BASE:-23000}
 PUSH_TIMEOUT=${PUSH_TIMEOUT:-600}
@@ -45,7 +44,7 @@ ACCEPTS=(-H 'Accept: application/vnd.oci.image.manifest.v1+json'
 
 die() { echo "push.sh: $*" >&2; exit 1; }
 [ -x "$REGSLIM_BIN" ] || die "REGSLIM_BIN=$REGSLIM_BIN is not executable (build it first: cmake --build build --target regslim)"
-[ -f "$T/registry.sh" ] || die "no registry.sh in $T (set RS_SHARED_TOOLS)"
+[ -f "$T/registry.sh" ] || die "no registry.sh in $T (the test lab is part of the checkout)"
 case $SECRETS_ACTION in deny | warn) ;; *) die "SECRETS_ACTION must be deny or warn, not '$SECRETS_ACTION'" ;; esac
 for c in jq skopeo curl htpasswd; do command -v "$c" > /dev/null || die "$c is missing (Debian packages jq skopeo curl apache2-utils)"; done
 INFLATE=igzip

@@ -8,12 +8,12 @@
 #   layers  scan_layer_fd as the gate runs it (inflate + digest + tar walk +
 #           scanner, ELF exemption on) and without the secret scan, seconds;
 #           the findings of the default policy are printed (none expected).
-# Usage: bench/scan.sh   (env: BASE=<git rev>, REGSLIM_LAB, RS_SHARED_TOOLS,
-#        ROUNDS=3). Prints only; the numbers go into docs/performance.md by hand.
+# Usage: bench/scan.sh   (env: BASE=<git rev>, REGSLIM_LAB, ROUNDS=3; the lab: tests/lab).
+#        Prints only; the numbers go into docs/performance.md by hand.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-T=${RS_SHARED_TOOLS:-$ROOT/../shared/tools}
+T=$ROOT/tests/lab
 export REGSLIM_LAB=${REGSLIM_LAB:-${TMPDIR:-/tmp}/regslim-lab}
 ROUNDS=${ROUNDS:-3}
 BASE=${BASE:-HEAD~1}

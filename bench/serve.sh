@@ -12,11 +12,11 @@
 # regslim serves wrong bytes).
 #
 # Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (19000; uses BASE+0, +50),
-#      DURATION (seconds per wrk run, 10), BLOB_MIB (256), RS_SHARED_TOOLS (../shared/tools),
-#      BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
+#      DURATION (seconds per wrk run, 10), BLOB_MIB (256), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the
+#      lab directory). The registry comes from the test lab, tests/lab/registry.sh.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-T=$(cd "${RS_SHARED_TOOLS:-$top/../shared/tools}" && pwd)
+T=$top/tests/lab
 REGSLIM_BIN=${REGSLIM_BIN:-$top/build/proxy/regslim}
 export LAB_PORT_BASE=${LAB_PORT_BASE:-19000}
 DURATION=${DURATION:-10}
@@ -27,7 +27,7 @@ ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json'
 die() { echo "serve.sh: $*" >&2; exit 1; }
 [ -x "$REGSLIM_BIN" ] || die "REGSLIM_BIN=$REGSLIM_BIN is not executable (build it first: cmake --build build --target regslim)"
 command -v wrk > /dev/null || die "wrk is missing (Debian package wrk)"
-[ -f "$T/registry.sh" ] || die "no registry.sh in $T (set RS_SHARED_TOOLS)"
+[ -f "$T/registry.sh" ] || die "no registry.sh in $T (the test lab is part of the checkout)"
 
 REGSLIM_LAB=$(mktemp -d /tmp/rs-bench-XXXXXX)
 export REGSLIM_LAB

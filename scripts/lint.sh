@@ -2,7 +2,9 @@
 # lint.sh: the checks of STYLE.md that the compiler does not make.
 #  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
 #  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl;
-#  - every header compiles alone (each .h is included first in an empty unit).
+#  - every header compiles alone (each .h is included first in an empty unit);
+#  - the repository stands alone: no tracked file names a folder beside the checkout (the old
+#    test tools' path or their variable); the test lab is tests/lab.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -25,5 +27,10 @@ for h in $(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.h$'); do
   fi
 done
 rm -f /tmp/lint-h.$$
+# the pattern is assembled from pieces, so that this line does not match itself
+outside="\\.\\./sha""red|/work/sha""red|RS_SHA""RED_TOOLS"
+if git ls-files -z 2> /dev/null | xargs -0 -r grep -nIE "$outside" --; then
+  echo "lint: a file above names something outside the repository; use tests/lab (issue 9)" >&2; rc=1
+fi
 [ $rc -eq 0 ] && echo "lint: ok"
 exit $rc

@@ -12,7 +12,8 @@
 # Environment (set by ctest; defaults for runs by hand):
 #   REGSLIM_BIN      the binary        (default: $top/build/proxy/regslim, else the newest
 #                                       $top/build*/proxy/regslim)
-#   RS_SHARED_TOOLS  ../shared/tools   (default: $top/../shared/tools)
+#   RS_LAB_DIR       the test lab's scripts: $top/tests/lab (registry.sh, fixtures.sh, clients.sh,
+#                    logproxy.py ...; see tests/lab/README.md), always this checkout's own
 #   LAB_PORT_BASE    first port        (default 18000); regslim listens on BASE+50,
 #                    more instances (regslim_spawn) on BASE+51..59; helper daemons (lab_spawn)
 #                    on BASE+60..79; clients.sh: logging proxy BASE+80, FALLBACK BASE+99
@@ -32,8 +33,7 @@ set -o pipefail
 RS_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck disable=SC2034 # for the tests: the directory of lib.sh and faultproxy.py
 RS_TEST_DIR=$RS_TOP/tests/integration
-RS_SHARED_TOOLS=${RS_SHARED_TOOLS:-$RS_TOP/../shared/tools}
-RS_SHARED_TOOLS=$(cd "$RS_SHARED_TOOLS" 2> /dev/null && pwd || echo "$RS_SHARED_TOOLS")
+RS_LAB_DIR=$RS_TOP/tests/lab
 if [ -z "${REGSLIM_BIN:-}" ]; then
 	REGSLIM_BIN=$RS_TOP/build/proxy/regslim
 	if [ ! -x "$REGSLIM_BIN" ]; then
@@ -41,7 +41,7 @@ if [ -z "${REGSLIM_BIN:-}" ]; then
 		REGSLIM_BIN=${REGSLIM_BIN:-$RS_TOP/build/proxy/regslim}
 	fi
 fi
-export REGSLIM_BIN RS_SHARED_TOOLS
+export REGSLIM_BIN RS_LAB_DIR
 export LAB_PORT_BASE=${LAB_PORT_BASE:-18000}
 export PULL_TIMEOUT=${PULL_TIMEOUT:-90}
 RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
@@ -147,20 +147,20 @@ log_tail() { tail -n "${2:-10}" "$1" 2> /dev/null | sed 's/^/    | /'; }
 
 # ---------------------------------------------------------------- lab
 
-# PY: the system python first, like the shared tools.
+# PY: the system python first, like the lab's scripts.
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
 
 # expect NAME CONDITION WHY: PASS when the shell CONDITION (eval'd) holds, else FAIL NAME: WHY
 expect() { if eval "$2" > /dev/null 2>&1; then pass "$1"; else fail "$1" "$3"; fi; }
 
-# lab_setup: create REGSLIM_LAB=/tmp/rs-XXXXXX (exported, with the tools' marker), set LOGS,
+# lab_setup: create REGSLIM_LAB=/tmp/rs-XXXXXX (exported, with the lab's marker), set LOGS,
 # install the EXIT trap (lab_teardown), and source clients.sh (its functions: skopeo_pull,
 # podman_pull, ctr_pull, docker_pull, lpodman, lctr, ldocker, *_clean, logproxy_*...).
-# Fails the test (exit 1) when REGSLIM_BIN or the tools are missing.
+# Fails the test (exit 1) when REGSLIM_BIN or the lab's clients.sh is missing.
 lab_setup() {
-	if [ ! -f "$RS_SHARED_TOOLS/clients.sh" ]; then
-		echo "FAIL setup: RS_SHARED_TOOLS=$RS_SHARED_TOOLS has no clients.sh"; echo "0 passed, 1 failed"; exit 1
+	if [ ! -f "$RS_LAB_DIR/clients.sh" ]; then
+		echo "FAIL setup: the test lab $RS_LAB_DIR has no clients.sh"; echo "0 passed, 1 failed"; exit 1
 	fi
 	if [ ! -x "$REGSLIM_BIN" ]; then
 		echo "FAIL setup: REGSLIM_BIN=$REGSLIM_BIN is not an executable"; echo "0 passed, 1 failed"; exit 1
@@ -182,7 +182,7 @@ lab_setup() {
 	) > /dev/null 2>&1 < /dev/null &
 	RS_WATCHDOG=$!
 	# shellcheck source=/dev/null
-	. "$RS_SHARED_TOOLS/clients.sh"
+	. "$RS_LAB_DIR/clients.sh"
 	echo "# lab $REGSLIM_LAB, ports $LAB_PORT_BASE.., regslim $REGSLIM_BIN"
 }
 
@@ -213,11 +213,11 @@ lab_teardown() {
 		lab_stop "$f" > /dev/null 2>&1
 	done
 	if [ "${KEEP_LAB:-0}" = 1 ]; then
-		timeout 120 bash "$RS_SHARED_TOOLS/clients.sh" stop_all > /dev/null 2>&1
-		timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" stop all > /dev/null 2>&1
+		timeout 120 bash "$RS_LAB_DIR/clients.sh" stop_all > /dev/null 2>&1
+		timeout 60 bash "$RS_LAB_DIR/registry.sh" stop all > /dev/null 2>&1
 		echo "# kept $REGSLIM_LAB"
 	else
-		timeout 180 bash "$RS_SHARED_TOOLS/clients.sh" teardown > /dev/null 2>&1 \
+		timeout 180 bash "$RS_LAB_DIR/clients.sh" teardown > /dev/null 2>&1 \
 			|| echo "# teardown of $REGSLIM_LAB did not finish cleanly"
 	fi
 	exit $rc
@@ -285,33 +285,33 @@ wait_port() {
 # REG_TOKEN, LOGPROXY, LAB_USER, LAB_PASS ... (registry.sh env). Exits the test on failure.
 upstream_start() {
 	local what=${1:-plain} fx=${2:-tiny-only}
-	if ! timeout 120 bash "$RS_SHARED_TOOLS/registry.sh" start "$what" > "$LOGS/upstream-start.log" 2>&1; then
+	if ! timeout 120 bash "$RS_LAB_DIR/registry.sh" start "$what" > "$LOGS/upstream-start.log" 2>&1; then
 		fail "upstream_start" "registry.sh start $what failed:"; log_tail "$LOGS/upstream-start.log"; finish
 	fi
-	if [ "$fx" != none ] && ! timeout 300 bash "$RS_SHARED_TOOLS/fixtures.sh" "$fx" > "$LOGS/fixtures.log" 2>&1; then
+	if [ "$fx" != none ] && ! timeout 300 bash "$RS_LAB_DIR/fixtures.sh" "$fx" > "$LOGS/fixtures.log" 2>&1; then
 		fail "upstream_start" "fixtures.sh $fx failed:"; log_tail "$LOGS/fixtures.log"; finish
 	fi
-	eval "$(bash "$RS_SHARED_TOOLS/registry.sh" env)"
+	eval "$(bash "$RS_LAB_DIR/registry.sh" env)"
 	REG_LOG=$LOGS/registry-${REG_PLAIN##*:}.log
 	REG_DATA=$REGSLIM_LAB/registry/data-${REG_PLAIN##*:}
 }
 
-# upstream_also auth|token: after upstream_start, start one more registry of the shared tools (its
+# upstream_also auth|token: after upstream_start, start one more registry of the lab (its
 # fixtures are pushed there only when it runs while fixtures.sh pushes) and read the environment
 # again. Exits the test (FAIL upstream_<name>_start) on failure.
 upstream_also() {
-	if ! timeout 120 bash "$RS_SHARED_TOOLS/registry.sh" start "$1" > "$LOGS/upstream-$1.log" 2>&1; then
+	if ! timeout 120 bash "$RS_LAB_DIR/registry.sh" start "$1" > "$LOGS/upstream-$1.log" 2>&1; then
 		fail "upstream_$1_start" "$(tail -n 2 "$LOGS/upstream-$1.log")"
 		finish
 	fi
-	eval "$(bash "$RS_SHARED_TOOLS/registry.sh" env)"
+	eval "$(bash "$RS_LAB_DIR/registry.sh" env)"
 }
 
 # upstream_stop [plain|auth|token|all]: stop a registry (its storage stays).
-upstream_stop() { timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" stop "${1:-plain}" > /dev/null 2>&1; }
+upstream_stop() { timeout 60 bash "$RS_LAB_DIR/registry.sh" stop "${1:-plain}" > /dev/null 2>&1; }
 
 # upstream_restart [plain|...]: start it again on the same port and storage.
-upstream_restart() { timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" start "${1:-plain}" > /dev/null 2>&1; }
+upstream_restart() { timeout 60 bash "$RS_LAB_DIR/registry.sh" start "${1:-plain}" > /dev/null 2>&1; }
 
 # ---------------------------------------------------------------- regslim
 

@@ -16,7 +16,7 @@
 # /metrics, one JSON log line per request; graceful SIGTERM during a slow download. One line per check (PASS name / FAIL name: why), then
 # "N passed, N failed"; exit status non-zero on any failure.
 #
-# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE, RS_SHARED_TOOLS.
+# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-240} # lib.sh's watchdog bounds the whole test

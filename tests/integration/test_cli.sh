@@ -5,7 +5,7 @@
 # (clear message, non-zero exit) and with a bad configuration; usage errors (exit 2). No upstream
 # registry is needed. One line per check, then "N passed, N failed"; non-zero exit on failure.
 #
-# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE, RS_SHARED_TOOLS.
+# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-120} # lib.sh's watchdog bounds the whole test

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# test_gate_token.sh: the push gate (issue 5) in front of a BEARER-TOKEN upstream (the shared
-# tools' docker-registry with token auth and tokenserver.py), and multi-arch indexes in every mode.
+# test_gate_token.sh: the push gate (issue 5) in front of a BEARER-TOKEN upstream (the lab's
+# docker-registry with token auth and tokenserver.py), and multi-arch indexes in every mode.
 # Clients push to regslim as an htpasswd user of regslim's own; regslim logs in to the upstream
 # with its configured account (lab) through the token server, asking for a push scope, and the
 # client's user and password never reach the upstream. A good image lands optimized (pulled from

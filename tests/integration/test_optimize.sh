@@ -21,7 +21,7 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
 . "$(dirname "$0")/lib.sh"
 lab_setup
 
-T=$RS_SHARED_TOOLS
+T=$RS_LAB_DIR
 W=$REGSLIM_LAB/opt
 mkdir -p "$W"
 OCI=$REGSLIM_LAB/fixtures/oci
@@ -163,84 +163,6 @@ check_oci_manifest() { # LAYOUT MANIFEST_DIGEST NLAYERS
 			return 1
 		}
 	done
-}
-
-# gen_edge DIR: an OCI layout (tag "latest") whose two layers hold the layer edge
-# cases: hard links to a stripped target and to an overwritten file, a
-# whiteout, an opaque directory, a file replacing a directory, an identical
-# rewrite, devices, a fifo, xattrs, sub-second mtimes, long names (GNU),
-# owners, symlinks. Layer 1 is gzip (GNU format), layer 2 an uncompressed pax
-# tar. Seeded: the same bytes every run.
-gen_edge() {
-	python3 - "$1" << 'PYEOF' && layout_of "$1" "gz:$1.l1.tar" "$1.l2.tar"
-import io, sys, tarfile
-out = sys.argv[1]
-def layer(entries, fmt):
-    bio = io.BytesIO()
-    t = tarfile.open(fileobj=bio, mode="w", format=fmt)
-    for e in entries:
-        ti = tarfile.TarInfo(e["name"])
-        ti.mtime = e.get("mtime", 1747699200)
-        ti.mode = e.get("mode", 0o755 if e.get("type") == "d" else 0o644)
-        ti.uid, ti.gid = e.get("uid", 0), e.get("gid", 0)
-        ti.uname, ti.gname = "root", "root"
-        data = e.get("data")
-        kind = e.get("type", "f")
-        if kind == "d": ti.type = tarfile.DIRTYPE
-        elif kind == "h": ti.type, ti.linkname = tarfile.LNKTYPE, e["link"]
-        elif kind == "l": ti.type, ti.linkname = tarfile.SYMTYPE, e["link"]
-        elif kind == "c": ti.type, ti.devmajor, ti.devminor = tarfile.CHRTYPE, 1, 3
-        elif kind == "p": ti.type = tarfile.FIFOTYPE
-        if "pax" in e: ti.pax_headers = e["pax"]
-        if data is not None: ti.size = len(data)
-        t.addfile(ti, io.BytesIO(data) if data is not None else None)
-    t.close()
-    return bio.getvalue()
-long = "usr/lib/" + "/".join("component%02d" % i for i in range(12)) + "/a-file-with-a-long-name.txt"
-l1 = layer([
-    {"name": "bin", "type": "d"},
-    {"name": "bin/sh", "data": b"#!/bin/sh shell\n", "mode": 0o755},
-    {"name": "bin/sh-link", "type": "h", "link": "bin/sh"},
-    {"name": "bin/ln", "type": "l", "link": "sh"},
-    {"name": "etc", "type": "d"},
-    {"name": "etc/gone", "data": b"gone\n"},
-    {"name": "etc/owned", "data": b"owned\n", "uid": 1000, "gid": 1000, "mode": 0o600},
-    {"name": "data", "type": "d"},
-    {"name": "data/a", "data": b"a" * 1000},
-    {"name": "data/sub", "type": "d"},
-    {"name": "data/sub/b", "data": b"b" * 3000},
-    {"name": "usr", "type": "d"}, {"name": "usr/share", "type": "d"}, {"name": "usr/share/doc", "type": "d"},
-    {"name": "usr/share/doc/p", "type": "d"},
-    {"name": "usr/share/doc/p/README", "data": b"docs, linked twice\n" * 10},
-    {"name": "usr/share/doc/p/copyright", "data": b"(c) someone\n"},
-    {"name": "usr/lib", "type": "d"},
-    {"name": "usr/lib/x", "type": "d"},
-    {"name": "usr/lib/x/__pycache__", "type": "d"},
-    {"name": "usr/lib/x/__pycache__/m.cpython-311.pyc", "data": b"\x42\x0d\x0d\x0a" * 50},
-    {"name": long, "data": b"long name\n"},
-    {"name": "opt", "type": "d"},
-    {"name": "opt/inside", "data": b"replaced with its directory\n"},
-    {"name": "dev", "type": "d"},
-    {"name": "dev/null", "type": "c", "mode": 0o666},
-    {"name": "dev/fifo", "type": "p"},
-    {"name": "var", "type": "d"}, {"name": "var/tmp", "type": "d", "mode": 0o1777},
-    {"name": "var/tmp/junk", "data": b"junk" * 100},
-], tarfile.GNU_FORMAT)
-l2 = layer([
-    {"name": "etc/.wh.gone", "data": b""},
-    {"name": "data/.wh..wh..opq", "data": b""},
-    {"name": "data/new", "data": b"n" * 700},
-    {"name": "bin/sh", "data": b"#!/bin/sh shell\n", "mode": 0o755},
-    {"name": "bin/tool", "type": "h", "link": "usr/share/doc/p/README"},
-    {"name": "bin/tool2", "type": "h", "link": "usr/share/doc/p/README"},
-    {"name": "opt", "data": b"a file where a directory was\n"},
-    {"name": "usr/lib/x/new.py", "data": b"print(2)\n"},
-    {"name": "usr/lib/xattr-file", "data": b"with xattrs\n",
-     "pax": {"SCHILY.xattr.user.test": "value-1", "mtime": "1747699200.123456789"}},
-], tarfile.PAX_FORMAT)
-open(out + ".l1.tar", "wb").write(l1)
-open(out + ".l2.tar", "wb").write(l2)
-PYEOF
 }
 
 # layout_of DIR TAR...: an OCI layout (tag "latest") whose layers are the given
@@ -483,7 +405,12 @@ fi
 
 # ---------------------------------------------------------------- generated edge cases
 
-gen_edge "$W/edge"
+# the edge-case image (hard links to a stripped target and to an overwritten file,
+# whiteouts, an opaque directory, a file over a directory, devices, a fifo, xattrs,
+# sub-second mtimes, long GNU names, owners; layer 2 uncompressed): tests/lab/imagegen.py
+if ! timeout 120 bash "$T/fixtures.sh" edge "$W/edge" > "$LOGS/fixtures-edge.log" 2>&1; then
+	fail "edge: fixture" "fixtures.sh edge failed: $(tail -3 "$LOGS/fixtures-edge.log" | tr '\n' ' ')"
+fi
 if listing "$W/edge:latest" "$W/edge-in.lst"; then
 	expected_stripped "$W/edge-in.lst" > "$W/edge-exp.lst"
 	check "edge: expected stripped set" bash -c "cat $W/edge-exp.lst; grep -qx usr/share/doc/p/README $W/edge-exp.lst &&

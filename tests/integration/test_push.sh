@@ -10,7 +10,8 @@ lab_setup
 upstream_start
 
 TINY_OCI=$REGSLIM_LAB/fixtures/oci/tiny
-TINY_MANIFEST=sha256:3db3a21e6d4081d5aa3c3715ff04f226f53ee666bd36d87e396bc714f4860e43
+# the OCI manifest of the tiny fixture's layout (tag latest): what skopeo pushes from oci:
+TINY_MANIFEST=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$TINY_OCI/index.json")
 CONF=$REGSLIM_LAB/push
 mkdir -p "$CONF"
 htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null

@@ -20,7 +20,7 @@
 # credentials give the client a registry error (regslim keeps running); credentials never reach
 # the default upstream. One line per check, then "N passed, N failed"; non-zero exit on failure.
 #
-# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE, RS_SHARED_TOOLS.
+# Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-240} # lib.sh's watchdog bounds the whole test
@@ -66,7 +66,7 @@ logproxy_start "$LP" "$REG_PLAIN" > "$LOGS/logproxy-start.log" 2>&1 || {
 	finish
 }
 lab_on_exit logproxy_stop
-lab_spawn aux-lptoken "$LOGS/logproxy-token.err" "$PY" "$RS_SHARED_TOOLS/logproxy.py" \
+lab_spawn aux-lptoken "$LOGS/logproxy-token.err" "$PY" "$RS_LAB_DIR/logproxy.py" \
 	--listen "$LPT" --upstream "$REG_TOKEN" --log "$LOGS/logproxy-token.jsonl"
 wait_port "${LPT##*:}" 10 || { fail setup_logproxy_token "$(tail -n 2 "$LOGS/logproxy-token.err")"; finish; }
 
@@ -125,7 +125,7 @@ EOF
 lab_spawn aux-rdrreg "$LOGS/registry-redirect.log" docker-registry serve "$REGSLIM_LAB/registry/config-redirect.yml"
 lab_spawn aux-rdrfs "$LOGS/redirect-fileserver.log" "$PY" -m http.server --bind 127.0.0.1 \
 	--directory "$REGSLIM_LAB/registry/data-${REG_AUTH##*:}" "${RDR_FS##*:}"
-lab_spawn aux-rdrlp "$LOGS/logproxy-redirect.err" "$PY" "$RS_SHARED_TOOLS/logproxy.py" \
+lab_spawn aux-rdrlp "$LOGS/logproxy-redirect.err" "$PY" "$RS_LAB_DIR/logproxy.py" \
 	--listen "127.0.0.1:$RDR_LP_PORT" --upstream "$RDR_FS" --log "$LOGS/logproxy-redirect.jsonl"
 wait_port "${RDR##*:}" 20 && wait_port "${RDR_FS##*:}" 10 && wait_port "$RDR_LP_PORT" 10
 head -c 300003 /dev/urandom > "$W/rb"
@@ -191,7 +191,7 @@ expect route_ns_token_head "[ '$st' = 200 ] && [ '$(head_of tm3 OCI-Namespace)' 
 
 # a cached token that the registry no longer accepts (new signing key): regslim fetches a new one
 rm -f "$REGSLIM_LAB/registry/token/key.pem" "$REGSLIM_LAB/registry/token/cert.pem"
-timeout 60 bash "$RS_SHARED_TOOLS/registry.sh" restart token > "$LOGS/token-restart.log" 2>&1
+timeout 60 bash "$RS_LAB_DIR/registry.sh" restart token > "$LOGS/token-restart.log" 2>&1
 rc=$?
 TT=$(curl -s --max-time 10 -u "$CREDS" \
 	"http://$TOKEN_SERVER/token?service=$TOKEN_SERVICE&scope=repository:lab/rnd:pull,push" | jq -r '.token // .access_token')

@@ -77,8 +77,8 @@ rl_need() {
 	fi
 }
 
-# rl_pid NAME: the recorded PID of NAME, or nothing.
-rl_pid() { cat "$RL_RUN/$1.pid" 2> /dev/null; }
+# rl_pid NAME: the recorded PID of NAME, or nothing (status 0 either way: callers run under set -e).
+rl_pid() { cat "$RL_RUN/$1.pid" 2> /dev/null || true; }
 
 rl_alive() {
 	local pid cmd

@@ -2,7 +2,7 @@
  * (proxy/upstream_push.c), which sends gated images upstream with regslim's
  * own credentials.
  *
- * (a) Against the real docker-registry 2.8 of the shared tools (plain,
+ * (a) Against the real docker-registry 2.8 of the test lab (plain,
  *     htpasswd and bearer-token registries; tests/fixtures/lab.h starts and
  *     stops them in a lab of this suite's own), read back with the pull
  *     client (upstream.h): an image, its blobs skipped when present, an
