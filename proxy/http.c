@@ -28,6 +28,10 @@
  * so that the connection notifier can look at them (tls_sniff_mixup). Every
  * HTTP or TLS client speaks first; a silent one is accepted after it anyway. */
 #define DEFER_ACCEPT_S 5
+/* Without sendfile (TLS), MHD reads a file body 4 KiB at a time and sends
+ * each piece as its own TLS record; reading 64 KiB lets GnuTLS fill whole
+ * 16 KiB records (bench/serve.sh: about 1.5x the blob throughput). */
+#define TLS_FILE_BLOCK (64 * 1024)
 
 struct http_server {
 	struct MHD_Daemon *daemon;
@@ -173,6 +177,45 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		tls_server_conn_closed(s->tls, *socket_context, si ? si->tls_session : NULL, peer);
 		*socket_context = NULL;
 	}
+}
+
+/* A file body read with pread in TLS_FILE_BLOCK pieces (see http_response_from_fd). */
+struct fd_body {
+	int fd;
+	uint64_t offset;
+};
+
+static ssize_t fd_body_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct fd_body *b = cls;
+	ssize_t n;
+	do
+		n = pread(b->fd, buf, max, (off_t)(b->offset + pos));
+	while (n < 0 && errno == EINTR);
+	/* 0 here means the file is shorter than the length announced. */
+	return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void fd_body_free(void *cls)
+{
+	struct fd_body *b = cls;
+	close(b->fd);
+	free(b);
+}
+
+struct MHD_Response *http_response_from_fd(int fd, uint64_t offset, uint64_t len, bool tls)
+{
+	if (!tls)
+		return MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)offset);
+	struct fd_body *b = malloc(sizeof(*b));
+	if (!b)
+		return NULL;
+	b->fd = fd;
+	b->offset = offset;
+	struct MHD_Response *resp = MHD_create_response_from_callback(len, TLS_FILE_BLOCK, fd_body_read, b, fd_body_free);
+	if (!resp)
+		free(b);
+	return resp;
 }
 
 /* Parse "ADDR:PORT" / "[V6]:PORT" into a socket address. */

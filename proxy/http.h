@@ -40,6 +40,12 @@ struct request {
 struct http_server;
 struct tls_info;
 
+/* A response with len bytes of fd from offset, taking fd (closed with the
+ * response). Plain HTTP: MHD's own fd response (sendfile); tls: read in
+ * 64 KiB pieces, so that TLS records are full. NULL on allocation failure,
+ * and then fd is still the caller's. */
+struct MHD_Response *http_response_from_fd(int fd, uint64_t offset, uint64_t len, bool tls);
+
 /* Start listening on cfg->listen and serving reg (borrowed; both must
  * outlive the server), over TLS when cfg->tls.enabled (tls.h; its errors).
  * RS_IO with the address when binding fails. */

@@ -238,6 +238,15 @@ fi
 http_get "https://$TLS_HP/v2/lab/big/blobs/$BIG_D" --cacert "$CA" -o /dev/null ||
 	fail "warm the big blob" "GET failed"
 
+# a range of a cached blob over TLS (read in pieces, not sendfile)
+if curl -sS -f --max-time 30 --cacert "$CA" -r 1000000-3099999 -o "$REGSLIM_LAB/range.bin" \
+	"https://$TLS_HP/v2/lab/big/blobs/$BIG_D" 2> "$LOGS/range.err"; then
+	expect_eq "a range of a cached blob over https" "$(sha256sum < "$REGSLIM_LAB/range.bin")" \
+		"$(tail -c +1000001 "$BIG" | head -c 2100000 | sha256sum)"
+else
+	fail "a range of a cached blob over https" "$(cat "$LOGS/range.err")"
+fi
+
 RS_PID=$(lab_pid regslim-tls)
 SLOW=$REGSLIM_LAB/big-slow.bin
 curl -sS --max-time 60 --limit-rate 4M --cacert "$CA" -o "$SLOW" "https://$TLS_HP/v2/lab/big/blobs/$BIG_D" \
