@@ -323,6 +323,12 @@ if client_usable podman; then
 	else
 		fail "podman over TLS" "$(tail -n 2 "$LOGS/podman-tls.log" | tr '\n' ' ')"
 	fi
+	podman_clean
+	rc=0
+	MIRROR_CA=$PKI/otherca.crt podman_pull -q docker.io/library/tiny:latest > "$LOGS/podman-tls-wrong.log" 2>&1 || rc=$?
+	expect "podman refuses the mirror when it trusts another CA" \
+		"[ $rc != 0 ] && grep -q 'certificate signed by unknown authority' '$LOGS/podman-tls-wrong.log'" \
+		"exit $rc: $(tail -n 1 "$LOGS/podman-tls-wrong.log")"
 else
 	skip podman "$RS_CLIENT_WHY"
 fi
@@ -333,6 +339,12 @@ if client_usable ctr; then
 	else
 		fail "ctr over TLS" "$(tail -n 2 "$LOGS/ctr-tls.log" | tr '\n' ' ')"
 	fi
+	ctr_clean > /dev/null 2>&1
+	rc=0
+	MIRROR_CA=$PKI/otherca.crt ctr_pull docker.io/library/tiny:latest > "$LOGS/ctr-tls-wrong.log" 2>&1 || rc=$?
+	expect "ctr refuses the mirror when it trusts another CA" \
+		"[ $rc != 0 ] && grep -q 'certificate signed by unknown authority' '$LOGS/ctr-tls-wrong.log'" \
+		"exit $rc: $(tail -n 1 "$LOGS/ctr-tls-wrong.log")"
 else
 	skip ctr "$RS_CLIENT_WHY"
 fi
@@ -346,6 +358,15 @@ if client_usable docker; then
 		else
 			fail "dockerd over TLS" "$(tail -n 2 "$LOGS/docker-tls.log" | tr '\n' ' ') (mirror log: $(grep -c '"request"' "$LOGS/regslim-v6.log") requests)"
 		fi
+		# with another CA dockerd refuses the mirror and falls back to Docker Hub (unreachable here)
+		docker_clean > /dev/null 2>&1
+		n0=$(grep -c '"path":"/v2/library/tiny/manifests/' "$LOGS/regslim-v6.log")
+		rc=0
+		DOCKER_MIRROR=$V6_HP MIRROR_CA=$PKI/otherca.crt docker_pull tiny > "$LOGS/docker-tls-wrong.log" 2>&1 || rc=$?
+		n1=$(grep -c '"path":"/v2/library/tiny/manifests/' "$LOGS/regslim-v6.log")
+		expect "dockerd refuses the mirror when it trusts another CA (handshakes fail, no request reaches it)" \
+			"[ $rc != 0 ] && [ $n1 = $n0 ] && regslim_log_has 'connection from \\[::1\\]:[0-9]+ closed before any request' '$LOGS/regslim-v6.log'" \
+			"exit $rc, manifest requests before $n0 after $n1"
 		dockerd_stop > /dev/null 2>&1
 	fi
 else
