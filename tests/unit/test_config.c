@@ -643,14 +643,15 @@ START_TEST(every_allocation_failure_gives_nomem)
 {
 	setenv("RS_TEST_LAB_PASS", "env-secret", 1);
 	write_file("pass", "file-secret\n");
-	char text[1024];
+	char text[2048];
 	snprintf(text, sizeof(text),
 	         "{\"listen\": \"0.0.0.0:5000\", \"cache\": {\"max_bytes\": \"1GiB\"}, \"log\": {\"level\": \"warn\"},"
 	         " \"upstreams\": [{\"name\": \"docker.io\", \"url\": \"http://127.0.0.1:18000/\","
 	         " \"auth\": {\"username\": \"lab\", \"password_env\": \"RS_TEST_LAB_PASS\"}},"
 	         " {\"name\": \"ghcr.io\", \"url\": \"https://ghcr.io\", \"default\": true,"
-	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}]}",
-	         fixture_path("pass"));
+	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}],"
+	         " \"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\", \"client_ca_file\": \"%s\"}}",
+	         fixture_path("pass"), fixture_path("pass"), fixture_path("pass"), fixture_path("pass"));
 	const char *path = write_file("regslim.json", text);
 	long n;
 	struct rs_config cfg;
@@ -697,6 +698,16 @@ START_TEST(every_allocation_failure_gives_nomem)
 			break;
 		ck_assert_int_eq(rc, RS_NOMEM);
 		ck_assert_str_eq(cfg.listen, "0.0.0.0:5000"); /* unchanged on failure */
+	}
+	for (long m = 0;; m++) {
+		budget_on(m, true);
+		enum rs_code rc = config_override_tls(&cfg, fixture_path("regslim.json"), fixture_path("pass"),
+		                                      fixture_path("regslim.json"), &err);
+		budget_off();
+		if (rc == RS_OK)
+			break;
+		ck_assert_int_eq(rc, RS_NOMEM);
+		ck_assert_str_eq(cfg.tls.cert_file, fixture_path("pass")); /* unchanged on failure */
 	}
 	for (long m = 0;; m++) {
 		char *buf = NULL;
