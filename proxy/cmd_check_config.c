@@ -21,7 +21,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: regslim check-config FILE\n"
 	           "  Validate the configuration FILE and print the effective configuration\n"
-	           "  (defaults filled in, passwords shown as their source) as JSON.\n"
+	           "  (defaults filled in, passwords shown as their source) as JSON. With a\n"
+	           "  tls section it also parses the certificate, key and client CA files.\n"
 	           "  Exit status: 0 valid, 1 invalid, 2 usage error.\n");
 }
 
