@@ -70,6 +70,7 @@ const char *rs_code_name(enum rs_code code)
 		[RS_RANGE] = "range",
 		[RS_TIMEOUT] = "timeout",
 		[RS_CONFIG] = "config",
+		[RS_THROTTLED] = "throttled",
 	};
 	if ((unsigned)code >= RS_CODE_COUNT || !names[code])
 		return "unknown";

@@ -30,6 +30,7 @@ enum rs_code {
 	RS_RANGE,           /* unsatisfiable byte range */
 	RS_TIMEOUT,         /* a bounded wait ran out */
 	RS_CONFIG,          /* invalid configuration */
+	RS_THROTTLED,       /* too many attempts: try again later */
 	RS_CODE_COUNT
 };
 

@@ -279,6 +279,25 @@ static bool glob_inside_image(const char *g)
 	}
 }
 
+static size_t strcount(const char *s, char c)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += *s == c;
+	return n;
+}
+
+/* At most RS_LIMIT_GLOB_COMPONENTS components per glob: the matcher's
+ * bound (strip.h). */
+static enum rs_code check_glob_depth(char *const *globs, size_t n, const struct jsonload *ld, const char *path)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcount(globs[i] + strspn(globs[i], "/"), '/') >= RS_LIMIT_GLOB_COMPONENTS)
+			return jsonload_fail(ld, RS_CONFIG, path, "[%zu]: glob has more than %d components, got \"%.80s\"", i,
+					     RS_LIMIT_GLOB_COMPONENTS, globs[i]);
+	return RS_OK;
+}
+
 /* Check the globs, then drop their leading '/'. */
 static enum rs_code check_path_globs(char **globs, size_t n, const struct jsonload *ld, const char *path)
 {
@@ -290,7 +309,7 @@ static enum rs_code check_path_globs(char **globs, size_t n, const struct jsonlo
 		size_t skip = strspn(globs[i], "/");
 		memmove(globs[i], globs[i] + skip, strlen(globs[i] + skip) + 1);
 	}
-	return RS_OK;
+	return check_glob_depth(globs, n, ld, path);
 }
 
 static enum rs_code load_secrets(struct rs_gate_policy *p, const struct jsonload *ld, const char *path, const json_t *x)
@@ -353,7 +372,8 @@ static enum rs_code load_rules(struct rs_gate_policy *p, const struct jsonload *
 	if ((x = json_object_get(v, "allowed_bases")) && (rc = load_bases(p, ld, KP("allowed_bases"), x)))
 		return rc;
 	if ((x = json_object_get(v, "forbidden_paths")) &&
-	    (rc = load_list(&p->forbidden_paths, ld, KP("forbidden_paths"), x, "paths", "path globs")))
+	    ((rc = load_list(&p->forbidden_paths, ld, KP("forbidden_paths"), x, "paths", "path globs")) ||
+	     (rc = check_glob_depth(p->forbidden_paths.items, p->forbidden_paths.count, ld, KP("forbidden_paths.paths")))))
 		return rc;
 	if ((x = json_object_get(v, "secrets")) && (rc = load_secrets(p, ld, KP("secrets"), x)))
 		return rc;

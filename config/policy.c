@@ -245,6 +245,7 @@ static enum rs_code check_glob(const struct jsonload *ld, const char *path, cons
 	if (strlen(g) > 4096)
 		return jsonload_fail(ld, RS_CONFIG, path, "glob is longer than 4096 bytes");
 	const char *c = g;
+	size_t components = 0;
 	while (*c) {
 		const char *e = strchr(c, '/');
 		size_t n = e ? (size_t)(e - c) : strlen(c);
@@ -252,6 +253,9 @@ static enum rs_code check_glob(const struct jsonload *ld, const char *path, cons
 			return jsonload_fail(ld, RS_CONFIG, path,
 				    "expected a relative path glob without empty, '.' or '..' components, got \"%s\"",
 				    shown);
+		if (++components > RS_LIMIT_GLOB_COMPONENTS)
+			return jsonload_fail(ld, RS_CONFIG, path, "glob has more than %d components, got \"%s\"",
+					     RS_LIMIT_GLOB_COMPONENTS, shown);
 		c += n;
 		if (*c == '/')
 			c++;

@@ -46,6 +46,13 @@
 /* Tar: all raw header bytes of one entry (extension headers, their payloads,
  * old GNU sparse extension blocks and the ustar header) are held at once. */
 #define RS_LIMIT_TAR_HEADER_MAX_BYTES (4u * 1024 * 1024)
+/* Tar: an entry's path and hard-link target, after normalisation: bytes
+ * (Linux's PATH_MAX, so every path a runtime can create fits) and
+ * components. Longer names (pax and GNU long names allow ~1 MiB) are
+ * refused: they cannot be unpacked, and every stage that walks a path is
+ * bounded by them. */
+#define RS_LIMIT_TAR_PATH_BYTES 4096
+#define RS_LIMIT_TAR_PATH_DEPTH 1024
 /* Tar: xattrs kept per entry from pax SCHILY.xattr.* / LIBARCHIVE.xattr.*. */
 #define RS_LIMIT_TAR_XATTRS_MAX 1024
 /* Path tables in squash / dedupe are capped by entry count. */
@@ -95,6 +102,9 @@
 /* Strip rules per policy (built-in plus custom) and globs per rule list. */
 #define RS_LIMIT_POLICY_RULES_MAX 64
 #define RS_LIMIT_POLICY_GLOBS_MAX 256
+/* Components of one glob (strip rules, forbidden paths): the matcher keeps
+ * one bit per component position. */
+#define RS_LIMIT_GLOB_COMPONENTS 63
 /* Layers per image and manifests per index we accept. */
 #define RS_LIMIT_IMAGE_LAYERS_MAX 1024
 #define RS_LIMIT_INDEX_MANIFESTS_MAX 1024
@@ -120,6 +130,9 @@
 #define RS_LIMIT_OPT_FAILURE_TTL_S 300
 /* Optimizations running at once (worker threads); more wait their turn. */
 #define RS_LIMIT_OPT_WORKERS 2
+/* Longest one optimized-pull optimization may hold a worker; past it the job
+ * fails (remembered for RS_LIMIT_OPT_FAILURE_TTL_S) and the original is served. */
+#define RS_LIMIT_OPT_MAX_S 900
 /* Result and report files read back from <data_dir>/optimized/. */
 #define RS_LIMIT_OPT_RESULT_MAX_BYTES (64u * 1024)
 #define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)
@@ -135,5 +148,15 @@
  * long (the same TTL as approved base resolutions, which a check depends on). */
 #define RS_LIMIT_GATE_MEMO_ENTRIES 256
 #define RS_LIMIT_GATE_MEMO_TTL_S RS_LIMIT_GATE_BASE_TTL_S
+
+/* Failed password logins (proxy/login_guard.h): free failures per user at
+ * one address and per address, the longest back-off, when a streak is
+ * forgotten, and the keys tracked (a fixed table, probed this far). */
+#define RS_LIMIT_LOGIN_FREE_FAILURES 5
+#define RS_LIMIT_LOGIN_FREE_FAILURES_ADDR 20
+#define RS_LIMIT_LOGIN_BACKOFF_MAX_S 60
+#define RS_LIMIT_LOGIN_FORGET_S 900
+#define RS_LIMIT_LOGIN_TRACKED 8192
+#define RS_LIMIT_LOGIN_PROBE 16
 
 #endif

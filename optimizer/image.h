@@ -22,6 +22,9 @@
 #define IMAGE_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define IMAGE_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
 #define IMAGE_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+/* Docker schema 1, which the read side passes through but never makes. */
+#define IMAGE_MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1+json"
+#define IMAGE_MT_DOCKER_V1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 /* Annotations the optimizer puts on what it writes. */
 #define IMAGE_ANN_SOURCE "io.regslim.source.digest"

@@ -43,6 +43,8 @@
 #include "policy.h"
 #include "report.h"
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,11 +65,20 @@ struct pipeline_opts {
 	enum codec_inflate_impl inflate;
 	pipeline_progress_fn progress; /* may be NULL; called often, from this thread */
 	void *progress_ctx;
+	/* Stop early, between two reads of at most 256 KiB: when *cancel
+	 * becomes true (may be NULL; another thread sets it, e.g. at shutdown),
+	 * or once CLOCK_MONOTONIC passes deadline_ms (0: none). pipeline_run
+	 * then fails with RS_TIMEOUT and DST is untouched. */
+	const _Atomic bool *cancel;
+	uint64_t deadline_ms;
 };
 
 /* The SHA-256 digest of the policy's canonical form into out. RS_NOMEM. */
 RS_MUST_CHECK enum rs_code pipeline_policy_digest(char out[DIGEST_STR_SIZE], const struct policy *p,
 						  struct rs_err *err);
+
+/* Milliseconds of CLOCK_MONOTONIC, for pipeline_opts.deadline_ms. */
+uint64_t pipeline_now_ms(void);
 
 /* Run the optimization described by o and fill rep (report_init'ed by the
  * caller, report_dispose'd by the caller also on error). */

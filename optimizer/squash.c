@@ -45,7 +45,7 @@ struct node {
 	uint32_t parent, first_child, next_sibling, hnext;
 	uint32_t name_off, name_len;
 	uint32_t cur;
-	uint64_t inc, keep;
+	uint32_t sstate; /* strip state of the path (strip_states), 0 without strip */
 };
 
 struct squash_plan {
@@ -67,6 +67,7 @@ struct squash_plan {
 	struct squash_layer_stats *lstats;
 	struct squash_stats stats;
 	uint64_t *rule_bytes, *rule_entries;
+	struct strip_states *sstates; /* NULL without strip rules */
 	char *scratch;
 	size_t scratch_cap;
 	uint32_t *stack;
@@ -171,7 +172,14 @@ enum rs_code squash_new(struct squash_plan **out, const struct squash_opts *opts
 		squash_free(p);
 		return nomem(err);
 	}
-	memset(&p->nodes[0], 0, sizeof(p->nodes[0]));
+	if (opts->strip) {
+		enum rs_code src = strip_states_new(&p->sstates, opts->strip, err);
+		if (src != RS_OK) {
+			squash_free(p);
+			return src;
+		}
+	}
+	memset(&p->nodes[0], 0, sizeof(p->nodes[0])); /* sstate 0: the root's */
 	p->nodes[0].parent = NONE;
 	p->nodes[0].first_child = NONE;
 	p->nodes[0].next_sibling = NONE;
@@ -194,6 +202,7 @@ void squash_free(struct squash_plan *p)
 	free(p->lstats);
 	free(p->rule_bytes);
 	free(p->rule_entries);
+	strip_states_free(p->sstates);
 	free(p->scratch);
 	free(p->stack);
 	free(p);
@@ -266,8 +275,7 @@ static enum rs_code check_room(struct squash_plan *p, struct rs_err *err)
 	return RS_OK;
 }
 
-/* Node of the component path[start..start+len) below parent; prefix_len is
- * the length of the path up to and including this component (for strip). */
+/* Node of the component path[start..start+len) below parent. */
 static enum rs_code child(struct squash_plan *p, uint32_t parent, const char *path, size_t start,
 			  size_t len, bool create, uint32_t *out, struct rs_err *err)
 {
@@ -305,22 +313,11 @@ static enum rs_code child(struct squash_plan *p, uint32_t parent, const char *pa
 	n->cur = NONE;
 	n->next_sibling = p->nodes[parent].first_child;
 	p->nodes[parent].first_child = id;
-	n->inc = n->keep = 0;
-	if (p->o.strip) {
-		/* strip matches the whole prefix "a/b/c"; it must be NUL-terminated */
-		size_t plen = start + len;
-		if (plen + 1 > p->scratch_cap) {
-			size_t nc = plen + 1 > 4096 ? plen + 1 : 4096;
-			char *s = xrealloc(p->scratch, nc);
-			if (!s)
-				return nomem(err);
-			p->scratch = s;
-			p->scratch_cap = nc;
-		}
-		memcpy(p->scratch, path, plen);
-		p->scratch[plen] = '\0';
-		strip_eval(p->o.strip, p->scratch, p->nodes[parent].inc, p->nodes[parent].keep, &n->inc,
-			   &n->keep);
+	n->sstate = 0;
+	if (p->sstates) {
+		rc = strip_states_child(p->sstates, p->nodes[parent].sstate, name, len, &n->sstate, err);
+		if (rc != RS_OK)
+			return rc;
 	}
 	uint32_t h = hash_key(parent, name, len) & (p->nbuckets - 1);
 	n->hnext = p->buckets[h];
@@ -631,20 +628,10 @@ static uint64_t data_size(const struct ent *e)
 	return e->kind == K_NORMAL && e->type != TAR_TYPE_HARDLINK && e->type != TAR_TYPE_DIR ? e->size : 0;
 }
 
-enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
+/* Step 1 of squash_finish: overlay within each group (entries a later
+ * entry of the same group replaces or whiteouts hide; metadata headers). */
+static void decide_overlay(struct squash_plan *p)
 {
-	if (p->finished)
-		return RS_OK;
-	/* layers that had no entries (or were never fed) start where the next does */
-	if (!p->started) {
-		p->started = true;
-		p->cur_layer = 0;
-	}
-	for (size_t l = p->cur_layer + 1; l <= p->o.layer_count; l++)
-		p->layer_first[l] = p->nents;
-	p->finished = true;
-
-	/* 1. overlay within each group */
 	for (uint32_t i = 0; i < p->nents; i++) {
 		struct ent *e = &p->ents[i];
 		size_t g = group_of(p, e->layer);
@@ -670,47 +657,55 @@ enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
 				drop(e, SQUASH_BY_OVERLAY);
 		}
 	}
+}
 
-	/* 2. strip: a stripped directory stays when something below it stays */
-	if (p->o.strip && p->nnodes > 1) {
-		uint8_t *st = xcalloc(p->nnodes, 1); /* bit0 kept entry, bit1 kept below, bit2 in a base layer */
-		if (!st)
-			return nomem(err);
-		for (uint32_t i = 0; i < p->nents; i++) {
-			const struct ent *e = &p->ents[i];
-			if (e->kind != K_NORMAL || e->node == NONE || !present(e))
+/* Step 2: strip; a stripped directory stays when something below it stays,
+ * and base layers are never stripped. */
+static enum rs_code decide_strip(struct squash_plan *p, struct rs_err *err)
+{
+	if (!p->o.strip || p->nnodes <= 1)
+		return RS_OK;
+	uint8_t *st = xcalloc(p->nnodes, 1); /* bit0 kept entry, bit1 kept below, bit2 in a base layer */
+	if (!st)
+		return nomem(err);
+	for (uint32_t i = 0; i < p->nents; i++) {
+		const struct ent *e = &p->ents[i];
+		if (e->kind != K_NORMAL || e->node == NONE || !present(e))
+			continue;
+		if (squash_group_is_base(p, group_of(p, e->layer))) {
+			st[e->node] |= 4; /* the path exists in a base layer */
+			if (p->nodes[e->node].cur != i)
 				continue;
-			if (squash_group_is_base(p, group_of(p, e->layer))) {
-				st[e->node] |= 4; /* the path exists in a base layer */
-				if (p->nodes[e->node].cur != i)
-					continue;
-			}
-			st[e->node] |= 1;
 		}
-		for (uint32_t n = p->nnodes - 1; n >= 1; n--) {
-			const struct node *nd = &p->nodes[n];
-			bool stripped = strip_rule_of(nd->inc, nd->keep) >= 0;
-			if ((st[n] & 2) || ((st[n] & 1) && !stripped))
-				st[nd->parent] |= 2;
-		}
-		for (uint32_t i = 0; i < p->nents; i++) {
-			struct ent *e = &p->ents[i];
-			if (e->kind != K_NORMAL || e->node == NONE || !present(e) ||
-			    squash_group_is_base(p, group_of(p, e->layer)))
-				continue;
-			const struct node *nd = &p->nodes[e->node];
-			int r = strip_rule_of(nd->inc, nd->keep);
-			/* base layers are never stripped: a path they hold keeps the
-			 * upper layers' version rather than showing the base's */
-			if (r >= 0 && !(st[e->node] & 2) && !(st[e->node] & 4)) {
-				drop(e, SQUASH_BY_STRIP);
-				e->rule = (int8_t)r;
-			}
-		}
-		free(st);
+		st[e->node] |= 1;
 	}
+	for (uint32_t n = p->nnodes - 1; n >= 1; n--) {
+		const struct node *nd = &p->nodes[n];
+		bool stripped = strip_states_rule(p->sstates, nd->sstate) >= 0;
+		if ((st[n] & 2) || ((st[n] & 1) && !stripped))
+			st[nd->parent] |= 2;
+	}
+	for (uint32_t i = 0; i < p->nents; i++) {
+		struct ent *e = &p->ents[i];
+		if (e->kind != K_NORMAL || e->node == NONE || !present(e) ||
+		    squash_group_is_base(p, group_of(p, e->layer)))
+			continue;
+		const struct node *nd = &p->nodes[e->node];
+		int r = strip_states_rule(p->sstates, nd->sstate);
+		/* base layers are never stripped: a path they hold keeps the
+		 * upper layers' version rather than showing the base's */
+		if (r >= 0 && !(st[e->node] & 2) && !(st[e->node] & 4)) {
+			drop(e, SQUASH_BY_STRIP);
+			e->rule = (int8_t)r;
+		}
+	}
+	free(st);
+	return RS_OK;
+}
 
-	/* 3. dedupe identical rewrites */
+/* Step 3: dedupe identical rewrites across groups. */
+static void decide_dedupe(struct squash_plan *p)
+{
 	for (uint32_t i = 0; i < p->nents; i++) {
 		struct ent *x = &p->ents[i];
 		if (x->dup_of == NONE || !present(x))
@@ -731,8 +726,12 @@ enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
 			continue;
 		drop(x, SQUASH_BY_DEDUPE);
 	}
+}
 
-	/* 4. hard links whose target does not survive */
+/* Step 4: hard links whose target does not survive are relinked to a
+ * surviving copy or materialized from the spool. */
+static void decide_links(struct squash_plan *p)
+{
 	for (uint32_t i = 0; i < p->nents; i++) {
 		struct ent *x = &p->ents[i];
 		if (x->type != TAR_TYPE_HARDLINK || x->kind != K_NORMAL || !present(x) ||
@@ -762,8 +761,11 @@ enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
 			p->stats.links_materialized++;
 		}
 	}
+}
 
-	/* 5. statistics and dive's efficiency */
+/* Step 5: statistics and dive's efficiency score, before and after. */
+static enum rs_code plan_stats(struct squash_plan *p, struct rs_err *err)
+{
 	struct eff *in = xcalloc(p->nnodes, sizeof(*in));
 	struct eff *out = xcalloc(p->nnodes, sizeof(*out));
 	if (!in || !out) {
@@ -828,6 +830,28 @@ enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
 			p->stats.stripped_paths++;
 	}
 	return RS_OK;
+}
+
+enum rs_code squash_finish(struct squash_plan *p, struct rs_err *err)
+{
+	if (p->finished)
+		return RS_OK;
+	/* layers that had no entries (or were never fed) start where the next does */
+	if (!p->started) {
+		p->started = true;
+		p->cur_layer = 0;
+	}
+	for (size_t l = p->cur_layer + 1; l <= p->o.layer_count; l++)
+		p->layer_first[l] = p->nents;
+	p->finished = true;
+
+	decide_overlay(p);
+	enum rs_code rc = decide_strip(p, err);
+	if (rc != RS_OK)
+		return rc;
+	decide_dedupe(p);
+	decide_links(p);
+	return plan_stats(p, err);
 }
 
 /* The path of node n into the scratch buffer (NUL-terminated). */

@@ -1,61 +1,104 @@
-/* strip: glob matching for strip rules. Patterns are matched component by
- * component; "**" backtracks over whole components only, so matching is
- * O(components^2) in the worst case for one "**" and stays small for real
- * paths. Talks to nobody; squash.c calls strip_eval() once per new path. */
+/* strip: glob matching for strip rules. A glob is compiled into its
+ * components and run as a small automaton over a path's components: the
+ * state of a glob is the set of its component positions still alive (one
+ * bit each, "**" keeps its position alive), so matching costs the same for
+ * every component however deep the path is, and a path's state is derived
+ * from its parent's. States of path prefixes are interned (strip_states),
+ * so the squash path table stores one id per node. Talks to nobody;
+ * squash.c asks for the state of each new path, the scan and the gate for
+ * whole paths. */
 #include "strip.h"
 #include "rs_limits.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* One compiled glob: its components, which of them are "**", and the rule
+ * it belongs to. */
+struct glob {
+	const char *text; /* the glob (owned by strip_rules, borrowed by strip_glob_match) */
+	uint16_t off[RS_LIMIT_GLOB_COMPONENTS]; /* start of component k in text */
+	uint16_t len[RS_LIMIT_GLOB_COMPONENTS]; /* its length */
+	uint64_t dstar;                         /* bit k: component k is "**" */
+	uint32_t n;                             /* components */
+	uint32_t rule;
+	bool keep; /* a keep glob (else an include glob) */
+};
 
 struct compiled_rule {
 	char *name;
 	bool enabled;
-	char **include;
-	size_t include_count;
-	char **keep;
-	size_t keep_count;
 };
 
 struct strip_rules {
 	struct compiled_rule *rules;
 	size_t count;
+	struct glob *globs; /* every enabled rule's include and keep globs */
+	size_t nglobs;
 };
 
-static bool copy_globs(char ***out, size_t *n, char **in, size_t count)
+/* Compile text (borrowed: it must outlive g) into g: components split at
+ * '/', one trailing '/' ignored. RS_TOO_LARGE past RS_LIMIT_GLOB_COMPONENTS
+ * components or 65535 bytes. */
+static enum rs_code glob_compile(struct glob *g, const char *text, uint32_t rule, bool keep, struct rs_err *err)
 {
-	*out = NULL;
-	*n = 0;
-	if (!count)
-		return true;
-	*out = calloc(count, sizeof(char *));
-	if (!*out)
-		return false;
-	for (size_t i = 0; i < count; i++) {
-		(*out)[i] = strdup(in[i]);
-		if (!(*out)[i])
-			return false;
-		*n = i + 1;
+	g->text = text;
+	g->dstar = 0;
+	g->n = 0;
+	g->rule = rule;
+	g->keep = keep;
+	size_t tl = strlen(text);
+	if (tl && text[tl - 1] == '/')
+		tl--;
+	size_t n = 1;
+	for (size_t i = 0; i < tl; i++)
+		n += text[i] == '/';
+	if (n > RS_LIMIT_GLOB_COMPONENTS || tl > UINT16_MAX)
+		return rs_err_set(err, RS_TOO_LARGE, "glob '%.80s' has %zu components, limit is %d (RS_LIMIT_GLOB_COMPONENTS)",
+				  text, n, RS_LIMIT_GLOB_COMPONENTS);
+	size_t k = 0, start = 0;
+	for (size_t i = 0; i <= tl; i++) {
+		if (i < tl && text[i] != '/')
+			continue;
+		g->off[k] = (uint16_t)start;
+		g->len[k] = (uint16_t)(i - start);
+		if (i - start == 2 && text[start] == '*' && text[start + 1] == '*')
+			g->dstar |= (uint64_t)1 << k;
+		k++;
+		start = i + 1;
 	}
-	return true;
+	g->n = (uint32_t)k;
+	return RS_OK;
 }
 
 void strip_free(struct strip_rules *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < s->count; i++) {
-		struct compiled_rule *r = &s->rules[i];
-		free(r->name);
-		for (size_t k = 0; k < r->include_count; k++)
-			free(r->include[k]);
-		free(r->include);
-		for (size_t k = 0; k < r->keep_count; k++)
-			free(r->keep[k]);
-		free(r->keep);
-	}
+	for (size_t i = 0; i < s->count; i++)
+		free(s->rules[i].name);
+	for (size_t i = 0; i < s->nglobs; i++)
+		free((char *)s->globs[i].text);
+	free(s->globs);
 	free(s->rules);
 	free(s);
+}
+
+static enum rs_code add_globs(struct strip_rules *s, char **globs, size_t count, uint32_t rule, bool keep,
+			      struct rs_err *err)
+{
+	for (size_t k = 0; k < count; k++) {
+		char *text = strdup(globs[k]);
+		if (!text)
+			return rs_err_set(err, RS_NOMEM, "out of memory compiling strip rules");
+		s->globs[s->nglobs].text = text; /* freed by strip_free from here on */
+		enum rs_code rc = glob_compile(&s->globs[s->nglobs], text, rule, keep, err);
+		s->nglobs++;
+		if (rc != RS_OK)
+			return rc;
+	}
+	return RS_OK;
 }
 
 enum rs_code strip_new(struct strip_rules **out, const struct policy *p, struct rs_err *err)
@@ -67,22 +110,33 @@ enum rs_code strip_new(struct strip_rules **out, const struct policy *p, struct 
 	struct strip_rules *s = calloc(1, sizeof(*s));
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "out of memory compiling strip rules");
+	size_t total = 0;
+	for (size_t i = 0; i < p->rule_count; i++)
+		if (p->rules[i].enabled)
+			total += p->rules[i].include_count + p->rules[i].keep_count;
 	s->rules = p->rule_count ? calloc(p->rule_count, sizeof(*s->rules)) : NULL;
-	if (p->rule_count && !s->rules) {
-		free(s);
+	s->globs = total ? calloc(total, sizeof(*s->globs)) : NULL;
+	if ((p->rule_count && !s->rules) || (total && !s->globs)) {
+		strip_free(s);
 		return rs_err_set(err, RS_NOMEM, "out of memory compiling strip rules");
 	}
 	s->count = p->rule_count;
-	for (size_t i = 0; i < p->rule_count; i++) {
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < p->rule_count; i++) {
 		struct compiled_rule *r = &s->rules[i];
 		const struct policy_rule *pr = &p->rules[i];
 		r->enabled = pr->enabled;
 		r->name = strdup(pr->name);
-		if (!r->name || !copy_globs(&r->include, &r->include_count, pr->include, pr->include_count) ||
-		    !copy_globs(&r->keep, &r->keep_count, pr->keep, pr->keep_count)) {
-			strip_free(s);
-			return rs_err_set(err, RS_NOMEM, "out of memory compiling strip rules");
-		}
+		if (!r->name)
+			rc = rs_err_set(err, RS_NOMEM, "out of memory compiling strip rules");
+		if (rc == RS_OK && r->enabled)
+			rc = add_globs(s, pr->include, pr->include_count, (uint32_t)i, false, err);
+		if (rc == RS_OK && r->enabled)
+			rc = add_globs(s, pr->keep, pr->keep_count, (uint32_t)i, true, err);
+	}
+	if (rc != RS_OK) {
+		strip_free(s);
+		return rc;
 	}
 	*out = s;
 	return RS_OK;
@@ -166,81 +220,97 @@ static bool match_component(const char *p, size_t pl, const char *s, size_t sl)
 	return pi == pl;
 }
 
-static size_t comp_len(const char *s)
+/* ---- the automaton ------------------------------------------------------ */
+
+/* Positions reachable without consuming a component: a "**" may match
+ * zero components. Positions only move forward, so one pass suffices. */
+static uint64_t closure(const struct glob *g, uint64_t st)
 {
-	const char *e = strchr(s, '/');
-	return e ? (size_t)(e - s) : strlen(s);
+	for (uint32_t k = 0; k < g->n; k++)
+		if ((st >> k & 1) && (g->dstar >> k & 1))
+			st |= (uint64_t)1 << (k + 1);
+	return st;
 }
 
-static bool match_path(const char *g, const char *path)
+/* The state after one more path component c[0..cl). */
+static uint64_t step(const struct glob *g, uint64_t st, const char *c, size_t cl)
 {
-	if (!*g)
-		return !*path;
-	size_t gl = comp_len(g);
-	const char *g_rest = g[gl] == '/' ? g + gl + 1 : g + gl;
-	if (gl == 2 && g[0] == '*' && g[1] == '*') {
-		if (!*g_rest)
-			return true;
-		const char *p = path;
-		for (;;) {
-			if (match_path(g_rest, p))
-				return true;
-			const char *slash = strchr(p, '/');
-			if (!slash)
-				return false;
-			p = slash + 1;
-		}
+	uint64_t next = 0;
+	st = closure(g, st);
+	for (uint32_t k = 0; k < g->n; k++) {
+		if (!(st >> k & 1))
+			continue;
+		if (g->dstar >> k & 1)
+			next |= (uint64_t)1 << k; /* "**" takes the component and stays */
+		else if (match_component(g->text + g->off[k], g->len[k], c, cl))
+			next |= (uint64_t)1 << (k + 1);
 	}
-	if (!*path)
-		return false;
-	size_t pl = comp_len(path);
-	if (!match_component(g, gl, path, pl))
-		return false;
-	const char *p_rest = path[pl] == '/' ? path + pl + 1 : path + pl;
-	if (!*g_rest)
-		return !*p_rest && path[pl] != '/';
-	if (!*p_rest) {
-		/* the path ended; only trailing "**" components may remain */
-		while (*g_rest) {
-			size_t l = comp_len(g_rest);
-			if (!(l == 2 && g_rest[0] == '*' && g_rest[1] == '*'))
-				return false;
-			g_rest += l + (g_rest[l] == '/');
-		}
-		return true;
-	}
-	return match_path(g_rest, p_rest);
+	return next;
+}
+
+/* Does a path in state st match the whole glob? */
+static bool accepts(const struct glob *g, uint64_t st)
+{
+	return closure(g, st) >> g->n & 1;
 }
 
 bool strip_glob_match(const char *glob, const char *path)
 {
-	return match_path(glob, path);
+	struct glob g; /* on the stack: the gate matches every entry */
+	struct rs_err e;
+	bool ok = false;
+	if (glob_compile(&g, glob, 0, false, &e) == RS_OK) {
+		uint64_t st = 1;
+		const char *p = path;
+		for (;;) {
+			const char *slash = strchr(p, '/');
+			size_t cl = slash ? (size_t)(slash - p) : strlen(p);
+			st = step(&g, st, p, cl);
+			if (!st || !slash)
+				break;
+			p = slash + 1;
+		}
+		ok = accepts(&g, st);
+	}
+	return ok;
 }
 
-void strip_eval(const struct strip_rules *s, const char *path, uint64_t parent_inc,
-		uint64_t parent_keep, uint64_t *inc_out, uint64_t *keep_out)
+/* A state of a path prefix: the rule masks, then one automaton state per
+ * glob (strip_rules.globs). Words: 2 + nglobs. */
+static size_t state_words(const struct strip_rules *s)
 {
-	uint64_t inc = parent_inc, keep = parent_keep;
-	for (size_t i = 0; i < s->count; i++) {
-		const struct compiled_rule *r = &s->rules[i];
-		uint64_t bit = (uint64_t)1 << i;
-		if (!r->enabled)
-			continue;
-		if (!(inc & bit))
-			for (size_t k = 0; k < r->include_count; k++)
-				if (match_path(r->include[k], path)) {
-					inc |= bit;
-					break;
-				}
-		if (!(keep & bit))
-			for (size_t k = 0; k < r->keep_count; k++)
-				if (match_path(r->keep[k], path)) {
-					keep |= bit;
-					break;
-				}
+	return 2 + s->nglobs;
+}
+
+static void state_root(const struct strip_rules *s, uint64_t *st)
+{
+	st[0] = st[1] = 0;
+	for (size_t i = 0; i < s->nglobs; i++)
+		st[2 + i] = 1;
+}
+
+/* child = the state of parent's path plus component c[0..cl). A rule's bit,
+ * once set, stays set, and its globs of that kind stop running. */
+static void state_child(const struct strip_rules *s, const uint64_t *parent, const char *c, size_t cl,
+			uint64_t *child)
+{
+	child[0] = parent[0];
+	child[1] = parent[1];
+	for (size_t i = 0; i < s->nglobs; i++) {
+		const struct glob *g = &s->globs[i];
+		uint64_t bit = (uint64_t)1 << g->rule;
+		uint64_t *mask = g->keep ? &child[1] : &child[0];
+		uint64_t st = (parent[g->keep ? 1 : 0] & bit) ? 0 : step(g, parent[2 + i], c, cl);
+		if (st && accepts(g, st))
+			*mask |= bit;
+		child[2 + i] = st;
 	}
-	*inc_out = inc;
-	*keep_out = keep;
+	/* a glob whose rule got its bit here is done too */
+	for (size_t i = 0; i < s->nglobs; i++) {
+		const struct glob *g = &s->globs[i];
+		if (child[g->keep ? 1 : 0] >> g->rule & 1)
+			child[2 + i] = 0;
+	}
 }
 
 int strip_rule_of(uint64_t inc, uint64_t keep)
@@ -251,50 +321,177 @@ int strip_rule_of(uint64_t inc, uint64_t keep)
 	return __builtin_ctzll(m);
 }
 
+/* ---- interned states ------------------------------------------------------- */
+
+struct strip_states {
+	const struct strip_rules *s;
+	size_t words;
+	uint64_t *v;        /* state i at v + i * words */
+	uint32_t n, cap;
+	uint32_t *index;    /* open addressing: id + 1, 0 when empty */
+	uint32_t index_cap; /* a power of two, at least twice n */
+	uint64_t *tmp;      /* words: the state being computed */
+};
+
+static uint32_t state_hash(const uint64_t *st, size_t words)
+{
+	uint64_t h = 0x9E3779B97F4A7C15ull;
+	for (size_t i = 0; i < words; i++) {
+		h ^= st[i];
+		h *= 0xBF58476D1CE4E5B9ull;
+		h ^= h >> 31;
+	}
+	return (uint32_t)(h ^ (h >> 32));
+}
+
+static bool index_grow(struct strip_states *t)
+{
+	uint32_t nc = t->index_cap ? t->index_cap * 2 : 64;
+	uint32_t *ix = calloc(nc, sizeof(*ix));
+	if (!ix)
+		return false;
+	for (uint32_t id = 0; id < t->n; id++) {
+		uint32_t h = state_hash(t->v + (size_t)id * t->words, t->words) & (nc - 1);
+		while (ix[h])
+			h = (h + 1) & (nc - 1);
+		ix[h] = id + 1;
+	}
+	free(t->index);
+	t->index = ix;
+	t->index_cap = nc;
+	return true;
+}
+
+/* The id of the state in t->tmp, added when new. */
+static enum rs_code intern(struct strip_states *t, uint32_t *out, struct rs_err *err)
+{
+	size_t bytes = t->words * sizeof(uint64_t);
+	uint32_t h = state_hash(t->tmp, t->words) & (t->index_cap - 1);
+	for (; t->index[h]; h = (h + 1) & (t->index_cap - 1)) {
+		uint32_t id = t->index[h] - 1;
+		if (memcmp(t->v + (size_t)id * t->words, t->tmp, bytes) == 0) {
+			*out = id;
+			return RS_OK;
+		}
+	}
+	if (t->n == UINT32_MAX / 2)
+		return rs_err_set(err, RS_TOO_LARGE, "too many distinct strip states");
+	if (t->n == t->cap) {
+		uint32_t nc = t->cap ? t->cap * 2 : 64;
+		uint64_t *v = realloc(t->v, (size_t)nc * bytes);
+		if (!v)
+			return rs_err_set(err, RS_NOMEM, "out of memory for strip states");
+		t->v = v;
+		t->cap = nc;
+	}
+	memcpy(t->v + (size_t)t->n * t->words, t->tmp, bytes);
+	*out = t->n++;
+	if (t->n * 2 > t->index_cap) {
+		if (!index_grow(t))
+			return rs_err_set(err, RS_NOMEM, "out of memory for strip states");
+		return RS_OK;
+	}
+	t->index[h] = *out + 1;
+	return RS_OK;
+}
+
+enum rs_code strip_states_new(struct strip_states **out, const struct strip_rules *s, struct rs_err *err)
+{
+	*out = NULL;
+	struct strip_states *t = calloc(1, sizeof(*t));
+	if (!t)
+		return rs_err_set(err, RS_NOMEM, "out of memory for strip states");
+	t->s = s;
+	t->words = state_words(s);
+	t->tmp = calloc(t->words, sizeof(uint64_t));
+	uint32_t root;
+	enum rs_code rc = t->tmp && index_grow(t) ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory for strip states");
+	if (rc == RS_OK) {
+		state_root(s, t->tmp);
+		rc = intern(t, &root, err);
+	}
+	if (rc != RS_OK) {
+		strip_states_free(t);
+		return rc;
+	}
+	*out = t;
+	return RS_OK;
+}
+
+void strip_states_free(struct strip_states *t)
+{
+	if (!t)
+		return;
+	free(t->v);
+	free(t->index);
+	free(t->tmp);
+	free(t);
+}
+
+enum rs_code strip_states_child(struct strip_states *t, uint32_t parent, const char *name, size_t len,
+				uint32_t *out, struct rs_err *err)
+{
+	assert(parent < t->n);
+	state_child(t->s, t->v + (size_t)parent * t->words, name, len, t->tmp);
+	return intern(t, out, err);
+}
+
+int strip_states_rule(const struct strip_states *t, uint32_t id)
+{
+	const uint64_t *st = t->v + (size_t)id * t->words;
+	return strip_rule_of(st[0], st[1]);
+}
+
+/* ---- whole paths -------------------------------------------------------------- */
+
 int strip_path_rule(const struct strip_rules *s, const char *path, struct strip_cache *cache)
 {
-	size_t len = strlen(path);
+	struct strip_cache local = {0};
+	struct strip_cache *c = cache ? cache : &local;
+	size_t words = state_words(s);
+	if (!c->st && !(c->st = calloc(3 * words, sizeof(uint64_t))))
+		return -2;
+	uint64_t *dir_st = c->st, *cur = c->st + words, *next = c->st + 2 * words;
 	const char *slash = strrchr(path, '/');
 	size_t dlen = slash ? (size_t)(slash - path) : 0;
-	uint64_t inc = 0, keep = 0;
-	char stack[1024];
-	char *buf = len < sizeof(stack) ? stack : malloc(len + 1);
-	if (!buf)
-		return -2;
-	memcpy(buf, path, len + 1);
-	size_t from = 0;
-	if (cache && cache->dir && dlen && cache->dir_len == dlen && memcmp(cache->dir, path, dlen) == 0) {
-		inc = cache->inc;
-		keep = cache->keep;
-		from = dlen + 1;
+	const char *p = path;
+	if (c->dir && dlen && c->dir_len == dlen && memcmp(c->dir, path, dlen) == 0) {
+		memcpy(cur, dir_st, words * sizeof(uint64_t));
+		p = path + dlen + 1;
+	} else {
+		state_root(s, cur);
 	}
-	/* each prefix ending at a '/' (an ancestor), then the path itself */
-	for (size_t i = from; i <= len; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		char c = buf[i];
-		buf[i] = '\0';
-		strip_eval(s, buf, inc, keep, &inc, &keep);
-		buf[i] = c;
-		if (cache && i == dlen && dlen && from == 0) {
-			char *d = realloc(cache->dir, dlen + 1);
+	/* each component in turn: the ancestors, then the path itself */
+	for (;;) {
+		const char *e = strchr(p, '/');
+		size_t cl = e ? (size_t)(e - p) : strlen(p);
+		state_child(s, cur, p, cl, next);
+		uint64_t *x = cur;
+		cur = next;
+		next = x;
+		if (!e)
+			break;
+		if (cache && (size_t)(e - path) == dlen) { /* remember the directory */
+			char *d = realloc(c->dir, dlen + 1);
 			if (d) {
 				memcpy(d, path, dlen);
 				d[dlen] = '\0';
-				cache->dir = d;
-				cache->dir_len = dlen;
-				cache->inc = inc;
-				cache->keep = keep;
+				c->dir = d;
+				c->dir_len = dlen;
+				memcpy(dir_st, cur, words * sizeof(uint64_t));
 			}
 		}
+		p = e + 1;
 	}
-	if (buf != stack)
-		free(buf);
-	return strip_rule_of(inc, keep);
+	int rule = strip_rule_of(cur[0], cur[1]);
+	if (!cache)
+		strip_cache_dispose(&local);
+	return rule;
 }
 
 void strip_cache_dispose(struct strip_cache *c)
 {
 	free(c->dir);
+	free(c->st);
 	memset(c, 0, sizeof(*c));
 }

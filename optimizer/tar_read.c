@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SEG_MAX 16 /* extension headers before one entry */
@@ -46,6 +47,8 @@ struct attrs {
 	size_t size_len, uid_len, gid_len, sparse_name_len, sparse_realsize_len, sparse_size_len,
 		sparse_major_len;
 	bool sparse;
+	const char *lname, *llink; /* GNU 'L' and 'K' payloads */
+	size_t lname_len, llink_len;
 };
 
 struct tar_reader {
@@ -448,21 +451,36 @@ static enum rs_code entry_error(struct tar_reader *r, const char *path, const ch
 			  r->entry_start, what);
 }
 
+/* A normalised path within RS_LIMIT_TAR_PATH_BYTES and _DEPTH? what says
+ * which name it is in the message ("name", "hard link target"). */
+static enum rs_code check_path_bounds(struct tar_reader *r, const char *entry, const char *path, const char *what,
+				      struct rs_err *err)
+{
+	size_t len = strlen(path), depth = 1;
+	for (const char *p = path; *p; p++)
+		depth += *p == '/';
+	char msg[160];
+	if (len > RS_LIMIT_TAR_PATH_BYTES)
+		snprintf(msg, sizeof(msg), "%s is %zu bytes, limit is %d (RS_LIMIT_TAR_PATH_BYTES)", what, len,
+			 RS_LIMIT_TAR_PATH_BYTES);
+	else if (depth > RS_LIMIT_TAR_PATH_DEPTH)
+		snprintf(msg, sizeof(msg), "%s has %zu components, limit is %d (RS_LIMIT_TAR_PATH_DEPTH)", what, depth,
+			 RS_LIMIT_TAR_PATH_DEPTH);
+	else
+		return RS_OK;
+	return entry_error(r, entry, msg, err);
+}
+
 static bool header_only_type(char t)
 {
 	return t == '1' || t == '2' || t == '3' || t == '4' || t == '5' || t == '6';
 }
 
-/* Resolve the main header at raw + main_off with the collected extensions. */
-static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
+/* The entry's extensions into a: pax global and per-entry records, GNU long
+ * name and link; and room in the arena for the entry's strings. */
+static enum rs_code collect_ext(struct tar_reader *r, struct attrs *a, struct rs_err *err)
 {
-	const uint8_t *h = r->raw + r->main_off;
-	struct tar_entry *e = &r->e;
-	struct attrs a = { 0 };
 	enum rs_code rc;
-	bool posix = memcmp(h + 257, "ustar\0", 6) == 0;
-	bool gnu = memcmp(h + 257, "ustar  \0", 8) == 0;
-
 	/* xattrs take at most the payload bytes; path and link are copied
 	 * twice (normalised and as read, for messages) */
 	size_t need = 2 * (r->raw_len + r->global_len) + 4096;
@@ -476,48 +494,42 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	}
 	r->arena_len = 0;
 	r->nxattr = 0;
-	memset(e, 0, sizeof(*e));
-
 	if (r->global_len) {
-		rc = apply_pax(r, &a, (const char *)r->global, r->global_len, r->entry_start, err);
+		rc = apply_pax(r, a, (const char *)r->global, r->global_len, r->entry_start, err);
 		if (rc)
 			return rc;
 	}
-	const char *lname = NULL, *llink = NULL;
-	size_t lname_len = 0, llink_len = 0;
 	for (size_t i = 0; i < r->nseg; i++) {
 		const struct seg *s = &r->segs[i];
 		const char *p = (const char *)r->raw + s->off;
 		if (s->type == 'x') {
-			rc = apply_pax(r, &a, p, s->len, r->entry_start + s->off - TAR_BLOCK, err);
+			rc = apply_pax(r, a, p, s->len, r->entry_start + s->off - TAR_BLOCK, err);
 			if (rc)
 				return rc;
 		} else if (s->type == 'L') {
-			lname = p;
-			lname_len = field_len((const uint8_t *)p, s->len);
+			a->lname = p;
+			a->lname_len = field_len((const uint8_t *)p, s->len);
 		} else if (s->type == 'K') {
-			llink = p;
-			llink_len = field_len((const uint8_t *)p, s->len);
+			a->llink = p;
+			a->llink_len = field_len((const uint8_t *)p, s->len);
 		}
 	}
+	return RS_OK;
+}
 
-	/* type */
-	char t = (char)h[156];
+/* The entry's path: GNU.sparse.name > pax path > 'L' > prefix/name > name;
+ * relative, normalized, no '..'. */
+static enum rs_code resolve_path(struct tar_reader *r, const uint8_t *h, const struct attrs *a, bool posix,
+				 struct rs_err *err)
+{
 	size_t name_len = field_len(h, 100);
-	if (t == 0)
-		t = (name_len && h[name_len - 1] == '/') ? TAR_TYPE_DIR : TAR_TYPE_FILE;
-	else if (t == '7')
-		t = TAR_TYPE_FILE;
-	e->type = t;
-
-	/* path: GNU.sparse.name > pax path > 'L' > prefix/name > name */
 	char *path;
-	if (a.sparse_name) {
-		path = arena_put(r, a.sparse_name, a.sparse_name_len);
-	} else if (a.path) {
-		path = arena_put(r, a.path, a.path_len);
-	} else if (lname) {
-		path = arena_put(r, lname, lname_len);
+	if (a->sparse_name) {
+		path = arena_put(r, a->sparse_name, a->sparse_name_len);
+	} else if (a->path) {
+		path = arena_put(r, a->path, a->path_len);
+	} else if (a->lname) {
+		path = arena_put(r, a->lname, a->lname_len);
 	} else if (posix && h[345]) {
 		size_t pn = field_len(h + 345, 155);
 		path = r->arena + r->arena_len;
@@ -528,7 +540,7 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	} else {
 		path = arena_put(r, (const char *)h, name_len);
 	}
-	if (a.path && memchr(a.path, 0, a.path_len))
+	if (a->path && memchr(a->path, 0, a->path_len))
 		return entry_error(r, path, "pax path contains a NUL byte", err);
 	if (path[0] == 0)
 		return entry_error(r, "", "empty name", err);
@@ -540,30 +552,48 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 		if (!tar_path_normalize(path))
 			return entry_error(r, copy, "name has a '..' component", err);
 	}
-	e->path = path;
+	enum rs_code rc = check_path_bounds(r, path, path, "name", err);
+	if (rc)
+		return rc;
+	r->e.path = path;
+	return RS_OK;
+}
 
-	/* link target */
+/* The link target (pax linkpath > 'K' > linkname); a hard link's must be a
+ * relative path without '..'. */
+static enum rs_code resolve_link(struct tar_reader *r, const uint8_t *h, const struct attrs *a, struct rs_err *err)
+{
 	char *link;
-	if (a.linkpath)
-		link = arena_put(r, a.linkpath, a.linkpath_len);
-	else if (llink)
-		link = arena_put(r, llink, llink_len);
+	if (a->linkpath)
+		link = arena_put(r, a->linkpath, a->linkpath_len);
+	else if (a->llink)
+		link = arena_put(r, a->llink, a->llink_len);
 	else
 		link = arena_put(r, (const char *)h + 157, field_len(h + 157, 100));
-	if (t == TAR_TYPE_HARDLINK) {
+	if (r->e.type == TAR_TYPE_HARDLINK) {
 		if (link[0] == 0)
-			return entry_error(r, e->path, "hard link without a target", err);
+			return entry_error(r, r->e.path, "hard link without a target", err);
 		if (link[0] == '/')
-			return entry_error(r, e->path, "absolute hard link target", err);
+			return entry_error(r, r->e.path, "absolute hard link target", err);
 		char *copy = arena_put(r, link, strlen(link));
 		if (!tar_path_normalize(link)) {
 			(void)copy;
-			return entry_error(r, e->path, "hard link target has a '..' component", err);
+			return entry_error(r, r->e.path, "hard link target has a '..' component", err);
 		}
+		enum rs_code rc = check_path_bounds(r, r->e.path, link, "hard link target", err);
+		if (rc)
+			return rc;
 	}
-	e->linkpath = link;
+	r->e.linkpath = link;
+	return RS_OK;
+}
 
-	/* numbers */
+/* Mode, owners, size (into *size), mtime and device numbers from the ustar
+ * fields, then the pax records that override them. */
+static enum rs_code resolve_numbers(struct tar_reader *r, const uint8_t *h, const struct attrs *a, bool ustar,
+				    uint64_t *size, struct rs_err *err)
+{
+	struct tar_entry *e = &r->e;
 	int64_t v;
 	if (!tar_parse_number(h + 100, 8, &v) || v < 0)
 		return bad_field(r, "mode", err);
@@ -576,11 +606,11 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 	e->gid = (uint64_t)v;
 	if (!tar_parse_number(h + 124, 12, &v) || v < 0)
 		return bad_field(r, "size", err);
-	uint64_t size = (uint64_t)v;
+	*size = (uint64_t)v;
 	if (!tar_parse_number(h + 136, 12, &v))
 		return bad_field(r, "mtime", err);
 	e->mtime = v;
-	if (posix || gnu) {
+	if (ustar) {
 		if (!tar_parse_number(h + 329, 8, &v) || v < 0 || v > UINT32_MAX)
 			return bad_field(r, "devmajor", err);
 		e->devmajor = (uint32_t)v;
@@ -593,51 +623,96 @@ static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
 		e->uname = e->gname = "";
 	}
 	uint64_t u;
-	if (a.uid) {
-		if (!tar_parse_decimal(a.uid, a.uid_len, &u))
+	if (a->uid) {
+		if (!tar_parse_decimal(a->uid, a->uid_len, &u))
 			return entry_error(r, e->path, "invalid pax uid", err);
 		e->uid = u;
 	}
-	if (a.gid) {
-		if (!tar_parse_decimal(a.gid, a.gid_len, &u))
+	if (a->gid) {
+		if (!tar_parse_decimal(a->gid, a->gid_len, &u))
 			return entry_error(r, e->path, "invalid pax gid", err);
 		e->gid = u;
 	}
-	if (a.size) {
-		if (!tar_parse_decimal(a.size, a.size_len, &u) || u > (uint64_t)INT64_MAX)
+	if (a->size) {
+		if (!tar_parse_decimal(a->size, a->size_len, &u) || u > (uint64_t)INT64_MAX)
 			return entry_error(r, e->path, "invalid pax size", err);
-		size = u;
+		*size = u;
 	}
-	if (a.uname)
-		e->uname = arena_put(r, a.uname, a.uname_len);
-	if (a.gname)
-		e->gname = arena_put(r, a.gname, a.gname_len);
-	if (a.mtime) {
-		if (!parse_pax_time(a.mtime, a.mtime_len, &v))
+	if (a->uname)
+		e->uname = arena_put(r, a->uname, a->uname_len);
+	if (a->gname)
+		e->gname = arena_put(r, a->gname, a->gname_len);
+	if (a->mtime) {
+		if (!parse_pax_time(a->mtime, a->mtime_len, &v))
 			return entry_error(r, e->path, "invalid pax mtime", err);
 		e->mtime = v;
-		e->mtime_pax = arena_put(r, a.mtime, a.mtime_len);
+		e->mtime_pax = arena_put(r, a->mtime, a->mtime_len);
 	}
-	if (header_only_type(t))
-		size = 0;
-	e->size = size;
-	e->real_size = size;
+	return RS_OK;
+}
 
-	/* sparse */
-	if (t == TAR_TYPE_GNU_SPARSE) {
+/* Old GNU sparse headers and pax GNU.sparse records: the real size. */
+static enum rs_code resolve_sparse(struct tar_reader *r, const uint8_t *h, const struct attrs *a, struct rs_err *err)
+{
+	struct tar_entry *e = &r->e;
+	int64_t v;
+	uint64_t u;
+	if (e->type == TAR_TYPE_GNU_SPARSE) {
 		e->sparse = true;
 		if (!tar_parse_number(h + 483, 12, &v) || v < 0)
 			return bad_field(r, "sparse realsize", err);
 		e->real_size = (uint64_t)v;
-	} else if (a.sparse) {
+	} else if (a->sparse) {
 		e->sparse = true;
-		const char *rs = a.sparse_realsize ? a.sparse_realsize : a.sparse_size;
-		size_t rn = a.sparse_realsize ? a.sparse_realsize_len : a.sparse_size_len;
+		const char *rs = a->sparse_realsize ? a->sparse_realsize : a->sparse_size;
+		size_t rn = a->sparse_realsize ? a->sparse_realsize_len : a->sparse_size_len;
 		if (rs && !tar_parse_decimal(rs, rn, &u))
 			return entry_error(r, e->path, "invalid pax GNU.sparse real size", err);
 		if (rs)
 			e->real_size = u;
 	}
+	return RS_OK;
+}
+
+/* Resolve the main header at raw + main_off with the collected extensions. */
+static enum rs_code resolve_entry(struct tar_reader *r, struct rs_err *err)
+{
+	const uint8_t *h = r->raw + r->main_off;
+	struct tar_entry *e = &r->e;
+	struct attrs a = { 0 };
+	bool posix = memcmp(h + 257, "ustar\0", 6) == 0;
+	bool gnu = memcmp(h + 257, "ustar  \0", 8) == 0;
+	memset(e, 0, sizeof(*e));
+	enum rs_code rc = collect_ext(r, &a, err);
+	if (rc)
+		return rc;
+
+	/* type */
+	char t = (char)h[156];
+	if (t == 0) {
+		size_t name_len = field_len(h, 100);
+		t = (name_len && h[name_len - 1] == '/') ? TAR_TYPE_DIR : TAR_TYPE_FILE;
+	} else if (t == '7') {
+		t = TAR_TYPE_FILE;
+	}
+	e->type = t;
+
+	uint64_t size = 0;
+	rc = resolve_path(r, h, &a, posix, err);
+	if (!rc)
+		rc = resolve_link(r, h, &a, err);
+	if (!rc)
+		rc = resolve_numbers(r, h, &a, posix || gnu, &size, err);
+	if (rc)
+		return rc;
+	if (header_only_type(t))
+		size = 0;
+	e->size = size;
+	e->real_size = size;
+
+	rc = resolve_sparse(r, h, &a, err);
+	if (rc)
+		return rc;
 	e->xattrs = r->nxattr ? r->xattrs : NULL;
 	e->xattr_count = r->nxattr;
 	if (r->global_len) {

@@ -26,6 +26,8 @@
 
 #include "fsutil.h"
 #include "log.h"
+#include "login_guard.h"
+#include "metrics.h"
 
 #include <crypt.h>
 #include <errno.h>
@@ -68,6 +70,7 @@ struct auth {
 	struct htable users;
 	unsigned char secret[SECRET_MAX_BYTES];
 	size_t secret_len;
+	struct login_guard *guard; /* failed-login back-off */
 };
 
 /* ------------------------------------------------------------ htpasswd */
@@ -244,7 +247,9 @@ enum rs_code auth_new(struct auth **out, const struct rs_auth_config *cfg, struc
 		return rs_err_set(err, RS_NOMEM, "out of memory starting auth");
 	a->cfg = cfg;
 	pthread_mutex_init(&a->mu, NULL);
-	enum rs_code rc = htable_load(&a->users, cfg->htpasswd, err);
+	enum rs_code rc = login_guard_new(&a->guard, err);
+	if (rc == RS_OK)
+		rc = htable_load(&a->users, cfg->htpasswd, err);
 	if (rc)
 		goto out;
 	if (cfg->token_secret_file) {
@@ -291,6 +296,7 @@ void auth_free(struct auth *a)
 	if (!a)
 		return;
 	htable_dispose(&a->users);
+	login_guard_free(a->guard);
 	explicit_bzero(a->secret, sizeof(a->secret));
 	pthread_mutex_destroy(&a->mu);
 	free(a);
@@ -578,8 +584,8 @@ out:
 	return rc;
 }
 
-enum rs_code auth_identify(struct auth *a, const char *header, time_t now, struct auth_identity *out,
-                           struct rs_err *err)
+enum rs_code auth_identify(struct auth *a, const char *header, struct auth_client *client, time_t now,
+                           struct auth_identity *out, struct rs_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	out->anonymous = true;
@@ -591,10 +597,26 @@ enum rs_code auth_identify(struct auth *a, const char *header, time_t now, struc
 		                  (unsigned)RS_LIMIT_HEADER_MAX_BYTES);
 	if (scheme_is(header, "Basic", &rest)) {
 		char user[AUTH_USER_MAX], pass[512];
+		const char *addr = client ? client->addr : NULL;
 		enum rs_code rc = parse_basic(rest, user, sizeof(user), pass, sizeof(pass), err);
+		unsigned wait = 0;
+		if (rc == RS_OK && !login_guard_allow(a->guard, user, addr, now, &wait)) {
+			explicit_bzero(pass, sizeof(pass));
+			metrics_add(METRICS_LOGIN_THROTTLED, 1);
+			if (client)
+				client->retry_after = wait;
+			return rs_err_set(err, RS_THROTTLED, "too many failed logins for %.64s from this address; try again in %u s",
+			                  user, wait);
+		}
 		if (rc == RS_OK)
 			rc = auth_check_password(a, user, pass, err);
 		explicit_bzero(pass, sizeof(pass));
+		if (rc == RS_UNAUTHORIZED) {
+			login_guard_failed(a->guard, user, addr, now);
+			metrics_add(METRICS_LOGIN_FAILED, 1);
+		} else if (rc == RS_OK) {
+			login_guard_succeeded(a->guard, user, addr);
+		}
 		if (rc)
 			return rc == RS_NOMEM ? rc : RS_UNAUTHORIZED;
 		out->anonymous = false;
@@ -620,8 +642,8 @@ static const char *action_name(unsigned need)
 	return need & AUTH_PUSH ? "push" : "pull";
 }
 
-void auth_decide(struct auth *a, const char *header, const char *repo, unsigned need, time_t now,
-                 struct auth_decision *out)
+void auth_decide(struct auth *a, const char *header, struct auth_client *client, const char *repo, unsigned need,
+                 time_t now, struct auth_decision *out)
 {
 	memset(out, 0, sizeof(*out));
 	struct auth_identity *id = calloc(1, sizeof(*id));
@@ -631,8 +653,8 @@ void auth_decide(struct auth *a, const char *header, const char *repo, unsigned 
 		snprintf(out->msg, sizeof(out->msg), "out of memory checking credentials");
 		return;
 	}
-	if (auth_identify(a, header, now, id, &err) != RS_OK) {
-		out->verdict = AUTH_CHALLENGE;
+	if (auth_identify(a, header, client, now, id, &err) != RS_OK) {
+		out->verdict = err.code == RS_THROTTLED ? AUTH_THROTTLED : AUTH_CHALLENGE;
 		snprintf(out->msg, sizeof(out->msg), "%s", err.msg);
 		goto out;
 	}
@@ -671,8 +693,9 @@ out:
 
 /* ------------------------------------------------------------ token endpoint */
 
-enum rs_code auth_issue_token(struct auth *a, const char *header, const char *const *scopes, size_t n, time_t now,
-                              char *out, size_t cap, struct rs_err *err)
+enum rs_code auth_issue_token(struct auth *a, const char *header, struct auth_client *client,
+                              const char *const *scopes, size_t n, time_t now, char *out, size_t cap,
+                              struct rs_err *err)
 {
 	if (n > RS_LIMIT_TOKEN_SCOPES_MAX)
 		return rs_err_set(err, RS_BAD_INPUT, "%zu scopes requested, the limit is %u (RS_LIMIT_TOKEN_SCOPES_MAX)", n,
@@ -692,7 +715,7 @@ enum rs_code auth_issue_token(struct auth *a, const char *header, const char *co
 			goto out;
 		}
 	}
-	if ((rc = auth_identify(a, header, now, id, err)))
+	if ((rc = auth_identify(a, header, client, now, id, err)))
 		goto out;
 	size_t g = 0;
 	for (size_t i = 0; i < n; i++) {

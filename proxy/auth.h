@@ -45,6 +45,14 @@ RS_MUST_CHECK enum rs_code auth_check_password(struct auth *a, const char *user,
  * an anonymous client. */
 unsigned auth_allowed(const struct auth *a, const char *user, const char *repo);
 
+/* The client a request comes from: its address (for the failed-login
+ * back-off, login_guard.h; NULL counts as one unknown address) and, after a
+ * refusal with RS_THROTTLED / AUTH_THROTTLED, how long it should wait. */
+struct auth_client {
+	const char *addr;
+	unsigned retry_after; /* seconds; set when throttled */
+};
+
 /* What an Authorization header (may be NULL) says about the client. */
 struct auth_identity {
 	bool anonymous;             /* no credentials, or an anonymous token */
@@ -53,17 +61,20 @@ struct auth_identity {
 	char scopes[RS_LIMIT_TOKEN_MAX_CHARS]; /* a token's grants: "name:pull,push name2:pull" */
 };
 
-/* Parse and check credentials. RS_OK with *out filled (also for no header:
- * anonymous); RS_UNAUTHORIZED with a message for malformed headers, wrong
- * passwords, bad or expired tokens. now: the current time (tests pass
- * their own). */
-RS_MUST_CHECK enum rs_code auth_identify(struct auth *a, const char *header, time_t now, struct auth_identity *out,
-                                         struct rs_err *err);
+/* Parse and check credentials from client (may be NULL). RS_OK with *out
+ * filled (also for no header: anonymous); RS_UNAUTHORIZED with a message for
+ * malformed headers, wrong passwords, bad or expired tokens; RS_THROTTLED,
+ * without checking the password, while this user or address is in its
+ * failed-login back-off (client->retry_after says how long). now: the
+ * current time (tests pass their own). */
+RS_MUST_CHECK enum rs_code auth_identify(struct auth *a, const char *header, struct auth_client *client, time_t now,
+                                         struct auth_identity *out, struct rs_err *err);
 
 enum auth_verdict {
 	AUTH_ALLOW,     /* go ahead */
 	AUTH_CHALLENGE, /* 401: log in, or get a token with the scope */
 	AUTH_DENY,      /* 403: this identity may not do this */
+	AUTH_THROTTLED, /* 429: too many failed logins, try again later (client->retry_after) */
 };
 
 struct auth_decision {
@@ -75,17 +86,19 @@ struct auth_decision {
 /* Decide a request. repo is NULL for /v2/ itself (any valid credentials will
  * do; anonymous clients are challenged so that `docker login` checks the
  * password). need is AUTH_PULL or AUTH_PUSH. */
-void auth_decide(struct auth *a, const char *header, const char *repo, unsigned need, time_t now,
-                 struct auth_decision *out);
+void auth_decide(struct auth *a, const char *header, struct auth_client *client, const char *repo, unsigned need,
+                 time_t now, struct auth_decision *out);
 
 /* Issue a token for the credentials in header (Basic, or NULL for an
  * anonymous token) covering what the ACL grants of the n requested scopes
  * ("repository:NAME:pull,push"; other types are ignored). Writes the JSON
  * answer {"token","access_token","expires_in","issued_at"} into out (cap
- * bytes). RS_UNAUTHORIZED for wrong credentials, RS_BAD_INPUT for too many
- * scopes, RS_TOO_LARGE when the token would exceed RS_LIMIT_TOKEN_MAX_CHARS. */
-RS_MUST_CHECK enum rs_code auth_issue_token(struct auth *a, const char *header, const char *const *scopes,
-                                            size_t n, time_t now, char *out, size_t cap, struct rs_err *err);
+ * bytes). RS_UNAUTHORIZED for wrong credentials, RS_THROTTLED as for
+ * auth_identify, RS_BAD_INPUT for too many scopes, RS_TOO_LARGE when the
+ * token would exceed RS_LIMIT_TOKEN_MAX_CHARS. */
+RS_MUST_CHECK enum rs_code auth_issue_token(struct auth *a, const char *header, struct auth_client *client,
+                                            const char *const *scopes, size_t n, time_t now, char *out, size_t cap,
+                                            struct rs_err *err);
 
 /* Token text for subject user ("" anonymous) with grants ("name:pull,push
  * ..."), valid from iat for the configured lifetime. Exposed for tests. */

@@ -20,6 +20,8 @@
 #include "blobstore.h"
 
 #include "fsutil.h"
+#include "image.h"
+#include "refname.h"
 #include "rs_limits.h"
 
 #include <assert.h>
@@ -835,11 +837,10 @@ static const char *sniff_media_type(const char *buf, size_t len, struct sniff *s
 	if (s->media_type[0])
 		return s->media_type;
 	if (s->manifests)
-		return "application/vnd.oci.image.index.v1+json";
+		return IMAGE_MT_OCI_INDEX;
 	if (s->fs_layers)
-		return s->signatures ? "application/vnd.docker.distribution.manifest.v1+prettyjws"
-		                     : "application/vnd.docker.distribution.manifest.v1+json";
-	return "application/vnd.oci.image.manifest.v1+json";
+		return s->signatures ? IMAGE_MT_DOCKER_V1_SIGNED : IMAGE_MT_DOCKER_V1;
+	return IMAGE_MT_OCI_MANIFEST;
 }
 
 enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, const char *media_type,
@@ -992,72 +993,6 @@ out:
 
 /* ---- tags ------------------------------------------------------------- */
 
-static bool is_lower_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* One component: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)* (distribution spec,
- * "Pulling manifests", name grammar). */
-static bool repo_component_valid(const char *s, size_t n)
-{
-	size_t i = 0;
-	if (n == 0 || !is_lower_alnum(s[0]))
-		return false;
-	while (i < n) {
-		while (i < n && is_lower_alnum(s[i]))
-			i++;
-		if (i == n)
-			return true;
-		size_t sep = i;
-		if (s[i] == '.') {
-			i++;
-		} else if (s[i] == '_') {
-			i++;
-			if (i < n && s[i] == '_')
-				i++;
-		} else if (s[i] == '-') {
-			while (i < n && s[i] == '-')
-				i++;
-		} else {
-			return false;
-		}
-		if (i == n || !is_lower_alnum(s[i]) || i == sep)
-			return false;
-	}
-	return true;
-}
-
-static bool repo_valid(const char *repo)
-{
-	size_t len = strlen(repo);
-	if (len == 0 || len > RS_LIMIT_NAME_MAX)
-		return false;
-	const char *p = repo;
-	for (;;) {
-		const char *slash = strchr(p, '/');
-		size_t n = slash ? (size_t)(slash - p) : strlen(p);
-		if (!repo_component_valid(p, n))
-			return false;
-		if (!slash)
-			return true;
-		p = slash + 1;
-	}
-}
-
-/* [A-Za-z0-9_][A-Za-z0-9._-]{0,127} */
-static bool tag_valid(const char *tag)
-{
-	size_t n = 0;
-	for (; tag[n]; n++) {
-		char c = tag[n];
-		bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-		if (!word && (n == 0 || (c != '.' && c != '-')))
-			return false;
-	}
-	return n > 0 && n <= RS_LIMIT_TAG_MAX;
-}
-
 /* host[:port] characters; one path component that is never "." or "..". */
 static bool upstream_valid(const char *up)
 {
@@ -1081,11 +1016,11 @@ static enum rs_code tag_path(char out[STORE_PATH_MAX], const struct blobstore *b
 	if (!upstream || !upstream_valid(upstream))
 		return rs_err_set(err, RS_BAD_INPUT, "invalid upstream name '%.100s' (expected host[:port])",
 		                  upstream ? upstream : "(null)");
-	if (!repo || !repo_valid(repo))
+	if (!repo || !refname_repo_valid(repo))
 		return rs_err_set(err, RS_BAD_INPUT,
 		                  "invalid repository name '%.100s' (distribution name grammar, at most %d bytes)",
 		                  repo ? repo : "(null)", RS_LIMIT_NAME_MAX);
-	if (!tag || !tag_valid(tag))
+	if (!tag || !refname_tag_valid(tag))
 		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.140s' (expected [A-Za-z0-9_][A-Za-z0-9._-]{0,%d})",
 		                  tag ? tag : "(null)", RS_LIMIT_TAG_MAX - 1);
 	return path_fmt(out, err, "%s/tags/%s/%s/_tags/%s.json", bs->root, upstream, repo, tag);

@@ -116,7 +116,7 @@ int cmd_optimize(int argc, char **argv)
 		return rc == RS_CONFIG ? 2 : 1;
 	}
 	struct bar b = {!quiet && isatty(STDERR_FILENO), now_s(), 0, false};
-	struct pipeline_opts o = {src, dst, &pol, threads, CODEC_INFLATE_DEFAULT, draw, &b};
+	struct pipeline_opts o = {src, dst, &pol, threads, CODEC_INFLATE_DEFAULT, draw, &b, NULL, 0};
 	struct report rep;
 	report_init(&rep);
 	rc = pipeline_run(&rep, &o, &err);

@@ -137,6 +137,7 @@ int cmd_serve(int argc, char **argv)
 		int sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_event(LOG_INFO, "signal %d: shutting down (grace %us)", sig, cfg.shutdown_grace_s);
+			registry_shutdown(reg);
 			break;
 		}
 		if (sig == SIGHUP)

@@ -7,6 +7,7 @@
 #include "codec.h"
 #include "digest.h"
 #include "fsutil.h"
+#include "image.h"
 #include "imagejson.h"
 #include "layout.h"
 #include "log.h"
@@ -32,8 +33,6 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (4u * 1024 * 1024)
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 
 void gate_report_dispose(struct gate_report *r)
 {
@@ -187,9 +186,8 @@ void gate_resolver_free(struct gate_resolver *r)
 static enum rs_code fetch_ref(struct upstream *u, const char *upname, const char *repo, const char *ref,
 			      struct upstream_reply *rep, struct rs_err *err)
 {
-	static const char *const acc[] = {"application/vnd.oci.image.manifest.v1+json",
-					  "application/vnd.docker.distribution.manifest.v2+json", MT_OCI_INDEX,
-					  "application/vnd.docker.distribution.manifest.list.v2+json"};
+	static const char *const acc[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX,
+					  IMAGE_MT_DOCKER_LIST};
 	enum rs_code rc = upstream_manifest(u, repo, ref, acc, 4, false, RS_LIMIT_MANIFEST_MAX_BYTES, rep, err);
 	if (rc)
 		return rs_err_prefix(err, "approved base %s/%s:%s: ", upname, repo, ref), rc;
@@ -787,7 +785,7 @@ static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf,
 		free(*buf);
 		return rc;
 	}
-	*mt = strdup(kind == IMAGEJSON_INDEX ? MT_OCI_INDEX : MT_OCI_MANIFEST);
+	*mt = strdup(kind == IMAGEJSON_INDEX ? IMAGE_MT_OCI_INDEX : IMAGE_MT_OCI_MANIFEST);
 	return *mt ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory");
 }
 
@@ -907,6 +905,18 @@ static void report_json(char **out, const struct report *rep)
 	}
 }
 
+/* Replace each occurrence of path in msg by "<image>" (in place). */
+static void scrub_path(char *msg, const char *path)
+{
+	static const char repl[] = "<image>";
+	size_t pl = strlen(path);
+	char *p;
+	while (pl >= sizeof(repl) && (p = strstr(msg, path)) != NULL) {
+		memcpy(p, repl, sizeof(repl) - 1);
+		memmove(p + sizeof(repl) - 1, p + pl, strlen(p + pl) + 1);
+	}
+}
+
 /* Run the optimizer over store's repo:tag into a new layout; out_digest
  * receives the optimized manifest's digest, *out_report its JSON report
  * (new, may be NULL), dst the layout directory. */
@@ -935,7 +945,12 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 	report_dispose(&rep);
 	policy_dispose(&pol);
 	if (rc) {
-		rs_err_prefix(err, "optimizing: ");
+		/* what the optimizer refuses in the pushed image is the client's
+		 * fault (400); the message must not show where regslim keeps it */
+		if (rc == RS_DIGEST_MISMATCH || rc == RS_UNSUPPORTED || rc == RS_TOO_LARGE || rc == RS_NOT_FOUND)
+			rc = err->code = RS_BAD_INPUT;
+		scrub_path(err->msg, work);
+		rs_err_prefix(err, "the image cannot be optimized: ");
 		return rc;
 	}
 	struct layout_src *ls = NULL;

@@ -10,7 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 4096
+/* Every string field is cut to FIELD_MAX_BYTES of escaped output (with a
+ * marker), so the eight fields of a request line and its numbers always fit
+ * in LINE_MAX_BYTES and the line stays one valid JSON object. */
+#define FIELD_MAX_BYTES 1536
+#define LINE_MAX_BYTES 16384
 
 static atomic_int min_level = LOG_INFO;
 static atomic_bool requests_on = true;
@@ -34,30 +38,67 @@ bool log_requests_enabled(void)
 	return atomic_load(&requests_on);
 }
 
-void log_json_escape(char *out, size_t cap, size_t *pos, const char *s)
+/* One unit of escaped output for the input at s: an escape sequence, one
+ * ASCII byte, or a whole UTF-8 sequence (so truncation never splits one).
+ * Writes it to u (at least 7 bytes) and returns its length; *used gets the
+ * input bytes it stands for. */
+static size_t escape_unit(const unsigned char *s, char *u, size_t *used)
 {
 	static const char hx[] = "0123456789abcdef";
-	size_t p = *pos;
-	for (; s && *s && p + 7 < cap; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			out[p++] = '\\';
-			out[p++] = (char)c;
-		} else if (c == '\n') {
-			out[p++] = '\\';
-			out[p++] = 'n';
-		} else if (c < 0x20 || c == 0x7f) {
-			out[p++] = '\\';
-			out[p++] = 'u';
-			out[p++] = '0';
-			out[p++] = '0';
-			out[p++] = hx[c >> 4];
-			out[p++] = hx[c & 15];
-		} else {
-			out[p++] = (char)c;
-		}
+	unsigned char c = s[0];
+	*used = 1;
+	if (c == '"' || c == '\\') {
+		u[0] = '\\';
+		u[1] = (char)c;
+		return 2;
 	}
-	out[p < cap ? p : cap - 1] = '\0';
+	if (c == '\n') {
+		u[0] = '\\';
+		u[1] = 'n';
+		return 2;
+	}
+	if (c < 0x20 || c == 0x7f) {
+		memcpy(u, "\\u00", 4);
+		u[4] = hx[c >> 4];
+		u[5] = hx[c & 15];
+		return 6;
+	}
+	size_t n = 1;
+	if (c >= 0xc0) /* a lead byte: take its continuation bytes along */
+		while (n < 4 && (s[n] & 0xc0) == 0x80)
+			n++;
+	memcpy(u, s, n);
+	*used = n;
+	return n;
+}
+
+void log_json_escape(char *out, size_t cap, size_t *pos, const char *s)
+{
+	static const char mark[] = "...(truncated)";
+	size_t p = *pos;
+	if (p >= cap)
+		return; /* nothing fits; out was terminated by whoever filled it */
+	const unsigned char *in = (const unsigned char *)(s ? s : "");
+	/* does all of it fit? */
+	size_t total = 0, used;
+	char u[8];
+	for (const unsigned char *c = in; *c; c += used)
+		total += escape_unit(c, u, &used);
+	size_t end = cap - 1, marklen = sizeof(mark) - 1; /* the NUL goes at out[end] at the latest */
+	bool fits = total <= end - p;
+	size_t limit = fits ? end : (end - p > marklen ? end - marklen : p);
+	for (const unsigned char *c = in; *c; c += used) {
+		size_t n = escape_unit(c, u, &used);
+		if (p + n > limit)
+			break;
+		memcpy(out + p, u, n);
+		p += n;
+	}
+	if (!fits && p + marklen <= end) {
+		memcpy(out + p, mark, marklen);
+		p += marklen;
+	}
+	out[p] = '\0';
 	*pos = p;
 }
 
@@ -112,15 +153,16 @@ static void field(char *out, size_t cap, size_t *pos, const char *key, const cha
 	if (!val)
 		return;
 	putf(out, cap, pos, ",\"%s\":\"", key);
-	log_json_escape(out, cap - 8, pos, val);
-	put(out, cap - 4, pos, "\"");
+	size_t room = *pos + FIELD_MAX_BYTES + 1;
+	log_json_escape(out, room < cap - 4 ? room : cap - 4, pos, val);
+	put(out, cap - 3, pos, "\"");
 }
 
 void log_event(enum log_level level, const char *fmt, ...)
 {
 	if ((int)level < atomic_load(&min_level))
 		return;
-	char msg[1024];
+	char msg[FIELD_MAX_BYTES];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(msg, sizeof(msg), fmt, ap);

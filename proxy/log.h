@@ -34,8 +34,10 @@ struct log_request {
 };
 void log_request(const struct log_request *r);
 
-/* Append s JSON-escaped (without quotes) to out[cap] at *pos, truncating
- * safely; out stays NUL-terminated. */
+/* Append s JSON-escaped (without quotes) to out[cap] at *pos. When it does
+ * not fit, as much as fits before the marker "...(truncated)" is written,
+ * never half an escape or half a UTF-8 sequence; out stays NUL-terminated
+ * at the new *pos. */
 void log_json_escape(char *out, size_t cap, size_t *pos, const char *s);
 
 #endif

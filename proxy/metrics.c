@@ -306,6 +306,13 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_UPSTREAM_BYTES),
 	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), inflight,
 	     (unsigned long long)rss_bytes());
+	emit(&p,
+	     "# HELP regslim_login_failures_total Basic logins with a wrong user or password.\n"
+	     "# TYPE regslim_login_failures_total counter\nregslim_login_failures_total %llu\n"
+	     "# HELP regslim_login_throttled_total Logins refused unchecked during a failed-login back-off.\n"
+	     "# TYPE regslim_login_throttled_total counter\nregslim_login_throttled_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_LOGIN_FAILED),
+	     (unsigned long long)metrics_get(METRICS_LOGIN_THROTTLED));
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

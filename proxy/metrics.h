@@ -15,6 +15,8 @@ enum metrics_counter {
 	METRICS_UPSTREAM_BYTES,
 	METRICS_CLIENT_BYTES,
 	METRICS_STALE_SERVED,
+	METRICS_LOGIN_FAILED,    /* wrong Basic passwords */
+	METRICS_LOGIN_THROTTLED, /* logins refused by the back-off (login_guard.h) */
 	METRICS_COUNTER_COUNT
 };
 

@@ -6,6 +6,7 @@
 #include "optpull.h"
 
 #include "fsutil.h"
+#include "image.h"
 #include "imagejson.h"
 #include "log.h"
 #include "metrics.h"
@@ -19,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +72,7 @@ struct optpull {
 	struct job *jobs;
 	unsigned threads;           /* worker threads alive */
 	unsigned running;           /* holding a worker slot */
+	_Atomic bool stopping;      /* optpull_free: running jobs stop, waiting ones do not start */
 };
 
 /* ------------------------------------------------------------ clients */
@@ -246,10 +249,21 @@ out:
 	return rc;
 }
 
+void optpull_stop(struct optpull *op)
+{
+	if (!op)
+		return;
+	atomic_store(&op->stopping, true);
+	pthread_mutex_lock(&op->lock);
+	pthread_cond_broadcast(&op->cond); /* workers waiting for a slot see it */
+	pthread_mutex_unlock(&op->lock);
+}
+
 void optpull_free(struct optpull *op)
 {
 	if (!op)
 		return;
+	optpull_stop(op);
 	pthread_mutex_lock(&op->lock);
 	while (op->threads)
 		pthread_cond_wait(&op->cond, &op->lock);
@@ -534,12 +548,12 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 static bool is_manifest(const struct report *rep, const char *digest, const char **type)
 {
 	if (strcmp(rep->digest, digest) == 0) {
-		*type = rep->media_type ? rep->media_type : "application/vnd.oci.image.manifest.v1+json";
+		*type = rep->media_type ? rep->media_type : IMAGE_MT_OCI_MANIFEST;
 		return true;
 	}
 	for (size_t i = 0; i < rep->image_count; i++)
 		if (strcmp(rep->images[i].digest, digest) == 0) {
-			*type = "application/vnd.oci.image.manifest.v1+json";
+			*type = IMAGE_MT_OCI_MANIFEST;
 			return true;
 		}
 	return false;
@@ -647,8 +661,17 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 			eff.level = 0;
 		eff.compression = want;
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		struct pipeline_opts o = {sref, dref, &eff, ncpu > 0 ? (unsigned)ncpu : 1, CODEC_INFLATE_DEFAULT, NULL,
-		                          NULL};
+		/* cancelled at shutdown; bounded in time so that no image holds a
+		 * worker for long (a failure is remembered: the original is served) */
+		struct pipeline_opts o = {sref,
+		                          dref,
+		                          &eff,
+		                          ncpu > 0 ? (unsigned)ncpu : 1,
+		                          CODEC_INFLATE_DEFAULT,
+		                          NULL,
+		                          NULL,
+		                          &op->stopping,
+		                          pipeline_now_ms() + (uint64_t)RS_LIMIT_OPT_MAX_S * 1000};
 		rc = pipeline_run(&rep, &o, err);
 	}
 	if (rc == RS_OK)
@@ -656,7 +679,7 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	if (rc == RS_OK) {
 		snprintf(j->result.digest, sizeof(j->result.digest), "%s", rep.digest);
 		snprintf(j->result.media_type, sizeof(j->result.media_type), "%s",
-		         rep.media_type ? rep.media_type : "application/vnd.oci.image.manifest.v1+json");
+		         rep.media_type ? rep.media_type : IMAGE_MT_OCI_MANIFEST);
 		uint64_t in_size = 0, in_unc = 0, out_size = 0, out_unc = 0;
 		report_totals(&rep, &in_size, &in_unc, &out_size, &out_unc);
 		j->result.bytes_saved = in_size > out_size ? in_size - out_size : 0;
@@ -695,14 +718,15 @@ static void *worker(void *arg)
 	struct job *j = arg;
 	struct optpull *op = j->op;
 	pthread_mutex_lock(&op->lock);
-	while (op->running >= RS_LIMIT_OPT_WORKERS)
+	while (op->running >= RS_LIMIT_OPT_WORKERS && !atomic_load(&op->stopping))
 		pthread_cond_wait(&op->cond, &op->lock);
 	op->running++;
 	pthread_mutex_unlock(&op->lock);
 
 	double t0 = mono_now();
 	struct rs_err err = {0};
-	enum rs_code rc = run_job(j, &err);
+	enum rs_code rc = atomic_load(&op->stopping) ? rs_err_set(&err, RS_TIMEOUT, "optimization cancelled")
+	                                             : run_job(j, &err);
 	double secs = mono_now() - t0;
 	metrics_optimization(rc == RS_OK, secs);
 	if (rc == RS_OK) {

@@ -10,8 +10,9 @@
  *
  * One optimization per key runs at a time however many pulls ask
  * (single-flight); it runs in its own thread (at most RS_LIMIT_OPT_WORKERS
- * at once), so a caller can stop waiting after its sync timeout and the job
- * still finishes for the next pull. A failure is remembered for
+ * at once, each for at most RS_LIMIT_OPT_MAX_S), so a caller can stop
+ * waiting after its sync timeout and the job still finishes for the next
+ * pull. A failure is remembered for
  * RS_LIMIT_OPT_FAILURE_TTL_S and logged once; callers then serve the
  * original.
  *
@@ -93,7 +94,11 @@ struct optpull_result {
  * file that no longer loads), RS_IO, RS_NOMEM. */
 RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
                                        const struct optpull_ops *ops, struct rs_err *err);
-/* Waits for running optimizations to end, then frees. NULL is fine. */
+/* Shutting down: running optimizations stop at their next read (cleanly:
+ * nothing of them reaches the store), queued ones do not start; callers
+ * waiting in optpull_get get the failure and serve the original. */
+void optpull_stop(struct optpull *op);
+/* optpull_stop, wait for the workers to end, then free. NULL is fine. */
 void optpull_free(struct optpull *op);
 
 /* The optimized twin of rq's source: RS_OK with *out filled when it is

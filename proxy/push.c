@@ -21,8 +21,10 @@
 
 #include "digest.h"
 #include "fsutil.h"
+#include "image.h"
 #include "imagejson.h"
 #include "log.h"
+#include "refname.h"
 #include "route.h"
 #include "rs_limits.h"
 
@@ -43,10 +45,6 @@
 /* Tag namespace of pushed images inside the push store. */
 #define PUSH_TAG_NS "pushed"
 
-#define MT_DOCKER_V2 "application/vnd.docker.distribution.manifest.v2+json"
-#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 
 struct slot {
 	struct slot *next;
@@ -559,13 +557,13 @@ static enum rs_code have_manifest(struct push *p, const char *digest, struct rs_
 
 static bool is_known_type(const char *t)
 {
-	return strcmp(t, MT_DOCKER_V2) == 0 || strcmp(t, MT_DOCKER_LIST) == 0 || strcmp(t, MT_OCI_MANIFEST) == 0 ||
-	       strcmp(t, MT_OCI_INDEX) == 0;
+	return strcmp(t, IMAGE_MT_DOCKER_MANIFEST) == 0 || strcmp(t, IMAGE_MT_DOCKER_LIST) == 0 || strcmp(t, IMAGE_MT_OCI_MANIFEST) == 0 ||
+	       strcmp(t, IMAGE_MT_OCI_INDEX) == 0;
 }
 
 static bool is_index_type(const char *t)
 {
-	return strcmp(t, MT_DOCKER_LIST) == 0 || strcmp(t, MT_OCI_INDEX) == 0;
+	return strcmp(t, IMAGE_MT_DOCKER_LIST) == 0 || strcmp(t, IMAGE_MT_OCI_INDEX) == 0;
 }
 
 static bool nondistributable(const char *mt)
@@ -636,7 +634,7 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 			return rc;
 		if (strcmp(ref, digest) != 0)
 			return rs_err_set(err, RS_DIGEST_MISMATCH, "manifest body hashes to %s, not %s", digest, ref);
-	} else if (!route_tag_valid(ref)) {
+	} else if (!refname_tag_valid(ref)) {
 		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.130s'", ref);
 	}
 	if (kind == IMAGEJSON_MANIFEST) {
@@ -648,12 +646,12 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 			rc = rs_err_set(err, RS_BAD_INPUT, "manifest: schemaVersion is %d, expected 2", m.schema_version);
 		else if (mt && !generic && strcmp(mt, ct) != 0)
 			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the manifest's mediaType %.100s", ct, mt);
-		else if (mt && strcmp(mt, MT_OCI_MANIFEST) != 0 && strcmp(mt, MT_DOCKER_V2) != 0)
+		else if (mt && strcmp(mt, IMAGE_MT_OCI_MANIFEST) != 0 && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) != 0)
 			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported manifest mediaType '%.100s'", mt);
 		else if (m.layer_count > RS_LIMIT_IMAGE_LAYERS_MAX)
 			rc = rs_err_set(err, RS_BAD_INPUT, "manifest has %zu layers, the limit is %u", m.layer_count,
 			                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
-		type = !generic ? ct : mt && strcmp(mt, MT_DOCKER_V2) == 0 ? MT_DOCKER_V2 : MT_OCI_MANIFEST;
+		type = !generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) == 0 ? IMAGE_MT_DOCKER_MANIFEST : IMAGE_MT_OCI_MANIFEST;
 		if (rc == RS_OK)
 			rc = check_ref(p, repo, &m.config, "config", false, err);
 		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
@@ -673,12 +671,12 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 			rc = rs_err_set(err, RS_BAD_INPUT, "index: schemaVersion is %d, expected 2", x.schema_version);
 		else if (mt && !generic && strcmp(mt, ct) != 0)
 			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the index's mediaType %.100s", ct, mt);
-		else if (mt && strcmp(mt, MT_OCI_INDEX) != 0 && strcmp(mt, MT_DOCKER_LIST) != 0)
+		else if (mt && strcmp(mt, IMAGE_MT_OCI_INDEX) != 0 && strcmp(mt, IMAGE_MT_DOCKER_LIST) != 0)
 			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported index mediaType '%.100s'", mt);
 		else if (x.manifest_count > RS_LIMIT_INDEX_MANIFESTS_MAX)
 			rc = rs_err_set(err, RS_BAD_INPUT, "index has %zu manifests, the limit is %u", x.manifest_count,
 			                (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
-		type = !generic ? ct : mt && strcmp(mt, MT_DOCKER_LIST) == 0 ? MT_DOCKER_LIST : MT_OCI_INDEX;
+		type = !generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_LIST) == 0 ? IMAGE_MT_DOCKER_LIST : IMAGE_MT_OCI_INDEX;
 		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
 			char where[32];
 			snprintf(where, sizeof(where), "manifests[%zu]", i);
@@ -723,7 +721,7 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 {
 	*out = NULL;
 	char dir[PATH_CAP];
-	if (!route_name_valid(repo) ||
+	if (!refname_repo_valid(repo) ||
 	    snprintf(dir, sizeof(dir), "%s/push/tags/" PUSH_TAG_NS "/%s/_tags", p->cfg->data_dir, repo) >= (int)sizeof(dir))
 		return rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
 	DIR *d = opendir(dir);
@@ -742,7 +740,7 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 			continue;
 		memcpy(tag, de->d_name, l - 5);
 		tag[l - 5] = '\0';
-		if (!route_tag_valid(tag))
+		if (!refname_tag_valid(tag))
 			continue;
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 32;

@@ -26,10 +26,13 @@
 #include "gate_policy.h"
 #include "log.h"
 #include "metrics.h"
+#include "refname.h"
 #include "route.h"
 #include "rs_limits.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +59,8 @@ enum wkind {
 	W_UPLOAD_STATUS,
 	W_UPLOAD_DELETE,
 	W_MANIFEST_PUT,
-	W_DELETE_UNSUPPORTED,
+	W_MANIFEST_DELETE, /* not supported yet: 405 */
+	W_BLOB_DELETE,     /* not supported yet: 405 */
 };
 
 /* One write request. */
@@ -286,6 +290,16 @@ static bool host_ok(const char *h)
 	return true;
 }
 
+/* Safe inside a quoted header value: a repository name, with an upstream
+ * host[:port] in front. */
+static bool header_safe(const char *s)
+{
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && !strchr("._/:-", *s))
+			return false;
+	return true;
+}
+
 static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const char *repo, unsigned need,
                                  const char *error, const char *msg)
 {
@@ -297,7 +311,8 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 		snprintf(realm, sizeof(realm), "http://%s/auth/token", host_ok(host) ? host : ph->cfg->listen);
 	char www[1024];
 	int n = snprintf(www, sizeof(www), "Bearer realm=\"%s\",service=\"" SERVICE "\"", realm);
-	if (repo && n > 0 && (size_t)n < sizeof(www))
+	/* callers validate repo first; what is not a plain name never goes into the header */
+	if (repo && header_safe(repo) && n > 0 && (size_t)n < sizeof(www))
 		n += snprintf(www + n, sizeof(www) - (size_t)n, ",scope=\"repository:%s:%s\"", repo,
 		              need & AUTH_PUSH ? "pull,push" : "pull");
 	if (error && n > 0 && (size_t)n < sizeof(www))
@@ -305,6 +320,28 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 	struct hdr h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, www}};
 	rq->answered = true;
 	return reply_error(rq, 401, "UNAUTHORIZED", msg, h, 1);
+}
+
+/* The client's address as text (for the failed-login back-off). */
+static void client_addr(struct request *rq, char *out, size_t cap)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+	snprintf(out, cap, "?");
+	if (sa && sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)cap);
+	else if (sa && sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* 429 TOOMANYREQUESTS with Retry-After, for a login refused by the back-off. */
+static enum MHD_Result throttled(struct request *rq, const char *msg, unsigned retry_after)
+{
+	char secs[16];
+	snprintf(secs, sizeof(secs), "%u", retry_after ? retry_after : 1);
+	struct hdr h[] = {{MHD_HTTP_HEADER_RETRY_AFTER, secs}};
+	rq->answered = true;
+	return reply_error(rq, 429, "TOOMANYREQUESTS", msg, h, 1);
 }
 
 bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, unsigned need, enum MHD_Result *ret)
@@ -321,9 +358,16 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 	}
 	const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 	struct auth_decision d;
-	auth_decide(ph->auth, authz, repo, need, time(NULL), &d);
+	char addr[64];
+	client_addr(rq, addr, sizeof(addr));
+	struct auth_client client = {.addr = addr};
+	auth_decide(ph->auth, authz, &client, repo, need, time(NULL), &d);
 	if (d.verdict == AUTH_ALLOW)
 		return true;
+	if (d.verdict == AUTH_THROTTLED) {
+		*ret = throttled(rq, d.msg, client.retry_after);
+		return false;
+	}
 	if (d.verdict == AUTH_DENY) {
 		rq->answered = true;
 		*ret = reply_error(rq, 403, "DENIED", d.msg, NULL, 0);
@@ -399,11 +443,16 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 		goto out;
 	}
 	struct rs_err err = {0};
-	enum rs_code rc = auth_issue_token(ph->auth, authz, (const char *const *)sl.v, sl.n, time(NULL), body,
+	char addr[64];
+	client_addr(rq, addr, sizeof(addr));
+	struct auth_client client = {.addr = addr};
+	enum rs_code rc = auth_issue_token(ph->auth, authz, &client, (const char *const *)sl.v, sl.n, time(NULL), body,
 	                                   3 * RS_LIMIT_TOKEN_MAX_CHARS, &err);
 	if (rc == RS_OK) {
 		struct hdr h[] = {{MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"}};
 		ret = reply(rq, 200, JSON_TYPE, body, h, 1);
+	} else if (rc == RS_THROTTLED) {
+		ret = throttled(rq, err.msg, client.retry_after);
 	} else if (rc == RS_UNAUTHORIZED) {
 		struct hdr h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"" SERVICE "\""}};
 		ret = reply_error(rq, 401, "UNAUTHORIZED", err.msg, h, 1);
@@ -475,11 +524,11 @@ static bool parse_write(const char *method, const char *url, struct wreq *w)
 	w->ref_long = strlen(last + 1) >= sizeof(w->ref);
 	snprintf(w->ref, sizeof(w->ref), "%.*s", (int)sizeof(w->ref) - 1, last + 1);
 	if (kl == 9 && strncmp(kindp, "manifests", 9) == 0) {
-		w->kind = put ? W_MANIFEST_PUT : W_DELETE_UNSUPPORTED;
+		w->kind = put ? W_MANIFEST_PUT : W_MANIFEST_DELETE;
 		return true;
 	}
 	if (kl == 5 && strncmp(kindp, "blobs", 5) == 0 && del) {
-		w->kind = W_DELETE_UNSUPPORTED;
+		w->kind = W_BLOB_DELETE;
 		return true;
 	}
 	return false;
@@ -531,14 +580,16 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 {
 	struct rs_err err = {0};
 	w->limit = UINT64_MAX;
-	rq->route = w->kind == W_MANIFEST_PUT ? "manifest" : "upload";
-	if (w->kind == W_DELETE_UNSUPPORTED) {
+	rq->route = w->kind == W_MANIFEST_PUT || w->kind == W_MANIFEST_DELETE ? "manifest"
+	            : w->kind == W_BLOB_DELETE                                 ? "blob"
+	                                                                       : "upload";
+	if (w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) {
 		rq->answered = true;
 		*ret = reply_error(rq, 405, "UNSUPPORTED", "deleting manifests and blobs is not supported by regslim",
 		                   NULL, 0);
 		return false;
 	}
-	if (!route_name_valid(w->name)) {
+	if (!refname_repo_valid(w->name)) {
 		rq->answered = true;
 		rs_err_set(&err, RS_BAD_INPUT, "invalid repository name '%.200s'", w->name);
 		*ret = reply_error(rq, 400, "NAME_INVALID", err.msg, NULL, 0);
@@ -557,7 +608,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			                w->ref);
 		else if (by_digest)
 			rc = digest_parse(w->ref, &err);
-		else if (w->ref_long || !route_tag_valid(w->ref))
+		else if (w->ref_long || !refname_tag_valid(w->ref))
 			rc = rs_err_set(&err, RS_BAD_INPUT,
 			                "invalid tag '%.130s%s': a tag is 1 to %d characters of [a-zA-Z0-9_][a-zA-Z0-9._-]*",
 			                w->ref, w->ref_long ? "..." : "", RS_LIMIT_TAG_MAX);
@@ -570,7 +621,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	if (w->kind == W_UPLOAD_START) {
 		const char *mount = arg(rq, "mount");
 		const char *from = arg(rq, "from");
-		if (mount && (!from || route_name_valid(from))) {
+		if (mount && (!from || refname_repo_valid(from))) {
 			/* Mounting needs pull on the source repository; else a plain upload
 			 * (spec, "Mounting a blob": 202 when the registry cannot mount).
 			 * Without from= (the spec lets a registry treat it as optional) it
@@ -578,10 +629,13 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			 * digest to anyone who may pull there, so the mount grants nothing
 			 * more. */
 			struct auth_decision d = {.verdict = AUTH_ALLOW};
+			char addr[64];
+			client_addr(rq, addr, sizeof(addr));
+			struct auth_client client = {.addr = addr};
 			if (ph->auth)
 				auth_decide(ph->auth,
 				            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-				            from ? from : w->name, AUTH_PULL, time(NULL), &d);
+				            &client, from ? from : w->name, AUTH_PULL, time(NULL), &d);
 			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, mount, &err) == RS_OK) {
 				rq->answered = true;
 				*ret = blob_created(rq, w, mount);
@@ -840,7 +894,18 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		char store_dir[4096], tmp_dir[4096];
 		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
-		if (gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err) != RS_OK) {
+		rs_err_clear(&err);
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err);
+		if (frc == RS_BAD_INPUT) {
+			/* the image passed the policy but cannot be optimized: the client's to fix */
+			if (!had)
+				blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+			metrics_gate_push("invalid");
+			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
+			ret = reply_error(rq, 400, "MANIFEST_INVALID", err.msg, NULL, 0);
+			goto done;
+		}
+		if (frc != RS_OK) {
 			metrics_gate_push("upstream_failed");
 			log_event(LOG_ERROR, "push %s (%s) not forwarded: %s", shown, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];

@@ -13,14 +13,16 @@
 #include "blobstore.h"
 #include "digest.h"
 #include "gate.h"
+#include "image.h"
 #include "inflight.h"
-#include "rs_limits.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
 #include "push.h"
 #include "push_http.h"
+#include "refname.h"
 #include "route.h"
+#include "rs_limits.h"
 #include "upstream.h"
 
 #include <ctype.h>
@@ -36,12 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MT_DOCKER_V2 "application/vnd.docker.distribution.manifest.v2+json"
-#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
-#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1+json"
-#define MT_DOCKER_V1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
 #define JSON_TYPE "application/json"
 
 /* Extra seconds a reader waits beyond the upstream's own timeout. */
@@ -230,6 +226,11 @@ out:
 	return rc;
 }
 
+void registry_shutdown(struct registry *r)
+{
+	optpull_stop(r->opt);
+}
+
 void registry_free(struct registry *r)
 {
 	if (!r)
@@ -304,8 +305,8 @@ static bool accepts(const struct accept_list *a, const char *type)
  * the upstream gives it. */
 static bool modern_client(const struct accept_list *a)
 {
-	return accepts(a, MT_DOCKER_V2) || accepts(a, MT_OCI_MANIFEST) || accepts(a, MT_OCI_INDEX) ||
-	       accepts(a, MT_DOCKER_LIST);
+	return accepts(a, IMAGE_MT_DOCKER_MANIFEST) || accepts(a, IMAGE_MT_OCI_MANIFEST) || accepts(a, IMAGE_MT_OCI_INDEX) ||
+	       accepts(a, IMAGE_MT_DOCKER_LIST);
 }
 
 static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -409,8 +410,8 @@ static bool status_ok(long s)
  * is the digest the client asked for. */
 static bool is_schema1(const char *type)
 {
-	return type && (strncmp(type, MT_DOCKER_V1, strlen(MT_DOCKER_V1)) == 0 ||
-	                strncmp(type, MT_DOCKER_V1_SIGNED, strlen(MT_DOCKER_V1_SIGNED)) == 0);
+	return type && (strncmp(type, IMAGE_MT_DOCKER_V1, strlen(IMAGE_MT_DOCKER_V1)) == 0 ||
+	                strncmp(type, IMAGE_MT_DOCKER_V1_SIGNED, strlen(IMAGE_MT_DOCKER_V1_SIGNED)) == 0);
 }
 
 static enum rs_code fetch_manifest(struct registry *r, const struct route_target *t, const struct accept_list *acc,
@@ -481,12 +482,22 @@ static bool serve_pushed_manifest(struct registry *r, struct request *rq, const 
 	return true;
 }
 
+/* A reference with a ':' must be a digest we can check: anything else,
+ * an unknown algorithm included, is the client's 400 DIGEST_INVALID. */
+static bool ref_digest_ok(const char *ref, struct rs_err *err)
+{
+	if (digest_parse(ref, err) == RS_OK)
+		return true;
+	err->code = RS_DIGEST_INVALID;
+	return false;
+}
+
 static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                           const struct accept_list *acc)
 {
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
-	if (digest_parse(t->ref, &err) != RS_OK)
+	if (!ref_digest_ok(t->ref, &err))
 		return queue_error(rq, &err, ROUTE_MANIFEST);
 	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
 	enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
@@ -554,7 +565,7 @@ static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const
 static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, const struct route_target *t,
                                        const struct accept_list *acc)
 {
-	if (!route_tag_valid(t->ref)) {
+	if (!refname_tag_valid(t->ref)) {
 		struct rs_err e;
 		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
 		return queue_error_status(rq, 400, "TAG_INVALID", e.msg);
@@ -824,7 +835,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 static enum MHD_Result blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head)
 {
 	struct rs_err err = {0};
-	if (digest_parse(t->ref, &err) != RS_OK)
+	if (!ref_digest_ok(t->ref, &err))
 		return queue_error(rq, &err, ROUTE_BLOB);
 	int fd = -1;
 	uint64_t size = 0;
@@ -957,7 +968,7 @@ static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *r
 	struct route_target t = {.up_index = up_index, .ref = digest};
 	snprintf(t.repo, sizeof(t.repo), "%s", repo);
 	snprintf(t.name, sizeof(t.name), "%s", repo);
-	struct accept_list acc = {.values = {MT_OCI_MANIFEST, MT_DOCKER_V2, MT_OCI_INDEX, MT_DOCKER_LIST}, .n = 4};
+	struct accept_list acc = {.values = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX, IMAGE_MT_DOCKER_LIST}, .n = 4};
 	struct upstream_reply rep = {0};
 	char got[DIGEST_STR_SIZE];
 	bool stored = false;
@@ -1000,7 +1011,7 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
 		           cap.type ? cap.type : "no type");
-	} else if (!accepts(acc, MT_OCI_MANIFEST) && !accepts(acc, MT_OCI_INDEX)) {
+	} else if (!accepts(acc, IMAGE_MT_OCI_MANIFEST) && !accepts(acc, IMAGE_MT_OCI_INDEX)) {
 		reason = "client_accept";
 		rs_err_set(&err, RS_BAD_INPUT, "the client accepts no OCI manifest type");
 	} else {
@@ -1050,7 +1061,7 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 		return queue_error_status(rq, 404, "NOT_FOUND", "expected /regslim/v1/reports/<name>/<digest>");
 	char name[RS_LIMIT_NAME_MAX + 16];
 	snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
-	if ((size_t)(slash - rest) > RS_LIMIT_NAME_MAX || !route_name_valid(name))
+	if ((size_t)(slash - rest) > RS_LIMIT_NAME_MAX || !refname_repo_valid(name))
 		return queue_error_status(rq, 400, "NAME_INVALID", "invalid repository name in the report path");
 	enum MHD_Result gated;
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
@@ -1341,6 +1352,14 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 	return ret;
 }
 
+/* "." or ".." as a path segment: no name, digest or upload id has one. */
+static bool has_dot_segment(const char *url)
+{
+	size_t n = strlen(url);
+	return strstr(url, "/./") || strstr(url, "/../") || (n >= 2 && strcmp(url + n - 2, "/.") == 0) ||
+	       (n >= 3 && strcmp(url + n - 3, "/..") == 0);
+}
+
 enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 {
 	static char healthz_body[] = "{\"status\":\"ok\"}\n";
@@ -1374,13 +1393,18 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			return gated;
 		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
 	}
+	if (strncmp(url, "/v2/", 4) == 0 && has_dot_segment(url)) {
+		rq->route = "other";
+		return queue_error_status(rq, 400, "NAME_INVALID", "the path has a '.' or '..' segment");
+	}
+	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
+	 * A write with a body was set up (and its route named) while the body
+	 * arrived, so its route is left alone here. */
+	if (strncmp(url, "/v2/", 4) == 0 && push_http_is_write(rq->method, url))
+		return push_http_handle(r->ph, rq);
 	rq->route = "other";
 	if (strncmp(url, "/v2/", 4) != 0)
 		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror");
-
-	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included. */
-	if (push_http_is_write(rq->method, url))
-		return push_http_handle(r->ph, rq);
 
 	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
 	size_t len = strlen(url);
@@ -1425,14 +1449,15 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		         rq->route);
 		return queue_error_status(rq, 405, "UNSUPPORTED", msg);
 	}
-	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
-		return gated;
-
+	/* The name is checked before it reaches any header (the auth
+	 * challenge's scope) or the ACL. */
 	struct route_target t = {0};
 	struct rs_err err = {0};
 	if (pick_target(r, rq, name, &t, &err) != RS_OK)
 		return queue_error(rq, &err, err.code == RS_NOT_FOUND ? ROUTE_NAME : ROUTE_OTHER);
 	t.ref = ref;
+	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
+		return gated;
 
 	if (what == ROUTE_NAME)
 		return tags_list(r, rq, &t);

@@ -27,6 +27,10 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq);
  * error answer (rq->answered). */
 enum MHD_Result registry_body(struct registry *r, struct request *rq, const char *data, size_t len);
 
+/* Shutdown has begun: stop running optimizations now, so that requests
+ * waiting for them are answered (with the original) within the grace. */
+void registry_shutdown(struct registry *r);
+
 /* Number of upstream downloads still running. */
 unsigned registry_inflight(struct registry *r);
 

@@ -1,73 +1,14 @@
 /* route: routing and request validation without HTTP. See route.h. */
 #include "route.h"
 
+#include "refname.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-static bool is_alnum_lower(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool component_valid(const char *s, size_t len)
-{
-	if (len == 0 || !is_alnum_lower(s[0]) || !is_alnum_lower(s[len - 1]))
-		return false;
-	for (size_t i = 0; i < len;) {
-		if (is_alnum_lower(s[i])) {
-			i++;
-			continue;
-		}
-		size_t j;
-		if (s[i] == '.')
-			j = i + 1;
-		else if (s[i] == '_')
-			j = (i + 1 < len && s[i + 1] == '_') ? i + 2 : i + 1;
-		else if (s[i] == '-')
-			for (j = i; j < len && s[j] == '-'; j++)
-				;
-		else
-			return false;
-		if (j >= len || !is_alnum_lower(s[j]))
-			return false;
-		i = j;
-	}
-	return true;
-}
-
-bool route_name_valid(const char *name)
-{
-	size_t total = strlen(name);
-	if (total == 0 || total > RS_LIMIT_NAME_MAX)
-		return false;
-	const char *p = name;
-	for (;;) {
-		const char *slash = strchr(p, '/');
-		size_t len = slash ? (size_t)(slash - p) : strlen(p);
-		if (!component_valid(p, len))
-			return false;
-		if (!slash)
-			return true;
-		p = slash + 1;
-	}
-}
-
-bool route_tag_valid(const char *t)
-{
-	size_t len = strlen(t);
-	if (len == 0 || len > RS_LIMIT_TAG_MAX)
-		return false;
-	if (!(isalnum((unsigned char)t[0]) || t[0] == '_'))
-		return false;
-	for (size_t i = 1; i < len; i++)
-		if (!(isalnum((unsigned char)t[i]) || t[i] == '_' || t[i] == '.' || t[i] == '-'))
-			return false;
-	return true;
-}
 
 enum rs_code route_pick(const struct rs_config *cfg, const char *ns, const char *name, struct route_target *t,
                         struct rs_err *err)
@@ -96,7 +37,7 @@ enum rs_code route_pick(const struct rs_config *cfg, const char *ns, const char 
 			}
 		}
 	}
-	if (strlen(name) >= sizeof(t->name) || !route_name_valid(rest))
+	if (strlen(name) >= sizeof(t->name) || !refname_repo_valid(rest))
 		return rs_err_set(err, RS_BAD_INPUT, "invalid repository name '%.200s'", rest);
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	const struct rs_upstream_config *up = &cfg->upstreams[t->up_index];
@@ -243,6 +184,8 @@ struct route_error route_map_error(enum rs_code code, enum route_what what)
 	case RS_UPSTREAM:
 	case RS_TIMEOUT:
 		return (struct route_error){502, "UNAVAILABLE"};
+	case RS_THROTTLED:
+		return (struct route_error){429, "TOOMANYREQUESTS"};
 	case RS_NOMEM:
 	case RS_IO:
 	case RS_CONFIG:

@@ -31,11 +31,6 @@ struct route_target {
 RS_MUST_CHECK enum rs_code route_pick(const struct rs_config *cfg, const char *ns, const char *name,
                                       struct route_target *out, struct rs_err *err);
 
-/* Distribution spec grammar: components [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
- * joined by '/', at most RS_LIMIT_NAME_MAX bytes. */
-bool route_name_valid(const char *name);
-/* [A-Za-z0-9_][A-Za-z0-9._-]{0,127} */
-bool route_tag_valid(const char *tag);
 
 struct route_range {
 	bool partial;        /* false: serve the whole body with 200 */

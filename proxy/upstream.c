@@ -627,6 +627,8 @@ static enum rs_code token_fetch(struct upstream *u, CURL *h, const char *realm, 
 	if (rc == RS_OK) {
 		if (x.status == 200) {
 			rc = upstream_auth_parse_token(out_token, out_expires, x.buf ? x.buf : "", x.len, err);
+			if (rc == RS_BAD_INPUT) /* the token server's answer, not the client's request */
+				rc = err->code = RS_UPSTREAM;
 			if (rc)
 				rs_err_prefix(err, "token from %.*s: ", url_log_len(url), url);
 		} else {
@@ -744,6 +746,9 @@ static enum rs_code run(struct upstream *u, const struct request *r, struct xfer
 			char *next = NULL;
 			rc = upstream_auth_resolve_url(&next, url, x->location, err);
 			if (rc) {
+				/* a redirect we will not follow is the upstream's fault (502), not the client's */
+				if (rc == RS_BAD_INPUT)
+					rc = err->code = RS_UPSTREAM;
 				rs_err_prefix(err, "%s: %ld from %.*s: ", x->what, x->status, url_log_len(url), url);
 				goto out;
 			}

@@ -112,7 +112,7 @@ START_TEST(token_round_trip_grants_scope)
 	char body[8192];
 	struct rs_err err = {0};
 	const char *scopes[] = {"repository:team/app:pull,push", "repository:other:pull", "registry:catalog:*"};
-	ck_assert_int_eq(auth_issue_token(a, ALICE_BASIC, scopes, 3, T0, body, sizeof(body), &err), RS_OK);
+	ck_assert_int_eq(auth_issue_token(a, ALICE_BASIC, NULL, scopes, 3, T0, body, sizeof(body), &err), RS_OK);
 	ck_assert_ptr_nonnull(strstr(body, "\"expires_in\":300"));
 	char *t = strstr(body, "\"token\":\"");
 	ck_assert_ptr_nonnull(t);
@@ -124,28 +124,28 @@ START_TEST(token_round_trip_grants_scope)
 	char hdr[4300];
 	snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
 	struct auth_identity id;
-	ck_assert_int_eq(auth_identify(a, hdr, T0 + 10, &id, &err), RS_OK);
+	ck_assert_int_eq(auth_identify(a, hdr, NULL, T0 + 10, &id, &err), RS_OK);
 	ck_assert_str_eq(id.user, "alice");
 	ck_assert_str_eq(id.scopes, "team/app:pull,push other:pull");
 	struct auth_decision d;
-	auth_decide(a, hdr, "team/app", AUTH_PUSH, T0 + 10, &d);
+	auth_decide(a, hdr, NULL, "team/app", AUTH_PUSH, T0 + 10, &d);
 	ck_assert_int_eq(d.verdict, AUTH_ALLOW);
-	auth_decide(a, hdr, "other", AUTH_PUSH, T0 + 10, &d);
+	auth_decide(a, hdr, NULL, "other", AUTH_PUSH, T0 + 10, &d);
 	ck_assert_int_eq(d.verdict, AUTH_CHALLENGE); /* the ACL would grant it: ask for a new token */
 	ck_assert(d.insufficient_scope);
 	/* expiry */
-	ck_assert_int_eq(auth_identify(a, hdr, T0 + 300, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(a, hdr, NULL, T0 + 300, &id, &err), RS_UNAUTHORIZED);
 	ck_assert_ptr_nonnull(strstr(err.msg, "expired"));
 	/* tampering: every single-character change of the token is refused */
 	for (size_t i = 7; i < strlen(hdr); i++) {
 		char saved = hdr[i];
 		hdr[i] = saved == 'A' ? 'B' : 'A';
-		ck_assert_int_eq(auth_identify(a, hdr, T0 + 10, &id, &err), RS_UNAUTHORIZED);
+		ck_assert_int_eq(auth_identify(a, hdr, NULL, T0 + 10, &id, &err), RS_UNAUTHORIZED);
 		hdr[i] = saved;
 	}
 	/* another regslim (another secret) does not accept it */
 	struct auth *b = open_auth(&c);
-	ck_assert_int_eq(auth_identify(b, hdr, T0 + 10, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(b, hdr, NULL, T0 + 10, &id, &err), RS_UNAUTHORIZED);
 	auth_free(b);
 	auth_free(a);
 }
@@ -166,7 +166,7 @@ START_TEST(token_secret_file_survives_restart)
 	a = open_auth(&c);
 	snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
 	struct auth_identity id;
-	ck_assert_int_eq(auth_identify(a, hdr, T0 + 1, &id, &err), RS_OK);
+	ck_assert_int_eq(auth_identify(a, hdr, NULL, T0 + 1, &id, &err), RS_OK);
 	auth_free(a);
 	fixture_write_text(sec, "short\n");
 	ck_assert_int_eq(auth_new(&a, &c, &err), RS_CONFIG);
@@ -202,23 +202,23 @@ START_TEST(decides_anonymous_challenge_and_denied)
 	struct rs_auth_config c = make_cfg(true, true);
 	struct auth *a = open_auth(&c);
 	struct auth_decision d;
-	auth_decide(a, NULL, "team/app", AUTH_PULL, T0, &d);
+	auth_decide(a, NULL, NULL, "team/app", AUTH_PULL, T0, &d);
 	ck_assert_int_eq(d.verdict, AUTH_ALLOW);
-	auth_decide(a, NULL, "team/app", AUTH_PUSH, T0, &d);
+	auth_decide(a, NULL, NULL, "team/app", AUTH_PUSH, T0, &d);
 	ck_assert_int_eq(d.verdict, AUTH_CHALLENGE);
-	auth_decide(a, NULL, NULL, AUTH_PULL, T0, &d); /* /v2/ challenges so that docker login checks */
+	auth_decide(a, NULL, NULL, NULL, AUTH_PULL, T0, &d); /* /v2/ challenges so that docker login checks */
 	ck_assert_int_eq(d.verdict, AUTH_CHALLENGE);
-	auth_decide(a, ALICE_BASIC, NULL, AUTH_PULL, T0, &d);
+	auth_decide(a, ALICE_BASIC, NULL, NULL, AUTH_PULL, T0, &d);
 	ck_assert_int_eq(d.verdict, AUTH_ALLOW);
-	auth_decide(a, ALICE_BASIC, "x/y", AUTH_PUSH, T0, &d);
+	auth_decide(a, ALICE_BASIC, NULL, "x/y", AUTH_PUSH, T0, &d);
 	ck_assert_int_eq(d.verdict, AUTH_ALLOW);
-	auth_decide(a, "Basic YWxpY2U6d3Jvbmc=", "x/y", AUTH_PULL, T0, &d); /* alice:wrong */
+	auth_decide(a, "Basic YWxpY2U6d3Jvbmc=", NULL, "x/y", AUTH_PULL, T0, &d); /* alice:wrong */
 	ck_assert_int_eq(d.verdict, AUTH_CHALLENGE);
 	auth_free(a);
 	/* a user the ACL gives pull only: push is 403 DENIED (`htpasswd -Bbn carol pw3`) */
 	fixture_write_text(htp, ALICE_LINE "carol:$2y$05$sP8MNrR2C7Su0nm3o6Tm1.scArJBwFTkt4e3e5N8URq9vcwoU7a.W\n");
 	a = open_auth(&c);
-	auth_decide(a, "Basic Y2Fyb2w6cHcz", "team/app", AUTH_PUSH, T0, &d); /* carol:pw3 */
+	auth_decide(a, "Basic Y2Fyb2w6cHcz", NULL, "team/app", AUTH_PUSH, T0, &d); /* carol:pw3 */
 	ck_assert_int_eq(d.verdict, AUTH_DENY);
 	ck_assert_ptr_nonnull(strstr(d.msg, "carol may not push team/app"));
 	auth_free(a);
@@ -251,7 +251,7 @@ START_TEST(hostile_authorization_headers)
 		"\x01\x02\x03",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		ck_assert_msg(auth_identify(a, bad[i], T0, &id, &err) == RS_UNAUTHORIZED, "accepted '%s'", bad[i]);
+		ck_assert_msg(auth_identify(a, bad[i], NULL, T0, &id, &err) == RS_UNAUTHORIZED, "accepted '%s'", bad[i]);
 	/* very long headers */
 	size_t n = 20000;
 	char *big = malloc(n + 8);
@@ -259,28 +259,28 @@ START_TEST(hostile_authorization_headers)
 	memcpy(big, "Bearer ", 7);
 	memset(big + 7, 'A', n);
 	big[n + 7] = '\0';
-	ck_assert_int_eq(auth_identify(a, big, T0, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(a, big, NULL, T0, &id, &err), RS_UNAUTHORIZED);
 	memcpy(big, "Basic  ", 7);
-	ck_assert_int_eq(auth_identify(a, big, T0, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(a, big, NULL, T0, &id, &err), RS_UNAUTHORIZED);
 	big[7 + 1500] = '\0';
-	ck_assert_int_eq(auth_identify(a, big, T0, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(a, big, NULL, T0, &id, &err), RS_UNAUTHORIZED);
 	free(big);
 	/* scheme names are case-insensitive */
-	ck_assert_int_eq(auth_identify(a, "basic YWxpY2U6c2VjcmV0MQ==", T0, &id, &err), RS_OK);
+	ck_assert_int_eq(auth_identify(a, "basic YWxpY2U6c2VjcmV0MQ==", NULL, T0, &id, &err), RS_OK);
 	ck_assert_str_eq(id.user, "alice");
 	/* a password with a colon in it keeps everything after the first colon */
-	ck_assert_int_eq(auth_identify(a, "Basic YWxpY2U6c2VjcmV0MTo=", T0, &id, &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_identify(a, "Basic YWxpY2U6c2VjcmV0MTo=", NULL, T0, &id, &err), RS_UNAUTHORIZED);
 	/* the token endpoint refuses Bearer credentials and too many scopes */
 	char body[8192];
-	ck_assert_int_eq(auth_issue_token(a, "Bearer x.y", NULL, 0, T0, body, sizeof(body), &err), RS_UNAUTHORIZED);
+	ck_assert_int_eq(auth_issue_token(a, "Bearer x.y", NULL, NULL, 0, T0, body, sizeof(body), &err), RS_UNAUTHORIZED);
 	const char *many[RS_LIMIT_TOKEN_SCOPES_MAX + 1];
 	for (size_t i = 0; i <= RS_LIMIT_TOKEN_SCOPES_MAX; i++)
 		many[i] = "repository:a:pull";
-	ck_assert_int_eq(auth_issue_token(a, NULL, many, RS_LIMIT_TOKEN_SCOPES_MAX + 1, T0, body, sizeof(body), &err),
+	ck_assert_int_eq(auth_issue_token(a, NULL, NULL, many, RS_LIMIT_TOKEN_SCOPES_MAX + 1, T0, body, sizeof(body), &err),
 	                 RS_BAD_INPUT);
 	/* hostile scope strings grant nothing */
 	const char *odd[] = {"repository:a|b:pull", "repository::pull", "repository:x", "repository:a b:push"};
-	ck_assert_int_eq(auth_issue_token(a, ALICE_BASIC, odd, 4, T0, body, sizeof(body), &err), RS_OK);
+	ck_assert_int_eq(auth_issue_token(a, ALICE_BASIC, NULL, odd, 4, T0, body, sizeof(body), &err), RS_OK);
 	auth_free(a);
 }
 END_TEST

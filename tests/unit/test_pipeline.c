@@ -425,7 +425,7 @@ static enum rs_code run_ref(const char *src_ref, const char *dst, const char *po
 		ck_assert_int_eq(policy_init_defaults(&pol, &perr), RS_OK);
 	char d[256];
 	snprintf(d, sizeof(d), "oci:%s/%s", fixture_dir(), dst);
-	struct pipeline_opts o = {src_ref, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL};
+	struct pipeline_opts o = {src_ref, d, &pol, threads, CODEC_INFLATE_DEFAULT, NULL, NULL, NULL, 0};
 	report_init(rep);
 	enum rs_code rc = pipeline_run(rep, &o, err);
 	policy_dispose(&pol);
@@ -636,6 +636,51 @@ START_TEST(corrupt_gzip_fails_naming_layer_and_offset)
 }
 END_TEST
 
+/* Progress callback that cancels the run once pass 2 ("write") begins. */
+static void cancel_at_write(void *ctx, const struct pipeline_progress *p)
+{
+	if (strcmp(p->phase, "write") == 0)
+		atomic_store((_Atomic bool *)ctx, true);
+}
+
+/* A cancelled run (before, or in the middle of pass 2) and one past its
+ * deadline fail with RS_TIMEOUT and leave no destination (issue 11: SIGTERM
+ * stops a running optimization cleanly). */
+START_TEST(cancel_and_deadline_stop_the_run)
+{
+	struct image im;
+	build_image(&im, "in");
+	struct policy pol;
+	struct rs_err err = {0};
+	ck_assert_int_eq(policy_init_defaults(&pol, &err), RS_OK);
+	char src[300], dst[300], dir[256];
+	snprintf(src, sizeof(src), "oci:%s/in:latest", fixture_dir());
+	snprintf(dir, sizeof(dir), "%s/stopped", fixture_dir());
+	snprintf(dst, sizeof(dst), "oci:%s:x", dir);
+	_Atomic bool cancel = true;
+	for (int k = 0; k < 3; k++) {
+		struct pipeline_opts o = {src, dst, &pol, 1, CODEC_INFLATE_DEFAULT, NULL, NULL, &cancel, 0};
+		if (k == 1) { /* cancelled in the middle: from the progress of pass 2 */
+			atomic_store(&cancel, false);
+			o.progress = cancel_at_write;
+			o.progress_ctx = &cancel;
+		} else if (k == 2) { /* a deadline already gone */
+			o.cancel = NULL;
+			o.deadline_ms = pipeline_now_ms() - 1;
+		}
+		struct report rep;
+		report_init(&rep);
+		rs_err_clear(&err);
+		ck_assert_int_eq(pipeline_run(&rep, &o, &err), RS_TIMEOUT);
+		ck_assert_msg(strstr(err.msg, k == 2 ? "time limit" : "cancelled"), "%s", err.msg);
+		report_dispose(&rep);
+		ck_assert_int_ne(access(dir, F_OK), 0);
+	}
+	policy_dispose(&pol);
+	free_image(&im);
+}
+END_TEST
+
 START_TEST(wrong_diff_id_fails)
 {
 	struct image im;
@@ -688,7 +733,7 @@ START_TEST(unknown_tag_and_bad_refs_fail)
 	struct rs_err err = {0};
 	struct policy pol;
 	ck_assert_int_eq(policy_init_defaults(&pol, &err), RS_OK);
-	struct pipeline_opts o = {"docker://x", "oci:/tmp/never", &pol, 1, CODEC_INFLATE_DEFAULT, NULL, NULL};
+	struct pipeline_opts o = {"docker://x", "oci:/tmp/never", &pol, 1, CODEC_INFLATE_DEFAULT, NULL, NULL, NULL, 0};
 	report_init(&rep);
 	ck_assert_int_eq(pipeline_run(&rep, &o, &err), RS_BAD_INPUT);
 	ck_assert_str_eq(err.msg, "unsupported source 'docker://x': expected oci:DIR[:TAG] or docker-archive:FILE");
@@ -1186,6 +1231,7 @@ static Suite *pipeline_suite(void)
 	tcase_add_test(t, wrong_diff_id_fails);
 	tcase_add_test(t, dotdot_names_and_truncated_tars_fail);
 	tcase_add_test(t, unknown_tag_and_bad_refs_fail);
+	tcase_add_test(t, cancel_and_deadline_stop_the_run);
 	tcase_add_test(t, tar_spool_fallbacks_give_identical_output);
 	tcase_add_test(t, bad_tar_spool_knob_is_refused);
 	tcase_add_test(t, hard_link_to_a_sparse_file_is_materialized_expanded);

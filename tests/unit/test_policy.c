@@ -146,6 +146,20 @@ START_TEST(rejects_bad_digests_and_globs)
 		     "\"usr/../etc\"");
 	expect_error("{\"strip\": {\"custom\": [{\"paths\": [\"/\"]}]}}", RS_CONFIG,
 		     "strip.custom[0].paths[0]: expected a non-empty path glob, got \"/\"");
+	/* the matcher keeps one bit per glob component (RS_LIMIT_GLOB_COMPONENTS) */
+	char deep[300], json[400], want[400];
+	size_t n = 0;
+	for (int i = 0; i < 64; i++)
+		n += (size_t)snprintf(deep + n, sizeof(deep) - n, i ? "/a" : "a");
+	snprintf(json, sizeof(json), "{\"strip\": {\"custom\": [{\"paths\": [\"%s\"]}]}}", deep);
+	snprintf(want, sizeof(want), "strip.custom[0].paths[0]: glob has more than 63 components, got \"%.60s...\"", deep);
+	expect_error(json, RS_CONFIG, want);
+	deep[n - 2] = '\0'; /* 63 components are fine */
+	snprintf(json, sizeof(json), "{\"strip\": {\"custom\": [{\"paths\": [\"%s\"]}]}}", deep);
+	struct policy p;
+	struct rs_err err = {0};
+	ck_assert_int_eq(policy_load_buffer(&p, "p.json", json, strlen(json), &err), RS_OK);
+	policy_dispose(&p);
 	expect_error("{\"strip\": {\"custom\": [{\"paths\": []}]}}", RS_CONFIG,
 		     "strip.custom[0].paths: expected at least one path glob");
 	expect_error("{\"strip\": {\"custom\": [{\"keep\": [\"a\"]}]}}", RS_CONFIG,

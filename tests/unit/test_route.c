@@ -1,6 +1,7 @@
 /* Unit tests for proxy/route.c: upstream choice, name/tag grammar, Range
  * parsing and the error mapping, each with hostile inputs. */
 #include "proxy/route.h"
+#include "config/refname.h"
 
 #include "fixture.h"
 
@@ -107,26 +108,26 @@ START_TEST(accepts_valid_names)
 {
 	static const char *good[] = {"a", "a/b/c", "a.b", "a_b", "a__b", "a---b", "0/9", "lab/tiny", NULL};
 	for (int i = 0; good[i]; i++)
-		ck_assert_msg(route_name_valid(good[i]), "rejected '%s'", good[i]);
+		ck_assert_msg(refname_repo_valid(good[i]), "rejected '%s'", good[i]);
 }
 END_TEST
 
 START_TEST(validates_tags)
 {
-	ck_assert(route_tag_valid("latest"));
-	ck_assert(route_tag_valid("_x"));
-	ck_assert(route_tag_valid("v1.2.3-rc_1"));
-	ck_assert(!route_tag_valid(""));
-	ck_assert(!route_tag_valid(".hidden"));
-	ck_assert(!route_tag_valid("-x"));
-	ck_assert(!route_tag_valid("a/b"));
-	ck_assert(!route_tag_valid("a:b"));
+	ck_assert(refname_tag_valid("latest"));
+	ck_assert(refname_tag_valid("_x"));
+	ck_assert(refname_tag_valid("v1.2.3-rc_1"));
+	ck_assert(!refname_tag_valid(""));
+	ck_assert(!refname_tag_valid(".hidden"));
+	ck_assert(!refname_tag_valid("-x"));
+	ck_assert(!refname_tag_valid("a/b"));
+	ck_assert(!refname_tag_valid("a:b"));
 	char t[200];
 	memset(t, 'a', 129);
 	t[129] = '\0';
-	ck_assert(!route_tag_valid(t));
+	ck_assert(!refname_tag_valid(t));
 	t[128] = '\0';
-	ck_assert(route_tag_valid(t));
+	ck_assert(refname_tag_valid(t));
 }
 END_TEST
 

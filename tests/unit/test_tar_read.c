@@ -557,6 +557,53 @@ START_TEST(refuses_truncated_archives)
 }
 END_TEST
 
+/* Names are bounded (RS_LIMIT_TAR_PATH_BYTES, _DEPTH): a pax path of
+ * thousands of components is refused, not walked by every later stage. */
+START_TEST(refuses_names_past_the_path_limits)
+{
+	char *long_name = malloc(RS_LIMIT_TAR_PATH_BYTES + 2);
+	ck_assert_ptr_nonnull(long_name);
+	memset(long_name, 'n', RS_LIMIT_TAR_PATH_BYTES + 1);
+	long_name[RS_LIMIT_TAR_PATH_BYTES + 1] = '\0';
+	char want[512];
+	struct targen *g = targen_new(1);
+	targen_add_file(g, long_name, "x", 1);
+	targen_end(g, 2, false);
+	size_t len;
+	const uint8_t *d = targen_data(g, &len);
+	snprintf(want, sizeof(want), "tar: entry '%.120s' at offset 0: name is %d bytes, limit is %d (RS_LIMIT_TAR_PATH_BYTES)",
+		 long_name, RS_LIMIT_TAR_PATH_BYTES + 1, RS_LIMIT_TAR_PATH_BYTES);
+	expect_error(d, len, RS_BAD_INPUT, want);
+	targen_free(g);
+
+	/* 1025 components of one byte: within the bytes, past the depth */
+	size_t k = RS_LIMIT_TAR_PATH_DEPTH + 1;
+	for (size_t i = 0; i < k; i++)
+		memcpy(long_name + 2 * i, i + 1 < k ? "d/" : "f", 2);
+	g = targen_new(1);
+	targen_add_file(g, long_name, "x", 1);
+	targen_end(g, 2, false);
+	d = targen_data(g, &len);
+	snprintf(want, sizeof(want), "tar: entry '%.120s' at offset 0: name has %zu components, limit is %d (RS_LIMIT_TAR_PATH_DEPTH)",
+		 long_name, k, RS_LIMIT_TAR_PATH_DEPTH);
+	expect_error(d, len, RS_BAD_INPUT, want);
+	targen_free(g);
+
+	/* exactly at the limits is fine; so is a hard link to such a name */
+	long_name[2 * (RS_LIMIT_TAR_PATH_DEPTH - 1) + 1] = '\0';
+	g = targen_new(1);
+	targen_add_file(g, long_name, "x", 1);
+	targen_add_hardlink(g, "h", long_name);
+	targen_end(g, 2, false);
+	d = targen_data(g, &len);
+	struct run r = parse(d, len, 1, 100000000, 0, -1);
+	ck_assert_int_eq(r.rc, RS_OK);
+	run_free(&r);
+	targen_free(g);
+	free(long_name);
+}
+END_TEST
+
 START_TEST(refuses_lone_zero_block_and_bad_pax)
 {
 	struct targen *g = targen_new(1);
@@ -897,6 +944,7 @@ static Suite *tar_read_suite(void)
 	tcase_add_test(tc, reads_long_gnu_names_and_sparse_sizes);
 	tcase_add_test(tc, accepts_missing_or_short_end_and_empty_stream);
 	tcase_add_test(tc, refuses_dotdot_and_absolute_names);
+	tcase_add_test(tc, refuses_names_past_the_path_limits);
 	tcase_add_test(tc, refuses_bad_checksum_and_fields);
 	tcase_add_test(tc, refuses_truncated_archives);
 	tcase_add_test(tc, refuses_lone_zero_block_and_bad_pax);
