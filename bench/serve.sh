@@ -5,15 +5,19 @@
 #      connections, against the registry directly and against regslim;
 #   2. large-blob GET throughput: a 256 MiB random blob, 8 connections, against each;
 #   3. regslim's blob run again at 200 connections, twice, while its resident memory (VmRSS, RssAnon
-#      from /proc/PID/status) is sampled before, every second during, and after each run.
-# Prints a table with the ratios regslim / docker-registry and appends it, with the date, the
+#      from /proc/PID/status) is sampled before, every second during, and after each run;
+#   4. TLS: a second regslim serving HTTPS itself (tls section; warm cache) against Debian's nginx
+#      serving the same manifest and blob files over TLS with the same certificate (a test CA made
+#      here with openssl), the manifest run and the blob run of 1 and 2 over https.
+# Prints a table with the ratios regslim / docker-registry and regslim / nginx and appends it, with the date, the
 # machine (nproc, CPU, kernel) and the versions, to docs/performance.md (BENCH_NO_DOC=1: don't).
 # It never fails on timing: it fails only when something does not work (a server does not start,
 # regslim serves wrong bytes).
 #
-# Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (19000; uses BASE+0, +50),
-#      DURATION (seconds per wrk run, 10), BLOB_MIB (256), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the
-#      lab directory). The registry comes from the test lab, tests/lab/registry.sh.
+# Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (19000; uses BASE+0, +50, +51,
+#      +52), DURATION (seconds per wrk run, 10), BLOB_MIB (256), BENCH_NO_DOC=1, KEEP_LAB=1 (keep
+#      the lab directory), BENCH_TLS_ONLY=1 (only part 4). The registry comes from the test lab,
+#      tests/lab/registry.sh.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$top/tests/lab
@@ -27,6 +31,10 @@ ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json'
 die() { echo "serve.sh: $*" >&2; exit 1; }
 [ -x "$REGSLIM_BIN" ] || die "REGSLIM_BIN=$REGSLIM_BIN is not executable (build it first: cmake --build build --target regslim)"
 command -v wrk > /dev/null || die "wrk is missing (Debian package wrk)"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$NGINX" ] || die "nginx is missing (Debian package nginx-light or nginx)"
+command -v openssl > /dev/null || die "openssl is missing (Debian package openssl)"
+TLS_ONLY=${BENCH_TLS_ONLY:-0}
 [ -f "$T/registry.sh" ] || die "no registry.sh in $T (the test lab is part of the checkout)"
 
 REGSLIM_LAB=$(mktemp -d /tmp/rs-bench-XXXXXX)
@@ -34,14 +42,19 @@ export REGSLIM_LAB
 touch "$REGSLIM_LAB/.regslim-lab"
 LOGS=$REGSLIM_LAB/logs
 mkdir -p "$LOGS"
-RS_PID=
-cleanup() {
+RS_PID= RS_TLS_PID= NGX_PID=
+# stop_pid PID: SIGTERM, SIGKILL after 15 s
+stop_pid() {
 	local i
-	if [ -n "$RS_PID" ] && kill -0 "$RS_PID" 2> /dev/null; then
-		kill -TERM "$RS_PID" 2> /dev/null || true
-		for ((i = 0; i < 150; i++)); do kill -0 "$RS_PID" 2> /dev/null || break; sleep 0.1; done
-		kill -KILL "$RS_PID" 2> /dev/null || true
-	fi
+	[ -n "$1" ] && kill -0 "$1" 2> /dev/null || return 0
+	kill -TERM "$1" 2> /dev/null || true
+	for ((i = 0; i < 150; i++)); do kill -0 "$1" 2> /dev/null || return 0; sleep 0.1; done
+	kill -KILL "$1" 2> /dev/null || true
+}
+cleanup() {
+	stop_pid "$NGX_PID"
+	stop_pid "$RS_TLS_PID"
+	stop_pid "$RS_PID"
 	if [ "${KEEP_LAB:-0}" = 1 ]; then
 		timeout 60 bash "$T/registry.sh" stop all > /dev/null 2>&1 || true
 		echo "kept $REGSLIM_LAB"
@@ -70,7 +83,10 @@ case $loc in *\?*) loc="$loc&digest=$BD" ;; *) loc="$loc?digest=$BD" ;; esac
 st=$(curl -s --max-time 600 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
 	--data-binary "@$blob" "$loc")
 [ "$st" = 201 ] || die "blob upload answered $st"
-rm -f "$blob"
+# nginx serves the same files in part 4
+WWW=$REGSLIM_LAB/www
+mkdir -p "$WWW/blobs" "$WWW/manifests"
+mv "$blob" "$WWW/blobs/$BD"
 
 "$REGSLIM_BIN" serve --listen "$RS" --upstream "http://$REG" --data-dir "$REGSLIM_LAB/rs" > "$LOGS/regslim.log" 2>&1 < /dev/null &
 RS_PID=$!
@@ -114,6 +130,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b > 0) printf "%.2f", a / b; else p
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$RS_PID/status" 2> /dev/null || echo 0; }
 anon_kib() { awk '/^RssAnon:/{print $2}' "/proc/$RS_PID/status" 2> /dev/null || echo 0; }
 
+if [ "$TLS_ONLY" != 1 ]; then
 echo "== manifest GET, 64 connections, ${DURATION}s each"
 wrk_run man-reg 64 "http://$REG$MURL" -H "$ACCEPT"
 wrk_run man-rs 64 "http://$RS$MURL" -H "$ACCEPT"
@@ -143,26 +160,128 @@ done
 # after both runs, a small request still works (no exhausted descriptors or threads)
 got=$(curl -s --max-time 30 -H "$ACCEPT" "http://$RS$MURL" | sha256sum)
 [ "$want" = "$got" ] || die "regslim's manifest differs from the registry's after the 200-connection runs"
+fi
 
-mr=$(reqs man-reg) ms=$(reqs man-rs)
-br=$(bytes_per_s blob-reg) bs=$(bytes_per_s blob-rs) b200=$(bytes_per_s blob-rs-200-1)
-table=$(
-	printf '| measurement | docker-registry | regslim | regslim / docker-registry | target |\n'
-	printf '| --- | ---: | ---: | ---: | --- |\n'
-	printf '| manifest GET, 64 conn, req/s | %s | %s | %s | >= 2 |\n' "$mr" "$ms" "$(ratio "$ms" "$mr")"
-	printf '| %s MiB blob GET, 8 conn, MiB/s | %s | %s | %s | >= 1.2 |\n' "$BLOB_MIB" "$(mib "$br")" "$(mib "$bs")" "$(ratio "$bs" "$br")"
-	printf '| %s MiB blob GET, 200 conn, MiB/s | | %s | | |\n' "$BLOB_MIB" "$(mib "$b200")"
-	printf '| regslim VmRSS, MiB: before; run 1 max / after; run 2 max / after (200 conn) | | %s; %s / %s; %s / %s | | flat |\n' \
-		"$((rss0 / 1024))" "$((rmax[1] / 1024))" "$((rss_after[1] / 1024))" "$((rmax[2] / 1024))" "$((rss_after[2] / 1024))"
-	printf '| regslim RssAnon, MiB: before; run 1 max / after; run 2 max / after (200 conn) | | %s; %s / %s; %s / %s | | flat |\n' \
-		"$((anon0 / 1024))" "$((amax[1] / 1024))" "$((anon_after[1] / 1024))" "$((amax[2] / 1024))" "$((anon_after[2] / 1024))"
-)
-notes="errors (non-2xx + socket errors): manifest registry $(errs man-reg), regslim $(errs man-rs); blob registry $(errs blob-reg), regslim $(errs blob-rs), regslim 200 conn $(errs blob-rs-200-1) and $(errs blob-rs-200-2). VmRSS samples (MiB, every second) during run 1:${samples[1]}; run 2:${samples[2]}."
+# ---- 4. TLS: regslim's own TLS against nginx, same files, same certificate
+PKI=$REGSLIM_LAB/pki
+mkdir -p "$PKI"
+printf 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$PKI/server.ext"
+{ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=regslim bench CA" \
+	-keyout "$PKI/ca.key" -out "$PKI/ca.crt" &&
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+		-keyout "$PKI/server.key" -out "$PKI/server.csr" &&
+	openssl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -set_serial 1 -days 2 \
+		-extfile "$PKI/server.ext" -out "$PKI/server.crt"; } > "$LOGS/openssl.log" 2>&1 || die "openssl failed (log: $LOGS/openssl.log)"
+RS_TLS=127.0.0.1:$((LAB_PORT_BASE + 51))
+NGX=127.0.0.1:$((LAB_PORT_BASE + 52))
+"$REGSLIM_BIN" serve --listen "$RS_TLS" --upstream "http://$REG" --data-dir "$REGSLIM_LAB/rs-tls" \
+	--tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" > "$LOGS/regslim-tls.log" 2>&1 < /dev/null &
+RS_TLS_PID=$!
+curl -s --max-time 30 -H "$ACCEPT" "http://$REG$MURL" > "$WWW/manifests/latest"
+mkdir -p "$REGSLIM_LAB/nginx-tmp"
+cat > "$REGSLIM_LAB/nginx.conf" << NGINXCONF
+user $(id -un) $(id -gn);
+worker_processes $(nproc);
+daemon off;
+pid $REGSLIM_LAB/nginx.pid;
+error_log $LOGS/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+	# one line per request, as regslim logs each request (log.requests)
+	access_log $LOGS/nginx-access.log;
+	client_body_temp_path $REGSLIM_LAB/nginx-tmp;
+	proxy_temp_path $REGSLIM_LAB/nginx-tmp;
+	fastcgi_temp_path $REGSLIM_LAB/nginx-tmp;
+	uwsgi_temp_path $REGSLIM_LAB/nginx-tmp;
+	scgi_temp_path $REGSLIM_LAB/nginx-tmp;
+	sendfile on;
+	keepalive_requests 100000;
+	server {
+		listen $NGX ssl;
+		ssl_certificate $PKI/server.crt;
+		ssl_certificate_key $PKI/server.key;
+		ssl_protocols TLSv1.2 TLSv1.3;
+		location /v2/library/tiny/manifests/ {
+			alias $WWW/manifests/;
+			default_type application/vnd.docker.distribution.manifest.v2+json;
+		}
+		location /v2/lab/bigblob/blobs/ {
+			alias $WWW/blobs/;
+			default_type application/octet-stream;
+		}
+	}
+}
+NGINXCONF
+"$NGINX" -p "$REGSLIM_LAB" -c "$REGSLIM_LAB/nginx.conf" -e "$LOGS/nginx-error.log" > "$LOGS/nginx.log" 2>&1 < /dev/null &
+NGX_PID=$!
+for ((i = 0; i < 100; i++)); do
+	[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --cacert "$PKI/ca.crt" "https://$RS_TLS/healthz" || true)" = 200 ] &&
+		[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 --cacert "$PKI/ca.crt" "https://$NGX$MURL" || true)" = 200 ] && break
+	kill -0 "$RS_TLS_PID" 2> /dev/null || { tail "$LOGS/regslim-tls.log"; die "regslim (TLS) did not start"; }
+	kill -0 "$NGX_PID" 2> /dev/null || { tail "$LOGS/nginx-error.log" "$LOGS/nginx.log"; die "nginx did not start"; }
+	sleep 0.2
+	[ "$i" -lt 99 ] || die "regslim (TLS) or nginx does not answer (logs: $LOGS/regslim-tls.log, $LOGS/nginx-error.log)"
+done
+# warm regslim's cache over https; both must serve the registry's bytes
+want=$(curl -s --max-time 30 -H "$ACCEPT" "http://$REG$MURL" | sha256sum)
+for srv in "$RS_TLS" "$NGX" "$RS_TLS"; do
+	got=$(curl -s --max-time 30 --cacert "$PKI/ca.crt" -H "$ACCEPT" "https://$srv$MURL" | sha256sum)
+	[ "$want" = "$got" ] || die "the manifest over https from $srv differs from the registry's"
+	got=$(curl -s --max-time 600 --cacert "$PKI/ca.crt" "https://$srv$BURL" | sha256sum | cut -d' ' -f1)
+	[ "sha256:$got" = "$BD" ] || die "the blob over https from $srv hashes to sha256:$got, not $BD"
+done
+# what each negotiates with an OpenSSL client (wrk uses OpenSSL too)
+negotiated() {
+	timeout 10 openssl s_client -connect "$1" -CAfile "$PKI/ca.crt" < /dev/null 2> /dev/null |
+		awk '/^New, /{sub(/^New, /, ""); sub(/, Cipher is /, " "); print; exit}'
+}
+cipher_rs=$(negotiated "$RS_TLS") cipher_ngx=$(negotiated "$NGX")
+sleep 1
+echo "== TLS: manifest GET, 64 connections; ${BLOB_MIB} MiB blob GET, 8 connections; ${DURATION}s each"
+wrk_run man-rs-tls 64 "https://$RS_TLS$MURL" -H "$ACCEPT"
+wrk_run man-ngx-tls 64 "https://$NGX$MURL" -H "$ACCEPT"
+wrk_run blob-rs-tls 8 "https://$RS_TLS$BURL"
+wrk_run blob-ngx-tls 8 "https://$NGX$BURL"
+kill -0 "$RS_TLS_PID" 2> /dev/null || die "regslim (TLS) died during the runs (log: $LOGS/regslim-tls.log)"
+
+mt=$(reqs man-rs-tls) mn=$(reqs man-ngx-tls) bt=$(bytes_per_s blob-rs-tls) bn=$(bytes_per_s blob-ngx-tls)
+tls_rows() {
+	printf '| manifest GET over TLS, 64 conn, req/s | %s | %s | %s | >= 0.8 |\n' "$mn" "$mt" "$(ratio "$mt" "$mn")"
+	printf '| %s MiB blob GET over TLS, 8 conn, MiB/s | %s | %s | %s | >= 0.8 |\n' "$BLOB_MIB" "$(mib "$bn")" "$(mib "$bt")" "$(ratio "$bt" "$bn")"
+}
+tls_notes="TLS errors (non-2xx + socket errors): manifest nginx $(errs man-ngx-tls), regslim $(errs man-rs-tls); blob nginx $(errs blob-ngx-tls), regslim $(errs blob-rs-tls). Negotiated with an OpenSSL client: regslim ${cipher_rs:-?}, nginx ${cipher_ngx:-?}."
+if [ "$TLS_ONLY" != 1 ]; then
+	mr=$(reqs man-reg) ms=$(reqs man-rs)
+	br=$(bytes_per_s blob-reg) bs=$(bytes_per_s blob-rs) b200=$(bytes_per_s blob-rs-200-1)
+	table=$(
+		printf '| measurement | docker-registry | regslim | regslim / docker-registry | target |\n'
+		printf '| --- | ---: | ---: | ---: | --- |\n'
+		printf '| manifest GET, 64 conn, req/s | %s | %s | %s | >= 2 |\n' "$mr" "$ms" "$(ratio "$ms" "$mr")"
+		printf '| %s MiB blob GET, 8 conn, MiB/s | %s | %s | %s | >= 1.2 |\n' "$BLOB_MIB" "$(mib "$br")" "$(mib "$bs")" "$(ratio "$bs" "$br")"
+		printf '| %s MiB blob GET, 200 conn, MiB/s | | %s | | |\n' "$BLOB_MIB" "$(mib "$b200")"
+		printf '| regslim VmRSS, MiB: before; run 1 max / after; run 2 max / after (200 conn) | | %s; %s / %s; %s / %s | | flat |\n' \
+			"$((rss0 / 1024))" "$((rmax[1] / 1024))" "$((rss_after[1] / 1024))" "$((rmax[2] / 1024))" "$((rss_after[2] / 1024))"
+		printf '| regslim RssAnon, MiB: before; run 1 max / after; run 2 max / after (200 conn) | | %s; %s / %s; %s / %s | | flat |\n' \
+			"$((anon0 / 1024))" "$((amax[1] / 1024))" "$((anon_after[1] / 1024))" "$((amax[2] / 1024))" "$((anon_after[2] / 1024))"
+		printf '| **TLS** (middle column: nginx; ratio regslim / nginx) | | | | |\n'
+		tls_rows
+	)
+	notes="errors (non-2xx + socket errors): manifest registry $(errs man-reg), regslim $(errs man-rs); blob registry $(errs blob-reg), regslim $(errs blob-rs), regslim 200 conn $(errs blob-rs-200-1) and $(errs blob-rs-200-2). VmRSS samples (MiB, every second) during run 1:${samples[1]}; run 2:${samples[2]}. $tls_notes"
+else
+	table=$(
+		printf '| measurement | nginx | regslim | regslim / nginx | target |\n'
+		printf '| --- | ---: | ---: | ---: | --- |\n'
+		tls_rows
+	)
+	notes=$tls_notes
+fi
 machine="$(nproc) cores, $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)"
 v_rs=$("$REGSLIM_BIN" version 2> /dev/null | awk '{print $2}') || true
 v_reg=$(docker-registry --version 2> /dev/null | awk '{print $3}') || true
 v_wrk=$( (wrk -v 2>&1 || true) | head -n 1 | awk '{print $2}') || true
-versions="regslim ${v_rs:-?}, docker-registry ${v_reg:-?}, wrk ${v_wrk:-?}"
+v_ngx=$("$NGINX" -v 2>&1 | awk -F/ '{print $2}') || true
+v_gnutls=$(dpkg-query -W -f='${Version}' libgnutls30 2> /dev/null) || true
+versions="regslim ${v_rs:-?}, docker-registry ${v_reg:-?}, wrk ${v_wrk:-?}, nginx ${v_ngx:-?}, GnuTLS ${v_gnutls:-?}"
 echo
 echo "$table"
 echo
@@ -172,7 +291,7 @@ echo "versions: $versions"
 if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
 	{
 		echo
-		echo "### $(date -u '+%Y-%m-%d %H:%M UTC') (bench/serve.sh, ${DURATION} s per run)"
+		echo "### $(date -u '+%Y-%m-%d %H:%M UTC') (bench/serve.sh$([ "$TLS_ONLY" != 1 ] || echo ', TLS only'), ${DURATION} s per run)"
 		echo
 		echo "Machine: $machine. Versions: $versions."
 		echo

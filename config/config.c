@@ -41,7 +41,8 @@
 #define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
 
 static const char *const top_keys[] = {"listen", "max_connections", "data_dir", "cache", "limits",
-                                       "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", NULL};
+                                       "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
+                                       NULL};
 static const char *const cache_keys[] = {"max_bytes", NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", NULL};
 static const char *const log_keys[] = {"level", "requests", NULL};
@@ -55,6 +56,7 @@ static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s
 static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
+static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -540,6 +542,22 @@ static enum rs_code make_source(char **out, const struct jsonload *ld, const cha
 
 /* ---- sections ----------------------------------------------------------- */
 
+/* Whether path is not a readable regular file; then why[] says so:
+ * 'cannot read "PATH": <errno text>' or '"PATH" is not a regular file'. */
+static bool unreadable(char *why, size_t size, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0 || (S_ISREG(st.st_mode) && access(path, R_OK) != 0)) {
+		snprintf(why, size, "cannot read \"%s\": %s", path, strerror(errno));
+		return true;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(why, size, "\"%s\" is not a regular file", path);
+		return true;
+	}
+	return false;
+}
+
 static void upstream_dispose(struct rs_upstream_config *u)
 {
 	free(u->name);
@@ -649,13 +667,9 @@ static enum rs_code load_upstream(struct rs_upstream_config *u, bool *is_default
 	if ((x = json_object_get(v, "ca_file"))) {
 		if ((rc = get_string(&u->ca_file, ld, kp, x, "a file path")))
 			return rc;
-		struct stat st;
-		if (stat(u->ca_file, &st) != 0)
-			return jsonload_fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
-		if (!S_ISREG(st.st_mode))
-			return jsonload_fail(ld, RS_CONFIG, kp, "\"%s\" is not a regular file", u->ca_file);
-		if (access(u->ca_file, R_OK) != 0)
-			return jsonload_fail(ld, RS_CONFIG, kp, "cannot read \"%s\": %s", u->ca_file, strerror(errno));
+		char why[RS_ERR_MSG_MAX];
+		if (unreadable(why, sizeof(why), u->ca_file))
+			return jsonload_fail(ld, RS_CONFIG, kp, "%s", why);
 	}
 
 	u->library_prefix = strcmp(u->name, RS_DOCKER_HUB_NAME) == 0;
@@ -1156,6 +1170,47 @@ static void replace_string(char **slot, char *fresh)
 	*slot = fresh;
 }
 
+static void tls_dispose(struct rs_tls_config *t)
+{
+	free(t->cert_file);
+	free(t->key_file);
+	free(t->client_ca_file);
+	memset(t, 0, sizeof(*t));
+}
+
+/* One file of the tls section: a readable regular file. */
+static enum rs_code get_tls_file(char **out, const struct jsonload *ld, const json_t *tls, const char *key,
+                                 const char *kp, const char *what)
+{
+	char why[RS_ERR_MSG_MAX];
+	enum rs_code rc;
+	const json_t *x = json_object_get(tls, key);
+	if (!x)
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected %s", what);
+	if ((rc = get_string(out, ld, kp, x, what)))
+		return rc;
+	if (unreadable(why, sizeof(why), *out))
+		return jsonload_fail(ld, RS_CONFIG, kp, "%s", why);
+	return RS_OK;
+}
+
+static enum rs_code load_tls_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	struct rs_tls_config *t = &cfg->tls;
+	if ((rc = get_object(ld, "tls", v)) || (rc = check_keys(ld, "tls", v, tls_keys)))
+		return rc;
+	t->enabled = true;
+	if ((rc = get_tls_file(&t->cert_file, ld, v, "cert_file", "tls.cert_file", "the path of a PEM certificate file")) ||
+	    (rc = get_tls_file(&t->key_file, ld, v, "key_file", "tls.key_file", "the path of a PEM private key file")))
+		return rc;
+	if (json_object_get(v, "client_ca_file") &&
+	    (rc = get_tls_file(&t->client_ca_file, ld, v, "client_ca_file", "tls.client_ca_file",
+	                                 "the path of a PEM CA file")))
+		return rc;
+	return RS_OK;
+}
+
 static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, const json_t *root)
 {
 	enum rs_code rc;
@@ -1227,6 +1282,8 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 	if ((x = json_object_get(root, "push")) && (rc = load_push_section(cfg, ld, x)))
 		return rc;
 	if ((x = json_object_get(root, "optimize")) && (rc = load_optimize_section(cfg, ld, x)))
+		return rc;
+	if ((x = json_object_get(root, "tls")) && (rc = load_tls_section(cfg, ld, x)))
 		return rc;
 	return RS_OK;
 }
@@ -1421,6 +1478,46 @@ out:
 	return rc;
 }
 
+enum rs_code config_override_tls(struct rs_config *cfg, const char *cert_file, const char *key_file,
+                                 const char *client_ca_file, struct rs_err *err)
+{
+	static const char *const flags[] = {"--tls-cert", "--tls-key", "--tls-client-ca"};
+	const char *given[] = {cert_file, key_file, client_ca_file};
+	char *fresh[3] = {NULL, NULL, NULL};
+	char why[RS_ERR_MSG_MAX];
+	enum rs_code rc = RS_OK;
+	if (!cert_file && !key_file && !client_ca_file)
+		return RS_OK;
+	if (!cfg->tls.enabled && (!cert_file || !key_file))
+		return rs_err_set(err, RS_CONFIG, "%s: needs %s too (the configuration has no tls section)",
+		                  cert_file ? "--tls-cert" : key_file ? "--tls-key" : "--tls-client-ca",
+		                  cert_file ? "--tls-key" : "--tls-cert");
+	for (size_t i = 0; i < 3; i++) {
+		if (!given[i])
+			continue;
+		if (!given[i][0] || unreadable(why, sizeof(why), given[i])) {
+			rc = rs_err_set(err, RS_CONFIG, "%s: %s", flags[i],
+			                given[i][0] ? why : "expected a file path, got \"\"");
+			goto out;
+		}
+		if (!(fresh[i] = xstrdup(given[i]))) {
+			rc = rs_err_set(err, RS_NOMEM, "out of memory applying command-line overrides");
+			goto out;
+		}
+	}
+	cfg->tls.enabled = true;
+	char **slots[] = {&cfg->tls.cert_file, &cfg->tls.key_file, &cfg->tls.client_ca_file};
+	for (size_t i = 0; i < 3; i++) {
+		if (fresh[i])
+			replace_string(slots[i], fresh[i]);
+		fresh[i] = NULL;
+	}
+out:
+	for (size_t i = 0; i < 3; i++)
+		free(fresh[i]);
+	return rc;
+}
+
 /* Set key on obj to a new value; remembers failure in *ok (value may be NULL
  * after a failed allocation; jansson then fails the set). */
 static void put(json_t *obj, const char *key, json_t *value, bool *ok)
@@ -1589,6 +1686,16 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		put(opt, "policies", pols, &ok);
 	}
 	put(root, "optimize", opt, &ok);
+	if (cfg->tls.enabled) {
+		json_t *tls = json_object();
+		if (tls) {
+			put(tls, "cert_file", json_string(cfg->tls.cert_file), &ok);
+			put(tls, "key_file", json_string(cfg->tls.key_file), &ok);
+			if (cfg->tls.client_ca_file)
+				put(tls, "client_ca_file", json_string(cfg->tls.client_ca_file), &ok);
+		}
+		put(root, "tls", tls, &ok);
+	}
 	if (!ok) {
 		json_decref(root);
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
@@ -1628,5 +1735,6 @@ void config_dispose(struct rs_config *cfg)
 	free(cfg->push.upstream);
 	gate_policies_free(cfg->push.policies, cfg->push.policy_count);
 	optimize_dispose(&cfg->optimize);
+	tls_dispose(&cfg->tls);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -106,6 +106,16 @@ struct rs_optimize_config {
 	size_t policy_count;
 };
 
+/* Native TLS on the listener ("tls"). enabled is false when the file has no
+ * tls section and no --tls-cert/--tls-key was given. config/ only checks that
+ * the files can be read; proxy/tls.c parses them (PEM, key match, expiry). */
+struct rs_tls_config {
+	bool enabled;
+	char *cert_file;      /* PEM certificate chain, the server's first */
+	char *key_file;       /* PEM private key of that certificate */
+	char *client_ca_file; /* PEM CA bundle: client certificates required and verified; NULL: none */
+};
+
 struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
@@ -122,6 +132,7 @@ struct rs_config {
 	struct rs_auth_config auth;
 	struct rs_push_config push;
 	struct rs_optimize_config optimize;
+	struct rs_tls_config tls;
 };
 
 /* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,
@@ -140,6 +151,14 @@ RS_MUST_CHECK enum rs_code config_load(struct rs_config *cfg, const char *path, 
 RS_MUST_CHECK enum rs_code config_override(struct rs_config *cfg, const char *listen,
                                            const char *upstream_url, const char *data_dir,
                                            struct rs_err *err);
+
+/* Apply the serve TLS flags; each may be NULL. --tls-cert and --tls-key
+ * replace the files of the tls section (and enable it); both are needed when
+ * the file has no tls section. --tls-client-ca needs TLS on. RS_CONFIG when
+ * a file cannot be read or a flag is missing, RS_NOMEM; cfg is unchanged on
+ * error. */
+RS_MUST_CHECK enum rs_code config_override_tls(struct rs_config *cfg, const char *cert_file, const char *key_file,
+                                               const char *client_ca_file, struct rs_err *err);
 
 /* Write the effective configuration as pretty JSON to out (every key, the
  * defaults filled in), secrets replaced by their source: auth is printed as

@@ -1,5 +1,7 @@
 /* cmd_check_config: `regslim check-config FILE`. Loads and validates the
- * configuration file with config_load() and prints the effective
+ * configuration file with config_load(), parses the TLS certificate files it
+ * names (tls_check_files: PEM, key match; an expired certificate is a
+ * warning on stderr) and prints the effective
  * configuration (defaults filled in, secrets replaced by where they come
  * from) as JSON on stdout. It starts nothing and writes no file: the same
  * check an operator runs before a deploy or a reload.
@@ -9,15 +11,18 @@
 #include "cli.h"
 
 #include "config.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: regslim check-config FILE\n"
 	           "  Validate the configuration FILE and print the effective configuration\n"
-	           "  (defaults filled in, passwords shown as their source) as JSON.\n"
+	           "  (defaults filled in, passwords shown as their source) as JSON. With a\n"
+	           "  tls section it also parses the certificate, key and client CA files.\n"
 	           "  Exit status: 0 valid, 1 invalid, 2 usage error.\n");
 }
 
@@ -58,6 +63,19 @@ int cmd_check_config(int argc, char **argv)
 	if (config_load(&cfg, file, &err) != RS_OK) {
 		fprintf(stderr, "regslim: %s\n", err.msg);
 		return 1;
+	}
+	if (cfg.tls.enabled) {
+		/* Parse the certificate files like serve does, so that a bad
+		 * or mismatched file is caught before a deploy or a SIGHUP. */
+		struct tls_info info;
+		char warn[RS_ERR_MSG_MAX];
+		if (tls_check_files(&info, &cfg.tls, &err) != RS_OK) {
+			fprintf(stderr, "regslim: %s: %s\n", file, err.msg);
+			config_dispose(&cfg);
+			return 1;
+		}
+		if (tls_info_warning(warn, sizeof(warn), &info, time(NULL)))
+			fprintf(stderr, "regslim: warning: %s: %s\n", file, warn);
 	}
 	enum rs_code rc = config_print(&cfg, stdout, &err);
 	config_dispose(&cfg);

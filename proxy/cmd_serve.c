@@ -1,14 +1,16 @@
 /* cmd_serve: `regslim serve`: load the configuration, open the registry
  * (store, upstream clients), start the HTTP server, and wait for SIGTERM or
- * SIGINT; then drain requests for shutdown_grace_s and exit 0. Signals are
- * blocked in every thread and taken with sigtimedwait here, which also
- * drives periodic cache eviction. */
+ * SIGINT; then drain requests for shutdown_grace_s and exit 0. SIGHUP reloads
+ * the TLS certificate files (a bad new file keeps the old certificate).
+ * Signals are blocked in every thread and taken with sigtimedwait here, which
+ * also drives periodic cache eviction. */
 #include "cli.h"
 
 #include "config.h"
 #include "http.h"
 #include "log.h"
 #include "registry.h"
+#include "tls.h"
 #include "upstream.h"
 
 #include <getopt.h>
@@ -23,7 +25,38 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: regslim serve [--config FILE] [--listen ADDR:PORT] [--upstream URL] [--data-dir DIR] "
 	           "[--no-optimize]\n"
+	           "                     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
 	           "Without --config: a Docker Hub mirror on 127.0.0.1:5000 with data in ./regslim-data.\n");
+}
+
+/* Log the listener's certificate (serial, subject, expiry) and warn when it
+ * is expired or not yet valid. Nothing without TLS. */
+static void log_certificate(struct http_server *srv, const char *what)
+{
+	struct tls_info info;
+	if (!http_tls_info(&info, srv))
+		return;
+	char text[RS_ERR_MSG_MAX];
+	tls_info_describe(text, sizeof(text), &info);
+	log_event(LOG_INFO, "tls: %s %s", what, text);
+	if (tls_info_warning(text, sizeof(text), &info, time(NULL)))
+		log_event(LOG_WARN, "tls: %s", text);
+}
+
+/* SIGHUP: read the certificate files again; keep the old ones on error. */
+static void reload(struct http_server *srv)
+{
+	struct tls_info info;
+	if (!http_tls_info(&info, srv)) {
+		log_event(LOG_INFO, "SIGHUP: no tls section, nothing to reload");
+		return;
+	}
+	struct rs_err err = {0};
+	if (http_reload_tls(srv, &err) != RS_OK) {
+		log_event(LOG_ERROR, "SIGHUP: certificate reload failed, keeping serial %s: %s", info.serial, err.msg);
+		return;
+	}
+	log_certificate(srv, "reloaded");
 }
 
 int cmd_serve(int argc, char **argv)
@@ -32,9 +65,11 @@ int cmd_serve(int argc, char **argv)
 		{"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
 		{"upstream", required_argument, NULL, 'u'}, {"data-dir", required_argument, NULL, 'd'},
 		{"help", no_argument, NULL, 'h'},           {"no-optimize", no_argument, NULL, 'O'},
-		{NULL, 0, NULL, 0},
+		{"tls-cert", required_argument, NULL, 'C'}, {"tls-key", required_argument, NULL, 'K'},
+		{"tls-client-ca", required_argument, NULL, 'A'}, {NULL, 0, NULL, 0},
 	};
 	const char *config = NULL, *listen = NULL, *upstream = NULL, *data_dir = NULL;
+	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
 	bool no_optimize = false;
 	int c;
 	optind = 1;
@@ -46,6 +81,9 @@ int cmd_serve(int argc, char **argv)
 		case 'd': data_dir = optarg; break;
 		case 'h': usage(stdout); return 0;
 		case 'O': no_optimize = true; break;
+		case 'C': tls_cert = optarg; break;
+		case 'K': tls_key = optarg; break;
+		case 'A': tls_ca = optarg; break;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -63,6 +101,8 @@ int cmd_serve(int argc, char **argv)
 	enum rs_code rc = config ? config_load(&cfg, config, &err) : config_init_defaults(&cfg, &err);
 	if (rc == RS_OK)
 		rc = config_override(&cfg, listen, upstream, data_dir, &err);
+	if (rc == RS_OK)
+		rc = config_override_tls(&cfg, tls_cert, tls_key, tls_ca, &err);
 	if (rc == RS_OK && no_optimize)
 		cfg.optimize.enabled = false; /* --no-optimize: a plain mirror */
 	if (rc) {
@@ -87,9 +127,10 @@ int cmd_serve(int argc, char **argv)
 		log_event(LOG_ERROR, "startup failed: %s", err.msg);
 		goto out;
 	}
-	log_event(LOG_INFO, "regslim %s listening on %s, data in %s, default upstream %s (%s)", REGSLIM_VERSION,
-	          cfg.listen, cfg.data_dir, cfg.upstreams[cfg.default_upstream].name,
+	log_event(LOG_INFO, "regslim %s listening on %s%s, data in %s, default upstream %s (%s)", REGSLIM_VERSION,
+	          cfg.listen, cfg.tls.enabled ? " (TLS)" : "", cfg.data_dir, cfg.upstreams[cfg.default_upstream].name,
 	          cfg.upstreams[cfg.default_upstream].url);
+	log_certificate(srv, "loaded");
 	registry_maintain(reg);
 	for (;;) {
 		struct timespec ts = {MAINTAIN_INTERVAL_S, 0};
@@ -99,6 +140,8 @@ int cmd_serve(int argc, char **argv)
 			registry_shutdown(reg);
 			break;
 		}
+		if (sig == SIGHUP)
+			reload(srv);
 		if (sig < 0)
 			registry_maintain(reg);
 	}

@@ -9,10 +9,12 @@
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +24,19 @@
 #include <unistd.h>
 
 #define CONNECTION_IDLE_TIMEOUT_S 120
+/* accept() waits this long for a connection's first bytes (TCP_DEFER_ACCEPT),
+ * so that the connection notifier can look at them (tls_sniff_mixup). Every
+ * HTTP or TLS client speaks first; a silent one is accepted after it anyway. */
+#define DEFER_ACCEPT_S 5
+/* Without sendfile (TLS), MHD reads a file body 4 KiB at a time and sends
+ * each piece as its own TLS record; reading 64 KiB lets GnuTLS fill whole
+ * 16 KiB records (bench/serve.sh: about 1.5x the blob throughput). */
+#define TLS_FILE_BLOCK (64 * 1024)
 
 struct http_server {
 	struct MHD_Daemon *daemon;
 	struct registry *reg;
+	struct tls_server *tls; /* NULL: plain HTTP */
 	atomic_uint active; /* requests between first call and completion */
 };
 
@@ -61,6 +72,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		 * connections alive; an answer queued on the first call makes MHD
 		 * close the connection afterwards. */
 		return registry_handle(s->reg, rq);
+	}
+	if (s->tls) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		if (ci)
+			tls_server_conn_served(ci->socket_context);
 	}
 	rq = calloc(1, sizeof(*rq));
 	if (!rq)
@@ -116,6 +132,92 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&s->active, 1);
 }
 
+static void conn_peer(char *out, size_t size, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	bool v6 = false;
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+			inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+			port = ntohs(a->sin_port);
+		} else if (sa->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+			inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+			port = ntohs(a->sin6_port);
+			v6 = true;
+		}
+	}
+	snprintf(out, size, v6 ? "[%s]:%u" : "%s:%u", host, port);
+}
+
+/* Connection start and end (not requests): TLS generation pins and the
+ * protocol mix-up check on the connection's first bytes. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+	struct http_server *s = cls;
+	char peer[INET6_ADDRSTRLEN + 16];
+	conn_peer(peer, sizeof(peer), conn);
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		if (!fd)
+			return;
+		if (s->tls)
+			tls_server_conn_started(s->tls, socket_context, fd->connect_fd, peer);
+		else
+			(void)tls_sniff_mixup(fd->connect_fd, false, peer); /* it logs what it did */
+		return;
+	}
+	if (s->tls) {
+		const union MHD_ConnectionInfo *si = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+		tls_server_conn_closed(s->tls, *socket_context, si ? si->tls_session : NULL, peer);
+		*socket_context = NULL;
+	}
+}
+
+/* A file body read with pread in TLS_FILE_BLOCK pieces (see http_response_from_fd). */
+struct fd_body {
+	int fd;
+	uint64_t offset;
+};
+
+static ssize_t fd_body_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct fd_body *b = cls;
+	ssize_t n;
+	do
+		n = pread(b->fd, buf, max, (off_t)(b->offset + pos));
+	while (n < 0 && errno == EINTR);
+	/* 0 here means the file is shorter than the length announced. */
+	return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void fd_body_free(void *cls)
+{
+	struct fd_body *b = cls;
+	close(b->fd);
+	free(b);
+}
+
+struct MHD_Response *http_response_from_fd(int fd, uint64_t offset, uint64_t len, bool tls)
+{
+	if (!tls)
+		return MHD_create_response_from_fd_at_offset64(len, fd, (int64_t)offset);
+	struct fd_body *b = malloc(sizeof(*b));
+	if (!b)
+		return NULL;
+	b->fd = fd;
+	b->offset = offset;
+	struct MHD_Response *resp = MHD_create_response_from_callback(len, TLS_FILE_BLOCK, fd_body_read, b, fd_body_free);
+	if (!resp)
+		free(b);
+	return resp;
+}
+
 /* Parse "ADDR:PORT" / "[V6]:PORT" into a socket address. */
 static enum rs_code parse_listen(const char *listen, struct sockaddr_storage *ss, struct rs_err *err)
 {
@@ -168,12 +270,30 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_event(LOG_DEBUG, "microhttpd: %s", msg);
 }
 
+/* MHD tells us nothing about why a bind failed; probe it ourselves so the
+ * message names the address and the errno. */
+static enum rs_code probe_bind(const struct sockaddr_storage *ss, const char *listen, struct rs_err *err)
+{
+	int probe = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		return RS_OK; /* MHD will fail the same way, and say so */
+	int one = 1;
+	(void)setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* as MHD does */
+	socklen_t sl = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int rc = bind(probe, (const struct sockaddr *)ss, sl);
+	int e = errno;
+	close(probe);
+	if (rc != 0)
+		return rs_err_set(err, RS_IO, "cannot listen on %s: %s", listen, strerror(e));
+	return RS_OK;
+}
+
 enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, struct registry *reg,
                         struct rs_err *err)
 {
 	struct sockaddr_storage ss;
 	enum rs_code rc = parse_listen(cfg->listen, &ss, err);
-	if (rc)
+	if (rc || (rc = probe_bind(&ss, cfg->listen, err)))
 		return rc;
 	struct http_server *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -183,33 +303,49 @@ enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, s
 	                 MHD_USE_ERROR_LOG;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	/* MHD tells us nothing about why a bind failed; probe it ourselves so
-	 * the message names the address and the errno. */
-	int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (probe >= 0) {
-		int one = 1;
-		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-		if (bind(probe, (struct sockaddr *)&ss, sl) != 0) {
-			int e = errno;
-			close(probe);
+	struct MHD_OptionItem tls_opts[TLS_MHD_OPTIONS] = {{MHD_OPTION_END, 0, NULL}};
+	if (cfg->tls.enabled) {
+		if ((rc = tls_server_new(&s->tls, &cfg->tls, err))) {
 			free(s);
-			return rs_err_set(err, RS_IO, "cannot listen on %s: %s", cfg->listen, strerror(e));
+			return rc;
 		}
-		close(probe);
+		flags |= MHD_USE_TLS;
+		tls_server_mhd_options(tls_opts, TLS_MHD_OPTIONS, s->tls);
 	}
 	s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 	                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_IDLE_TIMEOUT_S,
-	                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_EXTERNAL_LOGGER,
-	                             mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+	                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+	                             on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY, tls_opts,
 	                             MHD_OPTION_END);
 	if (!s->daemon) {
+		tls_server_free(s->tls);
 		free(s);
-		return rs_err_set(err, RS_IO, "cannot start the HTTP server on %s", cfg->listen);
+		return rs_err_set(err, RS_IO, "cannot start the %s server on %s", cfg->tls.enabled ? "HTTPS" : "HTTP",
+		                  cfg->listen);
 	}
+	const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+	int defer = DEFER_ACCEPT_S;
+	if (!li || setsockopt(li->listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer)) != 0)
+		log_event(LOG_WARN, "http: no TCP_DEFER_ACCEPT on %s: protocol mix-ups may not be answered", cfg->listen);
 	*out = s;
 	return RS_OK;
+}
+
+enum rs_code http_reload_tls(struct http_server *s, struct rs_err *err)
+{
+	if (!s->tls)
+		return rs_err_set(err, RS_CONFIG, "no tls section: nothing to reload");
+	return tls_server_reload(s->tls, err);
+}
+
+bool http_tls_info(struct tls_info *out, struct http_server *s)
+{
+	if (!s->tls)
+		return false;
+	tls_server_info(out, s->tls);
+	return true;
 }
 
 void http_stop(struct http_server *s, unsigned grace_s)
@@ -229,5 +365,6 @@ void http_stop(struct http_server *s, unsigned grace_s)
 	if (left)
 		log_event(LOG_WARN, "shutdown: %u requests still running after %us; closing them", left, grace_s);
 	MHD_stop_daemon(s->daemon);
+	tls_server_free(s->tls);
 	free(s);
 }

@@ -38,11 +38,26 @@ struct request {
 };
 
 struct http_server;
+struct tls_info;
+
+/* A response with len bytes of fd from offset, taking fd (closed with the
+ * response). Plain HTTP: MHD's own fd response (sendfile); tls: read in
+ * 64 KiB pieces, so that TLS records are full. NULL on allocation failure,
+ * and then fd is still the caller's. */
+struct MHD_Response *http_response_from_fd(int fd, uint64_t offset, uint64_t len, bool tls);
 
 /* Start listening on cfg->listen and serving reg (borrowed; both must
- * outlive the server). RS_IO with the address when binding fails. */
+ * outlive the server), over TLS when cfg->tls.enabled (tls.h; its errors).
+ * RS_IO with the address when binding fails. */
 RS_MUST_CHECK enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, struct registry *reg,
                                       struct rs_err *err);
+
+/* Reload the TLS certificate files (SIGHUP): tls_server_reload(). RS_CONFIG
+ * when the server has no TLS. On failure the old credentials stay. */
+RS_MUST_CHECK enum rs_code http_reload_tls(struct http_server *s, struct rs_err *err);
+
+/* The current certificate's info; false (out untouched) without TLS. */
+bool http_tls_info(struct tls_info *out, struct http_server *s);
 
 /* Stop accepting, wait up to grace_s for running requests, then stop. */
 void http_stop(struct http_server *s, unsigned grace_s);

@@ -697,7 +697,7 @@ static enum MHD_Result blob_from_store(struct request *rq, const char *digest, i
 		return queue_range_error(rq, &err, size);
 	}
 	uint64_t len = rg.end - rg.start;
-	struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, rg.start);
+	struct MHD_Response *resp = http_response_from_fd(fd, rg.start, len, rq->reg->cfg->tls.enabled);
 	if (!resp) {
 		close(fd);
 		return MHD_NO;

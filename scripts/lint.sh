@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lint.sh: the checks of STYLE.md that the compiler does not make.
 #  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
-#  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl;
+#  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl; only proxy/tls.c
+#    includes GnuTLS;
 #  - every header compiles alone (each .h is included first in an empty unit);
 #  - the repository stands alone: no tracked file names a folder beside the checkout (the old
 #    test tools' path or their variable); the test lab is tests/lab.
@@ -18,6 +19,9 @@ if grep -ln '#include <jansson.h>' $srcs | grep -v '^config/' | grep -v '^tests/
 fi
 if grep -lnE '#include <(microhttpd|curl/curl)\.h>' $srcs | grep -v '^proxy/' | grep -v '^tests/'; then
   echo "lint: libmicrohttpd or libcurl included outside proxy/ (STYLE.md section 1)" >&2; rc=1
+fi
+if grep -ln '#include <gnutls/' $srcs | grep -v '^proxy/tls\.c$' | grep -v '^tests/'; then
+  echo "lint: GnuTLS included outside proxy/tls.c (STYLE.md section 6: third-party headers stay in their module)" >&2; rc=1
 fi
 incs="-Iconfig -Ioptimizer -Iproxy -I."
 for h in $(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.h$'); do

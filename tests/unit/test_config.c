@@ -533,6 +533,64 @@ START_TEST(override_validates_and_changes_nothing_on_error)
 }
 END_TEST
 
+START_TEST(tls_section_loads_and_prints_back)
+{
+	const char *cert = write_file("server.crt", "pem");
+	const char *key = write_file("server.key", "pem");
+	const char *ca = write_file("clients.pem", "pem");
+	char text[1024];
+	snprintf(text, sizeof(text), "{\"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\", \"client_ca_file\": \"%s\"}}",
+	         cert, key, ca);
+	struct rs_config cfg;
+	load_ok(&cfg, text);
+	ck_assert(cfg.tls.enabled);
+	ck_assert_str_eq(cfg.tls.cert_file, cert);
+	ck_assert_str_eq(cfg.tls.key_file, key);
+	ck_assert_str_eq(cfg.tls.client_ca_file, ca);
+	char *printed = print_to_string(&cfg);
+	config_dispose(&cfg);
+	load_ok(&cfg, printed);
+	free(printed);
+	ck_assert(cfg.tls.enabled);
+	ck_assert_str_eq(cfg.tls.client_ca_file, ca);
+	config_dispose(&cfg);
+	load_ok(&cfg, "{}");
+	ck_assert(!cfg.tls.enabled);
+	printed = print_to_string(&cfg);
+	ck_assert_ptr_null(strstr(printed, "\"tls\""));
+	free(printed);
+	config_dispose(&cfg);
+}
+END_TEST
+
+START_TEST(tls_flags_need_both_files_and_readable_ones)
+{
+	const char *cert = write_file("server.crt", "pem");
+	const char *key = write_file("server.key", "pem");
+	struct rs_config cfg;
+	struct rs_err err = {0};
+	ck_assert_int_eq(config_init_defaults(&cfg, &err), RS_OK);
+	ck_assert_int_eq(config_override_tls(&cfg, NULL, NULL, NULL, &err), RS_OK);
+	ck_assert(!cfg.tls.enabled);
+	ck_assert_int_eq(config_override_tls(&cfg, cert, NULL, NULL, &err), RS_CONFIG);
+	ck_assert_str_eq(err.msg, "--tls-cert: needs --tls-key too (the configuration has no tls section)");
+	ck_assert_int_eq(config_override_tls(&cfg, NULL, NULL, cert, &err), RS_CONFIG);
+	ck_assert_str_eq(err.msg, "--tls-client-ca: needs --tls-cert too (the configuration has no tls section)");
+	ck_assert_int_eq(config_override_tls(&cfg, cert, "/nonexistent/regslim-test/k.pem", NULL, &err), RS_CONFIG);
+	ck_assert_str_eq(err.msg, "--tls-key: cannot read \"/nonexistent/regslim-test/k.pem\": No such file or directory");
+	ck_assert(!cfg.tls.enabled);
+	ck_assert_ptr_null(cfg.tls.cert_file);
+	ck_assert_int_eq(config_override_tls(&cfg, cert, key, NULL, &err), RS_OK);
+	ck_assert(cfg.tls.enabled);
+	ck_assert_str_eq(cfg.tls.cert_file, cert);
+	ck_assert_str_eq(cfg.tls.key_file, key);
+	/* With TLS on, one flag replaces one file. */
+	ck_assert_int_eq(config_override_tls(&cfg, NULL, NULL, cert, &err), RS_OK);
+	ck_assert_str_eq(cfg.tls.client_ca_file, cert);
+	config_dispose(&cfg);
+}
+END_TEST
+
 START_TEST(long_values_are_cut_in_messages)
 {
 	char text[512];
@@ -585,14 +643,15 @@ START_TEST(every_allocation_failure_gives_nomem)
 {
 	setenv("RS_TEST_LAB_PASS", "env-secret", 1);
 	write_file("pass", "file-secret\n");
-	char text[1024];
+	char text[2048];
 	snprintf(text, sizeof(text),
 	         "{\"listen\": \"0.0.0.0:5000\", \"cache\": {\"max_bytes\": \"1GiB\"}, \"log\": {\"level\": \"warn\"},"
 	         " \"upstreams\": [{\"name\": \"docker.io\", \"url\": \"http://127.0.0.1:18000/\","
 	         " \"auth\": {\"username\": \"lab\", \"password_env\": \"RS_TEST_LAB_PASS\"}},"
 	         " {\"name\": \"ghcr.io\", \"url\": \"https://ghcr.io\", \"default\": true,"
-	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}]}",
-	         fixture_path("pass"));
+	         " \"auth\": {\"username\": \"bot\", \"password_file\": \"%s\"}}],"
+	         " \"tls\": {\"cert_file\": \"%s\", \"key_file\": \"%s\", \"client_ca_file\": \"%s\"}}",
+	         fixture_path("pass"), fixture_path("pass"), fixture_path("pass"), fixture_path("pass"));
 	const char *path = write_file("regslim.json", text);
 	long n;
 	struct rs_config cfg;
@@ -639,6 +698,16 @@ START_TEST(every_allocation_failure_gives_nomem)
 			break;
 		ck_assert_int_eq(rc, RS_NOMEM);
 		ck_assert_str_eq(cfg.listen, "0.0.0.0:5000"); /* unchanged on failure */
+	}
+	for (long m = 0;; m++) {
+		budget_on(m, true);
+		enum rs_code rc = config_override_tls(&cfg, fixture_path("regslim.json"), fixture_path("pass"),
+		                                      fixture_path("regslim.json"), &err);
+		budget_off();
+		if (rc == RS_OK)
+			break;
+		ck_assert_int_eq(rc, RS_NOMEM);
+		ck_assert_str_eq(cfg.tls.cert_file, fixture_path("pass")); /* unchanged on failure */
 	}
 	for (long m = 0;; m++) {
 		char *buf = NULL;
@@ -697,6 +766,8 @@ Suite *config_suite(void)
 	tcase_add_test(tc, override_replaces_default_upstream_url);
 	tcase_add_test(tc, override_on_defaults_changes_docker_hub_url);
 	tcase_add_test(tc, override_validates_and_changes_nothing_on_error);
+	tcase_add_test(tc, tls_section_loads_and_prints_back);
+	tcase_add_test(tc, tls_flags_need_both_files_and_readable_ones);
 	tcase_add_test(tc, long_values_are_cut_in_messages);
 	tcase_add_test(tc, every_allocation_failure_gives_nomem);
 	suite_add_tcase(s, tc);
