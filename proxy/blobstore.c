@@ -1365,3 +1365,67 @@ static enum rs_code links_from_tags(struct blobstore *bs, struct rs_err *err)
 	static const char note[] = "links derived from the tag maps\n";
 	return write_small_file(bs, marker, note, sizeof(note) - 1, err);
 }
+
+/* Does manifest md (in the store) reference digest? depth 0 for a root. */
+static bool refs_digest(struct blobstore *bs, const char *md, enum blobstore_kind kind, const char *digest, int depth)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (blobstore_get_manifest(bs, md, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, &err) != RS_OK)
+		return false;
+	free(type);
+	bool found = false;
+	enum imagejson_kind k;
+	if (imagejson_sniff(&k, buf, len, md, &err) == RS_OK && k == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		if (imagejson_parse_index(&x, buf, len, md, &err) == RS_OK)
+			for (size_t i = 0; !found && i < x.manifest_count; i++) {
+				const char *c = x.manifests[i].digest;
+				if (!c || !digest_valid(c))
+					continue;
+				found = (kind == BLOBSTORE_MANIFEST && strcmp(c, digest) == 0) ||
+				        (depth == 0 && refs_digest(bs, c, kind, digest, depth + 1));
+			}
+		imagejson_index_dispose(&x);
+	} else if (kind == BLOBSTORE_BLOB) {
+		struct imagejson_manifest m = {0};
+		if (imagejson_parse_manifest(&m, buf, len, md, &err) == RS_OK) {
+			found = m.config.digest && strcmp(m.config.digest, digest) == 0;
+			for (size_t i = 0; !found && i < m.layer_count; i++)
+				found = m.layers[i].digest && strcmp(m.layers[i].digest, digest) == 0;
+		}
+		imagejson_manifest_dispose(&m);
+	}
+	free(buf);
+	return found;
+}
+
+bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                               const char *digest)
+{
+	char any[DIGEST_STR_SIZE], dir[STORE_PATH_MAX];
+	struct rs_err err;
+	/* the directory of repo's manifest links, from the path of one */
+	snprintf(any, sizeof(any), "sha256:%064d", 0);
+	if (!digest_valid(digest) || link_path(dir, bs, ns, repo, BLOBSTORE_MANIFEST, any, &err) != RS_OK)
+		return false;
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	unsigned seen = 0;
+	struct dirent *de;
+	while (!found && seen < RS_LIMIT_LINK_SCAN_MANIFESTS && (de = readdir(d)) != NULL) {
+		if (!is_hex(de->d_name, DIGEST_HEX_LEN))
+			continue;
+		char md[DIGEST_STR_SIZE];
+		snprintf(md, sizeof(md), "sha256:%.64s", de->d_name);
+		seen++;
+		found = refs_digest(bs, md, kind, digest, 0);
+	}
+	closedir(d);
+	return found;
+}

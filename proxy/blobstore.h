@@ -129,6 +129,14 @@ void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, en
  * manifest is not in the store (nothing is linked). */
 RS_MUST_CHECK enum rs_code blobstore_link_image(struct blobstore *bs, const char *ns, const char *repo,
                                                 const char *digest, struct rs_err *err);
+/* True when a manifest linked to (ns, repo) and in the store references
+ * digest: as a config or layer (kind BLOB) or as a manifest of an index
+ * (kind MANIFEST; blobs of an index's manifests count too). At most
+ * RS_LIMIT_LINK_SCAN_MANIFESTS linked manifests are read. For the mirror's
+ * stale-if-error only: a registry that holds a manifest holds what it
+ * references. */
+bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                               const char *digest);
 /* Links derived from the tag maps when the store was opened the first time
  * with links (a data directory written before them): every tag's image is
  * linked to its repository, once (links/.from-tags marks it done). The number

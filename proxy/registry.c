@@ -480,6 +480,24 @@ static enum rs_code mirror_confirm(struct registry *r, size_t up_index, const ch
 	return rc;
 }
 
+/* The upstream could not be asked whether repo holds a cached object (rc,
+ * or a 5xx/429 answer in rep): serve it anyway (stale-if-error) only when a
+ * manifest linked to repo references it, since a registry that holds a
+ * manifest holds what it references. Never under a repository with no such
+ * manifest. */
+static bool mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                            const char *digest, enum rs_code rc, const struct upstream_reply *rep)
+{
+	if (rc == RS_OK && rep->status < 500 && rep->status != 429)
+		return false;
+	if (!blobstore_linked_by_image(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest))
+		return false;
+	metrics_add(METRICS_STALE_SERVED, 1);
+	log_event(LOG_WARN, "serving cached %s under %s: the upstream %s could not confirm it, a manifest of %s names it",
+	          digest, repo, r->cfg->upstreams[up_index].name, repo);
+	return true;
+}
+
 /* Fetch a manifest from the upstream, verify it and store it; on success
  * rep holds the body and *out_digest its digest. want_digest (may be NULL)
  * is the digest the client asked for. */
@@ -593,7 +611,8 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	if (had_copy && !linked) {
 		struct upstream_reply head = {0};
 		enum rs_code rc = mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
-		if (rc || !status_ok(head.status)) {
+		if ((rc || !status_ok(head.status)) &&
+		    !mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, rc, &head)) {
 			/* not this repository's (or the upstream cannot say so now):
 			 * never served from another repository's copy */
 			rq->cache = "unlinked";
@@ -960,7 +979,8 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	if (cached && !mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
 		struct upstream_reply rep = {0};
 		enum rs_code rc = mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
-		if (rc || !status_ok(rep.status)) {
+		if ((rc || !status_ok(rep.status)) &&
+		    !mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, rc, &rep)) {
 			rq->cache = "unlinked";
 			enum MHD_Result ret = rc ? queue_error(rq, &err, ROUTE_BLOB) : queue_upstream_error(rq, &rep, ROUTE_BLOB);
 			upstream_reply_dispose(&rep);

@@ -849,6 +849,13 @@ START_TEST(link_image_links_index_manifests_and_blobs)
 	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_BLOB, c));
 	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_BLOB, l));
 	ck_assert(!blobstore_linked(bs, "up", "team/other", BLOBSTORE_BLOB, l));
+	/* what the linked manifests of a repository reference (stale-if-error) */
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, l));
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, c));
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_MANIFEST, md));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, gone));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "team/other", BLOBSTORE_BLOB, l));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "../x", BLOBSTORE_BLOB, l));
 	blobstore_free(bs);
 }
 END_TEST
