@@ -841,6 +841,7 @@ struct download {
 	const char *upname;
 	char repo[RS_LIMIT_NAME_MAX + 16];
 	char digest[DIGEST_STR_SIZE];
+	bool new_link; /* download_begin made the link: it goes again if the download fails */
 };
 
 struct download_sink {
@@ -854,7 +855,11 @@ static enum rs_code download_begin(void *arg, int64_t size, struct rs_err *err)
 	/* The upstream answered 200 for this repository: linked before any
 	 * reader is woken, so a reader that finds no link knows the download
 	 * was another repository's. */
-	mirror_link(s->d->r, s->d->up_index, s->d->repo, BLOBSTORE_BLOB, s->d->digest);
+	struct download *d = s->d;
+	if (!mirror_linked(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest)) {
+		mirror_link(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest);
+		d->new_link = true;
+	}
 	return inflight_fetch_begin(s->f, size, err);
 }
 
@@ -878,6 +883,17 @@ static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_
 		log_event(rc == RS_NOT_FOUND ? LOG_INFO : LOG_WARN, "download of %s from %s/%s failed: %s", d->digest,
 		          d->upname, d->repo, err->msg);
 	return rc;
+}
+
+/* inflight's arg_free, called once the download is committed or abandoned:
+ * a link made for it goes again when the blob did not make it into the store
+ * (cut off, or failed its digest check), since a link comes with its content. */
+static void download_free(void *arg)
+{
+	struct download *d = arg;
+	if (d && d->new_link && !blobstore_has(d->r->store, BLOBSTORE_BLOB, d->digest))
+		blobstore_unlink(d->r->store, d->upname, d->repo, BLOBSTORE_BLOB, d->digest);
+	free(d);
 }
 
 struct blob_stream {
@@ -1013,7 +1029,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	snprintf(d->digest, sizeof(d->digest), "%s", t->ref);
 	struct inflight_fetch *f = NULL;
 	rs_err_clear(&err);
-	if (inflight_join(r->inflight, t->ref, -1, download_run, d, free, &f, &err) != RS_OK)
+	if (inflight_join(r->inflight, t->ref, -1, download_run, d, download_free, &f, &err) != RS_OK)
 		return queue_error(rq, &err, ROUTE_BLOB);
 	int64_t total = -1;
 	rs_err_clear(&err);
@@ -1093,7 +1109,7 @@ static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo,
 	snprintf(d->repo, sizeof(d->repo), "%s", repo);
 	snprintf(d->digest, sizeof(d->digest), "%s", digest);
 	struct inflight_fetch *f = NULL;
-	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, free, &f, err);
+	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, download_free, &f, err);
 	if (rc)
 		return rc;
 	int64_t total = -1;
