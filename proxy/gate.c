@@ -922,7 +922,7 @@ static void scrub_path(char *msg, const char *path)
  * (new, may be NULL), dst the layout directory. */
 static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report, const char *work,
 			     const struct rs_gate_policy *p, const char *store_dir, struct blobstore *store,
-			     const char *tag, const char *digest, struct rs_err *err)
+			     const char *repo, const char *tag, const char *digest, struct rs_err *err)
 {
 	char src[4096], dst[4096], sref[4200], dref[4200];
 	snprintf(src, sizeof(src), "%s/src", work);
@@ -940,8 +940,17 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 	report_init(&rep);
 	struct pipeline_opts o = {.src = sref, .dst = dref, .policy = &pol, .threads = 1};
 	rc = pipeline_run(&rep, &o, err);
-	if (rc == RS_OK)
+	if (rc == RS_OK) {
+		/* the report names images, never where regslim keeps them */
+		char name[4400];
+		free(rep.source);
+		free(rep.dest);
+		snprintf(name, sizeof(name), "%s:%s@%s", repo, tag, digest);
+		rep.source = report_strdup(name);
+		snprintf(name, sizeof(name), "%s:%s (optimized)", repo, tag);
+		rep.dest = report_strdup(name);
 		report_json(out_report, &rep);
+	}
 	report_dispose(&rep);
 	policy_dispose(&pol);
 	if (rc) {
@@ -1007,7 +1016,7 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 			work[0] = '\0';
 		}
 		if (rc == RS_OK)
-			rc = optimize(opt, &out->optimizer_report, work, p, store_dir, store, tag, digest, err);
+			rc = optimize(opt, &out->optimizer_report, work, p, store_dir, store, repo, tag, digest, err);
 		char otag[RS_LIMIT_TAG_MAX + 64];
 		snprintf(otag, sizeof(otag), "%s%s", tag, p->mode == GATE_MODE_PUSH_BOTH ? p->optimized_tag_suffix : "");
 		if (rc == RS_OK && strlen(otag) > 128)

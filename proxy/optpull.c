@@ -674,6 +674,17 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		                          pipeline_now_ms() + (uint64_t)RS_LIMIT_OPT_MAX_S * 1000};
 		rc = pipeline_run(&rep, &o, err);
 	}
+	if (rc == RS_OK) {
+		/* the report names images, never where regslim keeps them */
+		char name[RS_LIMIT_NAME_MAX + 600];
+		free(rep.source);
+		free(rep.dest);
+		snprintf(name, sizeof(name), "%s/%s@%s", op->cfg->upstreams[j->up_index].name, j->repo, j->source);
+		rep.source = report_strdup(name);
+		snprintf(name, sizeof(name), "%s/%s@%s", op->cfg->upstreams[j->up_index].name, j->repo,
+		         rep.digest);
+		rep.dest = report_strdup(name);
+	}
 	if (rc == RS_OK)
 		rc = import_output(op, dst, &rep, err);
 	if (rc == RS_OK) {
