@@ -36,5 +36,16 @@ outside="\\.\\./sha""red|/work/sha""red|RS_SHA""RED_TOOLS"
 if git ls-files -z 2> /dev/null | xargs -0 -r grep -nIE "$outside" --; then
   echo "lint: a file above names something outside the repository; use tests/lab (issue 9)" >&2; rc=1
 fi
+# no function over 150 lines in the libraries (issue 10; STYLE.md section 1 asks for ~100): a
+# function starts at a '{' in column 0 after its signature and ends at the next '}' in column 0
+long=$(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.c$' | xargs awk '
+  FNR == 1 { start = 0 }
+  /^[A-Za-z_].*\(/ { sig = $0; sigline = FNR }
+  /^\{/ { start = FNR }
+  /^\}/ { if (start && FNR - start + 1 > 150) printf "%s:%d: %d lines: %s\n", FILENAME, sigline, FNR - start + 1, sig; start = 0 }')
+if [ -n "$long" ]; then
+  printf '%s\n' "$long" >&2
+  echo "lint: a function above is longer than 150 lines; split it along a seam you can name" >&2; rc=1
+fi
 [ $rc -eq 0 ] && echo "lint: ok"
 exit $rc
