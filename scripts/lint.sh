@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lint.sh: the checks of STYLE.md that the compiler does not make.
 #  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
-#  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl; only proxy/tls.c
+#  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl; only proxy/server/tls.c
 #    includes GnuTLS;
 #  - every header compiles alone (each .h is included first in an empty unit);
 #  - the repository stands alone: no tracked file names a folder beside the checkout (the old
@@ -20,10 +20,10 @@ fi
 if grep -lnE '#include <(microhttpd|curl/curl)\.h>' $srcs | grep -v '^proxy/' | grep -v '^tests/'; then
   echo "lint: libmicrohttpd or libcurl included outside proxy/ (STYLE.md section 1)" >&2; rc=1
 fi
-if grep -ln '#include <gnutls/' $srcs | grep -v '^proxy/tls\.c$' | grep -v '^tests/'; then
-  echo "lint: GnuTLS included outside proxy/tls.c (STYLE.md section 6: third-party headers stay in their module)" >&2; rc=1
+if grep -ln '#include <gnutls/' $srcs | grep -v '^proxy/server/tls\.c$' | grep -v '^tests/'; then
+  echo "lint: GnuTLS included outside proxy/server/tls.c (STYLE.md section 6: third-party headers stay in their module)" >&2; rc=1
 fi
-incs="-Iconfig -Ioptimizer -Iproxy -I."
+incs="-Iconfig -Ioptimizer $(for r in proxy/*/; do printf -- '-I%s ' "${r%/}"; done) -I."
 for h in $(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.h$'); do
   if ! printf '#include "%s"\n' "$h" | cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $incs \
       $(pkg-config --cflags libmicrohttpd libcurl 2> /dev/null) -fsyntax-only -x c - 2> /tmp/lint-h.$$; then
