@@ -895,11 +895,10 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		goto done;
 	}
 	if (by_tag) {
-		char store_dir[4096], tmp_dir[4096];
-		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
+		char tmp_dir[4096];
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
 		rs_err_clear(&err);
-		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err);
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, tmp_dir, w->name, w->ref, digest, &err);
 		if (frc == RS_BAD_INPUT) {
 			/* the image passed the policy but cannot be optimized: the client's to fix */
 			if (!had)

@@ -1429,3 +1429,118 @@ bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char 
 	closedir(d);
 	return found;
 }
+
+/* ---- OCI layout export -------------------------------------------------- */
+
+struct export {
+	struct blobstore *bs;
+	const char *dir;
+	size_t manifest_max;
+	blobstore_fetch_fn fetch;
+	void *ctx;
+};
+
+/* Hard-link kind/digest into the layout's blobs/sha256/, fetching it first
+ * when absent. *linked: false when it is absent and may be left out. */
+static enum rs_code export_object(const struct export *x, enum blobstore_kind kind, const char *digest, bool optional,
+                                  struct rs_err *err)
+{
+	if (!digest || !digest_valid(digest))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid digest '%.80s' in a manifest", digest ? digest : "(none)");
+	const char *hex = digest_hex(digest);
+	char from[STORE_PATH_MAX], to[STORE_PATH_MAX];
+	enum rs_code rc = object_path(from, x->bs, kind, hex, "", err);
+	if (rc == RS_OK)
+		rc = path_fmt(to, err, "%s/blobs/sha256/%s", x->dir, hex);
+	for (int attempt = 0; rc == RS_OK && attempt < 2; attempt++) {
+		if (!blobstore_has(x->bs, kind, digest)) {
+			if (!x->fetch)
+				return optional ? RS_OK
+				                : rs_err_set(err, RS_NOT_FOUND, "%s %s is not in the store",
+				                             kind == BLOBSTORE_MANIFEST ? "manifest" : "blob", digest);
+			if ((rc = x->fetch(x->ctx, kind, digest, err)))
+				return rs_err_prefix(err, "fetching %s: ", digest), rc;
+		}
+		if (link(from, to) == 0 || errno == EEXIST)
+			return RS_OK;
+		if (errno != ENOENT) /* ENOENT: evicted between the check and the link, fetch again */
+			return rs_err_set(err, RS_IO, "linking %s into %s: %s", digest, x->dir, strerror(errno));
+	}
+	return rc ? rc : rs_err_set(err, RS_IO, "%s vanished from the store twice while exporting it", digest);
+}
+
+/* The manifest or index digest into the layout, and what it references. */
+static enum rs_code export_document(const struct export *x, const char *digest, int depth, char **out_type,
+                                    size_t *out_len, struct rs_err *err)
+{
+	enum rs_code rc = export_object(x, BLOBSTORE_MANIFEST, digest, false, err);
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	if (rc == RS_OK)
+		rc = blobstore_get_manifest(x->bs, digest, x->manifest_max, &buf, &len, &type, err);
+	enum imagejson_kind kind = IMAGEJSON_MANIFEST;
+	if (rc == RS_OK)
+		rc = imagejson_sniff(&kind, buf, len, digest, err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth > 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "%s: an index inside an index is not supported", digest);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index idx = {0};
+		rc = imagejson_parse_index(&idx, buf, len, digest, err);
+		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
+			rc = export_document(x, idx.manifests[i].digest, depth + 1, NULL, NULL, err);
+		imagejson_index_dispose(&idx);
+	} else if (rc == RS_OK) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
+		if (rc == RS_OK)
+			rc = export_object(x, BLOBSTORE_BLOB, m.config.digest, false, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			rc = export_object(x, BLOBSTORE_BLOB, m.layers[i].digest, true, err);
+		imagejson_manifest_dispose(&m);
+	}
+	if (rc == RS_OK && out_type) {
+		*out_type = type;
+		*out_len = len;
+		type = NULL;
+	}
+	free(type);
+	free(buf);
+	return rc;
+}
+
+enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, const char *tag, const char *dir,
+                                     size_t manifest_max, blobstore_fetch_fn fetch, void *ctx, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(path, err, "%s/blobs/sha256", dir);
+	if (rc)
+		return rc;
+	if (mkdir(dir, 0700) != 0 || (rc = fsutil_mkdir_p(path, NULL, err)) != RS_OK)
+		return rc ? rc : rs_err_set(err, RS_IO, "creating %s: %s", dir, strerror(errno));
+	static const char oci_layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	if ((rc = path_fmt(path, err, "%s/oci-layout", dir)) ||
+	    (rc = fsutil_write_file(path, oci_layout, sizeof(oci_layout) - 1, false, err)))
+		return rc;
+	struct export x = {bs, dir, manifest_max, fetch, ctx};
+	char *type = NULL;
+	size_t len = 0;
+	rc = export_document(&x, digest, 0, &type, &len, err);
+	char *json = NULL;
+	size_t jlen = 0;
+	if (rc == RS_OK) {
+		struct imagejson_descriptor d = {.media_type = type, .digest = (char *)digest, .size = len};
+		struct imagejson_index idx = {.schema_version = 2, .manifests = &d, .manifest_count = 1};
+		if (tag)
+			rc = imagejson_kv_set(&d.annotations, &d.annotation_count, IMAGE_ANN_REF_NAME, tag, err);
+		if (rc == RS_OK)
+			rc = imagejson_write_index(&json, &jlen, &idx, err);
+		if (d.annotations)
+			imagejson_kv_free(d.annotations, d.annotation_count);
+	}
+	if (rc == RS_OK && (rc = path_fmt(path, err, "%s/index.json", dir)) == RS_OK)
+		rc = fsutil_write_file(path, json, jlen, false, err);
+	free(json);
+	free(type);
+	return rc;
+}
+

@@ -143,6 +143,27 @@ bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char 
  * of tags whose images were linked at this open (0 on later opens). */
 unsigned blobstore_links_migrated(const struct blobstore *bs);
 
+/* Bring kind/digest into the store (a fetch from the upstream, for
+ * blobstore_export_layout); RS_OK only once it is committed. */
+typedef enum rs_code (*blobstore_fetch_fn)(void *ctx, enum blobstore_kind kind, const char *digest,
+                                           struct rs_err *err);
+
+/* An OCI image layout in dir (created; it must not exist) for the manifest
+ * or index digest: oci-layout, index.json naming it (with the media type the
+ * store recorded, and tag as org.opencontainers.image.ref.name when not
+ * NULL), and every manifest, config and layer it references hard-linked from
+ * the store, so that the optimizer reads the store's own files without a
+ * copy. What the store lacks is brought first by fetch (ctx passed along);
+ * without fetch a missing manifest or config is RS_NOT_FOUND and a missing
+ * layer is left out (an image checked without its absent layers). A blob
+ * evicted between the check and the link is fetched again once. The layout
+ * is scratch: the caller removes dir. Manifests larger than manifest_max
+ * bytes are refused (RS_TOO_LARGE). RS_IO, RS_NOT_FOUND, RS_BAD_INPUT
+ * (documents that do not parse), or fetch's code. */
+RS_MUST_CHECK enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, const char *tag,
+                                                   const char *dir, size_t manifest_max, blobstore_fetch_fn fetch,
+                                                   void *ctx, struct rs_err *err);
+
 /* Bytes held under blobs/ and manifests/ (tracked, not re-scanned). */
 uint64_t blobstore_size(const struct blobstore *bs);
 

@@ -860,6 +860,72 @@ START_TEST(link_image_links_index_manifests_and_blobs)
 }
 END_TEST
 
+/* blobstore_export_layout's fetch in the test: stores "layer" for the layer
+ * digest (counting calls) and fails for anything else. */
+struct fetch_ctx {
+	struct blobstore *bs;
+	const char *layer;
+	int calls;
+};
+
+static enum rs_code fetch_layer(void *ctx, enum blobstore_kind kind, const char *digest, struct rs_err *err)
+{
+	struct fetch_ctx *f = ctx;
+	f->calls++;
+	if (kind != BLOBSTORE_BLOB || strcmp(digest, f->layer) != 0)
+		return rs_err_set(err, RS_NOT_FOUND, "fake upstream has no %s", digest);
+	return write_blob(f->bs, BLOBSTORE_BLOB, digest, 5, (const unsigned char *)"layer", 5, 1, err);
+}
+
+/* The OCI layout the optimizer reads: index.json naming the image, the
+ * store's own files hard-linked (same inode), an absent layer left out
+ * without a fetch and fetched with one; a missing config is an error. */
+START_TEST(export_layout_links_the_store_files)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], m[1024], dir[512], p[700], q[700];
+	digest_buffer(c, "config", 6);
+	digest_buffer(l, "layer", 5);
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, c, 6, (const unsigned char *)"config", 6, 1, &err), RS_OK);
+	put_image(bs, c, l, md, m, sizeof(m));
+	/* without fetch: the absent layer is left out */
+	snprintf(dir, sizeof(dir), "%s/x1", fixture_dir());
+	ck_assert_msg(blobstore_export_layout(bs, md, "v1", dir, 1 << 20, NULL, NULL, &err) == RS_OK, "%s", err.msg);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, l + 7);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, c + 7);
+	struct stat a, b;
+	ck_assert_int_eq(stat(p, &a), 0);
+	ck_assert_uint_eq(a.st_nlink, 2); /* the store's file and the layout's name */
+	snprintf(q, sizeof(q), "%s/index.json", dir);
+	size_t n = 0;
+	char *ij = fixture_read_file(q, &n);
+	ck_assert_ptr_nonnull(strstr(ij, md));
+	ck_assert_ptr_nonnull(strstr(ij, "\"org.opencontainers.image.ref.name\":\"v1\""));
+	ck_assert_ptr_nonnull(strstr(ij, LINK_OCI_M));
+	free(ij);
+	/* with fetch: the layer is brought into the store, then linked */
+	struct fetch_ctx f = {bs, l, 0};
+	snprintf(dir, sizeof(dir), "%s/x2", fixture_dir());
+	ck_assert_msg(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, fetch_layer, &f, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(f.calls, 1);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, l));
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, l + 7);
+	ck_assert_int_eq(stat(p, &b), 0);
+	ck_assert_uint_eq(b.st_size, 5);
+	/* a manifest whose config is gone, with a fetch that cannot bring it */
+	blobstore_remove(bs, BLOBSTORE_BLOB, c);
+	snprintf(dir, sizeof(dir), "%s/x3", fixture_dir());
+	ck_assert_int_eq(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, fetch_layer, &f, &err), RS_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "fake upstream has no"));
+	snprintf(dir, sizeof(dir), "%s/x4", fixture_dir());
+	ck_assert_int_eq(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, NULL, NULL, &err), RS_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is not in the store"));
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(links_derived_from_tag_maps_once)
 {
 	struct blobstore *bs = store_fixture_open(0);
@@ -925,6 +991,7 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, links_are_per_repository_and_survive_reopen);
 	tcase_add_test(tc, links_refuse_hostile_names);
 	tcase_add_test(tc, link_image_links_index_manifests_and_blobs);
+	tcase_add_test(tc, export_layout_links_the_store_files);
 	tcase_add_test(tc, links_derived_from_tag_maps_once);
 	suite_add_tcase(s, tc);
 	return s;
