@@ -234,7 +234,7 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 		snprintf(www + n, sizeof(www) - (size_t)n, ",error=\"%s\"", error);
 	struct reply_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, www}};
 	rq->answered = true;
-	return reply_error(rq, 401, "UNAUTHORIZED", msg, h, 1);
+	return reply_error(rq, RS_UNAUTHORIZED, REPLY_AUTH, msg, h, 1);
 }
 
 /* The client's address as text (for the failed-login back-off). */
@@ -262,7 +262,7 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 		if (!(need & AUTH_PUSH))
 			return true;
 		rq->answered = true;
-		*ret = reply_error(rq, 403, "DENIED",
+		*ret = reply_error(rq, RS_DENIED, REPLY_AUTH,
 		                   "pushing is disabled: add an \"auth\" section (htpasswd users, acl) to the configuration "
 		                   "to enable it; see docs/push.md",
 		                   NULL, 0);
@@ -282,7 +282,7 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 	}
 	if (d.verdict == AUTH_DENY) {
 		rq->answered = true;
-		*ret = reply_error(rq, 403, "DENIED", d.msg, NULL, 0);
+		*ret = reply_error(rq, RS_DENIED, REPLY_AUTH, d.msg, NULL, 0);
 		return false;
 	}
 	const char *error = d.insufficient_scope ? "insufficient_scope"
@@ -335,17 +335,18 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 {
 	rq->route = "token";
 	if (!ph->auth)
-		return reply_error(rq, 404, "NOT_FOUND", "no token endpoint: authentication is not configured (auth)", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_AUTH, "no token endpoint: authentication is not configured (auth)",
+		                   NULL, 0);
 	if (strcmp(rq->method, "GET") != 0)
 		/* containerd tries an OAuth POST first and falls back to GET on 405. */
-		return reply_error(rq, 405, "UNSUPPORTED", "use GET /auth/token with Basic credentials", NULL, 0);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_AUTH, "use GET /auth/token with Basic credentials", NULL, 0);
 	struct scope_list sl = {.n = 0};
 	MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, collect_scope, &sl);
 	enum MHD_Result ret;
 	if (sl.too_many) {
 		char msg[96];
 		snprintf(msg, sizeof(msg), "more than %u scopes requested", (unsigned)RS_LIMIT_TOKEN_SCOPES_MAX);
-		ret = reply_error(rq, 400, "UNSUPPORTED", msg, NULL, 0);
+		ret = reply_error(rq, RS_BAD_INPUT, REPLY_AUTH, msg, NULL, 0);
 		goto out;
 	}
 	const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -367,9 +368,9 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 		ret = throttled(rq, err.msg, client.retry_after);
 	} else if (rc == RS_UNAUTHORIZED) {
 		struct reply_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"" SERVICE "\""}};
-		ret = reply_error(rq, 401, "UNAUTHORIZED", err.msg, h, 1);
+		ret = reply_error(rq, RS_UNAUTHORIZED, REPLY_AUTH, err.msg, h, 1);
 	} else {
-		ret = reply_error(rq, rc == RS_NOMEM ? 500 : 400, "UNSUPPORTED", err.msg, NULL, 0);
+		ret = reply_error(rq, rc, REPLY_AUTH, err.msg, NULL, 0);
 	}
 	free(body);
 out:
@@ -497,14 +498,14 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	                                                                       : "upload";
 	if (w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) {
 		rq->answered = true;
-		*ret = reply_error(rq, 405, "UNSUPPORTED", "deleting manifests and blobs is not supported by regslim",
+		*ret = reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "deleting manifests and blobs is not supported by regslim",
 		                   NULL, 0);
 		return false;
 	}
 	if (!refname_repo_valid(w->name)) {
 		rq->answered = true;
 		rs_err_set(&err, RS_BAD_INPUT, "invalid repository name '%.200s'", w->name);
-		*ret = reply_error(rq, 400, "NAME_INVALID", err.msg, NULL, 0);
+		*ret = reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, err.msg, NULL, 0);
 		return false;
 	}
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
@@ -794,7 +795,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 				snprintf(msg, n, "push of %s refused by policy: %zu violation(s): %s (report: %s)", shown,
 				         rep.denies, text, report_url);
 			log_event(LOG_WARN, "%s", msg ? msg : text);
-			ret = reply_error_long(rq, 403, "DENIED", msg ? msg : text);
+			ret = reply_error_long(rq, RS_POLICY, REPLY_MANIFEST_PUT, msg ? msg : text);
 			free(msg);
 		}
 		metrics_gate_push("denied");
@@ -814,7 +815,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 				push_forget_manifest(ph->push, w->name, digest);
 			metrics_gate_push("invalid");
 			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
-			ret = reply_error(rq, 400, "MANIFEST_INVALID", err.msg, NULL, 0);
+			ret = reply_error(rq, frc, REPLY_MANIFEST_PUT, err.msg, NULL, 0);
 			goto done;
 		}
 		if (frc != RS_OK) {
@@ -822,7 +823,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 			log_event(LOG_ERROR, "push %s (%s) not forwarded: %s", shown, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];
 			snprintf(msg, sizeof(msg), "forwarding to the upstream failed: %s", err.msg);
-			ret = reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
+			ret = reply_error(rq, err.code, REPLY_FORWARD, msg, NULL, 0);
 			goto done;
 		}
 		char pushed[600] = "";
@@ -868,7 +869,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	if (w->kept.set)
 		return reply_send_kept(rq, &w->kept);
 	if (w->kind == W_NONE)
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	if (!w->ready) {
 		if (!setup(ph, rq, w, &ret))
 			return ret;
@@ -948,6 +949,6 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		return blob_created(rq, w, dg);
 	}
 	default:
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	}
 }

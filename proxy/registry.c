@@ -309,7 +309,7 @@ static enum MHD_Result answer_upstream_error(struct request *rq, const struct up
 			char *copy = malloc(rep->body_len);
 			if (copy) {
 				memcpy(copy, rep->body, rep->body_len);
-				return reply_error_passed(rq, 404, copy, rep->body_len, e.msg);
+				return reply_error_passed(rq, RS_NOT_FOUND, what, copy, rep->body_len, e.msg);
 			}
 		}
 		return reply_fail(rq, &e, what, NULL, 0);
@@ -598,7 +598,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	if (!refname_tag_valid(t->ref)) {
 		struct rs_err e;
 		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
-		return reply_error(rq, 400, "TAG_INVALID", e.msg, NULL, 0);
+		return reply_error(rq, RS_BAD_INPUT, REPLY_TAG, e.msg, NULL, 0);
 	}
 	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
 	struct blobstore_tag tag = {0};
@@ -1098,13 +1098,13 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 	const char *rest = rq->url + strlen("/regslim/v1/reports/");
 	const char *slash = strrchr(rest, '/');
 	if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0)
-		return reply_error(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on reports", NULL, 0);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on reports", NULL, 0);
 	if (!slash || slash == rest)
-		return reply_error(rq, 404, "NOT_FOUND", "expected /regslim/v1/reports/<name>/<digest>", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "expected /regslim/v1/reports/<name>/<digest>", NULL, 0);
 	char name[RS_LIMIT_NAME_MAX + 16];
 	snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
 	if ((size_t)(slash - rest) > RS_LIMIT_NAME_MAX || !refname_repo_valid(name))
-		return reply_error(rq, 400, "NAME_INVALID", "invalid repository name in the report path", NULL, 0);
+		return reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, "invalid repository name in the report path", NULL, 0);
 	enum MHD_Result gated;
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
 		return gated;
@@ -1365,7 +1365,7 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 			snprintf(msg, n, "pull of %s:%s (%s) refused by policy: %zu violation(s): %s", t->name, t->ref,
 			         cap.digest, denies, text);
 		log_event(LOG_WARN, "%s", msg);
-		ret = reply_error_long(rq, 403, "DENIED", msg);
+		ret = reply_error_long(rq, RS_POLICY, REPLY_MANIFEST, msg);
 		free(msg);
 		free(text);
 		return ret;
@@ -1399,13 +1399,13 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (strcmp(url, "/healthz") == 0) {
 		rq->route = "healthz";
 		if (!get && !head)
-			return reply_error(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /healthz", NULL, 0);
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /healthz", NULL, 0);
 		return reply_buffer(rq, 200, JSON_TYPE, healthz_body, strlen(healthz_body), REPLY_STATIC, NULL, 0);
 	}
 	if (strcmp(url, "/metrics") == 0) {
 		rq->route = "metrics";
 		if (!get && !head)
-			return reply_error(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /metrics", NULL, 0);
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /metrics", NULL, 0);
 		return serve_metrics(rq);
 	}
 	if (push_http_is_token(url))
@@ -1416,14 +1416,14 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
 		rq->route = "base";
 		if (!get && !head)
-			return reply_error(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /v2/", NULL, 0);
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /v2/", NULL, 0);
 		if (!push_http_gate(r->ph, rq, NULL, AUTH_PULL, &gated))
 			return gated;
 		return reply_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), REPLY_STATIC, NULL, 0);
 	}
 	if (strncmp(url, "/v2/", 4) == 0 && has_dot_segment(url)) {
 		rq->route = "other";
-		return reply_error(rq, 400, "NAME_INVALID", "the path has a '.' or '..' segment", NULL, 0);
+		return reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, "the path has a '.' or '..' segment", NULL, 0);
 	}
 	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
 	 * A write with a body was set up (and its route named) while the body
@@ -1432,22 +1432,22 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		return push_http_handle(r->ph, rq);
 	rq->route = "other";
 	if (strncmp(url, "/v2/", 4) != 0)
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint; this is a registry API v2 mirror", NULL, 0);
 
 	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
 	size_t len = strlen(url);
 	if (len > RS_LIMIT_NAME_MAX + 256)
-		return reply_error(rq, 414, "NAME_INVALID", "request path too long", NULL, 0);
+		return reply_error(rq, RS_TOO_LARGE, REPLY_ENDPOINT, "request path too long", NULL, 0);
 	char path[RS_LIMIT_NAME_MAX + 260];
 	memcpy(path, url + 4, len - 4 + 1);
 	char *last = strrchr(path, '/');
 	if (!last || last == path)
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	*last = '\0';
 	const char *ref = last + 1;
 	char *kind = strrchr(path, '/');
 	if (!kind)
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	*kind = '\0';
 	kind++;
 	const char *name = path;
@@ -1460,22 +1460,23 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		rq->route = "blob";
 		what = REPLY_BLOB;
 		if (strcmp(ref, "uploads") == 0)
-			return reply_error(rq, 405, "UNSUPPORTED",
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER,
 			                          "this mirror is read-only: blob uploads are not supported", NULL, 0);
 	} else if (strcmp(kind, "tags") == 0 && strcmp(ref, "list") == 0) {
 		rq->route = "tags";
 		what = REPLY_NAME;
 	} else if (strstr(url, "/blobs/uploads/")) {
 		rq->route = "blob";
-		return reply_error(rq, 405, "UNSUPPORTED", "this mirror is read-only: blob uploads are not supported", NULL, 0);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "this mirror is read-only: blob uploads are not supported",
+		                   NULL, 0);
 	} else {
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	}
 	if (!get && !head) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "%.10s is not supported on %s: this mirror is read-only", rq->method,
 		         rq->route);
-		return reply_error(rq, 405, "UNSUPPORTED", msg, NULL, 0);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, msg, NULL, 0);
 	}
 	/* The name is checked before it reaches any header (the auth
 	 * challenge's scope) or the ACL. */

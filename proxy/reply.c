@@ -41,8 +41,33 @@ static struct reply_status map_write_error(enum rs_code code, bool manifest)
 		return (struct reply_status){416, "BLOB_UPLOAD_INVALID"};
 	case RS_BAD_INPUT:
 		return (struct reply_status){400, manifest ? "MANIFEST_INVALID" : "BLOB_UPLOAD_INVALID"};
+	case RS_POLICY: /* a push policy refused the image (docs/policy.md) */
+		return (struct reply_status){403, "DENIED"};
 	default:
 		return (struct reply_status){500, "UNKNOWN"};
+	}
+}
+
+/* The auth gate and the token endpoint (a token request refused for any
+ * other reason is the client's 400 UNSUPPORTED; out of memory is ours). */
+static struct reply_status map_auth_error(enum rs_code code)
+{
+	switch (code) {
+	case RS_NOT_FOUND:
+		return (struct reply_status){404, "NOT_FOUND"};
+	case RS_UNSUPPORTED:
+		return (struct reply_status){405, "UNSUPPORTED"};
+	case RS_UNAUTHORIZED:
+		return (struct reply_status){401, "UNAUTHORIZED"};
+	case RS_DENIED:
+	case RS_POLICY:
+		return (struct reply_status){403, "DENIED"};
+	case RS_THROTTLED:
+		return (struct reply_status){429, "TOOMANYREQUESTS"};
+	case RS_NOMEM:
+		return (struct reply_status){500, "UNSUPPORTED"};
+	default:
+		return (struct reply_status){400, "UNSUPPORTED"};
 	}
 }
 
@@ -52,6 +77,16 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 		return (struct reply_status){429, "TOOMANYREQUESTS"};
 	if (what == REPLY_UPLOAD || what == REPLY_UPLOAD_START || what == REPLY_MANIFEST_PUT)
 		return map_write_error(code, what == REPLY_MANIFEST_PUT);
+	if (what == REPLY_AUTH)
+		return map_auth_error(code);
+	if (what == REPLY_FORWARD)
+		return (struct reply_status){code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE"};
+	if (what == REPLY_ENDPOINT && code == RS_NOT_FOUND)
+		return (struct reply_status){404, "NOT_FOUND"};
+	if (what == REPLY_ENDPOINT && code == RS_TOO_LARGE)
+		return (struct reply_status){414, "NAME_INVALID"}; /* the request path */
+	if (what == REPLY_TAG && code == RS_BAD_INPUT)
+		return (struct reply_status){400, "TAG_INVALID"};
 	switch (code) {
 	case RS_NOT_FOUND:
 		return (struct reply_status){404, what == REPLY_MANIFEST ? "MANIFEST_UNKNOWN"
@@ -320,37 +355,45 @@ static void record_error(struct request *rq, const char *msg)
 	rq->error = strdup(msg);
 }
 
-enum MHD_Result reply_error(struct request *rq, unsigned status, const char *code, const char *msg,
-                            const struct reply_header *h, size_t nh)
+/* The error answer with status and registry code (from the table). */
+static enum MHD_Result error_answer(struct request *rq, struct reply_status m, const char *msg,
+                                    const struct reply_header *h, size_t nh)
 {
 	char body[ERROR_BODY_MAX];
-	size_t len = error_json(body, sizeof(body), code, msg);
+	size_t len = error_json(body, sizeof(body), m.code, msg);
 	record_error(rq, msg);
-	return reply_buffer(rq, status, JSON_TYPE, body, len, REPLY_COPY, h, nh);
+	return reply_buffer(rq, m.status, JSON_TYPE, body, len, REPLY_COPY, h, nh);
 }
 
-enum MHD_Result reply_error_passed(struct request *rq, unsigned status, char *body, size_t len, const char *msg)
+enum MHD_Result reply_error(struct request *rq, enum rs_code code, enum reply_what what, const char *msg,
+                            const struct reply_header *h, size_t nh)
 {
-	record_error(rq, msg);
-	return reply_buffer(rq, status, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
-}
-
-enum MHD_Result reply_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
-{
-	size_t cap = strlen(msg) * 6 + 128; /* "\u00XX" is the longest escape of a byte */
-	char *body = malloc(cap);
-	if (!body)
-		return reply_error(rq, status, code, msg, NULL, 0); /* cut to fit, and says so */
-	size_t len = error_json(body, cap, code, msg);
-	record_error(rq, msg);
-	return reply_buffer(rq, status, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
+	return error_answer(rq, reply_map_error(code, what), msg, h, nh);
 }
 
 enum MHD_Result reply_fail(struct request *rq, const struct rs_err *err, enum reply_what what,
                            const struct reply_header *h, size_t nh)
 {
-	struct reply_status m = reply_map_error(err->code, what);
-	return reply_error(rq, m.status, m.code, err->msg[0] ? err->msg : rs_code_name(err->code), h, nh);
+	return reply_error(rq, err->code, what, err->msg[0] ? err->msg : rs_code_name(err->code), h, nh);
+}
+
+enum MHD_Result reply_error_passed(struct request *rq, enum rs_code code, enum reply_what what, char *body,
+                                   size_t len, const char *msg)
+{
+	record_error(rq, msg);
+	return reply_buffer(rq, reply_map_error(code, what).status, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
+}
+
+enum MHD_Result reply_error_long(struct request *rq, enum rs_code code, enum reply_what what, const char *msg)
+{
+	struct reply_status m = reply_map_error(code, what);
+	size_t cap = strlen(msg) * 6 + 128; /* "\u00XX" is the longest escape of a byte */
+	char *body = malloc(cap);
+	if (!body)
+		return error_answer(rq, m, msg, NULL, 0); /* cut to fit, and says so */
+	size_t len = error_json(body, cap, m.code, msg);
+	record_error(rq, msg);
+	return reply_buffer(rq, m.status, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
 }
 
 enum MHD_Result reply_range_error(struct request *rq, const struct rs_err *err, uint64_t size)
@@ -359,8 +402,7 @@ enum MHD_Result reply_range_error(struct request *rq, const struct rs_err *err, 
 	snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
 	/* RFC 9110 15.5.17: a 416 names the current length. */
 	struct reply_header h[] = {{MHD_HTTP_HEADER_CONTENT_RANGE, cr}};
-	struct reply_status m = reply_map_error(RS_RANGE, REPLY_BLOB);
-	return reply_error(rq, m.status, m.code, err->msg, h, 1);
+	return reply_error(rq, RS_RANGE, REPLY_BLOB, err->msg, h, 1);
 }
 
 enum MHD_Result reply_throttled(struct request *rq, const char *msg, unsigned retry_after)
@@ -368,6 +410,5 @@ enum MHD_Result reply_throttled(struct request *rq, const char *msg, unsigned re
 	char secs[16];
 	snprintf(secs, sizeof(secs), "%u", retry_after ? retry_after : 1);
 	struct reply_header h[] = {{MHD_HTTP_HEADER_RETRY_AFTER, secs}};
-	struct reply_status m = reply_map_error(RS_THROTTLED, REPLY_OTHER);
-	return reply_error(rq, m.status, m.code, msg, h, 1);
+	return reply_error(rq, RS_THROTTLED, REPLY_AUTH, msg, h, 1);
 }

@@ -26,7 +26,12 @@
  * a digest mismatch is the client's fault, not the upstream's).
  * REPLY_UPLOAD_START is the opening of a new upload session, where
  * RS_TOO_LARGE means too many uploads at once (429 TOOMANYREQUESTS), not a
- * blob over the size limit. */
+ * blob over the size limit. The last four: a path or method regslim does
+ * not serve (RS_NOT_FOUND is 404 NOT_FOUND, RS_TOO_LARGE a path too long,
+ * 414), a tag that breaks the grammar (RS_BAD_INPUT is TAG_INVALID), the
+ * auth gate and token endpoint (401, 403, 429; any other refusal of a token
+ * request is 400 UNSUPPORTED), and forwarding a pushed image upstream (502
+ * when the upstream failed, else 500 UNAVAILABLE). */
 enum reply_what {
 	REPLY_MANIFEST,
 	REPLY_BLOB,
@@ -34,7 +39,11 @@ enum reply_what {
 	REPLY_OTHER,
 	REPLY_UPLOAD,
 	REPLY_UPLOAD_START,
-	REPLY_MANIFEST_PUT
+	REPLY_MANIFEST_PUT,
+	REPLY_ENDPOINT,
+	REPLY_TAG,
+	REPLY_AUTH,
+	REPLY_FORWARD
 };
 
 struct reply_status {
@@ -42,7 +51,8 @@ struct reply_status {
 	const char *code; /* registry error code, e.g. "BLOB_UNKNOWN" (static) */
 };
 
-/* The single mapping of our codes to HTTP statuses and registry errors. */
+/* The single mapping of our codes to HTTP statuses and registry errors:
+ * every error answer's status and code come from here. */
 struct reply_status reply_map_error(enum rs_code code, enum reply_what what);
 
 /* An extra header of an answer; entries with a NULL name or value are
@@ -122,25 +132,27 @@ enum MHD_Result reply_blob_stream(struct request *rq, const struct reply_blob *b
  * (when known), no body. */
 enum MHD_Result reply_blob_head(struct request *rq, const struct reply_blob *b);
 
-/* A registry error answer: status, code (e.g. "DENIED") and msg (JSON
- * escaped; a message too long for the body is cut, and says so), with the
- * headers h[0..nh). msg is recorded as the request's error. */
-enum MHD_Result reply_error(struct request *rq, unsigned status, const char *code, const char *msg,
+/* A registry error answer for code about what (status and registry code
+ * from reply_map_error) with msg (JSON escaped; a message too long for the
+ * body is cut, and says so) and the headers h[0..nh). msg is recorded as
+ * the request's error. */
+enum MHD_Result reply_error(struct request *rq, enum rs_code code, enum reply_what what, const char *msg,
                             const struct reply_header *h, size_t nh);
 
-/* A registry error body made elsewhere (an upstream's, passed through):
- * body (taken, as REPLY_OWNED) of len bytes with status; msg is recorded
- * as the request's error. */
-enum MHD_Result reply_error_passed(struct request *rq, unsigned status, char *body, size_t len, const char *msg);
+/* reply_error for err: its code and its message (or the code's name when
+ * it has none). */
+enum MHD_Result reply_fail(struct request *rq, const struct rs_err *err, enum reply_what what,
+                           const struct reply_header *h, size_t nh);
 
 /* reply_error for a message that may be long (lists of policy
  * violations): the body is sized for all of it. */
-enum MHD_Result reply_error_long(struct request *rq, unsigned status, const char *code, const char *msg);
+enum MHD_Result reply_error_long(struct request *rq, enum rs_code code, enum reply_what what, const char *msg);
 
-/* The registry error for err (status and code from reply_map_error; its
- * message, or the code's name when it has none). */
-enum MHD_Result reply_fail(struct request *rq, const struct rs_err *err, enum reply_what what,
-                           const struct reply_header *h, size_t nh);
+/* A registry error body made elsewhere (an upstream's, passed through):
+ * body (taken, as REPLY_OWNED) of len bytes, with the status of code about
+ * what; msg is recorded as the request's error. */
+enum MHD_Result reply_error_passed(struct request *rq, enum rs_code code, enum reply_what what, char *body,
+                                   size_t len, const char *msg);
 
 /* 416 RANGE_INVALID with Content-Range "bytes *\/size" (RFC 9110 15.5.17). */
 enum MHD_Result reply_range_error(struct request *rq, const struct rs_err *err, uint64_t size);

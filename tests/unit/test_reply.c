@@ -97,12 +97,53 @@ START_TEST(write_errors_use_spec_codes)
 }
 END_TEST
 
+/* The answers about no resource: unknown paths and methods, tags, the auth
+ * gate and token endpoint, forwarding a pushed image; and a push policy's
+ * refusal on either side. */
+START_TEST(maps_endpoint_auth_and_forward_errors)
+{
+	static const struct {
+		enum rs_code code;
+		enum reply_what what;
+		unsigned status;
+		const char *name;
+	} cases[] = {
+	        {RS_NOT_FOUND, REPLY_ENDPOINT, 404, "NOT_FOUND"},
+	        {RS_TOO_LARGE, REPLY_ENDPOINT, 414, "NAME_INVALID"},
+	        {RS_UNSUPPORTED, REPLY_ENDPOINT, 405, "UNSUPPORTED"},
+	        {RS_BAD_INPUT, REPLY_ENDPOINT, 400, "NAME_INVALID"},
+	        {RS_BAD_INPUT, REPLY_TAG, 400, "TAG_INVALID"},
+	        {RS_NOT_FOUND, REPLY_AUTH, 404, "NOT_FOUND"},
+	        {RS_UNSUPPORTED, REPLY_AUTH, 405, "UNSUPPORTED"},
+	        {RS_UNAUTHORIZED, REPLY_AUTH, 401, "UNAUTHORIZED"},
+	        {RS_DENIED, REPLY_AUTH, 403, "DENIED"},
+	        {RS_THROTTLED, REPLY_AUTH, 429, "TOOMANYREQUESTS"},
+	        {RS_NOMEM, REPLY_AUTH, 500, "UNSUPPORTED"},
+	        {RS_BAD_INPUT, REPLY_AUTH, 400, "UNSUPPORTED"},
+	        {RS_TOO_LARGE, REPLY_AUTH, 400, "UNSUPPORTED"},
+	        {RS_UPSTREAM, REPLY_FORWARD, 502, "UNAVAILABLE"},
+	        {RS_TIMEOUT, REPLY_FORWARD, 500, "UNAVAILABLE"},
+	        {RS_IO, REPLY_FORWARD, 500, "UNAVAILABLE"},
+	        {RS_POLICY, REPLY_MANIFEST, 403, "DENIED"},
+	        {RS_POLICY, REPLY_MANIFEST_PUT, 403, "DENIED"},
+	        {RS_RANGE, REPLY_BLOB, 416, "RANGE_INVALID"},
+	        {RS_THROTTLED, REPLY_OTHER, 429, "TOOMANYREQUESTS"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct reply_status e = reply_map_error(cases[i].code, cases[i].what);
+		ck_assert_msg(e.status == cases[i].status && strcmp(e.code, cases[i].name) == 0,
+		              "case %zu: got %u %s, expected %u %s", i, e.status, e.code, cases[i].status, cases[i].name);
+	}
+}
+END_TEST
+
 static Suite *reply_suite(void)
 {
 	Suite *s = suite_create("reply");
 	TCase *tc = tcase_create("reply");
 	tcase_add_test(tc, maps_codes_to_registry_errors);
 	tcase_add_test(tc, write_errors_use_spec_codes);
+	tcase_add_test(tc, maps_endpoint_auth_and_forward_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }
