@@ -17,9 +17,10 @@
  * the body is still arriving (too large, out-of-order chunk, no
  * permission) is answered at once and MHD closes the connection.
  *
- * Status codes and registry error codes come from route_map_error() (one
- * table, the spec's "Error Codes" only); the headers they travel with are
- * decided here. docs/push.md has the spec conformance table. */
+ * Status codes and registry error codes come from reply_map_error() (one
+ * table, the spec's "Error Codes" only) and every answer goes out through
+ * reply.h; the headers specific to a route are decided here. docs/push.md
+ * has the spec conformance table. */
 #include "push_http.h"
 
 #include "digest.h"
@@ -28,7 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "refname.h"
-#include "route.h"
+#include "reply.h"
 #include "rs_limits.h"
 
 #include <arpa/inet.h>
@@ -76,12 +77,9 @@ struct wreq {
 	uint64_t limit; /* bytes this request may still append (Content-Range), UINT64_MAX: no limit */
 	char *buf;      /* manifest body */
 	size_t len, cap;
-	bool in_body;   /* answers are deferred until the body is read */
-	bool deferred;  /* an answer is waiting; later body bytes are dropped */
-	unsigned d_status;
-	char *d_type, *d_body;
-	char *d_name[4], *d_value[4];
-	size_t d_n;
+	/* an answer given while the body arrives waits here (rq->hold); later
+	 * body bytes are dropped */
+	struct reply_kept kept;
 };
 
 static void wreq_free(void *state);
@@ -142,86 +140,6 @@ void push_http_maintain(struct push_http *ph)
 
 /* ------------------------------------------------------------ replies */
 
-struct hdr {
-	const char *name, *value;
-};
-
-static void deferred_dispose(struct wreq *w)
-{
-	free(w->d_type);
-	free(w->d_body);
-	for (size_t i = 0; i < w->d_n; i++) {
-		free(w->d_name[i]);
-		free(w->d_value[i]);
-	}
-	w->d_type = w->d_body = NULL;
-	w->d_n = 0;
-	w->deferred = false;
-}
-
-static char *dup_or_null(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
-/* While the body is still arriving, an answer is kept and sent once the
- * whole request was read: clients (Go's net/http among them) that are still
- * writing a body when the server answers and closes see only a broken
- * connection. The bytes in between are read and dropped. */
-static enum MHD_Result keep_for_later(struct request *rq, struct wreq *w, unsigned status, const char *type,
-                                      const char *body, const struct hdr *h, size_t nh)
-{
-	deferred_dispose(w);
-	w->deferred = true;
-	w->d_status = status;
-	w->d_type = dup_or_null(type);
-	w->d_body = dup_or_null(body);
-	for (size_t i = 0; i < nh && i < 4; i++) {
-		if (!h[i].name || !h[i].value)
-			continue;
-		w->d_name[w->d_n] = strdup(h[i].name);
-		w->d_value[w->d_n] = strdup(h[i].value);
-		w->d_n++;
-	}
-	rq->answered = false; /* keep reading (and dropping) the body */
-	return MHD_YES;
-}
-
-static enum MHD_Result reply(struct request *rq, unsigned status, const char *type, const char *body,
-                             const struct hdr *h, size_t nh)
-{
-	struct wreq *w = rq->body_free == wreq_free ? rq->body_state : NULL;
-	if (w && w->in_body)
-		return keep_for_later(rq, w, status, type, body, h, nh);
-	size_t len = body ? strlen(body) : 0;
-	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
-	if (!resp)
-		return MHD_NO;
-	if (type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
-	for (size_t i = 0; i < nh; i++)
-		if (h[i].name && h[i].value)
-			MHD_add_response_header(resp, h[i].name, h[i].value);
-	rq->status = status;
-	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-static enum MHD_Result reply_error(struct request *rq, unsigned status, const char *code, const char *msg,
-                                   const struct hdr *h, size_t nh)
-{
-	char body[1024];
-	size_t pos = (size_t)snprintf(body, sizeof(body), "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
-	log_json_escape(body, sizeof(body) - 32, &pos, msg);
-	snprintf(body + pos, sizeof(body) - pos, "\",\"detail\":{}}]}\n");
-	free(rq->error);
-	rq->error = strdup(msg);
-	return reply(rq, status, JSON_TYPE, body, h, nh);
-}
-
 static void range_value(char *out, size_t cap, uint64_t size)
 {
 	snprintf(out, cap, "0-%llu", (unsigned long long)(size ? size - 1 : 0));
@@ -232,26 +150,22 @@ static void upload_location(char *out, size_t cap, const char *name, const char 
 	snprintf(out, cap, "/v2/%s/blobs/uploads/%s", name, uuid);
 }
 
-static enum MHD_Result fail_as(struct request *rq, const struct wreq *w, enum route_what what,
+static enum MHD_Result fail_as(struct request *rq, const struct wreq *w, enum reply_what what,
                                const struct rs_err *err, uint64_t size, bool with_range)
 {
-	struct route_error m = route_map_error(err->code, what);
-	unsigned status = m.status;
-	const char *code = m.code;
-	if (status >= 500)
+	if (reply_map_error(err->code, what).status >= 500)
 		log_event(LOG_ERROR, "%s %s: %s", rq->method, rq->url, err->msg);
 	char loc[RS_LIMIT_NAME_MAX + 96], range[48];
 	upload_location(loc, sizeof(loc), w->name, w->uuid);
 	range_value(range, sizeof(range), size);
-	struct hdr h[] = {{"Location", loc}, {"Range", range}, {"Docker-Upload-UUID", w->uuid}};
-	return reply_error(rq, status, code, err->msg[0] ? err->msg : rs_code_name(err->code), h,
-	                   with_range && w->uuid[0] ? 3 : 0);
+	struct reply_header h[] = {{"Location", loc}, {"Range", range}, {"Docker-Upload-UUID", w->uuid}};
+	return reply_fail(rq, err, what, h, with_range && w->uuid[0] ? 3 : 0);
 }
 
 static enum MHD_Result fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
                             bool with_range)
 {
-	return fail_as(rq, w, w->kind == W_MANIFEST_PUT ? ROUTE_MANIFEST_PUT : ROUTE_UPLOAD, err, size, with_range);
+	return fail_as(rq, w, w->kind == W_MANIFEST_PUT ? REPLY_MANIFEST_PUT : REPLY_UPLOAD, err, size, with_range);
 }
 
 /* Answer now, while the body may still be arriving; later pieces are dropped. */
@@ -267,16 +181,16 @@ static enum MHD_Result upload_accepted(struct request *rq, const struct wreq *w,
 	char loc[RS_LIMIT_NAME_MAX + 96], range[48];
 	upload_location(loc, sizeof(loc), w->name, w->uuid);
 	range_value(range, sizeof(range), size);
-	struct hdr h[] = {{"Location", loc}, {"Range", range}, {"Docker-Upload-UUID", w->uuid}};
-	return reply(rq, status, NULL, NULL, h, 3);
+	struct reply_header h[] = {{"Location", loc}, {"Range", range}, {"Docker-Upload-UUID", w->uuid}};
+	return reply_empty(rq, status, h, 3);
 }
 
 static enum MHD_Result blob_created(struct request *rq, const struct wreq *w, const char *digest)
 {
 	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
 	snprintf(loc, sizeof(loc), "/v2/%s/blobs/%s", w->name, digest);
-	struct hdr h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
-	return reply(rq, 201, NULL, NULL, h, 2);
+	struct reply_header h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
+	return reply_empty(rq, 201, h, 2);
 }
 
 /* ------------------------------------------------------------ gate */
@@ -318,9 +232,9 @@ static enum MHD_Result challenge(struct push_http *ph, struct request *rq, const
 		              need & AUTH_PUSH ? "pull,push" : "pull");
 	if (error && n > 0 && (size_t)n < sizeof(www))
 		snprintf(www + n, sizeof(www) - (size_t)n, ",error=\"%s\"", error);
-	struct hdr h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, www}};
+	struct reply_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, www}};
 	rq->answered = true;
-	return reply_error(rq, 401, "UNAUTHORIZED", msg, h, 1);
+	return reply_error(rq, RS_UNAUTHORIZED, REPLY_AUTH, msg, h, 1);
 }
 
 /* The client's address as text (for the failed-login back-off). */
@@ -338,11 +252,8 @@ static void client_addr(struct request *rq, char *out, size_t cap)
 /* 429 TOOMANYREQUESTS with Retry-After, for a login refused by the back-off. */
 static enum MHD_Result throttled(struct request *rq, const char *msg, unsigned retry_after)
 {
-	char secs[16];
-	snprintf(secs, sizeof(secs), "%u", retry_after ? retry_after : 1);
-	struct hdr h[] = {{MHD_HTTP_HEADER_RETRY_AFTER, secs}};
 	rq->answered = true;
-	return reply_error(rq, 429, "TOOMANYREQUESTS", msg, h, 1);
+	return reply_throttled(rq, msg, retry_after);
 }
 
 bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, unsigned need, enum MHD_Result *ret)
@@ -351,7 +262,7 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 		if (!(need & AUTH_PUSH))
 			return true;
 		rq->answered = true;
-		*ret = reply_error(rq, 403, "DENIED",
+		*ret = reply_error(rq, RS_DENIED, REPLY_AUTH,
 		                   "pushing is disabled: add an \"auth\" section (htpasswd users, acl) to the configuration "
 		                   "to enable it; see docs/push.md",
 		                   NULL, 0);
@@ -371,7 +282,7 @@ bool push_http_gate(struct push_http *ph, struct request *rq, const char *repo, 
 	}
 	if (d.verdict == AUTH_DENY) {
 		rq->answered = true;
-		*ret = reply_error(rq, 403, "DENIED", d.msg, NULL, 0);
+		*ret = reply_error(rq, RS_DENIED, REPLY_AUTH, d.msg, NULL, 0);
 		return false;
 	}
 	const char *error = d.insufficient_scope ? "insufficient_scope"
@@ -424,17 +335,18 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 {
 	rq->route = "token";
 	if (!ph->auth)
-		return reply_error(rq, 404, "NOT_FOUND", "no token endpoint: authentication is not configured (auth)", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_AUTH, "no token endpoint: authentication is not configured (auth)",
+		                   NULL, 0);
 	if (strcmp(rq->method, "GET") != 0)
 		/* containerd tries an OAuth POST first and falls back to GET on 405. */
-		return reply_error(rq, 405, "UNSUPPORTED", "use GET /auth/token with Basic credentials", NULL, 0);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_AUTH, "use GET /auth/token with Basic credentials", NULL, 0);
 	struct scope_list sl = {.n = 0};
 	MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, collect_scope, &sl);
 	enum MHD_Result ret;
 	if (sl.too_many) {
 		char msg[96];
 		snprintf(msg, sizeof(msg), "more than %u scopes requested", (unsigned)RS_LIMIT_TOKEN_SCOPES_MAX);
-		ret = reply_error(rq, 400, "UNSUPPORTED", msg, NULL, 0);
+		ret = reply_error(rq, RS_BAD_INPUT, REPLY_AUTH, msg, NULL, 0);
 		goto out;
 	}
 	const char *authz = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -450,15 +362,15 @@ enum MHD_Result push_http_token(struct push_http *ph, struct request *rq)
 	enum rs_code rc = auth_issue_token(ph->auth, authz, &client, (const char *const *)sl.v, sl.n, time(NULL), body,
 	                                   3 * RS_LIMIT_TOKEN_MAX_CHARS, &err);
 	if (rc == RS_OK) {
-		struct hdr h[] = {{MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"}};
-		ret = reply(rq, 200, JSON_TYPE, body, h, 1);
+		struct reply_header h[] = {{MHD_HTTP_HEADER_CACHE_CONTROL, "no-store"}};
+		ret = reply_buffer(rq, 200, JSON_TYPE, body, strlen(body), REPLY_COPY, h, 1);
 	} else if (rc == RS_THROTTLED) {
 		ret = throttled(rq, err.msg, client.retry_after);
 	} else if (rc == RS_UNAUTHORIZED) {
-		struct hdr h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"" SERVICE "\""}};
-		ret = reply_error(rq, 401, "UNAUTHORIZED", err.msg, h, 1);
+		struct reply_header h[] = {{MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"" SERVICE "\""}};
+		ret = reply_error(rq, RS_UNAUTHORIZED, REPLY_AUTH, err.msg, h, 1);
 	} else {
-		ret = reply_error(rq, rc == RS_NOMEM ? 500 : 400, "UNSUPPORTED", err.msg, NULL, 0);
+		ret = reply_error(rq, rc, REPLY_AUTH, err.msg, NULL, 0);
 	}
 	free(body);
 out:
@@ -547,7 +459,7 @@ static void wreq_free(void *state)
 	if (!w)
 		return;
 	push_upload_close(w->u); /* a broken connection keeps the bytes so far: resumable */
-	deferred_dispose(w);
+	reply_kept_dispose(&w->kept);
 	free(w->buf);
 	free(w);
 }
@@ -586,14 +498,14 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	                                                                       : "upload";
 	if (w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) {
 		rq->answered = true;
-		*ret = reply_error(rq, 405, "UNSUPPORTED", "deleting manifests and blobs is not supported by regslim",
+		*ret = reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "deleting manifests and blobs is not supported by regslim",
 		                   NULL, 0);
 		return false;
 	}
 	if (!refname_repo_valid(w->name)) {
 		rq->answered = true;
 		rs_err_set(&err, RS_BAD_INPUT, "invalid repository name '%.200s'", w->name);
-		*ret = reply_error(rq, 400, "NAME_INVALID", err.msg, NULL, 0);
+		*ret = reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, err.msg, NULL, 0);
 		return false;
 	}
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
@@ -651,7 +563,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 		}
 		if (push_upload_start(ph->push, w->name, w->uuid, &err) != RS_OK) {
 			rq->answered = true;
-			*ret = fail_as(rq, w, ROUTE_UPLOAD_START, &err, 0, false);
+			*ret = fail_as(rq, w, REPLY_UPLOAD_START, &err, 0, false);
 			return false;
 		}
 	}
@@ -723,16 +635,29 @@ static struct wreq *wreq_of(struct request *rq, bool *fresh)
 	return w;
 }
 
+static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, struct wreq *w, const char *data,
+                                  size_t len);
+
 enum MHD_Result push_http_body(struct push_http *ph, struct request *rq, const char *data, size_t len)
 {
 	bool fresh;
 	struct wreq *w = wreq_of(rq, &fresh);
 	if (!w)
 		return MHD_NO;
-	enum MHD_Result ret = MHD_YES;
-	if (rq->answered || w->kind == W_NONE || w->deferred)
+	if (rq->answered || w->kind == W_NONE || w->kept.set)
 		return MHD_YES; /* discarded */
-	w->in_body = true;
+	/* Answers given while the body arrives wait until it was read
+	 * (reply.h); push_http_handle sends them. */
+	rq->hold = &w->kept;
+	enum MHD_Result ret = body_piece(ph, rq, w, data, len);
+	rq->hold = NULL;
+	return ret;
+}
+
+static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, struct wreq *w, const char *data,
+                                  size_t len)
+{
+	enum MHD_Result ret = MHD_YES;
 	if (!w->ready) {
 		if (!setup(ph, rq, w, &ret))
 			return ret;
@@ -808,24 +733,6 @@ static void save_report(struct push_http *ph, const struct gate_report *rep, con
 	free(json);
 }
 
-/* A registry error whose message may be long (policy reports): the body
- * is built in a buffer of its own size. */
-static enum MHD_Result reply_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
-{
-	size_t cap = strlen(msg) * 6 + 128;
-	char *body = malloc(cap);
-	if (!body)
-		return reply_error(rq, 500, "UNKNOWN", "out of memory", NULL, 0);
-	size_t pos = (size_t)snprintf(body, cap, "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
-	log_json_escape(body, cap - 32, &pos, msg);
-	snprintf(body + pos, cap - pos, "\",\"detail\":{}}]}\n");
-	free(rq->error);
-	rq->error = strdup(msg);
-	enum MHD_Result ret = reply(rq, status, JSON_TYPE, body, NULL, 0);
-	free(body);
-	return ret;
-}
-
 /* Manifest PUT under a push policy (docs/policy.md): store by digest (the
  * spec's checks), evaluate the policy over every layer, refuse with 403
  * DENIED listing every violation, forward a tag push to the upstream per the
@@ -888,7 +795,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 				snprintf(msg, n, "push of %s refused by policy: %zu violation(s): %s (report: %s)", shown,
 				         rep.denies, text, report_url);
 			log_event(LOG_WARN, "%s", msg ? msg : text);
-			ret = reply_error_long(rq, 403, "DENIED", msg ? msg : text);
+			ret = reply_error_long(rq, RS_POLICY, REPLY_MANIFEST_PUT, msg ? msg : text);
 			free(msg);
 		}
 		metrics_gate_push("denied");
@@ -907,7 +814,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 				push_forget_manifest(ph->push, w->name, digest);
 			metrics_gate_push("invalid");
 			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
-			ret = reply_error(rq, 400, "MANIFEST_INVALID", err.msg, NULL, 0);
+			ret = reply_error(rq, frc, REPLY_MANIFEST_PUT, err.msg, NULL, 0);
 			goto done;
 		}
 		if (frc != RS_OK) {
@@ -915,7 +822,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 			log_event(LOG_ERROR, "push %s (%s) not forwarded: %s", shown, digest, err.msg);
 			char msg[RS_ERR_MSG_MAX + 64];
 			snprintf(msg, sizeof(msg), "forwarding to the upstream failed: %s", err.msg);
-			ret = reply_error(rq, err.code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE", msg, NULL, 0);
+			ret = reply_error(rq, err.code, REPLY_FORWARD, msg, NULL, 0);
 			goto done;
 		}
 		char pushed[600] = "";
@@ -937,11 +844,11 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], nwarn[24];
 	snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
 	snprintf(nwarn, sizeof(nwarn), "%zu", rep.warns);
-	struct hdr h[] = {{"Location", loc},
+	struct reply_header h[] = {{"Location", loc},
 	                  {"Docker-Content-Digest", digest},
 	                  {"X-Regslim-Policy-Warnings", nwarn},
 	                  {"X-Regslim-Report", report_url}};
-	ret = reply(rq, 201, NULL, NULL, h, 4);
+	ret = reply_empty(rq, 201, h, 4);
 done:
 	free(text);
 	gate_report_dispose(&rep);
@@ -958,15 +865,10 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	enum MHD_Result ret = MHD_YES;
 	if (rq->answered)
 		return MHD_YES;
-	w->in_body = false;
-	if (w->deferred) {
-		struct hdr h[4];
-		for (size_t i = 0; i < w->d_n; i++)
-			h[i] = (struct hdr){w->d_name[i], w->d_value[i]};
-		return reply(rq, w->d_status, w->d_type, w->d_body, h, w->d_n);
-	}
+	if (w->kept.set)
+		return reply_send_kept(rq, &w->kept);
 	if (w->kind == W_NONE)
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	if (!w->ready) {
 		if (!setup(ph, rq, w, &ret))
 			return ret;
@@ -999,11 +901,11 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 			return fail(rq, w, &err, 0, false);
 		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
 		snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
-		struct hdr h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
+		struct reply_header h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
 		char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
 		ref_text(shown, sizeof(shown), w->name, w->ref);
 		log_event(LOG_INFO, "pushed %s (%s)", shown, digest);
-		return reply(rq, 201, NULL, NULL, h, 2);
+		return reply_empty(rq, 201, h, 2);
 	}
 	case W_UPLOAD_START: {
 		const char *dg = arg(rq, "digest");
@@ -1034,7 +936,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	case W_UPLOAD_DELETE:
 		push_upload_cancel(w->u);
 		w->u = NULL;
-		return reply(rq, 204, NULL, NULL, NULL, 0);
+		return reply_empty(rq, 204, NULL, 0);
 	case W_UPLOAD_PUT: {
 		const char *dg = arg(rq, "digest");
 		struct push_upload *u = w->u;
@@ -1046,6 +948,6 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		return blob_created(rq, w, dg);
 	}
 	default:
-		return reply_error(rq, 404, "NOT_FOUND", "no such endpoint", NULL, 0);
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	}
 }

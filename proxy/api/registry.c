@@ -5,9 +5,10 @@
  * the upstream (tags with a TTL, HEAD revalidation and stale-if-error;
  * digests cached for good), serves blobs from the store or streams them from
  * one shared upstream download (inflight.c) while they are cached, passes
- * tags/list through, and owns the single table mapping enum rs_code to HTTP
- * statuses and registry error codes. It talks to blobstore.c, inflight.c and
- * upstream.c, and builds libmicrohttpd responses; it never parses tar. */
+ * tags/list through. It talks to blobstore.c, inflight.c and upstream.c,
+ * and answers through reply.h (which maps enum rs_code to HTTP statuses and
+ * registry error codes); it builds no libmicrohttpd response itself and
+ * never parses tar. */
 #include "registry.h"
 
 #include "blobstore.h"
@@ -21,6 +22,7 @@
 #include "push.h"
 #include "push_http.h"
 #include "refname.h"
+#include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
 #include "upstream.h"
@@ -75,81 +77,6 @@ struct manifest_capture {
 	char *type; /* owned */
 	char digest[DIGEST_STR_SIZE];
 };
-
-/* ------------------------------------------------------------ errors */
-
-static void json_str(char *out, size_t cap, size_t *pos, const char *s)
-{
-	log_json_escape(out, cap, pos, s);
-}
-
-/* Headers every answer carries: the API version and, when ?ns= chose the
- * upstream, OCI-Namespace naming it. */
-static void common_headers(const struct request *rq, struct MHD_Response *resp)
-{
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
-	if (rq->oci_namespace)
-		MHD_add_response_header(resp, "OCI-Namespace", rq->oci_namespace);
-}
-
-static enum MHD_Result queue_buffer_hdr(struct request *rq, unsigned status, const char *type, char *body,
-                                        size_t len, bool must_free, const char *hname, const char *hval)
-{
-	struct MHD_Response *resp = MHD_create_response_from_buffer(
-		len, body, must_free ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-	if (!resp) {
-		if (must_free)
-			free(body);
-		return MHD_NO;
-	}
-	if (type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	common_headers(rq, resp);
-	if (hname)
-		MHD_add_response_header(resp, hname, hval);
-	rq->status = status;
-	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
-static enum MHD_Result queue_buffer(struct request *rq, unsigned status, const char *type, char *body,
-                                    size_t len, bool must_free)
-{
-	return queue_buffer_hdr(rq, status, type, body, len, must_free, NULL, NULL);
-}
-
-/* A registry-format error: {"errors":[{"code":..,"message":..,"detail":{}}]}. */
-static enum MHD_Result queue_error_hdr(struct request *rq, unsigned status, const char *code, const char *msg,
-                                       const char *hname, const char *hval)
-{
-	char body[1024];
-	size_t pos = 0;
-	int n = snprintf(body, sizeof(body), "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
-	pos = (size_t)n;
-	json_str(body, sizeof(body) - 32, &pos, msg);
-	n = snprintf(body + pos, sizeof(body) - pos, "\",\"detail\":{}}]}\n");
-	pos += (size_t)n;
-	free(rq->error);
-	rq->error = strdup(msg);
-	char *copy = malloc(pos);
-	if (!copy)
-		return MHD_NO;
-	memcpy(copy, body, pos);
-	return queue_buffer_hdr(rq, status, JSON_TYPE, copy, pos, true, hname, hval);
-}
-
-static enum MHD_Result queue_error_status(struct request *rq, unsigned status, const char *code, const char *msg)
-{
-	return queue_error_hdr(rq, status, code, msg, NULL, NULL);
-}
-
-static enum MHD_Result queue_error(struct request *rq, const struct rs_err *err, enum route_what what)
-{
-	struct route_error m = route_map_error(err->code, what);
-	return queue_error_status(rq, m.status, m.code, err->msg[0] ? err->msg : rs_code_name(err->code));
-}
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -335,7 +262,7 @@ static enum MHD_Result collect_accept(void *cls, enum MHD_ValueKind kind, const 
 
 /* ------------------------------------------------------------ manifests */
 
-static enum MHD_Result queue_manifest(struct request *rq, char *body, size_t len, const char *type,
+static enum MHD_Result answer_manifest(struct request *rq, char *body, size_t len, const char *type,
                                       const char *digest)
 {
 	if (rq->manifest_capture) {
@@ -347,22 +274,7 @@ static enum MHD_Result queue_manifest(struct request *rq, char *body, size_t len
 		snprintf(c->digest, sizeof(c->digest), "%s", digest);
 		return MHD_YES;
 	}
-	struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
-	common_headers(rq, resp);
-	char etag[DIGEST_STR_SIZE + 2];
-	snprintf(etag, sizeof(etag), "\"%s\"", digest);
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-	rq->status = 200;
-	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return reply_manifest(rq, body, len, type, digest);
 }
 
 /* Serve manifest digest from the store. RS_NOT_FOUND when absent. */
@@ -373,7 +285,7 @@ static enum rs_code serve_stored_manifest(struct registry *r, struct request *rq
 	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
-	*ret = queue_manifest(rq, buf, len, type, digest);
+	*ret = answer_manifest(rq, buf, len, type, digest);
 	free(type);
 	return RS_OK;
 }
@@ -382,36 +294,32 @@ static enum rs_code serve_stored_manifest(struct registry *r, struct request *rq
  * else mapped. Upstream auth failures become DENIED: the client cannot fix
  * the proxy's credentials, and a bare 401 would send it looking for a token
  * service we do not have. */
-static enum MHD_Result queue_upstream_error(struct request *rq, const struct upstream_reply *rep, enum route_what what)
+static enum MHD_Result answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what)
 {
 	const char *up = rq->upstream ? rq->upstream : "upstream";
-	char msg[RS_ERR_MSG_MAX];
+	struct rs_err e;
 	if (rep->status == 401 || rep->status == 403) {
-		snprintf(msg, sizeof(msg), "upstream %s refused access (HTTP %ld); check its credentials", up,
-		         rep->status);
-		return queue_error_status(rq, 403, "DENIED", msg);
+		rs_err_set(&e, RS_DENIED, "upstream %s refused access (HTTP %ld); check its credentials", up, rep->status);
+		return reply_fail(rq, &e, what, NULL, 0);
 	}
 	if (rep->status == 404) {
-		struct rs_err e;
 		rs_err_set(&e, RS_NOT_FOUND, "%s not found upstream (%s)",
-		           what == ROUTE_MANIFEST ? "manifest" : what == ROUTE_BLOB ? "blob" : "repository", up);
+		           what == REPLY_MANIFEST ? "manifest" : what == REPLY_BLOB ? "blob" : "repository", up);
 		if (rep->body && strstr(rep->body, "\"errors\"") && rep->body_len < RS_LIMIT_ERROR_BODY_MAX_BYTES) {
 			char *copy = malloc(rep->body_len);
 			if (copy) {
 				memcpy(copy, rep->body, rep->body_len);
-				free(rq->error);
-				rq->error = strdup(e.msg);
-				return queue_buffer(rq, 404, JSON_TYPE, copy, rep->body_len, true);
+				return reply_error_passed(rq, RS_NOT_FOUND, what, copy, rep->body_len, e.msg);
 			}
 		}
-		return queue_error(rq, &e, what);
+		return reply_fail(rq, &e, what, NULL, 0);
 	}
 	if (rep->status == 429) {
-		snprintf(msg, sizeof(msg), "upstream %s is rate limiting requests (HTTP 429)", up);
-		return queue_error_status(rq, 429, "TOOMANYREQUESTS", msg);
+		rs_err_set(&e, RS_THROTTLED, "upstream %s is rate limiting requests (HTTP 429)", up);
+		return reply_fail(rq, &e, what, NULL, 0);
 	}
-	snprintf(msg, sizeof(msg), "upstream %s answered HTTP %ld", up, rep->status);
-	return queue_error_status(rq, 502, "UNAVAILABLE", msg);
+	rs_err_set(&e, RS_UPSTREAM, "upstream %s answered HTTP %ld", up, rep->status);
+	return reply_fail(rq, &e, what, NULL, 0);
 }
 
 static bool status_ok(long s)
@@ -558,7 +466,7 @@ static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *
 	size_t len = rep->body_len;
 	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
 	rep->body = NULL; /* handed to the response */
-	return queue_manifest(rq, body, len, type, digest);
+	return answer_manifest(rq, body, len, type, digest);
 }
 
 /* A manifest pushed to regslim (push store): true when it was served. A
@@ -577,7 +485,7 @@ static bool serve_pushed_manifest(struct registry *r, struct request *rq, const 
 	    RS_OK)
 		return false;
 	rq->cache = "pushed";
-	*ret = queue_manifest(rq, buf, len, type, digest);
+	*ret = answer_manifest(rq, buf, len, type, digest);
 	free(type);
 	return true;
 }
@@ -603,7 +511,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
 	if (!ref_digest_ok(t->ref, &err))
-		return queue_error(rq, &err, ROUTE_MANIFEST);
+		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
 	bool linked = had_copy && mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
 	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
@@ -616,7 +524,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 			/* not this repository's (or the upstream cannot say so now):
 			 * never served from another repository's copy */
 			rq->cache = "unlinked";
-			ret = rc ? queue_error(rq, &err, ROUTE_MANIFEST) : queue_upstream_error(rq, &head, ROUTE_MANIFEST);
+			ret = rc ? reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0) : answer_upstream_error(rq, &head, REPLY_MANIFEST);
 			upstream_reply_dispose(&head);
 			return ret;
 		}
@@ -631,7 +539,7 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 			return ret;
 		}
 		if (rc != RS_NOT_FOUND)
-			return queue_error(rq, &err, ROUTE_MANIFEST);
+			return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped, or it was evicted */
 	}
 	rq->cache = "miss";
@@ -642,9 +550,9 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	bool stored;
 	enum rs_code rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
 	if (rc)
-		ret = queue_error(rq, &err, ROUTE_MANIFEST);
+		ret = reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	else if (!status_ok(rep.status))
-		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
+		ret = answer_upstream_error(rq, &rep, REPLY_MANIFEST);
 	else
 		ret = serve_fetched(rq, &rep, digest);
 	upstream_reply_dispose(&rep);
@@ -690,7 +598,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	if (!refname_tag_valid(t->ref)) {
 		struct rs_err e;
 		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
-		return queue_error_status(rq, 400, "TAG_INVALID", e.msg);
+		return reply_error(rq, RS_BAD_INPUT, REPLY_TAG, e.msg, NULL, 0);
 	}
 	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
 	struct blobstore_tag tag = {0};
@@ -769,9 +677,9 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 		}
 	}
 	if (rc)
-		ret = queue_error(rq, &err, ROUTE_MANIFEST);
+		ret = reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	else if (!status_ok(rep.status))
-		ret = queue_upstream_error(rq, &rep, ROUTE_MANIFEST);
+		ret = answer_upstream_error(rq, &rep, REPLY_MANIFEST);
 	else {
 		if (stored && modern_client(acc))
 			remember_tag(r, t, digest, rep.content_type);
@@ -783,32 +691,6 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 
 /* ------------------------------------------------------------ blobs */
 
-static void add_blob_headers(const struct request *rq, struct MHD_Response *resp, const char *digest, const struct route_range *rg,
-                             uint64_t size, bool size_known)
-{
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-	MHD_add_response_header(resp, "Docker-Content-Digest", digest);
-	common_headers(rq, resp);
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-	char etag[DIGEST_STR_SIZE + 2];
-	snprintf(etag, sizeof(etag), "\"%s\"", digest);
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-	if (rg->partial && size_known) {
-		char cr[96];
-		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)rg->start,
-		         (unsigned long long)rg->end - 1, (unsigned long long)size);
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-	}
-}
-
-static enum MHD_Result queue_range_error(struct request *rq, const struct rs_err *err, uint64_t size)
-{
-	char cr[64];
-	snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
-	/* RFC 9110 15.5.17: a 416 names the current length. */
-	return queue_error_hdr(rq, 416, "RANGE_INVALID", err->msg, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-}
-
 static enum MHD_Result blob_from_store(struct request *rq, const char *digest, int fd, uint64_t size)
 {
 	struct route_range rg;
@@ -816,21 +698,10 @@ static enum MHD_Result blob_from_store(struct request *rq, const char *digest, i
 	const char *rh = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
 	if (route_parse_range(rh, size, &rg, &err) != RS_OK) {
 		close(fd);
-		return queue_range_error(rq, &err, size);
+		return reply_range_error(rq, &err, size);
 	}
-	uint64_t len = rg.end - rg.start;
-	struct MHD_Response *resp = http_response_from_fd(fd, rg.start, len, rq->reg->cfg->tls.enabled);
-	if (!resp) {
-		close(fd);
-		return MHD_NO;
-	}
-	add_blob_headers(rq, resp, digest, &rg, size, true);
-	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
-	rq->status = status;
-	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : len;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	struct reply_blob b = {digest, &rg, size, true};
+	return reply_blob_fd(rq, &b, fd, rq->reg->cfg->tls.enabled);
 }
 
 /* The download job handed to inflight.c. */
@@ -935,39 +806,20 @@ static void blob_stream_free(void *cls)
 	free(s);
 }
 
-/* Body reader of a HEAD answer: MHD never calls it for HEAD. */
-static ssize_t no_body(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	(void)cls;
-	(void)pos;
-	(void)buf;
-	(void)max;
-	return MHD_CONTENT_READER_END_WITH_ERROR;
-}
-
 static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, const struct route_target *t)
 {
 	struct upstream_reply rep = {0};
 	struct rs_err err = {0};
 	if (mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err) != RS_OK)
-		return queue_error(rq, &err, ROUTE_BLOB);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	enum MHD_Result ret;
 	if (!status_ok(rep.status)) {
-		ret = queue_upstream_error(rq, &rep, ROUTE_BLOB);
+		ret = answer_upstream_error(rq, &rep, REPLY_BLOB);
 	} else {
-		/* A HEAD carries the size in Content-Length but no body: MHD sends
-		 * headers only for HEAD, so the reader is never called. */
-		uint64_t size = rep.content_length >= 0 ? (uint64_t)rep.content_length : MHD_SIZE_UNKNOWN;
-		struct MHD_Response *resp = MHD_create_response_from_callback(size, 4096, no_body, NULL, NULL);
-		if (!resp) {
-			upstream_reply_dispose(&rep);
-			return MHD_NO;
-		}
 		struct route_range rg = {.partial = false};
-		add_blob_headers(rq, resp, t->ref, &rg, size, rep.content_length >= 0);
-		rq->status = 200;
-		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
-		MHD_destroy_response(resp);
+		struct reply_blob b = {t->ref, &rg, rep.content_length >= 0 ? (uint64_t)rep.content_length : 0,
+		                       rep.content_length >= 0};
+		ret = reply_blob_head(rq, &b);
 	}
 	upstream_reply_dispose(&rep);
 	return ret;
@@ -981,7 +833,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 {
 	struct rs_err err = {0};
 	if (!ref_digest_ok(t->ref, &err))
-		return queue_error(rq, &err, ROUTE_BLOB);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	int fd = -1;
 	uint64_t size = 0;
 	struct push *p = push_http_push(r->ph);
@@ -998,7 +850,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		if ((rc || !status_ok(rep.status)) &&
 		    !mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, rc, &rep)) {
 			rq->cache = "unlinked";
-			enum MHD_Result ret = rc ? queue_error(rq, &err, ROUTE_BLOB) : queue_upstream_error(rq, &rep, ROUTE_BLOB);
+			enum MHD_Result ret = rc ? reply_fail(rq, &err, REPLY_BLOB, NULL, 0) : answer_upstream_error(rq, &rep, REPLY_BLOB);
 			upstream_reply_dispose(&rep);
 			return ret;
 		}
@@ -1011,7 +863,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		return blob_from_store(rq, t->ref, fd, size);
 	}
 	if (rc != RS_NOT_FOUND)
-		return queue_error(rq, &err, ROUTE_BLOB);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	rq->cache = "miss";
 	metrics_cache(METRICS_BLOB, 0);
 	if (head)
@@ -1030,7 +882,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	struct inflight_fetch *f = NULL;
 	rs_err_clear(&err);
 	if (inflight_join(r->inflight, t->ref, -1, download_run, d, download_free, &f, &err) != RS_OK)
-		return queue_error(rq, &err, ROUTE_BLOB);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	int64_t total = -1;
 	rs_err_clear(&err);
 	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, &err);
@@ -1038,7 +890,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		inflight_release(f);
 		if (rc == RS_DIGEST_MISMATCH)
 			err.code = RS_UPSTREAM;
-		return queue_error(rq, &err, ROUTE_BLOB);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	}
 	/* Joined a download started for another repository (or the blob was
 	 * committed meanwhile): this repository must be confirmed too. */
@@ -1049,7 +901,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		if (rc || !status_ok(rep.status)) {
 			inflight_release(f);
 			rq->cache = "unlinked";
-			enum MHD_Result ret = rc ? queue_error(rq, &err, ROUTE_BLOB) : queue_upstream_error(rq, &rep, ROUTE_BLOB);
+			enum MHD_Result ret = rc ? reply_fail(rq, &err, REPLY_BLOB, NULL, 0) : answer_upstream_error(rq, &rep, REPLY_BLOB);
 			upstream_reply_dispose(&rep);
 			return ret;
 		}
@@ -1061,7 +913,7 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		rs_err_clear(&err);
 		if (route_parse_range(rh, (uint64_t)total, &rg, &err) != RS_OK) {
 			inflight_release(f);
-			return queue_range_error(rq, &err, (uint64_t)total);
+			return reply_range_error(rq, &err, (uint64_t)total);
 		}
 	}
 	struct blob_stream *s = calloc(1, sizeof(*s));
@@ -1074,20 +926,8 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	s->start = rg.start;
 	s->end = rg.end;
 	s->stall_s = upc->timeout_s;
-	uint64_t len = total >= 0 ? rg.end - rg.start : MHD_SIZE_UNKNOWN;
-	struct MHD_Response *resp =
-		MHD_create_response_from_callback(len, 64 * 1024, blob_stream_read, s, blob_stream_free);
-	if (!resp) {
-		blob_stream_free(s);
-		return MHD_NO;
-	}
-	add_blob_headers(rq, resp, t->ref, &rg, (uint64_t)total, total >= 0);
-	unsigned status = rg.partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK;
-	rq->status = status;
-	rq->body_counted = true;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, status, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	struct reply_blob b = {t->ref, &rg, total >= 0 ? (uint64_t)total : 0, total >= 0};
+	return reply_blob_stream(rq, &b, blob_stream_read, s, blob_stream_free);
 }
 
 /* ------------------------------------------------------------ optimized pulls */
@@ -1185,7 +1025,7 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 	struct rs_err err = {0};
 	const char *reason = NULL;
 	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
-		return queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		return answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 	} else if (!cap.type || !blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest)) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
@@ -1230,7 +1070,7 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 	log_event(strcmp(reason, "failed") == 0 ? LOG_WARN : LOG_INFO,
 	          "serving the original %s:%s (%s) instead of the optimized image (%s): %s", t->repo, t->ref,
 	          cap.digest, reason, err.msg);
-	ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	ret = answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 	free(cap.type);
 	return ret;
 }
@@ -1258,13 +1098,13 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 	const char *rest = rq->url + strlen("/regslim/v1/reports/");
 	const char *slash = strrchr(rest, '/');
 	if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "HEAD") != 0)
-		return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on reports");
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on reports", NULL, 0);
 	if (!slash || slash == rest)
-		return queue_error_status(rq, 404, "NOT_FOUND", "expected /regslim/v1/reports/<name>/<digest>");
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "expected /regslim/v1/reports/<name>/<digest>", NULL, 0);
 	char name[RS_LIMIT_NAME_MAX + 16];
 	snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
 	if ((size_t)(slash - rest) > RS_LIMIT_NAME_MAX || !refname_repo_valid(name))
-		return queue_error_status(rq, 400, "NAME_INVALID", "invalid repository name in the report path");
+		return reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, "invalid repository name in the report path", NULL, 0);
 	enum MHD_Result gated;
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
 		return gated;
@@ -1286,7 +1126,7 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 			rs_err_set(&err, RS_NOT_FOUND, "no policy or optimization report for %s@%s", name, slash + 1);
 	}
 	if (rc != RS_OK)
-		return queue_error(rq, &err, ROUTE_MANIFEST);
+		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	/* Reports written before they were kept free of host paths may name
 	 * the data directory: never shown. */
 	scrub_path(body, &len, r->cfg->data_dir);
@@ -1295,7 +1135,7 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 		scrub_path(body, &len, real);
 		free(real);
 	}
-	return queue_buffer(rq, 200, JSON_TYPE, body, len, true);
+	return reply_buffer(rq, 200, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
 }
 
 /* ------------------------------------------------------------ tags/list */
@@ -1354,39 +1194,26 @@ static enum MHD_Result tags_list(struct registry *r, struct request *rq, const s
 	size_t pushed_len = 0;
 	/* A repository pushed to regslim lists its pushed tags. */
 	if (push_list_tags(push_http_push(r->ph), t->name, &pushed, &pushed_len, &err) == RS_OK)
-		return queue_buffer(rq, 200, JSON_TYPE, pushed, pushed_len, true);
+		return reply_buffer(rq, 200, JSON_TYPE, pushed, pushed_len, REPLY_OWNED, NULL, 0);
 	rs_err_clear(&err);
 	const char *upname = r->cfg->upstreams[t->up_index].name;
 	metrics_upstream(upname, METRICS_UP_REQUESTS);
 	if (upstream_tags(r->ups[t->up_index], t->repo, query[0] ? query : NULL, r->cfg->manifest_max_bytes, &rep,
 	                  &err) != RS_OK) {
 		metrics_upstream(upname, METRICS_UP_ERRORS);
-		return queue_error(rq, &err, ROUTE_NAME);
+		return reply_fail(rq, &err, REPLY_NAME, NULL, 0);
 	}
 	enum MHD_Result ret;
 	if (!status_ok(rep.status)) {
-		ret = queue_upstream_error(rq, &rep, ROUTE_NAME);
+		ret = answer_upstream_error(rq, &rep, REPLY_NAME);
 	} else {
 		metrics_add(METRICS_UPSTREAM_BYTES, rep.body_len);
-		struct MHD_Response *resp = MHD_create_response_from_buffer(rep.body_len, rep.body, MHD_RESPMEM_MUST_FREE);
-		if (!resp) {
-			upstream_reply_dispose(&rep);
-			return MHD_NO;
-		}
-		rep.body = NULL;
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, JSON_TYPE);
-		common_headers(rq, resp);
-		if (rep.link) {
-			char *link = rewrite_link(rep.link, t->repo, t->name);
-			if (link) {
-				MHD_add_response_header(resp, MHD_HTTP_HEADER_LINK, link);
-				free(link);
-			}
-		}
-		rq->status = 200;
-		rq->body_bytes = rep.body_len;
-		ret = MHD_queue_response(rq->conn, MHD_HTTP_OK, resp);
-		MHD_destroy_response(resp);
+		char *link = rep.link ? rewrite_link(rep.link, t->repo, t->name) : NULL;
+		struct reply_header h[] = {{MHD_HTTP_HEADER_LINK, link}};
+		char *body = rep.body;
+		rep.body = NULL; /* handed to the answer */
+		ret = reply_buffer(rq, 200, JSON_TYPE, body, rep.body_len, REPLY_OWNED, h, 1);
+		free(link);
 	}
 	upstream_reply_dispose(&rep);
 	return ret;
@@ -1400,26 +1227,11 @@ static enum MHD_Result serve_metrics(struct request *rq)
 	size_t len = 0;
 	struct rs_err err = {0};
 	if (metrics_render(&page, &len, &err) != RS_OK)
-		return queue_error(rq, &err, ROUTE_OTHER);
-	return queue_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", page, len, true);
+		return reply_fail(rq, &err, REPLY_OTHER, NULL, 0);
+	return reply_buffer(rq, 200, "text/plain; version=0.0.4; charset=utf-8", page, len, REPLY_OWNED, NULL, 0);
 }
 
 /* ------------------------------------------------------------ policy on pull */
-
-/* A registry error whose message may be long (the list of violations). */
-static enum MHD_Result queue_error_long(struct request *rq, unsigned status, const char *code, const char *msg)
-{
-	size_t cap = strlen(msg) * 6 + 128;
-	char *body = malloc(cap);
-	if (!body)
-		return queue_error_status(rq, status, code, msg);
-	size_t pos = (size_t)snprintf(body, cap, "{\"errors\":[{\"code\":\"%s\",\"message\":\"", code);
-	json_str(body, cap - 32, &pos, msg);
-	pos += (size_t)snprintf(body + pos, cap - pos, "\",\"detail\":{}}]}\n");
-	free(rq->error);
-	rq->error = strdup(msg);
-	return queue_buffer_hdr(rq, status, JSON_TYPE, body, pos, true, NULL, NULL);
-}
 
 /* Every object of manifest digest (children of an index, configs, layers)
  * into the store, through the single-flight download. */
@@ -1525,7 +1337,7 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 	if (!cap.got)
 		return ret; /* an error answer was queued */
 	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
-		ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		ret = answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 		free(cap.type);
 		return ret;
 	}
@@ -1553,7 +1365,7 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 			snprintf(msg, n, "pull of %s:%s (%s) refused by policy: %zu violation(s): %s", t->name, t->ref,
 			         cap.digest, denies, text);
 		log_event(LOG_WARN, "%s", msg);
-		ret = queue_error_long(rq, 403, "DENIED", msg);
+		ret = reply_error_long(rq, RS_POLICY, REPLY_MANIFEST, msg);
 		free(msg);
 		free(text);
 		return ret;
@@ -1563,7 +1375,7 @@ static enum MHD_Result manifest_tag_gated(struct registry *r, struct request *rq
 		free(cap.type);
 		return manifest_tag_optimized(r, rq, t, acc, pol);
 	}
-	ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	ret = answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 	free(cap.type);
 	return ret;
 }
@@ -1587,13 +1399,13 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (strcmp(url, "/healthz") == 0) {
 		rq->route = "healthz";
 		if (!get && !head)
-			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /healthz");
-		return queue_buffer(rq, 200, JSON_TYPE, healthz_body, strlen(healthz_body), false);
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /healthz", NULL, 0);
+		return reply_buffer(rq, 200, JSON_TYPE, healthz_body, strlen(healthz_body), REPLY_STATIC, NULL, 0);
 	}
 	if (strcmp(url, "/metrics") == 0) {
 		rq->route = "metrics";
 		if (!get && !head)
-			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /metrics");
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /metrics", NULL, 0);
 		return serve_metrics(rq);
 	}
 	if (push_http_is_token(url))
@@ -1604,14 +1416,14 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
 		rq->route = "base";
 		if (!get && !head)
-			return queue_error_status(rq, 405, "UNSUPPORTED", "only GET and HEAD are allowed on /v2/");
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /v2/", NULL, 0);
 		if (!push_http_gate(r->ph, rq, NULL, AUTH_PULL, &gated))
 			return gated;
-		return queue_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), false);
+		return reply_buffer(rq, 200, JSON_TYPE, base_body, strlen(base_body), REPLY_STATIC, NULL, 0);
 	}
 	if (strncmp(url, "/v2/", 4) == 0 && has_dot_segment(url)) {
 		rq->route = "other";
-		return queue_error_status(rq, 400, "NAME_INVALID", "the path has a '.' or '..' segment");
+		return reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, "the path has a '.' or '..' segment", NULL, 0);
 	}
 	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
 	 * A write with a body was set up (and its route named) while the body
@@ -1620,64 +1432,65 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		return push_http_handle(r->ph, rq);
 	rq->route = "other";
 	if (strncmp(url, "/v2/", 4) != 0)
-		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint; this is a registry API v2 mirror");
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint; this is a registry API v2 mirror", NULL, 0);
 
 	/* Split "/v2/<name>/<kind>/<ref>" from the right: names contain '/'. */
 	size_t len = strlen(url);
 	if (len > RS_LIMIT_NAME_MAX + 256)
-		return queue_error_status(rq, 414, "NAME_INVALID", "request path too long");
+		return reply_error(rq, RS_TOO_LARGE, REPLY_ENDPOINT, "request path too long", NULL, 0);
 	char path[RS_LIMIT_NAME_MAX + 260];
 	memcpy(path, url + 4, len - 4 + 1);
 	char *last = strrchr(path, '/');
 	if (!last || last == path)
-		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	*last = '\0';
 	const char *ref = last + 1;
 	char *kind = strrchr(path, '/');
 	if (!kind)
-		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	*kind = '\0';
 	kind++;
 	const char *name = path;
 
-	enum route_what what;
+	enum reply_what what;
 	if (strcmp(kind, "manifests") == 0) {
 		rq->route = "manifest";
-		what = ROUTE_MANIFEST;
+		what = REPLY_MANIFEST;
 	} else if (strcmp(kind, "blobs") == 0) {
 		rq->route = "blob";
-		what = ROUTE_BLOB;
+		what = REPLY_BLOB;
 		if (strcmp(ref, "uploads") == 0)
-			return queue_error_status(rq, 405, "UNSUPPORTED",
-			                          "this mirror is read-only: blob uploads are not supported");
+			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER,
+			                          "this mirror is read-only: blob uploads are not supported", NULL, 0);
 	} else if (strcmp(kind, "tags") == 0 && strcmp(ref, "list") == 0) {
 		rq->route = "tags";
-		what = ROUTE_NAME;
+		what = REPLY_NAME;
 	} else if (strstr(url, "/blobs/uploads/")) {
 		rq->route = "blob";
-		return queue_error_status(rq, 405, "UNSUPPORTED", "this mirror is read-only: blob uploads are not supported");
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "this mirror is read-only: blob uploads are not supported",
+		                   NULL, 0);
 	} else {
-		return queue_error_status(rq, 404, "NOT_FOUND", "no such endpoint");
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
 	}
 	if (!get && !head) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "%.10s is not supported on %s: this mirror is read-only", rq->method,
 		         rq->route);
-		return queue_error_status(rq, 405, "UNSUPPORTED", msg);
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, msg, NULL, 0);
 	}
 	/* The name is checked before it reaches any header (the auth
 	 * challenge's scope) or the ACL. */
 	struct route_target t = {0};
 	struct rs_err err = {0};
 	if (pick_target(r, rq, name, &t, &err) != RS_OK)
-		return queue_error(rq, &err, err.code == RS_NOT_FOUND ? ROUTE_NAME : ROUTE_OTHER);
+		return reply_fail(rq, &err, err.code == RS_NOT_FOUND ? REPLY_NAME : REPLY_OTHER, NULL, 0);
 	t.ref = ref;
 	if (!push_http_gate(r->ph, rq, name, AUTH_PULL, &gated))
 		return gated;
 
-	if (what == ROUTE_NAME)
+	if (what == REPLY_NAME)
 		return tags_list(r, rq, &t);
-	if (what == ROUTE_BLOB)
+	if (what == REPLY_BLOB)
 		return blob_get(r, rq, &t, head);
 
 	struct accept_list acc = {.n = 0};

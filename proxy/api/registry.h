@@ -1,7 +1,7 @@
 /* registry: the Distribution API v2 read side of the pull-through mirror:
  * routing (?ns=, upstream path component, default upstream, library/),
- * manifests, blobs, tags/list, /v2/, /healthz, /metrics, and the one table
- * that maps our error codes to HTTP statuses and registry error JSON. */
+ * manifests, blobs, tags/list, /v2/, /healthz, /metrics. Answers go out
+ * through reply.h. */
 #ifndef RS_PROXY_REGISTRY_H
 #define RS_PROXY_REGISTRY_H
 

@@ -15,6 +15,7 @@
 
 struct registry;
 struct manifest_capture;
+struct reply_kept;
 
 /* Per-request state. Strings are owned by the request. */
 struct request {
@@ -35,6 +36,7 @@ struct request {
 	void *body_state;     /* a write route's state (push_http.c), owned by the request */
 	void (*body_free)(void *state); /* releases body_state in the completion callback */
 	bool answered;        /* a response was queued before the body was complete */
+	struct reply_kept *hold; /* reply.h: answers are kept here, not queued, while set */
 };
 
 struct http_server;

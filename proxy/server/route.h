@@ -1,9 +1,9 @@
 /* route: the pure parts of request routing, with no HTTP library in them so
  * they can be tested alone: picking the upstream (?ns=, a first path
  * component naming an upstream, the default; library/ for one-component
- * names), validating repository names, tags and Range headers, matching
- * Accept values, and the one table mapping enum rs_code to an HTTP status
- * and a registry error code. */
+ * names), validating repository names, tags and Range headers, and
+ * matching Accept values. (The table mapping enum rs_code to an HTTP status
+ * and a registry error code is reply.h's.) */
 #ifndef RS_PROXY_ROUTE_H
 #define RS_PROXY_ROUTE_H
 
@@ -47,29 +47,5 @@ RS_MUST_CHECK enum rs_code route_parse_range(const char *header, uint64_t size, 
 /* Does any of the n Accept header values (each possibly a comma-separated
  * list with parameters) name type exactly, or allow any type with "*\/\*"? */
 bool route_accepts(const char *const *values, size_t n, const char *type);
-
-/* What the request was about: picks the *_UNKNOWN code for RS_NOT_FOUND,
- * and the write-side meaning of a code for uploads and manifest PUTs (where
- * a digest mismatch is the client's fault, not the upstream's).
- * ROUTE_UPLOAD_START is the opening of a new upload session, where
- * RS_TOO_LARGE means too many uploads at once (429 TOOMANYREQUESTS), not a
- * blob over the size limit. */
-enum route_what {
-	ROUTE_MANIFEST,
-	ROUTE_BLOB,
-	ROUTE_NAME,
-	ROUTE_OTHER,
-	ROUTE_UPLOAD,
-	ROUTE_UPLOAD_START,
-	ROUTE_MANIFEST_PUT
-};
-
-struct route_error {
-	unsigned status;  /* HTTP status */
-	const char *code; /* registry error code, e.g. "BLOB_UNKNOWN" */
-};
-
-/* The single mapping of our codes to HTTP and registry errors. */
-struct route_error route_map_error(enum rs_code code, enum route_what what);
 
 #endif

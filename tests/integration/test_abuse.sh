@@ -57,6 +57,12 @@ expect_eq "sha512_blob_digest_invalid" "$(echo "$body" | jq -r '.errors[0].code'
 expect_eq "malformed_digest_blob_400" "$(http_code "$RS_URL/v2/lab/tiny/blobs/sha256:xyz" "${AL[@]}")" 400
 body=$(rs_curl --path-as-is "${AL[@]}" "$RS_URL/v2/x/blobs/uploads/../../..")
 expect_eq "dot_segments_name_invalid" "$(echo "$body" | jq -r '.errors[0].code')" NAME_INVALID
+# ...also for a write whose body arrived first (its early answer is kept until the body is read,
+# and the dot segment is answered after it): answered at once, not left hanging
+code=$(curl -s -o "$REGSLIM_LAB/dotw.json" -w '%{http_code}' --max-time 10 --path-as-is "${AL[@]}" -X POST \
+	--data-binary x "$RS_URL/v2/a/./b/blobs/uploads/" || true)
+expect "dot_segments_write_with_body_answered" "[ '$code' = 400 ] && [ \"\$(jq -r '.errors[0].code' '$REGSLIM_LAB/dotw.json')\" = NAME_INVALID ]" \
+	"got $code: $(head -c 200 "$REGSLIM_LAB/dotw.json" 2> /dev/null)"
 # an upstream that redirects to file:// is the upstream's fault: 502 naming it
 RD_PORT=$((LAB_PORT_BASE + 61))
 lab_spawn aux-redirector "$LOGS/redirector.log" "$PY" -c '

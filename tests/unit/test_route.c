@@ -1,5 +1,5 @@
-/* Unit tests for proxy/route.c: upstream choice, name/tag grammar, Range
- * parsing and the error mapping, each with hostile inputs. */
+/* Unit tests for proxy/server/route.c: upstream choice, name/tag grammar and
+ * Range parsing, each with hostile inputs (the error mapping: test_reply.c). */
 #include "proxy/server/route.h"
 #include "config/refname.h"
 
@@ -196,92 +196,6 @@ START_TEST(matches_accept_values)
 }
 END_TEST
 
-START_TEST(maps_codes_to_registry_errors)
-{
-	struct route_error e = route_map_error(RS_NOT_FOUND, ROUTE_MANIFEST);
-	ck_assert_uint_eq(e.status, 404);
-	ck_assert_str_eq(e.code, "MANIFEST_UNKNOWN");
-	e = route_map_error(RS_NOT_FOUND, ROUTE_BLOB);
-	ck_assert_str_eq(e.code, "BLOB_UNKNOWN");
-	e = route_map_error(RS_NOT_FOUND, ROUTE_NAME);
-	ck_assert_str_eq(e.code, "NAME_UNKNOWN");
-	e = route_map_error(RS_DIGEST_INVALID, ROUTE_BLOB);
-	ck_assert_uint_eq(e.status, 400);
-	ck_assert_str_eq(e.code, "DIGEST_INVALID");
-	e = route_map_error(RS_BAD_INPUT, ROUTE_OTHER);
-	ck_assert_str_eq(e.code, "NAME_INVALID");
-	e = route_map_error(RS_RANGE, ROUTE_BLOB);
-	ck_assert_uint_eq(e.status, 416);
-	e = route_map_error(RS_UPSTREAM, ROUTE_BLOB);
-	ck_assert_uint_eq(e.status, 502);
-	ck_assert_str_eq(e.code, "UNAVAILABLE");
-	e = route_map_error(RS_DIGEST_MISMATCH, ROUTE_BLOB);
-	ck_assert_uint_eq(e.status, 502);
-	e = route_map_error(RS_UNSUPPORTED, ROUTE_OTHER);
-	ck_assert_uint_eq(e.status, 405);
-	e = route_map_error(RS_NOMEM, ROUTE_OTHER);
-	ck_assert_uint_eq(e.status, 500);
-	e = route_map_error((enum rs_code)999, ROUTE_OTHER);
-	ck_assert_uint_eq(e.status, 500);
-	/* the write side: a mismatch is the client's fault */
-	e = route_map_error(RS_DIGEST_MISMATCH, ROUTE_UPLOAD);
-	ck_assert_uint_eq(e.status, 400);
-	ck_assert_str_eq(e.code, "DIGEST_INVALID");
-	e = route_map_error(RS_NOT_FOUND, ROUTE_MANIFEST_PUT);
-	ck_assert_uint_eq(e.status, 400);
-	ck_assert_str_eq(e.code, "MANIFEST_BLOB_UNKNOWN");
-	e = route_map_error(RS_NOT_FOUND, ROUTE_UPLOAD);
-	ck_assert_uint_eq(e.status, 404);
-	ck_assert_str_eq(e.code, "BLOB_UPLOAD_UNKNOWN");
-	e = route_map_error(RS_RANGE, ROUTE_UPLOAD);
-	ck_assert_uint_eq(e.status, 416);
-	e = route_map_error(RS_TOO_LARGE, ROUTE_MANIFEST_PUT);
-	ck_assert_uint_eq(e.status, 413);
-}
-END_TEST
-
-/* Every 4xx code of the write side is one of the distribution spec's
- * "Error Codes"; too many uploads at once is TOOMANYREQUESTS (429), a blob
- * over the limit SIZE_INVALID (413). */
-START_TEST(write_errors_use_spec_codes)
-{
-	static const char *spec[] = {"BLOB_UNKNOWN",     "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
-	                             "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
-	                             "NAME_UNKNOWN",     "SIZE_INVALID",        "UNAUTHORIZED",        "DENIED",
-	                             "UNSUPPORTED",      "TOOMANYREQUESTS",     NULL};
-	static const enum route_what what[] = {ROUTE_UPLOAD, ROUTE_UPLOAD_START, ROUTE_MANIFEST_PUT};
-	for (size_t w = 0; w < sizeof(what) / sizeof(what[0]); w++) {
-		for (int c = RS_OK + 1; c < RS_CODE_COUNT; c++) {
-			struct route_error e = route_map_error((enum rs_code)c, what[w]);
-			if (e.status < 400 || e.status >= 500)
-				continue;
-			bool known = false;
-			for (int i = 0; spec[i]; i++)
-				known = known || strcmp(e.code, spec[i]) == 0;
-			ck_assert_msg(known, "code %d on write route %zu: %s is not a spec error code", c, w, e.code);
-		}
-	}
-	static const struct {
-		enum rs_code code;
-		enum route_what what;
-		unsigned status;
-		const char *name;
-	} cases[] = {
-	        {RS_TOO_LARGE, ROUTE_UPLOAD_START, 429, "TOOMANYREQUESTS"},
-	        {RS_TOO_LARGE, ROUTE_UPLOAD, 413, "SIZE_INVALID"},
-	        {RS_NOT_FOUND, ROUTE_UPLOAD_START, 404, "BLOB_UPLOAD_UNKNOWN"},
-	        {RS_BAD_INPUT, ROUTE_MANIFEST_PUT, 400, "MANIFEST_INVALID"},
-	        {RS_DIGEST_INVALID, ROUTE_MANIFEST_PUT, 400, "DIGEST_INVALID"},
-	        {RS_RANGE, ROUTE_UPLOAD, 416, "BLOB_UPLOAD_INVALID"},
-	};
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct route_error e = route_map_error(cases[i].code, cases[i].what);
-		ck_assert_msg(e.status == cases[i].status && strcmp(e.code, cases[i].name) == 0,
-		              "case %zu: got %u %s, expected %u %s", i, e.status, e.code, cases[i].status, cases[i].name);
-	}
-}
-END_TEST
-
 static Suite *route_suite(void)
 {
 	Suite *s = suite_create("route");
@@ -298,8 +212,6 @@ static Suite *route_suite(void)
 	tcase_add_test(tc, ignores_unusable_ranges);
 	tcase_add_test(tc, rejects_unsatisfiable_ranges);
 	tcase_add_test(tc, matches_accept_values);
-	tcase_add_test(tc, maps_codes_to_registry_errors);
-	tcase_add_test(tc, write_errors_use_spec_codes);
 	suite_add_tcase(s, tc);
 	return s;
 }
