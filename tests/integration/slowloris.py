@@ -66,8 +66,9 @@ def read_response(s, timeout=10.0):
 def has_input(s):
     if isinstance(s, ssl.SSLSocket) and s.pending():
         return True
-    r, _, _ = select.select([s], [], [], 0)
-    return bool(r)
+    p = select.poll()  # not select(): an attack may hold more than 1024 descriptors
+    p.register(s, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(p.poll(0))
 
 
 def heads(argv):
