@@ -12,6 +12,7 @@
 
 #include "gate_policy.h"
 #include "jsonload.h"
+#include "xalloc.h"
 #include "policy.h"
 #include "rs_limits.h"
 
@@ -61,46 +62,6 @@ static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file"
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
-/* ---- allocation ------------------------------------------------------- */
-
-/* Tests make allocations fail through this hook (config_set_alloc_fail_hook). */
-static bool (*alloc_fail_hook)(void);
-
-void config_set_alloc_fail_hook(bool (*should_fail)(void))
-{
-	alloc_fail_hook = should_fail;
-}
-
-static bool alloc_fails(void)
-{
-	return alloc_fail_hook && alloc_fail_hook();
-}
-
-static char *xstrdup(const char *s)
-{
-	return alloc_fails() ? NULL : strdup(s);
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-	return alloc_fails() ? NULL : strndup(s, n);
-}
-
-static void *xmalloc(size_t n)
-{
-	return alloc_fails() ? NULL : malloc(n);
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-	return alloc_fails() ? NULL : calloc(n, size);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-	return alloc_fails() ? NULL : realloc(p, n);
-}
-
 /* ---- messages ---------------------------------------------------------- */
 
 
@@ -296,7 +257,7 @@ static enum rs_code normalize_url(char **out, const char *s)
 		len--;
 	if (!valid_authority(s + skip, len - skip))
 		return RS_OK;
-	*out = xstrndup(s, len);
+	*out = xalloc_strndup(s, len);
 	return *out ? RS_OK : RS_NOMEM;
 }
 
@@ -364,29 +325,13 @@ static bool parse_size(uint64_t *out, const char *s)
 static enum rs_code check_keys(const struct jsonload *ld, const char *path, const json_t *obj,
                                const char *const allowed[])
 {
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)obj, key, v) {
-		bool known = false;
-		for (size_t i = 0; allowed[i]; i++)
-			if (strcmp(key, allowed[i]) == 0)
-				known = true;
-		if (known)
-			continue;
-		char list[RS_ERR_MSG_MAX];
-		size_t o = 0;
-		list[0] = '\0';
-		for (size_t i = 0; allowed[i] && o < sizeof(list); i++) {
-			int n = snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", allowed[i]);
-			if (n < 0)
-				break;
-			o += (size_t)n;
-		}
-		char kp[PATH_MAX_CHARS];
-		path_key(kp, sizeof(kp), path, key);
-		return jsonload_fail(ld, RS_CONFIG, kp, "unknown key (allowed: %s)", list);
-	}
-	return RS_OK;
+	const char *key = jsonload_unknown_key(obj, allowed);
+	if (!key)
+		return RS_OK;
+	char list[RS_ERR_MSG_MAX], kp[PATH_MAX_CHARS];
+	jsonload_key_list(list, sizeof(list), allowed);
+	path_key(kp, sizeof(kp), path, key);
+	return jsonload_fail(ld, RS_CONFIG, kp, "unknown key (allowed: %s)", list);
 }
 
 static enum rs_code get_object(const struct jsonload *ld, const char *path, const json_t *v)
@@ -424,7 +369,7 @@ static enum rs_code get_string(char **out, const struct jsonload *ld, const char
 {
 	if (!json_is_string(v) || json_string_length(v) == 0)
 		return fail_value(ld, path, v, expected);
-	*out = xstrdup(json_string_value(v));
+	*out = xalloc_strdup(json_string_value(v));
 	if (!*out)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	return RS_OK;
@@ -521,7 +466,7 @@ static enum rs_code read_password_file(char **out, const struct jsonload *ld, co
 		          "\"%s\" must hold the password on one line, without NUL bytes", file);
 		goto out;
 	}
-	*out = xstrndup(buf, len);
+	*out = xalloc_strndup(buf, len);
 	if (!*out)
 		rc = rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 out:
@@ -534,7 +479,7 @@ static enum rs_code make_source(char **out, const struct jsonload *ld, const cha
                                 const char *what)
 {
 	size_t n = strlen(kind) + 1 + strlen(what) + 1;
-	*out = xmalloc(n);
+	*out = xalloc_malloc(n);
 	if (!*out)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	snprintf(*out, n, "%s:%s", kind, what);
@@ -597,7 +542,7 @@ static enum rs_code load_auth(struct rs_upstream_config *u, const struct jsonloa
 		if (!val || !val[0])
 			return jsonload_fail(ld, RS_CONFIG, kp, "environment variable %s is %s, expected the password",
 			            name, val ? "empty" : "not set");
-		u->password = xstrdup(val);
+		u->password = xalloc_strdup(val);
 		if (!u->password)
 			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 		return make_source(&u->password_source, ld, "env", name);
@@ -701,7 +646,7 @@ static enum rs_code load_upstreams(struct rs_config *cfg, const struct jsonload 
 	if (n > RS_LIMIT_UPSTREAMS_MAX)
 		return jsonload_fail(ld, RS_CONFIG, "upstreams", "has %zu entries, the limit is %u (RS_LIMIT_UPSTREAMS_MAX)",
 		            n, (unsigned)RS_LIMIT_UPSTREAMS_MAX);
-	struct rs_upstream_config *ups = xcalloc(n, sizeof(*ups));
+	struct rs_upstream_config *ups = xalloc_calloc(n, sizeof(*ups));
 	if (!ups)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	size_t def = 0;
@@ -774,7 +719,7 @@ static enum rs_code get_names(char ***out, size_t *out_n, const struct jsonload 
 	if (n > RS_LIMIT_ACL_NAMES_MAX)
 		return jsonload_fail(ld, RS_CONFIG, path, "has %zu entries, the limit is %u (RS_LIMIT_ACL_NAMES_MAX)", n,
 		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
-	char **names = xcalloc(n, sizeof(*names));
+	char **names = xalloc_calloc(n, sizeof(*names));
 	if (!names)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	enum rs_code rc = RS_OK;
@@ -829,7 +774,7 @@ static enum rs_code load_groups(struct rs_auth_config *a, const struct jsonload 
 		            (unsigned)RS_LIMIT_ACL_NAMES_MAX);
 	if (n == 0)
 		return RS_OK;
-	a->groups = xcalloc(n, sizeof(*a->groups));
+	a->groups = xalloc_calloc(n, sizeof(*a->groups));
 	if (!a->groups)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	const char *key;
@@ -841,7 +786,7 @@ static enum rs_code load_groups(struct rs_auth_config *a, const struct jsonload 
 		if (!valid_principal(key))
 			return jsonload_fail(ld, RS_CONFIG, kp, "a group name must be non-empty, without ':', '|' or spaces");
 		struct rs_auth_group *g = &a->groups[a->group_count++];
-		if (!(g->name = xstrdup(key)))
+		if (!(g->name = xalloc_strdup(key)))
 			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 		if ((rc = get_names(&g->members, &g->member_count, ld, kp, members, false)))
 			return rc;
@@ -949,7 +894,7 @@ static enum rs_code load_auth_section(struct rs_config *cfg, const struct jsonlo
 			return jsonload_fail(ld, RS_CONFIG, "auth.acl", "has %zu rules, the limit is %u (RS_LIMIT_ACL_RULES_MAX)", n,
 			            (unsigned)RS_LIMIT_ACL_RULES_MAX);
 		a->acl_set = true;
-		if (n > 0 && !(a->acl = xcalloc(n, sizeof(*a->acl))))
+		if (n > 0 && !(a->acl = xalloc_calloc(n, sizeof(*a->acl))))
 			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 		for (size_t i = 0; i < n; i++) {
 			char path[PATH_MAX_CHARS];
@@ -1012,16 +957,16 @@ static enum rs_code optimize_defaults(struct rs_optimize_config *o)
 {
 	o->enabled = true;
 	o->sync_timeout_s = RS_LIMIT_OPT_SYNC_TIMEOUT_DEFAULT_S;
-	o->policies = xcalloc(1, sizeof(*o->policies));
+	o->policies = xalloc_calloc(1, sizeof(*o->policies));
 	if (!o->policies)
 		return RS_NOMEM;
 	o->policy_count = 1;
 	struct rs_opt_policy *p = &o->policies[0];
-	p->upstream = xstrdup(RS_DOCKER_HUB_NAME);
-	p->repositories = xcalloc(1, sizeof(*p->repositories));
+	p->upstream = xalloc_strdup(RS_DOCKER_HUB_NAME);
+	p->repositories = xalloc_calloc(1, sizeof(*p->repositories));
 	if (p->repositories) {
 		p->repository_count = 1;
-		p->repositories[0] = xstrdup("*");
+		p->repositories[0] = xalloc_strdup("*");
 	}
 	p->compression = RS_OPT_COMPRESS_AUTO;
 	p->unknown_clients = RS_OPT_COMPRESS_GZIP;
@@ -1075,7 +1020,7 @@ static enum rs_code load_opt_policy(struct rs_opt_policy *p, const struct rs_con
 	if (n > RS_LIMIT_OPT_GLOBS_MAX)
 		return jsonload_fail(ld, RS_CONFIG, kp, "has %zu entries, the limit is %u (RS_LIMIT_OPT_GLOBS_MAX)", n,
 		            (unsigned)RS_LIMIT_OPT_GLOBS_MAX);
-	p->repositories = xcalloc(n, sizeof(*p->repositories));
+	p->repositories = xalloc_calloc(n, sizeof(*p->repositories));
 	if (!p->repositories)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	p->repository_count = n;
@@ -1129,7 +1074,7 @@ static enum rs_code load_optimize_section(struct rs_config *cfg, const struct js
 	optimize_dispose(o);
 	if (n == 0)
 		return RS_OK;
-	o->policies = xcalloc(n, sizeof(*o->policies));
+	o->policies = xalloc_calloc(n, sizeof(*o->policies));
 	if (!o->policies)
 		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
 	o->policy_count = n;
@@ -1320,7 +1265,7 @@ static enum rs_code read_file(char **out, size_t *out_len, const char *path, str
 		if (!buf || len == cap) {
 			if (buf)
 				cap *= 2;
-			char *grown = xrealloc(buf, cap + 1);
+			char *grown = xalloc_realloc(buf, cap + 1);
 			if (!grown) {
 				rc = rs_err_set(err, RS_NOMEM, "%s: out of memory reading the file", path);
 				goto out;
@@ -1372,16 +1317,16 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->auth.anonymous_pull = true;
 	cfg->push.max_blob_bytes = RS_LIMIT_PUSH_BLOB_DEFAULT_BYTES;
 	cfg->push.upload_idle_timeout_s = RS_LIMIT_UPLOAD_IDLE_DEFAULT_S;
-	cfg->source = xstrdup(DEFAULTS_SOURCE);
-	cfg->listen = xstrdup(DEFAULT_LISTEN);
-	cfg->data_dir = xstrdup(DEFAULT_DATA_DIR);
-	cfg->log_level = xstrdup(DEFAULT_LOG_LEVEL);
-	cfg->upstreams = xcalloc(1, sizeof(*cfg->upstreams));
+	cfg->source = xalloc_strdup(DEFAULTS_SOURCE);
+	cfg->listen = xalloc_strdup(DEFAULT_LISTEN);
+	cfg->data_dir = xalloc_strdup(DEFAULT_DATA_DIR);
+	cfg->log_level = xalloc_strdup(DEFAULT_LOG_LEVEL);
+	cfg->upstreams = xalloc_calloc(1, sizeof(*cfg->upstreams));
 	if (cfg->upstreams) {
 		cfg->upstream_count = 1;
 		struct rs_upstream_config *u = &cfg->upstreams[0];
-		u->name = xstrdup(RS_DOCKER_HUB_NAME);
-		u->url = xstrdup(RS_DOCKER_HUB_URL);
+		u->name = xalloc_strdup(RS_DOCKER_HUB_NAME);
+		u->url = xalloc_strdup(RS_DOCKER_HUB_URL);
 		u->tag_ttl_s = RS_LIMIT_TAG_TTL_DEFAULT_S;
 		u->timeout_s = RS_LIMIT_UPSTREAM_TIMEOUT_DEFAULT_S;
 		u->tls_verify = true;
@@ -1405,7 +1350,7 @@ enum rs_code config_load(struct rs_config *cfg, const char *path, struct rs_err 
 	struct jsonload ld = {.file = path, .err = err};
 	if ((rc = config_init_defaults(cfg, err)))
 		return rc;
-	char *source = xstrdup(path);
+	char *source = xalloc_strdup(path);
 	if (!source) {
 		rc = rs_err_set(err, RS_NOMEM, "%s: out of memory", path);
 		goto out;
@@ -1451,7 +1396,7 @@ enum rs_code config_override(struct rs_config *cfg, const char *listen, const ch
 			return rs_err_set(err, RS_CONFIG,
 			                  "--listen: expected ADDR:PORT with an IPv4 address or [IPv6] and a port from 1 to 65535, got \"%s\"",
 			                  shown);
-		if (!(new_listen = xstrdup(listen)))
+		if (!(new_listen = xalloc_strdup(listen)))
 			goto nomem;
 	}
 	if (upstream_url) {
@@ -1479,7 +1424,7 @@ enum rs_code config_override(struct rs_config *cfg, const char *listen, const ch
 			rc = rs_err_set(err, RS_CONFIG, "--data-dir: expected a non-empty directory path, got \"\"");
 			goto out;
 		}
-		if (!(new_dir = xstrdup(data_dir)))
+		if (!(new_dir = xalloc_strdup(data_dir)))
 			goto nomem;
 	}
 	if (new_listen)
@@ -1520,7 +1465,7 @@ enum rs_code config_override_tls(struct rs_config *cfg, const char *cert_file, c
 			                given[i][0] ? why : "expected a file path, got \"\"");
 			goto out;
 		}
-		if (!(fresh[i] = xstrdup(given[i]))) {
+		if (!(fresh[i] = xalloc_strdup(given[i]))) {
 			rc = rs_err_set(err, RS_NOMEM, "out of memory applying command-line overrides");
 			goto out;
 		}

@@ -179,11 +179,6 @@ const struct rs_upstream_config *config_find_upstream(const struct rs_config *cf
 const struct rs_opt_policy *config_find_opt_policy(const struct rs_config *cfg, const char *upstream,
                                                    const char *repo);
 
-/* Testing only (allocation-failure tests): when should_fail is set, every
- * allocation config_* makes first calls it and fails (RS_NOMEM) when it
- * returns true. NULL turns it off. Not thread-safe: set it before loading. */
-void config_set_alloc_fail_hook(bool (*should_fail)(void));
-
 /* Release everything cfg owns and zero it. Safe on a zeroed struct. */
 void config_dispose(struct rs_config *cfg);
 

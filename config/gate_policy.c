@@ -35,27 +35,12 @@ static const char *join(char *out, size_t cap, const char *parent, const char *k
 
 static enum rs_code check_keys(const struct jsonload *ld, const char *path, const json_t *obj, const char *const allowed[])
 {
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)obj, key, v) {
-		bool known = false;
-		for (size_t i = 0; allowed[i]; i++)
-			known |= strcmp(key, allowed[i]) == 0;
-		if (known)
-			continue;
-		char list[RS_ERR_MSG_MAX];
-		size_t o = 0;
-		list[0] = '\0';
-		for (size_t i = 0; allowed[i] && o < sizeof(list); i++) {
-			int k = snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "", allowed[i]);
-			if (k < 0)
-				break;
-			o += (size_t)k;
-		}
-		char kp[300];
-		return jsonload_fail(ld, RS_CONFIG, join(kp, sizeof(kp), path, key), "unknown key (allowed: %s)", list);
-	}
-	return RS_OK;
+	const char *key = jsonload_unknown_key(obj, allowed);
+	if (!key)
+		return RS_OK;
+	char list[RS_ERR_MSG_MAX], kp[300];
+	jsonload_key_list(list, sizeof(list), allowed);
+	return jsonload_fail(ld, RS_CONFIG, join(kp, sizeof(kp), path, key), "unknown key (allowed: %s)", list);
 }
 
 static bool parse_size(uint64_t *out, const char *s)

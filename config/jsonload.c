@@ -1,7 +1,9 @@
 /* jsonload: shared pieces of config/'s JSON loaders (see jsonload.h). */
 #include "jsonload.h"
 
+#include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
 
 enum rs_code jsonload_vfail(const struct jsonload *ld, enum rs_code code, const char *path, const char *fmt,
 			    va_list ap)
@@ -40,3 +42,30 @@ const char *jsonload_type_name(const json_t *v)
 	}
 	return "a value";
 }
+
+const char *jsonload_unknown_key(const json_t *obj, const char *const allowed[])
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)obj, key, v) {
+		bool known = false;
+		for (size_t i = 0; allowed[i] && !known; i++)
+			known = strcmp(key, allowed[i]) == 0;
+		if (!known)
+			return key;
+	}
+	return NULL;
+}
+
+void jsonload_key_list(char *out, size_t cap, const char *const allowed[])
+{
+	size_t o = 0;
+	out[0] = '\0';
+	for (size_t i = 0; allowed[i] && o < cap; i++) {
+		int n = snprintf(out + o, cap - o, "%s%s", i ? ", " : "", allowed[i]);
+		if (n < 0)
+			break;
+		o += (size_t)n;
+	}
+}
+

@@ -23,6 +23,13 @@ enum rs_code jsonload_fail(const struct jsonload *ld, enum rs_code code, const c
 enum rs_code jsonload_vfail(const struct jsonload *ld, enum rs_code code, const char *path, const char *fmt,
 			    va_list ap) RS_PRINTF(4, 0);
 
+/* The first key of obj that is not in allowed (NULL-terminated), or NULL
+ * when every key is allowed. Borrowed from obj. */
+const char *jsonload_unknown_key(const json_t *obj, const char *const allowed[]);
+
+/* allowed as "a, b, c" into out (cut to fit cap), for "allowed: ..." hints. */
+void jsonload_key_list(char *out, size_t cap, const char *const allowed[]);
+
 /* "an object", "an array", "a string", "an integer", "a number",
  * "a boolean", "null"; "nothing" for NULL. Static strings. */
 const char *jsonload_type_name(const json_t *v);

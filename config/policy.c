@@ -9,6 +9,7 @@
 #include "policy.h"
 
 #include "jsonload.h"
+#include "xalloc.h"
 #include "rs_limits.h"
 
 #include <ctype.h>
@@ -71,34 +72,6 @@ static const char *const top_keys[] = {"squash", "base_layers", "dedupe", "compr
 static const char *const strip_keys[] = {"rules", "locales_keep", "custom", NULL};
 static const char *const custom_keys[] = {"name", "paths", "keep", NULL};
 
-/* Tests make allocations fail through this hook (policy_set_alloc_fail_hook). */
-static bool (*alloc_fail_hook)(void);
-
-void policy_set_alloc_fail_hook(bool (*should_fail)(void))
-{
-	alloc_fail_hook = should_fail;
-}
-
-static bool fail_now(void)
-{
-	return alloc_fail_hook && alloc_fail_hook();
-}
-
-static void *xmalloc(size_t n)
-{
-	return fail_now() ? NULL : malloc(n);
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-	return fail_now() ? NULL : calloc(n, sz);
-}
-
-static void *xrealloc(void *ptr, size_t n)
-{
-	return fail_now() ? NULL : realloc(ptr, n);
-}
-
 static void key_path(char *out, size_t cap, const char *parent, const char *key)
 {
 	int n = parent && parent[0] ? snprintf(out, cap, "%s.%s", parent, key) : snprintf(out, cap, "%s", key);
@@ -109,26 +82,18 @@ static void key_path(char *out, size_t cap, const char *parent, const char *key)
 static enum rs_code check_keys(const struct jsonload *ld, const json_t *obj, const char *path,
 			       const char *const *allowed)
 {
-	const char *key;
-	json_t *v;
-	json_object_foreach((json_t *)obj, key, v) {
-		bool ok = false;
-		for (size_t i = 0; allowed[i]; i++)
-			if (strcmp(allowed[i], key) == 0)
-				ok = true;
-		if (!ok) {
-			char kp[PATH_MAX_CHARS];
-			key_path(kp, sizeof(kp), path, key);
-			return jsonload_fail(ld, RS_CONFIG, kp, "unknown key");
-		}
-	}
-	return RS_OK;
+	const char *key = jsonload_unknown_key(obj, allowed);
+	if (!key)
+		return RS_OK;
+	char kp[PATH_MAX_CHARS];
+	key_path(kp, sizeof(kp), path, key);
+	return jsonload_fail(ld, RS_CONFIG, kp, "unknown key");
 }
 
 static char *dupstr(const char *s)
 {
 	size_t n = strlen(s) + 1;
-	char *d = xmalloc(n);
+	char *d = xalloc_malloc(n);
 	if (d)
 		memcpy(d, s, n);
 	return d;
@@ -167,7 +132,7 @@ void policy_dispose(struct policy *p)
 /* Append s to the NULL-terminated vector *v of *n strings. */
 static bool strv_push(char ***v, size_t *n, const char *s)
 {
-	char **nv = xrealloc(*v, (*n + 2) * sizeof(char *));
+	char **nv = xalloc_realloc(*v, (*n + 2) * sizeof(char *));
 	if (!nv)
 		return false;
 	*v = nv;
@@ -183,7 +148,7 @@ static bool strv_push(char ***v, size_t *n, const char *s)
 
 static enum rs_code set_builtins(struct policy *p, struct rs_err *err)
 {
-	p->rules = xcalloc(BUILTIN_COUNT, sizeof(*p->rules));
+	p->rules = xalloc_calloc(BUILTIN_COUNT, sizeof(*p->rules));
 	if (!p->rules)
 		return rs_err_set(err, RS_NOMEM, "out of memory building the default policy");
 	p->rule_count = BUILTIN_COUNT;
@@ -367,7 +332,7 @@ static enum rs_code load_strip(const struct jsonload *ld, struct policy *p, cons
 				    "%zu custom rules, limit is %zu (RS_LIMIT_POLICY_RULES_MAX minus the built-in ones)",
 				    json_array_size(custom), (size_t)RS_LIMIT_POLICY_RULES_MAX - BUILTIN_COUNT);
 		struct policy_rule *nr =
-			xrealloc(p->rules, (p->rule_count + json_array_size(custom)) * sizeof(*nr));
+			xalloc_realloc(p->rules, (p->rule_count + json_array_size(custom)) * sizeof(*nr));
 		if (!nr)
 			return jsonload_fail(ld, RS_NOMEM, NULL, "out of memory");
 		p->rules = nr;
@@ -567,7 +532,7 @@ enum rs_code policy_load(struct policy *p, const char *path, struct rs_err *err)
 	if (!f)
 		return rs_err_set(err, RS_IO, "%s: cannot open: %s", path, strerror(errno));
 	size_t cap = RS_LIMIT_CONFIG_FILE_MAX_BYTES + 1;
-	char *buf = xmalloc(cap);
+	char *buf = xalloc_malloc(cap);
 	if (!buf) {
 		fclose(f);
 		return rs_err_set(err, RS_NOMEM, "%s: out of memory reading the file", path);
@@ -656,7 +621,7 @@ enum rs_code policy_canonical(char **out, size_t *len_out, const struct policy *
 	/* json_dumps memory is released with free() (jansson's default allocator);
 	 * copy anyway so the caller's free() is always right. */
 	size_t n = strlen(s);
-	*out = xmalloc(n + 1);
+	*out = xalloc_malloc(n + 1);
 	if (!*out) {
 		free(s);
 		return rs_err_set(err, RS_NOMEM, "out of memory serialising the policy");

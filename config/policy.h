@@ -91,8 +91,4 @@ const char *policy_compression_name(enum policy_compression c);
 /* Release everything p owns and zero it. Safe on a zeroed struct. */
 void policy_dispose(struct policy *p);
 
-/* Tests only: when should_fail returns true, the next allocation of this
- * module fails (NULL restores normal allocation). Not thread-safe. */
-void policy_set_alloc_fail_hook(bool (*should_fail)(void));
-
 #endif

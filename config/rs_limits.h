@@ -150,6 +150,11 @@
 /* Longest one optimized-pull optimization may hold a worker; past it the job
  * fails (remembered for RS_LIMIT_OPT_FAILURE_TTL_S) and the original is served. */
 #define RS_LIMIT_OPT_MAX_S 900
+/* Repository links (proxy/blobstore.c): while the upstream cannot be asked,
+ * a cached object not linked to a repository is served there only when one
+ * of the repository's linked manifests references it; at most this many of
+ * them are read to find out. */
+#define RS_LIMIT_LINK_SCAN_MANIFESTS 256
 /* Result and report files read back from <data_dir>/optimized/. */
 #define RS_LIMIT_OPT_RESULT_MAX_BYTES (64u * 1024)
 #define RS_LIMIT_OPT_REPORT_MAX_BYTES (64u * 1024 * 1024)

@@ -9,8 +9,10 @@
  *
  * No I/O, no layer bytes: the pipeline feeds metadata and asks decisions. */
 #include "squash.h"
+
 #include "digest.h"
 #include "rs_limits.h"
+#include "xalloc.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -74,34 +76,6 @@ struct squash_plan {
 	size_t stack_cap;
 };
 
-/* Tests make allocations fail through this hook (squash_set_alloc_fail_hook). */
-static bool (*alloc_fail_hook)(void);
-
-void squash_set_alloc_fail_hook(bool (*should_fail)(void))
-{
-	alloc_fail_hook = should_fail;
-}
-
-static bool fail_now(void)
-{
-	return alloc_fail_hook && alloc_fail_hook();
-}
-
-static void *xmalloc(size_t n)
-{
-	return fail_now() ? NULL : malloc(n);
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-	return fail_now() ? NULL : calloc(n, sz);
-}
-
-static void *xrealloc(void *ptr, size_t n)
-{
-	return fail_now() ? NULL : realloc(ptr, n);
-}
-
 static enum rs_code nomem(struct rs_err *err)
 {
 	return rs_err_set(err, RS_NOMEM, "out of memory in the squash path table");
@@ -116,7 +90,7 @@ static bool grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 		nc *= 2;
 	if (nc > UINT32_MAX - 1)
 		nc = UINT32_MAX - 1;
-	void *n = xrealloc(*arr, nc * elem);
+	void *n = xalloc_realloc(*arr, nc * elem);
 	if (!n)
 		return false;
 	*arr = n;
@@ -136,7 +110,7 @@ static uint32_t hash_key(uint32_t parent, const char *name, size_t len)
 
 static bool rehash(struct squash_plan *p, uint32_t nb)
 {
-	uint32_t *b = xmalloc((size_t)nb * sizeof(uint32_t));
+	uint32_t *b = xalloc_malloc((size_t)nb * sizeof(uint32_t));
 	if (!b)
 		return false;
 	for (uint32_t i = 0; i < nb; i++)
@@ -156,17 +130,17 @@ static bool rehash(struct squash_plan *p, uint32_t nb)
 enum rs_code squash_new(struct squash_plan **out, const struct squash_opts *opts, struct rs_err *err)
 {
 	*out = NULL;
-	struct squash_plan *p = xcalloc(1, sizeof(*p));
+	struct squash_plan *p = xalloc_calloc(1, sizeof(*p));
 	if (!p)
 		return nomem(err);
 	p->o = *opts;
 	p->max = opts->max_entries ? opts->max_entries : RS_LIMIT_PATH_TABLE_ENTRIES;
 	size_t rc = opts->strip ? strip_rule_count(opts->strip) : 0;
-	p->layer_first = xcalloc(opts->layer_count + 1, sizeof(uint32_t));
-	p->layer_spool = xcalloc(opts->layer_count + 1, sizeof(bool));
-	p->lstats = xcalloc(opts->layer_count + 1, sizeof(*p->lstats));
-	p->rule_bytes = xcalloc(rc + 1, sizeof(uint64_t));
-	p->rule_entries = xcalloc(rc + 1, sizeof(uint64_t));
+	p->layer_first = xalloc_calloc(opts->layer_count + 1, sizeof(uint32_t));
+	p->layer_spool = xalloc_calloc(opts->layer_count + 1, sizeof(bool));
+	p->lstats = xalloc_calloc(opts->layer_count + 1, sizeof(*p->lstats));
+	p->rule_bytes = xalloc_calloc(rc + 1, sizeof(uint64_t));
+	p->rule_entries = xalloc_calloc(rc + 1, sizeof(uint64_t));
 	if (!p->layer_first || !p->layer_spool || !p->lstats || !p->rule_bytes || !p->rule_entries ||
 	    !grow((void **)&p->nodes, &p->nodes_cap, 1, sizeof(struct node)) || !rehash(p, 1024)) {
 		squash_free(p);
@@ -296,7 +270,7 @@ static enum rs_code child(struct squash_plan *p, uint32_t parent, const char *pa
 		size_t nc = p->names_cap ? p->names_cap * 2 : 65536;
 		while (nc < p->names_len + len)
 			nc *= 2;
-		char *nn = xrealloc(p->names, nc);
+		char *nn = xalloc_realloc(p->names, nc);
 		if (!nn)
 			return nomem(err);
 		p->names = nn;
@@ -362,7 +336,7 @@ static bool push(struct squash_plan *p, size_t *sp, uint32_t v)
 {
 	if (*sp >= p->stack_cap) {
 		size_t nc = p->stack_cap ? p->stack_cap * 2 : 1024;
-		uint32_t *s = xrealloc(p->stack, nc * sizeof(uint32_t));
+		uint32_t *s = xalloc_realloc(p->stack, nc * sizeof(uint32_t));
 		if (!s)
 			return false;
 		p->stack = s;
@@ -469,7 +443,7 @@ enum rs_code squash_add(struct squash_plan *p, size_t layer, const struct tar_en
 			x.kind = K_WHITEOUT;
 			/* the target path: dir + "/" + name without ".wh." */
 			size_t tl = dirlen + (dirlen ? 1 : 0) + strlen(base + 4);
-			char *t = xmalloc(tl + 1);
+			char *t = xalloc_malloc(tl + 1);
 			if (!t)
 				return nomem(err);
 			if (dirlen) {
@@ -665,7 +639,7 @@ static enum rs_code decide_strip(struct squash_plan *p, struct rs_err *err)
 {
 	if (!p->o.strip || p->nnodes <= 1)
 		return RS_OK;
-	uint8_t *st = xcalloc(p->nnodes, 1); /* bit0 kept entry, bit1 kept below, bit2 in a base layer */
+	uint8_t *st = xalloc_calloc(p->nnodes, 1); /* bit0 kept entry, bit1 kept below, bit2 in a base layer */
 	if (!st)
 		return nomem(err);
 	for (uint32_t i = 0; i < p->nents; i++) {
@@ -766,8 +740,8 @@ static void decide_links(struct squash_plan *p)
 /* Step 5: statistics and dive's efficiency score, before and after. */
 static enum rs_code plan_stats(struct squash_plan *p, struct rs_err *err)
 {
-	struct eff *in = xcalloc(p->nnodes, sizeof(*in));
-	struct eff *out = xcalloc(p->nnodes, sizeof(*out));
+	struct eff *in = xalloc_calloc(p->nnodes, sizeof(*in));
+	struct eff *out = xalloc_calloc(p->nnodes, sizeof(*out));
 	if (!in || !out) {
 		free(in);
 		free(out);
@@ -861,7 +835,7 @@ static const char *node_path(struct squash_plan *p, uint32_t n, struct rs_err *e
 	for (uint32_t x = n; x != 0 && x != NONE; x = p->nodes[x].parent)
 		len += p->nodes[x].name_len + 1;
 	if (len + 2 > p->scratch_cap) {
-		char *s = xrealloc(p->scratch, len + 2);
+		char *s = xalloc_realloc(p->scratch, len + 2);
 		if (!s) {
 			(void)nomem(err);
 			return NULL;

@@ -158,8 +158,4 @@ typedef enum rs_code (*squash_path_fn)(void *ctx, const char *path, const char *
 RS_MUST_CHECK enum rs_code squash_each_stripped(struct squash_plan *p, squash_path_fn cb, void *ctx,
 						struct rs_err *err);
 
-/* Tests only: when should_fail returns true, the next allocation of this
- * module fails (NULL restores normal allocation). Not thread-safe. */
-void squash_set_alloc_fail_hook(bool (*should_fail)(void));
-
 #endif

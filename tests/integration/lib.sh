@@ -541,11 +541,12 @@ store_has_blob() {
 	[ -n "$f" ] && [ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$h" ]
 }
 
-# store_find_blob DIGEST [DATA_DIR]: every file under DATA_DIR (blobs/ and elsewhere except tmp/)
-# whose name contains DIGEST's hex; one path per line (none expected after a bad upstream).
+# store_find_blob DIGEST [DATA_DIR]: every file under DATA_DIR (blobs/ and elsewhere except tmp/
+# and the repository links under links/ and push/links/, which name digests without holding
+# bytes) whose name contains DIGEST's hex; one path per line (none expected after a bad upstream).
 store_find_blob() {
-	local h=${1#sha256:}
-	find "${2:-$RS_DATA}" -path "${2:-$RS_DATA}/tmp" -prune -o -name "*$h*" -print 2> /dev/null
+	local h=${1#sha256:} d=${2:-$RS_DATA}
+	find "$d" \( -path "$d/tmp" -o -path "$d/links" -o -path "$d/push/links" \) -prune -o -name "*$h*" -print 2> /dev/null
 }
 
 # store_tmp_files [DATA_DIR]: files left in DATA_DIR/tmp, one per line.

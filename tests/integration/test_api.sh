@@ -325,7 +325,7 @@ err_check err_blob_unknown 404 BLOB_UNKNOWN "http://$RS/v2/lab/tiny/blobs/sha256
 err_check err_digest_invalid 400 DIGEST_INVALID "http://$RS/v2/lab/tiny/blobs/sha256:xyz"
 err_check err_name_invalid_upper 400 NAME_INVALID "http://$RS/v2/Lab/Tiny/manifests/latest"
 err_check err_name_invalid_dotdot 400 NAME_INVALID "http://$RS/v2/lab/../tiny/manifests/latest" --path-as-is
-# writes: the read-only mirror of issue 2 answers 405 UNSUPPORTED; once push exists (proxy/push_http.c),
+# writes: the read-only mirror of issue 2 answers 405 UNSUPPORTED; once push exists (proxy/api/push_http.c),
 # a configuration without an "auth" section refuses them with 403 DENIED. Either way a registry error,
 # and nothing changes upstream.
 err_check err_put_manifest_refused '405|403' 'UNSUPPORTED|DENIED' "http://$RS/v2/lab/tiny/manifests/latest" -X PUT \

@@ -187,9 +187,15 @@ hdrs=$(rs_curl -s -o /dev/null -D - -X PATCH "${A[@]}" "${OCT[@]}" -H "Transfer-
 expect_eq "chunk_longer_than_range_416" "$(echo "$hdrs" | status)" 416
 body=$(rs_curl "${A[@]}" "$RS_URL/v2/team/other/blobs/uploads/${L##*/}")
 expect_eq "upload_of_other_repo_unknown" "$(echo "$body" | jq -r '.errors[0].code')" BLOB_UPLOAD_UNKNOWN
+# Without from= there is no mount (holding a digest somewhere gives no right to it): a new upload.
 hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${A[@]}" "$RS_URL/v2/team/third/blobs/uploads/?mount=$MONO" | tr -d '\r')
-expect_eq "mount_without_from_201" "$(echo "$hdrs" | status)" 201
-expect_eq "mount_without_from_location" "$(echo "$hdrs" | header_value Location)" "/v2/team/third/blobs/$MONO"
+expect_eq "mount_without_from_202" "$(echo "$hdrs" | status)" 202
+echo "$hdrs" | header_value Location | grep -Eq '^/v2/team/third/blobs/uploads/[0-9a-f-]{36}$' &&
+	pass mount_without_from_upload_location || fail mount_without_from_upload_location "$(echo "$hdrs" | header_value Location)"
+expect_eq "mount_without_from_not_readable" "$(http_code "$RS_URL/v2/team/third/blobs/$MONO" "${A[@]}")" 404
+# from= a repository that does not hold the blob: no mount either.
+hdrs=$(rs_curl -s -o /dev/null -D - -X POST "${A[@]}" "$RS_URL/v2/team/third/blobs/uploads/?mount=$MONO&from=team/third" | tr -d '\r')
+expect_eq "mount_from_repo_without_blob_202" "$(echo "$hdrs" | status)" 202
 body=$(rs_curl -X POST "${A[@]}" "$RS_URL/v2/Team/App/blobs/uploads/")
 expect_eq "push_invalid_name_400" "$(echo "$body" | jq -r '.errors[0].code')" NAME_INVALID
 expect_eq "blob_delete_405" "$(http_code "$RS_URL/v2/team/app/blobs/$MONO" -X DELETE "${A[@]}")" 405

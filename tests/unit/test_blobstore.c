@@ -1,6 +1,7 @@
 /* test_blobstore: the content-addressed store on a private temp directory per
  * test: verified writes, hostile names, manifests and sidecars, tag maps,
- * size accounting and LRU eviction. Blob contents are generated from seeds. */
+ * size accounting and LRU eviction, repository links (per repository,
+ * durable, hostile names refused, whole images, derived from old tag maps). Blob contents are generated from seeds. */
 #include "blobstore.h"
 
 #include "fixture.h"
@@ -750,6 +751,218 @@ START_TEST(eviction_never_touches_temp_files)
 }
 END_TEST
 
+
+/* ---- repository links ---- */
+
+START_TEST(links_are_per_repository_and_survive_reopen)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, "blob", 4);
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d));
+	ck_assert_int_eq(blobstore_link(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d, &err), RS_OK);
+	ck_assert_int_eq(blobstore_link(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d, &err), RS_OK); /* twice */
+	ck_assert(blobstore_linked(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d));
+	/* another repository, upstream or kind does not share it; nor does a prefix of the name */
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/b", BLOBSTORE_BLOB, d));
+	ck_assert(!blobstore_linked(bs, "docker.io", "library", BLOBSTORE_BLOB, d));
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/a/x", BLOBSTORE_BLOB, d));
+	ck_assert(!blobstore_linked(bs, "ghcr.io", "library/a", BLOBSTORE_BLOB, d));
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/a", BLOBSTORE_MANIFEST, d));
+	/* a link is not the object: stale until the object comes */
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d));
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	char p[512];
+	snprintf(p, sizeof(p), "%s/links/docker.io/library/a/_links/blobs/%s", store_fixture_data(), d + 7);
+	struct stat st;
+	ck_assert_int_eq(stat(p, &st), 0);
+	blobstore_free(bs);
+	bs = store_fixture_open(0);
+	ck_assert(blobstore_linked(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d));
+	blobstore_unlink(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d);
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d));
+	blobstore_unlink(bs, "docker.io", "library/a", BLOBSTORE_BLOB, d); /* absent: fine */
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(links_refuse_hostile_names)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, "blob", 4);
+	static const char *const repos[] = {"../x", "a/../../b", "/abs", "A", "a//b", "a/_links", "", "a/"};
+	for (size_t i = 0; i < sizeof(repos) / sizeof(repos[0]); i++) {
+		ck_assert_int_eq(blobstore_link(bs, "docker.io", repos[i], BLOBSTORE_BLOB, d, &err), RS_BAD_INPUT);
+		ck_assert(!blobstore_linked(bs, "docker.io", repos[i], BLOBSTORE_BLOB, d));
+	}
+	ck_assert_int_eq(blobstore_link(bs, "..", "a", BLOBSTORE_BLOB, d, &err), RS_BAD_INPUT);
+	ck_assert_int_eq(blobstore_link(bs, "a/b", "a", BLOBSTORE_BLOB, d, &err), RS_BAD_INPUT);
+	ck_assert_int_eq(blobstore_link(bs, "docker.io", "a", BLOBSTORE_BLOB, "sha256:zz", &err), RS_DIGEST_INVALID);
+	ck_assert_int_eq(blobstore_link(bs, "docker.io", "a", BLOBSTORE_BLOB, "sha256:../../etc", &err),
+	                 RS_DIGEST_INVALID);
+	ck_assert_int_eq(store_fixture_count_files("links"), 1); /* the migration marker only */
+	blobstore_free(bs);
+}
+END_TEST
+
+#define LINK_OCI_M "application/vnd.oci.image.manifest.v1+json"
+#define LINK_OCI_I "application/vnd.oci.image.index.v1+json"
+
+/* An image manifest naming config c and layer l; its digest in md. */
+static void put_image(struct blobstore *bs, const char *c, const char *l, char md[DIGEST_STR_SIZE], char *buf, size_t cap)
+{
+	snprintf(buf, cap,
+	         "{\"schemaVersion\":2,\"mediaType\":\"" LINK_OCI_M "\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\","
+	         "\"digest\":\"%s\",\"size\":1},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\","
+	         "\"digest\":\"%s\",\"size\":1}]}",
+	         c, l);
+	digest_buffer(md, buf, strlen(buf));
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_manifest(bs, md, LINK_OCI_M, buf, strlen(buf), &err), RS_OK);
+}
+
+START_TEST(link_image_links_index_manifests_and_blobs)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], gone[DIGEST_STR_SIZE], id[DIGEST_STR_SIZE];
+	char m[1024], idx[1024];
+	digest_buffer(c, "config", 6);
+	digest_buffer(l, "layer", 5);
+	digest_buffer(gone, "not stored", 10);
+	ck_assert_int_eq(blobstore_link_image(bs, "up", "r", c, &err), RS_NOT_FOUND); /* no such manifest */
+	ck_assert(!blobstore_linked(bs, "up", "r", BLOBSTORE_MANIFEST, c));
+	put_image(bs, c, l, md, m, sizeof(m));
+	snprintf(idx, sizeof(idx),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" LINK_OCI_I "\",\"manifests\":[{\"mediaType\":\"" LINK_OCI_M
+	         "\",\"digest\":\"%s\",\"size\":1},{\"mediaType\":\"" LINK_OCI_M "\",\"digest\":\"%s\",\"size\":1}]}",
+	         md, gone);
+	digest_buffer(id, idx, strlen(idx));
+	ck_assert_int_eq(blobstore_put_manifest(bs, id, LINK_OCI_I, idx, strlen(idx), &err), RS_OK);
+	ck_assert_int_eq(blobstore_link_image(bs, "up", "team/r", id, &err), RS_OK);
+	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_MANIFEST, id));
+	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_MANIFEST, md));
+	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_MANIFEST, gone)); /* a stale link */
+	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_BLOB, c));
+	ck_assert(blobstore_linked(bs, "up", "team/r", BLOBSTORE_BLOB, l));
+	ck_assert(!blobstore_linked(bs, "up", "team/other", BLOBSTORE_BLOB, l));
+	/* what the linked manifests of a repository reference (stale-if-error) */
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, l));
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, c));
+	ck_assert(blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_MANIFEST, md));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "team/r", BLOBSTORE_BLOB, gone));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "team/other", BLOBSTORE_BLOB, l));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "../x", BLOBSTORE_BLOB, l));
+	blobstore_free(bs);
+}
+END_TEST
+
+/* blobstore_export_layout's fetch in the test: stores "layer" for the layer
+ * digest (counting calls) and fails for anything else. */
+struct fetch_ctx {
+	struct blobstore *bs;
+	const char *layer;
+	int calls;
+};
+
+static enum rs_code fetch_layer(void *ctx, enum blobstore_kind kind, const char *digest, struct rs_err *err)
+{
+	struct fetch_ctx *f = ctx;
+	f->calls++;
+	if (kind != BLOBSTORE_BLOB || strcmp(digest, f->layer) != 0)
+		return rs_err_set(err, RS_NOT_FOUND, "fake upstream has no %s", digest);
+	return write_blob(f->bs, BLOBSTORE_BLOB, digest, 5, (const unsigned char *)"layer", 5, 1, err);
+}
+
+/* The OCI layout the optimizer reads: index.json naming the image, the
+ * store's own files hard-linked (same inode), an absent layer left out
+ * without a fetch and fetched with one; a missing config is an error. */
+START_TEST(export_layout_links_the_store_files)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], m[1024], dir[512], p[700], q[700];
+	digest_buffer(c, "config", 6);
+	digest_buffer(l, "layer", 5);
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, c, 6, (const unsigned char *)"config", 6, 1, &err), RS_OK);
+	put_image(bs, c, l, md, m, sizeof(m));
+	/* without fetch: the absent layer is left out */
+	snprintf(dir, sizeof(dir), "%s/x1", fixture_dir());
+	ck_assert_msg(blobstore_export_layout(bs, md, "v1", dir, 1 << 20, NULL, NULL, &err) == RS_OK, "%s", err.msg);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, l + 7);
+	ck_assert_int_ne(access(p, F_OK), 0);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, c + 7);
+	struct stat a, b;
+	ck_assert_int_eq(stat(p, &a), 0);
+	ck_assert_uint_eq(a.st_nlink, 2); /* the store's file and the layout's name */
+	snprintf(q, sizeof(q), "%s/index.json", dir);
+	size_t n = 0;
+	char *ij = fixture_read_file(q, &n);
+	ck_assert_ptr_nonnull(strstr(ij, md));
+	ck_assert_ptr_nonnull(strstr(ij, "\"org.opencontainers.image.ref.name\":\"v1\""));
+	ck_assert_ptr_nonnull(strstr(ij, LINK_OCI_M));
+	free(ij);
+	/* with fetch: the layer is brought into the store, then linked */
+	struct fetch_ctx f = {bs, l, 0};
+	snprintf(dir, sizeof(dir), "%s/x2", fixture_dir());
+	ck_assert_msg(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, fetch_layer, &f, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(f.calls, 1);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, l));
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%s", dir, l + 7);
+	ck_assert_int_eq(stat(p, &b), 0);
+	ck_assert_uint_eq(b.st_size, 5);
+	/* a manifest whose config is gone, with a fetch that cannot bring it */
+	blobstore_remove(bs, BLOBSTORE_BLOB, c);
+	snprintf(dir, sizeof(dir), "%s/x3", fixture_dir());
+	ck_assert_int_eq(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, fetch_layer, &f, &err), RS_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "fake upstream has no"));
+	snprintf(dir, sizeof(dir), "%s/x4", fixture_dir());
+	ck_assert_int_eq(blobstore_export_layout(bs, md, NULL, dir, 1 << 20, NULL, NULL, &err), RS_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is not in the store"));
+	blobstore_free(bs);
+}
+END_TEST
+
+START_TEST(links_derived_from_tag_maps_once)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	ck_assert_uint_eq(blobstore_links_migrated(bs), 0); /* a new store has nothing to derive */
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	char m[1024];
+	digest_buffer(c, "config", 6);
+	digest_buffer(l, "layer", 5);
+	put_image(bs, c, l, md, m, sizeof(m));
+	struct blobstore_tag t = {.fetched = 1};
+	snprintf(t.digest, sizeof(t.digest), "%s", md);
+	snprintf(t.media_type, sizeof(t.media_type), LINK_OCI_M);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/tiny", "latest", &t, &err), RS_OK);
+	ck_assert_int_eq(blobstore_put_tag(bs, "pushed", "team/app", "v1", &t, &err), RS_OK);
+	blobstore_free(bs);
+	/* a data directory written before links: no links/ at all */
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/links'", store_fixture_data());
+	ck_assert_int_eq(system(cmd), 0);
+	bs = store_fixture_open(0);
+	ck_assert_uint_eq(blobstore_links_migrated(bs), 2);
+	ck_assert(blobstore_linked(bs, "docker.io", "library/tiny", BLOBSTORE_MANIFEST, md));
+	ck_assert(blobstore_linked(bs, "docker.io", "library/tiny", BLOBSTORE_BLOB, c));
+	ck_assert(blobstore_linked(bs, "docker.io", "library/tiny", BLOBSTORE_BLOB, l));
+	ck_assert(blobstore_linked(bs, "pushed", "team/app", BLOBSTORE_BLOB, l));
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/other", BLOBSTORE_BLOB, l));
+	blobstore_unlink(bs, "docker.io", "library/tiny", BLOBSTORE_BLOB, l);
+	blobstore_free(bs);
+	/* once: a later open derives nothing (a removed link stays removed) */
+	bs = store_fixture_open(0);
+	ck_assert_uint_eq(blobstore_links_migrated(bs), 0);
+	ck_assert(!blobstore_linked(bs, "docker.io", "library/tiny", BLOBSTORE_BLOB, l));
+	blobstore_free(bs);
+}
+END_TEST
+
 static Suite *blobstore_suite(void)
 {
 	Suite *s = suite_create("blobstore");
@@ -775,6 +988,11 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, cleans_stale_temp_files_at_open);
 	tcase_add_test(tc, open_fd_survives_eviction);
 	tcase_add_test(tc, eviction_never_touches_temp_files);
+	tcase_add_test(tc, links_are_per_repository_and_survive_reopen);
+	tcase_add_test(tc, links_refuse_hostile_names);
+	tcase_add_test(tc, link_image_links_index_manifests_and_blobs);
+	tcase_add_test(tc, export_layout_links_the_store_files);
+	tcase_add_test(tc, links_derived_from_tag_maps_once);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "fixture.h"
+#include "xalloc.h"
 #include "gate_policy.h"
 #include "rs_limits.h"
 
@@ -636,7 +637,7 @@ static void *budget_malloc(size_t n)
 static void budget_on(long n, bool jansson_too)
 {
 	alloc_budget = n;
-	config_set_alloc_fail_hook(budget_exhausted);
+	xalloc_set_fail_hook(budget_exhausted);
 	if (jansson_too)
 		json_set_alloc_funcs(budget_malloc, free);
 }
@@ -644,7 +645,7 @@ static void budget_on(long n, bool jansson_too)
 static void budget_off(void)
 {
 	alloc_budget = -1;
-	config_set_alloc_fail_hook(NULL);
+	xalloc_set_fail_hook(NULL);
 	json_set_alloc_funcs(malloc, free);
 }
 

@@ -2,8 +2,8 @@
  * TCP_INFO and shuts sockets down), the watchdog driven by hand through
  * conn_guard_tick() with chosen times, metrics read back. The listener uses
  * the suite's port from the build's block (lab_port_base, offset 200). */
-#include "proxy/conn_guard.h"
-#include "proxy/metrics.h"
+#include "proxy/server/conn_guard.h"
+#include "proxy/obs/metrics.h"
 
 #include "fixture.h"
 #include "lab.h"

@@ -2,7 +2,7 @@
  * long values are cut with a marker (never a NUL byte or a half escape in
  * the line), the numbers after a long path survive, and the escaping of
  * log_json_escape never splits an escape sequence or a UTF-8 character. */
-#include "proxy/log.h"
+#include "proxy/obs/log.h"
 
 #include "fixture.h"
 

@@ -3,8 +3,8 @@
  * a user at another address, success and time forgive, a bounded table
  * under many keys; and through auth.c, a wrong-password streak refused with
  * RS_THROTTLED before the password is checked. */
-#include "proxy/login_guard.h"
-#include "proxy/auth.h"
+#include "proxy/auth/login_guard.h"
+#include "proxy/auth/auth.h"
 
 #include "config/rs_limits.h"
 #include "fixture.h"

@@ -5,7 +5,7 @@
  * optimization remembered (fetch called once for concurrent callers); the
  * sync wait giving up while the job goes on. Fetch callbacks are small fakes
  * of the registry (the peer), counting their calls. */
-#include "proxy/optpull.h"
+#include "proxy/optimize/optpull.h"
 
 #include "fixture.h"
 #include "config.h"

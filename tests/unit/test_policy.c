@@ -5,6 +5,7 @@
 #include "policy.h"
 
 #include "fixture.h"
+#include "xalloc.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -252,7 +253,7 @@ static void alloc_failures(bool jansson_too)
 		struct policy p;
 		struct rs_err err = {0};
 		alloc_budget = n;
-		policy_set_alloc_fail_hook(budget_exhausted);
+		xalloc_set_fail_hook(budget_exhausted);
 		if (jansson_too)
 			json_set_alloc_funcs(budget_malloc, free);
 		enum rs_code rc = policy_load_buffer(&p, "p.json", json, strlen(json), &err);
@@ -262,7 +263,7 @@ static void alloc_failures(bool jansson_too)
 			rc = policy_canonical(&canon, &len, &p, &err);
 			policy_dispose(&p);
 		}
-		policy_set_alloc_fail_hook(NULL);
+		xalloc_set_fail_hook(NULL);
 		json_set_alloc_funcs(malloc, free);
 		alloc_budget = -1;
 		free(canon);

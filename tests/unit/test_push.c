@@ -2,7 +2,7 @@
  * data directory per test: chunked writes and verification, digest
  * mismatch, resume after a "restart" (new push object, hash rebuilt from the
  * file), size limit, exclusive use, unknown uploads, the idle sweep, mounts
- * from the cache store, manifest checks (references, type, JSON, size,
+ * only from a repository that holds the blob (repository links), manifest checks (references, type, JSON, size,
  * digest refs) and the push tag map. Blob bytes come from a seed. */
 #include "push.h"
 
@@ -172,21 +172,51 @@ START_TEST(sweep_removes_idle_uploads_only)
 }
 END_TEST
 
-START_TEST(mount_copies_from_cache)
+/* A fetcher standing for the mirror: only repository "mirror/ok" holds
+ * what the cache has. */
+static enum rs_code fake_fetch(void *ctx, const char *repo, const char *digest, bool manifest, struct rs_err *err)
+{
+	(void)ctx;
+	enum blobstore_kind k = manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB;
+	if (strcmp(repo, "mirror/ok") == 0 && blobstore_has(cache, k, digest))
+		return RS_OK;
+	return rs_err_set(err, RS_NOT_FOUND, "%s not in %s", digest, repo);
+}
+
+START_TEST(mounts_only_from_a_repository_that_holds_the_blob)
 {
 	struct push *p = open_push();
 	struct rs_err err = {0};
-	unsigned char *b = fixture_bytes(11, 5000);
 	char d[DIGEST_STR_SIZE];
-	digest_buffer(d, b, 5000);
-	ck_assert_int_eq(push_mount_blob(p, d, &err), RS_NOT_FOUND);
+	upload_blob(p, "t/a", 12, 3000, 3000, d);
+	ck_assert(push_holds(p, "t/a", BLOBSTORE_BLOB, d));
+	ck_assert(!push_holds(p, "t/b", BLOBSTORE_BLOB, d)); /* in the store, but not t/b's */
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "t/c", d, &err), RS_NOT_FOUND);
+	ck_assert(!push_holds(p, "t/b", BLOBSTORE_BLOB, d));
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "t/a", d, &err), RS_OK);
+	ck_assert(push_holds(p, "t/b", BLOBSTORE_BLOB, d));
+	ck_assert(!push_holds(p, "t/c", BLOBSTORE_BLOB, d));
+	/* a blob only the mirror's cache has: only a repository the mirror says holds it */
+	unsigned char *b = fixture_bytes(11, 5000);
+	char c[DIGEST_STR_SIZE];
+	digest_buffer(c, b, 5000);
 	struct blobstore_writer *w;
-	ck_assert_int_eq(blobstore_writer_new(&w, cache, BLOBSTORE_BLOB, d, 5000, &err), RS_OK);
+	ck_assert_int_eq(blobstore_writer_new(&w, cache, BLOBSTORE_BLOB, c, 5000, &err), RS_OK);
 	ck_assert_int_eq(blobstore_writer_write(w, b, 5000, &err), RS_OK);
 	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
-	ck_assert_int_eq(push_mount_blob(p, d, &err), RS_OK);
-	ck_assert(blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "mirror/ok", c, &err), RS_NOT_FOUND); /* no fetcher */
+	push_set_fetcher(p, fake_fetch, NULL);
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "mirror/no", c, &err), RS_NOT_FOUND);
+	ck_assert(!blobstore_has(push_store(p), BLOBSTORE_BLOB, c));
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "mirror/ok", c, &err), RS_OK);
+	ck_assert(push_holds(p, "t/b", BLOBSTORE_BLOB, c));
+	ck_assert_int_eq(push_mount_blob(p, "t/b", "Bad Name", c, &err), RS_BAD_INPUT);
 	free(b);
+	push_free(p);
+	/* links survive a restart */
+	p = open_push();
+	ck_assert(push_holds(p, "t/b", BLOBSTORE_BLOB, d));
+	ck_assert(!push_holds(p, "t/c", BLOBSTORE_BLOB, d));
 	push_free(p);
 }
 END_TEST
@@ -216,6 +246,11 @@ START_TEST(manifest_checks_and_tags)
 	char *bad = manifest_json(c, missing);
 	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, bad, strlen(bad), md, &err), RS_NOT_FOUND);
 	ck_assert_msg(strstr(err.msg, missing) && strstr(err.msg, "layers[0]"), "%s", err.msg);
+	/* blobs pushed to another repository do not count (issue 11) */
+	char *other = manifest_json(c, l);
+	ck_assert_int_eq(push_put_manifest(p, "t/thief", "v1", OCI_M, other, strlen(other), md, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, c) && strstr(err.msg, "config"), "%s", err.msg);
+	free(other);
 	char *m = manifest_json(c, l);
 	size_t ml = strlen(m);
 	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", "application/vnd.oci.image.index.v1+json", m, ml, md, &err),
@@ -251,8 +286,20 @@ START_TEST(manifest_checks_and_tags)
 	         "\",\"digest\":\"%s\",\"size\":1}]}",
 	         missing);
 	ck_assert_int_eq(push_put_manifest(p, "t/app", "multi", NULL, idx, strlen(idx), id, &err), RS_NOT_FOUND);
+	ck_assert(push_holds(p, "t/app", BLOBSTORE_MANIFEST, md));
+	ck_assert(!push_holds(p, "t/thief", BLOBSTORE_MANIFEST, md));
 	free(bad);
 	free(m);
+	push_free(p);
+	/* a push store written before links: links derived from the pushed tags at the next start */
+	char cmd[4200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/push/links'", fixture_dir());
+	ck_assert_int_eq(system(cmd), 0);
+	p = open_push();
+	ck_assert(push_holds(p, "t/app", BLOBSTORE_MANIFEST, md)); /* tag v1 */
+	ck_assert(push_holds(p, "t/app", BLOBSTORE_BLOB, c));
+	ck_assert(push_holds(p, "t/app", BLOBSTORE_BLOB, l));
+	ck_assert(!push_holds(p, "t/thief", BLOBSTORE_BLOB, l));
 	push_free(p);
 }
 END_TEST
@@ -267,7 +314,7 @@ static Suite *push_suite(void)
 	tcase_add_test(tc, resumes_after_restart);
 	tcase_add_test(tc, refuses_oversized_busy_and_unknown_uploads);
 	tcase_add_test(tc, sweep_removes_idle_uploads_only);
-	tcase_add_test(tc, mount_copies_from_cache);
+	tcase_add_test(tc, mounts_only_from_a_repository_that_holds_the_blob);
 	tcase_add_test(tc, manifest_checks_and_tags);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1,6 +1,6 @@
 /* Unit tests for proxy/route.c: upstream choice, name/tag grammar, Range
  * parsing and the error mapping, each with hostile inputs. */
-#include "proxy/route.h"
+#include "proxy/server/route.h"
 #include "config/refname.h"
 
 #include "fixture.h"

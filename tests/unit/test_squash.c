@@ -6,6 +6,7 @@
 #include "policy.h"
 
 #include "fixture.h"
+#include "xalloc.h"
 #include "squash.h"
 #include "strip.h"
 
@@ -488,9 +489,9 @@ START_TEST(every_allocation_failure_gives_nomem)
 	long n;
 	for (n = 0;; n++) {
 		alloc_budget = n;
-		squash_set_alloc_fail_hook(budget_exhausted);
+		xalloc_set_fail_hook(budget_exhausted);
 		enum rs_code rc = scenario(strip, &err);
-		squash_set_alloc_fail_hook(NULL);
+		xalloc_set_fail_hook(NULL);
 		alloc_budget = -1;
 		if (rc == RS_OK)
 			break;

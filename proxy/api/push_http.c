@@ -4,7 +4,8 @@
  * Routes (name is the repository as the client writes it):
  *   POST   /v2/<name>/blobs/uploads/                 202 new upload (Location, Range 0-0, Docker-Upload-UUID)
  *   POST   /v2/<name>/blobs/uploads/?digest=<d>      201 monolithic upload (body is the blob)
- *   POST   /v2/<name>/blobs/uploads/?mount=<d>[&from=<repo>]  201 when the blob is here, else 202 as above
+ *   POST   /v2/<name>/blobs/uploads/?mount=<d>&from=<repo>  201 when <repo> holds the blob and the client
+ *                                                    may pull <repo>, else 202 as above (no from=: 202)
  *   PATCH  /v2/<name>/blobs/uploads/<uuid>           202 chunk (Content-Range "a-b" must start at the size
  *                                                    and agree with the chunk's length: else 416)
  *   PUT    /v2/<name>/blobs/uploads/<uuid>?digest=<d> 201 last chunk (optional) and verification
@@ -621,13 +622,12 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	if (w->kind == W_UPLOAD_START) {
 		const char *mount = arg(rq, "mount");
 		const char *from = arg(rq, "from");
-		if (mount && (!from || refname_repo_valid(from))) {
-			/* Mounting needs pull on the source repository; else a plain upload
-			 * (spec, "Mounting a blob": 202 when the registry cannot mount).
-			 * Without from= (the spec lets a registry treat it as optional) it
-			 * needs pull on the target: regslim serves a blob it holds by
-			 * digest to anyone who may pull there, so the mount grants nothing
-			 * more. */
+		if (mount && from && refname_repo_valid(from)) {
+			/* Mounting needs pull on the source repository, and the source
+			 * must hold the blob (push_mount_blob); else a plain upload (spec,
+			 * "Mounting a blob": 202 when the registry cannot mount). Without
+			 * from= there is no mount at all: holding a digest somewhere in
+			 * regslim gives no right to it (issue 11). */
 			struct auth_decision d = {.verdict = AUTH_ALLOW};
 			char addr[64];
 			client_addr(rq, addr, sizeof(addr));
@@ -635,8 +635,9 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 			if (ph->auth)
 				auth_decide(ph->auth,
 				            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-				            &client, from ? from : w->name, AUTH_PULL, time(NULL), &d);
-			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, mount, &err) == RS_OK) {
+				            &client, from, AUTH_PULL, time(NULL), &d);
+			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, w->name, from, mount, &err) == RS_OK) {
+				log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
 				rq->answered = true;
 				*ret = blob_created(rq, w, mount);
 				return false;
@@ -839,6 +840,7 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 	bool by_tag = strchr(w->ref, ':') == NULL;
 	struct blobstore *store = push_store(ph->push);
 	bool had = blobstore_has(store, BLOBSTORE_MANIFEST, digest);
+	bool had_link = push_holds(ph->push, w->name, BLOBSTORE_MANIFEST, digest);
 	if (push_put_manifest(ph->push, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
 		return fail(rq, w, &err, 0, false);
 	struct gate_report rep = {0};
@@ -873,6 +875,8 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		 * pulled by digest from regslim; the report stays. */
 		if (!had)
 			blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+		if (!had_link)
+			push_forget_manifest(ph->push, w->name, digest);
 		meta.verdict = "denied";
 		save_report(ph, &rep, &meta);
 		if (gate_report_text(&text, &rep, GATE_DENY, &err) != RS_OK) {
@@ -891,15 +895,16 @@ static enum MHD_Result gated_manifest_put(struct push_http *ph, struct request *
 		goto done;
 	}
 	if (by_tag) {
-		char store_dir[4096], tmp_dir[4096];
-		snprintf(store_dir, sizeof(store_dir), "%s/push", ph->cfg->data_dir);
+		char tmp_dir[4096];
 		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
 		rs_err_clear(&err);
-		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, store_dir, tmp_dir, w->name, w->ref, digest, &err);
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, tmp_dir, w->name, w->ref, digest, &err);
 		if (frc == RS_BAD_INPUT) {
 			/* the image passed the policy but cannot be optimized: the client's to fix */
 			if (!had)
 				blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+			if (!had_link)
+				push_forget_manifest(ph->push, w->name, digest);
 			metrics_gate_push("invalid");
 			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
 			ret = reply_error(rq, 400, "MANIFEST_INVALID", err.msg, NULL, 0);

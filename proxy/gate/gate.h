@@ -125,15 +125,14 @@ RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report
 					    struct rs_err *err);
 
 /* Push repo:tag (manifest digest in store) to the push upstream of cfg per
- * p's mode. store_dir is the push store's data directory (<data>/push),
- * tmp_dir a directory on the same file system for the temporary layouts.
+ * p's mode. tmp_dir is a directory on the store's file system for the
+ * temporary layouts (blobstore_export_layout hard-links into them).
  * out (zeroed by the caller; gate_outcome_dispose also on error) receives
  * what went where and the optimizer's report. RS_UPSTREAM for upstream
  * failures, anything the pipeline returns. */
 RS_MUST_CHECK enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p,
-					const struct rs_config *cfg, struct blobstore *store, const char *store_dir,
-					const char *tmp_dir, const char *repo, const char *tag, const char *digest,
-					struct rs_err *err);
+					const struct rs_config *cfg, struct blobstore *store, const char *tmp_dir,
+					const char *repo, const char *tag, const char *digest, struct rs_err *err);
 
 /* ---- the stored report (gate_report.c) ---- */
 

@@ -7,8 +7,11 @@
  * Pushed images are kept locally in their own store, <data>/push/ (same
  * layout as the cache, see blobstore.h), which is never evicted and whose
  * tag maps are separate from the mirror's cached upstream tags: a pushed tag
- * shadows the upstream's tag of the same repository name. push_http.c turns
- * these calls into HTTP; registry.c reads pushed content through
+ * shadows the upstream's tag of the same repository name. Every object is
+ * linked to the repositories that hold it (blobstore.h "Repository links",
+ * namespace "pushed"): an upload completed in the repository, a mount from
+ * a repository that holds it, a manifest PUT there. push_http.c turns these
+ * calls into HTTP; registry.c reads pushed content through push_holds(),
  * push_store() and push_get_tag(). Forwarding pushes upstream is not here. */
 #ifndef RS_PROXY_PUSH_H
 #define RS_PROXY_PUSH_H
@@ -59,8 +62,8 @@ RS_MUST_CHECK enum rs_code push_upload_write(struct push_upload *u, const void *
 
 /* Finish: the bytes must hash to digest (RS_DIGEST_MISMATCH, and the upload
  * is removed; RS_DIGEST_INVALID for a bad digest string, the upload kept).
- * On success the blob is in the push store and the upload is gone. Releases
- * u whatever the outcome. */
+ * On success the blob is in the push store, linked to the upload's
+ * repository, and the upload is gone. Releases u whatever the outcome. */
 RS_MUST_CHECK enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struct rs_err *err);
 
 /* Release u, keeping the upload for later requests. NULL is fine. */
@@ -69,25 +72,40 @@ void push_upload_close(struct push_upload *u);
 /* Remove the upload and release u. */
 void push_upload_cancel(struct push_upload *u);
 
-/* Make blob digest available to the push store: RS_OK when it is there or
- * was copied from the cache store; RS_NOT_FOUND when neither has it. */
-RS_MUST_CHECK enum rs_code push_mount_blob(struct push *p, const char *digest, struct rs_err *err);
+/* Does repository repo hold object digest in the push store (linked there,
+ * and the bytes present)? Only then may it be served under repo. */
+bool push_holds(struct push *p, const char *repo, enum blobstore_kind kind, const char *digest);
+
+/* Mount blob digest from repository from into repo. The caller checked that
+ * the client may pull from. RS_OK when from holds the blob (pushed or
+ * mounted there, or held by the mirror's repository from: see
+ * push_set_fetcher) and it is now linked to repo too; RS_NOT_FOUND when from
+ * does not hold it (content of other repositories never counts);
+ * RS_BAD_INPUT for an invalid name. */
+RS_MUST_CHECK enum rs_code push_mount_blob(struct push *p, const char *repo, const char *from, const char *digest,
+                                           struct rs_err *err);
+
+/* Remove repo's link to manifest digest (a push the gate refused). */
+void push_forget_manifest(struct push *p, const char *repo, const char *digest);
 
 /* Store a pushed manifest for repo under ref (a tag, or the digest of body).
  * content_type (may be NULL or generic) and the body's mediaType decide the
  * type: OCI or Docker image manifest or index. The body must be valid JSON
  * of that type (RS_BAD_INPUT), at most limits.manifest_max_bytes
- * (RS_TOO_LARGE), every referenced blob or manifest must exist
- * (RS_NOT_FOUND naming the digest), a digest ref must match the body
+ * (RS_TOO_LARGE), every referenced blob or manifest must be held by repo
+ * (pushed or mounted there, or held by the mirror's repo; RS_NOT_FOUND
+ * naming the digest), a digest ref must match the body
  * (RS_DIGEST_MISMATCH). out_digest receives the manifest's digest. */
-/* Fetches a blob (manifest false) or manifest (true) that a pushed manifest
- * references but neither the push store nor the cache holds, into the cache.
- * repo is the repository as the client named it. Called from the request's
- * thread; returns RS_NOT_FOUND when the upstream has none either. */
+/* The mirror's side of a reference or mount: RS_OK only when the mirror's
+ * repository repo (as the client names it, routed like a pull) holds the blob
+ * (manifest false) or manifest (true), i.e. it is linked there or the
+ * upstream confirms it for repo now, and the cache has its bytes (fetched
+ * from the upstream for repo when absent). Called from the request's thread;
+ * RS_NOT_FOUND when the upstream does not have it under repo. */
 typedef enum rs_code (*push_fetch_fn)(void *ctx, const char *repo, const char *digest, bool manifest,
                                       struct rs_err *err);
 
-/* Let manifest PUTs fetch missing references through the mirror: a client
+/* Let manifest PUTs and mounts take references through the mirror: a client
  * that HEADs a blob sees the upstream's answer through regslim and skips the
  * upload, so the blob must come from there. fn NULL turns it off. */
 void push_set_fetcher(struct push *p, push_fetch_fn fn, void *ctx);

@@ -21,6 +21,7 @@
 
 #include "fsutil.h"
 #include "image.h"
+#include "imagejson.h"
 #include "refname.h"
 #include "rs_limits.h"
 
@@ -65,6 +66,7 @@ struct blobstore {
 	size_t nbuckets; /* power of two */
 	size_t count;
 	struct entry *lru_head, *lru_tail;
+	unsigned migrated; /* tags whose images got links at open (blobstore_links_migrated) */
 };
 
 struct blobstore_writer {
@@ -277,6 +279,8 @@ static bool is_hex(const char *s, size_t n)
 	return s[n] == '\0';
 }
 
+static enum rs_code links_from_tags(struct blobstore *bs, struct rs_err *err);
+
 static enum rs_code scan_kind(struct blobstore *bs, enum blobstore_kind kind, struct scan_list *sl,
                               struct rs_err *err)
 {
@@ -403,7 +407,7 @@ enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64
 		return rs_err_set(err, RS_NOMEM, "cannot create the store mutex");
 	}
 
-	static const char *const subdirs[] = {"blobs/sha256", "manifests/sha256", "tags", "tmp"};
+	static const char *const subdirs[] = {"blobs/sha256", "manifests/sha256", "tags", "links", "tmp"};
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
 		char p[STORE_PATH_MAX];
 		rc = path_fmt(p, err, "%s/%s", bs->root, subdirs[i]);
@@ -425,6 +429,8 @@ enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64
 		index_insert(bs, sl.v[i].e);
 		sl.v[i].e = NULL;
 	}
+	if ((rc = links_from_tags(bs, err)) != RS_OK)
+		goto out;
 	*out = bs;
 	bs = NULL;
 out:
@@ -1161,3 +1167,380 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 		*out_freed = freed;
 	return rc;
 }
+
+/* ---- repository links ------------------------------------------------- */
+
+static enum rs_code link_path(char out[STORE_PATH_MAX], const struct blobstore *bs, const char *ns, const char *repo,
+                              enum blobstore_kind kind, const char *digest, struct rs_err *err)
+{
+	if (!ns || !upstream_valid(ns))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid link namespace '%.100s'", ns ? ns : "(null)");
+	if (!repo || !refname_repo_valid(repo))
+		return rs_err_set(err, RS_BAD_INPUT,
+		                  "invalid repository name '%.100s' (distribution name grammar, at most %d bytes)",
+		                  repo ? repo : "(null)", RS_LIMIT_NAME_MAX);
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc != RS_OK)
+		return rc;
+	return path_fmt(out, err, "%s/links/%s/%s/_links/%s/%s", bs->root, ns, repo, kind_dir(kind), digest_hex(digest));
+}
+
+bool blobstore_linked(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                      const char *digest)
+{
+	char path[STORE_PATH_MAX];
+	struct rs_err err;
+	struct stat st;
+	return link_path(path, bs, ns, repo, kind, digest, &err) == RS_OK && stat(path, &st) == 0 &&
+	       S_ISREG(st.st_mode);
+}
+
+enum rs_code blobstore_link(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                            const char *digest, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX], dir[STORE_PATH_MAX];
+	enum rs_code rc = link_path(path, bs, ns, repo, kind, digest, err);
+	if (rc != RS_OK)
+		return rc;
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+		return RS_OK;
+	fsutil_parent(dir, STORE_PATH_MAX, path);
+	if ((rc = fsutil_mkdir_p(dir, NULL, err)) != RS_OK)
+		return rc;
+	char line[DIGEST_STR_SIZE + 1];
+	int n = snprintf(line, sizeof(line), "%s\n", digest);
+	return write_small_file(bs, path, line, (size_t)n, err);
+}
+
+void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                      const char *digest)
+{
+	char path[STORE_PATH_MAX];
+	struct rs_err err;
+	if (link_path(path, bs, ns, repo, kind, digest, &err) == RS_OK)
+		(void)unlink(path); /* absent is fine */
+}
+
+/* Link what manifest digest references; depth 0 for a root. */
+static enum rs_code link_refs(struct blobstore *bs, const char *ns, const char *repo, const char *digest,
+                              int depth, struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
+	if (rc != RS_OK)
+		return rc;
+	free(type);
+	enum imagejson_kind kind;
+	rc = imagejson_sniff(&kind, buf, len, digest, err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		rc = imagejson_parse_index(&x, buf, len, digest, err);
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
+			const char *c = x.manifests[i].digest;
+			if (!c || !digest_valid(c))
+				continue;
+			/* a child not in the store is linked all the same: its blobs
+			 * are confirmed one by one when they are fetched */
+			if (depth == 0 && blobstore_has(bs, BLOBSTORE_MANIFEST, c)) {
+				struct rs_err e2 = {0};
+				(void)link_refs(bs, ns, repo, c, depth + 1, &e2); /* best effort below the root */
+			}
+			rc = blobstore_link(bs, ns, repo, BLOBSTORE_MANIFEST, c, err);
+		}
+		imagejson_index_dispose(&x);
+	} else if (rc == RS_OK) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
+		if (rc == RS_OK && m.config.digest && digest_valid(m.config.digest))
+			rc = blobstore_link(bs, ns, repo, BLOBSTORE_BLOB, m.config.digest, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			if (m.layers[i].digest && digest_valid(m.layers[i].digest))
+				rc = blobstore_link(bs, ns, repo, BLOBSTORE_BLOB, m.layers[i].digest, err);
+		imagejson_manifest_dispose(&m);
+	}
+	free(buf);
+	return rc;
+}
+
+enum rs_code blobstore_link_image(struct blobstore *bs, const char *ns, const char *repo, const char *digest,
+                                  struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	enum rs_code rc = link_path(path, bs, ns, repo, BLOBSTORE_MANIFEST, digest, err);
+	if (rc == RS_OK)
+		rc = link_refs(bs, ns, repo, digest, 0, err);
+	if (rc == RS_OK)
+		rc = blobstore_link(bs, ns, repo, BLOBSTORE_MANIFEST, digest, err);
+	return rc;
+}
+
+unsigned blobstore_links_migrated(const struct blobstore *bs)
+{
+	return bs->migrated;
+}
+
+/* Link the images of the tag files in dir (<tags>/<ns>/<repo>/_tags) to repo. */
+static void migrate_tag_dir(struct blobstore *bs, const char *ns, const char *repo, const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		char path[STORE_PATH_MAX], buf[TAG_FILE_MAX + 1];
+		size_t len = 0;
+		struct blobstore_tag t;
+		struct rs_err e = {0};
+		if (l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0 ||
+		    path_fmt(path, &e, "%s/%s", dir, de->d_name) != RS_OK ||
+		    fsutil_read_into(buf, sizeof(buf), &len, path, &e) != RS_OK || memchr(buf, '\0', len) ||
+		    !parse_tag_file(buf, &t))
+			continue; /* a corrupt tag file is refetched anyway */
+		/* the tag proves the upstream (or the pusher) gave this image to
+		 * repo; a manifest that is gone leaves a stale link */
+		if (blobstore_link_image(bs, ns, repo, t.digest, &e) == RS_OK ||
+		    blobstore_link(bs, ns, repo, BLOBSTORE_MANIFEST, t.digest, &e) == RS_OK)
+			bs->migrated++;
+	}
+	closedir(d);
+}
+
+/* Walk <tags>/<ns>/<repo...>: dir is the directory of repo ("" at the top). */
+static void migrate_walk(struct blobstore *bs, const char *ns, const char *repo, const char *dir, int depth)
+{
+	if (depth > RS_LIMIT_NAME_MAX / 2)
+		return;
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sub[STORE_PATH_MAX], name[RS_LIMIT_NAME_MAX + 2];
+		struct rs_err e;
+		if (path_fmt(sub, &e, "%s/%s", dir, de->d_name) != RS_OK)
+			continue;
+		if (strcmp(de->d_name, "_tags") == 0) {
+			if (repo[0] && refname_repo_valid(repo))
+				migrate_tag_dir(bs, ns, repo, sub);
+			continue;
+		}
+		int n = snprintf(name, sizeof(name), "%s%s%s", repo, repo[0] ? "/" : "", de->d_name);
+		if (n < 0 || (size_t)n >= sizeof(name))
+			continue;
+		struct stat st;
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			migrate_walk(bs, ns, name, sub, depth + 1);
+	}
+	closedir(d);
+}
+
+static enum rs_code links_from_tags(struct blobstore *bs, struct rs_err *err)
+{
+	char marker[STORE_PATH_MAX], tags[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(marker, err, "%s/links/.from-tags", bs->root);
+	if (rc == RS_OK)
+		rc = path_fmt(tags, err, "%s/tags", bs->root);
+	if (rc != RS_OK)
+		return rc;
+	if (access(marker, F_OK) == 0)
+		return RS_OK;
+	DIR *d = opendir(tags);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			char sub[STORE_PATH_MAX];
+			struct rs_err e;
+			if (de->d_name[0] == '.' || !upstream_valid(de->d_name) ||
+			    path_fmt(sub, &e, "%s/%s", tags, de->d_name) != RS_OK)
+				continue;
+			migrate_walk(bs, de->d_name, "", sub, 0);
+		}
+		closedir(d);
+	}
+	static const char note[] = "links derived from the tag maps\n";
+	return write_small_file(bs, marker, note, sizeof(note) - 1, err);
+}
+
+/* Does manifest md (in the store) reference digest? depth 0 for a root. */
+static bool refs_digest(struct blobstore *bs, const char *md, enum blobstore_kind kind, const char *digest, int depth)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (blobstore_get_manifest(bs, md, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, &err) != RS_OK)
+		return false;
+	free(type);
+	bool found = false;
+	enum imagejson_kind k;
+	if (imagejson_sniff(&k, buf, len, md, &err) == RS_OK && k == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		if (imagejson_parse_index(&x, buf, len, md, &err) == RS_OK)
+			for (size_t i = 0; !found && i < x.manifest_count; i++) {
+				const char *c = x.manifests[i].digest;
+				if (!c || !digest_valid(c))
+					continue;
+				found = (kind == BLOBSTORE_MANIFEST && strcmp(c, digest) == 0) ||
+				        (depth == 0 && refs_digest(bs, c, kind, digest, depth + 1));
+			}
+		imagejson_index_dispose(&x);
+	} else if (kind == BLOBSTORE_BLOB) {
+		struct imagejson_manifest m = {0};
+		if (imagejson_parse_manifest(&m, buf, len, md, &err) == RS_OK) {
+			found = m.config.digest && strcmp(m.config.digest, digest) == 0;
+			for (size_t i = 0; !found && i < m.layer_count; i++)
+				found = m.layers[i].digest && strcmp(m.layers[i].digest, digest) == 0;
+		}
+		imagejson_manifest_dispose(&m);
+	}
+	free(buf);
+	return found;
+}
+
+bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                               const char *digest)
+{
+	char any[DIGEST_STR_SIZE], dir[STORE_PATH_MAX];
+	struct rs_err err;
+	/* the directory of repo's manifest links, from the path of one */
+	snprintf(any, sizeof(any), "sha256:%064d", 0);
+	if (!digest_valid(digest) || link_path(dir, bs, ns, repo, BLOBSTORE_MANIFEST, any, &err) != RS_OK)
+		return false;
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	unsigned seen = 0;
+	struct dirent *de;
+	while (!found && seen < RS_LIMIT_LINK_SCAN_MANIFESTS && (de = readdir(d)) != NULL) {
+		if (!is_hex(de->d_name, DIGEST_HEX_LEN))
+			continue;
+		char md[DIGEST_STR_SIZE];
+		snprintf(md, sizeof(md), "sha256:%.64s", de->d_name);
+		seen++;
+		found = refs_digest(bs, md, kind, digest, 0);
+	}
+	closedir(d);
+	return found;
+}
+
+/* ---- OCI layout export -------------------------------------------------- */
+
+struct export {
+	struct blobstore *bs;
+	const char *dir;
+	size_t manifest_max;
+	blobstore_fetch_fn fetch;
+	void *ctx;
+};
+
+/* Hard-link kind/digest into the layout's blobs/sha256/, fetching it first
+ * when absent. *linked: false when it is absent and may be left out. */
+static enum rs_code export_object(const struct export *x, enum blobstore_kind kind, const char *digest, bool optional,
+                                  struct rs_err *err)
+{
+	if (!digest || !digest_valid(digest))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid digest '%.80s' in a manifest", digest ? digest : "(none)");
+	const char *hex = digest_hex(digest);
+	char from[STORE_PATH_MAX], to[STORE_PATH_MAX];
+	enum rs_code rc = object_path(from, x->bs, kind, hex, "", err);
+	if (rc == RS_OK)
+		rc = path_fmt(to, err, "%s/blobs/sha256/%s", x->dir, hex);
+	for (int attempt = 0; rc == RS_OK && attempt < 2; attempt++) {
+		if (!blobstore_has(x->bs, kind, digest)) {
+			if (!x->fetch)
+				return optional ? RS_OK
+				                : rs_err_set(err, RS_NOT_FOUND, "%s %s is not in the store",
+				                             kind == BLOBSTORE_MANIFEST ? "manifest" : "blob", digest);
+			if ((rc = x->fetch(x->ctx, kind, digest, err)))
+				return rs_err_prefix(err, "fetching %s: ", digest), rc;
+		}
+		if (link(from, to) == 0 || errno == EEXIST)
+			return RS_OK;
+		if (errno != ENOENT) /* ENOENT: evicted between the check and the link, fetch again */
+			return rs_err_set(err, RS_IO, "linking %s into %s: %s", digest, x->dir, strerror(errno));
+	}
+	return rc ? rc : rs_err_set(err, RS_IO, "%s vanished from the store twice while exporting it", digest);
+}
+
+/* The manifest or index digest into the layout, and what it references. */
+static enum rs_code export_document(const struct export *x, const char *digest, int depth, char **out_type,
+                                    size_t *out_len, struct rs_err *err)
+{
+	enum rs_code rc = export_object(x, BLOBSTORE_MANIFEST, digest, false, err);
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	if (rc == RS_OK)
+		rc = blobstore_get_manifest(x->bs, digest, x->manifest_max, &buf, &len, &type, err);
+	enum imagejson_kind kind = IMAGEJSON_MANIFEST;
+	if (rc == RS_OK)
+		rc = imagejson_sniff(&kind, buf, len, digest, err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth > 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "%s: an index inside an index is not supported", digest);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index idx = {0};
+		rc = imagejson_parse_index(&idx, buf, len, digest, err);
+		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
+			rc = export_document(x, idx.manifests[i].digest, depth + 1, NULL, NULL, err);
+		imagejson_index_dispose(&idx);
+	} else if (rc == RS_OK) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
+		if (rc == RS_OK)
+			rc = export_object(x, BLOBSTORE_BLOB, m.config.digest, false, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			rc = export_object(x, BLOBSTORE_BLOB, m.layers[i].digest, true, err);
+		imagejson_manifest_dispose(&m);
+	}
+	if (rc == RS_OK && out_type) {
+		*out_type = type;
+		*out_len = len;
+		type = NULL;
+	}
+	free(type);
+	free(buf);
+	return rc;
+}
+
+enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, const char *tag, const char *dir,
+                                     size_t manifest_max, blobstore_fetch_fn fetch, void *ctx, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	enum rs_code rc = path_fmt(path, err, "%s/blobs/sha256", dir);
+	if (rc)
+		return rc;
+	if (mkdir(dir, 0700) != 0 || (rc = fsutil_mkdir_p(path, NULL, err)) != RS_OK)
+		return rc ? rc : rs_err_set(err, RS_IO, "creating %s: %s", dir, strerror(errno));
+	static const char oci_layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
+	if ((rc = path_fmt(path, err, "%s/oci-layout", dir)) ||
+	    (rc = fsutil_write_file(path, oci_layout, sizeof(oci_layout) - 1, false, err)))
+		return rc;
+	struct export x = {bs, dir, manifest_max, fetch, ctx};
+	char *type = NULL;
+	size_t len = 0;
+	rc = export_document(&x, digest, 0, &type, &len, err);
+	char *json = NULL;
+	size_t jlen = 0;
+	if (rc == RS_OK) {
+		struct imagejson_descriptor d = {.media_type = type, .digest = (char *)digest, .size = len};
+		struct imagejson_index idx = {.schema_version = 2, .manifests = &d, .manifest_count = 1};
+		if (tag)
+			rc = imagejson_kv_set(&d.annotations, &d.annotation_count, IMAGE_ANN_REF_NAME, tag, err);
+		if (rc == RS_OK)
+			rc = imagejson_write_index(&json, &jlen, &idx, err);
+		if (d.annotations)
+			imagejson_kv_free(d.annotations, d.annotation_count);
+	}
+	if (rc == RS_OK && (rc = path_fmt(path, err, "%s/index.json", dir)) == RS_OK)
+		rc = fsutil_write_file(path, json, jlen, false, err);
+	free(json);
+	free(type);
+	return rc;
+}
+

@@ -394,118 +394,14 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 
 /* ------------------------------------------------------------ the adapter */
 
-/* Put manifest digest (from the store, fetched first when absent) into the
- * layout's blobs; *out_buf and *out_type are new (free()). */
-static enum rs_code layout_manifest(struct job *j, const char *layout, const char *digest, char **out_buf,
-                                    size_t *out_len, char **out_type, struct rs_err *err)
+/* blobstore_export_layout's fetch: the registry's single-flight download of
+ * what the job's source needs, from its upstream repository. */
+static enum rs_code fetch_for_job(void *ctx, enum blobstore_kind kind, const char *digest, struct rs_err *err)
 {
-	struct optpull *op = j->op;
-	enum rs_code rc;
-	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest) &&
-	    (rc = op->ops.fetch_manifest(op->ops.ctx, j->up_index, j->repo, digest, err)))
-		return rc;
-	rc = blobstore_get_manifest(op->bs, digest, op->cfg->manifest_max_bytes, out_buf, out_len, out_type, err);
-	if (rc)
-		return rc;
-	char path[OPT_PATH_MAX + 128];
-	snprintf(path, sizeof(path), "%s/blobs/sha256/%s", layout, digest_hex(digest));
-	rc = fsutil_write_file(path, *out_buf, *out_len, false, err);
-	if (rc) {
-		free(*out_buf);
-		free(*out_type);
-		*out_buf = *out_type = NULL;
-	}
-	return rc;
-}
-
-/* Hard-link blob digest from the store into the layout (fetching it first). */
-static enum rs_code layout_blob(struct job *j, const char *layout, const char *digest, struct rs_err *err)
-{
-	struct optpull *op = j->op;
-	if (!digest_valid(digest))
-		return rs_err_set(err, RS_BAD_INPUT, "invalid blob digest '%.80s' in a manifest", digest);
-	const char *hex = digest_hex(digest);
-	char dst[OPT_PATH_MAX + 128], src[OPT_PATH_MAX + 128];
-	snprintf(dst, sizeof(dst), "%s/blobs/sha256/%s", layout, hex);
-	snprintf(src, sizeof(src), "%s/blobs/sha256/%.2s/%s", op->cfg->data_dir, hex, hex);
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (!blobstore_has(op->bs, BLOBSTORE_BLOB, digest)) {
-			enum rs_code rc = op->ops.fetch_blob(op->ops.ctx, j->up_index, j->repo, digest, err);
-			if (rc) {
-				rs_err_prefix(err, "fetching %s: ", digest);
-				return rc;
-			}
-		}
-		if (link(src, dst) == 0 || errno == EEXIST)
-			return RS_OK;
-		if (errno != ENOENT) /* evicted between the check and the link: fetch again */
-			return rs_err_set(err, RS_IO, "linking %s to %s: %s", src, dst, strerror(errno));
-	}
-	return rs_err_set(err, RS_IO, "blob %s vanished from the store twice while preparing the layout", digest);
-}
-
-static enum rs_code layout_image(struct job *j, const char *layout, const char *buf, size_t len,
-                                 struct rs_err *err)
-{
-	struct imagejson_manifest m = {0};
-	enum rs_code rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
-	if (rc)
-		return rc;
-	rc = layout_blob(j, layout, m.config.digest, err);
-	for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-		rc = layout_blob(j, layout, m.layers[i].digest, err);
-	imagejson_manifest_dispose(&m);
-	return rc;
-}
-
-/* Build the source layout in dir: oci-layout, blobs, index.json naming the source. */
-static enum rs_code build_source(struct job *j, const char *dir, struct rs_err *err)
-{
-	char path[OPT_PATH_MAX + 64];
-	enum rs_code rc;
-	snprintf(path, sizeof(path), "%s/blobs/sha256", dir);
-	if ((rc = fsutil_mkdir_p(path, NULL, err)))
-		return rc;
-	snprintf(path, sizeof(path), "%s/oci-layout", dir);
-	static const char oci_layout[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-	if ((rc = fsutil_write_file(path, oci_layout, strlen(oci_layout), false, err)))
-		return rc;
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	if ((rc = layout_manifest(j, dir, j->source, &buf, &len, &type, err)))
-		return rc;
-	enum imagejson_kind kind;
-	rc = imagejson_sniff(&kind, buf, len, "source manifest", err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index idx = {0};
-		rc = imagejson_parse_index(&idx, buf, len, "index", err);
-		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++) {
-			char *cb = NULL, *ct = NULL;
-			size_t cl = 0;
-			rc = layout_manifest(j, dir, idx.manifests[i].digest, &cb, &cl, &ct, err);
-			if (rc == RS_OK)
-				rc = layout_image(j, dir, cb, cl, err);
-			free(cb);
-			free(ct);
-		}
-		imagejson_index_dispose(&idx);
-	} else if (rc == RS_OK) {
-		rc = layout_image(j, dir, buf, len, err);
-	}
-	if (rc == RS_OK) {
-		char index[512 + DIGEST_STR_SIZE];
-		int n = snprintf(index, sizeof(index),
-		                 "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu}]}",
-		                 type, j->source, len);
-		snprintf(path, sizeof(path), "%s/index.json", dir);
-		if (n < 0 || (size_t)n >= sizeof(index) || strchr(type, '"') || strchr(type, '\\'))
-			rc = rs_err_set(err, RS_BAD_INPUT, "source media type '%.100s' cannot be written", type);
-		else
-			rc = fsutil_write_file(path, index, (size_t)n, false, err);
-	}
-	free(buf);
-	free(type);
-	return rc;
+	struct job *j = ctx;
+	const struct optpull_ops *ops = &j->op->ops;
+	return kind == BLOBSTORE_MANIFEST ? ops->fetch_manifest(ops->ctx, j->up_index, j->repo, digest, err)
+	                                  : ops->fetch_blob(ops->ctx, j->up_index, j->repo, digest, err);
 }
 
 /* Copy one output blob into the store (verified). */
@@ -653,7 +549,8 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	snprintf(dref, sizeof(dref), "oci:%s", dst);
 	struct report rep;
 	report_init(&rep);
-	enum rs_code rc = build_source(j, src, err);
+	enum rs_code rc = blobstore_export_layout(op->bs, j->source, NULL, src, op->cfg->manifest_max_bytes, fetch_for_job,
+	                                          j, err);
 	if (rc == RS_OK) {
 		struct policy eff = *j->base; /* shallow copy: borrows the loaded policy's strings */
 		enum policy_compression want = j->variant == OPTPULL_GZIP ? POLICY_COMPRESS_GZIP : POLICY_COMPRESS_ZSTD;
@@ -673,6 +570,17 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		                          &op->stopping,
 		                          pipeline_now_ms() + (uint64_t)RS_LIMIT_OPT_MAX_S * 1000};
 		rc = pipeline_run(&rep, &o, err);
+	}
+	if (rc == RS_OK) {
+		/* the report names images, never where regslim keeps them */
+		char name[RS_LIMIT_NAME_MAX + 600];
+		free(rep.source);
+		free(rep.dest);
+		snprintf(name, sizeof(name), "%s/%s@%s", op->cfg->upstreams[j->up_index].name, j->repo, j->source);
+		rep.source = report_strdup(name);
+		snprintf(name, sizeof(name), "%s/%s@%s", op->cfg->upstreams[j->up_index].name, j->repo,
+		         rep.digest);
+		rep.dest = report_strdup(name);
 	}
 	if (rc == RS_OK)
 		rc = import_output(op, dst, &rep, err);

@@ -1,5 +1,5 @@
 /* upstream_auth: challenge parsing, token answers, URL resolution and the
- * per-scope bearer-token cache for upstream.c. Pure functions plus one
+ * per-scope bearer-token cache for the transfer core (xfer.c). Pure functions plus one
  * mutex-guarded table; no network I/O and no logging (secrets pass through
  * here). URL handling uses libcurl's URL API (CURLU), JSON goes through config/wire.c. */
 #include "upstream_auth.h"

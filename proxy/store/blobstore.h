@@ -6,6 +6,8 @@
  *   <data>/manifests/sha256/<2 hex>/<64 hex>    manifest bytes, exactly as served
  *   <data>/manifests/sha256/<2 hex>/<64 hex>.type  its media type (one line)
  *   <data>/tags/<upstream>/<repo...>/<tag>.json tag -> digest, media type, fetch time
+ *   <data>/links/<ns>/<repo...>/_links/<blobs|manifests>/<64 hex>
+ *                                               repository links (the digest, one line)
  *   <data>/tmp/                                 temp files; nothing reads here
  * Every write goes to tmp/, is fsynced, verified against the expected digest
  * and size, renamed into place, and the directory fsynced. A blob that fails
@@ -101,6 +103,66 @@ RS_MUST_CHECK enum rs_code blobstore_get_tag(struct blobstore *bs, const char *u
                                              const char *tag, struct blobstore_tag *out, struct rs_err *err);
 RS_MUST_CHECK enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const char *repo,
                                              const char *tag, const struct blobstore_tag *t, struct rs_err *err);
+
+/* Repository links (issue 11; distribution's repository links): a link
+ * (ns, repo, kind, digest) records that repository repo of namespace ns (an
+ * upstream name for the mirror cache, "pushed" for the push store) holds the
+ * object: it was pushed or mounted there, or the upstream answered for that
+ * repository. Readers serve an object under a repository only through a
+ * link. A link is a small file written atomically and durably (tmp/, fsync,
+ * rename, fsync the directory); it outlives its object (an evicted blob
+ * leaves a stale link: the caller fetches again). Names follow the tag map
+ * grammar (RS_BAD_INPUT otherwise), the digest must be valid
+ * (RS_DIGEST_INVALID). Linking twice is fine. */
+RS_MUST_CHECK enum rs_code blobstore_link(struct blobstore *bs, const char *ns, const char *repo,
+                                          enum blobstore_kind kind, const char *digest, struct rs_err *err);
+/* True when the link exists (whether or not the object is in the store). */
+bool blobstore_linked(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                      const char *digest);
+/* Remove a link if it is there. */
+void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                      const char *digest);
+/* Link manifest digest and everything it references to (ns, repo): the
+ * config and layers of an image manifest, the manifests of an index and
+ * (when they are in the store) their configs and layers; the root manifest
+ * is linked last, so its link implies the others'. RS_NOT_FOUND when the
+ * manifest is not in the store (nothing is linked). */
+RS_MUST_CHECK enum rs_code blobstore_link_image(struct blobstore *bs, const char *ns, const char *repo,
+                                                const char *digest, struct rs_err *err);
+/* True when a manifest linked to (ns, repo) and in the store references
+ * digest: as a config or layer (kind BLOB) or as a manifest of an index
+ * (kind MANIFEST; blobs of an index's manifests count too). At most
+ * RS_LIMIT_LINK_SCAN_MANIFESTS linked manifests are read. For the mirror's
+ * stale-if-error only: a registry that holds a manifest holds what it
+ * references. */
+bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
+                               const char *digest);
+/* Links derived from the tag maps when the store was opened the first time
+ * with links (a data directory written before them): every tag's image is
+ * linked to its repository, once (links/.from-tags marks it done). The number
+ * of tags whose images were linked at this open (0 on later opens). */
+unsigned blobstore_links_migrated(const struct blobstore *bs);
+
+/* Bring kind/digest into the store (a fetch from the upstream, for
+ * blobstore_export_layout); RS_OK only once it is committed. */
+typedef enum rs_code (*blobstore_fetch_fn)(void *ctx, enum blobstore_kind kind, const char *digest,
+                                           struct rs_err *err);
+
+/* An OCI image layout in dir (created; it must not exist) for the manifest
+ * or index digest: oci-layout, index.json naming it (with the media type the
+ * store recorded, and tag as org.opencontainers.image.ref.name when not
+ * NULL), and every manifest, config and layer it references hard-linked from
+ * the store, so that the optimizer reads the store's own files without a
+ * copy. What the store lacks is brought first by fetch (ctx passed along);
+ * without fetch a missing manifest or config is RS_NOT_FOUND and a missing
+ * layer is left out (an image checked without its absent layers). A blob
+ * evicted between the check and the link is fetched again once. The layout
+ * is scratch: the caller removes dir. Manifests larger than manifest_max
+ * bytes are refused (RS_TOO_LARGE). RS_IO, RS_NOT_FOUND, RS_BAD_INPUT
+ * (documents that do not parse), or fetch's code. */
+RS_MUST_CHECK enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, const char *tag,
+                                                   const char *dir, size_t manifest_max, blobstore_fetch_fn fetch,
+                                                   void *ctx, struct rs_err *err);
 
 /* Bytes held under blobs/ and manifests/ (tracked, not re-scanned). */
 uint64_t blobstore_size(const struct blobstore *bs);

@@ -1,6 +1,7 @@
 /* upstream_push: pushes images to a configured upstream registry with
  * regslim's OWN credentials (the upstream's username / password from the
- * configuration; never the pushing client's). libcurl, one handle per call.
+ * configuration; never the pushing client's). Runs on the transfer core
+ * (xfer.h), one peer per upstream_push object.
  *
  * Auth: the first request learns the upstream's challenge from GET /v2/;
  * Basic is answered with the configured credentials, Bearer with a token

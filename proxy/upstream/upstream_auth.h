@@ -1,5 +1,6 @@
 /* upstream_auth: the pure parts of upstream authentication, apart from the
- * libcurl transfers in upstream.c so that they can be tested on their own.
+ * libcurl transfers of the transfer core (xfer.c) so that they can be tested
+ * on their own.
  *
  * - WWW-Authenticate challenge parsing (RFC 7235 auth-params: tokens or
  *   quoted strings with escapes, commas inside quotes, several challenges in

@@ -74,6 +74,7 @@ struct push_upload {
 	uint64_t size;
 	char data[PATH_CAP];
 	char repo_file[PATH_CAP];
+	char repo[RS_LIMIT_NAME_MAX + 1]; /* the repository the upload belongs to */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -224,6 +225,9 @@ enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blo
 	/* max_bytes 0: pushed images are the only copy, never evicted. */
 	if ((rc = blobstore_open(&p->store, dir, 0, err)))
 		goto out;
+	if (blobstore_links_migrated(p->store))
+		log_event(LOG_INFO, "push store: repository links derived from %u pushed tags (data written before links)",
+		          blobstore_links_migrated(p->store));
 	*out = p;
 	return RS_OK;
 out:
@@ -351,6 +355,7 @@ enum rs_code push_upload_open(struct push *p, const char *repo, const char *uuid
 		return rs_err_set(err, RS_NOMEM, "out of memory opening upload %s", uuid);
 	u->p = p;
 	u->fd = -1;
+	snprintf(u->repo, sizeof(u->repo), "%s", repo);
 	enum rs_code rc = upload_paths(p, uuid, u->data, u->repo_file, err);
 	if (rc) {
 		free(u);
@@ -450,6 +455,9 @@ enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struc
 	}
 	if (!blobstore_has(u->p->store, BLOBSTORE_BLOB, digest))
 		rc = copy_into(u->p->store, digest, u->fd, u->size, err);
+	/* the blob is this repository's from now on (and only this one's) */
+	if (rc == RS_OK)
+		rc = blobstore_link(u->p->store, PUSH_TAG_NS, u->repo, BLOBSTORE_BLOB, digest, err);
 	release(u, rc == RS_OK || rc == RS_DIGEST_MISMATCH);
 	return rc;
 }
@@ -512,18 +520,30 @@ void push_sweep(struct push *p, time_t now, unsigned *out_removed)
 
 /* ------------------------------------------------------------ mounts */
 
-enum rs_code push_mount_blob(struct push *p, const char *digest, struct rs_err *err)
+bool push_holds(struct push *p, const char *repo, enum blobstore_kind kind, const char *digest)
 {
-	enum rs_code rc = digest_parse(digest, err);
-	if (rc)
-		return rc;
-	if (blobstore_has(p->store, BLOBSTORE_BLOB, digest))
+	return blobstore_linked(p->store, PUSH_TAG_NS, repo, kind, digest) && blobstore_has(p->store, kind, digest);
+}
+
+/* Copy object digest from the cache into the push store (if it is not there). */
+static enum rs_code copy_from_cache(struct push *p, enum blobstore_kind kind, const char *digest, struct rs_err *err)
+{
+	if (blobstore_has(p->store, kind, digest))
 		return RS_OK;
+	if (kind == BLOBSTORE_MANIFEST) {
+		char *buf = NULL, *type = NULL;
+		size_t len = 0;
+		enum rs_code rc =
+			blobstore_get_manifest(p->cache, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, err);
+		if (rc == RS_OK)
+			rc = blobstore_put_manifest(p->store, digest, type, buf, len, err);
+		free(buf);
+		free(type);
+		return rc;
+	}
 	int fd = -1;
 	uint64_t size = 0;
-	rc = blobstore_open_object(p->cache, BLOBSTORE_BLOB, digest, &fd, &size, err);
-	if (rc == RS_NOT_FOUND)
-		return rs_err_set(err, RS_NOT_FOUND, "blob %s is unknown to this registry", digest);
+	enum rs_code rc = blobstore_open_object(p->cache, BLOBSTORE_BLOB, digest, &fd, &size, err);
 	if (rc)
 		return rc;
 	rc = copy_into(p->store, digest, fd, size, err);
@@ -531,26 +551,42 @@ enum rs_code push_mount_blob(struct push *p, const char *digest, struct rs_err *
 	return rc;
 }
 
-/* A manifest referenced by an index: in the push store, or copied there from
- * the cache. */
-static enum rs_code have_manifest(struct push *p, const char *digest, struct rs_err *err)
+/* Make object digest of repository src available to repository dst in the
+ * push store: src holds it when it was pushed or mounted there, or when the
+ * mirror's repository src holds it (the fetcher: linked, or confirmed by the
+ * upstream for src). RS_NOT_FOUND otherwise. */
+static enum rs_code take(struct push *p, const char *dst, const char *src, enum blobstore_kind kind,
+                         const char *digest, struct rs_err *err)
 {
-	if (blobstore_has(p->store, BLOBSTORE_MANIFEST, digest))
-		return RS_OK;
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	struct rs_err e2 = {0};
-	enum rs_code rc = blobstore_get_manifest(p->cache, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, &e2);
-	if (rc == RS_NOT_FOUND)
-		return rs_err_set(err, RS_NOT_FOUND, "manifest %s is unknown to this registry", digest);
-	if (rc) {
-		*err = e2;
-		return rc;
+	enum rs_code rc = RS_OK;
+	if (!push_holds(p, src, kind, digest)) {
+		struct rs_err fe = {0};
+		if (!p->fetch || p->fetch(p->fetch_ctx, src, digest, kind == BLOBSTORE_MANIFEST, &fe) != RS_OK)
+			return rs_err_set(err, RS_NOT_FOUND, "%s %s is unknown to repository %.200s",
+			                  kind == BLOBSTORE_MANIFEST ? "manifest" : "blob", digest, src);
+		if ((rc = copy_from_cache(p, kind, digest, err)) == RS_NOT_FOUND)
+			return rs_err_set(err, RS_NOT_FOUND, "%s %s left the cache before it could be kept",
+			                  kind == BLOBSTORE_MANIFEST ? "manifest" : "blob", digest);
 	}
-	rc = blobstore_put_manifest(p->store, digest, type, buf, len, err);
-	free(buf);
-	free(type);
+	if (rc == RS_OK)
+		rc = blobstore_link(p->store, PUSH_TAG_NS, dst, kind, digest, err);
 	return rc;
+}
+
+enum rs_code push_mount_blob(struct push *p, const char *repo, const char *from, const char *digest,
+                             struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc)
+		return rc;
+	if (!refname_repo_valid(repo) || !refname_repo_valid(from))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid repository name in a mount");
+	return take(p, repo, from, BLOBSTORE_BLOB, digest, err);
+}
+
+void push_forget_manifest(struct push *p, const char *repo, const char *digest)
+{
+	blobstore_unlink(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest);
 }
 
 /* ------------------------------------------------------------ manifests */
@@ -583,14 +619,11 @@ static enum rs_code check_ref(struct push *p, const char *repo, const struct ima
 	if (!d->digest || !digest_valid(d->digest))
 		return rs_err_set(err, RS_BAD_INPUT, "%s.digest '%.80s' is not a sha256 digest", where,
 		                  d->digest ? d->digest : "(missing)");
-	enum rs_code rc = manifest ? have_manifest(p, d->digest, err) : push_mount_blob(p, d->digest, err);
-	if (rc == RS_NOT_FOUND && p->fetch) {
-		/* The client may have skipped the upload because regslim's read
-		 * side found the blob upstream: fetch it from there (verified). */
-		struct rs_err fe = {0};
-		if (p->fetch(p->fetch_ctx, repo, d->digest, manifest, &fe) == RS_OK)
-			rc = manifest ? have_manifest(p, d->digest, err) : push_mount_blob(p, d->digest, err);
-	}
+	/* A reference must be held by repo itself: pushed or mounted there, or
+	 * (a client that HEADed it through regslim's read side and skipped the
+	 * upload) held by the mirror's repo, fetched from there and verified.
+	 * Content of other repositories never satisfies it. */
+	enum rs_code rc = take(p, repo, repo, manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB, d->digest, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "%s %s (%s) is unknown to this registry; push it first",
 		                  manifest ? "manifest" : "blob", d->digest, where);
@@ -687,6 +720,8 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 	if (rc)
 		return rc;
 	if ((rc = blobstore_put_manifest(p->store, digest, type, body, len, err)))
+		return rc;
+	if ((rc = blobstore_link(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest, err)))
 		return rc;
 	if (!strchr(ref, ':')) {
 		struct blobstore_tag tag = {0};

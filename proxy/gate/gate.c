@@ -737,13 +737,6 @@ struct dir_src {
 	const char *dir; /* OCI layout */
 };
 
-/* dir "/" name into out; false when it does not fit. */
-__attribute__((noinline)) static bool pjoin(char *out, size_t cap, const char *dir, const char *name)
-{
-	int n = snprintf(out, cap, "%s/%s", dir, name);
-	return n >= 0 && (size_t)n < cap;
-}
-
 static void blob_path(char *out, size_t cap, const char *dir, const char *digest)
 {
 	int n = snprintf(out, cap, "%s/blobs/sha256/%s", dir, digest + 7);
@@ -790,102 +783,6 @@ static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf,
 }
 
 /* Hard-link (else copy is not needed: same file system) an object of the push store into the layout. */
-static enum rs_code link_object(const char *store_dir, const char *kind, const char *layout, const char *digest,
-				struct rs_err *err)
-{
-	char from[4096], to[4096];
-	const char *hex = digest + 7;
-	int n = snprintf(from, sizeof(from), "%s/%s/sha256/%.2s/%s", store_dir, kind, hex, hex);
-	if (n < 0 || (size_t)n >= sizeof(from))
-		return rs_err_set(err, RS_IO, "path too long under %s", store_dir);
-	blob_path(to, sizeof(to), layout, digest);
-	if (link(from, to) != 0 && errno != EEXIST)
-		return rs_err_set(err, RS_IO, "linking %s into %s: %s", from, layout, strerror(errno));
-	return RS_OK;
-}
-
-/* An OCI layout at dir naming digest (media type mt, size) as tag, with
- * links to every object it needs. */
-static enum rs_code build_layout(const char *dir, const char *store_dir, struct blobstore *store, const char *tag,
-				 const char *digest, struct rs_err *err)
-{
-	char path[4096];
-	(void)pjoin(path, sizeof(path), dir, "blobs"); /* dir is short: a mkdtemp name */
-	if (mkdir(dir, 0700) != 0 || mkdir(path, 0700) != 0)
-		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
-	(void)pjoin(path, sizeof(path), dir, "blobs/sha256"); /* dir is short: a mkdtemp name */
-	if (mkdir(path, 0700) != 0)
-		return rs_err_set(err, RS_IO, "creating %s: %s", path, strerror(errno));
-	(void)pjoin(path, sizeof(path), dir, "oci-layout"); /* dir is short: a mkdtemp name */
-	static const char layout_json[] = "{\"imageLayoutVersion\":\"1.0.0\"}";
-	enum rs_code rc = fsutil_write_file(path, layout_json, sizeof(layout_json) - 1, false, err);
-	char *buf = NULL, *mt = NULL;
-	size_t len = 0;
-	if (rc == RS_OK)
-		rc = blobstore_get_manifest(store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &mt, err);
-	if (rc)
-		return rc;
-	rc = link_object(store_dir, "manifests", dir, digest, err);
-	enum imagejson_kind kind = IMAGEJSON_MANIFEST;
-	if (rc == RS_OK)
-		rc = imagejson_sniff(&kind, buf, len, "manifest", err);
-	/* the objects it references */
-	char **children = NULL;
-	size_t nchildren = 0;
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		rc = imagejson_parse_index(&x, buf, len, "index", err);
-		if (rc == RS_OK && x.manifest_count && !(children = calloc(x.manifest_count, sizeof(char *))))
-			rc = rs_err_set(err, RS_NOMEM, "out of memory");
-		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
-			if (!(children[i] = strdup(x.manifests[i].digest)))
-				rc = rs_err_set(err, RS_NOMEM, "out of memory");
-			nchildren = i + 1;
-			if (rc == RS_OK)
-				rc = link_object(store_dir, "manifests", dir, x.manifests[i].digest, err);
-		}
-		imagejson_index_dispose(&x);
-	}
-	for (size_t c = 0; rc == RS_OK && c < (kind == IMAGEJSON_INDEX ? nchildren : 1); c++) {
-		char *mb = buf, *cmt = NULL;
-		size_t ml = len;
-		if (kind == IMAGEJSON_INDEX &&
-		    (rc = blobstore_get_manifest(store, children[c], RS_LIMIT_MANIFEST_MAX_BYTES, &mb, &ml, &cmt, err)))
-			break;
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, mb, ml, "manifest", err);
-		if (rc == RS_OK)
-			rc = link_object(store_dir, "blobs", dir, m.config.digest, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (blobstore_has(store, BLOBSTORE_BLOB, m.layers[i].digest))
-				rc = link_object(store_dir, "blobs", dir, m.layers[i].digest, err);
-		imagejson_manifest_dispose(&m);
-		if (mb != buf)
-			free(mb);
-		free(cmt);
-	}
-	for (size_t i = 0; i < nchildren; i++)
-		free(children[i]);
-	free(children);
-	/* index.json */
-	if (rc == RS_OK) {
-		struct imagejson_descriptor d = {.media_type = mt, .digest = (char *)digest, .size = len};
-		struct imagejson_index idx = {.schema_version = 2, .manifests = &d, .manifest_count = 1};
-		char *out = NULL;
-		size_t olen = 0;
-		rc = imagejson_kv_set(&d.annotations, &d.annotation_count, "org.opencontainers.image.ref.name", tag, err);
-		if (rc == RS_OK)
-			rc = imagejson_write_index(&out, &olen, &idx, err);
-		imagejson_kv_free(d.annotations, d.annotation_count);
-		(void)pjoin(path, sizeof(path), dir, "index.json"); /* dir is short: a mkdtemp name */
-		if (rc == RS_OK)
-			rc = fsutil_write_file(path, out, olen, false, err);
-		free(out);
-	}
-	free(buf);
-	free(mt);
-	return rc;
-}
 
 /* The optimizer's JSON report as a new string (*out), or NULL if memory
  * ran out: the report is informational, its loss is not an error. */
@@ -921,13 +818,13 @@ static void scrub_path(char *msg, const char *path)
  * receives the optimized manifest's digest, *out_report its JSON report
  * (new, may be NULL), dst the layout directory. */
 static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report, const char *work,
-			     const struct rs_gate_policy *p, const char *store_dir, struct blobstore *store,
-			     const char *tag, const char *digest, struct rs_err *err)
+			     const struct rs_gate_policy *p, struct blobstore *store,
+			     const char *repo, const char *tag, const char *digest, struct rs_err *err)
 {
 	char src[4096], dst[4096], sref[4200], dref[4200];
 	snprintf(src, sizeof(src), "%s/src", work);
 	snprintf(dst, sizeof(dst), "%s/dst", work);
-	enum rs_code rc = build_layout(src, store_dir, store, tag, digest, err);
+	enum rs_code rc = blobstore_export_layout(store, digest, tag, src, RS_LIMIT_MANIFEST_MAX_BYTES, NULL, NULL, err);
 	if (rc)
 		return rc;
 	struct policy pol = {0};
@@ -940,8 +837,17 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 	report_init(&rep);
 	struct pipeline_opts o = {.src = sref, .dst = dref, .policy = &pol, .threads = 1};
 	rc = pipeline_run(&rep, &o, err);
-	if (rc == RS_OK)
+	if (rc == RS_OK) {
+		/* the report names images, never where regslim keeps them */
+		char name[4400];
+		free(rep.source);
+		free(rep.dest);
+		snprintf(name, sizeof(name), "%s:%s@%s", repo, tag, digest);
+		rep.source = report_strdup(name);
+		snprintf(name, sizeof(name), "%s:%s (optimized)", repo, tag);
+		rep.dest = report_strdup(name);
 		report_json(out_report, &rep);
+	}
 	report_dispose(&rep);
 	policy_dispose(&pol);
 	if (rc) {
@@ -981,7 +887,7 @@ static void note_pushed(struct gate_outcome *out, const char *tag, const char *d
 }
 
 enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p, const struct rs_config *cfg,
-			  struct blobstore *store, const char *store_dir, const char *tmp_dir, const char *repo,
+			  struct blobstore *store, const char *tmp_dir, const char *repo,
 			  const char *tag, const char *digest, struct rs_err *err)
 {
 	const struct rs_upstream_config *upc =
@@ -1007,7 +913,7 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 			work[0] = '\0';
 		}
 		if (rc == RS_OK)
-			rc = optimize(opt, &out->optimizer_report, work, p, store_dir, store, tag, digest, err);
+			rc = optimize(opt, &out->optimizer_report, work, p, store, repo, tag, digest, err);
 		char otag[RS_LIMIT_TAG_MAX + 64];
 		snprintf(otag, sizeof(otag), "%s%s", tag, p->mode == GATE_MODE_PUSH_BOTH ? p->optimized_tag_suffix : "");
 		if (rc == RS_OK && strlen(otag) > 128)

@@ -163,9 +163,17 @@ static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo,
 static enum rs_code opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                        struct rs_err *err);
 
-/* push.h push_fetch_fn: a reference of a pushed manifest that only the
- * upstream has (the client saw it through regslim's read side and skipped
- * the upload) is fetched into the cache, routed like a pull of repo. */
+static bool mirror_linked(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                          const char *digest);
+static enum rs_code mirror_confirm(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                                   const char *digest, struct rs_err *err);
+
+/* push.h push_fetch_fn: does the mirror's repository (repo routed like a
+ * pull) hold digest? A reference of a pushed manifest that only the upstream
+ * has (the client saw it through regslim's read side and skipped the
+ * upload), or a mount from a mirror repository: fetched into the cache for
+ * repo when absent, and confirmed by the upstream for repo when the cached
+ * copy is not linked to it. */
 static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, bool manifest, struct rs_err *err)
 {
 	struct registry *r = ctx;
@@ -173,8 +181,14 @@ static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, 
 	enum rs_code rc = route_pick(r->cfg, NULL, repo, &t, err);
 	if (rc)
 		return rc;
-	return manifest ? opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
-	                : opt_fetch_blob(r, t.up_index, t.repo, digest, err);
+	enum blobstore_kind kind = manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB;
+	if (!blobstore_has(r->store, kind, digest) &&
+	    (rc = manifest ? opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
+	                   : opt_fetch_blob(r, t.up_index, t.repo, digest, err)))
+		return rc;
+	if (!mirror_linked(r, t.up_index, t.repo, kind, digest))
+		rc = mirror_confirm(r, t.up_index, t.repo, kind, digest, err);
+	return rc;
 }
 
 enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
@@ -405,6 +419,85 @@ static bool status_ok(long s)
 	return s >= 200 && s < 300;
 }
 
+/* ------------------------------------------------------------ repository links */
+
+/* The mirror's repository links (blobstore.h): (upstream name, upstream
+ * repository) holds a cached object once the upstream answered for it. A
+ * link that cannot be written is logged: the next request asks again. */
+static bool mirror_linked(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                          const char *digest)
+{
+	return blobstore_linked(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest);
+}
+
+static void mirror_link(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                        const char *digest)
+{
+	struct rs_err err = {0};
+	if (blobstore_link(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest, &err) != RS_OK)
+		log_event(LOG_WARN, "could not link %s to %s/%s: %s", digest, r->cfg->upstreams[up_index].name, repo,
+		          err.msg);
+}
+
+/* Ask the upstream whether repo has digest (HEAD); a 2xx answer links it.
+ * RS_OK with rep->status set for any HTTP answer (rep is the caller's to
+ * dispose); RS_UPSTREAM / RS_TIMEOUT when it cannot be asked. */
+static enum rs_code mirror_ask(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                               const char *digest, struct upstream_reply *rep, struct rs_err *err)
+{
+	static const char *const acc[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX,
+	                                  IMAGE_MT_DOCKER_LIST};
+	const char *upname = r->cfg->upstreams[up_index].name;
+	metrics_upstream(upname, METRICS_UP_REQUESTS);
+	enum rs_code rc =
+		kind == BLOBSTORE_BLOB
+			? upstream_blob_head(r->ups[up_index], repo, digest, rep, err)
+			: upstream_manifest(r->ups[up_index], repo, digest, acc, 4, true, r->cfg->manifest_max_bytes, rep, err);
+	if (rc || rep->status >= 500)
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+	if (rc == RS_OK && status_ok(rep->status)) {
+		mirror_link(r, up_index, repo, kind, digest);
+		log_event(LOG_DEBUG, "upstream %s confirmed %s for %s", upname, digest, repo);
+	}
+	return rc;
+}
+
+/* mirror_ask as one code: RS_OK when the upstream confirmed (now linked),
+ * RS_NOT_FOUND for 404, RS_DENIED for 401/403, RS_UPSTREAM otherwise. */
+static enum rs_code mirror_confirm(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                                   const char *digest, struct rs_err *err)
+{
+	struct upstream_reply rep = {0};
+	enum rs_code rc = mirror_ask(r, up_index, repo, kind, digest, &rep, err);
+	const char *upname = r->cfg->upstreams[up_index].name;
+	if (rc == RS_OK && !status_ok(rep.status))
+		rc = rs_err_set(err,
+		                rep.status == 404                          ? RS_NOT_FOUND
+		                : rep.status == 401 || rep.status == 403 ? RS_DENIED
+		                                                           : RS_UPSTREAM,
+		                "upstream %s answered HTTP %ld for %s in %s", upname, rep.status, digest, repo);
+	upstream_reply_dispose(&rep);
+	return rc;
+}
+
+/* The upstream could not be asked whether repo holds a cached object (rc,
+ * or a 5xx/429 answer in rep): serve it anyway (stale-if-error) only when a
+ * manifest linked to repo references it, since a registry that holds a
+ * manifest holds what it references. Never under a repository with no such
+ * manifest. */
+static bool mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                            const char *digest, enum rs_code rc, const struct upstream_reply *rep)
+{
+	if (rc == RS_OK && rep->status < 500 && rep->status != 429)
+		return false;
+	if (!blobstore_linked_by_image(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest))
+		return false;
+	metrics_add(METRICS_STALE_SERVED, 1);
+	log_event(LOG_WARN, "serving cached %s under %s: the upstream %s could not confirm it, a manifest of %s names it",
+	          digest, repo, r->cfg->upstreams[up_index].name, repo);
+	return true;
+}
+
 /* Fetch a manifest from the upstream, verify it and store it; on success
  * rep holds the body and *out_digest its digest. want_digest (may be NULL)
  * is the digest the client asked for. */
@@ -454,6 +547,8 @@ static enum rs_code fetch_manifest(struct registry *r, const struct route_target
 	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
 	enum rs_code prc = blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
 	*out_stored = prc == RS_OK;
+	if (prc == RS_OK) /* the upstream gave it for this repository: linked there */
+		mirror_link(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, out_digest);
 	return prc;
 }
 
@@ -466,15 +561,20 @@ static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *
 	return queue_manifest(rq, body, len, type, digest);
 }
 
-/* A manifest pushed to regslim (push store): true when it was served. */
-static bool serve_pushed_manifest(struct registry *r, struct request *rq, const char *digest,
+/* A manifest pushed to regslim (push store): true when it was served. A
+ * digest is served only under a repository that holds it (name non-NULL);
+ * a pushed tag's manifest (name NULL) is its repository's by the tag map. */
+static bool serve_pushed_manifest(struct registry *r, struct request *rq, const char *name, const char *digest,
                                   enum MHD_Result *ret)
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
 	struct rs_err err = {0};
-	if (blobstore_get_manifest(push_store(push_http_push(r->ph)), digest, r->cfg->manifest_max_bytes, &buf, &len,
-	                           &type, &err) != RS_OK)
+	struct push *p = push_http_push(r->ph);
+	if (name && !push_holds(p, name, BLOBSTORE_MANIFEST, digest))
+		return false;
+	if (blobstore_get_manifest(push_store(p), digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) !=
+	    RS_OK)
 		return false;
 	rq->cache = "pushed";
 	*ret = queue_manifest(rq, buf, len, type, digest);
@@ -492,6 +592,11 @@ static bool ref_digest_ok(const char *ref, struct rs_err *err)
 	return false;
 }
 
+/* A manifest by digest is served under t only if t's repository holds it
+ * (issue 11): linked to the mirror's repository (fetched or confirmed for it
+ * by the upstream), or pushed to the name. A cached copy without a link for
+ * this repository is served only after the upstream confirms it (HEAD); a
+ * copy not cached is fetched from the upstream for this repository. */
 static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                           const struct accept_list *acc)
 {
@@ -500,25 +605,42 @@ static enum MHD_Result manifest_by_digest(struct registry *r, struct request *rq
 	if (!ref_digest_ok(t->ref, &err))
 		return queue_error(rq, &err, ROUTE_MANIFEST);
 	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
-	enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
-	if (rc == RS_OK) {
-		rq->cache = "hit";
-		metrics_cache(METRICS_MANIFEST, 1);
+	bool linked = had_copy && mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
+	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
 		return ret;
+	if (had_copy && !linked) {
+		struct upstream_reply head = {0};
+		enum rs_code rc = mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
+		if ((rc || !status_ok(head.status)) &&
+		    !mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, rc, &head)) {
+			/* not this repository's (or the upstream cannot say so now):
+			 * never served from another repository's copy */
+			rq->cache = "unlinked";
+			ret = rc ? queue_error(rq, &err, ROUTE_MANIFEST) : queue_upstream_error(rq, &head, ROUTE_MANIFEST);
+			upstream_reply_dispose(&head);
+			return ret;
+		}
+		upstream_reply_dispose(&head);
+		linked = true;
 	}
-	if (rc != RS_NOT_FOUND)
-		return queue_error(rq, &err, ROUTE_MANIFEST);
-	if (had_copy)
-		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped */
-	if (serve_pushed_manifest(r, rq, t->ref, &ret))
-		return ret;
+	if (linked) {
+		enum rs_code rc = serve_stored_manifest(r, rq, t->ref, &ret, &err);
+		if (rc == RS_OK) {
+			rq->cache = "hit";
+			metrics_cache(METRICS_MANIFEST, 1);
+			return ret;
+		}
+		if (rc != RS_NOT_FOUND)
+			return queue_error(rq, &err, ROUTE_MANIFEST);
+		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped, or it was evicted */
+	}
 	rq->cache = "miss";
 	metrics_cache(METRICS_MANIFEST, 0);
 	struct upstream_reply rep = {0};
 	char digest[DIGEST_STR_SIZE];
 	rs_err_clear(&err);
 	bool stored;
-	rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
+	enum rs_code rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
 	if (rc)
 		ret = queue_error(rq, &err, ROUTE_MANIFEST);
 	else if (!status_ok(rep.status))
@@ -576,7 +698,7 @@ static enum MHD_Result manifest_by_tag(struct registry *r, struct request *rq, c
 	enum MHD_Result ret = MHD_NO;
 	/* A tag pushed to regslim shadows the upstream's tag of that name. */
 	if (push_get_tag(push_http_push(r->ph), t->name, t->ref, &tag, &err) == RS_OK &&
-	    serve_pushed_manifest(r, rq, tag.digest, &ret))
+	    serve_pushed_manifest(r, rq, NULL, tag.digest, &ret))
 		return ret;
 	memset(&tag, 0, sizeof(tag));
 	rs_err_clear(&err);
@@ -713,19 +835,31 @@ static enum MHD_Result blob_from_store(struct request *rq, const char *digest, i
 
 /* The download job handed to inflight.c. */
 struct download {
+	struct registry *r;
+	size_t up_index;
 	struct upstream *u;
 	const char *upname;
 	char repo[RS_LIMIT_NAME_MAX + 16];
 	char digest[DIGEST_STR_SIZE];
+	bool new_link; /* download_begin made the link: it goes again if the download fails */
 };
 
 struct download_sink {
 	struct inflight_fetch *f;
+	struct download *d;
 };
 
 static enum rs_code download_begin(void *arg, int64_t size, struct rs_err *err)
 {
 	struct download_sink *s = arg;
+	/* The upstream answered 200 for this repository: linked before any
+	 * reader is woken, so a reader that finds no link knows the download
+	 * was another repository's. */
+	struct download *d = s->d;
+	if (!mirror_linked(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest)) {
+		mirror_link(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest);
+		d->new_link = true;
+	}
 	return inflight_fetch_begin(s->f, size, err);
 }
 
@@ -739,7 +873,7 @@ static enum rs_code download_data(void *arg, const void *buf, size_t len, struct
 static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_err *err)
 {
 	struct download *d = arg;
-	struct download_sink sink = {.f = f};
+	struct download_sink sink = {.f = f, .d = d};
 	metrics_upstream(d->upname, METRICS_UP_REQUESTS);
 	metrics_upstream(d->upname, METRICS_UP_BLOB_FETCHES);
 	enum rs_code rc = upstream_blob(d->u, d->repo, d->digest, download_begin, download_data, &sink, err);
@@ -749,6 +883,17 @@ static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_
 		log_event(rc == RS_NOT_FOUND ? LOG_INFO : LOG_WARN, "download of %s from %s/%s failed: %s", d->digest,
 		          d->upname, d->repo, err->msg);
 	return rc;
+}
+
+/* inflight's arg_free, called once the download is committed or abandoned:
+ * a link made for it goes again when the blob did not make it into the store
+ * (cut off, or failed its digest check), since a link comes with its content. */
+static void download_free(void *arg)
+{
+	struct download *d = arg;
+	if (d && d->new_link && !blobstore_has(d->r->store, BLOBSTORE_BLOB, d->digest))
+		blobstore_unlink(d->r->store, d->upname, d->repo, BLOBSTORE_BLOB, d->digest);
+	free(d);
 }
 
 struct blob_stream {
@@ -804,12 +949,8 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 {
 	struct upstream_reply rep = {0};
 	struct rs_err err = {0};
-	const char *upname = r->cfg->upstreams[t->up_index].name;
-	metrics_upstream(upname, METRICS_UP_REQUESTS);
-	if (upstream_blob_head(r->ups[t->up_index], t->repo, t->ref, &rep, &err) != RS_OK) {
-		metrics_upstream(upname, METRICS_UP_ERRORS);
+	if (mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err) != RS_OK)
 		return queue_error(rq, &err, ROUTE_BLOB);
-	}
 	enum MHD_Result ret;
 	if (!status_ok(rep.status)) {
 		ret = queue_upstream_error(rq, &rep, ROUTE_BLOB);
@@ -832,6 +973,10 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 	return ret;
 }
 
+/* A blob is served under t only if t's repository holds it (issue 11):
+ * linked to the mirror's repository, or pushed to the name. A cached blob
+ * without a link for this repository is served only once the upstream
+ * confirms it (HEAD); a missing one is downloaded for this repository. */
 static enum MHD_Result blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head)
 {
 	struct rs_err err = {0};
@@ -839,7 +984,27 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		return queue_error(rq, &err, ROUTE_BLOB);
 	int fd = -1;
 	uint64_t size = 0;
-	enum rs_code rc = blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err);
+	struct push *p = push_http_push(r->ph);
+	if (push_holds(p, t->name, BLOBSTORE_BLOB, t->ref) &&
+	    blobstore_open_object(push_store(p), BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+		rq->cache = "pushed";
+		return blob_from_store(rq, t->ref, fd, size);
+	}
+	rs_err_clear(&err);
+	bool cached = blobstore_has(r->store, BLOBSTORE_BLOB, t->ref);
+	if (cached && !mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+		struct upstream_reply rep = {0};
+		enum rs_code rc = mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		if ((rc || !status_ok(rep.status)) &&
+		    !mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, rc, &rep)) {
+			rq->cache = "unlinked";
+			enum MHD_Result ret = rc ? queue_error(rq, &err, ROUTE_BLOB) : queue_upstream_error(rq, &rep, ROUTE_BLOB);
+			upstream_reply_dispose(&rep);
+			return ret;
+		}
+		upstream_reply_dispose(&rep);
+	}
+	enum rs_code rc = cached ? blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err) : RS_NOT_FOUND;
 	if (rc == RS_OK) {
 		rq->cache = "hit";
 		metrics_cache(METRICS_BLOB, 1);
@@ -847,11 +1012,6 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	}
 	if (rc != RS_NOT_FOUND)
 		return queue_error(rq, &err, ROUTE_BLOB);
-	rs_err_clear(&err);
-	if (blobstore_open_object(push_store(push_http_push(r->ph)), BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
-		rq->cache = "pushed";
-		return blob_from_store(rq, t->ref, fd, size);
-	}
 	rq->cache = "miss";
 	metrics_cache(METRICS_BLOB, 0);
 	if (head)
@@ -861,13 +1021,15 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 	struct download *d = calloc(1, sizeof(*d));
 	if (!d)
 		return MHD_NO;
+	d->r = r;
+	d->up_index = t->up_index;
 	d->u = r->ups[t->up_index];
 	d->upname = upc->name;
 	snprintf(d->repo, sizeof(d->repo), "%s", t->repo);
 	snprintf(d->digest, sizeof(d->digest), "%s", t->ref);
 	struct inflight_fetch *f = NULL;
 	rs_err_clear(&err);
-	if (inflight_join(r->inflight, t->ref, -1, download_run, d, free, &f, &err) != RS_OK)
+	if (inflight_join(r->inflight, t->ref, -1, download_run, d, download_free, &f, &err) != RS_OK)
 		return queue_error(rq, &err, ROUTE_BLOB);
 	int64_t total = -1;
 	rs_err_clear(&err);
@@ -877,6 +1039,21 @@ static enum MHD_Result blob_get(struct registry *r, struct request *rq, const st
 		if (rc == RS_DIGEST_MISMATCH)
 			err.code = RS_UPSTREAM;
 		return queue_error(rq, &err, ROUTE_BLOB);
+	}
+	/* Joined a download started for another repository (or the blob was
+	 * committed meanwhile): this repository must be confirmed too. */
+	if (!mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+		struct upstream_reply rep = {0};
+		rs_err_clear(&err);
+		rc = mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		if (rc || !status_ok(rep.status)) {
+			inflight_release(f);
+			rq->cache = "unlinked";
+			enum MHD_Result ret = rc ? queue_error(rq, &err, ROUTE_BLOB) : queue_upstream_error(rq, &rep, ROUTE_BLOB);
+			upstream_reply_dispose(&rep);
+			return ret;
+		}
+		upstream_reply_dispose(&rep);
 	}
 	struct route_range rg = {.partial = false, .start = 0, .end = UINT64_MAX};
 	if (total >= 0) {
@@ -925,12 +1102,14 @@ static enum rs_code opt_fetch_blob(void *ctx, size_t up_index, const char *repo,
 	struct download *d = calloc(1, sizeof(*d));
 	if (!d)
 		return rs_err_set(err, RS_NOMEM, "out of memory fetching %s", digest);
+	d->r = r;
+	d->up_index = up_index;
 	d->u = r->ups[up_index];
 	d->upname = upc->name;
 	snprintf(d->repo, sizeof(d->repo), "%s", repo);
 	snprintf(d->digest, sizeof(d->digest), "%s", digest);
 	struct inflight_fetch *f = NULL;
-	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, free, &f, err);
+	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, download_free, &f, err);
 	if (rc)
 		return rc;
 	int64_t total = -1;
@@ -1026,6 +1205,14 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 			rs_err_set(&err, RS_BAD_INPUT, "the client does not accept %s", res.media_type);
 		}
 	}
+	if (!reason && !mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, res.digest)) {
+		/* The optimized image is this repository's: made from the manifest
+		 * the upstream just gave for it. Linked (blobs first) before the
+		 * client asks for its blobs by digest. */
+		rs_err_clear(&err);
+		if (blobstore_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
+			reason = "not_cached";
+	}
 	if (!reason) {
 		rs_err_clear(&err);
 		if (serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {
@@ -1046,6 +1233,21 @@ static enum MHD_Result manifest_tag_optimized(struct registry *r, struct request
 	ret = queue_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 	free(cap.type);
 	return ret;
+}
+
+/* Replace every occurrence of path (at least as long as the replacement)
+ * in the NUL-terminated body by "<data>". */
+static void scrub_path(char *body, size_t *len, const char *path)
+{
+	static const char repl[] = "<data>";
+	size_t pl = strlen(path);
+	if (pl < sizeof(repl) - 1)
+		return;
+	for (char *p = strstr(body, path); p; p = strstr(p + sizeof(repl) - 1, path)) {
+		memcpy(p, repl, sizeof(repl) - 1);
+		memmove(p + sizeof(repl) - 1, p + pl, strlen(p + pl) + 1);
+		*len -= pl - (sizeof(repl) - 1);
+	}
 }
 
 /* GET /regslim/v1/reports/<name>/<digest>: the stored policy report of a
@@ -1069,16 +1271,30 @@ static enum MHD_Result serve_report(struct registry *r, struct request *rq)
 	struct rs_err err = {0};
 	char *body = NULL;
 	size_t len = 0;
-	/* A push's policy report (gate.h), else an optimized pull's report. */
+	/* A push's policy report (gate.h: kept per pushed repository), else the
+	 * report of an optimization for this name: only when the optimized
+	 * manifest is linked to the name's repository (it was served there). */
 	enum rs_code rc = gate_report_load(r->cfg->data_dir, name, slash + 1, &body, &len, &err);
-	if (rc == RS_NOT_FOUND && r->opt) {
+	if (rc == RS_NOT_FOUND) {
+		struct route_target t = {0};
+		struct rs_err e2 = {0};
 		err = (struct rs_err){0};
-		rc = optpull_report(r->opt, slash + 1, &body, &len, &err);
+		if (r->opt && digest_valid(slash + 1) && route_pick(r->cfg, NULL, name, &t, &e2) == RS_OK &&
+		    mirror_linked(r, t.up_index, t.repo, BLOBSTORE_MANIFEST, slash + 1))
+			rc = optpull_report(r->opt, slash + 1, &body, &len, &err);
 		if (rc == RS_NOT_FOUND)
 			rs_err_set(&err, RS_NOT_FOUND, "no policy or optimization report for %s@%s", name, slash + 1);
 	}
 	if (rc != RS_OK)
 		return queue_error(rq, &err, ROUTE_MANIFEST);
+	/* Reports written before they were kept free of host paths may name
+	 * the data directory: never shown. */
+	scrub_path(body, &len, r->cfg->data_dir);
+	char *real = realpath(r->cfg->data_dir, NULL);
+	if (real) {
+		scrub_path(body, &len, real);
+		free(real);
+	}
 	return queue_buffer(rq, 200, JSON_TYPE, body, len, true);
 }
 

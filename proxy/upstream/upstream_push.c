@@ -1,0 +1,382 @@
+/* upstream_push: the push client towards the upstream registry (see
+ * upstream_push.h), on top of the transfer core (xfer.h), which owns the
+ * libcurl handles, the bodies and the auth handshake. This file decides what
+ * to send: the GET /v2/ probe that learns the upstream's challenge once, the
+ * blob HEAD / mount / POST + PUT sequence, manifest PUTs, the walk of an image
+ * (config/imagejson.h) and what each answer means, in messages that start
+ * with "upstream <name>: ". Upload bodies stream from a file descriptor;
+ * answers are kept only up to a small cap (error messages). Never logs
+ * secrets. */
+#include "upstream_push.h"
+
+#include "digest.h"
+#include "imagejson.h"
+#include "rs_limits.h"
+#include "upstream_auth.h"
+#include "xfer.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UA "regslim-push/1"
+
+struct upstream_push {
+	const struct rs_upstream_config *up;
+	struct xfer_peer *peer;
+	bool probed; /* GET /v2/ done */
+	unsigned uploaded, skipped, manifests;
+};
+
+/* The push side's words for failures below HTTP and token refusals. */
+static enum rs_code word(struct rs_err *err, enum rs_code code, const struct xfer_fault_info *f)
+{
+	const char *name = f->cfg->name;
+	switch (f->fault) {
+	case XFER_FAULT_STALLED:
+		return rs_err_set(err, code, "upstream %s: %s: timed out (no progress for %ld s)", name, f->what,
+				  f->timeout_s);
+	case XFER_FAULT_TRANSPORT:
+		return rs_err_set(err, code, "upstream %s: %s: %s", name, f->what,
+				  f->curl_detail[0] ? f->curl_detail : f->curl_error);
+	case XFER_FAULT_TOKEN:
+		break;
+	}
+	return rs_err_set(err, code, "upstream %s: token endpoint answered %ld for scope %s%s", name, f->status,
+			  f->scope, f->status == 401 ? " (check the upstream's username and password)" : "");
+}
+
+enum rs_code upstream_push_new(struct upstream_push **out, const struct rs_upstream_config *up, struct rs_err *err)
+{
+	*out = NULL;
+	struct upstream_push *u = calloc(1, sizeof(*u));
+	if (!u)
+		return rs_err_set(err, RS_NOMEM, "out of memory starting an upstream push");
+	enum rs_code rc = xfer_peer_new(&u->peer, up, UA, word, err);
+	if (rc) {
+		free(u);
+		return rc;
+	}
+	u->up = up;
+	*out = u;
+	return RS_OK;
+}
+
+void upstream_push_free(struct upstream_push *u)
+{
+	if (!u)
+		return;
+	xfer_peer_free(u->peer);
+	free(u);
+}
+
+void upstream_push_counts(const struct upstream_push *u, unsigned *uploaded, unsigned *skipped, unsigned *manifests)
+{
+	*uploaded = u->uploaded;
+	*skipped = u->skipped;
+	*manifests = u->manifests;
+}
+
+/* ---- one request ---- */
+
+/* The registry's error message from a body, for our message. */
+static const char *reason(const struct xfer_answer *a)
+{
+	const char *m = a->body ? strstr(a->body, "\"message\"") : NULL;
+	static __thread char out[160];
+	if (m) {
+		m = strchr(m + 9, '"');
+		if (m) {
+			size_t i = 0;
+			for (m++; *m && *m != '"' && i + 1 < sizeof(out); m++)
+				out[i++] = (unsigned char)*m < 0x20 ? '?' : *m;
+			out[i] = '\0';
+			return out;
+		}
+	}
+	return "";
+}
+
+/* Learn the challenge from GET /v2/, once. */
+static enum rs_code probe(struct upstream_push *u, struct rs_err *err)
+{
+	if (u->probed)
+		return RS_OK;
+	long status = 0;
+	enum upstream_auth_scheme scheme;
+	enum rs_code rc = xfer_probe(u->peer, &status, &scheme, err);
+	if (rc == RS_OK && status != 200 && !(status == 401 && scheme != UPSTREAM_AUTH_NONE))
+		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s: GET /v2/ answered %ld", u->up->name, status);
+	if (rc == RS_OK)
+		u->probed = true;
+	return rc;
+}
+
+/* What to send besides the method and URL. */
+struct body {
+	const char *content_type;
+	const char *mem; /* or fd */
+	int fd;
+	uint64_t size;
+};
+
+/* A request with regslim's credentials (a 401 is retried once by the core):
+ * any answer but a final 401 is RS_OK with *a holding it. */
+static enum rs_code request(struct upstream_push *u, struct xfer_answer *a, enum xfer_method m, const char *url,
+			    const struct body *b, const char *scope, const char *what, struct rs_err *err)
+{
+	enum rs_code rc = probe(u, err);
+	if (rc)
+		return rc;
+	struct xfer_request r = {.method = m, .url = url, .what = what, .scope = scope, .auth = XFER_AUTH_PROBED,
+				 .sink = XFER_SINK_MEMORY, .max_bytes = RS_LIMIT_ERROR_BODY_MAX_BYTES,
+				 .timeout_code = RS_UPSTREAM, .fd = -1};
+	if (b) {
+		r.content_type = b->content_type;
+		r.body = b->mem;
+		r.fd = b->fd;
+		r.body_size = b->size;
+	}
+	rc = xfer_run(u->peer, &r, a, err);
+	if (rc == RS_OK && a->status == 401)
+		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s: %s: 401 unauthorized with regslim's credentials%s%s",
+				u->up->name, what, a->body_len ? ": " : "", reason(a));
+	return rc;
+}
+
+static enum rs_code bad_status(struct upstream_push *u, const struct xfer_answer *a, const char *what,
+			       struct rs_err *err)
+{
+	const char *why = reason(a);
+	return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s answered %ld%s%s", u->up->name, what, a->status,
+			  why[0] ? ": " : "", why);
+}
+
+/* A new string from fmt (free()); NULL when out of memory. */
+RS_PRINTF(1, 2) static char *fmt_new(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+	if (!s)
+		return NULL;
+	va_start(ap, fmt);
+	(void)vsnprintf(s, (size_t)n + 1, fmt, ap); /* sized by the first pass */
+	va_end(ap);
+	return s;
+}
+
+/* The answer's Docker-Content-Digest, when it has one, must be want. */
+static enum rs_code check_digest(struct upstream_push *u, const struct xfer_answer *a, const char *what,
+				 const char *want, struct rs_err *err)
+{
+	if (!a->digest_header || strcmp(a->digest_header, want) == 0)
+		return RS_OK;
+	return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s: the upstream stored %.80s instead of %s", u->up->name,
+			  what, a->digest_header, want);
+}
+
+/* The upload URL of a 202 answer to post: its Location (absolute, or relative
+ * to post) on the upstream's own origin, into *out (free()). */
+static enum rs_code upload_location(struct upstream_push *u, char **out, const struct xfer_answer *a,
+				    const char *post, const char *what, struct rs_err *err)
+{
+	*out = NULL;
+	if (!a->location)
+		return rs_err_set(err, RS_UPSTREAM, "upstream %s: %s answered 202 without a Location header",
+				  u->up->name, what);
+	struct rs_err lerr = {0};
+	if (upstream_auth_resolve_url(out, post, a->location, &lerr) != RS_OK)
+		return rs_err_set(err, lerr.code == RS_NOMEM ? RS_NOMEM : RS_UPSTREAM, "upstream %s: %s: %s",
+				  u->up->name, what, lerr.msg);
+	if (!upstream_auth_same_origin(*out, u->up->url)) {
+		free(*out);
+		*out = NULL;
+		return rs_err_set(err, RS_UPSTREAM,
+				  "upstream %s: %s: upload Location is on another origin; not sending credentials there",
+				  u->up->name, what);
+	}
+	return RS_OK;
+}
+
+/* POST an upload for digest into repo, or a mount from `from`: *out_loc is
+ * the upload URL (free()), NULL when the upstream mounted the blob. */
+static enum rs_code upload_start(struct upstream_push *u, char **out_loc, const char *repo, const char *digest,
+				 const char *from, const char *scope, struct rs_err *err)
+{
+	*out_loc = NULL;
+	char what[400];
+	bool mount = from && strcmp(from, repo) != 0;
+	char *mscope = mount ? fmt_new("%s repository:%s:pull", scope, from) : NULL;
+	char *post = mount ? fmt_new("%s/v2/%s/blobs/uploads/?mount=%s&from=%s", u->up->url, repo, digest, from)
+			   : fmt_new("%s/v2/%s/blobs/uploads/", u->up->url, repo);
+	if (mount)
+		snprintf(what, sizeof(what), "mount %s from %s into %s", digest, from, repo);
+	else
+		snprintf(what, sizeof(what), "POST /v2/%s/blobs/uploads/", repo);
+	struct xfer_answer a = {0};
+	enum rs_code rc = RS_OK;
+	if (!post || (mount && !mscope))
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	else
+		rc = request(u, &a, XFER_POST, post, NULL, mount ? mscope : scope, what, err);
+	if (rc == RS_OK && mount && a.status == 201)
+		u->skipped++;
+	else if (rc == RS_OK && a.status != 202)
+		rc = bad_status(u, &a, what, err);
+	else if (rc == RS_OK)
+		rc = upload_location(u, out_loc, &a, post, what, err);
+	xfer_answer_dispose(&a);
+	free(post);
+	free(mscope);
+	return rc;
+}
+
+/* PUT the bytes of digest (from src) to the upload URL loc. */
+static enum rs_code upload_put(struct upstream_push *u, const char *repo, const char *digest, const char *loc,
+			       const struct upstream_push_source *src, const char *scope, struct rs_err *err)
+{
+	struct body b = {.content_type = "application/octet-stream", .fd = -1};
+	char *put = NULL;
+	char what[400];
+	struct xfer_answer a = {0};
+	enum rs_code rc = src->open_blob(src->ctx, digest, &b.fd, &b.size, err);
+	if (rc)
+		return rc;
+	if (!(put = fmt_new("%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest))) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(what, sizeof(what), "PUT blob %s (%llu bytes) to %s", digest, (unsigned long long)b.size, repo);
+	if ((rc = request(u, &a, XFER_PUT, put, &b, scope, what, err)))
+		goto out;
+	if (a.status != 201)
+		rc = bad_status(u, &a, what, err);
+	else
+		rc = check_digest(u, &a, what, digest, err);
+out:
+	xfer_answer_dispose(&a);
+	free(put);
+	close(b.fd);
+	return rc;
+}
+
+enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
+				const struct upstream_push_source *src, const char *from, bool *out_sent,
+				struct rs_err *err)
+{
+	if (out_sent)
+		*out_sent = false;
+	char what[400];
+	char *scope = fmt_new("repository:%s:pull,push", repo);
+	char *url = fmt_new("%s/v2/%s/blobs/%s", u->up->url, repo, digest);
+	char *loc = NULL;
+	struct xfer_answer a = {0};
+	enum rs_code rc = RS_OK;
+	if (!scope || !url) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(what, sizeof(what), "HEAD /v2/%s/blobs/%s", repo, digest);
+	if ((rc = request(u, &a, XFER_HEAD, url, NULL, scope, what, err)))
+		goto out;
+	if (a.status == 200) {
+		u->skipped++;
+		goto out;
+	}
+	if ((rc = upload_start(u, &loc, repo, digest, from, scope, err)) || !loc)
+		goto out; /* failed, or mounted */
+	if ((rc = upload_put(u, repo, digest, loc, src, scope, err)))
+		goto out;
+	u->uploaded++;
+	if (out_sent)
+		*out_sent = true;
+out:
+	xfer_answer_dispose(&a);
+	free(loc);
+	free(url);
+	free(scope);
+	return rc;
+}
+
+enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref, const char *media_type,
+				    const char *body, size_t len, struct rs_err *err)
+{
+	char what[400], want[DIGEST_STR_SIZE];
+	snprintf(what, sizeof(what), "PUT /v2/%s/manifests/%s", repo, ref);
+	char *scope = fmt_new("repository:%s:pull,push", repo);
+	char *url = fmt_new("%s/v2/%s/manifests/%s", u->up->url, repo, ref);
+	struct body b = {.content_type = media_type, .mem = body, .fd = -1, .size = len};
+	struct xfer_answer a = {0};
+	enum rs_code rc = RS_OK;
+	if (!scope || !url)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	else
+		rc = request(u, &a, XFER_PUT, url, &b, scope, what, err);
+	if (rc == RS_OK && a.status != 201 && a.status != 200)
+		rc = bad_status(u, &a, what, err);
+	if (rc == RS_OK) {
+		/* the upstream must have stored these bytes, not a conversion of them */
+		digest_buffer(want, body, len);
+		rc = check_digest(u, &a, what, want, err);
+	}
+	if (rc == RS_OK)
+		u->manifests++;
+	xfer_answer_dispose(&a);
+	free(url);
+	free(scope);
+	return rc;
+}
+
+static enum rs_code push_tree(struct upstream_push *u, const char *repo, const char *ref, const char *digest,
+			      const struct upstream_push_source *src, int depth, struct rs_err *err)
+{
+	char *buf = NULL, *mt = NULL;
+	size_t len = 0;
+	enum rs_code rc = src->read_manifest(src->ctx, digest, &buf, &len, &mt, err);
+	if (rc)
+		return rc;
+	enum imagejson_kind kind;
+	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
+		goto out;
+	if (kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		if (depth > 0) {
+			rc = rs_err_set(err, RS_BAD_INPUT, "nested index %s is not supported for upstream pushes", digest);
+			goto out;
+		}
+		if ((rc = imagejson_parse_index(&x, buf, len, "index", err)))
+			goto out;
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++)
+			rc = push_tree(u, repo, x.manifests[i].digest, x.manifests[i].digest, src, depth + 1, err);
+		imagejson_index_dispose(&x);
+	} else {
+		struct imagejson_manifest m = {0};
+		if ((rc = imagejson_parse_manifest(&m, buf, len, "manifest", err)))
+			goto out;
+		rc = upstream_push_blob(u, repo, m.config.digest, src, NULL, NULL, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
+			const char *lmt = m.layers[i].media_type ? m.layers[i].media_type : "";
+			if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
+				continue;
+			rc = upstream_push_blob(u, repo, m.layers[i].digest, src, NULL, NULL, err);
+		}
+		imagejson_manifest_dispose(&m);
+	}
+	if (rc == RS_OK)
+		rc = upstream_push_manifest(u, repo, ref, mt, buf, len, err);
+out:
+	free(buf);
+	free(mt);
+	return rc;
+}
+
+enum rs_code upstream_push_image(struct upstream_push *u, const char *repo, const char *ref, const char *digest,
+				 const struct upstream_push_source *src, struct rs_err *err)
+{
+	return push_tree(u, repo, ref, digest, src, 0, err);
+}
