@@ -11,7 +11,6 @@
 #include "log.h"
 #include "metrics.h"
 
-#include <errno.h>
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <netinet/in.h>
 #include <pthread.h>

@@ -13,7 +13,10 @@
  *    handler spends on a piece (conn_guard_busy) is not body time;
  *  - an address may hold at most max_per_ip connections (IPv4: the
  *    address; IPv6: its /64); the next one is refused at once with a short
- *    503 (plain HTTP) or a closed socket (TLS).
+ *    503 (plain HTTP) or a closed socket (TLS). libmicrohttpd's own
+ *    MHD_OPTION_PER_IP_CONNECTION_LIMIT works in thread-per-connection mode
+ *    too, but resets the refused client without an answer and tells us
+ *    nothing to count or log.
  *
  * A watchdog thread checks every connection once a second and ends the
  * offending ones with shutdown(2): the connection's own thread then reads

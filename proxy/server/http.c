@@ -485,6 +485,10 @@ enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, s
 		return rs_err_set(err, RS_IO, "cannot start the %s server on %s", cfg->tls.enabled ? "HTTPS" : "HTTP",
 		                  cfg->listen);
 	}
+	if (cfg->max_connections_per_ip && cfg->max_connections_per_ip >= cfg->max_connections)
+		log_event(LOG_WARN, "max_connections_per_ip (%u) is not below max_connections (%u): one address can take "
+		                    "every connection slot",
+		          cfg->max_connections_per_ip, cfg->max_connections);
 	if ((rc = conn_guard_start(s->guard, err))) {
 		MHD_stop_daemon(s->daemon);
 		tls_server_free(s->tls);
