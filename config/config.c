@@ -41,11 +41,12 @@
 /* Sizes must survive a round trip through a JSON integer (long long). */
 #define SIZE_MAX_BYTES ((uint64_t)INT64_MAX)
 
-static const char *const top_keys[] = {"listen", "max_connections", "data_dir", "cache", "limits",
+static const char *const top_keys[] = {"listen", "max_connections", "max_connections_per_ip", "data_dir", "cache", "limits",
                                        "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
                                        NULL};
 static const char *const cache_keys[] = {"max_bytes", NULL};
-static const char *const limits_keys[] = {"manifest_max_bytes", NULL};
+static const char *const limits_keys[] = {"manifest_max_bytes", "header_timeout_s", "body_min_bytes_per_s",
+                                          "body_rate_window_s", NULL};
 static const char *const log_keys[] = {"level", "requests", NULL};
 static const char *const upstream_keys[] = {"name", "url", "default", "tag_ttl_s", "timeout_s",
                                             "tls_verify", "ca_file", "library_prefix", "auth", NULL};
@@ -1178,6 +1179,9 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 	if ((x = json_object_get(root, "max_connections")) &&
 	    (rc = get_uint(&cfg->max_connections, ld, "max_connections", x, 1, RS_LIMIT_CONNECTIONS_MAX)))
 		return rc;
+	if ((x = json_object_get(root, "max_connections_per_ip")) &&
+	    (rc = get_uint(&cfg->max_connections_per_ip, ld, "max_connections_per_ip", x, 0, RS_LIMIT_CONNECTIONS_MAX)))
+		return rc;
 	if ((x = json_object_get(root, "data_dir"))) {
 		if ((rc = get_string(&s, ld, "data_dir", x, "a non-empty directory path")))
 			return rc;
@@ -1196,6 +1200,18 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 		if ((y = json_object_get(x, "manifest_max_bytes")) &&
 		    (rc = get_size(&cfg->manifest_max_bytes, ld, "limits.manifest_max_bytes", y, 1,
 		                   RS_LIMIT_MANIFEST_HARD_MAX_BYTES)))
+			return rc;
+		if ((y = json_object_get(x, "header_timeout_s")) &&
+		    (rc = get_uint(&cfg->header_timeout_s, ld, "limits.header_timeout_s", y, 0,
+		                   RS_LIMIT_HEADER_TIMEOUT_MAX_S)))
+			return rc;
+		if ((y = json_object_get(x, "body_min_bytes_per_s")) &&
+		    (rc = get_size(&cfg->body_min_bytes_per_s, ld, "limits.body_min_bytes_per_s", y, 0,
+		                   RS_LIMIT_BODY_MIN_RATE_MAX)))
+			return rc;
+		if ((y = json_object_get(x, "body_rate_window_s")) &&
+		    (rc = get_uint(&cfg->body_rate_window_s, ld, "limits.body_rate_window_s", y, 1,
+		                   RS_LIMIT_BODY_RATE_WINDOW_MAX_S)))
 			return rc;
 	}
 	if ((x = json_object_get(root, "shutdown_grace_s")) &&
@@ -1289,6 +1305,10 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_connections = RS_LIMIT_CONNECTIONS_DEFAULT;
+	cfg->max_connections_per_ip = RS_LIMIT_CONNECTIONS_PER_IP_DEFAULT;
+	cfg->header_timeout_s = RS_LIMIT_HEADER_TIMEOUT_DEFAULT_S;
+	cfg->body_min_bytes_per_s = RS_LIMIT_BODY_MIN_RATE_DEFAULT;
+	cfg->body_rate_window_s = RS_LIMIT_BODY_RATE_WINDOW_DEFAULT_S;
 	cfg->cache_max_bytes = RS_LIMIT_CACHE_DEFAULT_BYTES;
 	cfg->manifest_max_bytes = RS_LIMIT_MANIFEST_MAX_BYTES;
 	cfg->shutdown_grace_s = RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S;
@@ -1574,14 +1594,19 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
 	put(root, "listen", json_string(cfg->listen), &ok);
 	put(root, "max_connections", json_integer(cfg->max_connections), &ok);
+	put(root, "max_connections_per_ip", json_integer(cfg->max_connections_per_ip), &ok);
 	put(root, "data_dir", json_string(cfg->data_dir), &ok);
 	json_t *cache = json_object();
 	if (cache)
 		put(cache, "max_bytes", json_integer((json_int_t)cfg->cache_max_bytes), &ok);
 	put(root, "cache", cache, &ok);
 	json_t *limits = json_object();
-	if (limits)
+	if (limits) {
 		put(limits, "manifest_max_bytes", json_integer((json_int_t)cfg->manifest_max_bytes), &ok);
+		put(limits, "header_timeout_s", json_integer(cfg->header_timeout_s), &ok);
+		put(limits, "body_min_bytes_per_s", json_integer((json_int_t)cfg->body_min_bytes_per_s), &ok);
+		put(limits, "body_rate_window_s", json_integer(cfg->body_rate_window_s), &ok);
+	}
 	put(root, "limits", limits, &ok);
 	put(root, "shutdown_grace_s", json_integer(cfg->shutdown_grace_s), &ok);
 	json_t *log = json_object();

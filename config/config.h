@@ -120,9 +120,13 @@ struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
 	unsigned max_connections;
+	unsigned max_connections_per_ip; /* per address (IPv6: per /64); 0: no cap */
 	char *data_dir;         /* default ./regslim-data */
 	uint64_t cache_max_bytes; /* eviction target; 0: no limit */
 	uint64_t manifest_max_bytes;
+	unsigned header_timeout_s;       /* limits.header_timeout_s: bound on a request head; 0: none */
+	uint64_t body_min_bytes_per_s;   /* limits.body_min_bytes_per_s: slowest request body; 0: none */
+	unsigned body_rate_window_s;     /* limits.body_rate_window_s: averaging window of that rate */
 	unsigned shutdown_grace_s;
 	char *log_level;        /* "debug" | "info" | "warn" | "error" */
 	bool log_requests;      /* one JSON line per request (default true) */

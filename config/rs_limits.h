@@ -22,6 +22,23 @@
 #define RS_LIMIT_TAG_MAX 128
 /* config: listen.max_connections */
 #define RS_LIMIT_CONNECTIONS_DEFAULT 1024
+/* config: max_connections_per_ip: connections one address (IPv6: one /64)
+ * may hold at once; 0 is no cap. A quarter of the default max_connections,
+ * so one client cannot take every slot, yet CI runners behind one NAT
+ * address pulling in parallel fit. */
+#define RS_LIMIT_CONNECTIONS_PER_IP_DEFAULT 256
+/* config: limits.header_timeout_s: the whole request head (and a new TLS
+ * connection's handshake) must arrive within this many seconds of its first
+ * byte; 0 is no bound. Real clients send a head in one packet. */
+#define RS_LIMIT_HEADER_TIMEOUT_DEFAULT_S 20
+#define RS_LIMIT_HEADER_TIMEOUT_MAX_S 3600
+/* config: limits.body_min_bytes_per_s and limits.body_rate_window_s: a
+ * request body must average this rate over every window of body time (the
+ * first window is the grace); 0 is no minimum. */
+#define RS_LIMIT_BODY_MIN_RATE_DEFAULT 1024
+#define RS_LIMIT_BODY_MIN_RATE_MAX (1024ull * 1024 * 1024)
+#define RS_LIMIT_BODY_RATE_WINDOW_DEFAULT_S 20
+#define RS_LIMIT_BODY_RATE_WINDOW_MAX_S 600
 /* config: cache.max_bytes (20 GiB) */
 #define RS_LIMIT_CACHE_DEFAULT_BYTES (20ull * 1024 * 1024 * 1024)
 /* config: upstreams[].tag_ttl_s */

@@ -313,6 +313,17 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     "# TYPE regslim_login_throttled_total counter\nregslim_login_throttled_total %llu\n",
 	     (unsigned long long)metrics_get(METRICS_LOGIN_FAILED),
 	     (unsigned long long)metrics_get(METRICS_LOGIN_THROTTLED));
+	emit(&p,
+	     "# HELP regslim_connections_dropped_total Connections ended by the limits against abusive clients: "
+	     "request head too slow (header_timeout), request body too slow (slow_body), refused because the "
+	     "address had max_connections_per_ip (per_ip_limit).\n"
+	     "# TYPE regslim_connections_dropped_total counter\n"
+	     "regslim_connections_dropped_total{reason=\"header_timeout\"} %llu\n"
+	     "regslim_connections_dropped_total{reason=\"slow_body\"} %llu\n"
+	     "regslim_connections_dropped_total{reason=\"per_ip_limit\"} %llu\n",
+	     (unsigned long long)metrics_get(METRICS_DROP_HEADER_TIMEOUT),
+	     (unsigned long long)metrics_get(METRICS_DROP_SLOW_BODY),
+	     (unsigned long long)metrics_get(METRICS_DROP_PER_IP_LIMIT));
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

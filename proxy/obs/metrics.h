@@ -17,6 +17,9 @@ enum metrics_counter {
 	METRICS_STALE_SERVED,
 	METRICS_LOGIN_FAILED,    /* wrong Basic passwords */
 	METRICS_LOGIN_THROTTLED, /* logins refused by the back-off (login_guard.h) */
+	METRICS_DROP_HEADER_TIMEOUT, /* connections ended by conn_guard.h, by reason */
+	METRICS_DROP_SLOW_BODY,
+	METRICS_DROP_PER_IP_LIMIT,
 	METRICS_COUNTER_COUNT
 };
 

@@ -3,9 +3,16 @@
  * for upstream bytes holds up nobody else. The access handler answers once the
  * request is fully read; request bodies are handed piece by piece to
  * registry_body() (uploads stream to disk, the read side discards them). The
- * completion callback logs and counts the request and frees it. */
+ * completion callback logs and counts the request and frees it.
+ *
+ * Each connection carries a struct http_conn (MHD's socket context) from
+ * the connection notifier's start to its close: its slowloris guard entry
+ * (conn_guard.h), its TLS state, and what the URL decoder saw. Requests
+ * whose framing HTTP/1.1 forbids (no Host, conflicting Content-Length) or
+ * whose decoded URL holds a NUL are refused here with 400, before routing. */
 #include "http.h"
 
+#include "conn_guard.h"
 #include "log.h"
 #include "metrics.h"
 #include "registry.h"
@@ -19,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,8 +45,23 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	struct registry *reg;
 	struct tls_server *tls; /* NULL: plain HTTP */
+	struct conn_guard *guard;
 	atomic_uint active; /* requests between first call and completion */
 };
+
+/* Per connection (MHD's socket_context), from NOTIFY_STARTED to
+ * NOTIFY_CLOSED; only the connection's own thread touches it. */
+struct http_conn {
+	struct conn_guard_conn *guard; /* NULL: unguarded (out of memory) or refused */
+	void *tls;                     /* tls_server_conn_started's context */
+	bool nul_in_url;               /* the URL decoder produced a NUL for the coming request */
+};
+
+static struct http_conn *conn_ctx(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	return ci ? ci->socket_context : NULL;
+}
 
 static uint64_t ms_since(const struct timespec *t0)
 {
@@ -48,13 +71,99 @@ static uint64_t ms_since(const struct timespec *t0)
 	return ms > 0 ? (uint64_t)ms : 0;
 }
 
+/* The header iterator of request_framing(): counts and the first value. */
+struct framing {
+	unsigned hosts, lengths, encodings;
+	const char *length; /* the first Content-Length */
+	bool lengths_differ;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct framing *f = cls;
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		f->hosts++;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		if (f->lengths++ == 0)
+			f->length = value;
+		else if (strcmp(f->length, value ? value : "") != 0)
+			f->lengths_differ = true;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->encodings++;
+	}
+	return MHD_YES;
+}
+
+/* What is wrong with the request's framing, or NULL. libmicrohttpd 0.9.75
+ * accepts all of these: it reads the body by the first Content-Length. */
+static const char *request_framing(struct MHD_Connection *conn, const char *version)
+{
+	struct framing f = {0};
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &f);
+	/* RFC 9112 section 3.2: a Host in every HTTP/1.1 request, never two. */
+	bool http11 = strcmp(version, MHD_HTTP_VERSION_1_0) != 0 && strncmp(version, "HTTP/1.", 7) == 0;
+	if (f.hosts == 0 && http11)
+		return "an HTTP/1.1 request needs a Host header (RFC 9112, section 3.2)";
+	if (f.hosts > 1)
+		return "more than one Host header (RFC 9112, section 3.2)";
+	/* Section 6.3: differing lengths leave the framing unknown; a length
+	 * next to a transfer coding is how requests are smuggled. */
+	if (f.lengths_differ)
+		return "conflicting Content-Length headers (RFC 9112, section 6.3)";
+	if (f.lengths && f.encodings)
+		return "both Transfer-Encoding and Content-Length (RFC 9112, section 6.3)";
+	return NULL;
+}
+
+/* A 400 in the registry's error format, answered on the request's first
+ * call: MHD closes the connection after it and reads no body. */
+static enum MHD_Result queue_bad_request(struct request *rq, const char *code, const char *msg)
+{
+	char body[512];
+	int n = snprintf(body, sizeof(body), "{\"errors\":[{\"code\":\"%s\",\"message\":\"%s\",\"detail\":{}}]}\n",
+	                 code, msg); /* our own constant texts: nothing to escape */
+	rq->status = MHD_HTTP_BAD_REQUEST;
+	rq->answered = true;
+	free(rq->error);
+	rq->error = strdup(msg);
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : (uint64_t)n;
+	enum MHD_Result ret = MHD_queue_response(rq->conn, MHD_HTTP_BAD_REQUEST, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* MHD_OPTION_UNESCAPE_CALLBACK: MHD's own decoding, and a note when it
+ * produced a NUL, which would silently cut the C string the handlers see
+ * ("/v2/a/manifests/v1%00../x" would be served as tag v1). Called for the
+ * path and each query argument, before the access handler. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	size_t n = MHD_http_unescape(s);
+	if (memchr(s, '\0', n)) {
+		struct http_conn *hc = conn_ctx(conn);
+		if (hc)
+			hc->nul_in_url = true;
+	}
+	return n;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_data_size,
                                  void **con_cls)
 {
-	(void)version;
 	struct http_server *s = cls;
 	struct request *rq = *con_cls;
+	struct http_conn *hc = conn_ctx(conn);
+	struct conn_guard_conn *guard = hc ? hc->guard : NULL;
 	if (rq) {
 		if (*upload_data_size) {
 			/* Write routes stream the body into their upload; the read side
@@ -62,10 +171,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 			 * the body arrives) the rest is dropped. */
 			size_t n = *upload_data_size;
 			*upload_data_size = 0;
+			conn_guard_body(guard, n);
 			if (rq->answered)
 				return MHD_YES;
-			return registry_body(s->reg, rq, upload_data, n);
+			conn_guard_busy(guard, true); /* our time is not the client's */
+			enum MHD_Result ret = registry_body(s->reg, rq, upload_data, n);
+			conn_guard_busy(guard, false);
+			if (rq->answered)
+				conn_guard_body_done(guard);
+			return ret;
 		}
+		conn_guard_body_done(guard);
 		if (rq->answered)
 			return MHD_YES;
 		/* Answering only after the full request was read keeps HTTP/1.1
@@ -73,11 +189,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		 * close the connection afterwards. */
 		return registry_handle(s->reg, rq);
 	}
-	if (s->tls) {
-		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-		if (ci)
-			tls_server_conn_served(ci->socket_context);
-	}
+	conn_guard_head_done(guard);
+	if (hc && hc->tls)
+		tls_server_conn_served(hc->tls);
 	rq = calloc(1, sizeof(*rq));
 	if (!rq)
 		return MHD_NO;
@@ -89,6 +203,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	rq->route = "other";
 	*con_cls = rq;
 	atomic_fetch_add(&s->active, 1);
+	bool nul = hc && hc->nul_in_url;
+	if (hc)
+		hc->nul_in_url = false;
+	const char *bad = request_framing(conn, version);
+	if (nul || bad) {
+		conn_guard_body_done(guard);
+		return nul ? queue_bad_request(rq, "NAME_INVALID", "the request URL has an encoded NUL byte (%00)")
+		           : queue_bad_request(rq, "UNSUPPORTED", bad);
+	}
 	return MHD_YES;
 }
 
@@ -100,6 +223,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!rq)
 		return;
 	*con_cls = NULL;
+	struct http_conn *hc = conn_ctx(conn);
+	enum conn_guard_reason dropped = hc ? conn_guard_dropped(hc->guard) : CONN_GUARD_OK;
+	if (hc)
+		conn_guard_request_done(hc->guard);
+	char drop_msg[200];
+	if (dropped)
+		conn_guard_describe(drop_msg, sizeof(drop_msg), s->guard, dropped);
 	bool ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
 	if (ok && !rq->body_counted)
 		metrics_add(METRICS_CLIENT_BYTES, rq->body_bytes);
@@ -122,7 +252,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		.cache = rq->cache,
 		.upstream = rq->upstream,
 		.ua = ua,
-		.error = rq->error ? rq->error : why,
+		.error = dropped ? drop_msg : rq->error ? rq->error : why,
 	};
 	log_request(&lr);
 	if (rq->body_free)
@@ -154,8 +284,9 @@ static void conn_peer(char *out, size_t size, struct MHD_Connection *conn)
 	snprintf(out, size, v6 ? "[%s]:%u" : "%s:%u", host, port);
 }
 
-/* Connection start and end (not requests): TLS generation pins and the
- * protocol mix-up check on the connection's first bytes. */
+/* Connection start and end (not requests): the slowloris guard, TLS
+ * generation pins and the protocol mix-up check on the first bytes. MHD
+ * calls NOTIFY_CLOSED before it closes the socket. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
@@ -164,19 +295,34 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	conn_peer(peer, sizeof(peer), conn);
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *ca = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 		if (!fd)
 			return;
+		struct http_conn *hc = calloc(1, sizeof(*hc));
+		if (!hc) {
+			log_event(LOG_ERROR, "out of memory accepting %s; closing it", peer);
+			(void)shutdown(fd->connect_fd, SHUT_RDWR); /* MHD closes it at its first read */
+			return;
+		}
+		*socket_context = hc;
+		if (!conn_guard_open(&hc->guard, s->guard, fd->connect_fd, ca ? ca->client_addr : NULL, peer))
+			return; /* refused (max_connections_per_ip): answered, logged and counted */
 		if (s->tls)
-			tls_server_conn_started(s->tls, socket_context, fd->connect_fd, peer);
+			tls_server_conn_started(s->tls, &hc->tls, fd->connect_fd, peer);
 		else
 			(void)tls_sniff_mixup(fd->connect_fd, false, peer); /* it logs what it did */
 		return;
 	}
+	struct http_conn *hc = *socket_context;
+	*socket_context = NULL;
+	if (!hc)
+		return;
 	if (s->tls) {
 		const union MHD_ConnectionInfo *si = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-		tls_server_conn_closed(s->tls, *socket_context, si ? si->tls_session : NULL, peer);
-		*socket_context = NULL;
+		tls_server_conn_closed(s->tls, hc->tls, si ? si->tls_session : NULL, peer);
 	}
+	conn_guard_close(s->guard, hc->guard);
+	free(hc);
 }
 
 /* A file body read with pread in TLS_FILE_BLOCK pieces (see http_response_from_fd). */
@@ -303,9 +449,21 @@ enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, s
 	                 MHD_USE_ERROR_LOG;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	struct conn_guard_limits lim = {
+		.header_timeout_s = cfg->header_timeout_s,
+		.body_min_bytes_per_s = cfg->body_min_bytes_per_s,
+		.body_rate_window_s = cfg->body_rate_window_s,
+		.max_per_ip = cfg->max_connections_per_ip,
+		.tls = cfg->tls.enabled,
+	};
+	if ((rc = conn_guard_new(&s->guard, &lim, err))) {
+		free(s);
+		return rc;
+	}
 	struct MHD_OptionItem tls_opts[TLS_MHD_OPTIONS] = {{MHD_OPTION_END, 0, NULL}};
 	if (cfg->tls.enabled) {
 		if ((rc = tls_server_new(&s->tls, &cfg->tls, err))) {
+			conn_guard_free(s->guard);
 			free(s);
 			return rc;
 		}
@@ -316,14 +474,27 @@ enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, s
 	                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
 	                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_IDLE_TIMEOUT_S,
 	                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-	                             on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                             on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape, s,
+	                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 	                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_ARRAY, tls_opts,
 	                             MHD_OPTION_END);
 	if (!s->daemon) {
 		tls_server_free(s->tls);
+		conn_guard_free(s->guard);
 		free(s);
 		return rs_err_set(err, RS_IO, "cannot start the %s server on %s", cfg->tls.enabled ? "HTTPS" : "HTTP",
 		                  cfg->listen);
+	}
+	if (cfg->max_connections_per_ip && cfg->max_connections_per_ip >= cfg->max_connections)
+		log_event(LOG_WARN, "max_connections_per_ip (%u) is not below max_connections (%u): one address can take "
+		                    "every connection slot",
+		          cfg->max_connections_per_ip, cfg->max_connections);
+	if ((rc = conn_guard_start(s->guard, err))) {
+		MHD_stop_daemon(s->daemon);
+		tls_server_free(s->tls);
+		conn_guard_free(s->guard);
+		free(s);
+		return rc;
 	}
 	const union MHD_DaemonInfo *li = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
 	int defer = DEFER_ACCEPT_S;
@@ -365,6 +536,7 @@ void http_stop(struct http_server *s, unsigned grace_s)
 	if (left)
 		log_event(LOG_WARN, "shutdown: %u requests still running after %us; closing them", left, grace_s);
 	MHD_stop_daemon(s->daemon);
+	conn_guard_free(s->guard); /* after the daemon: it closed every connection */
 	tls_server_free(s->tls);
 	free(s);
 }

@@ -85,6 +85,10 @@ START_TEST(defaults_mirror_docker_hub)
 	ck_assert_uint_eq(cfg.cache_max_bytes, 20ull << 30);
 	ck_assert_uint_eq(cfg.manifest_max_bytes, RS_LIMIT_MANIFEST_MAX_BYTES);
 	ck_assert_uint_eq(cfg.shutdown_grace_s, RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S);
+	ck_assert_uint_eq(cfg.max_connections_per_ip, RS_LIMIT_CONNECTIONS_PER_IP_DEFAULT);
+	ck_assert_uint_eq(cfg.header_timeout_s, RS_LIMIT_HEADER_TIMEOUT_DEFAULT_S);
+	ck_assert_uint_eq(cfg.body_min_bytes_per_s, RS_LIMIT_BODY_MIN_RATE_DEFAULT);
+	ck_assert_uint_eq(cfg.body_rate_window_s, RS_LIMIT_BODY_RATE_WINDOW_DEFAULT_S);
 	ck_assert_uint_eq(cfg.upstream_count, 1);
 	ck_assert_uint_eq(cfg.default_upstream, 0);
 	const struct rs_upstream_config *u = &cfg.upstreams[0];
@@ -122,9 +126,10 @@ START_TEST(loads_full_valid_file)
 	write_file("ghcr.pass", "file-secret\n");
 	char text[2048];
 	snprintf(text, sizeof(text),
-	         "{\"listen\": \"[::1]:5443\", \"max_connections\": 64,\n"
+	         "{\"listen\": \"[::1]:5443\", \"max_connections\": 64, \"max_connections_per_ip\": 0,\n"
 	         " \"data_dir\": \"/var/lib/regslim\",\n"
-	         " \"cache\": {\"max_bytes\": \"512MiB\"}, \"limits\": {\"manifest_max_bytes\": \"8MiB\"},\n"
+	         " \"cache\": {\"max_bytes\": \"512MiB\"}, \"limits\": {\"manifest_max_bytes\": \"8MiB\",\n"
+	         "   \"header_timeout_s\": 0, \"body_min_bytes_per_s\": \"4KiB\", \"body_rate_window_s\": 5},\n"
 	         " \"shutdown_grace_s\": 0, \"log\": {\"level\": \"debug\", \"requests\": false},\n"
 	         " \"upstreams\": [\n"
 	         "  {\"name\": \"docker.io\", \"url\": \"http://127.0.0.1:18000/\", \"tag_ttl_s\": 60,\n"
@@ -143,6 +148,10 @@ START_TEST(loads_full_valid_file)
 	ck_assert_uint_eq(cfg.cache_max_bytes, 512ull << 20);
 	ck_assert_uint_eq(cfg.manifest_max_bytes, 8ull << 20);
 	ck_assert_uint_eq(cfg.shutdown_grace_s, 0);
+	ck_assert_uint_eq(cfg.max_connections_per_ip, 0);
+	ck_assert_uint_eq(cfg.header_timeout_s, 0);
+	ck_assert_uint_eq(cfg.body_min_bytes_per_s, 4096);
+	ck_assert_uint_eq(cfg.body_rate_window_s, 5);
 	ck_assert_str_eq(cfg.log_level, "debug");
 	ck_assert(!cfg.log_requests);
 	ck_assert_uint_eq(cfg.upstream_count, 3);
