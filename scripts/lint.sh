@@ -47,5 +47,22 @@ if [ -n "$long" ]; then
   printf '%s\n' "$long" >&2
   echo "lint: a function above is longer than 150 lines; split it along a seam you can name" >&2; rc=1
 fi
+# proxy/'s rooms and their one-way doors (issue 10, docs/architecture.md): a room includes the
+# headers of rooms below it only; gate/ and optimize/ share a level, obs/ is the lowest.
+declare -A rank=([cli]=0 [api]=1 [gate]=2 [optimize]=2 [store]=3 [upstream]=4 [server]=5 [auth]=6 [obs]=7)
+declare -A room_of
+for h in proxy/*/*.h; do
+  r=${h#proxy/}; room_of[$(basename "$h")]=${r%%/*}
+done
+for f in proxy/*/*.[ch]; do
+  r=${f#proxy/}; r=${r%%/*}
+  [ -n "${rank[$r]:-}" ] || { echo "lint: $f is in proxy/$r/, a room the lint does not know" >&2; rc=1; continue; }
+  for inc in $(sed -n 's/^#include "\([^"]*\)".*/\1/p' "$f"); do
+    o=${room_of[$inc]:-}
+    if [ -n "$o" ] && [ "$o" != "$r" ] && [ "${rank[$o]}" -le "${rank[$r]}" ]; then
+      echo "lint: $f (room $r) includes $inc of room $o: doors point down only (docs/architecture.md)" >&2; rc=1
+    fi
+  done
+done
 [ $rc -eq 0 ] && echo "lint: ok"
 exit $rc

@@ -204,6 +204,21 @@ enum MHD_Result registry_body(struct registry *r, struct request *rq, const char
 	return push_http_body(r->ph, rq, data, len);
 }
 
+static enum MHD_Result handle_cb(void *ctx, struct request *rq)
+{
+	return registry_handle(ctx, rq);
+}
+
+static enum MHD_Result body_cb(void *ctx, struct request *rq, const char *data, size_t len)
+{
+	return registry_body(ctx, rq, data, len);
+}
+
+struct http_handler registry_http_handler(struct registry *r)
+{
+	return (struct http_handler){handle_cb, body_cb, r};
+}
+
 void registry_maintain(struct registry *r)
 {
 	push_http_maintain(r->ph);
@@ -701,7 +716,7 @@ static enum MHD_Result blob_from_store(struct request *rq, const char *digest, i
 		return reply_range_error(rq, &err, size);
 	}
 	struct reply_blob b = {digest, &rg, size, true};
-	return reply_blob_fd(rq, &b, fd, rq->reg->cfg->tls.enabled);
+	return reply_blob_fd(rq, &b, fd, rq->tls);
 }
 
 /* The download job handed to inflight.c. */

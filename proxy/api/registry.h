@@ -27,6 +27,9 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq);
  * error answer (rq->answered). */
 enum MHD_Result registry_body(struct registry *r, struct request *rq, const char *data, size_t len);
 
+/* The server's handler (http.h) for r: registry_handle and registry_body. */
+struct http_handler registry_http_handler(struct registry *r);
+
 /* Shutdown has begun: stop running optimizations now, so that requests
  * waiting for them are answered (with the original) within the grace. */
 void registry_shutdown(struct registry *r);

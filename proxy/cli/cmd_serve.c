@@ -121,8 +121,12 @@ int cmd_serve(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (upstream_global_init(&err) != RS_OK || registry_new(&reg, &cfg, &err) != RS_OK ||
-	    http_start(&srv, &cfg, reg, &err) != RS_OK) {
+	bool started = upstream_global_init(&err) == RS_OK && registry_new(&reg, &cfg, &err) == RS_OK;
+	if (started) {
+		struct http_handler handler = registry_http_handler(reg); /* the server calls the API through it */
+		started = http_start(&srv, &cfg, &handler, &err) == RS_OK;
+	}
+	if (!started) {
 		fprintf(stderr, "regslim: %s\n", err.msg);
 		log_event(LOG_ERROR, "startup failed: %s", err.msg);
 		goto out;

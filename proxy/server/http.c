@@ -1,8 +1,9 @@
 /* http: libmicrohttpd in thread-per-connection mode. A blocking handler is
  * fine here: each connection has its own thread, so a blob reader waiting
  * for upstream bytes holds up nobody else. The access handler answers once the
- * request is fully read; request bodies are handed piece by piece to
- * registry_body() (uploads stream to disk, the read side discards them). The
+ * request is fully read; request bodies are handed piece by piece to the
+ * handler given at start (the registry API: uploads stream to disk, the read
+ * side discards them); the server knows no route. The
  * completion callback logs and counts the request and frees it.
  *
  * Each connection carries a struct http_conn (MHD's socket context) from
@@ -15,7 +16,6 @@
 #include "conn_guard.h"
 #include "log.h"
 #include "metrics.h"
-#include "registry.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -43,7 +43,7 @@
 
 struct http_server {
 	struct MHD_Daemon *daemon;
-	struct registry *reg;
+	struct http_handler h;
 	struct tls_server *tls; /* NULL: plain HTTP */
 	struct conn_guard *guard;
 	atomic_uint active; /* requests between first call and completion */
@@ -175,7 +175,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 			if (rq->answered)
 				return MHD_YES;
 			conn_guard_busy(guard, true); /* our time is not the client's */
-			enum MHD_Result ret = registry_body(s->reg, rq, upload_data, n);
+			enum MHD_Result ret = s->h.body(s->h.ctx, rq, upload_data, n);
 			conn_guard_busy(guard, false);
 			if (rq->answered)
 				conn_guard_body_done(guard);
@@ -187,7 +187,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 		/* Answering only after the full request was read keeps HTTP/1.1
 		 * connections alive; an answer queued on the first call makes MHD
 		 * close the connection afterwards. */
-		return registry_handle(s->reg, rq);
+		return s->h.handle(s->h.ctx, rq);
 	}
 	conn_guard_head_done(guard);
 	if (hc && hc->tls)
@@ -196,7 +196,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	if (!rq)
 		return MHD_NO;
 	clock_gettime(CLOCK_MONOTONIC, &rq->start);
-	rq->reg = s->reg;
+	rq->tls = s->tls != NULL;
 	rq->conn = conn;
 	rq->method = method;
 	rq->url = url;
@@ -434,7 +434,7 @@ static enum rs_code probe_bind(const struct sockaddr_storage *ss, const char *li
 	return RS_OK;
 }
 
-enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, struct registry *reg,
+enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, const struct http_handler *h,
                         struct rs_err *err)
 {
 	struct sockaddr_storage ss;
@@ -444,7 +444,7 @@ enum rs_code http_start(struct http_server **out, const struct rs_config *cfg, s
 	struct http_server *s = calloc(1, sizeof(*s));
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "http: out of memory");
-	s->reg = reg;
+	s->h = *h;
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
 	                 MHD_USE_ERROR_LOG;
 	if (ss.ss_family == AF_INET6)
