@@ -16,6 +16,7 @@
 #include "conn_guard.h"
 #include "log.h"
 #include "metrics.h"
+#include "reply.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -116,30 +117,6 @@ static const char *request_framing(struct MHD_Connection *conn, const char *vers
 	return NULL;
 }
 
-/* A 400 in the registry's error format, answered on the request's first
- * call: MHD closes the connection after it and reads no body. */
-static enum MHD_Result queue_bad_request(struct request *rq, const char *code, const char *msg)
-{
-	char body[512];
-	int n = snprintf(body, sizeof(body), "{\"errors\":[{\"code\":\"%s\",\"message\":\"%s\",\"detail\":{}}]}\n",
-	                 code, msg); /* our own constant texts: nothing to escape */
-	rq->status = MHD_HTTP_BAD_REQUEST;
-	rq->answered = true;
-	free(rq->error);
-	rq->error = strdup(msg);
-	struct MHD_Response *resp =
-		MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
-	if (!resp)
-		return MHD_NO;
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	MHD_add_response_header(resp, "Docker-Distribution-API-Version", "registry/2.0");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-	rq->body_bytes = strcmp(rq->method, "HEAD") == 0 ? 0 : (uint64_t)n;
-	enum MHD_Result ret = MHD_queue_response(rq->conn, MHD_HTTP_BAD_REQUEST, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
 /* MHD_OPTION_UNESCAPE_CALLBACK: MHD's own decoding, and a note when it
  * produced a NUL, which would silently cut the C string the handlers see
  * ("/v2/a/manifests/v1%00../x" would be served as tag v1). Called for the
@@ -209,8 +186,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 	const char *bad = request_framing(conn, version);
 	if (nul || bad) {
 		conn_guard_body_done(guard);
-		return nul ? queue_bad_request(rq, "NAME_INVALID", "the request URL has an encoded NUL byte (%00)")
-		           : queue_bad_request(rq, "UNSUPPORTED", bad);
+		/* Answered on the first call: MHD reads no body and closes the
+		 * connection after it (RFC 9112 6.3 asks for the close). */
+		static const struct reply_header close_hdr[] = {{MHD_HTTP_HEADER_CONNECTION, "close"}};
+		rq->answered = true;
+		return nul ? reply_error(rq, RS_BAD_INPUT, REPLY_NAME, "the request URL has an encoded NUL byte (%00)",
+		                         close_hdr, 1)
+		           : reply_error(rq, RS_BAD_INPUT, REPLY_FRAMING, bad, close_hdr, 1);
 	}
 	return MHD_YES;
 }

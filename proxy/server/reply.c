@@ -87,6 +87,8 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 		return (struct reply_status){414, "NAME_INVALID"}; /* the request path */
 	if (what == REPLY_TAG && code == RS_BAD_INPUT)
 		return (struct reply_status){400, "TAG_INVALID"};
+	if (what == REPLY_FRAMING && code == RS_BAD_INPUT)
+		return (struct reply_status){400, "UNSUPPORTED"};
 	switch (code) {
 	case RS_NOT_FOUND:
 		return (struct reply_status){404, what == REPLY_MANIFEST ? "MANIFEST_UNKNOWN"

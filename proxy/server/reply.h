@@ -31,7 +31,9 @@
  * 414), a tag that breaks the grammar (RS_BAD_INPUT is TAG_INVALID), the
  * auth gate and token endpoint (401, 403, 429; any other refusal of a token
  * request is 400 UNSUPPORTED), and forwarding a pushed image upstream (502
- * when the upstream failed, else 500 UNAVAILABLE). */
+ * when the upstream failed, else 500 UNAVAILABLE). REPLY_FRAMING: a request
+ * HTTP/1.1 forbids (http.c: no Host, conflicting Content-Length; RFC 9112),
+ * RS_BAD_INPUT is 400 UNSUPPORTED. */
 enum reply_what {
 	REPLY_MANIFEST,
 	REPLY_BLOB,
@@ -43,7 +45,8 @@ enum reply_what {
 	REPLY_ENDPOINT,
 	REPLY_TAG,
 	REPLY_AUTH,
-	REPLY_FORWARD
+	REPLY_FORWARD,
+	REPLY_FRAMING
 };
 
 struct reply_status {
