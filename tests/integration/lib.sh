@@ -31,7 +31,7 @@
 set -o pipefail
 
 RS_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck disable=SC2034 # for the tests: the directory of lib.sh and faultproxy.py
+# shellcheck disable=SC2034 # for the tests: the directory of lib.sh
 RS_TEST_DIR=$RS_TOP/tests/integration
 RS_LAB_DIR=$RS_TOP/tests/lab
 if [ -z "${REGSLIM_BIN:-}" ]; then

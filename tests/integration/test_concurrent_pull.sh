@@ -189,7 +189,7 @@ FP_PORT=$((LAB_PORT_BASE + 60))
 RS2_PORT=$((LAB_PORT_BASE + 51))
 RS2_DATA=$REGSLIM_LAB/rs2
 touch "$REGSLIM_LAB/fault-on"
-if ! lab_spawn aux-faultproxy "$LOGS/faultproxy.err" python3 "$HERE/faultproxy.py" --listen "127.0.0.1:$FP_PORT" \
+if ! lab_spawn aux-faultproxy "$LOGS/faultproxy.err" python3 "$RS_LAB_DIR/faultproxy.py" --listen "127.0.0.1:$FP_PORT" \
 	--upstream "$U" --digest "$BIG" --mode truncate --while-exists "$REGSLIM_LAB/fault-on" \
 	--log "$LOGS/faultproxy.log" || ! wait_port "$FP_PORT" 10; then
 	fail "faultproxy start" "$(tail -n 2 "$LOGS/faultproxy.err")"
