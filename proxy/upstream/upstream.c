@@ -23,6 +23,7 @@
 
 #include "rs_limits.h"
 #include "xfer.h"
+#include "xfer_exchange.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,23 +41,6 @@ struct upstream {
 };
 
 /* ---- small helpers ---------------------------------------------------- */
-static char *str_printf(const char *fmt, ...) RS_PRINTF(1, 2);
-static char *str_printf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return NULL;
-	char *s = malloc((size_t)n + 1);
-	if (!s)
-		return NULL;
-	va_start(ap, fmt);
-	(void)vsnprintf(s, (size_t)n + 1, fmt, ap); /* same format, same length */
-	va_end(ap);
-	return s;
-}
 
 /* Repository names, references and queries go into URLs unescaped; the
  * registry layer validates them, this keeps a bad one from forging a
@@ -156,7 +140,7 @@ static enum rs_code memory_request(struct upstream *u, const char *path, const c
 {
 	char what[160];
 	(void)snprintf(what, sizeof(what), "%s %s", head ? "HEAD" : "GET", path); /* truncation: message only */
-	char *url = str_printf("%s%s", upstream_config(u)->url, path);
+	char *url = xfer_printf("%s%s", upstream_config(u)->url, path);
 	if (!url)
 		return rs_err_set(err, RS_NOMEM, "%s: out of memory", what);
 	struct xfer_request r = {.method = head ? XFER_HEAD : XFER_GET, .url = url, .what = what, .scope = scope,
@@ -196,8 +180,8 @@ enum rs_code upstream_manifest(struct upstream *u, const char *repo, const char 
 	for (size_t i = 0; i < naccept; i++)
 		if (!header_value_ok(accept[i]) || strlen(accept[i]) > RS_LIMIT_HEADER_MAX_BYTES)
 			return rs_err_set(err, RS_BAD_INPUT, "Accept value %zu holds control characters or is too long", i);
-	char *path = str_printf("/v2/%s/manifests/%s", repo, ref);
-	char *scope = str_printf("repository:%s:pull", repo);
+	char *path = xfer_printf("/v2/%s/manifests/%s", repo, ref);
+	char *scope = xfer_printf("repository:%s:pull", repo);
 	if (!path || !scope)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	else
@@ -232,8 +216,8 @@ enum rs_code upstream_blob(struct upstream *u, const char *repo, const char *dig
 	enum rs_code rc = check_name(repo, digest, err);
 	if (rc)
 		return rc;
-	char *url = str_printf("%s/v2/%s/blobs/%s", upstream_config(u)->url, repo, digest);
-	char *scope = str_printf("repository:%s:pull", repo);
+	char *url = xfer_printf("%s/v2/%s/blobs/%s", upstream_config(u)->url, repo, digest);
+	char *scope = xfer_printf("repository:%s:pull", repo);
 	char what[160];
 	(void)snprintf(what, sizeof(what), "GET /v2/%s/blobs/%s", repo, digest); /* truncation: message only */
 	struct xfer_answer a = {0};
@@ -262,8 +246,8 @@ enum rs_code upstream_blob_head(struct upstream *u, const char *repo, const char
 	enum rs_code rc = check_name(repo, digest, err);
 	if (rc)
 		return rc;
-	char *path = str_printf("/v2/%s/blobs/%s", repo, digest);
-	char *scope = str_printf("repository:%s:pull", repo);
+	char *path = xfer_printf("/v2/%s/blobs/%s", repo, digest);
+	char *scope = xfer_printf("repository:%s:pull", repo);
 	if (!path || !scope)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	else
@@ -283,9 +267,9 @@ enum rs_code upstream_tags(struct upstream *u, const char *repo, const char *que
 		return rc;
 	if (query && *query && (!url_part_ok(query, true) || strlen(query) > RS_LIMIT_HEADER_MAX_BYTES))
 		return rs_err_set(err, RS_BAD_INPUT, "tags query '%.100s' cannot be sent upstream", query);
-	char *path = query && *query ? str_printf("/v2/%s/tags/list?%s", repo, query)
-	                             : str_printf("/v2/%s/tags/list", repo);
-	char *scope = str_printf("repository:%s:pull", repo);
+	char *path = query && *query ? xfer_printf("/v2/%s/tags/list?%s", repo, query)
+	                             : xfer_printf("/v2/%s/tags/list", repo);
+	char *scope = xfer_printf("repository:%s:pull", repo);
 	static const char *const json[] = {"application/json"};
 	if (!path || !scope)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");

@@ -16,8 +16,7 @@
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static char *str_printf(const char *fmt, ...) RS_PRINTF(1, 2);
-static char *str_printf(const char *fmt, ...)
+char *xfer_printf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -341,21 +340,21 @@ static enum rs_code build_headers(struct curl_slist **out, const struct xfer_req
 		return rs_err_set(err, RS_BAD_INPUT, "%s: Content-Type holds control characters", what);
 	bool ok = true;
 	for (size_t i = 0; ok && i < r->naccept; i++) {
-		ok = (line = str_printf("Accept: %s", r->accept[i])) && (t = curl_slist_append(hdrs, line));
+		ok = (line = xfer_printf("Accept: %s", r->accept[i])) && (t = curl_slist_append(hdrs, line));
 		hdrs = ok ? t : hdrs;
 		free(line);
 	}
 	if (ok && r->naccept == 0) /* send no Accept rather than curl's default */
 		ok = (t = curl_slist_append(hdrs, "Accept:")) && (hdrs = t);
 	if (ok && r->content_type && m != XFER_GET && m != XFER_HEAD) {
-		ok = (line = str_printf("Content-Type: %s", r->content_type)) && (t = curl_slist_append(hdrs, line));
+		ok = (line = xfer_printf("Content-Type: %s", r->content_type)) && (t = curl_slist_append(hdrs, line));
 		hdrs = ok ? t : hdrs;
 		free(line);
 	}
 	if (ok && (m == XFER_POST || m == XFER_PUT)) /* no 100-continue round trip */
 		ok = (t = curl_slist_append(hdrs, "Expect:")) && (hdrs = t);
 	if (ok && auth->bearer) {
-		ok = (line = str_printf("Authorization: Bearer %s", auth->bearer)) && (t = curl_slist_append(hdrs, line));
+		ok = (line = xfer_printf("Authorization: Bearer %s", auth->bearer)) && (t = curl_slist_append(hdrs, line));
 		hdrs = ok ? t : hdrs;
 		if (line) /* it holds the token */
 			memset(line, 0, strlen(line));

@@ -78,4 +78,7 @@ enum rs_code xfer_exchange_word(const struct xfer_exchange_site *site, struct rs
  * messages: signed storage URLs carry credentials in the query. */
 int xfer_exchange_url_len(const char *url);
 
+/* A new string printed from fmt (free()), NULL when out of memory. */
+char *xfer_printf(const char *fmt, ...) RS_PRINTF(1, 2);
+
 #endif
