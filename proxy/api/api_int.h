@@ -6,8 +6,11 @@
  * upstream download, ranges), tags.c (tags/list), reports.c, ops.c
  * (/metrics). mirror.c holds what they all ask the upstream and the store:
  * the mirror's repository links and the mapping of upstream error answers.
- * The write side (uploads, manifest PUT, the auth gate, the token endpoint)
- * is push_http.c, behind push_http.h. */
+ * The write side, behind push_http.h: push_http.c owns struct push_http
+ * (its lifecycle), uploads.c recognises the write routes, streams bodies and
+ * answers uploads and mounts, manifest_put.c answers a manifest PUT under a
+ * push policy, auth_gate.c is the auth gate of every API request, token.c
+ * the token endpoint. */
 #ifndef RS_PROXY_API_INT_H
 #define RS_PROXY_API_INT_H
 
@@ -17,6 +20,7 @@
 #include "errors.h"
 #include "gate_policy.h"
 #include "http.h"
+#include "push.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
@@ -26,8 +30,12 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define JSON_TYPE "application/json"
+
+/* The service name of the auth challenge and the token endpoint. */
+#define SERVICE "regslim"
 
 struct registry {
 	const struct rs_config *cfg;
@@ -128,5 +136,62 @@ RS_MUST_CHECK enum rs_code api_mirror_confirm(struct registry *r, size_t up_inde
                                               enum blobstore_kind kind, const char *digest, struct rs_err *err);
 bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
                          const char *digest, enum rs_code rc, const struct upstream_reply *rep);
+
+
+/* ------------------------------------------------------------ write side */
+
+struct push_http {
+	const struct rs_config *cfg;
+	struct push *push;
+	struct auth *auth; /* NULL without an auth section */
+	struct gate_resolver *bases; /* approved base references; NULL without push policies */
+	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
+};
+
+enum wkind {
+	W_NONE,
+	W_UPLOAD_START,
+	W_UPLOAD_PATCH,
+	W_UPLOAD_PUT,
+	W_UPLOAD_STATUS,
+	W_UPLOAD_DELETE,
+	W_MANIFEST_PUT,
+	W_MANIFEST_DELETE, /* not supported yet: 405 */
+	W_BLOB_DELETE,     /* not supported yet: 405 */
+};
+
+/* One write request. */
+struct wreq {
+	enum wkind kind;
+	bool ready; /* setup done (gate passed, upload open, ...) */
+	char name[RS_LIMIT_NAME_MAX + 1];
+	char ref[RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+	bool ref_long; /* the reference did not fit ref (which holds its start): invalid */
+	char uuid[PUSH_UUID_SIZE];
+	struct push_upload *u;
+	uint64_t limit; /* bytes this request may still append (Content-Range), UINT64_MAX: no limit */
+	char *buf;      /* manifest body */
+	size_t len, cap;
+	/* an answer given while the body arrives waits here (rq->hold); later
+	 * body bytes are dropped */
+	struct reply_kept kept;
+};
+
+
+/* auth_gate.c: the client's address as text (for the failed-login
+ * back-off); 429 TOOMANYREQUESTS with Retry-After. */
+void api_client_addr(struct request *rq, char *out, size_t cap);
+enum MHD_Result api_throttled(struct request *rq, const char *msg, unsigned retry_after);
+
+/* uploads.c: a write request's error answer (with the upload's Location,
+ * Range and Docker-Upload-UUID when with_range). */
+enum MHD_Result api_fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
+                         bool with_range);
+
+/* manifest_put.c: "name:tag" or "name@digest" for messages; a manifest PUT
+ * under push policy gp. */
+void api_ref_text(char *out, size_t cap, const char *name, const char *ref);
+enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq, struct wreq *w,
+                                       const struct rs_gate_policy *gp, const char *ct);
 
 #endif

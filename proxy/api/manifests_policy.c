@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ------------------------------------------------------------ optimized pulls */
+
 /* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
  * path" point 3): resolve the tag exactly as for the mirror (TTL, HEAD
  * revalidation, stale-if-error; the original goes in the tag map), then

@@ -9,7 +9,9 @@
  * are refused with 403 and a hint (docs/push.md). A manifest PUT to a
  * repository that a push policy matches goes through the push gate
  * (gate.h, docs/policy.md): 403 DENIED listing every violation, or the image
- * is forwarded upstream before the 201 (502 UNAVAILABLE when that fails). */
+ * is forwarded upstream before the 201 (502 UNAVAILABLE when that fails).
+ * The files behind it: push_http.c (lifecycle), uploads.c (routes, bodies,
+ * uploads), manifest_put.c (gated manifest PUT), auth_gate.c, token.c. */
 #ifndef RS_PROXY_PUSH_HTTP_H
 #define RS_PROXY_PUSH_HTTP_H
 

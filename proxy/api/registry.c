@@ -188,6 +188,8 @@ static enum rs_code pick_target(struct registry *r, struct request *rq, const ch
 	return rc;
 }
 
+/* ------------------------------------------------------------ routing */
+
 /* "." or ".." as a path segment: no name, digest or upload id has one. */
 static bool has_dot_segment(const char *url)
 {
