@@ -3,10 +3,10 @@
  * (the store, the single-flight download table, one upstream client per
  * configured upstream, the write side push_http.c, the optimized pull path),
  * and the route dispatch. registry_handle splits the path, picks the
- * upstream (route.c), asks push_http.c's gate, and hands the request to the
+ * upstream (route.c), asks the auth gate (auth_gate.c), and hands the request to the
  * file of its resource: manifests.c and manifests_policy.c, blobs.c,
- * tags.c, reports.c, ops.c (api_int.h); writes and the token endpoint go to
- * push_http.c. It answers /healthz, /v2/ and the refusals of the dispatch
+ * tags.c, reports.c, ops.c (api_int.h); writes go to uploads.c and the token
+ * endpoint to token.c (push_http.h). It answers /healthz, /v2/ and the refusals of the dispatch
  * itself through reply.h; it builds no libmicrohttpd response and parses no
  * manifest. */
 #include "registry.h"
@@ -235,7 +235,7 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		rq->route = "other";
 		return reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, "the path has a '.' or '..' segment", NULL, 0);
 	}
-	/* Writes (uploads, manifest PUT, DELETE): push_http.c, gate included.
+	/* Writes (uploads, manifest PUT, DELETE): uploads.c, gate included.
 	 * A write with a body was set up (and its route named) while the body
 	 * arrived, so its route is left alone here. */
 	if (strncmp(url, "/v2/", 4) == 0 && push_http_is_write(rq->method, url))

@@ -2,7 +2,7 @@
  * push (gate.c keeps it per pushed repository) or the optimization report
  * of an optimized pull (optpull.c, only under a repository the optimized
  * manifest is linked to). Host paths are scrubbed; pull permission is
- * checked by push_http.c's gate. Answers go out through reply.h. */
+ * checked by the auth gate (auth_gate.c). Answers go out through reply.h. */
 #include "api_int.h"
 
 #include "gate.h"
