@@ -4,7 +4,7 @@
  * struct rs_err *err as their last argument. rs_err_set() fills it and
  * returns the code, so a failure is one statement. The first message wins:
  * callers pass the code up unchanged and may only prepend context with
- * rs_err_prefix(). Codes become HTTP statuses only in proxy/registry.c. */
+ * rs_err_prefix(). Codes become HTTP statuses only in proxy/server/reply.c. */
 #ifndef RS_CONFIG_ERRORS_H
 #define RS_CONFIG_ERRORS_H
 

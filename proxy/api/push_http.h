@@ -3,13 +3,15 @@
  * DELETE), streams request bodies into uploads as they arrive, answers with
  * the spec's status codes and headers (Location, Range, Docker-Upload-UUID,
  * Docker-Content-Digest), serves regslim's token endpoint /auth/token, and
- * is the auth gate registry.c calls for every API request: 401 with a
+ * is the auth gate the read side calls for every API request: 401 with a
  * Bearer challenge whose realm is derived from the Host header, 403 DENIED,
  * or go ahead. Without an "auth" section pulls stay anonymous and pushes
  * are refused with 403 and a hint (docs/push.md). A manifest PUT to a
  * repository that a push policy matches goes through the push gate
  * (gate.h, docs/policy.md): 403 DENIED listing every violation, or the image
- * is forwarded upstream before the 201 (502 UNAVAILABLE when that fails). */
+ * is forwarded upstream before the 201 (502 UNAVAILABLE when that fails).
+ * The files behind it: push_http.c (lifecycle), uploads.c (routes, bodies,
+ * uploads), manifest_put.c (gated manifest PUT), auth_gate.c, token.c. */
 #ifndef RS_PROXY_PUSH_HTTP_H
 #define RS_PROXY_PUSH_HTTP_H
 
@@ -31,11 +33,12 @@ RS_MUST_CHECK enum rs_code push_http_new(struct push_http **out, const struct rs
                                          struct rs_err *err);
 void push_http_free(struct push_http *ph);
 
-/* The push module (borrowed): registry.c reads pushed tags and objects. */
+/* The push module (borrowed): the read side (manifests.c, blobs.c, tags.c)
+ * reads pushed tags and objects. */
 struct push *push_http_push(struct push_http *ph);
 
 /* The approved-base resolver of the push gate (borrowed; gate.h), NULL when
- * no push policy is configured: registry.c uses it for checks on pull. */
+ * no push policy is configured: manifests_policy.c uses it for checks on pull. */
 struct gate_resolver;
 struct gate_resolver *push_http_bases(struct push_http *ph);
 

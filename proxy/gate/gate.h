@@ -8,7 +8,7 @@
  * image to the upstream per the policy's mode (optimize-and-push,
  * push-original-and-optimized, check-only) with upstream_push.h, running
  * the optimizer pipeline over a temporary OCI layout of hard links to the
- * pushed blobs under <data>/tmp. push_http.c calls both; no HTTP here. */
+ * pushed blobs under <data>/tmp. api/manifest_put.c calls both; no HTTP here. */
 #ifndef RS_PROXY_GATE_H
 #define RS_PROXY_GATE_H
 

@@ -36,7 +36,7 @@ void metrics_request(const char *route, const char *method, unsigned status);
 /* upstream is the configured name (borrowed; must stay valid for the process). */
 void metrics_upstream(const char *upstream, enum metrics_upstream_counter c);
 
-/* Optimized pull path (optpull.c, registry.c). Label values are our own
+/* Optimized pull path (optpull.c, api/manifests_policy.c). Label values are our own
  * constants: reason, family and variant must be static strings from a small
  * fixed set (rows are capped anyway). */
 void metrics_optimization(int ok, double seconds);

@@ -32,8 +32,8 @@ struct request {
 	bool body_counted;    /* body bytes already counted by a streaming reader */
 	char *error;          /* message of a failed request */
 	struct timespec start;
-	struct manifest_capture *manifest_capture; /* registry.c: capture instead of queueing a manifest */
-	void *body_state;     /* a write route's state (push_http.c), owned by the request */
+	struct manifest_capture *manifest_capture; /* api/manifests.c: capture instead of queueing a manifest */
+	void *body_state;     /* a write route's state (api/uploads.c), owned by the request */
 	void (*body_free)(void *state); /* releases body_state in the completion callback */
 	bool answered;        /* a response was queued before the body was complete */
 	struct reply_kept *hold; /* reply.h: answers are kept here, not queued, while set */

@@ -5,7 +5,7 @@
  * ETag, Accept-Ranges, Content-Range), the registry error JSON
  * ({"errors":[{"code","message","detail"}]}, built in one function), and the
  * one table mapping enum rs_code and what a request was about to an HTTP
- * status and a registry error code. Handlers (registry.c, push_http.c)
+ * status and a registry error code. Handlers (the files of api/)
  * decide what to answer; they never build a libmicrohttpd response. It
  * records the answer's status, body size and error message in the request
  * (http.c logs and counts them). */

@@ -10,8 +10,8 @@
  * shadows the upstream's tag of the same repository name. Every object is
  * linked to the repositories that hold it (blobstore.h "Repository links",
  * namespace "pushed"): an upload completed in the repository, a mount from
- * a repository that holds it, a manifest PUT there. push_http.c turns these
- * calls into HTTP; registry.c reads pushed content through push_holds(),
+ * a repository that holds it, a manifest PUT there. api/uploads.c turns these
+ * calls into HTTP; the read side (api/) reads pushed content through push_holds(),
  * push_store() and push_get_tag(). Forwarding pushes upstream is not here. */
 #ifndef RS_PROXY_PUSH_H
 #define RS_PROXY_PUSH_H

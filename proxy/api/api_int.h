@@ -1,0 +1,197 @@
+/* api_int: what the files of the registry API's read side share, and no one
+ * outside api/ includes. registry.c owns struct registry (its lifecycle and
+ * the route dispatch); one file per resource answers: manifests.c (by tag,
+ * by digest, the Accept list) and manifests_policy.c (tags served optimized
+ * or checked by a push policy), blobs.c (cache hits, the single-flight
+ * upstream download, ranges), tags.c (tags/list), reports.c, ops.c
+ * (/metrics). mirror.c holds what they all ask the upstream and the store:
+ * the mirror's repository links and the mapping of upstream error answers.
+ * The write side, behind push_http.h: push_http.c owns struct push_http
+ * (its lifecycle), uploads.c recognises the write routes, streams bodies and
+ * answers uploads and mounts, manifest_put.c answers a manifest PUT under a
+ * push policy, auth_gate.c is the auth gate of every API request, token.c
+ * the token endpoint. */
+#ifndef RS_PROXY_API_INT_H
+#define RS_PROXY_API_INT_H
+
+#include "blobstore.h"
+#include "config.h"
+#include "digest.h"
+#include "errors.h"
+#include "gate_policy.h"
+#include "http.h"
+#include "push.h"
+#include "reply.h"
+#include "route.h"
+#include "rs_limits.h"
+#include "upstream.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define JSON_TYPE "application/json"
+
+/* The service name of the auth challenge and the token endpoint. */
+#define SERVICE "regslim"
+
+struct registry {
+	const struct rs_config *cfg;
+	struct blobstore *store;
+	struct inflight *inflight;
+	struct upstream **ups; /* parallel to cfg->upstreams */
+	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
+	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
+	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
+	 * policy; NULL when no policy enforces on pull. */
+	struct pull_verdict *verdicts;
+	size_t verdict_next;
+	pthread_mutex_t verdict_mu; /* guards verdicts and verdict_next */
+};
+
+struct pull_verdict {
+	char digest[DIGEST_STR_SIZE]; /* "" when the slot is free */
+	const struct rs_gate_policy *policy;
+	size_t denies;
+	char *text; /* the deny findings, owned; NULL when denies == 0 */
+};
+
+/* Set on the request (rq->manifest_capture) while api_manifest_by_tag runs
+ * for the optimized pull path: the manifest answer it would queue is
+ * captured here instead, and api_manifest_tag_optimized answers the
+ * request. Error answers are queued as usual. */
+struct manifest_capture {
+	bool got;
+	char *body; /* owned */
+	size_t len;
+	char *type; /* owned */
+	char digest[DIGEST_STR_SIZE];
+};
+
+/* The client's Accept header values (borrowed from the connection). */
+struct accept_list {
+	const char *values[RS_LIMIT_ACCEPT_MAX];
+	size_t n;
+};
+
+/* manifests.c: content negotiation. api_collect_accept is an MHD header
+ * iterator that fills a struct accept_list. */
+bool api_accepts(const struct accept_list *a, const char *type);
+enum MHD_Result api_collect_accept(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
+
+/* manifests.c: answers (or captures, see struct manifest_capture) a
+ * manifest; serves one from the store (RS_NOT_FOUND when absent); checks a
+ * reference with a ':' (400 DIGEST_INVALID otherwise). */
+enum MHD_Result api_answer_manifest(struct request *rq, char *body, size_t len, const char *type, const char *digest);
+RS_MUST_CHECK enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, const char *digest,
+                                                     enum MHD_Result *ret, struct rs_err *err);
+bool api_ref_digest_ok(const char *ref, struct rs_err *err);
+
+/* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
+enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
+                                       const struct accept_list *acc);
+enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, const struct route_target *t,
+                                    const struct accept_list *acc);
+
+/* manifests_policy.c: a tag served optimized (optpull.h), or checked by a
+ * push policy that enforces on pull (gate.h) first. */
+enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
+                                           const struct accept_list *acc, const struct rs_opt_policy *pol);
+enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, const struct route_target *t,
+                                       const struct accept_list *acc, const struct rs_gate_policy *gp,
+                                       const struct rs_opt_policy *pol);
+
+/* blobs.c: GET/HEAD of a blob. */
+enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head);
+
+/* The fetches of optpull.h (ctx is the registry), also used by push_fetch
+ * and the policy check on pull: a blob through the single-flight download
+ * (blobs.c), a manifest by digest (manifests.c); both verified and stored. */
+RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                              struct rs_err *err);
+RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                                  struct rs_err *err);
+
+/* tags.c, reports.c, ops.c: the other routes. */
+enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const struct route_target *t);
+enum MHD_Result api_serve_report(struct registry *r, struct request *rq);
+enum MHD_Result api_serve_metrics(struct request *rq);
+
+/* mirror.c: the upstream's error answer, passed on or mapped; 2xx. */
+enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what);
+bool api_status_ok(long s);
+
+/* mirror.c: the mirror's repository links (blobstore.h) and asking the
+ * upstream for them. */
+bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                       const char *digest);
+void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                     const char *digest);
+RS_MUST_CHECK enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo,
+                                          enum blobstore_kind kind, const char *digest, struct upstream_reply *rep,
+                                          struct rs_err *err);
+RS_MUST_CHECK enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo,
+                                              enum blobstore_kind kind, const char *digest, struct rs_err *err);
+bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                         const char *digest, enum rs_code rc, const struct upstream_reply *rep);
+
+
+/* ------------------------------------------------------------ write side */
+
+struct push_http {
+	const struct rs_config *cfg;
+	struct push *push;
+	struct auth *auth; /* NULL without an auth section */
+	struct gate_resolver *bases; /* approved base references; NULL without push policies */
+	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
+};
+
+enum wkind {
+	W_NONE,
+	W_UPLOAD_START,
+	W_UPLOAD_PATCH,
+	W_UPLOAD_PUT,
+	W_UPLOAD_STATUS,
+	W_UPLOAD_DELETE,
+	W_MANIFEST_PUT,
+	W_MANIFEST_DELETE, /* not supported yet: 405 */
+	W_BLOB_DELETE,     /* not supported yet: 405 */
+};
+
+/* One write request. */
+struct wreq {
+	enum wkind kind;
+	bool ready; /* setup done (gate passed, upload open, ...) */
+	char name[RS_LIMIT_NAME_MAX + 1];
+	char ref[RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
+	bool ref_long; /* the reference did not fit ref (which holds its start): invalid */
+	char uuid[PUSH_UUID_SIZE];
+	struct push_upload *u;
+	uint64_t limit; /* bytes this request may still append (Content-Range), UINT64_MAX: no limit */
+	char *buf;      /* manifest body */
+	size_t len, cap;
+	/* an answer given while the body arrives waits here (rq->hold); later
+	 * body bytes are dropped */
+	struct reply_kept kept;
+};
+
+
+/* auth_gate.c: the client's address as text (for the failed-login
+ * back-off); 429 TOOMANYREQUESTS with Retry-After. */
+void api_client_addr(struct request *rq, char *out, size_t cap);
+enum MHD_Result api_throttled(struct request *rq, const char *msg, unsigned retry_after);
+
+/* uploads.c: a write request's error answer (with the upload's Location,
+ * Range and Docker-Upload-UUID when with_range). */
+enum MHD_Result api_fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
+                         bool with_range);
+
+/* manifest_put.c: "name:tag" or "name@digest" for messages; a manifest PUT
+ * under push policy gp. */
+void api_ref_text(char *out, size_t cap, const char *name, const char *ref);
+enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq, struct wreq *w,
+                                       const struct rs_gate_policy *gp, const char *ct);
+
+#endif

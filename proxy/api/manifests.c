@@ -1,0 +1,386 @@
+/* manifests: GET and HEAD of /v2/<name>/manifests/<reference> for the
+ * pull-through mirror (DESIGN.md "The pull path", points 1, 2, 6 and 7).
+ * By tag: a tag pushed to regslim first, else the tag map with its TTL, HEAD
+ * revalidation and stale-if-error; by digest: only under a repository that
+ * holds it (issue 11), cached for good. It also reads the client's Accept
+ * list and fetches manifests by digest for optpull.c. It talks to
+ * blobstore.c, push.c (pushed images) and upstream.c, through mirror.c for
+ * repository links, and answers through reply.h. */
+#include "api_int.h"
+
+#include "image.h"
+#include "log.h"
+#include "metrics.h"
+#include "push.h"
+#include "push_http.h"
+#include "refname.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ Accept */
+
+bool api_accepts(const struct accept_list *a, const char *type)
+{
+	return route_accepts(a->values, a->n, type);
+}
+
+/* A client that names a current manifest type: the tag map may follow what
+ * the upstream gives it. */
+static bool modern_client(const struct accept_list *a)
+{
+	return api_accepts(a, IMAGE_MT_DOCKER_MANIFEST) || api_accepts(a, IMAGE_MT_OCI_MANIFEST) || api_accepts(a, IMAGE_MT_OCI_INDEX) ||
+	       api_accepts(a, IMAGE_MT_DOCKER_LIST);
+}
+
+enum MHD_Result api_collect_accept(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	struct accept_list *a = cls;
+	if (key && value && strcasecmp(key, "Accept") == 0 && a->n < RS_LIMIT_ACCEPT_MAX &&
+	    strlen(value) <= RS_LIMIT_HEADER_MAX_BYTES)
+		a->values[a->n++] = value;
+	return MHD_YES;
+}
+
+/* ------------------------------------------------------------ manifests */
+
+enum MHD_Result api_answer_manifest(struct request *rq, char *body, size_t len, const char *type,
+                                      const char *digest)
+{
+	if (rq->manifest_capture) {
+		struct manifest_capture *c = rq->manifest_capture;
+		c->got = true;
+		c->body = body;
+		c->len = len;
+		c->type = strdup(type);
+		snprintf(c->digest, sizeof(c->digest), "%s", digest);
+		return MHD_YES;
+	}
+	return reply_manifest(rq, body, len, type, digest);
+}
+
+/* Serve manifest digest from the store. RS_NOT_FOUND when absent. */
+enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, const char *digest, enum MHD_Result *ret, struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	*ret = api_answer_manifest(rq, buf, len, type, digest);
+	free(type);
+	return RS_OK;
+}
+
+/* Fetch a manifest from the upstream, verify it and store it; on success
+ * rep holds the body and *out_digest its digest. want_digest (may be NULL)
+ * is the digest the client asked for. */
+static bool is_schema1(const char *type)
+{
+	return type && (strncmp(type, IMAGE_MT_DOCKER_V1, strlen(IMAGE_MT_DOCKER_V1)) == 0 ||
+	                strncmp(type, IMAGE_MT_DOCKER_V1_SIGNED, strlen(IMAGE_MT_DOCKER_V1_SIGNED)) == 0);
+}
+
+static enum rs_code fetch_manifest(struct registry *r, const struct route_target *t, const struct accept_list *acc,
+                                   const char *want_digest, struct upstream_reply *rep,
+                                   char out_digest[DIGEST_STR_SIZE], bool *out_stored, struct rs_err *err)
+{
+	*out_stored = false;
+	struct upstream *u = r->ups[t->up_index];
+	const char *upname = r->cfg->upstreams[t->up_index].name;
+	metrics_upstream(upname, METRICS_UP_REQUESTS);
+	enum rs_code rc = upstream_manifest(u, t->repo, t->ref, acc->values, acc->n, false,
+	                                    r->cfg->manifest_max_bytes, rep, err);
+	if (rc) {
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+		return rc;
+	}
+	if (rep->status >= 500)
+		metrics_upstream(upname, METRICS_UP_ERRORS);
+	if (!api_status_ok(rep->status))
+		return RS_OK; /* the caller passes the answer on */
+	metrics_add(METRICS_UPSTREAM_BYTES, rep->body_len);
+	digest_buffer(out_digest, rep->body, rep->body_len);
+	if (is_schema1(rep->content_type)) {
+		/* A schema 1 manifest's digest covers its payload without the JWS
+		 * signatures, so its bytes cannot be checked against a digest: pass
+		 * it through with the upstream's digest and never cache it. Only
+		 * clients that do not accept schema 2 get one. */
+		if (rep->digest[0])
+			snprintf(out_digest, DIGEST_STR_SIZE, "%s", rep->digest);
+		return RS_OK;
+	}
+	if (want_digest && strcmp(out_digest, want_digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH,
+		                  "upstream %s sent a manifest for %s that hashes to %s; not cached", upname,
+		                  want_digest, out_digest);
+	if (!want_digest && rep->digest[0] && strcmp(rep->digest, out_digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH,
+		                  "upstream %s sent manifest bytes hashing to %s but Docker-Content-Digest %s; not cached",
+		                  upname, out_digest, rep->digest);
+	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
+	enum rs_code prc = blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
+	*out_stored = prc == RS_OK;
+	if (prc == RS_OK) /* the upstream gave it for this repository: linked there */
+		api_mirror_link(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, out_digest);
+	return prc;
+}
+
+static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *rep, const char *digest)
+{
+	char *body = rep->body;
+	size_t len = rep->body_len;
+	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
+	rep->body = NULL; /* handed to the response */
+	return api_answer_manifest(rq, body, len, type, digest);
+}
+
+/* A manifest pushed to regslim (push store): true when it was served. A
+ * digest is served only under a repository that holds it (name non-NULL);
+ * a pushed tag's manifest (name NULL) is its repository's by the tag map. */
+static bool serve_pushed_manifest(struct registry *r, struct request *rq, const char *name, const char *digest,
+                                  enum MHD_Result *ret)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	struct push *p = push_http_push(r->ph);
+	if (name && !push_holds(p, name, BLOBSTORE_MANIFEST, digest))
+		return false;
+	if (blobstore_get_manifest(push_store(p), digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) !=
+	    RS_OK)
+		return false;
+	rq->cache = "pushed";
+	*ret = api_answer_manifest(rq, buf, len, type, digest);
+	free(type);
+	return true;
+}
+
+/* A reference with a ':' must be a digest we can check: anything else,
+ * an unknown algorithm included, is the client's 400 DIGEST_INVALID. */
+bool api_ref_digest_ok(const char *ref, struct rs_err *err)
+{
+	if (digest_parse(ref, err) == RS_OK)
+		return true;
+	err->code = RS_DIGEST_INVALID;
+	return false;
+}
+
+/* A manifest by digest is served under t only if t's repository holds it
+ * (issue 11): linked to the mirror's repository (fetched or confirmed for it
+ * by the upstream), or pushed to the name. A cached copy without a link for
+ * this repository is served only after the upstream confirms it (HEAD); a
+ * copy not cached is fetched from the upstream for this repository. */
+enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
+                                          const struct accept_list *acc)
+{
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	if (!api_ref_digest_ok(t->ref, &err))
+		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
+	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
+	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
+		return ret;
+	if (had_copy && !linked) {
+		struct upstream_reply head = {0};
+		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
+		if ((rc || !api_status_ok(head.status)) &&
+		    !api_mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, rc, &head)) {
+			/* not this repository's (or the upstream cannot say so now):
+			 * never served from another repository's copy */
+			rq->cache = "unlinked";
+			ret = rc ? reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0) : api_answer_upstream_error(rq, &head, REPLY_MANIFEST);
+			upstream_reply_dispose(&head);
+			return ret;
+		}
+		upstream_reply_dispose(&head);
+		linked = true;
+	}
+	if (linked) {
+		enum rs_code rc = api_serve_stored_manifest(r, rq, t->ref, &ret, &err);
+		if (rc == RS_OK) {
+			rq->cache = "hit";
+			metrics_cache(METRICS_MANIFEST, 1);
+			return ret;
+		}
+		if (rc != RS_NOT_FOUND)
+			return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped, or it was evicted */
+	}
+	rq->cache = "miss";
+	metrics_cache(METRICS_MANIFEST, 0);
+	struct upstream_reply rep = {0};
+	char digest[DIGEST_STR_SIZE];
+	rs_err_clear(&err);
+	bool stored;
+	enum rs_code rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
+	if (rc)
+		ret = reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+	else if (!api_status_ok(rep.status))
+		ret = api_answer_upstream_error(rq, &rep, REPLY_MANIFEST);
+	else
+		ret = serve_fetched(rq, &rep, digest);
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+static bool stored_acceptable(const struct blobstore_tag *tag, const struct accept_list *acc)
+{
+	return api_accepts(acc, tag->media_type);
+}
+
+static void remember_tag(struct registry *r, const struct route_target *t, const char *digest, const char *type)
+{
+	struct blobstore_tag tag = {0};
+	struct rs_err err = {0};
+	snprintf(tag.digest, sizeof(tag.digest), "%s", digest);
+	snprintf(tag.media_type, sizeof(tag.media_type), "%s", type ? type : JSON_TYPE);
+	tag.fetched = time(NULL);
+	if (blobstore_put_tag(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, &tag, &err) != RS_OK)
+		log_event(LOG_WARN, "could not record tag %s:%s: %s", t->repo, t->ref, err.msg);
+}
+
+/* Serve the stored tag answer as a stale copy because the upstream failed. */
+static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const struct route_target *t,
+                                   const struct blobstore_tag *tag, const char *why, bool *served)
+{
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	*served = false;
+	if (api_serve_stored_manifest(r, rq, tag->digest, &ret, &err) != RS_OK)
+		return MHD_NO;
+	*served = true;
+	rq->cache = "stale";
+	metrics_add(METRICS_STALE_SERVED, 1);
+	log_event(LOG_WARN, "serving stale %s:%s (%s, fetched %lds ago) because upstream %s failed: %s", t->repo,
+	          t->ref, tag->digest, (long)(time(NULL) - tag->fetched), rq->upstream, why);
+	return ret;
+}
+
+enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, const struct route_target *t,
+                                       const struct accept_list *acc)
+{
+	if (!refname_tag_valid(t->ref)) {
+		struct rs_err e;
+		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
+		return reply_error(rq, RS_BAD_INPUT, REPLY_TAG, e.msg, NULL, 0);
+	}
+	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
+	struct blobstore_tag tag = {0};
+	struct rs_err err = {0};
+	enum MHD_Result ret = MHD_NO;
+	/* A tag pushed to regslim shadows the upstream's tag of that name. */
+	if (push_get_tag(push_http_push(r->ph), t->name, t->ref, &tag, &err) == RS_OK &&
+	    serve_pushed_manifest(r, rq, NULL, tag.digest, &ret))
+		return ret;
+	memset(&tag, 0, sizeof(tag));
+	rs_err_clear(&err);
+	bool have = blobstore_get_tag(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
+	            blobstore_has(r->store, BLOBSTORE_MANIFEST, tag.digest);
+	bool usable = have && stored_acceptable(&tag, acc);
+	time_t now = time(NULL);
+	bool fresh = usable && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
+
+	if (fresh) {
+		rs_err_clear(&err);
+		if (api_serve_stored_manifest(r, rq, tag.digest, &ret, &err) == RS_OK) {
+			rq->cache = "hit";
+			metrics_cache(METRICS_MANIFEST, 1);
+			return ret;
+		}
+	}
+	struct upstream *u = r->ups[t->up_index];
+	if (usable) {
+		/* Revalidate with HEAD: it does not count as a pull on Docker Hub. */
+		struct upstream_reply head = {0};
+		rs_err_clear(&err);
+		metrics_upstream(upc->name, METRICS_UP_REQUESTS);
+		enum rs_code rc = upstream_manifest(u, t->repo, t->ref, acc->values, acc->n, true,
+		                                    r->cfg->manifest_max_bytes, &head, &err);
+		if (rc || head.status >= 500 || head.status == 429) {
+			char why[RS_ERR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", rc ? err.msg : "5xx/429 answer");
+			if (rc || head.status >= 500)
+				metrics_upstream(upc->name, METRICS_UP_ERRORS);
+			upstream_reply_dispose(&head);
+			bool served;
+			ret = serve_stale(r, rq, t, &tag, why, &served);
+			if (served)
+				return ret;
+		} else if (api_status_ok(head.status) && head.digest[0] && strcmp(head.digest, tag.digest) == 0) {
+			upstream_reply_dispose(&head);
+			remember_tag(r, t, tag.digest, tag.media_type);
+			rs_err_clear(&err);
+			if (api_serve_stored_manifest(r, rq, tag.digest, &ret, &err) == RS_OK) {
+				rq->cache = "hit";
+				metrics_cache(METRICS_MANIFEST, 1);
+				return ret;
+			}
+		} else {
+			upstream_reply_dispose(&head);
+		}
+	}
+
+	/* Miss, moved tag, or a client that wants another type: GET upstream. */
+	rq->cache = "miss";
+	metrics_cache(METRICS_MANIFEST, 0);
+	struct upstream_reply rep = {0};
+	char digest[DIGEST_STR_SIZE];
+	rs_err_clear(&err);
+	bool stored;
+	enum rs_code rc = fetch_manifest(r, t, acc, NULL, &rep, digest, &stored, &err);
+	if (rc == RS_UPSTREAM || rc == RS_TIMEOUT || (rc == RS_OK && (rep.status >= 500 || rep.status == 429))) {
+		if (have) {
+			char why[RS_ERR_MSG_MAX];
+			snprintf(why, sizeof(why), "%s", rc ? err.msg : "5xx/429 answer");
+			bool served;
+			ret = serve_stale(r, rq, t, &tag, why, &served);
+			if (served) {
+				upstream_reply_dispose(&rep);
+				return ret;
+			}
+		}
+	}
+	if (rc)
+		ret = reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+	else if (!api_status_ok(rep.status))
+		ret = api_answer_upstream_error(rq, &rep, REPLY_MANIFEST);
+	else {
+		if (stored && modern_client(acc))
+			remember_tag(r, t, digest, rep.content_type);
+		ret = serve_fetched(rq, &rep, digest);
+	}
+	upstream_reply_dispose(&rep);
+	return ret;
+}
+
+/* optpull's manifest fetch: GET by digest from the upstream, verified and stored. */
+enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
+                                       struct rs_err *err)
+{
+	struct registry *r = ctx;
+	if (blobstore_has(r->store, BLOBSTORE_MANIFEST, digest))
+		return RS_OK;
+	struct route_target t = {.up_index = up_index, .ref = digest};
+	snprintf(t.repo, sizeof(t.repo), "%s", repo);
+	snprintf(t.name, sizeof(t.name), "%s", repo);
+	struct accept_list acc = {.values = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX, IMAGE_MT_DOCKER_LIST}, .n = 4};
+	struct upstream_reply rep = {0};
+	char got[DIGEST_STR_SIZE];
+	bool stored = false;
+	enum rs_code rc = fetch_manifest(r, &t, &acc, digest, &rep, got, &stored, err);
+	if (rc == RS_OK && !api_status_ok(rep.status))
+		rc = rs_err_set(err, rep.status == 404 ? RS_NOT_FOUND : RS_UPSTREAM,
+		                "upstream %s answered HTTP %ld for manifest %s", r->cfg->upstreams[up_index].name,
+		                rep.status, digest);
+	else if (rc == RS_OK && !stored)
+		rc = rs_err_set(err, RS_BAD_INPUT, "manifest %s (%s) cannot be stored", digest,
+		                rep.content_type ? rep.content_type : "no type");
+	upstream_reply_dispose(&rep);
+	return rc;
+}

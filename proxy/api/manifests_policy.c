@@ -1,0 +1,243 @@
+/* manifests_policy: tag pulls that a policy changes. An optimize policy
+ * serves the optimized twin of the manifest the mirror resolved (optpull.c),
+ * or the original when it is not ready, failed or the client cannot take it;
+ * a push policy with enforce_on_pull checks the image (gate.c, every object
+ * fetched into the cache once per digest, verdicts remembered) and answers
+ * 403 DENIED listing the violations. Both resolve the tag through
+ * manifests.c first; answers go out through reply.h. */
+#include "api_int.h"
+
+#include "gate.h"
+#include "image.h"
+#include "log.h"
+#include "metrics.h"
+#include "optpull.h"
+#include "push_http.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ optimized pulls */
+
+/* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
+ * path" point 3): resolve the tag exactly as for the mirror (TTL, HEAD
+ * revalidation, stale-if-error; the original goes in the tag map), then
+ * answer with the optimized twin of that manifest, or with the original when
+ * the optimization is not ready within sync_timeout_s, failed, or the client
+ * cannot take it. A tag pull never fails because optimization failed. */
+enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
+                                              const struct accept_list *acc, const struct rs_opt_policy *pol)
+{
+	struct manifest_capture cap = {0};
+	rq->manifest_capture = &cap;
+	enum MHD_Result ret = api_manifest_by_tag(r, rq, t, acc);
+	rq->manifest_capture = NULL;
+	if (!cap.got)
+		return ret; /* an error answer was queued */
+	const char *ua = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
+	struct optpull_client cl = optpull_client_of(ua);
+	enum optpull_variant v = optpull_choose_variant(pol, cl);
+	struct optpull_result res = {0};
+	struct rs_err err = {0};
+	const char *reason = NULL;
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	} else if (!cap.type || !blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest)) {
+		reason = "not_cached"; /* schema 1, or the store refused it */
+		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
+		           cap.type ? cap.type : "no type");
+	} else if (!api_accepts(acc, IMAGE_MT_OCI_MANIFEST) && !api_accepts(acc, IMAGE_MT_OCI_INDEX)) {
+		reason = "client_accept";
+		rs_err_set(&err, RS_BAD_INPUT, "the client accepts no OCI manifest type");
+	} else {
+		struct optpull_request oq = {t->up_index, t->repo, cap.digest, pol, v};
+		enum rs_code rc = optpull_get(r->opt, &res, &oq, r->cfg->optimize.sync_timeout_s, &err);
+		if (rc == RS_TIMEOUT)
+			reason = "timeout";
+		else if (rc)
+			reason = "failed";
+		else if (!api_accepts(acc, res.media_type)) {
+			reason = "client_accept";
+			rs_err_set(&err, RS_BAD_INPUT, "the client does not accept %s", res.media_type);
+		}
+	}
+	if (!reason && !api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, res.digest)) {
+		/* The optimized image is this repository's: made from the manifest
+		 * the upstream just gave for it. Linked (blobs first) before the
+		 * client asks for its blobs by digest. */
+		rs_err_clear(&err);
+		if (blobstore_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
+			reason = "not_cached";
+	}
+	if (!reason) {
+		rs_err_clear(&err);
+		if (api_serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {
+			metrics_variant_served(optpull_family_name(cl.family), optpull_variant_name(v));
+			metrics_bytes_saved("served", res.bytes_saved);
+			log_event(LOG_DEBUG, "serving optimized %s:%s %s (source %s, %s for %s)", t->repo, t->ref, res.digest,
+			          cap.digest, optpull_variant_name(v), optpull_family_name(cl.family));
+			free(cap.body);
+			free(cap.type);
+			return ret;
+		}
+		reason = "not_cached";
+	}
+	metrics_opt_fallback(reason);
+	log_event(strcmp(reason, "failed") == 0 ? LOG_WARN : LOG_INFO,
+	          "serving the original %s:%s (%s) instead of the optimized image (%s): %s", t->repo, t->ref,
+	          cap.digest, reason, err.msg);
+	ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	free(cap.type);
+	return ret;
+}
+
+/* ------------------------------------------------------------ policy on pull */
+
+/* Every object of manifest digest (children of an index, configs, layers)
+ * into the store, through the single-flight download. */
+static enum rs_code pull_fetch_image(struct registry *r, const struct route_target *t, const char *digest,
+                                     struct rs_err *err)
+{
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	if (rc)
+		return rc;
+	enum imagejson_kind kind;
+	rc = imagejson_sniff(&kind, buf, len, "manifest", err);
+	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
+		struct imagejson_index x = {0};
+		rc = imagejson_parse_index(&x, buf, len, "index", err);
+		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++)
+			if ((rc = api_opt_fetch_manifest(r, t->up_index, t->repo, x.manifests[i].digest, err)) == RS_OK)
+				rc = pull_fetch_image(r, t, x.manifests[i].digest, err);
+		imagejson_index_dispose(&x);
+	} else if (rc == RS_OK) {
+		struct imagejson_manifest m = {0};
+		rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
+		if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, m.config.digest))
+			rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.config.digest, err);
+		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
+			if (!blobstore_has(r->store, BLOBSTORE_BLOB, m.layers[i].digest))
+				rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.layers[i].digest, err);
+		imagejson_manifest_dispose(&m);
+	}
+	free(buf);
+	free(type);
+	return rc;
+}
+
+/* The verdict of policy gp on digest: from the cache, else fetched, checked
+ * and remembered. *denies and *text (new, NULL when no denies). */
+static enum rs_code pull_verdict(struct registry *r, const struct route_target *t, const struct rs_gate_policy *gp,
+                                 const char *digest, size_t *denies, char **text, struct rs_err *err)
+{
+	*denies = 0;
+	*text = NULL;
+	bool hit = false;
+	pthread_mutex_lock(&r->verdict_mu);
+	for (size_t i = 0; !hit && i < RS_LIMIT_GATE_PULL_VERDICTS; i++) {
+		struct pull_verdict *v = &r->verdicts[i];
+		if (v->policy == gp && strcmp(v->digest, digest) == 0) {
+			hit = true;
+			*denies = v->denies;
+			if (v->text && !(*text = strdup(v->text)))
+				*denies = 0, hit = false;
+		}
+	}
+	pthread_mutex_unlock(&r->verdict_mu);
+	if (hit)
+		return RS_OK;
+	enum rs_code rc = pull_fetch_image(r, t, digest, err);
+	struct gate_report rep = {0};
+	if (rc == RS_OK)
+		rc = gate_check(&rep, gp, r->store, digest, 0, push_http_bases(r->ph), err);
+	if (rc == RS_OK && rep.denies)
+		rc = gate_report_text(text, &rep, GATE_DENY, err);
+	for (size_t i = 0; rc == RS_OK && i < rep.count; i++)
+		metrics_gate_finding(rep.items[i].rule, rep.items[i].action == GATE_DENY ? "deny" : "warn");
+	*denies = rc == RS_OK ? rep.denies : 0;
+	gate_report_dispose(&rep);
+	if (rc) {
+		free(*text);
+		*text = NULL;
+		return rc;
+	}
+	log_event(LOG_INFO, "pull policy check of %s:%s (%s): %zu violation(s)%s%s", t->name, t->ref, digest, *denies,
+	          *text ? ": " : "", *text ? *text : "");
+	char *copy = *text ? strdup(*text) : NULL;
+	if (*text && !copy)
+		return RS_OK; /* not remembered; the answer stands */
+	pthread_mutex_lock(&r->verdict_mu);
+	struct pull_verdict *v = &r->verdicts[r->verdict_next];
+	r->verdict_next = (r->verdict_next + 1) % RS_LIMIT_GATE_PULL_VERDICTS;
+	free(v->text);
+	snprintf(v->digest, sizeof(v->digest), "%s", digest);
+	v->policy = gp;
+	v->denies = *denies;
+	v->text = copy;
+	pthread_mutex_unlock(&r->verdict_mu);
+	return RS_OK;
+}
+
+/* A tag pull of a repository whose push policy has enforce_on_pull: resolve
+ * the tag as the mirror does, evaluate the policy's rules over the image
+ * (every layer fetched into the cache and scanned once per digest), answer
+ * 403 DENIED listing the violations, else serve it (optimized when an
+ * optimize policy applies too). Images pushed to regslim passed the gate
+ * already and are served as they are. */
+enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, const struct route_target *t,
+                                          const struct accept_list *acc, const struct rs_gate_policy *gp,
+                                          const struct rs_opt_policy *pol)
+{
+	struct manifest_capture cap = {0};
+	rq->manifest_capture = &cap;
+	enum MHD_Result ret = api_manifest_by_tag(r, rq, t, acc);
+	rq->manifest_capture = NULL;
+	if (!cap.got)
+		return ret; /* an error answer was queued */
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
+	}
+	struct rs_err err = {0};
+	size_t denies = 0;
+	char *text = NULL;
+	enum rs_code rc;
+	if (!blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest))
+		rc = rs_err_set(&err, RS_BAD_INPUT, "manifest %s (%s) cannot be checked: it is not stored", cap.digest,
+		                cap.type ? cap.type : "no type");
+	else
+		rc = pull_verdict(r, t, gp, cap.digest, &denies, &text, &err);
+	if (rc || denies) {
+		free(cap.body);
+		free(cap.type);
+		size_t n = (text ? strlen(text) : 0) + strlen(err.msg) + RS_LIMIT_NAME_MAX + 256;
+		char *msg = malloc(n);
+		if (!msg) {
+			free(text);
+			return MHD_NO;
+		}
+		if (rc)
+			snprintf(msg, n, "pull of %s:%s refused: the policy check failed: %s", t->name, t->ref, err.msg);
+		else
+			snprintf(msg, n, "pull of %s:%s (%s) refused by policy: %zu violation(s): %s", t->name, t->ref,
+			         cap.digest, denies, text);
+		log_event(LOG_WARN, "%s", msg);
+		ret = reply_error_long(rq, RS_POLICY, REPLY_MANIFEST, msg);
+		free(msg);
+		free(text);
+		return ret;
+	}
+	if (pol) {
+		free(cap.body);
+		free(cap.type);
+		return api_manifest_tag_optimized(r, rq, t, acc, pol);
+	}
+	ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	free(cap.type);
+	return ret;
+}
