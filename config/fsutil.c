@@ -246,3 +246,15 @@ void fsutil_rm_tree(const char *path)
 {
 	(void)nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); /* best effort, see rm_entry */
 }
+
+size_t fsutil_scrub_path(char *text, const char *path, const char *repl)
+{
+	size_t pl = strlen(path), rl = strlen(repl);
+	if (pl == 0 || rl > pl)
+		return strlen(text);
+	for (char *p = strstr(text, path); p; p = strstr(p + rl, path)) {
+		memcpy(p, repl, rl);
+		memmove(p + rl, p + pl, strlen(p + pl) + 1);
+	}
+	return strlen(text);
+}

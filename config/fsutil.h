@@ -83,4 +83,10 @@ void fsutil_parent(char *out, size_t cap, const char *path);
  * links. What cannot be removed stays; a missing path is fine. */
 void fsutil_rm_tree(const char *path);
 
+/* Replace every occurrence of path in the NUL-terminated text by repl, in
+ * place, so that messages and documents shown to clients do not reveal
+ * where regslim keeps its files. Nothing happens when repl is longer than
+ * path (the text never grows). Returns the new length of text. */
+size_t fsutil_scrub_path(char *text, const char *path, const char *repl);
+
 #endif

@@ -5,6 +5,7 @@
  * checked by the auth gate (auth_gate.c). Answers go out through reply.h. */
 #include "api_int.h"
 
+#include "fsutil.h"
 #include "gate.h"
 #include "optpull.h"
 #include "push_http.h"
@@ -13,21 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Replace every occurrence of path (at least as long as the replacement)
- * in the NUL-terminated body by "<data>". */
-static void scrub_path(char *body, size_t *len, const char *path)
-{
-	static const char repl[] = "<data>";
-	size_t pl = strlen(path);
-	if (pl < sizeof(repl) - 1)
-		return;
-	for (char *p = strstr(body, path); p; p = strstr(p + sizeof(repl) - 1, path)) {
-		memcpy(p, repl, sizeof(repl) - 1);
-		memmove(p + sizeof(repl) - 1, p + pl, strlen(p + pl) + 1);
-		*len -= pl - (sizeof(repl) - 1);
-	}
-}
 
 /* GET /regslim/v1/reports/<name>/<digest>: the stored policy report of a
  * push, or the optimization report of an optimized pull. */
@@ -68,10 +54,10 @@ enum MHD_Result api_serve_report(struct registry *r, struct request *rq)
 		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	/* Reports written before they were kept free of host paths may name
 	 * the data directory: never shown. */
-	scrub_path(body, &len, r->cfg->data_dir);
+	len = fsutil_scrub_path(body, r->cfg->data_dir, "<data>");
 	char *real = realpath(r->cfg->data_dir, NULL);
 	if (real) {
-		scrub_path(body, &len, real);
+		len = fsutil_scrub_path(body, real, "<data>");
 		free(real);
 	}
 	return reply_buffer(rq, 200, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);

@@ -802,18 +802,6 @@ static void report_json(char **out, const struct report *rep)
 	}
 }
 
-/* Replace each occurrence of path in msg by "<image>" (in place). */
-static void scrub_path(char *msg, const char *path)
-{
-	static const char repl[] = "<image>";
-	size_t pl = strlen(path);
-	char *p;
-	while (pl >= sizeof(repl) && (p = strstr(msg, path)) != NULL) {
-		memcpy(p, repl, sizeof(repl) - 1);
-		memmove(p + sizeof(repl) - 1, p + pl, strlen(p + pl) + 1);
-	}
-}
-
 /* Run the optimizer over store's repo:tag into a new layout; out_digest
  * receives the optimized manifest's digest, *out_report its JSON report
  * (new, may be NULL), dst the layout directory. */
@@ -855,7 +843,7 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 		 * fault (400); the message must not show where regslim keeps it */
 		if (rc == RS_DIGEST_MISMATCH || rc == RS_UNSUPPORTED || rc == RS_TOO_LARGE || rc == RS_NOT_FOUND)
 			rc = err->code = RS_BAD_INPUT;
-		scrub_path(err->msg, work);
+		(void)fsutil_scrub_path(err->msg, work, "<image>"); /* the new length is not needed */
 		rs_err_prefix(err, "the image cannot be optimized: ");
 		return rc;
 	}

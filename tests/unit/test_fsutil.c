@@ -307,6 +307,18 @@ START_TEST(parent_of_paths)
 }
 END_TEST
 
+START_TEST(scrub_path_replaces_every_occurrence)
+{
+	char t[] = "open /srv/data/tmp/x: no; see /srv/data/y and /srv/data";
+	ck_assert_uint_eq(fsutil_scrub_path(t, "/srv/data", "<data>"), strlen("open <data>/tmp/x: no; see <data>/y and <data>"));
+	ck_assert_str_eq(t, "open <data>/tmp/x: no; see <data>/y and <data>");
+	char u[] = "a /x b";
+	ck_assert_uint_eq(fsutil_scrub_path(u, "/x", "<longer>"), 6); /* never grows */
+	ck_assert_str_eq(u, "a /x b");
+	ck_assert_uint_eq(fsutil_scrub_path(u, "", "<d>"), 6);
+}
+END_TEST
+
 START_TEST(rm_tree_removes_everything_but_not_through_links)
 {
 	struct rs_err err = {0};
@@ -345,6 +357,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, write_atomic_failure_leaves_no_temp_and_keeps_target);
 	tcase_add_test(tc, fsync_dir_reports_missing_dir);
 	tcase_add_test(tc, parent_of_paths);
+	tcase_add_test(tc, scrub_path_replaces_every_occurrence);
 	tcase_add_test(tc, rm_tree_removes_everything_but_not_through_links);
 	suite_add_tcase(s, tc);
 	return s;
