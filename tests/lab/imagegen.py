@@ -9,6 +9,10 @@ container tool is involved: the layouts are the input that skopeo pushes and reg
     imagegen.py multi LAYOUT   tiny's layers under two platforms (tags latest, amd64, arm64, index)
     imagegen.py edge  LAYOUT   the optimizer's edge cases: devices, fifo, long names, xattrs,
                                a file over a directory, hard links across layers (tag latest)
+    imagegen.py soak  LAYOUT [COUNT [KIB]]
+                               COUNT distinct small images (default 40) for bench/soak.sh: tags
+                               s0..s<COUNT-1>, each a layer of KIB KiB (default 1024) of seeded
+                               incompressible bytes plus files the default strip rules remove
 
 tiny's and multi's per-platform manifests carry no top-level mediaType (as umoci writes them);
 edge's manifest and multi's index do. Layers are gzip (level 9, no name, mtime 0) except edge's
@@ -268,15 +272,51 @@ def build_edge(root):
     lay.close()
 
 
+# ---------------------------------------------------------------- soak
+
+def seeded_bytes(seed, size):
+    """SIZE bytes that do not compress, the same for the same SEED on every run."""
+    out = bytearray()
+    n = 0
+    while len(out) < size:
+        out += hashlib.sha256(b"%s/%d" % (seed, n)).digest()
+        n += 1
+    return bytes(out[:size])
+
+
+def build_soak(root, count=40, kib=1024):
+    """COUNT images that share nothing but their base layer: tags s0..s<COUNT-1>."""
+    lay = Layout(root)
+    base = tar_bytes([entry("etc", "d"), entry("etc/os-release", data=b'NAME="regslim soak"\nID=soak\n')],
+                     tarfile.PAX_FORMAT)
+    base_desc, base_id = lay.layer(base, compress=True)
+    for i in range(count):
+        seed = b"soak-%d" % i
+        files = [entry(d, "d") for d in ("data", "usr", "usr/share", "usr/share/doc", "usr/share/doc/soak",
+                                         "var", "var/cache", "var/cache/apt")]
+        files += [entry("data/payload.bin", data=seeded_bytes(seed, kib * 1024)),
+                  entry("usr/share/doc/soak/README", data=b"image %d\n" % i * 64),
+                  entry("var/cache/apt/pkgcache.bin", data=seeded_bytes(seed + b"-cache", 4096))]
+        d, diff_id = lay.layer(tar_bytes(files, tarfile.PAX_FORMAT), compress=True)
+        cfg = {"created": EPOCH_TEXT, "architecture": "amd64", "os": "linux",
+               "config": {"Env": ["PATH=/bin"], "Labels": {"org.example.fixture": "soak-%d" % i}},
+               "rootfs": {"type": "layers", "diff_ids": [base_id, diff_id]},
+               "history": [{"created": EPOCH_TEXT, "created_by": "ADD base.tar /"},
+                           {"created": EPOCH_TEXT, "created_by": "ADD soak-%d.tar /" % i}]}
+        man = lay.manifest(lay.json_blob(cfg, MT_CONFIG), [base_desc, d], with_media_type=True)
+        lay.tag(man, "s%d" % i)
+    lay.close()
+
+
 def main(argv):
-    builders = {"tiny": build_tiny, "multi": build_multi, "edge": build_edge}
-    if len(argv) != 3 or argv[1] not in builders:
-        sys.stderr.write("usage: imagegen.py tiny|multi|edge LAYOUT\n")
+    builders = {"tiny": build_tiny, "multi": build_multi, "edge": build_edge, "soak": build_soak}
+    if len(argv) < 3 or argv[1] not in builders or (argv[1] != "soak" and len(argv) != 3) or len(argv) > 5:
+        sys.stderr.write("usage: imagegen.py tiny|multi|edge LAYOUT | imagegen.py soak LAYOUT [COUNT [KIB]]\n")
         return 2
     if os.path.exists(os.path.join(argv[2], "index.json")):
         sys.stderr.write("imagegen.py: %s already holds a layout\n" % argv[2])
         return 1
-    builders[argv[1]](argv[2])
+    builders[argv[1]](argv[2], *[int(a) for a in argv[3:]])
     return 0
 
 
