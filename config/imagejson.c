@@ -174,7 +174,24 @@ static enum rs_code parse_descriptor(struct imagejson_descriptor *d, const json_
 		if (rc != RS_OK)
 			return rc;
 	}
+	if ((rc = opt_string(&d->artifact_type, v, "artifactType", kp, what, err)) != RS_OK)
+		return rc;
 	return parse_annotations(&d->annotations, &d->annotation_count, v, kp, what, err);
+}
+
+/* The optional artifactType and subject of a manifest or index (image-spec
+ * v1.1): a subject that is present must be a descriptor. */
+static enum rs_code parse_v11(char **out_type, struct imagejson_descriptor **out_subject, const json_t *root,
+			      const char *what, struct rs_err *err)
+{
+	enum rs_code rc = opt_string(out_type, root, "artifactType", NULL, what, err);
+	json_t *sub = json_object_get(root, "subject");
+	if (rc != RS_OK || !sub || json_is_null(sub))
+		return rc;
+	*out_subject = calloc(1, sizeof(**out_subject));
+	if (!*out_subject)
+		return nomem(err, what);
+	return parse_descriptor(*out_subject, sub, "subject", what, err);
 }
 
 static enum rs_code parse_schema(int *out, const json_t *root, const char *what, struct rs_err *err)
@@ -262,6 +279,8 @@ enum rs_code imagejson_parse_manifest(struct imagejson_manifest *out, const char
 				       "RS_LIMIT_IMAGE_LAYERS_MAX", what, err);
 	if (rc == RS_OK)
 		rc = parse_annotations(&out->annotations, &out->annotation_count, root, NULL, what, err);
+	if (rc == RS_OK)
+		rc = parse_v11(&out->artifact_type, &out->subject, root, what, err);
 	json_decref(root);
 	if (rc != RS_OK)
 		imagejson_manifest_dispose(out);
@@ -287,6 +306,8 @@ enum rs_code imagejson_parse_index(struct imagejson_index *out, const char *buf,
 				       RS_LIMIT_INDEX_MANIFESTS_MAX, "RS_LIMIT_INDEX_MANIFESTS_MAX", what, err);
 	if (rc == RS_OK)
 		rc = parse_annotations(&out->annotations, &out->annotation_count, root, NULL, what, err);
+	if (rc == RS_OK)
+		rc = parse_v11(&out->artifact_type, &out->subject, root, what, err);
 	json_decref(root);
 	if (rc != RS_OK)
 		imagejson_index_dispose(out);
@@ -533,6 +554,8 @@ static json_t *descriptor_json(const struct imagejson_descriptor *d, bool *ok)
 				*ok = false;
 		}
 	}
+	if (d->artifact_type && json_object_set_new(o, "artifactType", json_string(d->artifact_type)))
+		*ok = false;
 	if (d->annotation_count &&
 	    json_object_set_new(o, "annotations", annotations_json(d->annotations, d->annotation_count, ok)))
 		*ok = false;
@@ -564,12 +587,16 @@ enum rs_code imagejson_write_manifest(char **out, size_t *len_out, const struct 
 		ok = false;
 	if (ok && m->media_type && json_object_set_new(root, "mediaType", json_string(m->media_type)))
 		ok = false;
+	if (ok && m->artifact_type && json_object_set_new(root, "artifactType", json_string(m->artifact_type)))
+		ok = false;
 	if (ok && json_object_set_new(root, "config", descriptor_json(&m->config, &ok)))
 		ok = false;
 	for (size_t i = 0; ok && i < m->layer_count; i++)
 		if (json_array_append_new(layers, descriptor_json(&m->layers[i], &ok)))
 			ok = false;
 	if (ok && json_object_set(root, "layers", layers))
+		ok = false;
+	if (ok && m->subject && json_object_set_new(root, "subject", descriptor_json(m->subject, &ok)))
 		ok = false;
 	if (ok && m->annotation_count &&
 	    json_object_set_new(root, "annotations", annotations_json(m->annotations, m->annotation_count, &ok)))
@@ -590,10 +617,14 @@ enum rs_code imagejson_write_index(char **out, size_t *len_out, const struct ima
 		ok = false;
 	if (ok && idx->media_type && json_object_set_new(root, "mediaType", json_string(idx->media_type)))
 		ok = false;
+	if (ok && idx->artifact_type && json_object_set_new(root, "artifactType", json_string(idx->artifact_type)))
+		ok = false;
 	for (size_t i = 0; ok && i < idx->manifest_count; i++)
 		if (json_array_append_new(ms, descriptor_json(&idx->manifests[i], &ok)))
 			ok = false;
 	if (ok && json_object_set(root, "manifests", ms))
+		ok = false;
+	if (ok && idx->subject && json_object_set_new(root, "subject", descriptor_json(idx->subject, &ok)))
 		ok = false;
 	if (ok && idx->annotation_count &&
 	    json_object_set_new(root, "annotations", annotations_json(idx->annotations, idx->annotation_count, &ok)))
@@ -680,6 +711,7 @@ void imagejson_descriptor_dispose(struct imagejson_descriptor *d)
 	free(d->os);
 	free(d->architecture);
 	free(d->variant);
+	free(d->artifact_type);
 	imagejson_kv_free(d->annotations, d->annotation_count);
 	memset(d, 0, sizeof(*d));
 }
@@ -694,6 +726,9 @@ void imagejson_manifest_dispose(struct imagejson_manifest *m)
 		imagejson_descriptor_dispose(&m->layers[i]);
 	free(m->layers);
 	imagejson_kv_free(m->annotations, m->annotation_count);
+	free(m->artifact_type);
+	imagejson_descriptor_dispose(m->subject);
+	free(m->subject);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -706,6 +741,9 @@ void imagejson_index_dispose(struct imagejson_index *idx)
 		imagejson_descriptor_dispose(&idx->manifests[i]);
 	free(idx->manifests);
 	imagejson_kv_free(idx->annotations, idx->annotation_count);
+	free(idx->artifact_type);
+	imagejson_descriptor_dispose(idx->subject);
+	free(idx->subject);
 	memset(idx, 0, sizeof(*idx));
 }
 
@@ -767,6 +805,7 @@ enum rs_code imagejson_descriptor_copy(struct imagejson_descriptor *out,
 	COPY(os);
 	COPY(architecture);
 	COPY(variant);
+	COPY(artifact_type);
 #undef COPY
 	for (size_t i = 0; ok && i < in->annotation_count; i++)
 		if (imagejson_kv_set(&out->annotations, &out->annotation_count, in->annotations[i].key,

@@ -35,6 +35,7 @@ struct imagejson_descriptor {
 	char *os, *architecture, *variant;
 	struct imagejson_kv *annotations;
 	size_t annotation_count;
+	char *artifact_type; /* artifactType (image-spec v1.1); NULL when absent */
 };
 
 enum imagejson_kind {
@@ -50,6 +51,10 @@ struct imagejson_manifest {
 	size_t layer_count;
 	struct imagejson_kv *annotations;
 	size_t annotation_count;
+	/* image-spec v1.1: artifactType and subject (the manifest this one refers
+	 * to, distribution-spec "Listing Referrers"); NULL when absent */
+	char *artifact_type;
+	struct imagejson_descriptor *subject;
 };
 
 struct imagejson_index {
@@ -59,6 +64,8 @@ struct imagejson_index {
 	size_t manifest_count;
 	struct imagejson_kv *annotations;
 	size_t annotation_count;
+	char *artifact_type;                  /* NULL when absent */
+	struct imagejson_descriptor *subject; /* NULL when absent */
 };
 
 struct imagejson_history {
@@ -104,9 +111,10 @@ RS_MUST_CHECK enum rs_code imagejson_parse_config(struct imagejson_config *out, 
 RS_MUST_CHECK enum rs_code imagejson_parse_archive(struct imagejson_archive *out, const char *buf,
 						   size_t len, const char *what, struct rs_err *err);
 
-/* Serialise m / idx as compact JSON: schemaVersion, mediaType, config (or
- * manifests), layers, annotations; descriptors as mediaType, digest, size,
- * platform, annotations. Fields that are NULL / empty are left out. *out is
+/* Serialise m / idx as compact JSON: schemaVersion, mediaType, artifactType,
+ * config (or manifests), layers, subject, annotations; descriptors as
+ * mediaType, digest, size, platform, artifactType, annotations. Fields that
+ * are NULL / empty are left out. *out is
  * a new NUL-terminated string (free()), *len_out its length. RS_NOMEM. */
 RS_MUST_CHECK enum rs_code imagejson_write_manifest(char **out, size_t *len_out,
 						    const struct imagejson_manifest *m,

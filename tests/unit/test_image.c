@@ -1,7 +1,8 @@
 /* test_image: manifest, index and config documents: parsing (OCI and
  * Docker flavours, with and without mediaType), hostile JSON (wrong types,
  * duplicate keys, NUL bytes, deep nesting, huge counts), validation against
- * digests and media types, deterministic writing and the config rewrite. */
+ * digests and media types, deterministic writing, the v1.1 subject and
+ * artifactType fields, and the config rewrite. */
 #include "image.h"
 
 #include "fixture.h"
@@ -207,6 +208,68 @@ START_TEST(writes_deterministic_json_with_sorted_annotations)
 }
 END_TEST
 
+START_TEST(parses_and_writes_subject_and_artifact_type)
+{
+	/* an oras-style artifact: artifactType, the empty config, a subject */
+	static const char *art =
+		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		"\"artifactType\":\"application/vnd.example.sbom\",\"config\":{\"mediaType\":"
+		"\"application/vnd.oci.empty.v1+json\",\"digest\":\"" D1 "\",\"size\":2},\"layers\":[],"
+		"\"subject\":{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D3 "\","
+		"\"size\":42},\"annotations\":{\"k\":\"v\"}}";
+	struct imagejson_manifest m;
+	struct rs_err err = {0};
+	ck_assert_int_eq(parse_m(&m, art, &err), RS_OK);
+	ck_assert_str_eq(m.artifact_type, "application/vnd.example.sbom");
+	ck_assert_ptr_nonnull(m.subject);
+	ck_assert_str_eq(m.subject->digest, D3);
+	ck_assert_uint_eq(m.subject->size, 42);
+	char *out;
+	size_t len;
+	ck_assert_int_eq(imagejson_write_manifest(&out, &len, &m, &err), RS_OK);
+	ck_assert_str_eq(out, art);
+	free(out);
+	imagejson_manifest_dispose(&m);
+	ck_assert_ptr_null(m.subject);
+
+	/* a manifest without them: NULL, and nothing written */
+	ck_assert_int_eq(parse_m(&m, oci_manifest, &err), RS_OK);
+	ck_assert_ptr_null(m.artifact_type);
+	ck_assert_ptr_null(m.subject);
+	imagejson_manifest_dispose(&m);
+
+	/* a subject that is not a descriptor is refused, naming it */
+	static const char *bad_sub = "{\"schemaVersion\":2,\"config\":{\"digest\":\"" D1 "\",\"size\":2},"
+	                             "\"layers\":[],\"subject\":\"" D3 "\"}";
+	ck_assert_int_eq(parse_m(&m, bad_sub, &err), RS_BAD_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "subject"));
+	static const char *bad_type = "{\"schemaVersion\":2,\"config\":{\"digest\":\"" D1 "\",\"size\":2},"
+	                              "\"layers\":[],\"artifactType\":7}";
+	ck_assert_int_eq(parse_m(&m, bad_type, &err), RS_BAD_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "artifactType"));
+
+	/* an index: its subject, and artifactType on its descriptors (the
+	 * referrers list's shape) */
+	static const char *idx =
+		"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":"
+		"[{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D2 "\",\"size\":5,"
+		"\"artifactType\":\"application/vnd.example.sig\",\"annotations\":{\"a\":\"b\"}}],"
+		"\"subject\":{\"digest\":\"" D3 "\",\"size\":1}}";
+	struct imagejson_index x;
+	ck_assert_int_eq(imagejson_parse_index(&x, idx, strlen(idx), "index", &err), RS_OK);
+	ck_assert_str_eq(x.manifests[0].artifact_type, "application/vnd.example.sig");
+	ck_assert_str_eq(x.subject->digest, D3);
+	struct imagejson_descriptor copy;
+	ck_assert_int_eq(imagejson_descriptor_copy(&copy, &x.manifests[0], &err), RS_OK);
+	ck_assert_str_eq(copy.artifact_type, "application/vnd.example.sig");
+	imagejson_descriptor_dispose(&copy);
+	ck_assert_int_eq(imagejson_write_index(&out, &len, &x, &err), RS_OK);
+	ck_assert_str_eq(out, idx);
+	free(out);
+	imagejson_index_dispose(&x);
+}
+END_TEST
+
 START_TEST(config_rewrite_replaces_rootfs_and_history_only)
 {
 	const char *cfg = "{\"created\":\"2025-05-20T00:00:00Z\",\"architecture\":\"amd64\",\"config\":{\"Cmd\":[\"/x\"]},"
@@ -252,6 +315,7 @@ static Suite *image_suite(void)
 	tcase_add_test(t, validation_names_bad_digests_and_media_types);
 	tcase_add_test(t, config_must_match_layers);
 	tcase_add_test(t, writes_deterministic_json_with_sorted_annotations);
+	tcase_add_test(t, parses_and_writes_subject_and_artifact_type);
 	tcase_add_test(t, config_rewrite_replaces_rootfs_and_history_only);
 	tcase_add_test(t, parses_docker_archive_manifest);
 	suite_add_tcase(s, t);
