@@ -119,6 +119,9 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 enum MHD_Result api_serve_report(struct registry *r, struct request *rq);
 enum MHD_Result api_serve_metrics(struct request *rq);
 
+/* referrers.c: GET/HEAD /v2/<name>/referrers/<digest>. */
+enum MHD_Result api_referrers_get(struct registry *r, struct request *rq, const struct route_target *t);
+
 /* mirror.c: the upstream's error answer, passed on or mapped; 2xx. */
 enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what);
 bool api_status_ok(long s);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "push.h"
+#include "refindex.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,14 +158,17 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	}
 	save_report(ph, &rep, &meta);
 	metrics_gate_push("accepted");
-	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], nwarn[24];
+	char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], nwarn[24], subject[DIGEST_STR_SIZE];
 	snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
 	snprintf(nwarn, sizeof(nwarn), "%zu", rep.warns);
+	if (refindex_subject_of(subject, w->buf, w->len, &err) != RS_OK)
+		subject[0] = '\0'; /* not reached: push_put_manifest checked it */
 	struct reply_header h[] = {{"Location", loc},
 	                  {"Docker-Content-Digest", digest},
 	                  {"X-Regslim-Policy-Warnings", nwarn},
-	                  {"X-Regslim-Report", report_url}};
-	ret = reply_empty(rq, 201, h, 4);
+	                  {"X-Regslim-Report", report_url},
+	                  {"OCI-Subject", subject[0] ? subject : NULL}};
+	ret = reply_empty(rq, 201, h, 5);
 done:
 	free(text);
 	gate_report_dispose(&rep);

@@ -5,7 +5,7 @@
  * and the route dispatch. registry_handle splits the path, picks the
  * upstream (route.c), asks the auth gate (auth_gate.c), and hands the request to the
  * file of its resource: manifests.c and manifests_policy.c, blobs.c,
- * tags.c, reports.c, ops.c (api_int.h); writes go to uploads.c and the token
+ * tags.c, referrers.c, reports.c, ops.c (api_int.h); writes go to uploads.c and the token
  * endpoint to token.c (push_http.h). It answers /healthz, /v2/ and the refusals of the dispatch
  * itself through reply.h; it builds no libmicrohttpd response and parses no
  * manifest. */
@@ -275,6 +275,9 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	} else if (strcmp(kind, "tags") == 0 && strcmp(ref, "list") == 0) {
 		rq->route = "tags";
 		what = REPLY_NAME;
+	} else if (strcmp(kind, "referrers") == 0) {
+		rq->route = "referrers";
+		what = REPLY_OTHER;
 	} else if (strstr(url, "/blobs/uploads/")) {
 		rq->route = "blob";
 		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "this mirror is read-only: blob uploads are not supported",
@@ -300,6 +303,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 
 	if (what == REPLY_NAME)
 		return api_tags_list(r, rq, &t);
+	if (what == REPLY_OTHER)
+		return api_referrers_get(r, rq, &t);
 	if (what == REPLY_BLOB)
 		return api_blob_get(r, rq, &t, head);
 

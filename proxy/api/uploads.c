@@ -28,6 +28,7 @@
 #include "gate_policy.h"
 #include "log.h"
 #include "push_http.h"
+#include "refindex.h"
 #include "refname.h"
 #include "reply.h"
 #include "rs_limits.h"
@@ -462,13 +463,17 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 			return api_gated_manifest_put(ph, rq, w, gp, ct);
 		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, digest, &err) != RS_OK)
 			return api_fail(rq, w, &err, 0, false);
-		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32];
+		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], subject[DIGEST_STR_SIZE];
 		snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
-		struct reply_header h[] = {{"Location", loc}, {"Docker-Content-Digest", digest}};
+		if (refindex_subject_of(subject, w->buf, w->len, &err) != RS_OK)
+			subject[0] = '\0'; /* not reached: push_put_manifest checked it */
+		struct reply_header h[] = {{"Location", loc},
+		                           {"Docker-Content-Digest", digest},
+		                           {"OCI-Subject", subject[0] ? subject : NULL}};
 		char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
 		api_ref_text(shown, sizeof(shown), w->name, w->ref);
 		log_event(LOG_INFO, "pushed %s (%s)", shown, digest);
-		return reply_empty(rq, 201, h, 2);
+		return reply_empty(rq, 201, h, 3);
 	}
 	case W_UPLOAD_START: {
 		const char *dg = arg(rq, "digest");

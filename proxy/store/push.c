@@ -24,6 +24,7 @@
 #include "image.h"
 #include "imagejson.h"
 #include "log.h"
+#include "refindex.h"
 #include "refname.h"
 #include "route.h"
 #include "rs_limits.h"
@@ -719,9 +720,16 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 	}
 	if (rc)
 		return rc;
+	/* A subject need not exist (distribution-spec, "Pushing Manifests with
+	 * Subject"); its digest must be valid. */
+	char subject[DIGEST_STR_SIZE];
+	if ((rc = refindex_subject_of(subject, body, len, err)))
+		return rc;
 	if ((rc = blobstore_put_manifest(p->store, digest, type, body, len, err)))
 		return rc;
 	if ((rc = blobstore_link(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest, err)))
+		return rc;
+	if (subject[0] && (rc = refindex_add(p->cfg->data_dir, repo, subject, digest, err)))
 		return rc;
 	if (!strchr(ref, ':')) {
 		struct blobstore_tag tag = {0};

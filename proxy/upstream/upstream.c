@@ -21,6 +21,7 @@
  * (signed storage URLs carry credentials there). */
 #include "upstream.h"
 
+#include "image.h"
 #include "rs_limits.h"
 #include "xfer.h"
 #include "xfer_exchange.h"
@@ -275,6 +276,26 @@ enum rs_code upstream_tags(struct upstream *u, const char *repo, const char *que
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	else
 		rc = memory_request(u, path, scope, json, 1, false, max_bytes, out, err);
+	free(path);
+	free(scope);
+	return rc;
+}
+
+enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char *digest, size_t max_bytes,
+                                struct upstream_reply *out, struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->content_length = -1;
+	enum rs_code rc = check_name(repo, digest, err);
+	if (rc)
+		return rc;
+	char *path = xfer_printf("/v2/%s/referrers/%s", repo, digest);
+	char *scope = xfer_printf("repository:%s:pull", repo);
+	static const char *const index[] = {IMAGE_MT_OCI_INDEX};
+	if (!path || !scope)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	else
+		rc = memory_request(u, path, scope, index, 1, false, max_bytes, out, err);
 	free(path);
 	free(scope);
 	return rc;

@@ -78,6 +78,12 @@ RS_MUST_CHECK enum rs_code upstream_blob_head(struct upstream *u, const char *re
 RS_MUST_CHECK enum rs_code upstream_tags(struct upstream *u, const char *repo, const char *query,
                                          size_t max_bytes, struct upstream_reply *out, struct rs_err *err);
 
+/* GET /v2/<repo>/referrers/<digest> (distribution-spec v1.1, the referrers
+ * API), body into memory up to max_bytes. Any HTTP answer is RS_OK with
+ * out->status (a registry without the API answers 404). */
+RS_MUST_CHECK enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char *digest,
+                                              size_t max_bytes, struct upstream_reply *out, struct rs_err *err);
+
 /* GET /v2/ (authenticated as needed): RS_OK when the upstream answers 200. */
 RS_MUST_CHECK enum rs_code upstream_ping(struct upstream *u, struct rs_err *err);
 
