@@ -255,15 +255,18 @@ expect_eq "manifest_content_type_mismatch_invalid" "$(echo "$hdrs" | sed -n '/^{
 printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":16},"layers":[]}' \
 	"$OCIM" "$CFG_BLOB" > "$CONF/m-empty.json"
 expect_eq "manifest_empty_layers_201" "$(put_manifest "$CONF/m-empty.json" empty | status)" 201
-# subject: accepted although the subject does not exist; no referrers API, so no OCI-Subject
-# (clients then keep the referrers tag schema, an index under sha256-<hex>, a plain tag here).
+# subject: accepted although the subject does not exist, answered with OCI-Subject and listed by
+# the referrers API (test_referrers.sh has the rest); a client's referrers tag (an index under
+# sha256-<hex>) is still a plain tag here.
 printf '{"schemaVersion":2,"mediaType":"%s","artifactType":"application/vnd.example.sig","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":16},"layers":[],"subject":{"mediaType":"%s","digest":"%s","size":1}}' \
 	"$OCIM" "$CFG_BLOB" "$OCIM" "$bad" > "$CONF/m-subject.json"
 SUBJ=sha256:$(sha256sum "$CONF/m-subject.json" | cut -d' ' -f1)
 hdrs=$(put_manifest "$CONF/m-subject.json" "$SUBJ")
 expect_eq "manifest_subject_missing_accepted_201" "$(echo "$hdrs" | status)" 201
-expect_eq "manifest_subject_no_oci_subject_header" "$(echo "$hdrs" | header_value OCI-Subject)" ""
-expect_eq "referrers_api_absent_404" "$(http_code "$RS_URL/v2/team/app/referrers/$bad" "${A[@]}")" 404
+expect_eq "manifest_subject_oci_subject_header" "$(echo "$hdrs" | header_value OCI-Subject)" "$bad"
+expect_eq "referrers_api_lists_it" \
+	"$(rs_curl "${A[@]}" "$RS_URL/v2/team/app/referrers/$bad" | jq -c '[.manifests[] | [.digest, .artifactType]]')" \
+	"[[\"$SUBJ\",\"application/vnd.example.sig\"]]"
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"%s","digest":"%s","size":%s,"artifactType":"application/vnd.example.sig"}]}' \
 	"$OCIM" "$SUBJ" "$(stat -c %s "$CONF/m-subject.json")" > "$CONF/referrers.json"
 expect_eq "referrers_tag_schema_201" "$(put_manifest "$CONF/referrers.json" "sha256-${bad#sha256:}" application/vnd.oci.image.index.v1+json | status)" 201

@@ -246,4 +246,33 @@ upstream_restart
 referrers library/nosuch "$UPSUBJ" > /dev/null
 expect_eq "mirror_other_name_empty" "$(jq -c .manifests "$W/ref.json")" "[]"
 
+# ------------------------------------------------------------ the mirror: TTL and stale-if-error
+# a second instance whose upstream's tag_ttl_s is 1: after 2 s the list is asked again, and with
+# the upstream down the cached list is served stale
+cat > "$CONF/ttl.json" << EOF
+{"upstreams": [{"name": "lab", "url": "http://$REG_PLAIN", "default": true, "tag_ttl_s": 1, "timeout_s": 5}]}
+EOF
+P2=$((LAB_PORT_BASE + 51))
+check "ttl_instance_starts" regslim_spawn ttl "$P2" "" "$REGSLIM_LAB/rs-ttl" --config "$CONF/ttl.json"
+TTL_LOG=$LOGS/regslim-ttl.log
+ttl_referrers() { rs_curl -o "$W/ref.json" -w '%{http_code}' "http://127.0.0.1:$P2/v2/library/tiny/referrers/$1"; }
+ttl_referrers "$UPSUBJ" > /dev/null
+expect_eq "ttl_first_answer" "$(listed)" "$(want "$UDESC")"
+sleep 2
+upstream_mark
+ttl_referrers "$UPSUBJ" > /dev/null
+expect_ge "ttl_expired_asks_again" "$(upstream_count GET "^/v2/library/tiny/(referrers/|manifests/sha256-)")" 1
+sleep 2
+upstream_stop
+expect_eq "stale_200" "$(ttl_referrers "$UPSUBJ")" 200
+expect_eq "stale_cached_list" "$(listed)" "$(want "$UDESC")"
+expect "stale_logged" "regslim_log_has 'serving the cached referrers of $UPSUBJ' '$TTL_LOG'" "$(tail -n 3 "$TTL_LOG")"
+expect_ge "stale_counted" "$(metric regslim_stale_served_total "" "http://127.0.0.1:$P2/metrics")" 1
+# nothing cached and the upstream down: regslim's own referrers only (none here), logged
+expect_eq "down_uncached_200" "$(ttl_referrers "$UNKNOWN")" 200
+expect_eq "down_uncached_empty" "$(jq -c .manifests "$W/ref.json")" "[]"
+expect "down_uncached_logged" "regslim_log_has \"answering regslim's own only\" '$TTL_LOG'" "$(tail -n 3 "$TTL_LOG")"
+upstream_restart
+lab_stop regslim-ttl 15
+
 finish
