@@ -131,7 +131,8 @@ enum rs_code refindex_list(char (**out)[DIGEST_STR_SIZE], size_t *out_n, const c
 			v = nv;
 			cap = nc;
 		}
-		snprintf(v[n], DIGEST_STR_SIZE, "sha256:%s", de->d_name);
+		memcpy(v[n], "sha256:", 7);
+		memcpy(v[n] + 7, de->d_name, DIGEST_HEX_LEN + 1); /* hex64: exactly 64 characters */
 		n++;
 	}
 	closedir(d);
