@@ -2,8 +2,9 @@
  * "Listing Referrers"; issue 14). The answer is always an OCI image index
  * (200, an empty manifests list when nothing refers to the digest) merging:
  * - the manifests pushed to regslim under <name> whose subject is the digest
- *   (store/refindex.h; only those the repository still holds, docs/security.md
- *   "Repository links"), described from their bytes;
+ *   (store/refindex.h, and those listed by a referrers tag pushed there; only
+ *   those the repository still holds, docs/security.md "Repository links"),
+ *   described from their bytes;
  * - the upstream's referrers of the digest in the routed repository: its
  *   referrers API when it answers 200, else the referrers tag schema
  *   (`sha256-<hex>` tag holding an index), else none. That list is cached
@@ -26,33 +27,67 @@
 #include <string.h>
 #include <time.h>
 
-/* The pushed referrers of subject under name, into l. A referrer that cannot
+/* The manifests v[0..n) pushed to name, into l: only those name holds (a
+ * push the gate refused, or another repository's, is not name's), and with
+ * check_subject only those whose subject is subject. A referrer that cannot
  * be read is left out (logged): the list is still an answer. */
+static void add_held(struct registry *r, const char *name, const char *subject, char (*v)[DIGEST_STR_SIZE], size_t n,
+                     bool check_subject, struct refindex_list *l)
+{
+	struct push *p = push_http_push(r->ph);
+	struct rs_err err = {0};
+	for (size_t i = 0; i < n; i++) {
+		if (!push_holds(p, name, BLOBSTORE_MANIFEST, v[i]))
+			continue;
+		char *buf = NULL, *type = NULL, sub[DIGEST_STR_SIZE] = "";
+		size_t len = 0;
+		rs_err_clear(&err);
+		enum rs_code rc =
+			blobstore_get_manifest(push_store(p), v[i], r->cfg->manifest_max_bytes, &buf, &len, &type, &err);
+		if (rc == RS_OK && check_subject && (rc = refindex_subject_of(sub, buf, len, &err)) == RS_OK &&
+		    strcmp(sub, subject) != 0)
+			rc = rs_err_set(&err, RS_BAD_INPUT, "its subject is '%s'", sub);
+		if (rc == RS_OK)
+			rc = refindex_list_add_manifest(l, v[i], type, buf, len, &err);
+		if (rc)
+			log_event(LOG_WARN, "referrer %s of %s in %s left out: %s", v[i], subject, name, err.msg);
+		free(buf);
+		free(type);
+	}
+}
+
+/* The pushed referrers of subject under name, into l: the referrers index,
+ * and the manifests listed by a referrers tag (sha256-<hex>) pushed to name
+ * that have subject as their subject (distribution-spec, "Enabling the
+ * Referrers API": those pushed before regslim had the API). */
 static void add_pushed(struct registry *r, const char *name, const char *subject, struct refindex_list *l)
 {
 	struct push *p = push_http_push(r->ph);
 	char(*v)[DIGEST_STR_SIZE] = NULL;
 	size_t n = 0;
 	struct rs_err err = {0};
-	if (refindex_list(&v, &n, r->cfg->data_dir, name, subject, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK) {
+	if (refindex_list(&v, &n, r->cfg->data_dir, name, subject, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK)
 		log_event(LOG_WARN, "referrers of %s in %s: %s", subject, name, err.msg);
-		return;
-	}
-	for (size_t i = 0; i < n; i++) {
-		/* a push the gate refused, or another repository's: not this name's */
-		if (!push_holds(p, name, BLOBSTORE_MANIFEST, v[i]))
-			continue;
-		char *buf = NULL, *type = NULL;
-		size_t len = 0;
-		rs_err_clear(&err);
-		if (blobstore_get_manifest(push_store(p), v[i], r->cfg->manifest_max_bytes, &buf, &len, &type, &err) !=
-		            RS_OK ||
-		    refindex_list_add_manifest(l, v[i], type, buf, len, &err) != RS_OK)
-			log_event(LOG_WARN, "referrer %s of %s in %s left out: %s", v[i], subject, name, err.msg);
-		free(buf);
-		free(type);
-	}
+	add_held(r, name, subject, v, n, false, l);
 	free(v);
+	v = NULL;
+	n = 0;
+	char tag[80], *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct blobstore_tag bt = {0};
+	snprintf(tag, sizeof(tag), "sha256-%s", digest_hex(subject));
+	rs_err_clear(&err);
+	if (push_get_tag(p, name, tag, &bt, &err) != RS_OK)
+		return; /* no referrers tag: the usual case */
+	if (blobstore_get_manifest(push_store(p), bt.digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) ==
+	            RS_OK &&
+	    refindex_entries(&v, &n, buf, len, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) == RS_OK)
+		add_held(r, name, subject, v, n, true, l);
+	else
+		log_event(LOG_WARN, "the referrers tag %s:%s is left out: %s", name, tag, err.msg);
+	free(v);
+	free(buf);
+	free(type);
 }
 
 /* The cache keys of the upstream's list: its tag map namespace and tag. */

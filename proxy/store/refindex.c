@@ -176,6 +176,32 @@ enum rs_code refindex_subject_of(char out[DIGEST_STR_SIZE], const char *body, si
 	return rc;
 }
 
+enum rs_code refindex_entries(char (**out)[DIGEST_STR_SIZE], size_t *out_n, const char *body, size_t len,
+                              size_t max, struct rs_err *err)
+{
+	*out = NULL;
+	*out_n = 0;
+	struct imagejson_index x = {0};
+	enum rs_code rc = imagejson_parse_index(&x, body, len, "referrers tag", err);
+	if (rc)
+		return rc;
+	char(*v)[DIGEST_STR_SIZE] = x.manifest_count ? calloc(x.manifest_count, sizeof(*v)) : NULL;
+	if (x.manifest_count && !v)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory reading a referrers tag");
+	size_t n = 0;
+	for (size_t i = 0; rc == RS_OK && i < x.manifest_count && n < max; i++)
+		if (x.manifests[i].digest && digest_valid(x.manifests[i].digest))
+			snprintf(v[n++], DIGEST_STR_SIZE, "%s", x.manifests[i].digest);
+	imagejson_index_dispose(&x);
+	if (rc == RS_OK && n) {
+		*out = v;
+		*out_n = n;
+	} else {
+		free(v);
+	}
+	return rc;
+}
+
 static bool listed(const struct refindex_list *l, const char *digest)
 {
 	for (size_t i = 0; i < l->n; i++)

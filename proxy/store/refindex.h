@@ -48,6 +48,13 @@ RS_MUST_CHECK enum rs_code refindex_list(char (**out)[DIGEST_STR_SIZE], size_t *
 RS_MUST_CHECK enum rs_code refindex_subject_of(char out[DIGEST_STR_SIZE], const char *body, size_t len,
                                                struct rs_err *err);
 
+/* The digests of the entries of image index body (a referrers tag's
+ * index), in order, at most max: *out is a new array of *out_n (free();
+ * NULL when none). Entries without a valid digest are skipped.
+ * RS_BAD_INPUT when body is not an index, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code refindex_entries(char (**out)[DIGEST_STR_SIZE], size_t *out_n, const char *body,
+                                            size_t len, size_t max, struct rs_err *err);
+
 /* Descriptors of a referrers answer; zero it before the first use. */
 struct refindex_list {
 	struct imagejson_descriptor *d;

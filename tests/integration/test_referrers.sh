@@ -188,6 +188,24 @@ expect_eq "restart_keeps_list" "$(listed)" "$WANT_ALL"
 referrers team/other "$SUBJ" > /dev/null
 expect_eq "restart_keeps_isolation" "$(listed)" "$(want "$(descriptor "$W/e.json" "$OCI_M")")"
 
+# ------------------------------------------------------------ manifests pushed before the index
+# A data directory without the index (written before regslim had the referrers API): manifests
+# listed by a referrers tag pushed to the repository that have the digest as subject are listed
+# (distribution-spec, "Enabling the Referrers API"); an entry whose subject is another is not.
+stop_regslim
+rm -rf "$RS_DATA/push/referrers"
+start_regslim --config "$CONF/regslim.json"
+referrers team/app "$SUBJ" > /dev/null
+expect_eq "old_data_without_index_empty" "$(jq -c .manifests "$W/ref.json")" "[]"
+jq -n -c --arg mt "$OCI_I" --argjson a "$(descriptor "$W/a.json" "$OCI_M")" \
+	--argjson b "$(descriptor "$W/b.json" "$OCI_M")" --argjson d "$(descriptor "$W/d.json" "$OCI_M")" \
+	'{schemaVersion: 2, mediaType: $mt, manifests: [$a, $b, $d]}' > "$W/tag.json"
+hdrs=$(put_manifest "$H" team/app "sha256-${SUBJ#sha256:}" "$W/tag.json" "$OCI_I" "${U[@]}")
+expect_eq "referrers_tag_pushed_201" "$(echo "$hdrs" | status_of)" 201
+referrers team/app "$SUBJ" > /dev/null
+expect_eq "referrers_tag_entries_listed" "$(listed)" \
+	"$(want "$(descriptor "$W/a.json" "$OCI_M")" "$(descriptor "$W/b.json" "$OCI_M")")"
+
 # ------------------------------------------------------------ the mirror: upstream's referrers tag
 UPSUBJ=$(manifest_digest "$REG_PLAIN" library/tiny latest)
 UPSUBJ_SIZE=$(manifest_get "$REG_PLAIN" library/tiny latest | wc -c)

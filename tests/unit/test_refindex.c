@@ -3,7 +3,7 @@
  * names and digests) and the referrers list documents (descriptors of pushed
  * manifests and indexes with their artifactType rule and annotations, an
  * upstream's index merged without duplicates, the artifactType filter, the
- * empty list). */
+ * empty list, the entries of a referrers tag). */
 #include "refindex.h"
 
 #include "fixture.h"
@@ -176,6 +176,31 @@ START_TEST(describes_referrers_merges_and_filters)
 }
 END_TEST
 
+START_TEST(reads_the_entries_of_a_referrers_tag)
+{
+	struct rs_err err = {0};
+	const char *tag = "{\"schemaVersion\":2,\"mediaType\":\"" IMAGE_MT_OCI_INDEX "\",\"manifests\":["
+	                  "{\"digest\":\"" D2 "\",\"size\":1},{\"digest\":\"sha256:bad\",\"size\":1},"
+	                  "{\"digest\":\"" D1 "\",\"size\":1}]}";
+	char(*v)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(refindex_entries(&v, &n, tag, strlen(tag), 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 2); /* the invalid digest skipped, the order kept */
+	ck_assert_str_eq(v[0], D2);
+	ck_assert_str_eq(v[1], D1);
+	free(v);
+	ck_assert_int_eq(refindex_entries(&v, &n, tag, strlen(tag), 1, &err), RS_OK);
+	ck_assert_uint_eq(n, 1);
+	free(v);
+	ck_assert_int_eq(refindex_entries(&v, &n, artifact, strlen(artifact), 10, &err), RS_BAD_INPUT);
+	ck_assert_ptr_null(v);
+	const char *empty = refindex_empty();
+	ck_assert_int_eq(refindex_entries(&v, &n, empty, strlen(empty), 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 0);
+	ck_assert_ptr_null(v);
+}
+END_TEST
+
 static Suite *refindex_suite(void)
 {
 	Suite *s = suite_create("refindex");
@@ -185,6 +210,7 @@ static Suite *refindex_suite(void)
 	tcase_add_test(tc, refuses_bad_names_and_digests);
 	tcase_add_test(tc, subject_of_manifests_and_indexes);
 	tcase_add_test(tc, describes_referrers_merges_and_filters);
+	tcase_add_test(tc, reads_the_entries_of_a_referrers_tag);
 	suite_add_tcase(s, tc);
 	return s;
 }
