@@ -66,7 +66,7 @@ static void add_pushed(struct registry *r, const char *name, const char *subject
 	char(*v)[DIGEST_STR_SIZE] = NULL;
 	size_t n = 0;
 	struct rs_err err = {0};
-	if (refindex_list(&v, &n, r->cfg->data_dir, name, subject, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK)
+	if (push_referrers(p, name, subject, &v, &n, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK)
 		log_event(LOG_WARN, "referrers of %s in %s: %s", subject, name, err.msg);
 	add_held(r, name, subject, v, n, false, l);
 	free(v);

@@ -590,6 +590,12 @@ void push_forget_manifest(struct push *p, const char *repo, const char *digest)
 	blobstore_unlink(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest);
 }
 
+enum rs_code push_referrers(struct push *p, const char *repo, const char *subject, char (**out)[DIGEST_STR_SIZE],
+                            size_t *out_n, size_t max, struct rs_err *err)
+{
+	return refindex_list(out, out_n, p->cfg->data_dir, repo, subject, max, err);
+}
+
 /* ------------------------------------------------------------ manifests */
 
 static bool is_known_type(const char *t)

@@ -88,6 +88,14 @@ RS_MUST_CHECK enum rs_code push_mount_blob(struct push *p, const char *repo, con
 /* Remove repo's link to manifest digest (a push the gate refused). */
 void push_forget_manifest(struct push *p, const char *repo, const char *digest);
 
+/* The manifests pushed to repo whose subject is subject, from the push
+ * store's referrers index (refindex.h refindex_list: sorted, at most max,
+ * *out free()). Whether repo still holds each is the caller's check
+ * (push_holds). RS_DIGEST_INVALID, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code push_referrers(struct push *p, const char *repo, const char *subject,
+                                          char (**out)[DIGEST_STR_SIZE], size_t *out_n, size_t max,
+                                          struct rs_err *err);
+
 /* Store a pushed manifest for repo under ref (a tag, or the digest of body).
  * content_type (may be NULL or generic) and the body's mediaType decide the
  * type: OCI or Docker image manifest or index. The body must be valid JSON

@@ -3,7 +3,8 @@
  * mismatch, resume after a "restart" (new push object, hash rebuilt from the
  * file), size limit, exclusive use, unknown uploads, the idle sweep, mounts
  * only from a repository that holds the blob (repository links), manifest checks (references, type, JSON, size,
- * digest refs) and the push tag map. Blob bytes come from a seed. */
+ * digest refs), the push tag map and the referrers index of pushed manifests
+ * with a subject. Blob bytes come from a seed. */
 #include "push.h"
 
 #include "digest.h"
@@ -304,6 +305,55 @@ START_TEST(manifest_checks_and_tags)
 }
 END_TEST
 
+START_TEST(indexes_pushed_referrers_per_repository)
+{
+	struct push *p = open_push();
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], subject[DIGEST_STR_SIZE], r2[DIGEST_STR_SIZE];
+	upload_blob(p, "t/app", 31, 2, 2, c);
+	upload_blob(p, "t/other", 31, 2, 2, c);
+	digest_buffer(subject, "a subject never pushed", 22);
+	char m[1024];
+	snprintf(m, sizeof(m),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" OCI_M "\",\"artifactType\":\"application/vnd.example\","
+	         "\"config\":{\"mediaType\":\"application/vnd.oci.empty.v1+json\",\"digest\":\"%s\",\"size\":2},"
+	         "\"layers\":[],\"subject\":{\"mediaType\":\"" OCI_M "\",\"digest\":\"%s\",\"size\":9}}",
+	         c, subject);
+	/* the subject need not exist */
+	ck_assert_msg(push_put_manifest(p, "t/app", "sig", OCI_M, m, strlen(m), md, &err) == RS_OK, "%s", err.msg);
+	char(*v)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(push_referrers(p, "t/app", subject, &v, &n, 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(v[0], md);
+	free(v);
+	/* another repository's referrers are its own */
+	ck_assert_int_eq(push_referrers(p, "t/other", subject, &v, &n, 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 0);
+	char m2[1100];
+	snprintf(m2, sizeof(m2), "%.*s,\"annotations\":{\"r\":\"other\"}}", (int)strlen(m) - 1, m);
+	ck_assert_int_eq(push_put_manifest(p, "t/other", "sig", OCI_M, m2, strlen(m2), r2, &err), RS_OK);
+	ck_assert_int_eq(push_referrers(p, "t/other", subject, &v, &n, 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(v[0], r2);
+	free(v);
+	/* a subject digest that is not one: refused, nothing stored */
+	snprintf(m, sizeof(m),
+	         "{\"schemaVersion\":2,\"config\":{\"digest\":\"%s\",\"size\":2},\"layers\":[],"
+	         "\"subject\":{\"digest\":\"sha256:zz\",\"size\":9}}",
+	         c);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "bad", OCI_M, m, strlen(m), md, &err), RS_BAD_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "subject"));
+	push_free(p);
+	/* the index is on disk: a new push object (a restart) sees it */
+	p = open_push();
+	ck_assert_int_eq(push_referrers(p, "t/app", subject, &v, &n, 10, &err), RS_OK);
+	ck_assert_uint_eq(n, 1);
+	free(v);
+	push_free(p);
+}
+END_TEST
+
 static Suite *push_suite(void)
 {
 	Suite *s = suite_create("push");
@@ -316,6 +366,7 @@ static Suite *push_suite(void)
 	tcase_add_test(tc, sweep_removes_idle_uploads_only);
 	tcase_add_test(tc, mounts_only_from_a_repository_that_holds_the_blob);
 	tcase_add_test(tc, manifest_checks_and_tags);
+	tcase_add_test(tc, indexes_pushed_referrers_per_repository);
 	suite_add_tcase(s, tc);
 	return s;
 }
