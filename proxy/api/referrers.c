@@ -150,8 +150,8 @@ static enum rs_code ask_upstream(struct registry *r, const struct route_target *
 		*out = rep.body;
 		*out_len = rep.body_len;
 		rep.body = NULL;
-	} else if (rc == RS_OK && (rep.status == 404 || rep.status == 400)) {
-		rc = RS_OK; /* no referrers tag: no referrers */
+	} else if (rc == RS_OK && rep.status >= 400 && rep.status < 500 && rep.status != 429) {
+		rc = RS_OK; /* no referrers tag (or none this upstream lets regslim see): no referrers */
 	} else if (rc == RS_OK) {
 		metrics_upstream(upname, METRICS_UP_ERRORS);
 		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s answered HTTP %ld for the referrers tag %s", upname,

@@ -8,7 +8,9 @@
 # DIGEST_INVALID; isolation between repositories; the index after a restart. As a mirror in
 # front of the lab's docker-registry (Debian's distribution 2.8, which has no referrers API): the
 # upstream's referrers tag (`sha256-<hex>`, pushed here by the test) read through regslim, merged
-# with a referrer pushed to regslim under the same name, cached (served with the upstream down).
+# with a referrer pushed to regslim under the same name, cached (served with the upstream down,
+# revalidated after the TTL, stale when the upstream fails); an upstream that answers 401 gives an
+# empty list, cached too.
 . "$(dirname "$0")/lib.sh"
 lab_setup
 upstream_start
@@ -292,5 +294,23 @@ expect_eq "down_uncached_empty" "$(jq -c .manifests "$W/ref.json")" "[]"
 expect "down_uncached_logged" "regslim_log_has \"answering regslim's own only\" '$TTL_LOG'" "$(tail -n 3 "$TTL_LOG")"
 upstream_restart
 lab_stop regslim-ttl 15
+
+# ------------------------------------------------------------ an upstream that refuses regslim
+# The lab's htpasswd registry without credentials: 401 to the referrers API and to the tag. That is
+# "none this upstream lets regslim see": an empty list, cached like any other answer.
+upstream_also auth
+AUTH_LOG=$LOGS/registry-${REG_AUTH##*:}.log
+P3=$((LAB_PORT_BASE + 52))
+check "noauth_instance_starts" regslim_spawn noauth "$P3" "http://$REG_AUTH" "$REGSLIM_LAB/rs-noauth"
+upstream_mark "$AUTH_LOG"
+expect_eq "refused_upstream_200" \
+	"$(rs_curl -o "$W/ref.json" -w '%{http_code}' "http://127.0.0.1:$P3/v2/library/tiny/referrers/$UPSUBJ")" 200
+expect_eq "refused_upstream_empty" "$(jq -c .manifests "$W/ref.json")" "[]"
+n=$(upstream_count GET "^/v2/library/tiny/(referrers/|manifests/sha256-)" "" "$AUTH_LOG")
+expect_ge "refused_upstream_was_asked" "$n" 1
+rs_curl -o /dev/null "http://127.0.0.1:$P3/v2/library/tiny/referrers/$UPSUBJ"
+expect_eq "refused_upstream_answer_cached" \
+	"$(upstream_count GET "^/v2/library/tiny/(referrers/|manifests/sha256-)" "" "$AUTH_LOG")" "$n"
+lab_stop regslim-noauth 15
 
 finish
