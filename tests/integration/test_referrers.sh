@@ -5,7 +5,8 @@
 # custom config type and no artifactType, an index with a subject, a referrer pushed before its
 # subject); the OCI-Subject header of their PUTs; the exact descriptors of the referrers list,
 # the artifactType filter and OCI-Filters-Applied, an empty list (200) for an unknown digest, 400
-# DIGEST_INVALID; isolation between repositories; the index after a restart. As a mirror in
+# DIGEST_INVALID; a push under a check-only push policy; isolation between repositories; the
+# index after a restart. As a mirror in
 # front of the lab's docker-registry (Debian's distribution 2.8, which has no referrers API): the
 # upstream's referrers tag (`sha256-<hex>`, pushed here by the test) read through regslim, merged
 # with a referrer pushed to regslim under the same name, cached (served with the upstream down,
@@ -22,7 +23,8 @@ mkdir -p "$W"
 htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null
 cat > "$CONF/regslim.json" << EOF
 {"auth": {"htpasswd": "$CONF/htpasswd", "anonymous_pull": true,
-          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]}}
+          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
+ "push": {"policies": [{"repositories": ["gated/*"], "mode": "check-only", "rules": {"secrets": {"action": "deny"}}}]}}
 EOF
 start_regslim --config "$CONF/regslim.json"
 H=127.0.0.1:$RS_PORT
@@ -182,6 +184,16 @@ referrers team/other "$SUBJ" > /dev/null
 expect_eq "other_repo_lists_its_own" "$(listed)" "$(want "$(descriptor "$W/e.json" "$OCI_M")")"
 referrers team/app "$SUBJ" > /dev/null
 expect_eq "app_repo_unchanged" "$(listed)" "$WANT_ALL"
+
+# ------------------------------------------------------------ under a push policy (check-only)
+for f in empty sigcfg; do
+	expect_eq "gated_push_blob_$f" "$(push_blob "$H" gated/app "$W/$f" "${U[@]}")" 201
+done
+hdrs=$(put_manifest "$H" gated/app "$B" "$W/b.json" "$OCI_M" "${U[@]}")
+expect_eq "gated_put_201" "$(echo "$hdrs" | status_of)" 201
+expect_eq "gated_put_oci_subject" "$(echo "$hdrs" | header_value OCI-Subject)" "$SUBJ"
+referrers gated/app "$SUBJ" > /dev/null
+expect_eq "gated_listed" "$(listed)" "$(want "$(descriptor "$W/b.json" "$OCI_M")")"
 
 # ------------------------------------------------------------ restart
 restart_regslim
