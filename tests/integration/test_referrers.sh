@@ -6,12 +6,12 @@
 # subject); the OCI-Subject header of their PUTs; the exact descriptors of the referrers list,
 # the artifactType filter and OCI-Filters-Applied, an empty list (200) for an unknown digest, 400
 # DIGEST_INVALID; a push under a check-only push policy; isolation between repositories; the
-# index after a restart. As a mirror in
-# front of the lab's docker-registry (Debian's distribution 2.8, which has no referrers API): the
-# upstream's referrers tag (`sha256-<hex>`, pushed here by the test) read through regslim, merged
-# with a referrer pushed to regslim under the same name, cached (served with the upstream down,
-# revalidated after the TTL, stale when the upstream fails); an upstream that answers 401 gives an
-# empty list, cached too.
+# index after a restart, and a referrers tag in a data directory from before the index. As a
+# mirror in front of the lab's docker-registry (Debian's distribution 2.8, which has no referrers
+# API): the upstream's referrers tag (`sha256-<hex>`, pushed here by the test) read through
+# regslim, merged with a referrer pushed to regslim under the same name, cached (served with the
+# upstream down, revalidated after the TTL, stale when the upstream fails); an upstream that
+# answers 401 gives an empty list, cached too.
 . "$(dirname "$0")/lib.sh"
 lab_setup
 upstream_start
