@@ -41,6 +41,11 @@
 #define RS_LIMIT_BODY_RATE_WINDOW_MAX_S 600
 /* config: cache.max_bytes (20 GiB) */
 #define RS_LIMIT_CACHE_DEFAULT_BYTES (20ull * 1024 * 1024 * 1024)
+/* cache.optimized_pin_s: how long eviction leaves alone every object of an
+ * optimized image after its manifest was served (clients fetch its blobs
+ * next), and its ceiling. */
+#define RS_LIMIT_OPT_PIN_DEFAULT_S 900u
+#define RS_LIMIT_OPT_PIN_MAX_S 86400u
 /* config: upstreams[].tag_ttl_s */
 #define RS_LIMIT_TAG_TTL_DEFAULT_S 300
 /* config: upstreams[].timeout_s: connect + idle stall bound for upstream transfers */
