@@ -53,6 +53,7 @@ struct entry {
 	struct entry *hnext;       /* hash chain */
 	struct entry *prev, *next; /* LRU list: head is the least recently used */
 	uint64_t size;
+	time_t pinned_until; /* eviction passes over it before this time (blobstore_pin) */
 	enum blobstore_kind kind;
 	char hex[DIGEST_HEX_LEN + 1];
 };
@@ -1121,6 +1122,21 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 
 /* ---- eviction --------------------------------------------------------- */
 
+bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t until)
+{
+	if (!digest_valid(digest))
+		return false;
+	pthread_mutex_lock(&bs->mu);
+	struct entry *e = index_find(bs, kind, digest_hex(digest));
+	if (e) {
+		if (e->pinned_until < until)
+			e->pinned_until = until;
+		index_touch(bs, e);
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return e != NULL;
+}
+
 enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err)
 {
 	uint64_t freed = 0;
@@ -1133,8 +1149,13 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 	/* Each object is tried once: one that cannot be removed goes to the
 	 * back of the list, so the loop ends even when unlink keeps failing. */
 	size_t budget = bs->count;
+	time_t now = time(NULL);
 	while (budget-- > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head) {
 		struct entry *e = bs->lru_head;
+		if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
+			index_touch(bs, e);
+			continue;
+		}
 		char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
 		struct rs_err one;
 		enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);

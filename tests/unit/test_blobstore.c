@@ -704,6 +704,44 @@ START_TEST(cleans_stale_temp_files_at_open)
 }
 END_TEST
 
+/* Pinned objects (an optimized image a client is pulling) are passed over
+ * until their pin expires; pinning an absent object says so. */
+START_TEST(eviction_passes_over_pinned_objects)
+{
+	struct blobstore *bs = store_fixture_open(1500);
+	char d[4][DIGEST_STR_SIZE];
+	unsigned char *b[4];
+	put_four(bs, d, b);
+	time_t now = time(NULL);
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[0], now + 60));
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[1], now + 60));
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[1], now - 5)); /* an earlier time keeps the pin */
+	ck_assert(!blobstore_pin(bs, BLOBSTORE_MANIFEST, d[2], now + 60));
+	ck_assert(!blobstore_pin(bs, BLOBSTORE_BLOB, "sha256:zz", now + 60));
+	struct rs_err err = {0};
+	uint64_t freed = 0;
+	/* d0 and d1 are the oldest but pinned: d2 and d3 go, and the store stays
+	 * above its limit rather than break a pull. */
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 2000);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[1]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[2]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[3]));
+	ck_assert_uint_eq(blobstore_size(bs), 2000);
+	/* An expired pin protects nothing: put d2 back, pin it in the past. */
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d[2], 1000, b[2], 1000, 7, &err), RS_OK);
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[2], now - 1));
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 1000);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[2]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	for (int i = 0; i < 4; i++)
+		free(b[i]);
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(open_fd_survives_eviction)
 {
 	struct blobstore *bs = store_fixture_open(1);
@@ -986,6 +1024,7 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, evicts_least_recently_used_first);
 	tcase_add_test(tc, counts_existing_objects_at_open);
 	tcase_add_test(tc, cleans_stale_temp_files_at_open);
+	tcase_add_test(tc, eviction_passes_over_pinned_objects);
 	tcase_add_test(tc, open_fd_survives_eviction);
 	tcase_add_test(tc, eviction_never_touches_temp_files);
 	tcase_add_test(tc, links_are_per_repository_and_survive_reopen);
