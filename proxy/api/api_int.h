@@ -109,6 +109,11 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 /* The fetches of optpull.h (ctx is the registry), also used by push_fetch
  * and the policy check on pull: a blob through the single-flight download
  * (blobs.c), a manifest by digest (manifests.c); both verified and stored. */
+/* A blob or manifest of an optimized image that t's repository was given
+ * (linked there) but that is no longer in the store: made again by the
+ * optimizer (optpull_regenerate), waiting up to optimize.sync_timeout_s.
+ * True when it is in the store now. */
+bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum blobstore_kind kind);
 RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,

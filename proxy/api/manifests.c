@@ -186,6 +186,8 @@ enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, c
 	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
 	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
 		return ret;
+	if (!had_copy && api_opt_regenerated(r, t, BLOBSTORE_MANIFEST))
+		had_copy = linked = true; /* an optimized manifest that was evicted */
 	if (had_copy && !linked) {
 		struct upstream_reply head = {0};
 		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
