@@ -46,6 +46,12 @@
  * next), and its ceiling. */
 #define RS_LIMIT_OPT_PIN_DEFAULT_S 900u
 #define RS_LIMIT_OPT_PIN_MAX_S 86400u
+/* cache.scrub_bytes_per_s and cache.scrub_interval_s: the background scrub
+ * rehashes every stored object at this rate, one full pass this often. */
+#define RS_LIMIT_SCRUB_RATE_DEFAULT (16ull * 1024 * 1024)
+#define RS_LIMIT_SCRUB_RATE_MAX (16ull * 1024 * 1024 * 1024)
+#define RS_LIMIT_SCRUB_INTERVAL_DEFAULT_S 604800u
+#define RS_LIMIT_SCRUB_INTERVAL_MAX_S 31536000u
 /* config: upstreams[].tag_ttl_s */
 #define RS_LIMIT_TAG_TTL_DEFAULT_S 300
 /* config: upstreams[].timeout_s: connect + idle stall bound for upstream transfers */

@@ -23,6 +23,7 @@
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "scrub.h"
 #include "upstream.h"
 
 #include <pthread.h>
@@ -95,6 +96,9 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 	}
+	rc = scrub_start(&r->scrub, cfg, r->store, push_store(push_http_push(r->ph)), err);
+	if (rc)
+		goto out;
 	pthread_mutex_init(&r->verdict_mu, NULL);
 	for (size_t i = 0; i < cfg->push.policy_count; i++)
 		if (cfg->push.policies[i].enforce_on_pull && !r->verdicts &&
@@ -113,6 +117,8 @@ out:
 void registry_shutdown(struct registry *r)
 {
 	optpull_stop(r->opt);
+	scrub_stop(r->scrub);
+	r->scrub = NULL;
 }
 
 void registry_free(struct registry *r)
@@ -120,7 +126,8 @@ void registry_free(struct registry *r)
 	if (!r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
-	optpull_free(r->opt); /* first: its workers use the upstreams and the inflight table */
+	scrub_stop(r->scrub); /* first: it reads the stores */
+	optpull_free(r->opt); /* its workers use the upstreams and the inflight table */
 	push_http_free(r->ph);
 	inflight_free(r->inflight);
 	if (r->ups)
