@@ -9,7 +9,7 @@
 set -euo pipefail
 what=${1:-build}
 BUILD_PKGS=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libssl-dev
-  libzstd-dev libjansson-dev zlib1g-dev libisal-dev libcrypt-dev ca-certificates curl)
+  libzstd-dev libjansson-dev zlib1g-dev libisal-dev libdeflate-dev libcrypt-dev ca-certificates curl)
 TEST_PKGS=(check libsubunit-dev clang libclang-rt-14-dev docker-registry skopeo podman containerd
   docker.io umoci jq python3 apache2-utils openssl zstd isal wrk bsdextrautils
   buildah debootstrap debian-archive-keyring python3-yaml nginx-light)
