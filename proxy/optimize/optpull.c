@@ -306,7 +306,11 @@ static bool keep(struct optpull *op, enum blobstore_kind kind, const char *diges
 	unsigned pin_s = op->cfg->cache_optimized_pin_s;
 	if (pin_s == 0)
 		return blobstore_has(op->bs, kind, digest);
-	return blobstore_pin(op->bs, kind, digest, time(NULL) + (time_t)pin_s);
+	time_t until = time(NULL) + (time_t)pin_s;
+	bool pinned = blobstore_pin(op->bs, kind, digest, until);
+	/* the disk has the last word (a file removed behind the store's back);
+	 * has() adopts a file the index did not know, which is pinned then */
+	return blobstore_has(op->bs, kind, digest) && (pinned || blobstore_pin(op->bs, kind, digest, until));
 }
 
 /* Is every object of optimized manifest or index digest in the store?
