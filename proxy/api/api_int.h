@@ -83,11 +83,15 @@ enum MHD_Result api_collect_accept(void *cls, enum MHD_ValueKind kind, const cha
 
 /* manifests.c: answers (or captures, see struct manifest_capture) a
  * manifest; serves one from the store (RS_NOT_FOUND when absent); checks a
- * reference with a ':' (400 DIGEST_INVALID otherwise). */
+ * reference with a ':' (false with RS_DIGEST_INVALID otherwise). */
 enum MHD_Result api_answer_manifest(struct request *rq, char *body, size_t len, const char *type, const char *digest);
 RS_MUST_CHECK enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, const char *digest,
                                                      enum MHD_Result *ret, struct rs_err *err);
 bool api_ref_digest_ok(const char *ref, struct rs_err *err);
+
+/* manifests.c: 404 MANIFEST_UNKNOWN for a reference that is neither a valid
+ * tag nor a digest regslim can hold (no such manifest can exist). */
+enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref);
 
 /* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
