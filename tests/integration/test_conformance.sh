@@ -8,7 +8,8 @@
 # uploads' ?digest=; only the spec's error codes; Range beyond a blob 416 with
 # Content-Range bytes */size (cold, cached and pushed blobs); tags/list pagination (n, last,
 # Link rel="next", n=0) for pushed tags, the mirror (docker.io's library/ and the ?ns= form)
-# and their merge. Deletes and referrers (issue 14's later parts) are not built yet: the checks
+# and their merge, also behind a second regslim (an upstream that paginates with Link, which
+# the lab's docker-registry does not). Deletes and referrers (issue 14's later parts) are not built yet: the checks
 # named *_not_yet record today's answers.
 #
 # Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE.
@@ -294,6 +295,36 @@ expect_eq tags_ns_form_link_keeps_ns "$st $(jq -c . "$W/tns.b") $(hv tns Link)" 
 expect_eq tags_ns_walk_every_tag_once "$(walk wns "/v2/library/conftags/tags/list?ns=docker.io&n=3" | tr '\n' ' ')" "m u1 u3 u5 "
 st=$(req tlib GET "$RS_URL/v2/conftags/tags/list?n=1&last=u3")
 expect_eq tags_library_name_never_leaks "$st $(jq -c . "$W/tlib.b") link:$(hv tlib Link)" '200 {"name":"conftags","tags":["u5"]} link:'
+
+# an upstream that paginates (Debian's docker-registry ignores n and last): a second regslim, B,
+# mirrors this one (upstream "inner", with alice's credentials) and holds pushed tags of its own
+printf 'alicepw\n' > "$W/alice.pw"
+cat > "$W/regslim-b.json" << EOF
+{"auth": {"htpasswd": "$W/htpasswd", "anonymous_pull": true,
+          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
+ "upstreams": [{"name": "inner", "url": "$RS_URL", "default": true, "tag_ttl_s": 0,
+                "auth": {"username": "alice", "password_file": "$W/alice.pw"}}]}
+EOF
+B_PORT=$((LAB_PORT_BASE + 60))
+if regslim_spawn b "$B_PORT" "" "$REGSLIM_LAB/rs-b" --config "$W/regslim-b.json" 2> "$W/b.err"; then
+	B=http://127.0.0.1:$B_PORT
+	st=$(push_image "$B" inner/conf/app z bb c -- "${PUSH[@]}")
+	expect_eq setup_chain_pushed "$st" "201 201 201 201 201"
+	st=$(req ch_n2 GET "$B/v2/inner/conftags/tags/list?n=2")
+	expect_eq tags_chain_upstream_link_rewritten "$st $(jq -c . "$W/ch_n2.b") $(hv ch_n2 Link)" \
+		'200 {"name":"inner/conftags","tags":["m","p2"]} </v2/inner/conftags/tags/list?n=2&last=p2>; rel="next"'
+	RS_URL_SAVED=$RS_URL RS_URL=$B
+	expect_eq tags_chain_walk_every_tag_once "$(walk chw "/v2/inner/conftags/tags/list?n=2" | tr '\n' ' ')$(cat "$W/chw.pages")" \
+		"m p2 p4 u1 u3 u5 3"
+	# pushed bb, c, z beside the upstream's a..e, which arrive 2 by 2 with a Link each
+	expect_eq tags_chain_merged_walk_every_tag_once "$(walk chm "/v2/inner/conf/app/tags/list?n=2" | tr '\n' ' ')$(cat "$W/chm.pages")" \
+		"a b bb c d e z 4"
+	st=$(req ch_all GET "$B/v2/inner/conf/app/tags/list?n=100")
+	expect_eq tags_chain_merged_one_page "$st $(jq -c .tags "$W/ch_all.b") link:$(hv ch_all Link)" '200 ["a","b","bb","c","d","e","z"] link:'
+	RS_URL=$RS_URL_SAVED
+else
+	fail chain_regslim_start "$(head -n 3 "$W/b.err" | tr '\n' ' ')"
+fi
 
 # skopeo lists every tag, following the Link pages itself
 SK=(timeout 120 skopeo)
