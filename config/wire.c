@@ -1,5 +1,5 @@
-/* wire: jansson-backed decoding of token answers and tag lists, and the
- * writing of tag lists. See wire.h. */
+/* wire: jansson-backed decoding of token answers, tag lists and error
+ * answers, and the writing of tag lists. See wire.h. */
 #include "wire.h"
 
 #include <jansson.h>
@@ -105,4 +105,25 @@ enum rs_code wire_write_tag_list(char **out, size_t *out_len, const char *name, 
 	*out = buf;
 	*out_len = len;
 	return RS_OK;
+}
+
+bool wire_error_codes_all(const char *body, size_t len, wire_code_fn ok)
+{
+	if (!body)
+		return false;
+	json_t *root = json_loadb(body, len, 0, NULL);
+	json_t *errors = json_is_object(root) ? json_object_get(root, "errors") : NULL;
+	bool all = json_is_array(errors) && json_array_size(errors) > 0;
+	size_t i;
+	json_t *e;
+	if (all)
+		json_array_foreach(errors, i, e) {
+			json_t *code = json_is_object(e) ? json_object_get(e, "code") : NULL;
+			if (!json_is_string(code) || !ok(json_string_value(code))) {
+				all = false;
+				break;
+			}
+		}
+	json_decref(root);
+	return all;
 }

@@ -1,11 +1,13 @@
 /* wire: decoding of the small JSON documents that registries exchange on the
- * wire (token answers, tag lists) into plain values, and writing tag lists. It lives in config/ because only
+ * wire (token answers, tag lists, error answers) into plain values, and
+ * writing tag lists. It lives in config/ because only
  * this directory includes jansson (STYLE.md section 1). */
 #ifndef RS_CONFIG_WIRE_H
 #define RS_CONFIG_WIRE_H
 
 #include "errors.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Parse a token endpoint answer {"token"|"access_token": "...",
@@ -29,5 +31,12 @@ RS_MUST_CHECK enum rs_code wire_parse_tag_list(const char *body, size_t len, wir
  * new buffer (*out: free()), strings JSON-escaped. RS_NOMEM. */
 RS_MUST_CHECK enum rs_code wire_write_tag_list(char **out, size_t *out_len, const char *name, char *const *tags,
                                                size_t n, struct rs_err *err);
+
+/* Says whether an error code is acceptable. */
+typedef bool (*wire_code_fn)(const char *code);
+
+/* Is body a registry error answer {"errors":[{"code": "..", ..}, ..]} with
+ * at least one error, every code a string that ok accepts? */
+bool wire_error_codes_all(const char *body, size_t len, wire_code_fn ok);
 
 #endif

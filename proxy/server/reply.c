@@ -132,6 +132,19 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 	return (struct reply_status){500, "UNKNOWN"};
 }
 
+bool reply_code_is_spec(const char *code)
+{
+	static const char *const spec[] = {"BLOB_UNKNOWN",          "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN",
+	                                   "DIGEST_INVALID",        "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID",
+	                                   "MANIFEST_UNKNOWN",      "NAME_INVALID",        "NAME_UNKNOWN",
+	                                   "SIZE_INVALID",          "UNAUTHORIZED",        "DENIED",
+	                                   "UNSUPPORTED",           "TOOMANYREQUESTS"};
+	for (size_t i = 0; code && i < sizeof(spec) / sizeof(spec[0]); i++)
+		if (strcmp(code, spec[i]) == 0)
+			return true;
+	return false;
+}
+
 /* ------------------------------------------------------------ queueing */
 
 static bool is_head(const struct request *rq)

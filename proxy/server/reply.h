@@ -62,6 +62,10 @@ struct reply_status {
  * read side) is 416 without a registry code: the answer is plain text. */
 struct reply_status reply_map_error(enum rs_code code, enum reply_what what);
 
+/* Is code one of the distribution spec's "Error Codes" (BLOB_UNKNOWN ...
+ * TOOMANYREQUESTS)? */
+bool reply_code_is_spec(const char *code);
+
 /* An extra header of an answer; entries with a NULL name or value are
  * skipped. Strings are borrowed for the call. */
 struct reply_header {

@@ -165,6 +165,22 @@ START_TEST(maps_endpoint_auth_and_forward_errors)
 }
 END_TEST
 
+/* The spec's table and nothing else (an upstream's 404 body is passed on
+ * only when all its codes are in it). */
+START_TEST(knows_the_spec_codes)
+{
+	ck_assert(reply_code_is_spec("MANIFEST_UNKNOWN"));
+	ck_assert(reply_code_is_spec("TOOMANYREQUESTS"));
+	ck_assert(reply_code_is_spec("BLOB_UNKNOWN"));
+	ck_assert(!reply_code_is_spec("NOT_FOUND"));
+	ck_assert(!reply_code_is_spec("TAG_INVALID"));
+	ck_assert(!reply_code_is_spec("UNKNOWN"));
+	ck_assert(!reply_code_is_spec("manifest_unknown"));
+	ck_assert(!reply_code_is_spec(""));
+	ck_assert(!reply_code_is_spec(NULL));
+}
+END_TEST
+
 static Suite *reply_suite(void)
 {
 	Suite *s = suite_create("reply");
@@ -172,6 +188,7 @@ static Suite *reply_suite(void)
 	tcase_add_test(tc, maps_codes_to_registry_errors);
 	tcase_add_test(tc, write_errors_use_spec_codes);
 	tcase_add_test(tc, every_4xx_uses_spec_codes);
+	tcase_add_test(tc, knows_the_spec_codes);
 	tcase_add_test(tc, maps_endpoint_auth_and_forward_errors);
 	suite_add_tcase(s, tc);
 	return s;
