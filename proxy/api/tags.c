@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "push.h"
 #include "push_http.h"
+#include "refname.h"
 #include "wire.h"
 
 #include <ctype.h>
@@ -57,9 +58,11 @@ static enum rs_code list_add(struct tag_list *l, const char *tag, struct rs_err 
 	return RS_OK;
 }
 
+/* Only tags of the grammar (at most 128 characters) are listed: a Link's
+ * last= always names the whole tag, so a client's walk cannot loop. */
 static enum rs_code add_tag(void *ctx, const char *tag, struct rs_err *err)
 {
-	return list_add(ctx, tag, err);
+	return refname_tag_valid(tag) ? list_add(ctx, tag, err) : RS_OK;
 }
 
 /* Add the tags of a tags/list body (what says whose, for messages). */
