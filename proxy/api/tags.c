@@ -248,13 +248,14 @@ static enum MHD_Result answer_page(struct registry *r, struct request *rq, const
 /* ------------------------------------------------------------ tags/list */
 
 /* The upstream could not give its list for t: the pushed tags alone when
- * the name has some (logged unless the upstream simply has no such
- * repository), else the upstream's answer. */
+ * the name has some, else the upstream's answer. Logged when the upstream
+ * failed (no answer, 5xx, 429); a 4xx is its way of saying it has no such
+ * repository (Docker Hub answers 401 for one that does not exist). */
 static bool pushed_only(const struct tag_list *pushed, const struct route_target *t, const char *why, long status)
 {
 	if (!pushed->n)
 		return false;
-	if (status != 404)
+	if (status == 0 || status >= 500 || status == 429)
 		log_event(LOG_WARN, "tags/list of %s: only the pushed tags, the upstream's are missing: %s", t->name, why);
 	return true;
 }
@@ -309,7 +310,7 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 		ret = rc ? reply_fail(rq, &err, REPLY_NAME, NULL, 0)
 		         : src.up_more && !bound ? MHD_NO : answer_page(r, rq, t, &all, &pq, &src);
 		free(bound);
-	} else if (pushed_only(&pushed, t, rc ? err.msg : "its answer was not 2xx", rc ? 0 : rep.status)) {
+	} else if (pushed_only(&pushed, t, rc ? err.msg : "it answered with an error status", rc ? 0 : rep.status)) {
 		src = (struct page_src){.merged = true};
 		ret = answer_page(r, rq, t, &pushed, &pq, &src);
 	} else if (rc) {
