@@ -118,6 +118,14 @@ RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const 
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                                   struct rs_err *err);
 
+/* tags.c: the page of tags[0..n) (sorted, unique) that starts after last
+ * (NULL: at the start), holds no tag after bound (NULL: no bound; the last
+ * tag of an upstream page that has a next one) and at most limit tags:
+ * *out_start, *out_count. True when tags remain after it (or up_more, the
+ * upstream has more); never for limit 0 (n=0 has no Link). */
+bool api_tags_page(char *const *tags, size_t n, const char *last, const char *bound, size_t limit, bool up_more,
+                   size_t *out_start, size_t *out_count);
+
 /* tags.c, reports.c, ops.c: the other routes. */
 enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const struct route_target *t);
 enum MHD_Result api_serve_report(struct registry *r, struct request *rq);

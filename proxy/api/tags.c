@@ -20,6 +20,7 @@
 #include "wire.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,19 +215,28 @@ struct page_src {
 	bool merged;         /* pushed tags are in the list */
 };
 
+bool api_tags_page(char *const *tags, size_t n, const char *last, const char *bound, size_t limit, bool up_more,
+                   size_t *out_start, size_t *out_count)
+{
+	size_t s = 0, e = n;
+	while (last && s < n && strcmp(tags[s], last) <= 0)
+		s++;
+	while (bound && e > s && strcmp(tags[e - 1], bound) > 0)
+		e--;
+	size_t k = e - s < limit ? e - s : limit;
+	*out_start = s;
+	*out_count = k;
+	/* n=0: "MUST return an empty list, and MUST NOT include a Link header" */
+	return limit > 0 && (s + k < n || up_more);
+}
+
 /* Answer the page of l (sorted, unique) that pq asks for. */
 static enum MHD_Result answer_page(struct registry *r, struct request *rq, const struct route_target *t,
                                    const struct tag_list *l, const struct page_req *pq, const struct page_src *src)
 {
-	size_t s = 0, e = l->n;
-	while (pq->last && s < l->n && strcmp(l->v[s], pq->last) <= 0)
-		s++;
-	while (src->bound && e > s && strcmp(l->v[e - 1], src->bound) > 0)
-		e--;
-	size_t lim = !pq->has_n ? e - s : pq->n > TAGS_PAGE_MAX ? TAGS_PAGE_MAX : pq->n;
-	size_t k = e - s < lim ? e - s : lim;
-	/* n=0: "MUST return an empty list, and MUST NOT include a Link header" */
-	bool more = pq->has_n && pq->n == 0 ? false : s + k < l->n || src->up_more;
+	size_t s, k;
+	size_t limit = !pq->has_n ? SIZE_MAX : pq->n > TAGS_PAGE_MAX ? TAGS_PAGE_MAX : pq->n;
+	bool more = api_tags_page(l->v, l->n, pq->last, src->bound, limit, src->up_more, &s, &k);
 	char *body = NULL;
 	size_t len = 0;
 	struct rs_err err = {0};
