@@ -84,11 +84,15 @@ enum MHD_Result api_collect_accept(void *cls, enum MHD_ValueKind kind, const cha
 
 /* manifests.c: answers (or captures, see struct manifest_capture) a
  * manifest; serves one from the store (RS_NOT_FOUND when absent); checks a
- * reference with a ':' (400 DIGEST_INVALID otherwise). */
+ * reference with a ':' (false with RS_DIGEST_INVALID otherwise). */
 enum MHD_Result api_answer_manifest(struct request *rq, char *body, size_t len, const char *type, const char *digest);
 RS_MUST_CHECK enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, const char *digest,
                                                      enum MHD_Result *ret, struct rs_err *err);
 bool api_ref_digest_ok(const char *ref, struct rs_err *err);
+
+/* manifests.c: 404 MANIFEST_UNKNOWN for a reference that is neither a valid
+ * tag nor a digest regslim can hold (no such manifest can exist). */
+enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref);
 
 /* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
@@ -119,6 +123,14 @@ RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const 
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                                   struct rs_err *err);
+
+/* tags.c: the page of tags[0..n) (sorted, unique) that starts after last
+ * (NULL: at the start), holds no tag after bound (NULL: no bound; the last
+ * tag of an upstream page that has a next one) and at most limit tags:
+ * *out_start, *out_count. True when tags remain after it (or up_more, the
+ * upstream has more); never for limit 0 (n=0 has no Link). */
+bool api_tags_page(char *const *tags, size_t n, const char *last, const char *bound, size_t limit, bool up_more,
+                   size_t *out_start, size_t *out_count);
 
 /* tags.c, reports.c, ops.c: the other routes. */
 enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const struct route_target *t);

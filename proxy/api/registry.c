@@ -20,6 +20,7 @@
 #include "optpull.h"
 #include "push.h"
 #include "push_http.h"
+#include "refname.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
@@ -310,6 +311,9 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (what == REPLY_BLOB)
 		return api_blob_get(r, rq, &t, head);
 
+	/* Before any policy path: such a reference names no manifest (404). */
+	if (!strchr(ref, ':') && !refname_tag_valid(ref))
+		return api_manifest_cannot_exist(rq, ref);
 	struct accept_list acc = {.n = 0};
 	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, api_collect_accept, &acc);
 	if (strchr(ref, ':'))
