@@ -83,7 +83,8 @@ static enum rs_code walk_document(struct walk *k, struct imagewalk_node *n, stru
 			return rc;
 		n->index = &d->index;
 	} else {
-		if ((rc = imagejson_parse_manifest(&d->manifest, n->buf, n->len, doc_name(k->w->manifest_what, n), err)))
+		const char *what = doc_name(k->w->manifest_what, n);
+		if ((rc = imagejson_parse_manifest(&d->manifest, n->buf, n->len, what, err)))
 			return rc;
 		n->manifest = &d->manifest;
 	}
@@ -120,8 +121,8 @@ static enum rs_code load_and_walk(struct walk *k, struct imagewalk_node *n, stru
 		return rs_err_set(err, RS_BAD_INPUT, "%s: indexes nested more than %u deep (RS_LIMIT_WALK_DEPTH)",
 		                  n->parent && n->parent->digest ? n->parent->digest : "index", k->max_depth);
 	if (k->loaded >= RS_LIMIT_WALK_DOCUMENTS)
-		return rs_err_set(err, RS_BAD_INPUT, "%s: the image names more than %u manifests (RS_LIMIT_WALK_DOCUMENTS)",
-		                  n->digest ? n->digest : "document", (unsigned)RS_LIMIT_WALK_DOCUMENTS);
+		return rs_err_set(err, RS_BAD_INPUT,
+		                  "%s: the image names more than %u manifests (RS_LIMIT_WALK_DOCUMENTS)", n->digest ? n->digest : "document", (unsigned)RS_LIMIT_WALK_DOCUMENTS);
 	k->loaded++;
 	size_t len = 0;
 	enum rs_code rc = k->w->load(k->w->ctx, n, buf, &len, mt, err);
@@ -196,8 +197,8 @@ enum rs_code imagewalk_bytes(const struct imagewalk *w, const char *digest, cons
                              const char *media_type, struct rs_err *err)
 {
 	struct walk k = walk_init(w);
-	struct imagewalk_node n = {
-		.kind = IMAGEWALK_ENTRY, .digest = digest, .media_type = media_type, .size = len, .buf = buf, .len = len};
+	struct imagewalk_node n = {.kind = IMAGEWALK_ENTRY, .digest = digest, .media_type = media_type, .size = len,
+	                           .buf = buf, .len = len};
 	struct doc d = {0};
 	k.loaded = 1;
 	enum rs_code rc = walk_document(&k, &n, &d, err);

@@ -62,7 +62,7 @@ struct imagewalk_node {
 	const char *media_type; /* REF: the descriptor's; a loaded document: the loader's; NULL when unknown */
 	uint64_t size;          /* REF: the descriptor's; a loaded document: its length */
 	unsigned depth;         /* the root is 0; an entry, config or layer is one deeper than its document */
-	size_t pos;             /* place in the parent's list (manifests[pos], layers[pos]); 0 for the root and configs */
+	size_t pos;             /* place in the parent's list: manifests[pos], layers[pos]; 0 for root and config */
 	const struct imagewalk_node *parent;      /* NULL for the root */
 	const struct imagejson_descriptor *desc;  /* the descriptor in the parent; NULL for the root */
 	const char *buf;                          /* a loaded document's bytes (LOADED, ENTER, LEAVE) */

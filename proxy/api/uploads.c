@@ -259,7 +259,8 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 		api_client_addr(rq, addr, sizeof(addr));
 		struct auth_client client = {.addr = addr};
 		if (ph->auth)
-			auth_decide(ph->auth, MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+			auth_decide(ph->auth,
+			            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
 			            &client, from, AUTH_PULL, time(NULL), &d);
 		if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
@@ -313,8 +314,8 @@ static bool setup_chunk_range(struct request *rq, struct wreq *w, enum MHD_Resul
 		return false;
 	}
 	if (a != size) {
-		rs_err_set(&err, RS_RANGE, "chunk starts at byte %llu but the upload has %llu bytes", (unsigned long long)a,
-		           (unsigned long long)size);
+		rs_err_set(&err, RS_RANGE, "chunk starts at byte %llu but the upload has %llu bytes",
+		           (unsigned long long)a, (unsigned long long)size);
 		*ret = fail_early(rq, w, &err, size, true);
 		return false;
 	}

@@ -258,7 +258,8 @@ static enum rs_code base_visit(void *ctx, enum imagewalk_event ev, const struct 
 	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_ENTRY) {
 		const struct imagejson_descriptor *d = n->desc;
 		bool any = !w->os[0] && !w->arch[0];
-		if (any || (d->os && d->architecture && strcmp(d->os, w->os) == 0 && strcmp(d->architecture, w->arch) == 0))
+		if (any ||
+		    (d->os && d->architecture && strcmp(d->os, w->os) == 0 && strcmp(d->architecture, w->arch) == 0))
 			*step = d->digest[0] ? IMAGEWALK_CONTINUE : IMAGEWALK_STOP; /* the first for the platform */
 		else
 			*step = IMAGEWALK_SKIP;

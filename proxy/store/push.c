@@ -653,7 +653,9 @@ static enum rs_code put_manifest_fields(struct put_walk *w, const struct imagejs
 	else if (m->layer_count > RS_LIMIT_IMAGE_LAYERS_MAX)
 		rc = rs_err_set(err, RS_BAD_INPUT, "manifest has %zu layers, the limit is %u", m->layer_count,
 		                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
-	w->type = !w->generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) == 0 ? IMAGE_MT_DOCKER_MANIFEST : IMAGE_MT_OCI_MANIFEST;
+	w->type = !w->generic ? ct
+	          : mt && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) == 0 ? IMAGE_MT_DOCKER_MANIFEST
+	                                                            : IMAGE_MT_OCI_MANIFEST;
 	return rc;
 }
 
@@ -670,7 +672,8 @@ static enum rs_code put_index_fields(struct put_walk *w, const struct imagejson_
 	else if (x->manifest_count > RS_LIMIT_INDEX_MANIFESTS_MAX)
 		rc = rs_err_set(err, RS_BAD_INPUT, "index has %zu manifests, the limit is %u", x->manifest_count,
 		                (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
-	w->type = !w->generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_LIST) == 0 ? IMAGE_MT_DOCKER_LIST : IMAGE_MT_OCI_INDEX;
+	w->type = !w->generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_LIST) == 0 ? IMAGE_MT_DOCKER_LIST
+	                                                                          : IMAGE_MT_OCI_INDEX;
 	return rc;
 }
 
@@ -740,7 +743,8 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.130s'", ref);
 	}
 	struct put_walk w = {.p = p, .repo = repo, .ct = ct, .generic = generic};
-	const struct imagewalk walk = {.visit = put_visit, .ctx = &w, .manifest_what = "manifest", .index_what = "index"};
+	const struct imagewalk walk = {.visit = put_visit, .ctx = &w, .manifest_what = "manifest",
+	                               .index_what = "index"};
 	rc = imagewalk_bytes(&walk, NULL, body, len, NULL, err);
 	type = w.type;
 	if (rc)

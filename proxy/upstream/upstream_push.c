@@ -366,8 +366,8 @@ static enum rs_code tree_visit(void *ctx, enum imagewalk_event ev, const struct 
 			return RS_OK;
 		return upstream_push_blob(w->u, w->repo, n->digest, w->src, NULL, NULL, err);
 	case IMAGEWALK_LEAVE:
-		return upstream_push_manifest(w->u, w->repo, n->depth ? n->digest : w->ref, n->media_type, n->buf, n->len,
-					      err);
+		return upstream_push_manifest(w->u, w->repo, n->depth ? n->digest : w->ref, n->media_type, n->buf,
+					      n->len, err);
 	default:
 		return RS_OK;
 	}
