@@ -136,6 +136,12 @@
 /* Layers per image and manifests per index we accept. */
 #define RS_LIMIT_IMAGE_LAYERS_MAX 1024
 #define RS_LIMIT_INDEX_MANIFESTS_MAX 1024
+/* The image walk (config/imagewalk.c): how deep indexes may nest below the
+ * root (the root is depth 0, an index's entries depth 1), and how many
+ * documents one walk may load (an index of RS_LIMIT_INDEX_MANIFESTS_MAX
+ * images is 1025). */
+#define RS_LIMIT_WALK_DEPTH 4
+#define RS_LIMIT_WALK_DOCUMENTS 4096
 /* Entries of a docker-archive tarball's outer tar that are indexed. */
 #define RS_LIMIT_ARCHIVE_MEMBERS_MAX 65536
 /* Pass 1 records each entry's metadata (path, link, size, identity) per layer. */

@@ -7,7 +7,7 @@
 
 #include "fsutil.h"
 #include "image.h"
-#include "imagejson.h"
+#include "imagewalk.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -296,8 +296,6 @@ static const struct loaded_policy *policy_of(const struct optpull *op, const str
 
 /* ------------------------------------------------------------ cache */
 
-/* Every manifest, config and layer that the stored manifest or index
- * digest names is in the store. RS_NOT_FOUND naming the first missing one. */
 /* Is object kind/digest of an optimized image in the store? It is pinned
  * first (cache.optimized_pin_s), so a yes holds for the client about to
  * fetch it: eviction passes over it until the pin expires. */
@@ -313,43 +311,37 @@ static bool keep(struct optpull *op, enum blobstore_kind kind, const char *diges
 	return blobstore_has(op->bs, kind, digest) && (pinned || blobstore_pin(op->bs, kind, digest, until));
 }
 
-/* Is every object of optimized manifest or index digest in the store?
+/* The walk of result_complete: every manifest, config and layer that a
+ * stored manifest or index names is in the store; one level of index.
  * Each is pinned as it is checked (keep), so a complete answer stays true
  * for the clients served it. */
-static enum rs_code result_complete(struct optpull *op, const char *digest, int depth, struct rs_err *err)
+static enum rs_code result_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                                struct rs_err *err)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	if (!keep(op, BLOBSTORE_MANIFEST, digest))
-		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", digest);
-	enum rs_code rc = blobstore_get_manifest(op->bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
-	if (rc)
-		return rc;
-	free(type);
-	enum imagejson_kind kind;
-	rc = imagejson_sniff(&kind, buf, len, digest, err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth == 0) {
-		struct imagejson_index idx = {0};
-		rc = imagejson_parse_index(&idx, buf, len, digest, err);
-		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
-			rc = result_complete(op, idx.manifests[i].digest, depth + 1, err);
-		imagejson_index_dispose(&idx);
-	} else if (rc == RS_OK && kind == IMAGEJSON_MANIFEST) {
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
-		if (rc == RS_OK && !keep(op, BLOBSTORE_BLOB, m.config.digest))
-			rc = rs_err_set(err, RS_NOT_FOUND, "config %s of optimized %s is no longer in the store",
-			                m.config.digest, digest);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (!keep(op, BLOBSTORE_BLOB, m.layers[i].digest))
-				rc = rs_err_set(err, RS_NOT_FOUND, "layer %s of optimized %s is no longer in the store",
-				                m.layers[i].digest, digest);
-		imagejson_manifest_dispose(&m);
-	} else if (rc == RS_OK) {
-		rc = rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", digest);
-	}
-	free(buf);
-	return rc;
+	struct optpull *op = ctx;
+	if (!keep(op, BLOBSTORE_MANIFEST, n->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", n->digest);
+	return blobstore_get_manifest(op->bs, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+static enum rs_code result_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                 enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)step;
+	struct optpull *op = ctx;
+	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_INDEX && n->depth > 0)
+		return rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", n->digest);
+	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || keep(op, BLOBSTORE_BLOB, n->digest))
+		return RS_OK;
+	return rs_err_set(err, RS_NOT_FOUND, "%s %s of optimized %s is no longer in the store",
+	                  n->kind == IMAGEWALK_CONFIG ? "config" : "layer", n->digest, n->parent->digest);
+}
+
+/* RS_NOT_FOUND naming the first object of the result digest that is missing. */
+static enum rs_code result_complete(struct optpull *op, const char *digest, struct rs_err *err)
+{
+	const struct imagewalk walk = {.load = result_load, .visit = result_visit, .ctx = op};
+	return imagewalk_run(&walk, digest, err);
 }
 
 static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
@@ -375,7 +367,7 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
 	/* Eviction may have taken a blob the result needs: a result is only as
 	 * good as every blob it names, else it is optimized again. */
-	return result_complete(op, out->digest, 0, err);
+	return result_complete(op, out->digest, err);
 }
 
 static enum rs_code key_of(struct optpull *op, const struct optpull_request *rq, char key[OPTPULL_KEY_SIZE],
@@ -797,7 +789,7 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 	/* pinned for the client like a cached result; if eviction took a piece
 	 * already (a cache far too small), the caller serves the original */
 	if (rc == RS_OK)
-		rc = result_complete(op, out->digest, 0, err);
+		rc = result_complete(op, out->digest, err);
 	return rc;
 }
 

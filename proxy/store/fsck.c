@@ -10,7 +10,7 @@
 
 #include "digest.h"
 #include "fsutil.h"
-#include "imagejson.h"
+#include "imagewalk.h"
 #include "rs_limits.h"
 #include "scrub.h"
 
@@ -60,7 +60,30 @@ static bool has_object(const char *root, const char *kdir, const char *digest)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* The references of a pushed manifest that passed its hash check. */
+/* The references of a pushed manifest that passed its hash check: its
+ * walk from the file's bytes, entries not loaded (each pushed manifest is
+ * checked on its own), every descriptor looked up in the push store. */
+struct ref_check {
+	const char *root;
+	char missing[DIGEST_STR_SIZE + 16];
+};
+
+static enum rs_code ref_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                              enum imagewalk_step *step, struct rs_err *err)
+{
+	struct ref_check *c = ctx;
+	(void)err;
+	if (ev != IMAGEWALK_REF)
+		return RS_OK;
+	bool entry = n->kind == IMAGEWALK_ENTRY;
+	if (!has_object(c->root, entry ? "manifests" : "blobs", n->digest)) {
+		snprintf(c->missing, sizeof(c->missing), "%s %s",
+		         entry ? "manifest" : n->kind == IMAGEWALK_CONFIG ? "config" : "layer", n->digest);
+		*step = IMAGEWALK_STOP;
+	}
+	return RS_OK;
+}
+
 static void check_pushed_refs(struct fsck *f, const char *root, const char *path, const char *rel)
 {
 	char *buf = NULL;
@@ -68,30 +91,15 @@ static void check_pushed_refs(struct fsck *f, const char *root, const char *path
 	struct rs_err err = {0};
 	if (fsutil_read_small(&buf, &len, path, RS_LIMIT_MANIFEST_MAX_BYTES, &err) != RS_OK)
 		return;
-	enum imagejson_kind kind;
-	char missing[DIGEST_STR_SIZE + 16] = "";
-	if (imagejson_sniff(&kind, buf, len, "manifest", &err) == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		if (imagejson_parse_index(&x, buf, len, "index", &err) == RS_OK)
-			for (size_t i = 0; i < x.manifest_count && !missing[0]; i++)
-				if (!has_object(root, "manifests", x.manifests[i].digest))
-					snprintf(missing, sizeof(missing), "manifest %s", x.manifests[i].digest);
-		imagejson_index_dispose(&x);
-	} else if (err.code == RS_OK) {
-		struct imagejson_manifest m = {0};
-		if (imagejson_parse_manifest(&m, buf, len, "manifest", &err) == RS_OK) {
-			if (!has_object(root, "blobs", m.config.digest))
-				snprintf(missing, sizeof(missing), "config %s", m.config.digest);
-			for (size_t i = 0; i < m.layer_count && !missing[0]; i++)
-				if (!has_object(root, "blobs", m.layers[i].digest))
-					snprintf(missing, sizeof(missing), "layer %s", m.layers[i].digest);
-		}
-		imagejson_manifest_dispose(&m);
-	}
+	struct ref_check c = {root, ""};
+	const struct imagewalk walk = {.load = NULL, .visit = ref_visit, .ctx = &c};
+	enum rs_code rc = imagewalk_bytes(&walk, NULL, buf, len, NULL, &err);
 	free(buf);
-	if (missing[0])
+	if (rc != RS_OK)
+		finding(f, &f->st->broken, path, rel, false, "%s", "broken", err.msg);
+	else if (c.missing[0])
 		finding(f, &f->st->dangling, path, rel, false, "references %s, which is not in the push store", "dangling",
-		        missing);
+		        c.missing);
 }
 
 struct obj_pass {
