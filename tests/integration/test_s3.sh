@@ -5,7 +5,8 @@
 # HEAD, DELETE, ListObjectsV2 with continuation), the verified writer (a small object through the
 # spool, a >5 MiB one through multipart, a wrong digest, a wrong size, an abandoned writer and a
 # killed one: none leaves an object), errors that name the S3 code (NoSuchKey, NoSuchBucket,
-# SignatureDoesNotMatch, InvalidRange), bounded retries against a dead endpoint, virtual-host
+# SignatureDoesNotMatch, InvalidRange), retries after 503s and bounded ones against a dead endpoint
+# or a server that keeps answering 503 (tests/lab/faultproxy.py), a cut GET body, virtual-host
 # URLs, and a GET whose memory does not grow with the object. One line per check, then
 # "N passed, N failed".
 #
@@ -168,6 +169,31 @@ id=$(echo "$seen" | head -n 1)
 echo "# killed writer: unfinished upload $id"
 expect killed_upload_is_only_an_unfinished_upload "[ \"\$(st uploads w/killed; cat '$W/out')\" = '0
 $id' ]" "uploads: $(cat "$W/out")"
+
+# ---------------------------------------------------------------- retries (faultproxy.py in front of RGW)
+# fp NAME PORT ARGS: faultproxy.py on 127.0.0.1:PORT before RGW, its log in $LOGS/NAME.log
+fp() {
+	local name=$1 port=$2
+	shift 2
+	lab_spawn "aux-$name" "$LOGS/$name.err" "$PY" "$RS_LAB_DIR/faultproxy.py" --listen "127.0.0.1:$port" \
+		--upstream "127.0.0.1:$((LAB_PORT_BASE + 20))" --log "$LOGS/$name.log" "$@" && wait_port "$port" 10
+}
+FP1=$((LAB_PORT_BASE + 60)) FP2=$((LAB_PORT_BASE + 61)) FP3=$((LAB_PORT_BASE + 62))
+fp fp-503x2 $FP1 --mode unavailable --times 2 --path-suffix /w/small
+fp fp-503 $FP2 --mode unavailable --path-suffix /w/small
+fp fp-cut $FP3 --mode truncate --path-suffix /w/big
+rc=$(S3_ENDPOINT=http://127.0.0.1:$FP1 st get w/small)
+expect retries_after_503 "[ $rc = 0 ] && cmp -s '$W/out' '$W/small' && [ \"\$(grep -c 'FAULT unavailable' '$LOGS/fp-503x2.log')\" = 2 ] && [ \"\$(grep -c ' 200 70000' '$LOGS/fp-503x2.log')\" = 1 ]" \
+	"exit $rc: $(err1); proxy log: $(tr '\n' ' ' < "$LOGS/fp-503x2.log" | cut -c1-300)"
+rc=$(S3_ENDPOINT=http://127.0.0.1:$FP2 st --attempts 3 get w/small)
+expect gives_up_after_max_attempts "[ $rc = 1 ] && grep -q 'GET $S3_BUCKET/w/small: HTTP 503' '$W/err' && [ \"\$(grep -c 'FAULT unavailable' '$LOGS/fp-503.log')\" = 3 ]" \
+	"exit $rc: $(err1); $(grep -c 'FAULT' "$LOGS/fp-503.log") requests"
+rc=$(S3_ENDPOINT=http://127.0.0.1:$FP3 st get w/big)
+expect truncated_get_fails_without_retry "[ $rc = 1 ] && [ \"\$(wc -l < '$LOGS/fp-cut.log')\" = 1 ] && grep -q 'FAULT truncate' '$LOGS/fp-cut.log' && [ \"\$(stat -c %s '$W/out')\" -lt 13000000 ]" \
+	"exit $rc: $(err1); proxy log: $(tr '\n' ' ' < "$LOGS/fp-cut.log" | cut -c1-300)"
+lab_stop aux-fp-503x2 > /dev/null 2>&1
+lab_stop aux-fp-503 > /dev/null 2>&1
+lab_stop aux-fp-cut > /dev/null 2>&1
 
 # ---------------------------------------------------------------- URLs and memory
 rc=$(S3_ENDPOINT=http://localhost:$((LAB_PORT_BASE + 20)) st --vhost get w/small)
