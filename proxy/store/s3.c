@@ -1,6 +1,6 @@
 /* s3: the S3 client of the store's s3 driver (see s3.h): URLs, signing,
  * one libcurl exchange per attempt, retries, error wording, the object and
- * multipart operations and the small XML answers they read.
+ * multipart operations; s3_xml.c reads their small XML answers.
  *
  * Why the signature is ours and not libcurl's (CURLOPT_AWS_SIGV4): Debian 12's
  * libcurl 7.88 signs the payload hash but does not send x-amz-content-sha256
@@ -24,6 +24,7 @@
 #include "s3.h"
 
 #include "s3_sign.h"
+#include "s3_xml.h"
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -548,73 +549,6 @@ out:
 	return rc;
 }
 
-/* ---- XML, minimal: <Tag>text</Tag> without attributes, entities decoded -- */
-
-/* the text between <tag> and </tag> at or after *from (before end); advances *from past it */
-static bool xml_span(const char **from, const char *end, const char *tag, const char **vs, const char **ve)
-{
-	char open[64], close[64];
-	snprintf(open, sizeof(open), "<%s>", tag);
-	snprintf(close, sizeof(close), "</%s>", tag);
-	const char *a = memmem(*from, (size_t)(end - *from), open, strlen(open));
-	if (!a)
-		return false;
-	a += strlen(open);
-	const char *b = memmem(a, (size_t)(end - a), close, strlen(close));
-	if (!b)
-		return false;
-	*vs = a;
-	*ve = b;
-	*from = b + strlen(close);
-	return true;
-}
-
-/* decode the five XML entities and &#N; / &#xN; (ASCII only); false when it does not fit or is malformed */
-static bool xml_text(char *out, size_t cap, const char *s, const char *e)
-{
-	static const struct { const char *ent; char c; } ents[] = {
-		{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-	size_t n = 0;
-	while (s < e) {
-		char ch = *s;
-		if (ch == '&') {
-			size_t k = 0, nents = sizeof(ents) / sizeof(ents[0]);
-			for (; k < nents; k++)
-				if ((size_t)(e - s) >= strlen(ents[k].ent) && strncmp(s, ents[k].ent, strlen(ents[k].ent)) == 0)
-					break;
-			if (k < nents) {
-				ch = ents[k].c;
-				s += strlen(ents[k].ent);
-			} else if (e - s > 3 && s[1] == '#') {
-				char *endp;
-				long v = s[2] == 'x' ? strtol(s + 3, &endp, 16) : strtol(s + 2, &endp, 10);
-				if (endp >= e || *endp != ';' || v <= 0 || v > 127)
-					return false;
-				ch = (char)v;
-				s = endp + 1;
-			} else {
-				return false;
-			}
-		} else {
-			s++;
-		}
-		if (n + 1 >= cap)
-			return false;
-		out[n++] = ch;
-	}
-	out[n] = '\0';
-	return true;
-}
-
-/* the text of the first <tag> in the document, decoded, or "" */
-static void xml_get(char *out, size_t cap, const char *doc, size_t len, const char *tag)
-{
-	const char *from = doc, *vs, *ve;
-	out[0] = '\0';
-	if (doc && xml_span(&from, doc + len, tag, &vs, &ve) && !xml_text(out, cap, vs, ve))
-		out[0] = '\0';
-}
-
 /* ---- the request loop: retries, error wording --------------------------- */
 
 static bool retryable_curl(CURLcode cc)
@@ -637,8 +571,8 @@ static enum rs_code status_error(const struct s3_client *c, const struct req *rq
                                  struct rs_err *err)
 {
 	char code[64], msg[128];
-	xml_get(code, sizeof(code), rs->body, rs->body_len, "Code");
-	xml_get(msg, sizeof(msg), rs->body, rs->body_len, "Message");
+	s3_xml_get(code, sizeof(code), rs->body, rs->body_len, "Code");
+	s3_xml_get(msg, sizeof(msg), rs->body, rs->body_len, "Message");
 	enum rs_code rc = RS_IO;
 	if (strcmp(code, "NoSuchKey") == 0 || (rs->status == 404 && !code[0] && rq->key))
 		rc = RS_NOT_FOUND;
@@ -646,10 +580,10 @@ static enum rs_code status_error(const struct s3_client *c, const struct req *rq
 		rc = RS_RANGE;
 	if (!code[0] && rs->status == 404)
 		snprintf(code, sizeof(code), "%s", rq->key ? "NoSuchKey" : "NoSuchBucket"); /* HEAD: no body */
+	const char *none = strcmp(rq->op, "HEAD") == 0 ? "(a HEAD answer has no error document)" : "(no error code)";
 	return rs_err_set(err, rc, "s3 %s %s%s%.100s: HTTP %ld %s%s%.80s%s", rq->what, c->bucket, rq->key ? "/" : "",
-	                  rq->key ? rq->key : "", rs->status,
-	                  code[0] ? code : strcmp(rq->op, "HEAD") == 0 ? "(a HEAD answer has no error document)" : "(no error code)", msg[0] ? " (" : "",
-	                  msg, msg[0] ? ")" : "");
+	                  rq->key ? rq->key : "", rs->status, code[0] ? code : none, msg[0] ? " (" : "", msg,
+	                  msg[0] ? ")" : "");
 }
 
 static void resp_reset(struct resp *rs)
@@ -758,13 +692,13 @@ static enum rs_code each_entry(const struct resp *rs, const char *block, const c
 {
 	const char *from = rs->body, *end = rs->body + rs->body_len, *bs, *be;
 	char key[KEY_MAX + 1], val[256];
-	while (xml_span(&from, end, block, &bs, &be)) {
+	while (s3_xml_span(&from, end, block, &bs, &be)) {
 		const char *f2 = bs, *vs, *ve;
-		if (!xml_span(&f2, be, name, &vs, &ve) || !xml_text(key, sizeof(key), vs, ve))
+		if (!s3_xml_span(&f2, be, name, &vs, &ve) || !s3_xml_text(key, sizeof(key), vs, ve))
 			return rs_err_set(err, RS_IO, "s3 listing of %s: an entry without a readable <%s>", "bucket", name);
 		f2 = bs;
 		val[0] = '\0';
-		if (xml_span(&f2, be, value, &vs, &ve) && !xml_text(val, sizeof(val), vs, ve))
+		if (s3_xml_span(&f2, be, value, &vs, &ve) && !s3_xml_text(val, sizeof(val), vs, ve))
 			val[0] = '\0';
 		if (only && strcmp(key, only) != 0)
 			continue;
@@ -796,8 +730,8 @@ enum rs_code s3_list(struct s3_client *c, const char *prefix, const char *token,
 		rc = each_entry(&rs, "Contents", "Key", "Size", fn, arg, NULL, err);
 	if (rc == RS_OK) {
 		char trunc[8], next[KEY_MAX + 1];
-		xml_get(trunc, sizeof(trunc), rs.body, rs.body_len, "IsTruncated");
-		xml_get(next, sizeof(next), rs.body, rs.body_len, "NextContinuationToken");
+		s3_xml_get(trunc, sizeof(trunc), rs.body, rs.body_len, "IsTruncated");
+		s3_xml_get(next, sizeof(next), rs.body, rs.body_len, "NextContinuationToken");
 		if (strcmp(trunc, "true") == 0) {
 			if (!next[0])
 				rc = rs_err_set(err, RS_IO, "s3 ListObjectsV2 %s: truncated page without NextContinuationToken",
@@ -821,7 +755,7 @@ enum rs_code s3_multipart_init(struct s3_client *c, const char *key, char **out_
 	struct resp rs;
 	enum rs_code rc = request(c, &rq, &rs, err);
 	if (rc == RS_OK) {
-		xml_get(id, sizeof(id), rs.body, rs.body_len, "UploadId");
+		s3_xml_get(id, sizeof(id), rs.body, rs.body_len, "UploadId");
 		if (!id[0])
 			rc = rs_err_set(err, RS_IO, "s3 CreateMultipartUpload %s/%.100s: no UploadId in the answer", c->bucket,
 			                key);
