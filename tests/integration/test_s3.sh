@@ -6,8 +6,9 @@
 # spool, a >5 MiB one through multipart, a wrong digest, a wrong size, an abandoned writer and a
 # killed one: none leaves an object), errors that name the S3 code (NoSuchKey, NoSuchBucket,
 # SignatureDoesNotMatch, InvalidRange), retries after 503s and bounded ones against a dead endpoint
-# or a server that keeps answering 503 (tests/lab/faultproxy.py), a cut GET body, virtual-host
-# URLs, and a GET whose memory does not grow with the object. One line per check, then
+# or a server that keeps answering 503 (tests/lab/faultproxy.py) or never answers, a cut GET
+# body, virtual-host URLs, 8 threads on one client, and a GET whose memory does not grow with
+# the object. One line per check, then
 # "N passed, N failed".
 #
 # Env (set by ctest): REGSLIM_BIN, S3TOOL_BIN (default: tests/s3tool in REGSLIM_BIN's build
@@ -195,9 +196,25 @@ lab_stop aux-fp-503x2 > /dev/null 2>&1
 lab_stop aux-fp-503 > /dev/null 2>&1
 lab_stop aux-fp-cut > /dev/null 2>&1
 
+# a server that accepts and never answers: each attempt stalls for --timeout, then the client gives up
+FP4=$((LAB_PORT_BASE + 63))
+lab_spawn aux-mute "$LOGS/mute.err" "$PY" -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); c = []
+while True: c.append(s.accept()[0])' "$FP4" && wait_port "$FP4" 10
+t1=$(date +%s%N)
+rc=$(S3_ENDPOINT=http://127.0.0.1:$FP4 st --timeout 1 --attempts 2 get w/small)
+ms=$((($(date +%s%N) - t1) / 1000000))
+expect stalled_server_times_out_bounded "[ $rc = 1 ] && grep -q 'Timeout was reached.*2 attempts' '$W/err' && [ $ms -ge 2000 ] && [ $ms -lt 15000 ]" \
+	"exit $rc after $ms ms: $(err1)"
+lab_stop aux-mute > /dev/null 2>&1
+
 # ---------------------------------------------------------------- URLs and memory
 rc=$(S3_ENDPOINT=http://localhost:$((LAB_PORT_BASE + 20)) st --vhost get w/small)
 expect virtual_host_url "[ $rc = 0 ] && cmp -s '$W/out' '$W/small'" "exit $rc: $(err1)"
+s3t pget w/big 8 < /dev/null
+expect threads_share_one_client "[ \"\$(sort -u '$W/out')\" = '$(sha "$W/big")' ] && [ \"\$(wc -l < '$W/out')\" = 8 ]" \
+	"8 concurrent GETs gave: $(sort "$W/out" | uniq -c | tr '\n' ' ') $(err1)"
 rss=$(/usr/bin/time -f %M timeout 120 "$S3TOOL" get w/big 2>&1 > /dev/null | tail -n 1)
 rss_small=$(/usr/bin/time -f %M timeout 120 "$S3TOOL" get w/small 2>&1 > /dev/null | tail -n 1)
 echo "# max RSS of a GET: $rss KiB for 13 MB, $rss_small KiB for 70 KB"

@@ -12,6 +12,7 @@
  *     write KEY DIGEST [SIZE]   the verified writer, bytes from stdin
  *     abandon KEY DIGEST        the writer fed stdin, then freed without its commit
  *     uploads KEY               unfinished multipart upload ids of KEY
+ *     pget KEY N                N threads GET KEY at once through one client; prints each one's digest
  *
  * Settings from the environment: S3_ENDPOINT, S3_REGION, S3_BUCKET,
  * S3_ACCESS_KEY, S3_SECRET_KEY (or S3_SECRET_KEY_FILE). Exit status: 0, 3 for
@@ -20,7 +21,10 @@
 #include "s3.h"
 #include "s3_writer.h"
 
+#include "digest.h"
+
 #include <curl/curl.h>
+#include <pthread.h>
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -103,6 +107,55 @@ static enum rs_code cmd_write(struct s3_client *c, const char *key, const char *
 	return rc;
 }
 
+struct pget {
+	struct s3_client *c;
+	const char *key;
+	struct digest_ctx *d;
+	enum rs_code rc;
+	struct rs_err err;
+};
+
+static enum rs_code to_digest(void *arg, const void *buf, size_t len, struct rs_err *err)
+{
+	(void)err;
+	digest_update(arg, buf, len);
+	return RS_OK;
+}
+
+static void *pget_one(void *arg)
+{
+	struct pget *g = arg;
+	g->rc = s3_get(g->c, g->key, -1, -1, to_digest, g->d, NULL, &g->err);
+	return NULL;
+}
+
+/* n threads GET key through the one client c (its handle pool shared) */
+static enum rs_code cmd_pget(struct s3_client *c, const char *key, int n, struct rs_err *err)
+{
+	struct pget g[32];
+	pthread_t t[32];
+	enum rs_code rc = RS_OK;
+	if (n < 1 || n > 32)
+		return rs_err_set(err, RS_BAD_INPUT, "pget: 1 to 32 threads");
+	for (int i = 0; i < n; i++) {
+		g[i] = (struct pget){.c = c, .key = key, .d = digest_new()};
+		if (!g[i].d || pthread_create(&t[i], NULL, pget_one, &g[i]) != 0)
+			abort(); /* a test tool: no partial clean-up */
+	}
+	for (int i = 0; i < n; i++) {
+		char out[DIGEST_STR_SIZE];
+		pthread_join(t[i], NULL);
+		digest_final(g[i].d, out);
+		digest_free(g[i].d);
+		if (g[i].rc != RS_OK && rc == RS_OK) {
+			rc = g[i].rc;
+			*err = g[i].err;
+		}
+		printf("%s\n", g[i].rc == RS_OK ? out : "failed");
+	}
+	return rc;
+}
+
 static enum rs_code run(struct s3_client *c, int argc, char **argv, struct rs_err *err)
 {
 	const char *cmd = argv[0];
@@ -132,8 +185,10 @@ static enum rs_code run(struct s3_client *c, int argc, char **argv, struct rs_er
 		long n = 0;
 		return s3_multipart_list(c, argv[1], print_key, &n, err);
 	}
+	if (strcmp(cmd, "pget") == 0 && argc == 3)
+		return cmd_pget(c, argv[1], (int)strtol(argv[2], NULL, 10), err);
 	return rs_err_set(err, RS_BAD_INPUT, "usage: s3tool [--vhost] [--part-size N] [--attempts N] [--timeout S] "
-	                  "put|putmem|get|head|delete|list|write|abandon|uploads ARGS");
+	                  "put|putmem|get|head|delete|list|write|abandon|uploads|pget ARGS");
 }
 
 int main(int argc, char **argv)
