@@ -56,6 +56,8 @@ lst=$(ss -ltnpH 2> /dev/null | grep -E "pid=(${pids%|})," || true)
 expect s3_lab_loopback_only "[ -n \"\$lst\" ] && ! echo \"\$lst\" | awk '{print \$4}' | grep -qv '^127\\.0\\.0\\.1:'" \
 	"listening: $(echo "$lst" | awk '{print $4}' | tr '\n' ' ')"
 expect s3_lab_status "timeout 30 bash '$RS_LAB_DIR/s3.sh' status" "$(timeout 30 bash "$RS_LAB_DIR/s3.sh" status 2>&1 | tr '\n' ' ')"
+out=$(timeout 60 bash "$RS_LAB_DIR/s3.sh" start 2>&1)
+expect s3_lab_start_again_is_a_no_op "[ \"\$(cat '$REGSLIM_LAB'/run/s3-{mon,osd,rgw}.pid | tr '\n' '|')\" = '$pids' ] && echo '$out' | grep -q 'already running'" "$out"
 
 # ---------------------------------------------------------------- objects
 head -c 3000000 /dev/urandom > "$W/obj"
@@ -100,7 +102,7 @@ expect missing_bucket_names_NoSuchBucket "[ $rc = 1 ] && grep -q 'GET no-such-bu
 rc=$(S3_SECRET_KEY=not-the-secret st get "$KEY")
 expect wrong_secret_names_SignatureDoesNotMatch "[ $rc = 1 ] && grep -q 'HTTP 403 SignatureDoesNotMatch' '$W/err' && ! grep -q 'not-the-secret' '$W/err'" "exit $rc: $(err1)"
 printf '%s\n' "$S3_SECRET_KEY" > "$W/secret"
-rc=$(S3_SECRET_KEY= S3_SECRET_KEY_FILE=$W/secret st head "$KEY")
+rc=$(S3_SECRET_KEY='' S3_SECRET_KEY_FILE=$W/secret st head "$KEY")
 expect secret_from_file "[ $rc = 0 ]" "exit $rc: $(err1)"
 t1=$(date +%s%N)
 rc=$(S3_ENDPOINT=http://127.0.0.1:$((LAB_PORT_BASE + 99)) st --attempts 3 head "$KEY")
@@ -225,7 +227,10 @@ expect get_memory_does_not_grow_with_the_object "[ \$((rss - rss_small)) -lt 409
 out=$(timeout 60 bash "$RS_LAB_DIR/s3.sh" stop 2>&1)
 busy=
 for p in 20 21 22; do (: <> "/dev/tcp/127.0.0.1/$((LAB_PORT_BASE + p))") 2> /dev/null && busy="$busy $((LAB_PORT_BASE + p))"; done
-expect s3_lab_stop_leaves_nothing "[ -z \"\$(ls '$REGSLIM_LAB'/run/s3-*.pid 2> /dev/null)\" ] && [ -z '$busy' ]" \
-	"$out; ports still listening:$busy"
+expect s3_lab_stop_leaves_nothing "[ -z \"\$(ls '$REGSLIM_LAB'/run/s3-*.pid 2> /dev/null)\" ] && [ -z '$busy' ] && ! ps -eo args | grep -v grep | grep -qF -- '$REGSLIM_LAB/s3/'" \
+	"$out; ports still listening:$busy; processes: $(ps -eo pid,args | grep -v grep | grep -F -- "$REGSLIM_LAB/s3/" | cut -c1-100 | tr '\n' ' ')"
+rc=0
+timeout 30 bash "$RS_LAB_DIR/s3.sh" status > "$W/status" 2>&1 || rc=$?
+expect s3_lab_status_when_stopped "[ $rc = 1 ] && [ \"\$(grep -c ': stopped' '$W/status')\" = 3 ]" "exit $rc: $(tr '\n' ' ' < "$W/status")"
 
 finish
