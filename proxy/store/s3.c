@@ -612,7 +612,8 @@ static enum rs_code request(struct s3_client *c, const struct req *rq, struct re
 				return RS_OK;
 			if (last)
 				return status_error(c, rq, rs, err);
-		} else if (cc == CURLE_OK && (rs->status < 500 || last)) {
+		} else if ((cc == CURLE_OK || (rs->status >= 400 && rs->status < 500)) && (rs->status < 500 || last)) {
+			/* a 4xx that cut an upload short (curl then reports a send error) is still the 4xx */
 			return status_error(c, rq, rs, err);
 		} else if (cc != CURLE_OK && (!retryable_curl(cc) || last)) {
 			return rs_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? RS_TIMEOUT : RS_IO,
