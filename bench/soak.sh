@@ -46,12 +46,15 @@ RS_PID=
 WORKER_PIDS=()
 cleanup() {
 	local p
-	for p in "${WORKER_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-	wait "${WORKER_PIDS[@]}" 2> /dev/null || true
+	if [ "${#WORKER_PIDS[@]}" -gt 0 ]; then # (a bare `wait` would wait for regslim too)
+		for p in "${WORKER_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+		wait "${WORKER_PIDS[@]}" 2> /dev/null || true
+	fi
 	if [ -n "$RS_PID" ] && kill -0 "$RS_PID" 2> /dev/null; then
 		kill -TERM "$RS_PID" 2> /dev/null || true
 		for ((p = 0; p < 150; p++)); do kill -0 "$RS_PID" 2> /dev/null || break; sleep 0.1; done
 		kill -KILL "$RS_PID" 2> /dev/null || true
+		wait "$RS_PID" 2> /dev/null || true
 	fi
 	timeout 60 bash "$T/registry.sh" stop all > /dev/null 2>&1 || true
 	if [ "${KEEP_LAB:-0}" = 1 ]; then echo "kept $REGSLIM_LAB"; else rm -rf "$REGSLIM_LAB"; fi

@@ -44,7 +44,8 @@
 static const char *const top_keys[] = {"listen", "max_connections", "max_connections_per_ip", "data_dir", "cache", "limits",
                                        "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
                                        NULL};
-static const char *const cache_keys[] = {"max_bytes", NULL};
+static const char *const cache_keys[] = {"max_bytes", "optimized_pin_s", "scrub_bytes_per_s", "scrub_interval_s",
+                                         NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", "header_timeout_s", "body_min_bytes_per_s",
                                           "body_rate_window_s", NULL};
 static const char *const log_keys[] = {"level", "requests", NULL};
@@ -1193,6 +1194,18 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 		if ((y = json_object_get(x, "max_bytes")) &&
 		    (rc = get_size(&cfg->cache_max_bytes, ld, "cache.max_bytes", y, 0, SIZE_MAX_BYTES)))
 			return rc;
+		if ((y = json_object_get(x, "optimized_pin_s")) &&
+		    (rc = get_uint(&cfg->cache_optimized_pin_s, ld, "cache.optimized_pin_s", y, 0,
+		                   RS_LIMIT_OPT_PIN_MAX_S)))
+			return rc;
+		if ((y = json_object_get(x, "scrub_bytes_per_s")) &&
+		    (rc = get_size(&cfg->cache_scrub_bytes_per_s, ld, "cache.scrub_bytes_per_s", y, 0,
+		                   RS_LIMIT_SCRUB_RATE_MAX)))
+			return rc;
+		if ((y = json_object_get(x, "scrub_interval_s")) &&
+		    (rc = get_uint(&cfg->cache_scrub_interval_s, ld, "cache.scrub_interval_s", y, 1,
+		                   RS_LIMIT_SCRUB_INTERVAL_MAX_S)))
+			return rc;
 	}
 	if ((x = json_object_get(root, "limits"))) {
 		if ((rc = get_object(ld, "limits", x)) || (rc = check_keys(ld, "limits", x, limits_keys)))
@@ -1310,6 +1323,9 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->body_min_bytes_per_s = RS_LIMIT_BODY_MIN_RATE_DEFAULT;
 	cfg->body_rate_window_s = RS_LIMIT_BODY_RATE_WINDOW_DEFAULT_S;
 	cfg->cache_max_bytes = RS_LIMIT_CACHE_DEFAULT_BYTES;
+	cfg->cache_optimized_pin_s = RS_LIMIT_OPT_PIN_DEFAULT_S;
+	cfg->cache_scrub_bytes_per_s = RS_LIMIT_SCRUB_RATE_DEFAULT;
+	cfg->cache_scrub_interval_s = RS_LIMIT_SCRUB_INTERVAL_DEFAULT_S;
 	cfg->manifest_max_bytes = RS_LIMIT_MANIFEST_MAX_BYTES;
 	cfg->shutdown_grace_s = RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S;
 	cfg->log_requests = true;
@@ -1599,6 +1615,11 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 	json_t *cache = json_object();
 	if (cache)
 		put(cache, "max_bytes", json_integer((json_int_t)cfg->cache_max_bytes), &ok);
+	if (cache) {
+		put(cache, "optimized_pin_s", json_integer(cfg->cache_optimized_pin_s), &ok);
+		put(cache, "scrub_bytes_per_s", json_integer((json_int_t)cfg->cache_scrub_bytes_per_s), &ok);
+		put(cache, "scrub_interval_s", json_integer(cfg->cache_scrub_interval_s), &ok);
+	}
 	put(root, "cache", cache, &ok);
 	json_t *limits = json_object();
 	if (limits) {

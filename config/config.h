@@ -123,6 +123,9 @@ struct rs_config {
 	unsigned max_connections_per_ip; /* per address (IPv6: per /64); 0: no cap */
 	char *data_dir;         /* default ./regslim-data */
 	uint64_t cache_max_bytes; /* eviction target; 0: no limit */
+	unsigned cache_optimized_pin_s; /* an optimized image served is kept this long (eviction skips it) */
+	uint64_t cache_scrub_bytes_per_s; /* background scrub's rate; 0: no scrub */
+	unsigned cache_scrub_interval_s;  /* a full scrub pass this often */
 	uint64_t manifest_max_bytes;
 	unsigned header_timeout_s;       /* limits.header_timeout_s: bound on a request head; 0: none */
 	uint64_t body_min_bytes_per_s;   /* limits.body_min_bytes_per_s: slowest request body; 0: none */

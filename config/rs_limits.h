@@ -41,6 +41,17 @@
 #define RS_LIMIT_BODY_RATE_WINDOW_MAX_S 600
 /* config: cache.max_bytes (20 GiB) */
 #define RS_LIMIT_CACHE_DEFAULT_BYTES (20ull * 1024 * 1024 * 1024)
+/* cache.optimized_pin_s: how long eviction leaves alone every object of an
+ * optimized image after its manifest was served (clients fetch its blobs
+ * next), and its ceiling. */
+#define RS_LIMIT_OPT_PIN_DEFAULT_S 900u
+#define RS_LIMIT_OPT_PIN_MAX_S 86400u
+/* cache.scrub_bytes_per_s and cache.scrub_interval_s: the background scrub
+ * rehashes every stored object at this rate, one full pass this often. */
+#define RS_LIMIT_SCRUB_RATE_DEFAULT (16ull * 1024 * 1024)
+#define RS_LIMIT_SCRUB_RATE_MAX (16ull * 1024 * 1024 * 1024)
+#define RS_LIMIT_SCRUB_INTERVAL_DEFAULT_S 604800u
+#define RS_LIMIT_SCRUB_INTERVAL_MAX_S 31536000u
 /* config: upstreams[].tag_ttl_s */
 #define RS_LIMIT_TAG_TTL_DEFAULT_S 300
 /* config: upstreams[].timeout_s: connect + idle stall bound for upstream transfers */
@@ -125,6 +136,12 @@
 /* Layers per image and manifests per index we accept. */
 #define RS_LIMIT_IMAGE_LAYERS_MAX 1024
 #define RS_LIMIT_INDEX_MANIFESTS_MAX 1024
+/* The image walk (config/imagewalk.c): how deep indexes may nest below the
+ * root (the root is depth 0, an index's entries depth 1), and how many
+ * documents one walk may load (an index of RS_LIMIT_INDEX_MANIFESTS_MAX
+ * images is 1025). */
+#define RS_LIMIT_WALK_DEPTH 4
+#define RS_LIMIT_WALK_DOCUMENTS 4096
 /* Entries of a docker-archive tarball's outer tar that are indexed. */
 #define RS_LIMIT_ARCHIVE_MEMBERS_MAX 65536
 /* Pass 1 records each entry's metadata (path, link, size, identity) per layer. */
@@ -132,6 +149,12 @@
 /* zstd job size of the layers the optimizer writes (codec_encode_opts.zstd_job_bytes, set by pipeline.c):
  * bounds the encoder's memory to about (2 x workers + 2) jobs. */
 #define RS_LIMIT_ZSTD_JOB_BYTES (8u * 1024 * 1024)
+/* gzip output is compressed in independent chunks of this many input bytes,
+ * one gzip member each (optimizer/pgzip.h): the output depends on it, never
+ * on the thread count. 1 MiB: 1.6 % smaller than zlib -6 as one stream on
+ * the big fixture's largest layer, and 2 x 2 MiB of buffers per thread. */
+#define RS_LIMIT_GZIP_CHUNK_BYTES (1024u * 1024)
+#define RS_LIMIT_GZIP_THREADS_MAX 256
 /* Layers of one image whose decompressed tar pass 1 spools for pass 2 (one open file each);
  * layers past this are decoded again in pass 2. */
 #define RS_LIMIT_TAR_SPOOL_LAYERS 128

@@ -1,7 +1,9 @@
-/* wire: jansson-backed decoding of token answers. See wire.h. */
+/* wire: jansson-backed decoding of token answers, tag lists and error
+ * answers, and the writing of tag lists. See wire.h. */
 #include "wire.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,4 +49,81 @@ enum rs_code wire_parse_token(char **out_token, long *out_expires_in, const char
 out:
 	json_decref(root);
 	return rc;
+}
+
+enum rs_code wire_parse_tag_list(const char *body, size_t len, wire_tag_fn add, void *ctx, struct rs_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
+	if (!root)
+		return rs_err_set(err, RS_BAD_INPUT, "tag list is not JSON (line %d column %d: %s)", jerr.line,
+		                  jerr.column, jerr.text);
+	enum rs_code rc = RS_OK;
+	json_t *tags = json_is_object(root) ? json_object_get(root, "tags") : NULL;
+	if (!json_is_object(root) || (tags && !json_is_null(tags) && !json_is_array(tags))) {
+		rc = rs_err_set(err, RS_BAD_INPUT, "tag list is not {\"name\":..,\"tags\":[..]}");
+		goto out;
+	}
+	size_t i;
+	json_t *v;
+	if (json_is_array(tags))
+		json_array_foreach(tags, i, v) {
+			if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+				continue;
+			if ((rc = add(ctx, json_string_value(v), err)) != RS_OK)
+				break;
+		}
+out:
+	json_decref(root);
+	return rc;
+}
+
+enum rs_code wire_write_tag_list(char **out, size_t *out_len, const char *name, char *const *tags, size_t n,
+                                 struct rs_err *err)
+{
+	*out = NULL;
+	*out_len = 0;
+	json_t *root = json_object();
+	json_t *arr = json_array();
+	bool ok = root && arr && json_object_set_new(root, "name", json_string(name)) == 0;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = json_array_append_new(arr, json_string(tags[i])) == 0;
+	ok = ok && json_object_set(root, "tags", arr) == 0;
+	char *text = ok ? json_dumps(root, JSON_COMPACT) : NULL;
+	json_decref(arr);
+	json_decref(root);
+	size_t len = text ? strlen(text) : 0;
+	char *buf = text ? malloc(len + 2) : NULL;
+	if (buf) {
+		memcpy(buf, text, len);
+		buf[len++] = '\n';
+		buf[len] = '\0';
+	}
+	free(text); /* jansson's default allocator: malloc */
+	if (!buf)
+		return rs_err_set(err, RS_NOMEM, "out of memory writing a tag list");
+	*out = buf;
+	*out_len = len;
+	return RS_OK;
+}
+
+bool wire_error_codes_all(const char *body, size_t len, wire_code_fn ok)
+{
+	if (!body)
+		return false;
+	json_t *root = json_loadb(body, len, 0, NULL);
+	json_t *errors = json_is_object(root) ? json_object_get(root, "errors") : NULL;
+	bool all = json_is_array(errors) && json_array_size(errors) > 0;
+	size_t i;
+	json_t *e;
+	if (all)
+		json_array_foreach(errors, i, e) {
+			json_t *code = json_is_object(e) ? json_object_get(e, "code") : NULL;
+			if (!json_is_string(code) || !ok(json_string_value(code))) {
+				all = false;
+				break;
+			}
+		}
+	json_decref(root);
+	return all;
 }

@@ -104,10 +104,12 @@ enum codec_inflate_impl codec_inflate_default(void);
 
 struct codec_encode_opts {
 	enum codec_kind kind;
-	/* zstd: 1..19 (ZSTD_maxCLevel() accepted); gzip: 1..9; 0 means the
-	 * default (zstd 3, gzip 6). Out of range: RS_BAD_INPUT naming it. */
+	/* zstd: 1..19 (ZSTD_maxCLevel() accepted); gzip: 1..9 (libdeflate's
+	 * levels); 0 means the default (zstd 3, gzip 3). Out of range:
+	 * RS_BAD_INPUT naming it. */
 	int level;
-	/* zstd worker threads; 0 means 1. Output bytes do not depend on it. */
+	/* zstd worker threads, gzip compression threads (pgzip.h); 0 means 1.
+	 * Output bytes do not depend on it. */
 	unsigned threads;
 	/* zstd window log, 0 means RS_LIMIT_ZSTD_WINDOW_LOG (23, 8 MiB);
 	 * larger than that is RS_BAD_INPUT. */

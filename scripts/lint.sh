@@ -3,6 +3,7 @@
 #  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
 #  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl; only proxy/server/tls.c
 #    includes GnuTLS;
+#  - manifests and indexes are parsed only by imagejson.c, the image walk and the optimizer's layout readers;
 #  - every header compiles alone (each .h is included first in an empty unit);
 #  - the repository stands alone: no tracked file names a folder beside the checkout (the old
 #    test tools' path or their variable); the test lab is tests/lab.
@@ -46,6 +47,14 @@ long=$(printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/.*\.c$' | xargs 
 if [ -n "$long" ]; then
   printf '%s\n' "$long" >&2
   echo "lint: a function above is longer than 150 lines; split it along a seam you can name" >&2; rc=1
+fi
+# one index -> manifest -> config/layers walk (issue 10, config/imagewalk.c): nothing else names the
+# manifest and index parsers but imagejson itself and the optimizer's layout readers, which rewrite
+# the documents rather than walk them (a new loop over a parsed index or manifest goes through the walk)
+walk_ok='^(config/imagejson\.[ch]|config/imagewalk\.c|optimizer/(layout|pipeline|pipeline_base)\.c)$'
+if printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/' | xargs grep -lE 'imagejson_parse_(index|manifest)' |
+    grep -vE "$walk_ok"; then
+  echo "lint: a file above parses manifests or indexes itself; walk them with config/imagewalk.h (issue 10)" >&2; rc=1
 fi
 # proxy/'s rooms and their one-way doors (issue 10, docs/architecture.md): a room includes the
 # headers of rooms below it only; gate/ and optimize/ share a level, obs/ is the lowest.

@@ -44,6 +44,7 @@ struct registry {
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
+	struct scrub *scrub;   /* background scrub of the stores; NULL when off */
 	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
 	 * policy; NULL when no policy enforces on pull. */
 	struct pull_verdict *verdicts;
@@ -83,11 +84,15 @@ enum MHD_Result api_collect_accept(void *cls, enum MHD_ValueKind kind, const cha
 
 /* manifests.c: answers (or captures, see struct manifest_capture) a
  * manifest; serves one from the store (RS_NOT_FOUND when absent); checks a
- * reference with a ':' (400 DIGEST_INVALID otherwise). */
+ * reference with a ':' (false with RS_DIGEST_INVALID otherwise). */
 enum MHD_Result api_answer_manifest(struct request *rq, char *body, size_t len, const char *type, const char *digest);
 RS_MUST_CHECK enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, const char *digest,
                                                      enum MHD_Result *ret, struct rs_err *err);
 bool api_ref_digest_ok(const char *ref, struct rs_err *err);
+
+/* manifests.c: 404 MANIFEST_UNKNOWN for a reference that is neither a valid
+ * tag nor a digest regslim can hold (no such manifest can exist). */
+enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref);
 
 /* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
@@ -109,10 +114,23 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 /* The fetches of optpull.h (ctx is the registry), also used by push_fetch
  * and the policy check on pull: a blob through the single-flight download
  * (blobs.c), a manifest by digest (manifests.c); both verified and stored. */
+/* A blob or manifest of an optimized image that t's repository was given
+ * (linked there) but that is no longer in the store: made again by the
+ * optimizer (optpull_regenerate), waiting up to optimize.sync_timeout_s.
+ * True when it is in the store now. */
+bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum blobstore_kind kind);
 RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                                   struct rs_err *err);
+
+/* tags.c: the page of tags[0..n) (sorted, unique) that starts after last
+ * (NULL: at the start), holds no tag after bound (NULL: no bound; the last
+ * tag of an upstream page that has a next one) and at most limit tags:
+ * *out_start, *out_count. True when tags remain after it (or up_more, the
+ * upstream has more); never for limit 0 (n=0 has no Link). */
+bool api_tags_page(char *const *tags, size_t n, const char *last, const char *bound, size_t limit, bool up_more,
+                   size_t *out_start, size_t *out_count);
 
 /* tags.c, reports.c, ops.c: the other routes. */
 enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const struct route_target *t);

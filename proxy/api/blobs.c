@@ -11,6 +11,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
+#include "optpull.h"
 #include "push.h"
 #include "push_http.h"
 
@@ -196,6 +197,13 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	}
 	if (rc != RS_NOT_FOUND)
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
+	if (!cached && api_opt_regenerated(r, t, BLOBSTORE_BLOB)) {
+		rs_err_clear(&err);
+		if (blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+			rq->cache = "regenerated";
+			return blob_from_store(rq, t->ref, fd, size);
+		}
+	}
 	rq->cache = "miss";
 	metrics_cache(METRICS_BLOB, 0);
 	if (head)
@@ -263,6 +271,19 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 }
 
 /* ------------------------------------------------------------ optimized pulls */
+
+bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum blobstore_kind kind)
+{
+	if (!r->opt || !api_mirror_linked(r, t->up_index, t->repo, kind, t->ref))
+		return false;
+	struct rs_err err = {0};
+	enum rs_code rc = optpull_regenerate(r->opt, kind, t->ref, r->cfg->optimize.sync_timeout_s, &err);
+	if (rc == RS_OK)
+		return true;
+	if (rc != RS_NOT_FOUND)
+		log_event(LOG_WARN, "%s of %s was evicted and could not be made again: %s", t->ref, t->repo, err.msg);
+	return false;
+}
 
 /* optpull's blob fetch: join (or start) the single-flight download of digest
  * and wait until it is verified and committed. Runs in an optpull worker. */

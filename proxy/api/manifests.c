@@ -170,6 +170,20 @@ bool api_ref_digest_ok(const char *ref, struct rs_err *err)
 	return false;
 }
 
+/* A reference that is neither a tag nor a digest regslim can hold names no
+ * manifest: distribution spec, "Pulling manifests" ("If the manifest is not
+ * found in the repository, the response code MUST be 404 Not Found"), for a
+ * tag that breaks the grammar (.INVALID_MANIFEST_NAME) and a malformed digest
+ * alike. It never reaches the upstream. */
+enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref)
+{
+	struct rs_err e;
+	rs_err_set(&e, RS_NOT_FOUND,
+	           "manifest unknown: '%.130s' is neither a tag ([a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}) nor a sha256 digest",
+	           ref);
+	return reply_fail(rq, &e, REPLY_MANIFEST, NULL, 0);
+}
+
 /* A manifest by digest is served under t only if t's repository holds it
  * (issue 11): linked to the mirror's repository (fetched or confirmed for it
  * by the upstream), or pushed to the name. A cached copy without a link for
@@ -181,11 +195,13 @@ enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, c
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
 	if (!api_ref_digest_ok(t->ref, &err))
-		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+		return api_manifest_cannot_exist(rq, t->ref);
 	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
 	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
 	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
 		return ret;
+	if (!had_copy && api_opt_regenerated(r, t, BLOBSTORE_MANIFEST))
+		had_copy = linked = true; /* an optimized manifest that was evicted */
 	if (had_copy && !linked) {
 		struct upstream_reply head = {0};
 		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
@@ -265,11 +281,8 @@ static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const
 enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, const struct route_target *t,
                                        const struct accept_list *acc)
 {
-	if (!refname_tag_valid(t->ref)) {
-		struct rs_err e;
-		rs_err_set(&e, RS_BAD_INPUT, "invalid tag '%.130s'", t->ref);
-		return reply_error(rq, RS_BAD_INPUT, REPLY_TAG, e.msg, NULL, 0);
-	}
+	if (!refname_tag_valid(t->ref))
+		return api_manifest_cannot_exist(rq, t->ref);
 	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
 	struct blobstore_tag tag = {0};
 	struct rs_err err = {0};

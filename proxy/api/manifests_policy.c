@@ -9,6 +9,7 @@
 
 #include "gate.h"
 #include "image.h"
+#include "imagewalk.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
@@ -95,38 +96,43 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 
 /* ------------------------------------------------------------ policy on pull */
 
-/* Every object of manifest digest (children of an index, configs, layers)
- * into the store, through the single-flight download. */
+/* The walk of pull_fetch_image: every object of a stored manifest (index
+ * entries, configs, layers) into the store, through the single-flight
+ * download; entries are fetched before they are read. */
+struct fetch_walk {
+	struct registry *r;
+	const struct route_target *t;
+};
+
+static enum rs_code fetch_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                               struct rs_err *err)
+{
+	const struct fetch_walk *w = ctx;
+	enum rs_code rc = RS_OK;
+	if (n->depth > 0)
+		rc = api_opt_fetch_manifest(w->r, w->t->up_index, w->t->repo, n->digest, err);
+	if (rc == RS_OK)
+		rc = blobstore_get_manifest(w->r->store, n->digest, w->r->cfg->manifest_max_bytes, buf, len, type, err);
+	return rc;
+}
+
+static enum rs_code fetch_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)step;
+	const struct fetch_walk *w = ctx;
+	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || blobstore_has(w->r->store, BLOBSTORE_BLOB, n->digest))
+		return RS_OK;
+	return api_opt_fetch_blob(w->r, w->t->up_index, w->t->repo, n->digest, err);
+}
+
 static enum rs_code pull_fetch_image(struct registry *r, const struct route_target *t, const char *digest,
                                      struct rs_err *err)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
-	if (rc)
-		return rc;
-	enum imagejson_kind kind;
-	rc = imagejson_sniff(&kind, buf, len, "manifest", err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		rc = imagejson_parse_index(&x, buf, len, "index", err);
-		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++)
-			if ((rc = api_opt_fetch_manifest(r, t->up_index, t->repo, x.manifests[i].digest, err)) == RS_OK)
-				rc = pull_fetch_image(r, t, x.manifests[i].digest, err);
-		imagejson_index_dispose(&x);
-	} else if (rc == RS_OK) {
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
-		if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, m.config.digest))
-			rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.config.digest, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (!blobstore_has(r->store, BLOBSTORE_BLOB, m.layers[i].digest))
-				rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.layers[i].digest, err);
-		imagejson_manifest_dispose(&m);
-	}
-	free(buf);
-	free(type);
-	return rc;
+	struct fetch_walk w = {r, t};
+	const struct imagewalk walk = {.load = fetch_load, .visit = fetch_visit, .ctx = &w, .manifest_what = "manifest",
+	                               .index_what = "index"};
+	return imagewalk_run(&walk, digest, err);
 }
 
 /* The verdict of policy gp on digest: from the cache, else fetched, checked

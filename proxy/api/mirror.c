@@ -11,12 +11,13 @@
 #include "image.h"
 #include "log.h"
 #include "metrics.h"
+#include "wire.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* The upstream's error answer, passed through when it is registry JSON,
- * else mapped. Upstream auth failures become DENIED: the client cannot fix
+/* The upstream's error answer, passed through when it is registry JSON
+ * with the spec's codes only, else mapped. Upstream auth failures become DENIED: the client cannot fix
  * the proxy's credentials, and a bare 401 would send it looking for a token
  * service we do not have. */
 enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what)
@@ -30,7 +31,10 @@ enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstr
 	if (rep->status == 404) {
 		rs_err_set(&e, RS_NOT_FOUND, "%s not found upstream (%s)",
 		           what == REPLY_MANIFEST ? "manifest" : what == REPLY_BLOB ? "blob" : "repository", up);
-		if (rep->body && strstr(rep->body, "\"errors\"") && rep->body_len < RS_LIMIT_ERROR_BODY_MAX_BYTES) {
+		/* passed on only when every code is the spec's (Harbor answers
+		 * NOT_FOUND, for one): else regslim's own 404 */
+		if (rep->body_len < RS_LIMIT_ERROR_BODY_MAX_BYTES &&
+		    wire_error_codes_all(rep->body, rep->body_len, reply_code_is_spec)) {
 			char *copy = malloc(rep->body_len);
 			if (copy) {
 				memcpy(copy, rep->body, rep->body_len);

@@ -20,9 +20,11 @@
 #include "optpull.h"
 #include "push.h"
 #include "push_http.h"
+#include "refname.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "scrub.h"
 #include "upstream.h"
 
 #include <pthread.h>
@@ -95,6 +97,9 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 	}
+	rc = scrub_start(&r->scrub, cfg, r->store, push_store(push_http_push(r->ph)), err);
+	if (rc)
+		goto out;
 	pthread_mutex_init(&r->verdict_mu, NULL);
 	for (size_t i = 0; i < cfg->push.policy_count; i++)
 		if (cfg->push.policies[i].enforce_on_pull && !r->verdicts &&
@@ -113,6 +118,8 @@ out:
 void registry_shutdown(struct registry *r)
 {
 	optpull_stop(r->opt);
+	scrub_stop(r->scrub);
+	r->scrub = NULL;
 }
 
 void registry_free(struct registry *r)
@@ -120,7 +127,8 @@ void registry_free(struct registry *r)
 	if (!r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
-	optpull_free(r->opt); /* first: its workers use the upstreams and the inflight table */
+	scrub_stop(r->scrub); /* first: it reads the stores */
+	optpull_free(r->opt); /* its workers use the upstreams and the inflight table */
 	push_http_free(r->ph);
 	inflight_free(r->inflight);
 	if (r->ups)
@@ -308,6 +316,9 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	if (what == REPLY_BLOB)
 		return api_blob_get(r, rq, &t, head);
 
+	/* Before any policy path: such a reference names no manifest (404). */
+	if (!strchr(ref, ':') && !refname_tag_valid(ref))
+		return api_manifest_cannot_exist(rq, ref);
 	struct accept_list acc = {.n = 0};
 	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, api_collect_accept, &acc);
 	if (strchr(ref, ':'))

@@ -14,6 +14,9 @@
  *   DELETE /v2/<name>/blobs/uploads/<uuid>           204 cancel
  *   PUT    /v2/<name>/manifests/<tag|digest>         201 (Location, Docker-Content-Digest)
  *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  405 UNSUPPORTED
+ * setup() prepares every kind through one table (write_kinds): the same
+ * steps in the same order (route, unsupported, name, push permission, the
+ * kind's own step, the upload session, the chunk's Content-Range).
  * Bodies stream into push.c as MHD hands them over; an error found while
  * the body is still arriving (too large, out-of-order chunk, no
  * permission) is answered at once and MHD closes the connection.
@@ -207,15 +210,161 @@ static bool parse_content_range(const char *s, uint64_t *a, uint64_t *b)
 	return true;
 }
 
-/* Gate, validate and open what the request needs; answers on failure. */
-static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
+/* ------------------------------------------------------------ setup */
+
+/* The steps of setup that belong to one kind: true to go on, false when
+ * the request was answered (*ret). */
+typedef bool (*setup_fn)(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret);
+
+/* Manifest PUT: the reference must be a digest or a tag. Distribution spec,
+ * "Pulling manifests": a reference is a digest or a tag of at most 128
+ * characters matching [a-zA-Z0-9_][a-zA-Z0-9._-]*; the error codes of
+ * "Error Codes" only (no TAG_INVALID there). */
+static bool setup_manifest_ref(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
+{
+	(void)ph;
+	struct rs_err err = {0};
+	bool by_digest = strchr(w->ref, ':') != NULL;
+	enum rs_code rc = RS_OK;
+	if (by_digest && w->ref_long)
+		rc = rs_err_set(&err, RS_DIGEST_INVALID, "invalid digest '%.80s...': longer than any supported digest",
+		                w->ref);
+	else if (by_digest)
+		rc = digest_parse(w->ref, &err);
+	else if (w->ref_long || !refname_tag_valid(w->ref))
+		rc = rs_err_set(&err, RS_BAD_INPUT,
+		                "invalid tag '%.130s%s': a tag is 1 to %d characters of [a-zA-Z0-9_][a-zA-Z0-9._-]*",
+		                w->ref, w->ref_long ? "..." : "", RS_LIMIT_TAG_MAX);
+	if (rc) {
+		*ret = fail_early(rq, w, &err, 0, false);
+		return false;
+	}
+	return true;
+}
+
+/* POST .../blobs/uploads/: a mount when it can be one, else a new upload
+ * session (with ?digest=, a monolithic upload: the digest must parse). */
+static bool setup_upload_start(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
 {
 	struct rs_err err = {0};
+	const char *mount = arg(rq, "mount");
+	const char *from = arg(rq, "from");
+	if (mount && from && refname_repo_valid(from)) {
+		/* Mounting needs pull on the source repository, and the source
+		 * must hold the blob (push_mount_blob); else a plain upload (spec,
+		 * "Mounting a blob": 202 when the registry cannot mount). Without
+		 * from= there is no mount at all: holding a digest somewhere in
+		 * regslim gives no right to it (issue 11). */
+		struct auth_decision d = {.verdict = AUTH_ALLOW};
+		char addr[64];
+		api_client_addr(rq, addr, sizeof(addr));
+		struct auth_client client = {.addr = addr};
+		if (ph->auth)
+			auth_decide(ph->auth,
+			            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+			            &client, from, AUTH_PULL, time(NULL), &d);
+		if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, w->name, from, mount, &err) == RS_OK) {
+			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
+			rq->answered = true;
+			*ret = blob_created(rq, w, mount);
+			return false;
+		}
+		rs_err_clear(&err);
+	}
+	const char *dg = arg(rq, "digest");
+	if (dg && digest_parse(dg, &err) != RS_OK) {
+		*ret = fail_early(rq, w, &err, 0, false);
+		return false;
+	}
+	if (push_upload_start(ph->push, w->name, w->uuid, &err) != RS_OK) {
+		rq->answered = true;
+		*ret = fail_as(rq, w, REPLY_UPLOAD_START, &err, 0, false);
+		return false;
+	}
+	return true;
+}
+
+/* PUT .../blobs/uploads/<uuid>: the ?digest= it is committed under. */
+static bool setup_upload_digest(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
+{
+	(void)ph;
+	struct rs_err err = {0};
+	const char *dg = arg(rq, "digest");
+	if (!dg)
+		rs_err_set(&err, RS_DIGEST_INVALID, "PUT of an upload needs ?digest=");
+	if (!dg || digest_parse(dg, &err) != RS_OK) {
+		*ret = fail_early(rq, w, &err, 0, false);
+		return false;
+	}
+	return true;
+}
+
+/* A chunk's Content-Range: it starts where the upload stands and agrees
+ * with Content-Length; it bounds what the request may append (w->limit). */
+static bool setup_chunk_range(struct request *rq, struct wreq *w, enum MHD_Result *ret)
+{
+	struct rs_err err = {0};
+	uint64_t size = push_upload_size(w->u);
+	const char *cr = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_RANGE);
+	if (!cr)
+		return true;
+	uint64_t a, b;
+	if (!parse_content_range(cr, &a, &b)) {
+		rs_err_set(&err, RS_RANGE, "Content-Range '%.60s' is not 'start-end'", cr);
+		*ret = fail_early(rq, w, &err, size, true);
+		return false;
+	}
+	if (a != size) {
+		rs_err_set(&err, RS_RANGE, "chunk starts at byte %llu but the upload has %llu bytes",
+		           (unsigned long long)a, (unsigned long long)size);
+		*ret = fail_early(rq, w, &err, size, true);
+		return false;
+	}
+	w->limit = b - a + 1;
+	/* "<length> is the content-length of the current chunk": a range
+	 * that disagrees with it is refused before a byte is written. */
+	const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	char *end = NULL;
+	unsigned long long n = cl && isdigit((unsigned char)*cl) ? strtoull(cl, &end, 10) : 0;
+	if (end && *end == '\0' && n != w->limit) {
+		rs_err_set(&err, RS_RANGE, "Content-Range %llu-%llu is %llu bytes but Content-Length is %llu",
+		           (unsigned long long)a, (unsigned long long)b, (unsigned long long)w->limit, n);
+		*ret = fail_early(rq, w, &err, size, true);
+		return false;
+	}
+	return true;
+}
+
+/* Every write kind and what setup does for it. */
+static const struct write_kind {
+	const char *route;   /* rq->route, for logs and metrics */
+	bool unsupported;    /* answered 405 UNSUPPORTED before anything else */
+	setup_fn check;      /* the kind's own step after the push gate; NULL: none */
+	bool upload;         /* works on an upload session, opened here */
+	bool chunk;          /* carries a chunk: its Content-Range is checked */
+} write_kinds[] = {
+	[W_NONE] = {"upload", false, NULL, false, false}, /* never set up: no such endpoint */
+	[W_UPLOAD_START] = {"upload", false, setup_upload_start, true, false},
+	[W_UPLOAD_PATCH] = {"upload", false, NULL, true, true},
+	[W_UPLOAD_PUT] = {"upload", false, setup_upload_digest, true, true},
+	[W_UPLOAD_STATUS] = {"upload", false, NULL, true, false},
+	[W_UPLOAD_DELETE] = {"upload", false, NULL, true, false},
+	[W_MANIFEST_PUT] = {"manifest", false, setup_manifest_ref, false, false},
+	[W_MANIFEST_DELETE] = {"manifest", true, NULL, false, false},
+	[W_BLOB_DELETE] = {"blob", true, NULL, false, false},
+};
+
+/* Gate, validate and open what the request needs, by write_kinds: the same
+ * steps in the same order for every kind (route; refusal of what regslim
+ * does not support; repository name; push permission; the kind's own
+ * step; the upload session; the chunk's range). Answers on failure. */
+static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
+{
+	const struct write_kind *k = &write_kinds[w->kind];
+	struct rs_err err = {0};
 	w->limit = UINT64_MAX;
-	rq->route = w->kind == W_MANIFEST_PUT || w->kind == W_MANIFEST_DELETE ? "manifest"
-	            : w->kind == W_BLOB_DELETE                                 ? "blob"
-	                                                                       : "upload";
-	if (w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) {
+	rq->route = k->route;
+	if (k->unsupported) {
 		rq->answered = true;
 		*ret = reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "deleting manifests and blobs is not supported by regslim",
 		                   NULL, 0);
@@ -229,75 +378,10 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	}
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
 		return false;
-	if (w->kind == W_MANIFEST_PUT) {
-		/* Distribution spec, "Pulling manifests": a reference is a digest or
-		 * a tag of at most 128 characters matching [a-zA-Z0-9_][a-zA-Z0-9._-]*;
-		 * the error codes of "Error Codes" only (no TAG_INVALID there). */
-		bool by_digest = strchr(w->ref, ':') != NULL;
-		enum rs_code rc = RS_OK;
-		if (by_digest && w->ref_long)
-			rc = rs_err_set(&err, RS_DIGEST_INVALID, "invalid digest '%.80s...': longer than any supported digest",
-			                w->ref);
-		else if (by_digest)
-			rc = digest_parse(w->ref, &err);
-		else if (w->ref_long || !refname_tag_valid(w->ref))
-			rc = rs_err_set(&err, RS_BAD_INPUT,
-			                "invalid tag '%.130s%s': a tag is 1 to %d characters of [a-zA-Z0-9_][a-zA-Z0-9._-]*",
-			                w->ref, w->ref_long ? "..." : "", RS_LIMIT_TAG_MAX);
-		if (rc) {
-			*ret = fail_early(rq, w, &err, 0, false);
-			return false;
-		}
+	if (k->check && !k->check(ph, rq, w, ret))
+		return false;
+	if (!k->upload)
 		return true;
-	}
-	if (w->kind == W_UPLOAD_START) {
-		const char *mount = arg(rq, "mount");
-		const char *from = arg(rq, "from");
-		if (mount && from && refname_repo_valid(from)) {
-			/* Mounting needs pull on the source repository, and the source
-			 * must hold the blob (push_mount_blob); else a plain upload (spec,
-			 * "Mounting a blob": 202 when the registry cannot mount). Without
-			 * from= there is no mount at all: holding a digest somewhere in
-			 * regslim gives no right to it (issue 11). */
-			struct auth_decision d = {.verdict = AUTH_ALLOW};
-			char addr[64];
-			api_client_addr(rq, addr, sizeof(addr));
-			struct auth_client client = {.addr = addr};
-			if (ph->auth)
-				auth_decide(ph->auth,
-				            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-				            &client, from, AUTH_PULL, time(NULL), &d);
-			if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, w->name, from, mount, &err) == RS_OK) {
-				log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
-				rq->answered = true;
-				*ret = blob_created(rq, w, mount);
-				return false;
-			}
-			rs_err_clear(&err);
-		}
-		const char *dg = arg(rq, "digest");
-		if (dg && digest_parse(dg, &err) != RS_OK) {
-			*ret = fail_early(rq, w, &err, 0, false);
-			return false;
-		}
-		if (push_upload_start(ph->push, w->name, w->uuid, &err) != RS_OK) {
-			rq->answered = true;
-			*ret = fail_as(rq, w, REPLY_UPLOAD_START, &err, 0, false);
-			return false;
-		}
-	}
-	if (w->kind == W_UPLOAD_PUT) {
-		const char *dg = arg(rq, "digest");
-		if (!dg) {
-			rs_err_set(&err, RS_DIGEST_INVALID, "PUT of an upload needs ?digest=");
-			*ret = fail_early(rq, w, &err, 0, false);
-			return false;
-		}
-		if (digest_parse(dg, &err) != RS_OK) {
-			*ret = fail_early(rq, w, &err, 0, false);
-			return false;
-		}
-	}
 	if (!w->uuid[0]) {
 		rs_err_set(&err, RS_NOT_FOUND, "unknown upload '%.60s'", w->ref);
 		*ret = fail_early(rq, w, &err, 0, false);
@@ -307,35 +391,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 		*ret = fail_early(rq, w, &err, 0, false);
 		return false;
 	}
-	uint64_t size = push_upload_size(w->u);
-	const char *cr = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_RANGE);
-	if (cr && (w->kind == W_UPLOAD_PATCH || w->kind == W_UPLOAD_PUT)) {
-		uint64_t a, b;
-		if (!parse_content_range(cr, &a, &b)) {
-			rs_err_set(&err, RS_RANGE, "Content-Range '%.60s' is not 'start-end'", cr);
-			*ret = fail_early(rq, w, &err, size, true);
-			return false;
-		}
-		if (a != size) {
-			rs_err_set(&err, RS_RANGE, "chunk starts at byte %llu but the upload has %llu bytes",
-			           (unsigned long long)a, (unsigned long long)size);
-			*ret = fail_early(rq, w, &err, size, true);
-			return false;
-		}
-		w->limit = b - a + 1;
-		/* "<length> is the content-length of the current chunk": a range
-		 * that disagrees with it is refused before a byte is written. */
-		const char *cl = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		char *end = NULL;
-		unsigned long long n = cl && isdigit((unsigned char)*cl) ? strtoull(cl, &end, 10) : 0;
-		if (end && *end == '\0' && n != w->limit) {
-			rs_err_set(&err, RS_RANGE, "Content-Range %llu-%llu is %llu bytes but Content-Length is %llu",
-			           (unsigned long long)a, (unsigned long long)b, (unsigned long long)w->limit, n);
-			*ret = fail_early(rq, w, &err, size, true);
-			return false;
-		}
-	}
-	return true;
+	return !k->chunk || setup_chunk_range(rq, w, ret);
 }
 
 static struct wreq *wreq_of(struct request *rq, bool *fresh)

@@ -118,6 +118,7 @@ int cmd_serve(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -146,7 +147,9 @@ int cmd_serve(int argc, char **argv)
 		}
 		if (sig == SIGHUP)
 			reload(srv);
-		if (sig < 0)
+		if (sig == SIGUSR1)
+			log_event(LOG_INFO, "signal %d: maintenance pass now (eviction, upload sweep)", sig);
+		if (sig < 0 || sig == SIGUSR1)
 			registry_maintain(reg);
 	}
 	http_stop(srv, cfg.shutdown_grace_s);

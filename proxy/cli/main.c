@@ -1,4 +1,4 @@
-/* main: the regslim command line: serve, check-config, optimize, version. */
+/* main: the regslim command line: serve, check-config, optimize, fsck, version. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -10,6 +10,7 @@ static void usage(FILE *f)
 	           "  serve [--config FILE] [--listen ADDR:PORT] [--upstream URL] [--data-dir DIR]\n"
 	           "  check-config FILE\n"
 	           "  optimize [--policy FILE] [--json] SRC DST\n"
+	           "  fsck [--repair] DATA_DIR\n"
 	           "  version\n");
 }
 
@@ -26,6 +27,8 @@ int main(int argc, char **argv)
 		return cmd_check_config(argc - 1, argv + 1);
 	if (strcmp(cmd, "optimize") == 0)
 		return cmd_optimize(argc - 1, argv + 1);
+	if (strcmp(cmd, "fsck") == 0)
+		return cmd_fsck(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("regslim %s\n", REGSLIM_VERSION);
 		return 0;

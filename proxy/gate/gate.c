@@ -9,6 +9,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "imagejson.h"
+#include "imagewalk.h"
 #include "layout.h"
 #include "log.h"
 #include "pipeline.h"
@@ -203,6 +204,72 @@ static enum rs_code fetch_ref(struct upstream *u, const char *upname, const char
 	return RS_OK;
 }
 
+/* The walk of an approved base: the image of the reference, or the first
+ * of its index's entries for the platform; its layers are the chain. */
+struct base_walk {
+	struct upstream *u;
+	const char *upname, *repo, *ref, *os, *arch;
+	char child[DIGEST_STR_SIZE]; /* the entry picked */
+	char **layers;               /* out: the chain (new) */
+	size_t count;
+};
+
+static enum rs_code base_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+			      struct rs_err *err)
+{
+	struct base_walk *w = ctx;
+	*type = NULL;
+	if (n->depth > 0)
+		snprintf(w->child, sizeof(w->child), "%s", n->digest);
+	struct upstream_reply rep = {0};
+	enum rs_code rc = fetch_ref(w->u, w->upname, w->repo, n->depth > 0 ? w->child : n->digest, &rep, err);
+	if (rc == RS_OK) {
+		*buf = rep.body;
+		*len = rep.body_len;
+		rep.body = NULL;
+	}
+	upstream_reply_dispose(&rep);
+	return rc;
+}
+
+static enum rs_code base_chain(struct base_walk *w, const struct imagejson_manifest *m, struct rs_err *err)
+{
+	enum rs_code rc = RS_OK;
+	w->layers = calloc(m->layer_count ? m->layer_count : 1, sizeof(char *));
+	w->count = 0;
+	if (!w->layers)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+	for (size_t i = 0; rc == RS_OK && i < m->layer_count; i++) {
+		if (!(w->layers[i] = strdup(m->layers[i].digest)))
+			rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
+		else
+			w->count = i + 1;
+	}
+	return rc;
+}
+
+static enum rs_code base_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+			       enum imagewalk_step *step, struct rs_err *err)
+{
+	struct base_walk *w = ctx;
+	if (ev == IMAGEWALK_LOADED && n->depth > 0 && n->kind != IMAGEWALK_MANIFEST)
+		return rs_err_set(err, RS_BAD_INPUT, "approved base %s: index entry %s is not an image manifest", w->ref,
+				  w->child);
+	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_ENTRY) {
+		const struct imagejson_descriptor *d = n->desc;
+		bool any = !w->os[0] && !w->arch[0];
+		if (any ||
+		    (d->os && d->architecture && strcmp(d->os, w->os) == 0 && strcmp(d->architecture, w->arch) == 0))
+			*step = d->digest[0] ? IMAGEWALK_CONTINUE : IMAGEWALK_STOP; /* the first for the platform */
+		else
+			*step = IMAGEWALK_SKIP;
+	} else if (ev == IMAGEWALK_ENTER && n->kind == IMAGEWALK_MANIFEST) {
+		*step = IMAGEWALK_STOP;
+		return base_chain(w, n->manifest, err);
+	}
+	return RS_OK;
+}
+
 static enum rs_code resolve_uncached(struct gate_resolver *r, const char *ref, const char *os, const char *arch,
 				     char ***layers, size_t *count, struct rs_err *err)
 {
@@ -213,65 +280,20 @@ static enum rs_code resolve_uncached(struct gate_resolver *r, const char *ref, c
 	enum rs_code rc = route_pick(r->cfg, NULL, name, &t, err);
 	if (rc)
 		return rs_err_prefix(err, "approved base %s: ", ref), rc;
-	struct upstream *u = r->ups[t.up_index];
-	const char *upname = r->cfg->upstreams[t.up_index].name;
-	struct upstream_reply rep = {0};
-	if ((rc = fetch_ref(u, upname, t.repo, tagref, &rep, err)))
-		goto out;
-	enum imagejson_kind kind;
-	if ((rc = imagejson_sniff(&kind, rep.body, rep.body_len, "approved base manifest", err)))
-		goto out;
-	if (kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		if ((rc = imagejson_parse_index(&x, rep.body, rep.body_len, "approved base index", err)))
-			goto out;
-		const char *pick = NULL;
-		for (size_t i = 0; !pick && i < x.manifest_count; i++) {
-			const struct imagejson_descriptor *d = &x.manifests[i];
-			bool any = !os[0] && !arch[0];
-			if (any || (d->os && d->architecture && strcmp(d->os, os) == 0 && strcmp(d->architecture, arch) == 0))
-				pick = d->digest;
-		}
-		char child[DIGEST_STR_SIZE] = "";
-		if (pick)
-			snprintf(child, sizeof(child), "%s", pick);
-		imagejson_index_dispose(&x);
-		if (!child[0]) {
-			rc = rs_err_set(err, RS_NOT_FOUND, "approved base %s has no image for platform %s/%s", ref, os, arch);
-			goto out;
-		}
-		upstream_reply_dispose(&rep);
-		memset(&rep, 0, sizeof(rep));
-		if ((rc = fetch_ref(u, upname, t.repo, child, &rep, err)) ||
-		    (rc = imagejson_sniff(&kind, rep.body, rep.body_len, "approved base manifest", err)))
-			goto out;
-		if (kind != IMAGEJSON_MANIFEST) {
-			rc = rs_err_set(err, RS_BAD_INPUT, "approved base %s: index entry %s is not an image manifest", ref,
-					child);
-			goto out;
-		}
-	}
-	struct imagejson_manifest m = {0};
-	if ((rc = imagejson_parse_manifest(&m, rep.body, rep.body_len, "approved base manifest", err)))
-		goto out;
-	*layers = calloc(m.layer_count ? m.layer_count : 1, sizeof(char *));
-	*count = 0;
-	if (!*layers)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
-	for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
-		if (!((*layers)[i] = strdup(m.layers[i].digest)))
-			rc = rs_err_set(err, RS_NOMEM, "out of memory for a base layer chain");
-		else
-			*count = i + 1;
-	}
-	imagejson_manifest_dispose(&m);
+	struct base_walk w = {.u = r->ups[t.up_index], .upname = r->cfg->upstreams[t.up_index].name, .repo = t.repo,
+			      .ref = ref, .os = os, .arch = arch};
+	const struct imagewalk walk = {.load = base_load, .visit = base_visit, .ctx = &w,
+				       .manifest_what = "approved base manifest", .index_what = "approved base index"};
+	rc = imagewalk_run(&walk, tagref, err);
+	if (rc == RS_OK && !w.layers)
+		rc = rs_err_set(err, RS_NOT_FOUND, "approved base %s has no image for platform %s/%s", ref, os, arch);
 	if (rc) {
-		free_chain(*layers, *count);
-		*layers = NULL;
-		*count = 0;
+		free_chain(w.layers, w.count);
+		w.layers = NULL;
+		w.count = 0;
 	}
-out:
-	upstream_reply_dispose(&rep);
+	*layers = w.layers;
+	*count = w.count;
 	return rc;
 }
 
@@ -410,23 +432,20 @@ static enum rs_code config_platform(char *out, size_t cap, const char *cfgbuf, s
 }
 
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-				const char *buf, size_t len, const char *prefix, const char *platform, unsigned flags,
+				const struct imagejson_manifest *m, const char *prefix, const char *platform, unsigned flags,
 				struct gate_resolver *res, struct rs_err *err)
 {
-	struct imagejson_manifest m = {0};
 	char *cfgbuf = NULL, *user = NULL;
 	size_t cfglen = 0, nlabels = 0;
 	struct imagejson_kv *labels = NULL;
 	int fd = -1;
 	char own_platform[96], own_prefix[128];
-	enum rs_code rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
-	if (rc)
-		return rc;
+	enum rs_code rc = RS_OK;
 	bool name_platform = !platform && (flags & GATE_CHECK_NAME_PLATFORM);
 	bool base_images = p->allowed_bases_action && p->allowed_base_image_count;
 	if (name_platform || p->non_root || p->required_labels.action || base_images) {
 		uint64_t size = 0;
-		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m.config.digest, &fd, &size, err)) ||
+		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m->config.digest, &fd, &size, err)) ||
 		    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)))
 			goto out;
 		close(fd);
@@ -440,14 +459,14 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		prefix = own_prefix;
 	}
 	const struct where image = {.platform = platform};
-	rep->layers += m.layer_count;
+	rep->layers += m->layer_count;
 	uint64_t compressed = 0;
-	for (size_t i = 0; i < m.layer_count; i++)
-		compressed += m.layers[i].size;
+	for (size_t i = 0; i < m->layer_count; i++)
+		compressed += m->layers[i].size;
 	rep->compressed_bytes += compressed;
-	if (p->max_layers.action && m.layer_count > p->max_layers.limit &&
+	if (p->max_layers.action && m->layer_count > p->max_layers.limit &&
 	    (rc = add(rep, p->max_layers.action, "max_layers", &image, err, "%simage has %zu layers, the limit is %llu",
-		      prefix, m.layer_count, (unsigned long long)p->max_layers.limit)))
+		      prefix, m->layer_count, (unsigned long long)p->max_layers.limit)))
 		goto out;
 	if (p->max_compressed_bytes.action && compressed > p->max_compressed_bytes.limit &&
 	    (rc = add(rep, p->max_compressed_bytes.action, "max_compressed_size", &image, err,
@@ -471,7 +490,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 	if (p->allowed_bases_action) {
 		bool ok = false;
 		for (size_t b = 0; !ok && b < p->allowed_base_count; b++)
-			ok = chain_matches(&m, p->allowed_bases[b].layers, p->allowed_bases[b].count);
+			ok = chain_matches(m, p->allowed_bases[b].layers, p->allowed_bases[b].count);
 		char *os = NULL, *arch = NULL, *variant = NULL;
 		if (!ok && base_images) {
 			if (!res) {
@@ -485,7 +504,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 			char **l = NULL;
 			size_t n = 0;
 			rc = gate_resolve_base(res, p->allowed_base_images[b], os, arch, &l, &n, err);
-			ok = rc == RS_OK && n > 0 && chain_matches(&m, l, n);
+			ok = rc == RS_OK && n > 0 && chain_matches(m, l, n);
 			free_chain(l, n);
 		}
 		free(os);
@@ -495,13 +514,13 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 			goto out;
 		if (!ok && (rc = add(rep, p->allowed_bases_action, "allowed_bases", &image, err,
 				     "%simage is not built on an allowed base (bottom layer %s is not the start of an allowed chain or approved image)",
-				     prefix, m.layer_count ? m.layers[0].digest : "(none)")))
+				     prefix, m->layer_count ? m->layers[0].digest : "(none)")))
 			goto out;
 	}
 	bool need_scan = p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action;
 	uint64_t uncompressed = 0;
-	for (size_t i = 0; need_scan && i < m.layer_count; i++) {
-		const struct imagejson_descriptor *l = &m.layers[i];
+	for (size_t i = 0; need_scan && i < m->layer_count; i++) {
+		const struct imagejson_descriptor *l = &m->layers[i];
 		const char *lmt = l->media_type ? l->media_type : "";
 		if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
 			continue;
@@ -515,7 +534,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, l->digest, &fd, &size, err)))
 			goto out;
 		char where[320];
-		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m.layer_count, l->digest);
+		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m->layer_count, l->digest);
 		struct layer_eval ev = {p, rep, where, {.platform = platform, .layer = i + 1, .layer_digest = l->digest}};
 		struct scan_opts o = {.codec = kind,
 				      .digest = l->digest,
@@ -546,52 +565,52 @@ out:
 	free(cfgbuf);
 	free(user);
 	imagejson_kv_free(labels, nlabels);
-	imagejson_manifest_dispose(&m);
 	return rc;
+}
+
+/* The walk of gate_check: the root image, or every image of the root
+ * index (an index inside it is not checked), from the push store. */
+struct check_walk {
+	struct gate_report *rep;
+	const struct rs_gate_policy *p;
+	struct blobstore *store;
+	unsigned flags;
+	struct gate_resolver *res;
+};
+
+static enum rs_code check_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+			       struct rs_err *err)
+{
+	const struct check_walk *w = ctx;
+	return blobstore_get_manifest(w->store, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+static enum rs_code check_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+				enum imagewalk_step *step, struct rs_err *err)
+{
+	const struct check_walk *w = ctx;
+	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_INDEX && n->depth > 0)
+		*step = IMAGEWALK_SKIP;
+	if (ev != IMAGEWALK_ENTER || n->kind != IMAGEWALK_MANIFEST)
+		return RS_OK;
+	*step = IMAGEWALK_SKIP; /* check_image reads the config and layers itself */
+	if (n->depth == 0)
+		return check_image(w->rep, w->p, w->store, n->manifest, "", NULL, w->flags, w->res, err);
+	const struct imagejson_descriptor *d = n->desc;
+	char platform[96], prefix[200];
+	snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?", d->architecture ? d->architecture : "?",
+		 d->variant ? "/" : "", d->variant ? d->variant : "");
+	snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
+	return check_image(w->rep, w->p, w->store, n->manifest, prefix, platform, w->flags, w->res, err);
 }
 
 enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
 			const char *digest, unsigned flags, struct gate_resolver *res, struct rs_err *err)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
-	if (rc)
-		return rc;
-	enum imagejson_kind kind;
-	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
-		goto out;
-	if (kind == IMAGEJSON_MANIFEST) {
-		rc = check_image(rep, p, store, buf, len, "", NULL, flags, res, err);
-		goto out;
-	}
-	struct imagejson_index x = {0};
-	if ((rc = imagejson_parse_index(&x, buf, len, "index", err)))
-		goto out;
-	for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
-		char *cb = NULL, *ct = NULL;
-		size_t cl = 0;
-		enum imagejson_kind ck;
-		if ((rc = blobstore_get_manifest(store, x.manifests[i].digest, RS_LIMIT_MANIFEST_MAX_BYTES, &cb, &cl, &ct,
-						 err)))
-			break;
-		rc = imagejson_sniff(&ck, cb, cl, "manifest", err);
-		if (rc == RS_OK && ck == IMAGEJSON_MANIFEST) {
-			const struct imagejson_descriptor *d = &x.manifests[i];
-			char platform[96], prefix[200];
-			snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?",
-				 d->architecture ? d->architecture : "?", d->variant ? "/" : "", d->variant ? d->variant : "");
-			snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
-			rc = check_image(rep, p, store, cb, cl, prefix, platform, flags, res, err);
-		}
-		free(cb);
-		free(ct);
-	}
-	imagejson_index_dispose(&x);
-out:
-	free(buf);
-	free(type);
-	return rc;
+	struct check_walk w = {rep, p, store, flags, res};
+	const struct imagewalk walk = {.load = check_load, .visit = check_visit, .ctx = &w, .manifest_what = "manifest",
+				       .index_what = "index"};
+	return imagewalk_run(&walk, digest, err);
 }
 
 /* ---- remembered checks ---- */

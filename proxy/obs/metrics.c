@@ -324,6 +324,18 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_DROP_HEADER_TIMEOUT),
 	     (unsigned long long)metrics_get(METRICS_DROP_SLOW_BODY),
 	     (unsigned long long)metrics_get(METRICS_DROP_PER_IP_LIMIT));
+	emit(&p,
+	     "# HELP regslim_scrub_objects_total Stored objects rehashed by the background scrub.\n"
+	     "# TYPE regslim_scrub_objects_total counter\nregslim_scrub_objects_total %llu\n"
+	     "# HELP regslim_scrub_bytes_total Bytes rehashed by the background scrub.\n"
+	     "# TYPE regslim_scrub_bytes_total counter\nregslim_scrub_bytes_total %llu\n"
+	     "# HELP regslim_scrub_corrupt_total Stored objects that did not hash to their digest (removed).\n"
+	     "# TYPE regslim_scrub_corrupt_total counter\nregslim_scrub_corrupt_total %llu\n"
+	     "# HELP regslim_scrub_passes_total Full scrub passes over the store.\n"
+	     "# TYPE regslim_scrub_passes_total counter\nregslim_scrub_passes_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_SCRUB_OBJECTS), (unsigned long long)metrics_get(METRICS_SCRUB_BYTES),
+	     (unsigned long long)metrics_get(METRICS_SCRUB_CORRUPT),
+	     (unsigned long long)metrics_get(METRICS_SCRUB_PASSES));
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

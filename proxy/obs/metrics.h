@@ -20,6 +20,10 @@ enum metrics_counter {
 	METRICS_DROP_HEADER_TIMEOUT, /* connections ended by conn_guard.h, by reason */
 	METRICS_DROP_SLOW_BODY,
 	METRICS_DROP_PER_IP_LIMIT,
+	METRICS_SCRUB_OBJECTS, /* objects rehashed by the background scrub (scrub.h) */
+	METRICS_SCRUB_BYTES,
+	METRICS_SCRUB_CORRUPT, /* ... that did not hash to their name (removed) */
+	METRICS_SCRUB_PASSES,  /* full passes finished */
 	METRICS_COUNTER_COUNT
 };
 

@@ -7,7 +7,7 @@
 
 #include "fsutil.h"
 #include "image.h"
-#include "imagejson.h"
+#include "imagewalk.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -202,6 +202,9 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 	snprintf(reports, sizeof(reports), "%s/reports", op->dir);
 	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
 		goto out;
+	snprintf(reports, sizeof(reports), "%s/objects", op->dir);
+	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
+		goto out;
 	/* abandoned temporary layouts of an earlier run */
 	char tmp[OPT_PATH_MAX];
 	snprintf(tmp, sizeof(tmp), "%s/tmp", cfg->data_dir);
@@ -293,40 +296,52 @@ static const struct loaded_policy *policy_of(const struct optpull *op, const str
 
 /* ------------------------------------------------------------ cache */
 
-/* Every manifest, config and layer that the stored manifest or index
- * digest names is in the store. RS_NOT_FOUND naming the first missing one. */
-static enum rs_code result_complete(struct optpull *op, const char *digest, int depth, struct rs_err *err)
+/* Is object kind/digest of an optimized image in the store? It is pinned
+ * first (cache.optimized_pin_s), so a yes holds for the client about to
+ * fetch it: eviction passes over it until the pin expires. */
+static bool keep(struct optpull *op, enum blobstore_kind kind, const char *digest)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(op->bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
-	if (rc)
-		return rc;
-	free(type);
-	enum imagejson_kind kind;
-	rc = imagejson_sniff(&kind, buf, len, digest, err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth == 0) {
-		struct imagejson_index idx = {0};
-		rc = imagejson_parse_index(&idx, buf, len, digest, err);
-		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
-			rc = result_complete(op, idx.manifests[i].digest, depth + 1, err);
-		imagejson_index_dispose(&idx);
-	} else if (rc == RS_OK && kind == IMAGEJSON_MANIFEST) {
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
-		if (rc == RS_OK && !blobstore_has(op->bs, BLOBSTORE_BLOB, m.config.digest))
-			rc = rs_err_set(err, RS_NOT_FOUND, "config %s of optimized %s is no longer in the store",
-			                m.config.digest, digest);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (!blobstore_has(op->bs, BLOBSTORE_BLOB, m.layers[i].digest))
-				rc = rs_err_set(err, RS_NOT_FOUND, "layer %s of optimized %s is no longer in the store",
-				                m.layers[i].digest, digest);
-		imagejson_manifest_dispose(&m);
-	} else if (rc == RS_OK) {
-		rc = rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", digest);
-	}
-	free(buf);
-	return rc;
+	unsigned pin_s = op->cfg->cache_optimized_pin_s;
+	if (pin_s == 0)
+		return blobstore_has(op->bs, kind, digest);
+	time_t until = time(NULL) + (time_t)pin_s;
+	bool pinned = blobstore_pin(op->bs, kind, digest, until);
+	/* the disk has the last word (a file removed behind the store's back);
+	 * has() adopts a file the index did not know, which is pinned then */
+	return blobstore_has(op->bs, kind, digest) && (pinned || blobstore_pin(op->bs, kind, digest, until));
+}
+
+/* The walk of result_complete: every manifest, config and layer that a
+ * stored manifest or index names is in the store; one level of index.
+ * Each is pinned as it is checked (keep), so a complete answer stays true
+ * for the clients served it. */
+static enum rs_code result_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                                struct rs_err *err)
+{
+	struct optpull *op = ctx;
+	if (!keep(op, BLOBSTORE_MANIFEST, n->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", n->digest);
+	return blobstore_get_manifest(op->bs, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+static enum rs_code result_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                 enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)step;
+	struct optpull *op = ctx;
+	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_INDEX && n->depth > 0)
+		return rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", n->digest);
+	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || keep(op, BLOBSTORE_BLOB, n->digest))
+		return RS_OK;
+	return rs_err_set(err, RS_NOT_FOUND, "%s %s of optimized %s is no longer in the store",
+	                  n->kind == IMAGEWALK_CONFIG ? "config" : "layer", n->digest, n->parent->digest);
+}
+
+/* RS_NOT_FOUND naming the first object of the result digest that is missing. */
+static enum rs_code result_complete(struct optpull *op, const char *digest, struct rs_err *err)
+{
+	const struct imagewalk walk = {.load = result_load, .visit = result_visit, .ctx = op};
+	return imagewalk_run(&walk, digest, err);
 }
 
 static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
@@ -352,7 +367,7 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
 	/* Eviction may have taken a blob the result needs: a result is only as
 	 * good as every blob it names, else it is optimized again. */
-	return result_complete(op, out->digest, 0, err);
+	return result_complete(op, out->digest, err);
 }
 
 static enum rs_code key_of(struct optpull *op, const struct optpull_request *rq, char key[OPTPULL_KEY_SIZE],
@@ -455,9 +470,22 @@ static bool is_manifest(const struct report *rep, const char *digest, const char
 	return false;
 }
 
+/* Record that the result key made object digest: <data>/optimized/objects/
+ * <hex> holds the key, so that a blob or manifest of an optimized image that
+ * was evicted can be made again (optpull_regenerate). Written atomically
+ * through <data>/tmp/; an object two results share names the latest. */
+static enum rs_code owner_note(struct optpull *op, const char *digest, const char *key, struct rs_err *err)
+{
+	char path[OPT_PATH_MAX + 96], tmp[OPT_PATH_MAX];
+	snprintf(path, sizeof(path), "%s/objects/%s", op->dir, digest_hex(digest));
+	snprintf(tmp, sizeof(tmp), "%s/tmp", op->cfg->data_dir);
+	return fsutil_write_atomic(path, tmp, key, strlen(key), err);
+}
+
 /* Import every blob and manifest of the output layout dir into the store:
- * blobs first, so that a stored manifest never names a missing blob. */
-static enum rs_code import_output(struct optpull *op, const char *dir, const struct report *rep,
+ * blobs first, so that a stored manifest never names a missing blob. Each
+ * object's owner (the result key) is noted before the object is stored. */
+static enum rs_code import_output(struct optpull *op, const char *dir, const struct report *rep, const char *key,
                                   struct rs_err *err)
 {
 	char bdir[OPT_PATH_MAX + 64];
@@ -476,6 +504,10 @@ static enum rs_code import_output(struct optpull *op, const char *dir, const str
 			snprintf(path, sizeof(path), "%s/%.64s", bdir, de->d_name);
 			const char *type = NULL;
 			bool man = is_manifest(rep, digest, &type);
+			if (pass == (man ? 1 : 0))
+				rc = owner_note(op, digest, key, err);
+			if (rc != RS_OK)
+				break;
 			if (pass == 0 && !man) {
 				rc = import_blob(op, path, digest, err);
 			} else if (pass == 1 && man && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest)) {
@@ -525,9 +557,11 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 	char doc[1024];
 	int n = snprintf(doc, sizeof(doc),
 	                 "{\"source\":\"%s\",\"digest\":\"%s\",\"media_type\":\"%s\",\"policy\":\"%s\","
-	                 "\"optimizer_version\":\"%s\",\"variant\":\"%s\",\"repository\":\"%s\",\"bytes_saved\":%llu}\n",
+	                 "\"optimizer_version\":\"%s\",\"variant\":\"%s\",\"upstream\":\"%s\",\"repository\":\"%s\","
+	                 "\"bytes_saved\":%llu}\n",
 	                 j->source, j->result.digest, j->result.media_type, j->policy_digest, REGSLIM_VERSION,
-	                 optpull_variant_name(j->variant), j->repo, (unsigned long long)j->result.bytes_saved);
+	                 optpull_variant_name(j->variant), op->cfg->upstreams[j->up_index].name, j->repo,
+	                 (unsigned long long)j->result.bytes_saved);
 	if (n < 0 || (size_t)n >= sizeof(doc))
 		return rs_err_set(err, RS_TOO_LARGE, "result document too large");
 	snprintf(path, sizeof(path), "%s/%s.json", op->dir, j->key);
@@ -583,7 +617,7 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		rep.dest = report_strdup(name);
 	}
 	if (rc == RS_OK)
-		rc = import_output(op, dst, &rep, err);
+		rc = import_output(op, dst, &rep, j->key, err);
 	if (rc == RS_OK) {
 		snprintf(j->result.digest, sizeof(j->result.digest), "%s", rep.digest);
 		snprintf(j->result.media_type, sizeof(j->result.media_type), "%s",
@@ -752,5 +786,77 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 	}
 	job_release_locked(op, j);
 	pthread_mutex_unlock(&op->lock);
+	/* pinned for the client like a cached result; if eviction took a piece
+	 * already (a cache far too small), the caller serves the original */
+	if (rc == RS_OK)
+		rc = result_complete(op, out->digest, err);
+	return rc;
+}
+
+/* ------------------------------------------------------------ regeneration */
+
+/* The request that made result key: its source, upstream, repository,
+ * policy and variant, from the result file. RS_NOT_FOUND when the file is
+ * gone or was written before results named their upstream. */
+static enum rs_code request_of_key(struct optpull *op, const char *key, struct optpull_request *rq, char *repo,
+                                   size_t repo_cap, char source[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 8];
+	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
+	char *doc = NULL;
+	size_t len = 0;
+	enum rs_code rc = fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, err);
+	if (rc)
+		return rc == RS_IO ? rs_err_set(err, RS_NOT_FOUND, "no result %s: %s", key, err->msg) : rc;
+	char up[256] = "", policy[DIGEST_STR_SIZE] = "", variant[16] = "";
+	bool ok = json_field(doc, "source", source, DIGEST_STR_SIZE) && digest_valid(source) &&
+	          json_field(doc, "upstream", up, sizeof(up)) && json_field(doc, "repository", repo, repo_cap) &&
+	          json_field(doc, "policy", policy, sizeof(policy)) && json_field(doc, "variant", variant, sizeof(variant));
+	free(doc);
+	if (!ok)
+		return rs_err_set(err, RS_NOT_FOUND, "result %s does not say how it was made", key);
+	memset(rq, 0, sizeof(*rq));
+	rq->up_index = op->cfg->upstream_count;
+	for (size_t i = 0; i < op->cfg->upstream_count; i++)
+		if (strcmp(op->cfg->upstreams[i].name, up) == 0)
+			rq->up_index = i;
+	rq->variant = strcmp(variant, optpull_variant_name(OPTPULL_GZIP)) == 0 ? OPTPULL_GZIP : OPTPULL_ZSTD;
+	for (size_t i = 0; i < op->pol_count && !rq->policy; i++)
+		if (strcmp(op->pols[i].digest[rq->variant], policy) == 0)
+			rq->policy = &op->cfg->optimize.policies[i];
+	if (rq->up_index == op->cfg->upstream_count || !rq->policy)
+		return rs_err_set(err, RS_NOT_FOUND, "result %s: its upstream or policy is no longer configured", key);
+	rq->repo = repo;
+	rq->source_digest = source;
+	return RS_OK;
+}
+
+enum rs_code optpull_regenerate(struct optpull *op, enum blobstore_kind kind, const char *digest, unsigned wait_s,
+                                struct rs_err *err)
+{
+	if (!digest_valid(digest))
+		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
+	char path[OPT_PATH_MAX + 96], key[OPTPULL_KEY_SIZE];
+	snprintf(path, sizeof(path), "%s/objects/%s", op->dir, digest_hex(digest));
+	size_t len = 0;
+	if (fsutil_read_into(key, sizeof(key), &len, path, err) != RS_OK)
+		return rs_err_set(err, RS_NOT_FOUND, "%s was not made by the optimizer", digest);
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)key[i]) && !strchr("-._", key[i]))
+			return rs_err_set(err, RS_NOT_FOUND, "%s: damaged owner file", path);
+	struct optpull_request rq;
+	char repo[RS_LIMIT_NAME_MAX + 16], source[DIGEST_STR_SIZE];
+	enum rs_code rc = request_of_key(op, key, &rq, repo, sizeof(repo), source, err);
+	/* the source manifest comes first (the upstream's, fetched again if it
+	 * was evicted too), then the same optimization: the same bytes */
+	if (rc == RS_OK && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, source))
+		rc = op->ops.fetch_manifest(op->ops.ctx, rq.up_index, repo, source, err);
+	struct optpull_result res;
+	if (rc == RS_OK)
+		rc = optpull_get(op, &res, &rq, wait_s, err);
+	if (rc == RS_OK && !blobstore_has(op->bs, kind, digest))
+		rc = rs_err_set(err, RS_IO, "optimizing %s again did not give back %s", source, digest);
+	if (rc == RS_OK)
+		log_event(LOG_INFO, "made %s again (optimized %s from %s) after it was evicted", digest, res.digest, source);
 	return rc;
 }

@@ -6,7 +6,13 @@
  * (source digest, policy digest, optimizer version = REGSLIM_VERSION,
  * variant) and persisted as small JSON files under <data_dir>/optimized/
  * (written atomically), with the optimizer's report JSON beside them under
- * <data_dir>/optimized/reports/<optimized hex>.json.
+ * <data_dir>/optimized/reports/<optimized hex>.json, and for every object
+ * of an optimized image the key of the result that made it under
+ * <data_dir>/optimized/objects/<hex> (optpull_regenerate).
+ *
+ * Objects of a result are pinned in the store (cache.optimized_pin_s) each
+ * time the result is looked up for a pull, so eviction does not take them
+ * from a client that was just given the manifest.
  *
  * One optimization per key runs at a time however many pulls ask
  * (single-flight); it runs in its own thread (at most RS_LIMIT_OPT_WORKERS
@@ -117,6 +123,16 @@ RS_MUST_CHECK enum rs_code optpull_lookup(struct optpull *op, struct optpull_res
  * manifest or index). *out is new (free()). RS_NOT_FOUND when none. */
 RS_MUST_CHECK enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, size_t *out_len,
                                           struct rs_err *err);
+
+/* Make object kind/digest of an optimized image again after it left the
+ * store (evicted, or removed as corrupt): the optimizer is deterministic, so
+ * running the optimization that made it (its source fetched again when it is
+ * gone too) gives back the same bytes. Waits like optpull_get. RS_OK once the
+ * object is in the store; RS_NOT_FOUND when the optimizer did not make it
+ * (or its result no longer says how); RS_TIMEOUT; the optimization's error.
+ * The caller checked that the client may see it (repository links). */
+RS_MUST_CHECK enum rs_code optpull_regenerate(struct optpull *op, enum blobstore_kind kind, const char *digest,
+                                              unsigned wait_s, struct rs_err *err);
 
 /* The cache key file name for (source, policy digest, variant), without
  * directory, into out (at least OPTPULL_KEY_SIZE bytes). Exposed for tests. */

@@ -21,8 +21,12 @@
 
 /* ------------------------------------------------------------ the status table */
 
-/* The write side (distribution spec, "Push"; codes from its "Error Codes"
- * table, which a 4xx JSON body must keep to): codes for uploads and
+/* Every 4xx JSON body carries a code of the distribution spec's "Error
+ * Codes" table (v1.1: "The code field MUST be one of the following"); 5xx
+ * answers, which the spec leaves alone, keep distribution's UNKNOWN and
+ * UNAVAILABLE. docs/conformance.md lists them.
+ *
+ * The write side (distribution spec, "Push"): codes for uploads and
  * manifest PUTs. */
 static struct reply_status map_write_error(enum rs_code code, bool manifest)
 {
@@ -53,8 +57,8 @@ static struct reply_status map_write_error(enum rs_code code, bool manifest)
 static struct reply_status map_auth_error(enum rs_code code)
 {
 	switch (code) {
-	case RS_NOT_FOUND:
-		return (struct reply_status){404, "NOT_FOUND"};
+	case RS_NOT_FOUND: /* no token endpoint configured */
+		return (struct reply_status){404, "UNSUPPORTED"};
 	case RS_UNSUPPORTED:
 		return (struct reply_status){405, "UNSUPPORTED"};
 	case RS_UNAUTHORIZED:
@@ -81,13 +85,11 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 		return map_auth_error(code);
 	if (what == REPLY_FORWARD)
 		return (struct reply_status){code == RS_UPSTREAM ? 502 : 500, "UNAVAILABLE"};
-	if (what == REPLY_ENDPOINT && code == RS_NOT_FOUND)
-		return (struct reply_status){404, "NOT_FOUND"};
+	if (what == REPLY_ENDPOINT && code == RS_NOT_FOUND) /* no such path: the spec has no code of its own */
+		return (struct reply_status){404, "UNSUPPORTED"};
 	if (what == REPLY_ENDPOINT && code == RS_TOO_LARGE)
 		return (struct reply_status){414, "NAME_INVALID"}; /* the request path */
-	if (what == REPLY_TAG && code == RS_BAD_INPUT)
-		return (struct reply_status){400, "TAG_INVALID"};
-	if (what == REPLY_FRAMING && code == RS_BAD_INPUT)
+	if ((what == REPLY_FRAMING || what == REPLY_QUERY) && code == RS_BAD_INPUT)
 		return (struct reply_status){400, "UNSUPPORTED"};
 	switch (code) {
 	case RS_NOT_FOUND:
@@ -112,7 +114,9 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 	case RS_UNSUPPORTED:
 		return (struct reply_status){405, "UNSUPPORTED"};
 	case RS_RANGE:
-		return (struct reply_status){416, "RANGE_INVALID"};
+		/* No code of the spec's table fits a Range beyond a blob: a plain
+		 * text 416 (RFC 9110 15.5.17), as Go's http.ServeContent answers. */
+		return (struct reply_status){416, NULL};
 	case RS_UPSTREAM:
 	case RS_TIMEOUT:
 		return (struct reply_status){502, "UNAVAILABLE"};
@@ -126,6 +130,19 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 		break;
 	}
 	return (struct reply_status){500, "UNKNOWN"};
+}
+
+bool reply_code_is_spec(const char *code)
+{
+	static const char *const spec[] = {"BLOB_UNKNOWN",          "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN",
+	                                   "DIGEST_INVALID",        "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID",
+	                                   "MANIFEST_UNKNOWN",      "NAME_INVALID",        "NAME_UNKNOWN",
+	                                   "SIZE_INVALID",          "UNAUTHORIZED",        "DENIED",
+	                                   "UNSUPPORTED",           "TOOMANYREQUESTS"};
+	for (size_t i = 0; code && i < sizeof(spec) / sizeof(spec[0]); i++)
+		if (strcmp(code, spec[i]) == 0)
+			return true;
+	return false;
 }
 
 /* ------------------------------------------------------------ queueing */
@@ -357,13 +374,19 @@ static void record_error(struct request *rq, const char *msg)
 	rq->error = strdup(msg);
 }
 
-/* The error answer with status and registry code (from the table). */
+/* The error answer with status and registry code (from the table); an
+ * answer without a registry code is msg as plain text. */
 static enum MHD_Result error_answer(struct request *rq, struct reply_status m, const char *msg,
                                     const struct reply_header *h, size_t nh)
 {
 	char body[ERROR_BODY_MAX];
-	size_t len = error_json(body, sizeof(body), m.code, msg);
 	record_error(rq, msg);
+	if (!m.code) {
+		int n = snprintf(body, sizeof(body), "%s\n", msg);
+		size_t len = n < 0 ? 0 : (size_t)n >= sizeof(body) ? sizeof(body) - 1 : (size_t)n;
+		return reply_buffer(rq, m.status, "text/plain; charset=utf-8", body, len, REPLY_COPY, h, nh);
+	}
+	size_t len = error_json(body, sizeof(body), m.code, msg);
 	return reply_buffer(rq, m.status, JSON_TYPE, body, len, REPLY_COPY, h, nh);
 }
 
@@ -390,7 +413,7 @@ enum MHD_Result reply_error_long(struct request *rq, enum rs_code code, enum rep
 {
 	struct reply_status m = reply_map_error(code, what);
 	size_t cap = strlen(msg) * 6 + 128; /* "\u00XX" is the longest escape of a byte */
-	char *body = malloc(cap);
+	char *body = m.code ? malloc(cap) : NULL;
 	if (!body)
 		return error_answer(rq, m, msg, NULL, 0); /* cut to fit, and says so */
 	size_t len = error_json(body, cap, m.code, msg);

@@ -28,12 +28,13 @@
  * RS_TOO_LARGE means too many uploads at once (429 TOOMANYREQUESTS), not a
  * blob over the size limit. The last four: a path or method regslim does
  * not serve (RS_NOT_FOUND is 404 NOT_FOUND, RS_TOO_LARGE a path too long,
- * 414), a tag that breaks the grammar (RS_BAD_INPUT is TAG_INVALID), the
- * auth gate and token endpoint (401, 403, 429; any other refusal of a token
+ * 414), the auth gate and token endpoint (401, 403, 429; any other refusal of a token
  * request is 400 UNSUPPORTED), and forwarding a pushed image upstream (502
  * when the upstream failed, else 500 UNAVAILABLE). REPLY_FRAMING: a request
  * HTTP/1.1 forbids (http.c: no Host, conflicting Content-Length; RFC 9112),
- * RS_BAD_INPUT is 400 UNSUPPORTED. */
+ * RS_BAD_INPUT is 400 UNSUPPORTED. REPLY_QUERY: a query parameter outside
+ * its grammar (tags/list's n), RS_BAD_INPUT is 400 UNSUPPORTED too (the
+ * spec names no code for it). */
 enum reply_what {
 	REPLY_MANIFEST,
 	REPLY_BLOB,
@@ -43,20 +44,27 @@ enum reply_what {
 	REPLY_UPLOAD_START,
 	REPLY_MANIFEST_PUT,
 	REPLY_ENDPOINT,
-	REPLY_TAG,
 	REPLY_AUTH,
 	REPLY_FORWARD,
+	REPLY_QUERY,
 	REPLY_FRAMING
 };
 
 struct reply_status {
 	unsigned status;  /* HTTP status */
-	const char *code; /* registry error code, e.g. "BLOB_UNKNOWN" (static) */
+	const char *code; /* registry error code, e.g. "BLOB_UNKNOWN" (static); NULL: a plain-text answer */
 };
 
 /* The single mapping of our codes to HTTP statuses and registry errors:
- * every error answer's status and code come from here. */
+ * every error answer's status and code come from here. Every 4xx code is
+ * one of the distribution spec's "Error Codes" table (a path regslim does
+ * not serve is 404 UNSUPPORTED); a Range beyond a blob (RS_RANGE on the
+ * read side) is 416 without a registry code: the answer is plain text. */
 struct reply_status reply_map_error(enum rs_code code, enum reply_what what);
+
+/* Is code one of the distribution spec's "Error Codes" (BLOB_UNKNOWN ...
+ * TOOMANYREQUESTS)? */
+bool reply_code_is_spec(const char *code);
 
 /* An extra header of an answer; entries with a NULL name or value are
  * skipped. Strings are borrowed for the call. */
@@ -157,7 +165,8 @@ enum MHD_Result reply_error_long(struct request *rq, enum rs_code code, enum rep
 enum MHD_Result reply_error_passed(struct request *rq, enum rs_code code, enum reply_what what, char *body,
                                    size_t len, const char *msg);
 
-/* 416 RANGE_INVALID with Content-Range "bytes *\/size" (RFC 9110 15.5.17). */
+/* 416 with Content-Range "bytes *\/size" (RFC 9110 15.5.17) and err's
+ * message as plain text (no code of the spec's table fits). */
 enum MHD_Result reply_range_error(struct request *rq, const struct rs_err *err, uint64_t size);
 
 /* 429 TOOMANYREQUESTS with Retry-After (seconds; 0 gives 1). */

@@ -22,6 +22,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "imagejson.h"
+#include "imagewalk.h"
 #include "refname.h"
 #include "rs_limits.h"
 
@@ -53,6 +54,7 @@ struct entry {
 	struct entry *hnext;       /* hash chain */
 	struct entry *prev, *next; /* LRU list: head is the least recently used */
 	uint64_t size;
+	time_t pinned_until; /* eviction passes over it before this time (blobstore_pin) */
 	enum blobstore_kind kind;
 	char hex[DIGEST_HEX_LEN + 1];
 };
@@ -1121,6 +1123,21 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 
 /* ---- eviction --------------------------------------------------------- */
 
+bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t until)
+{
+	if (!digest_valid(digest))
+		return false;
+	pthread_mutex_lock(&bs->mu);
+	struct entry *e = index_find(bs, kind, digest_hex(digest));
+	if (e) {
+		if (e->pinned_until < until)
+			e->pinned_until = until;
+		index_touch(bs, e);
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return e != NULL;
+}
+
 enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err)
 {
 	uint64_t freed = 0;
@@ -1133,8 +1150,13 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 	/* Each object is tried once: one that cannot be removed goes to the
 	 * back of the list, so the loop ends even when unlink keeps failing. */
 	size_t budget = bs->count;
+	time_t now = time(NULL);
 	while (budget-- > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head) {
 		struct entry *e = bs->lru_head;
+		if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
+			index_touch(bs, e);
+			continue;
+		}
 		char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
 		struct rs_err one;
 		enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);
@@ -1222,46 +1244,41 @@ void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, en
 		(void)unlink(path); /* absent is fine */
 }
 
-/* Link what manifest digest references; depth 0 for a root. */
-static enum rs_code link_refs(struct blobstore *bs, const char *ns, const char *repo, const char *digest,
-                              int depth, struct rs_err *err)
+/* The image walks of blobstore_link_image and blobstore_linked_by_image over the store's manifests. */
+struct walker {
+	struct blobstore *bs;
+	const char *ns, *repo;    /* link_visit: the links of repo */
+	enum blobstore_kind kind; /* find_visit: what it looks for */
+	const char *digest;
+	bool found;
+};
+
+static enum rs_code store_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                               struct rs_err *err)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
-	if (rc != RS_OK)
-		return rc;
-	free(type);
-	enum imagejson_kind kind;
-	rc = imagejson_sniff(&kind, buf, len, digest, err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		rc = imagejson_parse_index(&x, buf, len, digest, err);
-		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
-			const char *c = x.manifests[i].digest;
-			if (!c || !digest_valid(c))
-				continue;
-			/* a child not in the store is linked all the same: its blobs
-			 * are confirmed one by one when they are fetched */
-			if (depth == 0 && blobstore_has(bs, BLOBSTORE_MANIFEST, c)) {
-				struct rs_err e2 = {0};
-				(void)link_refs(bs, ns, repo, c, depth + 1, &e2); /* best effort below the root */
-			}
-			rc = blobstore_link(bs, ns, repo, BLOBSTORE_MANIFEST, c, err);
-		}
-		imagejson_index_dispose(&x);
-	} else if (rc == RS_OK) {
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
-		if (rc == RS_OK && m.config.digest && digest_valid(m.config.digest))
-			rc = blobstore_link(bs, ns, repo, BLOBSTORE_BLOB, m.config.digest, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (m.layers[i].digest && digest_valid(m.layers[i].digest))
-				rc = blobstore_link(bs, ns, repo, BLOBSTORE_BLOB, m.layers[i].digest, err);
-		imagejson_manifest_dispose(&m);
-	}
-	free(buf);
-	return rc;
+	const struct walker *w = ctx;
+	return blobstore_get_manifest(w->bs, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+/* Link what the image references: the config and layers of each manifest,
+ * each index entry after its own references. Only the root's entries are
+ * walked, and on a best-effort basis below the root. */
+static enum rs_code link_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                               enum imagewalk_step *step, struct rs_err *err)
+{
+	const struct walker *w = ctx;
+	bool valid = n->digest && digest_valid(n->digest);
+	if (n->kind == IMAGEWALK_CONFIG || n->kind == IMAGEWALK_LAYER)
+		return valid ? blobstore_link(w->bs, w->ns, w->repo, BLOBSTORE_BLOB, n->digest, err) : RS_OK;
+	if (ev == IMAGEWALK_REF)
+		/* a child not in the store is linked all the same: its blobs
+		 * are confirmed one by one when they are fetched */
+		*step = valid && n->depth == 1 && blobstore_has(w->bs, BLOBSTORE_MANIFEST, n->digest)
+		                ? IMAGEWALK_BEST_EFFORT
+		                : IMAGEWALK_SKIP;
+	else if (ev == IMAGEWALK_LEAVE && n->depth > 0 && valid)
+		return blobstore_link(w->bs, w->ns, w->repo, BLOBSTORE_MANIFEST, n->digest, err);
+	return RS_OK;
 }
 
 enum rs_code blobstore_link_image(struct blobstore *bs, const char *ns, const char *repo, const char *digest,
@@ -1269,8 +1286,11 @@ enum rs_code blobstore_link_image(struct blobstore *bs, const char *ns, const ch
 {
 	char path[STORE_PATH_MAX];
 	enum rs_code rc = link_path(path, bs, ns, repo, BLOBSTORE_MANIFEST, digest, err);
-	if (rc == RS_OK)
-		rc = link_refs(bs, ns, repo, digest, 0, err);
+	if (rc == RS_OK) {
+		struct walker w = {.bs = bs, .ns = ns, .repo = repo};
+		const struct imagewalk walk = {.load = store_load, .visit = link_visit, .ctx = &w};
+		rc = imagewalk_run(&walk, digest, err);
+	}
 	if (rc == RS_OK)
 		rc = blobstore_link(bs, ns, repo, BLOBSTORE_MANIFEST, digest, err);
 	return rc;
@@ -1366,39 +1386,31 @@ static enum rs_code links_from_tags(struct blobstore *bs, struct rs_err *err)
 	return write_small_file(bs, marker, note, sizeof(note) - 1, err);
 }
 
-/* Does manifest md (in the store) reference digest? depth 0 for a root. */
-static bool refs_digest(struct blobstore *bs, const char *md, enum blobstore_kind kind, const char *digest, int depth)
+/* Does the image reference w->digest (as a manifest: an entry of the root
+ * or of an index it names; as a blob: a config or layer of the root or of
+ * an index entry)? What cannot be read references nothing. */
+static enum rs_code find_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                               enum imagewalk_step *step, struct rs_err *err)
 {
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
-	struct rs_err err = {0};
-	if (blobstore_get_manifest(bs, md, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, &err) != RS_OK)
-		return false;
-	free(type);
-	bool found = false;
-	enum imagejson_kind k;
-	if (imagejson_sniff(&k, buf, len, md, &err) == RS_OK && k == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		if (imagejson_parse_index(&x, buf, len, md, &err) == RS_OK)
-			for (size_t i = 0; !found && i < x.manifest_count; i++) {
-				const char *c = x.manifests[i].digest;
-				if (!c || !digest_valid(c))
-					continue;
-				found = (kind == BLOBSTORE_MANIFEST && strcmp(c, digest) == 0) ||
-				        (depth == 0 && refs_digest(bs, c, kind, digest, depth + 1));
-			}
-		imagejson_index_dispose(&x);
-	} else if (kind == BLOBSTORE_BLOB) {
-		struct imagejson_manifest m = {0};
-		if (imagejson_parse_manifest(&m, buf, len, md, &err) == RS_OK) {
-			found = m.config.digest && strcmp(m.config.digest, digest) == 0;
-			for (size_t i = 0; !found && i < m.layer_count; i++)
-				found = m.layers[i].digest && strcmp(m.layers[i].digest, digest) == 0;
+	(void)err;
+	struct walker *w = ctx;
+	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_MANIFEST && w->kind != BLOBSTORE_BLOB)
+		*step = IMAGEWALK_SKIP; /* a manifest names blobs only */
+	if (ev != IMAGEWALK_REF)
+		return RS_OK;
+	if (n->kind == IMAGEWALK_ENTRY) {
+		if (!n->digest || !digest_valid(n->digest)) {
+			*step = IMAGEWALK_SKIP;
+			return RS_OK;
 		}
-		imagejson_manifest_dispose(&m);
+		w->found = w->kind == BLOBSTORE_MANIFEST && strcmp(n->digest, w->digest) == 0;
+		*step = n->depth == 1 ? IMAGEWALK_BEST_EFFORT : IMAGEWALK_SKIP;
+	} else {
+		w->found = n->digest && strcmp(n->digest, w->digest) == 0;
 	}
-	free(buf);
-	return found;
+	if (w->found)
+		*step = IMAGEWALK_STOP;
+	return RS_OK;
 }
 
 bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
@@ -1424,7 +1436,11 @@ bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char 
 		char md[DIGEST_STR_SIZE];
 		snprintf(md, sizeof(md), "sha256:%.64s", de->d_name);
 		seen++;
-		found = refs_digest(bs, md, kind, digest, 0);
+		struct walker w = {.bs = bs, .kind = kind, .digest = digest};
+		const struct imagewalk walk = {.load = store_load, .visit = find_visit, .ctx = &w};
+		enum rs_code rc = imagewalk_run(&walk, md, &err);
+		(void)rc; /* a manifest that cannot be read references nothing */
+		found = w.found;
 	}
 	closedir(d);
 	return found;
@@ -1438,6 +1454,8 @@ struct export {
 	size_t manifest_max;
 	blobstore_fetch_fn fetch;
 	void *ctx;
+	char *root_type; /* the root document's media type and length, after the walk */
+	size_t root_len;
 };
 
 /* Hard-link kind/digest into the layout's blobs/sha256/, fetching it first
@@ -1469,43 +1487,36 @@ static enum rs_code export_object(const struct export *x, enum blobstore_kind ki
 	return rc ? rc : rs_err_set(err, RS_IO, "%s vanished from the store twice while exporting it", digest);
 }
 
-/* The manifest or index digest into the layout, and what it references. */
-static enum rs_code export_document(const struct export *x, const char *digest, int depth, char **out_type,
-                                    size_t *out_len, struct rs_err *err)
+/* A manifest or index into the layout (fetched first when absent), then its bytes. */
+static enum rs_code export_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                                struct rs_err *err)
 {
-	enum rs_code rc = export_object(x, BLOBSTORE_MANIFEST, digest, false, err);
-	char *buf = NULL, *type = NULL;
-	size_t len = 0;
+	const struct export *x = ctx;
+	enum rs_code rc = export_object(x, BLOBSTORE_MANIFEST, n->digest, false, err);
 	if (rc == RS_OK)
-		rc = blobstore_get_manifest(x->bs, digest, x->manifest_max, &buf, &len, &type, err);
-	enum imagejson_kind kind = IMAGEJSON_MANIFEST;
-	if (rc == RS_OK)
-		rc = imagejson_sniff(&kind, buf, len, digest, err);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX && depth > 0)
-		rc = rs_err_set(err, RS_BAD_INPUT, "%s: an index inside an index is not supported", digest);
-	if (rc == RS_OK && kind == IMAGEJSON_INDEX) {
-		struct imagejson_index idx = {0};
-		rc = imagejson_parse_index(&idx, buf, len, digest, err);
-		for (size_t i = 0; rc == RS_OK && i < idx.manifest_count; i++)
-			rc = export_document(x, idx.manifests[i].digest, depth + 1, NULL, NULL, err);
-		imagejson_index_dispose(&idx);
-	} else if (rc == RS_OK) {
-		struct imagejson_manifest m = {0};
-		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
-		if (rc == RS_OK)
-			rc = export_object(x, BLOBSTORE_BLOB, m.config.digest, false, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			rc = export_object(x, BLOBSTORE_BLOB, m.layers[i].digest, true, err);
-		imagejson_manifest_dispose(&m);
-	}
-	if (rc == RS_OK && out_type) {
-		*out_type = type;
-		*out_len = len;
-		type = NULL;
-	}
-	free(type);
-	free(buf);
+		rc = blobstore_get_manifest(x->bs, n->digest, x->manifest_max, buf, len, type, err);
 	return rc;
+}
+
+/* What a document references into the layout: every config, the layers
+ * that are there (or can be fetched); one level of index only. */
+static enum rs_code export_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                 enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)step;
+	struct export *x = ctx;
+	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_INDEX && n->depth > 0)
+		return rs_err_set(err, RS_BAD_INPUT, "%s: an index inside an index is not supported", n->digest);
+	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_CONFIG)
+		return export_object(x, BLOBSTORE_BLOB, n->digest, false, err);
+	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_LAYER)
+		return export_object(x, BLOBSTORE_BLOB, n->digest, true, err);
+	if (ev == IMAGEWALK_LEAVE && n->depth == 0) {
+		if (n->media_type && !(x->root_type = strdup(n->media_type)))
+			return rs_err_set(err, RS_NOMEM, "out of memory");
+		x->root_len = n->len;
+	}
+	return RS_OK;
 }
 
 enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, const char *tag, const char *dir,
@@ -1521,10 +1532,11 @@ enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, c
 	if ((rc = path_fmt(path, err, "%s/oci-layout", dir)) ||
 	    (rc = fsutil_write_file(path, oci_layout, sizeof(oci_layout) - 1, false, err)))
 		return rc;
-	struct export x = {bs, dir, manifest_max, fetch, ctx};
-	char *type = NULL;
-	size_t len = 0;
-	rc = export_document(&x, digest, 0, &type, &len, err);
+	struct export x = {bs, dir, manifest_max, fetch, ctx, NULL, 0};
+	const struct imagewalk walk = {.load = export_load, .visit = export_visit, .ctx = &x};
+	rc = imagewalk_run(&walk, digest, err);
+	char *type = x.root_type;
+	size_t len = x.root_len;
 	char *json = NULL;
 	size_t jlen = 0;
 	if (rc == RS_OK) {

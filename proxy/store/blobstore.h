@@ -167,7 +167,14 @@ RS_MUST_CHECK enum rs_code blobstore_export_layout(struct blobstore *bs, const c
 /* Bytes held under blobs/ and manifests/ (tracked, not re-scanned). */
 uint64_t blobstore_size(const struct blobstore *bs);
 
+/* Keep object kind/digest from eviction until time until (a later time
+ * extends a pin, an earlier one does nothing) and mark it recently used.
+ * True when the object is in the store, so pinned: pin first, then trust
+ * that it stays. Pins live in memory (lost on restart, when no client can
+ * be mid-pull anyway). Explicit removals (blobstore_remove) ignore pins. */
+bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t until);
 /* Remove least recently used objects until the store is under its limit.
+ * Pinned objects are passed over (moved to the recent end).
  * The store never calls this itself: call it after commits (or on a timer).
  * Open file descriptors held by in-flight requests keep working (unlink
  * leaves the inode until the last close), and temp files are never touched.

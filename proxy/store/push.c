@@ -23,6 +23,7 @@
 #include "fsutil.h"
 #include "image.h"
 #include "imagejson.h"
+#include "imagewalk.h"
 #include "log.h"
 #include "refindex.h"
 #include "refname.h"
@@ -637,6 +638,77 @@ static enum rs_code check_ref(struct push *p, const char *repo, const struct ima
 	return rc;
 }
 
+/* The walk of a pushed manifest or index: its own fields, then every
+ * reference (held by the repository); index entries are not loaded. */
+struct put_walk {
+	struct push *p;
+	const char *repo, *ct; /* ct: the declared type, "" when none */
+	bool generic;          /* ct says nothing about the document */
+	const char *type;      /* out: the type it is stored with */
+};
+
+static enum rs_code put_manifest_fields(struct put_walk *w, const struct imagejson_manifest *m, struct rs_err *err)
+{
+	const char *mt = m->media_type, *ct = w->ct;
+	enum rs_code rc = RS_OK;
+	if (m->schema_version != 2)
+		rc = rs_err_set(err, RS_BAD_INPUT, "manifest: schemaVersion is %d, expected 2", m->schema_version);
+	else if (mt && !w->generic && strcmp(mt, ct) != 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the manifest's mediaType %.100s", ct, mt);
+	else if (mt && strcmp(mt, IMAGE_MT_OCI_MANIFEST) != 0 && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) != 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "unsupported manifest mediaType '%.100s'", mt);
+	else if (m->layer_count > RS_LIMIT_IMAGE_LAYERS_MAX)
+		rc = rs_err_set(err, RS_BAD_INPUT, "manifest has %zu layers, the limit is %u", m->layer_count,
+		                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
+	w->type = !w->generic ? ct
+	          : mt && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) == 0 ? IMAGE_MT_DOCKER_MANIFEST
+	                                                            : IMAGE_MT_OCI_MANIFEST;
+	return rc;
+}
+
+static enum rs_code put_index_fields(struct put_walk *w, const struct imagejson_index *x, struct rs_err *err)
+{
+	const char *mt = x->media_type, *ct = w->ct;
+	enum rs_code rc = RS_OK;
+	if (x->schema_version != 2)
+		rc = rs_err_set(err, RS_BAD_INPUT, "index: schemaVersion is %d, expected 2", x->schema_version);
+	else if (mt && !w->generic && strcmp(mt, ct) != 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the index's mediaType %.100s", ct, mt);
+	else if (mt && strcmp(mt, IMAGE_MT_OCI_INDEX) != 0 && strcmp(mt, IMAGE_MT_DOCKER_LIST) != 0)
+		rc = rs_err_set(err, RS_BAD_INPUT, "unsupported index mediaType '%.100s'", mt);
+	else if (x->manifest_count > RS_LIMIT_INDEX_MANIFESTS_MAX)
+		rc = rs_err_set(err, RS_BAD_INPUT, "index has %zu manifests, the limit is %u", x->manifest_count,
+		                (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
+	w->type = !w->generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_LIST) == 0 ? IMAGE_MT_DOCKER_LIST
+	                                                                          : IMAGE_MT_OCI_INDEX;
+	return rc;
+}
+
+static enum rs_code put_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                              enum imagewalk_step *step, struct rs_err *err)
+{
+	struct put_walk *w = ctx;
+	char where[32];
+	if (ev == IMAGEWALK_ENTER)
+		return n->kind == IMAGEWALK_MANIFEST ? put_manifest_fields(w, n->manifest, err)
+		                                     : put_index_fields(w, n->index, err);
+	if (ev != IMAGEWALK_REF)
+		return RS_OK;
+	switch (n->kind) {
+	case IMAGEWALK_CONFIG:
+		return check_ref(w->p, w->repo, n->desc, "config", false, err);
+	case IMAGEWALK_LAYER:
+		if (nondistributable(n->media_type))
+			return RS_OK;
+		snprintf(where, sizeof(where), "layers[%zu]", n->pos);
+		return check_ref(w->p, w->repo, n->desc, where, false, err);
+	default: /* an index entry: a manifest held by the repository, not walked */
+		*step = IMAGEWALK_SKIP;
+		snprintf(where, sizeof(where), "manifests[%zu]", n->pos);
+		return check_ref(w->p, w->repo, n->desc, where, true, err);
+	}
+}
+
 enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
                                const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
 {
@@ -677,53 +749,11 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 	} else if (!refname_tag_valid(ref)) {
 		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.130s'", ref);
 	}
-	if (kind == IMAGEJSON_MANIFEST) {
-		struct imagejson_manifest m = {0};
-		if ((rc = imagejson_parse_manifest(&m, body, len, "manifest", err)))
-			return rc;
-		const char *mt = m.media_type;
-		if (m.schema_version != 2)
-			rc = rs_err_set(err, RS_BAD_INPUT, "manifest: schemaVersion is %d, expected 2", m.schema_version);
-		else if (mt && !generic && strcmp(mt, ct) != 0)
-			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the manifest's mediaType %.100s", ct, mt);
-		else if (mt && strcmp(mt, IMAGE_MT_OCI_MANIFEST) != 0 && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) != 0)
-			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported manifest mediaType '%.100s'", mt);
-		else if (m.layer_count > RS_LIMIT_IMAGE_LAYERS_MAX)
-			rc = rs_err_set(err, RS_BAD_INPUT, "manifest has %zu layers, the limit is %u", m.layer_count,
-			                (unsigned)RS_LIMIT_IMAGE_LAYERS_MAX);
-		type = !generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_MANIFEST) == 0 ? IMAGE_MT_DOCKER_MANIFEST : IMAGE_MT_OCI_MANIFEST;
-		if (rc == RS_OK)
-			rc = check_ref(p, repo, &m.config, "config", false, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
-			char where[32];
-			snprintf(where, sizeof(where), "layers[%zu]", i);
-			if (nondistributable(m.layers[i].media_type))
-				continue;
-			rc = check_ref(p, repo, &m.layers[i], where, false, err);
-		}
-		imagejson_manifest_dispose(&m);
-	} else {
-		struct imagejson_index x = {0};
-		if ((rc = imagejson_parse_index(&x, body, len, "index", err)))
-			return rc;
-		const char *mt = x.media_type;
-		if (x.schema_version != 2)
-			rc = rs_err_set(err, RS_BAD_INPUT, "index: schemaVersion is %d, expected 2", x.schema_version);
-		else if (mt && !generic && strcmp(mt, ct) != 0)
-			rc = rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the index's mediaType %.100s", ct, mt);
-		else if (mt && strcmp(mt, IMAGE_MT_OCI_INDEX) != 0 && strcmp(mt, IMAGE_MT_DOCKER_LIST) != 0)
-			rc = rs_err_set(err, RS_BAD_INPUT, "unsupported index mediaType '%.100s'", mt);
-		else if (x.manifest_count > RS_LIMIT_INDEX_MANIFESTS_MAX)
-			rc = rs_err_set(err, RS_BAD_INPUT, "index has %zu manifests, the limit is %u", x.manifest_count,
-			                (unsigned)RS_LIMIT_INDEX_MANIFESTS_MAX);
-		type = !generic ? ct : mt && strcmp(mt, IMAGE_MT_DOCKER_LIST) == 0 ? IMAGE_MT_DOCKER_LIST : IMAGE_MT_OCI_INDEX;
-		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
-			char where[32];
-			snprintf(where, sizeof(where), "manifests[%zu]", i);
-			rc = check_ref(p, repo, &x.manifests[i], where, true, err);
-		}
-		imagejson_index_dispose(&x);
-	}
+	struct put_walk w = {.p = p, .repo = repo, .ct = ct, .generic = generic};
+	const struct imagewalk walk = {.visit = put_visit, .ctx = &w, .manifest_what = "manifest",
+	                               .index_what = "index"};
+	rc = imagewalk_bytes(&walk, NULL, body, len, NULL, err);
+	type = w.type;
 	if (rc)
 		return rc;
 	/* A subject need not exist (distribution-spec, "Pushing Manifests with

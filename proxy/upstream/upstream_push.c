@@ -10,7 +10,7 @@
 #include "upstream_push.h"
 
 #include "digest.h"
-#include "imagejson.h"
+#include "imagewalk.h"
 #include "rs_limits.h"
 #include "upstream_auth.h"
 #include "xfer.h"
@@ -332,51 +332,52 @@ enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, c
 	return rc;
 }
 
-static enum rs_code push_tree(struct upstream_push *u, const char *repo, const char *ref, const char *digest,
-			      const struct upstream_push_source *src, int depth, struct rs_err *err)
+/* The walk of upstream_push_image: each manifest's config and (distributable)
+ * layers, then the manifest; an index's images, then the index (by digest
+ * below the root, by ref at the root); one level of index. */
+struct tree_walk {
+	struct upstream_push *u;
+	const char *repo, *ref;
+	const struct upstream_push_source *src;
+};
+
+static enum rs_code tree_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **mt,
+			      struct rs_err *err)
 {
-	char *buf = NULL, *mt = NULL;
-	size_t len = 0;
-	enum rs_code rc = src->read_manifest(src->ctx, digest, &buf, &len, &mt, err);
-	if (rc)
-		return rc;
-	enum imagejson_kind kind;
-	if ((rc = imagejson_sniff(&kind, buf, len, "manifest", err)))
-		goto out;
-	if (kind == IMAGEJSON_INDEX) {
-		struct imagejson_index x = {0};
-		if (depth > 0) {
-			rc = rs_err_set(err, RS_BAD_INPUT, "nested index %s is not supported for upstream pushes", digest);
-			goto out;
-		}
-		if ((rc = imagejson_parse_index(&x, buf, len, "index", err)))
-			goto out;
-		for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++)
-			rc = push_tree(u, repo, x.manifests[i].digest, x.manifests[i].digest, src, depth + 1, err);
-		imagejson_index_dispose(&x);
-	} else {
-		struct imagejson_manifest m = {0};
-		if ((rc = imagejson_parse_manifest(&m, buf, len, "manifest", err)))
-			goto out;
-		rc = upstream_push_blob(u, repo, m.config.digest, src, NULL, NULL, err);
-		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++) {
-			const char *lmt = m.layers[i].media_type ? m.layers[i].media_type : "";
-			if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
-				continue;
-			rc = upstream_push_blob(u, repo, m.layers[i].digest, src, NULL, NULL, err);
-		}
-		imagejson_manifest_dispose(&m);
+	const struct tree_walk *w = ctx;
+	return w->src->read_manifest(w->src->ctx, n->digest, buf, len, mt, err);
+}
+
+static enum rs_code tree_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+			       enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)step;
+	const struct tree_walk *w = ctx;
+	const char *lmt = n->media_type ? n->media_type : "";
+	switch (ev) {
+	case IMAGEWALK_LOADED:
+		if (n->kind == IMAGEWALK_INDEX && n->depth > 0)
+			return rs_err_set(err, RS_BAD_INPUT, "nested index %s is not supported for upstream pushes",
+					  n->digest);
+		return RS_OK;
+	case IMAGEWALK_REF:
+		if (n->kind == IMAGEWALK_ENTRY ||
+		    (n->kind == IMAGEWALK_LAYER && (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))))
+			return RS_OK;
+		return upstream_push_blob(w->u, w->repo, n->digest, w->src, NULL, NULL, err);
+	case IMAGEWALK_LEAVE:
+		return upstream_push_manifest(w->u, w->repo, n->depth ? n->digest : w->ref, n->media_type, n->buf,
+					      n->len, err);
+	default:
+		return RS_OK;
 	}
-	if (rc == RS_OK)
-		rc = upstream_push_manifest(u, repo, ref, mt, buf, len, err);
-out:
-	free(buf);
-	free(mt);
-	return rc;
 }
 
 enum rs_code upstream_push_image(struct upstream_push *u, const char *repo, const char *ref, const char *digest,
 				 const struct upstream_push_source *src, struct rs_err *err)
 {
-	return push_tree(u, repo, ref, digest, src, 0, err);
+	struct tree_walk w = {u, repo, ref, src};
+	const struct imagewalk walk = {.load = tree_load, .visit = tree_visit, .ctx = &w,
+				       .manifest_what = "manifest", .index_what = "index"};
+	return imagewalk_run(&walk, digest, err);
 }

@@ -94,6 +94,37 @@ if client_usable docker; then
 	id=$(ldocker image inspect tiny --format '{{join .RepoDigests ","}}' 2> /dev/null)
 	case $id in *"$legacy"*) pass "dockerd recorded the optimized gzip digest" ;; *) fail "dockerd recorded the optimized gzip digest" "got '$id', expected $legacy" ;; esac
 	docker_clean
+	# A layer over 1 MiB: the gzip variant is several gzip members (optimizer/pgzip.h), which
+	# Docker 20.10 (Go's compress/gzip) and Python's gzip must read as one stream.
+	if timeout 120 python3 "$RS_LAB_DIR/imagegen.py" soak "$LOGS/soak-layout" 1 3000 > /dev/null &&
+		timeout 120 skopeo copy -q --dest-tls-verify=false "oci:$LOGS/soak-layout:s0" "docker://$U/library/soak:latest" \
+			> "$LOGS/soak-push.log" 2>&1; then
+		rs_manifest docker/20.10.24 library/soak latest > "$LOGS/soak-gz.json" || true
+		big_layer=$(jq -r '[.layers[] | select(.size > 1048576)][0].digest // empty' "$LOGS/soak-gz.json")
+		if [ -n "$big_layer" ]; then
+			curl -sS --max-time 60 -A docker/20.10.24 -o "$LOGS/soak-layer.gz" "$RS_URL/v2/library/soak/blobs/$big_layer"
+			members=$(python3 -c 'import sys,zlib
+d=open(sys.argv[1],"rb").read(); n=0
+while d:
+    o=zlib.decompressobj(31); o.decompress(d); d=o.unused_data; n+=1
+print(n)' "$LOGS/soak-layer.gz" 2> /dev/null || echo 0)
+			expect_ge "the gzip variant of a 3 MiB layer is several gzip members" "$members" 3
+			expect "Python's gzip reads them as one tar" \
+				"python3 -c 'import gzip,sys,tarfile,io; tarfile.open(fileobj=io.BytesIO(gzip.decompress(open(sys.argv[1],\"rb\").read()))).getmembers()' '$LOGS/soak-layer.gz'" \
+				"not a gzip'd tar"
+		else
+			fail "the optimized soak image has a layer over 1 MiB" "$(head -c 300 "$LOGS/soak-gz.json")"
+		fi
+		check "dockerd 20.10 pulls and unpacks a multi-member gzip layer" docker_pull soak
+		rm -rf "$LOGS/soak-save" && mkdir -p "$LOGS/soak-save"
+		ldocker save -o "$LOGS/soak-save.tar" soak > /dev/null 2>&1 && tar -xf "$LOGS/soak-save.tar" -C "$LOGS/soak-save" 2> /dev/null
+		expect "dockerd's unpacked layer holds the 3000 KiB payload" \
+			"for l in \$(find '$LOGS/soak-save' -name layer.tar); do tar -tvf \$l; done | grep -q ' 3072000 .*data/payload.bin'" \
+			"no data/payload.bin of 3072000 bytes in docker save's layers"
+		docker_clean
+	else
+		fail "soak image for the multi-member check" "$(tail -n 2 "$LOGS/soak-push.log")"
+	fi
 else
 	skip docker "$RS_CLIENT_WHY"
 fi

@@ -572,7 +572,7 @@ stop_all() {
 	logproxy_stop
 }
 
-# teardown: stop_all, stop the registries (registry.sh stop all), then delete the lab directory
+# teardown: stop_all, stop the registries (registry.sh stop all) and the S3 store (s3.sh stop), then delete the lab directory
 # if it carries lab.sh's marker and nothing is mounted below it
 teardown() {
 	stop_all
@@ -580,6 +580,10 @@ teardown() {
 		REGSLIM_LAB=$RL_LAB LAB_PORT_BASE=$RL_BASE timeout 120 bash "$RL_HERE/registry.sh" stop all > /dev/null
 	else
 		cl_err "teardown: no registry.sh next to clients.sh; registries were not stopped"
+	fi
+	# the S3 store (s3.sh), when one was started in this lab
+	if ls "$RL_RUN"/s3-*.pid > /dev/null 2>&1; then
+		REGSLIM_LAB=$RL_LAB LAB_PORT_BASE=$RL_BASE timeout 60 bash "$RL_HERE/s3.sh" stop > /dev/null
 	fi
 	if awk -v p="$RL_LAB/" 'index($2 "/", p) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
 		cl_err "teardown: something is mounted below $RL_LAB; not deleting it"

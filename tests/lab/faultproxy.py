@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Fault-injecting reverse proxy for regslim's integration tests. Stdlib only, loopback only.
 
-  faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --digest sha256:HEX
-                [--mode truncate|corrupt] [--while-exists FILE] [--log FILE]
+  faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT (--digest sha256:HEX | --path-suffix S)
+                [--mode truncate|corrupt|unavailable] [--while-exists FILE] [--times N] [--log FILE]
 
-Forwards every request to the upstream registry unchanged (repeated headers such as several
-Accept lines kept, bodies streamed) and relays the answer, except for GET requests of the blob
---digest (a path ending in /blobs/<digest>) answered 200 or 206 by the upstream:
-  truncate  send the upstream's status and headers (the right Content-Length) and only the first
-            half of the body, then close the connection
-  corrupt   send the whole body with one byte in its middle flipped (same length)
-With --while-exists FILE the fault applies only while FILE exists (delete it to heal).
+Forwards every GET and HEAD to the upstream (a registry, or the lab's S3 endpoint) unchanged
+(repeated headers such as several Accept lines kept, Host kept, bodies streamed) and relays the
+answer, except for GET requests of the blob --digest (a path ending in /blobs/<digest>), or of a
+path ending in --path-suffix (the query aside):
+  truncate     when the upstream answers 200 or 206: its status and headers (the right
+               Content-Length) and only the first half of the body, then close the connection
+  corrupt      when the upstream answers 200 or 206: the whole body with one byte in its middle
+               flipped (same length)
+  unavailable  503 at once, without asking the upstream (a server that is briefly down)
+With --while-exists FILE the fault applies only while FILE exists (delete it to heal); with
+--times N only to the first N matching requests.
 One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
 """
 import argparse
@@ -42,11 +46,30 @@ def make(a):
             pass
 
         def fault_now(self):
-            if self.command != "GET" or not self.path.split("?")[0].endswith("/blobs/" + a.digest):
+            want = "/blobs/" + a.digest if a.digest else a.path_suffix
+            if self.command != "GET" or not self.path.split("?")[0].endswith(want):
                 return False
-            return a.while_exists is None or os.path.exists(a.while_exists)
+            if a.while_exists is not None and not os.path.exists(a.while_exists):
+                return False
+            with lock:
+                if a.times is not None and a.faults >= a.times:
+                    return False
+                a.faults += 1
+            return True
+
+        def unavailable(self):
+            msg = b"faultproxy: unavailable\n"
+            self.send_response(503)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(msg)))
+            self.end_headers()
+            self.wfile.write(msg)
+            log("%s %s 503 0 FAULT unavailable" % (self.command, self.path))
 
         def proxy(self):
+            fault_here = self.fault_now()
+            if fault_here and a.mode == "unavailable":
+                return self.unavailable()
             n = int(self.headers.get("Content-Length", "0") or 0)
             body = self.rfile.read(n) if n > 0 else None
             conn = http.client.HTTPConnection(up_host, int(up_port), timeout=60)
@@ -69,7 +92,7 @@ def make(a):
                 log("%s %s 502 0 upstream error %s" % (self.command, self.path, e))
                 conn.close()
                 return
-            fault = self.fault_now() and r.status in (200, 206)
+            fault = fault_here and r.status in (200, 206)
             clen = r.getheader("Content-Length")
             self.send_response_only(r.status, r.reason)
             for k, v in r.getheaders():
@@ -106,7 +129,7 @@ def make(a):
                 except OSError as e:
                     note = " client error %s" % e
                 if fault:
-                    note += " FAULT %s %s sent %d of %s" % (a.mode, a.digest, sent, clen)
+                    note += " FAULT %s %s sent %d of %s" % (a.mode, a.digest or a.path_suffix, sent, clen)
                     self.close_connection = True
                     if a.mode == "truncate":  # end the connection at once, mid-body
                         try:
@@ -125,15 +148,19 @@ def main():
     ap = argparse.ArgumentParser(description="fault-injecting registry proxy (loopback only)")
     ap.add_argument("--listen", required=True)
     ap.add_argument("--upstream", required=True)
-    ap.add_argument("--digest", required=True)
-    ap.add_argument("--mode", choices=["truncate", "corrupt"], default="truncate")
+    sel = ap.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--digest")
+    sel.add_argument("--path-suffix", dest="path_suffix")
+    ap.add_argument("--mode", choices=["truncate", "corrupt", "unavailable"], default="truncate")
     ap.add_argument("--while-exists", dest="while_exists")
+    ap.add_argument("--times", type=int)
     ap.add_argument("--log", default="/dev/stderr")
     a = ap.parse_args()
     host, port = a.listen.rsplit(":", 1)
     if host != "127.0.0.1" or not a.upstream.startswith("127.0.0.1:"):
         sys.exit("faultproxy.py: --listen and --upstream must be 127.0.0.1:PORT")
-    if not a.digest.startswith("sha256:") or len(a.digest) != 71:
+    a.faults = 0
+    if a.digest is not None and (not a.digest.startswith("sha256:") or len(a.digest) != 71):
         sys.exit("faultproxy.py: --digest must be sha256:<64 hex>, got %r" % a.digest)
     srv = ThreadingHTTPServer((host, int(port)), make(a))
     srv.daemon_threads = True

@@ -704,6 +704,44 @@ START_TEST(cleans_stale_temp_files_at_open)
 }
 END_TEST
 
+/* Pinned objects (an optimized image a client is pulling) are passed over
+ * until their pin expires; pinning an absent object says so. */
+START_TEST(eviction_passes_over_pinned_objects)
+{
+	struct blobstore *bs = store_fixture_open(1500);
+	char d[4][DIGEST_STR_SIZE];
+	unsigned char *b[4];
+	put_four(bs, d, b);
+	time_t now = time(NULL);
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[0], now + 60));
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[1], now + 60));
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[1], now - 5)); /* an earlier time keeps the pin */
+	ck_assert(!blobstore_pin(bs, BLOBSTORE_MANIFEST, d[2], now + 60));
+	ck_assert(!blobstore_pin(bs, BLOBSTORE_BLOB, "sha256:zz", now + 60));
+	struct rs_err err = {0};
+	uint64_t freed = 0;
+	/* d0 and d1 are the oldest but pinned: d2 and d3 go, and the store stays
+	 * above its limit rather than break a pull. */
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 2000);
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[1]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[2]));
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[3]));
+	ck_assert_uint_eq(blobstore_size(bs), 2000);
+	/* An expired pin protects nothing: put d2 back, pin it in the past. */
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d[2], 1000, b[2], 1000, 7, &err), RS_OK);
+	ck_assert(blobstore_pin(bs, BLOBSTORE_BLOB, d[2], now - 1));
+	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_uint_eq(freed, 1000);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, d[2]));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, d[0]));
+	for (int i = 0; i < 4; i++)
+		free(b[i]);
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(open_fd_survives_eviction)
 {
 	struct blobstore *bs = store_fixture_open(1);
@@ -860,6 +898,56 @@ START_TEST(link_image_links_index_manifests_and_blobs)
 }
 END_TEST
 
+/* An index naming the manifests a and b (b may be NULL); its digest in id. */
+static void put_index(struct blobstore *bs, const char *a, const char *b, char id[DIGEST_STR_SIZE])
+{
+	char buf[1024];
+	snprintf(buf, sizeof(buf),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" LINK_OCI_I "\",\"manifests\":[{\"digest\":\"%s\",\"size\":1}%s%s%s]}",
+	         a, b ? ",{\"digest\":\"" : "", b ? b : "", b ? "\",\"size\":1}" : "");
+	digest_buffer(id, buf, strlen(buf));
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_manifest(bs, id, LINK_OCI_I, buf, strlen(buf), &err), RS_OK);
+}
+
+/* How far links, the linked-by-image search and the layout export walk an
+ * index of indexes (config/imagewalk.c): links and the search go one level
+ * below the root's entries (best effort), the export refuses the nesting. */
+START_TEST(image_walks_stop_one_level_below_the_root)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], inner[DIGEST_STR_SIZE];
+	char outer[DIGEST_STR_SIZE], broken[DIGEST_STR_SIZE], m[1024], dir[512];
+	digest_buffer(c, "config", 6);
+	digest_buffer(l, "layer", 5);
+	put_image(bs, c, l, md, m, sizeof(m));
+	/* a stored child that is not JSON: walked best effort, linked all the same */
+	static const char junk[] = "{not json";
+	digest_buffer(broken, junk, sizeof(junk) - 1);
+	ck_assert_int_eq(blobstore_put_manifest(bs, broken, LINK_OCI_M, junk, sizeof(junk) - 1, &err), RS_OK);
+	put_index(bs, md, NULL, inner);
+	put_index(bs, inner, broken, outer);
+	ck_assert_msg(blobstore_link_image(bs, "up", "deep", outer, &err) == RS_OK, "%s", err.msg);
+	ck_assert(blobstore_linked(bs, "up", "deep", BLOBSTORE_MANIFEST, outer));
+	ck_assert(blobstore_linked(bs, "up", "deep", BLOBSTORE_MANIFEST, inner));
+	ck_assert(blobstore_linked(bs, "up", "deep", BLOBSTORE_MANIFEST, broken));
+	ck_assert(blobstore_linked(bs, "up", "deep", BLOBSTORE_MANIFEST, md)); /* an entry of the inner index */
+	ck_assert(!blobstore_linked(bs, "up", "deep", BLOBSTORE_BLOB, c));     /* ... but not walked */
+	ck_assert(!blobstore_linked(bs, "up", "deep", BLOBSTORE_BLOB, l));
+	/* the search, from a repository that links only the outer index */
+	ck_assert_int_eq(blobstore_link(bs, "up", "only", BLOBSTORE_MANIFEST, outer, &err), RS_OK);
+	ck_assert(blobstore_linked_by_image(bs, "up", "only", BLOBSTORE_MANIFEST, inner));
+	ck_assert(blobstore_linked_by_image(bs, "up", "only", BLOBSTORE_MANIFEST, md));
+	ck_assert(!blobstore_linked_by_image(bs, "up", "only", BLOBSTORE_BLOB, l));
+	/* the export takes one level of index only */
+	snprintf(dir, sizeof(dir), "%s/nested", fixture_dir());
+	ck_assert_int_eq(blobstore_export_layout(bs, outer, NULL, dir, 1 << 20, NULL, NULL, &err), RS_BAD_INPUT);
+	ck_assert_str_eq(err.msg + strlen(inner), ": an index inside an index is not supported");
+	blobstore_free(bs);
+}
+END_TEST
+
 /* blobstore_export_layout's fetch in the test: stores "layer" for the layer
  * digest (counting calls) and fails for anything else. */
 struct fetch_ctx {
@@ -986,12 +1074,14 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, evicts_least_recently_used_first);
 	tcase_add_test(tc, counts_existing_objects_at_open);
 	tcase_add_test(tc, cleans_stale_temp_files_at_open);
+	tcase_add_test(tc, eviction_passes_over_pinned_objects);
 	tcase_add_test(tc, open_fd_survives_eviction);
 	tcase_add_test(tc, eviction_never_touches_temp_files);
 	tcase_add_test(tc, links_are_per_repository_and_survive_reopen);
 	tcase_add_test(tc, links_refuse_hostile_names);
 	tcase_add_test(tc, link_image_links_index_manifests_and_blobs);
 	tcase_add_test(tc, export_layout_links_the_store_files);
+	tcase_add_test(tc, image_walks_stop_one_level_below_the_root);
 	tcase_add_test(tc, links_derived_from_tag_maps_once);
 	suite_add_tcase(s, tc);
 	return s;

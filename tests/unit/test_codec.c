@@ -5,6 +5,7 @@
  * Corrupt, truncated, mislabelled and bomb inputs must fail with the exact
  * message. */
 #include "codec.h"
+#include "pgzip.h"
 
 #include "fixture.h"
 #include "stream.h"
@@ -569,6 +570,75 @@ START_TEST(gzip_output_is_deterministic_with_fixed_header)
 }
 END_TEST
 
+/* pgzip: the same bytes for every thread count and write split, one member
+ * per chunk, decodable by both inflaters; empty and boundary-sized inputs. */
+static enum rs_code pgz_encode(int level, unsigned threads, size_t chunk, const uint8_t *in, size_t len,
+			       uint64_t seed, uint8_t **out, size_t *out_len, struct rs_err *err)
+{
+	struct stream_sink *mem = NULL, *enc = NULL;
+	ck_assert_int_eq(stream_mem_sink_new(&mem, 1u << 30, "encoded", err), RS_OK);
+	enum rs_code rc = pgzip_encoder_new(&enc, level, threads, chunk, mem, err);
+	if (!rc)
+		rc = feed_split(enc, in, len, seed, 9000, err);
+	*out = stream_mem_sink_take(mem, out_len);
+	stream_free(enc);
+	stream_free(mem);
+	return rc;
+}
+
+START_TEST(gzip_output_is_identical_for_threads_and_splits)
+{
+	size_t tlen;
+	uint8_t *tar = make_tar(41, 60, 50000, &tlen);
+	const size_t chunk = 4096;
+	const size_t sizes[] = { 0, 1, chunk - 1, chunk, chunk + 1, 3 * chunk, tlen };
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t len = sizes[k];
+		uint8_t *ref = NULL;
+		size_t reflen = 0;
+		for (unsigned threads = 0; threads <= 4; threads++) {
+			for (uint64_t seed = 1; seed <= 2; seed++) {
+				struct rs_err err = { 0 };
+				uint8_t *out;
+				size_t olen;
+				ck_assert_int_eq(pgz_encode(6, threads, chunk, tar, len, seed + threads, &out, &olen, &err),
+						 RS_OK);
+				if (!ref) {
+					ref = out;
+					reflen = olen;
+					continue;
+				}
+				ck_assert_msg(olen == reflen && memcmp(out, ref, olen) == 0,
+					      "%zu bytes: threads %u seed %llu differ", len, threads,
+					      (unsigned long long)seed);
+				free(out);
+			}
+		}
+		/* one member per started chunk (an empty input still has one) */
+		size_t members = 0;
+		for (size_t i = 0; i + 10 <= reflen; i++)
+			members += ref[i] == 0x1f && ref[i + 1] == 0x8b && ref[i + 2] == 8 && ref[i + 9] == 255;
+		ck_assert_uint_ge(members, len ? (len + chunk - 1) / chunk : 1);
+		for (size_t i = 0; i < N_IMPLS; i++) {
+			struct codec_decode_opts o = { .inflate = impls[i] };
+			uint8_t *back;
+			size_t blen;
+			struct rs_err err = { 0 };
+			ck_assert_int_eq(decode(CODEC_GZIP, &o, ref, reflen, 5, 3000, &back, &blen, &err), RS_OK);
+			ck_assert_uint_eq(blen, len);
+			ck_assert(len == 0 || memcmp(back, tar, len) == 0);
+			free(back);
+		}
+		free(ref);
+	}
+	struct stream_sink *enc = NULL;
+	struct rs_err err = { 0 };
+	ck_assert_int_eq(pgzip_encoder_new(&enc, 10, 2, 0, NULL, &err), RS_BAD_INPUT);
+	ck_assert_int_eq(pgzip_encoder_new(&enc, 6, 100000, 0, NULL, &err), RS_BAD_INPUT);
+	free(tar);
+}
+END_TEST
+
 START_TEST(none_encoder_passes_through)
 {
 	size_t len;
@@ -936,6 +1006,7 @@ static Suite *codec_suite(void)
 	tcase_add_test(tc, refuses_gzip_bomb_over_configured_ratio);
 	tcase_add_test(tc, zstd_output_is_identical_for_threads_and_splits);
 	tcase_add_test(tc, gzip_output_is_deterministic_with_fixed_header);
+	tcase_add_test(tc, gzip_output_is_identical_for_threads_and_splits);
 	tcase_add_test(tc, none_encoder_passes_through);
 	tcase_add_test(tc, encoder_refuses_bad_options);
 	tcase_add_test(tc, chain_decodes_and_reencodes_with_digests);

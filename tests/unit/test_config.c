@@ -83,6 +83,7 @@ START_TEST(defaults_mirror_docker_hub)
 	ck_assert(cfg.log_requests);
 	ck_assert_uint_eq(cfg.max_connections, RS_LIMIT_CONNECTIONS_DEFAULT);
 	ck_assert_uint_eq(cfg.cache_max_bytes, 20ull << 30);
+	ck_assert_uint_eq(cfg.cache_optimized_pin_s, RS_LIMIT_OPT_PIN_DEFAULT_S);
 	ck_assert_uint_eq(cfg.manifest_max_bytes, RS_LIMIT_MANIFEST_MAX_BYTES);
 	ck_assert_uint_eq(cfg.shutdown_grace_s, RS_LIMIT_SHUTDOWN_GRACE_DEFAULT_S);
 	ck_assert_uint_eq(cfg.max_connections_per_ip, RS_LIMIT_CONNECTIONS_PER_IP_DEFAULT);
@@ -128,7 +129,7 @@ START_TEST(loads_full_valid_file)
 	snprintf(text, sizeof(text),
 	         "{\"listen\": \"[::1]:5443\", \"max_connections\": 64, \"max_connections_per_ip\": 0,\n"
 	         " \"data_dir\": \"/var/lib/regslim\",\n"
-	         " \"cache\": {\"max_bytes\": \"512MiB\"}, \"limits\": {\"manifest_max_bytes\": \"8MiB\",\n"
+	         " \"cache\": {\"max_bytes\": \"512MiB\", \"optimized_pin_s\": 30}, \"limits\": {\"manifest_max_bytes\": \"8MiB\",\n"
 	         "   \"header_timeout_s\": 0, \"body_min_bytes_per_s\": \"4KiB\", \"body_rate_window_s\": 5},\n"
 	         " \"shutdown_grace_s\": 0, \"log\": {\"level\": \"debug\", \"requests\": false},\n"
 	         " \"upstreams\": [\n"
@@ -146,6 +147,7 @@ START_TEST(loads_full_valid_file)
 	ck_assert_uint_eq(cfg.max_connections, 64);
 	ck_assert_str_eq(cfg.data_dir, "/var/lib/regslim");
 	ck_assert_uint_eq(cfg.cache_max_bytes, 512ull << 20);
+	ck_assert_uint_eq(cfg.cache_optimized_pin_s, 30);
 	ck_assert_uint_eq(cfg.manifest_max_bytes, 8ull << 20);
 	ck_assert_uint_eq(cfg.shutdown_grace_s, 0);
 	ck_assert_uint_eq(cfg.max_connections_per_ip, 0);

@@ -420,6 +420,47 @@ START_TEST(check_names_platform_of_a_manifest_by_digest)
 }
 END_TEST
 
+/* An index: each image is checked under the platform of its entry; an index
+ * inside it is neither checked nor parsed (it only has to look like one). */
+START_TEST(check_walks_the_images_of_an_index_not_nested_ones)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct rs_err err = {0};
+	char d[DIGEST_STR_SIZE], nested[DIGEST_STR_SIZE], idx[DIGEST_STR_SIZE], doc[1024];
+	put_root_image(bs, d);
+	static const char odd[] = "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":5}";
+	digest_buffer(nested, odd, strlen(odd));
+	ck_assert_int_eq(blobstore_put_manifest(bs, nested, "application/vnd.oci.image.index.v1+json", odd, strlen(odd),
+						&err),
+			 RS_OK);
+	snprintf(doc, sizeof(doc),
+		 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":["
+		 "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"%s\",\"size\":1,"
+		 "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\",\"variant\":\"v8\"}},"
+		 "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"%s\",\"size\":1}]}",
+		 d, nested);
+	digest_buffer(idx, doc, strlen(doc));
+	ck_assert_int_eq(blobstore_put_manifest(bs, idx, "application/vnd.oci.image.index.v1+json", doc, strlen(doc),
+						&err),
+			 RS_OK);
+	struct rs_gate_policy p = {.non_root = GATE_DENY};
+	struct gate_report r = {0};
+	ck_assert_msg(gate_check(&r, &p, bs, idx, 0, NULL, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(r.count, 1);
+	ck_assert_str_eq(r.items[0].platform, "linux/arm64/v8");
+	char want[300];
+	snprintf(want, sizeof(want),
+		 "platform linux/arm64/v8 (%s): image runs as root (config.User is \"\"), set USER to a non-root user", d);
+	ck_assert_str_eq(r.items[0].text, want);
+	gate_report_dispose(&r);
+	/* an entry that is not in the store fails the check */
+	blobstore_remove(bs, BLOBSTORE_MANIFEST, nested);
+	ck_assert_int_eq(gate_check(&r, &p, bs, idx, 0, NULL, &err), RS_NOT_FOUND);
+	gate_report_dispose(&r);
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(memo_answers_a_repeated_check_from_memory)
 {
 	struct blobstore *bs = store_fixture_open(0);
@@ -477,6 +518,7 @@ static Suite *suite(void)
 	TCase *ct = tcase_create("check");
 	tcase_add_checked_fixture(ct, store_fixture_setup, store_fixture_teardown);
 	tcase_add_test(ct, check_names_platform_of_a_manifest_by_digest);
+	tcase_add_test(ct, check_walks_the_images_of_an_index_not_nested_ones);
 	tcase_add_test(ct, memo_answers_a_repeated_check_from_memory);
 	suite_add_tcase(s, ct);
 	return s;

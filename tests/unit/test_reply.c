@@ -27,6 +27,7 @@ START_TEST(maps_codes_to_registry_errors)
 	ck_assert_str_eq(e.code, "NAME_INVALID");
 	e = reply_map_error(RS_RANGE, REPLY_BLOB);
 	ck_assert_uint_eq(e.status, 416);
+	ck_assert_ptr_null(e.code); /* plain text: no code of the spec's table fits */
 	e = reply_map_error(RS_UPSTREAM, REPLY_BLOB);
 	ck_assert_uint_eq(e.status, 502);
 	ck_assert_str_eq(e.code, "UNAVAILABLE");
@@ -97,6 +98,34 @@ START_TEST(write_errors_use_spec_codes)
 }
 END_TEST
 
+/* Issue 14: every 4xx JSON answer, read side included, carries a code of
+ * the spec's table (no TAG_INVALID, RANGE_INVALID or NOT_FOUND); a 4xx
+ * without a registry code is plain text (only a Range beyond a blob). */
+START_TEST(every_4xx_uses_spec_codes)
+{
+	static const char *spec[] = {"BLOB_UNKNOWN",     "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID",
+	                             "MANIFEST_BLOB_UNKNOWN", "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID",
+	                             "NAME_UNKNOWN",     "SIZE_INVALID",        "UNAUTHORIZED",        "DENIED",
+	                             "UNSUPPORTED",      "TOOMANYREQUESTS",     NULL};
+	for (int w = REPLY_MANIFEST; w <= REPLY_FRAMING; w++) {
+		for (int c = RS_OK + 1; c < RS_CODE_COUNT; c++) {
+			struct reply_status e = reply_map_error((enum rs_code)c, (enum reply_what)w);
+			if (e.status < 400 || e.status >= 500)
+				continue;
+			if (!e.code) {
+				ck_assert_msg(e.status == 416 && c == RS_RANGE, "code %d about %d: %u without a code", c, w,
+				              e.status);
+				continue;
+			}
+			bool known = false;
+			for (int i = 0; spec[i]; i++)
+				known = known || strcmp(e.code, spec[i]) == 0;
+			ck_assert_msg(known, "code %d about %d: %s is not a spec error code", c, w, e.code);
+		}
+	}
+}
+END_TEST
+
 /* The answers about no resource: unknown paths and methods, tags, the auth
  * gate and token endpoint, forwarding a pushed image; and a push policy's
  * refusal on either side. */
@@ -108,13 +137,12 @@ START_TEST(maps_endpoint_auth_and_forward_errors)
 		unsigned status;
 		const char *name;
 	} cases[] = {
-	        {RS_NOT_FOUND, REPLY_ENDPOINT, 404, "NOT_FOUND"},
+	        {RS_NOT_FOUND, REPLY_ENDPOINT, 404, "UNSUPPORTED"},
 	        {RS_TOO_LARGE, REPLY_ENDPOINT, 414, "NAME_INVALID"},
 	        {RS_UNSUPPORTED, REPLY_ENDPOINT, 405, "UNSUPPORTED"},
 	        {RS_BAD_INPUT, REPLY_ENDPOINT, 400, "NAME_INVALID"},
-	        {RS_BAD_INPUT, REPLY_TAG, 400, "TAG_INVALID"},
 	        {RS_BAD_INPUT, REPLY_FRAMING, 400, "UNSUPPORTED"},
-	        {RS_NOT_FOUND, REPLY_AUTH, 404, "NOT_FOUND"},
+	        {RS_NOT_FOUND, REPLY_AUTH, 404, "UNSUPPORTED"},
 	        {RS_UNSUPPORTED, REPLY_AUTH, 405, "UNSUPPORTED"},
 	        {RS_UNAUTHORIZED, REPLY_AUTH, 401, "UNAUTHORIZED"},
 	        {RS_DENIED, REPLY_AUTH, 403, "DENIED"},
@@ -127,7 +155,6 @@ START_TEST(maps_endpoint_auth_and_forward_errors)
 	        {RS_IO, REPLY_FORWARD, 500, "UNAVAILABLE"},
 	        {RS_POLICY, REPLY_MANIFEST, 403, "DENIED"},
 	        {RS_POLICY, REPLY_MANIFEST_PUT, 403, "DENIED"},
-	        {RS_RANGE, REPLY_BLOB, 416, "RANGE_INVALID"},
 	        {RS_THROTTLED, REPLY_OTHER, 429, "TOOMANYREQUESTS"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -138,12 +165,30 @@ START_TEST(maps_endpoint_auth_and_forward_errors)
 }
 END_TEST
 
+/* The spec's table and nothing else (an upstream's 404 body is passed on
+ * only when all its codes are in it). */
+START_TEST(knows_the_spec_codes)
+{
+	ck_assert(reply_code_is_spec("MANIFEST_UNKNOWN"));
+	ck_assert(reply_code_is_spec("TOOMANYREQUESTS"));
+	ck_assert(reply_code_is_spec("BLOB_UNKNOWN"));
+	ck_assert(!reply_code_is_spec("NOT_FOUND"));
+	ck_assert(!reply_code_is_spec("TAG_INVALID"));
+	ck_assert(!reply_code_is_spec("UNKNOWN"));
+	ck_assert(!reply_code_is_spec("manifest_unknown"));
+	ck_assert(!reply_code_is_spec(""));
+	ck_assert(!reply_code_is_spec(NULL));
+}
+END_TEST
+
 static Suite *reply_suite(void)
 {
 	Suite *s = suite_create("reply");
 	TCase *tc = tcase_create("reply");
 	tcase_add_test(tc, maps_codes_to_registry_errors);
 	tcase_add_test(tc, write_errors_use_spec_codes);
+	tcase_add_test(tc, every_4xx_uses_spec_codes);
+	tcase_add_test(tc, knows_the_spec_codes);
 	tcase_add_test(tc, maps_endpoint_auth_and_forward_errors);
 	suite_add_tcase(s, tc);
 	return s;

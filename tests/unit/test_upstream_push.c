@@ -43,7 +43,7 @@ struct object {
 };
 
 static struct image {
-	struct object config, layer, manifest, config2, manifest2, index;
+	struct object config, layer, manifest, config2, manifest2, index, nested; /* nested: an index of index */
 	int opens; /* open_blob calls */
 } I;
 
@@ -95,11 +95,16 @@ static void image_make(unsigned seed)
 	                         "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\"}}]}\n";
 	m = str_new(xf, I.manifest.digest, I.manifest.len, I.manifest2.digest, I.manifest2.len);
 	object_set(&I.index, m, strlen(m), MT_INDEX);
+	m = malloc(400);
+	ck_assert_ptr_nonnull(m);
+	snprintf(m, 400, "{\"schemaVersion\":2,\"mediaType\":\"" MT_INDEX "\",\"manifests\":[{\"mediaType\":\"" MT_INDEX
+	         "\",\"digest\":\"%s\",\"size\":%zu}]}", I.index.digest, I.index.len);
+	object_set(&I.nested, m, strlen(m), MT_INDEX);
 }
 
 static void image_free(void)
 {
-	struct object *all[] = {&I.config, &I.layer, &I.manifest, &I.config2, &I.manifest2, &I.index};
+	struct object *all[] = {&I.config, &I.layer, &I.manifest, &I.config2, &I.manifest2, &I.index, &I.nested};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		free(all[i]->bytes);
 	memset(&I, 0, sizeof(I));
@@ -107,7 +112,7 @@ static void image_free(void)
 
 static struct object *image_find(const char *digest)
 {
-	struct object *all[] = {&I.config, &I.layer, &I.manifest, &I.config2, &I.manifest2, &I.index};
+	struct object *all[] = {&I.config, &I.layer, &I.manifest, &I.config2, &I.manifest2, &I.index, &I.nested};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (all[i]->bytes && strcmp(all[i]->digest, digest) == 0)
 			return all[i];
@@ -695,6 +700,23 @@ START_TEST(refuses_a_manifest_stored_under_another_digest)
 }
 END_TEST
 
+/* An index inside an index is refused (upstream registries differ on it)
+ * before anything is sent. */
+START_TEST(refuses_a_nested_index_before_any_request)
+{
+	struct rs_err err = {0};
+	struct rs_upstream_config cfg = fake_cfg(PEER_OK);
+	struct upstream_push *u = push_new(&cfg);
+	ck_assert_int_eq(upstream_push_image(u, "r", "v1", I.nested.digest, &SRC, &err), RS_BAD_INPUT);
+	char want[200];
+	snprintf(want, sizeof(want), "nested index %s is not supported for upstream pushes", I.index.digest);
+	ck_assert_str_eq(err.msg, want);
+	ck_assert_int_eq(F.requests, 0);
+	expect_counts(u, 0, 0, 0);
+	upstream_push_free(u);
+}
+END_TEST
+
 START_TEST(times_out_on_a_peer_that_never_answers)
 {
 	struct rs_err err = {0};
@@ -717,6 +739,7 @@ Suite *upstream_push_suite(void)
 	tcase_add_test(tc, reports_a_202_without_location);
 	tcase_add_test(tc, keeps_credentials_off_an_upload_location_on_another_origin);
 	tcase_add_test(tc, refuses_a_manifest_stored_under_another_digest);
+	tcase_add_test(tc, refuses_a_nested_index_before_any_request);
 	tcase_add_test(tc, times_out_on_a_peer_that_never_answers);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
