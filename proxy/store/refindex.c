@@ -3,11 +3,13 @@
  * list documents (refindex.h). It talks to config/fsutil.h for the files and
  * config/imagejson.h for the documents; push.c calls refindex_add for every
  * pushed manifest with a subject, api/referrers.c reads the index and builds
- * its answer here. No HTTP, no upstream. */
+ * its answer here. Documents are read through the one walk (imagewalk.h), root
+ * only. No HTTP, no upstream. */
 #include "refindex.h"
 
 #include "fsutil.h"
 #include "image.h"
+#include "imagewalk.h"
 #include "refname.h"
 #include "rs_limits.h"
 
@@ -147,33 +149,75 @@ enum rs_code refindex_list(char (**out)[DIGEST_STR_SIZE], size_t *out_n, const c
 	return RS_OK;
 }
 
+/* What to do with a document's root, parsed: m for an image manifest, x for
+ * an index (the other is NULL); len is the document's length. */
+typedef enum rs_code (*root_fn)(void *ctx, const struct imagejson_manifest *m, const struct imagejson_index *x,
+                                size_t len, struct rs_err *err);
+
+struct root_walk {
+	root_fn fn;
+	void *ctx;
+};
+
+static enum rs_code root_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                               enum imagewalk_step *step, struct rs_err *err)
+{
+	if (ev != IMAGEWALK_ENTER || n->depth != 0)
+		return RS_OK;
+	*step = IMAGEWALK_SKIP; /* the root's own fields only: its descriptors are not visited */
+	const struct root_walk *rw = ctx;
+	return rw->fn(rw->ctx, n->manifest, n->index, n->len, err);
+}
+
+/* Parse body (named what in messages) through the one walk (imagewalk.h)
+ * and hand its root to fn. */
+static enum rs_code with_root(const char *body, size_t len, const char *what, root_fn fn, void *ctx,
+                              struct rs_err *err)
+{
+	struct root_walk rw = {fn, ctx};
+	struct imagewalk w = {.visit = root_visit, .ctx = &rw, .manifest_what = what, .index_what = what};
+	return imagewalk_bytes(&w, NULL, body, len, NULL, err);
+}
+
+static enum rs_code subject_root(void *ctx, const struct imagejson_manifest *m, const struct imagejson_index *x,
+                                 size_t len, struct rs_err *err)
+{
+	(void)len;
+	char *out = ctx;
+	const struct imagejson_descriptor *sub = m ? m->subject : x->subject;
+	if (!sub)
+		return RS_OK;
+	if (!sub->digest || !digest_valid(sub->digest))
+		return rs_err_set(err, RS_BAD_INPUT, "subject.digest '%.80s' is not a sha256 digest",
+		                  sub->digest ? sub->digest : "(missing)");
+	snprintf(out, DIGEST_STR_SIZE, "%s", sub->digest);
+	return RS_OK;
+}
+
 enum rs_code refindex_subject_of(char out[DIGEST_STR_SIZE], const char *body, size_t len, struct rs_err *err)
 {
 	out[0] = '\0';
-	enum imagejson_kind kind;
-	enum rs_code rc = imagejson_sniff(&kind, body, len, "manifest", err);
-	if (rc)
-		return rc;
-	struct imagejson_manifest m = {0};
-	struct imagejson_index x = {0};
-	const struct imagejson_descriptor *sub = NULL;
-	if (kind == IMAGEJSON_MANIFEST) {
-		rc = imagejson_parse_manifest(&m, body, len, "manifest", err);
-		sub = m.subject;
-	} else {
-		rc = imagejson_parse_index(&x, body, len, "index", err);
-		sub = x.subject;
-	}
-	if (rc == RS_OK && sub) {
-		if (!sub->digest || !digest_valid(sub->digest))
-			rc = rs_err_set(err, RS_BAD_INPUT, "subject.digest '%.80s' is not a sha256 digest",
-			                sub->digest ? sub->digest : "(missing)");
-		else
-			snprintf(out, DIGEST_STR_SIZE, "%s", sub->digest);
-	}
-	imagejson_manifest_dispose(&m);
-	imagejson_index_dispose(&x);
-	return rc;
+	return with_root(body, len, "manifest", subject_root, out, err);
+}
+
+struct entries {
+	char (*v)[DIGEST_STR_SIZE];
+	size_t n, max;
+};
+
+static enum rs_code entries_root(void *ctx, const struct imagejson_manifest *m, const struct imagejson_index *x,
+                                 size_t len, struct rs_err *err)
+{
+	(void)len;
+	struct entries *e = ctx;
+	if (m)
+		return rs_err_set(err, RS_BAD_INPUT, "referrers tag: an image manifest, not an image index");
+	if (x->manifest_count && !(e->v = calloc(x->manifest_count, sizeof(*e->v))))
+		return rs_err_set(err, RS_NOMEM, "out of memory reading a referrers tag");
+	for (size_t i = 0; i < x->manifest_count && e->n < e->max; i++)
+		if (x->manifests[i].digest && digest_valid(x->manifests[i].digest))
+			snprintf(e->v[e->n++], DIGEST_STR_SIZE, "%s", x->manifests[i].digest);
+	return RS_OK;
 }
 
 enum rs_code refindex_entries(char (**out)[DIGEST_STR_SIZE], size_t *out_n, const char *body, size_t len,
@@ -181,23 +225,13 @@ enum rs_code refindex_entries(char (**out)[DIGEST_STR_SIZE], size_t *out_n, cons
 {
 	*out = NULL;
 	*out_n = 0;
-	struct imagejson_index x = {0};
-	enum rs_code rc = imagejson_parse_index(&x, body, len, "referrers tag", err);
-	if (rc)
-		return rc;
-	char(*v)[DIGEST_STR_SIZE] = x.manifest_count ? calloc(x.manifest_count, sizeof(*v)) : NULL;
-	if (x.manifest_count && !v)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory reading a referrers tag");
-	size_t n = 0;
-	for (size_t i = 0; rc == RS_OK && i < x.manifest_count && n < max; i++)
-		if (x.manifests[i].digest && digest_valid(x.manifests[i].digest))
-			snprintf(v[n++], DIGEST_STR_SIZE, "%s", x.manifests[i].digest);
-	imagejson_index_dispose(&x);
-	if (rc == RS_OK && n) {
-		*out = v;
-		*out_n = n;
+	struct entries e = {.max = max};
+	enum rs_code rc = with_root(body, len, "referrers tag", entries_root, &e, err);
+	if (rc == RS_OK && e.n) {
+		*out = e.v;
+		*out_n = e.n;
 	} else {
-		free(v);
+		free(e.v);
 	}
 	return rc;
 }
@@ -254,51 +288,56 @@ static enum rs_code describe(struct imagejson_descriptor *d, const char *digest,
 	return ok ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory building a referrers list");
 }
 
+struct described {
+	struct refindex_list *l;
+	const char *digest, *media_type;
+};
+
+static enum rs_code describe_root(void *ctx, const struct imagejson_manifest *m, const struct imagejson_index *x,
+                                  size_t len, struct rs_err *err)
+{
+	const struct described *dd = ctx;
+	struct imagejson_descriptor *d;
+	enum rs_code rc = grow(dd->l, &d, err);
+	if (rc)
+		return rc;
+	if (m)
+		return describe(d, dd->digest, dd->media_type, len, m->artifact_type ? m->artifact_type : m->config.media_type,
+		                m->annotations, m->annotation_count, err);
+	return describe(d, dd->digest, dd->media_type, len, x->artifact_type, x->annotations, x->annotation_count, err);
+}
+
 enum rs_code refindex_list_add_manifest(struct refindex_list *l, const char *digest, const char *media_type,
                                         const char *body, size_t len, struct rs_err *err)
 {
 	if (listed(l, digest))
 		return RS_OK;
-	enum imagejson_kind kind;
-	enum rs_code rc = imagejson_sniff(&kind, body, len, digest, err);
-	if (rc)
-		return rc;
-	struct imagejson_descriptor *d;
-	if (kind == IMAGEJSON_MANIFEST) {
-		struct imagejson_manifest m = {0};
-		if ((rc = imagejson_parse_manifest(&m, body, len, digest, err)))
-			return rc;
-		const char *at = m.artifact_type ? m.artifact_type : m.config.media_type;
-		if ((rc = grow(l, &d, err)) == RS_OK)
-			rc = describe(d, digest, media_type, len, at, m.annotations, m.annotation_count, err);
-		imagejson_manifest_dispose(&m);
-	} else {
-		struct imagejson_index x = {0};
-		if ((rc = imagejson_parse_index(&x, body, len, digest, err)))
-			return rc;
-		if ((rc = grow(l, &d, err)) == RS_OK)
-			rc = describe(d, digest, media_type, len, x.artifact_type, x.annotations, x.annotation_count, err);
-		imagejson_index_dispose(&x);
-	}
-	return rc;
+	struct described dd = {l, digest, media_type};
+	return with_root(body, len, digest, describe_root, &dd, err);
 }
 
-enum rs_code refindex_list_add_index(struct refindex_list *l, const char *body, size_t len, struct rs_err *err)
+static enum rs_code merge_root(void *ctx, const struct imagejson_manifest *m, const struct imagejson_index *x,
+                               size_t len, struct rs_err *err)
 {
-	struct imagejson_index x = {0};
-	enum rs_code rc = imagejson_parse_index(&x, body, len, "referrers index", err);
-	if (rc)
-		return rc;
-	for (size_t i = 0; rc == RS_OK && i < x.manifest_count; i++) {
-		const struct imagejson_descriptor *e = &x.manifests[i];
+	(void)len;
+	struct refindex_list *l = ctx;
+	if (m)
+		return rs_err_set(err, RS_BAD_INPUT, "referrers index: an image manifest, not an image index");
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < x->manifest_count; i++) {
+		const struct imagejson_descriptor *e = &x->manifests[i];
 		if (!e->digest || !digest_valid(e->digest) || listed(l, e->digest))
 			continue;
 		struct imagejson_descriptor *d;
 		if ((rc = grow(l, &d, err)) == RS_OK && (rc = imagejson_descriptor_copy(d, e, err)) != RS_OK)
 			l->n--; /* the copy left d zeroed */
 	}
-	imagejson_index_dispose(&x);
 	return rc;
+}
+
+enum rs_code refindex_list_add_index(struct refindex_list *l, const char *body, size_t len, struct rs_err *err)
+{
+	return with_root(body, len, "referrers index", merge_root, l, err);
 }
 
 enum rs_code refindex_list_write(char **out, size_t *out_len, const struct refindex_list *l,

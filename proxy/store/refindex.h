@@ -14,7 +14,7 @@
  * artifactType, or an image manifest's config.mediaType, and annotations) and
  * the entries of an upstream's referrers index (its referrers API answer or
  * its referrers tag), and writes the OCI image index the API answers with.
- * Parsing goes through config/imagejson.h. It knows nothing of HTTP or the
+ * Documents are read through config/imagewalk.h (the root only). It knows nothing of HTTP or the
  * upstream; push.c indexes pushed manifests, api/referrers.c answers. */
 #ifndef RS_PROXY_REFINDEX_H
 #define RS_PROXY_REFINDEX_H
