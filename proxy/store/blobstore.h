@@ -171,7 +171,9 @@ uint64_t blobstore_size(const struct blobstore *bs);
  * The store never calls this itself: call it after commits (or on a timer).
  * Open file descriptors held by in-flight requests keep working (unlink
  * leaves the inode until the last close), and temp files are never touched.
- * *out_freed may be NULL. */
+ * The pass works in small batches and releases the store lock between them,
+ * so lookups and commits are not held up for a whole pass. *out_freed may be
+ * NULL. */
 RS_MUST_CHECK enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err);
 
 #endif
