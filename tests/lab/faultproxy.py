@@ -2,7 +2,7 @@
 """Fault-injecting reverse proxy for regslim's integration tests. Stdlib only, loopback only.
 
   faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --digest sha256:HEX
-                [--mode truncate|corrupt] [--while-exists FILE] [--log FILE]
+                [--mode truncate|corrupt|stall] [--stall-s S] [--while-exists FILE] [--log FILE]
 
 Forwards every request to the upstream registry unchanged (repeated headers such as several
 Accept lines kept, bodies streamed) and relays the answer, except for GET requests of the blob
@@ -10,15 +10,20 @@ Accept lines kept, bodies streamed) and relays the answer, except for GET reques
   truncate  send the upstream's status and headers (the right Content-Length) and only the first
             half of the body, then close the connection
   corrupt   send the whole body with one byte in its middle flipped (same length)
+  stall     send the first half of the body, then nothing while the connection stays open, for
+            --stall-s seconds (default 60) or until the client closes it; the log line says after
+            how many seconds of stall the client gave up ("client closed after 5.1 s")
 With --while-exists FILE the fault applies only while FILE exists (delete it to heal).
 One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
 """
 import argparse
 import http.client
 import os
+import select
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -85,7 +90,8 @@ def make(a):
             note = ""
             if self.command != "HEAD":
                 total = int(clen) if clen is not None else None
-                limit = total // 2 if (fault and a.mode == "truncate" and total is not None) else None
+                cut = fault and a.mode in ("truncate", "stall") and total is not None
+                limit = total // 2 if cut else None
                 flip = total // 2 if (fault and a.mode == "corrupt" and total is not None) else None
                 try:
                     while True:
@@ -105,6 +111,8 @@ def make(a):
                     self.wfile.flush()
                 except OSError as e:
                     note = " client error %s" % e
+                if fault and a.mode == "stall":
+                    note += self.stall()
                 if fault:
                     note += " FAULT %s %s sent %d of %s" % (a.mode, a.digest, sent, clen)
                     self.close_connection = True
@@ -116,6 +124,21 @@ def make(a):
             conn.close()
             log("%s %s %d %d%s" % (self.command, self.path, r.status, sent, note))
 
+        def stall(self):
+            """Hold the connection, sending nothing, until the client closes it or --stall-s."""
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < a.stall_s:
+                r, _, _ = select.select([self.connection], [], [], 0.05)
+                if r:
+                    try:
+                        gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        gone = True
+                    if gone:
+                        return " client closed after %.1f s" % (time.monotonic() - t0)
+                    time.sleep(0.05)  # a byte from the client (none expected): keep waiting
+            return " held %.1f s" % (time.monotonic() - t0)
+
         do_GET = do_HEAD = proxy
 
     return Handler
@@ -126,7 +149,8 @@ def main():
     ap.add_argument("--listen", required=True)
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--digest", required=True)
-    ap.add_argument("--mode", choices=["truncate", "corrupt"], default="truncate")
+    ap.add_argument("--mode", choices=["truncate", "corrupt", "stall"], default="truncate")
+    ap.add_argument("--stall-s", dest="stall_s", type=float, default=60.0)
     ap.add_argument("--while-exists", dest="while_exists")
     ap.add_argument("--log", default="/dev/stderr")
     a = ap.parse_args()
