@@ -104,6 +104,7 @@ struct blob_stream {
 	struct request *rq;
 	uint64_t start, end; /* end UINT64_MAX when unknown */
 	unsigned stall_s;
+	bool hold_last; /* a range ending before the blob: its last byte waits for the blob's verification */
 	bool failed;
 };
 
@@ -116,9 +117,19 @@ static ssize_t blob_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if (max > s->end - at)
 		max = (size_t)(s->end - at);
 	struct rs_err err = {0};
-	ssize_t n = inflight_read(s->f, at, buf, max, s->stall_s, &err);
+	ssize_t n = -1;
+	bool verified = true;
+	if (s->hold_last && at + max == s->end && max > 1)
+		max--; /* everything but the range's last byte now */
+	else if (s->hold_last && at + 1 == s->end)
+		/* The range's bytes are upstream bytes until the whole blob
+		 * verified: a bad blob must not end as a complete 206. */
+		verified = inflight_wait_verified(s->f, s->stall_s, &err) == RS_OK;
+	if (verified)
+		n = inflight_read(s->f, at, buf, max, s->stall_s, &err);
 	if (n > 0) {
 		metrics_add(METRICS_CLIENT_BYTES, (uint64_t)n);
+		s->rq->body_bytes += (uint64_t)n; /* the access log's "bytes": what was sent */
 		return n;
 	}
 	if (n == 0)
@@ -258,6 +269,9 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	s->start = rg.start;
 	s->end = rg.end;
 	s->stall_s = upc->timeout_s;
+	/* Bytes of a range ending before the blob does arrive long before the
+	 * blob is verified; a range reaching the end is held by inflight.c. */
+	s->hold_last = rg.partial && total >= 0 && rg.end < (uint64_t)total;
 	struct reply_blob b = {t->ref, &rg, total >= 0 ? (uint64_t)total : 0, total >= 0};
 	return reply_blob_stream(rq, &b, blob_stream_read, s, blob_stream_free);
 }

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# test_faults2.sh - the smaller gaps of issue 12's fault-injection run, each reproduced on purpose:
+#
+# 1. access log (item 9): a cold blob streamed from the upstream is logged with the bytes really
+#    sent ("bytes" = the blob's size), not 0.
+# 2. ranges of a cold blob (item 3): faultproxy.py flips a byte in the middle of a 4 MiB blob;
+#    `Range: bytes=0-99` of it through regslim must not end as a clean, complete 206 (the range's
+#    last byte waits until the whole blob verified, which it never does). Healed, the same range
+#    is a complete 206 with the right bytes, and the blob is then in the store.
+# 3. stalled upstream (item 7): faultproxy.py sends half of a blob and then nothing; with
+#    timeout_s 3 regslim must give up the upstream transfer within timeout_s + 2 s of stall
+#    (faultproxy measures when regslim closed the connection), and the client is cut.
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+lab_setup
+upstream_start
+start_regslim
+U=$REG_PLAIN
+
+# make_blob SEED BYTES FILE: reproducible random bytes
+make_blob() {
+	"$PY" -c 'import random, sys
+random.seed(int(sys.argv[1]))
+sys.stdout.buffer.write(random.randbytes(int(sys.argv[2])))' "$1" "$2" > "$3"
+}
+
+# push_blob FILE: monolithic upload of FILE into the plain registry's library/tiny; prints the digest
+push_blob() {
+	local f=$1 d loc
+	d=$(sha256_of "$f")
+	loc=$(curl -sS --max-time 30 -o /dev/null -D - -X POST "http://$U/v2/library/tiny/blobs/uploads/" \
+		| tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
+	[ -n "$loc" ] || return 1
+	case $loc in http*) ;; *) loc=http://$U$loc ;; esac
+	case $loc in *\?*) loc="$loc&digest=$d" ;; *) loc="$loc?digest=$d" ;; esac
+	[ "$(curl -sS --max-time 60 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+		--data-binary "@$f" "$loc")" = 201 ] || return 1
+	echo "$d"
+}
+
+# access_line LOG PATH: the last access-log line of PATH (compact JSON), waiting up to 5 s for it
+access_line() {
+	local i line
+	for ((i = 0; i < 50; i++)); do
+		line=$(grep -F '"msg":"request"' "$1" | jq -c --arg p "$2" 'select(.path == $p)' 2> /dev/null | tail -n 1)
+		[ -n "$line" ] && { echo "$line"; return 0; }
+		sleep 0.1
+	done
+	return 1
+}
+
+SIZE=$((4 * 1024 * 1024))
+make_blob 12 $SIZE "$REGSLIM_LAB/blob-a"
+make_blob 13 $SIZE "$REGSLIM_LAB/blob-b"
+make_blob 14 $SIZE "$REGSLIM_LAB/blob-c"
+A=$(push_blob "$REGSLIM_LAB/blob-a")
+B=$(push_blob "$REGSLIM_LAB/blob-b")
+C=$(push_blob "$REGSLIM_LAB/blob-c")
+if [ -z "$A" ] || [ -z "$B" ] || [ -z "$C" ]; then
+	fail setup "could not push the test blobs into $U (got '$A' '$B' '$C')"
+	finish
+fi
+pass "setup: three 4 MiB blobs pushed into the upstream's library/tiny"
+
+# ---------------------------------------------------------------- 1. access log of a cold blob
+rc=0
+rs_curl -o "$REGSLIM_LAB/got-a" "$RS_URL/v2/library/tiny/blobs/$A" || rc=$?
+expect_eq "log: cold GET of a 4 MiB blob is complete and right" "$rc $(sha256_of "$REGSLIM_LAB/got-a")" "0 $A"
+line=$(access_line "$RS_LOG" "/v2/library/tiny/blobs/$A")
+expect_eq "log: the miss's access-log line says cache miss and bytes = the blob's size" \
+	"$(echo "$line" | jq -r '[.cache, .status, .bytes] | join(" ")')" "miss 200 $SIZE"
+rs_curl -o /dev/null -r 0-99 "$RS_URL/v2/library/tiny/blobs/$A"
+expect_eq "log: a ranged hit logs the range's bytes" \
+	"$(access_line "$RS_LOG" "/v2/library/tiny/blobs/$A" | jq -r '[.cache, .status, .bytes] | join(" ")')" "hit 206 100"
+
+# ---------------------------------------------------------------- 2. range of a cold, corrupt blob
+FP_PORT=$((LAB_PORT_BASE + 60))
+RS2_PORT=$((LAB_PORT_BASE + 51))
+RS2_DATA=$REGSLIM_LAB/rs2
+touch "$REGSLIM_LAB/corrupt-on"
+if ! lab_spawn aux-fp-corrupt "$LOGS/fp-corrupt.err" "$PY" "$RS_LAB_DIR/faultproxy.py" --listen "127.0.0.1:$FP_PORT" \
+	--upstream "$U" --digest "$B" --mode corrupt --while-exists "$REGSLIM_LAB/corrupt-on" \
+	--log "$LOGS/fp-corrupt.log" || ! wait_port "$FP_PORT" 10; then
+	fail "range: faultproxy start" "$(tail -n 2 "$LOGS/fp-corrupt.err")"
+	finish
+fi
+if ! regslim_spawn second "$RS2_PORT" "http://127.0.0.1:$FP_PORT" "$RS2_DATA" 2> "$LOGS/rs2-start.err"; then
+	fail "range: second regslim start" "$(head -n 1 "$LOGS/rs2-start.err")"
+	finish
+fi
+RS2=http://127.0.0.1:$RS2_PORT
+rc=0
+code=$(curl -sS --max-time 30 -r 0-99 -o "$REGSLIM_LAB/range-bad" -w '%{http_code}' "$RS2/v2/library/tiny/blobs/$B" \
+	2> "$LOGS/range-bad.err") || rc=$?
+got=$(stat -c %s "$REGSLIM_LAB/range-bad" 2> /dev/null || echo 0)
+if [ "$rc" -eq 0 ] && [ "$code" = 206 ] && [ "$got" = 100 ]; then
+	fail "range: Range 0-99 of a cold blob whose upstream bytes are corrupt does not end as a complete 206" \
+		"curl got a clean 206 with all 100 bytes"
+else
+	pass "range: Range 0-99 of a cold blob whose upstream bytes are corrupt does not end as a complete 206 (status $code, $got of 100 bytes, curl exit $rc)"
+fi
+expect_ge "range: faultproxy really flipped a byte of the blob" "$(grep -c "FAULT corrupt" "$LOGS/fp-corrupt.log")" 1
+expect "range: the corrupt blob is not in the store" "[ -z \"\$(store_find_blob '$B' '$RS2_DATA')\" ]" \
+	"found $(store_find_blob "$B" "$RS2_DATA")"
+rm -f "$REGSLIM_LAB/corrupt-on"
+rc=0
+code=$(curl -sS --max-time 30 -r 0-99 -o "$REGSLIM_LAB/range-good" -w '%{http_code}' "$RS2/v2/library/tiny/blobs/$B" \
+	2> "$LOGS/range-good.err") || rc=$?
+expect_eq "range: healed, Range 0-99 of the cold blob is a complete 206 with the right bytes" \
+	"$rc $code $(sha256_of "$REGSLIM_LAB/range-good")" "0 206 sha256:$(head -c 100 "$REGSLIM_LAB/blob-b" | sha256sum | cut -d' ' -f1)"
+expect "range: healed, the blob is in the store afterwards, verified" "store_has_blob '$B' '$RS2_DATA'" \
+	"not found under $RS2_DATA"
+
+# ---------------------------------------------------------------- 3. stalled upstream
+FP3_PORT=$((LAB_PORT_BASE + 61))
+RS3_PORT=$((LAB_PORT_BASE + 52))
+TIMEOUT_S=3
+cat > "$REGSLIM_LAB/rs3.json" << EOF
+{"upstreams": [{"name": "docker.io", "url": "http://127.0.0.1:$FP3_PORT", "default": true, "timeout_s": $TIMEOUT_S}]}
+EOF
+if ! lab_spawn aux-fp-stall "$LOGS/fp-stall.err" "$PY" "$RS_LAB_DIR/faultproxy.py" --listen "127.0.0.1:$FP3_PORT" \
+	--upstream "$U" --digest "$C" --mode stall --stall-s 40 --log "$LOGS/fp-stall.log" || ! wait_port "$FP3_PORT" 10; then
+	fail "stall: faultproxy start" "$(tail -n 2 "$LOGS/fp-stall.err")"
+	finish
+fi
+if ! regslim_spawn third "$RS3_PORT" "" "$REGSLIM_LAB/rs3" --config "$REGSLIM_LAB/rs3.json" 2> "$LOGS/rs3-start.err"; then
+	fail "stall: third regslim start" "$(head -n 1 "$LOGS/rs3-start.err")"
+	finish
+fi
+rc=0
+t0=$(date +%s%N)
+curl -sS --max-time 60 -o "$REGSLIM_LAB/stalled" "http://127.0.0.1:$RS3_PORT/v2/library/tiny/blobs/$C" \
+	2> "$LOGS/stall-curl.err" || rc=$?
+client_ms=$((($(date +%s%N) - t0) / 1000000))
+expect "stall: the client's GET of the stalled blob ends with an error (curl exit $rc after $client_ms ms)" \
+	"[ $rc -ne 0 ]" "curl completed normally"
+for ((i = 0; i < 100; i++)); do
+	grep -q "FAULT stall" "$LOGS/fp-stall.log" 2> /dev/null && break
+	sleep 0.5
+done
+fp_line=$(grep "FAULT stall" "$LOGS/fp-stall.log" | tail -n 1)
+closed=$(echo "$fp_line" | grep -oE 'client closed after [0-9.]+' | awk '{print $4}')
+echo "# faultproxy: $fp_line"
+if [ -n "$closed" ] && awk -v c="$closed" -v t=$TIMEOUT_S 'BEGIN { exit !(c <= t + 2) }'; then
+	pass "stall: regslim gave up the upstream transfer after $closed s of stall (timeout_s $TIMEOUT_S)"
+else
+	fail "stall: regslim gives up the upstream transfer within timeout_s + 2 s of stall" \
+		"faultproxy: ${fp_line:-no FAULT line}"
+fi
+expect "stall: regslim says why (no progress for timeout_s)" \
+	"grep -q 'no progress from .* for $TIMEOUT_S s (timeout_s)' '$LOGS/regslim-third.log'" \
+	"$(grep -i "download of $C" "$LOGS/regslim-third.log" | tail -n 1 | cut -c1-200)"
+expect "stall: the stalled blob is not in the store" "[ -z \"\$(store_find_blob '$C' '$REGSLIM_LAB/rs3')\" ]" \
+	"found $(store_find_blob "$C" "$REGSLIM_LAB/rs3")"
+
+expect_eq "regslim (main) still healthy" "$(http_code "$RS_URL/healthz")" 200
+finish
