@@ -49,6 +49,11 @@ struct registry {
 	struct pull_verdict *verdicts;
 	size_t verdict_next;
 	pthread_mutex_t verdict_mu; /* guards verdicts and verdict_next */
+	/* The data directory's health (issue 12 item 8): checked at start and by
+	 * every registry_maintain; /healthz reports it. */
+	pthread_mutex_t health_mu; /* guards the two below */
+	bool data_dir_read_only;
+	char data_dir_error[256];
 };
 
 struct pull_verdict {

@@ -37,8 +37,11 @@ void registry_shutdown(struct registry *r);
 /* Number of upstream downloads still running. */
 unsigned registry_inflight(struct registry *r);
 
-/* Run store eviction and the sweep of abandoned uploads once (called
- * periodically by the server). */
+/* Check that the data directory can be written (a read-only one makes the
+ * proxy degraded: logged loudly, reported by /healthz and the
+ * regslim_data_dir_writable gauge; registry_new checks it too), then run
+ * store eviction and the sweep of abandoned uploads once unless degraded
+ * (called periodically by the server). */
 void registry_maintain(struct registry *r);
 
 #endif

@@ -1584,3 +1584,17 @@ enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, c
 	return rc;
 }
 
+/* ---- health ----------------------------------------------------------- */
+
+enum rs_code blobstore_check_writable(struct blobstore *bs, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	int fd = -1;
+	enum rs_code rc = temp_create(bs, path, &fd, err);
+	if (rc != RS_OK)
+		return rc;
+	close(fd);
+	if (unlink(path) != 0)
+		return rs_err_set(err, RS_IO, "unlink %s: %s", path, strerror(errno));
+	return RS_OK;
+}

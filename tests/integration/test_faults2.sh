@@ -156,4 +156,48 @@ expect "stall: the stalled blob is not in the store" "[ -z \"\$(store_find_blob 
 	"found $(store_find_blob "$C" "$REGSLIM_LAB/rs3")"
 
 expect_eq "regslim (main) still healthy" "$(http_code "$RS_URL/healthz")" 200
+
+# ---------------------------------------------------------------- 4. read-only data directory
+# The main instance's data dir holds blob A (part 1). regslim runs again on it in a private mount
+# namespace where the directory is a read-only bind mount (root ignores permission bits, so a
+# chmod would prove nothing); the mount ends with the process.
+stop_regslim
+RO_WRAP=$REGSLIM_LAB/ro-regslim.sh
+printf '%s\n' '#!/bin/sh' \
+	'# regslim with its data dir ($RO_DIR) read-only, in a private mount namespace' \
+	'exec unshare -m --propagation private sh -c '"'"'mount --bind "$RO_DIR" "$RO_DIR" && mount -o remount,ro,bind "$RO_DIR" && exec "$@"'"'"' sh "$RO_REAL" "$@"' \
+	> "$RO_WRAP"
+chmod +x "$RO_WRAP"
+if ! timeout 10 unshare -m --propagation private sh -c 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && ! touch "$0/tmp/probe"' \
+	"$RS_DATA" 2> "$LOGS/ro-probe.err"; then
+	skip "read-only: data directory" "cannot make a read-only bind mount here: $(head -n 1 "$LOGS/ro-probe.err")"
+else
+	RO_PORT=$((LAB_PORT_BASE + 53))
+	if ! RO_DIR=$RS_DATA RO_REAL=$REGSLIM_BIN REGSLIM_BIN=$RO_WRAP regslim_spawn ro "$RO_PORT" "http://$U" "$RS_DATA" \
+		2> "$LOGS/ro-start.err"; then
+		fail "read-only: regslim starts on a read-only, populated data directory" "$(head -n 3 "$LOGS/ro-start.err" | tr '\n' ' ')"
+	else
+		RO=http://127.0.0.1:$RO_PORT
+		pass "read-only: regslim starts on a read-only, populated data directory"
+		expect "read-only: the start logs a loud DEGRADED error naming the cause" \
+			"grep -q '\"level\":\"error\".*DEGRADED: the data directory .* is not writable (.*Read-only file system' '$LOGS/regslim-ro.log'" \
+			"$(grep -i degraded "$LOGS/regslim-ro.log" | head -n 1 | cut -c1-200)"
+		hz=$(curl -sS --max-time 10 -w '\n%{http_code}' "$RO/healthz")
+		expect_eq "read-only: /healthz answers 200 with status degraded, data_dir read-only" \
+			"$(echo "$hz" | tail -n 1) $(echo "$hz" | head -n 1 | jq -r '.status + " " + .data_dir')" "200 degraded read-only"
+		expect_eq "read-only: regslim_data_dir_writable is 0" "$(metric regslim_data_dir_writable "" "$RO/metrics")" 0
+		rc=0
+		rs_curl -o "$REGSLIM_LAB/ro-a" "$RO/v2/library/tiny/blobs/$A" || rc=$?
+		expect_eq "read-only: a cached blob is served, complete and right" "$rc $(sha256_of "$REGSLIM_LAB/ro-a")" "0 $A"
+		code=$(http_code "$RO/v2/library/tiny/blobs/$C")
+		expect "read-only: a cache miss fails with a 5xx (nothing can be cached), got $code" "[ '${code:0:1}' = 5 ]" \
+			"status $code"
+		expect_eq "read-only: still up and degraded after the miss" "$(rs_curl "$RO/healthz" | jq -r .status)" degraded
+		lab_stop regslim-ro 15 || fail "read-only: graceful stop" "exit status $?"
+	fi
+fi
+start_regslim
+expect_eq "read-only: writable again, the same data directory is healthy (status ok)" \
+	"$(rs_curl "$RS_URL/healthz" | jq -r .status)" ok
+expect_eq "read-only: writable again, regslim_data_dir_writable is 1" "$(metric regslim_data_dir_writable)" 1
 finish
