@@ -28,6 +28,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,6 +55,7 @@ struct registry {
 	pthread_mutex_t health_mu; /* guards the two below */
 	bool data_dir_read_only;
 	char data_dir_error[256];
+	_Atomic bool stopping; /* registry_shutdown: optimizations' blob waits end */
 };
 
 struct pull_verdict {

@@ -14,6 +14,7 @@
 #include "push.h"
 #include "push_http.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -298,24 +299,31 @@ enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, co
 	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, download_free, &f, err);
 	if (rc)
 		return rc;
-	int64_t total = -1;
-	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, err);
-	/* Read from the announced end (or the start when the size is unknown):
-	 * the last bytes become readable only once the blob is verified. */
-	uint64_t pos = total >= 0 ? (uint64_t)total : 0;
-	char buf[16 * 1024];
-	for (unsigned stalls = 0; rc == RS_OK;) {
-		rs_err_clear(err);
-		ssize_t n = inflight_read(f, pos, buf, sizeof(buf), upc->timeout_s, err);
-		if (n == 0)
+	/* Wait for the verified end in steps of a second, so that a shutdown
+	 * (registry_shutdown) ends the wait at once (issue 12 item 6): the
+	 * optimization then fails and leaves nothing. The download itself goes
+	 * on for the clients that share it. It fails after 3 * timeout_s
+	 * without a byte (the download's own stall rule normally ends it at
+	 * timeout_s). */
+	uint64_t seen = 0;
+	for (unsigned still_s = 0; rc == RS_OK;) {
+		if (atomic_load(&r->stopping)) {
+			rc = rs_err_set(err, RS_TIMEOUT, "shutting down: stopped waiting for %s", digest);
 			break;
-		if (n > 0) {
-			pos += (uint64_t)n;
-			continue;
 		}
-		if (err->code == RS_TIMEOUT && ++stalls < 3)
-			continue;
-		rc = err->code ? err->code : RS_UPSTREAM;
+		bool ended = false;
+		uint64_t written = 0;
+		rs_err_clear(err);
+		rc = inflight_wait_end(f, 1000, &ended, &written, err);
+		if (rc != RS_OK || ended)
+			break;
+		if (written != seen) {
+			seen = written;
+			still_s = 0;
+		} else if (++still_s >= 3 * upc->timeout_s) {
+			rc = rs_err_set(err, RS_TIMEOUT, "download of %s stalled: no data for %u s at byte %llu", digest,
+			                still_s, (unsigned long long)written);
+		}
 	}
 	inflight_release(f);
 	if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, digest))

@@ -137,7 +137,13 @@ out:
 
 void registry_shutdown(struct registry *r)
 {
+	atomic_store(&r->stopping, true);
 	optpull_stop(r->opt);
+}
+
+bool registry_quiesce(struct registry *r, unsigned max_ms)
+{
+	return optpull_wait_idle(r->opt, max_ms);
 }
 
 void registry_free(struct registry *r)

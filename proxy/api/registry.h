@@ -10,6 +10,7 @@
 #include "http.h"
 
 #include <microhttpd.h>
+#include <stdbool.h>
 
 struct registry;
 
@@ -33,6 +34,11 @@ struct http_handler registry_http_handler(struct registry *r);
 /* Shutdown has begun: stop running optimizations now, so that requests
  * waiting for them are answered (with the original) within the grace. */
 void registry_shutdown(struct registry *r);
+
+/* After registry_shutdown (and once the server stopped): wait at most
+ * max_ms for the optimizations to end (they were cancelled). false when
+ * some still run: the caller exits without freeing r. */
+bool registry_quiesce(struct registry *r, unsigned max_ms);
 
 /* Number of upstream downloads still running. */
 unsigned registry_inflight(struct registry *r);

@@ -492,6 +492,32 @@ enum rs_code inflight_wait_verified(struct inflight_fetch *f, unsigned stall_s, 
 	return rc;
 }
 
+enum rs_code inflight_wait_end(struct inflight_fetch *f, unsigned max_ms, bool *out_ended, uint64_t *out_written,
+                               struct rs_err *err)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += (time_t)(max_ms / 1000);
+	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	enum rs_code rc = RS_OK;
+	pthread_mutex_lock(&f->mu);
+	while (f->state == FETCH_RUNNING && pthread_cond_timedwait(&f->cv, &f->mu, &deadline) != ETIMEDOUT)
+		;
+	*out_ended = f->state == FETCH_DONE;
+	*out_written = f->written;
+	if (f->state == FETCH_FAILED) {
+		if (err)
+			*err = f->err;
+		rc = f->err.code ? f->err.code : RS_UPSTREAM;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
 void inflight_release(struct inflight_fetch *f)
 {
 	if (!f)

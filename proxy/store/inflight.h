@@ -22,6 +22,7 @@
 #include "blobstore.h"
 #include "errors.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -81,6 +82,14 @@ ssize_t inflight_read(struct inflight_fetch *f, uint64_t pos, void *buf, size_t 
  * no byte arrived for stall_s (the download goes on; a later call may
  * succeed). */
 RS_MUST_CHECK enum rs_code inflight_wait_verified(struct inflight_fetch *f, unsigned stall_s, struct rs_err *err);
+
+/* Reader side: wait at most max_ms for the download to end. RS_OK with
+ * *out_ended true once the blob is verified and committed, RS_OK with
+ * *out_ended false while it still runs (*out_written: bytes so far, for the
+ * caller's own stall rule); the download's failure when it failed. For
+ * waiters that must also watch something else (a shutdown). */
+RS_MUST_CHECK enum rs_code inflight_wait_end(struct inflight_fetch *f, unsigned max_ms, bool *out_ended,
+                                             uint64_t *out_written, struct rs_err *err);
 
 /* Drop a reference taken by inflight_join(). NULL is fine. */
 void inflight_release(struct inflight_fetch *f);

@@ -10,6 +10,11 @@
 # 3. stalled upstream (item 7): faultproxy.py sends half of a blob and then nothing; with
 #    timeout_s 3 regslim must give up the upstream transfer within timeout_s + 2 s of stall
 #    (faultproxy measures when regslim closed the connection), and the client is cut.
+# 4. read-only data directory (item 8): regslim on a populated data dir mounted read-only starts
+#    degraded: a loud error line, /healthz 200 with status "degraded", regslim_data_dir_writable 0;
+#    hits are served, misses fail with a 5xx.
+# 5. shutdown during an optimization (item 6): with shutdown_grace_s 1 regslim exits within the
+#    grace + 2 s, writes no result, and the next start redoes the optimization (details below).
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
@@ -26,11 +31,12 @@ random.seed(int(sys.argv[1]))
 sys.stdout.buffer.write(random.randbytes(int(sys.argv[2])))' "$1" "$2" > "$3"
 }
 
-# push_blob FILE: monolithic upload of FILE into the plain registry's library/tiny; prints the digest
+# push_blob FILE [REPO]: monolithic upload of FILE into the plain registry's REPO (library/tiny);
+# prints the digest
 push_blob() {
-	local f=$1 d loc
+	local f=$1 repo=${2:-library/tiny} d loc
 	d=$(sha256_of "$f")
-	loc=$(curl -sS --max-time 30 -o /dev/null -D - -X POST "http://$U/v2/library/tiny/blobs/uploads/" \
+	loc=$(curl -sS --max-time 30 -o /dev/null -D - -X POST "http://$U/v2/$repo/blobs/uploads/" \
 		| tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')
 	[ -n "$loc" ] || return 1
 	case $loc in http*) ;; *) loc=http://$U$loc ;; esac
@@ -200,4 +206,116 @@ start_regslim
 expect_eq "read-only: writable again, the same data directory is healthy (status ok)" \
 	"$(rs_curl "$RS_URL/healthz" | jq -r .status)" ok
 expect_eq "read-only: writable again, regslim_data_dir_writable is 1" "$(metric regslim_data_dir_writable)" 1
+
+# ---------------------------------------------------------------- 5. shutdown during an optimization
+# library/slow: one gzip layer holding a 1 GiB file of zeros (4.5 MiB of gzip), so that its
+# optimization runs for seconds. regslim optimizes (shutdown_grace_s 1) through faultproxy.py,
+# which can send that layer slowly (512 KiB/s). SIGTERM comes while the optimization runs:
+#   b. while the layer is being fetched, with a client waiting for the optimized manifest
+#      (sync_timeout_s 30): this one held the shutdown until the fetch ended (7 s)
+#   a. in the optimizer (the layer fetched at full speed; sync_timeout_s 0: the pull got the
+#      original)
+# Each time regslim must exit 0 within the grace + 2 s, with no optimization result or report
+# written; then (c) the next start redoes the optimization and the pull gets the optimized image.
+SLOW=$REGSLIM_LAB/slow
+mkdir -p "$SLOW"
+(cd "$SLOW" && truncate -s 1G zeros && tar cf - zeros | gzip -1 > layer.tgz && rm -f zeros)
+DIFF=$(gzip -dc "$SLOW/layer.tgz" | sha256sum | cut -d' ' -f1)
+LAYER_D=$(push_blob "$SLOW/layer.tgz" library/slow)
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' "$DIFF" \
+	> "$SLOW/config.json"
+CONFIG_D=$(push_blob "$SLOW/config.json" library/slow)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":%d,"digest":"%s"},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":%d,"digest":"%s"}]}' \
+	"$(stat -c %s "$SLOW/config.json")" "$CONFIG_D" "$(stat -c %s "$SLOW/layer.tgz")" "$LAYER_D" > "$SLOW/manifest.json"
+SLOW_D=$(sha256_of "$SLOW/manifest.json")
+code=$(curl -sS --max-time 30 -o /dev/null -w '%{http_code}' -X PUT \
+	-H 'Content-Type: application/vnd.docker.distribution.manifest.v2+json' --data-binary "@$SLOW/manifest.json" \
+	"http://$U/v2/library/slow/manifests/latest")
+expect_eq "shutdown: library/slow (1 GiB of zeros in $(stat -c %s "$SLOW/layer.tgz") bytes of gzip) pushed" "$code" 201
+
+FP5_PORT=$((LAB_PORT_BASE + 62))
+OPT_PORT=$((LAB_PORT_BASE + 54))
+OPT_DATA=$REGSLIM_LAB/rs-opt
+if ! lab_spawn aux-fp-slow "$LOGS/fp-slow.err" "$PY" "$RS_LAB_DIR/faultproxy.py" --listen "127.0.0.1:$FP5_PORT" \
+	--upstream "$U" --digest "$LAYER_D" --mode slow --rate 524288 --while-exists "$REGSLIM_LAB/slow-on" \
+	--log "$LOGS/fp-slow.log" || ! wait_port "$FP5_PORT" 10; then
+	fail "shutdown: faultproxy start" "$(tail -n 2 "$LOGS/fp-slow.err")"
+	finish
+fi
+for s in 0 30; do
+	cat > "$REGSLIM_LAB/opt-$s.json" << EOF
+{"shutdown_grace_s": 1, "optimize": {"sync_timeout_s": $s},
+ "upstreams": [{"name": "docker.io", "url": "http://127.0.0.1:$FP5_PORT", "default": true}]}
+EOF
+done
+
+# opt_start SYNC_S: start regslim "opt" with optimize.sync_timeout_s SYNC_S; OPT_LOG_MARK: its log
+# length before (so that later greps see only this run)
+opt_start() {
+	OPT_LOG=$LOGS/regslim-opt.log
+	OPT_LOG_MARK=0
+	[ ! -f "$OPT_LOG" ] || OPT_LOG_MARK=$(wc -l < "$OPT_LOG")
+	RS_OPTIMIZE=1 regslim_spawn opt "$OPT_PORT" "" "$OPT_DATA" --config "$REGSLIM_LAB/opt-$1.json" 2> "$LOGS/opt-start.err"
+}
+# opt_log_has REGEX: this run's log has a line matching REGEX (waits up to 10 s)
+opt_log_has() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		tail -n +"$((OPT_LOG_MARK + 1))" "$OPT_LOG" | grep -Eq -- "$1" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# opt_stop NAME: SIGTERM once the optimization runs; checks the exit time and that nothing was written
+opt_stop() {
+	local name=$1 t0 rc=0 ms results
+	t0=$(date +%s%N)
+	lab_stop regslim-opt 60 || rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "# $name: SIGTERM to exit: $ms ms (shutdown_grace_s 1)"
+	expect "shutdown: $name: regslim exits 0 within the grace + 2 s (exit $rc after $ms ms)" \
+		"[ $rc -eq 0 ] && [ $ms -le 3000 ]" "exit status $rc after $ms ms"
+	results=$(find "$OPT_DATA/optimized" -type f 2> /dev/null | head -n 3 | tr '\n' ' ')
+	expect "shutdown: $name: no optimization result or report was written" "[ -z '$results' ]" "found $results"
+}
+
+# b. cancelled while the layer is fetched, a client waiting
+touch "$REGSLIM_LAB/slow-on"
+if opt_start 30; then
+	manifest_get "127.0.0.1:$OPT_PORT" library/slow latest -A skopeo/1.9.3 > "$LOGS/opt-b.json" 2> "$LOGS/opt-b.err" &
+	client=$!
+	opt_log_has '"optimizing library/slow' || fail "shutdown: b: the optimization starts" "no log line"
+	sleep 1.5 # the layer is coming at 512 KiB/s: about 9 s
+	opt_stop "b (fetching the layer, a client waiting)"
+	wait "$client"
+	expect_eq "shutdown: b: the waiting client got the original" "$(sha256_of "$LOGS/opt-b.json")" "$SLOW_D"
+	expect "shutdown: b: the optimization was cancelled" "opt_log_has 'optimizing library/slow .* failed .*shutting down'" \
+		"$(tail -n +"$((OPT_LOG_MARK + 1))" "$OPT_LOG" | grep -v '"msg":"request"' | tail -n 3 | cut -c1-200 | tr '\n' ' ')"
+else
+	fail "shutdown: b: regslim start" "$(head -n 1 "$LOGS/opt-start.err")"
+fi
+rm -f "$REGSLIM_LAB/slow-on"
+
+# a. cancelled in the optimizer
+if opt_start 0; then
+	manifest_get "127.0.0.1:$OPT_PORT" library/slow latest -A skopeo/1.9.3 > "$LOGS/opt-a.json" || true
+	expect_eq "shutdown: a: the tag pull got the original (sync_timeout_s 0)" "$(sha256_of "$LOGS/opt-a.json")" "$SLOW_D"
+	opt_log_has '"optimizing library/slow' || fail "shutdown: a: the optimization starts" "no log line"
+	sleep 1.5 # the layer (full speed) is fetched, the optimizer runs
+	opt_stop "a (in the optimizer)"
+else
+	fail "shutdown: a: regslim start" "$(head -n 1 "$LOGS/opt-start.err")"
+fi
+
+# c. the next start redoes it
+if opt_start 30; then
+	manifest_get "127.0.0.1:$OPT_PORT" library/slow latest -A skopeo/1.9.3 > "$LOGS/opt-c.json" || true
+	expect "shutdown: c: the next start optimizes library/slow again" "opt_log_has '\"optimizing library/slow'" "no log line"
+	expect_ne "shutdown: c: and the tag pull gets the optimized manifest" "$(sha256_of "$LOGS/opt-c.json")" "$SLOW_D"
+	expect_eq "shutdown: c: one result written" "$(find "$OPT_DATA/optimized" -maxdepth 1 -name '*.json' | wc -l)" 1
+	lab_stop regslim-opt 15 || fail "shutdown: c: graceful stop" "exit status $?"
+else
+	fail "shutdown: c: regslim start" "$(head -n 1 "$LOGS/opt-start.err")"
+fi
+
 finish

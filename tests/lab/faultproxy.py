@@ -2,7 +2,8 @@
 """Fault-injecting reverse proxy for regslim's integration tests. Stdlib only, loopback only.
 
   faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT --digest sha256:HEX
-                [--mode truncate|corrupt|stall] [--stall-s S] [--while-exists FILE] [--log FILE]
+                [--mode truncate|corrupt|stall|slow] [--stall-s S] [--rate BYTES_PER_S]
+                [--while-exists FILE] [--log FILE]
 
 Forwards every request to the upstream registry unchanged (repeated headers such as several
 Accept lines kept, bodies streamed) and relays the answer, except for GET requests of the blob
@@ -13,6 +14,7 @@ Accept lines kept, bodies streamed) and relays the answer, except for GET reques
   stall     send the first half of the body, then nothing while the connection stays open, for
             --stall-s seconds (default 60) or until the client closes it; the log line says after
             how many seconds of stall the client gave up ("client closed after 5.1 s")
+  slow      send the whole body, right, at --rate bytes per second (default 1048576)
 With --while-exists FILE the fault applies only while FILE exists (delete it to heal).
 One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
 """
@@ -106,6 +108,8 @@ def make(a):
                             b = b[:i] + bytes([b[i] ^ 0xFF]) + b[i + 1:]
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b) if chunked else b)
                         sent += len(b)
+                        if fault and a.mode == "slow":
+                            time.sleep(len(b) / a.rate)
                     if chunked:
                         self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
@@ -149,7 +153,8 @@ def main():
     ap.add_argument("--listen", required=True)
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--digest", required=True)
-    ap.add_argument("--mode", choices=["truncate", "corrupt", "stall"], default="truncate")
+    ap.add_argument("--mode", choices=["truncate", "corrupt", "stall", "slow"], default="truncate")
+    ap.add_argument("--rate", type=float, default=1048576.0)
     ap.add_argument("--stall-s", dest="stall_s", type=float, default=60.0)
     ap.add_argument("--while-exists", dest="while_exists")
     ap.add_argument("--log", default="/dev/stderr")

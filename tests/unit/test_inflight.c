@@ -533,7 +533,8 @@ END_TEST
 
 /* A range that ends early (api/blobs.c) waits for the whole blob: stalls
  * time out without cancelling, a bad blob reports its failure, a good one
- * RS_OK, each after the range's bytes were already readable. */
+ * RS_OK, each after the range's bytes were already readable. The bounded
+ * wait (optpull's fetch) says whether the download ended. */
 START_TEST(wait_verified_reports_the_whole_blob)
 {
 	struct blobstore *bs = store_fixture_open(0);
@@ -568,16 +569,27 @@ START_TEST(wait_verified_reports_the_whole_blob)
 		ck_assert_uint_eq(pos, sizeof(got));
 		ck_assert(memcmp(got, body, sizeof(got)) == 0);
 		/* The blob is not verified yet, and nothing arrives for 1 s. */
+		bool ended = true;
+		uint64_t written = 0;
+		ck_assert_int_eq(inflight_wait_end(f, 200, &ended, &written, &err), RS_OK);
+		ck_assert(!ended);
+		ck_assert_uint_eq(written, 5000);
 		ck_assert_int_eq(inflight_wait_verified(f, 1, &err), RS_TIMEOUT);
 		ck_assert_msg(strstr(err.msg, "stalled") != NULL, "%s", err.msg);
 		gate_add(&stall, 1);
 		rs_err_clear(&err);
 		enum rs_code rc = inflight_wait_verified(f, 20, &err);
+		enum rs_code erc = inflight_wait_end(f, 200, &ended, &written, &err);
 		if (bad) {
 			ck_assert_int_eq(rc, RS_DIGEST_MISMATCH);
+			ck_assert_int_eq(erc, RS_DIGEST_MISMATCH);
+			ck_assert(!ended);
 			ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
 		} else {
 			ck_assert_msg(rc == RS_OK, "%s", err.msg);
+			ck_assert_int_eq(erc, RS_OK);
+			ck_assert(ended);
+			ck_assert_uint_eq(written, len);
 			ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
 		}
 		inflight_release(f);
