@@ -12,7 +12,8 @@
  * use also sets the file's mtime so the order survives a restart. One mutex
  * covers the index and the namespace changes that must agree with it (rename
  * into place, unlink on eviction); data writes, reads and fsyncs happen
- * outside it.
+ * outside it. An eviction pass takes it in short batches, so lookups and
+ * commits interleave with a long pass.
  *
  * What it does not do: HTTP, upstreams, deciding when to evict (callers call
  * blobstore_evict()), reading tmp/ (only inflight.c opens a writer's own temp

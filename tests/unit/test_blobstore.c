@@ -843,8 +843,10 @@ START_TEST(eviction_pass_does_not_block_lookups)
 	ck_assert_uint_eq(freed, BATCH_OBJECTS);
 	ck_assert_uint_eq(blobstore_size(bs), 1000);
 	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, hot));
-	/* A lookup waits for one batch (64 objects, <= 2 ms), not for the pass. */
-	ck_assert_msg(h.max_ms < 100, "an open waited %.0f ms during a %.0f ms pass", h.max_ms, pass_ms);
+	/* A lookup waits for one batch (64 objects, about 2 ms), not for the
+	 * pass (before batching it waited for all of it). Relative, because a
+	 * loaded machine can deschedule the evicting thread inside a batch. */
+	ck_assert_msg(h.max_ms < pass_ms / 4, "an open waited %.0f ms during a %.0f ms pass", h.max_ms, pass_ms);
 	ck_assert_msg(during >= 10, "only %u opens completed during a %.0f ms pass", during, pass_ms);
 	blobstore_free(bs);
 }
