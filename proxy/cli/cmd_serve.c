@@ -1,6 +1,7 @@
 /* cmd_serve: `regslim serve`: load the configuration, open the registry
  * (store, upstream clients), start the HTTP server, and wait for SIGTERM or
- * SIGINT; then drain requests for shutdown_grace_s and exit 0. SIGHUP reloads
+ * SIGINT; then drain requests for shutdown_grace_s and exit 0 (abandoning,
+ * after a short margin, downloads and optimizations still running). SIGHUP reloads
  * the TLS certificate files (a bad new file keeps the old certificate).
  * Signals are blocked in every thread and taken with sigtimedwait here, which
  * also drives periodic cache eviction. */
@@ -14,8 +15,8 @@
 #include "upstream.h"
 
 #include <getopt.h>
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
