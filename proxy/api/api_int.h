@@ -28,6 +28,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,12 @@ struct registry {
 	struct pull_verdict *verdicts;
 	size_t verdict_next;
 	pthread_mutex_t verdict_mu; /* guards verdicts and verdict_next */
+	/* The data directory's health (issue 12 item 8): checked at start and by
+	 * every registry_maintain; /healthz reports it. */
+	pthread_mutex_t health_mu; /* guards the two below */
+	bool data_dir_read_only;
+	char data_dir_error[256];
+	_Atomic bool stopping; /* registry_shutdown: optimizations' blob waits end */
 };
 
 struct pull_verdict {

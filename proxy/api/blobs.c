@@ -15,6 +15,7 @@
 #include "push.h"
 #include "push_http.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -105,6 +106,7 @@ struct blob_stream {
 	struct request *rq;
 	uint64_t start, end; /* end UINT64_MAX when unknown */
 	unsigned stall_s;
+	bool hold_last; /* a range ending before the blob: its last byte waits for the blob's verification */
 	bool failed;
 };
 
@@ -117,9 +119,19 @@ static ssize_t blob_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	if (max > s->end - at)
 		max = (size_t)(s->end - at);
 	struct rs_err err = {0};
-	ssize_t n = inflight_read(s->f, at, buf, max, s->stall_s, &err);
+	ssize_t n = -1;
+	bool verified = true;
+	if (s->hold_last && at + max == s->end && max > 1)
+		max--; /* everything but the range's last byte now */
+	else if (s->hold_last && at + 1 == s->end)
+		/* The range's bytes are upstream bytes until the whole blob
+		 * verified: a bad blob must not end as a complete 206. */
+		verified = inflight_wait_verified(s->f, s->stall_s, &err) == RS_OK;
+	if (verified)
+		n = inflight_read(s->f, at, buf, max, s->stall_s, &err);
 	if (n > 0) {
 		metrics_add(METRICS_CLIENT_BYTES, (uint64_t)n);
+		s->rq->body_bytes += (uint64_t)n; /* the access log's "bytes": what was sent */
 		return n;
 	}
 	if (n == 0)
@@ -266,6 +278,9 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	s->start = rg.start;
 	s->end = rg.end;
 	s->stall_s = upc->timeout_s;
+	/* Bytes of a range ending before the blob does arrive long before the
+	 * blob is verified; a range reaching the end is held by inflight.c. */
+	s->hold_last = rg.partial && total >= 0 && rg.end < (uint64_t)total;
 	struct reply_blob b = {t->ref, &rg, total >= 0 ? (uint64_t)total : 0, total >= 0};
 	return reply_blob_stream(rq, &b, blob_stream_read, s, blob_stream_free);
 }
@@ -305,24 +320,31 @@ enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, co
 	enum rs_code rc = inflight_join(r->inflight, digest, -1, download_run, d, download_free, &f, err);
 	if (rc)
 		return rc;
-	int64_t total = -1;
-	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, err);
-	/* Read from the announced end (or the start when the size is unknown):
-	 * the last bytes become readable only once the blob is verified. */
-	uint64_t pos = total >= 0 ? (uint64_t)total : 0;
-	char buf[16 * 1024];
-	for (unsigned stalls = 0; rc == RS_OK;) {
-		rs_err_clear(err);
-		ssize_t n = inflight_read(f, pos, buf, sizeof(buf), upc->timeout_s, err);
-		if (n == 0)
+	/* Wait for the verified end in steps of a second, so that a shutdown
+	 * (registry_shutdown) ends the wait at once (issue 12 item 6): the
+	 * optimization then fails and leaves nothing. The download itself goes
+	 * on for the clients that share it. It fails after 3 * timeout_s
+	 * without a byte (the download's own stall rule normally ends it at
+	 * timeout_s). */
+	uint64_t seen = 0;
+	for (unsigned still_s = 0; rc == RS_OK;) {
+		if (atomic_load(&r->stopping)) {
+			rc = rs_err_set(err, RS_TIMEOUT, "shutting down: stopped waiting for %s", digest);
 			break;
-		if (n > 0) {
-			pos += (uint64_t)n;
-			continue;
 		}
-		if (err->code == RS_TIMEOUT && ++stalls < 3)
-			continue;
-		rc = err->code ? err->code : RS_UPSTREAM;
+		bool ended = false;
+		uint64_t written = 0;
+		rs_err_clear(err);
+		rc = inflight_wait_end(f, 1000, &ended, &written, err);
+		if (rc != RS_OK || ended)
+			break;
+		if (written != seen) {
+			seen = written;
+			still_s = 0;
+		} else if (++still_s >= 3 * upc->timeout_s) {
+			rc = rs_err_set(err, RS_TIMEOUT, "download of %s stalled: no data for %u s at byte %llu", digest,
+			                still_s, (unsigned long long)written);
+		}
 	}
 	inflight_release(f);
 	if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, digest))

@@ -63,15 +63,40 @@ static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, 
 	return rc;
 }
 
+/* Can the store write? A read-only data directory (a read-only mount of a
+ * populated cache, a full disk) is not fatal: the cache is still served, but
+ * nothing new can be cached, so every miss fails. Say so loudly, once per
+ * change, and let /healthz and /metrics report it. */
+static void check_data_dir(struct registry *r)
+{
+	struct rs_err err = {0};
+	bool ro = blobstore_check_writable(r->store, &err) != RS_OK;
+	pthread_mutex_lock(&r->health_mu);
+	bool was = r->data_dir_read_only;
+	r->data_dir_read_only = ro;
+	snprintf(r->data_dir_error, sizeof(r->data_dir_error), "%s", ro ? err.msg : "");
+	pthread_mutex_unlock(&r->health_mu);
+	metrics_set_data_dir_writable(!ro);
+	if (ro && !was)
+		log_event(LOG_ERROR,
+		          "DEGRADED: the data directory %s is not writable (%s): serving what is cached only, nothing new "
+		          "is cached and every cache miss fails; /healthz says \"degraded\"",
+		          r->cfg->data_dir, err.msg);
+	else if (!ro && was)
+		log_event(LOG_WARN, "the data directory %s is writable again: no longer degraded", r->cfg->data_dir);
+}
+
 enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
 {
 	struct registry *r = calloc(1, sizeof(*r));
 	if (!r)
 		return rs_err_set(err, RS_NOMEM, "registry: out of memory");
 	r->cfg = cfg;
+	pthread_mutex_init(&r->health_mu, NULL);
 	enum rs_code rc = blobstore_open(&r->store, cfg->data_dir, cfg->cache_max_bytes, err);
 	if (rc)
 		goto out;
+	check_data_dir(r);
 	rc = inflight_new(&r->inflight, r->store, err);
 	if (rc)
 		goto out;
@@ -117,9 +142,15 @@ out:
 
 void registry_shutdown(struct registry *r)
 {
+	atomic_store(&r->stopping, true);
 	optpull_stop(r->opt);
 	scrub_stop(r->scrub);
 	r->scrub = NULL;
+}
+
+bool registry_quiesce(struct registry *r, unsigned max_ms)
+{
+	return optpull_wait_idle(r->opt, max_ms);
 }
 
 void registry_free(struct registry *r)
@@ -142,6 +173,7 @@ void registry_free(struct registry *r)
 		free(r->verdicts);
 	}
 	pthread_mutex_destroy(&r->verdict_mu);
+	pthread_mutex_destroy(&r->health_mu);
 	free(r);
 }
 
@@ -172,6 +204,12 @@ struct http_handler registry_http_handler(struct registry *r)
 
 void registry_maintain(struct registry *r)
 {
+	check_data_dir(r);
+	pthread_mutex_lock(&r->health_mu);
+	bool ro = r->data_dir_read_only;
+	pthread_mutex_unlock(&r->health_mu);
+	if (ro)
+		return; /* sweeps and eviction would only fail, every minute */
 	push_http_maintain(r->ph);
 	struct rs_err err = {0};
 	uint64_t freed = 0;
@@ -206,6 +244,27 @@ static bool has_dot_segment(const char *url)
 	       (n >= 3 && strcmp(url + n - 3, "/..") == 0);
 }
 
+/* /healthz: 200 either way (a degraded proxy still serves its cache, and an
+ * orchestrator must not restart it for that); the body says which. */
+static enum MHD_Result healthz(struct registry *r, struct request *rq, char *ok_body)
+{
+	pthread_mutex_lock(&r->health_mu);
+	bool ro = r->data_dir_read_only;
+	char why[sizeof(r->data_dir_error) * 2];
+	size_t pos = 0;
+	why[0] = '\0';
+	if (ro)
+		log_json_escape(why, sizeof(why), &pos, r->data_dir_error);
+	pthread_mutex_unlock(&r->health_mu);
+	if (!ro)
+		return reply_buffer(rq, 200, JSON_TYPE, ok_body, strlen(ok_body), REPLY_STATIC, NULL, 0);
+	char body[sizeof(why) + 128];
+	int n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"data_dir\":\"read-only\",\"error\":\"%s\"}\n", why);
+	if (n < 0 || (size_t)n >= sizeof(body))
+		n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"data_dir\":\"read-only\"}\n");
+	return reply_buffer(rq, 200, JSON_TYPE, body, (size_t)n, REPLY_COPY, NULL, 0);
+}
+
 enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 {
 	static char healthz_body[] = "{\"status\":\"ok\"}\n";
@@ -218,7 +277,7 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		rq->route = "healthz";
 		if (!get && !head)
 			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /healthz", NULL, 0);
-		return reply_buffer(rq, 200, JSON_TYPE, healthz_body, strlen(healthz_body), REPLY_STATIC, NULL, 0);
+		return healthz(r, rq, healthz_body);
 	}
 	if (strcmp(url, "/metrics") == 0) {
 		rq->route = "metrics";

@@ -10,6 +10,7 @@
 #include "http.h"
 
 #include <microhttpd.h>
+#include <stdbool.h>
 
 struct registry;
 
@@ -34,11 +35,19 @@ struct http_handler registry_http_handler(struct registry *r);
  * waiting for them are answered (with the original) within the grace. */
 void registry_shutdown(struct registry *r);
 
+/* After registry_shutdown (and once the server stopped): wait at most
+ * max_ms for the optimizations to end (they were cancelled). false when
+ * some still run: the caller exits without freeing r. */
+bool registry_quiesce(struct registry *r, unsigned max_ms);
+
 /* Number of upstream downloads still running. */
 unsigned registry_inflight(struct registry *r);
 
-/* Run store eviction and the sweep of abandoned uploads once (called
- * periodically by the server). */
+/* Check that the data directory can be written (a read-only one makes the
+ * proxy degraded: logged loudly, reported by /healthz and the
+ * regslim_data_dir_writable gauge; registry_new checks it too), then run
+ * store eviction and the sweep of abandoned uploads once unless degraded
+ * (called periodically by the server). */
 void registry_maintain(struct registry *r);
 
 #endif

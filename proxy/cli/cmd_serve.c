@@ -1,6 +1,7 @@
 /* cmd_serve: `regslim serve`: load the configuration, open the registry
  * (store, upstream clients), start the HTTP server, and wait for SIGTERM or
- * SIGINT; then drain requests for shutdown_grace_s and exit 0. SIGHUP reloads
+ * SIGINT; then drain requests for shutdown_grace_s and exit 0 (abandoning,
+ * after a short margin, downloads and optimizations still running). SIGHUP reloads
  * the TLS certificate files (a bad new file keeps the old certificate).
  * Signals are blocked in every thread and taken with sigtimedwait here, which
  * also drives periodic cache eviction. */
@@ -15,11 +16,15 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAINTAIN_INTERVAL_S 60
+/* How long the shutdown waits, after the grace, for cancelled optimizations. */
+#define SHUTDOWN_OPT_MARGIN_MS 1000
 
 static void usage(FILE *f)
 {
@@ -154,13 +159,26 @@ int cmd_serve(int argc, char **argv)
 	}
 	http_stop(srv, cfg.shutdown_grace_s);
 	srv = NULL;
-	if (registry_inflight(reg) > 0) {
+	/* Optimizations were cancelled at the signal; one in a step that does
+	 * not look at the cancel (a long write into the store) gets a short
+	 * margin, then it is abandoned like a download (issue 12 item 6). */
+	bool opt_idle = registry_quiesce(reg, SHUTDOWN_OPT_MARGIN_MS);
+	if (!opt_idle || registry_inflight(reg) > 0) {
 		/* Downloads still running belong to clients that are gone; their
-		 * temp files are removed at the next start. */
-		log_event(LOG_WARN, "shutdown: %u upstream downloads abandoned", registry_inflight(reg));
-	} else {
-		registry_free(reg);
+		 * temp files, like an abandoned optimization's work directory, are
+		 * removed at the next start. Nothing of them is half-committed:
+		 * every store object, report and result is renamed into place
+		 * whole, and an optimization without its result is redone. Their
+		 * threads still run, so exit without library teardown (atexit
+		 * handlers of the TLS and crypto libraries would pull the ground
+		 * from under them); logs are written line by line, nothing is
+		 * buffered. */
+		log_event(LOG_WARN, "shutdown: %u upstream downloads%s abandoned", registry_inflight(reg),
+		          opt_idle ? "" : " and the running optimizations");
+		log_event(LOG_INFO, "stopped");
+		_exit(0);
 	}
+	registry_free(reg);
 	reg = NULL;
 	log_event(LOG_INFO, "stopped");
 	status = 0;

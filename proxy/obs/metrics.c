@@ -156,6 +156,13 @@ void metrics_gate_finding(const char *rule, const char *action)
 	label_add(gate_finding_rows, &gate_finding_count, rule, action, 1);
 }
 
+static _Atomic int data_dir_writable = 1;
+
+void metrics_set_data_dir_writable(int writable)
+{
+	atomic_store(&data_dir_writable, writable ? 1 : 0);
+}
+
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
 {
 	pthread_mutex_lock(&lock);
@@ -298,13 +305,15 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     "# TYPE regslim_upstream_bytes_total counter\nregslim_upstream_bytes_total %llu\n"
 	     "# HELP regslim_client_bytes_total Body bytes sent to clients.\n"
 	     "# TYPE regslim_client_bytes_total counter\nregslim_client_bytes_total %llu\n"
+	     "# HELP regslim_data_dir_writable 1 when the data directory can be written, 0 when degraded.\n"
+	     "# TYPE regslim_data_dir_writable gauge\nregslim_data_dir_writable %d\n"
 	     "# HELP regslim_inflight_downloads Upstream blob downloads running now.\n"
 	     "# TYPE regslim_inflight_downloads gauge\nregslim_inflight_downloads %u\n"
 	     "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
 	     "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %llu\n",
 	     (unsigned long long)metrics_get(METRICS_STALE_SERVED),
 	     (unsigned long long)metrics_get(METRICS_UPSTREAM_BYTES),
-	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), inflight,
+	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), atomic_load(&data_dir_writable), inflight,
 	     (unsigned long long)rss_bytes());
 	emit(&p,
 	     "# HELP regslim_login_failures_total Basic logins with a wrong user or password.\n"

@@ -54,6 +54,10 @@ void metrics_bytes_saved(const char *kind, uint64_t n);
 void metrics_gate_push(const char *result);
 void metrics_gate_finding(const char *rule, const char *action);
 
+/* Gauge regslim_data_dir_writable: 1 (the default) or 0 (the store cannot
+ * write: degraded, serving the cache only). */
+void metrics_set_data_dir_writable(int writable);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 

@@ -262,6 +262,26 @@ void optpull_stop(struct optpull *op)
 	pthread_mutex_unlock(&op->lock);
 }
 
+bool optpull_wait_idle(struct optpull *op, unsigned max_ms)
+{
+	if (!op)
+		return true;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(max_ms / 1000);
+	until.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&op->lock);
+	while (op->threads && pthread_cond_timedwait(&op->cond, &op->lock, &until) != ETIMEDOUT)
+		;
+	bool idle = op->threads == 0;
+	pthread_mutex_unlock(&op->lock);
+	return idle;
+}
+
 void optpull_free(struct optpull *op)
 {
 	if (!op)
@@ -770,11 +790,15 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 	struct timespec until;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += wait_s;
-	while (!j->done) {
+	/* optpull_stop wakes us: at shutdown the caller answers with the
+	 * original at once instead of holding its request past the grace. */
+	while (!j->done && !atomic_load(&op->stopping)) {
 		if (pthread_cond_timedwait(&op->cond, &op->lock, &until) == ETIMEDOUT)
 			break;
 	}
-	if (!j->done) {
+	if (!j->done && atomic_load(&op->stopping)) {
+		rc = rs_err_set(err, RS_TIMEOUT, "optimization of %s cancelled: shutting down", rq->source_digest);
+	} else if (!j->done) {
 		rc = rs_err_set(err, RS_TIMEOUT, "optimization of %s still running after %us (optimize.sync_timeout_s)",
 		                rq->source_digest, wait_s);
 	} else if (j->rc != RS_OK) {

@@ -104,6 +104,9 @@ RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_con
  * nothing of them reaches the store), queued ones do not start; callers
  * waiting in optpull_get get the failure and serve the original. */
 void optpull_stop(struct optpull *op);
+/* After optpull_stop: wait at most max_ms for every worker thread to end.
+ * true when none runs (or op is NULL). */
+bool optpull_wait_idle(struct optpull *op, unsigned max_ms);
 /* optpull_stop, wait for the workers to end, then free. NULL is fine. */
 void optpull_free(struct optpull *op);
 

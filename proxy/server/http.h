@@ -28,7 +28,7 @@ struct request {
 	const char *upstream; /* configured upstream name (borrowed from config) */
 	const char *oci_namespace; /* upstream name when ?ns= chose it (answer header), else NULL */
 	unsigned status;
-	uint64_t body_bytes;  /* bytes the response will carry (for fd and buffer responses) */
+	uint64_t body_bytes;  /* bytes the response will carry (fd and buffer responses), or a streaming reader sent */
 	bool body_counted;    /* body bytes already counted by a streaming reader */
 	char *error;          /* message of a failed request */
 	struct timespec start;

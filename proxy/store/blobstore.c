@@ -12,7 +12,8 @@
  * use also sets the file's mtime so the order survives a restart. One mutex
  * covers the index and the namespace changes that must agree with it (rename
  * into place, unlink on eviction); data writes, reads and fsyncs happen
- * outside it.
+ * outside it. An eviction pass takes it in short batches, so lookups and
+ * commits interleave with a long pass.
  *
  * What it does not do: HTTP, upstreams, deciding when to evict (callers call
  * blobstore_evict()), reading tmp/ (only inflight.c opens a writer's own temp
@@ -38,6 +39,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* A media type we keep beside a manifest or in a tag map (one line). */
@@ -1138,6 +1140,61 @@ bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *d
 	return e != NULL;
 }
 
+/* One hold of the store lock removes at most this many objects, for at most
+ * this long: a pass over tens of thousands of objects must not keep a cache
+ * hit (blobstore_open_object, a commit) waiting for the whole pass. */
+#define EVICT_BATCH_OBJECTS 64
+#define EVICT_BATCH_NS (2 * 1000000L)
+/* Pause between two holds, so that a thread waiting for the lock gets it
+ * (a mutex is not fair: the evicting thread would otherwise take it back at
+ * once). 64 objects per 50 us of pause costs a 50,000-object pass ~40 ms. */
+#define EVICT_PAUSE_NS 50000L
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Evict the least recently used object, under bs->mu. Returns false when it
+ * is pinned or could not be removed (it goes to the back of the list; *rc
+ * and err keep the first failure). */
+static bool evict_one(struct blobstore *bs, time_t now, uint64_t *freed, enum rs_code *rc, struct rs_err *err)
+{
+	struct entry *e = bs->lru_head;
+	if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
+		index_touch(bs, e);
+		return false;
+	}
+	char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
+	struct rs_err one;
+	enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);
+	if (prc == RS_OK)
+		prc = object_path(sidecar, bs, e->kind, e->hex, ".type", &one);
+	/* Unlinking removes the name only: readers that opened the object
+	 * (blobstore_open_object, inflight fetches) keep their inode until
+	 * they close it. That is how eviction never takes bytes away from a
+	 * request in flight. Temp files are not indexed, so never seen. */
+	if (prc == RS_OK && unlink(path) != 0 && errno != ENOENT)
+		prc = rs_err_set(&one, RS_IO, "evicting %s: unlink %s: %s", kind_name(e->kind), path, strerror(errno));
+	if (prc != RS_OK) {
+		if (*rc == RS_OK) { /* first message wins */
+			*rc = prc;
+			if (err)
+				*err = one;
+		}
+		index_touch(bs, e);
+		return false;
+	}
+	if (e->kind == BLOBSTORE_MANIFEST)
+		(void)unlink(sidecar); /* a stray sidecar is harmless: rewritten on the next put */
+	*freed += e->size;
+	index_remove(bs, e);
+	free(e);
+	return true;
+}
+
 enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err)
 {
 	uint64_t freed = 0;
@@ -1147,44 +1204,28 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 	if (bs->max_bytes == 0)
 		return RS_OK;
 	pthread_mutex_lock(&bs->mu);
-	/* Each object is tried once: one that cannot be removed goes to the
-	 * back of the list, so the loop ends even when unlink keeps failing. */
+	/* Each object is tried at most once: one that cannot be removed goes to
+	 * the back of the list, so the pass ends even when unlink keeps failing.
+	 * Objects used or added between two batches only shorten the pass. */
 	size_t budget = bs->count;
 	time_t now = time(NULL);
-	while (budget-- > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head) {
-		struct entry *e = bs->lru_head;
-		if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
-			index_touch(bs, e);
-			continue;
+	for (;;) {
+		int64_t t0 = mono_ns();
+		unsigned n = 0;
+		while (budget > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head && n < EVICT_BATCH_OBJECTS &&
+		       mono_ns() - t0 < EVICT_BATCH_NS) {
+			budget--;
+			n++;
+			(void)evict_one(bs, now, &freed, &rc, err); /* a failure is kept in rc and err */
 		}
-		char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
-		struct rs_err one;
-		enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);
-		if (prc == RS_OK)
-			prc = object_path(sidecar, bs, e->kind, e->hex, ".type", &one);
-		/* Unlinking removes the name only: readers that opened the object
-		 * (blobstore_open_object, inflight fetches) keep their inode until
-		 * they close it. That is how eviction never takes bytes away from a
-		 * request in flight. Temp files are not indexed, so never seen. */
-		if (prc == RS_OK && unlink(path) != 0 && errno != ENOENT)
-			prc = rs_err_set(&one, RS_IO, "evicting %s: unlink %s: %s", kind_name(e->kind), path,
-			                 strerror(errno));
-		if (prc != RS_OK) {
-			if (rc == RS_OK) { /* first message wins */
-				rc = prc;
-				if (err)
-					*err = one;
-			}
-			index_touch(bs, e);
-			continue;
-		}
-		if (e->kind == BLOBSTORE_MANIFEST)
-			(void)unlink(sidecar); /* a stray sidecar is harmless: rewritten on the next put */
-		freed += e->size;
-		index_remove(bs, e);
-		free(e);
+		bool more = budget > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head;
+		pthread_mutex_unlock(&bs->mu);
+		if (!more)
+			break;
+		struct timespec pause = {0, EVICT_PAUSE_NS};
+		(void)nanosleep(&pause, NULL); /* EINTR only shortens the pause */
+		pthread_mutex_lock(&bs->mu);
 	}
-	pthread_mutex_unlock(&bs->mu);
 	if (out_freed)
 		*out_freed = freed;
 	return rc;
@@ -1556,3 +1597,17 @@ enum rs_code blobstore_export_layout(struct blobstore *bs, const char *digest, c
 	return rc;
 }
 
+/* ---- health ----------------------------------------------------------- */
+
+enum rs_code blobstore_check_writable(struct blobstore *bs, struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	int fd = -1;
+	enum rs_code rc = temp_create(bs, path, &fd, err);
+	if (rc != RS_OK)
+		return rc;
+	close(fd);
+	if (unlink(path) != 0)
+		return rs_err_set(err, RS_IO, "unlink %s: %s", path, strerror(errno));
+	return RS_OK;
+}

@@ -164,6 +164,11 @@ RS_MUST_CHECK enum rs_code blobstore_export_layout(struct blobstore *bs, const c
                                                    const char *dir, size_t manifest_max, blobstore_fetch_fn fetch,
                                                    void *ctx, struct rs_err *err);
 
+/* Can the store write? Creates and removes a file under tmp/ (what every
+ * download and commit needs first). RS_IO naming the path and the system's
+ * reason (a read-only mount, a full disk) when it cannot. */
+RS_MUST_CHECK enum rs_code blobstore_check_writable(struct blobstore *bs, struct rs_err *err);
+
 /* Bytes held under blobs/ and manifests/ (tracked, not re-scanned). */
 uint64_t blobstore_size(const struct blobstore *bs);
 
@@ -178,7 +183,9 @@ bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *d
  * The store never calls this itself: call it after commits (or on a timer).
  * Open file descriptors held by in-flight requests keep working (unlink
  * leaves the inode until the last close), and temp files are never touched.
- * *out_freed may be NULL. */
+ * The pass works in small batches and releases the store lock between them,
+ * so lookups and commits are not held up for a whole pass. *out_freed may be
+ * NULL. */
 RS_MUST_CHECK enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err);
 
 #endif

@@ -465,6 +465,59 @@ ssize_t inflight_read(struct inflight_fetch *f, uint64_t pos, void *buf, size_t 
 	}
 }
 
+enum rs_code inflight_wait_verified(struct inflight_fetch *f, unsigned stall_s, struct rs_err *err)
+{
+	struct timespec deadline;
+	deadline_after(&deadline, stall_s);
+	enum rs_code rc = RS_OK;
+	pthread_mutex_lock(&f->mu);
+	uint64_t seen = f->written;
+	while (f->state == FETCH_RUNNING) {
+		int e = pthread_cond_timedwait(&f->cv, &f->mu, &deadline);
+		if (f->written != seen) {
+			seen = f->written;
+			deadline_after(&deadline, stall_s);
+		} else if (e == ETIMEDOUT && f->state == FETCH_RUNNING) {
+			rc = rs_err_set(err, RS_TIMEOUT, "download of %s stalled: no data for %u s at byte %llu", f->digest,
+			                stall_s, (unsigned long long)f->written);
+			break;
+		}
+	}
+	if (f->state == FETCH_FAILED) {
+		if (err)
+			*err = f->err;
+		rc = f->err.code ? f->err.code : RS_UPSTREAM;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+enum rs_code inflight_wait_end(struct inflight_fetch *f, unsigned max_ms, bool *out_ended, uint64_t *out_written,
+                               struct rs_err *err)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += (time_t)(max_ms / 1000);
+	deadline.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	enum rs_code rc = RS_OK;
+	pthread_mutex_lock(&f->mu);
+	while (f->state == FETCH_RUNNING && pthread_cond_timedwait(&f->cv, &f->mu, &deadline) != ETIMEDOUT)
+		;
+	*out_ended = f->state == FETCH_DONE;
+	*out_written = f->written;
+	if (f->state == FETCH_FAILED) {
+		if (err)
+			*err = f->err;
+		rc = f->err.code ? f->err.code : RS_UPSTREAM;
+	}
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
 void inflight_release(struct inflight_fetch *f)
 {
 	if (!f)

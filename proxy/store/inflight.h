@@ -11,13 +11,18 @@
  *
  * Readers never see the last byte of a blob before it is verified, so a
  * client of a blob that fails verification always gets a short body (and the
- * proxy aborts its connection), never one that looks complete. */
+ * proxy aborts its connection), never one that looks complete. The same
+ * holds for a range that ends before the blob does: its reader holds the
+ * range's last byte back until inflight_wait_verified() says the whole blob
+ * verified (api/blobs.c), so a ranged answer of a cold blob completes only
+ * once every byte of the blob was checked. */
 #ifndef RS_PROXY_INFLIGHT_H
 #define RS_PROXY_INFLIGHT_H
 
 #include "blobstore.h"
 #include "errors.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -71,6 +76,20 @@ RS_MUST_CHECK enum rs_code inflight_wait_begin(struct inflight_fetch *f, unsigne
  * download goes on and a later read may succeed. */
 ssize_t inflight_read(struct inflight_fetch *f, uint64_t pos, void *buf, size_t len, unsigned stall_s,
                       struct rs_err *err);
+
+/* Reader side: wait until the whole blob is verified and committed: RS_OK;
+ * the download's failure (code and message) when it failed; RS_TIMEOUT when
+ * no byte arrived for stall_s (the download goes on; a later call may
+ * succeed). */
+RS_MUST_CHECK enum rs_code inflight_wait_verified(struct inflight_fetch *f, unsigned stall_s, struct rs_err *err);
+
+/* Reader side: wait at most max_ms for the download to end. RS_OK with
+ * *out_ended true once the blob is verified and committed, RS_OK with
+ * *out_ended false while it still runs (*out_written: bytes so far, for the
+ * caller's own stall rule); the download's failure when it failed. For
+ * waiters that must also watch something else (a shutdown). */
+RS_MUST_CHECK enum rs_code inflight_wait_end(struct inflight_fetch *f, unsigned max_ms, bool *out_ended,
+                                             uint64_t *out_written, struct rs_err *err);
 
 /* Drop a reference taken by inflight_join(). NULL is fine. */
 void inflight_release(struct inflight_fetch *f);

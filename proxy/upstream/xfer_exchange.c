@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -225,10 +226,42 @@ static bool header_wanted(const char *name, size_t nlen)
 	return false;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The stall watch. libcurl's low-speed check averages over a window of
+ * several seconds, so a transfer that stops dead after a burst was only
+ * aborted about timeout_s + 6 s later (issue 12 item 7). Here a transfer is
+ * aborted once no byte moved (headers, body, either way) for timeout_s;
+ * libcurl calls this at least once a second while nothing moves. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	(void)dltotal;
+	(void)ultotal;
+	struct xfer_exchange *x = arg;
+	int64_t now = mono_ms();
+	uint64_t moved = (uint64_t)dlnow + (uint64_t)ulnow;
+	if (moved != x->moved || x->moved_at_ms == 0) {
+		x->moved = moved;
+		x->moved_at_ms = now;
+		return 0;
+	}
+	if (now - x->moved_at_ms >= (int64_t)x->stall_s * 1000) {
+		x->stalled = true;
+		return 1; /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
+
 static size_t on_header(char *data, size_t size, size_t nitems, void *arg)
 {
 	struct xfer_exchange *x = arg;
 	size_t n = size * nitems;
+	x->moved_at_ms = mono_ms(); /* header bytes are progress too */
 	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
 		answer_reset(x);
 		const char *p = memchr(data, ' ', n);
@@ -405,6 +438,13 @@ static void set_common(const struct xfer_exchange_site *site, CURL *h, struct xf
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, timeout);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, timeout);
+	x->stall_s = timeout;
+	x->moved = 0;
+	x->moved_at_ms = 0;
+	x->stalled = false;
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
 	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
 	if (cfg->ca_file)
@@ -436,7 +476,7 @@ static enum rs_code perform_failed(const struct xfer_exchange_site *site, struct
 	}
 	struct xfer_fault_info f = {.what = x->what, .url = url, .timeout_s = timeout,
 	                            .curl_error = curl_easy_strerror(c), .curl_detail = errbuf};
-	if (c == CURLE_OPERATION_TIMEDOUT) {
+	if (c == CURLE_OPERATION_TIMEDOUT || (c == CURLE_ABORTED_BY_CALLBACK && x->stalled)) {
 		f.fault = XFER_FAULT_STALLED;
 		return xfer_exchange_word(site, err, x->r->timeout_code, &f);
 	}
@@ -474,6 +514,8 @@ enum rs_code xfer_exchange_perform(struct xfer_exchange *x, CURL *h, const struc
 	/* the handle goes back to the pool: drop pointers into this frame */
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 1L);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, NULL);
 	curl_easy_setopt(h, CURLOPT_USERNAME, NULL);
 	curl_easy_setopt(h, CURLOPT_PASSWORD, NULL);
 	curl_slist_free_all(hdrs);

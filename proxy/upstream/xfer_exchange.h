@@ -46,6 +46,12 @@ struct xfer_exchange {
 	bool capped;  /* an error body hit its cap: stopped reading on purpose */
 	size_t cap, limit;
 	uint64_t received; /* body bytes of this answer */
+	/* stall watch (the progress callback): bytes moved either way, and when
+	 * they last moved (CLOCK_MONOTONIC, ms) */
+	long stall_s;
+	uint64_t moved;
+	int64_t moved_at_ms;
+	bool stalled; /* the progress callback aborted the transfer */
 	/* a failure raised inside a callback; the first one wins */
 	enum rs_code cb_code;
 	struct rs_err cb_err;

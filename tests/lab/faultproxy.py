@@ -2,7 +2,8 @@
 """Fault-injecting reverse proxy for regslim's integration tests. Stdlib only, loopback only.
 
   faultproxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:PORT (--digest sha256:HEX | --path-suffix S)
-                [--mode truncate|corrupt|unavailable] [--while-exists FILE] [--times N] [--log FILE]
+                [--mode truncate|corrupt|unavailable|stall|slow] [--stall-s S] [--rate BYTES_PER_S]
+                [--while-exists FILE] [--times N] [--log FILE]
 
 Forwards every GET and HEAD to the upstream (a registry, or the lab's S3 endpoint) unchanged
 (repeated headers such as several Accept lines kept, Host kept, bodies streamed) and relays the
@@ -13,6 +14,10 @@ path ending in --path-suffix (the query aside):
   corrupt      when the upstream answers 200 or 206: the whole body with one byte in its middle
                flipped (same length)
   unavailable  503 at once, without asking the upstream (a server that is briefly down)
+  stall        the first half of the body, then nothing while the connection stays open, for
+               --stall-s seconds (default 60) or until the client closes it; the log line says
+               after how many seconds of stall the client gave up ("client closed after 5.1 s")
+  slow         the whole body, right, at --rate bytes per second (default 1048576)
 With --while-exists FILE the fault applies only while FILE exists (delete it to heal); with
 --times N only to the first N matching requests.
 One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
@@ -20,9 +25,11 @@ One line per request in the log: METHOD PATH STATUS BYTES-SENT [FAULT ...].
 import argparse
 import http.client
 import os
+import select
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -108,7 +115,8 @@ def make(a):
             note = ""
             if self.command != "HEAD":
                 total = int(clen) if clen is not None else None
-                limit = total // 2 if (fault and a.mode == "truncate" and total is not None) else None
+                cut = fault and a.mode in ("truncate", "stall") and total is not None
+                limit = total // 2 if cut else None
                 flip = total // 2 if (fault and a.mode == "corrupt" and total is not None) else None
                 try:
                     while True:
@@ -123,11 +131,15 @@ def make(a):
                             b = b[:i] + bytes([b[i] ^ 0xFF]) + b[i + 1:]
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b) if chunked else b)
                         sent += len(b)
+                        if fault and a.mode == "slow":
+                            time.sleep(len(b) / a.rate)
                     if chunked:
                         self.wfile.write(b"0\r\n\r\n")
                     self.wfile.flush()
                 except OSError as e:
                     note = " client error %s" % e
+                if fault and a.mode == "stall":
+                    note += self.stall()
                 if fault:
                     note += " FAULT %s %s sent %d of %s" % (a.mode, a.digest or a.path_suffix, sent, clen)
                     self.close_connection = True
@@ -138,6 +150,21 @@ def make(a):
                             pass
             conn.close()
             log("%s %s %d %d%s" % (self.command, self.path, r.status, sent, note))
+
+        def stall(self):
+            """Hold the connection, sending nothing, until the client closes it or --stall-s."""
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < a.stall_s:
+                r, _, _ = select.select([self.connection], [], [], 0.05)
+                if r:
+                    try:
+                        gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                    except OSError:
+                        gone = True
+                    if gone:
+                        return " client closed after %.1f s" % (time.monotonic() - t0)
+                    time.sleep(0.05)  # a byte from the client (none expected): keep waiting
+            return " held %.1f s" % (time.monotonic() - t0)
 
         do_GET = do_HEAD = proxy
 
@@ -151,7 +178,9 @@ def main():
     sel = ap.add_mutually_exclusive_group(required=True)
     sel.add_argument("--digest")
     sel.add_argument("--path-suffix", dest="path_suffix")
-    ap.add_argument("--mode", choices=["truncate", "corrupt", "unavailable"], default="truncate")
+    ap.add_argument("--mode", choices=["truncate", "corrupt", "unavailable", "stall", "slow"], default="truncate")
+    ap.add_argument("--rate", type=float, default=1048576.0)
+    ap.add_argument("--stall-s", dest="stall_s", type=float, default=60.0)
     ap.add_argument("--while-exists", dest="while_exists")
     ap.add_argument("--times", type=int)
     ap.add_argument("--log", default="/dev/stderr")

@@ -531,6 +531,76 @@ START_TEST(stalled_download_times_out_readers)
 }
 END_TEST
 
+/* A range that ends early (api/blobs.c) waits for the whole blob: stalls
+ * time out without cancelling, a bad blob reports its failure, a good one
+ * RS_OK, each after the range's bytes were already readable. The bounded
+ * wait (optpull's fetch) says whether the download ended. */
+START_TEST(wait_verified_reports_the_whole_blob)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	struct inflight *t = table_new(bs);
+	size_t len = 100000;
+	unsigned char *body = fixture_bytes(12, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	for (int pass = 0; pass < 2; pass++) {
+		bool bad = pass == 0;
+		struct gate stall;
+		gate_init(&stall);
+		struct upstream_fake up;
+		fake_init(&up, body, len, 12 + (uint64_t)pass);
+		up.stall = &stall;
+		up.stall_after = 5000;
+		up.stall_want = 1;
+		up.corrupt = bad;
+		up.corrupt_at = len / 2;
+		struct rs_err err = {0};
+		struct inflight_fetch *f = NULL;
+		ck_assert_int_eq(inflight_join(t, dg, (int64_t)len, fake_download, fake_arg_new(&up), fake_arg_free, &f,
+		                               &err),
+		                 RS_OK);
+		int64_t size = 0;
+		ck_assert_int_eq(inflight_wait_begin(f, 20, &size, &err), RS_OK);
+		unsigned char got[100];
+		uint64_t pos = 0;
+		ssize_t n;
+		while (pos < sizeof(got) && (n = inflight_read(f, pos, got + pos, sizeof(got) - pos, 20, &err)) > 0)
+			pos += (uint64_t)n;
+		ck_assert_uint_eq(pos, sizeof(got));
+		ck_assert(memcmp(got, body, sizeof(got)) == 0);
+		/* The blob is not verified yet, and nothing arrives for 1 s. */
+		bool ended = true;
+		uint64_t written = 0;
+		ck_assert_int_eq(inflight_wait_end(f, 200, &ended, &written, &err), RS_OK);
+		ck_assert(!ended);
+		ck_assert_uint_eq(written, 5000);
+		ck_assert_int_eq(inflight_wait_verified(f, 1, &err), RS_TIMEOUT);
+		ck_assert_msg(strstr(err.msg, "stalled") != NULL, "%s", err.msg);
+		gate_add(&stall, 1);
+		rs_err_clear(&err);
+		enum rs_code rc = inflight_wait_verified(f, 20, &err);
+		enum rs_code erc = inflight_wait_end(f, 200, &ended, &written, &err);
+		if (bad) {
+			ck_assert_int_eq(rc, RS_DIGEST_MISMATCH);
+			ck_assert_int_eq(erc, RS_DIGEST_MISMATCH);
+			ck_assert(!ended);
+			ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+		} else {
+			ck_assert_msg(rc == RS_OK, "%s", err.msg);
+			ck_assert_int_eq(erc, RS_OK);
+			ck_assert(ended);
+			ck_assert_uint_eq(written, len);
+			ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+		}
+		inflight_release(f);
+		gate_dispose(&stall);
+	}
+	inflight_free(t);
+	free(body);
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(release_order_variations)
 {
 	struct blobstore *bs = store_fixture_open(0);
@@ -667,6 +737,7 @@ static Suite *inflight_suite(void)
 	tcase_add_test(tc, later_join_after_failure_downloads_again);
 	tcase_add_test(tc, wait_begin_reports_upstream_error);
 	tcase_add_test(tc, stalled_download_times_out_readers);
+	tcase_add_test(tc, wait_verified_reports_the_whole_blob);
 	tcase_add_test(tc, release_order_variations);
 	tcase_add_test(tc, reader_survives_eviction_after_commit);
 	tcase_add_test(tc, empty_blob_ends_at_once);
