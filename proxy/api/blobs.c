@@ -11,7 +11,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
-#include "push.h"
+#include "store.h"
 #include "push_http.h"
 
 #include <stdio.h>
@@ -59,8 +59,8 @@ static enum rs_code download_begin(void *arg, int64_t size, struct rs_err *err)
 	 * reader is woken, so a reader that finds no link knows the download
 	 * was another repository's. */
 	struct download *d = s->d;
-	if (!api_mirror_linked(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest)) {
-		api_mirror_link(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest);
+	if (!api_mirror_linked(d->r, d->up_index, d->repo, STORE_BLOB, d->digest)) {
+		api_mirror_link(d->r, d->up_index, d->repo, STORE_BLOB, d->digest);
 		d->new_link = true;
 	}
 	return inflight_fetch_begin(s->f, size, err);
@@ -94,8 +94,8 @@ static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_
 static void download_free(void *arg)
 {
 	struct download *d = arg;
-	if (d && d->new_link && !blobstore_has(d->r->store, BLOBSTORE_BLOB, d->digest))
-		blobstore_unlink(d->r->store, d->upname, d->repo, BLOBSTORE_BLOB, d->digest);
+	if (d && d->new_link && !store_has(d->r->store, STORE_CACHE, STORE_BLOB, d->digest))
+		store_unlink(d->r->store, d->upname, d->repo, STORE_BLOB, d->digest);
 	free(d);
 }
 
@@ -142,7 +142,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 {
 	struct upstream_reply rep = {0};
 	struct rs_err err = {0};
-	if (api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err) != RS_OK)
+	if (api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err) != RS_OK)
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	enum MHD_Result ret;
 	if (!api_status_ok(rep.status)) {
@@ -168,19 +168,18 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	int fd = -1;
 	uint64_t size = 0;
-	struct push *p = push_http_push(r->ph);
-	if (push_holds(p, t->name, BLOBSTORE_BLOB, t->ref) &&
-	    blobstore_open_object(push_store(p), BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+	if (store_pushed_holds(r->store, t->name, STORE_BLOB, t->ref) &&
+	    store_open_fd(r->store, STORE_PUSHED, STORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
 		rq->cache = "pushed";
 		return blob_from_store(rq, t->ref, fd, size);
 	}
 	rs_err_clear(&err);
-	bool cached = blobstore_has(r->store, BLOBSTORE_BLOB, t->ref);
-	if (cached && !api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+	bool cached = store_has(r->store, STORE_CACHE, STORE_BLOB, t->ref);
+	if (cached && !api_mirror_linked(r, t->up_index, t->repo, STORE_BLOB, t->ref)) {
 		struct upstream_reply rep = {0};
-		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err);
 		if ((rc || !api_status_ok(rep.status)) &&
-		    !api_mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, rc, &rep)) {
+		    !api_mirror_stale_ok(r, t->up_index, t->repo, STORE_BLOB, t->ref, rc, &rep)) {
 			rq->cache = "unlinked";
 			enum MHD_Result ret = rc ? reply_fail(rq, &err, REPLY_BLOB, NULL, 0) : api_answer_upstream_error(rq, &rep, REPLY_BLOB);
 			upstream_reply_dispose(&rep);
@@ -188,7 +187,7 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 		}
 		upstream_reply_dispose(&rep);
 	}
-	enum rs_code rc = cached ? blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err) : RS_NOT_FOUND;
+	enum rs_code rc = cached ? store_open_fd(r->store, STORE_CACHE, STORE_BLOB, t->ref, &fd, &size, &err) : RS_NOT_FOUND;
 	if (rc == RS_OK) {
 		rq->cache = "hit";
 		metrics_cache(METRICS_BLOB, 1);
@@ -226,10 +225,10 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	}
 	/* Joined a download started for another repository (or the blob was
 	 * committed meanwhile): this repository must be confirmed too. */
-	if (!api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+	if (!api_mirror_linked(r, t->up_index, t->repo, STORE_BLOB, t->ref)) {
 		struct upstream_reply rep = {0};
 		rs_err_clear(&err);
-		rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		rc = api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err);
 		if (rc || !api_status_ok(rep.status)) {
 			inflight_release(f);
 			rq->cache = "unlinked";
@@ -304,7 +303,7 @@ enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, co
 		rc = err->code ? err->code : RS_UPSTREAM;
 	}
 	inflight_release(f);
-	if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, digest))
+	if (rc == RS_OK && !store_has(r->store, STORE_CACHE, STORE_BLOB, digest))
 		rc = rs_err_set(err, RS_IO, "blob %s was downloaded but is not in the store (evicted?)", digest);
 	return rc;
 }

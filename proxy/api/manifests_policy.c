@@ -44,7 +44,7 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	const char *reason = NULL;
 	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
 		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
-	} else if (!cap.type || !blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest)) {
+	} else if (!cap.type || !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest)) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
 		           cap.type ? cap.type : "no type");
@@ -63,12 +63,12 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 			rs_err_set(&err, RS_BAD_INPUT, "the client does not accept %s", res.media_type);
 		}
 	}
-	if (!reason && !api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, res.digest)) {
+	if (!reason && !api_mirror_linked(r, t->up_index, t->repo, STORE_MANIFEST, res.digest)) {
 		/* The optimized image is this repository's: made from the manifest
 		 * the upstream just gave for it. Linked (blobs first) before the
 		 * client asks for its blobs by digest. */
 		rs_err_clear(&err);
-		if (blobstore_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
+		if (store_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
 			reason = "not_cached";
 	}
 	if (!reason) {
@@ -102,7 +102,7 @@ static enum rs_code pull_fetch_image(struct registry *r, const struct route_targ
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	enum rs_code rc = store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	enum imagejson_kind kind;
@@ -117,10 +117,10 @@ static enum rs_code pull_fetch_image(struct registry *r, const struct route_targ
 	} else if (rc == RS_OK) {
 		struct imagejson_manifest m = {0};
 		rc = imagejson_parse_manifest(&m, buf, len, "manifest", err);
-		if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, m.config.digest))
+		if (rc == RS_OK && !store_has(r->store, STORE_CACHE, STORE_BLOB, m.config.digest))
 			rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.config.digest, err);
 		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (!blobstore_has(r->store, BLOBSTORE_BLOB, m.layers[i].digest))
+			if (!store_has(r->store, STORE_CACHE, STORE_BLOB, m.layers[i].digest))
 				rc = api_opt_fetch_blob(r, t->up_index, t->repo, m.layers[i].digest, err);
 		imagejson_manifest_dispose(&m);
 	}
@@ -153,7 +153,7 @@ static enum rs_code pull_verdict(struct registry *r, const struct route_target *
 	enum rs_code rc = pull_fetch_image(r, t, digest, err);
 	struct gate_report rep = {0};
 	if (rc == RS_OK)
-		rc = gate_check(&rep, gp, r->store, digest, 0, push_http_bases(r->ph), err);
+		rc = gate_check(&rep, gp, r->store, STORE_CACHE, digest, 0, push_http_bases(r->ph), err);
 	if (rc == RS_OK && rep.denies)
 		rc = gate_report_text(text, &rep, GATE_DENY, err);
 	for (size_t i = 0; rc == RS_OK && i < rep.count; i++)
@@ -207,7 +207,7 @@ enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, c
 	size_t denies = 0;
 	char *text = NULL;
 	enum rs_code rc;
-	if (!blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest))
+	if (!store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest))
 		rc = rs_err_set(&err, RS_BAD_INPUT, "manifest %s (%s) cannot be checked: it is not stored", cap.digest,
 		                cap.type ? cap.type : "no type");
 	else

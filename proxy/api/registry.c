@@ -12,17 +12,16 @@
 #include "registry.h"
 
 #include "api_int.h"
-#include "blobstore.h"
 #include "gate.h"
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
-#include "push.h"
 #include "push_http.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "store.h"
 #include "upstream.h"
 
 #include <pthread.h>
@@ -38,7 +37,7 @@ static unsigned inflight_gauge(void *arg)
 	return inflight_count(arg);
 }
 
-/* push.h push_fetch_fn: does the mirror's repository (repo routed like a
+/* store.h store_pushed_fetch_fn: does the mirror's repository (repo routed like a
  * pull) hold digest? A reference of a pushed manifest that only the upstream
  * has (the client saw it through regslim's read side and skipped the
  * upload), or a mount from a mirror repository: fetched into the cache for
@@ -51,8 +50,8 @@ static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, 
 	enum rs_code rc = route_pick(r->cfg, NULL, repo, &t, err);
 	if (rc)
 		return rc;
-	enum blobstore_kind kind = manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB;
-	if (!blobstore_has(r->store, kind, digest) &&
+	enum store_kind kind = manifest ? STORE_MANIFEST : STORE_BLOB;
+	if (!store_has(r->store, STORE_CACHE, kind, digest) &&
 	    (rc = manifest ? api_opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
 	                   : api_opt_fetch_blob(r, t.up_index, t.repo, digest, err)))
 		return rc;
@@ -67,7 +66,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	if (!r)
 		return rs_err_set(err, RS_NOMEM, "registry: out of memory");
 	r->cfg = cfg;
-	enum rs_code rc = blobstore_open(&r->store, cfg->data_dir, cfg->cache_max_bytes, err);
+	enum rs_code rc = store_open(&r->store, cfg, err);
 	if (rc)
 		goto out;
 	rc = inflight_new(&r->inflight, r->store, err);
@@ -88,7 +87,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
-	push_set_fetcher(push_http_push(r->ph), push_fetch, r);
+	store_pushed_set_fetcher(r->store, push_fetch, r);
 	if (cfg->optimize.enabled && cfg->optimize.policy_count) {
 		struct optpull_ops ops = {api_opt_fetch_blob, api_opt_fetch_manifest, r};
 		rc = optpull_new(&r->opt, cfg, r->store, &ops, err);
@@ -127,7 +126,7 @@ void registry_free(struct registry *r)
 		for (size_t i = 0; i < r->cfg->upstream_count; i++)
 			upstream_free(r->ups[i]);
 	free(r->ups);
-	blobstore_free(r->store);
+	store_free(r->store);
 	if (r->verdicts) {
 		for (size_t i = 0; i < RS_LIMIT_GATE_PULL_VERDICTS; i++)
 			free(r->verdicts[i].text);
@@ -167,7 +166,7 @@ void registry_maintain(struct registry *r)
 	push_http_maintain(r->ph);
 	struct rs_err err = {0};
 	uint64_t freed = 0;
-	if (blobstore_evict(r->store, &freed, &err) != RS_OK)
+	if (store_evict(r->store, &freed, &err) != RS_OK)
 		log_event(LOG_WARN, "cache eviction failed: %s", err.msg);
 	else if (freed)
 		log_event(LOG_INFO, "cache eviction freed %llu bytes", (unsigned long long)freed);

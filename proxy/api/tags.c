@@ -6,7 +6,7 @@
 #include "api_int.h"
 
 #include "metrics.h"
-#include "push.h"
+#include "store.h"
 #include "push_http.h"
 
 #include <ctype.h>
@@ -69,7 +69,7 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 	char *pushed = NULL;
 	size_t pushed_len = 0;
 	/* A repository pushed to regslim lists its pushed tags. */
-	if (push_list_tags(push_http_push(r->ph), t->name, &pushed, &pushed_len, &err) == RS_OK)
+	if (store_pushed_tags_list(r->store, t->name, &pushed, &pushed_len, &err) == RS_OK)
 		return reply_buffer(rq, 200, JSON_TYPE, pushed, pushed_len, REPLY_OWNED, NULL, 0);
 	rs_err_clear(&err);
 	const char *upname = r->cfg->upstreams[t->up_index].name;

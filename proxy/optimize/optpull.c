@@ -1,7 +1,8 @@
 /* optpull: the optimized pull path: cache of optimization results, the
  * single-flight job table with its worker threads, and the adapter that runs
  * the offline pipeline (optimizer/pipeline.c) over temporary OCI layouts
- * built from the store. See optpull.h for the contract. It never speaks
+ * the store exports into its scratch area; results and reports are the
+ * store's documents (store.h). See optpull.h for the contract. It never speaks
  * HTTP: blobs the store lacks come through the caller's fetch callbacks. */
 #include "optpull.h"
 
@@ -62,11 +63,10 @@ struct job {
 
 struct optpull {
 	const struct rs_config *cfg;
-	struct blobstore *bs;
+	struct store *bs;
 	struct optpull_ops ops;
 	struct loaded_policy *pols; /* parallel to cfg->optimize.policies */
 	size_t pol_count;
-	char dir[OPT_PATH_MAX];     /* <data>/optimized */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;        /* job done, worker slot free, or thread ended */
 	struct job *jobs;
@@ -178,7 +178,7 @@ static bool json_field(const char *doc, const char *key, char *out, size_t cap)
 
 /* ------------------------------------------------------------ lifecycle */
 
-enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
+enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct store *bs,
                          const struct optpull_ops *ops, struct rs_err *err)
 {
 	struct optpull *op = calloc(1, sizeof(*op));
@@ -194,29 +194,6 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 	pthread_cond_init(&op->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	enum rs_code rc = RS_OK;
-	if (snprintf(op->dir, sizeof(op->dir), "%s/optimized", cfg->data_dir) >= (int)sizeof(op->dir)) {
-		rc = rs_err_set(err, RS_IO, "data_dir path too long");
-		goto out;
-	}
-	char reports[OPT_PATH_MAX + 16];
-	snprintf(reports, sizeof(reports), "%s/reports", op->dir);
-	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
-		goto out;
-	/* abandoned temporary layouts of an earlier run */
-	char tmp[OPT_PATH_MAX];
-	snprintf(tmp, sizeof(tmp), "%s/tmp", cfg->data_dir);
-	DIR *d = opendir(tmp);
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d)) != NULL) {
-			if (strncmp(de->d_name, "opt-", 4) != 0)
-				continue;
-			char p[OPT_PATH_MAX + 300];
-			snprintf(p, sizeof(p), "%s/%s", tmp, de->d_name);
-			fsutil_rm_tree(p);
-		}
-		closedir(d);
-	}
 	size_t n = cfg->optimize.policy_count;
 	op->pols = calloc(n ? n : 1, sizeof(*op->pols));
 	if (!op->pols) {
@@ -299,7 +276,7 @@ static enum rs_code result_complete(struct optpull *op, const char *digest, int 
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(op->bs, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
+	enum rs_code rc = store_manifest_get(op->bs, STORE_CACHE, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	free(type);
@@ -314,11 +291,11 @@ static enum rs_code result_complete(struct optpull *op, const char *digest, int 
 	} else if (rc == RS_OK && kind == IMAGEJSON_MANIFEST) {
 		struct imagejson_manifest m = {0};
 		rc = imagejson_parse_manifest(&m, buf, len, digest, err);
-		if (rc == RS_OK && !blobstore_has(op->bs, BLOBSTORE_BLOB, m.config.digest))
+		if (rc == RS_OK && !store_has(op->bs, STORE_CACHE, STORE_BLOB, m.config.digest))
 			rc = rs_err_set(err, RS_NOT_FOUND, "config %s of optimized %s is no longer in the store",
 			                m.config.digest, digest);
 		for (size_t i = 0; rc == RS_OK && i < m.layer_count; i++)
-			if (!blobstore_has(op->bs, BLOBSTORE_BLOB, m.layers[i].digest))
+			if (!store_has(op->bs, STORE_CACHE, STORE_BLOB, m.layers[i].digest))
 				rc = rs_err_set(err, RS_NOT_FOUND, "layer %s of optimized %s is no longer in the store",
 				                m.layers[i].digest, digest);
 		imagejson_manifest_dispose(&m);
@@ -332,11 +309,10 @@ static enum rs_code result_complete(struct optpull *op, const char *digest, int 
 static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
                                 struct rs_err *err)
 {
-	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 8];
-	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
 	char *doc = NULL;
 	size_t len = 0;
-	enum rs_code rc = fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, err);
+	enum rs_code rc = store_doc_get(op->bs, STORE_DOC_OPT_RESULT, NULL, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len,
+	                                err);
 	if (rc)
 		return rc;
 	char num[32] = "0";
@@ -347,8 +323,8 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 		out->bytes_saved = strtoull(num, NULL, 10);
 	free(doc);
 	if (!ok)
-		return rs_err_set(err, RS_NOT_FOUND, "%s is not a valid result file; optimizing again", path);
-	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, out->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "result %s is not valid; optimizing again", key);
+	if (!store_has(op->bs, STORE_CACHE, STORE_MANIFEST, out->digest))
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
 	/* Eviction may have taken a blob the result needs: a result is only as
 	 * good as every blob it names, else it is optimized again. */
@@ -384,9 +360,8 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 {
 	if (!digest_valid(digest))
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
-	char path[OPT_PATH_MAX + 128];
-	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(digest));
-	enum rs_code rc = fsutil_read_small(out, out_len, path, RS_LIMIT_OPT_REPORT_MAX_BYTES, err);
+	enum rs_code rc =
+		store_doc_get(op->bs, STORE_DOC_OPT_REPORT, NULL, digest, RS_LIMIT_OPT_REPORT_MAX_BYTES, out, out_len, err);
 	if (rc == RS_NOT_FOUND)
 		rs_err_set(err, RS_NOT_FOUND, "no optimization report for %s", digest);
 	return rc;
@@ -394,20 +369,20 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 
 /* ------------------------------------------------------------ the adapter */
 
-/* blobstore_export_layout's fetch: the registry's single-flight download of
+/* store_export_layout's fetch: the registry's single-flight download of
  * what the job's source needs, from its upstream repository. */
-static enum rs_code fetch_for_job(void *ctx, enum blobstore_kind kind, const char *digest, struct rs_err *err)
+static enum rs_code fetch_for_job(void *ctx, enum store_kind kind, const char *digest, struct rs_err *err)
 {
 	struct job *j = ctx;
 	const struct optpull_ops *ops = &j->op->ops;
-	return kind == BLOBSTORE_MANIFEST ? ops->fetch_manifest(ops->ctx, j->up_index, j->repo, digest, err)
+	return kind == STORE_MANIFEST ? ops->fetch_manifest(ops->ctx, j->up_index, j->repo, digest, err)
 	                                  : ops->fetch_blob(ops->ctx, j->up_index, j->repo, digest, err);
 }
 
 /* Copy one output blob into the store (verified). */
 static enum rs_code import_blob(struct optpull *op, const char *path, const char *digest, struct rs_err *err)
 {
-	if (blobstore_has(op->bs, BLOBSTORE_BLOB, digest))
+	if (store_has(op->bs, STORE_CACHE, STORE_BLOB, digest))
 		return RS_OK;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -417,8 +392,8 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 		close(fd);
 		return rs_err_set(err, RS_IO, "stat %s: %s", path, strerror(errno));
 	}
-	struct blobstore_writer *w = NULL;
-	enum rs_code rc = blobstore_writer_new(&w, op->bs, BLOBSTORE_BLOB, digest, (int64_t)st.st_size, err);
+	struct store_writer *w = NULL;
+	enum rs_code rc = store_writer_new(&w, op->bs, STORE_CACHE, STORE_BLOB, digest, (int64_t)st.st_size, err);
 	char *buf = rc ? NULL : malloc(COPY_BUF);
 	if (rc == RS_OK && !buf)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory importing %s", digest);
@@ -430,15 +405,15 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 			rc = rs_err_set(err, RS_IO, "reading %s: %s", path, strerror(errno));
 		if (n <= 0)
 			break;
-		rc = blobstore_writer_write(w, buf, (size_t)n, err);
+		rc = store_writer_write(w, buf, (size_t)n, err);
 	}
 	free(buf);
 	close(fd);
 	if (rc) {
-		blobstore_writer_abort(w);
+		store_writer_abort(w);
 		return rc;
 	}
-	return blobstore_writer_commit(w, err);
+	return store_writer_commit(w, err);
 }
 
 static bool is_manifest(const struct report *rep, const char *digest, const char **type)
@@ -478,12 +453,12 @@ static enum rs_code import_output(struct optpull *op, const char *dir, const str
 			bool man = is_manifest(rep, digest, &type);
 			if (pass == 0 && !man) {
 				rc = import_blob(op, path, digest, err);
-			} else if (pass == 1 && man && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest)) {
+			} else if (pass == 1 && man && !store_has(op->bs, STORE_CACHE, STORE_MANIFEST, digest)) {
 				char *buf = NULL;
 				size_t len = 0;
 				rc = fsutil_read_small(&buf, &len, path, op->cfg->manifest_max_bytes, err);
 				if (rc == RS_OK)
-					rc = blobstore_put_manifest(op->bs, digest, type, buf, len, err);
+					rc = store_manifest_put(op->bs, STORE_CACHE, digest, type, buf, len, err);
 				free(buf);
 			}
 		}
@@ -516,9 +491,7 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 		free(rbuf);
 		return rs_err_set(err, RS_NOMEM, "out of memory writing the report");
 	}
-	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 32];
-	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(j->result.digest));
-	enum rs_code rc = fsutil_write_atomic(path, NULL, rbuf, rlen, err);
+	enum rs_code rc = store_doc_put(op->bs, STORE_DOC_OPT_REPORT, NULL, j->result.digest, rbuf, rlen, err);
 	free(rbuf);
 	if (rc)
 		return rc;
@@ -530,18 +503,16 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 	                 optpull_variant_name(j->variant), j->repo, (unsigned long long)j->result.bytes_saved);
 	if (n < 0 || (size_t)n >= sizeof(doc))
 		return rs_err_set(err, RS_TOO_LARGE, "result document too large");
-	snprintf(path, sizeof(path), "%s/%s.json", op->dir, j->key);
-	return fsutil_write_atomic(path, NULL, doc, (size_t)n, err);
+	return store_doc_put(op->bs, STORE_DOC_OPT_RESULT, NULL, j->key, doc, (size_t)n, err);
 }
 
 static enum rs_code run_job(struct job *j, struct rs_err *err)
 {
 	struct optpull *op = j->op;
 	char top[OPT_PATH_MAX];
-	if (snprintf(top, sizeof(top), "%s/tmp/opt-XXXXXX", op->cfg->data_dir) >= (int)sizeof(top))
-		return rs_err_set(err, RS_IO, "data_dir path too long");
-	if (!mkdtemp(top))
-		return rs_err_set(err, RS_IO, "creating a temp dir under %s/tmp: %s", op->cfg->data_dir, strerror(errno));
+	enum rs_code rc = store_scratch_new(op->bs, "opt", top, sizeof(top), err);
+	if (rc)
+		return rc;
 	char src[OPT_PATH_MAX + 8], dst[OPT_PATH_MAX + 8], sref[OPT_PATH_MAX + 16], dref[OPT_PATH_MAX + 16];
 	snprintf(src, sizeof(src), "%s/src", top);
 	snprintf(dst, sizeof(dst), "%s/dst", top);
@@ -549,8 +520,8 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	snprintf(dref, sizeof(dref), "oci:%s", dst);
 	struct report rep;
 	report_init(&rep);
-	enum rs_code rc = blobstore_export_layout(op->bs, j->source, NULL, src, op->cfg->manifest_max_bytes, fetch_for_job,
-	                                          j, err);
+	rc = store_export_layout(op->bs, STORE_CACHE, j->source, NULL, src, op->cfg->manifest_max_bytes, fetch_for_job, j,
+	                         err);
 	if (rc == RS_OK) {
 		struct policy eff = *j->base; /* shallow copy: borrows the loaded policy's strings */
 		enum policy_compression want = j->variant == OPTPULL_GZIP ? POLICY_COMPRESS_GZIP : POLICY_COMPRESS_ZSTD;
@@ -591,13 +562,13 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		uint64_t in_size = 0, in_unc = 0, out_size = 0, out_unc = 0;
 		report_totals(&rep, &in_size, &in_unc, &out_size, &out_unc);
 		j->result.bytes_saved = in_size > out_size ? in_size - out_size : 0;
-		if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, j->result.digest))
+		if (!store_has(op->bs, STORE_CACHE, STORE_MANIFEST, j->result.digest))
 			rc = rs_err_set(err, RS_IO, "the optimized manifest %s did not reach the store", j->result.digest);
 	}
 	if (rc == RS_OK)
 		rc = persist(j, &rep, err);
 	report_dispose(&rep);
-	fsutil_rm_tree(top);
+	store_scratch_remove(op->bs, top);
 	return rc;
 }
 

@@ -4,9 +4,9 @@
  * manifest or an index), it produces the digest of its optimized twin for
  * one layer compression variant (zstd or gzip). Results are keyed by
  * (source digest, policy digest, optimizer version = REGSLIM_VERSION,
- * variant) and persisted as small JSON files under <data_dir>/optimized/
- * (written atomically), with the optimizer's report JSON beside them under
- * <data_dir>/optimized/reports/<optimized hex>.json.
+ * variant) and persisted as small JSON documents of the store (store.h
+ * STORE_DOC_OPT_RESULT, replaced atomically), with the optimizer's report
+ * JSON beside them (STORE_DOC_OPT_REPORT, keyed by the optimized digest).
  *
  * One optimization per key runs at a time however many pulls ask
  * (single-flight); it runs in its own thread (at most RS_LIMIT_OPT_WORKERS
@@ -17,20 +17,21 @@
  * original.
  *
  * The adapter to the offline pipeline (optimizer/pipeline.h): a temporary
- * OCI layout under <data_dir>/tmp/ whose blobs are hard links to the store's
- * files (blobs the store lacks are fetched first through the caller's fetch
- * callbacks, i.e. the registry's single-flight download), pipeline_run into
+ * OCI layout in a scratch directory of the store (store_export_layout: hard
+ * links to the fs driver's files; blobs the store lacks are fetched first through the caller's fetch
+ * callbacks, i.e. the registry's single-flight download)), pipeline_run into
  * a second temporary layout, then every output manifest and blob imported
  * into the store (verified writes) and both layouts removed.
  *
- * It talks to blobstore.c, the optimizer and config; never to HTTP. */
+ * It talks to the store (store.h, the cache area), the optimizer and config;
+ * never to HTTP. */
 #ifndef RS_PROXY_OPTPULL_H
 #define RS_PROXY_OPTPULL_H
 
-#include "blobstore.h"
 #include "config.h"
 #include "digest.h"
 #include "errors.h"
+#include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,10 +90,10 @@ struct optpull_result {
 
 /* Load the policies of cfg->optimize (policy files or the default policy)
  * and compute their digests per variant. cfg, bs and ops are borrowed and
- * must outlive the object. data_dir/optimized/ is created; abandoned
- * temporary layouts under data_dir/tmp/ are removed. RS_CONFIG (a policy
+ * must outlive the object (abandoned scratch layouts of an earlier run are
+ * the store's to sweep, at store_open). RS_CONFIG (a policy
  * file that no longer loads), RS_IO, RS_NOMEM. */
-RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
+RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct store *bs,
                                        const struct optpull_ops *ops, struct rs_err *err);
 /* Shutting down: running optimizations stop at their next read (cleanly:
  * nothing of them reaches the store), queued ones do not start; callers

@@ -343,7 +343,7 @@ END_TEST
 
 START_TEST(report_saved_and_loaded_by_repository_and_digest)
 {
-	const char *dir = fixture_dir();
+	struct store *dir = store_fixture_store(0);
 	struct rs_err err = {0};
 	const char *doc = "{\"kind\":\"push-policy\"}\n";
 	ck_assert_int_eq(gate_report_save(dir, "team/app", L1, doc, strlen(doc), &err), RS_OK);
@@ -358,24 +358,25 @@ START_TEST(report_saved_and_loaded_by_repository_and_digest)
 	ck_assert_int_eq(gate_report_load(dir, "team/app", "sha256:zz", &out, &len, &err), RS_DIGEST_INVALID);
 	ck_assert_str_eq(err.msg, "invalid digest 'sha256:zz'");
 	ck_assert_ptr_null(out);
+	store_free(dir);
 }
 END_TEST
 
 /* ---- gate_check and its memo over a real store ---- */
 
-static void put_blob(struct blobstore *bs, const char *body, char digest[DIGEST_STR_SIZE])
+static void put_blob(struct store *bs, const char *body, char digest[DIGEST_STR_SIZE])
 {
 	struct rs_err err = {0};
-	struct blobstore_writer *w = NULL;
+	struct store_writer *w = NULL;
 	digest_buffer(digest, body, strlen(body));
-	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, digest, (int64_t)strlen(body), &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_write(w, body, strlen(body), &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+	ck_assert_int_eq(store_writer_new(&w, bs, STORE_CACHE, STORE_BLOB, digest, (int64_t)strlen(body), &err), RS_OK);
+	ck_assert_int_eq(store_writer_write(w, body, strlen(body), &err), RS_OK);
+	ck_assert_int_eq(store_writer_commit(w, &err), RS_OK);
 }
 
 /* A layerless image running as root, without labels, for linux/arm64/v8;
  * *digest receives its manifest's digest. */
-static void put_root_image(struct blobstore *bs, char digest[DIGEST_STR_SIZE])
+static void put_root_image(struct store *bs, char digest[DIGEST_STR_SIZE])
 {
 	char cd[DIGEST_STR_SIZE], man[512];
 	const char *cfgdoc = "{\"architecture\":\"arm64\",\"variant\":\"v8\",\"os\":\"linux\",\"config\":{},"
@@ -388,21 +389,21 @@ static void put_root_image(struct blobstore *bs, char digest[DIGEST_STR_SIZE])
 		 cd, strlen(cfgdoc));
 	digest_buffer(digest, man, strlen(man));
 	struct rs_err err = {0};
-	ck_assert_int_eq(blobstore_put_manifest(bs, digest, "application/vnd.oci.image.manifest.v1+json", man,
+	ck_assert_int_eq(store_manifest_put(bs, STORE_CACHE, digest, "application/vnd.oci.image.manifest.v1+json", man,
 						strlen(man), &err),
 			 RS_OK);
 }
 
 START_TEST(check_names_platform_of_a_manifest_by_digest)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	char d[DIGEST_STR_SIZE];
 	put_root_image(bs, d);
 	char *label = "org.opencontainers.image.source";
 	struct rs_gate_policy p = {.non_root = GATE_DENY, .required_labels = {.items = &label, .count = 1, .action = GATE_WARN}};
 	struct gate_report r = {0};
 	struct rs_err err = {0};
-	ck_assert_int_eq(gate_check(&r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check(&r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert_uint_eq(r.denies, 1);
 	ck_assert_uint_eq(r.warns, 1);
 	ck_assert_str_eq(r.items[0].rule, "non_root");
@@ -410,19 +411,19 @@ START_TEST(check_names_platform_of_a_manifest_by_digest)
 	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
 	ck_assert(!r.scanned);
 	gate_report_dispose(&r);
-	ck_assert_int_eq(gate_check(&r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check(&r, &p, bs, STORE_CACHE, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_OK);
 	ck_assert_str_eq(r.items[0].platform, "linux/arm64/v8");
 	ck_assert_str_eq(r.items[0].text,
 			 "platform linux/arm64/v8: image runs as root (config.User is \"\"), set USER to a non-root user");
 	ck_assert_str_eq(r.items[1].text, "platform linux/arm64/v8: image lacks label org.opencontainers.image.source");
 	gate_report_dispose(&r);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(memo_answers_a_repeated_check_from_memory)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	char d[DIGEST_STR_SIZE];
 	put_root_image(bs, d);
 	struct rs_gate_policy p = {.non_root = GATE_WARN}, q = {.non_root = GATE_DENY};
@@ -431,13 +432,13 @@ START_TEST(memo_answers_a_repeated_check_from_memory)
 	ck_assert_int_eq(gate_memo_new(&m, &err), RS_OK);
 	struct gate_report r = {0};
 	bool hit = true;
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert(!hit);
 	ck_assert_uint_eq(r.warns, 1);
 	gate_report_dispose(&r);
 	/* the manifest is gone from the store: only the memo can answer */
-	blobstore_remove(bs, BLOBSTORE_MANIFEST, d);
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	store_remove(bs, STORE_CACHE, STORE_MANIFEST, d);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert(hit);
 	ck_assert_uint_eq(r.warns, 1);
 	ck_assert_uint_eq(r.count, 1);
@@ -445,14 +446,14 @@ START_TEST(memo_answers_a_repeated_check_from_memory)
 	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
 	gate_report_dispose(&r);
 	/* another policy or other flags are other checks */
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &q, bs, d, 0, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &q, bs, STORE_CACHE, d, 0, NULL, &err), RS_NOT_FOUND);
 	ck_assert(!hit);
 	gate_report_dispose(&r);
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_NOT_FOUND);
 	ck_assert(!hit);
 	gate_report_dispose(&r);
 	gate_memo_free(m);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
@@ -469,7 +470,7 @@ static Suite *suite(void)
 	tcase_add_test(t, refuses_missing_platform_and_unknown_image);
 	suite_add_tcase(s, t);
 	TCase *rt = tcase_create("report");
-	tcase_add_checked_fixture(rt, fixture_tmpdir_setup, fixture_tmpdir_teardown);
+	tcase_add_checked_fixture(rt, store_fixture_setup, store_fixture_teardown);
 	tcase_add_test(rt, report_json_lists_findings_with_their_place);
 	tcase_add_test(rt, report_json_without_scan_or_upstream_has_nulls);
 	tcase_add_test(rt, report_saved_and_loaded_by_repository_and_digest);
