@@ -5,7 +5,6 @@
  * checked by the auth gate (auth_gate.c). Answers go out through reply.h. */
 #include "api_int.h"
 
-#include "fsutil.h"
 #include "gate.h"
 #include "optpull.h"
 #include "push_http.h"

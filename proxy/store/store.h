@@ -198,8 +198,10 @@ size_t store_scrub_paths(const struct store *s, char *text);
 /* ------------------------------------------------------------ documents */
 
 /* Store (replace) a document; repository is NULL except for
- * STORE_DOC_GATE_REPORT. RS_DIGEST_INVALID / RS_BAD_INPUT for a bad key,
- * RS_TOO_LARGE for a key too long, RS_IO. */
+ * STORE_DOC_GATE_REPORT. RS_DIGEST_INVALID for a bad digest key,
+ * RS_BAD_INPUT for a bad result key, RS_NOT_FOUND for a repository name
+ * outside the distribution grammar (no such repository holds documents),
+ * RS_TOO_LARGE for a path too long, RS_IO. */
 RS_MUST_CHECK enum rs_code store_doc_put(struct store *s, enum store_doc doc, const char *repository,
                                          const char *key, const void *buf, size_t len, struct rs_err *err);
 /* A document in a new NUL-terminated buffer (*out: free()), at most max
