@@ -10,8 +10,8 @@
  *   <data>/tmp/<prefix>-XXXXXX/                 scratch directories
  * Documents are staged in <data>/tmp/, fsynced and renamed into place, so a
  * crash leaves nothing but what the sweep at open removes (temp files and
- * scratch directories under tmp/, and *.tmp-* left in optimized/ by
- * revisions that staged beside the target). The layout is that of earlier
+ * scratch directories under tmp/, and *.tmp-* left in optimized/ and
+ * gate/reports/ by revisions that staged beside the target). The layout is that of earlier
  * revisions: existing data directories keep working. No HTTP, no upstream. */
 #include "store_driver.h"
 
@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,15 @@ static bool pick_staged(const char *name, bool is_dir)
 	return !is_dir && strstr(name, ".tmp-") != NULL;
 }
 
+/* nftw callback: a staged temp file left beside a gate report. */
+static int unlink_staged(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	if (type == FTW_F && pick_staged(path + ftw->base, false))
+		(void)unlink(path); /* best effort: tried again at the next open */
+	return 0;
+}
+
 static void fs_free(void *impl)
 {
 	struct fs *fs = impl;
@@ -147,6 +157,9 @@ enum rs_code store_fs_open(void **out_impl, const struct rs_config *cfg, struct 
 		goto out;
 	sweep(fs->optimized, pick_staged);
 	sweep(reports, pick_staged);
+	char gate[FS_PATH_MAX + 32];
+	snprintf(gate, sizeof(gate), "%s/gate/reports", fs->root);
+	(void)nftw(gate, unlink_staged, 16, FTW_PHYS); /* absent before the first gate report: nothing to do */
 	if ((rc = push_new(&fs->push, cfg, fs->cache, err)))
 		goto out;
 	fs->real = realpath(fs->root, NULL); /* NULL only scrubs less */

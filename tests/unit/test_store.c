@@ -444,6 +444,12 @@ START_TEST(open_sweeps_what_a_crash_left)
 	fixture_write_text(p, "{\"dig");
 	snprintf(p, sizeof(p), "%s/optimized/reports/%s.json.tmp-xYz789", data, "00ff");
 	fixture_write_text(p, "{\"rep");
+	snprintf(p, sizeof(p), "%s/gate/reports/team/app", data);
+	ck_assert_int_eq(fsutil_mkdir_p(p, NULL, &err), RS_OK);
+	snprintf(p, sizeof(p), "%s/gate/reports/team/app/00ff.json.tmp-Qw3456", data);
+	fixture_write_text(p, "{\"kind");
+	snprintf(p, sizeof(p), "%s/gate/reports/team/app/00ff.json", data);
+	fixture_write_text(p, "{}");
 	ck_assert_int_eq(entries("optimized"), 3);
 	ck_assert_int_eq(entries("optimized/reports"), 1);
 	s = store_fixture_store(0);
@@ -451,6 +457,7 @@ START_TEST(open_sweeps_what_a_crash_left)
 	ck_assert_int_eq(entries("tmp"), 0);
 	ck_assert_int_eq(entries("optimized"), 2); /* the result and reports/ */
 	ck_assert_int_eq(entries("optimized/reports"), 0);
+	ck_assert_int_eq(entries("gate/reports/team/app"), 1); /* the report stays */
 	char *out = NULL;
 	size_t len = 0;
 	ck_assert_int_eq(store_doc_get(s, STORE_DOC_OPT_RESULT, NULL, key, 4096, &out, &len, &err), RS_OK);
