@@ -1,11 +1,12 @@
 /* blobs: GET and HEAD of /v2/<name>/blobs/<digest> for the pull-through
  * mirror (DESIGN.md "The pull path", point 4). A blob pushed to regslim or
  * cached and linked to the repository is served from the store (ranges
- * included); a missing one is streamed to every client from one shared
- * upstream download (inflight.c) while it is verified and cached. It also
- * fetches blobs into the store for optpull.c. It talks to blobstore.c,
- * inflight.c, push.c and upstream.c, through mirror.c for repository links,
- * and answers through reply.h. */
+ * included: a local descriptor sent with sendfile, or positional reads of
+ * the store's reader for a driver without one); a missing one is streamed
+ * to every client from one shared upstream download (inflight.c) while it
+ * is verified and cached. It also fetches blobs into the store for
+ * optpull.c. It talks to the store (store.h), inflight.c and upstream.c,
+ * through mirror.c for repository links, and answers through reply.h. */
 #include "api_int.h"
 
 #include "inflight.h"
@@ -23,17 +24,68 @@
 
 /* ------------------------------------------------------------ blobs */
 
-static enum MHD_Result blob_from_store(struct request *rq, const char *digest, int fd, uint64_t size)
+/* The body of a stored blob from a driver without local descriptors:
+ * positional reads of the reader (a ranged read per call). */
+struct stored_stream {
+	struct store_reader *rd;
+	struct request *rq;
+	uint64_t start, end;
+};
+
+static ssize_t stored_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stored_stream *s = cls;
+	uint64_t at = s->start + pos;
+	if (at >= s->end)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (max > s->end - at)
+		max = (size_t)(s->end - at);
+	struct rs_err err = {0};
+	ssize_t n = store_reader_pread(s->rd, buf, max, at, &err);
+	if (n > 0) {
+		metrics_add(METRICS_CLIENT_BYTES, (uint64_t)n);
+		return n;
+	}
+	/* a stored blob that ends early or cannot be read: never a body that
+	 * looks complete */
+	log_event(LOG_WARN, "aborting blob response for %s at byte %llu: %s", s->rq->url, (unsigned long long)at,
+	          n < 0 ? err.msg : "the stored blob ended early");
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stored_free(void *cls)
+{
+	struct stored_stream *s = cls;
+	store_reader_close(s->rd);
+	free(s);
+}
+
+/* Serve a stored blob (rd is taken): its local descriptor when the driver
+ * has one (sendfile), else positional reads. */
+static enum MHD_Result blob_from_store(struct request *rq, const char *digest, struct store_reader *rd)
 {
 	struct route_range rg;
 	struct rs_err err = {0};
+	uint64_t size = store_reader_size(rd);
 	const char *rh = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
 	if (route_parse_range(rh, size, &rg, &err) != RS_OK) {
-		close(fd);
+		store_reader_close(rd);
 		return reply_range_error(rq, &err, size);
 	}
 	struct reply_blob b = {digest, &rg, size, true};
-	return reply_blob_fd(rq, &b, fd, rq->tls);
+	int fd = store_reader_take_fd(rd);
+	if (fd >= 0) {
+		store_reader_close(rd);
+		return reply_blob_fd(rq, &b, fd, rq->tls);
+	}
+	struct stored_stream *s = malloc(sizeof(*s));
+	if (!s) {
+		store_reader_close(rd);
+		rs_err_set(&err, RS_NOMEM, "out of memory serving %s", digest);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
+	}
+	*s = (struct stored_stream){rd, rq, rg.start, rg.end};
+	return reply_blob_stream(rq, &b, stored_read, s, stored_free);
 }
 
 /* The download job handed to inflight.c. */
@@ -166,12 +218,11 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	struct rs_err err = {0};
 	if (!api_ref_digest_ok(t->ref, &err))
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
-	int fd = -1;
-	uint64_t size = 0;
+	struct store_reader *rd = NULL;
 	if (store_pushed_holds(r->store, t->name, STORE_BLOB, t->ref) &&
-	    store_open_fd(r->store, STORE_PUSHED, STORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+	    store_reader_open(r->store, STORE_PUSHED, STORE_BLOB, t->ref, &rd, &err) == RS_OK) {
 		rq->cache = "pushed";
-		return blob_from_store(rq, t->ref, fd, size);
+		return blob_from_store(rq, t->ref, rd);
 	}
 	rs_err_clear(&err);
 	bool cached = store_has(r->store, STORE_CACHE, STORE_BLOB, t->ref);
@@ -187,11 +238,11 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 		}
 		upstream_reply_dispose(&rep);
 	}
-	enum rs_code rc = cached ? store_open_fd(r->store, STORE_CACHE, STORE_BLOB, t->ref, &fd, &size, &err) : RS_NOT_FOUND;
+	enum rs_code rc = cached ? store_reader_open(r->store, STORE_CACHE, STORE_BLOB, t->ref, &rd, &err) : RS_NOT_FOUND;
 	if (rc == RS_OK) {
 		rq->cache = "hit";
 		metrics_cache(METRICS_BLOB, 1);
-		return blob_from_store(rq, t->ref, fd, size);
+		return blob_from_store(rq, t->ref, rd);
 	}
 	if (rc != RS_NOT_FOUND)
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);

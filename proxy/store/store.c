@@ -27,21 +27,28 @@ struct store {
 
 /* ------------------------------------------------------------ lifecycle */
 
+enum rs_code store_open_driver(struct store **out, const struct store_driver *drv, void *impl, struct rs_err *err)
+{
+	assert(out && drv);
+	*out = NULL;
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s) {
+		drv->free(impl);
+		return rs_err_set(err, RS_NOMEM, "out of memory opening the store");
+	}
+	s->drv = drv;
+	s->impl = impl;
+	*out = s;
+	return RS_OK;
+}
+
 enum rs_code store_open(struct store **out, const struct rs_config *cfg, struct rs_err *err)
 {
 	assert(out && cfg);
 	*out = NULL;
-	struct store *s = calloc(1, sizeof(*s));
-	if (!s)
-		return rs_err_set(err, RS_NOMEM, "out of memory opening the store");
-	s->drv = &store_fs_driver;
-	enum rs_code rc = store_fs_open(&s->impl, cfg, err);
-	if (rc) {
-		free(s);
-		return rc;
-	}
-	*out = s;
-	return RS_OK;
+	void *impl = NULL;
+	enum rs_code rc = store_fs_open(&impl, cfg, err);
+	return rc ? rc : store_open_driver(out, &store_fs_driver, impl, err);
 }
 
 void store_free(struct store *s)
@@ -84,6 +91,13 @@ ssize_t store_reader_pread(struct store_reader *r, void *buf, size_t len, uint64
 int store_reader_fd(const struct store_reader *r)
 {
 	return r->fd;
+}
+
+int store_reader_take_fd(struct store_reader *r)
+{
+	int fd = r->fd;
+	r->fd = -1;
+	return fd;
 }
 
 void store_reader_close(struct store_reader *r)
@@ -139,12 +153,8 @@ enum rs_code store_open_fd(struct store *s, enum store_area area, enum store_kin
 	if (rc)
 		return rc;
 	*out_size = r->size;
-	if (r->fd >= 0) {
-		*out_fd = r->fd;
-		r->fd = -1; /* handed over */
-	} else {
+	if ((*out_fd = store_reader_take_fd(r)) < 0)
 		rc = spool(s, r, digest, out_fd, err);
-	}
 	store_reader_close(r);
 	return rc;
 }

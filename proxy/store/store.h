@@ -89,6 +89,9 @@ ssize_t store_reader_pread(struct store_reader *r, void *buf, size_t len, uint64
 /* A local descriptor on the object's bytes (borrowed from r), or -1 when the
  * driver keeps none: then read with store_reader_pread. */
 int store_reader_fd(const struct store_reader *r);
+/* Hand r's local descriptor over to the caller (who closes it), or -1 when
+ * the driver keeps none; r stays to be closed and can no longer be read. */
+int store_reader_take_fd(struct store_reader *r);
 void store_reader_close(struct store_reader *r);
 
 /* A descriptor on the whole object for code that reads files (sendfile, the

@@ -103,6 +103,12 @@ struct store_driver {
 	enum rs_code (*evict)(void *impl, uint64_t *out_freed, struct rs_err *err);
 };
 
+/* A store over drv with its state impl (taken: drv->free(impl) runs at
+ * store_free, or at once on failure). store_open() uses it for the driver
+ * the configuration names; tests use it for drivers wrapped around one. */
+RS_MUST_CHECK enum rs_code store_open_driver(struct store **out, const struct store_driver *drv, void *impl,
+                                             struct rs_err *err);
+
 /* The fs driver: open its state for cfg (*out_impl: store_fs_driver.free). */
 extern const struct store_driver store_fs_driver;
 RS_MUST_CHECK enum rs_code store_fs_open(void **out_impl, const struct rs_config *cfg, struct rs_err *err);

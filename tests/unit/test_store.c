@@ -6,10 +6,14 @@
  * results and reports, gate reports) round trip, scratch directories made
  * and removed, and the sweep at open of what a crash leaves (scratch
  * directories, temp files, documents staged beside their target by older
- * revisions). Blob contents are generated from seeds. */
+ * revisions). A driver without local descriptors (the fs driver wrapped
+ * to hide them, as an object store driver would be) is read by positional
+ * reads and spooled for store_open_fd. Blob contents are generated from
+ * seeds. */
 #include "store.h"
 
 #include "fixture.h"
+#include "store_driver.h"
 #include "fsutil.h"
 #include "store_fixture.h"
 
@@ -490,6 +494,88 @@ START_TEST(evicts_the_cache_only)
 }
 END_TEST
 
+/* ---- a driver without local descriptors: the fs driver with its readers'
+ * descriptors hidden, as an object store's would have none */
+
+struct nofd_reader {
+	struct store_reader base;
+	struct store_reader *inner;
+};
+
+static struct store_driver nofd_driver;
+
+static enum rs_code nofd_open(void *impl, enum store_area area, enum store_kind kind, const char *digest,
+                              struct store_reader **out, struct rs_err *err)
+{
+	struct store_reader *in = NULL;
+	enum rs_code rc = store_fs_driver.reader_open(impl, area, kind, digest, &in, err);
+	if (rc)
+		return rc;
+	struct nofd_reader *r = calloc(1, sizeof(*r));
+	ck_assert_ptr_nonnull(r);
+	r->base = (struct store_reader){&nofd_driver, in->size, -1};
+	r->inner = in;
+	*out = &r->base;
+	return RS_OK;
+}
+
+static ssize_t nofd_pread(struct store_reader *r, void *buf, size_t len, uint64_t off, struct rs_err *err)
+{
+	return store_fs_driver.reader_pread(((struct nofd_reader *)r)->inner, buf, len, off, err);
+}
+
+static void nofd_close(struct store_reader *r)
+{
+	store_fs_driver.reader_close(((struct nofd_reader *)r)->inner);
+	free(r);
+}
+
+START_TEST(driver_without_descriptors_is_read_by_ranges_and_spooled)
+{
+	nofd_driver = store_fs_driver;
+	nofd_driver.name = "nofd";
+	nofd_driver.reader_open = nofd_open;
+	nofd_driver.reader_pread = nofd_pread;
+	nofd_driver.reader_close = nofd_close;
+	struct store *fs = store_fixture_store(0);
+	store_free(fs); /* the data directory exists; the configuration stays */
+	void *impl = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(store_fs_open(&impl, store_fixture_config(), &err), RS_OK);
+	struct store *s = NULL;
+	ck_assert_int_eq(store_open_driver(&s, &nofd_driver, impl, &err), RS_OK);
+	ck_assert_str_eq(store_driver_name(s), "nofd");
+	size_t len = 200001;
+	unsigned char *body = fixture_bytes(9, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	ck_assert_int_eq(write_obj(s, STORE_CACHE, STORE_BLOB, dg, (int64_t)len, body, len, &err), RS_OK);
+	struct store_reader *r = NULL;
+	ck_assert_int_eq(store_reader_open(s, STORE_CACHE, STORE_BLOB, dg, &r, &err), RS_OK);
+	ck_assert_int_eq(store_reader_fd(r), -1);
+	ck_assert_int_eq(store_reader_take_fd(r), -1);
+	unsigned char buf[777];
+	ck_assert_int_eq(store_reader_pread(r, buf, sizeof(buf), 100000, &err), (ssize_t)sizeof(buf));
+	ck_assert(memcmp(buf, body + 100000, sizeof(buf)) == 0);
+	store_reader_close(r);
+	/* a descriptor on a spooled copy, unlinked, the scratch area left empty */
+	int fd = -1;
+	uint64_t size = 0;
+	ck_assert_int_eq(store_open_fd(s, STORE_CACHE, STORE_BLOB, dg, &fd, &size, &err), RS_OK);
+	ck_assert_uint_eq(size, len);
+	unsigned char *all = malloc(len + 1);
+	ck_assert_int_eq(pread(fd, all, len + 1, 0), (ssize_t)len);
+	ck_assert(memcmp(all, body, len) == 0);
+	close(fd);
+	free(all);
+	ck_assert_int_eq(entries("tmp"), 0);
+	ck_assert_int_eq(store_open_fd(s, STORE_PUSHED, STORE_BLOB, dg, &fd, &size, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(fd, -1);
+	free(body);
+	store_free(s);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -507,6 +593,7 @@ static Suite *store_suite(void)
 	tcase_add_test(t, scratch_directories_are_made_and_removed);
 	tcase_add_test(t, open_sweeps_what_a_crash_left);
 	tcase_add_test(t, evicts_the_cache_only);
+	tcase_add_test(t, driver_without_descriptors_is_read_by_ranges_and_spooled);
 	suite_add_tcase(s, t);
 	return s;
 }
