@@ -1,6 +1,6 @@
 /* manifest_put: a manifest PUT to a repository that a push policy matches
  * (docs/policy.md; uploads.c hands it over once the body is complete). The
- * manifest is stored by digest (push.c's checks), the policy's rules run
+ * manifest is stored by digest (the store's checks of a pushed manifest), the policy's rules run
  * over the image (gate.c), a refusal is 403 DENIED listing every violation,
  * a tag push is forwarded upstream per the policy's mode (502 UNAVAILABLE
  * when that fails) before the local tag and the 201; every gated push leaves

@@ -4,7 +4,7 @@
  * revalidation and stale-if-error; by digest: only under a repository that
  * holds it (issue 11), cached for good. It also reads the client's Accept
  * list and fetches manifests by digest for optpull.c. It talks to
- * blobstore.c, push.c (pushed images) and upstream.c, through mirror.c for
+ * the store (store.h: the cache and pushed images) and upstream.c, through mirror.c for
  * repository links, and answers through reply.h. */
 #include "api_int.h"
 

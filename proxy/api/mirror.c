@@ -1,10 +1,10 @@
 /* mirror: what every read-side resource asks of the upstream and the store
  * about the mirror's repositories. A cached object is served under a
- * repository only when linked to it (blobstore.h links: the upstream
+ * repository only when linked to it (store.h links: the upstream
  * answered for that repository); this file makes and checks those links,
  * asks the upstream with HEAD when a link is missing, decides when a cached
  * copy may be served anyway (stale-if-error), and maps the upstream's error
- * answers to ours. It talks to blobstore.c, upstream.c and metrics.c, and
+ * answers to ours. It talks to the store (store.h), upstream.c and metrics.c, and
  * answers through reply.h. */
 #include "api_int.h"
 
@@ -54,7 +54,7 @@ bool api_status_ok(long s)
 
 /* ------------------------------------------------------------ repository links */
 
-/* The mirror's repository links (blobstore.h): (upstream name, upstream
+/* The mirror's repository links (store.h): (upstream name, upstream
  * repository) holds a cached object once the upstream answered for it. A
  * link that cannot be written is logged: the next request asks again. */
 bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,

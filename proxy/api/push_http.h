@@ -1,6 +1,6 @@
-/* push_http: the HTTP face of push.c and auth.c. It recognises the write
- * routes of the Distribution API (blob uploads, mounts, manifest PUT,
- * DELETE), streams request bodies into uploads as they arrive, answers with
+/* push_http: the HTTP face of the store's uploads and pushed images (store.h)
+ * and of auth.c. It recognises the write routes of the Distribution API
+ * (blob uploads, mounts, manifest PUT, DELETE), streams request bodies into uploads as they arrive, answers with
  * the spec's status codes and headers (Location, Range, Docker-Upload-UUID,
  * Docker-Content-Digest), serves regslim's token endpoint /auth/token, and
  * is the auth gate the read side calls for every API request: 401 with a

@@ -1,7 +1,7 @@
 /* tags: GET /v2/<name>/tags/list. A repository pushed to regslim lists its
- * pushed tags (push.c); otherwise the upstream's list is passed through
+ * pushed tags (the store's pushed images); otherwise the upstream's list is passed through
  * with its pagination (n, last) and its Link header rewritten to the
- * client's name. It talks to push.c and upstream.c, and answers through
+ * client's name. It talks to the store (store.h) and upstream.c, and answers through
  * reply.h. */
 #include "api_int.h"
 

@@ -14,7 +14,7 @@
  *   DELETE /v2/<name>/blobs/uploads/<uuid>           204 cancel
  *   PUT    /v2/<name>/manifests/<tag|digest>         201 (Location, Docker-Content-Digest)
  *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  405 UNSUPPORTED
- * Bodies stream into push.c as MHD hands them over; an error found while
+ * Bodies stream into the store's upload sessions (store.h) as MHD hands them over; an error found while
  * the body is still arriving (too large, out-of-order chunk, no
  * permission) is answered at once and MHD closes the connection.
  *
