@@ -63,7 +63,8 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	bool by_tag = strchr(w->ref, ':') == NULL;
 	bool had = store_has(ph->store, STORE_PUSHED, STORE_MANIFEST, digest);
 	bool had_link = store_pushed_holds(ph->store, w->name, STORE_MANIFEST, digest);
-	if (store_pushed_put_manifest(ph->store, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
+	if (store_pushed_put_manifest(ph->store, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) !=
+	    RS_OK)
 		return api_fail(rq, w, &err, 0, false);
 	struct gate_report rep = {0};
 	struct gate_outcome out = {0};

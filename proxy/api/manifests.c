@@ -68,7 +68,8 @@ enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, c
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	enum rs_code rc =
+		store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	*ret = api_answer_manifest(rq, buf, len, type, digest);

@@ -102,7 +102,8 @@ static enum rs_code pull_fetch_image(struct registry *r, const struct route_targ
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	enum rs_code rc =
+		store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	enum imagejson_kind kind;

@@ -410,8 +410,8 @@ static enum rs_code config_platform(char *out, size_t cap, const char *cfgbuf, s
 }
 
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
-				enum store_area area,				const char *buf, size_t len, const char *prefix, const char *platform, unsigned flags,
-				struct gate_resolver *res, struct rs_err *err)
+				enum store_area area, const char *buf, size_t len, const char *prefix, const char *platform,
+				unsigned flags, struct gate_resolver *res, struct rs_err *err)
 {
 	struct imagejson_manifest m = {0};
 	char *cfgbuf = NULL, *user = NULL;
@@ -551,7 +551,8 @@ out:
 }
 
 enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
-			enum store_area area,			const char *digest, unsigned flags, struct gate_resolver *res, struct rs_err *err)
+			enum store_area area, const char *digest, unsigned flags, struct gate_resolver *res,
+			struct rs_err *err)
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;

@@ -276,7 +276,8 @@ static enum rs_code result_complete(struct optpull *op, const char *digest, int 
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = store_manifest_get(op->bs, STORE_CACHE, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
+	enum rs_code rc =
+		store_manifest_get(op->bs, STORE_CACHE, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	free(type);
