@@ -5,6 +5,7 @@
 #    includes GnuTLS;
 #  - manifests and indexes are parsed only by imagejson.c, the image walk and the optimizer's layout readers;
 #  - every header compiles alone (each .h is included first in an empty unit);
+#  - only proxy/store/ knows where bytes live (store internals, the data directory, store paths);
 #  - the repository stands alone: no tracked file names a folder beside the checkout (the old
 #    test tools' path or their variable); the test lab is tests/lab.
 set -euo pipefail
@@ -55,6 +56,22 @@ walk_ok='^(config/imagejson\.[ch]|config/imagewalk\.c|optimizer/(layout|pipeline
 if printf '%s\n' $srcs | grep -E '^(config|optimizer|proxy)/' | xargs grep -lE 'imagejson_parse_(index|manifest)' |
     grep -vE "$walk_ok"; then
   echo "lint: a file above parses manifests or indexes itself; walk them with config/imagewalk.h (issue 10)" >&2; rc=1
+fi
+# the storage interface (issue 10, DESIGN.md "Layout": store/): only proxy/store/ knows where bytes live.
+# Outside it nothing includes a driver's internals (tests of the store and of those internals excepted), names the data
+# directory (cli/ passes the option on) or spells a path under it ("%s/tmp/...", "%s/optimized", a blob's fan-out; an OCI layout's
+# "%s/blobs/sha256/%s" is not the store's).
+internals='#include "(blobstore|push|store_driver)\.h"'
+if grep -nE "$internals" $srcs | grep -vE '^(proxy/store/|tests/unit/test_(blobstore|push|store)\.c:|tests/fixtures/store_fixture\.[ch]:)'; then
+  echo "lint: a file above includes the store's internals; use store.h (docs/architecture.md)" >&2; rc=1
+fi
+outside_store=$(printf '%s\n' $srcs | grep -E '^proxy/.*\.[ch]$' | grep -vE '^proxy/(store|cli)/' || true)
+if [ -n "$outside_store" ] && grep -nwE 'data_dir' $outside_store | grep -vF '\"data_dir\"'; then
+  echo "lint: a file above names the data directory outside proxy/store/ and proxy/cli/; ask the store (store.h)" >&2; rc=1
+fi
+if [ -n "$outside_store" ] &&
+   grep -nE '"%s/((manifests|tags|links|tmp|push|uploads|optimized|gate)[/"]|blobs/sha256/%\.2s)' $outside_store; then
+  echo "lint: a file above builds a store path outside proxy/store/; use store.h (scratch, documents, objects)" >&2; rc=1
 fi
 # proxy/'s rooms and their one-way doors (issue 10, docs/architecture.md): a room includes the
 # headers of rooms below it only; gate/ and optimize/ share a level, obs/ is the lowest.

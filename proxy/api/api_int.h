@@ -14,16 +14,15 @@
 #ifndef RS_PROXY_API_INT_H
 #define RS_PROXY_API_INT_H
 
-#include "blobstore.h"
 #include "config.h"
 #include "digest.h"
 #include "errors.h"
 #include "gate_policy.h"
 #include "http.h"
-#include "push.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "store.h"
 #include "upstream.h"
 
 #include <microhttpd.h>
@@ -40,7 +39,7 @@
 
 struct registry {
 	const struct rs_config *cfg;
-	struct blobstore *store;
+	struct store *store;
 	struct inflight *inflight;
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
@@ -125,7 +124,7 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
  * (linked there) but that is no longer in the store: made again by the
  * optimizer (optpull_regenerate), waiting up to optimize.sync_timeout_s.
  * True when it is in the store now. */
-bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum blobstore_kind kind);
+bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum store_kind kind);
 RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
@@ -151,18 +150,18 @@ enum MHD_Result api_referrers_get(struct registry *r, struct request *rq, const 
 enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what);
 bool api_status_ok(long s);
 
-/* mirror.c: the mirror's repository links (blobstore.h) and asking the
+/* mirror.c: the mirror's repository links (store.h) and asking the
  * upstream for them. */
-bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                        const char *digest);
-void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                      const char *digest);
 RS_MUST_CHECK enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo,
-                                          enum blobstore_kind kind, const char *digest, struct upstream_reply *rep,
+                                          enum store_kind kind, const char *digest, struct upstream_reply *rep,
                                           struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo,
-                                              enum blobstore_kind kind, const char *digest, struct rs_err *err);
-bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+                                              enum store_kind kind, const char *digest, struct rs_err *err);
+bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                          const char *digest, enum rs_code rc, const struct upstream_reply *rep);
 
 
@@ -170,7 +169,7 @@ bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, 
 
 struct push_http {
 	const struct rs_config *cfg;
-	struct push *push;
+	struct store *store; /* borrowed from the registry: uploads, pushed images */
 	struct auth *auth; /* NULL without an auth section */
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
@@ -195,8 +194,8 @@ struct wreq {
 	char name[RS_LIMIT_NAME_MAX + 1];
 	char ref[RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
 	bool ref_long; /* the reference did not fit ref (which holds its start): invalid */
-	char uuid[PUSH_UUID_SIZE];
-	struct push_upload *u;
+	char uuid[STORE_UUID_SIZE];
+	struct store_upload *u;
 	uint64_t limit; /* bytes this request may still append (Content-Range), UINT64_MAX: no limit */
 	char *buf;      /* manifest body */
 	size_t len, cap;

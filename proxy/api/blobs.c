@@ -1,18 +1,19 @@
 /* blobs: GET and HEAD of /v2/<name>/blobs/<digest> for the pull-through
  * mirror (DESIGN.md "The pull path", point 4). A blob pushed to regslim or
  * cached and linked to the repository is served from the store (ranges
- * included); a missing one is streamed to every client from one shared
- * upstream download (inflight.c) while it is verified and cached. It also
- * fetches blobs into the store for optpull.c. It talks to blobstore.c,
- * inflight.c, push.c and upstream.c, through mirror.c for repository links,
- * and answers through reply.h. */
+ * included: a local descriptor sent with sendfile, or positional reads of
+ * the store's reader for a driver without one); a missing one is streamed
+ * to every client from one shared upstream download (inflight.c) while it
+ * is verified and cached. It also fetches blobs into the store for
+ * optpull.c. It talks to the store (store.h), inflight.c and upstream.c,
+ * through mirror.c for repository links, and answers through reply.h. */
 #include "api_int.h"
 
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
-#include "push.h"
+#include "store.h"
 #include "push_http.h"
 
 #include <stdatomic.h>
@@ -25,17 +26,68 @@
 
 /* ------------------------------------------------------------ blobs */
 
-static enum MHD_Result blob_from_store(struct request *rq, const char *digest, int fd, uint64_t size)
+/* The body of a stored blob from a driver without local descriptors:
+ * positional reads of the reader (a ranged read per call). */
+struct stored_stream {
+	struct store_reader *rd;
+	struct request *rq;
+	uint64_t start, end;
+};
+
+static ssize_t stored_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stored_stream *s = cls;
+	uint64_t at = s->start + pos;
+	if (at >= s->end)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	if (max > s->end - at)
+		max = (size_t)(s->end - at);
+	struct rs_err err = {0};
+	ssize_t n = store_reader_pread(s->rd, buf, max, at, &err);
+	if (n > 0) {
+		metrics_add(METRICS_CLIENT_BYTES, (uint64_t)n);
+		return n;
+	}
+	/* a stored blob that ends early or cannot be read: never a body that
+	 * looks complete */
+	log_event(LOG_WARN, "aborting blob response for %s at byte %llu: %s", s->rq->url, (unsigned long long)at,
+	          n < 0 ? err.msg : "the stored blob ended early");
+	return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stored_free(void *cls)
+{
+	struct stored_stream *s = cls;
+	store_reader_close(s->rd);
+	free(s);
+}
+
+/* Serve a stored blob (rd is taken): its local descriptor when the driver
+ * has one (sendfile), else positional reads. */
+static enum MHD_Result blob_from_store(struct request *rq, const char *digest, struct store_reader *rd)
 {
 	struct route_range rg;
 	struct rs_err err = {0};
+	uint64_t size = store_reader_size(rd);
 	const char *rh = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
 	if (route_parse_range(rh, size, &rg, &err) != RS_OK) {
-		close(fd);
+		store_reader_close(rd);
 		return reply_range_error(rq, &err, size);
 	}
 	struct reply_blob b = {digest, &rg, size, true};
-	return reply_blob_fd(rq, &b, fd, rq->tls);
+	int fd = store_reader_take_fd(rd);
+	if (fd >= 0) {
+		store_reader_close(rd);
+		return reply_blob_fd(rq, &b, fd, rq->tls);
+	}
+	struct stored_stream *s = malloc(sizeof(*s));
+	if (!s) {
+		store_reader_close(rd);
+		rs_err_set(&err, RS_NOMEM, "out of memory serving %s", digest);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
+	}
+	*s = (struct stored_stream){rd, rq, rg.start, rg.end};
+	return reply_blob_stream(rq, &b, stored_read, s, stored_free);
 }
 
 /* The download job handed to inflight.c. */
@@ -61,8 +113,8 @@ static enum rs_code download_begin(void *arg, int64_t size, struct rs_err *err)
 	 * reader is woken, so a reader that finds no link knows the download
 	 * was another repository's. */
 	struct download *d = s->d;
-	if (!api_mirror_linked(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest)) {
-		api_mirror_link(d->r, d->up_index, d->repo, BLOBSTORE_BLOB, d->digest);
+	if (!api_mirror_linked(d->r, d->up_index, d->repo, STORE_BLOB, d->digest)) {
+		api_mirror_link(d->r, d->up_index, d->repo, STORE_BLOB, d->digest);
 		d->new_link = true;
 	}
 	return inflight_fetch_begin(s->f, size, err);
@@ -96,8 +148,8 @@ static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_
 static void download_free(void *arg)
 {
 	struct download *d = arg;
-	if (d && d->new_link && !blobstore_has(d->r->store, BLOBSTORE_BLOB, d->digest))
-		blobstore_unlink(d->r->store, d->upname, d->repo, BLOBSTORE_BLOB, d->digest);
+	if (d && d->new_link && !store_has(d->r->store, STORE_CACHE, STORE_BLOB, d->digest))
+		store_unlink(d->r->store, d->upname, d->repo, STORE_BLOB, d->digest);
 	free(d);
 }
 
@@ -155,7 +207,7 @@ static enum MHD_Result blob_head_miss(struct registry *r, struct request *rq, co
 {
 	struct upstream_reply rep = {0};
 	struct rs_err err = {0};
-	if (api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err) != RS_OK)
+	if (api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err) != RS_OK)
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
 	enum MHD_Result ret;
 	if (!api_status_ok(rep.status)) {
@@ -179,21 +231,19 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	struct rs_err err = {0};
 	if (!api_ref_digest_ok(t->ref, &err))
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
-	int fd = -1;
-	uint64_t size = 0;
-	struct push *p = push_http_push(r->ph);
-	if (push_holds(p, t->name, BLOBSTORE_BLOB, t->ref) &&
-	    blobstore_open_object(push_store(p), BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+	struct store_reader *rd = NULL;
+	if (store_pushed_holds(r->store, t->name, STORE_BLOB, t->ref) &&
+	    store_reader_open(r->store, STORE_PUSHED, STORE_BLOB, t->ref, &rd, &err) == RS_OK) {
 		rq->cache = "pushed";
-		return blob_from_store(rq, t->ref, fd, size);
+		return blob_from_store(rq, t->ref, rd);
 	}
 	rs_err_clear(&err);
-	bool cached = blobstore_has(r->store, BLOBSTORE_BLOB, t->ref);
-	if (cached && !api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+	bool cached = store_has(r->store, STORE_CACHE, STORE_BLOB, t->ref);
+	if (cached && !api_mirror_linked(r, t->up_index, t->repo, STORE_BLOB, t->ref)) {
 		struct upstream_reply rep = {0};
-		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err);
 		if ((rc || !api_status_ok(rep.status)) &&
-		    !api_mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, rc, &rep)) {
+		    !api_mirror_stale_ok(r, t->up_index, t->repo, STORE_BLOB, t->ref, rc, &rep)) {
 			rq->cache = "unlinked";
 			enum MHD_Result ret = rc ? reply_fail(rq, &err, REPLY_BLOB, NULL, 0) : api_answer_upstream_error(rq, &rep, REPLY_BLOB);
 			upstream_reply_dispose(&rep);
@@ -201,19 +251,19 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 		}
 		upstream_reply_dispose(&rep);
 	}
-	enum rs_code rc = cached ? blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err) : RS_NOT_FOUND;
+	enum rs_code rc = cached ? store_reader_open(r->store, STORE_CACHE, STORE_BLOB, t->ref, &rd, &err) : RS_NOT_FOUND;
 	if (rc == RS_OK) {
 		rq->cache = "hit";
 		metrics_cache(METRICS_BLOB, 1);
-		return blob_from_store(rq, t->ref, fd, size);
+		return blob_from_store(rq, t->ref, rd);
 	}
 	if (rc != RS_NOT_FOUND)
 		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
-	if (!cached && api_opt_regenerated(r, t, BLOBSTORE_BLOB)) {
+	if (!cached && api_opt_regenerated(r, t, STORE_BLOB)) {
 		rs_err_clear(&err);
-		if (blobstore_open_object(r->store, BLOBSTORE_BLOB, t->ref, &fd, &size, &err) == RS_OK) {
+		if (store_reader_open(r->store, STORE_CACHE, STORE_BLOB, t->ref, &rd, &err) == RS_OK) {
 			rq->cache = "regenerated";
-			return blob_from_store(rq, t->ref, fd, size);
+			return blob_from_store(rq, t->ref, rd);
 		}
 	}
 	rq->cache = "miss";
@@ -246,10 +296,10 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	}
 	/* Joined a download started for another repository (or the blob was
 	 * committed meanwhile): this repository must be confirmed too. */
-	if (!api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref)) {
+	if (!api_mirror_linked(r, t->up_index, t->repo, STORE_BLOB, t->ref)) {
 		struct upstream_reply rep = {0};
 		rs_err_clear(&err);
-		rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_BLOB, t->ref, &rep, &err);
+		rc = api_mirror_ask(r, t->up_index, t->repo, STORE_BLOB, t->ref, &rep, &err);
 		if (rc || !api_status_ok(rep.status)) {
 			inflight_release(f);
 			rq->cache = "unlinked";
@@ -287,7 +337,7 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 
 /* ------------------------------------------------------------ optimized pulls */
 
-bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum blobstore_kind kind)
+bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum store_kind kind)
 {
 	if (!r->opt || !api_mirror_linked(r, t->up_index, t->repo, kind, t->ref))
 		return false;
@@ -347,7 +397,7 @@ enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, co
 		}
 	}
 	inflight_release(f);
-	if (rc == RS_OK && !blobstore_has(r->store, BLOBSTORE_BLOB, digest))
+	if (rc == RS_OK && !store_has(r->store, STORE_CACHE, STORE_BLOB, digest))
 		rc = rs_err_set(err, RS_IO, "blob %s was downloaded but is not in the store (evicted?)", digest);
 	return rc;
 }

@@ -1,6 +1,6 @@
 /* manifest_put: a manifest PUT to a repository that a push policy matches
  * (docs/policy.md; uploads.c hands it over once the body is complete). The
- * manifest is stored by digest (push.c's checks), the policy's rules run
+ * manifest is stored by digest (the store's checks of a pushed manifest), the policy's rules run
  * over the image (gate.c), a refusal is 403 DENIED listing every violation,
  * a tag push is forwarded upstream per the policy's mode (502 UNAVAILABLE
  * when that fails) before the local tag and the 201; every gated push leaves
@@ -10,8 +10,8 @@
 #include "gate.h"
 #include "log.h"
 #include "metrics.h"
-#include "push.h"
 #include "refindex.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,10 +37,10 @@ static void save_report(struct push_http *ph, const struct gate_report *rep, con
 	size_t len = 0;
 	enum rs_code rc = gate_report_json(&json, &len, rep, m, &err);
 	if (rc == RS_OK)
-		rc = gate_report_save(ph->cfg->data_dir, m->repository, m->digest, json, len, &err);
+		rc = gate_report_save(ph->store, m->repository, m->digest, json, len, &err);
 	for (size_t i = 0; rc == RS_OK && m->outcome && i < m->outcome->count; i++)
 		if (m->outcome->pushed[i].optimized)
-			rc = gate_report_save(ph->cfg->data_dir, m->repository, m->outcome->pushed[i].digest, json, len,
+			rc = gate_report_save(ph->store, m->repository, m->outcome->pushed[i].digest, json, len,
 			                      &err);
 	if (rc) {
 		char shown[RS_LIMIT_NAME_MAX + RS_LIMIT_TAG_MAX + DIGEST_STR_SIZE];
@@ -62,10 +62,10 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	char digest[DIGEST_STR_SIZE], got[DIGEST_STR_SIZE];
 	digest_buffer(digest, w->buf, w->len);
 	bool by_tag = strchr(w->ref, ':') == NULL;
-	struct blobstore *store = push_store(ph->push);
-	bool had = blobstore_has(store, BLOBSTORE_MANIFEST, digest);
-	bool had_link = push_holds(ph->push, w->name, BLOBSTORE_MANIFEST, digest);
-	if (push_put_manifest(ph->push, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) != RS_OK)
+	bool had = store_has(ph->store, STORE_PUSHED, STORE_MANIFEST, digest);
+	bool had_link = store_pushed_holds(ph->store, w->name, STORE_MANIFEST, digest);
+	if (store_pushed_put_manifest(ph->store, w->name, by_tag ? digest : w->ref, ct, w->buf, w->len, got, &err) !=
+	    RS_OK)
 		return api_fail(rq, w, &err, 0, false);
 	struct gate_report rep = {0};
 	struct gate_outcome out = {0};
@@ -76,7 +76,7 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	api_ref_text(shown, sizeof(shown), w->name, w->ref);
 	enum MHD_Result ret;
 	bool remembered = false;
-	enum rs_code rc = gate_check_memo(ph->memo, &remembered, &rep, gp, store, digest,
+	enum rs_code rc = gate_check_memo(ph->memo, &remembered, &rep, gp, ph->store, STORE_PUSHED, digest,
 	                                  by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
 	if (rc == RS_OK && remembered)
 		log_event(LOG_INFO, "push %s (%s): policy check remembered from an earlier push of the same image", shown,
@@ -98,9 +98,9 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 		/* Refused: what this PUT added goes again, so the image cannot be
 		 * pulled by digest from regslim; the report stays. */
 		if (!had)
-			blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+			store_remove(ph->store, STORE_PUSHED, STORE_MANIFEST, digest);
 		if (!had_link)
-			push_forget_manifest(ph->push, w->name, digest);
+			store_pushed_forget_manifest(ph->store, w->name, digest);
 		meta.verdict = "denied";
 		save_report(ph, &rep, &meta);
 		if (gate_report_text(&text, &rep, GATE_DENY, &err) != RS_OK) {
@@ -119,16 +119,14 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 		goto done;
 	}
 	if (by_tag) {
-		char tmp_dir[4096];
-		snprintf(tmp_dir, sizeof(tmp_dir), "%s/tmp", ph->cfg->data_dir);
 		rs_err_clear(&err);
-		enum rs_code frc = gate_forward(&out, gp, ph->cfg, store, tmp_dir, w->name, w->ref, digest, &err);
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, ph->store, w->name, w->ref, digest, &err);
 		if (frc == RS_BAD_INPUT) {
 			/* the image passed the policy but cannot be optimized: the client's to fix */
 			if (!had)
-				blobstore_remove(store, BLOBSTORE_MANIFEST, digest);
+				store_remove(ph->store, STORE_PUSHED, STORE_MANIFEST, digest);
 			if (!had_link)
-				push_forget_manifest(ph->push, w->name, digest);
+				store_pushed_forget_manifest(ph->store, w->name, digest);
 			metrics_gate_push("invalid");
 			log_event(LOG_WARN, "push %s (%s) refused: %s", shown, digest, err.msg);
 			ret = reply_error(rq, frc, REPLY_MANIFEST_PUT, err.msg, NULL, 0);
@@ -150,7 +148,7 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 		}
 		log_event(LOG_INFO, "push %s (%s) accepted by policy (mode %s, %zu warning(s)), upstream: %s", shown, digest,
 		          gate_mode_name(gp->mode), rep.warns, pushed);
-		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK) {
+		if (store_pushed_put_manifest(ph->store, w->name, w->ref, ct, w->buf, w->len, got, &err) != RS_OK) {
 			ret = api_fail(rq, w, &err, 0, false);
 			goto done;
 		}

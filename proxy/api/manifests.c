@@ -4,14 +4,14 @@
  * revalidation and stale-if-error; by digest: only under a repository that
  * holds it (issue 11), cached for good. It also reads the client's Accept
  * list and fetches manifests by digest for optpull.c. It talks to
- * blobstore.c, push.c (pushed images) and upstream.c, through mirror.c for
+ * the store (store.h: the cache and pushed images) and upstream.c, through mirror.c for
  * repository links, and answers through reply.h. */
 #include "api_int.h"
 
 #include "image.h"
 #include "log.h"
 #include "metrics.h"
-#include "push.h"
+#include "store.h"
 #include "push_http.h"
 #include "refname.h"
 
@@ -68,7 +68,8 @@ enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, c
 {
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	enum rs_code rc = blobstore_get_manifest(r->store, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
+	enum rs_code rc =
+		store_manifest_get(r->store, STORE_CACHE, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, err);
 	if (rc)
 		return rc;
 	*ret = api_answer_manifest(rq, buf, len, type, digest);
@@ -123,10 +124,10 @@ static enum rs_code fetch_manifest(struct registry *r, const struct route_target
 		                  "upstream %s sent manifest bytes hashing to %s but Docker-Content-Digest %s; not cached",
 		                  upname, out_digest, rep->digest);
 	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
-	enum rs_code prc = blobstore_put_manifest(r->store, out_digest, type, rep->body, rep->body_len, err);
+	enum rs_code prc = store_manifest_put(r->store, STORE_CACHE, out_digest, type, rep->body, rep->body_len, err);
 	*out_stored = prc == RS_OK;
 	if (prc == RS_OK) /* the upstream gave it for this repository: linked there */
-		api_mirror_link(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, out_digest);
+		api_mirror_link(r, t->up_index, t->repo, STORE_MANIFEST, out_digest);
 	return prc;
 }
 
@@ -148,10 +149,9 @@ static bool serve_pushed_manifest(struct registry *r, struct request *rq, const 
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
 	struct rs_err err = {0};
-	struct push *p = push_http_push(r->ph);
-	if (name && !push_holds(p, name, BLOBSTORE_MANIFEST, digest))
+	if (name && !store_pushed_holds(r->store, name, STORE_MANIFEST, digest))
 		return false;
-	if (blobstore_get_manifest(push_store(p), digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) !=
+	if (store_manifest_get(r->store, STORE_PUSHED, digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) !=
 	    RS_OK)
 		return false;
 	rq->cache = "pushed";
@@ -196,17 +196,17 @@ enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, c
 	enum MHD_Result ret = MHD_NO;
 	if (!api_ref_digest_ok(t->ref, &err))
 		return api_manifest_cannot_exist(rq, t->ref);
-	bool had_copy = blobstore_has(r->store, BLOBSTORE_MANIFEST, t->ref);
-	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref);
+	bool had_copy = store_has(r->store, STORE_CACHE, STORE_MANIFEST, t->ref);
+	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, STORE_MANIFEST, t->ref);
 	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
 		return ret;
-	if (!had_copy && api_opt_regenerated(r, t, BLOBSTORE_MANIFEST))
+	if (!had_copy && api_opt_regenerated(r, t, STORE_MANIFEST))
 		had_copy = linked = true; /* an optimized manifest that was evicted */
 	if (had_copy && !linked) {
 		struct upstream_reply head = {0};
-		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, &head, &err);
+		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, STORE_MANIFEST, t->ref, &head, &err);
 		if ((rc || !api_status_ok(head.status)) &&
-		    !api_mirror_stale_ok(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, t->ref, rc, &head)) {
+		    !api_mirror_stale_ok(r, t->up_index, t->repo, STORE_MANIFEST, t->ref, rc, &head)) {
 			/* not this repository's (or the upstream cannot say so now):
 			 * never served from another repository's copy */
 			rq->cache = "unlinked";
@@ -245,25 +245,25 @@ enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, c
 	return ret;
 }
 
-static bool stored_acceptable(const struct blobstore_tag *tag, const struct accept_list *acc)
+static bool stored_acceptable(const struct store_tag *tag, const struct accept_list *acc)
 {
 	return api_accepts(acc, tag->media_type);
 }
 
 static void remember_tag(struct registry *r, const struct route_target *t, const char *digest, const char *type)
 {
-	struct blobstore_tag tag = {0};
+	struct store_tag tag = {0};
 	struct rs_err err = {0};
 	snprintf(tag.digest, sizeof(tag.digest), "%s", digest);
 	snprintf(tag.media_type, sizeof(tag.media_type), "%s", type ? type : JSON_TYPE);
 	tag.fetched = time(NULL);
-	if (blobstore_put_tag(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, &tag, &err) != RS_OK)
+	if (store_tag_put(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, &tag, &err) != RS_OK)
 		log_event(LOG_WARN, "could not record tag %s:%s: %s", t->repo, t->ref, err.msg);
 }
 
 /* Serve the stored tag answer as a stale copy because the upstream failed. */
 static enum MHD_Result serve_stale(struct registry *r, struct request *rq, const struct route_target *t,
-                                   const struct blobstore_tag *tag, const char *why, bool *served)
+                                   const struct store_tag *tag, const char *why, bool *served)
 {
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
@@ -284,17 +284,17 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
 	if (!refname_tag_valid(t->ref))
 		return api_manifest_cannot_exist(rq, t->ref);
 	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
-	struct blobstore_tag tag = {0};
+	struct store_tag tag = {0};
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
 	/* A tag pushed to regslim shadows the upstream's tag of that name. */
-	if (push_get_tag(push_http_push(r->ph), t->name, t->ref, &tag, &err) == RS_OK &&
+	if (store_pushed_tag_get(r->store, t->name, t->ref, &tag, &err) == RS_OK &&
 	    serve_pushed_manifest(r, rq, NULL, tag.digest, &ret))
 		return ret;
 	memset(&tag, 0, sizeof(tag));
 	rs_err_clear(&err);
-	bool have = blobstore_get_tag(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
-	            blobstore_has(r->store, BLOBSTORE_MANIFEST, tag.digest);
+	bool have = store_tag_get(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
+	            store_has(r->store, STORE_CACHE, STORE_MANIFEST, tag.digest);
 	bool usable = have && stored_acceptable(&tag, acc);
 	time_t now = time(NULL);
 	bool fresh = usable && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
@@ -377,7 +377,7 @@ enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo
                                        struct rs_err *err)
 {
 	struct registry *r = ctx;
-	if (blobstore_has(r->store, BLOBSTORE_MANIFEST, digest))
+	if (store_has(r->store, STORE_CACHE, STORE_MANIFEST, digest))
 		return RS_OK;
 	struct route_target t = {.up_index = up_index, .ref = digest};
 	snprintf(t.repo, sizeof(t.repo), "%s", repo);

@@ -45,7 +45,7 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	const char *reason = NULL;
 	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
 		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
-	} else if (!cap.type || !blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest)) {
+	} else if (!cap.type || !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest)) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
 		           cap.type ? cap.type : "no type");
@@ -64,12 +64,12 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 			rs_err_set(&err, RS_BAD_INPUT, "the client does not accept %s", res.media_type);
 		}
 	}
-	if (!reason && !api_mirror_linked(r, t->up_index, t->repo, BLOBSTORE_MANIFEST, res.digest)) {
+	if (!reason && !api_mirror_linked(r, t->up_index, t->repo, STORE_MANIFEST, res.digest)) {
 		/* The optimized image is this repository's: made from the manifest
 		 * the upstream just gave for it. Linked (blobs first) before the
 		 * client asks for its blobs by digest. */
 		rs_err_clear(&err);
-		if (blobstore_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
+		if (store_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
 			reason = "not_cached";
 	}
 	if (!reason) {
@@ -112,7 +112,7 @@ static enum rs_code fetch_load(void *ctx, const struct imagewalk_node *n, char *
 	if (n->depth > 0)
 		rc = api_opt_fetch_manifest(w->r, w->t->up_index, w->t->repo, n->digest, err);
 	if (rc == RS_OK)
-		rc = blobstore_get_manifest(w->r->store, n->digest, w->r->cfg->manifest_max_bytes, buf, len, type, err);
+		rc = store_manifest_get(w->r->store, STORE_CACHE, n->digest, w->r->cfg->manifest_max_bytes, buf, len, type, err);
 	return rc;
 }
 
@@ -121,7 +121,7 @@ static enum rs_code fetch_visit(void *ctx, enum imagewalk_event ev, const struct
 {
 	(void)step;
 	const struct fetch_walk *w = ctx;
-	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || blobstore_has(w->r->store, BLOBSTORE_BLOB, n->digest))
+	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || store_has(w->r->store, STORE_CACHE, STORE_BLOB, n->digest))
 		return RS_OK;
 	return api_opt_fetch_blob(w->r, w->t->up_index, w->t->repo, n->digest, err);
 }
@@ -159,7 +159,7 @@ static enum rs_code pull_verdict(struct registry *r, const struct route_target *
 	enum rs_code rc = pull_fetch_image(r, t, digest, err);
 	struct gate_report rep = {0};
 	if (rc == RS_OK)
-		rc = gate_check(&rep, gp, r->store, digest, 0, push_http_bases(r->ph), err);
+		rc = gate_check(&rep, gp, r->store, STORE_CACHE, digest, 0, push_http_bases(r->ph), err);
 	if (rc == RS_OK && rep.denies)
 		rc = gate_report_text(text, &rep, GATE_DENY, err);
 	for (size_t i = 0; rc == RS_OK && i < rep.count; i++)
@@ -213,7 +213,7 @@ enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, c
 	size_t denies = 0;
 	char *text = NULL;
 	enum rs_code rc;
-	if (!blobstore_has(r->store, BLOBSTORE_MANIFEST, cap.digest))
+	if (!store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest))
 		rc = rs_err_set(&err, RS_BAD_INPUT, "manifest %s (%s) cannot be checked: it is not stored", cap.digest,
 		                cap.type ? cap.type : "no type");
 	else

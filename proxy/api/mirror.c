@@ -1,10 +1,10 @@
 /* mirror: what every read-side resource asks of the upstream and the store
  * about the mirror's repositories. A cached object is served under a
- * repository only when linked to it (blobstore.h links: the upstream
+ * repository only when linked to it (store.h links: the upstream
  * answered for that repository); this file makes and checks those links,
  * asks the upstream with HEAD when a link is missing, decides when a cached
  * copy may be served anyway (stale-if-error), and maps the upstream's error
- * answers to ours. It talks to blobstore.c, upstream.c and metrics.c, and
+ * answers to ours. It talks to the store (store.h), upstream.c and metrics.c, and
  * answers through reply.h. */
 #include "api_int.h"
 
@@ -58,20 +58,20 @@ bool api_status_ok(long s)
 
 /* ------------------------------------------------------------ repository links */
 
-/* The mirror's repository links (blobstore.h): (upstream name, upstream
+/* The mirror's repository links (store.h): (upstream name, upstream
  * repository) holds a cached object once the upstream answered for it. A
  * link that cannot be written is logged: the next request asks again. */
-bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                           const char *digest)
 {
-	return blobstore_linked(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest);
+	return store_linked(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest);
 }
 
-void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                         const char *digest)
 {
 	struct rs_err err = {0};
-	if (blobstore_link(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest, &err) != RS_OK)
+	if (store_link(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest, &err) != RS_OK)
 		log_event(LOG_WARN, "could not link %s to %s/%s: %s", digest, r->cfg->upstreams[up_index].name, repo,
 		          err.msg);
 }
@@ -79,7 +79,7 @@ void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum
 /* Ask the upstream whether repo has digest (HEAD); a 2xx answer links it.
  * RS_OK with rep->status set for any HTTP answer (rep is the caller's to
  * dispose); RS_UPSTREAM / RS_TIMEOUT when it cannot be asked. */
-enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                                const char *digest, struct upstream_reply *rep, struct rs_err *err)
 {
 	static const char *const acc[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX,
@@ -87,7 +87,7 @@ enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *rep
 	const char *upname = r->cfg->upstreams[up_index].name;
 	metrics_upstream(upname, METRICS_UP_REQUESTS);
 	enum rs_code rc =
-		kind == BLOBSTORE_BLOB
+		kind == STORE_BLOB
 			? upstream_blob_head(r->ups[up_index], repo, digest, rep, err)
 			: upstream_manifest(r->ups[up_index], repo, digest, acc, 4, true, r->cfg->manifest_max_bytes, rep, err);
 	if (rc || rep->status >= 500)
@@ -101,7 +101,7 @@ enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *rep
 
 /* api_mirror_ask as one code: RS_OK when the upstream confirmed (now linked),
  * RS_NOT_FOUND for 404, RS_DENIED for 401/403, RS_UPSTREAM otherwise. */
-enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                                    const char *digest, struct rs_err *err)
 {
 	struct upstream_reply rep = {0};
@@ -122,12 +122,12 @@ enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char 
  * manifest linked to repo references it, since a registry that holds a
  * manifest holds what it references. Never under a repository with no such
  * manifest. */
-bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum blobstore_kind kind,
+bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                             const char *digest, enum rs_code rc, const struct upstream_reply *rep)
 {
 	if (rc == RS_OK && rep->status < 500 && rep->status != 429)
 		return false;
-	if (!blobstore_linked_by_image(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest))
+	if (!store_linked_by_image(r->store, r->cfg->upstreams[up_index].name, repo, kind, digest))
 		return false;
 	metrics_add(METRICS_STALE_SERVED, 1);
 	log_event(LOG_WARN, "serving cached %s under %s: the upstream %s could not confirm it, a manifest of %s names it",

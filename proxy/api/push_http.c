@@ -1,5 +1,6 @@
 /* push_http: the write side of the Distribution API (OCI distribution spec,
- * "Push"): struct push_http and its lifecycle, the push module (push.c), the
+ * "Push"): struct push_http and its lifecycle over the store's uploads and
+ * pushed images (store.h), the
  * auth decisions (auth.c, only with an "auth" section), and the push
  * policy's approved-base resolver and check memo (gate.c). The work is done
  * by the files behind it (api_int.h): uploads.c recognises the write routes
@@ -11,14 +12,14 @@
 #include "api_int.h"
 #include "auth.h"
 #include "gate.h"
-#include "push.h"
+#include "store.h"
 
 #include <stdlib.h>
 #include <time.h>
 
 /* ------------------------------------------------------------ lifecycle */
 
-enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, struct blobstore *cache,
+enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, struct store *store,
                            struct rs_err *err)
 {
 	*out = NULL;
@@ -26,8 +27,9 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 	if (!ph)
 		return rs_err_set(err, RS_NOMEM, "out of memory starting push");
 	ph->cfg = cfg;
-	enum rs_code rc = push_new(&ph->push, cfg, cache, err);
-	if (rc == RS_OK && cfg->auth.enabled) {
+	ph->store = store;
+	enum rs_code rc = RS_OK;
+	if (cfg->auth.enabled) {
 		rc = auth_new(&ph->auth, &cfg->auth, err);
 		if (rc)
 			rs_err_prefix(err, "auth: ");
@@ -51,13 +53,7 @@ void push_http_free(struct push_http *ph)
 	auth_free(ph->auth);
 	gate_resolver_free(ph->bases);
 	gate_memo_free(ph->memo);
-	push_free(ph->push);
 	free(ph);
-}
-
-struct push *push_http_push(struct push_http *ph)
-{
-	return ph->push;
 }
 
 struct gate_resolver *push_http_bases(struct push_http *ph)
@@ -67,6 +63,6 @@ struct gate_resolver *push_http_bases(struct push_http *ph)
 
 void push_http_maintain(struct push_http *ph)
 {
-	push_sweep(ph->push, time(NULL), NULL);
+	store_upload_sweep(ph->store, time(NULL), NULL);
 }
 

@@ -1,6 +1,6 @@
-/* push_http: the HTTP face of push.c and auth.c. It recognises the write
- * routes of the Distribution API (blob uploads, mounts, manifest PUT,
- * DELETE), streams request bodies into uploads as they arrive, answers with
+/* push_http: the HTTP face of the store's uploads and pushed images (store.h)
+ * and of auth.c. It recognises the write routes of the Distribution API
+ * (blob uploads, mounts, manifest PUT, DELETE), streams request bodies into uploads as they arrive, answers with
  * the spec's status codes and headers (Location, Range, Docker-Upload-UUID,
  * Docker-Content-Digest), serves regslim's token endpoint /auth/token, and
  * is the auth gate the read side calls for every API request: 401 with a
@@ -16,11 +16,10 @@
 #define RS_PROXY_PUSH_HTTP_H
 
 #include "auth.h"
-#include "blobstore.h"
 #include "config.h"
 #include "errors.h"
 #include "http.h"
-#include "push.h"
+#include "store.h"
 
 #include <microhttpd.h>
 #include <stdbool.h>
@@ -29,13 +28,9 @@ struct push_http;
 
 /* cfg and cache are borrowed and must outlive it. Loads the htpasswd file
  * when auth is configured (errors name the file and line). */
-RS_MUST_CHECK enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, struct blobstore *cache,
+RS_MUST_CHECK enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, struct store *store,
                                          struct rs_err *err);
 void push_http_free(struct push_http *ph);
-
-/* The push module (borrowed): the read side (manifests.c, blobs.c, tags.c)
- * reads pushed tags and objects. */
-struct push *push_http_push(struct push_http *ph);
 
 /* The approved-base resolver of the push gate (borrowed; gate.h), NULL when
  * no push policy is configured: manifests_policy.c uses it for checks on pull. */

@@ -19,8 +19,8 @@
 #include "image.h"
 #include "log.h"
 #include "metrics.h"
-#include "push_http.h"
 #include "refindex.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,16 +34,15 @@
 static void add_held(struct registry *r, const char *name, const char *subject, char (*v)[DIGEST_STR_SIZE], size_t n,
                      bool check_subject, struct refindex_list *l)
 {
-	struct push *p = push_http_push(r->ph);
 	struct rs_err err = {0};
 	for (size_t i = 0; i < n; i++) {
-		if (!push_holds(p, name, BLOBSTORE_MANIFEST, v[i]))
+		if (!store_pushed_holds(r->store, name, STORE_MANIFEST, v[i]))
 			continue;
 		char *buf = NULL, *type = NULL, sub[DIGEST_STR_SIZE] = "";
 		size_t len = 0;
 		rs_err_clear(&err);
 		enum rs_code rc =
-			blobstore_get_manifest(push_store(p), v[i], r->cfg->manifest_max_bytes, &buf, &len, &type, &err);
+			store_manifest_get(r->store, STORE_PUSHED, v[i], r->cfg->manifest_max_bytes, &buf, &len, &type, &err);
 		if (rc == RS_OK && check_subject && (rc = refindex_subject_of(sub, buf, len, &err)) == RS_OK &&
 		    strcmp(sub, subject) != 0)
 			rc = rs_err_set(&err, RS_BAD_INPUT, "its subject is '%s'", sub);
@@ -62,11 +61,10 @@ static void add_held(struct registry *r, const char *name, const char *subject, 
  * Referrers API": those pushed before regslim had the API). */
 static void add_pushed(struct registry *r, const char *name, const char *subject, struct refindex_list *l)
 {
-	struct push *p = push_http_push(r->ph);
 	char(*v)[DIGEST_STR_SIZE] = NULL;
 	size_t n = 0;
 	struct rs_err err = {0};
-	if (push_referrers(p, name, subject, &v, &n, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK)
+	if (store_pushed_referrers(r->store, name, subject, &v, &n, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) != RS_OK)
 		log_event(LOG_WARN, "referrers of %s in %s: %s", subject, name, err.msg);
 	add_held(r, name, subject, v, n, false, l);
 	free(v);
@@ -74,12 +72,12 @@ static void add_pushed(struct registry *r, const char *name, const char *subject
 	n = 0;
 	char tag[80], *buf = NULL, *type = NULL;
 	size_t len = 0;
-	struct blobstore_tag bt = {0};
+	struct store_tag bt = {0};
 	snprintf(tag, sizeof(tag), "sha256-%s", digest_hex(subject));
 	rs_err_clear(&err);
-	if (push_get_tag(p, name, tag, &bt, &err) != RS_OK)
+	if (store_pushed_tag_get(r->store, name, tag, &bt, &err) != RS_OK)
 		return; /* no referrers tag: the usual case */
-	if (blobstore_get_manifest(push_store(p), bt.digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) ==
+	if (store_manifest_get(r->store, STORE_PUSHED, bt.digest, r->cfg->manifest_max_bytes, &buf, &len, &type, &err) ==
 	            RS_OK &&
 	    refindex_entries(&v, &n, buf, len, RS_LIMIT_INDEX_MANIFESTS_MAX, &err) == RS_OK)
 		add_held(r, name, subject, v, n, true, l);
@@ -103,13 +101,13 @@ static bool cache_key(struct registry *r, const struct route_target *t, char *ns
 static void remember(struct registry *r, const struct route_target *t, const char *ns, const char *tag,
                      const char *body, size_t len)
 {
-	struct blobstore_tag bt = {0};
+	struct store_tag bt = {0};
 	struct rs_err err = {0};
 	digest_buffer(bt.digest, body, len);
 	snprintf(bt.media_type, sizeof(bt.media_type), "%s", IMAGE_MT_OCI_INDEX);
 	bt.fetched = time(NULL);
-	if (blobstore_put_manifest(r->store, bt.digest, IMAGE_MT_OCI_INDEX, body, len, &err) != RS_OK ||
-	    blobstore_put_tag(r->store, ns, t->repo, tag, &bt, &err) != RS_OK)
+	if (store_manifest_put(r->store, STORE_CACHE, bt.digest, IMAGE_MT_OCI_INDEX, body, len, &err) != RS_OK ||
+	    store_tag_put(r->store, ns, t->repo, tag, &bt, &err) != RS_OK)
 		log_event(LOG_WARN, "could not cache the referrers of %s in %s: %s", t->ref, t->repo, err.msg);
 }
 
@@ -169,13 +167,13 @@ static void add_upstream(struct registry *r, struct request *rq, const struct ro
 	const struct rs_upstream_config *upc = &r->cfg->upstreams[t->up_index];
 	char ns[RS_LIMIT_NAME_MAX + 16], tag[80];
 	bool cacheable = cache_key(r, t, ns, sizeof(ns), tag, sizeof(tag));
-	struct blobstore_tag bt = {0};
+	struct store_tag bt = {0};
 	struct rs_err err = {0};
 	char *cached = NULL, *type = NULL, *body = NULL;
 	size_t cached_len = 0, len = 0;
-	bool have = cacheable && blobstore_get_tag(r->store, ns, t->repo, tag, &bt, &err) == RS_OK &&
-	            blobstore_get_manifest(r->store, bt.digest, r->cfg->manifest_max_bytes, &cached, &cached_len, &type,
-	                                   &err) == RS_OK;
+	bool have = cacheable && store_tag_get(r->store, ns, t->repo, tag, &bt, &err) == RS_OK &&
+	            store_manifest_get(r->store, STORE_CACHE, bt.digest, r->cfg->manifest_max_bytes, &cached,
+	                               &cached_len, &type, &err) == RS_OK;
 	time_t now = time(NULL);
 	if (have && now >= bt.fetched && (uint64_t)(now - bt.fetched) < upc->tag_ttl_s) {
 		rq->cache = "hit";

@@ -12,19 +12,17 @@
 #include "registry.h"
 
 #include "api_int.h"
-#include "blobstore.h"
 #include "gate.h"
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
-#include "push.h"
 #include "push_http.h"
 #include "refname.h"
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
-#include "scrub.h"
+#include "store.h"
 #include "upstream.h"
 
 #include <pthread.h>
@@ -40,7 +38,7 @@ static unsigned inflight_gauge(void *arg)
 	return inflight_count(arg);
 }
 
-/* push.h push_fetch_fn: does the mirror's repository (repo routed like a
+/* store.h store_pushed_fetch_fn: does the mirror's repository (repo routed like a
  * pull) hold digest? A reference of a pushed manifest that only the upstream
  * has (the client saw it through regslim's read side and skipped the
  * upload), or a mount from a mirror repository: fetched into the cache for
@@ -53,8 +51,8 @@ static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, 
 	enum rs_code rc = route_pick(r->cfg, NULL, repo, &t, err);
 	if (rc)
 		return rc;
-	enum blobstore_kind kind = manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB;
-	if (!blobstore_has(r->store, kind, digest) &&
+	enum store_kind kind = manifest ? STORE_MANIFEST : STORE_BLOB;
+	if (!store_has(r->store, STORE_CACHE, kind, digest) &&
 	    (rc = manifest ? api_opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
 	                   : api_opt_fetch_blob(r, t.up_index, t.repo, digest, err)))
 		return rc;
@@ -70,7 +68,7 @@ static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, 
 static void check_data_dir(struct registry *r)
 {
 	struct rs_err err = {0};
-	bool ro = blobstore_check_writable(r->store, &err) != RS_OK;
+	bool ro = store_check_writable(r->store, &err) != RS_OK;
 	pthread_mutex_lock(&r->health_mu);
 	bool was = r->data_dir_read_only;
 	r->data_dir_read_only = ro;
@@ -79,11 +77,11 @@ static void check_data_dir(struct registry *r)
 	metrics_set_data_dir_writable(!ro);
 	if (ro && !was)
 		log_event(LOG_ERROR,
-		          "DEGRADED: the data directory %s is not writable (%s): serving what is cached only, nothing new "
+		          "DEGRADED: the data directory is not writable (%s): serving what is cached only, nothing new "
 		          "is cached and every cache miss fails; /healthz says \"degraded\"",
-		          r->cfg->data_dir, err.msg);
+		          err.msg);
 	else if (!ro && was)
-		log_event(LOG_WARN, "the data directory %s is writable again: no longer degraded", r->cfg->data_dir);
+		log_event(LOG_WARN, "the data directory is writable again: no longer degraded");
 }
 
 enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, struct rs_err *err)
@@ -93,7 +91,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		return rs_err_set(err, RS_NOMEM, "registry: out of memory");
 	r->cfg = cfg;
 	pthread_mutex_init(&r->health_mu, NULL);
-	enum rs_code rc = blobstore_open(&r->store, cfg->data_dir, cfg->cache_max_bytes, err);
+	enum rs_code rc = store_open(&r->store, cfg, err);
 	if (rc)
 		goto out;
 	check_data_dir(r);
@@ -115,14 +113,14 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
-	push_set_fetcher(push_http_push(r->ph), push_fetch, r);
+	store_pushed_set_fetcher(r->store, push_fetch, r);
 	if (cfg->optimize.enabled && cfg->optimize.policy_count) {
 		struct optpull_ops ops = {api_opt_fetch_blob, api_opt_fetch_manifest, r};
 		rc = optpull_new(&r->opt, cfg, r->store, &ops, err);
 		if (rc)
 			goto out;
 	}
-	rc = scrub_start(&r->scrub, cfg, r->store, push_store(push_http_push(r->ph)), err);
+	rc = store_scrub_start(r->store, &r->scrub, err);
 	if (rc)
 		goto out;
 	pthread_mutex_init(&r->verdict_mu, NULL);
@@ -144,7 +142,7 @@ void registry_shutdown(struct registry *r)
 {
 	atomic_store(&r->stopping, true);
 	optpull_stop(r->opt);
-	scrub_stop(r->scrub);
+	store_scrub_stop(r->scrub);
 	r->scrub = NULL;
 }
 
@@ -158,7 +156,7 @@ void registry_free(struct registry *r)
 	if (!r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
-	scrub_stop(r->scrub); /* first: it reads the stores */
+	store_scrub_stop(r->scrub); /* first: it reads the stores */
 	optpull_free(r->opt); /* its workers use the upstreams and the inflight table */
 	push_http_free(r->ph);
 	inflight_free(r->inflight);
@@ -166,7 +164,7 @@ void registry_free(struct registry *r)
 		for (size_t i = 0; i < r->cfg->upstream_count; i++)
 			upstream_free(r->ups[i]);
 	free(r->ups);
-	blobstore_free(r->store);
+	store_free(r->store);
 	if (r->verdicts) {
 		for (size_t i = 0; i < RS_LIMIT_GATE_PULL_VERDICTS; i++)
 			free(r->verdicts[i].text);
@@ -213,7 +211,7 @@ void registry_maintain(struct registry *r)
 	push_http_maintain(r->ph);
 	struct rs_err err = {0};
 	uint64_t freed = 0;
-	if (blobstore_evict(r->store, &freed, &err) != RS_OK)
+	if (store_evict(r->store, &freed, &err) != RS_OK)
 		log_event(LOG_WARN, "cache eviction failed: %s", err.msg);
 	else if (freed)
 		log_event(LOG_INFO, "cache eviction freed %llu bytes", (unsigned long long)freed);

@@ -5,7 +5,6 @@
  * checked by the auth gate (auth_gate.c). Answers go out through reply.h. */
 #include "api_int.h"
 
-#include "fsutil.h"
 #include "gate.h"
 #include "optpull.h"
 #include "push_http.h"
@@ -39,13 +38,13 @@ enum MHD_Result api_serve_report(struct registry *r, struct request *rq)
 	/* A push's policy report (gate.h: kept per pushed repository), else the
 	 * report of an optimization for this name: only when the optimized
 	 * manifest is linked to the name's repository (it was served there). */
-	enum rs_code rc = gate_report_load(r->cfg->data_dir, name, slash + 1, &body, &len, &err);
+	enum rs_code rc = gate_report_load(r->store, name, slash + 1, &body, &len, &err);
 	if (rc == RS_NOT_FOUND) {
 		struct route_target t = {0};
 		struct rs_err e2 = {0};
 		err = (struct rs_err){0};
 		if (r->opt && digest_valid(slash + 1) && route_pick(r->cfg, NULL, name, &t, &e2) == RS_OK &&
-		    api_mirror_linked(r, t.up_index, t.repo, BLOBSTORE_MANIFEST, slash + 1))
+		    api_mirror_linked(r, t.up_index, t.repo, STORE_MANIFEST, slash + 1))
 			rc = optpull_report(r->opt, slash + 1, &body, &len, &err);
 		if (rc == RS_NOT_FOUND)
 			rs_err_set(&err, RS_NOT_FOUND, "no policy or optimization report for %s@%s", name, slash + 1);
@@ -54,11 +53,6 @@ enum MHD_Result api_serve_report(struct registry *r, struct request *rq)
 		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	/* Reports written before they were kept free of host paths may name
 	 * the data directory: never shown. */
-	len = fsutil_scrub_path(body, r->cfg->data_dir, "<data>");
-	char *real = realpath(r->cfg->data_dir, NULL);
-	if (real) {
-		len = fsutil_scrub_path(body, real, "<data>");
-		free(real);
-	}
+	len = store_scrub_paths(r->store, body);
 	return reply_buffer(rq, 200, JSON_TYPE, body, len, REPLY_OWNED, NULL, 0);
 }

@@ -4,17 +4,17 @@
  * (rel="next") when more remain; n=0 is an empty list without Link. The
  * tags come from the upstream (n and last passed on; its page filtered,
  * cut and its Link rewritten to regslim's URL for the client's name) and
- * from what was pushed to regslim under that name (push.c); a repository
+ * from what was pushed to regslim under that name (the store's pushed images); a repository
  * with both gets their union, de-duplicated, then paginated. An upstream
  * page that has a next one bounds the merged page: pushed tags after the
  * upstream page's last tag wait for the next page, so no upstream tag is
- * ever skipped (docs/conformance.md). It talks to push.c and upstream.c,
+ * ever skipped (docs/conformance.md). It talks to the store (store.h) and upstream.c,
  * reads and writes the lists with wire.h, and answers through reply.h. */
 #include "api_int.h"
 
 #include "log.h"
 #include "metrics.h"
-#include "push.h"
+#include "store.h"
 #include "push_http.h"
 #include "refname.h"
 #include "wire.h"
@@ -279,7 +279,7 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 	struct tag_list pushed = {0}, all = {0};
 	char *pbody = NULL;
 	size_t plen = 0;
-	if (push_list_tags(push_http_push(r->ph), t->name, &pbody, &plen, &err) == RS_OK &&
+	if (store_pushed_tags_list(r->store, t->name, &pbody, &plen, &err) == RS_OK &&
 	    list_add_json(&pushed, pbody, plen, "the pushed", &err) != RS_OK) {
 		if (err.code == RS_BAD_INPUT) /* our own store's list */
 			err.code = RS_IO;

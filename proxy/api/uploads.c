@@ -17,7 +17,7 @@
  * setup() prepares every kind through one table (write_kinds): the same
  * steps in the same order (route, unsupported, name, push permission, the
  * kind's own step, the upload session, the chunk's Content-Range).
- * Bodies stream into push.c as MHD hands them over; an error found while
+ * Bodies stream into the store's upload sessions (store.h) as MHD hands them over; an error found while
  * the body is still arriving (too large, out-of-order chunk, no
  * permission) is answered at once and MHD closes the connection.
  *
@@ -133,7 +133,7 @@ static bool parse_write(const char *method, const char *url, struct wreq *w)
 		if (rest[0] != '/' || strchr(rest + 1, '/') || strlen(rest + 1) >= sizeof(w->uuid) + 8)
 			return false;
 		snprintf(w->uuid, sizeof(w->uuid), "%.36s", rest + 1);
-		if (strlen(rest + 1) != PUSH_UUID_SIZE - 1)
+		if (strlen(rest + 1) != STORE_UUID_SIZE - 1)
 			w->uuid[0] = '\0', snprintf(w->ref, sizeof(w->ref), "%s", rest + 1); /* unknown upload */
 		w->kind = patch ? W_UPLOAD_PATCH : put ? W_UPLOAD_PUT : get ? W_UPLOAD_STATUS : del ? W_UPLOAD_DELETE : W_NONE;
 		return w->kind != W_NONE;
@@ -180,7 +180,7 @@ static void wreq_free(void *state)
 	struct wreq *w = state;
 	if (!w)
 		return;
-	push_upload_close(w->u); /* a broken connection keeps the bytes so far: resumable */
+	store_upload_close(w->u); /* a broken connection keeps the bytes so far: resumable */
 	reply_kept_dispose(&w->kept);
 	free(w->buf);
 	free(w);
@@ -263,7 +263,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 			auth_decide(ph->auth,
 			            MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
 			            &client, from, AUTH_PULL, time(NULL), &d);
-		if (d.verdict == AUTH_ALLOW && push_mount_blob(ph->push, w->name, from, mount, &err) == RS_OK) {
+		if (d.verdict == AUTH_ALLOW && store_pushed_mount(ph->store, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
 			rq->answered = true;
 			*ret = blob_created(rq, w, mount);
@@ -276,7 +276,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 		*ret = fail_early(rq, w, &err, 0, false);
 		return false;
 	}
-	if (push_upload_start(ph->push, w->name, w->uuid, &err) != RS_OK) {
+	if (store_upload_start(ph->store, w->name, w->uuid, &err) != RS_OK) {
 		rq->answered = true;
 		*ret = fail_as(rq, w, REPLY_UPLOAD_START, &err, 0, false);
 		return false;
@@ -304,7 +304,7 @@ static bool setup_upload_digest(struct push_http *ph, struct request *rq, struct
 static bool setup_chunk_range(struct request *rq, struct wreq *w, enum MHD_Result *ret)
 {
 	struct rs_err err = {0};
-	uint64_t size = push_upload_size(w->u);
+	uint64_t size = store_upload_size(w->u);
 	const char *cr = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_RANGE);
 	if (!cr)
 		return true;
@@ -387,7 +387,7 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 		*ret = fail_early(rq, w, &err, 0, false);
 		return false;
 	}
-	if (push_upload_open(ph->push, w->name, w->uuid, &w->u, &err) != RS_OK) {
+	if (store_upload_open(ph->store, w->name, w->uuid, &w->u, &err) != RS_OK) {
 		*ret = fail_early(rq, w, &err, 0, false);
 		return false;
 	}
@@ -464,12 +464,12 @@ static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, stru
 	case W_UPLOAD_PUT:
 		if (len > w->limit) {
 			rs_err_set(&err, RS_RANGE, "chunk is longer than its Content-Range says");
-			return fail_early(rq, w, &err, push_upload_size(w->u), true);
+			return fail_early(rq, w, &err, store_upload_size(w->u), true);
 		}
 		if (w->limit != UINT64_MAX)
 			w->limit -= len;
-		if (push_upload_write(w->u, data, len, &err) != RS_OK)
-			return fail_early(rq, w, &err, push_upload_size(w->u), err.code != RS_TOO_LARGE);
+		if (store_upload_write(w->u, data, len, &err) != RS_OK)
+			return fail_early(rq, w, &err, store_upload_size(w->u), err.code != RS_TOO_LARGE);
 		return MHD_YES;
 	default:
 		return MHD_YES; /* GET/DELETE bodies are ignored */
@@ -499,8 +499,8 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		/* A chunk (sent without Content-Length) that ended before its
 		 * Content-Range did: its bytes are kept, Range says where the upload
 		 * stands, and the client resumes from there. */
-		uint64_t size = push_upload_size(w->u);
-		push_upload_close(w->u);
+		uint64_t size = store_upload_size(w->u);
+		store_upload_close(w->u);
 		w->u = NULL;
 		rs_err_set(&err, RS_RANGE, "the chunk ended %llu bytes short of its Content-Range; the upload has %llu bytes",
 		           (unsigned long long)w->limit, (unsigned long long)size);
@@ -517,7 +517,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		const struct rs_gate_policy *gp = gate_policy_find(ph->cfg->push.policies, ph->cfg->push.policy_count, w->name);
 		if (gp)
 			return api_gated_manifest_put(ph, rq, w, gp, ct);
-		if (push_put_manifest(ph->push, w->name, w->ref, ct, w->buf, w->len, digest, &err) != RS_OK)
+		if (store_pushed_put_manifest(ph->store, w->name, w->ref, ct, w->buf, w->len, digest, &err) != RS_OK)
 			return api_fail(rq, w, &err, 0, false);
 		char loc[RS_LIMIT_NAME_MAX + DIGEST_STR_SIZE + 32], subject[DIGEST_STR_SIZE];
 		snprintf(loc, sizeof(loc), "/v2/%s/manifests/%s", w->name, digest);
@@ -534,39 +534,39 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	case W_UPLOAD_START: {
 		const char *dg = arg(rq, "digest");
 		if (!dg) {
-			uint64_t size = push_upload_size(w->u);
-			push_upload_close(w->u);
+			uint64_t size = store_upload_size(w->u);
+			store_upload_close(w->u);
 			w->u = NULL;
 			return upload_accepted(rq, w, 202, size);
 		}
-		struct push_upload *u = w->u;
+		struct store_upload *u = w->u;
 		w->u = NULL;
-		if (push_upload_commit(u, dg, &err) != RS_OK)
+		if (store_upload_commit(u, dg, &err) != RS_OK)
 			return api_fail(rq, w, &err, 0, false);
 		return blob_created(rq, w, dg);
 	}
 	case W_UPLOAD_PATCH: {
-		uint64_t size = push_upload_size(w->u);
-		push_upload_close(w->u);
+		uint64_t size = store_upload_size(w->u);
+		store_upload_close(w->u);
 		w->u = NULL;
 		return upload_accepted(rq, w, 202, size);
 	}
 	case W_UPLOAD_STATUS: {
-		uint64_t size = push_upload_size(w->u);
-		push_upload_close(w->u);
+		uint64_t size = store_upload_size(w->u);
+		store_upload_close(w->u);
 		w->u = NULL;
 		return upload_accepted(rq, w, 204, size);
 	}
 	case W_UPLOAD_DELETE:
-		push_upload_cancel(w->u);
+		store_upload_cancel(w->u);
 		w->u = NULL;
 		return reply_empty(rq, 204, NULL, 0);
 	case W_UPLOAD_PUT: {
 		const char *dg = arg(rq, "digest");
-		struct push_upload *u = w->u;
-		uint64_t size = push_upload_size(u);
+		struct store_upload *u = w->u;
+		uint64_t size = store_upload_size(u);
 		w->u = NULL;
-		if (push_upload_commit(u, dg, &err) != RS_OK)
+		if (store_upload_commit(u, dg, &err) != RS_OK)
 			return api_fail(rq, w, &err, size, false);
 		log_event(LOG_DEBUG, "blob %s pushed to %s (%llu bytes)", dg, w->name, (unsigned long long)size);
 		return blob_created(rq, w, dg);

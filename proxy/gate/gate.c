@@ -1,5 +1,5 @@
 /* gate: push policy evaluation and forwarding (see gate.h). Talks to the
- * push store (blobstore.h), optimizer/scan.h for the layer pass,
+ * store (store.h: pushed images for a push, the cache for checks on pull), optimizer/scan.h for the layer pass,
  * optimizer/pipeline.h for optimize modes, upstream_push.h for the upstream,
  * and config/gate_policy.h for the rules. */
 #include "gate.h"
@@ -431,9 +431,9 @@ static enum rs_code config_platform(char *out, size_t cap, const char *cfgbuf, s
 	return rc;
 }
 
-static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-				const struct imagejson_manifest *m, const char *prefix, const char *platform, unsigned flags,
-				struct gate_resolver *res, struct rs_err *err)
+static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
+				enum store_area area, const struct imagejson_manifest *m, const char *prefix,
+				const char *platform, unsigned flags, struct gate_resolver *res, struct rs_err *err)
 {
 	char *cfgbuf = NULL, *user = NULL;
 	size_t cfglen = 0, nlabels = 0;
@@ -445,7 +445,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 	bool base_images = p->allowed_bases_action && p->allowed_base_image_count;
 	if (name_platform || p->non_root || p->required_labels.action || base_images) {
 		uint64_t size = 0;
-		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, m->config.digest, &fd, &size, err)) ||
+		if ((rc = store_open_fd(store, area, STORE_BLOB, m->config.digest, &fd, &size, err)) ||
 		    (rc = read_all_fd(fd, size, CONFIG_MAX_BYTES, &cfgbuf, &cfglen, err)))
 			goto out;
 		close(fd);
@@ -531,7 +531,7 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 			close(fd);
 		fd = -1;
 		uint64_t size = 0;
-		if ((rc = blobstore_open_object(store, BLOBSTORE_BLOB, l->digest, &fd, &size, err)))
+		if ((rc = store_open_fd(store, area, STORE_BLOB, l->digest, &fd, &size, err)))
 			goto out;
 		char where[320];
 		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m->layer_count, l->digest);
@@ -573,7 +573,8 @@ out:
 struct check_walk {
 	struct gate_report *rep;
 	const struct rs_gate_policy *p;
-	struct blobstore *store;
+	struct store *store;
+	enum store_area area;
 	unsigned flags;
 	struct gate_resolver *res;
 };
@@ -582,7 +583,7 @@ static enum rs_code check_load(void *ctx, const struct imagewalk_node *n, char *
 			       struct rs_err *err)
 {
 	const struct check_walk *w = ctx;
-	return blobstore_get_manifest(w->store, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+	return store_manifest_get(w->store, w->area, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
 }
 
 static enum rs_code check_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
@@ -595,19 +596,20 @@ static enum rs_code check_visit(void *ctx, enum imagewalk_event ev, const struct
 		return RS_OK;
 	*step = IMAGEWALK_SKIP; /* check_image reads the config and layers itself */
 	if (n->depth == 0)
-		return check_image(w->rep, w->p, w->store, n->manifest, "", NULL, w->flags, w->res, err);
+		return check_image(w->rep, w->p, w->store, w->area, n->manifest, "", NULL, w->flags, w->res, err);
 	const struct imagejson_descriptor *d = n->desc;
 	char platform[96], prefix[200];
 	snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?", d->architecture ? d->architecture : "?",
 		 d->variant ? "/" : "", d->variant ? d->variant : "");
 	snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
-	return check_image(w->rep, w->p, w->store, n->manifest, prefix, platform, w->flags, w->res, err);
+	return check_image(w->rep, w->p, w->store, w->area, n->manifest, prefix, platform, w->flags, w->res, err);
 }
 
-enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct blobstore *store,
-			const char *digest, unsigned flags, struct gate_resolver *res, struct rs_err *err)
+enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
+			enum store_area area, const char *digest, unsigned flags, struct gate_resolver *res,
+			struct rs_err *err)
 {
-	struct check_walk w = {rep, p, store, flags, res};
+	struct check_walk w = {rep, p, store, area, flags, res};
 	const struct imagewalk walk = {.load = check_load, .visit = check_visit, .ctx = &w, .manifest_what = "manifest",
 				       .index_what = "index"};
 	return imagewalk_run(&walk, digest, err);
@@ -670,7 +672,8 @@ static enum rs_code report_copy(struct gate_report *dst, const struct gate_repor
 }
 
 enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report *rep, const struct rs_gate_policy *p,
-			     struct blobstore *store, const char *digest, unsigned flags, struct gate_resolver *res,
+			     struct store *store, enum store_area area, const char *digest, unsigned flags,
+			     struct gate_resolver *res,
 			     struct rs_err *err)
 {
 	*hit = false;
@@ -688,7 +691,7 @@ enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report 
 	pthread_mutex_unlock(&m->mu);
 	if (*hit)
 		return rc;
-	if ((rc = gate_check(rep, p, store, digest, flags, res, err)))
+	if ((rc = gate_check(rep, p, store, area, digest, flags, res, err)))
 		return rc;
 	struct gate_report copy = {0};
 	if (report_copy(&copy, rep, NULL) != RS_OK) {
@@ -736,20 +739,20 @@ enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate
 /* ---- forwarding ---- */
 
 struct store_src {
-	struct blobstore *store;
+	struct store *store;
 };
 
 static enum rs_code store_open_blob(void *ctx, const char *digest, int *fd, uint64_t *size, struct rs_err *err)
 {
 	struct store_src *s = ctx;
-	return blobstore_open_object(s->store, BLOBSTORE_BLOB, digest, fd, size, err);
+	return store_open_fd(s->store, STORE_PUSHED, STORE_BLOB, digest, fd, size, err);
 }
 
 static enum rs_code store_read_manifest(void *ctx, const char *digest, char **buf, size_t *len, char **mt,
 					struct rs_err *err)
 {
 	struct store_src *s = ctx;
-	return blobstore_get_manifest(s->store, digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, mt, err);
+	return store_manifest_get(s->store, STORE_PUSHED, digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, mt, err);
 }
 
 struct dir_src {
@@ -801,8 +804,6 @@ static enum rs_code dir_read_manifest(void *ctx, const char *digest, char **buf,
 	return *mt ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory");
 }
 
-/* Hard-link (else copy is not needed: same file system) an object of the push store into the layout. */
-
 /* The optimizer's JSON report as a new string (*out), or NULL if memory
  * ran out: the report is informational, its loss is not an error. */
 static void report_json(char **out, const struct report *rep)
@@ -825,13 +826,14 @@ static void report_json(char **out, const struct report *rep)
  * receives the optimized manifest's digest, *out_report its JSON report
  * (new, may be NULL), dst the layout directory. */
 static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report, const char *work,
-			     const struct rs_gate_policy *p, struct blobstore *store,
+			     const struct rs_gate_policy *p, struct store *store,
 			     const char *repo, const char *tag, const char *digest, struct rs_err *err)
 {
 	char src[4096], dst[4096], sref[4200], dref[4200];
 	snprintf(src, sizeof(src), "%s/src", work);
 	snprintf(dst, sizeof(dst), "%s/dst", work);
-	enum rs_code rc = blobstore_export_layout(store, digest, tag, src, RS_LIMIT_MANIFEST_MAX_BYTES, NULL, NULL, err);
+	enum rs_code rc =
+		store_export_layout(store, STORE_PUSHED, digest, tag, src, RS_LIMIT_MANIFEST_MAX_BYTES, NULL, NULL, err);
 	if (rc)
 		return rc;
 	struct policy pol = {0};
@@ -894,7 +896,7 @@ static void note_pushed(struct gate_outcome *out, const char *tag, const char *d
 }
 
 enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p, const struct rs_config *cfg,
-			  struct blobstore *store, const char *tmp_dir, const char *repo,
+			  struct store *store, const char *repo,
 			  const char *tag, const char *digest, struct rs_err *err)
 {
 	const struct rs_upstream_config *upc =
@@ -914,11 +916,8 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 			note_pushed(out, tag, digest, false);
 	}
 	if (rc == RS_OK && p->mode != GATE_MODE_CHECK_ONLY) {
-		snprintf(work, sizeof(work), "%s/gate-XXXXXX", tmp_dir);
-		if (!mkdtemp(work)) {
-			rc = rs_err_set(err, RS_IO, "creating a directory under %s: %s", tmp_dir, strerror(errno));
+		if ((rc = store_scratch_new(store, "gate", work, sizeof(work), err)))
 			work[0] = '\0';
-		}
 		if (rc == RS_OK)
 			rc = optimize(opt, &out->optimizer_report, work, p, store, repo, tag, digest, err);
 		char otag[RS_LIMIT_TAG_MAX + 64];
@@ -937,7 +936,7 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 		}
 	}
 	if (work[0])
-		fsutil_rm_tree(work); /* best effort: a leftover is swept with tmp/ at the next start */
+		store_scratch_remove(store, work); /* best effort: a leftover is swept at the next start */
 	upstream_push_free(up);
 	return rc;
 }

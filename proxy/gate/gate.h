@@ -7,17 +7,17 @@
  * that a later layer deletes is still found. gate_forward() then sends the
  * image to the upstream per the policy's mode (optimize-and-push,
  * push-original-and-optimized, check-only) with upstream_push.h, running
- * the optimizer pipeline over a temporary OCI layout of hard links to the
- * pushed blobs under <data>/tmp. api/manifest_put.c calls both; no HTTP here. */
+ * the optimizer pipeline over a temporary OCI layout the store exports into
+ * its scratch area (store.h). api/manifest_put.c calls both; no HTTP here. */
 #ifndef RS_PROXY_GATE_H
 #define RS_PROXY_GATE_H
 
-#include "blobstore.h"
 #include "config.h"
 #include "digest.h"
 #include "errors.h"
 #include "gate_policy.h"
 #include "rs_limits.h"
+#include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -95,14 +95,14 @@ void gate_report_dispose(struct gate_report *r);
 #define GATE_CHECK_NAME_PLATFORM 1u
 
 /* Evaluate policy p over the image manifest or index with digest `digest`
- * in store (for an index: every child image manifest). res (borrowed; may
+ * in area of store (for an index: every child image manifest). res (borrowed; may
  * be NULL when p has no allowed_bases "images") resolves approved base
  * references. Findings go to rep
  * (zeroed by the caller; gate_report_dispose also on error). An error is a
  * failure to evaluate (unreadable or corrupt layer: RS_BAD_INPUT,
  * RS_DIGEST_MISMATCH, RS_IO, RS_NOT_FOUND), not a violation. */
 RS_MUST_CHECK enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p,
-				      struct blobstore *store, const char *digest, unsigned flags,
+				      struct store *store, enum store_area area, const char *digest, unsigned flags,
 				      struct gate_resolver *res, struct rs_err *err);
 
 /* Remembered push checks: pushing one image to several tags (":1.4" and
@@ -115,7 +115,8 @@ struct gate_memo;
 RS_MUST_CHECK enum rs_code gate_memo_new(struct gate_memo **out, struct rs_err *err);
 void gate_memo_free(struct gate_memo *m);
 RS_MUST_CHECK enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report *rep,
-					   const struct rs_gate_policy *p, struct blobstore *store, const char *digest,
+					   const struct rs_gate_policy *p, struct store *store, enum store_area area,
+					   const char *digest,
 					   unsigned flags, struct gate_resolver *res, struct rs_err *err);
 
 /* The findings with action `which` as one message line, "; "-separated,
@@ -124,14 +125,14 @@ RS_MUST_CHECK enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struc
 RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate_action which,
 					    struct rs_err *err);
 
-/* Push repo:tag (manifest digest in store) to the push upstream of cfg per
- * p's mode. tmp_dir is a directory on the store's file system for the
- * temporary layouts (blobstore_export_layout hard-links into them).
+/* Push repo:tag (manifest digest among the store's pushed images) to the
+ * push upstream of cfg per p's mode. The optimize modes work in a scratch
+ * directory of the store (store_scratch_new, store_export_layout).
  * out (zeroed by the caller; gate_outcome_dispose also on error) receives
  * what went where and the optimizer's report. RS_UPSTREAM for upstream
  * failures, anything the pipeline returns. */
 RS_MUST_CHECK enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p,
-					const struct rs_config *cfg, struct blobstore *store, const char *tmp_dir,
+					const struct rs_config *cfg, struct store *store,
 					const char *repo, const char *tag, const char *digest, struct rs_err *err);
 
 /* ---- the stored report (gate_report.c) ---- */
@@ -150,14 +151,15 @@ struct gate_report_meta {
 RS_MUST_CHECK enum rs_code gate_report_json(char **out, size_t *out_len, const struct gate_report *r,
 					    const struct gate_report_meta *m, struct rs_err *err);
 
-/* Keep report json under <data_dir>/gate/reports/<repository>/<hex of
- * digest>.json (temp file, fsync, rename). RS_IO naming the path. */
-RS_MUST_CHECK enum rs_code gate_report_save(const char *data_dir, const char *repository, const char *digest,
+/* Keep report json as the store's gate report of repository@digest
+ * (store.h STORE_DOC_GATE_REPORT: replaced atomically). RS_IO naming the
+ * path. */
+RS_MUST_CHECK enum rs_code gate_report_save(struct store *store, const char *repository, const char *digest,
 					    const char *json, size_t len, struct rs_err *err);
 
 /* The stored report of repository@digest: *out new (free()).
  * RS_NOT_FOUND when there is none, RS_DIGEST_INVALID, RS_IO. */
-RS_MUST_CHECK enum rs_code gate_report_load(const char *data_dir, const char *repository, const char *digest,
+RS_MUST_CHECK enum rs_code gate_report_load(struct store *store, const char *repository, const char *digest,
 					    char **out, size_t *out_len, struct rs_err *err);
 
 #endif

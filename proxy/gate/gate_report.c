@@ -1,11 +1,10 @@
 /* gate_report: the push gate's stored report (see gate.h): every finding
  * with where it is, the verdict, what went upstream and the optimizer's
- * own report, as one JSON document per pushed repository@digest under
- * <data>/gate/reports/, served by /regslim/v1/reports/<name>/<digest>.
- * Written with optimizer/jsonw.h; files with config/fsutil.h. */
+ * own report, as one JSON document per pushed repository@digest kept by
+ * the store (store.h STORE_DOC_GATE_REPORT), served by
+ * /regslim/v1/reports/<name>/<digest>. Written with optimizer/jsonw.h. */
 #include "gate.h"
 
-#include "fsutil.h"
 #include "jsonw.h"
 
 #include <stdio.h>
@@ -105,40 +104,20 @@ enum rs_code gate_report_json(char **out, size_t *out_len, const struct gate_rep
 	return RS_OK;
 }
 
-static enum rs_code report_path(char *out, size_t cap, char *dir, size_t dcap, const char *data_dir,
-				const char *repository, const char *digest, struct rs_err *err)
-{
-	if (!digest_valid(digest))
-		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
-	int n = snprintf(dir, dcap, "%s/gate/reports/%s", data_dir, repository);
-	if (n < 0 || (size_t)n >= dcap ||
-	    snprintf(out, cap, "%s/%s.json", dir, digest_hex(digest)) >= (int)cap)
-		return rs_err_set(err, RS_TOO_LARGE, "report path for %.80s is too long", repository);
-	return RS_OK;
-}
-
-enum rs_code gate_report_save(const char *data_dir, const char *repository, const char *digest, const char *json,
+enum rs_code gate_report_save(struct store *store, const char *repository, const char *digest, const char *json,
 			      size_t len, struct rs_err *err)
 {
-	char dir[FSUTIL_PATH_MAX], path[FSUTIL_PATH_MAX];
-	enum rs_code rc = report_path(path, sizeof(path), dir, sizeof(dir), data_dir, repository, digest, err);
-	if (rc == RS_OK)
-		rc = fsutil_mkdir_p(dir, NULL, err);
-	if (rc == RS_OK)
-		rc = fsutil_write_atomic(path, NULL, json, len, err);
+	enum rs_code rc = store_doc_put(store, STORE_DOC_GATE_REPORT, repository, digest, json, len, err);
 	if (rc)
 		rs_err_prefix(err, "saving the policy report: ");
 	return rc;
 }
 
-enum rs_code gate_report_load(const char *data_dir, const char *repository, const char *digest, char **out,
+enum rs_code gate_report_load(struct store *store, const char *repository, const char *digest, char **out,
 			      size_t *out_len, struct rs_err *err)
 {
-	char dir[FSUTIL_PATH_MAX], path[FSUTIL_PATH_MAX];
-	enum rs_code rc = report_path(path, sizeof(path), dir, sizeof(dir), data_dir, repository, digest, err);
-	if (rc)
-		return rc;
-	rc = fsutil_read_small(out, out_len, path, GATE_REPORT_MAX_BYTES, err);
+	enum rs_code rc = store_doc_get(store, STORE_DOC_GATE_REPORT, repository, digest, GATE_REPORT_MAX_BYTES, out,
+					out_len, err);
 	if (rc == RS_NOT_FOUND)
 		rs_err_set(err, RS_NOT_FOUND, "no policy report for %s@%s", repository, digest);
 	return rc;

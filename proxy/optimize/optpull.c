@@ -1,7 +1,8 @@
 /* optpull: the optimized pull path: cache of optimization results, the
  * single-flight job table with its worker threads, and the adapter that runs
  * the offline pipeline (optimizer/pipeline.c) over temporary OCI layouts
- * built from the store. See optpull.h for the contract. It never speaks
+ * the store exports into its scratch area; results and reports are the
+ * store's documents (store.h). See optpull.h for the contract. It never speaks
  * HTTP: blobs the store lacks come through the caller's fetch callbacks. */
 #include "optpull.h"
 
@@ -62,11 +63,10 @@ struct job {
 
 struct optpull {
 	const struct rs_config *cfg;
-	struct blobstore *bs;
+	struct store *bs;
 	struct optpull_ops ops;
 	struct loaded_policy *pols; /* parallel to cfg->optimize.policies */
 	size_t pol_count;
-	char dir[OPT_PATH_MAX];     /* <data>/optimized */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;        /* job done, worker slot free, or thread ended */
 	struct job *jobs;
@@ -178,7 +178,7 @@ static bool json_field(const char *doc, const char *key, char *out, size_t cap)
 
 /* ------------------------------------------------------------ lifecycle */
 
-enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
+enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct store *bs,
                          const struct optpull_ops *ops, struct rs_err *err)
 {
 	struct optpull *op = calloc(1, sizeof(*op));
@@ -194,32 +194,6 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 	pthread_cond_init(&op->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	enum rs_code rc = RS_OK;
-	if (snprintf(op->dir, sizeof(op->dir), "%s/optimized", cfg->data_dir) >= (int)sizeof(op->dir)) {
-		rc = rs_err_set(err, RS_IO, "data_dir path too long");
-		goto out;
-	}
-	char reports[OPT_PATH_MAX + 16];
-	snprintf(reports, sizeof(reports), "%s/reports", op->dir);
-	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
-		goto out;
-	snprintf(reports, sizeof(reports), "%s/objects", op->dir);
-	if ((rc = fsutil_mkdir_p(reports, NULL, err)))
-		goto out;
-	/* abandoned temporary layouts of an earlier run */
-	char tmp[OPT_PATH_MAX];
-	snprintf(tmp, sizeof(tmp), "%s/tmp", cfg->data_dir);
-	DIR *d = opendir(tmp);
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d)) != NULL) {
-			if (strncmp(de->d_name, "opt-", 4) != 0)
-				continue;
-			char p[OPT_PATH_MAX + 300];
-			snprintf(p, sizeof(p), "%s/%s", tmp, de->d_name);
-			fsutil_rm_tree(p);
-		}
-		closedir(d);
-	}
 	size_t n = cfg->optimize.policy_count;
 	op->pols = calloc(n ? n : 1, sizeof(*op->pols));
 	if (!op->pols) {
@@ -319,16 +293,17 @@ static const struct loaded_policy *policy_of(const struct optpull *op, const str
 /* Is object kind/digest of an optimized image in the store? It is pinned
  * first (cache.optimized_pin_s), so a yes holds for the client about to
  * fetch it: eviction passes over it until the pin expires. */
-static bool keep(struct optpull *op, enum blobstore_kind kind, const char *digest)
+static bool keep(struct optpull *op, enum store_kind kind, const char *digest)
 {
 	unsigned pin_s = op->cfg->cache_optimized_pin_s;
 	if (pin_s == 0)
-		return blobstore_has(op->bs, kind, digest);
+		return store_has(op->bs, STORE_CACHE, kind, digest);
 	time_t until = time(NULL) + (time_t)pin_s;
-	bool pinned = blobstore_pin(op->bs, kind, digest, until);
-	/* the disk has the last word (a file removed behind the store's back);
-	 * has() adopts a file the index did not know, which is pinned then */
-	return blobstore_has(op->bs, kind, digest) && (pinned || blobstore_pin(op->bs, kind, digest, until));
+	bool pinned = store_pin(op->bs, STORE_CACHE, kind, digest, until);
+	/* the store's objects have the last word (a file removed behind its
+	 * index's back); has() adopts one the index did not know: pinned then */
+	return store_has(op->bs, STORE_CACHE, kind, digest) &&
+	       (pinned || store_pin(op->bs, STORE_CACHE, kind, digest, until));
 }
 
 /* The walk of result_complete: every manifest, config and layer that a
@@ -339,9 +314,9 @@ static enum rs_code result_load(void *ctx, const struct imagewalk_node *n, char 
                                 struct rs_err *err)
 {
 	struct optpull *op = ctx;
-	if (!keep(op, BLOBSTORE_MANIFEST, n->digest))
+	if (!keep(op, STORE_MANIFEST, n->digest))
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", n->digest);
-	return blobstore_get_manifest(op->bs, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+	return store_manifest_get(op->bs, STORE_CACHE, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
 }
 
 static enum rs_code result_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
@@ -351,7 +326,7 @@ static enum rs_code result_visit(void *ctx, enum imagewalk_event ev, const struc
 	struct optpull *op = ctx;
 	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_INDEX && n->depth > 0)
 		return rs_err_set(err, RS_NOT_FOUND, "optimized %s: unexpected nested index", n->digest);
-	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || keep(op, BLOBSTORE_BLOB, n->digest))
+	if (ev != IMAGEWALK_REF || n->kind == IMAGEWALK_ENTRY || keep(op, STORE_BLOB, n->digest))
 		return RS_OK;
 	return rs_err_set(err, RS_NOT_FOUND, "%s %s of optimized %s is no longer in the store",
 	                  n->kind == IMAGEWALK_CONFIG ? "config" : "layer", n->digest, n->parent->digest);
@@ -367,11 +342,10 @@ static enum rs_code result_complete(struct optpull *op, const char *digest, stru
 static enum rs_code read_result(struct optpull *op, const char *key, struct optpull_result *out,
                                 struct rs_err *err)
 {
-	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 8];
-	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
 	char *doc = NULL;
 	size_t len = 0;
-	enum rs_code rc = fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, err);
+	enum rs_code rc = store_doc_get(op->bs, STORE_DOC_OPT_RESULT, NULL, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len,
+	                                err);
 	if (rc)
 		return rc;
 	char num[32] = "0";
@@ -382,8 +356,8 @@ static enum rs_code read_result(struct optpull *op, const char *key, struct optp
 		out->bytes_saved = strtoull(num, NULL, 10);
 	free(doc);
 	if (!ok)
-		return rs_err_set(err, RS_NOT_FOUND, "%s is not a valid result file; optimizing again", path);
-	if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, out->digest))
+		return rs_err_set(err, RS_NOT_FOUND, "result %s is not valid; optimizing again", key);
+	if (!store_has(op->bs, STORE_CACHE, STORE_MANIFEST, out->digest))
 		return rs_err_set(err, RS_NOT_FOUND, "optimized manifest %s is no longer in the store", out->digest);
 	/* Eviction may have taken a blob the result needs: a result is only as
 	 * good as every blob it names, else it is optimized again. */
@@ -419,9 +393,8 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 {
 	if (!digest_valid(digest))
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
-	char path[OPT_PATH_MAX + 128];
-	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(digest));
-	enum rs_code rc = fsutil_read_small(out, out_len, path, RS_LIMIT_OPT_REPORT_MAX_BYTES, err);
+	enum rs_code rc =
+		store_doc_get(op->bs, STORE_DOC_OPT_REPORT, NULL, digest, RS_LIMIT_OPT_REPORT_MAX_BYTES, out, out_len, err);
 	if (rc == RS_NOT_FOUND)
 		rs_err_set(err, RS_NOT_FOUND, "no optimization report for %s", digest);
 	return rc;
@@ -429,20 +402,20 @@ enum rs_code optpull_report(struct optpull *op, const char *digest, char **out, 
 
 /* ------------------------------------------------------------ the adapter */
 
-/* blobstore_export_layout's fetch: the registry's single-flight download of
+/* store_export_layout's fetch: the registry's single-flight download of
  * what the job's source needs, from its upstream repository. */
-static enum rs_code fetch_for_job(void *ctx, enum blobstore_kind kind, const char *digest, struct rs_err *err)
+static enum rs_code fetch_for_job(void *ctx, enum store_kind kind, const char *digest, struct rs_err *err)
 {
 	struct job *j = ctx;
 	const struct optpull_ops *ops = &j->op->ops;
-	return kind == BLOBSTORE_MANIFEST ? ops->fetch_manifest(ops->ctx, j->up_index, j->repo, digest, err)
+	return kind == STORE_MANIFEST ? ops->fetch_manifest(ops->ctx, j->up_index, j->repo, digest, err)
 	                                  : ops->fetch_blob(ops->ctx, j->up_index, j->repo, digest, err);
 }
 
 /* Copy one output blob into the store (verified). */
 static enum rs_code import_blob(struct optpull *op, const char *path, const char *digest, struct rs_err *err)
 {
-	if (blobstore_has(op->bs, BLOBSTORE_BLOB, digest))
+	if (store_has(op->bs, STORE_CACHE, STORE_BLOB, digest))
 		return RS_OK;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -452,8 +425,8 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 		close(fd);
 		return rs_err_set(err, RS_IO, "stat %s: %s", path, strerror(errno));
 	}
-	struct blobstore_writer *w = NULL;
-	enum rs_code rc = blobstore_writer_new(&w, op->bs, BLOBSTORE_BLOB, digest, (int64_t)st.st_size, err);
+	struct store_writer *w = NULL;
+	enum rs_code rc = store_writer_new(&w, op->bs, STORE_CACHE, STORE_BLOB, digest, (int64_t)st.st_size, err);
 	char *buf = rc ? NULL : malloc(COPY_BUF);
 	if (rc == RS_OK && !buf)
 		rc = rs_err_set(err, RS_NOMEM, "out of memory importing %s", digest);
@@ -465,15 +438,15 @@ static enum rs_code import_blob(struct optpull *op, const char *path, const char
 			rc = rs_err_set(err, RS_IO, "reading %s: %s", path, strerror(errno));
 		if (n <= 0)
 			break;
-		rc = blobstore_writer_write(w, buf, (size_t)n, err);
+		rc = store_writer_write(w, buf, (size_t)n, err);
 	}
 	free(buf);
 	close(fd);
 	if (rc) {
-		blobstore_writer_abort(w);
+		store_writer_abort(w);
 		return rc;
 	}
-	return blobstore_writer_commit(w, err);
+	return store_writer_commit(w, err);
 }
 
 static bool is_manifest(const struct report *rep, const char *digest, const char **type)
@@ -490,16 +463,13 @@ static bool is_manifest(const struct report *rep, const char *digest, const char
 	return false;
 }
 
-/* Record that the result key made object digest: <data>/optimized/objects/
- * <hex> holds the key, so that a blob or manifest of an optimized image that
- * was evicted can be made again (optpull_regenerate). Written atomically
- * through <data>/tmp/; an object two results share names the latest. */
+/* Record that the result key made object digest (STORE_DOC_OPT_OWNER), so
+ * that a blob or manifest of an optimized image that was evicted can be
+ * made again (optpull_regenerate); an object two results share names the
+ * latest. */
 static enum rs_code owner_note(struct optpull *op, const char *digest, const char *key, struct rs_err *err)
 {
-	char path[OPT_PATH_MAX + 96], tmp[OPT_PATH_MAX];
-	snprintf(path, sizeof(path), "%s/objects/%s", op->dir, digest_hex(digest));
-	snprintf(tmp, sizeof(tmp), "%s/tmp", op->cfg->data_dir);
-	return fsutil_write_atomic(path, tmp, key, strlen(key), err);
+	return store_doc_put(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, key, strlen(key), err);
 }
 
 /* Import every blob and manifest of the output layout dir into the store:
@@ -530,12 +500,12 @@ static enum rs_code import_output(struct optpull *op, const char *dir, const str
 				break;
 			if (pass == 0 && !man) {
 				rc = import_blob(op, path, digest, err);
-			} else if (pass == 1 && man && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, digest)) {
+			} else if (pass == 1 && man && !store_has(op->bs, STORE_CACHE, STORE_MANIFEST, digest)) {
 				char *buf = NULL;
 				size_t len = 0;
 				rc = fsutil_read_small(&buf, &len, path, op->cfg->manifest_max_bytes, err);
 				if (rc == RS_OK)
-					rc = blobstore_put_manifest(op->bs, digest, type, buf, len, err);
+					rc = store_manifest_put(op->bs, STORE_CACHE, digest, type, buf, len, err);
 				free(buf);
 			}
 		}
@@ -568,9 +538,7 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 		free(rbuf);
 		return rs_err_set(err, RS_NOMEM, "out of memory writing the report");
 	}
-	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 32];
-	snprintf(path, sizeof(path), "%s/reports/%s.json", op->dir, digest_hex(j->result.digest));
-	enum rs_code rc = fsutil_write_atomic(path, NULL, rbuf, rlen, err);
+	enum rs_code rc = store_doc_put(op->bs, STORE_DOC_OPT_REPORT, NULL, j->result.digest, rbuf, rlen, err);
 	free(rbuf);
 	if (rc)
 		return rc;
@@ -584,18 +552,16 @@ static enum rs_code persist(struct job *j, const struct report *rep, struct rs_e
 	                 (unsigned long long)j->result.bytes_saved);
 	if (n < 0 || (size_t)n >= sizeof(doc))
 		return rs_err_set(err, RS_TOO_LARGE, "result document too large");
-	snprintf(path, sizeof(path), "%s/%s.json", op->dir, j->key);
-	return fsutil_write_atomic(path, NULL, doc, (size_t)n, err);
+	return store_doc_put(op->bs, STORE_DOC_OPT_RESULT, NULL, j->key, doc, (size_t)n, err);
 }
 
 static enum rs_code run_job(struct job *j, struct rs_err *err)
 {
 	struct optpull *op = j->op;
 	char top[OPT_PATH_MAX];
-	if (snprintf(top, sizeof(top), "%s/tmp/opt-XXXXXX", op->cfg->data_dir) >= (int)sizeof(top))
-		return rs_err_set(err, RS_IO, "data_dir path too long");
-	if (!mkdtemp(top))
-		return rs_err_set(err, RS_IO, "creating a temp dir under %s/tmp: %s", op->cfg->data_dir, strerror(errno));
+	enum rs_code rc = store_scratch_new(op->bs, "opt", top, sizeof(top), err);
+	if (rc)
+		return rc;
 	char src[OPT_PATH_MAX + 8], dst[OPT_PATH_MAX + 8], sref[OPT_PATH_MAX + 16], dref[OPT_PATH_MAX + 16];
 	snprintf(src, sizeof(src), "%s/src", top);
 	snprintf(dst, sizeof(dst), "%s/dst", top);
@@ -603,8 +569,8 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 	snprintf(dref, sizeof(dref), "oci:%s", dst);
 	struct report rep;
 	report_init(&rep);
-	enum rs_code rc = blobstore_export_layout(op->bs, j->source, NULL, src, op->cfg->manifest_max_bytes, fetch_for_job,
-	                                          j, err);
+	rc = store_export_layout(op->bs, STORE_CACHE, j->source, NULL, src, op->cfg->manifest_max_bytes, fetch_for_job, j,
+	                         err);
 	if (rc == RS_OK) {
 		struct policy eff = *j->base; /* shallow copy: borrows the loaded policy's strings */
 		enum policy_compression want = j->variant == OPTPULL_GZIP ? POLICY_COMPRESS_GZIP : POLICY_COMPRESS_ZSTD;
@@ -645,13 +611,13 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		uint64_t in_size = 0, in_unc = 0, out_size = 0, out_unc = 0;
 		report_totals(&rep, &in_size, &in_unc, &out_size, &out_unc);
 		j->result.bytes_saved = in_size > out_size ? in_size - out_size : 0;
-		if (!blobstore_has(op->bs, BLOBSTORE_MANIFEST, j->result.digest))
+		if (!store_has(op->bs, STORE_CACHE, STORE_MANIFEST, j->result.digest))
 			rc = rs_err_set(err, RS_IO, "the optimized manifest %s did not reach the store", j->result.digest);
 	}
 	if (rc == RS_OK)
 		rc = persist(j, &rep, err);
 	report_dispose(&rep);
-	fsutil_rm_tree(top);
+	store_scratch_remove(op->bs, top);
 	return rc;
 }
 
@@ -825,11 +791,10 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 static enum rs_code request_of_key(struct optpull *op, const char *key, struct optpull_request *rq, char *repo,
                                    size_t repo_cap, char source[DIGEST_STR_SIZE], struct rs_err *err)
 {
-	char path[OPT_PATH_MAX + OPTPULL_KEY_SIZE + 8];
-	snprintf(path, sizeof(path), "%s/%s.json", op->dir, key);
 	char *doc = NULL;
 	size_t len = 0;
-	enum rs_code rc = fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, err);
+	enum rs_code rc = store_doc_get(op->bs, STORE_DOC_OPT_RESULT, NULL, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len,
+	                                err);
 	if (rc)
 		return rc == RS_IO ? rs_err_set(err, RS_NOT_FOUND, "no result %s: %s", key, err->msg) : rc;
 	char up[256] = "", policy[DIGEST_STR_SIZE] = "", variant[16] = "";
@@ -855,30 +820,32 @@ static enum rs_code request_of_key(struct optpull *op, const char *key, struct o
 	return RS_OK;
 }
 
-enum rs_code optpull_regenerate(struct optpull *op, enum blobstore_kind kind, const char *digest, unsigned wait_s,
+enum rs_code optpull_regenerate(struct optpull *op, enum store_kind kind, const char *digest, unsigned wait_s,
                                 struct rs_err *err)
 {
 	if (!digest_valid(digest))
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
-	char path[OPT_PATH_MAX + 96], key[OPTPULL_KEY_SIZE];
-	snprintf(path, sizeof(path), "%s/objects/%s", op->dir, digest_hex(digest));
+	char *doc = NULL, key[OPTPULL_KEY_SIZE];
 	size_t len = 0;
-	if (fsutil_read_into(key, sizeof(key), &len, path, err) != RS_OK)
+	if (store_doc_get(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, OPTPULL_KEY_SIZE - 1, &doc, &len, err) != RS_OK)
 		return rs_err_set(err, RS_NOT_FOUND, "%s was not made by the optimizer", digest);
+	memcpy(key, doc, len);
+	key[len] = '\0';
+	free(doc);
 	for (size_t i = 0; i < len; i++)
 		if (!isalnum((unsigned char)key[i]) && !strchr("-._", key[i]))
-			return rs_err_set(err, RS_NOT_FOUND, "%s: damaged owner file", path);
+			return rs_err_set(err, RS_NOT_FOUND, "the owner document of %s is damaged", digest);
 	struct optpull_request rq;
 	char repo[RS_LIMIT_NAME_MAX + 16], source[DIGEST_STR_SIZE];
 	enum rs_code rc = request_of_key(op, key, &rq, repo, sizeof(repo), source, err);
 	/* the source manifest comes first (the upstream's, fetched again if it
 	 * was evicted too), then the same optimization: the same bytes */
-	if (rc == RS_OK && !blobstore_has(op->bs, BLOBSTORE_MANIFEST, source))
+	if (rc == RS_OK && !store_has(op->bs, STORE_CACHE, STORE_MANIFEST, source))
 		rc = op->ops.fetch_manifest(op->ops.ctx, rq.up_index, repo, source, err);
 	struct optpull_result res;
 	if (rc == RS_OK)
 		rc = optpull_get(op, &res, &rq, wait_s, err);
-	if (rc == RS_OK && !blobstore_has(op->bs, kind, digest))
+	if (rc == RS_OK && !store_has(op->bs, STORE_CACHE, kind, digest))
 		rc = rs_err_set(err, RS_IO, "optimizing %s again did not give back %s", source, digest);
 	if (rc == RS_OK)
 		log_event(LOG_INFO, "made %s again (optimized %s from %s) after it was evicted", digest, res.digest, source);

@@ -4,12 +4,13 @@
  * manifest or an index), it produces the digest of its optimized twin for
  * one layer compression variant (zstd or gzip). Results are keyed by
  * (source digest, policy digest, optimizer version = REGSLIM_VERSION,
- * variant) and persisted as small JSON files under <data_dir>/optimized/
- * (written atomically), with the optimizer's report JSON beside them under
- * <data_dir>/optimized/reports/<optimized hex>.json, and for every object
- * of an optimized image the key of the result that made it under
- * <data_dir>/optimized/objects/<hex> (optpull_regenerate).
+ * variant) and persisted as small JSON documents of the store (store.h
+ * STORE_DOC_OPT_RESULT, replaced atomically), with the optimizer's report
+ * JSON beside them (STORE_DOC_OPT_REPORT, keyed by the optimized digest).
  *
+ * For every object of an optimized image the key of the result that made it
+ * is kept too (STORE_DOC_OPT_OWNER, keyed by the object's hex), so that an
+ * object evicted from under a client can be made again (optpull_regenerate).
  * Objects of a result are pinned in the store (cache.optimized_pin_s) each
  * time the result is looked up for a pull, so eviction does not take them
  * from a client that was just given the manifest.
@@ -23,20 +24,21 @@
  * original.
  *
  * The adapter to the offline pipeline (optimizer/pipeline.h): a temporary
- * OCI layout under <data_dir>/tmp/ whose blobs are hard links to the store's
- * files (blobs the store lacks are fetched first through the caller's fetch
- * callbacks, i.e. the registry's single-flight download), pipeline_run into
+ * OCI layout in a scratch directory of the store (store_export_layout: hard
+ * links to the fs driver's files; blobs the store lacks are fetched first through the caller's fetch
+ * callbacks, i.e. the registry's single-flight download)), pipeline_run into
  * a second temporary layout, then every output manifest and blob imported
  * into the store (verified writes) and both layouts removed.
  *
- * It talks to blobstore.c, the optimizer and config; never to HTTP. */
+ * It talks to the store (store.h, the cache area), the optimizer and config;
+ * never to HTTP. */
 #ifndef RS_PROXY_OPTPULL_H
 #define RS_PROXY_OPTPULL_H
 
-#include "blobstore.h"
 #include "config.h"
 #include "digest.h"
 #include "errors.h"
+#include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -95,10 +97,10 @@ struct optpull_result {
 
 /* Load the policies of cfg->optimize (policy files or the default policy)
  * and compute their digests per variant. cfg, bs and ops are borrowed and
- * must outlive the object. data_dir/optimized/ is created; abandoned
- * temporary layouts under data_dir/tmp/ are removed. RS_CONFIG (a policy
+ * must outlive the object (abandoned scratch layouts of an earlier run are
+ * the store's to sweep, at store_open). RS_CONFIG (a policy
  * file that no longer loads), RS_IO, RS_NOMEM. */
-RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct blobstore *bs,
+RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct store *bs,
                                        const struct optpull_ops *ops, struct rs_err *err);
 /* Shutting down: running optimizations stop at their next read (cleanly:
  * nothing of them reaches the store), queued ones do not start; callers
@@ -134,7 +136,7 @@ RS_MUST_CHECK enum rs_code optpull_report(struct optpull *op, const char *digest
  * object is in the store; RS_NOT_FOUND when the optimizer did not make it
  * (or its result no longer says how); RS_TIMEOUT; the optimization's error.
  * The caller checked that the client may see it (repository links). */
-RS_MUST_CHECK enum rs_code optpull_regenerate(struct optpull *op, enum blobstore_kind kind, const char *digest,
+RS_MUST_CHECK enum rs_code optpull_regenerate(struct optpull *op, enum store_kind kind, const char *digest,
                                               unsigned wait_s, struct rs_err *err);
 
 /* The cache key file name for (source, policy digest, variant), without

@@ -1,5 +1,9 @@
 /* blobstore: the content-addressed on-disk cache of blobs, manifests and tag
- * maps under one data directory. It knows nothing of HTTP or upstreams.
+ * maps under one data directory. It knows nothing of HTTP or upstreams. It
+ * is an internal of the fs storage driver (store_fs.c): one blobstore is the
+ * cache area, another (under <data>/push, push.c) the pushed area. Nothing
+ * outside proxy/store/ includes this header (scripts/lint.sh): the rest of
+ * regslim uses the storage interface, store.h.
  *
  * Layout (DESIGN.md "Store"):
  *   <data>/blobs/sha256/<2 hex>/<64 hex>        blob bytes

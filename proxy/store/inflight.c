@@ -1,11 +1,12 @@
 /* inflight: the single-flight table of blob downloads.
  *
  * A table (mutex + list of running downloads) keyed by digest. The first
- * join for a digest creates a blobstore writer (so its temp file exists
- * before join returns), opens one read-only descriptor on that temp file for
+ * join for a digest creates a store writer of the cache area (store.h: its
+ * local staging file exists before join returns), opens one read-only
+ * descriptor on that file for
  * all readers, and starts a detached worker thread that runs the caller's
  * download function. Readers pread() from the shared descriptor: the inode
- * outlives the rename into blobs/ (and a later eviction), so readers never
+ * outlives the fs driver's rename into blobs/ (and a later eviction), so readers never
  * have to reopen anything. A reader is only ever handed bytes below
  * written - 1 until the commit verified the blob; then all of it.
  *
@@ -18,7 +19,7 @@
  * that touches the writer, so writes happen outside every lock.
  *
  * What it does not do: HTTP, upstream calls (the download function does),
- * ranges (readers give positions). Talks to blobstore only. */
+ * ranges (readers give positions). Talks to the store (store.h) only. */
 #include "inflight.h"
 
 #include <assert.h>
@@ -34,7 +35,7 @@
 enum fetch_state { FETCH_RUNNING, FETCH_DONE, FETCH_FAILED };
 
 struct inflight {
-	struct blobstore *bs;
+	struct store *bs;
 	pthread_mutex_t mu;
 	pthread_cond_t idle;          /* signalled when workers drops to 0 */
 	struct inflight_fetch *head;  /* downloads in the table */
@@ -49,7 +50,7 @@ struct inflight_fetch {
 	int rfd; /* readers' descriptor on the temp file, later the blob */
 
 	/* Worker only. */
-	struct blobstore_writer *w;
+	struct store_writer *w;
 	inflight_download_fn fn;
 	void *arg;
 	void (*arg_free)(void *);
@@ -127,7 +128,7 @@ static void table_remove(struct inflight *t, struct inflight_fetch *f)
 
 /* ---- table ------------------------------------------------------------ */
 
-enum rs_code inflight_new(struct inflight **out, struct blobstore *bs, struct rs_err *err)
+enum rs_code inflight_new(struct inflight **out, struct store *bs, struct rs_err *err)
 {
 	assert(out && bs);
 	*out = NULL;
@@ -196,9 +197,9 @@ static void *worker_main(void *p)
 		rs_err_set(&e, rc, "download of %s failed (%s)", f->digest, rs_code_name(rc));
 	}
 	if (rc == RS_OK)
-		rc = blobstore_writer_commit(f->w, &e); /* frees the writer */
+		rc = store_writer_commit(f->w, &e); /* frees the writer */
 	else
-		blobstore_writer_abort(f->w);
+		store_writer_abort(f->w);
 	f->w = NULL;
 	if (f->arg_free)
 		f->arg_free(f->arg);
@@ -278,7 +279,7 @@ enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expec
 	int sfd = -1;
 	uint64_t ssize = 0;
 	struct rs_err serr;
-	if (blobstore_open_object(t->bs, BLOBSTORE_BLOB, digest, &sfd, &ssize, &serr) == RS_OK) {
+	if (store_open_fd(t->bs, STORE_CACHE, STORE_BLOB, digest, &sfd, &ssize, &serr) == RS_OK) {
 		pthread_mutex_unlock(&t->mu);
 		rc = fetch_from_store(t, digest, sfd, ssize, out, err);
 		goto out;
@@ -290,11 +291,11 @@ enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expec
 		rc = rs_err_set(err, RS_NOMEM, "out of memory joining %s", digest);
 		goto out;
 	}
-	rc = blobstore_writer_new(&f->w, t->bs, BLOBSTORE_BLOB, digest, expected_size, err);
+	rc = store_writer_new(&f->w, t->bs, STORE_CACHE, STORE_BLOB, digest, expected_size, err);
 	if (rc == RS_OK) {
-		f->rfd = open(blobstore_writer_path(f->w), O_RDONLY | O_CLOEXEC);
+		f->rfd = open(store_writer_path(f->w), O_RDONLY | O_CLOEXEC);
 		if (f->rfd < 0)
-			rc = rs_err_set(err, RS_IO, "open %s: %s", blobstore_writer_path(f->w), strerror(errno));
+			rc = rs_err_set(err, RS_IO, "open %s: %s", store_writer_path(f->w), strerror(errno));
 	}
 	pthread_attr_t attr;
 	pthread_t tid;
@@ -315,7 +316,7 @@ enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expec
 	}
 	if (rc != RS_OK) {
 		f->arg = NULL;
-		blobstore_writer_abort(f->w);
+		store_writer_abort(f->w);
 		f->w = NULL;
 		pthread_mutex_unlock(&t->mu);
 		fetch_destroy(f);
@@ -364,11 +365,11 @@ enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, siz
 	assert(f->begun && f->w);
 	if (len == 0)
 		return RS_OK;
-	uint64_t have = blobstore_writer_size(f->w);
+	uint64_t have = store_writer_size(f->w);
 	if (f->size >= 0 && (uint64_t)f->size - have < len)
 		return rs_err_set(err, RS_DIGEST_MISMATCH, "expected %lld bytes, got %llu", (long long)f->size,
 		                  (unsigned long long)(have + len));
-	enum rs_code rc = blobstore_writer_write(f->w, buf, len, err);
+	enum rs_code rc = store_writer_write(f->w, buf, len, err);
 	if (rc != RS_OK)
 		return rc;
 	pthread_mutex_lock(&f->mu);

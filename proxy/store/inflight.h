@@ -5,7 +5,8 @@
  * The first inflight_join() for a digest starts a worker thread that runs the
  * caller's download function; later joins share it. The download function
  * reports the upstream's answer with inflight_fetch_begin() and pushes bytes
- * with inflight_fetch_write(), which go into a blobstore writer. When it
+ * with inflight_fetch_write(), which go into a store writer (store.h, the
+ * cache area). When it
  * returns RS_OK the blob is committed (digest and size verified); otherwise
  * the temp file is removed and every reader fails.
  *
@@ -19,7 +20,7 @@
 #ifndef RS_PROXY_INFLIGHT_H
 #define RS_PROXY_INFLIGHT_H
 
-#include "blobstore.h"
+#include "store.h"
 #include "errors.h"
 
 #include <stdbool.h>
@@ -33,11 +34,11 @@ struct inflight_fetch;
  * write. arg is the one given to the join that started the download. */
 typedef enum rs_code (*inflight_download_fn)(struct inflight_fetch *f, void *arg, struct rs_err *err);
 
-/* A table over bs (borrowed; must outlive the table). */
-RS_MUST_CHECK enum rs_code inflight_new(struct inflight **out, struct blobstore *bs, struct rs_err *err);
+/* A table over the cache area of s (borrowed; must outlive the table). */
+RS_MUST_CHECK enum rs_code inflight_new(struct inflight **out, struct store *s, struct rs_err *err);
 /* Waits for running downloads to end (it does not cancel them: the download
  * function's own timeouts bound the wait), then frees. Fetch references still
- * held stay valid after this (bs must outlive them). */
+ * held stay valid after this (s must outlive them). */
 void inflight_free(struct inflight *t);
 
 /* Join the download of digest, starting it with fn(arg) if none runs. arg

@@ -10,9 +10,10 @@
  * shadows the upstream's tag of the same repository name. Every object is
  * linked to the repositories that hold it (blobstore.h "Repository links",
  * namespace "pushed"): an upload completed in the repository, a mount from
- * a repository that holds it, a manifest PUT there. api/uploads.c turns these
- * calls into HTTP; the read side (api/) reads pushed content through push_holds(),
- * push_store() and push_get_tag(). Forwarding pushes upstream is not here. */
+ * a repository that holds it, a manifest PUT there. It is an internal of the
+ * fs storage driver (store_fs.c), which offers it as store.h's uploads and
+ * pushed images (STORE_PUSHED); nothing outside proxy/store/ includes this
+ * header (scripts/lint.sh). Forwarding pushes upstream is not here. */
 #ifndef RS_PROXY_PUSH_H
 #define RS_PROXY_PUSH_H
 

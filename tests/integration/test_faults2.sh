@@ -186,7 +186,7 @@ else
 		RO=http://127.0.0.1:$RO_PORT
 		pass "read-only: regslim starts on a read-only, populated data directory"
 		expect "read-only: the start logs a loud DEGRADED error naming the cause" \
-			"grep -q '\"level\":\"error\".*DEGRADED: the data directory .* is not writable (.*Read-only file system' '$LOGS/regslim-ro.log'" \
+			"grep -q '\"level\":\"error\".*DEGRADED: the data directory is not writable (.*Read-only file system' '$LOGS/regslim-ro.log'" \
 			"$(grep -i degraded "$LOGS/regslim-ro.log" | head -n 1 | cut -c1-200)"
 		hz=$(curl -sS --max-time 10 -w '\n%{http_code}' "$RO/healthz")
 		expect_eq "read-only: /healthz answers 200 with status degraded, data_dir read-only" \

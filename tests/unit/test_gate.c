@@ -343,7 +343,7 @@ END_TEST
 
 START_TEST(report_saved_and_loaded_by_repository_and_digest)
 {
-	const char *dir = fixture_dir();
+	struct store *dir = store_fixture_store(0);
 	struct rs_err err = {0};
 	const char *doc = "{\"kind\":\"push-policy\"}\n";
 	ck_assert_int_eq(gate_report_save(dir, "team/app", L1, doc, strlen(doc), &err), RS_OK);
@@ -358,24 +358,25 @@ START_TEST(report_saved_and_loaded_by_repository_and_digest)
 	ck_assert_int_eq(gate_report_load(dir, "team/app", "sha256:zz", &out, &len, &err), RS_DIGEST_INVALID);
 	ck_assert_str_eq(err.msg, "invalid digest 'sha256:zz'");
 	ck_assert_ptr_null(out);
+	store_free(dir);
 }
 END_TEST
 
 /* ---- gate_check and its memo over a real store ---- */
 
-static void put_blob(struct blobstore *bs, const char *body, char digest[DIGEST_STR_SIZE])
+static void put_blob(struct store *bs, const char *body, char digest[DIGEST_STR_SIZE])
 {
 	struct rs_err err = {0};
-	struct blobstore_writer *w = NULL;
+	struct store_writer *w = NULL;
 	digest_buffer(digest, body, strlen(body));
-	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, digest, (int64_t)strlen(body), &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_write(w, body, strlen(body), &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+	ck_assert_int_eq(store_writer_new(&w, bs, STORE_CACHE, STORE_BLOB, digest, (int64_t)strlen(body), &err), RS_OK);
+	ck_assert_int_eq(store_writer_write(w, body, strlen(body), &err), RS_OK);
+	ck_assert_int_eq(store_writer_commit(w, &err), RS_OK);
 }
 
 /* A layerless image running as root, without labels, for linux/arm64/v8;
  * *digest receives its manifest's digest. */
-static void put_root_image(struct blobstore *bs, char digest[DIGEST_STR_SIZE])
+static void put_root_image(struct store *bs, char digest[DIGEST_STR_SIZE])
 {
 	char cd[DIGEST_STR_SIZE], man[512];
 	const char *cfgdoc = "{\"architecture\":\"arm64\",\"variant\":\"v8\",\"os\":\"linux\",\"config\":{},"
@@ -388,21 +389,21 @@ static void put_root_image(struct blobstore *bs, char digest[DIGEST_STR_SIZE])
 		 cd, strlen(cfgdoc));
 	digest_buffer(digest, man, strlen(man));
 	struct rs_err err = {0};
-	ck_assert_int_eq(blobstore_put_manifest(bs, digest, "application/vnd.oci.image.manifest.v1+json", man,
+	ck_assert_int_eq(store_manifest_put(bs, STORE_CACHE, digest, "application/vnd.oci.image.manifest.v1+json", man,
 						strlen(man), &err),
 			 RS_OK);
 }
 
 START_TEST(check_names_platform_of_a_manifest_by_digest)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	char d[DIGEST_STR_SIZE];
 	put_root_image(bs, d);
 	char *label = "org.opencontainers.image.source";
 	struct rs_gate_policy p = {.non_root = GATE_DENY, .required_labels = {.items = &label, .count = 1, .action = GATE_WARN}};
 	struct gate_report r = {0};
 	struct rs_err err = {0};
-	ck_assert_int_eq(gate_check(&r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check(&r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert_uint_eq(r.denies, 1);
 	ck_assert_uint_eq(r.warns, 1);
 	ck_assert_str_eq(r.items[0].rule, "non_root");
@@ -410,13 +411,13 @@ START_TEST(check_names_platform_of_a_manifest_by_digest)
 	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
 	ck_assert(!r.scanned);
 	gate_report_dispose(&r);
-	ck_assert_int_eq(gate_check(&r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check(&r, &p, bs, STORE_CACHE, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_OK);
 	ck_assert_str_eq(r.items[0].platform, "linux/arm64/v8");
 	ck_assert_str_eq(r.items[0].text,
 			 "platform linux/arm64/v8: image runs as root (config.User is \"\"), set USER to a non-root user");
 	ck_assert_str_eq(r.items[1].text, "platform linux/arm64/v8: image lacks label org.opencontainers.image.source");
 	gate_report_dispose(&r);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
@@ -424,13 +425,13 @@ END_TEST
  * inside it is neither checked nor parsed (it only has to look like one). */
 START_TEST(check_walks_the_images_of_an_index_not_nested_ones)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct rs_err err = {0};
 	char d[DIGEST_STR_SIZE], nested[DIGEST_STR_SIZE], idx[DIGEST_STR_SIZE], doc[1024];
 	put_root_image(bs, d);
 	static const char odd[] = "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":5}";
 	digest_buffer(nested, odd, strlen(odd));
-	ck_assert_int_eq(blobstore_put_manifest(bs, nested, "application/vnd.oci.image.index.v1+json", odd, strlen(odd),
+	ck_assert_int_eq(store_manifest_put(bs, STORE_CACHE, nested, "application/vnd.oci.image.index.v1+json", odd, strlen(odd),
 						&err),
 			 RS_OK);
 	snprintf(doc, sizeof(doc),
@@ -440,12 +441,12 @@ START_TEST(check_walks_the_images_of_an_index_not_nested_ones)
 		 "{\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"digest\":\"%s\",\"size\":1}]}",
 		 d, nested);
 	digest_buffer(idx, doc, strlen(doc));
-	ck_assert_int_eq(blobstore_put_manifest(bs, idx, "application/vnd.oci.image.index.v1+json", doc, strlen(doc),
+	ck_assert_int_eq(store_manifest_put(bs, STORE_CACHE, idx, "application/vnd.oci.image.index.v1+json", doc, strlen(doc),
 						&err),
 			 RS_OK);
 	struct rs_gate_policy p = {.non_root = GATE_DENY};
 	struct gate_report r = {0};
-	ck_assert_msg(gate_check(&r, &p, bs, idx, 0, NULL, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(gate_check(&r, &p, bs, STORE_CACHE, idx, 0, NULL, &err) == RS_OK, "%s", err.msg);
 	ck_assert_uint_eq(r.count, 1);
 	ck_assert_str_eq(r.items[0].platform, "linux/arm64/v8");
 	char want[300];
@@ -454,16 +455,16 @@ START_TEST(check_walks_the_images_of_an_index_not_nested_ones)
 	ck_assert_str_eq(r.items[0].text, want);
 	gate_report_dispose(&r);
 	/* an entry that is not in the store fails the check */
-	blobstore_remove(bs, BLOBSTORE_MANIFEST, nested);
-	ck_assert_int_eq(gate_check(&r, &p, bs, idx, 0, NULL, &err), RS_NOT_FOUND);
+	store_remove(bs, STORE_CACHE, STORE_MANIFEST, nested);
+	ck_assert_int_eq(gate_check(&r, &p, bs, STORE_CACHE, idx, 0, NULL, &err), RS_NOT_FOUND);
 	gate_report_dispose(&r);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(memo_answers_a_repeated_check_from_memory)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	char d[DIGEST_STR_SIZE];
 	put_root_image(bs, d);
 	struct rs_gate_policy p = {.non_root = GATE_WARN}, q = {.non_root = GATE_DENY};
@@ -472,13 +473,13 @@ START_TEST(memo_answers_a_repeated_check_from_memory)
 	ck_assert_int_eq(gate_memo_new(&m, &err), RS_OK);
 	struct gate_report r = {0};
 	bool hit = true;
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert(!hit);
 	ck_assert_uint_eq(r.warns, 1);
 	gate_report_dispose(&r);
 	/* the manifest is gone from the store: only the memo can answer */
-	blobstore_remove(bs, BLOBSTORE_MANIFEST, d);
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, 0, NULL, &err), RS_OK);
+	store_remove(bs, STORE_CACHE, STORE_MANIFEST, d);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, 0, NULL, &err), RS_OK);
 	ck_assert(hit);
 	ck_assert_uint_eq(r.warns, 1);
 	ck_assert_uint_eq(r.count, 1);
@@ -486,14 +487,14 @@ START_TEST(memo_answers_a_repeated_check_from_memory)
 	ck_assert_str_eq(r.items[0].text, "image runs as root (config.User is \"\"), set USER to a non-root user");
 	gate_report_dispose(&r);
 	/* another policy or other flags are other checks */
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &q, bs, d, 0, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &q, bs, STORE_CACHE, d, 0, NULL, &err), RS_NOT_FOUND);
 	ck_assert(!hit);
 	gate_report_dispose(&r);
-	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(gate_check_memo(m, &hit, &r, &p, bs, STORE_CACHE, d, GATE_CHECK_NAME_PLATFORM, NULL, &err), RS_NOT_FOUND);
 	ck_assert(!hit);
 	gate_report_dispose(&r);
 	gate_memo_free(m);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
@@ -510,7 +511,7 @@ static Suite *suite(void)
 	tcase_add_test(t, refuses_missing_platform_and_unknown_image);
 	suite_add_tcase(s, t);
 	TCase *rt = tcase_create("report");
-	tcase_add_checked_fixture(rt, fixture_tmpdir_setup, fixture_tmpdir_teardown);
+	tcase_add_checked_fixture(rt, store_fixture_setup, store_fixture_teardown);
 	tcase_add_test(rt, report_json_lists_findings_with_their_place);
 	tcase_add_test(rt, report_json_without_scan_or_upstream_has_nulls);
 	tcase_add_test(rt, report_saved_and_loaded_by_repository_and_digest);

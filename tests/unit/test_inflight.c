@@ -1,4 +1,4 @@
-/* test_inflight: single-flight downloads over a real blobstore in a private
+/* test_inflight: single-flight downloads over a real store (store.h) in a private
  * temp directory. The download function is a small in-process fake of the
  * upstream: it streams seeded bytes in random chunks, optionally corrupted,
  * failing, or held at a gate so the test decides when it moves on. */
@@ -201,7 +201,7 @@ static void *reader_main(void *p)
 	return NULL;
 }
 
-static struct inflight *table_new(struct blobstore *bs)
+static struct inflight *table_new(struct store *bs)
 {
 	struct inflight *t = NULL;
 	struct rs_err err = {0};
@@ -243,7 +243,7 @@ static void free_readers(struct reader r[NREADERS])
 
 START_TEST(one_download_for_concurrent_joiners)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 777777;
 	unsigned char *body = fixture_bytes(1, len);
@@ -264,18 +264,18 @@ START_TEST(one_download_for_concurrent_joiners)
 	inflight_free(t);
 	/* Every arg was released: the one the download used and the others at once. */
 	ck_assert_int_eq(atomic_load(&up.frees), NREADERS);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
-	ck_assert_uint_eq(blobstore_size(bs), len);
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
+	ck_assert_uint_eq(store_size(bs), len);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free_readers(r);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(unknown_size_download_works)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 100000;
 	unsigned char *body = fixture_bytes(2, len);
@@ -297,13 +297,13 @@ START_TEST(unknown_size_download_works)
 	inflight_free(t);
 	free_readers(r);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(mismatch_fails_every_reader_short)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 500000;
 	unsigned char *body = fixture_bytes(3, len);
@@ -325,7 +325,7 @@ START_TEST(mismatch_fails_every_reader_short)
 			ck_assert_uint_le(r[i].total, len - 1);
 		}
 		ck_assert_int_eq(atomic_load(&up.calls), 1);
-		ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+		ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 		ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
 		ck_assert_uint_eq(inflight_count(t), 0);
 		free_readers(r);
@@ -333,13 +333,13 @@ START_TEST(mismatch_fails_every_reader_short)
 	inflight_free(t);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(truncated_download_fails_readers)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 200000;
 	unsigned char *body = fixture_bytes(4, len);
@@ -370,13 +370,13 @@ START_TEST(truncated_download_fails_readers)
 	ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(later_join_after_failure_downloads_again)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 300000;
 	unsigned char *body = fixture_bytes(6, len);
@@ -401,7 +401,7 @@ START_TEST(later_join_after_failure_downloads_again)
 	free_readers(r);
 	ck_assert_int_eq(atomic_load(&bad.calls), 1);
 	ck_assert_int_eq(atomic_load(&good.calls), 1);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 
 	/* Once committed, a join is served from the store without a download. */
 	struct upstream_fake third;
@@ -428,13 +428,13 @@ START_TEST(later_join_after_failure_downloads_again)
 	free(got);
 	inflight_free(t);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(wait_begin_reports_upstream_error)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "missing", 7);
@@ -467,13 +467,13 @@ START_TEST(wait_begin_reports_upstream_error)
 	ck_assert_int_eq(atomic_load(&up.frees), frees + 1);
 	inflight_free(t);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(stalled_download_times_out_readers)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 100000;
 	unsigned char *body = fixture_bytes(10, len);
@@ -527,7 +527,7 @@ START_TEST(stalled_download_times_out_readers)
 	gate_dispose(&start);
 	free(got);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
@@ -537,7 +537,7 @@ END_TEST
  * wait (optpull's fetch) says whether the download ended. */
 START_TEST(wait_verified_reports_the_whole_blob)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 100000;
 	unsigned char *body = fixture_bytes(12, len);
@@ -584,26 +584,26 @@ START_TEST(wait_verified_reports_the_whole_blob)
 			ck_assert_int_eq(rc, RS_DIGEST_MISMATCH);
 			ck_assert_int_eq(erc, RS_DIGEST_MISMATCH);
 			ck_assert(!ended);
-			ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+			ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 		} else {
 			ck_assert_msg(rc == RS_OK, "%s", err.msg);
 			ck_assert_int_eq(erc, RS_OK);
 			ck_assert(ended);
 			ck_assert_uint_eq(written, len);
-			ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+			ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 		}
 		inflight_release(f);
 		gate_dispose(&stall);
 	}
 	inflight_free(t);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(release_order_variations)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	size_t len = 150000;
 	unsigned char *body = fixture_bytes(11, len);
@@ -630,7 +630,7 @@ START_TEST(release_order_variations)
 	inflight_release(NULL);
 	gate_add(&start, 1);
 	inflight_free(t);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 	ck_assert_int_eq(atomic_load(&up.calls), 1);
 	ck_assert_int_eq(atomic_load(&up.frees), 2);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
@@ -656,19 +656,18 @@ START_TEST(release_order_variations)
 	ck_assert_uint_eq(pos, len);
 	ck_assert(memcmp(got, body2, len) == 0);
 	inflight_release(c);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg2));
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg2));
 	free(got);
 	free(body2);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(reader_survives_eviction_after_commit)
 {
-	struct blobstore *bs = NULL;
+	struct store *bs = store_fixture_store(1);
 	struct rs_err err = {0};
-	ck_assert_int_eq(blobstore_open(&bs, store_fixture_data(), 1, &err), RS_OK);
 	struct inflight *t = table_new(bs);
 	size_t len = 120000;
 	unsigned char *body = fixture_bytes(13, len);
@@ -686,11 +685,11 @@ START_TEST(reader_survives_eviction_after_commit)
 	while (pos < len / 2 && (n = inflight_read(f, pos, got + pos, len / 2 - pos, 20, &err)) > 0)
 		pos += (uint64_t)n;
 	inflight_free(t);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 	uint64_t freed = 0;
-	ck_assert_int_eq(blobstore_evict(bs, &freed, &err), RS_OK);
+	ck_assert_int_eq(store_evict(bs, &freed, &err), RS_OK);
 	ck_assert_uint_eq(freed, len);
-	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, dg));
+	ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 	while ((n = inflight_read(f, pos, got + pos, len - pos + 1, 20, &err)) > 0)
 		pos += (uint64_t)n;
 	ck_assert_msg(n == 0, "%s", err.msg);
@@ -699,13 +698,13 @@ START_TEST(reader_survives_eviction_after_commit)
 	inflight_release(f);
 	free(got);
 	free(body);
-	blobstore_free(bs);
+	store_free(bs);
 }
 END_TEST
 
 START_TEST(empty_blob_ends_at_once)
 {
-	struct blobstore *bs = store_fixture_open(0);
+	struct store *bs = store_fixture_store(0);
 	struct inflight *t = table_new(bs);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, "", 0);
@@ -719,8 +718,8 @@ START_TEST(empty_blob_ends_at_once)
 	}
 	free_readers(r);
 	inflight_free(t);
-	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, dg));
-	blobstore_free(bs);
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, dg));
+	store_free(bs);
 }
 END_TEST
 

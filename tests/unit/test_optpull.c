@@ -1,6 +1,6 @@
 /* test_optpull: the optimized pull path's pure parts (User-Agent families,
  * variant choice, policy matching, cache keys) and, over a real blob store
- * holding a generated image, an optimization end to end: result persisted
+ * (store.h) holding a generated image, an optimization end to end: result persisted
  * and found again by a new instance, report stored, blobs imported; a failed
  * optimization remembered (fetch called once for concurrent callers); the
  * sync wait giving up while the job goes on. Fetch callbacks are small fakes
@@ -196,18 +196,18 @@ static enum rs_code fake_manifest(void *ctx, size_t up, const char *repo, const 
 	return rs_err_set(err, RS_UPSTREAM, "fake upstream is down (manifest %s)", digest);
 }
 
-static void put_blob(struct blobstore *bs, const void *buf, size_t len, char out[DIGEST_STR_SIZE])
+static void put_blob(struct store *bs, const void *buf, size_t len, char out[DIGEST_STR_SIZE])
 {
 	struct rs_err err = {0};
-	struct blobstore_writer *w = NULL;
+	struct store_writer *w = NULL;
 	digest_buffer(out, buf, len);
-	ck_assert_int_eq(blobstore_writer_new(&w, bs, BLOBSTORE_BLOB, out, (int64_t)len, &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_write(w, buf, len, &err), RS_OK);
-	ck_assert_int_eq(blobstore_writer_commit(w, &err), RS_OK);
+	ck_assert_int_eq(store_writer_new(&w, bs, STORE_CACHE, STORE_BLOB, out, (int64_t)len, &err), RS_OK);
+	ck_assert_int_eq(store_writer_write(w, buf, len, &err), RS_OK);
+	ck_assert_int_eq(store_writer_commit(w, &err), RS_OK);
 }
 
 /* A one-layer image in the store; with_layer false leaves the layer out. */
-static void make_image(struct blobstore *bs, bool with_layer, char manifest_digest[DIGEST_STR_SIZE])
+static void make_image(struct store *bs, bool with_layer, char manifest_digest[DIGEST_STR_SIZE])
 {
 	struct targen *g = targen_new(7);
 	targen_add_dir(g, "etc");
@@ -242,7 +242,7 @@ static void make_image(struct blobstore *bs, bool with_layer, char manifest_dige
 	             config, (int)strlen(cfg), layer, gzlen);
 	digest_buffer(manifest_digest, man, (size_t)n);
 	struct rs_err err = {0};
-	ck_assert_int_eq(blobstore_put_manifest(bs, manifest_digest, "application/vnd.oci.image.manifest.v1+json", man,
+	ck_assert_int_eq(store_manifest_put(bs, STORE_CACHE, manifest_digest, "application/vnd.oci.image.manifest.v1+json", man,
 	                                        (size_t)n, &err),
 	                 RS_OK);
 	free(gz);
@@ -251,7 +251,7 @@ static void make_image(struct blobstore *bs, bool with_layer, char manifest_dige
 
 struct env {
 	struct rs_config cfg;
-	struct blobstore *bs;
+	struct store *bs;
 	struct fake fake;
 	struct optpull_ops ops;
 };
@@ -262,13 +262,13 @@ static void env_open(struct env *e)
 	ck_assert_int_eq(config_init_defaults(&e->cfg, &err), RS_OK);
 	free(e->cfg.data_dir);
 	e->cfg.data_dir = strdup(fixture_dir());
-	ck_assert_int_eq(blobstore_open(&e->bs, fixture_dir(), 0, &err), RS_OK);
+	ck_assert_msg(store_open(&e->bs, &e->cfg, &err) == RS_OK, "%s", err.msg);
 	e->ops = (struct optpull_ops){fake_blob, fake_manifest, &e->fake};
 }
 
 static void env_close(struct env *e)
 {
-	blobstore_free(e->bs);
+	store_free(e->bs);
 	config_dispose(&e->cfg);
 }
 
@@ -287,11 +287,11 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	ck_assert_msg(optpull_get(op, &res, &rq, 60, &err) == RS_OK, "%s", err.msg);
 	ck_assert_str_ne(res.digest, src);
 	ck_assert_str_eq(res.media_type, "application/vnd.oci.image.manifest.v1+json");
-	ck_assert(blobstore_has(e.bs, BLOBSTORE_MANIFEST, res.digest));
+	ck_assert(store_has(e.bs, STORE_CACHE, STORE_MANIFEST, res.digest));
 	/* the optimized manifest's blobs are in the store, zstd layers */
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
-	ck_assert_int_eq(blobstore_get_manifest(e.bs, res.digest, 1 << 20, &buf, &len, &type, &err), RS_OK);
+	ck_assert_int_eq(store_manifest_get(e.bs, STORE_CACHE, res.digest, 1 << 20, &buf, &len, &type, &err), RS_OK);
 	ck_assert_ptr_nonnull(strstr(buf, "tar+zstd"));
 	ck_assert_ptr_nonnull(strstr(buf, src)); /* the source annotation */
 	char *l = strstr(buf, "\"layers\"");
@@ -299,7 +299,7 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	ck_assert_ptr_nonnull(d);
 	char ld[DIGEST_STR_SIZE];
 	snprintf(ld, sizeof(ld), "%.71s", d);
-	ck_assert(blobstore_has(e.bs, BLOBSTORE_BLOB, ld));
+	ck_assert(store_has(e.bs, STORE_CACHE, STORE_BLOB, ld));
 	free(buf);
 	free(type);
 	/* the report */
@@ -328,7 +328,7 @@ START_TEST(optimizes_persists_and_finds_the_result_again)
 	ck_assert_ptr_nonnull(strstr(err.msg, "no longer in the store"));
 	ck_assert_msg(optpull_get(op, &again, &rq, 60, &err) == RS_OK, "%s", err.msg);
 	ck_assert_str_eq(again.digest, res.digest); /* deterministic output */
-	ck_assert(blobstore_has(e.bs, BLOBSTORE_BLOB, ld));
+	ck_assert(store_has(e.bs, STORE_CACHE, STORE_BLOB, ld));
 	optpull_free(op);
 	ck_assert_int_eq(atomic_load(&e.fake.blob_calls), 0);
 	char tmp[300];
