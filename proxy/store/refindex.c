@@ -297,7 +297,7 @@ static enum rs_code describe_root(void *ctx, const struct imagejson_manifest *m,
                                   size_t len, struct rs_err *err)
 {
 	const struct described *dd = ctx;
-	struct imagejson_descriptor *d;
+	struct imagejson_descriptor *d = NULL;
 	enum rs_code rc = grow(dd->l, &d, err);
 	if (rc)
 		return rc;
@@ -328,7 +328,7 @@ static enum rs_code merge_root(void *ctx, const struct imagejson_manifest *m, co
 		const struct imagejson_descriptor *e = &x->manifests[i];
 		if (!e->digest || !digest_valid(e->digest) || listed(l, e->digest))
 			continue;
-		struct imagejson_descriptor *d;
+		struct imagejson_descriptor *d = NULL;
 		if ((rc = grow(l, &d, err)) == RS_OK && (rc = imagejson_descriptor_copy(d, e, err)) != RS_OK)
 			l->n--; /* the copy left d zeroed */
 	}
