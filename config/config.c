@@ -43,7 +43,7 @@
 
 static const char *const top_keys[] = {"listen", "max_connections", "max_connections_per_ip", "data_dir", "cache", "limits",
                                        "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
-                                       NULL};
+                                       "store", NULL};
 static const char *const cache_keys[] = {"max_bytes", "optimized_pin_s", "scrub_bytes_per_s", "scrub_interval_s",
                                          NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", "header_timeout_s", "body_min_bytes_per_s",
@@ -59,6 +59,9 @@ static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s
 static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
+static const char *const store_keys[] = {"driver", "s3", NULL};
+static const char *const store_s3_keys[] = {"endpoint", "region", "bucket", "access_key_env", "secret_key_env",
+                                            "access_key_file", "secret_key_file", "path_style", "prefix", NULL};
 static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
@@ -1158,6 +1161,100 @@ static enum rs_code load_tls_section(struct rs_config *cfg, const struct jsonloa
 	return RS_OK;
 }
 
+/* ------------------------------------------------------------ store */
+
+static void store_dispose(struct rs_store_config *st)
+{
+	struct rs_store_s3_config *c = &st->s3;
+	free(st->driver);
+	free(c->endpoint);
+	free(c->region);
+	free(c->bucket);
+	free(c->access_key_env);
+	free(c->secret_key_env);
+	free(c->access_key_file);
+	free(c->secret_key_file);
+	free(c->prefix);
+	memset(st, 0, sizeof(*st));
+}
+
+/* One optional string key of store.s3 into *slot (replacing nothing: the
+ * section is read once). */
+static enum rs_code get_s3_string(char **slot, const struct jsonload *ld, const json_t *v, const char *key,
+                                  const char *expected)
+{
+	const json_t *x = json_object_get(v, key);
+	if (!x)
+		return RS_OK;
+	char kp[PATH_MAX_CHARS];
+	snprintf(kp, sizeof(kp), "store.s3.%s", key);
+	return get_string(slot, ld, kp, x, expected);
+}
+
+static enum rs_code load_store_s3(struct rs_store_s3_config *c, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	if ((rc = get_object(ld, "store.s3", v)) || (rc = check_keys(ld, "store.s3", v, store_s3_keys)))
+		return rc;
+	static const char *const required[] = {"endpoint", "region", "bucket"};
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
+		if (!json_object_get(v, required[i])) {
+			char kp[PATH_MAX_CHARS];
+			snprintf(kp, sizeof(kp), "store.s3.%s", required[i]);
+			return jsonload_fail(ld, RS_CONFIG, kp, "missing; the s3 driver needs endpoint, region and bucket");
+		}
+	x = json_object_get(v, "endpoint");
+	if (!json_is_string(x) || (strncmp(json_string_value(x), "http://", 7) != 0 &&
+	                           strncmp(json_string_value(x), "https://", 8) != 0))
+		return fail_value(ld, "store.s3.endpoint", x, "an http:// or https:// URL");
+	if ((rc = get_s3_string(&c->endpoint, ld, v, "endpoint", "an http:// or https:// URL")) ||
+	    (rc = get_s3_string(&c->region, ld, v, "region", "a region name such as \"us-east-1\"")) ||
+	    (rc = get_s3_string(&c->bucket, ld, v, "bucket", "a bucket name")) ||
+	    (rc = get_s3_string(&c->access_key_env, ld, v, "access_key_env", "an environment variable name")) ||
+	    (rc = get_s3_string(&c->secret_key_env, ld, v, "secret_key_env", "an environment variable name")) ||
+	    (rc = get_s3_string(&c->access_key_file, ld, v, "access_key_file", "a file path")) ||
+	    (rc = get_s3_string(&c->secret_key_file, ld, v, "secret_key_file", "a file path")) ||
+	    (rc = get_s3_string(&c->prefix, ld, v, "prefix", "a non-empty key prefix")))
+		return rc;
+	if ((x = json_object_get(v, "path_style")) && (rc = get_bool(&c->path_style, ld, "store.s3.path_style", x)))
+		return rc;
+	if (!c->access_key_env && !c->access_key_file)
+		return jsonload_fail(ld, RS_CONFIG, "store.s3.access_key_env",
+		                     "missing; set access_key_env or access_key_file (secrets never go in the file)");
+	if (!c->secret_key_env && !c->secret_key_file)
+		return jsonload_fail(ld, RS_CONFIG, "store.s3.secret_key_env",
+		                     "missing; set secret_key_env or secret_key_file (secrets never go in the file)");
+	if (c->prefix && (c->prefix[0] == '/' || strstr(c->prefix, "..") || strlen(c->prefix) > 200))
+		return fail_value(ld, "store.s3.prefix", json_object_get(v, "prefix"),
+		                  "a key prefix without a leading '/' or '..', at most 200 bytes");
+	return RS_OK;
+}
+
+static enum rs_code load_store_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	if ((rc = get_object(ld, "store", v)) || (rc = check_keys(ld, "store", v, store_keys)))
+		return rc;
+	if ((x = json_object_get(v, "driver"))) {
+		if (!json_is_string(x) ||
+		    (strcmp(json_string_value(x), "fs") != 0 && strcmp(json_string_value(x), "s3") != 0))
+			return fail_value(ld, "store.driver", x, "\"fs\" or \"s3\"");
+		char *s = NULL;
+		if ((rc = get_string(&s, ld, "store.driver", x, "\"fs\" or \"s3\"")))
+			return rc;
+		replace_string(&cfg->store.driver, s);
+	}
+	bool s3 = strcmp(cfg->store.driver, "s3") == 0;
+	x = json_object_get(v, "s3");
+	if (s3 && !x)
+		return jsonload_fail(ld, RS_CONFIG, "store.s3", "missing; driver \"s3\" needs the s3 section");
+	if (!s3 && x)
+		return jsonload_fail(ld, RS_CONFIG, "store.s3", "set, but store.driver is \"fs\"; set it to \"s3\"");
+	return x ? load_store_s3(&cfg->store.s3, ld, x) : RS_OK;
+}
+
 static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, const json_t *root)
 {
 	enum rs_code rc;
@@ -1259,6 +1356,8 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 		return rc;
 	if ((x = json_object_get(root, "tls")) && (rc = load_tls_section(cfg, ld, x)))
 		return rc;
+	if ((x = json_object_get(root, "store")) && (rc = load_store_section(cfg, ld, x)))
+		return rc;
 	return RS_OK;
 }
 
@@ -1337,6 +1436,8 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->listen = xalloc_strdup(DEFAULT_LISTEN);
 	cfg->data_dir = xalloc_strdup(DEFAULT_DATA_DIR);
 	cfg->log_level = xalloc_strdup(DEFAULT_LOG_LEVEL);
+	cfg->store.driver = xalloc_strdup("fs");
+	cfg->store.s3.path_style = true;
 	cfg->upstreams = xalloc_calloc(1, sizeof(*cfg->upstreams));
 	if (cfg->upstreams) {
 		cfg->upstream_count = 1;
@@ -1349,7 +1450,7 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 		u->library_prefix = true;
 	}
 	enum rs_code orc = optimize_defaults(&cfg->optimize);
-	if (orc || !cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->upstreams ||
+	if (orc || !cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->store.driver || !cfg->upstreams ||
 	    !cfg->upstreams[0].name || !cfg->upstreams[0].url) {
 		config_dispose(cfg);
 		return rs_err_set(err, RS_NOMEM, "out of memory building the default configuration");
@@ -1602,6 +1703,33 @@ static json_t *print_auth(const struct rs_auth_config *a)
 	return o;
 }
 
+/* The store section as configured (names of secret sources only). */
+static json_t *store_to_json(const struct rs_store_config *st, bool *ok)
+{
+	json_t *o = json_object();
+	if (!o) {
+		*ok = false;
+		return NULL;
+	}
+	put(o, "driver", json_string(st->driver), ok);
+	if (strcmp(st->driver, "s3") != 0)
+		return o;
+	const struct rs_store_s3_config *c = &st->s3;
+	json_t *s3 = json_object();
+	if (s3) {
+		const char *keys[] = {"endpoint", "region", "bucket", "access_key_env", "secret_key_env",
+		                      "access_key_file", "secret_key_file", "prefix"};
+		const char *vals[] = {c->endpoint, c->region, c->bucket, c->access_key_env, c->secret_key_env,
+		                      c->access_key_file, c->secret_key_file, c->prefix};
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (vals[i])
+				put(s3, keys[i], json_string(vals[i]), ok);
+		put(s3, "path_style", json_boolean(c->path_style), ok);
+	}
+	put(o, "s3", s3, ok);
+	return o;
+}
+
 enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err)
 {
 	bool ok = true;
@@ -1687,6 +1815,7 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		}
 		put(root, "tls", tls, &ok);
 	}
+	put(root, "store", store_to_json(&cfg->store, &ok), &ok);
 	if (!ok) {
 		json_decref(root);
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
@@ -1727,5 +1856,6 @@ void config_dispose(struct rs_config *cfg)
 	gate_policies_free(cfg->push.policies, cfg->push.policy_count);
 	optimize_dispose(&cfg->optimize);
 	tls_dispose(&cfg->tls);
+	store_dispose(&cfg->store);
 	memset(cfg, 0, sizeof(*cfg));
 }

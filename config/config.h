@@ -116,6 +116,26 @@ struct rs_tls_config {
 	char *client_ca_file; /* PEM CA bundle: client certificates required and verified; NULL: none */
 };
 
+/* The store section: which storage driver keeps regslim's bytes. "fs"
+ * (default) is the data directory; "s3" an S3-compatible bucket
+ * (proxy/store/store_s3.c, docs/scale-out.md). Secrets are never in the
+ * file: the access and secret keys come from an environment variable
+ * (*_env, tried first) or a file (*_file, its first line). */
+struct rs_store_s3_config {
+	char *endpoint;        /* "http://127.0.0.1:9000" */
+	char *region;          /* "us-east-1" */
+	char *bucket;
+	char *access_key_env, *secret_key_env;   /* variable names, may be NULL */
+	char *access_key_file, *secret_key_file; /* paths, may be NULL */
+	bool path_style;       /* http://host/BUCKET/key (default) or http://BUCKET.host/key */
+	char *prefix;          /* prepended to every key ("" when unset) */
+};
+
+struct rs_store_config {
+	char *driver;          /* "fs" (default) or "s3" */
+	struct rs_store_s3_config s3;
+};
+
 struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
@@ -140,6 +160,7 @@ struct rs_config {
 	struct rs_push_config push;
 	struct rs_optimize_config optimize;
 	struct rs_tls_config tls;
+	struct rs_store_config store;
 };
 
 /* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,

@@ -603,6 +603,41 @@ START_TEST(tls_flags_need_both_files_and_readable_ones)
 }
 END_TEST
 
+START_TEST(store_section_defaults_to_fs_and_s3_loads_and_prints_back)
+{
+	struct rs_config cfg;
+	load_ok(&cfg, "{}");
+	ck_assert_str_eq(cfg.store.driver, "fs");
+	config_dispose(&cfg);
+	load_ok(&cfg, "{\"store\": {\"driver\": \"s3\", \"s3\": {\"endpoint\": \"http://127.0.0.1:9000\","
+	              " \"region\": \"us-east-1\", \"bucket\": \"regslim\", \"access_key_env\": \"S3_ACCESS_KEY\","
+	              " \"secret_key_file\": \"/etc/regslim/s3.secret\", \"prefix\": \"r1/\"}}}");
+	ck_assert_str_eq(cfg.store.driver, "s3");
+	ck_assert_str_eq(cfg.store.s3.endpoint, "http://127.0.0.1:9000");
+	ck_assert_str_eq(cfg.store.s3.region, "us-east-1");
+	ck_assert_str_eq(cfg.store.s3.bucket, "regslim");
+	ck_assert_str_eq(cfg.store.s3.access_key_env, "S3_ACCESS_KEY");
+	ck_assert_ptr_null(cfg.store.s3.secret_key_env);
+	ck_assert_str_eq(cfg.store.s3.secret_key_file, "/etc/regslim/s3.secret");
+	ck_assert_str_eq(cfg.store.s3.prefix, "r1/");
+	ck_assert(cfg.store.s3.path_style);
+	char *first = print_to_string(&cfg);
+	config_dispose(&cfg);
+	load_ok(&cfg, first);
+	char *second = print_to_string(&cfg);
+	ck_assert_str_eq(first, second);
+	config_dispose(&cfg);
+	free(first);
+	free(second);
+	load_ok(&cfg, "{\"store\": {\"driver\": \"s3\", \"s3\": {\"endpoint\": \"https://s3.example\","
+	              " \"region\": \"eu-west-1\", \"bucket\": \"b\", \"access_key_file\": \"/a\","
+	              " \"secret_key_env\": \"S\", \"path_style\": false}}}");
+	ck_assert(!cfg.store.s3.path_style);
+	ck_assert_ptr_null(cfg.store.s3.prefix);
+	config_dispose(&cfg);
+}
+END_TEST
+
 START_TEST(long_values_are_cut_in_messages)
 {
 	char text[512];
@@ -763,6 +798,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, size_strings_and_integers_parse);
 	tcase_add_test(tc, accepts_listen_and_url_forms);
 	tcase_add_test(tc, rejects_every_committed_invalid_case);
+	tcase_add_test(tc, store_section_defaults_to_fs_and_s3_loads_and_prints_back);
 	tcase_add_test(tc, syntax_error_names_line_and_column);
 	tcase_add_test(tc, refuses_oversized_file);
 	tcase_add_test(tc, file_at_the_size_limit_loads);
