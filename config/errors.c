@@ -71,6 +71,7 @@ const char *rs_code_name(enum rs_code code)
 		[RS_TIMEOUT] = "timeout",
 		[RS_CONFIG] = "config",
 		[RS_THROTTLED] = "throttled",
+		[RS_UNAVAILABLE] = "unavailable",
 	};
 	if ((unsigned)code >= RS_CODE_COUNT || !names[code])
 		return "unknown";

@@ -31,6 +31,7 @@ enum rs_code {
 	RS_TIMEOUT,         /* a bounded wait ran out */
 	RS_CONFIG,          /* invalid configuration */
 	RS_THROTTLED,       /* too many attempts: try again later */
+	RS_UNAVAILABLE,     /* a service regslim stores in (the object store) is unreachable: try again later */
 	RS_CODE_COUNT
 };
 

@@ -77,6 +77,8 @@ static struct reply_status map_auth_error(enum rs_code code)
 
 struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 {
+	if (code == RS_UNAVAILABLE) /* the store's backend is down: every route, the client may retry */
+		return (struct reply_status){503, "UNAVAILABLE"};
 	if (what == REPLY_UPLOAD_START && code == RS_TOO_LARGE)
 		return (struct reply_status){429, "TOOMANYREQUESTS"};
 	if (what == REPLY_UPLOAD || what == REPLY_UPLOAD_START || what == REPLY_MANIFEST_PUT)
@@ -125,6 +127,7 @@ struct reply_status reply_map_error(enum rs_code code, enum reply_what what)
 	case RS_NOMEM:
 	case RS_IO:
 	case RS_CONFIG:
+	case RS_UNAVAILABLE:
 	case RS_OK:
 	case RS_CODE_COUNT:
 		break;

@@ -853,6 +853,17 @@ static const char *sniff_media_type(const char *buf, size_t len, struct sniff *s
 	return IMAGE_MT_OCI_MANIFEST;
 }
 
+void blobstore_sniff_media_type(char out[BLOBSTORE_MEDIA_TYPE_SIZE], const char *buf, size_t len)
+{
+	struct sniff s;
+	snprintf(out, BLOBSTORE_MEDIA_TYPE_SIZE, "%s", sniff_media_type(buf, len, &s));
+}
+
+bool blobstore_media_type_valid(const char *s)
+{
+	return media_type_valid(s);
+}
+
 enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, const char *media_type,
                                     const void *buf, size_t len, struct rs_err *err)
 {

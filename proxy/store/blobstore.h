@@ -84,6 +84,14 @@ RS_MUST_CHECK enum rs_code blobstore_put_manifest(struct blobstore *bs, const ch
  * with free()), re-verifying its digest; at most max_bytes. RS_NOT_FOUND when
  * absent; a file that fails verification is removed and reported as
  * RS_NOT_FOUND too (logged by the caller from err). */
+/* The media type of a manifest without a recorded one, as get_manifest
+ * finds it: its mediaType, else an index if it has "manifests", a Docker v1
+ * manifest if it has "fsLayers", an OCI manifest otherwise (for the other
+ * drivers of store.h). And whether s is a media type a sidecar may hold. */
+#define BLOBSTORE_MEDIA_TYPE_SIZE 128
+void blobstore_sniff_media_type(char out[BLOBSTORE_MEDIA_TYPE_SIZE], const char *buf, size_t len);
+bool blobstore_media_type_valid(const char *s);
+
 RS_MUST_CHECK enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes,
                                                   char **out_buf, size_t *out_len, char **out_type,
                                                   struct rs_err *err);

@@ -621,7 +621,12 @@ void push_set_fetcher(struct push *p, push_fetch_fn fn, void *ctx)
 	p->fetch_ctx = ctx;
 }
 
-static enum rs_code check_ref(struct push *p, const char *repo, const struct imagejson_descriptor *d,
+struct put_walk_refs {
+	push_ref_fn fn;
+	void *ctx;
+};
+
+static enum rs_code check_ref(const struct put_walk_refs *r, const char *repo, const struct imagejson_descriptor *d,
                               const char *where, bool manifest, struct rs_err *err)
 {
 	if (!d->digest || !digest_valid(d->digest))
@@ -631,7 +636,7 @@ static enum rs_code check_ref(struct push *p, const char *repo, const struct ima
 	 * (a client that HEADed it through regslim's read side and skipped the
 	 * upload) held by the mirror's repo, fetched from there and verified.
 	 * Content of other repositories never satisfies it. */
-	enum rs_code rc = take(p, repo, repo, manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB, d->digest, err);
+	enum rs_code rc = r->fn(r->ctx, repo, manifest ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB, d->digest, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "%s %s (%s) is unknown to this registry; push it first",
 		                  manifest ? "manifest" : "blob", d->digest, where);
@@ -641,7 +646,7 @@ static enum rs_code check_ref(struct push *p, const char *repo, const struct ima
 /* The walk of a pushed manifest or index: its own fields, then every
  * reference (held by the repository); index entries are not loaded. */
 struct put_walk {
-	struct push *p;
+	struct put_walk_refs refs;
 	const char *repo, *ct; /* ct: the declared type, "" when none */
 	bool generic;          /* ct says nothing about the document */
 	const char *type;      /* out: the type it is stored with */
@@ -696,25 +701,26 @@ static enum rs_code put_visit(void *ctx, enum imagewalk_event ev, const struct i
 		return RS_OK;
 	switch (n->kind) {
 	case IMAGEWALK_CONFIG:
-		return check_ref(w->p, w->repo, n->desc, "config", false, err);
+		return check_ref(&w->refs, w->repo, n->desc, "config", false, err);
 	case IMAGEWALK_LAYER:
 		if (nondistributable(n->media_type))
 			return RS_OK;
 		snprintf(where, sizeof(where), "layers[%zu]", n->pos);
-		return check_ref(w->p, w->repo, n->desc, where, false, err);
+		return check_ref(&w->refs, w->repo, n->desc, where, false, err);
 	default: /* an index entry: a manifest held by the repository, not walked */
 		*step = IMAGEWALK_SKIP;
 		snprintf(where, sizeof(where), "manifests[%zu]", n->pos);
-		return check_ref(w->p, w->repo, n->desc, where, true, err);
+		return check_ref(&w->refs, w->repo, n->desc, where, true, err);
 	}
 }
 
-enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
-                               const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+enum rs_code push_check_manifest(const struct rs_config *cfg, const char *repo, const char *ref,
+                                 const char *content_type, const char *body, size_t len, push_ref_fn ref_fn,
+                                 void *ref_ctx, struct push_checked *out, struct rs_err *err)
 {
-	if (len > p->cfg->manifest_max_bytes)
+	if (len > cfg->manifest_max_bytes)
 		return rs_err_set(err, RS_TOO_LARGE, "manifest is %zu bytes, the limit is %llu (limits.manifest_max_bytes)",
-		                  len, (unsigned long long)p->cfg->manifest_max_bytes);
+		                  len, (unsigned long long)cfg->manifest_max_bytes);
 	/* The declared type: Content-Type without parameters. */
 	char ct[128] = "";
 	if (content_type) {
@@ -738,29 +744,41 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 	if (!generic && is_index_type(ct) != (kind == IMAGEJSON_INDEX))
 		return rs_err_set(err, RS_BAD_INPUT, "Content-Type %s does not match the document, which is an %s", ct,
 		                  kind == IMAGEJSON_INDEX ? "index" : "image manifest");
-	const char *type = NULL;
-	char digest[DIGEST_STR_SIZE];
-	digest_buffer(digest, body, len);
+	digest_buffer(out->digest, body, len);
 	if (strchr(ref, ':')) {
 		if ((rc = digest_parse(ref, err)))
 			return rc;
-		if (strcmp(ref, digest) != 0)
-			return rs_err_set(err, RS_DIGEST_MISMATCH, "manifest body hashes to %s, not %s", digest, ref);
+		if (strcmp(ref, out->digest) != 0)
+			return rs_err_set(err, RS_DIGEST_MISMATCH, "manifest body hashes to %s, not %s", out->digest, ref);
 	} else if (!refname_tag_valid(ref)) {
 		return rs_err_set(err, RS_BAD_INPUT, "invalid tag '%.130s'", ref);
 	}
-	struct put_walk w = {.p = p, .repo = repo, .ct = ct, .generic = generic};
+	struct put_walk w = {.refs = {ref_fn, ref_ctx}, .repo = repo, .ct = ct, .generic = generic};
 	const struct imagewalk walk = {.visit = put_visit, .ctx = &w, .manifest_what = "manifest",
 	                               .index_what = "index"};
 	rc = imagewalk_bytes(&walk, NULL, body, len, NULL, err);
-	type = w.type;
 	if (rc)
 		return rc;
+	snprintf(out->type, sizeof(out->type), "%s", w.type);
 	/* A subject need not exist (distribution-spec, "Pushing Manifests with
 	 * Subject"); its digest must be valid. */
-	char subject[DIGEST_STR_SIZE];
-	if ((rc = refindex_subject_of(subject, body, len, err)))
+	return refindex_subject_of(out->subject, body, len, err);
+}
+
+static enum rs_code take_ref(void *ctx, const char *repo, enum blobstore_kind kind, const char *digest,
+                             struct rs_err *err)
+{
+	return take(ctx, repo, repo, kind, digest, err);
+}
+
+enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
+                               const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	struct push_checked c;
+	enum rs_code rc = push_check_manifest(p->cfg, repo, ref, content_type, body, len, take_ref, p, &c, err);
+	if (rc)
 		return rc;
+	const char *digest = c.digest, *type = c.type, *subject = c.subject;
 	if ((rc = blobstore_put_manifest(p->store, digest, type, body, len, err)))
 		return rc;
 	if ((rc = blobstore_link(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest, err)))

@@ -123,6 +123,24 @@ RS_MUST_CHECK enum rs_code push_put_manifest(struct push *p, const char *repo, c
                                              const char *content_type, const char *body, size_t len,
                                              char out_digest[DIGEST_STR_SIZE], struct rs_err *err);
 
+/* The checks of push_put_manifest without storing anything, for every
+ * driver: size, declared and actual type, a digest ref against the body, a
+ * valid tag, and each reference through ref_fn (RS_OK when repo holds kind
+ * digest, now kept in the pushed area; RS_NOT_FOUND when it does not).
+ * out: the body's digest, the type to store it with, the subject's digest
+ * ("" when none). Errors as push_put_manifest. */
+typedef enum rs_code (*push_ref_fn)(void *ctx, const char *repo, enum blobstore_kind kind, const char *digest,
+                                    struct rs_err *err);
+struct push_checked {
+	char digest[DIGEST_STR_SIZE];
+	char type[128];
+	char subject[DIGEST_STR_SIZE];
+};
+RS_MUST_CHECK enum rs_code push_check_manifest(const struct rs_config *cfg, const char *repo, const char *ref,
+                                               const char *content_type, const char *body, size_t len,
+                                               push_ref_fn ref_fn, void *ref_ctx, struct push_checked *out,
+                                               struct rs_err *err);
+
 /* The pushed tag repo:tag. RS_NOT_FOUND when it was never pushed. */
 RS_MUST_CHECK enum rs_code push_get_tag(struct push *p, const char *repo, const char *tag, struct blobstore_tag *out,
                                         struct rs_err *err);

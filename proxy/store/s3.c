@@ -573,7 +573,7 @@ static enum rs_code status_error(const struct s3_client *c, const struct req *rq
 	char code[64], msg[128];
 	s3_xml_get(code, sizeof(code), rs->body, rs->body_len, "Code");
 	s3_xml_get(msg, sizeof(msg), rs->body, rs->body_len, "Message");
-	enum rs_code rc = RS_IO;
+	enum rs_code rc = rs->status >= 500 ? RS_UNAVAILABLE : RS_IO;
 	if (strcmp(code, "NoSuchKey") == 0 || (rs->status == 404 && !code[0] && rq->key))
 		rc = RS_NOT_FOUND;
 	else if (rs->status == 416 || strcmp(code, "InvalidRange") == 0)
@@ -616,7 +616,7 @@ static enum rs_code request(struct s3_client *c, const struct req *rq, struct re
 			/* a 4xx that cut an upload short (curl then reports a send error) is still the 4xx */
 			return status_error(c, rq, rs, err);
 		} else if (cc != CURLE_OK && (!retryable_curl(cc) || last)) {
-			return rs_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? RS_TIMEOUT : RS_IO,
+			return rs_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? RS_TIMEOUT : RS_UNAVAILABLE,
 			                  "s3 %s %s%s%.100s: %s%s%.80s (endpoint %s://%s, %d attempt%s)", rq->what, c->bucket,
 			                  rq->key ? "/" : "", rq->key ? rq->key : "", curl_easy_strerror(cc),
 			                  curl_msg[0] ? ": " : "", curl_msg, c->scheme, c->authority, n, n > 1 ? "s" : "");

@@ -19,7 +19,8 @@
  * bucket, key, HTTP status and the S3 error code and message of the XML body:
  * "s3 GET regslim/a/b: HTTP 404 NoSuchKey (The specified key does not exist.)".
  * NoSuchKey (and a 404 to a HEAD) is RS_NOT_FOUND, a digest mismatch
- * RS_DIGEST_MISMATCH, a stall RS_TIMEOUT, anything else RS_IO. No secret
+ * RS_DIGEST_MISMATCH, a stall RS_TIMEOUT, an endpoint that cannot be
+ * reached or keeps answering 5xx RS_UNAVAILABLE, anything else RS_IO. No secret
  * enters a message. Thread-safe: one client serves every thread (a small pool
  * of libcurl handles keeps connections open).
  *

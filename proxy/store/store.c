@@ -49,8 +49,9 @@ enum rs_code store_open(struct store **out, const struct rs_config *cfg, struct 
 	assert(out && cfg);
 	*out = NULL;
 	void *impl = NULL;
-	enum rs_code rc = store_fs_open(&impl, cfg, err);
-	return rc ? rc : store_open_driver(out, &store_fs_driver, impl, err);
+	bool s3 = cfg->store.driver && strcmp(cfg->store.driver, "s3") == 0;
+	enum rs_code rc = s3 ? store_s3_open(&impl, cfg, err) : store_fs_open(&impl, cfg, err);
+	return rc ? rc : store_open_driver(out, s3 ? &store_s3_driver : &store_fs_driver, impl, err);
 }
 
 void store_free(struct store *s)

@@ -6,7 +6,7 @@
  * and uploads are the driver's own structs with the base below first.
  *
  * Drivers: store_fs.c ("fs": the data directory, through blobstore.c and
- * push.c). The contract of each operation is that of the store.h function
+ * push.c) and store_s3.c ("s3": an S3 bucket, through s3.c). The contract of each operation is that of the store.h function
  * of the same name. */
 #ifndef RS_PROXY_STORE_DRIVER_H
 #define RS_PROXY_STORE_DRIVER_H
@@ -118,5 +118,12 @@ RS_MUST_CHECK enum rs_code store_open_driver(struct store **out, const struct st
 /* The fs driver: open its state for cfg (*out_impl: store_fs_driver.free). */
 extern const struct store_driver store_fs_driver;
 RS_MUST_CHECK enum rs_code store_fs_open(void **out_impl, const struct rs_config *cfg, struct rs_err *err);
+
+/* The s3 driver (store_s3.c): cfg->store.s3's bucket, cfg->data_dir as
+ * scratch. An unreachable object store is not an error here (requests
+ * fail with RS_UNAVAILABLE until it answers); RS_CONFIG for a missing
+ * credential or a malformed setting, RS_IO for the scratch area. */
+extern const struct store_driver store_s3_driver;
+RS_MUST_CHECK enum rs_code store_s3_open(void **out_impl, const struct rs_config *cfg, struct rs_err *err);
 
 #endif
