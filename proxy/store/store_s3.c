@@ -92,7 +92,8 @@ struct s3s_writer {
 	int fd;
 	char path[S3S_PATH_MAX + 64];
 	struct s3_writer *w;
-	struct rs_err failed; /* a failed write sticks */
+	struct digest_ctx *dc; /* what was written hashes to, for the mismatch message */
+	struct rs_err failed;  /* a failed write sticks */
 };
 
 /* ------------------------------------------------------------ keys */
@@ -473,6 +474,7 @@ static enum rs_code s3s_writer_new(void *impl, enum store_area area, enum store_
 	enum rs_code rc = s3_head(s->c, key, &info, err);
 	if (rc != RS_OK && rc != RS_NOT_FOUND)
 		return rc;
+	rc = RS_OK;
 	struct s3s_writer *w = calloc(1, sizeof(*w));
 	if (!w)
 		return rs_err_set(err, RS_NOMEM, "out of memory writing %s", digest);
@@ -489,7 +491,10 @@ static enum rs_code s3s_writer_new(void *impl, enum store_area area, enum store_
 		free(w);
 		return rc;
 	}
-	if ((rc = s3_writer_new(&w->w, s->c, key, digest, size, err))) {
+	if (!(w->dc = digest_new()))
+		rc = rs_err_set(err, RS_NOMEM, "out of memory writing %s", digest);
+	if (rc || (rc = s3_writer_new(&w->w, s->c, key, digest, size, err))) {
+		digest_free(w->dc);
 		close(w->fd);
 		(void)unlink(w->path); /* ours, just made */
 		free(w);
@@ -516,6 +521,7 @@ static enum rs_code s3s_writer_write(struct store_writer *base, const void *buf,
 		w->failed = *err;
 		return rc;
 	}
+	digest_update(w->dc, buf, len);
 	w->n += len;
 	return RS_OK;
 }
@@ -533,6 +539,7 @@ static const char *s3s_writer_path(const struct store_writer *base)
 static void writer_release(struct s3s_writer *w)
 {
 	s3_writer_free(w->w); /* aborts what was not committed */
+	digest_free(w->dc);
 	if (w->fd >= 0)
 		close(w->fd);
 	(void)unlink(w->path); /* the staging file is ours; nothing else reads it now */
@@ -550,6 +557,12 @@ static enum rs_code s3s_writer_commit(struct store_writer *base, struct rs_err *
 		                (long long)w->expected, (unsigned long long)w->n);
 	else
 		rc = s3_writer_commit(w->w, err);
+	if (rc == RS_DIGEST_MISMATCH && !w->failed.code && (w->expected < 0 || w->n == (uint64_t)w->expected)) {
+		char got[DIGEST_STR_SIZE];
+		digest_final(w->dc, got);
+		rs_err_set(err, RS_DIGEST_MISMATCH, "expected %s, got %s (%llu bytes); nothing stored", w->digest, got,
+		           (unsigned long long)w->n);
+	}
 	if (rc == RS_OK && w->area == STORE_CACHE) {
 		size_add(w->s, (int64_t)w->n);
 		note_use(w->s, w->area, w->kind, w->digest, 0);
