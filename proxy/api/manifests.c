@@ -288,9 +288,11 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
 	struct rs_err err = {0};
 	enum MHD_Result ret = MHD_NO;
 	/* A tag pushed to regslim shadows the upstream's tag of that name. */
-	if (store_pushed_tag_get(r->store, t->name, t->ref, &tag, &err) == RS_OK &&
-	    serve_pushed_manifest(r, rq, NULL, tag.digest, &ret))
+	enum rs_code prc = store_pushed_tag_get(r->store, t->name, t->ref, &tag, &err);
+	if (prc == RS_OK && serve_pushed_manifest(r, rq, NULL, tag.digest, &ret))
 		return ret;
+	if (prc == RS_UNAVAILABLE) /* the store is down: do not answer from the upstream what a push may shadow */
+		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	memset(&tag, 0, sizeof(tag));
 	rs_err_clear(&err);
 	bool have = store_tag_get(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&

@@ -140,6 +140,10 @@ int cmd_serve(int argc, char **argv)
 	log_event(LOG_INFO, "regslim %s listening on %s%s, data in %s, default upstream %s (%s)", REGSLIM_VERSION,
 	          cfg.listen, cfg.tls.enabled ? " (TLS)" : "", cfg.data_dir, cfg.upstreams[cfg.default_upstream].name,
 	          cfg.upstreams[cfg.default_upstream].url);
+	if (strcmp(cfg.store.driver, "s3") == 0)
+		log_event(LOG_INFO, "store s3: bucket %s at %s (prefix '%s'); %s holds scratch files only",
+		          cfg.store.s3.bucket, cfg.store.s3.endpoint, cfg.store.s3.prefix ? cfg.store.s3.prefix : "",
+		          cfg.data_dir);
 	log_certificate(srv, "loaded");
 	registry_maintain(reg);
 	for (;;) {

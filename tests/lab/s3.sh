@@ -6,6 +6,8 @@
 #   s3.sh start    a monitor, an OSD, radosgw, an S3 user and the bucket; a running one is left alone
 #   s3.sh stop     radosgw, then the OSD, then the monitor, by PID (the cluster's data goes with it)
 #   s3.sh status   what runs, and whether the bucket answers a signed request (exit 1 if not)
+#   s3.sh rgw-stop   stop radosgw only (the S3 endpoint goes away, the cluster and its data stay)
+#   s3.sh rgw-start  start radosgw again on the running cluster; waits until S3 answers
 #   s3.sh env      shell assignments for eval: S3_ENDPOINT S3_REGION S3_BUCKET S3_ACCESS_KEY S3_SECRET_KEY
 #
 #   rgw  127.0.0.1:BASE+20   S3, path-style (http://127.0.0.1:BASE+20/BUCKET/KEY) and virtual-host
@@ -204,6 +206,21 @@ s3_stop() {
 	done
 }
 
+# the S3 endpoint down and up again, the objects kept (outage tests)
+s3_rgw_stop() {
+	rl_stop s3-rgw 10
+	echo "s3-rgw: stopped"
+}
+
+s3_rgw_start() {
+	rl_alive s3-mon && rl_alive s3-osd || { echo "$RL_ME: the cluster is not running: s3.sh start" >&2; exit 1; }
+	if ! rl_alive s3-rgw; then
+		rl_spawn s3-rgw "$RL_LOGS/s3-rgw.out" radosgw -c "$S3_CONF" -n client.rgw -f
+	fi
+	s3_wait 120 "S3 answers on 127.0.0.1:$S3_PORT" s3-rgw s3_rgw_answers || exit 1
+	echo "s3-rgw: running (pid $(rl_pid s3-rgw))"
+}
+
 s3_status() {
 	local n rc=0 code
 	for n in s3-mon s3-osd s3-rgw; do
@@ -225,7 +242,9 @@ case ${1:-status} in
 	stop) s3_stop ;;
 	status) s3_status ;;
 	env) s3_env ;;
+	rgw-stop) s3_rgw_stop ;;
+	rgw-start) s3_rgw_start ;;
 	*)
-		echo "usage: $RL_ME start|stop|status|env" >&2
+		echo "usage: $RL_ME start|stop|status|env|rgw-stop|rgw-start" >&2
 		exit 2 ;;
 esac

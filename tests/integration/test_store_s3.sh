@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# test_store_s3.sh: the s3 store driver (proxy/store/store_s3.c, issue 13) against a real Ceph
+# RGW that the lab starts on loopback (tests/lab/s3.sh). First the storage interface's contract
+# (tests/tools/storecheck: every store.h operation, verified writers that leave nothing on a
+# mismatch or an abort, ranged reads, spooled descriptors, uploads and pushed images, documents,
+# layouts, eviction, an unreachable endpoint), then `regslim serve` with "store": {"driver":
+# "s3"} in front of the lab's docker-registry: skopeo pulls through the mirror (cold, then warm
+# with the upstream stopped: the bytes come from the bucket, none are kept on local disk), a
+# skopeo push with credentials pulled back by digest, a blob upload with a wrong digest that
+# never appears in the bucket, RGW stopped (503 naming the endpoint and bucket) and started
+# again (served again by the same process, no restart). One line per check, then
+# "N passed, N failed".
+#
+# Env (as ctest sets it): REGSLIM_BIN, STORECHECK_BIN and S3TOOL_BIN (default: beside
+# REGSLIM_BIN's build tree), LAB_PORT_BASE (registry BASE+0, RGW BASE+20..39, regslim BASE+50).
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+
+TOOLS=$(dirname "$(dirname "$REGSLIM_BIN")")/tests
+STORECHECK=${STORECHECK_BIN:-$TOOLS/storecheck}
+S3TOOL=${S3TOOL_BIN:-$TOOLS/s3tool}
+lab_setup
+for t in "$STORECHECK" "$S3TOOL"; do
+	if [ ! -x "$t" ]; then
+		fail setup "$t is not an executable (build the storecheck and s3tool targets)"
+		finish
+	fi
+done
+W=$REGSLIM_LAB/s3store
+mkdir -p "$W"
+lab_on_exit "timeout 60 bash '$RS_LAB_DIR/s3.sh' stop"
+
+# bucket_keys PREFIX: the keys under PREFIX, one a line
+bucket_keys() { timeout 60 "$S3TOOL" list "$1" < /dev/null 2> "$W/list.err" | awk '{print $1}'; }
+
+# ---------------------------------------------------------------- the lab's RGW
+t0=$(date +%s%N)
+if ! timeout 300 bash "$RS_LAB_DIR/s3.sh" start > "$LOGS/s3-start.log" 2>&1; then
+	fail s3_lab_start "s3.sh start failed:"
+	log_tail "$LOGS/s3-start.log" 15
+	finish
+fi
+pass s3_lab_start
+echo "# RGW start-up: $((($(date +%s%N) - t0) / 1000000)) ms"
+eval "$(bash "$RS_LAB_DIR/s3.sh" env)"
+export S3_ENDPOINT S3_REGION S3_BUCKET S3_ACCESS_KEY S3_SECRET_KEY
+
+# store_config FILE DATA_DIR PREFIX [EXTRA JSON MEMBERS]: a configuration on the lab's bucket
+store_config() {
+	cat > "$1" << EOF
+{"data_dir": "$2", $4
+ "store": {"driver": "s3", "s3": {"endpoint": "$S3_ENDPOINT", "region": "$S3_REGION", "bucket": "$S3_BUCKET",
+                                  "access_key_env": "S3_ACCESS_KEY", "secret_key_env": "S3_SECRET_KEY",
+                                  "prefix": "$3"}}}
+EOF
+}
+
+# ---------------------------------------------------------------- the contract
+mkdir -p "$W/contract"
+store_config "$W/contract.json" "$W/contract" "contract/" ""
+t0=$(date +%s%N)
+STORECHECK_DEAD_ENDPOINT=http://127.0.0.1:$((LAB_PORT_BASE + 98)) timeout 300 "$STORECHECK" "$W/contract.json" \
+	> "$W/contract.out" 2>&1
+echo "# storecheck: $((($(date +%s%N) - t0) / 1000000)) ms"
+while read -r verdict name rest; do
+	case $verdict in
+		PASS) pass "contract_$name" ;;
+		FAIL) fail "contract_${name%:}" "$rest" ;;
+	esac
+done < "$W/contract.out"
+grep -q '^# storecheck: [0-9]* passed, 0 failed' "$W/contract.out" && pass contract_complete ||
+	fail contract_complete "$(tail -n 3 "$W/contract.out" | tr '\n' ' ')"
+lst=$(bucket_keys contract/cache/blobs/)
+expect contract_bucket_holds_only_verified_blobs \
+	"[ -n \"\$lst\" ] && ! echo \"\$lst\" | grep -vqE '^contract/cache/blobs/sha256/[0-9a-f]{64}\$'" "$lst"
+
+# ---------------------------------------------------------------- regslim serve on s3
+upstream_start
+CONF=$W/serve
+mkdir -p "$CONF"
+htpasswd -Bbc "$CONF/htpasswd" alice alicepw 2> /dev/null
+RS_DATA=$CONF/data
+store_config "$CONF/regslim.json" "$RS_DATA" "e2e/" \
+	"\"auth\": {\"htpasswd\": \"$CONF/htpasswd\", \"anonymous_pull\": true,
+              \"acl\": [{\"repository\": \"*\", \"users\": [\"alice\"], \"actions\": [\"pull\", \"push\"]}]},"
+start_regslim --config "$CONF/regslim.json"
+expect serve_logs_the_s3_store "regslim_log_has 'store s3: bucket $S3_BUCKET at $S3_ENDPOINT'" "$(tail -n 5 "$RS_LOG" | tr '\n' ' ')"
+
+SRC=docker://$MIRROR/library/tiny:latest
+t0=$(date +%s%N)
+check skopeo_pull_cold skopeo_pull "$SRC" "dir:$W/cold"
+echo "# cold pull: $((($(date +%s%N) - t0) / 1000000)) ms"
+DIGEST=$(timeout 60 skopeo inspect --raw --tls-verify=false "$SRC" | sha256sum | cut -d' ' -f1)
+blobs=$(jq -r '.config.digest, .layers[].digest' "$W/cold/manifest.json" | sed 's/^sha256://')
+ok=1
+for h in $blobs; do
+	bucket_keys "e2e/cache/blobs/sha256/$h" | grep -q . || ok=0
+done
+expect_eq cold_pull_blobs_in_the_bucket "$ok" 1
+local_files=$(find "$RS_DATA" -type f ! -path "$RS_DATA/tmp/*" 2> /dev/null | head -n 5)
+expect_eq no_object_on_local_disk "$local_files" ""
+
+upstream_stop plain
+t0=$(date +%s%N)
+check skopeo_pull_warm_upstream_down skopeo_pull "docker://$MIRROR/library/tiny@sha256:$DIGEST" "dir:$W/warm"
+echo "# warm pull (upstream stopped): $((($(date +%s%N) - t0) / 1000000)) ms"
+expect_eq warm_pull_same_layers "$(cd "$W/warm" && sha256sum $blobs 2> /dev/null | md5sum)" \
+	"$(cd "$W/cold" && sha256sum $blobs 2> /dev/null | md5sum)"
+upstream_restart plain
+
+# ---------------------------------------------------------------- push on s3
+TINY_OCI=$REGSLIM_LAB/fixtures/oci/tiny
+TINY_MANIFEST=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$TINY_OCI/index.json")
+check skopeo_push timeout 120 skopeo copy --dest-tls-verify=false --dest-creds alice:alicepw \
+	"oci:$TINY_OCI:latest" "docker://$MIRROR/team/tiny:v1"
+expect_eq pushed_tag_in_the_bucket "$(bucket_keys e2e/push/tags/team/tiny/_tags/)" "e2e/push/tags/team/tiny/_tags/v1"
+rm -rf "$W/pushed"
+check skopeo_pull_back_by_digest timeout 120 skopeo copy --src-tls-verify=false \
+	"docker://$MIRROR/team/tiny@$TINY_MANIFEST" "dir:$W/pushed"
+expect_eq pulled_back_manifest_digest "sha256:$(sha256sum < "$W/pushed/manifest.json" | cut -d' ' -f1)" "$TINY_MANIFEST"
+
+# a monolithic upload whose digest does not match: refused, nothing in the bucket
+head -c 200000 /dev/urandom > "$W/blob"
+REAL=$(sha256sum < "$W/blob" | cut -d' ' -f1)
+WRONG=$(printf 'other' | sha256sum | cut -d' ' -f1)
+code=$(http_code "$RS_URL/v2/team/tiny/blobs/uploads/?digest=sha256:$WRONG" -u alice:alicepw -X POST \
+	-H 'Content-Type: application/octet-stream' --data-binary "@$W/blob")
+expect_eq digest_mismatch_refused "$code" 400
+lst=$(bucket_keys e2e/push/blobs/)
+expect digest_mismatch_not_in_the_bucket "! echo \"\$lst\" | grep -qE '$WRONG|$REAL'" "$lst"
+expect_eq digest_mismatch_no_unfinished_upload "$(timeout 60 "$S3TOOL" uploads "e2e/push/blobs/sha256/$WRONG" 2>&1)" ""
+
+# ---------------------------------------------------------------- the object store goes away
+check rgw_stop timeout 60 bash "$RS_LAB_DIR/s3.sh" rgw-stop
+CFG_DIGEST=$(jq -r .config.digest "$W/cold/manifest.json")
+t0=$(date +%s%N)
+rs_curl -s -o "$W/down.body" -w '%{http_code}' "$RS_URL/v2/library/tiny/blobs/$CFG_DIGEST" > "$W/down.code"
+echo "# blob GET with RGW down: $((($(date +%s%N) - t0) / 1000000)) ms"
+expect_eq rgw_down_blob_503 "$(cat "$W/down.code")" 503
+expect rgw_down_message_names_endpoint_and_bucket \
+	"grep -q '127.0.0.1:$((LAB_PORT_BASE + 20))' '$W/down.body' && grep -q '$S3_BUCKET' '$W/down.body'" \
+	"$(head -c 400 "$W/down.body")"
+code=$(http_code "$RS_URL/v2/team/tiny/manifests/v1" -u alice:alicepw "${RS_ACCEPT_ALL[@]}")
+expect_eq rgw_down_pushed_manifest_503 "$code" 503
+check rgw_start timeout 150 bash "$RS_LAB_DIR/s3.sh" rgw-start
+expect_eq recovered_blob_200 "$(http_code "$RS_URL/v2/library/tiny/blobs/$CFG_DIGEST")" 200
+rm -rf "$W/again"
+check skopeo_pull_after_recovery skopeo_pull "docker://$MIRROR/library/tiny@sha256:$DIGEST" "dir:$W/again"
+check skopeo_pull_pushed_after_recovery timeout 120 skopeo copy --src-tls-verify=false \
+	"docker://$MIRROR/team/tiny:v1" "dir:$W/again-pushed"
+expect same_process_throughout "lab_alive regslim-main" "regslim exited"
+finish
