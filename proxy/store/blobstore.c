@@ -1095,6 +1095,23 @@ static bool parse_tag_file(const char *s, struct blobstore_tag *out)
 	return strcmp(s, "}\n") == 0 || strcmp(s, "}") == 0;
 }
 
+bool blobstore_tag_parse(const char *text, struct blobstore_tag *out)
+{
+	return parse_tag_file(text, out);
+}
+
+enum rs_code blobstore_tag_format(char *buf, size_t cap, const struct blobstore_tag *t, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(t->digest, err);
+	if (rc != RS_OK)
+		return rc;
+	if (!media_type_valid(t->media_type))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid media type '%.100s' for a tag", t->media_type);
+	int n = snprintf(buf, cap, "{\"digest\":\"%s\",\"media_type\":\"%s\",\"fetched\":%lld}\n", t->digest,
+	                 t->media_type, (long long)t->fetched);
+	return n > 0 && (size_t)n < cap ? RS_OK : rs_err_set(err, RS_TOO_LARGE, "tag record over %zu bytes", cap);
+}
+
 enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
                                struct blobstore_tag *out, struct rs_err *err)
 {

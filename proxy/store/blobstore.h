@@ -84,11 +84,19 @@ RS_MUST_CHECK enum rs_code blobstore_put_manifest(struct blobstore *bs, const ch
  * with free()), re-verifying its digest; at most max_bytes. RS_NOT_FOUND when
  * absent; a file that fails verification is removed and reported as
  * RS_NOT_FOUND too (logged by the caller from err). */
+struct blobstore_tag;
+
 /* The media type of a manifest without a recorded one, as get_manifest
  * finds it: its mediaType, else an index if it has "manifests", a Docker v1
  * manifest if it has "fsLayers", an OCI manifest otherwise (for the other
  * drivers of store.h). And whether s is a media type a sidecar may hold. */
 #define BLOBSTORE_MEDIA_TYPE_SIZE 128
+/* A tag record as the tag maps hold it (one line of JSON) into buf, and
+ * back (false for anything but exactly that shape). RS_DIGEST_INVALID,
+ * RS_BAD_INPUT for a bad media type, RS_TOO_LARGE when cap is short. */
+RS_MUST_CHECK enum rs_code blobstore_tag_format(char *buf, size_t cap, const struct blobstore_tag *t,
+                                                struct rs_err *err);
+bool blobstore_tag_parse(const char *text, struct blobstore_tag *out);
 void blobstore_sniff_media_type(char out[BLOBSTORE_MEDIA_TYPE_SIZE], const char *buf, size_t len);
 bool blobstore_media_type_valid(const char *s);
 

@@ -46,8 +46,6 @@
 #include "rs_limits.h"
 #include "s3_writer.h"
 
-#include <jansson.h>
-
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -691,15 +689,13 @@ static bool upstream_valid(const char *up)
 
 enum rs_code s3s_tag_write(struct s3s *s, const char *key, const struct store_tag *t, struct rs_err *err)
 {
-	json_t *o = json_pack("{s:s, s:s, s:I}", "digest", t->digest, "media_type", t->media_type, "fetched",
-	                      (json_int_t)t->fetched);
-	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (!text)
-		return rs_err_set(err, RS_NOMEM, "out of memory writing a tag");
-	enum rs_code rc = s3_put(s->c, key, text, strlen(text), err);
-	free(text);
-	return rc;
+	struct blobstore_tag bt = {0};
+	memcpy(bt.digest, t->digest, sizeof(bt.digest));
+	memcpy(bt.media_type, t->media_type, sizeof(bt.media_type));
+	bt.fetched = t->fetched;
+	char text[TAG_DOC_MAX];
+	enum rs_code rc = blobstore_tag_format(text, sizeof(text), &bt, err);
+	return rc ? rc : s3_put(s->c, key, text, strlen(text), err);
 }
 
 enum rs_code s3s_tag_read(struct s3s *s, const char *key, struct store_tag *out, struct rs_err *err)
@@ -709,20 +705,15 @@ enum rs_code s3s_tag_read(struct s3s *s, const char *key, struct store_tag *out,
 	enum rs_code rc = s3s_get_small(s, key, TAG_DOC_MAX, &text, &len, err);
 	if (rc)
 		return rc == RS_TOO_LARGE ? rs_err_set(err, RS_NOT_FOUND, "tag record %.200s is corrupt", key) : rc;
-	json_t *o = json_loadb(text, len, 0, NULL);
+	struct blobstore_tag bt = {0};
+	bool ok = strlen(text) == len && blobstore_tag_parse(text, &bt);
 	free(text);
-	const char *d = json_string_value(json_object_get(o, "digest"));
-	const char *mt = json_string_value(json_object_get(o, "media_type"));
-	json_t *f = json_object_get(o, "fetched");
-	if (!d || !digest_valid(d) || !mt || strlen(mt) >= sizeof(out->media_type) || !json_is_integer(f)) {
-		json_decref(o);
+	if (!ok)
 		return rs_err_set(err, RS_NOT_FOUND, "tag record %.200s is corrupt", key);
-	}
 	memset(out, 0, sizeof(*out));
-	snprintf(out->digest, sizeof(out->digest), "%s", d);
-	snprintf(out->media_type, sizeof(out->media_type), "%s", mt);
-	out->fetched = (time_t)json_integer_value(f);
-	json_decref(o);
+	memcpy(out->digest, bt.digest, sizeof(out->digest));
+	memcpy(out->media_type, bt.media_type, sizeof(out->media_type));
+	out->fetched = bt.fetched;
 	return RS_OK;
 }
 
