@@ -61,6 +61,7 @@
 #define TAG_DOC_MAX 4096
 #define COPY_BUF (64 * 1024)
 #define USES_MAX 65536 /* access records kept; the oldest go first */
+#define EVICT_LIST_S 600 /* at most this long between listings of the cache area */
 
 struct s3s_use {
 	enum store_kind kind;
@@ -87,6 +88,7 @@ struct s3s_writer {
 	char digest[DIGEST_STR_SIZE];
 	int64_t expected;
 	uint64_t n;
+	bool existed; /* already in the bucket: a commit does not grow the area */
 	int fd;
 	char path[S3S_PATH_MAX + 64];
 	struct s3_writer *w;
@@ -472,6 +474,7 @@ static enum rs_code s3s_writer_new(void *impl, enum store_area area, enum store_
 	enum rs_code rc = s3_head(s->c, key, &info, err);
 	if (rc != RS_OK && rc != RS_NOT_FOUND)
 		return rc;
+	bool existed = rc == RS_OK;
 	rc = RS_OK;
 	struct s3s_writer *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -481,6 +484,7 @@ static enum rs_code s3s_writer_new(void *impl, enum store_area area, enum store_
 	w->area = area;
 	w->kind = kind;
 	w->expected = size;
+	w->existed = existed;
 	w->fd = -1;
 	snprintf(w->digest, sizeof(w->digest), "%s", digest);
 	snprintf(w->path, sizeof(w->path), "%s/w-XXXXXX", s->tmp);
@@ -562,7 +566,8 @@ static enum rs_code s3s_writer_commit(struct store_writer *base, struct rs_err *
 		           (unsigned long long)w->n);
 	}
 	if (rc == RS_OK && w->area == STORE_CACHE) {
-		size_add(w->s, (int64_t)w->n);
+		if (!w->existed)
+			size_add(w->s, (int64_t)w->n);
 		note_use(w->s, w->area, w->kind, w->digest, 0);
 	}
 	writer_release(w);
@@ -1148,7 +1153,20 @@ static int cmp_candidate(const void *a, const void *b)
 static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *err)
 {
 	struct s3s *s = impl;
-	uint64_t freed = 0;
+	uint64_t freed = 0, max = s->cfg->cache_max_bytes;
+	if (out_freed)
+		*out_freed = 0;
+	/* The maintenance pass calls this every minute: list the bucket only
+	 * when this replica's count says the limit is passed, or every
+	 * EVICT_LIST_S to see what other replicas wrote. */
+	time_t now = time(NULL);
+	pthread_mutex_lock(&s->mu);
+	bool skip = !max || (s->size <= max && now - s->listed < EVICT_LIST_S);
+	if (!skip)
+		s->listed = now;
+	pthread_mutex_unlock(&s->mu);
+	if (skip)
+		return RS_OK;
 	struct candidates cs = {0};
 	char prefix[S3S_KEY_MAX];
 	enum rs_code rc = s3s_key(prefix, s, err, "cache/");
@@ -1159,7 +1177,6 @@ static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *er
 		rc = list_all(s, sub, add_candidate, &cs, err);
 	}
 	if (rc == RS_OK) {
-		time_t now = time(NULL);
 		pthread_mutex_lock(&s->mu);
 		s->size = cs.total; /* what the bucket holds, other replicas' writes included */
 		for (size_t i = 0; i < cs.n; i++) {
@@ -1169,7 +1186,7 @@ static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *er
 		}
 		pthread_mutex_unlock(&s->mu);
 		qsort(cs.v, cs.n, sizeof(*cs.v), cmp_candidate);
-		uint64_t max = s->cfg->cache_max_bytes, total = cs.total;
+		uint64_t total = cs.total;
 		for (size_t i = 0; max && total > max && i < cs.n; i++) {
 			if (cs.v[i].used == (time_t)-1)
 				continue; /* read or pinned now */

@@ -26,6 +26,7 @@ struct s3s {
 	char *real;                   /* realpath of root, for scrubbing; may be NULL */
 	pthread_mutex_t mu;           /* guards what follows */
 	uint64_t size;                /* bytes of the cache area (listed at open, tracked since) */
+	time_t listed;                /* when eviction last listed the cache area */
 	struct s3s_use *uses;         /* cache objects this replica used, pinned or is reading */
 	size_t nuses, capuses;
 	char (*busy)[STORE_UUID_SIZE]; /* uploads open by a request */
