@@ -152,4 +152,21 @@ check skopeo_pull_after_recovery skopeo_pull "docker://$MIRROR/library/tiny@sha2
 check skopeo_pull_pushed_after_recovery timeout 120 skopeo copy --src-tls-verify=false \
 	"docker://$MIRROR/team/tiny:v1" "dir:$W/again-pushed"
 expect same_process_throughout "lab_alive regslim-main" "regslim exited"
+
+# ---------------------------------------------------------------- started while the store is unreachable
+DEAD=$W/dead
+mkdir -p "$DEAD"
+S3_ENDPOINT=http://127.0.0.1:$((LAB_PORT_BASE + 98)) store_config "$DEAD/regslim.json" "$DEAD/data" "e2e/" ""
+if regslim_spawn dead $((LAB_PORT_BASE + 51)) "http://$REG_PLAIN" "$DEAD/data" --config "$DEAD/regslim.json" \
+	2> "$DEAD/spawn.err"; then
+	pass starts_with_the_store_unreachable
+	body=$(rs_curl "http://127.0.0.1:$((LAB_PORT_BASE + 51))/healthz")
+	expect healthz_degraded_names_the_endpoint \
+		"echo '$body' | jq -e '.status == \"degraded\"' && echo '$body' | grep -q '127.0.0.1:$((LAB_PORT_BASE + 98))'" "$body"
+	expect_eq unreachable_store_blob_503 \
+		"$(http_code "http://127.0.0.1:$((LAB_PORT_BASE + 51))/v2/library/tiny/blobs/$CFG_DIGEST")" 503
+	lab_stop regslim-dead 15
+else
+	fail starts_with_the_store_unreachable "$(head -n 3 "$DEAD/spawn.err" | tr '\n' ' ')"
+fi
 finish
