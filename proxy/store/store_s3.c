@@ -1185,7 +1185,8 @@ static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *er
 				cs.v[i].used = u->readers || u->pinned >= now ? (time_t)-1 : u->used;
 		}
 		pthread_mutex_unlock(&s->mu);
-		qsort(cs.v, cs.n, sizeof(*cs.v), cmp_candidate);
+		if (cs.n)
+			qsort(cs.v, cs.n, sizeof(*cs.v), cmp_candidate);
 		uint64_t total = cs.total;
 		for (size_t i = 0; max && total > max && i < cs.n; i++) {
 			if (cs.v[i].used == (time_t)-1)

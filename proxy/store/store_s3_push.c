@@ -515,7 +515,7 @@ static enum rs_code list_names(struct s3s *s, const char *prefix, struct names *
 		token = next;
 	} while (rc == RS_OK && token && (!ns->max || ns->n < ns->max));
 	free(token);
-	if (rc == RS_OK)
+	if (rc == RS_OK && ns->n)
 		qsort(ns->v, ns->n, sizeof(*ns->v), cmp_name);
 	return rc;
 }

@@ -392,6 +392,8 @@ static void uploads_become_pushed_images(struct store *s)
 	size_t len = 0;
 	REQ(store_pushed_tags_list(s, "team/app", &list, &len, &err) == RS_OK && strstr(list, "\"1.0\""), "list: %s",
 	    err.msg);
+	free(list);
+	list = NULL;
 	REQ(store_pushed_tags_list(s, "team/nothing", &list, &len, &err) == RS_NOT_FOUND, "list of nothing");
 	/* a reference the repository does not hold */
 	char man2[1024];
