@@ -61,6 +61,7 @@
 #define TAG_DOC_MAX 4096
 #define COPY_BUF (64 * 1024)
 #define USES_MAX 65536 /* access records kept; the oldest go first */
+#define READ_AHEAD (1u << 20) /* one ranged GET serves this much of a sequential read */
 #define EVICT_LIST_S 600 /* at most this long between listings of the cache area */
 
 struct s3s_use {
@@ -78,6 +79,9 @@ struct s3s_reader {
 	enum store_kind kind;
 	char digest[DIGEST_STR_SIZE];
 	char key[S3S_KEY_MAX];
+	unsigned char *ra; /* read-ahead window (READ_AHEAD bytes, made at the first small read) */
+	uint64_t ra_off;
+	size_t ra_len;
 };
 
 struct s3s_writer {
@@ -421,6 +425,9 @@ static enum rs_code range_add(void *arg, const void *buf, size_t len, struct rs_
 	return RS_OK;
 }
 
+/* Small positional reads (the server asks for a few KiB at a time) go
+ * through a window of READ_AHEAD bytes: one ranged GET per window, not per
+ * call. A read at least that large goes straight into the caller's buffer. */
 static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len, uint64_t off, struct rs_err *err)
 {
 	struct s3s_reader *r = (struct s3s_reader *)base;
@@ -428,17 +435,35 @@ static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len
 		return 0;
 	if (len > base->size - off)
 		len = (size_t)(base->size - off);
-	struct range_buf rb = {buf, 0, len};
-	enum rs_code rc = s3_get(r->s->c, r->key, (int64_t)off, (int64_t)(off + len - 1), range_add, &rb, NULL, err);
+	if (r->ra && off >= r->ra_off && off - r->ra_off < r->ra_len) {
+		size_t n = (size_t)(r->ra_len - (off - r->ra_off));
+		n = n < len ? n : len;
+		memcpy(buf, r->ra + (off - r->ra_off), n);
+		return (ssize_t)n;
+	}
+	if (len < READ_AHEAD && !r->ra)
+		r->ra = malloc(READ_AHEAD); /* NULL: read without the window */
+	bool window = len < READ_AHEAD && r->ra;
+	size_t want = window ? (base->size - off < READ_AHEAD ? (size_t)(base->size - off) : READ_AHEAD) : len;
+	struct range_buf rb = {window ? r->ra : buf, 0, want};
+	r->ra_len = 0;
+	enum rs_code rc = s3_get(r->s->c, r->key, (int64_t)off, (int64_t)(off + want - 1), range_add, &rb, NULL, err);
 	if (rc)
 		return -1;
-	return (ssize_t)rb.len;
+	if (!window)
+		return (ssize_t)rb.len;
+	r->ra_off = off;
+	r->ra_len = rb.len;
+	size_t n = rb.len < len ? rb.len : len;
+	memcpy(buf, r->ra, n);
+	return (ssize_t)n;
 }
 
 static void s3s_reader_close(struct store_reader *base)
 {
 	struct s3s_reader *r = (struct s3s_reader *)base;
 	note_use(r->s, r->area, r->kind, r->digest, -1);
+	free(r->ra);
 	free(r);
 }
 
