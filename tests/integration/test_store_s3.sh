@@ -143,6 +143,8 @@ expect_eq rgw_down_blob_503 "$(cat "$W/down.code")" 503
 expect rgw_down_message_names_endpoint_and_bucket \
 	"grep -q '127.0.0.1:$((LAB_PORT_BASE + 20))' '$W/down.body' && grep -q '$S3_BUCKET' '$W/down.body'" \
 	"$(head -c 400 "$W/down.body")"
+code=$(http_code "$RS_URL/v2/library/tiny/manifests/latest" "${RS_ACCEPT_ALL[@]}")
+expect_eq rgw_down_mirror_manifest_503 "$code" 503
 code=$(http_code "$RS_URL/v2/team/tiny/manifests/v1" -u alice:alicepw "${RS_ACCEPT_ALL[@]}")
 expect_eq rgw_down_pushed_manifest_503 "$code" 503
 check rgw_start timeout 150 bash "$RS_LAB_DIR/s3.sh" rgw-start
