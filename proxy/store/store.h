@@ -63,11 +63,14 @@ struct store_tag {
 
 /* ------------------------------------------------------------ lifecycle */
 
-/* Open the store cfg names (the fs driver under cfg->data_dir today; cache
+/* Open the store cfg names (cfg->store.driver: "fs", the data directory, or
+ * "s3", the bucket of cfg->store.s3 with cfg->data_dir as scratch; cache
  * eviction target cfg->cache_max_bytes, push settings from cfg->push): its
  * areas are created as needed, temp files and scratch directories of an
  * earlier run are swept. cfg is borrowed and must outlive the store.
- * *out: store_free(). RS_IO naming the path, RS_NOMEM. */
+ * *out: store_free(). RS_IO naming the path, RS_CONFIG (s3: a credential
+ * or setting), RS_NOMEM. An unreachable object store is not an error here:
+ * its operations fail with RS_UNAVAILABLE until it answers. */
 RS_MUST_CHECK enum rs_code store_open(struct store **out, const struct rs_config *cfg, struct rs_err *err);
 void store_free(struct store *s);
 
