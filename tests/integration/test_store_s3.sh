@@ -73,6 +73,21 @@ while read -r verdict name rest; do
 done < "$W/contract.out"
 grep -q '^# storecheck: [0-9]* passed, 0 failed' "$W/contract.out" && pass contract_complete ||
 	fail contract_complete "$(tail -n 3 "$W/contract.out" | tr '\n' ' ')"
+# a writer killed mid-write (a multipart part already up): nothing under its key
+"$STORECHECK" "$W/contract.json" hang > "$W/hang.out" 2> "$W/hang.err" &
+hpid=$!
+for ((i = 0; i < 300; i++)); do
+	[ -s "$W/hang.out" ] && break
+	sleep 0.1
+done
+read -r hdigest hpath < "$W/hang.out"
+kill -9 "$hpid" 2> /dev/null
+wait "$hpid" 2> /dev/null
+hkey=contract/cache/blobs/sha256/${hdigest#sha256:}
+expect killed_writer_was_mid_write "[ -n '${hdigest:-}' ] && [ -n \"\$(timeout 60 '$S3TOOL' uploads '$hkey' 2> /dev/null)\" ]" \
+	"no unfinished multipart upload of '$hkey': $(head -c 300 "$W/hang.err" "$W/hang.out")"
+expect_eq killed_writer_left_no_object "$(bucket_keys "$hkey")" ""
+expect_eq killed_writer_head_404 "$(timeout 60 "$S3TOOL" head "$hkey" > /dev/null 2>&1; echo $?)" 3
 lst=$(bucket_keys contract/cache/blobs/)
 expect contract_bucket_holds_only_verified_blobs \
 	"[ -n \"\$lst\" ] && ! echo \"\$lst\" | grep -vqE '^contract/cache/blobs/sha256/[0-9a-f]{64}\$'" "$lst"

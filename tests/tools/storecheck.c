@@ -5,6 +5,9 @@
  * lab's RGW. Not installed, not a regslim subcommand.
  *
  *   storecheck CONFIG_FILE      every check; one "PASS name" or "FAIL name: why" line each
+ *   storecheck CONFIG_FILE hang  write 9 MiB + 1 of a 10 MiB blob (a multipart part is up), print
+ *                                "<digest> <staging path>" and wait to be killed (the script's
+ *                                kill -9 mid-write: nothing may appear under the blob's key)
  *
  * The configuration's data_dir is the scratch area (it must be empty and
  * private). Exit status 0 when every check passed, 1 otherwise. Contents are
@@ -534,10 +537,31 @@ out:
 	cfg.store.s3.endpoint = saved;
 }
 
+/* Start a write and wait to be killed in the middle of it. */
+static int hang(void)
+{
+	struct store *s = open_store();
+	size_t len = 10u << 20;
+	unsigned char *body = gen(9, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct store_writer *w = NULL;
+	struct rs_err err = {0};
+	if (!s || store_writer_new(&w, s, STORE_CACHE, STORE_BLOB, dg, (int64_t)len, &err) != RS_OK ||
+	    store_writer_write(w, body, (9u << 20) + 1, &err) != RS_OK) {
+		printf("FAIL hang: %s\n", err.msg);
+		return 1;
+	}
+	printf("%s %s\n", dg, store_writer_path(w));
+	fflush(stdout);
+	for (;;)
+		pause();
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: storecheck CONFIG_FILE\n");
+	if (argc != 2 && !(argc == 3 && strcmp(argv[2], "hang") == 0)) {
+		fprintf(stderr, "usage: storecheck CONFIG_FILE [hang]\n");
 		return 2;
 	}
 	struct rs_err err = {0};
@@ -546,6 +570,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cfg.cache_max_bytes = 0;
+	if (argc == 3)
+		return hang();
 	struct store *s = open_store();
 	if (s) {
 		driver_is_s3(s);
