@@ -1,11 +1,12 @@
 /* manifests: GET and HEAD of /v2/<name>/manifests/<reference> for the
  * pull-through mirror (DESIGN.md "The pull path", points 1, 2, 6 and 7).
  * By tag: a tag pushed to regslim first, else the tag map with its TTL, HEAD
- * revalidation and stale-if-error; by digest: only under a repository that
- * holds it (issue 11), cached for good. It also reads the client's Accept
- * list and fetches manifests by digest for optpull.c. It talks to
- * the store (store.h: the cache and pushed images) and upstream.c, through mirror.c for
- * repository links, and answers through reply.h. */
+ * revalidation and stale-if-error; by digest: where the source (source.h)
+ * says its bytes come from, only under a repository that holds it (issue
+ * 11), cached for good. It also reads the client's Accept list and hands
+ * optpull.c the source's manifest fetch. It talks to the source (upstream
+ * fetches, links), the store (store.h: tag maps, the cache and pushed
+ * images) and upstream.c (tag revalidation), and answers through reply.h. */
 #include "api_int.h"
 
 #include "image.h"
