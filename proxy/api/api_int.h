@@ -2,8 +2,8 @@
  * outside api/ includes. registry.c owns struct registry (its lifecycle and
  * the route dispatch); one file per resource answers: manifests.c (by tag,
  * by digest, the Accept list) and manifests_policy.c (tags served optimized
- * or checked by a push policy), blobs.c (cache hits, the single-flight
- * upstream download, ranges), tags.c (tags/list), reports.c, ops.c
+ * or checked by a push policy), blobs.c (stored blobs, the stream of the
+ * shared upstream download, ranges), tags.c (tags/list), reports.c, ops.c
  * (/metrics). Where a blob's or manifest's bytes come from is the source's
  * (source.h); mirror.c maps the upstream's error answers.
  * The write side, behind push_http.h: push_http.c owns struct push_http
