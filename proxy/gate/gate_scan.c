@@ -76,7 +76,7 @@ void gate_scan_key(char out[GATE_SCAN_KEY_SIZE], const struct rs_gate_policy *p,
 struct recorder {
 	const struct rs_gate_policy *p;
 	struct gate_scan_result *r;
-	const volatile bool *stop;
+	const atomic_bool *stop;
 };
 
 static enum rs_code note(struct recorder *c, enum gate_scan_kind kind, unsigned which, const char *path,
@@ -112,7 +112,7 @@ static bool is_whiteout(const char *path)
 static enum rs_code rec_entry(void *ctx, const struct tar_entry *e, struct rs_err *err)
 {
 	struct recorder *c = ctx;
-	if (c->stop && *c->stop)
+	if (c->stop && atomic_load(c->stop))
 		return rs_err_set(err, RS_IO, "regslim is stopping");
 	const struct gate_list_rule *fp = &c->p->forbidden_paths;
 	if (fp->action == GATE_OFF || is_whiteout(e->path))
@@ -129,7 +129,7 @@ static enum rs_code rec_finding(void *ctx, const char *path, enum scan_detector 
 }
 
 enum rs_code gate_scan_record(struct gate_scan_result *out, int fd, const struct rs_gate_policy *p,
-                              enum codec_kind codec, const char *digest, const volatile bool *stop,
+                              enum codec_kind codec, const char *digest, const atomic_bool *stop,
                               struct rs_err *err)
 {
 	struct recorder c = {p, out, stop};
@@ -305,7 +305,7 @@ struct gate_scan {
 	struct slot *slots;
 	size_t nslots, queue_max, queued;
 	uint64_t seq;
-	volatile bool stop;
+	atomic_bool stop;     /* read by the workers' scans without the lock */
 	struct gate_scan_stats st;
 	pthread_t *threads;
 	size_t nthreads;
@@ -340,7 +340,7 @@ static void run(struct gate_scan *s, const struct slot *job)
 		close(fd);
 	if (rc == RS_OK)
 		save(s->store, job->key, &r);
-	else if (!s->stop)
+	else if (!atomic_load(&s->stop))
 		log_event(LOG_INFO, "gate: layer %s not scanned at upload (the manifest PUT will): %s", job->digest,
 		          err.msg);
 	gate_scan_result_dispose(&r);
@@ -351,7 +351,7 @@ static void *worker(void *arg)
 {
 	struct gate_scan *s = arg;
 	pthread_mutex_lock(&s->mu);
-	while (!s->stop) {
+	while (!atomic_load(&s->stop)) {
 		struct slot *next = NULL;
 		for (size_t i = 0; i < s->nslots; i++)
 			if (s->slots[i].state == SLOT_QUEUED && (!next || s->slots[i].seq < next->seq))
@@ -381,6 +381,7 @@ enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t w
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's layer scans");
 	s->store = store;
+	atomic_init(&s->stop, false);
 	s->queue_max = queue_max;
 	s->nslots = queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE;
 	pthread_mutex_init(&s->mu, NULL);
@@ -406,7 +407,7 @@ void gate_scan_free(struct gate_scan *s)
 	if (!s)
 		return;
 	pthread_mutex_lock(&s->mu);
-	s->stop = true;
+	atomic_store(&s->stop, true);
 	pthread_cond_broadcast(&s->work);
 	pthread_mutex_unlock(&s->mu);
 	for (size_t i = 0; i < s->nthreads; i++)
@@ -466,7 +467,7 @@ void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const 
 	}
 	pthread_mutex_lock(&s->mu);
 	struct slot *e = NULL;
-	if (!find(s, key) && !s->stop) {
+	if (!find(s, key) && !atomic_load(&s->stop)) {
 		if (s->queued >= s->queue_max || !(e = free_slot(s)))
 			s->st.dropped++;
 	}

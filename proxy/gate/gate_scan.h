@@ -22,6 +22,7 @@
 #include "gate_policy.h"
 #include "store.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,7 +65,7 @@ void gate_scan_key(char out[GATE_SCAN_KEY_SIZE], const struct rs_gate_policy *p,
  * pass at the next entry with RS_IO when it becomes true. Errors of
  * scan_layer_fd, RS_NOMEM. */
 RS_MUST_CHECK enum rs_code gate_scan_record(struct gate_scan_result *out, int fd, const struct rs_gate_policy *p,
-                                            enum codec_kind codec, const char *digest, const volatile bool *stop,
+                                            enum codec_kind codec, const char *digest, const atomic_bool *stop,
                                             struct rs_err *err);
 
 /* The queue and its workers. workers 0: no threads (queued scans run only
