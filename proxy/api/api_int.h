@@ -158,6 +158,7 @@ struct push_http {
 	struct auth *auth; /* NULL without an auth section */
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
+	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
 };
 
 enum wkind {

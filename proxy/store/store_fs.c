@@ -7,6 +7,7 @@
  *   <data>/optimized/<key>.json                 optimized pull results
  *   <data>/optimized/reports/<hex>.json         optimizer reports
  *   <data>/gate/reports/<repository>/<hex>.json push gate reports
+ *   <data>/gate/scans/<scan key>.scan           push gate scans of layers
  *   <data>/tmp/<prefix>-XXXXXX/                 scratch directories
  * Documents are staged in <data>/tmp/, fsynced and renamed into place, so a
  * crash leaves nothing but what the sweep at open removes (temp files and
@@ -402,10 +403,13 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 {
 	int n = 0;
 	const char *name = key;
-	if (doc == STORE_DOC_OPT_RESULT) {
+	if (doc == STORE_DOC_OPT_RESULT || doc == STORE_DOC_GATE_SCAN) {
 		if (!key_ok(key))
 			return rs_err_set(err, RS_BAD_INPUT, "invalid result key '%.80s'", key);
-		n = snprintf(dir, FS_PATH_MAX, "%s", fs->optimized);
+		if (doc == STORE_DOC_OPT_RESULT)
+			n = snprintf(dir, FS_PATH_MAX, "%s", fs->optimized);
+		else
+			n = snprintf(dir, FS_PATH_MAX, "%s/gate/scans", fs->root);
 	} else {
 		if (!digest_valid(key))
 			return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", key);
@@ -422,7 +426,8 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 			n = snprintf(dir, FS_PATH_MAX, "%s/gate/reports/%s", fs->root, repository);
 		}
 	}
-	if (n < 0 || n >= FS_PATH_MAX || snprintf(path, FS_PATH_MAX, "%s/%s.json", dir, name) >= FS_PATH_MAX)
+	const char *ext = doc == STORE_DOC_GATE_SCAN ? "scan" : "json"; /* a scan is a line format (gate_scan.c) */
+	if (n < 0 || n >= FS_PATH_MAX || snprintf(path, FS_PATH_MAX, "%s/%s.%s", dir, name, ext) >= FS_PATH_MAX)
 		return rs_err_set(err, RS_TOO_LARGE, "document path for %.80s is too long", key);
 	return RS_OK;
 }
@@ -433,7 +438,7 @@ static enum rs_code fs_doc_put(void *impl, enum store_doc doc, const char *repos
 	struct fs *fs = impl;
 	char dir[FS_PATH_MAX], path[FS_PATH_MAX];
 	enum rs_code rc = doc_path(fs, doc, repository, key, dir, path, err);
-	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER))
+	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER || doc == STORE_DOC_GATE_SCAN))
 		rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc == RS_OK)
 		rc = fsutil_write_atomic(path, fs->tmp, buf, len, err);
