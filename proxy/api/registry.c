@@ -121,7 +121,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 	}
-	if (cfg->signatures.gpg_key || cfg->signatures.verify_count) {
+	if (cfg->signatures.gpg_key || cfg->signatures.cosign_key_file || cfg->signatures.verify_count) {
 		rc = sign_new(&r->sign, cfg, r->store, err);
 		if (rc)
 			goto out;

@@ -230,6 +230,14 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	pthread_mutex_init(&s->lock, NULL);
 	enum rs_code rc = RS_OK;
 	const struct rs_signatures_config *g = &cfg->signatures;
+	if (g->cosign_key_file)
+		log_event(LOG_WARN, "signatures.sign.cosign_key_file: cosign signatures are not yet supported; "
+		                    "optimized images get GPG simple-signing signatures only");
+	for (size_t i = 0; i < g->verify_count; i++)
+		if (g->verify[i].cosign_key_count)
+			log_event(LOG_WARN, "signatures.verify[%zu].cosign_public_keys: cosign verification is not yet "
+			                    "supported; %s", i, g->verify[i].gpg_keyring ? "only GPG signatures are checked"
+			                                                                 : "every original is unverified");
 	if (g->gpg_key) {
 		gpgme_ctx_t ctx = NULL;
 		gpgme_key_t key = NULL;
