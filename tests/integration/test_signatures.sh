@@ -8,9 +8,12 @@
 # docker.io/<repo>:<tag>, the reference the clients pull through their docker.io mirror) into a
 # file:// lookaside (a registries.d of the test). regslim is the docker.io mirror: it signs
 # optimized images with the org key and verifies originals with the publisher's keyring and that
-# lookaside: org/* under on_unverified serve-original, strict/* under refuse. Checks:
+# lookaside: org/* under on_unverified serve-original, strict/* under refuse, web/* under refuse
+# with the same lookaside served over http on loopback. Checks:
 #   - the optimized tag's signature from regslim's /sigstore/ verifies with gpg (org key) and
-#     names the pulled reference and the optimized digest
+#     names the pulled reference and the optimized digest; for an index (multi), the index's and
+#     each platform manifest's
+#   - originals verified through the http lookaside; its signatures proxied by /sigstore/
 #   - skopeo and podman with policy.json signedBy the ORG key pull the optimized tag; with
 #     signedBy the PUBLISHER key the optimized tag is refused, and the original by digest is
 #     accepted (the publisher's signature proxied by regslim's /sigstore/)
@@ -64,12 +67,12 @@ docker:
   $U:
     lookaside: file://$S/lookaside
 EOF
-# publish SRC REPO:TAG [sign]: copy a lab fixture to REPO:TAG, signed by the publisher when asked
+# publish SRC REPO:TAG [sign [--all]]: copy a lab fixture to REPO:TAG, signed by the publisher when asked
 publish() {
 	local sign=()
 	[ "${3:-}" = sign ] && sign=(--sign-by "$PUB" --sign-identity "docker.io/$2")
 	timeout 300 env GNUPGHOME="$S/pub" skopeo --insecure-policy --registries.d "$S/rd-publish" --tmpdir "$REGSLIM_LAB/tmp" \
-		copy --src-tls-verify=false --dest-tls-verify=false "${sign[@]}" \
+		copy --src-tls-verify=false --dest-tls-verify=false "${sign[@]}" ${4:+"$4"} \
 		"docker://$U/$1" "docker://$U/$2" >> "$LOGS/publish.log" 2>&1
 }
 ok=1
@@ -78,6 +81,9 @@ publish library/tiny:latest org/unsigned:1.0 || ok=0
 publish library/tiny:latest strict/app:1.0 sign || ok=0
 publish library/tiny:latest strict/unsigned:1.0 || ok=0
 publish library/tiny:latest strict/tampered:1.0 sign || ok=0
+publish library/tiny:latest web/app:1.0 sign || ok=0
+publish library/tiny:latest web/unsigned:1.0 || ok=0
+publish library/multi:latest org/multi:1.0 sign --all || ok=0
 expect "publisher copies and signs originals with skopeo copy --sign-by" "[ $ok = 1 ]" "$(tail -n 3 "$LOGS/publish.log")"
 orig=$(manifest_digest "$U" org/app 1.0)
 sigfile=$S/lookaside/org/app@sha256=${orig#sha256:}/signature-1
@@ -94,6 +100,12 @@ open(p, "wb").write(bytes(b))
 EOF
 fi
 
+# the publisher's lookaside over http too (web/*), from a static server on loopback
+WEB=127.0.0.1:$((LAB_PORT_BASE + 60))
+lab_spawn aux-sig-http "$LOGS/sig-http.log" timeout 900 "$PY" -m http.server --bind 127.0.0.1 --directory "$S/lookaside" \
+	"${WEB#*:}"
+wait_port "${WEB#*:}" || fail "lookaside http server" "$(tail -n 2 "$LOGS/sig-http.log")"
+
 # ---------------------------------------------------------------- regslim
 cat > "$S/regslim.json" << EOF
 {
@@ -102,6 +114,8 @@ cat > "$S/regslim.json" << EOF
     "verify": [
       {"upstream": "docker.io", "repositories": ["strict/*"], "gpg_keyring": "$S/publisher.gpg",
        "lookaside": "file://$S/lookaside", "on_unverified": "refuse"},
+      {"upstream": "docker.io", "repositories": ["web/*"], "gpg_keyring": "$S/publisher.gpg",
+       "lookaside": "http://$WEB/", "on_unverified": "refuse"},
       {"upstream": "docker.io", "repositories": ["org/*"], "gpg_keyring": "$S/publisher.gpg",
        "lookaside": "file://$S/lookaside", "on_unverified": "serve-original"}
     ]
@@ -139,6 +153,43 @@ code=$(curl -s -o "$S/proxied.sig" -w '%{http_code}' --max-time "$HTTP_TIMEOUT" 
 expect "the publisher's signature of the original is proxied byte for byte" \
 	"[ '$code' = 200 ] && cmp -s '$S/proxied.sig' '$sigfile'" "code $code"
 expect "no key material in regslim's log" "! grep -qE 'BEGIN PGP|PRIVATE KEY' '$RS_LOG'" "found in $RS_LOG"
+
+# verify_sig FILE IDENTITY DIGEST: FILE is a signature by the org key of IDENTITY and DIGEST (gpg, jq)
+verify_sig() {
+	local out=$1.payload
+	timeout $GPGT gpg --homedir "$S/check" --batch --status-fd 1 --output "$out" --yes --decrypt "$1" 2> /dev/null |
+		grep -q "VALIDSIG $ORG" &&
+		[ "$(jq -r '.critical.identity["docker-reference"]' "$out")" = "$2" ] &&
+		[ "$(jq -r '.critical.image["docker-manifest-digest"]' "$out")" = "$3" ]
+}
+
+# ---------------------------------------------------------------- an index: the index and each platform
+omulti=$(manifest_digest "$U" org/multi 1.0)
+manifest_get "$MIRROR" org/multi 1.0 -A "$UA" > "$S/multi.json" || true
+imulti=$(sha256_of "$S/multi.json")
+expect "org/multi:1.0 is served as an optimized index" \
+	"[ '$imulti' != '$omulti' ] && [ \"\$(jq -r '.manifests | length' '$S/multi.json')\" -ge 2 ]" "got $imulti"
+n=0
+for d in "$imulti" $(jq -r '.manifests[].digest' "$S/multi.json" 2> /dev/null); do
+	curl -s -o "$S/m-$n.sig" --max-time "$HTTP_TIMEOUT" "$RS_URL/sigstore/org/multi@sha256=${d#sha256:}/signature-1"
+	if verify_sig "$S/m-$n.sig" docker.io/org/multi:1.0 "$d"; then
+		pass "signature of $([ $n = 0 ] && echo the index || echo platform manifest $n) verifies (org key, identity, digest)"
+	else
+		fail "signature of index document $n ($d)" "does not verify"
+	fi
+	n=$((n + 1))
+done
+
+# ---------------------------------------------------------------- an http(s) lookaside
+d=$(manifest_digest "$MIRROR" web/app 1.0 -A "$UA")
+expect "web/app:1.0, verified through the http lookaside, is served optimized" "[ -n '$d' ] && [ '$d' != '$orig' ]" \
+	"got '$d'"
+code=$(http_code "$RS_URL/v2/web/unsigned/manifests/1.0" -A "$UA" "${RS_ACCEPT_ALL[@]}")
+expect_eq "web/unsigned:1.0 (nothing in the http lookaside) is refused: 403" "$code" 403
+code=$(curl -s -o "$S/web-proxied.sig" -w '%{http_code}' --max-time "$HTTP_TIMEOUT" \
+	"$RS_URL/sigstore/web/app@sha256=${orig#sha256:}/signature-1")
+expect "the publisher's signature is proxied from the http lookaside" \
+	"[ '$code' = 200 ] && cmp -s '$S/web-proxied.sig' '$S/lookaside/web/app@sha256=${orig#sha256:}/signature-1'" "code $code"
 
 # ---------------------------------------------------------------- client configuration
 # policy-KEY.json: docker.io images must be signed by KEY (default identity rule:
@@ -193,6 +244,8 @@ if client_usable skopeo; then
 	fi
 	expect "skopeo, signedBy publisher: the original by digest is accepted" \
 		"spull publisher docker.io/org/app@$orig '$S/s3'" "$(tail -n 2 "$LOGS/spull.log")"
+	expect "skopeo, signedBy org: the optimized index's tag is accepted" "spull org docker.io/org/multi:1.0 '$S/s4'" \
+		"$(tail -n 2 "$LOGS/spull.log")"
 else
 	skip skopeo "$RS_CLIENT_WHY"
 fi
@@ -218,6 +271,8 @@ if client_usable podman; then
 	fi
 	expect "podman, signedBy publisher: the original by digest is accepted" \
 		"ppull publisher docker.io/org/app@$orig" "$(tail -n 2 "$LOGS/ppull.log")"
+	expect "podman, signedBy org: the optimized index's tag is accepted" "ppull org docker.io/org/multi:1.0" \
+		"$(tail -n 2 "$LOGS/ppull.log")"
 	rm -f "$PODMAN_DIR/home/.config/containers/policy.json"
 	podman_clean
 else
@@ -241,6 +296,7 @@ expect "... DENIED: not signed by a key of the keyring" "grep -q 'DENIED.*not si
 	"$(head -n 1 <<< "$body" | cut -c1-200)"
 d=$(manifest_digest "$MIRROR" strict/app 1.0 -A "$UA")
 expect "a signed original under refuse is served optimized" "[ -n '$d' ] && [ '$d' != '$orig' ]" "got '$d'"
-expect_eq "refusals counted" "$(metric regslim_signature_unverified_total 'action="refuse"')" 2
+expect_eq "refusals counted (web/unsigned, strict/unsigned, strict/tampered)" \
+	"$(metric regslim_signature_unverified_total 'action="refuse"')" 3
 
 finish
