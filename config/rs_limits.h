@@ -176,6 +176,10 @@
 #define RS_LIMIT_SIGNATURE_MAX_BYTES (64u * 1024u)
 /* Publisher signatures fetched per original (signature-1 .. signature-N). */
 #define RS_LIMIT_VERIFY_SIGNATURES_MAX 16
+/* A verified original (rule, repository, tag, digest) is not verified again
+ * for this long; failures are never remembered. Slots of that memory. */
+#define RS_LIMIT_VERIFIED_TTL_S 300
+#define RS_LIMIT_VERIFIED_SLOTS 1024
 /* A failed optimization is not retried for this long (pulls serve the original). */
 #define RS_LIMIT_OPT_FAILURE_TTL_S 300
 /* Optimizations running at once (worker threads); more wait their turn. */

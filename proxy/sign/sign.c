@@ -20,6 +20,7 @@
 #include "xfer.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <gpgme.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -38,12 +39,19 @@ struct sign_rule {
 	struct xfer_peer *peer;
 };
 
+/* A remembered successful verification. */
+struct verified {
+	char key[SIGN_REF_MAX]; /* "<rule>|<upstream>/<repo>:<tag>@<digest>"; "" when free */
+	time_t until;
+};
+
 struct sign {
 	const struct rs_config *cfg;
 	struct store *st;
-	pthread_mutex_t lock; /* the signature lists' read-modify-write */
+	pthread_mutex_t lock; /* the signature lists' read-modify-write, and verified[] */
 	struct sign_rule *rules;
 	size_t rule_count;
+	struct verified *verified; /* RS_LIMIT_VERIFIED_SLOTS, direct-mapped by a hash of the key */
 };
 
 /* ------------------------------------------------------------ GPGME */
@@ -229,6 +237,8 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	s->st = st;
 	pthread_mutex_init(&s->lock, NULL);
 	enum rs_code rc = RS_OK;
+	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
+		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
 	const struct rs_signatures_config *g = &cfg->signatures;
 	if (g->cosign_key_file)
 		log_event(LOG_WARN, "signatures.sign.cosign_key_file: cosign signatures are not yet supported; "
@@ -238,7 +248,7 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 			log_event(LOG_WARN, "signatures.verify[%zu].cosign_public_keys: cosign verification is not yet "
 			                    "supported; %s", i, g->verify[i].gpg_keyring ? "only GPG signatures are checked"
 			                                                                 : "every original is unverified");
-	if (g->gpg_key) {
+	if (!rc && g->gpg_key) {
 		gpgme_ctx_t ctx = NULL;
 		gpgme_key_t key = NULL;
 		if (!(rc = ctx_new(&ctx, g->gpg_home, err))) {
@@ -276,6 +286,7 @@ void sign_free(struct sign *s)
 			store_scratch_remove(s->st, s->rules[i].home);
 	}
 	free(s->rules);
+	free(s->verified);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -454,15 +465,36 @@ enum rs_code sign_lookaside_get(struct sign *s, const char *upstream, const char
 
 /* ------------------------------------------------------------ verification */
 
-enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule, const char *upstream,
-                                  const char *repo, const char *tag, const char *digest, struct rs_err *err)
+/* The slot of key in s->verified (FNV-1a). */
+static struct verified *slot_of(struct sign *s, const char *key)
 {
-	const struct sign_rule *sr = rule_of(s, rule);
-	if (!sr || !sr->home[0])
-		return rs_err_set(err, RS_POLICY, "cosign verification is not supported yet (signatures.verify has no gpg_keyring)");
-	char repository[SIGN_REF_MAX];
-	if ((size_t)snprintf(repository, sizeof(repository), "%s/%s", upstream, repo) >= sizeof(repository))
-		return rs_err_set(err, RS_BAD_INPUT, "repository %.100s/%.100s is too long", upstream, repo);
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return &s->verified[h % RS_LIMIT_VERIFIED_SLOTS];
+}
+
+/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago; with
+ * remember, note that it was just now. */
+static bool verified_recently(struct sign *s, const char *key, bool remember)
+{
+	time_t now = time(NULL);
+	pthread_mutex_lock(&s->lock);
+	struct verified *v = slot_of(s, key);
+	bool hit = strcmp(v->key, key) == 0 && now < v->until;
+	if (remember) {
+		snprintf(v->key, sizeof(v->key), "%s", key);
+		v->until = now + RS_LIMIT_VERIFIED_TTL_S;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return hit;
+}
+
+/* Fetch and check the publisher's signatures of digest (see
+ * sign_verify_original), without the memory of earlier results. */
+static enum rs_code verify_now(const struct sign_rule *sr, const char *repository, const char *repo, const char *tag,
+                               const char *digest, struct rs_err *err)
+{
 	struct rs_err why = {0};
 	unsigned n = 1;
 	for (; n <= RS_LIMIT_VERIFY_SIGNATURES_MAX; n++) {
@@ -488,7 +520,26 @@ enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *r
 	}
 	if (why.code)
 		return rs_err_set(err, RS_POLICY, "%s", why.msg);
-	return rs_err_set(err, RS_POLICY, "no signature of %s in %s", digest, rule->lookaside);
+	return rs_err_set(err, RS_POLICY, "no signature of %s in %s", digest, sr->rule->lookaside);
+}
+
+enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule, const char *upstream,
+                                  const char *repo, const char *tag, const char *digest, struct rs_err *err)
+{
+	const struct sign_rule *sr = rule_of(s, rule);
+	if (!sr || !sr->home[0])
+		return rs_err_set(err, RS_POLICY, "cosign verification is not supported yet (signatures.verify has no gpg_keyring)");
+	char repository[SIGN_REF_MAX], key[SIGN_REF_MAX];
+	if ((size_t)snprintf(repository, sizeof(repository), "%s/%s", upstream, repo) >= sizeof(repository) ||
+	    (size_t)snprintf(key, sizeof(key), "%zu|%s:%s@%s", (size_t)(sr - s->rules), repository, tag ? tag : "",
+	                     digest) >= sizeof(key))
+		return rs_err_set(err, RS_BAD_INPUT, "repository %.100s/%.100s is too long", upstream, repo);
+	if (verified_recently(s, key, false))
+		return RS_OK;
+	enum rs_code rc = verify_now(sr, repository, repo, tag, digest, err);
+	if (rc == RS_OK)
+		(void)verified_recently(s, key, true); /* remembered for the next pulls */
+	return rc;
 }
 
 /* ------------------------------------------------------------ keygen */

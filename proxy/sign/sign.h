@@ -67,7 +67,9 @@ RS_MUST_CHECK enum rs_code sign_lookaside_get(struct sign *s, const char *upstre
  * RS_POLICY with the reason otherwise ("no signature of sha256:.. in
  * <lookaside>", "signature 1 of sha256:..: <why>"); RS_UPSTREAM when the
  * lookaside cannot be read; RS_NOMEM. A rule with only cosign keys is
- * RS_POLICY (not supported yet). Results are not cached. */
+ * RS_POLICY (not supported yet). A success is remembered for
+ * RS_LIMIT_VERIFIED_TTL_S per (rule, repository, tag, digest); failures are
+ * checked again at every call. */
 RS_MUST_CHECK enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule,
                                                 const char *upstream, const char *repo, const char *tag,
                                                 const char *digest, struct rs_err *err);

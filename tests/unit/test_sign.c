@@ -3,9 +3,9 @@
  * index and its manifests in a store get one signature each for the
  * identity, served as signature-1 (not twice for the same identity, a
  * second tag adds a second); the signature, exported key and a file://
- * lookaside then verify as a publisher's: the right digest and tag pass,
- * another tag, another repository, a tampered byte and a missing signature
- * are RS_POLICY naming why. A signing key that is not in gpg_home stops
+ * lookaside then verify as a publisher's: the right digest and tag pass
+ * (and are remembered), another tag, another repository, a tampered byte
+ * and a missing signature are RS_POLICY naming why. A signing key that is not in gpg_home stops
  * sign_new with RS_CONFIG. */
 #include "proxy/sign/sign.h"
 
@@ -156,9 +156,12 @@ START_TEST(signs_index_and_manifests_once_per_identity_then_verifies_as_publishe
 	ck_assert_int_eq(sign_lookaside_get(s, UP, "org/mirror", m1, 1, &proxied, &plen, &err), RS_NOT_FOUND);
 	ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, m1, 1, &proxied, &plen, &err), RS_OK);
 	free(proxied);
-	/* one byte changed */
+	/* one byte changed: a success is remembered (RS_LIMIT_VERIFIED_TTL_S), a new start checks again */
 	sig[len / 2] ^= 0x55;
 	to_lookaside(look, m1, 1, sig, len);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_OK);
+	sign_free(s);
+	s = sign_open(cfg, st);
 	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_POLICY);
 	ck_assert_ptr_nonnull(strstr(err.msg, "signature 1 of"));
 	free(sig);
