@@ -48,7 +48,8 @@ struct verified {
 struct sign {
 	const struct rs_config *cfg;
 	struct store *st;
-	pthread_mutex_t lock; /* the signature lists' read-modify-write, and verified[] */
+	pthread_mutex_t lock; /* the signature lists' read-modify-write (held while gpg signs) */
+	pthread_mutex_t verified_lock; /* verified[] */
 	struct sign_rule *rules;
 	size_t rule_count;
 	struct verified *verified; /* RS_LIMIT_VERIFIED_SLOTS, direct-mapped by a hash of the key */
@@ -236,6 +237,7 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	s->cfg = cfg;
 	s->st = st;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->verified_lock, NULL);
 	enum rs_code rc = RS_OK;
 	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
@@ -287,6 +289,7 @@ void sign_free(struct sign *s)
 	}
 	free(s->rules);
 	free(s->verified);
+	pthread_mutex_destroy(&s->verified_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -479,14 +482,14 @@ static struct verified *slot_of(struct sign *s, const char *key)
 static bool verified_recently(struct sign *s, const char *key, bool remember)
 {
 	time_t now = time(NULL);
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->verified_lock);
 	struct verified *v = slot_of(s, key);
 	bool hit = strcmp(v->key, key) == 0 && now < v->until;
 	if (remember) {
 		snprintf(v->key, sizeof(v->key), "%s", key);
 		v->until = now + RS_LIMIT_VERIFIED_TTL_S;
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->verified_lock);
 	return hit;
 }
 

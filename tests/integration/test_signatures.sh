@@ -152,6 +152,16 @@ code=$(curl -s -o "$S/proxied.sig" -w '%{http_code}' --max-time "$HTTP_TIMEOUT" 
 	"$RS_URL/sigstore/org/app@sha256=${orig#sha256:}/signature-1")
 expect "the publisher's signature of the original is proxied byte for byte" \
 	"[ '$code' = 200 ] && cmp -s '$S/proxied.sig' '$sigfile'" "code $code"
+code=$(http_code "$RS_URL/sigstore/org/app@sha256=${opt#sha256:}/signature-1" -I)
+expect_eq "HEAD on a signature: 200" "$code" 200
+code=$(http_code "$RS_URL/sigstore/org/app@sha256=${opt#sha256:}/signature-1" -X DELETE)
+expect_eq "DELETE on a signature: 405" "$code" 405
+code=$(http_code "$RS_URL/sigstore/org/app@sha256=${opt#sha256:}/signature-0")
+expect_eq "signature-0 names nothing: 404" "$code" 404
+code=$(http_code "$RS_URL/sigstore/org/app@sha256=zz/signature-1")
+expect_eq "a malformed signature path: 404" "$code" 404
+code=$(http_code "$RS_URL/sigstore/Org/App@sha256=${opt#sha256:}/signature-1")
+expect_eq "an invalid repository name: 400" "$code" 400
 expect "no key material in regslim's log" "! grep -qE 'BEGIN PGP|PRIVATE KEY' '$RS_LOG'" "found in $RS_LOG"
 
 # verify_sig FILE IDENTITY DIGEST: FILE is a signature by the org key of IDENTITY and DIGEST (gpg, jq)
