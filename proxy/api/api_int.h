@@ -2,10 +2,10 @@
  * outside api/ includes. registry.c owns struct registry (its lifecycle and
  * the route dispatch); one file per resource answers: manifests.c (by tag,
  * by digest, the Accept list) and manifests_policy.c (tags served optimized
- * or checked by a push policy), blobs.c (cache hits, the single-flight
- * upstream download, ranges), tags.c (tags/list), reports.c, ops.c
- * (/metrics). mirror.c holds what they all ask the upstream and the store:
- * the mirror's repository links and the mapping of upstream error answers.
+ * or checked by a push policy), blobs.c (stored blobs, the stream of the
+ * shared upstream download, ranges), tags.c (tags/list), reports.c, ops.c
+ * (/metrics). Where a blob's or manifest's bytes come from is the source's
+ * (source.h); mirror.c maps the upstream's error answers.
  * The write side, behind push_http.h: push_http.c owns struct push_http
  * (its lifecycle), uploads.c recognises the write routes, streams bodies and
  * answers uploads and mounts, manifest_put.c answers a manifest PUT under a
@@ -40,10 +40,11 @@
 struct registry {
 	const struct rs_config *cfg;
 	struct store *store;
-	struct inflight *inflight;
+	struct source *src; /* where bytes come from: pushed, cache, upstream (source.h); owns the downloads */
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
+	struct sign *sign;     /* signatures (sign.h); NULL without a signatures section */
 	struct scrub *scrub;   /* background scrub of the stores; NULL when off */
 	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
 	 * policy; NULL when no policy enforces on pull. */
@@ -55,7 +56,6 @@ struct registry {
 	pthread_mutex_t health_mu; /* guards the two below */
 	bool data_dir_read_only;
 	char data_dir_error[256];
-	_Atomic bool stopping; /* registry_shutdown: optimizations' blob waits end */
 };
 
 struct pull_verdict {
@@ -100,6 +100,10 @@ bool api_ref_digest_ok(const char *ref, struct rs_err *err);
  * tag nor a digest regslim can hold (no such manifest can exist). */
 enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref);
 
+/* sigstore.c: GET/HEAD /sigstore/<repository>@sha256=<hex>/signature-<n>,
+ * regslim's lookaside (sign.h). path is what follows "/sigstore/". */
+enum MHD_Result api_sigstore_get(struct registry *r, struct request *rq, const char *path);
+
 /* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                        const struct accept_list *acc);
@@ -107,7 +111,9 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
                                     const struct accept_list *acc);
 
 /* manifests_policy.c: a tag served optimized (optpull.h), or checked by a
- * push policy that enforces on pull (gate.h) first. */
+ * push policy that enforces on pull (gate.h) first. The original is
+ * verified first when a signatures.verify rule applies; pol may be NULL
+ * for a repository that such a rule covers but no optimize policy. */
 enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
                                            const struct accept_list *acc, const struct rs_opt_policy *pol);
 enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, const struct route_target *t,
@@ -117,14 +123,10 @@ enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, c
 /* blobs.c: GET/HEAD of a blob. */
 enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head);
 
-/* The fetches of optpull.h (ctx is the registry), also used by push_fetch
- * and the policy check on pull: a blob through the single-flight download
- * (blobs.c), a manifest by digest (manifests.c); both verified and stored. */
-/* A blob or manifest of an optimized image that t's repository was given
- * (linked there) but that is no longer in the store: made again by the
- * optimizer (optpull_regenerate), waiting up to optimize.sync_timeout_s.
- * True when it is in the store now. */
-bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum store_kind kind);
+/* The fetches of optpull.h (ctx is the registry), also used by the policy
+ * check on pull: a blob through the single-flight download (blobs.c), a
+ * manifest by digest (manifests.c); both verified and stored by the source
+ * (source.h source_ensure_blob, source_ensure_manifest). */
 RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
@@ -150,19 +152,9 @@ enum MHD_Result api_referrers_get(struct registry *r, struct request *rq, const 
 enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what);
 bool api_status_ok(long s);
 
-/* mirror.c: the mirror's repository links (store.h) and asking the
- * upstream for them. */
+/* mirror.c: is the object linked to the mirror's repository (source.h)? */
 bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                        const char *digest);
-void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
-                     const char *digest);
-RS_MUST_CHECK enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo,
-                                          enum store_kind kind, const char *digest, struct upstream_reply *rep,
-                                          struct rs_err *err);
-RS_MUST_CHECK enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo,
-                                              enum store_kind kind, const char *digest, struct rs_err *err);
-bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
-                         const char *digest, enum rs_code rc, const struct upstream_reply *rep);
 
 
 /* ------------------------------------------------------------ write side */
@@ -173,6 +165,7 @@ struct push_http {
 	struct auth *auth; /* NULL without an auth section */
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
+	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
 };
 
 enum wkind {

@@ -48,8 +48,11 @@ struct label_row {
 static _Atomic uint64_t opt_ok, opt_failed, opt_usec_sum;
 static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_rows[OPT_ROWS];
 /* push gate (gate.c): pushes by result, findings by (rule, action) */
-static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS];
-static size_t gate_push_count, gate_finding_count;
+static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS], gate_scan_rows[OPT_ROWS];
+static size_t gate_push_count, gate_finding_count, gate_scan_count;
+/* signatures (sign.c): tag pulls whose original did not verify, by action */
+static struct label_row unverified_rows[OPT_ROWS];
+static size_t unverified_count;
 static size_t fallback_count, variant_count, saved_count;
 static void *inflight_arg;
 
@@ -136,6 +139,11 @@ void metrics_opt_fallback(const char *reason)
 	label_add(fallback_rows, &fallback_count, reason, "", 1);
 }
 
+void metrics_signature_unverified(const char *action)
+{
+	label_add(unverified_rows, &unverified_count, action, "", 1);
+}
+
 void metrics_variant_served(const char *family, const char *variant)
 {
 	label_add(variant_rows, &variant_count, family, variant, 1);
@@ -154,6 +162,11 @@ void metrics_gate_push(const char *result)
 void metrics_gate_finding(const char *rule, const char *action)
 {
 	label_add(gate_finding_rows, &gate_finding_count, rule, action, 1);
+}
+
+void metrics_gate_layer_scan(const char *when)
+{
+	label_add(gate_scan_rows, &gate_scan_count, when, "", 1);
 }
 
 static _Atomic int data_dir_writable = 1;
@@ -255,6 +268,11 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < fallback_count; i++)
 		emit(&p, "regslim_optimize_fallbacks_total{reason=\"%s\"} %llu\n", fallback_rows[i].a,
 		     (unsigned long long)fallback_rows[i].count);
+	emit(&p, "# HELP regslim_signature_unverified_total Tag pulls whose original's signatures did not verify "
+	         "under a signatures.verify rule, by action.\n# TYPE regslim_signature_unverified_total counter\n");
+	for (size_t i = 0; i < unverified_count; i++)
+		emit(&p, "regslim_signature_unverified_total{action=\"%s\"} %llu\n", unverified_rows[i].a,
+		     (unsigned long long)unverified_rows[i].count);
 	emit(&p, "# HELP regslim_variant_served_total Optimized manifests served, by client family and layer "
 	         "compression.\n# TYPE regslim_variant_served_total counter\n");
 	for (size_t i = 0; i < variant_count; i++)
@@ -275,6 +293,12 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < gate_finding_count; i++)
 		emit(&p, "regslim_gate_findings_total{rule=\"%s\",action=\"%s\"} %llu\n", gate_finding_rows[i].a,
 		     gate_finding_rows[i].b, (unsigned long long)gate_finding_rows[i].count);
+	emit(&p, "# HELP regslim_gate_layer_scans_total Layer scans of the push gate, by when: upload (in the background, "
+	         "once per layer digest and scan parameters) or manifest (at the manifest PUT).\n"
+	         "# TYPE regslim_gate_layer_scans_total counter\n");
+	for (size_t i = 0; i < gate_scan_count; i++)
+		emit(&p, "regslim_gate_layer_scans_total{when=\"%s\"} %llu\n", gate_scan_rows[i].a,
+		     (unsigned long long)gate_scan_rows[i].count);
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
 	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);

@@ -46,6 +46,9 @@ void metrics_upstream(const char *upstream, enum metrics_upstream_counter c);
 void metrics_optimization(int ok, double seconds);
 void metrics_opt_fallback(const char *reason);
 void metrics_variant_served(const char *family, const char *variant);
+/* A tag pull whose original did not verify (signatures.verify): action is
+ * "serve-original" or "refuse" (a static string). */
+void metrics_signature_unverified(const char *action);
 /* kind: "stored" (once per optimization) or "served" (per optimized pull). */
 void metrics_bytes_saved(const char *kind, uint64_t n);
 
@@ -53,6 +56,10 @@ void metrics_bytes_saved(const char *kind, uint64_t n);
  * rule and action: static strings ("secrets", "deny"). */
 void metrics_gate_push(const char *result);
 void metrics_gate_finding(const char *rule, const char *action);
+/* One layer scan of the push gate (gate_scan.c). when: "upload" (a
+ * background worker, after the blob's upload) or "manifest" (at the
+ * manifest PUT, for a layer not scanned before). */
+void metrics_gate_layer_scan(const char *when);
 
 /* Gauge regslim_data_dir_writable: 1 (the default) or 0 (the store cannot
  * write: degraded, serving the cache only). */

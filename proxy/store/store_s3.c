@@ -10,7 +10,8 @@
  *   P push/tags/<repo>/_tags/<tag>, P push/links/<repo>/_blobs|_manifests/<hex>
  *   P push/referrers/<repo>/_subjects/<subject hex>/<referrer hex>
  *   P docs/optimized/<key>.json, docs/optimized/reports/<hex>.json,
- *   P docs/optimized/objects/<hex>.json, docs/gate/reports/<repo>/<hex>.json
+ *   P docs/optimized/objects/<hex>.json, docs/gate/reports/<repo>/<hex>.json,
+ *   P docs/gate/scans/<scan key>.scan, docs/signatures/<repo>/<hex>.json
  *   P health/check                         written by store_check_writable
  * and locally: <data>/tmp/ (writers' staging files, spools, scratch
  * directories, swept at open) and <data>/s3-uploads/<uuid>/ (upload
@@ -1086,10 +1087,11 @@ static bool doc_key_ok(const char *key)
 static enum rs_code doc_key(char key[S3S_KEY_MAX], struct s3s *s, enum store_doc doc, const char *repository,
                             const char *name, struct rs_err *err)
 {
-	if (doc == STORE_DOC_OPT_RESULT) {
+	if (doc == STORE_DOC_OPT_RESULT || doc == STORE_DOC_GATE_SCAN) {
 		if (!doc_key_ok(name))
 			return rs_err_set(err, RS_BAD_INPUT, "invalid result key '%.80s'", name);
-		return s3s_key(key, s, err, "docs/optimized/%s.json", name);
+		return doc == STORE_DOC_OPT_RESULT ? s3s_key(key, s, err, "docs/optimized/%s.json", name)
+		                                   : s3s_key(key, s, err, "docs/gate/scans/%s.scan", name);
 	}
 	if (!digest_valid(name))
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", name);
@@ -1100,6 +1102,8 @@ static enum rs_code doc_key(char key[S3S_KEY_MAX], struct s3s *s, enum store_doc
 		return s3s_key(key, s, err, "docs/optimized/objects/%s.json", hex);
 	if (!repository || !refname_repo_valid(repository))
 		return rs_err_set(err, RS_NOT_FOUND, "invalid repository name '%.80s'", repository ? repository : "");
+	if (doc == STORE_DOC_SIGNATURES)
+		return s3s_key(key, s, err, "docs/signatures/%s/%s.json", repository, hex);
 	return s3s_key(key, s, err, "docs/gate/reports/%s/%s.json", repository, hex);
 }
 
