@@ -441,6 +441,17 @@ static void documents_round_trip(struct store *s)
 	    "another repository's report");
 	REQ(store_doc_put(s, STORE_DOC_OPT_REPORT, NULL, dg, "0123456789", 10, &err) == RS_OK, "%s", err.msg);
 	REQ(store_doc_get(s, STORE_DOC_OPT_REPORT, NULL, dg, 5, &buf, &len, &err) == RS_TOO_LARGE, "cap");
+	REQ(store_doc_put(s, STORE_DOC_GATE_SCAN, NULL, "layer-abc.v1", "scan\n", 5, &err) == RS_OK, "%s", err.msg);
+	REQ(store_doc_get(s, STORE_DOC_GATE_SCAN, NULL, "layer-abc.v1", 100, &buf, &len, &err) == RS_OK && len == 5,
+	    "scan: %s", err.msg);
+	free(buf);
+	buf = NULL;
+	REQ(store_doc_put(s, STORE_DOC_SIGNATURES, "team/app", dg, "[]", 2, &err) == RS_OK, "%s", err.msg);
+	REQ(store_doc_get(s, STORE_DOC_SIGNATURES, "team/other", dg, 100, &buf, &len, &err) == RS_NOT_FOUND,
+	    "another repository's signatures");
+	REQ(store_doc_get(s, STORE_DOC_SIGNATURES, "team/app", dg, 100, &buf, &len, &err) == RS_OK, "%s", err.msg);
+	free(buf);
+	buf = NULL;
 	REQ(store_doc_put(s, STORE_DOC_OPT_RESULT, NULL, "../x", "{}", 2, &err) == RS_BAD_INPUT, "bad key");
 	REQ(store_doc_put(s, STORE_DOC_OPT_OWNER, NULL, "nope", "{}", 2, &err) == RS_DIGEST_INVALID, "bad digest key");
 	pass_msg(__func__);
