@@ -126,6 +126,29 @@ expect_eq warm_pull_same_layers "$(cd "$W/warm" && sha256sum $blobs 2> /dev/null
 	"$(cd "$W/cold" && sha256sum $blobs 2> /dev/null | md5sum)"
 upstream_restart plain
 
+# ---------------------------------------------------------------- an optimized pull on s3
+# the optimizer reads the original through a layout exported from the bucket and writes its
+# objects and documents back (prefix opt/)
+OPT=$W/opt
+mkdir -p "$OPT"
+store_config "$OPT/regslim.json" "$OPT/data" "opt/" ""
+OPTPORT=$((LAB_PORT_BASE + 52))
+if RS_OPTIMIZE=1 regslim_spawn opt "$OPTPORT" "http://$REG_PLAIN" "$OPT/data" --config "$OPT/regslim.json" \
+	2> "$OPT/spawn.err"; then
+	up_tiny=$(manifest_digest "$REG_PLAIN" library/tiny latest)
+	manifest_get "127.0.0.1:$OPTPORT" library/tiny latest -A skopeo/1.9.3 > "$OPT/opt.json"
+	expect_ne optimized_manifest_differs_from_upstream "sha256:$(sha256sum < "$OPT/opt.json" | cut -d' ' -f1)" \
+		"$up_tiny"
+	expect_eq optimized_manifest_has_zstd_layers "$(jq -r '[.layers[].mediaType] | unique | join(",")' "$OPT/opt.json")" \
+		application/vnd.oci.image.layer.v1.tar+zstd
+	check skopeo_pull_optimized skopeo_pull "docker://127.0.0.1:$OPTPORT/library/tiny:latest" "dir:$OPT/pulled"
+	expect optimized_result_in_the_bucket "bucket_keys opt/docs/optimized/ | grep -q '\\.json\$'" \
+		"$(bucket_keys opt/docs/ | head -n 5 | tr '\n' ' ')"
+	lab_stop regslim-opt 15
+else
+	fail optimized_regslim_start "$(head -n 3 "$OPT/spawn.err" | tr '\n' ' ')"
+fi
+
 # ---------------------------------------------------------------- push on s3
 TINY_OCI=$REGSLIM_LAB/fixtures/oci/tiny
 TINY_MANIFEST=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "latest") | .digest' "$TINY_OCI/index.json")
