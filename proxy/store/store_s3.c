@@ -29,7 +29,9 @@
  * cache size is listed at open and tracked since. Eviction lists the cache
  * area and removes objects this replica has not used first (in key order),
  * then its least recently used ones, skipping pinned objects and objects it
- * is reading. Cluster-wide LRU is issue 13's Redis step. No scrub: the
+ * is reading; an evicted object of an optimized image takes its result
+ * and the rest of its image along (as store_fs.c does, issue 12).
+ * Cluster-wide LRU is issue 13's Redis step. No scrub: the
  * object store keeps its own checksums and manifest reads re-verify.
  *
  * When the object store cannot be reached, operations fail with
@@ -1179,6 +1181,92 @@ static int cmp_candidate(const void *a, const void *b)
 	return x->used < y->used ? -1 : x->used > y->used ? 1 : strcmp(x->hex, y->hex);
 }
 
+/* Is cache object kind/hex pinned or being read by this replica now? */
+static bool held(struct s3s *s, enum store_kind kind, const char *hex)
+{
+	pthread_mutex_lock(&s->mu);
+	struct s3s_use *u = use_of(s, kind, hex, false);
+	bool h = u && (u->readers || u->pinned >= time(NULL));
+	pthread_mutex_unlock(&s->mu);
+	return h;
+}
+
+struct evict_walk {
+	struct s3s *s;
+	const char *skip; /* the object eviction chose: its caller removes it */
+	uint64_t freed;
+};
+
+static void evict_owned(struct evict_walk *w, enum store_kind kind, const char *digest)
+{
+	char key[S3S_KEY_MAX];
+	struct s3_object_info info;
+	struct rs_err err = {0};
+	if (!digest || !digest_valid(digest) || strcmp(digest, w->skip) == 0 || held(w->s, kind, digest_hex(digest)))
+		return;
+	s3s_object_key(key, w->s, STORE_CACHE, kind, digest);
+	if (s3_head(w->s->c, key, &info, &err) != RS_OK)
+		return; /* gone already */
+	s3s_remove(w->s, STORE_CACHE, kind, digest);
+	w->freed += info.size > 0 ? (uint64_t)info.size : 0;
+}
+
+static enum rs_code evict_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                               struct rs_err *err)
+{
+	struct evict_walk *w = ctx;
+	return s3s_manifest_get(w->s, STORE_CACHE, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+/* As store_fs.c's evict_visit: every object of the image, documents after what they name. */
+static enum rs_code evict_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                enum imagewalk_step *step, struct rs_err *err)
+{
+	struct evict_walk *w = ctx;
+	(void)err;
+	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_ENTRY)
+		*step = IMAGEWALK_BEST_EFFORT;
+	else if (ev == IMAGEWALK_REF)
+		evict_owned(w, STORE_BLOB, n->digest);
+	else if (ev == IMAGEWALK_LEAVE && n->kind != IMAGEWALK_ENTRY)
+		evict_owned(w, STORE_MANIFEST, n->digest);
+	return RS_OK;
+}
+
+/* As store_fs.c's fs_evicted (issue 12): an evicted object of an optimized
+ * image (it has an owner document) takes its result document and the rest
+ * of its image with it; the next pull of the tag optimizes again. Called
+ * before the object itself goes (the walk needs the image's manifests);
+ * returns the bytes freed besides it. */
+static uint64_t evicted_whole(struct s3s *s, const char *digest)
+{
+	char key[S3S_KEY_MAX], rkey[DOC_KEY_MAX + 1] = "", top[DIGEST_STR_SIZE] = "";
+	struct rs_err err = {0};
+	char *owner = NULL, *doc = NULL;
+	if (s3s_key(key, s, &err, "docs/optimized/objects/%s.json", digest_hex(digest)) != RS_OK ||
+	    s3s_get_small(s, key, 1024, &owner, NULL, &err) != RS_OK)
+		return 0; /* not made by the optimizer: the usual case */
+	const char *k = strstr(owner, "\"key\":\"");
+	if (k)
+		snprintf(rkey, sizeof(rkey), "%.*s", (int)strcspn(k + 7, "\""), k + 7);
+	free(owner);
+	if (!doc_key_ok(rkey) || s3s_key(key, s, &err, "docs/optimized/%s.json", rkey) != RS_OK ||
+	    s3s_get_small(s, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, NULL, &err) != RS_OK)
+		return 0;
+	const char *p = strstr(doc, "\"digest\":\"");
+	if (p)
+		snprintf(top, sizeof(top), "%.71s", p + 10);
+	free(doc);
+	s3s_delete_quiet(s, key); /* the result: optimized again on its next pull */
+	if (!digest_valid(top))
+		return 0;
+	struct evict_walk w = {s, digest, 0};
+	const struct imagewalk walk = {.load = evict_load, .visit = evict_visit, .ctx = &w};
+	enum rs_code rc = imagewalk_run(&walk, top, &err);
+	(void)rc; /* best effort: what is gone is gone */
+	return w.freed;
+}
+
 static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *err)
 {
 	struct s3s *s = impl;
@@ -1222,9 +1310,13 @@ static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *er
 				continue; /* read or pinned now */
 			char d[DIGEST_STR_SIZE];
 			snprintf(d, sizeof(d), "sha256:%s", cs.v[i].hex);
+			if (!s3s_has(s, STORE_CACHE, cs.v[i].kind, d))
+				continue; /* went with an optimized image evicted whole */
+			uint64_t more = evicted_whole(s, d);
 			s3s_remove(s, STORE_CACHE, cs.v[i].kind, d);
-			total -= cs.v[i].size;
-			freed += cs.v[i].size;
+			total -= cs.v[i].size < total ? cs.v[i].size : total;
+			total -= more < total ? more : total;
+			freed += cs.v[i].size + more;
 		}
 	}
 	free(cs.v);

@@ -517,6 +517,48 @@ out:
 		free(b[i]);
 }
 
+/* An optimized image (owner documents on its objects, a result naming its
+ * manifest) loses every object and its result when eviction takes one of
+ * them; a store of its own (prefix .../optevict/) so that only it counts. */
+static void evicts_optimized_images_whole(void)
+{
+	struct rs_err err = {0};
+	char *saved = cfg.store.s3.prefix, prefix[300];
+	snprintf(prefix, sizeof(prefix), "%soptevict/", saved ? saved : "");
+	cfg.store.s3.prefix = prefix;
+	struct store *s = open_store();
+	char md[DIGEST_STR_SIZE], cd[DIGEST_STR_SIZE], ld[DIGEST_STR_SIZE], owner[128], result[256];
+	char *buf = NULL;
+	size_t len = 0;
+	uint64_t freed = 0;
+	REQ(s, "no store");
+	REQ(cache_image(s, 7, md, cd, ld, &err), "%s", err.msg);
+	snprintf(owner, sizeof(owner), "{\"key\":\"opt-key-7\"}");
+	const char *objs[] = {md, cd, ld};
+	for (int i = 0; i < 3; i++)
+		REQ(store_doc_put(s, STORE_DOC_OPT_OWNER, NULL, objs[i], owner, strlen(owner), &err) == RS_OK, "%s",
+		    err.msg);
+	snprintf(result, sizeof(result), "{\"digest\":\"%s\"}", md);
+	REQ(store_doc_put(s, STORE_DOC_OPT_RESULT, NULL, "opt-key-7", result, strlen(result), &err) == RS_OK, "%s",
+	    err.msg);
+	uint64_t size = store_size(s);
+	cfg.cache_max_bytes = size - 1; /* one object must go */
+	REQ(store_evict(s, &freed, &err) == RS_OK, "%s", err.msg);
+	REQ(freed == size, "freed %llu of %llu", (unsigned long long)freed, (unsigned long long)size);
+	for (int i = 0; i < 3; i++)
+		REQ(!store_has(s, STORE_CACHE, i ? STORE_BLOB : STORE_MANIFEST, objs[i]), "%s stayed", objs[i]);
+	REQ(store_doc_get(s, STORE_DOC_OPT_RESULT, NULL, "opt-key-7", 1024, &buf, &len, &err) == RS_NOT_FOUND,
+	    "the result document stayed");
+	REQ(store_doc_get(s, STORE_DOC_OPT_OWNER, NULL, cd, 1024, &buf, &len, &err) == RS_OK,
+	    "owner documents stay (they say how to make an object again): %s", err.msg);
+	pass_msg(__func__);
+out:
+	free(buf);
+	cfg.cache_max_bytes = 0;
+	store_free(s);
+	cfg.store.s3.prefix = saved;
+}
+
 static void check_writable(struct store *s)
 {
 	struct rs_err err = {0};
@@ -599,6 +641,7 @@ int main(int argc, char **argv)
 		evicts_unused_then_least_recent_keeping_pins(s);
 		store_free(s);
 	}
+	evicts_optimized_images_whole();
 	unreachable_store_is_unavailable_naming_endpoint();
 	config_dispose(&cfg);
 	printf("# storecheck: %u passed, %u failed\n", passed, failed);
