@@ -13,7 +13,7 @@
  *   GET    /v2/<name>/blobs/uploads/<uuid>           204 status (Range)
  *   DELETE /v2/<name>/blobs/uploads/<uuid>           204 cancel
  *   PUT    /v2/<name>/manifests/<tag|digest>         201 (Location, Docker-Content-Digest)
- *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  405 UNSUPPORTED
+ *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  202 (deletes.c)
  * setup() prepares every kind through one table (write_kinds): the same
  * steps in the same order (route, unsupported, name, push permission, the
  * kind's own step, the upload session, the chunk's Content-Range).
@@ -350,8 +350,8 @@ static const struct write_kind {
 	[W_UPLOAD_STATUS] = {"upload", false, NULL, true, false},
 	[W_UPLOAD_DELETE] = {"upload", false, NULL, true, false},
 	[W_MANIFEST_PUT] = {"manifest", false, setup_manifest_ref, false, false},
-	[W_MANIFEST_DELETE] = {"manifest", true, NULL, false, false},
-	[W_BLOB_DELETE] = {"blob", true, NULL, false, false},
+	[W_MANIFEST_DELETE] = {"manifest", false, NULL, false, false},
+	[W_BLOB_DELETE] = {"blob", false, NULL, false, false},
 };
 
 /* Gate, validate and open what the request needs, by write_kinds: the same
@@ -561,6 +561,9 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		store_upload_cancel(w->u);
 		w->u = NULL;
 		return reply_empty(rq, 204, NULL, 0);
+	case W_MANIFEST_DELETE:
+	case W_BLOB_DELETE:
+		return api_delete(ph, rq, w);
 	case W_UPLOAD_PUT: {
 		const char *dg = arg(rq, "digest");
 		struct store_upload *u = w->u;

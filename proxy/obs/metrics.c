@@ -345,6 +345,21 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_SCRUB_OBJECTS), (unsigned long long)metrics_get(METRICS_SCRUB_BYTES),
 	     (unsigned long long)metrics_get(METRICS_SCRUB_CORRUPT),
 	     (unsigned long long)metrics_get(METRICS_SCRUB_PASSES));
+	emit(&p,
+	     "# HELP regslim_gc_sweeps_total Garbage collection sweeps of the pushed images.\n"
+	     "# TYPE regslim_gc_sweeps_total counter\nregslim_gc_sweeps_total %llu\n"
+	     "# HELP regslim_gc_failures_total Sweeps that stopped early (the links could not be read in full).\n"
+	     "# TYPE regslim_gc_failures_total counter\nregslim_gc_failures_total %llu\n"
+	     "# HELP regslim_gc_objects_removed_total Pushed objects removed as garbage, by kind.\n"
+	     "# TYPE regslim_gc_objects_removed_total counter\n"
+	     "regslim_gc_objects_removed_total{kind=\"blob\"} %llu\n"
+	     "regslim_gc_objects_removed_total{kind=\"manifest\"} %llu\n"
+	     "# HELP regslim_gc_bytes_removed_total Bytes of pushed objects removed as garbage.\n"
+	     "# TYPE regslim_gc_bytes_removed_total counter\nregslim_gc_bytes_removed_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_GC_SWEEPS), (unsigned long long)metrics_get(METRICS_GC_FAILED),
+	     (unsigned long long)metrics_get(METRICS_GC_BLOBS_REMOVED),
+	     (unsigned long long)metrics_get(METRICS_GC_MANIFESTS_REMOVED),
+	     (unsigned long long)metrics_get(METRICS_GC_BYTES_REMOVED));
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

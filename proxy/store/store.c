@@ -389,6 +389,33 @@ enum rs_code store_pushed_tags_list(struct store *s, const char *repo, char **ou
 	return s->drv->pushed_tags_list(s->impl, repo, out, out_len, err);
 }
 
+enum rs_code store_pushed_delete_manifest(struct store *s, const char *repo, const char *digest, unsigned *out_tags,
+                                          struct rs_err *err)
+{
+	if (out_tags)
+		*out_tags = 0;
+	enum rs_code rc = digest_parse(digest, err);
+	return rc ? rc : s->drv->pushed_delete_manifest(s->impl, repo, digest, out_tags, err);
+}
+
+enum rs_code store_pushed_delete_tag(struct store *s, const char *repo, const char *tag, struct rs_err *err)
+{
+	return s->drv->pushed_delete_tag(s->impl, repo, tag, err);
+}
+
+enum rs_code store_pushed_delete_blob(struct store *s, const char *repo, const char *digest, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	return rc ? rc : s->drv->pushed_delete_blob(s->impl, repo, digest, err);
+}
+
+enum rs_code store_pushed_gc(struct store *s, time_t now, unsigned grace_s, struct store_gc_stats *out,
+                             struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	return s->drv->pushed_gc(s->impl, now, grace_s, out, err);
+}
+
 /* ------------------------------------------------------------ accounting */
 
 uint64_t store_size(const struct store *s)
