@@ -470,8 +470,9 @@ uint64_t blobstore_size(const struct blobstore *bs)
 
 /* ---- reading objects -------------------------------------------------- */
 
-enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
-                                   uint64_t *out_size, struct rs_err *err)
+/* Open a committed object; touch: mark it used (index and mtime). */
+static enum rs_code open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, bool touch,
+                                int *out_fd, uint64_t *out_size, struct rs_err *err)
 {
 	*out_fd = -1;
 	enum rs_code rc = digest_parse(digest, err);
@@ -494,16 +495,24 @@ enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kin
 		close(fd);
 		return rc;
 	}
-	pthread_mutex_lock(&bs->mu);
-	index_note_use(bs, kind, hex, (uint64_t)st.st_size, NULL);
-	pthread_mutex_unlock(&bs->mu);
-	/* The mtime carries the LRU order across restarts; failing to set it
-	 * only makes that order less exact. */
-	(void)futimens(fd, NULL);
+	if (touch) {
+		pthread_mutex_lock(&bs->mu);
+		index_note_use(bs, kind, hex, (uint64_t)st.st_size, NULL);
+		pthread_mutex_unlock(&bs->mu);
+		/* The mtime carries the LRU order across restarts; failing to set it
+		 * only makes that order less exact. */
+		(void)futimens(fd, NULL);
+	}
 	*out_fd = fd;
 	if (out_size)
 		*out_size = (uint64_t)st.st_size;
 	return RS_OK;
+}
+
+enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
+                                   uint64_t *out_size, struct rs_err *err)
+{
+	return open_object(bs, kind, digest, true, out_fd, out_size, err);
 }
 
 bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
@@ -988,8 +997,8 @@ bool blobstore_remove_idle(struct blobstore *bs, enum blobstore_kind kind, const
 	return removed;
 }
 
-enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
-                                    size_t *out_len, char **out_type, struct rs_err *err)
+static enum rs_code get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, bool touch, char **out_buf,
+                                 size_t *out_len, char **out_type, struct rs_err *err)
 {
 	*out_buf = NULL;
 	*out_type = NULL;
@@ -998,7 +1007,7 @@ enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, si
 	uint64_t size = 0;
 	char *buf = NULL;
 	char *type = NULL;
-	enum rs_code rc = blobstore_open_object(bs, BLOBSTORE_MANIFEST, digest, &fd, &size, err);
+	enum rs_code rc = open_object(bs, BLOBSTORE_MANIFEST, digest, touch, &fd, &size, err);
 	if (rc != RS_OK)
 		return rc;
 	const char *hex = digest_hex(digest);
@@ -1064,6 +1073,18 @@ out:
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
+                                    size_t *out_len, char **out_type, struct rs_err *err)
+{
+	return get_manifest(bs, digest, max_bytes, true, out_buf, out_len, out_type, err);
+}
+
+enum rs_code blobstore_peek_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
+                                     size_t *out_len, char **out_type, struct rs_err *err)
+{
+	return get_manifest(bs, digest, max_bytes, false, out_buf, out_len, out_type, err);
 }
 
 /* ---- tags ------------------------------------------------------------- */

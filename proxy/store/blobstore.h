@@ -88,6 +88,13 @@ RS_MUST_CHECK enum rs_code blobstore_get_manifest(struct blobstore *bs, const ch
                                                   char **out_buf, size_t *out_len, char **out_type,
                                                   struct rs_err *err);
 
+/* blobstore_get_manifest without marking the manifest used (its mtime is
+ * what the garbage collection's grace period counts from): for the sweep's
+ * walk and for deletes. */
+RS_MUST_CHECK enum rs_code blobstore_peek_manifest(struct blobstore *bs, const char *digest, size_t max_bytes,
+                                                   char **out_buf, size_t *out_len, char **out_type,
+                                                   struct rs_err *err);
+
 struct blobstore_tag {
 	char digest[DIGEST_STR_SIZE];
 	char media_type[128];

@@ -969,7 +969,7 @@ enum rs_code push_delete_manifest(struct push *p, const char *repo, const char *
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
 	struct rs_err e = {0};
-	if (blobstore_get_manifest(p->store, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, &e) == RS_OK &&
+	if (blobstore_peek_manifest(p->store, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, &e) == RS_OK &&
 	    refindex_subject_of(subject, buf, len, &e) != RS_OK)
 		subject[0] = '\0'; /* checked at its push: not reached */
 	free(buf);
@@ -1036,7 +1036,7 @@ static enum rs_code mark_load(void *ctx, const struct imagewalk_node *n, char **
                               struct rs_err *err)
 {
 	const struct mark *m = ctx;
-	return blobstore_get_manifest(m->p->store, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+	return blobstore_peek_manifest(m->p->store, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
 }
 
 /* Everything a linked manifest references: config and layers, the entries
