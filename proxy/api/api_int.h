@@ -221,6 +221,10 @@ enum MHD_Result api_fail(struct request *rq, const struct wreq *w, const struct 
  * 404 when the name does not hold it, 405 UNSUPPORTED when the mirror only
  * caches it there. The push permission was checked. */
 enum MHD_Result api_delete(struct push_http *ph, struct request *rq, const struct wreq *w);
+/* deletes.c: a DELETE without an "auth" section (nothing can be pushed, so
+ * deletion is disabled): 405 UNSUPPORTED saying so (the spec's answer for a
+ * registry with deletion disabled). */
+enum MHD_Result api_delete_disabled(struct push_http *ph, struct request *rq, const struct wreq *w);
 
 /* manifest_put.c: "name:tag" or "name@digest" for messages; a manifest PUT
  * under push policy gp. */

@@ -47,6 +47,21 @@ static bool cached(struct push_http *ph, struct request *rq, const struct wreq *
 	return store_linked(ph->store, *up, t.repo, manifest ? STORE_MANIFEST : STORE_BLOB, w->ref);
 }
 
+enum MHD_Result api_delete_disabled(struct push_http *ph, struct request *rq, const struct wreq *w)
+{
+	const char *up = NULL;
+	bool manifest = w->kind == W_MANIFEST_DELETE;
+	char msg[RS_LIMIT_NAME_MAX + 400];
+	if (!w->ref_long && cached(ph, rq, w, manifest, !manifest || strchr(w->ref, ':') != NULL, &up))
+		snprintf(msg, sizeof(msg),
+		         "regslim is a cache of %s for %s: cached content is read-only here; delete it at the upstream", up,
+		         w->name);
+	else
+		snprintf(msg, sizeof(msg), "deleting is disabled: this regslim is a read-only mirror (deleting pushed "
+		                           "images needs push rights, given by an \"auth\" section; docs/push.md)");
+	return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, msg, NULL, 0);
+}
+
 enum MHD_Result api_delete(struct push_http *ph, struct request *rq, const struct wreq *w)
 {
 	bool manifest = w->kind == W_MANIFEST_DELETE;

@@ -376,6 +376,11 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 		*ret = reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, err.msg, NULL, 0);
 		return false;
 	}
+	if ((w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) && !ph->auth) {
+		rq->answered = true;
+		*ret = api_delete_disabled(ph, rq, w);
+		return false;
+	}
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
 		return false;
 	if (k->check && !k->check(ph, rq, w, ret))
