@@ -1415,7 +1415,8 @@ static void each_link_in(struct link_walk *lw, const char *repo, const char *dir
 		char digest[DIGEST_STR_SIZE];
 		if (strlen(de->d_name) != DIGEST_HEX_LEN || !is_hex(de->d_name, DIGEST_HEX_LEN))
 			continue;
-		snprintf(digest, sizeof(digest), "sha256:%s", de->d_name);
+		memcpy(digest, "sha256:", 7);
+		memcpy(digest + 7, de->d_name, DIGEST_HEX_LEN + 1);
 		lw->stopped = !lw->fn(lw->ctx, repo, digest);
 	}
 	closedir(d);

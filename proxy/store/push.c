@@ -897,7 +897,8 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 	if (rc == RS_OK && n == 0 && !blobstore_repo_linked(p->store, PUSH_TAG_NS, repo))
 		rc = rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
 	if (rc == RS_OK) {
-		qsort(tags, n, sizeof(*tags), cmp_str);
+		if (n)
+			qsort(tags, n, sizeof(*tags), cmp_str);
 		size_t sz = strlen(repo) + 32 + n * (RS_LIMIT_TAG_MAX + 4);
 		char *buf = malloc(sz);
 		if (!buf) {
@@ -1097,7 +1098,7 @@ static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct ma
 		return false;
 	bool go_on = true;
 	for (size_t i = 0; i < n && go_on; i++) {
-		if (bsearch(objs[i], m->v, m->n, sizeof(*m->v), cmp_digest))
+		if (m->n && bsearch(objs[i], m->v, m->n, sizeof(*m->v), cmp_digest))
 			continue;
 		uint64_t size = 0;
 		pthread_mutex_lock(&p->gc_mu);
@@ -1140,7 +1141,8 @@ enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_g
 		rc = m.rc;
 	out->roots = m.roots;
 	if (rc == RS_OK) {
-		qsort(m.v, m.n, sizeof(*m.v), cmp_digest);
+		if (m.n)
+			qsort(m.v, m.n, sizeof(*m.v), cmp_digest);
 		size_t k = 0;
 		for (size_t i = 0; i < m.n; i++)
 			if (k == 0 || strcmp(m.v[k - 1], m.v[i]) != 0)
