@@ -78,6 +78,8 @@ struct push {
 	char (*touched)[DIGEST_STR_SIZE];
 	size_t ntouched, captouched;
 	bool touched_lost; /* a note did not fit (no memory): the sweep removes nothing more */
+	void (*gc_hook)(void *ctx); /* push_set_gc_hook (tests) */
+	void *gc_hook_ctx;
 };
 
 struct push_upload {
@@ -1123,6 +1125,12 @@ static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct ma
 	return go_on;
 }
 
+void push_set_gc_hook(struct push *p, void (*fn)(void *ctx), void *ctx)
+{
+	p->gc_hook = fn;
+	p->gc_hook_ctx = ctx;
+}
+
 enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_gc_stats *out, struct rs_err *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -1149,6 +1157,8 @@ enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_g
 				memmove(m.v[k++], m.v[i], DIGEST_STR_SIZE);
 		m.n = k;
 		out->marked = (unsigned)k;
+		if (p->gc_hook)
+			p->gc_hook(p->gc_hook_ctx);
 		/* manifests first: a manifest removed keeps no blob in a later sweep */
 		if (!sweep_kind(p, BLOBSTORE_MANIFEST, &m, now, grace_s, out, err) ||
 		    !sweep_kind(p, BLOBSTORE_BLOB, &m, now, grace_s, out, err))

@@ -177,6 +177,9 @@ struct push_gc_stats {
  * links fails (RS_IO naming it, RS_NOMEM). */
 RS_MUST_CHECK enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_gc_stats *out,
                                    struct rs_err *err);
+/* Tests: fn(ctx) runs in every sweep between the reading of the links and
+ * the removals, the window a push during the sweep falls into. NULL: none. */
+void push_set_gc_hook(struct push *p, void (*fn)(void *ctx), void *ctx);
 
 /* Remove uploads idle for push.upload_idle_timeout_s or more at time now
  * (uploads in use are skipped). *out_removed (may be NULL) counts them. */
