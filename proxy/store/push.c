@@ -16,6 +16,13 @@
  * (type, schemaVersion, digests, references) and stored with their media
  * type; tags go to the push store's tag map under the namespace "pushed".
  *
+ * Deletes remove links, tags and referrers-index entries only; the bytes go
+ * at the garbage collection (push_gc): a mark of what every linked manifest
+ * is and references, then a sweep of the store's index that removes the
+ * rest once idle for the grace period. Manifest pushes hold put_lock (read)
+ * so a sweep starts only once they have linked; pushes during a sweep note
+ * what they take (gc_note) and each removal checks the notes under gc_mu.
+ *
  * It talks to the file system and blobstore.c; no HTTP, no upstream. */
 #include "push.h"
 

@@ -2,7 +2,9 @@
  * upload sessions (streamed to disk under <data>/uploads/, hashed as they
  * go, size-limited, resumable across connections and restarts, swept when
  * idle), cross-repository mounts, manifest pushes with the spec's reference
- * checks, and the push tag map.
+ * checks, the push tag map, deletes (manifests with their tags and
+ * referrers-index entries, tags, blob links) and the garbage collection of
+ * the pushed-image store.
  *
  * Pushed images are kept locally in their own store, <data>/push/ (same
  * layout as the cache, see blobstore.h), which is never evicted and whose

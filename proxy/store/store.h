@@ -17,7 +17,8 @@
  *
  * Areas: STORE_CACHE is the mirror's cache of upstream content (evicted
  * least recently used first); STORE_PUSHED holds images pushed to regslim
- * (never evicted). Objects are addressed by (area, kind, digest).
+ * (never evicted; what no pushed image references any more is removed by
+ * store_pushed_gc). Objects are addressed by (area, kind, digest).
  *
  * Thread-safe. It knows nothing of HTTP or upstreams: what the store lacks
  * comes through callbacks of the caller (store_fetch_fn, store_pushed_fetch_fn). */
