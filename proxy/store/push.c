@@ -1096,10 +1096,25 @@ static bool gc_touched(const struct push *p, const char *digest)
 	return false;
 }
 
+/* Sort the marks and drop duplicates, for bsearch. */
+static void mark_sort(struct mark *m)
+{
+	if (!m->n)
+		return;
+	qsort(m->v, m->n, sizeof(*m->v), cmp_digest);
+	size_t k = 0;
+	for (size_t i = 0; i < m->n; i++)
+		if (k == 0 || strcmp(m->v[k - 1], m->v[i]) != 0)
+			memmove(m->v[k++], m->v[i], DIGEST_STR_SIZE);
+	m->n = k;
+}
+
 /* Remove the unmarked objects of kind that are idle; false when the sweep
- * must stop (a push's note was lost). */
-static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct mark *m, time_t now, unsigned grace_s,
-                       struct push_gc_stats *st, struct rs_err *err)
+ * must stop (a push's note was lost, or a kept manifest could not be read).
+ * A manifest kept (used within the grace period, or taken by a push) keeps
+ * what it references too: its walk goes into kept (NULL for blobs). */
+static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct mark *m, struct mark *kept, time_t now,
+                       unsigned grace_s, struct push_gc_stats *st, struct rs_err *err)
 {
 	char(*objs)[DIGEST_STR_SIZE] = NULL;
 	size_t n = 0;
@@ -1110,11 +1125,14 @@ static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct ma
 		if (m->n && bsearch(objs[i], m->v, m->n, sizeof(*m->v), cmp_digest))
 			continue;
 		uint64_t size = 0;
+		bool keep = false;
 		pthread_mutex_lock(&p->gc_mu);
 		if (p->touched_lost) {
 			go_on = false;
+			rs_err_set(err, RS_NOMEM, "out of memory noting what pushes took during the sweep; the sweep stopped");
 		} else if (gc_touched(p, objs[i])) {
 			st->raced++;
+			keep = true;
 		} else if (blobstore_remove_idle(p->store, kind, objs[i], now - (time_t)grace_s, now, &size)) {
 			st->bytes_removed += size;
 			if (kind == BLOBSTORE_BLOB)
@@ -1123,12 +1141,13 @@ static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct ma
 				st->manifests_removed++;
 		} else {
 			st->young++;
+			keep = true;
 		}
 		pthread_mutex_unlock(&p->gc_mu);
+		if (keep && kept && !mark_root(kept, "(no repository)", objs[i]))
+			go_on = false; /* kept->rc and err say why */
 	}
 	free(objs);
-	if (!go_on)
-		rs_err_set(err, RS_NOMEM, "out of memory noting what pushes took during the sweep; the sweep stopped");
 	return go_on;
 }
 
@@ -1155,22 +1174,26 @@ enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_g
 	if (rc == RS_OK)
 		rc = m.rc;
 	out->roots = m.roots;
+	struct mark kept = {.p = p, .err = err};
 	if (rc == RS_OK) {
-		if (m.n)
-			qsort(m.v, m.n, sizeof(*m.v), cmp_digest);
-		size_t k = 0;
-		for (size_t i = 0; i < m.n; i++)
-			if (k == 0 || strcmp(m.v[k - 1], m.v[i]) != 0)
-				memmove(m.v[k++], m.v[i], DIGEST_STR_SIZE);
-		m.n = k;
-		out->marked = (unsigned)k;
+		mark_sort(&m);
+		out->marked = (unsigned)m.n;
 		if (p->gc_hook)
 			p->gc_hook(p->gc_hook_ctx);
-		/* manifests first: a manifest removed keeps no blob in a later sweep */
-		if (!sweep_kind(p, BLOBSTORE_MANIFEST, &m, now, grace_s, out, err) ||
-		    !sweep_kind(p, BLOBSTORE_BLOB, &m, now, grace_s, out, err))
+		/* manifests first; what the ones kept reference is kept with them */
+		if (!sweep_kind(p, BLOBSTORE_MANIFEST, &m, &kept, now, grace_s, out, err))
 			rc = err->code ? err->code : RS_NOMEM;
 	}
+	for (size_t i = 0; rc == RS_OK && i < kept.n; i++) {
+		mark_add(&m, kept.v[i]);
+		rc = m.rc;
+	}
+	if (rc == RS_OK) {
+		mark_sort(&m);
+		if (!sweep_kind(p, BLOBSTORE_BLOB, &m, NULL, now, grace_s, out, err))
+			rc = err->code ? err->code : RS_NOMEM;
+	}
+	free(kept.v);
 	free(m.v);
 	pthread_mutex_lock(&p->gc_mu);
 	p->gc_running = false;

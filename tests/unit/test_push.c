@@ -13,9 +13,11 @@
 #include "fixture.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -285,7 +287,7 @@ START_TEST(gc_spares_what_pushes_take_during_the_sweep)
 	ck_assert_int_eq(r.ran, 1);
 	ck_assert_uint_eq(st.roots, 0); /* the links were read before the push */
 	ck_assert_uint_eq(st.blobs_removed + st.manifests_removed, 0);
-	ck_assert_uint_eq(st.raced, 4); /* the manifest, its two blobs, the blob uploaded again */
+	ck_assert_uint_eq(st.raced, 2); /* the manifest (its two blobs kept with it), the blob uploaded again */
 	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, md));
 	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, c));
 	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, l));
@@ -305,6 +307,46 @@ START_TEST(gc_spares_what_pushes_take_during_the_sweep)
 	ck_assert(!push_holds(p, "t/other", BLOBSTORE_BLOB, r.y));
 	upload_blob(p, "t/other", 33, 500, 500, r.y);
 	ck_assert(push_holds(p, "t/other", BLOBSTORE_BLOB, r.y));
+	free(m);
+	push_free(p);
+}
+END_TEST
+
+/* Set the last use of pushed object digest (kind "blobs" or "manifests")
+ * to t seconds ago. */
+static void age_object(const char *kind, const char *digest, time_t t)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/push/%s/sha256/%.2s/%s", fixture_dir(), kind, digest + 7, digest + 7);
+	struct timespec ts[2] = {{time(NULL) - t, 0}, {time(NULL) - t, 0}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+START_TEST(gc_keeps_what_a_young_manifest_references)
+{
+	struct push *p = open_push();
+	struct blobstore *bs = push_store(p);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	upload_blob(p, "t/app", 41, 100, 100, c);
+	upload_blob(p, "t/app", 42, 1000, 1000, l);
+	char *m = manifest_json(c, l);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, m, strlen(m), md, &err), RS_OK);
+	ck_assert_int_eq(push_delete_manifest(p, "t/app", md, NULL, &err), RS_OK);
+	/* old blobs under a manifest deleted within the grace period: the
+	 * manifest stays, so do they (no pushed manifest ever lacks a blob) */
+	age_object("blobs", c, 7200);
+	age_object("blobs", l, 7200);
+	struct push_gc_stats st;
+	ck_assert_int_eq(push_gc(p, time(NULL), 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.blobs_removed + st.manifests_removed, 0);
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, md));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, c) && blobstore_has(bs, BLOBSTORE_BLOB, l));
+	/* once the manifest is old too, all three go */
+	age_object("manifests", md, 7200);
+	ck_assert_int_eq(push_gc(p, time(NULL), 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.blobs_removed, 2);
+	ck_assert_uint_eq(st.manifests_removed, 1);
 	free(m);
 	push_free(p);
 }
@@ -442,6 +484,7 @@ static Suite *push_suite(void)
 	tcase_add_test(tc, manifest_checks_and_tags);
 	tcase_add_test(tc, indexes_pushed_referrers_per_repository);
 	tcase_add_test(tc, gc_spares_what_pushes_take_during_the_sweep);
+	tcase_add_test(tc, gc_keeps_what_a_young_manifest_references);
 	suite_add_tcase(s, tc);
 	return s;
 }
