@@ -612,7 +612,10 @@ static enum rs_code take(struct push *p, const char *dst, const char *src, enum 
                          const char *digest, struct rs_err *err)
 {
 	enum rs_code rc = RS_OK;
+	/* taken: spared by a sweep running now, and its grace period starts
+	 * again for the next one (a mount comes before its manifest) */
 	gc_note(p, digest);
+	(void)blobstore_touch(p->store, kind, digest); /* absent: fetched below or refused */
 	if (!push_holds(p, src, kind, digest)) {
 		struct rs_err fe = {0};
 		if (!p->fetch || p->fetch(p->fetch_ctx, src, digest, kind == BLOBSTORE_MANIFEST, &fe) != RS_OK)
