@@ -55,7 +55,8 @@ static const char *const auth_keys[] = {"username", "password_env", "password_fi
 static const char *const auth_section_keys[] = {"htpasswd", "token_secret_file", "realm", "token_ttl_s",
                                                "anonymous_pull", "groups", "acl", NULL};
 static const char *const acl_keys[] = {"repository", "users", "groups", "actions", NULL};
-static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", "upstream", "policies", NULL};
+static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", "gc_grace_s", "gc_interval_s",
+                                        "upstream", "policies", NULL};
 static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
@@ -928,6 +929,12 @@ static enum rs_code load_push_section(struct rs_config *cfg, const struct jsonlo
 	    (rc = get_uint(&cfg->push.upload_idle_timeout_s, ld, "push.upload_idle_timeout_s", x, 1,
 	                   RS_LIMIT_UPLOAD_IDLE_MAX_S)))
 		return rc;
+	if ((x = json_object_get(v, "gc_grace_s")) &&
+	    (rc = get_uint(&cfg->push.gc_grace_s, ld, "push.gc_grace_s", x, 0, RS_LIMIT_GC_GRACE_MAX_S)))
+		return rc;
+	if ((x = json_object_get(v, "gc_interval_s")) &&
+	    (rc = get_uint(&cfg->push.gc_interval_s, ld, "push.gc_interval_s", x, 0, RS_LIMIT_GC_INTERVAL_MAX_S)))
+		return rc;
 	if ((x = json_object_get(v, "upstream"))) {
 		if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
 			return fail_value(ld, "push.upstream", x, "the name of a configured upstream");
@@ -1678,6 +1685,8 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->auth.anonymous_pull = true;
 	cfg->push.max_blob_bytes = RS_LIMIT_PUSH_BLOB_DEFAULT_BYTES;
 	cfg->push.upload_idle_timeout_s = RS_LIMIT_UPLOAD_IDLE_DEFAULT_S;
+	cfg->push.gc_grace_s = RS_LIMIT_GC_GRACE_DEFAULT_S;
+	cfg->push.gc_interval_s = RS_LIMIT_GC_INTERVAL_DEFAULT_S;
 	cfg->source = xalloc_strdup(DEFAULTS_SOURCE);
 	cfg->listen = xalloc_strdup(DEFAULT_LISTEN);
 	cfg->data_dir = xalloc_strdup(DEFAULT_DATA_DIR);
@@ -2063,6 +2072,8 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 	if (push) {
 		put(push, "max_blob_bytes", json_integer((json_int_t)cfg->push.max_blob_bytes), &ok);
 		put(push, "upload_idle_timeout_s", json_integer(cfg->push.upload_idle_timeout_s), &ok);
+		put(push, "gc_grace_s", json_integer(cfg->push.gc_grace_s), &ok);
+		put(push, "gc_interval_s", json_integer(cfg->push.gc_interval_s), &ok);
 		if (cfg->push.upstream)
 			put(push, "upstream", json_string(cfg->push.upstream), &ok);
 		if (cfg->push.policy_count)

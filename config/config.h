@@ -70,6 +70,8 @@ struct rs_auth_config {
 struct rs_push_config {
 	uint64_t max_blob_bytes;        /* one uploaded blob */
 	unsigned upload_idle_timeout_s; /* uploads idle this long are removed */
+	unsigned gc_grace_s;    /* unreferenced pushed objects unused this long are garbage */
+	unsigned gc_interval_s; /* seconds between garbage collection sweeps; 0: only on SIGUSR1 */
 	/* Push gate (config/gate_policy.h, docs/policy.md): a push to a
 	 * repository that a policy matches is checked, optimized per its mode
 	 * and forwarded to this upstream (NULL: the default upstream) with

@@ -107,6 +107,13 @@
 /* config: push.upload_idle_timeout_s default and upper bound. */
 #define RS_LIMIT_UPLOAD_IDLE_DEFAULT_S 3600
 #define RS_LIMIT_UPLOAD_IDLE_MAX_S (7 * 24 * 3600)
+/* config: push.gc_grace_s (unreferenced pushed objects unused this long are
+ * removed) and push.gc_interval_s (between two sweeps; 0: on SIGUSR1 only):
+ * defaults and upper bounds. */
+#define RS_LIMIT_GC_GRACE_DEFAULT_S 3600
+#define RS_LIMIT_GC_GRACE_MAX_S (30 * 24 * 3600)
+#define RS_LIMIT_GC_INTERVAL_DEFAULT_S 3600
+#define RS_LIMIT_GC_INTERVAL_MAX_S (7 * 24 * 3600)
 /* Upload sessions open at once (each holds a hash context in memory). */
 #define RS_LIMIT_UPLOADS_MAX 4096
 /* Auth (proxy/auth.c). config: auth.token_ttl_s default and upper bound. */

@@ -56,6 +56,7 @@ struct registry {
 	pthread_mutex_t health_mu; /* guards the two below */
 	bool data_dir_read_only;
 	char data_dir_error[256];
+	_Atomic bool gc_requested; /* registry_request_gc: the next maintenance pass sweeps */
 };
 
 struct pull_verdict {
@@ -166,6 +167,7 @@ struct push_http {
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
 	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
+	time_t gc_last;              /* the last garbage collection sweep (push_http_maintain); 0: none yet */
 };
 
 enum wkind {
@@ -176,8 +178,8 @@ enum wkind {
 	W_UPLOAD_STATUS,
 	W_UPLOAD_DELETE,
 	W_MANIFEST_PUT,
-	W_MANIFEST_DELETE, /* not supported yet: 405 */
-	W_BLOB_DELETE,     /* not supported yet: 405 */
+	W_MANIFEST_DELETE, /* deletes.c */
+	W_BLOB_DELETE,     /* deletes.c */
 };
 
 /* One write request. */
@@ -207,6 +209,15 @@ enum MHD_Result api_throttled(struct request *rq, const char *msg, unsigned retr
  * Range and Docker-Upload-UUID when with_range). */
 enum MHD_Result api_fail(struct request *rq, const struct wreq *w, const struct rs_err *err, uint64_t size,
                          bool with_range);
+
+/* deletes.c: DELETE of a pushed manifest (by digest), tag or blob: 202;
+ * 404 when the name does not hold it, 405 UNSUPPORTED when the mirror only
+ * caches it there. The push permission was checked. */
+enum MHD_Result api_delete(struct push_http *ph, struct request *rq, const struct wreq *w);
+/* deletes.c: a DELETE without an "auth" section (nothing can be pushed, so
+ * deletion is disabled): 405 UNSUPPORTED saying so (the spec's answer for a
+ * registry with deletion disabled). */
+enum MHD_Result api_delete_disabled(struct push_http *ph, struct request *rq, const struct wreq *w);
 
 /* manifest_put.c: "name:tag" or "name@digest" for messages; a manifest PUT
  * under push policy gp. */

@@ -14,6 +14,8 @@
 #include "auth.h"
 #include "gate.h"
 #include "gate_scan.h"
+#include "log.h"
+#include "metrics.h"
 #include "store.h"
 
 #include <stdlib.h>
@@ -66,8 +68,44 @@ struct gate_resolver *push_http_bases(struct push_http *ph)
 	return ph->bases;
 }
 
-void push_http_maintain(struct push_http *ph)
+static void gc_sweep(struct push_http *ph, time_t now)
 {
-	store_upload_sweep(ph->store, time(NULL), NULL);
+	struct store_gc_stats st;
+	struct rs_err err = {0};
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	enum rs_code rc = store_pushed_gc(ph->store, now, ph->cfg->push.gc_grace_s, &st, &err);
+	if (rc == RS_UNSUPPORTED)
+		return; /* a store driver without garbage collection: nothing is collected, nothing to say each time */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long ms = (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+	metrics_add(METRICS_GC_SWEEPS, 1);
+	metrics_add(METRICS_GC_BLOBS_REMOVED, st.blobs_removed);
+	metrics_add(METRICS_GC_MANIFESTS_REMOVED, st.manifests_removed);
+	metrics_add(METRICS_GC_BYTES_REMOVED, st.bytes_removed);
+	if (rc != RS_OK) {
+		metrics_add(METRICS_GC_FAILED, 1);
+		log_event(LOG_WARN, "push gc: sweep stopped, %u blobs and %u manifests removed before: %s",
+		          st.blobs_removed, st.manifests_removed, err.msg);
+		return;
+	}
+	log_event(LOG_INFO,
+	          "push gc: %u manifests linked keep %u objects; removed %u blobs and %u manifests (%llu bytes); kept %u "
+	          "unreferenced (used within push.gc_grace_s %us) and %u taken by pushes during the sweep; %ld ms",
+	          st.roots, st.marked, st.blobs_removed, st.manifests_removed, (unsigned long long)st.bytes_removed,
+	          st.young, ph->cfg->push.gc_grace_s, st.raced, ms);
+}
+
+void push_http_maintain(struct push_http *ph, bool gc_now)
+{
+	time_t now = time(NULL);
+	store_upload_sweep(ph->store, now, NULL);
+	unsigned every = ph->cfg->push.gc_interval_s;
+	if (ph->gc_last == 0)
+		ph->gc_last = now; /* the first periodic sweep one interval after start */
+	if (gc_now || (every && now - ph->gc_last >= (time_t)every)) {
+		ph->gc_last = now;
+		gc_sweep(ph, now);
+	}
 }
 

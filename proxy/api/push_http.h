@@ -37,8 +37,12 @@ void push_http_free(struct push_http *ph);
 struct gate_resolver;
 struct gate_resolver *push_http_bases(struct push_http *ph);
 
-/* Periodic work: remove abandoned uploads. */
-void push_http_maintain(struct push_http *ph);
+/* Periodic work: remove abandoned uploads, then a garbage collection sweep
+ * of the pushed images (store_pushed_gc, push.gc_grace_s) when
+ * push.gc_interval_s passed since the last one (the first comes one
+ * interval after start), or at once when gc_now (SIGUSR1). One log line
+ * and the regslim_gc_* metrics per sweep. */
+void push_http_maintain(struct push_http *ph, bool gc_now);
 
 /* May this request go on? repo NULL is /v2/ itself; need AUTH_PULL or
  * AUTH_PUSH. When not, an answer (401/403) was queued and *ret holds

@@ -202,13 +202,18 @@ void registry_maintain(struct registry *r)
 	pthread_mutex_unlock(&r->health_mu);
 	if (ro)
 		return; /* sweeps and eviction would only fail, every minute */
-	push_http_maintain(r->ph);
+	push_http_maintain(r->ph, atomic_exchange(&r->gc_requested, false));
 	struct rs_err err = {0};
 	uint64_t freed = 0;
 	if (store_evict(r->store, &freed, &err) != RS_OK)
 		log_event(LOG_WARN, "cache eviction failed: %s", err.msg);
 	else if (freed)
 		log_event(LOG_INFO, "cache eviction freed %llu bytes", (unsigned long long)freed);
+}
+
+void registry_request_gc(struct registry *r)
+{
+	atomic_store(&r->gc_requested, true);
 }
 
 /* ------------------------------------------------------------ names */

@@ -50,4 +50,8 @@ unsigned registry_inflight(struct registry *r);
  * (called periodically by the server). */
 void registry_maintain(struct registry *r);
 
+/* Make the next registry_maintain run a garbage collection sweep of the
+ * pushed images whatever push.gc_interval_s says (SIGUSR1). */
+void registry_request_gc(struct registry *r);
+
 #endif

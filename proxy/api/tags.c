@@ -261,10 +261,15 @@ static enum MHD_Result answer_page(struct registry *r, struct request *rq, const
  * the name has some, else the upstream's answer. Logged when the upstream
  * failed (no answer, 5xx, 429); a 4xx is its way of saying it has no such
  * repository (Docker Hub answers 401 for one that does not exist). */
-static bool pushed_only(const struct tag_list *pushed, const struct route_target *t, const char *why, long status)
+/* The pushed tags alone answer when there are some, or when the name holds
+ * pushed content whose tags were all deleted (found) and the upstream does
+ * not know the repository: "Assuming a repository is found, this request
+ * MUST return a 200 OK response code. The list of tags MAY be empty". */
+static bool pushed_only(const struct tag_list *pushed, bool found, const struct route_target *t, const char *why,
+                        long status)
 {
 	if (!pushed->n)
-		return false;
+		return found && status == 404;
 	if (status == 0 || status >= 500 || status == 429)
 		log_event(LOG_WARN, "tags/list of %s: only the pushed tags, the upstream's are missing: %s", t->name, why);
 	return true;
@@ -279,8 +284,8 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 	struct tag_list pushed = {0}, all = {0};
 	char *pbody = NULL;
 	size_t plen = 0;
-	if (store_pushed_tags_list(r->store, t->name, &pbody, &plen, &err) == RS_OK &&
-	    list_add_json(&pushed, pbody, plen, "the pushed", &err) != RS_OK) {
+	bool found = store_pushed_tags_list(r->store, t->name, &pbody, &plen, &err) == RS_OK;
+	if (found && list_add_json(&pushed, pbody, plen, "the pushed", &err) != RS_OK) {
 		if (err.code == RS_BAD_INPUT) /* our own store's list */
 			err.code = RS_IO;
 		free(pbody);
@@ -320,7 +325,7 @@ enum MHD_Result api_tags_list(struct registry *r, struct request *rq, const stru
 		ret = rc ? reply_fail(rq, &err, REPLY_NAME, NULL, 0)
 		         : src.up_more && !bound ? MHD_NO : answer_page(r, rq, t, &all, &pq, &src);
 		free(bound);
-	} else if (pushed_only(&pushed, t, rc ? err.msg : "it answered with an error status", rc ? 0 : rep.status)) {
+	} else if (pushed_only(&pushed, found, t, rc ? err.msg : "it answered with an error status", rc ? 0 : rep.status)) {
 		src = (struct page_src){.merged = true};
 		ret = answer_page(r, rq, t, &pushed, &pq, &src);
 	} else if (rc) {

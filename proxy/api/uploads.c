@@ -13,9 +13,9 @@
  *   GET    /v2/<name>/blobs/uploads/<uuid>           204 status (Range)
  *   DELETE /v2/<name>/blobs/uploads/<uuid>           204 cancel
  *   PUT    /v2/<name>/manifests/<tag|digest>         201 (Location, Docker-Content-Digest)
- *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  405 UNSUPPORTED
+ *   DELETE /v2/<name>/manifests/<ref>, /v2/<name>/blobs/<digest>  202 (deletes.c)
  * setup() prepares every kind through one table (write_kinds): the same
- * steps in the same order (route, unsupported, name, push permission, the
+ * steps in the same order (route, name, deletes disabled without auth, push permission, the
  * kind's own step, the upload session, the chunk's Content-Range).
  * Bodies stream into the store's upload sessions (store.h) as MHD hands them over; an error found while
  * the body is still arriving (too large, out-of-order chunk, no
@@ -349,25 +349,24 @@ static bool setup_chunk_range(struct request *rq, struct wreq *w, enum MHD_Resul
 /* Every write kind and what setup does for it. */
 static const struct write_kind {
 	const char *route;   /* rq->route, for logs and metrics */
-	bool unsupported;    /* answered 405 UNSUPPORTED before anything else */
 	setup_fn check;      /* the kind's own step after the push gate; NULL: none */
 	bool upload;         /* works on an upload session, opened here */
 	bool chunk;          /* carries a chunk: its Content-Range is checked */
 } write_kinds[] = {
-	[W_NONE] = {"upload", false, NULL, false, false}, /* never set up: no such endpoint */
-	[W_UPLOAD_START] = {"upload", false, setup_upload_start, true, false},
-	[W_UPLOAD_PATCH] = {"upload", false, NULL, true, true},
-	[W_UPLOAD_PUT] = {"upload", false, setup_upload_digest, true, true},
-	[W_UPLOAD_STATUS] = {"upload", false, NULL, true, false},
-	[W_UPLOAD_DELETE] = {"upload", false, NULL, true, false},
-	[W_MANIFEST_PUT] = {"manifest", false, setup_manifest_ref, false, false},
-	[W_MANIFEST_DELETE] = {"manifest", true, NULL, false, false},
-	[W_BLOB_DELETE] = {"blob", true, NULL, false, false},
+	[W_NONE] = {"upload", NULL, false, false}, /* never set up: no such endpoint */
+	[W_UPLOAD_START] = {"upload", setup_upload_start, true, false},
+	[W_UPLOAD_PATCH] = {"upload", NULL, true, true},
+	[W_UPLOAD_PUT] = {"upload", setup_upload_digest, true, true},
+	[W_UPLOAD_STATUS] = {"upload", NULL, true, false},
+	[W_UPLOAD_DELETE] = {"upload", NULL, true, false},
+	[W_MANIFEST_PUT] = {"manifest", setup_manifest_ref, false, false},
+	[W_MANIFEST_DELETE] = {"manifest", NULL, false, false},
+	[W_BLOB_DELETE] = {"blob", NULL, false, false},
 };
 
 /* Gate, validate and open what the request needs, by write_kinds: the same
- * steps in the same order for every kind (route; refusal of what regslim
- * does not support; repository name; push permission; the kind's own
+ * steps in the same order for every kind (route; repository name; a
+ * delete without an auth section, disabled; push permission; the kind's own
  * step; the upload session; the chunk's range). Answers on failure. */
 static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
 {
@@ -375,16 +374,15 @@ static bool setup(struct push_http *ph, struct request *rq, struct wreq *w, enum
 	struct rs_err err = {0};
 	w->limit = UINT64_MAX;
 	rq->route = k->route;
-	if (k->unsupported) {
-		rq->answered = true;
-		*ret = reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "deleting manifests and blobs is not supported by regslim",
-		                   NULL, 0);
-		return false;
-	}
 	if (!refname_repo_valid(w->name)) {
 		rq->answered = true;
 		rs_err_set(&err, RS_BAD_INPUT, "invalid repository name '%.200s'", w->name);
 		*ret = reply_error(rq, RS_BAD_INPUT, REPLY_OTHER, err.msg, NULL, 0);
+		return false;
+	}
+	if ((w->kind == W_MANIFEST_DELETE || w->kind == W_BLOB_DELETE) && !ph->auth) {
+		rq->answered = true;
+		*ret = api_delete_disabled(ph, rq, w);
 		return false;
 	}
 	if (!push_http_gate(ph, rq, w->name, AUTH_PUSH, ret))
@@ -573,6 +571,9 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		store_upload_cancel(w->u);
 		w->u = NULL;
 		return reply_empty(rq, 204, NULL, 0);
+	case W_MANIFEST_DELETE:
+	case W_BLOB_DELETE:
+		return api_delete(ph, rq, w);
 	case W_UPLOAD_PUT: {
 		const char *dg = arg(rq, "digest");
 		struct store_upload *u = w->u;

@@ -156,8 +156,10 @@ int cmd_serve(int argc, char **argv)
 		}
 		if (sig == SIGHUP)
 			reload(srv);
-		if (sig == SIGUSR1)
-			log_event(LOG_INFO, "signal %d: maintenance pass now (eviction, upload sweep)", sig);
+		if (sig == SIGUSR1) {
+			log_event(LOG_INFO, "signal %d: maintenance pass now (eviction, upload sweep, push gc)", sig);
+			registry_request_gc(reg);
+		}
 		if (sig < 0 || sig == SIGUSR1)
 			registry_maintain(reg);
 	}

@@ -233,6 +233,57 @@ static void emit(struct page *p, const char *fmt, ...)
 	}
 }
 
+/* The plain counters: logins, dropped connections, the scrub and the push
+ * store's garbage collection. */
+static void render_counters(struct page *p)
+{
+	emit(p,
+	     "# HELP regslim_login_failures_total Basic logins with a wrong user or password.\n"
+	     "# TYPE regslim_login_failures_total counter\nregslim_login_failures_total %llu\n"
+	     "# HELP regslim_login_throttled_total Logins refused unchecked during a failed-login back-off.\n"
+	     "# TYPE regslim_login_throttled_total counter\nregslim_login_throttled_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_LOGIN_FAILED),
+	     (unsigned long long)metrics_get(METRICS_LOGIN_THROTTLED));
+	emit(p,
+	     "# HELP regslim_connections_dropped_total Connections ended by the limits against abusive clients: "
+	     "request head too slow (header_timeout), request body too slow (slow_body), refused because the "
+	     "address had max_connections_per_ip (per_ip_limit).\n"
+	     "# TYPE regslim_connections_dropped_total counter\n"
+	     "regslim_connections_dropped_total{reason=\"header_timeout\"} %llu\n"
+	     "regslim_connections_dropped_total{reason=\"slow_body\"} %llu\n"
+	     "regslim_connections_dropped_total{reason=\"per_ip_limit\"} %llu\n",
+	     (unsigned long long)metrics_get(METRICS_DROP_HEADER_TIMEOUT),
+	     (unsigned long long)metrics_get(METRICS_DROP_SLOW_BODY),
+	     (unsigned long long)metrics_get(METRICS_DROP_PER_IP_LIMIT));
+	emit(p,
+	     "# HELP regslim_scrub_objects_total Stored objects rehashed by the background scrub.\n"
+	     "# TYPE regslim_scrub_objects_total counter\nregslim_scrub_objects_total %llu\n"
+	     "# HELP regslim_scrub_bytes_total Bytes rehashed by the background scrub.\n"
+	     "# TYPE regslim_scrub_bytes_total counter\nregslim_scrub_bytes_total %llu\n"
+	     "# HELP regslim_scrub_corrupt_total Stored objects that did not hash to their digest (removed).\n"
+	     "# TYPE regslim_scrub_corrupt_total counter\nregslim_scrub_corrupt_total %llu\n"
+	     "# HELP regslim_scrub_passes_total Full scrub passes over the store.\n"
+	     "# TYPE regslim_scrub_passes_total counter\nregslim_scrub_passes_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_SCRUB_OBJECTS), (unsigned long long)metrics_get(METRICS_SCRUB_BYTES),
+	     (unsigned long long)metrics_get(METRICS_SCRUB_CORRUPT),
+	     (unsigned long long)metrics_get(METRICS_SCRUB_PASSES));
+	emit(p,
+	     "# HELP regslim_gc_sweeps_total Garbage collection sweeps of the pushed images.\n"
+	     "# TYPE regslim_gc_sweeps_total counter\nregslim_gc_sweeps_total %llu\n"
+	     "# HELP regslim_gc_failures_total Sweeps that stopped early (the links could not be read in full).\n"
+	     "# TYPE regslim_gc_failures_total counter\nregslim_gc_failures_total %llu\n"
+	     "# HELP regslim_gc_objects_removed_total Pushed objects removed as garbage, by kind.\n"
+	     "# TYPE regslim_gc_objects_removed_total counter\n"
+	     "regslim_gc_objects_removed_total{kind=\"blob\"} %llu\n"
+	     "regslim_gc_objects_removed_total{kind=\"manifest\"} %llu\n"
+	     "# HELP regslim_gc_bytes_removed_total Bytes of pushed objects removed as garbage.\n"
+	     "# TYPE regslim_gc_bytes_removed_total counter\nregslim_gc_bytes_removed_total %llu\n",
+	     (unsigned long long)metrics_get(METRICS_GC_SWEEPS), (unsigned long long)metrics_get(METRICS_GC_FAILED),
+	     (unsigned long long)metrics_get(METRICS_GC_BLOBS_REMOVED),
+	     (unsigned long long)metrics_get(METRICS_GC_MANIFESTS_REMOVED),
+	     (unsigned long long)metrics_get(METRICS_GC_BYTES_REMOVED));
+}
+
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 {
 	static const char *const kinds[METRICS_KIND_COUNT] = {"manifest", "blob"};
@@ -339,36 +390,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_UPSTREAM_BYTES),
 	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), atomic_load(&data_dir_writable), inflight,
 	     (unsigned long long)rss_bytes());
-	emit(&p,
-	     "# HELP regslim_login_failures_total Basic logins with a wrong user or password.\n"
-	     "# TYPE regslim_login_failures_total counter\nregslim_login_failures_total %llu\n"
-	     "# HELP regslim_login_throttled_total Logins refused unchecked during a failed-login back-off.\n"
-	     "# TYPE regslim_login_throttled_total counter\nregslim_login_throttled_total %llu\n",
-	     (unsigned long long)metrics_get(METRICS_LOGIN_FAILED),
-	     (unsigned long long)metrics_get(METRICS_LOGIN_THROTTLED));
-	emit(&p,
-	     "# HELP regslim_connections_dropped_total Connections ended by the limits against abusive clients: "
-	     "request head too slow (header_timeout), request body too slow (slow_body), refused because the "
-	     "address had max_connections_per_ip (per_ip_limit).\n"
-	     "# TYPE regslim_connections_dropped_total counter\n"
-	     "regslim_connections_dropped_total{reason=\"header_timeout\"} %llu\n"
-	     "regslim_connections_dropped_total{reason=\"slow_body\"} %llu\n"
-	     "regslim_connections_dropped_total{reason=\"per_ip_limit\"} %llu\n",
-	     (unsigned long long)metrics_get(METRICS_DROP_HEADER_TIMEOUT),
-	     (unsigned long long)metrics_get(METRICS_DROP_SLOW_BODY),
-	     (unsigned long long)metrics_get(METRICS_DROP_PER_IP_LIMIT));
-	emit(&p,
-	     "# HELP regslim_scrub_objects_total Stored objects rehashed by the background scrub.\n"
-	     "# TYPE regslim_scrub_objects_total counter\nregslim_scrub_objects_total %llu\n"
-	     "# HELP regslim_scrub_bytes_total Bytes rehashed by the background scrub.\n"
-	     "# TYPE regslim_scrub_bytes_total counter\nregslim_scrub_bytes_total %llu\n"
-	     "# HELP regslim_scrub_corrupt_total Stored objects that did not hash to their digest (removed).\n"
-	     "# TYPE regslim_scrub_corrupt_total counter\nregslim_scrub_corrupt_total %llu\n"
-	     "# HELP regslim_scrub_passes_total Full scrub passes over the store.\n"
-	     "# TYPE regslim_scrub_passes_total counter\nregslim_scrub_passes_total %llu\n",
-	     (unsigned long long)metrics_get(METRICS_SCRUB_OBJECTS), (unsigned long long)metrics_get(METRICS_SCRUB_BYTES),
-	     (unsigned long long)metrics_get(METRICS_SCRUB_CORRUPT),
-	     (unsigned long long)metrics_get(METRICS_SCRUB_PASSES));
+	render_counters(&p);
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

@@ -24,6 +24,11 @@ enum metrics_counter {
 	METRICS_SCRUB_BYTES,
 	METRICS_SCRUB_CORRUPT, /* ... that did not hash to their name (removed) */
 	METRICS_SCRUB_PASSES,  /* full passes finished */
+	METRICS_GC_SWEEPS,     /* garbage collection sweeps of the pushed images (push_http.c) */
+	METRICS_GC_FAILED,     /* ... that stopped without finishing (nothing more removed) */
+	METRICS_GC_BLOBS_REMOVED,
+	METRICS_GC_MANIFESTS_REMOVED,
+	METRICS_GC_BYTES_REMOVED,
 	METRICS_COUNTER_COUNT
 };
 

@@ -482,8 +482,9 @@ uint64_t blobstore_size(const struct blobstore *bs)
 
 /* ---- reading objects -------------------------------------------------- */
 
-enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
-                                   uint64_t *out_size, struct rs_err *err)
+/* Open a committed object; touch: mark it used (index and mtime). */
+static enum rs_code open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, bool touch,
+                                int *out_fd, uint64_t *out_size, struct rs_err *err)
 {
 	*out_fd = -1;
 	enum rs_code rc = digest_parse(digest, err);
@@ -506,16 +507,24 @@ enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kin
 		close(fd);
 		return rc;
 	}
-	pthread_mutex_lock(&bs->mu);
-	index_note_use(bs, kind, hex, (uint64_t)st.st_size, NULL);
-	pthread_mutex_unlock(&bs->mu);
-	/* The mtime carries the LRU order across restarts; failing to set it
-	 * only makes that order less exact. */
-	(void)futimens(fd, NULL);
+	if (touch) {
+		pthread_mutex_lock(&bs->mu);
+		index_note_use(bs, kind, hex, (uint64_t)st.st_size, NULL);
+		pthread_mutex_unlock(&bs->mu);
+		/* The mtime carries the LRU order across restarts; failing to set it
+		 * only makes that order less exact. */
+		(void)futimens(fd, NULL);
+	}
 	*out_fd = fd;
 	if (out_size)
 		*out_size = (uint64_t)st.st_size;
 	return RS_OK;
+}
+
+enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
+                                   uint64_t *out_size, struct rs_err *err)
+{
+	return open_object(bs, kind, digest, true, out_fd, out_size, err);
 }
 
 bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
@@ -946,8 +955,73 @@ void blobstore_remove(struct blobstore *bs, enum blobstore_kind kind, const char
 		drop_object(bs, kind, digest_hex(digest));
 }
 
-enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
-                                    size_t *out_len, char **out_type, struct rs_err *err)
+/* ---- garbage collection ---------------------------------------------- */
+
+enum rs_code blobstore_objects(struct blobstore *bs, enum blobstore_kind kind, char (**out)[DIGEST_STR_SIZE],
+                               size_t *out_n, struct rs_err *err)
+{
+	*out = NULL;
+	*out_n = 0;
+	pthread_mutex_lock(&bs->mu);
+	size_t n = 0;
+	char(*v)[DIGEST_STR_SIZE] = bs->count ? malloc(bs->count * sizeof(*v)) : NULL;
+	if (bs->count && !v) {
+		pthread_mutex_unlock(&bs->mu);
+		return rs_err_set(err, RS_NOMEM, "out of memory listing %zu objects", bs->count);
+	}
+	for (size_t i = 0; v && i < bs->nbuckets; i++)
+		for (struct entry *e = bs->buckets[i]; e && n < bs->count; e = e->hnext)
+			if (e->kind == kind)
+				snprintf(v[n++], DIGEST_STR_SIZE, "sha256:%s", e->hex);
+	pthread_mutex_unlock(&bs->mu);
+	*out = v;
+	*out_n = n;
+	return RS_OK;
+}
+
+bool blobstore_touch(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
+{
+	char path[STORE_PATH_MAX];
+	if (!digest_valid(digest) || object_path(path, bs, kind, digest_hex(digest), "", NULL) != RS_OK)
+		return false;
+	/* under the lock: blobstore_remove_idle's check and unlink see the
+	 * new time or the object is gone already */
+	pthread_mutex_lock(&bs->mu);
+	bool ok = utimensat(AT_FDCWD, path, NULL, 0) == 0;
+	pthread_mutex_unlock(&bs->mu);
+	return ok;
+}
+
+bool blobstore_remove_idle(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t idle_since,
+                           time_t now, uint64_t *out_size)
+{
+	char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
+	if (!digest_valid(digest) || object_path(path, bs, kind, digest_hex(digest), "", NULL) != RS_OK ||
+	    object_path(sidecar, bs, kind, digest_hex(digest), ".type", NULL) != RS_OK)
+		return false;
+	const char *hex = digest_hex(digest);
+	bool removed = false;
+	struct stat st;
+	pthread_mutex_lock(&bs->mu);
+	struct entry *e = index_find(bs, kind, hex);
+	if ((!e || e->pinned_until <= now) && stat(path, &st) == 0 && st.st_mtime <= idle_since &&
+	    unlink(path) == 0) {
+		removed = true;
+		if (kind == BLOBSTORE_MANIFEST)
+			(void)unlink(sidecar); /* a stray sidecar is harmless: rewritten on the next put */
+		if (e) {
+			index_remove(bs, e);
+			free(e);
+		}
+		if (out_size)
+			*out_size = (uint64_t)st.st_size;
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return removed;
+}
+
+static enum rs_code get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, bool touch, char **out_buf,
+                                 size_t *out_len, char **out_type, struct rs_err *err)
 {
 	*out_buf = NULL;
 	*out_type = NULL;
@@ -956,7 +1030,7 @@ enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, si
 	uint64_t size = 0;
 	char *buf = NULL;
 	char *type = NULL;
-	enum rs_code rc = blobstore_open_object(bs, BLOBSTORE_MANIFEST, digest, &fd, &size, err);
+	enum rs_code rc = open_object(bs, BLOBSTORE_MANIFEST, digest, touch, &fd, &size, err);
 	if (rc != RS_OK)
 		return rc;
 	const char *hex = digest_hex(digest);
@@ -1022,6 +1096,18 @@ out:
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+enum rs_code blobstore_get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
+                                    size_t *out_len, char **out_type, struct rs_err *err)
+{
+	return get_manifest(bs, digest, max_bytes, true, out_buf, out_len, out_type, err);
+}
+
+enum rs_code blobstore_peek_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, char **out_buf,
+                                     size_t *out_len, char **out_type, struct rs_err *err)
+{
+	return get_manifest(bs, digest, max_bytes, false, out_buf, out_len, out_type, err);
 }
 
 /* ---- tags ------------------------------------------------------------- */
@@ -1161,6 +1247,26 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 	if (rc != RS_OK)
 		return rc;
 	return write_small_file(bs, path, buf, (size_t)n, err);
+}
+
+enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
+                                  struct rs_err *err)
+{
+	char path[STORE_PATH_MAX];
+	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
+	if (rc != RS_OK)
+		return rc;
+	if (unlink(path) != 0)
+		return errno == ENOENT ? rs_err_set(err, RS_NOT_FOUND, "no tag %s:%s", repo, tag)
+		                       : rs_err_set(err, RS_IO, "unlink %s: %s", path, strerror(errno));
+	char dir[STORE_PATH_MAX];
+	fsutil_parent(dir, STORE_PATH_MAX, path);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd); /* the removal is durable where the file system allows it */
+		close(dfd);
+	}
+	return RS_OK;
 }
 
 /* ---- eviction --------------------------------------------------------- */
@@ -1376,6 +1482,110 @@ void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, en
 	struct rs_err err;
 	if (link_path(path, bs, ns, repo, kind, digest, &err) == RS_OK)
 		(void)unlink(path); /* absent is fine */
+}
+
+/* The links of kind under dir (<links>/<ns>/<repo...>, repo its name, ""
+ * at the top): every <repo>/_links/<kind>/<hex> found. */
+struct link_walk {
+	blobstore_link_fn fn;
+	void *ctx;
+	const char *kdir;
+	bool stopped;
+	enum rs_code rc;
+	struct rs_err *err;
+};
+
+static void each_link_in(struct link_walk *lw, const char *repo, const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT && lw->rc == RS_OK)
+			lw->rc = rs_err_set(lw->err, RS_IO, "opendir %s: %s", dir, strerror(errno));
+		return;
+	}
+	struct dirent *de;
+	while (!lw->stopped && (de = readdir(d)) != NULL) {
+		char digest[DIGEST_STR_SIZE];
+		if (strlen(de->d_name) != DIGEST_HEX_LEN || !is_hex(de->d_name, DIGEST_HEX_LEN))
+			continue;
+		memcpy(digest, "sha256:", 7);
+		memcpy(digest + 7, de->d_name, DIGEST_HEX_LEN + 1);
+		lw->stopped = !lw->fn(lw->ctx, repo, digest);
+	}
+	closedir(d);
+}
+
+static void each_link_walk(struct link_walk *lw, const char *repo, const char *dir, int depth)
+{
+	if (depth > RS_LIMIT_NAME_MAX / 2 || lw->stopped)
+		return;
+	DIR *d = opendir(dir);
+	if (!d) {
+		if (errno != ENOENT && lw->rc == RS_OK)
+			lw->rc = rs_err_set(lw->err, RS_IO, "opendir %s: %s", dir, strerror(errno));
+		return;
+	}
+	struct dirent *de;
+	while (!lw->stopped && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sub[STORE_PATH_MAX], name[RS_LIMIT_NAME_MAX + 2];
+		struct rs_err e;
+		if (path_fmt(sub, &e, "%s/%s", dir, de->d_name) != RS_OK)
+			continue;
+		if (strcmp(de->d_name, "_links") == 0) {
+			char kd[STORE_PATH_MAX];
+			if (repo[0] && refname_repo_valid(repo) && path_fmt(kd, &e, "%s/%s", sub, lw->kdir) == RS_OK)
+				each_link_in(lw, repo, kd);
+			continue;
+		}
+		int n = snprintf(name, sizeof(name), "%s%s%s", repo, repo[0] ? "/" : "", de->d_name);
+		if (n < 0 || (size_t)n >= sizeof(name))
+			continue;
+		struct stat st;
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			each_link_walk(lw, name, sub, depth + 1);
+	}
+	closedir(d);
+}
+
+enum rs_code blobstore_each_link(struct blobstore *bs, const char *ns, enum blobstore_kind kind, blobstore_link_fn fn,
+                                 void *ctx, struct rs_err *err)
+{
+	char top[STORE_PATH_MAX];
+	if (!ns || !upstream_valid(ns))
+		return rs_err_set(err, RS_BAD_INPUT, "invalid link namespace '%.100s'", ns ? ns : "(null)");
+	enum rs_code rc = path_fmt(top, err, "%s/links/%s", bs->root, ns);
+	if (rc != RS_OK)
+		return rc;
+	struct link_walk lw = {.fn = fn, .ctx = ctx, .kdir = kind_dir(kind), .err = err};
+	each_link_walk(&lw, "", top, 0);
+	return lw.rc;
+}
+
+static bool any_link(void *ctx, const char *repo, const char *digest)
+{
+	(void)repo;
+	(void)digest;
+	*(bool *)ctx = true;
+	return false;
+}
+
+bool blobstore_repo_linked(struct blobstore *bs, const char *ns, const char *repo)
+{
+	char dir[STORE_PATH_MAX];
+	struct rs_err e;
+	if (!ns || !upstream_valid(ns) || !repo || !refname_repo_valid(repo))
+		return false;
+	bool found = false;
+	for (int k = 0; k < 2 && !found; k++) {
+		if (path_fmt(dir, &e, "%s/links/%s/%s/_links/%s", bs->root, ns, repo,
+		             kind_dir(k ? BLOBSTORE_MANIFEST : BLOBSTORE_BLOB)) != RS_OK)
+			return false;
+		struct link_walk lw = {.fn = any_link, .ctx = &found, .err = &e};
+		each_link_in(&lw, repo, dir);
+	}
+	return found;
 }
 
 /* The image walks of blobstore_link_image and blobstore_linked_by_image over the store's manifests. */

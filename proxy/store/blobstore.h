@@ -104,11 +104,33 @@ RS_MUST_CHECK enum rs_code blobstore_get_manifest(struct blobstore *bs, const ch
                                                   char **out_buf, size_t *out_len, char **out_type,
                                                   struct rs_err *err);
 
+/* blobstore_get_manifest without marking the manifest used (its mtime is
+ * what the garbage collection's grace period counts from): for the sweep's
+ * walk and for deletes. */
+RS_MUST_CHECK enum rs_code blobstore_peek_manifest(struct blobstore *bs, const char *digest, size_t max_bytes,
+                                                   char **out_buf, size_t *out_len, char **out_type,
+                                                   struct rs_err *err);
+
 struct blobstore_tag {
 	char digest[DIGEST_STR_SIZE];
 	char media_type[128];
 	time_t fetched; /* when the upstream last confirmed this mapping */
 };
+
+/* ---- garbage collection of a store whose objects are not evicted (push.c) */
+
+/* The digests of every object of kind the store holds (its index), in a new
+ * array (*out: free(); NULL when none). RS_NOMEM. */
+RS_MUST_CHECK enum rs_code blobstore_objects(struct blobstore *bs, enum blobstore_kind kind,
+                                             char (**out)[DIGEST_STR_SIZE], size_t *out_n, struct rs_err *err);
+/* Mark object digest as used now (its mtime), so an age check counts from
+ * now. True when the object is there. */
+bool blobstore_touch(struct blobstore *bs, enum blobstore_kind kind, const char *digest);
+/* Remove object digest when it was last used at or before idle_since and is
+ * not pinned at now, under the store lock (a use that lands first keeps it).
+ * True when it was removed; *out_size (may be NULL) its bytes. */
+bool blobstore_remove_idle(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t idle_since,
+                           time_t now, uint64_t *out_size);
 
 /* Tag maps, keyed by (upstream name, repository, tag). Names are validated
  * by the caller; the store refuses anything with "..", a leading '/' or
@@ -123,6 +145,11 @@ RS_MUST_CHECK enum rs_code blobstore_get_tag(struct blobstore *bs, const char *u
                                              const char *tag, struct blobstore_tag *out, struct rs_err *err);
 RS_MUST_CHECK enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const char *repo,
                                              const char *tag, const struct blobstore_tag *t, struct rs_err *err);
+
+/* Remove tag (ns, repo, tag). RS_NOT_FOUND when there is no such tag,
+ * RS_BAD_INPUT for names outside the grammar, RS_IO. */
+RS_MUST_CHECK enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, const char *repo,
+                                                const char *tag, struct rs_err *err);
 
 /* Repository links (issue 11; distribution's repository links): a link
  * (ns, repo, kind, digest) records that repository repo of namespace ns (an
@@ -142,6 +169,15 @@ bool blobstore_linked(struct blobstore *bs, const char *ns, const char *repo, en
 /* Remove a link if it is there. */
 void blobstore_unlink(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
                       const char *digest);
+/* Call fn for every link of kind in namespace ns (every repository), with
+ * the repository and the digest; fn returns false to stop. Entries that are
+ * not links are skipped. RS_IO when a directory cannot be read (the walk
+ * is then incomplete: callers that decide what to keep must not go on). */
+typedef bool (*blobstore_link_fn)(void *ctx, const char *repo, const char *digest);
+RS_MUST_CHECK enum rs_code blobstore_each_link(struct blobstore *bs, const char *ns, enum blobstore_kind kind,
+                                               blobstore_link_fn fn, void *ctx, struct rs_err *err);
+/* True when repository repo of ns has any link (of either kind). */
+bool blobstore_repo_linked(struct blobstore *bs, const char *ns, const char *repo);
 /* Link manifest digest and everything it references to (ns, repo): the
  * config and layers of an image manifest, the manifests of an index and
  * (when they are in the store) their configs and layers; the root manifest

@@ -16,6 +16,13 @@
  * (type, schemaVersion, digests, references) and stored with their media
  * type; tags go to the push store's tag map under the namespace "pushed".
  *
+ * Deletes remove links, tags and referrers-index entries only; the bytes go
+ * at the garbage collection (push_gc): a mark of what every linked manifest
+ * is and references, then a sweep of the store's index that removes the
+ * rest once idle for the grace period. Manifest pushes hold put_lock (read)
+ * so a sweep starts only once they have linked; pushes during a sweep note
+ * what they take (gc_note) and each removal checks the notes under gc_mu.
+ *
  * It talks to the file system and blobstore.c; no HTTP, no upstream. */
 #include "push.h"
 
@@ -67,6 +74,19 @@ struct push {
 	pthread_mutex_t mu; /* guards slots, nslots and the upload files' existence */
 	struct slot *slots;
 	size_t nslots;
+	/* Garbage collection (push_gc): a manifest push holds put_lock (read)
+	 * from its checks to its link, the start of a sweep takes it (write),
+	 * so every push that began before the sweep has linked its manifest
+	 * when the sweep reads the links. Pushes during the sweep name what
+	 * they take in touched first (gc_note); the sweep skips those. */
+	pthread_rwlock_t put_lock;
+	pthread_mutex_t gc_mu; /* guards the four below */
+	bool gc_running;
+	char (*touched)[DIGEST_STR_SIZE];
+	size_t ntouched, captouched;
+	bool touched_lost; /* a note did not fit (no memory): the sweep removes nothing more */
+	void (*gc_hook)(void *ctx); /* push_set_gc_hook (tests) */
+	void *gc_hook_ctx;
 };
 
 struct push_upload {
@@ -198,6 +218,28 @@ static enum rs_code copy_into(struct blobstore *bs, const char *digest, int fd, 
 	return blobstore_writer_commit(w, err);
 }
 
+/* A push takes object digest: while a sweep runs, it must not remove it
+ * (push_gc checks the notes under gc_mu right before each removal). */
+static void gc_note(struct push *p, const char *digest)
+{
+	pthread_mutex_lock(&p->gc_mu);
+	if (p->gc_running) {
+		if (p->ntouched == p->captouched) {
+			size_t nc = p->captouched ? p->captouched * 2 : 64;
+			char(*nt)[DIGEST_STR_SIZE] = realloc(p->touched, nc * sizeof(*nt));
+			if (nt) {
+				p->touched = nt;
+				p->captouched = nc;
+			}
+		}
+		if (p->ntouched < p->captouched)
+			snprintf(p->touched[p->ntouched++], DIGEST_STR_SIZE, "%s", digest);
+		else
+			p->touched_lost = true;
+	}
+	pthread_mutex_unlock(&p->gc_mu);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blobstore *cache, struct rs_err *err)
@@ -209,6 +251,8 @@ enum rs_code push_new(struct push **out, const struct rs_config *cfg, struct blo
 	p->cfg = cfg;
 	p->cache = cache;
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_rwlock_init(&p->put_lock, NULL);
+	pthread_mutex_init(&p->gc_mu, NULL);
 	char dir[PATH_CAP];
 	enum rs_code rc = RS_OK;
 	size_t n = strlen(cfg->data_dir) + 16;
@@ -245,7 +289,10 @@ void push_free(struct push *p)
 		slot_remove(p, p->slots);
 	blobstore_free(p->store);
 	free(p->uploads);
+	free(p->touched);
 	pthread_mutex_destroy(&p->mu);
+	pthread_rwlock_destroy(&p->put_lock);
+	pthread_mutex_destroy(&p->gc_mu);
 	free(p);
 }
 
@@ -455,7 +502,11 @@ enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struc
 		release(u, true);
 		return rc;
 	}
-	if (!blobstore_has(u->p->store, BLOBSTORE_BLOB, digest))
+	/* An object already there starts its grace period again (the manifest
+	 * that will reference it comes later); one a sweep just removed is
+	 * copied again. */
+	gc_note(u->p, digest);
+	if (!blobstore_touch(u->p->store, BLOBSTORE_BLOB, digest))
 		rc = copy_into(u->p->store, digest, u->fd, u->size, err);
 	/* the blob is this repository's from now on (and only this one's) */
 	if (rc == RS_OK)
@@ -561,6 +612,10 @@ static enum rs_code take(struct push *p, const char *dst, const char *src, enum 
                          const char *digest, struct rs_err *err)
 {
 	enum rs_code rc = RS_OK;
+	/* taken: spared by a sweep running now, and its grace period starts
+	 * again for the next one (a mount comes before its manifest) */
+	gc_note(p, digest);
+	(void)blobstore_touch(p->store, kind, digest); /* absent: fetched below or refused */
 	if (!push_holds(p, src, kind, digest)) {
 		struct rs_err fe = {0};
 		if (!p->fetch || p->fetch(p->fetch_ctx, src, digest, kind == BLOBSTORE_MANIFEST, &fe) != RS_OK)
@@ -771,14 +826,15 @@ static enum rs_code take_ref(void *ctx, const char *repo, enum blobstore_kind ki
 	return take(ctx, repo, repo, kind, digest, err);
 }
 
-enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
-                               const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+static enum rs_code put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
+                                 const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
 {
 	struct push_checked c;
 	enum rs_code rc = push_check_manifest(p->cfg, repo, ref, content_type, body, len, take_ref, p, &c, err);
 	if (rc)
 		return rc;
 	const char *digest = c.digest, *type = c.type, *subject = c.subject;
+	gc_note(p, digest);
 	if ((rc = blobstore_put_manifest(p->store, digest, type, body, len, err)))
 		return rc;
 	if ((rc = blobstore_link(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest, err)))
@@ -795,6 +851,15 @@ enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref
 	}
 	memcpy(out_digest, digest, DIGEST_STR_SIZE);
 	return RS_OK;
+}
+
+enum rs_code push_put_manifest(struct push *p, const char *repo, const char *ref, const char *content_type,
+                               const char *body, size_t len, char out_digest[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	pthread_rwlock_rdlock(&p->put_lock);
+	enum rs_code rc = put_manifest(p, repo, ref, content_type, body, len, out_digest, err);
+	pthread_rwlock_unlock(&p->put_lock);
+	return rc;
 }
 
 enum rs_code push_get_tag(struct push *p, const char *repo, const char *tag, struct blobstore_tag *out,
@@ -822,13 +887,13 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 	    snprintf(dir, sizeof(dir), "%s/push/tags/" PUSH_TAG_NS "/%s/_tags", p->cfg->data_dir, repo) >= (int)sizeof(dir))
 		return rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
 	DIR *d = opendir(dir);
-	if (!d)
+	if (!d && !blobstore_repo_linked(p->store, PUSH_TAG_NS, repo))
 		return rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
 	char **tags = NULL;
 	size_t n = 0, cap = 0;
 	enum rs_code rc = RS_OK;
 	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
+	while (d && (de = readdir(d)) != NULL) {
 		size_t l = strlen(de->d_name);
 		if (l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0)
 			continue;
@@ -855,11 +920,15 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 		}
 		n++;
 	}
-	closedir(d);
-	if (rc == RS_OK && n == 0)
+	if (d)
+		closedir(d);
+	/* every tag deleted (or none ever pushed): found while repo still
+	 * holds something */
+	if (rc == RS_OK && n == 0 && !blobstore_repo_linked(p->store, PUSH_TAG_NS, repo))
 		rc = rs_err_set(err, RS_NOT_FOUND, "nothing pushed to %.200s", repo);
 	if (rc == RS_OK) {
-		qsort(tags, n, sizeof(*tags), cmp_str);
+		if (n)
+			qsort(tags, n, sizeof(*tags), cmp_str);
 		size_t sz = strlen(repo) + 32 + n * (RS_LIMIT_TAG_MAX + 4);
 		char *buf = malloc(sz);
 		if (!buf) {
@@ -877,5 +946,279 @@ enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t
 	for (size_t i = 0; i < n; i++)
 		free(tags[i]);
 	free(tags);
+	return rc;
+}
+
+/* ------------------------------------------------------------ deletes */
+
+/* Remove every tag of repo that points at digest; the count. */
+static unsigned untag(struct push *p, const char *repo, const char *digest)
+{
+	char dir[PATH_CAP];
+	if (snprintf(dir, sizeof(dir), "%s/push/tags/" PUSH_TAG_NS "/%s/_tags", p->cfg->data_dir, repo) >=
+	    (int)sizeof(dir))
+		return 0;
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	unsigned n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		char tag[RS_LIMIT_TAG_MAX + 1];
+		if (l <= 5 || l - 5 > RS_LIMIT_TAG_MAX || strcmp(de->d_name + l - 5, ".json") != 0)
+			continue;
+		memcpy(tag, de->d_name, l - 5);
+		tag[l - 5] = '\0';
+		struct blobstore_tag t;
+		struct rs_err e = {0};
+		if (!refname_tag_valid(tag) || blobstore_get_tag(p->store, PUSH_TAG_NS, repo, tag, &t, &e) != RS_OK ||
+		    strcmp(t.digest, digest) != 0)
+			continue;
+		if (blobstore_remove_tag(p->store, PUSH_TAG_NS, repo, tag, &e) == RS_OK)
+			n++;
+		else
+			log_event(LOG_WARN, "deleting %s@%s: tag %s stays: %s", repo, digest, tag, e.msg);
+	}
+	closedir(d);
+	return n;
+}
+
+enum rs_code push_delete_manifest(struct push *p, const char *repo, const char *digest, unsigned *out_tags,
+                                  struct rs_err *err)
+{
+	if (out_tags)
+		*out_tags = 0;
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc)
+		return rc;
+	if (!refname_repo_valid(repo) || !blobstore_linked(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest))
+		return rs_err_set(err, RS_NOT_FOUND, "manifest %s is unknown to repository %.200s", digest, repo);
+	/* the tags first: a tag is served without a look at the link */
+	unsigned tags = untag(p, repo, digest);
+	char subject[DIGEST_STR_SIZE] = "";
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	struct rs_err e = {0};
+	if (blobstore_peek_manifest(p->store, digest, p->cfg->manifest_max_bytes, &buf, &len, &type, &e) == RS_OK &&
+	    refindex_subject_of(subject, buf, len, &e) != RS_OK)
+		subject[0] = '\0'; /* checked at its push: not reached */
+	free(buf);
+	free(type);
+	blobstore_unlink(p->store, PUSH_TAG_NS, repo, BLOBSTORE_MANIFEST, digest);
+	if (subject[0])
+		refindex_remove(p->cfg->data_dir, repo, subject, digest);
+	if (out_tags)
+		*out_tags = tags;
+	return RS_OK;
+}
+
+enum rs_code push_delete_tag(struct push *p, const char *repo, const char *tag, struct rs_err *err)
+{
+	if (!refname_repo_valid(repo) || !refname_tag_valid(tag))
+		return rs_err_set(err, RS_NOT_FOUND, "no tag '%.130s' in repository %.200s", tag, repo);
+	enum rs_code rc = blobstore_remove_tag(p->store, PUSH_TAG_NS, repo, tag, err);
+	if (rc == RS_NOT_FOUND)
+		return rs_err_set(err, RS_NOT_FOUND, "no tag %s in repository %.200s", tag, repo);
+	return rc;
+}
+
+enum rs_code push_delete_blob(struct push *p, const char *repo, const char *digest, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc)
+		return rc;
+	if (!refname_repo_valid(repo) || !blobstore_linked(p->store, PUSH_TAG_NS, repo, BLOBSTORE_BLOB, digest))
+		return rs_err_set(err, RS_NOT_FOUND, "blob %s is unknown to repository %.200s", digest, repo);
+	blobstore_unlink(p->store, PUSH_TAG_NS, repo, BLOBSTORE_BLOB, digest);
+	return RS_OK;
+}
+
+/* ------------------------------------------------------------ garbage collection */
+
+/* The digests a sweep keeps (sorted once the marking is done). */
+struct mark {
+	struct push *p;
+	char (*v)[DIGEST_STR_SIZE];
+	size_t n, cap;
+	unsigned roots;
+	enum rs_code rc; /* the first failure: nothing is removed */
+	struct rs_err *err;
+};
+
+static void mark_add(struct mark *m, const char *digest)
+{
+	if (m->rc || !digest || !digest_valid(digest))
+		return;
+	if (m->n == m->cap) {
+		size_t nc = m->cap ? m->cap * 2 : 256;
+		char(*nv)[DIGEST_STR_SIZE] = realloc(m->v, nc * sizeof(*nv));
+		if (!nv) {
+			m->rc = rs_err_set(m->err, RS_NOMEM, "out of memory marking %zu objects", m->n);
+			return;
+		}
+		m->v = nv;
+		m->cap = nc;
+	}
+	snprintf(m->v[m->n++], DIGEST_STR_SIZE, "%s", digest);
+}
+
+static enum rs_code mark_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                              struct rs_err *err)
+{
+	const struct mark *m = ctx;
+	return blobstore_peek_manifest(m->p->store, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+/* Everything a linked manifest references: config and layers, the entries
+ * of an index and what they reference (walked, best effort: an entry that
+ * is gone keeps nothing). */
+static enum rs_code mark_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                               enum imagewalk_step *step, struct rs_err *err)
+{
+	(void)err;
+	struct mark *m = ctx;
+	if (ev != IMAGEWALK_REF)
+		return RS_OK;
+	mark_add(m, n->digest);
+	if (n->kind == IMAGEWALK_ENTRY)
+		*step = n->digest && digest_valid(n->digest) && blobstore_has(m->p->store, BLOBSTORE_MANIFEST, n->digest)
+		                ? IMAGEWALK_BEST_EFFORT
+		                : IMAGEWALK_SKIP;
+	return m->rc;
+}
+
+static bool mark_root(void *ctx, const char *repo, const char *digest)
+{
+	(void)repo;
+	struct mark *m = ctx;
+	m->roots++;
+	mark_add(m, digest);
+	if (m->rc)
+		return false;
+	struct rs_err e = {0};
+	const struct imagewalk walk = {.load = mark_load, .visit = mark_visit, .ctx = m};
+	enum rs_code rc = imagewalk_run(&walk, digest, &e);
+	if (rc != RS_OK && rc != RS_NOT_FOUND && m->rc == RS_OK) /* gone: it keeps nothing */
+		m->rc = rs_err_set(m->err, rc, "reading pushed manifest %s of %.200s: %s", digest, repo, e.msg);
+	return m->rc == RS_OK;
+}
+
+static int cmp_digest(const void *a, const void *b)
+{
+	return strcmp((const char *)a, (const char *)b);
+}
+
+static bool gc_touched(const struct push *p, const char *digest)
+{
+	for (size_t i = 0; i < p->ntouched; i++)
+		if (strcmp(p->touched[i], digest) == 0)
+			return true;
+	return false;
+}
+
+/* Sort the marks and drop duplicates, for bsearch. */
+static void mark_sort(struct mark *m)
+{
+	if (!m->n)
+		return;
+	qsort(m->v, m->n, sizeof(*m->v), cmp_digest);
+	size_t k = 0;
+	for (size_t i = 0; i < m->n; i++)
+		if (k == 0 || strcmp(m->v[k - 1], m->v[i]) != 0)
+			memmove(m->v[k++], m->v[i], DIGEST_STR_SIZE);
+	m->n = k;
+}
+
+/* Remove the unmarked objects of kind that are idle; false when the sweep
+ * must stop (a push's note was lost, or a kept manifest could not be read).
+ * A manifest kept (used within the grace period, or taken by a push) keeps
+ * what it references too: its walk goes into kept (NULL for blobs). */
+static bool sweep_kind(struct push *p, enum blobstore_kind kind, const struct mark *m, struct mark *kept, time_t now,
+                       unsigned grace_s, struct push_gc_stats *st, struct rs_err *err)
+{
+	char(*objs)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	if (blobstore_objects(p->store, kind, &objs, &n, err) != RS_OK)
+		return false;
+	bool go_on = true;
+	for (size_t i = 0; i < n && go_on; i++) {
+		if (m->n && bsearch(objs[i], m->v, m->n, sizeof(*m->v), cmp_digest))
+			continue;
+		uint64_t size = 0;
+		bool keep = false;
+		pthread_mutex_lock(&p->gc_mu);
+		if (p->touched_lost) {
+			go_on = false;
+			rs_err_set(err, RS_NOMEM, "out of memory noting what pushes took during the sweep; the sweep stopped");
+		} else if (gc_touched(p, objs[i])) {
+			st->raced++;
+			keep = true;
+		} else if (blobstore_remove_idle(p->store, kind, objs[i], now - (time_t)grace_s, now, &size)) {
+			st->bytes_removed += size;
+			if (kind == BLOBSTORE_BLOB)
+				st->blobs_removed++;
+			else
+				st->manifests_removed++;
+		} else {
+			st->young++;
+			keep = true;
+		}
+		pthread_mutex_unlock(&p->gc_mu);
+		if (keep && kept && !mark_root(kept, "(no repository)", objs[i]))
+			go_on = false; /* kept->rc and err say why */
+	}
+	free(objs);
+	return go_on;
+}
+
+void push_set_gc_hook(struct push *p, void (*fn)(void *ctx), void *ctx)
+{
+	p->gc_hook = fn;
+	p->gc_hook_ctx = ctx;
+}
+
+enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_gc_stats *out, struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	/* Wait for the manifest pushes under way: their links are read below. */
+	pthread_rwlock_wrlock(&p->put_lock);
+	pthread_mutex_lock(&p->gc_mu);
+	p->gc_running = true;
+	p->ntouched = 0;
+	p->touched_lost = false;
+	pthread_mutex_unlock(&p->gc_mu);
+	pthread_rwlock_unlock(&p->put_lock);
+
+	struct mark m = {.p = p, .err = err};
+	enum rs_code rc = blobstore_each_link(p->store, PUSH_TAG_NS, BLOBSTORE_MANIFEST, mark_root, &m, err);
+	if (rc == RS_OK)
+		rc = m.rc;
+	out->roots = m.roots;
+	struct mark kept = {.p = p, .err = err};
+	if (rc == RS_OK) {
+		mark_sort(&m);
+		out->marked = (unsigned)m.n;
+		if (p->gc_hook)
+			p->gc_hook(p->gc_hook_ctx);
+		/* manifests first; what the ones kept reference is kept with them */
+		if (!sweep_kind(p, BLOBSTORE_MANIFEST, &m, &kept, now, grace_s, out, err))
+			rc = err->code ? err->code : RS_NOMEM;
+	}
+	for (size_t i = 0; rc == RS_OK && i < kept.n; i++) {
+		mark_add(&m, kept.v[i]);
+		rc = m.rc;
+	}
+	if (rc == RS_OK) {
+		mark_sort(&m);
+		if (!sweep_kind(p, BLOBSTORE_BLOB, &m, NULL, now, grace_s, out, err))
+			rc = err->code ? err->code : RS_NOMEM;
+	}
+	free(kept.v);
+	free(m.v);
+	pthread_mutex_lock(&p->gc_mu);
+	p->gc_running = false;
+	p->ntouched = 0;
+	pthread_mutex_unlock(&p->gc_mu);
 	return rc;
 }

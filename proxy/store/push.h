@@ -2,7 +2,9 @@
  * upload sessions (streamed to disk under <data>/uploads/, hashed as they
  * go, size-limited, resumable across connections and restarts, swept when
  * idle), cross-repository mounts, manifest pushes with the spec's reference
- * checks, and the push tag map.
+ * checks, the push tag map, deletes (manifests with their tags and
+ * referrers-index entries, tags, blob links) and the garbage collection of
+ * the pushed-image store.
  *
  * Pushed images are kept locally in their own store, <data>/push/ (same
  * layout as the cache, see blobstore.h), which is never evicted and whose
@@ -146,10 +148,58 @@ RS_MUST_CHECK enum rs_code push_get_tag(struct push *p, const char *repo, const 
                                         struct rs_err *err);
 
 /* The pushed tags of repo as the tags/list JSON {"name":..,"tags":[..]}
- * (sorted) in a new buffer (*out: free()). RS_NOT_FOUND when nothing was
- * pushed to repo. */
+ * (sorted) in a new buffer (*out: free()). A repository that holds
+ * something but has no tag left (all deleted, or pushed by digest only)
+ * gets the empty list (spec, "Listing Tags": the list MAY be empty).
+ * RS_NOT_FOUND when repo holds nothing. */
 RS_MUST_CHECK enum rs_code push_list_tags(struct push *p, const char *repo, char **out, size_t *out_len,
                                           struct rs_err *err);
+
+/* ------------------------------------------------------------ deletes (spec "Content Management") */
+
+/* Delete manifest digest from repo: every pushed tag of repo that points at
+ * it goes (as distribution does), then repo's link to it, then its entry in
+ * the referrers index when it has a subject. Other repositories holding the
+ * same digest keep it; the bytes stay until the garbage collection.
+ * *out_tags (may be NULL) counts the tags removed. RS_NOT_FOUND when repo
+ * does not hold it, RS_DIGEST_INVALID, RS_IO. */
+RS_MUST_CHECK enum rs_code push_delete_manifest(struct push *p, const char *repo, const char *digest,
+                                                unsigned *out_tags, struct rs_err *err);
+/* Delete the pushed tag repo:tag (the manifest stays). RS_NOT_FOUND when
+ * there is no such tag, RS_IO. */
+RS_MUST_CHECK enum rs_code push_delete_tag(struct push *p, const char *repo, const char *tag, struct rs_err *err);
+/* Remove repo's link to blob digest. RS_NOT_FOUND when repo does not hold
+ * it, RS_DIGEST_INVALID. */
+RS_MUST_CHECK enum rs_code push_delete_blob(struct push *p, const char *repo, const char *digest,
+                                            struct rs_err *err);
+
+/* ------------------------------------------------------------ garbage collection */
+
+struct push_gc_stats {
+	unsigned roots;            /* manifest links read (every repository) */
+	unsigned marked;           /* objects they keep (themselves and what they reference) */
+	unsigned blobs_removed, manifests_removed;
+	uint64_t bytes_removed;
+	unsigned young;            /* unreferenced, but used within the grace period: kept */
+	unsigned raced;            /* unreferenced, but taken by a push during the sweep: kept */
+};
+
+/* One sweep of the push store at time now: every blob and manifest that no
+ * manifest linked in any pushed repository is or references (through an
+ * index's entries too) is removed, unless it was used (written, linked by
+ * an upload or mount) within grace_s seconds, is pinned, or a push running
+ * during the sweep took it. Blob links alone keep nothing past the grace
+ * period (a blob uploaded and never referenced is garbage), so refused
+ * pushes, deleted images and abandoned uploads' blobs go. Manifest pushes
+ * wait for the start of a sweep (they hold off its start while they check
+ * and link), and a push during the sweep names what it takes first: nothing
+ * a push relies on is removed. Nothing is removed when the walk of the
+ * links fails (RS_IO naming it, RS_NOMEM). */
+RS_MUST_CHECK enum rs_code push_gc(struct push *p, time_t now, unsigned grace_s, struct push_gc_stats *out,
+                                   struct rs_err *err);
+/* Tests: fn(ctx) runs in every sweep between the reading of the links and
+ * the removals, the window a push during the sweep falls into. NULL: none. */
+void push_set_gc_hook(struct push *p, void (*fn)(void *ctx), void *ctx);
 
 /* Remove uploads idle for push.upload_idle_timeout_s or more at time now
  * (uploads in use are skipped). *out_removed (may be NULL) counts them. */

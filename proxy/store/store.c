@@ -390,6 +390,45 @@ enum rs_code store_pushed_tags_list(struct store *s, const char *repo, char **ou
 	return s->drv->pushed_tags_list(s->impl, repo, out, out_len, err);
 }
 
+/* A driver without deletes (the s3 driver, this revision): 405 UNSUPPORTED
+ * naming it, rather than a crash through a NULL entry. */
+static enum rs_code no_deletes(const struct store *s, struct rs_err *err)
+{
+	return rs_err_set(err, RS_UNSUPPORTED, "deleting pushed content is not supported by the %s store driver yet",
+	                  s->drv->name);
+}
+
+enum rs_code store_pushed_delete_manifest(struct store *s, const char *repo, const char *digest, unsigned *out_tags,
+                                          struct rs_err *err)
+{
+	if (out_tags)
+		*out_tags = 0;
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc == RS_OK && !s->drv->pushed_delete_manifest)
+		rc = no_deletes(s, err);
+	return rc ? rc : s->drv->pushed_delete_manifest(s->impl, repo, digest, out_tags, err);
+}
+
+enum rs_code store_pushed_delete_tag(struct store *s, const char *repo, const char *tag, struct rs_err *err)
+{
+	return s->drv->pushed_delete_tag ? s->drv->pushed_delete_tag(s->impl, repo, tag, err) : no_deletes(s, err);
+}
+
+enum rs_code store_pushed_delete_blob(struct store *s, const char *repo, const char *digest, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	if (rc == RS_OK && !s->drv->pushed_delete_blob)
+		rc = no_deletes(s, err);
+	return rc ? rc : s->drv->pushed_delete_blob(s->impl, repo, digest, err);
+}
+
+enum rs_code store_pushed_gc(struct store *s, time_t now, unsigned grace_s, struct store_gc_stats *out,
+                             struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	return s->drv->pushed_gc ? s->drv->pushed_gc(s->impl, now, grace_s, out, err) : no_deletes(s, err);
+}
+
 /* ------------------------------------------------------------ accounting */
 
 uint64_t store_size(const struct store *s)

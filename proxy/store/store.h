@@ -17,7 +17,8 @@
  *
  * Areas: STORE_CACHE is the mirror's cache of upstream content (evicted
  * least recently used first); STORE_PUSHED holds images pushed to regslim
- * (never evicted). Objects are addressed by (area, kind, digest).
+ * (never evicted; what no pushed image references any more is removed by
+ * store_pushed_gc). Objects are addressed by (area, kind, digest).
  *
  * Thread-safe. It knows nothing of HTTP or upstreams: what the store lacks
  * comes through callbacks of the caller (store_fetch_fn, store_pushed_fetch_fn). */
@@ -296,6 +297,37 @@ RS_MUST_CHECK enum rs_code store_pushed_tags_list(struct store *s, const char *r
 RS_MUST_CHECK enum rs_code store_pushed_referrers(struct store *s, const char *repo, const char *subject,
                                                   char (**out)[DIGEST_STR_SIZE], size_t *out_n, size_t max,
                                                   struct rs_err *err);
+
+/* Deletes (distribution spec, "Content Management"; docs/push.md).
+ * delete_manifest: repo's pushed tags that point at digest go, then repo's
+ * link to it and its referrers-index entry; other repositories keep it;
+ * *out_tags (may be NULL) counts the tags removed. delete_tag: the tag only.
+ * delete_blob: repo's link to the blob. The bytes stay until the garbage
+ * collection. RS_NOT_FOUND when repo does not hold the manifest, tag or
+ * blob; RS_DIGEST_INVALID; RS_IO. */
+RS_MUST_CHECK enum rs_code store_pushed_delete_manifest(struct store *s, const char *repo, const char *digest,
+                                                        unsigned *out_tags, struct rs_err *err);
+RS_MUST_CHECK enum rs_code store_pushed_delete_tag(struct store *s, const char *repo, const char *tag,
+                                                   struct rs_err *err);
+RS_MUST_CHECK enum rs_code store_pushed_delete_blob(struct store *s, const char *repo, const char *digest,
+                                                    struct rs_err *err);
+
+struct store_gc_stats {
+	unsigned roots;  /* manifests linked in pushed repositories */
+	unsigned marked; /* objects kept by them (themselves and what they reference) */
+	unsigned blobs_removed, manifests_removed;
+	uint64_t bytes_removed;
+	unsigned young; /* unreferenced but used within the grace period: kept */
+	unsigned raced; /* unreferenced but taken by a push during the sweep: kept */
+};
+/* One garbage collection sweep of STORE_PUSHED at time now: blobs and
+ * manifests that no manifest linked in a pushed repository is or
+ * references, unused for grace_s seconds and not taken by a push during the
+ * sweep, are removed (push.h push_gc has the exact rules). *out says what
+ * happened. Nothing is removed when the links cannot be read in full
+ * (RS_IO, RS_NOMEM). */
+RS_MUST_CHECK enum rs_code store_pushed_gc(struct store *s, time_t now, unsigned grace_s, struct store_gc_stats *out,
+                                           struct rs_err *err);
 
 /* ------------------------------------------------------------ accounting */
 

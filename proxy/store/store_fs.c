@@ -638,6 +638,37 @@ static enum rs_code fs_pushed_tags_list(void *impl, const char *repo, char **out
 	return push_list_tags(((struct fs *)impl)->push, repo, out, out_len, err);
 }
 
+static enum rs_code fs_pushed_delete_manifest(void *impl, const char *repo, const char *digest, unsigned *out_tags,
+                                              struct rs_err *err)
+{
+	return push_delete_manifest(((struct fs *)impl)->push, repo, digest, out_tags, err);
+}
+
+static enum rs_code fs_pushed_delete_tag(void *impl, const char *repo, const char *tag, struct rs_err *err)
+{
+	return push_delete_tag(((struct fs *)impl)->push, repo, tag, err);
+}
+
+static enum rs_code fs_pushed_delete_blob(void *impl, const char *repo, const char *digest, struct rs_err *err)
+{
+	return push_delete_blob(((struct fs *)impl)->push, repo, digest, err);
+}
+
+static enum rs_code fs_pushed_gc(void *impl, time_t now, unsigned grace_s, struct store_gc_stats *out,
+                                 struct rs_err *err)
+{
+	struct push_gc_stats st;
+	enum rs_code rc = push_gc(((struct fs *)impl)->push, now, grace_s, &st, err);
+	out->roots = st.roots;
+	out->marked = st.marked;
+	out->blobs_removed = st.blobs_removed;
+	out->manifests_removed = st.manifests_removed;
+	out->bytes_removed = st.bytes_removed;
+	out->young = st.young;
+	out->raced = st.raced;
+	return rc;
+}
+
 /* ------------------------------------------------------------ accounting */
 
 static uint64_t fs_size(const void *impl)
@@ -725,4 +756,8 @@ const struct store_driver store_fs_driver = {
 	.check_writable = fs_check_writable,
 	.scrub_start = fs_scrub_start,
 	.pushed_referrers = fs_pushed_referrers,
+	.pushed_delete_manifest = fs_pushed_delete_manifest,
+	.pushed_delete_tag = fs_pushed_delete_tag,
+	.pushed_delete_blob = fs_pushed_delete_blob,
+	.pushed_gc = fs_pushed_gc,
 };

@@ -141,7 +141,7 @@ else
 	fail push_tiny "$(tail -n 2 "$LOGS/push.log")"
 fi
 code=$(http_code "$RS_URL/v2/abuse/tiny/manifests/v1" -X DELETE -u alice:alicepw)
-expect_eq "manifest_delete_405" "$code" 405
+expect_eq "manifest_delete_tag_202" "$code" 202
 sleep 0.3
 routes=$(grep -v '^#' "$RS_LOG" | jq -r 'select(.msg == "request") | "\(.method) \(.route)"' | sort -u)
 expect "manifest_put_route" "grep -qx 'PUT manifest' <<< '$routes'" "routes: $(echo $routes)"

@@ -9,8 +9,11 @@
 # Content-Range bytes */size (cold, cached and pushed blobs); tags/list pagination (n, last,
 # Link rel="next", n=0) for pushed tags, the mirror (docker.io's library/ and the ?ns= form)
 # and their merge, also behind a second regslim (an upstream that paginates with Link, which
-# the lab's docker-registry does not). Deletes (issue 14's later part) are not built yet: the checks
-# named *_not_yet record today's answers. The referrers API is tests/integration/test_referrers.sh.
+# the lab's docker-registry does not). Content management: deletes of pushed manifests (by digest,
+# with their tags and referrers-index entries), tags and blobs with their statuses, error bodies and
+# effects on GET, HEAD, tags/list and referrers; other repositories keep what they hold; the
+# mirror's cached content is 405 UNSUPPORTED. The garbage collection is test_gc.sh.
+# The referrers API is tests/integration/test_referrers.sh.
 #
 # Env (set by ctest): REGSLIM_BIN, LAB_PORT_BASE.
 . "$(dirname "$0")/lib.sh"
@@ -20,9 +23,11 @@ upstream_start
 W=$REGSLIM_LAB/conf
 mkdir -p "$W"
 htpasswd -Bbc "$W/htpasswd" alice alicepw 2> /dev/null
+htpasswd -Bb "$W/htpasswd" bob bobpw 2> /dev/null
 cat > "$W/regslim.json" << EOF
 {"auth": {"htpasswd": "$W/htpasswd", "anonymous_pull": true,
-          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
+          "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]},
+                  {"repository": "*", "users": ["bob"], "actions": ["pull"]}]},
  "push": {"max_blob_bytes": "8MiB"}}
 EOF
 start_regslim --config "$W/regslim.json"
@@ -334,10 +339,111 @@ out=$("${SK[@]}" list-tags --tls-verify=false "docker://127.0.0.1:$RS_PORT/conf/
 expect_eq skopeo_list_tags_pushed "$(echo "$out" | jq -c .Tags 2> /dev/null)" '["a","b","c","d","e"]'
 check skopeo_inspect_pushed_tag "${SK[@]}" inspect --raw --tls-verify=false "docker://127.0.0.1:$RS_PORT/conf/app:c"
 
-# ---------------------------------------------------------------- content management: not yet
-req del_m DELETE "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${PUSH[@]}" > /dev/null
-err_is manifest_delete_405_not_yet del_m 405 UNSUPPORTED
-req del_b DELETE "$RS_URL/v2/conf/app/blobs/$LAYER" "${PUSH[@]}" > /dev/null
-err_is blob_delete_405_not_yet del_b 405 UNSUPPORTED
+# ---------------------------------------------------------------- content management
+# (distribution-spec v1.1 "Content Management": deletes of what regslim itself holds; what the
+# mirror only caches is read-only: 405 UNSUPPORTED naming the upstream)
+tags_of() { req "$1" GET "$RS_URL/v2/$2/tags/list" > /dev/null; jq -c .tags "$W/$1.b" 2> /dev/null; }
+# deleting needs push: anonymous 401, a wrong password 401, a pull-only user 403, the push user 202
+st=$(req del_anon DELETE "$RS_URL/v2/conf/app/manifests/e")
+expect_eq delete_anonymous_401 "$st $(code_of del_anon)" "401 UNAUTHORIZED"
+st=$(req del_badpw DELETE "$RS_URL/v2/conf/app/manifests/e" -u alice:wrong)
+expect_eq delete_wrong_password_401 "$st $(code_of del_badpw)" "401 UNAUTHORIZED"
+req del_pullonly DELETE "$RS_URL/v2/conf/app/manifests/e" -u bob:bobpw > /dev/null
+err_is delete_pull_only_user_403 del_pullonly 403 DENIED
+# a tag: 202, the tag only; the manifest stays under its digest and its other tags
+st=$(req del_t DELETE "$RS_URL/v2/conf/app/manifests/e" "${PUSH[@]}")
+expect_eq delete_tag_202 "$st" 202
+req del_t_get GET "$RS_URL/v2/conf/app/manifests/e" "${RS_ACCEPT_ALL[@]}" > /dev/null
+err_is delete_tag_then_get_404 del_t_get 404 MANIFEST_UNKNOWN
+st=$(req del_t_head HEAD "$RS_URL/v2/conf/app/manifests/e" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_tag_then_head_404 "$st" 404
+expect_eq delete_tag_gone_from_tags_list "$(tags_of del_t_tl conf/app)" '["a","b","c","d"]'
+st=$(req del_t_dg GET "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_tag_keeps_manifest_by_digest "$st" 200
+req del_t_again DELETE "$RS_URL/v2/conf/app/manifests/e" "${PUSH[@]}" > /dev/null
+err_is delete_tag_unknown_404 del_t_again 404 MANIFEST_UNKNOWN
+req del_t_bad DELETE "$RS_URL/v2/conf/app/manifests/.bad" "${PUSH[@]}" > /dev/null
+err_is delete_invalid_tag_404 del_t_bad 404 MANIFEST_UNKNOWN
+# a pushed tag that shadows the upstream's: deleting it uncovers the upstream's tag m again
+st=$(req del_shadow DELETE "$RS_URL/v2/conftags/manifests/m" "${PUSH[@]}")
+expect_eq delete_shadowing_tag_202 "$st" 202
+st=$(req del_shadow_get GET "$RS_URL/v2/conftags/manifests/m" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_shadowing_tag_upstream_served "$st $(hv del_shadow_get Docker-Content-Digest)" "200 $IMG_DIGEST"
+
+# a referrer of the image (an artifact over the empty config), pushed to conf/app
+printf '{}' > "$W/empty"
+EMPTY=sha256:$(sha_of "$W/empty")
+printf '{"schemaVersion":2,"mediaType":"%s","artifactType":"application/vnd.example.sig","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2}],"subject":{"mediaType":"%s","digest":"%s","size":%d}}' \
+	"$MT_OCI" "$EMPTY" "$EMPTY" "$MT_OCI" "$IMG_DIGEST" "$(stat -c %s "$W/img/manifest")" > "$W/sig"
+SIG=sha256:$(sha_of "$W/sig")
+st="$(upload "$RS_URL" conf/app "$W/empty" "${PUSH[@]}") $(req sig_put PUT "$RS_URL/v2/conf/app/manifests/$SIG" \
+	"${PUSH[@]}" -H "Content-Type: $MT_OCI" --data-binary "@$W/sig")"
+expect_eq setup_referrer_pushed "$st $(hv sig_put OCI-Subject)" "201 201 $IMG_DIGEST"
+req refs_before GET "$RS_URL/v2/conf/app/referrers/$IMG_DIGEST" > /dev/null
+expect_eq setup_referrer_listed "$(jq -c '[.manifests[].digest]' "$W/refs_before.b")" "[\"$SIG\"]"
+st=$(req del_sig DELETE "$RS_URL/v2/conf/app/manifests/$SIG" "${PUSH[@]}")
+expect_eq delete_referrer_202 "$st" 202
+st=$(req refs_after GET "$RS_URL/v2/conf/app/referrers/$IMG_DIGEST")
+expect_eq delete_referrer_gone_from_referrers "$st $(jq -c '.manifests' "$W/refs_after.b")" "200 []"
+
+# a manifest by digest: 202; every tag of conf/app pointing at it goes; conf/keep, which holds
+# the same digest, keeps it
+st=$(push_image "$RS_URL" conf/keep k -- "${PUSH[@]}")
+expect_eq setup_second_repository "$st" "201 201 201"
+st=$(req del_m DELETE "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${PUSH[@]}")
+expect_eq delete_manifest_202 "$st $(head -c 1 "$W/del_m.b" | wc -c)" "202 0"
+req del_m_get GET "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${RS_ACCEPT_ALL[@]}" > /dev/null
+err_is delete_manifest_then_get_404 del_m_get 404 MANIFEST_UNKNOWN
+st=$(req del_m_head HEAD "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_manifest_then_head_404 "$st" 404
+req del_m_tag GET "$RS_URL/v2/conf/app/manifests/a" "${RS_ACCEPT_ALL[@]}" > /dev/null
+err_is delete_manifest_its_tags_404 del_m_tag 404 MANIFEST_UNKNOWN
+# "Assuming a repository is found, this request MUST return a 200 OK response code. The list of
+# tags MAY be empty": conf/app still holds its blobs
+st=$(req del_m_tl GET "$RS_URL/v2/conf/app/tags/list")
+expect_eq delete_manifest_tags_list_empty "$st $(jq -c . "$W/del_m_tl.b")" '200 {"name":"conf/app","tags":[]}'
+st=$(req del_m_other GET "$RS_URL/v2/conf/keep/manifests/k" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_manifest_other_repository_keeps_it "$st $(hv del_m_other Docker-Content-Digest)" "200 $IMG_DIGEST"
+req del_m_again DELETE "$RS_URL/v2/conf/app/manifests/$IMG_DIGEST" "${PUSH[@]}" > /dev/null
+err_is delete_manifest_unknown_404 del_m_again 404 MANIFEST_UNKNOWN
+req del_m_bad DELETE "$RS_URL/v2/conf/app/manifests/sha256:1234" "${PUSH[@]}" > /dev/null
+err_is delete_manifest_bad_digest_400 del_m_bad 400 DIGEST_INVALID
+
+# a blob: 202, the repository's link goes; conf/keep still serves it
+st=$(req del_b DELETE "$RS_URL/v2/conf/app/blobs/$LAYER" "${PUSH[@]}")
+expect_eq delete_blob_202 "$st" 202
+req del_b_get GET "$RS_URL/v2/conf/app/blobs/$LAYER" > /dev/null
+err_is delete_blob_then_get_404 del_b_get 404 BLOB_UNKNOWN
+st=$(req del_b_head HEAD "$RS_URL/v2/conf/app/blobs/$LAYER")
+expect_eq delete_blob_then_head_404 "$st" 404
+st=$(req del_b_other GET "$RS_URL/v2/conf/keep/blobs/$LAYER")
+expect "delete_blob_other_repository_keeps_it" "[ '$st' = 200 ] && cmp -s '$W/del_b_other.b' '$W/img/layer'" "status $st"
+req del_b_again DELETE "$RS_URL/v2/conf/app/blobs/$LAYER" "${PUSH[@]}" > /dev/null
+err_is delete_blob_unknown_404 del_b_again 404 BLOB_UNKNOWN
+req del_b_bad DELETE "$RS_URL/v2/conf/app/blobs/sha256:zz" "${PUSH[@]}" > /dev/null
+err_is delete_blob_bad_digest_400 del_b_bad 400 DIGEST_INVALID
+# every tag, blob and manifest of a repository gone: it is unknown
+for o in "blobs/sha256:$(sha_of "$W/img/config")" "blobs/$EMPTY"; do
+	req del_rest DELETE "$RS_URL/v2/conf/app/$o" "${PUSH[@]}" > /dev/null
+done
+req del_all_tl GET "$RS_URL/v2/conf/app/tags/list" > /dev/null
+err_is delete_everything_tags_list_404 del_all_tl 404 NAME_UNKNOWN
+
+# what the mirror caches is read-only: 405 UNSUPPORTED saying so; unknown there: 404
+st=$(push_image "$REG" library/confcache x1)
+expect_eq setup_upstream_cached_image "$st" "201 201 201"
+req cc_m GET "$RS_URL/v2/confcache/manifests/x1" "${RS_ACCEPT_ALL[@]}" > /dev/null
+req cc_b GET "$RS_URL/v2/confcache/blobs/$LAYER" > /dev/null
+for what in "tag:manifests/x1" "manifest:manifests/$IMG_DIGEST" "blob:blobs/$LAYER"; do
+	req "cc_del_${what%%:*}" DELETE "$RS_URL/v2/confcache/${what#*:}" "${PUSH[@]}" > /dev/null
+	err_is "delete_cached_${what%%:*}_405" "cc_del_${what%%:*}" 405 UNSUPPORTED
+	expect "delete_cached_${what%%:*}_message_names_upstream" \
+		"jq -r '.errors[0].message' '$W/cc_del_${what%%:*}.b' | grep -q 'cache of docker.io.*delete it at the upstream'" \
+		"$(cat "$W/cc_del_${what%%:*}.b")"
+done
+st=$(req cc_after GET "$RS_URL/v2/confcache/manifests/x1" "${RS_ACCEPT_ALL[@]}")
+expect_eq delete_cached_refused_still_served "$st" 200
+req cc_unknown DELETE "$RS_URL/v2/confcache/manifests/no-such-tag" "${PUSH[@]}" > /dev/null
+err_is delete_mirror_unknown_tag_404 cc_unknown 404 MANIFEST_UNKNOWN
 
 finish

@@ -458,6 +458,35 @@ START_TEST(printed_config_loads_back_identically)
 }
 END_TEST
 
+START_TEST(push_gc_keys_default_load_and_print_back)
+{
+	struct rs_config cfg;
+	load_ok(&cfg, "{}\n");
+	ck_assert_uint_eq(cfg.push.gc_grace_s, RS_LIMIT_GC_GRACE_DEFAULT_S);
+	ck_assert_uint_eq(cfg.push.gc_interval_s, RS_LIMIT_GC_INTERVAL_DEFAULT_S);
+	config_dispose(&cfg);
+	/* 0 is allowed for both: no grace (tests), no periodic sweep (SIGUSR1 only) */
+	load_ok(&cfg, "{\"push\": {\"gc_grace_s\": 0, \"gc_interval_s\": 0}}");
+	ck_assert_uint_eq(cfg.push.gc_grace_s, 0);
+	ck_assert_uint_eq(cfg.push.gc_interval_s, 0);
+	config_dispose(&cfg);
+	load_ok(&cfg, "{\"push\": {\"gc_grace_s\": 120, \"gc_interval_s\": 600}}");
+	char *text = print_to_string(&cfg);
+	config_dispose(&cfg);
+	ck_assert_ptr_nonnull(strstr(text, "\"gc_grace_s\": 120"));
+	ck_assert_ptr_nonnull(strstr(text, "\"gc_interval_s\": 600"));
+	load_ok(&cfg, text);
+	ck_assert_uint_eq(cfg.push.gc_grace_s, 120);
+	ck_assert_uint_eq(cfg.push.gc_interval_s, 600);
+	config_dispose(&cfg);
+	free(text);
+	const char *msg = load_fails("{\"push\": {\"gc_grace_s\": -1}}", RS_CONFIG);
+	ck_assert_ptr_nonnull(strstr(msg, "push.gc_grace_s"));
+	msg = load_fails("{\"push\": {\"gc_interval_s\": \"1h\"}}", RS_CONFIG);
+	ck_assert_ptr_nonnull(strstr(msg, "push.gc_interval_s"));
+}
+END_TEST
+
 START_TEST(secrets_rule_options_load_and_print_back)
 {
 	struct rs_config cfg;
@@ -844,6 +873,7 @@ Suite *config_suite(void)
 	tcase_add_checked_fixture(tc, fixture_tmpdir_setup, fixture_tmpdir_teardown);
 	tcase_add_test(tc, defaults_mirror_docker_hub);
 	tcase_add_test(tc, empty_object_gives_defaults);
+	tcase_add_test(tc, push_gc_keys_default_load_and_print_back);
 	tcase_add_test(tc, loads_full_valid_file);
 	tcase_add_test(tc, first_upstream_is_default_without_flag);
 	tcase_add_test(tc, size_strings_and_integers_parse);

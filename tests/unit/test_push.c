@@ -4,16 +4,21 @@
  * file), size limit, exclusive use, unknown uploads, the idle sweep, mounts
  * only from a repository that holds the blob (repository links), manifest checks (references, type, JSON, size,
  * digest refs), the push tag map and the referrers index of pushed manifests
- * with a subject. Blob bytes come from a seed. */
+ * with a subject; a garbage collection sweep that a push falls into (the
+ * push's manifest, blobs and uploads are spared). Blob bytes come from a
+ * seed. */
 #include "push.h"
 
 #include "digest.h"
 #include "fixture.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct rs_config cfg;
@@ -236,6 +241,117 @@ static char *manifest_json(const char *cfgd, const char *layer)
 	return m;
 }
 
+/* A push during a garbage collection sweep: between the reading of the
+ * links and the removals (push_set_gc_hook), a manifest is pushed again over
+ * blobs nothing references any more, and a blob already stored is uploaded
+ * again. With no grace at all, the sweep must spare every one of them. */
+struct race {
+	struct push *p;
+	const char *man;
+	char y[DIGEST_STR_SIZE];
+	int ran;
+};
+
+static void race_hook(void *ctx)
+{
+	struct race *r = ctx;
+	struct rs_err err = {0};
+	char md[DIGEST_STR_SIZE], y[DIGEST_STR_SIZE];
+	ck_assert_msg(push_put_manifest(r->p, "t/app", "again", OCI_M, r->man, strlen(r->man), md, &err) == RS_OK, "%s",
+	              err.msg);
+	upload_blob(r->p, "t/other", 33, 500, 500, y);
+	ck_assert_str_eq(y, r->y);
+	r->ran++;
+}
+
+START_TEST(gc_spares_what_pushes_take_during_the_sweep)
+{
+	struct push *p = open_push();
+	struct blobstore *bs = push_store(p);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	upload_blob(p, "t/app", 31, 100, 100, c);
+	upload_blob(p, "t/app", 32, 1000, 1000, l);
+	char *m = manifest_json(c, l);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, m, strlen(m), md, &err), RS_OK);
+	struct race r = {.p = p, .man = m};
+	upload_blob(p, "t/app", 33, 500, 500, r.y); /* never referenced */
+	unsigned tags = 0;
+	ck_assert_int_eq(push_delete_manifest(p, "t/app", md, &tags, &err), RS_OK);
+	ck_assert_uint_eq(tags, 1);
+
+	/* an hour from now, no grace: everything is garbage but what the push takes */
+	push_set_gc_hook(p, race_hook, &r);
+	struct push_gc_stats st;
+	ck_assert_msg(push_gc(p, time(NULL) + 3600, 0, &st, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(r.ran, 1);
+	ck_assert_uint_eq(st.roots, 0); /* the links were read before the push */
+	ck_assert_uint_eq(st.blobs_removed + st.manifests_removed, 0);
+	ck_assert_uint_eq(st.raced, 2); /* the manifest (its two blobs kept with it), the blob uploaded again */
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, md));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, c));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, l));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, r.y));
+	ck_assert(push_holds(p, "t/app", BLOBSTORE_MANIFEST, md));
+
+	/* the next sweep sees the pushed manifest: only the blob it does not
+	 * reference goes */
+	push_set_gc_hook(p, NULL, NULL);
+	ck_assert_int_eq(push_gc(p, time(NULL) + 3600, 0, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.roots, 1);
+	ck_assert_uint_eq(st.blobs_removed, 1);
+	ck_assert_uint_eq(st.manifests_removed, 0);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_BLOB, r.y));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, c) && blobstore_has(bs, BLOBSTORE_BLOB, l));
+	/* its link outlived it: not held, a new upload brings it back */
+	ck_assert(!push_holds(p, "t/other", BLOBSTORE_BLOB, r.y));
+	upload_blob(p, "t/other", 33, 500, 500, r.y);
+	ck_assert(push_holds(p, "t/other", BLOBSTORE_BLOB, r.y));
+	free(m);
+	push_free(p);
+}
+END_TEST
+
+/* Set the last use of pushed object digest (kind "blobs" or "manifests")
+ * to t seconds ago. */
+static void age_object(const char *kind, const char *digest, time_t t)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/push/%s/sha256/%.2s/%s", fixture_dir(), kind, digest + 7, digest + 7);
+	struct timespec ts[2] = {{time(NULL) - t, 0}, {time(NULL) - t, 0}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+START_TEST(gc_keeps_what_a_young_manifest_references)
+{
+	struct push *p = open_push();
+	struct blobstore *bs = push_store(p);
+	struct rs_err err = {0};
+	char c[DIGEST_STR_SIZE], l[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE];
+	upload_blob(p, "t/app", 41, 100, 100, c);
+	upload_blob(p, "t/app", 42, 1000, 1000, l);
+	char *m = manifest_json(c, l);
+	ck_assert_int_eq(push_put_manifest(p, "t/app", "v1", OCI_M, m, strlen(m), md, &err), RS_OK);
+	ck_assert_int_eq(push_delete_manifest(p, "t/app", md, NULL, &err), RS_OK);
+	/* old blobs under a manifest deleted within the grace period: the
+	 * manifest stays, so do they (no pushed manifest ever lacks a blob) */
+	age_object("blobs", c, 7200);
+	age_object("blobs", l, 7200);
+	struct push_gc_stats st;
+	ck_assert_int_eq(push_gc(p, time(NULL), 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.blobs_removed + st.manifests_removed, 0);
+	ck_assert(blobstore_has(bs, BLOBSTORE_MANIFEST, md));
+	ck_assert(blobstore_has(bs, BLOBSTORE_BLOB, c) && blobstore_has(bs, BLOBSTORE_BLOB, l));
+	/* once the manifest is old too, all three go */
+	age_object("manifests", md, 7200);
+	ck_assert_int_eq(push_gc(p, time(NULL), 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.blobs_removed, 2);
+	ck_assert_uint_eq(st.manifests_removed, 1);
+	free(m);
+	push_free(p);
+}
+END_TEST
+
 START_TEST(manifest_checks_and_tags)
 {
 	struct push *p = open_push();
@@ -367,6 +483,8 @@ static Suite *push_suite(void)
 	tcase_add_test(tc, mounts_only_from_a_repository_that_holds_the_blob);
 	tcase_add_test(tc, manifest_checks_and_tags);
 	tcase_add_test(tc, indexes_pushed_referrers_per_repository);
+	tcase_add_test(tc, gc_spares_what_pushes_take_during_the_sweep);
+	tcase_add_test(tc, gc_keeps_what_a_young_manifest_references);
 	suite_add_tcase(s, tc);
 	return s;
 }

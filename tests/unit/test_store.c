@@ -8,8 +8,11 @@
  * directories, temp files, documents staged beside their target by older
  * revisions). A driver without local descriptors (the fs driver wrapped
  * to hide them, as an object store driver would be) is read by positional
- * reads and spooled for store_open_fd. Blob contents are generated from
- * seeds. */
+ * reads and spooled for store_open_fd. Deletes of pushed manifests (their
+ * tags and referrers-index entries with them), tags and blobs; the garbage
+ * collection of the pushed area (what linked manifests and the entries of a
+ * linked index reference stays, the rest goes once past the grace period,
+ * the cache is never swept). Blob contents are generated from seeds. */
 #include "store.h"
 
 #include "fixture.h"
@@ -545,6 +548,191 @@ START_TEST(evicts_an_optimized_image_whole)
 }
 END_TEST
 
+/* ---- deletes and garbage collection of the pushed images */
+
+/* Upload buf to repo as a blob; its digest into out. */
+static void push_blob(struct store *s, const char *repo, const char *buf, char out[DIGEST_STR_SIZE])
+{
+	struct rs_err err = {0};
+	char uuid[STORE_UUID_SIZE];
+	struct store_upload *u = NULL;
+	digest_buffer(out, buf, strlen(buf));
+	ck_assert_int_eq(store_upload_start(s, repo, uuid, &err), RS_OK);
+	ck_assert_int_eq(store_upload_open(s, repo, uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(store_upload_write(u, buf, strlen(buf), &err), RS_OK);
+	ck_assert_msg(store_upload_commit(u, out, &err) == RS_OK, "%s", err.msg);
+}
+
+/* An image manifest over config cfg (size cfg_len) and layers (n, each of
+ * size 10), with subject when not NULL, pushed to repo under ref (NULL: by
+ * digest); its digest into out. */
+static void push_manifest(struct store *s, const char *repo, const char *ref, const char *cfg, size_t cfg_len,
+                          const char (*layers)[DIGEST_STR_SIZE], size_t n, const char *subject,
+                          char out[DIGEST_STR_SIZE])
+{
+	char man[4096], ls[2048] = "", sub[256] = "";
+	for (size_t i = 0; i < n; i++) {
+		size_t o = strlen(ls);
+		snprintf(ls + o, sizeof(ls) - o, "%s{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"%s\","
+		         "\"size\":10}", i ? "," : "", layers[i]);
+	}
+	if (subject)
+		snprintf(sub, sizeof(sub), ",\"subject\":{\"mediaType\":\"" MT_MANIFEST "\",\"digest\":\"%s\",\"size\":1}",
+		         subject);
+	snprintf(man, sizeof(man),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" MT_MANIFEST "\","
+	         "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
+	         "\"layers\":[%s]%s}",
+	         cfg, cfg_len, ls, sub);
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, man, strlen(man));
+	struct rs_err err = {0};
+	ck_assert_msg(store_pushed_put_manifest(s, repo, ref ? ref : d, MT_MANIFEST, man, strlen(man), out, &err) == RS_OK,
+	              "%s", err.msg);
+	ck_assert_str_eq(out, d);
+}
+
+START_TEST(deletes_remove_links_tags_and_referrers)
+{
+	struct store *s = store_fixture_store(0);
+	struct rs_err err = {0};
+	char cfg[DIGEST_STR_SIZE], layer[1][DIGEST_STR_SIZE], m[DIGEST_STR_SIZE], m2[DIGEST_STR_SIZE], r[DIGEST_STR_SIZE];
+	const char *cfgdoc = "{\"os\":\"linux\"}";
+	push_blob(s, "team/app", cfgdoc, cfg);
+	push_blob(s, "team/app", "layer bytes", layer[0]);
+	push_manifest(s, "team/app", "1", cfg, strlen(cfgdoc), layer, 1, NULL, m);
+	push_manifest(s, "team/app", "2", cfg, strlen(cfgdoc), layer, 1, NULL, m2);
+	ck_assert_str_eq(m, m2);
+	push_manifest(s, "team/app", "other", cfg, strlen(cfgdoc), NULL, 0, NULL, m2); /* another manifest, kept */
+	ck_assert_int_eq(store_pushed_mount(s, "team/keep", "team/app", cfg, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_mount(s, "team/keep", "team/app", layer[0], &err), RS_OK);
+	push_manifest(s, "team/keep", "k", cfg, strlen(cfgdoc), layer, 1, NULL, m2);
+	ck_assert_str_eq(m, m2);
+	push_manifest(s, "team/app", NULL, cfg, strlen(cfgdoc), NULL, 0, m, r); /* a referrer of m */
+	char (*refs)[DIGEST_STR_SIZE] = NULL;
+	size_t nrefs = 0;
+	ck_assert_int_eq(store_pushed_referrers(s, "team/app", m, &refs, &nrefs, 10, &err), RS_OK);
+	ck_assert_uint_eq(nrefs, 1);
+	free(refs);
+
+	/* by digest: its two tags go, the other tag and repository keep theirs */
+	unsigned tags = 0;
+	ck_assert_msg(store_pushed_delete_manifest(s, "team/app", m, &tags, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(tags, 2);
+	struct store_tag t;
+	ck_assert_int_eq(store_pushed_tag_get(s, "team/app", "1", &t, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(store_pushed_tag_get(s, "team/app", "2", &t, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(store_pushed_tag_get(s, "team/app", "other", &t, &err), RS_OK);
+	ck_assert(!store_pushed_holds(s, "team/app", STORE_MANIFEST, m));
+	ck_assert(store_pushed_holds(s, "team/keep", STORE_MANIFEST, m));
+	ck_assert_int_eq(store_pushed_tag_get(s, "team/keep", "k", &t, &err), RS_OK);
+	ck_assert(store_has(s, STORE_PUSHED, STORE_MANIFEST, m)); /* the bytes wait for the collection */
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", m, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/nobody", m, NULL, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", "sha256:12", NULL, &err), RS_DIGEST_INVALID);
+	/* a referrer deleted leaves the referrers index */
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", r, NULL, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_referrers(s, "team/app", m, &refs, &nrefs, 10, &err), RS_OK);
+	ck_assert_uint_eq(nrefs, 0);
+	free(refs);
+
+	/* a tag: the tag only */
+	ck_assert_int_eq(store_pushed_delete_tag(s, "team/keep", "k", &err), RS_OK);
+	ck_assert_int_eq(store_pushed_tag_get(s, "team/keep", "k", &t, &err), RS_NOT_FOUND);
+	ck_assert(store_pushed_holds(s, "team/keep", STORE_MANIFEST, m));
+	ck_assert_int_eq(store_pushed_delete_tag(s, "team/keep", "k", &err), RS_NOT_FOUND);
+	ck_assert_int_eq(store_pushed_delete_tag(s, "team/keep", ".bad", &err), RS_NOT_FOUND);
+	/* no tag left, content left: the empty list (the spec's "MAY be empty") */
+	char *list = NULL;
+	size_t len = 0;
+	ck_assert_int_eq(store_pushed_tags_list(s, "team/keep", &list, &len, &err), RS_OK);
+	ck_assert_str_eq(list, "{\"name\":\"team/keep\",\"tags\":[]}\n");
+	free(list);
+
+	/* a blob: the repository's link */
+	ck_assert_int_eq(store_pushed_delete_blob(s, "team/keep", layer[0], &err), RS_OK);
+	ck_assert(!store_pushed_holds(s, "team/keep", STORE_BLOB, layer[0]));
+	ck_assert(store_pushed_holds(s, "team/app", STORE_BLOB, layer[0]));
+	ck_assert_int_eq(store_pushed_delete_blob(s, "team/keep", layer[0], &err), RS_NOT_FOUND);
+	/* nothing left at all: unknown */
+	ck_assert_int_eq(store_pushed_delete_blob(s, "team/keep", cfg, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/keep", m, NULL, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_tags_list(s, "team/keep", &list, &len, &err), RS_NOT_FOUND);
+	store_free(s);
+}
+END_TEST
+
+START_TEST(gc_keeps_what_linked_manifests_reference)
+{
+	struct store *s = store_fixture_store(0);
+	struct rs_err err = {0};
+	char ca[DIGEST_STR_SIZE], cb[DIGEST_STR_SIZE], orphan[DIGEST_STR_SIZE], a[DIGEST_STR_SIZE], b[DIGEST_STR_SIZE];
+	char la[2][DIGEST_STR_SIZE], lb[2][DIGEST_STR_SIZE];
+	push_blob(s, "team/app", "{\"image\":\"a\"}", ca);
+	push_blob(s, "team/app", "{\"image\":\"b\"}", cb);
+	push_blob(s, "team/app", "shared layer", la[0]);
+	memcpy(lb[0], la[0], sizeof(lb[0]));
+	push_blob(s, "team/app", "layer of a", la[1]);
+	push_blob(s, "team/app", "layer of b", lb[1]);
+	push_blob(s, "team/app", "uploaded, never referenced", orphan);
+	push_manifest(s, "team/app", "a", ca, strlen("{\"image\":\"a\"}"), (const char(*)[DIGEST_STR_SIZE])la, 2, NULL, a);
+	push_manifest(s, "team/app", "b", cb, strlen("{\"image\":\"b\"}"), (const char(*)[DIGEST_STR_SIZE])lb, 2, NULL, b);
+	/* an index over b, pushed by digest: b's manifest link may go, the index keeps it */
+	char idx[1024], id[DIGEST_STR_SIZE], out[DIGEST_STR_SIZE];
+	snprintf(idx, sizeof(idx),
+	         "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":["
+	         "{\"mediaType\":\"" MT_MANIFEST "\",\"digest\":\"%s\",\"size\":1}]}", b);
+	digest_buffer(id, idx, strlen(idx));
+	ck_assert_msg(store_pushed_put_manifest(s, "team/app", id, "application/vnd.oci.image.index.v1+json", idx,
+	                                        strlen(idx), out, &err) == RS_OK, "%s", err.msg);
+
+	/* within the grace period nothing goes: the orphan is young */
+	struct store_gc_stats st;
+	time_t now = time(NULL);
+	ck_assert_int_eq(store_pushed_gc(s, now, 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.blobs_removed + st.manifests_removed, 0);
+	ck_assert_uint_eq(st.young, 1);
+	ck_assert_uint_eq(st.roots, 3);
+	ck_assert(store_has(s, STORE_PUSHED, STORE_BLOB, orphan));
+
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", a, NULL, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", b, NULL, &err), RS_OK);
+	/* two hours later: a's own objects and the orphan go; the shared layer,
+	 * b (kept by the index) and the index stay */
+	ck_assert_int_eq(store_pushed_gc(s, now + 7200, 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.roots, 1);
+	ck_assert_uint_eq(st.blobs_removed, 3);
+	ck_assert_uint_eq(st.manifests_removed, 1);
+	/* the three blobs and a's manifest */
+	ck_assert_uint_gt(st.bytes_removed, strlen("{\"image\":\"a\"}") + strlen("layer of a") +
+	                                        strlen("uploaded, never referenced"));
+	ck_assert(!store_has(s, STORE_PUSHED, STORE_MANIFEST, a));
+	ck_assert(!store_has(s, STORE_PUSHED, STORE_BLOB, ca));
+	ck_assert(!store_has(s, STORE_PUSHED, STORE_BLOB, la[1]));
+	ck_assert(!store_has(s, STORE_PUSHED, STORE_BLOB, orphan));
+	ck_assert(store_has(s, STORE_PUSHED, STORE_BLOB, la[0]));
+	ck_assert(store_has(s, STORE_PUSHED, STORE_BLOB, lb[1]));
+	ck_assert(store_has(s, STORE_PUSHED, STORE_BLOB, cb));
+	ck_assert(store_has(s, STORE_PUSHED, STORE_MANIFEST, b));
+	ck_assert(store_has(s, STORE_PUSHED, STORE_MANIFEST, id));
+	/* the index deleted too: everything else goes at the next sweep */
+	ck_assert_int_eq(store_pushed_delete_manifest(s, "team/app", id, NULL, &err), RS_OK);
+	ck_assert_int_eq(store_pushed_gc(s, now + 7200, 3600, &st, &err), RS_OK);
+	ck_assert_uint_eq(st.roots, 0);
+	ck_assert_uint_eq(st.blobs_removed, 3);
+	ck_assert_uint_eq(st.manifests_removed, 2);
+	ck_assert(!store_has(s, STORE_PUSHED, STORE_BLOB, la[0]));
+	/* the cache is never swept */
+	const unsigned char cached[] = "a cached blob";
+	char cd[DIGEST_STR_SIZE];
+	digest_buffer(cd, cached, sizeof(cached));
+	ck_assert_int_eq(write_obj(s, STORE_CACHE, STORE_BLOB, cd, -1, cached, sizeof(cached), &err), RS_OK);
+	ck_assert_int_eq(store_pushed_gc(s, now + 7200, 0, &st, &err), RS_OK);
+	ck_assert(store_has(s, STORE_CACHE, STORE_BLOB, cd));
+	store_free(s);
+}
+END_TEST
+
 /* ---- a driver without local descriptors: the fs driver with its readers'
  * descriptors hidden, as an object store's would have none */
 
@@ -646,6 +834,8 @@ static Suite *store_suite(void)
 	tcase_add_test(t, evicts_the_cache_only);
 	tcase_add_test(t, evicts_an_optimized_image_whole);
 	tcase_add_test(t, driver_without_descriptors_is_read_by_ranges_and_spooled);
+	tcase_add_test(t, deletes_remove_links_tags_and_referrers);
+	tcase_add_test(t, gc_keeps_what_linked_manifests_reference);
 	suite_add_tcase(s, t);
 	return s;
 }
