@@ -163,7 +163,7 @@ static void went_down(struct cluster *c, const char *why)
 	if (c->mode != CLUSTER_DOWN)
 		log_event(LOG_WARN,
 		          "DEGRADED: Redis at %s is unreachable (%s): coordinating per process (locks, tag cache, "
-		          "uploads) until it answers again; /healthz says \"degraded\"",
+		          "uploads) until it is back; /healthz says \"degraded\"",
 		          c->endpoint, why);
 	c->mode = CLUSTER_DOWN;
 }
