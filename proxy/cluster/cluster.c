@@ -137,7 +137,7 @@ static void new_owner(const struct cluster *c, char *out, size_t cap)
 	snprintf(out, cap, "%s %016" PRIx64, c->replica, r);
 }
 
-/* ------------------------------------------------------------ connection (c->mu held) */
+/* ------------------------------------------------------------ connection (c->mu held, but where said) */
 
 /* x's error for a message; a read or write that ran out of time says so (hiredis gives the
  * errno text of SO_RCVTIMEO, "Resource temporarily unavailable"). */
@@ -187,32 +187,46 @@ static bool setup_command(redisContext *x, unsigned timeout_ms, char *why, size_
 	return ok;
 }
 
-static bool connect_redis(struct cluster *c)
+/* Connect, authenticate, select the database and PING: a new context, or NULL with why. Called
+ * WITHOUT c->mu (only by cluster_new and the thread, one at a time), so that callers never wait
+ * behind a connection attempt to a Redis that does not answer. */
+static redisContext *open_redis(const struct rs_cluster_config *cfg, char *why, size_t cap)
 {
-	const struct rs_cluster_config *cfg = c->cfg;
-	char why[RS_ERR_MSG_MAX];
 	struct timeval tv = ms_tv(cfg->timeout_ms);
 	redisContext *x = redisConnectWithTimeout(cfg->redis_host, (int)cfg->redis_port, tv);
 	if (!x || x->err) {
-		snprintf(why, sizeof(why), "connect: %s", x ? x->errstr : "out of memory");
+		snprintf(why, cap, "connect: %.200s", x ? x->errstr : "out of memory");
 		redisFree(x);
-		went_down(c, why);
-		return false;
+		return NULL;
 	}
 	bool ok = redisSetTimeout(x, tv) == REDIS_OK;
 	if (!ok)
-		snprintf(why, sizeof(why), "setting the timeout: %s", strerror(errno));
+		snprintf(why, cap, "setting the timeout: %s", strerror(errno));
 	(void)redisEnableKeepAlive(x); /* a dead peer is also found by the PING of idle connections */
 	/* PING last: a Redis that accepts connections but does not answer (stopped) fails here */
 	if (ok && cfg->redis_password)
-		ok = setup_command(x, cfg->timeout_ms, why, sizeof(why), "AUTH", "AUTH %s", cfg->redis_password);
+		ok = setup_command(x, cfg->timeout_ms, why, cap, "AUTH", "AUTH %s", cfg->redis_password);
 	if (ok && cfg->redis_db)
-		ok = setup_command(x, cfg->timeout_ms, why, sizeof(why), "SELECT", "SELECT %u", cfg->redis_db);
+		ok = setup_command(x, cfg->timeout_ms, why, cap, "SELECT", "SELECT %u", cfg->redis_db);
 	if (ok)
-		ok = setup_command(x, cfg->timeout_ms, why, sizeof(why), "PING", "PING");
+		ok = setup_command(x, cfg->timeout_ms, why, cap, "PING", "PING");
 	if (!ok) {
 		redisFree(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* One connection attempt (c->mu NOT held): installs the connection and says so, or marks the
+ * cluster down. */
+static bool connect_redis(struct cluster *c)
+{
+	char why[RS_ERR_MSG_MAX];
+	redisContext *x = open_redis(c->cfg, why, sizeof(why));
+	pthread_mutex_lock(&c->mu);
+	if (!x) {
 		went_down(c, why);
+		pthread_mutex_unlock(&c->mu);
 		return false;
 	}
 	c->ctx = x;
@@ -224,6 +238,7 @@ static bool connect_redis(struct cluster *c)
 	else
 		log_event(LOG_INFO, "coordinating through Redis at %s as replica %s", c->endpoint, c->replica);
 	c->mode = CLUSTER_UP;
+	pthread_mutex_unlock(&c->mu);
 	return true;
 }
 
@@ -267,8 +282,14 @@ static void *maintain(void *arg)
 		if (c->stopping)
 			break;
 		uint64_t now = now_ms();
-		if (!c->ctx && now >= c->next_attempt_ms)
-			(void)connect_redis(c); /* a failure is logged once and rescheduled */
+		if (!c->ctx && now >= c->next_attempt_ms) {
+			pthread_mutex_unlock(&c->mu); /* the attempt may take timeout_ms: nobody waits for it */
+			(void)connect_redis(c);       /* a failure is logged once and rescheduled */
+			pthread_mutex_lock(&c->mu);
+			if (c->stopping)
+				break;
+			now = now_ms();
+		}
 		uint64_t every = (uint64_t)c->cfg->lock_ttl_s * 1000 / 3;
 		for (struct cluster_lock *l = c->held; l; l = l->next)
 			if (!l->lost && now - l->confirmed_ms >= every)
@@ -319,9 +340,7 @@ enum rs_code cluster_new(struct cluster **out, const struct rs_cluster_config *c
 	const char *h = c->cfg->redis_host;
 	snprintf(c->endpoint, sizeof(c->endpoint), strchr(h, ':') ? "[%s]:%u/%u" : "%s:%u/%u", h, c->cfg->redis_port,
 	         c->cfg->redis_db);
-	pthread_mutex_lock(&c->mu);
 	(void)connect_redis(c); /* unreachable: CLUSTER_DOWN, logged; the thread keeps trying */
-	pthread_mutex_unlock(&c->mu);
 	int e = pthread_create(&c->thread, NULL, maintain, c);
 	if (e) {
 		cluster_free(c);

@@ -6,10 +6,12 @@
 # kill -9 of the owner hands it over within the expiry, compare-and-delete leaves another owner's
 # lock alone, the shared map (with its expiry) and upload sessions are shared, a stopped or hung
 # Redis makes every call fall back within the configured timeout (degraded, per-process locks),
-# and a Redis started again is used again without a restart. Then two regslim replicas behind
-# the lab's haproxy (tests/lab/haproxy.sh): /v2/ round-robins over both, /healthz says
-# "redis":"up", and "degraded" (still 200, still balanced to) while Redis is down, one warning per
-# transition, back to "up" when it returns. One line per check, then "N passed, N failed".
+# and a Redis started again is used again without a restart. Then two regslim replicas on one
+# upstream (the lab's docker-registry) behind the lab's haproxy (tests/lab/haproxy.sh): /v2/
+# round-robins over both, /healthz says "redis":"up", a tag revalidated by one replica is fresh
+# for the other (the shared tag cache: one upstream HEAD for two pulls), and while Redis is down
+# /healthz says "degraded" (still 200, still balanced to), each replica revalidates on its own,
+# one warning per transition, back to "up" when Redis returns. One line per check, then "N passed, N failed".
 #
 # Env (set by ctest): REGSLIM_BIN, CLUSTERTOOL_BIN (default: tests/clustertool in REGSLIM_BIN's
 # build tree), LAB_PORT_BASE (Redis on BASE+40, haproxy BASE+41, replicas BASE+51 and BASE+52).
@@ -189,8 +191,12 @@ expect degraded_transitions_logged_once "[ \$(grep -c DEGRADED '$W/r.err') -eq 1
 # ---------------------------------------------------------------- replicas behind haproxy
 R1=$((LAB_PORT_BASE + 51))
 R2=$((LAB_PORT_BASE + 52))
+upstream_start plain tiny-only
 RC=$W/regslim.json
-printf '{"cluster": {"redis": "redis://127.0.0.1:%s/1", "timeout_ms": 300}}\n' "$REDIS_PORT" > "$RC"
+cat > "$RC" <<- EOF
+	{"upstreams": [{"name": "docker.io", "url": "http://$REG_PLAIN", "default": true, "tag_ttl_s": 2, "timeout_s": 10}],
+	 "cluster": {"redis": "redis://127.0.0.1:$REDIS_PORT/1", "timeout_ms": 300}}
+EOF
 for r in 1 2; do
 	p=$((LAB_PORT_BASE + 50 + r))
 	if ! regslim_spawn "r$r" "$p" "" "$REGSLIM_LAB/rs$r" --config "$RC" 2> "$LOGS/spawn-r$r.err"; then
@@ -217,6 +223,19 @@ d2=$(($(v2count 2) - b2))
 expect haproxy_round_robins_v2 "[ '$codes' = '200 200 200 200 200 200 ' ] && [ $d1 -eq 3 ] && [ $d2 -eq 3 ]" \
 	"codes $codes; replica 1 served $d1, replica 2 served $d2"
 
+# the shared tag cache: both replicas hold lab/tiny:latest; once its 2 s TTL ran out, the first
+# pull revalidates it upstream (one HEAD) and the other replica takes that confirmation from Redis
+tagpull() { manifest_get "127.0.0.1:$1" lab/tiny latest -o /dev/null; }
+tagreqs() { echo "$(upstream_count HEAD '^/v2/lab/tiny/manifests/latest$') HEAD $(upstream_count GET '^/v2/lab/tiny/manifests/latest$') GET"; }
+tagpull "$R1" && tagpull "$R2"
+sleep 2.3
+upstream_mark
+tagpull "$R1" && tagpull "$R2"
+rc=$?
+expect_eq tag_cache_shared_one_revalidation_for_two_replicas "rc $rc, $(tagreqs)" "rc 0, 1 HEAD 0 GET"
+expect tag_cache_shared_hit_logged "tail -n 3 '$LOGS/regslim-r2.log' | grep '\"path\":\"/v2/lab/tiny/manifests/latest\"' | grep -q '\"cache\":\"hit\"'" \
+	"$(grep '/v2/lab/tiny/manifests/latest' "$LOGS/regslim-r2.log" | tail -n 1 | cut -c1-300)"
+
 redis_lab stop > /dev/null 2>&1
 body=
 for ((i = 0; i < 100; i++)); do
@@ -231,6 +250,12 @@ codes=
 for i in 1 2 3 4; do codes+=$(curl -s -o /dev/null -w '%{http_code} ' --max-time 5 "$HAPROXY_URL/v2/"); done
 expect degraded_replicas_keep_serving "[ '$codes' = '200 200 200 200 ' ]" "codes $codes"
 expect_eq degraded_warned_once "$(grep -c 'DEGRADED: Redis' "$LOGS/regslim-r1.log")" 1
+# Redis down: each replica revalidates on its own, as a lone process does
+sleep 2.3
+upstream_mark
+tagpull "$R1" && tagpull "$R2"
+rc=$?
+expect_eq tag_cache_degraded_each_replica_revalidates "rc $rc, $(tagreqs)" "rc 0, 2 HEAD 0 GET"
 
 redis_lab start > /dev/null 2>&1
 for ((i = 0; i < 150; i++)); do

@@ -237,8 +237,8 @@ START_TEST(hung_redis_is_bounded_by_the_timeout)
 		char *v = NULL;
 		ck_assert_int_eq(cluster_map_get(&v, c, "k", &err), RS_IO);
 	}
-	/* the thread's reconnections hold the connection's mutex for one timeout each at most */
-	ck_assert_uint_lt(now_ms() - t0, 1500);
+	/* the thread's reconnection attempts (200 ms each) run outside the mutex: nobody waits */
+	ck_assert_uint_lt(now_ms() - t0, 500);
 	cluster_free(c);
 	close(fd);
 }
