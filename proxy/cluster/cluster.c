@@ -15,6 +15,7 @@
 #include "cluster.h"
 
 #include "log.h"
+#include "metrics.h"
 
 #include <hiredis/hiredis.h>
 
@@ -166,6 +167,7 @@ static void went_down(struct cluster *c, const char *why)
 		          "uploads) until it is back; /healthz says \"degraded\"",
 		          c->endpoint, why);
 	c->mode = CLUSTER_DOWN;
+	metrics_set_redis_up(0);
 }
 
 /* A command on x that must answer +OK or PONG (AUTH, SELECT, PING); why on failure. */
@@ -238,6 +240,7 @@ static bool connect_redis(struct cluster *c)
 	else
 		log_event(LOG_INFO, "coordinating through Redis at %s as replica %s", c->endpoint, c->replica);
 	c->mode = CLUSTER_UP;
+	metrics_set_redis_up(1);
 	pthread_mutex_unlock(&c->mu);
 	return true;
 }
@@ -371,6 +374,8 @@ void cluster_free(struct cluster *c)
 	}
 	if (c->ctx)
 		redisFree(c->ctx);
+	if (c->cfg)
+		metrics_set_redis_up(-1);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
@@ -510,6 +515,9 @@ enum rs_code cluster_lock_try(struct cluster_lock **out, struct cluster *c, cons
 		nomem = !got && !local_find(c, name);
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (c->cfg)
+		metrics_cluster_lock(got != 1 ? METRICS_LOCK_BUSY : l->scope == CLUSTER_UP ? METRICS_LOCK_REDIS
+		                                                                            : METRICS_LOCK_LOCAL);
 	if (got != 1) {
 		lock_free(l);
 		return nomem ? rs_err_set(err, RS_NOMEM, "cluster: out of memory locking %s", name) : RS_OK;

@@ -206,6 +206,7 @@ for r in 1 2; do
 done
 pass replicas_start
 expect_eq healthz_says_redis_up "$(curl -s --max-time 5 "http://127.0.0.1:$R1/healthz")" '{"status":"ok","redis":"up"}'
+expect_eq metrics_redis_up "$(curl -s --max-time 5 "http://127.0.0.1:$R1/metrics" | grep '^regslim_redis_up ')" 'regslim_redis_up 1'
 if ! timeout 30 bash "$RS_LAB_DIR/haproxy.sh" start "$R1" "$R2" > "$LOGS/haproxy-start.log" 2>&1; then
 	fail haproxy_start "$(tail -n 3 "$LOGS/haproxy-start.log" | tr '\n' ' ')"
 	finish
@@ -250,6 +251,7 @@ codes=
 for i in 1 2 3 4; do codes+=$(curl -s -o /dev/null -w '%{http_code} ' --max-time 5 "$HAPROXY_URL/v2/"); done
 expect degraded_replicas_keep_serving "[ '$codes' = '200 200 200 200 ' ]" "codes $codes"
 expect_eq degraded_warned_once "$(grep -c 'DEGRADED: Redis' "$LOGS/regslim-r1.log")" 1
+expect_eq metrics_redis_down "$(curl -s --max-time 5 "http://127.0.0.1:$R1/metrics" | grep '^regslim_redis_up ')" 'regslim_redis_up 0'
 # Redis down: each replica revalidates on its own, as a lone process does
 sleep 2.3
 upstream_mark
