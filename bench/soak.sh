@@ -18,6 +18,8 @@
 #
 # Env: REGSLIM_BIN (build/proxy/regslim), LAB_PORT_BASE (28500; registry BASE+0, regslim BASE+50),
 #      DURATION (1200 s), WORKERS (4), COUNT (40), KIB (1024), CACHE_MIB (24), SAMPLE (30 s),
+#      PIN_S (30: cache.optimized_pin_s, short so that optimized images are evicted and made
+#      again while they are pulled, not only pinned),
 #      KEEP_LAB=1 (keep the lab directory; its path is printed).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +32,7 @@ COUNT=${COUNT:-40}
 KIB=${KIB:-1024}
 CACHE_MIB=${CACHE_MIB:-24}
 SAMPLE=${SAMPLE:-30}
+PIN_S=${PIN_S:-30}
 OLD_DOCKER_UA='docker/20.10.24 go/go1.19.8 git-commit/5d6db84 kernel/6.1.0 os/linux arch/amd64'
 ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json'
 
@@ -78,7 +81,7 @@ done
 echo "   $COUNT images of ~$KIB KiB pushed; cache.max_bytes ${CACHE_MIB} MiB; $WORKERS workers for $DURATION s"
 
 cat > "$REGSLIM_LAB/regslim.json" << EOF
-{"cache": {"max_bytes": $((CACHE_MIB * 1024 * 1024))}, "log": {"level": "info", "requests": false}}
+{"cache": {"max_bytes": $((CACHE_MIB * 1024 * 1024)), "optimized_pin_s": $PIN_S}, "log": {"level": "info", "requests": false}}
 EOF
 "$REGSLIM_BIN" serve --config "$REGSLIM_LAB/regslim.json" --listen "$RS" --upstream "http://$REG" \
 	--data-dir "$DATA" >> "$LOGS/regslim.log" 2>&1 < /dev/null &
@@ -158,7 +161,10 @@ wait "${WORKER_PIDS[@]}" 2> /dev/null || true
 WORKER_PIDS=()
 read -r pulls failed < <(counts)
 echo "== $pulls pulls in $(($(date +%s) - start)) s, $failed failed ($WORKERS workers, $COUNT images, cache ${CACHE_MIB} MiB)"
-echo "   eviction passes that freed bytes: $(grep -c 'cache eviction freed' "$LOGS/regslim.log" || true)"
+echo "   eviction passes that freed bytes: $(grep -c 'cache eviction freed' "$LOGS/regslim.log" || true);" \
+	"optimized images evicted whole: $(grep -c 'eviction took' "$LOGS/regslim.log" || true);" \
+	"objects made again: $(grep -c 'after it was evicted' "$LOGS/regslim.log" || true);" \
+	"optimizations: $(grep -c '"msg":"optimized ' "$LOGS/regslim.log" || true)"
 # growth from the sample after the first minute (warm-up) to the last
 awk -v w=60 '$1 >= w && !s {r = $2; a = $3; f = $4; t = $5; s = 1} {lr = $2; la = $3; lf = $4; lt = $5}
 	END {if (s) printf "   growth after warm-up: VmRSS %+d KiB, RssAnon %+d KiB, fds %+d, threads %+d\n", lr - r, la - a, lf - f, lt - t}' "$samples"

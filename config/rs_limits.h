@@ -205,6 +205,12 @@
  * long (the same TTL as approved base resolutions, which a check depends on). */
 #define RS_LIMIT_GATE_MEMO_ENTRIES 256
 #define RS_LIMIT_GATE_MEMO_TTL_S RS_LIMIT_GATE_BASE_TTL_S
+/* Layer scans at upload (proxy/gate/gate_scan.c): background workers,
+ * scans waiting for one (more are left to the manifest PUT), and the
+ * largest stored per-layer result (findings are capped per layer). */
+#define RS_LIMIT_GATE_SCAN_WORKERS 2
+#define RS_LIMIT_GATE_SCAN_QUEUE 64
+#define RS_LIMIT_GATE_SCAN_DOC_BYTES (1024u * 1024)
 
 /* Failed password logins (proxy/login_guard.h): free failures per user at
  * one address and per address, the longest back-off, when a streak is

@@ -2,10 +2,10 @@
  * outside api/ includes. registry.c owns struct registry (its lifecycle and
  * the route dispatch); one file per resource answers: manifests.c (by tag,
  * by digest, the Accept list) and manifests_policy.c (tags served optimized
- * or checked by a push policy), blobs.c (cache hits, the single-flight
- * upstream download, ranges), tags.c (tags/list), reports.c, ops.c
- * (/metrics). mirror.c holds what they all ask the upstream and the store:
- * the mirror's repository links and the mapping of upstream error answers.
+ * or checked by a push policy), blobs.c (stored blobs, the stream of the
+ * shared upstream download, ranges), tags.c (tags/list), reports.c, ops.c
+ * (/metrics). Where a blob's or manifest's bytes come from is the source's
+ * (source.h); mirror.c maps the upstream's error answers.
  * The write side, behind push_http.h: push_http.c owns struct push_http
  * (its lifecycle), uploads.c recognises the write routes, streams bodies and
  * answers uploads and mounts, manifest_put.c answers a manifest PUT under a
@@ -40,7 +40,7 @@
 struct registry {
 	const struct rs_config *cfg;
 	struct store *store;
-	struct inflight *inflight;
+	struct source *src; /* where bytes come from: pushed, cache, upstream (source.h); owns the downloads */
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
@@ -56,7 +56,6 @@ struct registry {
 	pthread_mutex_t health_mu; /* guards the two below */
 	bool data_dir_read_only;
 	char data_dir_error[256];
-	_Atomic bool stopping; /* registry_shutdown: optimizations' blob waits end */
 };
 
 struct pull_verdict {
@@ -118,14 +117,10 @@ enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, c
 /* blobs.c: GET/HEAD of a blob. */
 enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head);
 
-/* The fetches of optpull.h (ctx is the registry), also used by push_fetch
- * and the policy check on pull: a blob through the single-flight download
- * (blobs.c), a manifest by digest (manifests.c); both verified and stored. */
-/* A blob or manifest of an optimized image that t's repository was given
- * (linked there) but that is no longer in the store: made again by the
- * optimizer (optpull_regenerate), waiting up to optimize.sync_timeout_s.
- * True when it is in the store now. */
-bool api_opt_regenerated(struct registry *r, const struct route_target *t, enum store_kind kind);
+/* The fetches of optpull.h (ctx is the registry), also used by the policy
+ * check on pull: a blob through the single-flight download (blobs.c), a
+ * manifest by digest (manifests.c); both verified and stored by the source
+ * (source.h source_ensure_blob, source_ensure_manifest). */
 RS_MUST_CHECK enum rs_code api_opt_fetch_blob(void *ctx, size_t up_index, const char *repo, const char *digest,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
@@ -151,19 +146,9 @@ enum MHD_Result api_referrers_get(struct registry *r, struct request *rq, const 
 enum MHD_Result api_answer_upstream_error(struct request *rq, const struct upstream_reply *rep, enum reply_what what);
 bool api_status_ok(long s);
 
-/* mirror.c: the mirror's repository links (store.h) and asking the
- * upstream for them. */
+/* mirror.c: is the object linked to the mirror's repository (source.h)? */
 bool api_mirror_linked(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
                        const char *digest);
-void api_mirror_link(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
-                     const char *digest);
-RS_MUST_CHECK enum rs_code api_mirror_ask(struct registry *r, size_t up_index, const char *repo,
-                                          enum store_kind kind, const char *digest, struct upstream_reply *rep,
-                                          struct rs_err *err);
-RS_MUST_CHECK enum rs_code api_mirror_confirm(struct registry *r, size_t up_index, const char *repo,
-                                              enum store_kind kind, const char *digest, struct rs_err *err);
-bool api_mirror_stale_ok(struct registry *r, size_t up_index, const char *repo, enum store_kind kind,
-                         const char *digest, enum rs_code rc, const struct upstream_reply *rep);
 
 
 /* ------------------------------------------------------------ write side */
@@ -174,6 +159,7 @@ struct push_http {
 	struct auth *auth; /* NULL without an auth section */
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
+	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
 };
 
 enum wkind {

@@ -1,7 +1,8 @@
 /* manifest_put: a manifest PUT to a repository that a push policy matches
  * (docs/policy.md; uploads.c hands it over once the body is complete). The
  * manifest is stored by digest (the store's checks of a pushed manifest), the policy's rules run
- * over the image (gate.c), a refusal is 403 DENIED listing every violation,
+ * over the image (gate.c; each layer's scan joined from its upload,
+ * gate_scan.c), a refusal is 403 DENIED listing every violation,
  * a tag push is forwarded upstream per the policy's mode (502 UNAVAILABLE
  * when that fails) before the local tag and the 201; every gated push leaves
  * a report under /regslim/v1/reports/. Answers go out through reply.h. */
@@ -76,7 +77,7 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	api_ref_text(shown, sizeof(shown), w->name, w->ref);
 	enum MHD_Result ret;
 	bool remembered = false;
-	enum rs_code rc = gate_check_memo(ph->memo, &remembered, &rep, gp, ph->store, STORE_PUSHED, digest,
+	enum rs_code rc = gate_check_push(ph->memo, ph->scans, &remembered, &rep, gp, ph->store, STORE_PUSHED, digest,
 	                                  by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
 	if (rc == RS_OK && remembered)
 		log_event(LOG_INFO, "push %s (%s): policy check remembered from an earlier push of the same image", shown,

@@ -1,13 +1,15 @@
 /* manifests: GET and HEAD of /v2/<name>/manifests/<reference> for the
  * pull-through mirror (DESIGN.md "The pull path", points 1, 2, 6 and 7).
  * By tag: a tag pushed to regslim first, else the tag map with its TTL, HEAD
- * revalidation and stale-if-error; by digest: only under a repository that
- * holds it (issue 11), cached for good. It also reads the client's Accept
- * list and fetches manifests by digest for optpull.c. It talks to
- * the store (store.h: the cache and pushed images) and upstream.c, through mirror.c for
- * repository links, and answers through reply.h. With a cluster section the tag map is
- * shared too (cluster.h): a tag one replica confirmed is fresh for every replica whose
- * store holds the manifest; without one, or with Redis down, only the store's map counts. */
+ * revalidation and stale-if-error; by digest: where the source (source.h)
+ * says its bytes come from, only under a repository that holds it (issue
+ * 11), cached for good. It also reads the client's Accept list and hands
+ * optpull.c the source's manifest fetch. It talks to the source (upstream
+ * fetches, links), the store (store.h: tag maps, the cache and pushed
+ * images) and upstream.c (tag revalidation), and answers through reply.h. With a cluster
+ * section the tag map is shared too (cluster.h): a tag one replica confirmed is fresh for
+ * every replica whose store holds the manifest; without one, or with Redis down, only the
+ * store's map counts. */
 #include "api_int.h"
 
 #include "cluster.h"
@@ -18,6 +20,7 @@
 #include "store.h"
 #include "push_http.h"
 #include "refname.h"
+#include "source.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,58 +84,15 @@ enum rs_code api_serve_stored_manifest(struct registry *r, struct request *rq, c
 	return RS_OK;
 }
 
-/* Fetch a manifest from the upstream, verify it and store it; on success
- * rep holds the body and *out_digest its digest. want_digest (may be NULL)
- * is the digest the client asked for. */
-static bool is_schema1(const char *type)
-{
-	return type && (strncmp(type, IMAGE_MT_DOCKER_V1, strlen(IMAGE_MT_DOCKER_V1)) == 0 ||
-	                strncmp(type, IMAGE_MT_DOCKER_V1_SIGNED, strlen(IMAGE_MT_DOCKER_V1_SIGNED)) == 0);
-}
-
+/* Fetch a manifest from the upstream, verify it and store it (source.h);
+ * on success rep holds the body and *out_digest its digest. want_digest
+ * (may be NULL) is the digest the client asked for. */
 static enum rs_code fetch_manifest(struct registry *r, const struct route_target *t, const struct accept_list *acc,
                                    const char *want_digest, struct upstream_reply *rep,
                                    char out_digest[DIGEST_STR_SIZE], bool *out_stored, struct rs_err *err)
 {
-	*out_stored = false;
-	struct upstream *u = r->ups[t->up_index];
-	const char *upname = r->cfg->upstreams[t->up_index].name;
-	metrics_upstream(upname, METRICS_UP_REQUESTS);
-	enum rs_code rc = upstream_manifest(u, t->repo, t->ref, acc->values, acc->n, false,
-	                                    r->cfg->manifest_max_bytes, rep, err);
-	if (rc) {
-		metrics_upstream(upname, METRICS_UP_ERRORS);
-		return rc;
-	}
-	if (rep->status >= 500)
-		metrics_upstream(upname, METRICS_UP_ERRORS);
-	if (!api_status_ok(rep->status))
-		return RS_OK; /* the caller passes the answer on */
-	metrics_add(METRICS_UPSTREAM_BYTES, rep->body_len);
-	digest_buffer(out_digest, rep->body, rep->body_len);
-	if (is_schema1(rep->content_type)) {
-		/* A schema 1 manifest's digest covers its payload without the JWS
-		 * signatures, so its bytes cannot be checked against a digest: pass
-		 * it through with the upstream's digest and never cache it. Only
-		 * clients that do not accept schema 2 get one. */
-		if (rep->digest[0])
-			snprintf(out_digest, DIGEST_STR_SIZE, "%s", rep->digest);
-		return RS_OK;
-	}
-	if (want_digest && strcmp(out_digest, want_digest) != 0)
-		return rs_err_set(err, RS_DIGEST_MISMATCH,
-		                  "upstream %s sent a manifest for %s that hashes to %s; not cached", upname,
-		                  want_digest, out_digest);
-	if (!want_digest && rep->digest[0] && strcmp(rep->digest, out_digest) != 0)
-		return rs_err_set(err, RS_DIGEST_MISMATCH,
-		                  "upstream %s sent manifest bytes hashing to %s but Docker-Content-Digest %s; not cached",
-		                  upname, out_digest, rep->digest);
-	const char *type = rep->content_type ? rep->content_type : JSON_TYPE;
-	enum rs_code prc = store_manifest_put(r->store, STORE_CACHE, out_digest, type, rep->body, rep->body_len, err);
-	*out_stored = prc == RS_OK;
-	if (prc == RS_OK) /* the upstream gave it for this repository: linked there */
-		api_mirror_link(r, t->up_index, t->repo, STORE_MANIFEST, out_digest);
-	return prc;
+	return source_fetch_manifest(r->src, t->up_index, t->repo, t->ref, acc->values, acc->n, want_digest, rep,
+	                             out_digest, out_stored, err);
 }
 
 static enum MHD_Result serve_fetched(struct request *rq, struct upstream_reply *rep, const char *digest)
@@ -189,10 +149,10 @@ enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref)
 }
 
 /* A manifest by digest is served under t only if t's repository holds it
- * (issue 11): linked to the mirror's repository (fetched or confirmed for it
- * by the upstream), or pushed to the name. A cached copy without a link for
- * this repository is served only after the upstream confirms it (HEAD); a
- * copy not cached is fetched from the upstream for this repository. */
+ * (issue 11; source.h decides where its bytes come from): pushed to the
+ * name, cached and linked to the mirror's repository (fetched or confirmed
+ * for it by the upstream), an evicted optimized manifest made again; a copy
+ * not cached is fetched from the upstream for this repository. */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                           const struct accept_list *acc)
 {
@@ -200,45 +160,38 @@ enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, c
 	enum MHD_Result ret = MHD_NO;
 	if (!api_ref_digest_ok(t->ref, &err))
 		return api_manifest_cannot_exist(rq, t->ref);
-	bool had_copy = store_has(r->store, STORE_CACHE, STORE_MANIFEST, t->ref);
-	bool linked = had_copy && api_mirror_linked(r, t->up_index, t->repo, STORE_MANIFEST, t->ref);
-	if (serve_pushed_manifest(r, rq, t->name, t->ref, &ret))
+	const struct source_ref ref = {t->name, t->up_index, t->repo, STORE_MANIFEST, t->ref};
+	struct source_found f;
+	enum rs_code rc = source_locate(r->src, &ref, &f, &err);
+	if (rc) {
+		source_found_dispose(&f);
+		return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
+	}
+	if (f.where == SOURCE_UNLINKED) {
+		rq->cache = "unlinked";
+		ret = f.ask_rc ? reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0)
+		               : api_answer_upstream_error(rq, &f.rep, REPLY_MANIFEST);
+		source_found_dispose(&f);
 		return ret;
-	if (!had_copy && api_opt_regenerated(r, t, STORE_MANIFEST))
-		had_copy = linked = true; /* an optimized manifest that was evicted */
-	if (had_copy && !linked) {
-		struct upstream_reply head = {0};
-		enum rs_code rc = api_mirror_ask(r, t->up_index, t->repo, STORE_MANIFEST, t->ref, &head, &err);
-		if ((rc || !api_status_ok(head.status)) &&
-		    !api_mirror_stale_ok(r, t->up_index, t->repo, STORE_MANIFEST, t->ref, rc, &head)) {
-			/* not this repository's (or the upstream cannot say so now):
-			 * never served from another repository's copy */
-			rq->cache = "unlinked";
-			ret = rc ? reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0) : api_answer_upstream_error(rq, &head, REPLY_MANIFEST);
-			upstream_reply_dispose(&head);
-			return ret;
-		}
-		upstream_reply_dispose(&head);
-		linked = true;
 	}
-	if (linked) {
-		enum rs_code rc = api_serve_stored_manifest(r, rq, t->ref, &ret, &err);
-		if (rc == RS_OK) {
-			rq->cache = "hit";
+	if (f.where != SOURCE_UPSTREAM) {
+		/* a regenerated manifest is a hit, as it always was */
+		rq->cache = f.where == SOURCE_PUSHED ? "pushed" : "hit";
+		if (f.where != SOURCE_PUSHED)
 			metrics_cache(METRICS_MANIFEST, 1);
-			return ret;
-		}
-		if (rc != RS_NOT_FOUND)
-			return reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
-		log_event(LOG_WARN, "%s", err.msg); /* a corrupt stored copy was dropped, or it was evicted */
+		ret = api_answer_manifest(rq, f.body, f.len, f.type, t->ref);
+		f.body = NULL; /* handed to the answer */
+		source_found_dispose(&f);
+		return ret;
 	}
+	source_found_dispose(&f);
 	rq->cache = "miss";
 	metrics_cache(METRICS_MANIFEST, 0);
 	struct upstream_reply rep = {0};
 	char digest[DIGEST_STR_SIZE];
 	rs_err_clear(&err);
 	bool stored;
-	enum rs_code rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
+	rc = fetch_manifest(r, t, acc, t->ref, &rep, digest, &stored, &err);
 	if (rc)
 		ret = reply_fail(rq, &err, REPLY_MANIFEST, NULL, 0);
 	else if (!api_status_ok(rep.status))
@@ -433,28 +386,11 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
 	return ret;
 }
 
-/* optpull's manifest fetch: GET by digest from the upstream, verified and stored. */
+/* optpull's manifest fetch (and the policy check on pull's): GET by digest
+ * from the upstream, verified and stored (source.h). */
 enum rs_code api_opt_fetch_manifest(void *ctx, size_t up_index, const char *repo, const char *digest,
                                        struct rs_err *err)
 {
 	struct registry *r = ctx;
-	if (store_has(r->store, STORE_CACHE, STORE_MANIFEST, digest))
-		return RS_OK;
-	struct route_target t = {.up_index = up_index, .ref = digest};
-	snprintf(t.repo, sizeof(t.repo), "%s", repo);
-	snprintf(t.name, sizeof(t.name), "%s", repo);
-	struct accept_list acc = {.values = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_DOCKER_MANIFEST, IMAGE_MT_OCI_INDEX, IMAGE_MT_DOCKER_LIST}, .n = 4};
-	struct upstream_reply rep = {0};
-	char got[DIGEST_STR_SIZE];
-	bool stored = false;
-	enum rs_code rc = fetch_manifest(r, &t, &acc, digest, &rep, got, &stored, err);
-	if (rc == RS_OK && !api_status_ok(rep.status))
-		rc = rs_err_set(err, rep.status == 404 ? RS_NOT_FOUND : RS_UPSTREAM,
-		                "upstream %s answered HTTP %ld for manifest %s", r->cfg->upstreams[up_index].name,
-		                rep.status, digest);
-	else if (rc == RS_OK && !stored)
-		rc = rs_err_set(err, RS_BAD_INPUT, "manifest %s (%s) cannot be stored", digest,
-		                rep.content_type ? rep.content_type : "no type");
-	upstream_reply_dispose(&rep);
-	return rc;
+	return source_ensure_manifest(r->src, up_index, repo, digest, err);
 }

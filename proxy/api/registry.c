@@ -1,7 +1,8 @@
 /* registry: the read side of the Distribution API for the pull-through
  * mirror (DESIGN.md "The pull path"): struct registry and its lifecycle
- * (the store, the single-flight download table, one upstream client per
- * configured upstream, the write side push_http.c, the optimized pull path),
+ * (the store, one upstream client per configured upstream, the source that
+ * decides where bytes come from and runs the shared downloads (source.h),
+ * the write side push_http.c, the optimized pull path),
  * and the route dispatch. registry_handle splits the path, picks the
  * upstream (route.c), asks the auth gate (auth_gate.c), and hands the request to the
  * file of its resource: manifests.c and manifests_policy.c, blobs.c,
@@ -14,7 +15,6 @@
 #include "api_int.h"
 #include "cluster.h"
 #include "gate.h"
-#include "inflight.h"
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
@@ -23,6 +23,7 @@
 #include "reply.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "source.h"
 #include "store.h"
 #include "upstream.h"
 
@@ -36,30 +37,14 @@
 
 static unsigned inflight_gauge(void *arg)
 {
-	return inflight_count(arg);
+	return source_inflight(arg);
 }
 
-/* store.h store_pushed_fetch_fn: does the mirror's repository (repo routed like a
- * pull) hold digest? A reference of a pushed manifest that only the upstream
- * has (the client saw it through regslim's read side and skipped the
- * upload), or a mount from a mirror repository: fetched into the cache for
- * repo when absent, and confirmed by the upstream for repo when the cached
- * copy is not linked to it. */
-static enum rs_code push_fetch(void *ctx, const char *repo, const char *digest, bool manifest, struct rs_err *err)
+/* source.h source_regen_fn over the optimized pull path. */
+static enum rs_code regenerate(void *ctx, enum store_kind kind, const char *digest, unsigned wait_s,
+                               struct rs_err *err)
 {
-	struct registry *r = ctx;
-	struct route_target t = {0};
-	enum rs_code rc = route_pick(r->cfg, NULL, repo, &t, err);
-	if (rc)
-		return rc;
-	enum store_kind kind = manifest ? STORE_MANIFEST : STORE_BLOB;
-	if (!store_has(r->store, STORE_CACHE, kind, digest) &&
-	    (rc = manifest ? api_opt_fetch_manifest(r, t.up_index, t.repo, digest, err)
-	                   : api_opt_fetch_blob(r, t.up_index, t.repo, digest, err)))
-		return rc;
-	if (!api_mirror_linked(r, t.up_index, t.repo, kind, digest))
-		rc = api_mirror_confirm(r, t.up_index, t.repo, kind, digest, err);
-	return rc;
+	return optpull_regenerate(ctx, kind, digest, wait_s, err);
 }
 
 /* Can the store write? A read-only data directory (a read-only mount of a
@@ -99,9 +84,6 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = cluster_new(&r->cluster, &cfg->cluster, NULL, err);
 	if (rc)
 		goto out;
-	rc = inflight_new(&r->inflight, r->store, err);
-	if (rc)
-		goto out;
 	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
 	if (!r->ups) {
 		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
@@ -114,15 +96,19 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 			goto out;
 		}
 	}
+	rc = source_new(&r->src, cfg, r->store, r->ups, err);
+	if (rc)
+		goto out;
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
-	store_pushed_set_fetcher(r->store, push_fetch, r);
+	store_pushed_set_fetcher(r->store, source_pushed_fetch, r->src);
 	if (cfg->optimize.enabled && cfg->optimize.policy_count) {
 		struct optpull_ops ops = {api_opt_fetch_blob, api_opt_fetch_manifest, r};
 		rc = optpull_new(&r->opt, cfg, r->store, &ops, err);
 		if (rc)
 			goto out;
+		source_set_regenerate(r->src, regenerate, r->opt);
 	}
 	rc = store_scrub_start(r->store, &r->scrub, err);
 	if (rc)
@@ -134,7 +120,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 			rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
 			goto out;
 		}
-	metrics_set_inflight_source(inflight_gauge, r->inflight);
+	metrics_set_inflight_source(inflight_gauge, r->src);
 	*out = r;
 	return RS_OK;
 out:
@@ -144,7 +130,8 @@ out:
 
 void registry_shutdown(struct registry *r)
 {
-	atomic_store(&r->stopping, true);
+	if (r->src)
+		source_stop(r->src);
 	optpull_stop(r->opt);
 	store_scrub_stop(r->scrub);
 	r->scrub = NULL;
@@ -161,9 +148,9 @@ void registry_free(struct registry *r)
 		return;
 	metrics_set_inflight_source(NULL, NULL);
 	store_scrub_stop(r->scrub); /* first: it reads the stores */
-	optpull_free(r->opt); /* its workers use the upstreams and the inflight table */
+	optpull_free(r->opt); /* its workers use the upstreams and the source's downloads */
 	push_http_free(r->ph);
-	inflight_free(r->inflight);
+	source_free(r->src); /* waits for running downloads, which use the upstreams */
 	if (r->ups)
 		for (size_t i = 0; i < r->cfg->upstream_count; i++)
 			upstream_free(r->ups[i]);
@@ -182,7 +169,7 @@ void registry_free(struct registry *r)
 
 unsigned registry_inflight(struct registry *r)
 {
-	return inflight_count(r->inflight);
+	return source_inflight(r->src);
 }
 
 enum MHD_Result registry_body(struct registry *r, struct request *rq, const char *data, size_t len)

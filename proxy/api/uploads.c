@@ -29,6 +29,7 @@
 
 #include "digest.h"
 #include "gate_policy.h"
+#include "gate_scan.h"
 #include "log.h"
 #include "push_http.h"
 #include "refindex.h"
@@ -242,6 +243,15 @@ static bool setup_manifest_ref(struct push_http *ph, struct request *rq, struct 
 	return true;
 }
 
+/* A blob now in repo: under a push policy, its layer scan starts now
+ * (gate_scan.h), so the manifest PUT only joins results. */
+static void queue_scan(struct push_http *ph, const char *repo, const char *digest)
+{
+	if (ph->scans)
+		gate_scan_queue(ph->scans, gate_policy_find(ph->cfg->push.policies, ph->cfg->push.policy_count, repo),
+		                digest);
+}
+
 /* POST .../blobs/uploads/: a mount when it can be one, else a new upload
  * session (with ?digest=, a monolithic upload: the digest must parse). */
 static bool setup_upload_start(struct push_http *ph, struct request *rq, struct wreq *w, enum MHD_Result *ret)
@@ -265,6 +275,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 			            &client, from, AUTH_PULL, time(NULL), &d);
 		if (d.verdict == AUTH_ALLOW && store_pushed_mount(ph->store, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
+			queue_scan(ph, w->name, mount);
 			rq->answered = true;
 			*ret = blob_created(rq, w, mount);
 			return false;
@@ -543,6 +554,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		w->u = NULL;
 		if (store_upload_commit(u, dg, &err) != RS_OK)
 			return api_fail(rq, w, &err, 0, false);
+		queue_scan(ph, w->name, dg);
 		return blob_created(rq, w, dg);
 	}
 	case W_UPLOAD_PATCH: {
@@ -569,6 +581,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		if (store_upload_commit(u, dg, &err) != RS_OK)
 			return api_fail(rq, w, &err, size, false);
 		log_event(LOG_DEBUG, "blob %s pushed to %s (%llu bytes)", dg, w->name, (unsigned long long)size);
+		queue_scan(ph, w->name, dg);
 		return blob_created(rq, w, dg);
 	}
 	default:

@@ -5,6 +5,7 @@
 #include "gate.h"
 
 #include "codec.h"
+#include "gate_scan.h"
 #include "digest.h"
 #include "fsutil.h"
 #include "image.h"
@@ -22,6 +23,7 @@
 #include "upstream.h"
 #include "upstream_push.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -34,6 +36,10 @@
 #include <unistd.h>
 
 #define CONFIG_MAX_BYTES (4u * 1024 * 1024)
+
+/* A layer's recorded scan never holds more findings than a report keeps,
+ * so replaying it in layer order gives the inline scan's report (below). */
+_Static_assert(GATE_SCAN_FINDINGS_MAX == GATE_FINDINGS_MAX, "recorded scans are capped as reports are");
 
 void gate_report_dispose(struct gate_report *r)
 {
@@ -431,9 +437,125 @@ static enum rs_code config_platform(char *out, size_t cap, const char *cfgbuf, s
 	return rc;
 }
 
+/* A finding past the report's cap: counted, as add() counts it. */
+static void drop(struct gate_report *r, enum gate_action a)
+{
+	assert(r->count >= GATE_FINDINGS_MAX); /* a layer records GATE_FINDINGS_MAX findings before any is past its cap */
+	if (a == GATE_DENY)
+		r->denies++;
+	else
+		r->warns++;
+	r->dropped++;
+}
+
+/* A layer's recorded scan (gate_scan.h) through the rules, in the order the
+ * pass reported it: the findings on_entry and on_finding would have added. */
+static enum rs_code replay(const struct layer_eval *c, const struct gate_scan_result *r, struct rs_err *err)
+{
+	const struct gate_list_rule *fp = &c->p->forbidden_paths;
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < r->count; i++) {
+		const struct gate_scan_finding *f = &r->items[i];
+		struct where at = c->at;
+		at.path = f->path;
+		if (f->kind == GATE_SCAN_FORBIDDEN)
+			rc = add(c->rep, fp->action, "forbidden_paths", &at, err, "%s %s: forbidden path (matches %s)",
+				 c->where, f->path, fp->items[f->which]);
+		else
+			rc = add(c->rep, c->p->secrets, "secrets", &at, err, "%s %s: %s", c->where, f->path,
+				 scan_detector_name((enum scan_detector)f->which));
+	}
+	for (size_t i = 0; rc == RS_OK && i < r->more_forbidden; i++)
+		drop(c->rep, fp->action);
+	for (size_t i = 0; rc == RS_OK && i < r->more_secrets; i++)
+		drop(c->rep, c->p->secrets);
+	return rc;
+}
+
+/* One layer through the scans of uploads (gate_scan.h): its stored result,
+ * or the result of a scan still running, else scanned here (and kept). The
+ * errors are those of the inline pass, with the same prefix. */
+static enum rs_code scan_joined(uint64_t *uncompressed, const struct layer_eval *ev, struct gate_scan *sc,
+				struct store *store, enum store_area area, enum codec_kind kind, const char *digest,
+				struct rs_err *err)
+{
+	struct gate_scan_result r = {0};
+	int ticket = -1;
+	enum rs_code rc = RS_OK;
+	if (!gate_scan_claim(sc, &r, &ticket, ev->p, area, kind, digest)) {
+		int fd = -1;
+		uint64_t size = 0;
+		rc = store_open_fd(store, area, STORE_BLOB, digest, &fd, &size, err);
+		if (rc == RS_OK && (rc = gate_scan_record(&r, fd, ev->p, kind, digest, NULL, err)))
+			rs_err_prefix(err, "scanning %s: ", ev->where);
+		if (fd >= 0)
+			close(fd);
+		gate_scan_done(sc, ticket, ev->p, kind, digest, rc ? NULL : &r);
+	}
+	if (rc == RS_OK && (rc = replay(ev, &r, err)) == RS_OK)
+		*uncompressed += r.uncompressed_bytes;
+	gate_scan_result_dispose(&r);
+	return rc;
+}
+
+/* The layer pass of one image, layer by layer in manifest order: each
+ * scanned here (sc NULL) or joined from the scans of uploads; findings go
+ * to rep, the uncompressed sizes add up in *uncompressed. */
+static enum rs_code scan_layers(uint64_t *uncompressed, struct gate_report *rep, const struct rs_gate_policy *p,
+				struct store *store, enum store_area area, const struct imagejson_manifest *m,
+				const char *prefix, const char *platform, struct gate_scan *sc, struct rs_err *err)
+{
+	enum rs_code rc = RS_OK;
+	int fd = -1;
+	for (size_t i = 0; i < m->layer_count; i++) {
+		const struct imagejson_descriptor *l = &m->layers[i];
+		const char *lmt = l->media_type ? l->media_type : "";
+		if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
+			continue;
+		enum codec_kind kind;
+		if ((rc = codec_kind_from_media_type(&kind, l->media_type, err)))
+			goto out;
+		char where[320];
+		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m->layer_count, l->digest);
+		struct layer_eval ev = {p, rep, where, {.platform = platform, .layer = i + 1, .layer_digest = l->digest}};
+		if (sc) {
+			if ((rc = scan_joined(uncompressed, &ev, sc, store, area, kind, l->digest, err)))
+				goto out;
+			continue;
+		}
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+		uint64_t size = 0;
+		if ((rc = store_open_fd(store, area, STORE_BLOB, l->digest, &fd, &size, err)))
+			goto out;
+		struct scan_opts o = {.codec = kind,
+				      .digest = l->digest,
+				      .secrets = p->secrets != GATE_OFF,
+				      .file_cap = p->secret_file_cap,
+				      .scan_binaries = p->secret_scan_binaries,
+				      .allow_paths = p->secret_allow_paths,
+				      .allow_path_count = p->secret_allow_path_count,
+				      .on_entry = on_entry,
+				      .on_finding = on_finding,
+				      .ctx = &ev};
+		struct scan_stats st;
+		if ((rc = scan_layer_fd(&st, fd, &o, err))) {
+			rs_err_prefix(err, "scanning %s: ", where);
+			goto out;
+		}
+		*uncompressed += st.uncompressed_bytes;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
 static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
 				enum store_area area, const struct imagejson_manifest *m, const char *prefix,
-				const char *platform, unsigned flags, struct gate_resolver *res, struct rs_err *err)
+				const char *platform, unsigned flags, struct gate_resolver *res, struct gate_scan *sc,
+				struct rs_err *err)
 {
 	char *cfgbuf = NULL, *user = NULL;
 	size_t cfglen = 0, nlabels = 0;
@@ -519,40 +641,8 @@ static enum rs_code check_image(struct gate_report *rep, const struct rs_gate_po
 	}
 	bool need_scan = p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action;
 	uint64_t uncompressed = 0;
-	for (size_t i = 0; need_scan && i < m->layer_count; i++) {
-		const struct imagejson_descriptor *l = &m->layers[i];
-		const char *lmt = l->media_type ? l->media_type : "";
-		if (strstr(lmt, "nondistributable") || strstr(lmt, "foreign"))
-			continue;
-		enum codec_kind kind;
-		if ((rc = codec_kind_from_media_type(&kind, l->media_type, err)))
-			goto out;
-		if (fd >= 0)
-			close(fd);
-		fd = -1;
-		uint64_t size = 0;
-		if ((rc = store_open_fd(store, area, STORE_BLOB, l->digest, &fd, &size, err)))
-			goto out;
-		char where[320];
-		snprintf(where, sizeof(where), "%slayer %zu of %zu (%s)", prefix, i + 1, m->layer_count, l->digest);
-		struct layer_eval ev = {p, rep, where, {.platform = platform, .layer = i + 1, .layer_digest = l->digest}};
-		struct scan_opts o = {.codec = kind,
-				      .digest = l->digest,
-				      .secrets = p->secrets != GATE_OFF,
-				      .file_cap = p->secret_file_cap,
-				      .scan_binaries = p->secret_scan_binaries,
-				      .allow_paths = p->secret_allow_paths,
-				      .allow_path_count = p->secret_allow_path_count,
-				      .on_entry = on_entry,
-				      .on_finding = on_finding,
-				      .ctx = &ev};
-		struct scan_stats st;
-		if ((rc = scan_layer_fd(&st, fd, &o, err))) {
-			rs_err_prefix(err, "scanning %s: ", where);
-			goto out;
-		}
-		uncompressed += st.uncompressed_bytes;
-	}
+	if (need_scan && (rc = scan_layers(&uncompressed, rep, p, store, area, m, prefix, platform, sc, err)))
+		goto out;
 	rep->uncompressed_bytes += uncompressed;
 	rep->scanned = need_scan;
 	if (need_scan && p->max_uncompressed_bytes.action && uncompressed > p->max_uncompressed_bytes.limit)
@@ -577,6 +667,7 @@ struct check_walk {
 	enum store_area area;
 	unsigned flags;
 	struct gate_resolver *res;
+	struct gate_scan *sc; /* NULL: every layer scanned here */
 };
 
 static enum rs_code check_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
@@ -596,23 +687,30 @@ static enum rs_code check_visit(void *ctx, enum imagewalk_event ev, const struct
 		return RS_OK;
 	*step = IMAGEWALK_SKIP; /* check_image reads the config and layers itself */
 	if (n->depth == 0)
-		return check_image(w->rep, w->p, w->store, w->area, n->manifest, "", NULL, w->flags, w->res, err);
+		return check_image(w->rep, w->p, w->store, w->area, n->manifest, "", NULL, w->flags, w->res, w->sc, err);
 	const struct imagejson_descriptor *d = n->desc;
 	char platform[96], prefix[200];
 	snprintf(platform, sizeof(platform), "%s/%s%s%s", d->os ? d->os : "?", d->architecture ? d->architecture : "?",
 		 d->variant ? "/" : "", d->variant ? d->variant : "");
 	snprintf(prefix, sizeof(prefix), "platform %s (%s): ", platform, d->digest);
-	return check_image(w->rep, w->p, w->store, w->area, n->manifest, prefix, platform, w->flags, w->res, err);
+	return check_image(w->rep, w->p, w->store, w->area, n->manifest, prefix, platform, w->flags, w->res, w->sc, err);
+}
+
+static enum rs_code check_run(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
+			      enum store_area area, const char *digest, unsigned flags, struct gate_resolver *res,
+			      struct gate_scan *sc, struct rs_err *err)
+{
+	struct check_walk w = {rep, p, store, area, flags, res, sc};
+	const struct imagewalk walk = {.load = check_load, .visit = check_visit, .ctx = &w, .manifest_what = "manifest",
+				       .index_what = "index"};
+	return imagewalk_run(&walk, digest, err);
 }
 
 enum rs_code gate_check(struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
 			enum store_area area, const char *digest, unsigned flags, struct gate_resolver *res,
 			struct rs_err *err)
 {
-	struct check_walk w = {rep, p, store, area, flags, res};
-	const struct imagewalk walk = {.load = check_load, .visit = check_visit, .ctx = &w, .manifest_what = "manifest",
-				       .index_what = "index"};
-	return imagewalk_run(&walk, digest, err);
+	return check_run(rep, p, store, area, digest, flags, res, NULL, err);
 }
 
 /* ---- remembered checks ---- */
@@ -676,6 +774,13 @@ enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report 
 			     struct gate_resolver *res,
 			     struct rs_err *err)
 {
+	return gate_check_push(m, NULL, hit, rep, p, store, area, digest, flags, res, err);
+}
+
+enum rs_code gate_check_push(struct gate_memo *m, struct gate_scan *sc, bool *hit, struct gate_report *rep,
+			     const struct rs_gate_policy *p, struct store *store, enum store_area area,
+			     const char *digest, unsigned flags, struct gate_resolver *res, struct rs_err *err)
+{
 	*hit = false;
 	time_t now = time(NULL);
 	enum rs_code rc = RS_OK;
@@ -691,7 +796,7 @@ enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struct gate_report 
 	pthread_mutex_unlock(&m->mu);
 	if (*hit)
 		return rc;
-	if ((rc = gate_check(rep, p, store, area, digest, flags, res, err)))
+	if ((rc = check_run(rep, p, store, area, digest, flags, res, sc, err)))
 		return rc;
 	struct gate_report copy = {0};
 	if (report_copy(&copy, rep, NULL) != RS_OK) {

@@ -4,7 +4,10 @@
  * the manifest, user and labels from the config, base layers by digest, and
  * one streaming pass per layer (optimizer/scan.h) for forbidden paths, the
  * secret scan and the uncompressed size. Every layer is scanned, so a file
- * that a later layer deletes is still found. gate_forward() then sends the
+ * that a later layer deletes is still found. Layers are scanned on their
+ * own (no state crosses layers), so the push path scans them as their
+ * uploads complete (gate_scan.h) and the manifest PUT replays each layer's
+ * recorded findings in layer order: the same report. gate_forward() then sends the
  * image to the upstream per the policy's mode (optimize-and-push,
  * push-original-and-optimized, check-only) with upstream_push.h, running
  * the optimizer pipeline over a temporary OCI layout the store exports into
@@ -118,6 +121,16 @@ RS_MUST_CHECK enum rs_code gate_check_memo(struct gate_memo *m, bool *hit, struc
 					   const struct rs_gate_policy *p, struct store *store, enum store_area area,
 					   const char *digest,
 					   unsigned flags, struct gate_resolver *res, struct rs_err *err);
+
+/* gate_check_memo with the scans of uploads (gate_scan.h; sc may be NULL):
+ * each layer's findings come from its scan at upload when there is one
+ * (waiting for a scan still running), else it is scanned here and its
+ * result kept. The report is the one gate_check gives. */
+struct gate_scan;
+RS_MUST_CHECK enum rs_code gate_check_push(struct gate_memo *m, struct gate_scan *sc, bool *hit,
+					   struct gate_report *rep, const struct rs_gate_policy *p, struct store *store,
+					   enum store_area area, const char *digest, unsigned flags,
+					   struct gate_resolver *res, struct rs_err *err);
 
 /* The findings with action `which` as one message line, "; "-separated,
  * each prefixed "[rule] ", with "(and N more)" when cut; *out is new

@@ -48,8 +48,8 @@ struct label_row {
 static _Atomic uint64_t opt_ok, opt_failed, opt_usec_sum;
 static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_rows[OPT_ROWS];
 /* push gate (gate.c): pushes by result, findings by (rule, action) */
-static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS];
-static size_t gate_push_count, gate_finding_count;
+static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS], gate_scan_rows[OPT_ROWS];
+static size_t gate_push_count, gate_finding_count, gate_scan_count;
 static size_t fallback_count, variant_count, saved_count;
 static void *inflight_arg;
 
@@ -156,6 +156,11 @@ void metrics_gate_finding(const char *rule, const char *action)
 	label_add(gate_finding_rows, &gate_finding_count, rule, action, 1);
 }
 
+void metrics_gate_layer_scan(const char *when)
+{
+	label_add(gate_scan_rows, &gate_scan_count, when, "", 1);
+}
+
 static _Atomic int data_dir_writable = 1;
 
 void metrics_set_data_dir_writable(int writable)
@@ -235,6 +240,25 @@ static void emit(struct page *p, const char *fmt, ...)
 	}
 }
 
+/* The cluster's series (cluster.c), only with a cluster section. */
+static void render_cluster(struct page *p)
+{
+	if (atomic_load(&redis_up) < 0)
+		return;
+	emit(p,
+	     "# HELP regslim_redis_up 1 when the cluster's Redis answers, 0 when degraded (coordinating per process).\n"
+	     "# TYPE regslim_redis_up gauge\nregslim_redis_up %d\n"
+	     "# HELP regslim_cluster_locks_total Single-flight lock attempts: taken in Redis (redis), taken in this "
+	     "process while Redis was down (local), held by another owner (busy).\n"
+	     "# TYPE regslim_cluster_locks_total counter\n"
+	     "regslim_cluster_locks_total{result=\"redis\"} %llu\n"
+	     "regslim_cluster_locks_total{result=\"local\"} %llu\n"
+	     "regslim_cluster_locks_total{result=\"busy\"} %llu\n",
+	     atomic_load(&redis_up), (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_REDIS]),
+	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_LOCAL]),
+	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_BUSY]));
+}
+
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 {
 	static const char *const kinds[METRICS_KIND_COUNT] = {"manifest", "blob"};
@@ -290,6 +314,12 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < gate_finding_count; i++)
 		emit(&p, "regslim_gate_findings_total{rule=\"%s\",action=\"%s\"} %llu\n", gate_finding_rows[i].a,
 		     gate_finding_rows[i].b, (unsigned long long)gate_finding_rows[i].count);
+	emit(&p, "# HELP regslim_gate_layer_scans_total Layer scans of the push gate, by when: upload (in the background, "
+	         "once per layer digest and scan parameters) or manifest (at the manifest PUT).\n"
+	         "# TYPE regslim_gate_layer_scans_total counter\n");
+	for (size_t i = 0; i < gate_scan_count; i++)
+		emit(&p, "regslim_gate_layer_scans_total{when=\"%s\"} %llu\n", gate_scan_rows[i].a,
+		     (unsigned long long)gate_scan_rows[i].count);
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
 	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);
@@ -360,19 +390,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_SCRUB_OBJECTS), (unsigned long long)metrics_get(METRICS_SCRUB_BYTES),
 	     (unsigned long long)metrics_get(METRICS_SCRUB_CORRUPT),
 	     (unsigned long long)metrics_get(METRICS_SCRUB_PASSES));
-	if (atomic_load(&redis_up) >= 0)
-		emit(&p,
-		     "# HELP regslim_redis_up 1 when the cluster's Redis answers, 0 when degraded (coordinating per process).\n"
-		     "# TYPE regslim_redis_up gauge\nregslim_redis_up %d\n"
-		     "# HELP regslim_cluster_locks_total Single-flight lock attempts: taken in Redis (redis), taken in this "
-		     "process while Redis was down (local), held by another owner (busy).\n"
-		     "# TYPE regslim_cluster_locks_total counter\n"
-		     "regslim_cluster_locks_total{result=\"redis\"} %llu\n"
-		     "regslim_cluster_locks_total{result=\"local\"} %llu\n"
-		     "regslim_cluster_locks_total{result=\"busy\"} %llu\n",
-		     atomic_load(&redis_up), (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_REDIS]),
-		     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_LOCAL]),
-		     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_BUSY]));
+	render_cluster(&p);
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

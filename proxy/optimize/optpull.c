@@ -463,21 +463,31 @@ static bool is_manifest(const struct report *rep, const char *digest, const char
 	return false;
 }
 
-/* Record that the result key made object digest (STORE_DOC_OPT_OWNER), so
- * that a blob or manifest of an optimized image that was evicted can be
- * made again (optpull_regenerate); an object two results share names the
- * latest. */
-static enum rs_code owner_note(struct optpull *op, const char *digest, const char *key, struct rs_err *err)
+/* Record how object digest of an optimized image was made
+ * (STORE_DOC_OPT_OWNER): the result key and the request (source, upstream,
+ * repository, policy, variant), so that the object can be made again when it
+ * left the store (optpull_regenerate), even after eviction took its result
+ * too. An object two results share names the latest. */
+static enum rs_code owner_note(struct job *j, const char *digest, struct rs_err *err)
 {
-	return store_doc_put(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, key, strlen(key), err);
+	struct optpull *op = j->op;
+	char doc[1024];
+	int n = snprintf(doc, sizeof(doc),
+	                 "{\"key\":\"%s\",\"source\":\"%s\",\"upstream\":\"%s\",\"repository\":\"%s\","
+	                 "\"policy\":\"%s\",\"variant\":\"%s\"}\n",
+	                 j->key, j->source, op->cfg->upstreams[j->up_index].name, j->repo, j->policy_digest,
+	                 optpull_variant_name(j->variant));
+	if (n < 0 || (size_t)n >= sizeof(doc))
+		return rs_err_set(err, RS_TOO_LARGE, "owner document too large");
+	return store_doc_put(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, doc, (size_t)n, err);
 }
 
 /* Import every blob and manifest of the output layout dir into the store:
  * blobs first, so that a stored manifest never names a missing blob. Each
  * object's owner (the result key) is noted before the object is stored. */
-static enum rs_code import_output(struct optpull *op, const char *dir, const struct report *rep, const char *key,
-                                  struct rs_err *err)
+static enum rs_code import_output(struct job *j, const char *dir, const struct report *rep, struct rs_err *err)
 {
+	struct optpull *op = j->op;
 	char bdir[OPT_PATH_MAX + 64];
 	snprintf(bdir, sizeof(bdir), "%s/blobs/sha256", dir);
 	enum rs_code rc = RS_OK;
@@ -495,7 +505,7 @@ static enum rs_code import_output(struct optpull *op, const char *dir, const str
 			const char *type = NULL;
 			bool man = is_manifest(rep, digest, &type);
 			if (pass == (man ? 1 : 0))
-				rc = owner_note(op, digest, key, err);
+				rc = owner_note(j, digest, err);
 			if (rc != RS_OK)
 				break;
 			if (pass == 0 && !man) {
@@ -603,7 +613,7 @@ static enum rs_code run_job(struct job *j, struct rs_err *err)
 		rep.dest = report_strdup(name);
 	}
 	if (rc == RS_OK)
-		rc = import_output(op, dst, &rep, j->key, err);
+		rc = import_output(j, dst, &rep, err);
 	if (rc == RS_OK) {
 		snprintf(j->result.digest, sizeof(j->result.digest), "%s", rep.digest);
 		snprintf(j->result.media_type, sizeof(j->result.media_type), "%s",
@@ -785,25 +795,19 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 
 /* ------------------------------------------------------------ regeneration */
 
-/* The request that made result key: its source, upstream, repository,
- * policy and variant, from the result file. RS_NOT_FOUND when the file is
- * gone or was written before results named their upstream. */
-static enum rs_code request_of_key(struct optpull *op, const char *key, struct optpull_request *rq, char *repo,
-                                   size_t repo_cap, char source[DIGEST_STR_SIZE], struct rs_err *err)
+/* The request that made an object, from its owner document: source,
+ * upstream, repository, policy and variant. RS_NOT_FOUND when the document
+ * does not say (written by an older revision) or names what is no longer
+ * configured. */
+static enum rs_code request_of_owner(struct optpull *op, const char *doc, struct optpull_request *rq, char *repo,
+                                     size_t repo_cap, char source[DIGEST_STR_SIZE], struct rs_err *err)
 {
-	char *doc = NULL;
-	size_t len = 0;
-	enum rs_code rc = store_doc_get(op->bs, STORE_DOC_OPT_RESULT, NULL, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, &len,
-	                                err);
-	if (rc)
-		return rc == RS_IO ? rs_err_set(err, RS_NOT_FOUND, "no result %s: %s", key, err->msg) : rc;
 	char up[256] = "", policy[DIGEST_STR_SIZE] = "", variant[16] = "";
 	bool ok = json_field(doc, "source", source, DIGEST_STR_SIZE) && digest_valid(source) &&
 	          json_field(doc, "upstream", up, sizeof(up)) && json_field(doc, "repository", repo, repo_cap) &&
 	          json_field(doc, "policy", policy, sizeof(policy)) && json_field(doc, "variant", variant, sizeof(variant));
-	free(doc);
 	if (!ok)
-		return rs_err_set(err, RS_NOT_FOUND, "result %s does not say how it was made", key);
+		return rs_err_set(err, RS_NOT_FOUND, "its owner document does not say how it was made");
 	memset(rq, 0, sizeof(*rq));
 	rq->up_index = op->cfg->upstream_count;
 	for (size_t i = 0; i < op->cfg->upstream_count; i++)
@@ -814,7 +818,7 @@ static enum rs_code request_of_key(struct optpull *op, const char *key, struct o
 		if (strcmp(op->pols[i].digest[rq->variant], policy) == 0)
 			rq->policy = &op->cfg->optimize.policies[i];
 	if (rq->up_index == op->cfg->upstream_count || !rq->policy)
-		return rs_err_set(err, RS_NOT_FOUND, "result %s: its upstream or policy is no longer configured", key);
+		return rs_err_set(err, RS_NOT_FOUND, "its upstream or policy is no longer configured");
 	rq->repo = repo;
 	rq->source_digest = source;
 	return RS_OK;
@@ -825,19 +829,16 @@ enum rs_code optpull_regenerate(struct optpull *op, enum store_kind kind, const 
 {
 	if (!digest_valid(digest))
 		return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", digest);
-	char *doc = NULL, key[OPTPULL_KEY_SIZE];
+	char *doc = NULL;
 	size_t len = 0;
-	if (store_doc_get(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, OPTPULL_KEY_SIZE - 1, &doc, &len, err) != RS_OK)
+	if (store_doc_get(op->bs, STORE_DOC_OPT_OWNER, NULL, digest, 1024, &doc, &len, err) != RS_OK)
 		return rs_err_set(err, RS_NOT_FOUND, "%s was not made by the optimizer", digest);
-	memcpy(key, doc, len);
-	key[len] = '\0';
-	free(doc);
-	for (size_t i = 0; i < len; i++)
-		if (!isalnum((unsigned char)key[i]) && !strchr("-._", key[i]))
-			return rs_err_set(err, RS_NOT_FOUND, "the owner document of %s is damaged", digest);
 	struct optpull_request rq;
 	char repo[RS_LIMIT_NAME_MAX + 16], source[DIGEST_STR_SIZE];
-	enum rs_code rc = request_of_key(op, key, &rq, repo, sizeof(repo), source, err);
+	enum rs_code rc = request_of_owner(op, doc, &rq, repo, sizeof(repo), source, err);
+	free(doc);
+	if (rc)
+		rs_err_prefix(err, "%s: ", digest);
 	/* the source manifest comes first (the upstream's, fetched again if it
 	 * was evicted too), then the same optimization: the same bytes */
 	if (rc == RS_OK && !store_has(op->bs, STORE_CACHE, STORE_MANIFEST, source))

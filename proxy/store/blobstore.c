@@ -61,6 +61,14 @@ struct entry {
 	char hex[DIGEST_HEX_LEN + 1];
 };
 
+/* One hold of the store lock removes at most this many objects (eviction). */
+#define EVICT_BATCH_OBJECTS 64
+
+struct evicted {
+	enum blobstore_kind kind;
+	char hex[DIGEST_HEX_LEN + 1];
+};
+
 struct blobstore {
 	char *root;
 	uint64_t max_bytes;
@@ -71,6 +79,10 @@ struct blobstore {
 	size_t count;
 	struct entry *lru_head, *lru_tail;
 	unsigned migrated; /* tags whose images got links at open (blobstore_links_migrated) */
+	blobstore_evict_hook hook; /* told of each object a pass evicted */
+	void *hook_ctx;
+	struct evicted evicted[EVICT_BATCH_OBJECTS]; /* the current batch's, for the hook */
+	unsigned evicted_n;
 };
 
 struct blobstore_writer {
@@ -1140,10 +1152,10 @@ bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *d
 	return e != NULL;
 }
 
-/* One hold of the store lock removes at most this many objects, for at most
- * this long: a pass over tens of thousands of objects must not keep a cache
- * hit (blobstore_open_object, a commit) waiting for the whole pass. */
-#define EVICT_BATCH_OBJECTS 64
+/* One hold of the store lock removes at most EVICT_BATCH_OBJECTS objects,
+ * for at most this long: a pass over tens of thousands of objects must not
+ * keep a cache hit (blobstore_open_object, a commit) waiting for the whole
+ * pass. */
 #define EVICT_BATCH_NS (2 * 1000000L)
 /* Pause between two holds, so that a thread waiting for the lock gets it
  * (a mutex is not fair: the evicting thread would otherwise take it back at
@@ -1160,13 +1172,9 @@ static int64_t mono_ns(void)
 /* Evict the least recently used object, under bs->mu. Returns false when it
  * is pinned or could not be removed (it goes to the back of the list; *rc
  * and err keep the first failure). */
-static bool evict_one(struct blobstore *bs, time_t now, uint64_t *freed, enum rs_code *rc, struct rs_err *err)
+static bool evict_entry(struct blobstore *bs, struct entry *e, uint64_t *freed, enum rs_code *rc,
+                        struct rs_err *err)
 {
-	struct entry *e = bs->lru_head;
-	if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
-		index_touch(bs, e);
-		return false;
-	}
 	char path[STORE_PATH_MAX], sidecar[STORE_PATH_MAX];
 	struct rs_err one;
 	enum rs_code prc = object_path(path, bs, e->kind, e->hex, "", &one);
@@ -1190,9 +1198,60 @@ static bool evict_one(struct blobstore *bs, time_t now, uint64_t *freed, enum rs
 	if (e->kind == BLOBSTORE_MANIFEST)
 		(void)unlink(sidecar); /* a stray sidecar is harmless: rewritten on the next put */
 	*freed += e->size;
+	if (bs->evicted_n < EVICT_BATCH_OBJECTS) { /* for the hook, called once the lock is released */
+		bs->evicted[bs->evicted_n].kind = e->kind;
+		memcpy(bs->evicted[bs->evicted_n].hex, e->hex, sizeof(e->hex));
+		bs->evicted_n++;
+	}
 	index_remove(bs, e);
 	free(e);
 	return true;
+}
+
+static bool evict_one(struct blobstore *bs, time_t now, uint64_t *freed, enum rs_code *rc, struct rs_err *err)
+{
+	struct entry *e = bs->lru_head;
+	if (e->pinned_until > now) { /* pinned: passed over, tried again next pass */
+		index_touch(bs, e);
+		return false;
+	}
+	return evict_entry(bs, e, freed, rc, err);
+}
+
+/* Tell the hook what the batch just evicted; called without the lock, by
+ * the one thread that evicts (evict_mu). */
+static void run_hook(struct blobstore *bs, struct evicted *batch, unsigned n)
+{
+	char digest[DIGEST_STR_SIZE];
+	for (unsigned i = 0; bs->hook && i < n; i++) {
+		snprintf(digest, sizeof(digest), "sha256:%s", batch[i].hex);
+		bs->hook(bs->hook_ctx, batch[i].kind, digest);
+	}
+}
+
+void blobstore_set_evict_hook(struct blobstore *bs, blobstore_evict_hook fn, void *ctx)
+{
+	pthread_mutex_lock(&bs->mu);
+	bs->hook = fn;
+	bs->hook_ctx = ctx;
+	pthread_mutex_unlock(&bs->mu);
+}
+
+bool blobstore_evict_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, uint64_t *freed)
+{
+	if (!digest_valid(digest))
+		return false;
+	pthread_mutex_lock(&bs->mu);
+	struct entry *e = index_find(bs, kind, digest_hex(digest));
+	bool gone = false;
+	if (e && e->pinned_until <= time(NULL)) {
+		enum rs_code rc = RS_OK;
+		unsigned before = bs->evicted_n;
+		gone = evict_entry(bs, e, freed, &rc, NULL);
+		bs->evicted_n = before; /* the hook is for passes only */
+	}
+	pthread_mutex_unlock(&bs->mu);
+	return gone;
 }
 
 enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct rs_err *err)
@@ -1212,6 +1271,7 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 	for (;;) {
 		int64_t t0 = mono_ns();
 		unsigned n = 0;
+		bs->evicted_n = 0;
 		while (budget > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head && n < EVICT_BATCH_OBJECTS &&
 		       mono_ns() - t0 < EVICT_BATCH_NS) {
 			budget--;
@@ -1219,7 +1279,12 @@ enum rs_code blobstore_evict(struct blobstore *bs, uint64_t *out_freed, struct r
 			(void)evict_one(bs, now, &freed, &rc, err); /* a failure is kept in rc and err */
 		}
 		bool more = budget > 0 && atomic_load(&bs->size) > bs->max_bytes && bs->lru_head;
+		struct evicted batch[EVICT_BATCH_OBJECTS];
+		unsigned nb = bs->evicted_n;
+		memcpy(batch, bs->evicted, nb * sizeof(batch[0]));
+		bs->evicted_n = 0;
 		pthread_mutex_unlock(&bs->mu);
+		run_hook(bs, batch, nb); /* may evict more (blobstore_evict_object): its own locking */
 		if (!more)
 			break;
 		struct timespec pause = {0, EVICT_PAUSE_NS};

@@ -182,6 +182,14 @@ uint64_t blobstore_size(const struct blobstore *bs);
  * that it stays. Pins live in memory (lost on restart, when no client can
  * be mid-pull anyway). Explicit removals (blobstore_remove) ignore pins. */
 bool blobstore_pin(struct blobstore *bs, enum blobstore_kind kind, const char *digest, time_t until);
+/* Told of every object an eviction pass removed (digest "sha256:<hex>"),
+ * after the batch, without the store's lock held (it may call
+ * blobstore_evict_object). One hook per store; NULL turns it off. */
+typedef void (*blobstore_evict_hook)(void *ctx, enum blobstore_kind kind, const char *digest);
+void blobstore_set_evict_hook(struct blobstore *bs, blobstore_evict_hook fn, void *ctx);
+/* Evict one object now if it is there and not pinned (its bytes added to
+ * *freed). True when it went. Not reported to the hook. */
+bool blobstore_evict_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, uint64_t *freed);
 /* Remove least recently used objects until the store is under its limit.
  * Pinned objects are passed over (moved to the recent end).
  * The store never calls this itself: call it after commits (or on a timer).

@@ -52,8 +52,13 @@ enum store_kind { STORE_BLOB, STORE_MANIFEST };
  *  STORE_DOC_GATE_REPORT a push gate report, key = the pushed digest,
  *                        repository = the pushed repository;
  *  STORE_DOC_OPT_OWNER   the optpull key of the result that made an object
- *                        of an optimized image, key = the object's digest. */
-enum store_doc { STORE_DOC_OPT_RESULT, STORE_DOC_OPT_REPORT, STORE_DOC_GATE_REPORT, STORE_DOC_OPT_OWNER };
+ *                        of an optimized image, key = the object's digest;
+ *  STORE_DOC_GATE_SCAN   the push gate's scan of one layer blob, key = the
+ *                        gate's scan key ([A-Za-z0-9._-], at most 255
+ *                        bytes: layer digest and scan parameters), no
+ *                        repository (a blob's scan is the same in all). */
+enum store_doc { STORE_DOC_OPT_RESULT, STORE_DOC_OPT_REPORT, STORE_DOC_GATE_REPORT, STORE_DOC_OPT_OWNER,
+                 STORE_DOC_GATE_SCAN };
 
 struct store_tag {
 	char digest[DIGEST_STR_SIZE];

@@ -7,6 +7,7 @@
  *   <data>/optimized/<key>.json                 optimized pull results
  *   <data>/optimized/reports/<hex>.json         optimizer reports
  *   <data>/gate/reports/<repository>/<hex>.json push gate reports
+ *   <data>/gate/scans/<scan key>.scan           push gate scans of layers
  *   <data>/tmp/<prefix>-XXXXXX/                 scratch directories
  * Documents are staged in <data>/tmp/, fsynced and renamed into place, so a
  * crash leaves nothing but what the sweep at open removes (temp files and
@@ -17,8 +18,11 @@
 
 #include "blobstore.h"
 #include "fsutil.h"
+#include "imagewalk.h"
+#include "log.h"
 #include "push.h"
 #include "refname.h"
+#include "rs_limits.h"
 #include "scrub.h"
 
 #include <assert.h>
@@ -135,6 +139,8 @@ static void fs_free(void *impl)
 	free(fs);
 }
 
+static void fs_evicted(void *ctx, enum blobstore_kind kind, const char *digest);
+
 enum rs_code store_fs_open(void **out_impl, const struct rs_config *cfg, struct rs_err *err)
 {
 	*out_impl = NULL;
@@ -161,6 +167,7 @@ enum rs_code store_fs_open(void **out_impl, const struct rs_config *cfg, struct 
 	char gate[FS_PATH_MAX + 32];
 	snprintf(gate, sizeof(gate), "%s/gate/reports", fs->root);
 	(void)nftw(gate, unlink_staged, 16, FTW_PHYS); /* absent before the first gate report: nothing to do */
+	blobstore_set_evict_hook(fs->cache, fs_evicted, fs);
 	if ((rc = push_new(&fs->push, cfg, fs->cache, err)))
 		goto out;
 	fs->real = realpath(fs->root, NULL); /* NULL only scrubs less */
@@ -396,10 +403,13 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 {
 	int n = 0;
 	const char *name = key;
-	if (doc == STORE_DOC_OPT_RESULT) {
+	if (doc == STORE_DOC_OPT_RESULT || doc == STORE_DOC_GATE_SCAN) {
 		if (!key_ok(key))
 			return rs_err_set(err, RS_BAD_INPUT, "invalid result key '%.80s'", key);
-		n = snprintf(dir, FS_PATH_MAX, "%s", fs->optimized);
+		if (doc == STORE_DOC_OPT_RESULT)
+			n = snprintf(dir, FS_PATH_MAX, "%s", fs->optimized);
+		else
+			n = snprintf(dir, FS_PATH_MAX, "%s/gate/scans", fs->root);
 	} else {
 		if (!digest_valid(key))
 			return rs_err_set(err, RS_DIGEST_INVALID, "invalid digest '%.80s'", key);
@@ -416,7 +426,8 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 			n = snprintf(dir, FS_PATH_MAX, "%s/gate/reports/%s", fs->root, repository);
 		}
 	}
-	if (n < 0 || n >= FS_PATH_MAX || snprintf(path, FS_PATH_MAX, "%s/%s.json", dir, name) >= FS_PATH_MAX)
+	const char *ext = doc == STORE_DOC_GATE_SCAN ? "scan" : "json"; /* a scan is a line format (gate_scan.c) */
+	if (n < 0 || n >= FS_PATH_MAX || snprintf(path, FS_PATH_MAX, "%s/%s.%s", dir, name, ext) >= FS_PATH_MAX)
 		return rs_err_set(err, RS_TOO_LARGE, "document path for %.80s is too long", key);
 	return RS_OK;
 }
@@ -427,7 +438,7 @@ static enum rs_code fs_doc_put(void *impl, enum store_doc doc, const char *repos
 	struct fs *fs = impl;
 	char dir[FS_PATH_MAX], path[FS_PATH_MAX];
 	enum rs_code rc = doc_path(fs, doc, repository, key, dir, path, err);
-	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER))
+	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER || doc == STORE_DOC_GATE_SCAN))
 		rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc == RS_OK)
 		rc = fsutil_write_atomic(path, fs->tmp, buf, len, err);
@@ -441,6 +452,81 @@ static enum rs_code fs_doc_get(void *impl, enum store_doc doc, const char *repos
 	char dir[FS_PATH_MAX], path[FS_PATH_MAX];
 	enum rs_code rc = doc_path(fs, doc, repository, key, dir, path, err);
 	return rc ? rc : fsutil_read_small(out, out_len, path, max, err);
+}
+
+/* ------------------------------------------------------------ optimized images evicted whole */
+
+/* The walk that evicts the rest of an optimized image: every object not
+ * pinned (a client pulling the image keeps it whole), documents after what
+ * they name. Owner documents stay: they say how to make an object again. */
+struct evict_walk {
+	struct fs *fs;
+	uint64_t freed;
+};
+
+static void evict_owned(struct evict_walk *w, enum blobstore_kind kind, const char *digest)
+{
+	if (digest_valid(digest))
+		(void)blobstore_evict_object(w->fs->cache, kind, digest, &w->freed);
+}
+
+static enum rs_code evict_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+                               struct rs_err *err)
+{
+	struct evict_walk *w = ctx;
+	return blobstore_get_manifest(w->fs->cache, n->digest, RS_LIMIT_MANIFEST_MAX_BYTES, buf, len, type, err);
+}
+
+static enum rs_code evict_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+                                enum imagewalk_step *step, struct rs_err *err)
+{
+	struct evict_walk *w = ctx;
+	(void)err;
+	if (ev == IMAGEWALK_REF && n->kind == IMAGEWALK_ENTRY)
+		*step = IMAGEWALK_BEST_EFFORT; /* a platform manifest already gone: the others still go */
+	else if (ev == IMAGEWALK_REF)
+		evict_owned(w, BLOBSTORE_BLOB, n->digest);
+	else if (ev == IMAGEWALK_LEAVE && n->kind != IMAGEWALK_ENTRY)
+		evict_owned(w, BLOBSTORE_MANIFEST, n->digest);
+	return RS_OK;
+}
+
+/* blobstore_evict_hook of the cache: an object of an optimized image (it has
+ * an owner document) that eviction removed takes its result document and
+ * the rest of its image with it (issue 12): a result is served only whole,
+ * so what is left of it would only wait for its turn in the LRU list, and
+ * the next pull of the tag optimizes again (the same digests). */
+static void fs_evicted(void *ctx, enum blobstore_kind kind, const char *digest)
+{
+	(void)kind;
+	struct fs *fs = ctx;
+	char dir[FS_PATH_MAX], path[FS_PATH_MAX], owner[1024], key[DOC_KEY_MAX + 1] = "";
+	struct rs_err err = {0};
+	size_t len = 0;
+	if (doc_path(fs, STORE_DOC_OPT_OWNER, NULL, digest, dir, path, &err) != RS_OK ||
+	    fsutil_read_into(owner, sizeof(owner), &len, path, &err) != RS_OK)
+		return; /* not made by the optimizer: the usual case */
+	const char *k = strstr(owner, "\"key\":\"");
+	if (k)
+		snprintf(key, sizeof(key), "%.*s", (int)strcspn(k + 7, "\""), k + 7);
+	char *doc = NULL;
+	if (!key_ok(key) || doc_path(fs, STORE_DOC_OPT_RESULT, NULL, key, dir, path, &err) != RS_OK ||
+	    fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, &err) != RS_OK)
+		return;
+	char top[DIGEST_STR_SIZE] = "";
+	const char *p = strstr(doc, "\"digest\":\"");
+	if (p)
+		snprintf(top, sizeof(top), "%.71s", p + 10);
+	free(doc);
+	(void)unlink(path); /* the result: optimized again on its next pull */
+	if (!digest_valid(top))
+		return;
+	struct evict_walk w = {fs, 0};
+	const struct imagewalk walk = {.load = evict_load, .visit = evict_visit, .ctx = &w};
+	if (imagewalk_run(&walk, top, &err) != RS_OK) /* best effort: what is gone is gone */
+		log_event(LOG_DEBUG, "evicting the rest of %s: %s", top, err.msg);
+	log_event(LOG_INFO, "eviction took %s of the optimized image %s: its result and %llu more bytes went with it",
+	          digest, top, (unsigned long long)w.freed);
 }
 
 /* ------------------------------------------------------------ uploads */

@@ -8,8 +8,9 @@
 #      manifest is still served (with the right bytes) while the upstream's unpinned blobs went;
 #      skopeo then pulls the same image by digest;
 #   2. regeneration: with pins off (cache.optimized_pin_s 0), the same sequence evicts the
-#      optimized image's blobs and manifest; asking for them by digest makes them again (same
-#      bytes), logged and counted as "regenerated"; an optimized index's child manifest too;
+#      optimized image's blobs and manifest, and its result with them (an optimized image is
+#      evicted whole); asking for them by digest makes them again (same bytes), logged and
+#      marked "regenerated"; an optimized index's child manifest too;
 #   3. isolation: a repository that was never given the optimized image gets 404 for its blobs
 #      (no regeneration on its behalf).
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -78,6 +79,9 @@ expect_eq "the same optimized manifest (cached result)" "$(sha256_of "$W/opt2.js
 opt_layer=$(jq -r '.layers[0].digest' "$W/opt2.json")
 check "eviction pass with pins off" evict_now
 expect "the pass removed the optimized layer" "! store_has_blob $opt_layer" "$opt_layer is still in the store"
+expect "the evicted image took its result along (logged)" "regslim_log_has 'eviction took sha256:[0-9a-f]{64} of the optimized image ${opt}'" \
+	"no 'eviction took ... of the optimized image' line"
+expect_eq "no optimization result is left in the store" "$(find "$RS_DATA/optimized" -maxdepth 1 -name '*.json' | wc -l)" 0
 check "regenerated: every blob of the optimized manifest is served again" blobs_all_ok library/tiny "$W/opt2.json"
 expect "the log says what was made again" "regslim_log_has 'made sha256:[0-9a-f]{64} again'" "no 'made ... again' line"
 expect "the access log marks it regenerated" "regslim_log_has '\"cache\":\"regenerated\"'" "no regenerated access-log line"

@@ -494,6 +494,57 @@ START_TEST(evicts_the_cache_only)
 }
 END_TEST
 
+/* An evicted object of an optimized image (it has an owner document) takes
+ * its result and the rest of its image along; pinned objects stay, and so
+ * does what the optimizer did not make, and so do the owner documents. */
+START_TEST(evicts_an_optimized_image_whole)
+{
+	for (int pinned = 0; pinned < 2; pinned++) {
+		if (pinned) { /* a fresh directory for the second round */
+			store_fixture_teardown();
+			store_fixture_setup();
+		}
+		struct store *s = store_fixture_store(3000);
+		struct rs_err err = {0};
+		size_t len = 2000;
+		unsigned char *layer = fixture_bytes(40, len), *other = fixture_bytes(41, len);
+		char dl[DIGEST_STR_SIZE], dother[DIGEST_STR_SIZE], cd[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], man[600];
+		digest_buffer(dl, layer, len);
+		digest_buffer(dother, other, len);
+		/* the layer first (the least recently used), then the config and the manifest */
+		ck_assert_int_eq(write_obj(s, STORE_CACHE, STORE_BLOB, dl, -1, layer, len, &err), RS_OK);
+		put_image(s, STORE_CACHE, "{\"architecture\":\"amd64\",\"os\":\"linux\"}", cd, md, man, sizeof(man));
+		const char *key = "abc-0123-zstd-v0.1.2", *owner = "{\"key\":\"abc-0123-zstd-v0.1.2\",\"source\":\"x\"}";
+		const char *owned[] = {dl, cd, md};
+		for (int i = 0; i < 3; i++)
+			ck_assert_int_eq(store_doc_put(s, STORE_DOC_OPT_OWNER, NULL, owned[i], owner, strlen(owner), &err),
+			                 RS_OK);
+		char result[300];
+		int n = snprintf(result, sizeof(result), "{\"source\":\"%s\",\"digest\":\"%s\"}\n", dother, md);
+		ck_assert_int_eq(store_doc_put(s, STORE_DOC_OPT_RESULT, NULL, key, result, (size_t)n, &err), RS_OK);
+		if (pinned)
+			ck_assert(store_pin(s, STORE_CACHE, STORE_BLOB, cd, time(NULL) + 60));
+		/* an object the optimizer did not make, newer than the image */
+		ck_assert_int_eq(write_obj(s, STORE_CACHE, STORE_BLOB, dother, -1, other, len, &err), RS_OK);
+		uint64_t freed = 0;
+		ck_assert_int_eq(store_evict(s, &freed, &err), RS_OK);
+		ck_assert(!store_has(s, STORE_CACHE, STORE_BLOB, dl));
+		ck_assert(!store_has(s, STORE_CACHE, STORE_MANIFEST, md));
+		ck_assert(store_has(s, STORE_CACHE, STORE_BLOB, cd) == (pinned == 1));
+		ck_assert(store_has(s, STORE_CACHE, STORE_BLOB, dother));
+		char *doc = NULL;
+		size_t dlen = 0;
+		ck_assert_int_eq(store_doc_get(s, STORE_DOC_OPT_RESULT, NULL, key, 4096, &doc, &dlen, &err), RS_NOT_FOUND);
+		/* owner documents stay: they say how to make an object again */
+		ck_assert_int_eq(store_doc_get(s, STORE_DOC_OPT_OWNER, NULL, md, 4096, &doc, &dlen, &err), RS_OK);
+		free(doc);
+		free(layer);
+		free(other);
+		store_free(s);
+	}
+}
+END_TEST
+
 /* ---- a driver without local descriptors: the fs driver with its readers'
  * descriptors hidden, as an object store's would have none */
 
@@ -593,6 +644,7 @@ static Suite *store_suite(void)
 	tcase_add_test(t, scratch_directories_are_made_and_removed);
 	tcase_add_test(t, open_sweeps_what_a_crash_left);
 	tcase_add_test(t, evicts_the_cache_only);
+	tcase_add_test(t, evicts_an_optimized_image_whole);
 	tcase_add_test(t, driver_without_descriptors_is_read_by_ranges_and_spooled);
 	suite_add_tcase(s, t);
 	return s;

@@ -1,0 +1,570 @@
+/* gate_scan: layer scans at upload, a bounded queue of background workers,
+ * results kept as store documents (see gate_scan.h). Talks to the store
+ * (store.h: the pushed blob, STORE_DOC_GATE_SCAN), optimizer/scan.h for
+ * the pass, strip.h for the forbidden-path globs, obs/metrics.h.
+ *
+ * Why the store and not memory: a result is a fact about immutable bytes
+ * under fixed parameters, so it never goes stale (regslim's version is part
+ * of the key); as a document it survives a restart (a re-push after one is
+ * not rescanned), costs no memory however many layers are pushed, and is
+ * where another replica would look. Memory holds only the table of scans
+ * queued or running: queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE slots
+ * of fixed size.
+ *
+ * The document is lines of text (only config/ parses JSON):
+ *   regslim-gate-scan 1
+ *   uncompressed <bytes>
+ *   more <forbidden past the cap> <secrets past the cap>
+ *   f <glob index> <path>        a forbidden path, in the pass's order
+ *   s <detector> <path>          a secret
+ * paths with bytes <= 0x20, 0x7f and '%' written as %XX. A document that
+ * does not parse is treated as absent (the layer is scanned again). */
+#include "gate_scan.h"
+
+#include "log.h"
+#include "metrics.h"
+#include "rs_limits.h"
+#include "scan.h"
+#include "strip.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void gate_scan_result_dispose(struct gate_scan_result *r)
+{
+	for (size_t i = 0; i < r->count; i++)
+		free(r->items[i].path);
+	free(r->items);
+	memset(r, 0, sizeof(*r));
+}
+
+/* ---- key ---- */
+
+static void hash_str(struct digest_ctx *d, const char *tag, const char *s)
+{
+	digest_update(d, tag, strlen(tag) + 1);
+	digest_update(d, s, strlen(s) + 1);
+}
+
+void gate_scan_key(char out[GATE_SCAN_KEY_SIZE], const struct rs_gate_policy *p, enum codec_kind codec,
+                   const char *digest)
+{
+	out[0] = '\0';
+	struct digest_ctx *d = digest_valid(digest) ? digest_new() : NULL;
+	if (!d)
+		return; /* no key: the layer is scanned where it is needed, not cached */
+	char num[96];
+	snprintf(num, sizeof(num), "%d %d %llu %d", (int)codec, p->secrets != GATE_OFF,
+	         (unsigned long long)p->secret_file_cap, (int)p->secret_scan_binaries);
+	hash_str(d, "regslim-gate-scan 1", REGSLIM_VERSION);
+	hash_str(d, "params", num);
+	for (size_t i = 0; i < p->secret_allow_path_count; i++)
+		hash_str(d, "allow", p->secret_allow_paths[i]);
+	for (size_t i = 0; p->forbidden_paths.action != GATE_OFF && i < p->forbidden_paths.count; i++)
+		hash_str(d, "forbid", p->forbidden_paths.items[i]);
+	char h[DIGEST_STR_SIZE];
+	digest_final(d, h);
+	digest_free(d);
+	snprintf(out, GATE_SCAN_KEY_SIZE, "%s-%.16s", digest_hex(digest), digest_hex(h));
+}
+
+/* ---- the recorded pass ---- */
+
+struct recorder {
+	const struct rs_gate_policy *p;
+	struct gate_scan_result *r;
+	const atomic_bool *stop;
+};
+
+static enum rs_code note(struct recorder *c, enum gate_scan_kind kind, unsigned which, const char *path,
+                         struct rs_err *err)
+{
+	struct gate_scan_result *r = c->r;
+	if (r->count >= GATE_SCAN_FINDINGS_MAX) {
+		if (kind == GATE_SCAN_FORBIDDEN)
+			r->more_forbidden++;
+		else
+			r->more_secrets++;
+		return RS_OK;
+	}
+	if (!r->items && !(r->items = calloc(GATE_SCAN_FINDINGS_MAX, sizeof(*r->items))))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	struct gate_scan_finding *f = &r->items[r->count];
+	if (!(f->path = strdup(path)))
+		return rs_err_set(err, RS_NOMEM, "out of memory for the policy report");
+	f->kind = kind;
+	f->which = which;
+	r->count++;
+	return RS_OK;
+}
+
+static bool is_whiteout(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	b = b ? b + 1 : path;
+	return strncmp(b, ".wh.", 4) == 0;
+}
+
+/* As gate.c's on_entry: the first matching glob, whiteouts never. */
+static enum rs_code rec_entry(void *ctx, const struct tar_entry *e, struct rs_err *err)
+{
+	struct recorder *c = ctx;
+	if (c->stop && atomic_load(c->stop))
+		return rs_err_set(err, RS_IO, "regslim is stopping");
+	const struct gate_list_rule *fp = &c->p->forbidden_paths;
+	if (fp->action == GATE_OFF || is_whiteout(e->path))
+		return RS_OK;
+	for (size_t i = 0; i < fp->count; i++)
+		if (strip_glob_match(fp->items[i], e->path))
+			return note(c, GATE_SCAN_FORBIDDEN, (unsigned)i, e->path, err);
+	return RS_OK;
+}
+
+static enum rs_code rec_finding(void *ctx, const char *path, enum scan_detector d, struct rs_err *err)
+{
+	return note(ctx, GATE_SCAN_SECRET, (unsigned)d, path, err);
+}
+
+enum rs_code gate_scan_record(struct gate_scan_result *out, int fd, const struct rs_gate_policy *p,
+                              enum codec_kind codec, const char *digest, const atomic_bool *stop,
+                              struct rs_err *err)
+{
+	struct recorder c = {p, out, stop};
+	struct scan_opts o = {.codec = codec,
+	                      .digest = digest,
+	                      .secrets = p->secrets != GATE_OFF,
+	                      .file_cap = p->secret_file_cap,
+	                      .scan_binaries = p->secret_scan_binaries,
+	                      .allow_paths = p->secret_allow_paths,
+	                      .allow_path_count = p->secret_allow_path_count,
+	                      .on_entry = rec_entry,
+	                      .on_finding = rec_finding,
+	                      .ctx = &c};
+	struct scan_stats st;
+	enum rs_code rc = scan_layer_fd(&st, fd, &o, err);
+	if (rc == RS_OK)
+		out->uncompressed_bytes = st.uncompressed_bytes;
+	return rc;
+}
+
+/* ---- the document ---- */
+
+static void put_path(FILE *f, const char *s)
+{
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		if (*c <= 0x20 || *c == 0x7f || *c == '%')
+			fprintf(f, "%%%02X", *c);
+		else
+			fputc(*c, f);
+	}
+}
+
+/* The document of r as a new buffer (*out, free()); false when memory ran out. */
+static bool encode(char **out, size_t *len, const struct gate_scan_result *r)
+{
+	FILE *f = open_memstream(out, len);
+	if (!f)
+		return false;
+	fprintf(f, "regslim-gate-scan 1\nuncompressed %llu\nmore %zu %zu\n", (unsigned long long)r->uncompressed_bytes,
+	        r->more_forbidden, r->more_secrets);
+	for (size_t i = 0; i < r->count; i++) {
+		fprintf(f, "%c %u ", r->items[i].kind == GATE_SCAN_FORBIDDEN ? 'f' : 's', r->items[i].which);
+		put_path(f, r->items[i].path);
+		fputc('\n', f);
+	}
+	bool bad = ferror(f) != 0;
+	if (fclose(f) != 0 || bad) {
+		free(*out);
+		*out = NULL;
+		return false;
+	}
+	return true;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decode the %XX path in s (up to end) into a new string; NULL when bad. */
+static char *get_path(const char *s, const char *end)
+{
+	char *o = malloc((size_t)(end - s) + 1), *w = o;
+	if (!o)
+		return NULL;
+	while (s < end) {
+		if (*s == '%') {
+			int a = end - s >= 3 ? hexval(s[1]) : -1, b = end - s >= 3 ? hexval(s[2]) : -1;
+			if (a < 0 || b < 0 || (a == 0 && b == 0)) {
+				free(o);
+				return NULL;
+			}
+			*w++ = (char)(a * 16 + b);
+			s += 3;
+		} else {
+			*w++ = *s++;
+		}
+	}
+	*w = '\0';
+	if (w == o) {
+		free(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* Parse doc into r (zeroed); false (r disposed) when it is not a valid
+ * result for p: then the layer is scanned again. */
+static bool decode(struct gate_scan_result *r, const char *doc, const struct rs_gate_policy *p)
+{
+	unsigned long long unc = 0;
+	size_t mf = 0, ms = 0;
+	int used = 0;
+	if (sscanf(doc, "regslim-gate-scan 1\nuncompressed %llu\nmore %zu %zu\n%n", &unc, &mf, &ms, &used) != 3 ||
+	    used <= 0)
+		return false;
+	r->uncompressed_bytes = unc;
+	r->more_forbidden = mf;
+	r->more_secrets = ms;
+	const char *s = doc + used;
+	while (*s) {
+		const char *eol = strchr(s, '\n');
+		char kind = 0;
+		unsigned which = 0;
+		int n = 0;
+		if (!eol || r->count >= GATE_SCAN_FINDINGS_MAX || sscanf(s, "%c %u %n", &kind, &which, &n) != 2 || n <= 0 ||
+		    s + n >= eol)
+			goto bad;
+		if (!(kind == 'f' && which < p->forbidden_paths.count) && !(kind == 's' && which < SCAN_DETECTOR_COUNT))
+			goto bad;
+		if (!r->items && !(r->items = calloc(GATE_SCAN_FINDINGS_MAX, sizeof(*r->items))))
+			goto bad;
+		struct gate_scan_finding *f = &r->items[r->count];
+		if (!(f->path = get_path(s + n, eol)))
+			goto bad;
+		f->kind = kind == 'f' ? GATE_SCAN_FORBIDDEN : GATE_SCAN_SECRET;
+		f->which = which;
+		r->count++;
+		s = eol + 1;
+	}
+	if ((mf || ms) && r->count < GATE_SCAN_FINDINGS_MAX)
+		goto bad;
+	return true;
+bad:
+	gate_scan_result_dispose(r);
+	return false;
+}
+
+/* The stored result of key; false when there is none (or it is unusable). */
+static bool load(struct store *store, const char *key, const struct rs_gate_policy *p, struct gate_scan_result *r)
+{
+	char *doc = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (!key[0] || store_doc_get(store, STORE_DOC_GATE_SCAN, NULL, key, RS_LIMIT_GATE_SCAN_DOC_BYTES, &doc, &len,
+	                             &err) != RS_OK)
+		return false;
+	bool ok = strlen(doc) == len && decode(r, doc, p);
+	free(doc);
+	return ok;
+}
+
+static void save(struct store *store, const char *key, const struct gate_scan_result *r)
+{
+	char *doc = NULL;
+	size_t len = 0;
+	struct rs_err err = {0};
+	if (!key[0] || !encode(&doc, &len, r))
+		return; /* not kept: the manifest PUT scans the layer again */
+	if (store_doc_put(store, STORE_DOC_GATE_SCAN, NULL, key, doc, len, &err) != RS_OK)
+		log_event(LOG_WARN, "gate: layer scan %s not kept: %s", key, err.msg);
+	free(doc);
+}
+
+/* ---- queue and workers ---- */
+
+enum slot_state { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING };
+
+struct slot {
+	enum slot_state state;
+	uint64_t seq; /* queue order */
+	char key[GATE_SCAN_KEY_SIZE];
+	char digest[DIGEST_STR_SIZE];
+	enum codec_kind codec;
+	const struct rs_gate_policy *p;
+};
+
+struct gate_scan {
+	struct store *store;
+	pthread_mutex_t mu;    /* guards everything below */
+	pthread_cond_t work;   /* a slot was queued, or stop */
+	pthread_cond_t done;   /* a slot was freed */
+	struct slot *slots;
+	size_t nslots, queue_max, queued;
+	uint64_t seq;
+	atomic_bool stop;     /* read by the workers' scans without the lock */
+	struct gate_scan_stats st;
+	pthread_t *threads;
+	size_t nthreads;
+};
+
+static struct slot *find(struct gate_scan *s, const char *key)
+{
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].state != SLOT_FREE && strcmp(s->slots[i].key, key) == 0)
+			return &s->slots[i];
+	return NULL;
+}
+
+static struct slot *free_slot(struct gate_scan *s)
+{
+	for (size_t i = 0; i < s->nslots; i++)
+		if (s->slots[i].state == SLOT_FREE)
+			return &s->slots[i];
+	return NULL;
+}
+
+static void run(struct gate_scan *s, const struct slot *job)
+{
+	int fd = -1;
+	uint64_t size = 0;
+	struct rs_err err = {0};
+	struct gate_scan_result r = {0};
+	enum rs_code rc = store_open_fd(s->store, STORE_PUSHED, STORE_BLOB, job->digest, &fd, &size, &err);
+	if (rc == RS_OK)
+		rc = gate_scan_record(&r, fd, job->p, job->codec, job->digest, &s->stop, &err);
+	if (fd >= 0)
+		close(fd);
+	if (rc == RS_OK)
+		save(s->store, job->key, &r);
+	else if (!atomic_load(&s->stop))
+		log_event(LOG_INFO, "gate: layer %s not scanned at upload (the manifest PUT will): %s", job->digest,
+		          err.msg);
+	gate_scan_result_dispose(&r);
+	metrics_gate_layer_scan("upload");
+}
+
+static void *worker(void *arg)
+{
+	struct gate_scan *s = arg;
+	pthread_mutex_lock(&s->mu);
+	while (!atomic_load(&s->stop)) {
+		struct slot *next = NULL;
+		for (size_t i = 0; i < s->nslots; i++)
+			if (s->slots[i].state == SLOT_QUEUED && (!next || s->slots[i].seq < next->seq))
+				next = &s->slots[i];
+		if (!next) {
+			pthread_cond_wait(&s->work, &s->mu);
+			continue;
+		}
+		next->state = SLOT_RUNNING;
+		s->queued--;
+		s->st.upload_scans++;
+		struct slot job = *next;
+		pthread_mutex_unlock(&s->mu);
+		run(s, &job);
+		pthread_mutex_lock(&s->mu);
+		next->state = SLOT_FREE;
+		pthread_cond_broadcast(&s->done);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t workers, size_t queue_max,
+                           struct rs_err *err)
+{
+	struct gate_scan *s = calloc(1, sizeof(*s));
+	if (!s)
+		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's layer scans");
+	s->store = store;
+	atomic_init(&s->stop, false);
+	s->queue_max = queue_max;
+	s->nslots = queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->work, NULL);
+	pthread_cond_init(&s->done, NULL);
+	if (!(s->slots = calloc(s->nslots, sizeof(*s->slots))) ||
+	    (workers && !(s->threads = calloc(workers, sizeof(*s->threads))))) {
+		gate_scan_free(s);
+		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's layer scans");
+	}
+	for (; s->nthreads < workers; s->nthreads++) {
+		if (pthread_create(&s->threads[s->nthreads], NULL, worker, s) != 0) {
+			gate_scan_free(s);
+			return rs_err_set(err, RS_IO, "cannot start the gate's layer scan workers");
+		}
+	}
+	*out = s;
+	return RS_OK;
+}
+
+void gate_scan_free(struct gate_scan *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	atomic_store(&s->stop, true);
+	pthread_cond_broadcast(&s->work);
+	pthread_mutex_unlock(&s->mu);
+	for (size_t i = 0; i < s->nthreads; i++)
+		pthread_join(s->threads[i], NULL);
+	free(s->threads);
+	free(s->slots);
+	pthread_cond_destroy(&s->done);
+	pthread_cond_destroy(&s->work);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+/* The codec of a layer blob by its first bytes; false when it is none of
+ * gzip, zstd, tar (an image config, some other artifact). */
+static bool sniff(struct store *store, const char *digest, enum codec_kind *out)
+{
+	int fd = -1;
+	uint64_t size = 0;
+	struct rs_err err = {0};
+	if (store_open_fd(store, STORE_PUSHED, STORE_BLOB, digest, &fd, &size, &err) != RS_OK)
+		return false;
+	unsigned char b[512];
+	ssize_t n = pread(fd, b, sizeof(b), 0);
+	close(fd);
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		*out = CODEC_GZIP;
+	else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+		*out = CODEC_ZSTD;
+	else if (n == 512 && memcmp(b + 257, "ustar", 5) == 0)
+		*out = CODEC_NONE;
+	else
+		return false;
+	return true;
+}
+
+void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const char *digest)
+{
+	enum codec_kind codec;
+	if (!s || !p || !digest_valid(digest) || !(p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action))
+		return;
+	if (!sniff(s->store, digest, &codec))
+		return;
+	char key[GATE_SCAN_KEY_SIZE];
+	gate_scan_key(key, p, codec, digest);
+	if (!key[0])
+		return;
+	pthread_mutex_lock(&s->mu);
+	bool known = find(s, key) != NULL;
+	pthread_mutex_unlock(&s->mu);
+	struct gate_scan_result r = {0};
+	if (known || load(s->store, key, p, &r)) {
+		gate_scan_result_dispose(&r);
+		pthread_mutex_lock(&s->mu);
+		s->st.cached += !known;
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	struct slot *e = NULL;
+	if (!find(s, key) && !atomic_load(&s->stop)) {
+		if (s->queued >= s->queue_max || !(e = free_slot(s)))
+			s->st.dropped++;
+	}
+	if (e) {
+		e->state = SLOT_QUEUED;
+		e->seq = s->seq++;
+		e->codec = codec;
+		e->p = p;
+		snprintf(e->key, sizeof(e->key), "%s", key);
+		snprintf(e->digest, sizeof(e->digest), "%s", digest);
+		s->queued++;
+		pthread_cond_signal(&s->work);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *ticket, const struct rs_gate_policy *p,
+                     enum store_area area, enum codec_kind codec, const char *digest)
+{
+	*ticket = -1;
+	char key[GATE_SCAN_KEY_SIZE];
+	gate_scan_key(key, p, codec, digest);
+	if (!key[0] || !store_has(s->store, area, STORE_BLOB, digest))
+		return false;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		struct slot *e = find(s, key);
+		if (e && e->state == SLOT_RUNNING) {
+			pthread_cond_wait(&s->done, &s->mu);
+			continue;
+		}
+		if (e) { /* queued, not started: this PUT scans it now */
+			e->state = SLOT_RUNNING;
+			s->queued--;
+			s->st.manifest_scans++;
+			*ticket = (int)(e - s->slots);
+			break;
+		}
+		pthread_mutex_unlock(&s->mu);
+		bool hit = load(s->store, key, p, out);
+		pthread_mutex_lock(&s->mu);
+		if (hit) {
+			s->st.cached++;
+			pthread_mutex_unlock(&s->mu);
+			return true;
+		}
+		if (find(s, key))
+			continue; /* queued or started meanwhile */
+		if ((e = free_slot(s))) {
+			e->state = SLOT_RUNNING;
+			e->codec = codec;
+			e->p = p;
+			snprintf(e->key, sizeof(e->key), "%s", key);
+			snprintf(e->digest, sizeof(e->digest), "%s", digest);
+			*ticket = (int)(e - s->slots);
+		}
+		s->st.manifest_scans++;
+		break;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return false;
+}
+
+void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy *p, enum codec_kind codec,
+                    const char *digest, const struct gate_scan_result *res)
+{
+	metrics_gate_layer_scan("manifest");
+	if (res) {
+		char key[GATE_SCAN_KEY_SIZE];
+		gate_scan_key(key, p, codec, digest);
+		save(s->store, key, res);
+	}
+	if (ticket < 0)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->slots[ticket].state = SLOT_FREE;
+	pthread_cond_broadcast(&s->done);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void gate_scan_stats(struct gate_scan *s, struct gate_scan_stats *out)
+{
+	pthread_mutex_lock(&s->mu);
+	*out = s->st;
+	pthread_mutex_unlock(&s->mu);
+}
+
+void gate_scan_idle(struct gate_scan *s)
+{
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		bool busy = false;
+		for (size_t i = 0; i < s->nslots && !busy; i++)
+			busy = s->slots[i].state == SLOT_RUNNING || (s->nthreads && s->slots[i].state == SLOT_QUEUED);
+		if (!busy)
+			break;
+		pthread_cond_wait(&s->done, &s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
