@@ -44,7 +44,7 @@
 
 static const char *const top_keys[] = {"listen", "max_connections", "max_connections_per_ip", "data_dir", "cache", "limits",
                                        "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
-                                       "cluster", NULL};
+                                       "signatures", "cluster", NULL};
 static const char *const cache_keys[] = {"max_bytes", "optimized_pin_s", "scrub_bytes_per_s", "scrub_interval_s",
                                          NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", "header_timeout_s", "body_min_bytes_per_s",
@@ -61,6 +61,10 @@ static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "polici
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
 static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file", NULL};
+static const char *const signatures_keys[] = {"sign", "verify", NULL};
+static const char *const sign_keys[] = {"gpg_home", "gpg_key", "cosign_key_file", NULL};
+static const char *const verify_keys[] = {"upstream", "repositories", "gpg_keyring", "cosign_public_keys",
+                                          "lookaside", "on_unverified", NULL};
 static const char *const cluster_keys[] = {"redis", "redis_password_env", "redis_password_file", "peer_secret_file",
                                            "advertise_url", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
@@ -1161,6 +1165,246 @@ static enum rs_code load_tls_section(struct rs_config *cfg, const struct jsonloa
 	return RS_OK;
 }
 
+/* ------------------------------------------------------------ signatures */
+
+static void signatures_dispose(struct rs_signatures_config *g)
+{
+	free(g->gpg_home);
+	free(g->gpg_key);
+	free(g->cosign_key_file);
+	for (size_t i = 0; g->verify && i < g->verify_count; i++) {
+		struct rs_verify_rule *v = &g->verify[i];
+		free(v->upstream);
+		names_free(v->repositories, v->repository_count);
+		free(v->gpg_keyring);
+		names_free(v->cosign_public_keys, v->cosign_key_count);
+		free(v->lookaside);
+	}
+	free(g->verify);
+	memset(g, 0, sizeof(*g));
+}
+
+/* A readable regular file named by key kp of obj (a new string in *out). */
+static enum rs_code get_key_file(char **out, const struct jsonload *ld, const char *kp, const json_t *x,
+                                 const char *what)
+{
+	char why[RS_ERR_MSG_MAX];
+	enum rs_code rc = get_string(out, ld, kp, x, what);
+	if (rc == RS_OK && unreadable(why, sizeof(why), *out))
+		rc = jsonload_fail(ld, RS_CONFIG, kp, "%s", why);
+	return rc;
+}
+
+/* An OpenPGP v4 fingerprint: 40 hex digits, spaces allowed between groups
+ * (as gpg prints it); kept upper-case without spaces. */
+static enum rs_code get_fingerprint(char **out, const struct jsonload *ld, const char *kp, const json_t *x)
+{
+	char fpr[41];
+	size_t n = 0;
+	const char *s = json_is_string(x) ? json_string_value(x) : "";
+	for (; *s; s++) {
+		if (*s == ' ')
+			continue;
+		if (!isxdigit((unsigned char)*s) || n == 40) {
+			n = 41;
+			break;
+		}
+		fpr[n++] = (char)toupper((unsigned char)*s);
+	}
+	if (n != 40)
+		return fail_value(ld, kp, x, "the 40 hex digits of an OpenPGP key fingerprint");
+	fpr[40] = '\0';
+	*out = xalloc_strdup(fpr);
+	return *out ? RS_OK : rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+}
+
+static enum rs_code load_sign_section(struct rs_signatures_config *g, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	if ((rc = get_object(ld, "signatures.sign", v)) || (rc = check_keys(ld, "signatures.sign", v, sign_keys)))
+		return rc;
+	const json_t *home = json_object_get(v, "gpg_home");
+	const json_t *key = json_object_get(v, "gpg_key");
+	if (!home && !key && !json_object_get(v, "cosign_key_file"))
+		return jsonload_fail(ld, RS_CONFIG, "signatures.sign",
+		                     "expected gpg_home and gpg_key, or cosign_key_file (or both)");
+	if (home || key) {
+		if (!home)
+			return jsonload_fail(ld, RS_CONFIG, "signatures.sign.gpg_home",
+			                     "missing, expected the GnuPG home directory holding gpg_key");
+		if (!key)
+			return jsonload_fail(ld, RS_CONFIG, "signatures.sign.gpg_key",
+			                     "missing, expected the fingerprint of the signing key in gpg_home");
+		if ((rc = get_string(&g->gpg_home, ld, "signatures.sign.gpg_home", home, "a directory path")))
+			return rc;
+		struct stat st;
+		if (stat(g->gpg_home, &st) != 0)
+			return jsonload_fail(ld, RS_CONFIG, "signatures.sign.gpg_home", "cannot use \"%s\": %s",
+			                     g->gpg_home, strerror(errno));
+		if (!S_ISDIR(st.st_mode))
+			return jsonload_fail(ld, RS_CONFIG, "signatures.sign.gpg_home", "\"%s\" is not a directory",
+			                     g->gpg_home);
+		if ((rc = get_fingerprint(&g->gpg_key, ld, "signatures.sign.gpg_key", key)))
+			return rc;
+	}
+	if ((x = json_object_get(v, "cosign_key_file")) &&
+	    (rc = get_key_file(&g->cosign_key_file, ld, "signatures.sign.cosign_key_file", x,
+	                       "the path of a PEM private key file")))
+		return rc;
+	return RS_OK;
+}
+
+/* "file:///absolute/dir" or an http(s) URL with a host and any path; the
+ * trailing slash is dropped. NULL in *out when v is neither. */
+static enum rs_code normalize_lookaside(char **out, const char *s)
+{
+	*out = NULL;
+	size_t len = strlen(s);
+	while (len > 1 && s[len - 1] == '/')
+		len--;
+	if (strncmp(s, "file:///", 8) == 0) {
+		if (len <= 8 || memchr(s, '?', len) || memchr(s, '#', len))
+			return RS_OK;
+	} else {
+		size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+		if (!skip || url_has_userinfo(s) || strpbrk(s, "?# "))
+			return RS_OK;
+		size_t auth = strcspn(s + skip, "/");
+		if (skip + auth > len || !valid_authority(s + skip, auth))
+			return RS_OK;
+	}
+	*out = xalloc_strndup(s, len);
+	return *out ? RS_OK : RS_NOMEM;
+}
+
+/* A non-empty array of non-empty strings (globs or files), at most max. */
+static enum rs_code get_strings(char ***out, size_t *out_n, const struct jsonload *ld, const char *kp, const json_t *x,
+                                size_t max, const char *what, bool files)
+{
+	enum rs_code rc = RS_OK;
+	size_t n = json_array_size(x);
+	if (!json_is_array(x) || n == 0)
+		return fail_value(ld, kp, x, what);
+	if (n > max)
+		return jsonload_fail(ld, RS_CONFIG, kp, "has %zu entries, the limit is %zu", n, max);
+	*out = xalloc_calloc(n, sizeof(**out));
+	if (!*out)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	*out_n = n;
+	for (size_t i = 0; i < n && rc == RS_OK; i++) {
+		char ip[PATH_MAX_CHARS + 32];
+		path_index(ip, sizeof(ip), kp, i);
+		rc = files ? get_key_file(&(*out)[i], ld, ip, json_array_get(x, i), "the path of a PEM public key file")
+		           : get_string(&(*out)[i], ld, ip, json_array_get(x, i), "a non-empty glob string");
+	}
+	return rc;
+}
+
+static enum rs_code load_verify_rule(struct rs_verify_rule *r, const struct rs_config *cfg, const struct jsonload *ld,
+                                     const char *path, const json_t *v)
+{
+	enum rs_code rc;
+	char kp[PATH_MAX_CHARS];
+	const json_t *x;
+	if ((rc = get_object(ld, path, v)) || (rc = check_keys(ld, path, v, verify_keys)))
+		return rc;
+	path_key(kp, sizeof(kp), path, "upstream");
+	if (!(x = json_object_get(v, "upstream")))
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected the name of a configured upstream");
+	if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
+		return fail_value(ld, kp, x, "the name of a configured upstream");
+	if ((rc = get_string(&r->upstream, ld, kp, x, "a string")))
+		return rc;
+	path_key(kp, sizeof(kp), path, "repositories");
+	if (!(x = json_object_get(v, "repositories")))
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected a non-empty array of repository globs like [\"org/*\"]");
+	if ((rc = get_strings(&r->repositories, &r->repository_count, ld, kp, x, RS_LIMIT_OPT_GLOBS_MAX,
+	                      "a non-empty array of repository globs", false)))
+		return rc;
+	path_key(kp, sizeof(kp), path, "gpg_keyring");
+	if ((x = json_object_get(v, "gpg_keyring")) &&
+	    (rc = get_key_file(&r->gpg_keyring, ld, kp, x, "the path of a GPG public keyring file")))
+		return rc;
+	path_key(kp, sizeof(kp), path, "cosign_public_keys");
+	if ((x = json_object_get(v, "cosign_public_keys")) &&
+	    (rc = get_strings(&r->cosign_public_keys, &r->cosign_key_count, ld, kp, x, RS_LIMIT_COSIGN_KEYS_MAX,
+	                      "a non-empty array of PEM public key files", true)))
+		return rc;
+	if (!r->gpg_keyring && !r->cosign_public_keys)
+		return jsonload_fail(ld, RS_CONFIG, path, "expected gpg_keyring or cosign_public_keys (or both)");
+	path_key(kp, sizeof(kp), path, "lookaside");
+	if ((x = json_object_get(v, "lookaside"))) {
+		if (!json_is_string(x) || normalize_lookaside(&r->lookaside, json_string_value(x)) != RS_OK)
+			return fail_value(ld, kp, x, "a file:///dir or http(s)://host[:port]/path URL");
+		if (!r->lookaside)
+			return fail_value(ld, kp, x, "a file:///dir or http(s)://host[:port]/path URL");
+	} else if (r->gpg_keyring) {
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected the publisher's signature store "
+		                     "(file:///dir or http(s)://host/path) for gpg_keyring");
+	}
+	path_key(kp, sizeof(kp), path, "on_unverified");
+	if (!(x = json_object_get(v, "on_unverified")))
+		return jsonload_fail(ld, RS_CONFIG, kp, "missing, expected \"serve-original\" or \"refuse\"");
+	const char *s = json_is_string(x) ? json_string_value(x) : "";
+	if (strcmp(s, "serve-original") == 0)
+		r->on_unverified = RS_UNVERIFIED_SERVE_ORIGINAL;
+	else if (strcmp(s, "refuse") == 0)
+		r->on_unverified = RS_UNVERIFIED_REFUSE;
+	else
+		return fail_value(ld, kp, x, "\"serve-original\" or \"refuse\"");
+	return RS_OK;
+}
+
+static enum rs_code load_signatures_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	struct rs_signatures_config *g = &cfg->signatures;
+	if ((rc = get_object(ld, "signatures", v)) || (rc = check_keys(ld, "signatures", v, signatures_keys)))
+		return rc;
+	if ((x = json_object_get(v, "sign")) && (rc = load_sign_section(g, ld, x)))
+		return rc;
+	if (!(x = json_object_get(v, "verify")))
+		return RS_OK;
+	size_t n = json_array_size(x);
+	if (!json_is_array(x))
+		return fail_value(ld, "signatures.verify", x, "an array of verify rules");
+	if (n > RS_LIMIT_VERIFY_RULES_MAX)
+		return jsonload_fail(ld, RS_CONFIG, "signatures.verify",
+		                     "has %zu entries, the limit is %u (RS_LIMIT_VERIFY_RULES_MAX)", n,
+		                     (unsigned)RS_LIMIT_VERIFY_RULES_MAX);
+	if (n == 0)
+		return RS_OK;
+	g->verify = xalloc_calloc(n, sizeof(*g->verify));
+	if (!g->verify)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	g->verify_count = n;
+	for (size_t i = 0; i < n; i++) {
+		char kp[PATH_MAX_CHARS];
+		path_index(kp, sizeof(kp), "signatures.verify", i);
+		if ((rc = load_verify_rule(&g->verify[i], cfg, ld, kp, json_array_get(x, i))))
+			return rc;
+	}
+	return RS_OK;
+}
+
+const struct rs_verify_rule *config_find_verify_rule(const struct rs_config *cfg, const char *upstream,
+                                                     const char *repo)
+{
+	const char *short_name = strncmp(repo, "library/", 8) == 0 && !strchr(repo + 8, '/') ? repo + 8 : NULL;
+	for (size_t i = 0; i < cfg->signatures.verify_count; i++) {
+		const struct rs_verify_rule *v = &cfg->signatures.verify[i];
+		if (strcmp(v->upstream, upstream) != 0)
+			continue;
+		for (size_t j = 0; j < v->repository_count; j++)
+			if (fnmatch(v->repositories[j], repo, 0) == 0 ||
+			    (short_name && fnmatch(v->repositories[j], short_name, 0) == 0))
+				return v;
+	}
+	return NULL;
+}
+
 /* ------------------------------------------------------------ cluster */
 
 static void cluster_dispose(struct rs_cluster_config *c)
@@ -1423,6 +1667,8 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 	if ((x = json_object_get(root, "optimize")) && (rc = load_optimize_section(cfg, ld, x)))
 		return rc;
 	if ((x = json_object_get(root, "tls")) && (rc = load_tls_section(cfg, ld, x)))
+		return rc;
+	if ((x = json_object_get(root, "signatures")) && (rc = load_signatures_section(cfg, ld, x)))
 		return rc;
 	if ((x = json_object_get(root, "cluster")) && (rc = load_cluster_section(cfg, ld, x)))
 		return rc;
@@ -1772,6 +2018,48 @@ static json_t *print_auth(const struct rs_auth_config *a)
 	return o;
 }
 
+static json_t *print_signatures(const struct rs_signatures_config *g, bool *ok)
+{
+	json_t *o = json_object();
+	if (!o) {
+		*ok = false;
+		return NULL;
+	}
+	if (g->gpg_home || g->cosign_key_file) {
+		json_t *sg = json_object();
+		if (sg && g->gpg_home) {
+			put(sg, "gpg_home", json_string(g->gpg_home), ok);
+			put(sg, "gpg_key", json_string(g->gpg_key), ok);
+		}
+		if (sg && g->cosign_key_file)
+			put(sg, "cosign_key_file", json_string(g->cosign_key_file), ok);
+		put(o, "sign", sg, ok);
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < g->verify_count; i++) {
+		const struct rs_verify_rule *v = &g->verify[i];
+		json_t *r = json_object();
+		if (!r) {
+			*ok = false;
+			break;
+		}
+		put(r, "upstream", json_string(v->upstream), ok);
+		put(r, "repositories", names_json(v->repositories, v->repository_count, ok), ok);
+		if (v->gpg_keyring)
+			put(r, "gpg_keyring", json_string(v->gpg_keyring), ok);
+		if (v->cosign_public_keys)
+			put(r, "cosign_public_keys", names_json(v->cosign_public_keys, v->cosign_key_count, ok), ok);
+		if (v->lookaside)
+			put(r, "lookaside", json_string(v->lookaside), ok);
+		put(r, "on_unverified",
+		    json_string(v->on_unverified == RS_UNVERIFIED_REFUSE ? "refuse" : "serve-original"), ok);
+		if (json_array_append_new(arr, r))
+			*ok = false;
+	}
+	put(o, "verify", arr, ok);
+	return o;
+}
+
 /* The cluster section, secrets replaced by their source (redis_password_env/_file). */
 static json_t *print_cluster(const struct rs_cluster_config *c, bool *ok)
 {
@@ -1881,6 +2169,8 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		}
 		put(root, "tls", tls, &ok);
 	}
+	if (cfg->signatures.gpg_home || cfg->signatures.cosign_key_file || cfg->signatures.verify_count)
+		put(root, "signatures", print_signatures(&cfg->signatures, &ok), &ok);
 	if (cfg->cluster.enabled)
 		put(root, "cluster", print_cluster(&cfg->cluster, &ok), &ok);
 	if (!ok) {
@@ -1923,6 +2213,7 @@ void config_dispose(struct rs_config *cfg)
 	gate_policies_free(cfg->push.policies, cfg->push.policy_count);
 	optimize_dispose(&cfg->optimize);
 	tls_dispose(&cfg->tls);
+	signatures_dispose(&cfg->signatures);
 	cluster_dispose(&cfg->cluster);
 	memset(cfg, 0, sizeof(*cfg));
 }

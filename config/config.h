@@ -116,6 +116,36 @@ struct rs_tls_config {
 	char *client_ca_file; /* PEM CA bundle: client certificates required and verified; NULL: none */
 };
 
+/* What a verify rule does with an original whose signatures do not verify
+ * ("signatures.verify[].on_unverified"). */
+enum rs_on_unverified {
+	RS_UNVERIFIED_SERVE_ORIGINAL = 0, /* no optimization: the original bytes, logged and counted */
+	RS_UNVERIFIED_REFUSE,             /* 403 DENIED naming the reason */
+};
+
+/* One verify rule ("signatures.verify[i]"): originals of the repositories
+ * it matches are verified before they are optimized. */
+struct rs_verify_rule {
+	char *upstream;      /* configured upstream name */
+	char **repositories; /* fnmatch(3) globs without FNM_PATHNAME, like optimize policies */
+	size_t repository_count;
+	char *gpg_keyring;   /* file of the publisher's public keys (binary or armored); NULL: no GPG check */
+	char **cosign_public_keys; /* PEM public key files (parsed, not yet used: docs/signatures.md) */
+	size_t cosign_key_count;
+	char *lookaside;     /* "file:///dir" or "http(s)://host[:port]/path", no trailing slash */
+	enum rs_on_unverified on_unverified;
+};
+
+/* Signatures ("signatures"): what regslim signs with and what it verifies.
+ * Key material is only named here (files); config/ never reads a key. */
+struct rs_signatures_config {
+	char *gpg_home;        /* GnuPG home holding the signing key; NULL: no GPG signing */
+	char *gpg_key;         /* fingerprint of the signing key, 40 upper-case hex digits */
+	char *cosign_key_file; /* PEM ECDSA P-256 private key (parsed, not yet used) */
+	struct rs_verify_rule *verify; /* first match wins */
+	size_t verify_count;
+};
+
 /* Cluster coordination ("cluster"; DESIGN.md "Scale-out", docs/scale-out.md). enabled is false
  * when the file has no cluster section: then a replica coordinates only with itself. */
 struct rs_cluster_config {
@@ -158,6 +188,7 @@ struct rs_config {
 	struct rs_push_config push;
 	struct rs_optimize_config optimize;
 	struct rs_tls_config tls;
+	struct rs_signatures_config signatures;
 	struct rs_cluster_config cluster;
 };
 
@@ -200,6 +231,11 @@ const struct rs_upstream_config *config_find_upstream(const struct rs_config *cf
  * "library/x" name, as "x" too. Borrowed from cfg. */
 const struct rs_opt_policy *config_find_opt_policy(const struct rs_config *cfg, const char *upstream,
                                                    const char *repo);
+
+/* The first verify rule matching (upstream name, repository), matched like
+ * config_find_opt_policy, or NULL. Borrowed from cfg. */
+const struct rs_verify_rule *config_find_verify_rule(const struct rs_config *cfg, const char *upstream,
+                                                     const char *repo);
 
 /* Release everything cfg owns and zero it. Safe on a zeroed struct. */
 void config_dispose(struct rs_config *cfg);

@@ -178,6 +178,20 @@
 #define RS_LIMIT_OPT_SYNC_TIMEOUT_MAX_S 3600
 #define RS_LIMIT_OPT_POLICIES_MAX 256
 #define RS_LIMIT_OPT_GLOBS_MAX 256
+/* signatures.verify: rules, and cosign public keys per rule (rotation). */
+#define RS_LIMIT_VERIFY_RULES_MAX 256
+#define RS_LIMIT_COSIGN_KEYS_MAX 16
+/* Simple-signing signatures kept per (repository, manifest digest): one per
+ * tag that names the digest; the oldest goes first past the limit. */
+#define RS_LIMIT_SIGNATURES_PER_DIGEST 32
+/* One signature (an OpenPGP message around a small JSON payload). */
+#define RS_LIMIT_SIGNATURE_MAX_BYTES (64u * 1024u)
+/* Publisher signatures fetched per original (signature-1 .. signature-N). */
+#define RS_LIMIT_VERIFY_SIGNATURES_MAX 16
+/* A verified original (rule, repository, tag, digest) is not verified again
+ * for this long; failures are never remembered. Slots of that memory. */
+#define RS_LIMIT_VERIFIED_TTL_S 300
+#define RS_LIMIT_VERIFIED_SLOTS 1024
 /* A failed optimization is not retried for this long (pulls serve the original). */
 #define RS_LIMIT_OPT_FAILURE_TTL_S 300
 /* Optimizations running at once (worker threads); more wait their turn. */

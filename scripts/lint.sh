@@ -77,9 +77,9 @@ if [ -n "$outside_store" ] &&
   echo "lint: a file above builds a store path outside proxy/store/; use store.h (scratch, documents, objects)" >&2; rc=1
 fi
 # proxy/'s rooms and their one-way doors (issue 10, docs/architecture.md): a room includes the
-# headers of rooms below it only; gate/ and optimize/ share a level, so do cluster/ and upstream/
+# headers of rooms below it only; gate/, optimize/ and sign/ share a level, so do cluster/ and upstream/
 # (the store and the API use both; neither knows the other); obs/ is the lowest.
-declare -A rank=([cli]=0 [api]=1 [gate]=2 [optimize]=2 [store]=3 [cluster]=4 [upstream]=4 [server]=5 [auth]=6 [obs]=7)
+declare -A rank=([cli]=0 [api]=1 [gate]=2 [optimize]=2 [sign]=2 [store]=3 [cluster]=4 [upstream]=4 [server]=5 [auth]=6 [obs]=7)
 declare -A room_of
 for h in proxy/*/*.h; do
   r=${h#proxy/}; room_of[$(basename "$h")]=${r%%/*}

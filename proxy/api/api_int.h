@@ -44,6 +44,7 @@ struct registry {
 	struct upstream **ups; /* parallel to cfg->upstreams */
 	struct push_http *ph;  /* write routes, auth gate, pushed images (push_http.h) */
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
+	struct sign *sign;     /* signatures (sign.h); NULL without a signatures section */
 	struct scrub *scrub;   /* background scrub of the stores; NULL when off */
 	struct cluster *cluster; /* coordination with the other replicas (cluster.h); local without "cluster" */
 	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
@@ -100,6 +101,10 @@ bool api_ref_digest_ok(const char *ref, struct rs_err *err);
  * tag nor a digest regslim can hold (no such manifest can exist). */
 enum MHD_Result api_manifest_cannot_exist(struct request *rq, const char *ref);
 
+/* sigstore.c: GET/HEAD /sigstore/<repository>@sha256=<hex>/signature-<n>,
+ * regslim's lookaside (sign.h). path is what follows "/sigstore/". */
+enum MHD_Result api_sigstore_get(struct registry *r, struct request *rq, const char *path);
+
 /* manifests.c: GET/HEAD of a manifest by digest or by tag (the mirror). */
 enum MHD_Result api_manifest_by_digest(struct registry *r, struct request *rq, const struct route_target *t,
                                        const struct accept_list *acc);
@@ -107,7 +112,9 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
                                     const struct accept_list *acc);
 
 /* manifests_policy.c: a tag served optimized (optpull.h), or checked by a
- * push policy that enforces on pull (gate.h) first. */
+ * push policy that enforces on pull (gate.h) first. The original is
+ * verified first when a signatures.verify rule applies; pol may be NULL
+ * for a repository that such a rule covers but no optimize policy. */
 enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *rq, const struct route_target *t,
                                            const struct accept_list *acc, const struct rs_opt_policy *pol);
 enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, const struct route_target *t,

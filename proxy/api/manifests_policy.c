@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "optpull.h"
 #include "push_http.h"
+#include "sign.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -21,6 +22,26 @@
 #include <string.h>
 
 /* ------------------------------------------------------------ optimized pulls */
+
+/* The verify rule of a tag pull (signatures.verify), in *rule: RS_OK when
+ * none applies or one of the publisher's signatures of the original digest
+ * verifies; else the reason in err (logged here). */
+static enum rs_code verify_original(struct registry *r, const struct route_target *t, const char *digest,
+                                    const struct rs_verify_rule **rule, struct rs_err *err)
+{
+	const char *up = r->cfg->upstreams[t->up_index].name;
+	*rule = r->sign ? config_find_verify_rule(r->cfg, up, t->repo) : NULL;
+	if (!*rule)
+		return RS_OK;
+	enum rs_code rc = sign_verify_original(r->sign, *rule, up, t->repo, t->ref, digest, err);
+	if (rc == RS_OK)
+		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s", up, t->repo, t->ref, digest, (*rule)->gpg_keyring);
+	else
+		log_event(LOG_WARN, "%s/%s:%s (%s) is not verified (%s): %s", up, t->repo, t->ref, digest,
+		          (*rule)->on_unverified == RS_UNVERIFIED_REFUSE ? "refused" : "served original, not optimized",
+		          err->msg);
+	return rc;
+}
 
 /* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
  * path" point 3): resolve the tag exactly as for the mirror (TTL, HEAD
@@ -39,12 +60,31 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		return ret; /* an error answer was queued */
 	const char *ua = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT);
 	struct optpull_client cl = optpull_client_of(ua);
-	enum optpull_variant v = optpull_choose_variant(pol, cl);
+	enum optpull_variant v = pol ? optpull_choose_variant(pol, cl) : OPTPULL_GZIP;
 	struct optpull_result res = {0};
 	struct rs_err err = {0};
 	const char *reason = NULL;
-	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0)
 		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	const struct rs_verify_rule *rule = NULL;
+	if (verify_original(r, t, cap.digest, &rule, &err) != RS_OK) {
+		metrics_signature_unverified(rule->on_unverified == RS_UNVERIFIED_REFUSE ? "refuse" : "serve-original");
+		if (rule->on_unverified == RS_UNVERIFIED_REFUSE) {
+			free(cap.body);
+			free(cap.type);
+			char msg[RS_ERR_MSG_MAX + RS_LIMIT_NAME_MAX + 64];
+			snprintf(msg, sizeof(msg), "pull of %s:%s refused: the original is not verified: %s", t->name, t->ref,
+			         err.msg);
+			log_event(LOG_WARN, "%s", msg);
+			return reply_error_long(rq, RS_POLICY, REPLY_MANIFEST, msg);
+		}
+		reason = "unverified";
+	} else if (!pol) {
+		/* a verify rule without an optimize policy: the verified original */
+		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	}
+	if (reason) {
+		/* on_unverified: serve-original */
 	} else if (!cap.type || !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest)) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
@@ -72,6 +112,9 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		if (store_link_image(r->store, r->cfg->upstreams[t->up_index].name, t->repo, res.digest, &err) != RS_OK)
 			reason = "not_cached";
 	}
+	if (!reason && r->sign &&
+	    sign_image(r->sign, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, res.digest, &err) != RS_OK)
+		reason = "sign_failed"; /* clients that ask for the organisation's signature would refuse it */
 	if (!reason) {
 		rs_err_clear(&err);
 		if (api_serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {

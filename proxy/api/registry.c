@@ -22,6 +22,7 @@
 #include "refname.h"
 #include "reply.h"
 #include "route.h"
+#include "sign.h"
 #include "rs_limits.h"
 #include "source.h"
 #include "store.h"
@@ -110,6 +111,11 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 			goto out;
 		source_set_regenerate(r->src, regenerate, r->opt);
 	}
+	if (cfg->signatures.gpg_key || cfg->signatures.cosign_key_file || cfg->signatures.verify_count) {
+		rc = sign_new(&r->sign, cfg, r->store, err);
+		if (rc)
+			goto out;
+	}
 	rc = store_scrub_start(r->store, &r->scrub, err);
 	if (rc)
 		goto out;
@@ -149,6 +155,7 @@ void registry_free(struct registry *r)
 	metrics_set_inflight_source(NULL, NULL);
 	store_scrub_stop(r->scrub); /* first: it reads the stores */
 	optpull_free(r->opt); /* its workers use the upstreams and the source's downloads */
+	sign_free(r->sign);
 	push_http_free(r->ph);
 	source_free(r->src); /* waits for running downloads, which use the upstreams */
 	if (r->ups)
@@ -295,6 +302,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 		return push_http_token(r->ph, rq);
 	if (strncmp(url, "/regslim/v1/reports/", strlen("/regslim/v1/reports/")) == 0)
 		return api_serve_report(r, rq);
+	if (strncmp(url, "/sigstore/", strlen("/sigstore/")) == 0)
+		return api_sigstore_get(r, rq, url + strlen("/sigstore/"));
 	enum MHD_Result gated;
 	if (strcmp(url, "/v2") == 0 || strcmp(url, "/v2/") == 0) {
 		rq->route = "base";
@@ -396,7 +405,7 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			: NULL;
 	if (gp && gp->enforce_on_pull)
 		return api_manifest_tag_gated(r, rq, &t, &acc, gp, pol);
-	if (pol)
+	if (pol || (r->sign && config_find_verify_rule(r->cfg, r->cfg->upstreams[t.up_index].name, t.repo)))
 		return api_manifest_tag_optimized(r, rq, &t, &acc, pol);
 	return api_manifest_by_tag(r, rq, &t, &acc);
 }

@@ -8,5 +8,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
 int cmd_fsck(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 #endif

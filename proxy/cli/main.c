@@ -1,4 +1,4 @@
-/* main: the regslim command line: serve, check-config, optimize, fsck, version. */
+/* main: the regslim command line: serve, check-config, optimize, fsck, keygen, version. */
 #include "cli.h"
 
 #include <stdio.h>
@@ -11,6 +11,7 @@ static void usage(FILE *f)
 	           "  check-config FILE\n"
 	           "  optimize [--policy FILE] [--json] SRC DST\n"
 	           "  fsck [--repair] DATA_DIR\n"
+	           "  keygen --gpg DIR [--uid UID]\n"
 	           "  version\n");
 }
 
@@ -29,6 +30,8 @@ int main(int argc, char **argv)
 		return cmd_optimize(argc - 1, argv + 1);
 	if (strcmp(cmd, "fsck") == 0)
 		return cmd_fsck(argc - 1, argv + 1);
+	if (strcmp(cmd, "keygen") == 0)
+		return cmd_keygen(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
 		printf("regslim %s\n", REGSLIM_VERSION);
 		return 0;

@@ -50,6 +50,9 @@ static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_r
 /* push gate (gate.c): pushes by result, findings by (rule, action) */
 static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS], gate_scan_rows[OPT_ROWS];
 static size_t gate_push_count, gate_finding_count, gate_scan_count;
+/* signatures (sign.c): tag pulls whose original did not verify, by action */
+static struct label_row unverified_rows[OPT_ROWS];
+static size_t unverified_count;
 static size_t fallback_count, variant_count, saved_count;
 static void *inflight_arg;
 
@@ -134,6 +137,11 @@ static void label_add(struct label_row *rows, size_t *count, const char *a, cons
 void metrics_opt_fallback(const char *reason)
 {
 	label_add(fallback_rows, &fallback_count, reason, "", 1);
+}
+
+void metrics_signature_unverified(const char *action)
+{
+	label_add(unverified_rows, &unverified_count, action, "", 1);
 }
 
 void metrics_variant_served(const char *family, const char *variant)
@@ -294,6 +302,11 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < fallback_count; i++)
 		emit(&p, "regslim_optimize_fallbacks_total{reason=\"%s\"} %llu\n", fallback_rows[i].a,
 		     (unsigned long long)fallback_rows[i].count);
+	emit(&p, "# HELP regslim_signature_unverified_total Tag pulls whose original's signatures did not verify "
+	         "under a signatures.verify rule, by action.\n# TYPE regslim_signature_unverified_total counter\n");
+	for (size_t i = 0; i < unverified_count; i++)
+		emit(&p, "regslim_signature_unverified_total{action=\"%s\"} %llu\n", unverified_rows[i].a,
+		     (unsigned long long)unverified_rows[i].count);
 	emit(&p, "# HELP regslim_variant_served_total Optimized manifests served, by client family and layer "
 	         "compression.\n# TYPE regslim_variant_served_total counter\n");
 	for (size_t i = 0; i < variant_count; i++)

@@ -46,6 +46,9 @@ void metrics_upstream(const char *upstream, enum metrics_upstream_counter c);
 void metrics_optimization(int ok, double seconds);
 void metrics_opt_fallback(const char *reason);
 void metrics_variant_served(const char *family, const char *variant);
+/* A tag pull whose original did not verify (signatures.verify): action is
+ * "serve-original" or "refuse" (a static string). */
+void metrics_signature_unverified(const char *action);
 /* kind: "stored" (once per optimization) or "served" (per optimized pull). */
 void metrics_bytes_saved(const char *kind, uint64_t n);
 

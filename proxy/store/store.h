@@ -56,9 +56,18 @@ enum store_kind { STORE_BLOB, STORE_MANIFEST };
  *  STORE_DOC_GATE_SCAN   the push gate's scan of one layer blob, key = the
  *                        gate's scan key ([A-Za-z0-9._-], at most 255
  *                        bytes: layer digest and scan parameters), no
- *                        repository (a blob's scan is the same in all). */
-enum store_doc { STORE_DOC_OPT_RESULT, STORE_DOC_OPT_REPORT, STORE_DOC_GATE_REPORT, STORE_DOC_OPT_OWNER,
-                 STORE_DOC_GATE_SCAN };
+ *                        repository (a blob's scan is the same in all);
+ *  STORE_DOC_SIGNATURES  the simple-signing signatures of a manifest
+ *                        (config/sigpayload.h's list), key = the manifest
+ *                        digest, repository = the repository they name. */
+enum store_doc {
+	STORE_DOC_OPT_RESULT,
+	STORE_DOC_OPT_REPORT,
+	STORE_DOC_GATE_REPORT,
+	STORE_DOC_OPT_OWNER,
+	STORE_DOC_GATE_SCAN,
+	STORE_DOC_SIGNATURES,
+};
 
 struct store_tag {
 	char digest[DIGEST_STR_SIZE];
@@ -208,7 +217,7 @@ size_t store_scrub_paths(const struct store *s, char *text);
 /* ------------------------------------------------------------ documents */
 
 /* Store (replace) a document; repository is NULL except for
- * STORE_DOC_GATE_REPORT. RS_DIGEST_INVALID for a bad digest key,
+ * STORE_DOC_GATE_REPORT and STORE_DOC_SIGNATURES. RS_DIGEST_INVALID for a bad digest key,
  * RS_BAD_INPUT for a bad result key, RS_NOT_FOUND for a repository name
  * outside the distribution grammar (no such repository holds documents),
  * RS_TOO_LARGE for a path too long, RS_IO. */

@@ -8,6 +8,7 @@
  *   <data>/optimized/reports/<hex>.json         optimizer reports
  *   <data>/gate/reports/<repository>/<hex>.json push gate reports
  *   <data>/gate/scans/<scan key>.scan           push gate scans of layers
+ *   <data>/signatures/<repository>/<hex>.json   simple-signing signatures of a manifest
  *   <data>/tmp/<prefix>-XXXXXX/                 scratch directories
  * Documents are staged in <data>/tmp/, fsynced and renamed into place, so a
  * crash leaves nothing but what the sweep at open removes (temp files and
@@ -419,11 +420,12 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 		} else if (doc == STORE_DOC_OPT_OWNER) {
 			n = snprintf(dir, FS_PATH_MAX, "%s/objects", fs->optimized);
 		} else {
-			/* no such repository can hold a report */
+			/* no such repository can hold a report or a signature */
 			if (!repository || !refname_repo_valid(repository))
 				return rs_err_set(err, RS_NOT_FOUND, "invalid repository name '%.80s'",
 				                  repository ? repository : "");
-			n = snprintf(dir, FS_PATH_MAX, "%s/gate/reports/%s", fs->root, repository);
+			n = snprintf(dir, FS_PATH_MAX, "%s/%s/%s", fs->root,
+			             doc == STORE_DOC_SIGNATURES ? "signatures" : "gate/reports", repository);
 		}
 	}
 	const char *ext = doc == STORE_DOC_GATE_SCAN ? "scan" : "json"; /* a scan is a line format (gate_scan.c) */
@@ -438,7 +440,8 @@ static enum rs_code fs_doc_put(void *impl, enum store_doc doc, const char *repos
 	struct fs *fs = impl;
 	char dir[FS_PATH_MAX], path[FS_PATH_MAX];
 	enum rs_code rc = doc_path(fs, doc, repository, key, dir, path, err);
-	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER || doc == STORE_DOC_GATE_SCAN))
+	if (rc == RS_OK && (doc == STORE_DOC_GATE_REPORT || doc == STORE_DOC_OPT_OWNER || doc == STORE_DOC_GATE_SCAN ||
+	                    doc == STORE_DOC_SIGNATURES))
 		rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc == RS_OK)
 		rc = fsutil_write_atomic(path, fs->tmp, buf, len, err);

@@ -487,6 +487,57 @@ START_TEST(secrets_rule_options_load_and_print_back)
 }
 END_TEST
 
+START_TEST(signatures_load_and_print_back)
+{
+	const char *ring = write_file("publisher.gpg", "keyring");
+	const char *cpub = write_file("publisher-cosign.pub", "pem");
+	const char *cpriv = write_file("cosign.pem", "pem");
+	char text[2048];
+	snprintf(text, sizeof(text),
+	         "{\"signatures\": {\"sign\": {\"gpg_home\": \"%s\", \"gpg_key\": \"0123 4567 89ab CDEF 0123  4567 89AB cdef "
+	         "0123 4567\", \"cosign_key_file\": \"%s\"}, \"verify\": [{\"upstream\": \"docker.io\", \"repositories\": "
+	         "[\"org/*\", \"library/alpine\"], \"gpg_keyring\": \"%s\", \"cosign_public_keys\": [\"%s\"], "
+	         "\"lookaside\": \"https://sigs.example.com/sigstore/\", \"on_unverified\": \"refuse\"}, {\"upstream\": "
+	         "\"docker.io\", \"repositories\": [\"*\"], \"gpg_keyring\": \"%s\", \"lookaside\": \"file:///srv/sigs\", "
+	         "\"on_unverified\": \"serve-original\"}]}}",
+	         fixture_dir(), cpriv, ring, cpub, ring);
+	struct rs_config cfg;
+	load_ok(&cfg, text);
+	const struct rs_signatures_config *g = &cfg.signatures;
+	ck_assert_str_eq(g->gpg_home, fixture_dir());
+	ck_assert_str_eq(g->gpg_key, "0123456789ABCDEF0123456789ABCDEF01234567");
+	ck_assert_str_eq(g->cosign_key_file, cpriv);
+	ck_assert_uint_eq(g->verify_count, 2);
+	ck_assert_str_eq(g->verify[0].lookaside, "https://sigs.example.com/sigstore");
+	ck_assert_int_eq(g->verify[0].on_unverified, RS_UNVERIFIED_REFUSE);
+	ck_assert_uint_eq(g->verify[0].cosign_key_count, 1);
+	ck_assert_str_eq(g->verify[1].lookaside, "file:///srv/sigs");
+	ck_assert_int_eq(g->verify[1].on_unverified, RS_UNVERIFIED_SERVE_ORIGINAL);
+	/* first match wins; "library/x" also matches as "x" */
+	ck_assert_ptr_eq(config_find_verify_rule(&cfg, "docker.io", "org/app"), &g->verify[0]);
+	ck_assert_ptr_eq(config_find_verify_rule(&cfg, "docker.io", "library/alpine"), &g->verify[0]);
+	ck_assert_ptr_eq(config_find_verify_rule(&cfg, "docker.io", "other/app"), &g->verify[1]);
+	ck_assert_ptr_null(config_find_verify_rule(&cfg, "ghcr.io", "org/app"));
+	char *first = print_to_string(&cfg);
+	config_dispose(&cfg);
+	load_ok(&cfg, first);
+	char *second = print_to_string(&cfg);
+	ck_assert_str_eq(first, second);
+	ck_assert_ptr_nonnull(strstr(first, "\"on_unverified\": \"refuse\""));
+	config_dispose(&cfg);
+	free(first);
+	free(second);
+	/* without the section: nothing signed, nothing verified, nothing printed */
+	load_ok(&cfg, "{}");
+	ck_assert_ptr_null(cfg.signatures.gpg_home);
+	ck_assert_ptr_null(config_find_verify_rule(&cfg, "docker.io", "org/app"));
+	first = print_to_string(&cfg);
+	ck_assert_ptr_null(strstr(first, "signatures"));
+	free(first);
+	config_dispose(&cfg);
+}
+END_TEST
+
 START_TEST(override_replaces_default_upstream_url)
 {
 	struct rs_config cfg;
@@ -838,6 +889,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, password_file_with_two_lines_is_refused);
 	tcase_add_test(tc, print_hides_secrets);
 	tcase_add_test(tc, secrets_rule_options_load_and_print_back);
+	tcase_add_test(tc, signatures_load_and_print_back);
 	tcase_add_test(tc, printed_config_loads_back_identically);
 	tcase_add_test(tc, override_replaces_default_upstream_url);
 	tcase_add_test(tc, override_on_defaults_changes_docker_hub_url);

@@ -1,0 +1,71 @@
+/* sigpayload: the JSON side of image signatures, without any cryptography.
+ *
+ * 1. The containers/image "simple signing" payload (the "atomic container
+ *    signature" document that an OpenPGP signature wraps):
+ *      {"critical": {"identity": {"docker-reference": REF},
+ *                    "image": {"docker-manifest-digest": DIGEST},
+ *                    "type": "atomic container signature"},
+ *       "optional": {"creator": ..., "timestamp": ...}}
+ *    made for regslim's own signatures, and checked (type, digest, identity)
+ *    for the publisher's signatures that proxy/sign/ has verified.
+ * 2. The signature list document regslim keeps per (repository, manifest
+ *    digest) in its store: {"signatures": [{"identity": REF, "signature":
+ *    BASE64}, ...]}, served one by one as the lookaside's signature-<n>.
+ *
+ * It does not sign, verify, fetch or store anything (proxy/sign/ does, with
+ * GPGME and store.h). jansson stays inside config/: callers see plain C. */
+#ifndef RS_CONFIG_SIGPAYLOAD_H
+#define RS_CONFIG_SIGPAYLOAD_H
+
+#include "errors.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIGPAYLOAD_TYPE "atomic container signature"
+
+/* The simple-signing payload for identity (a full docker reference with a
+ * tag: "docker.io/library/alpine:3.19") and digest ("sha256:<hex>"), creator
+ * and timestamp in "optional". *out: a new buffer (free()), not
+ * NUL-counted in *out_len. RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigpayload_make(char **out, size_t *out_len, const char *identity, const char *digest,
+                                           const char *creator, int64_t timestamp, struct rs_err *err);
+
+/* Check a verified payload: critical.type is SIGPAYLOAD_TYPE, the signed
+ * digest is digest, and the identity names repository (a full name without
+ * tag or digest: "docker.io/library/alpine") and, when tag is not NULL and
+ * the identity has a tag, that tag; an identity without tag (or with a
+ * digest) matches every tag of the repository, as containers/image's
+ * matchRepoDigestOrExact does for digests. RS_POLICY with the reason
+ * ("signed digest sha256:.. is not sha256:..", "identity x is not y"),
+ * RS_BAD_INPUT for a payload that is not such a document, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigpayload_check(const char *payload, size_t len, const char *digest,
+                                            const char *repository, const char *tag, struct rs_err *err);
+
+struct sigdoc_entry {
+	char *identity;
+	unsigned char *signature; /* the OpenPGP message, binary */
+	size_t signature_len;
+};
+
+/* A signature list (caller embeds; zeroed = empty). */
+struct sigdoc {
+	struct sigdoc_entry *v;
+	size_t n;
+};
+
+/* Parse a stored list (NUL-terminated text of len bytes) into doc, which
+ * must be zeroed. RS_BAD_INPUT for a document that is not such a list,
+ * RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigdoc_parse(struct sigdoc *doc, const char *text, size_t len, struct rs_err *err);
+/* Index of the entry for identity, or -1. */
+long sigdoc_find(const struct sigdoc *doc, const char *identity);
+/* Append (copies both); when the list already holds max entries the oldest
+ * is dropped first. RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigdoc_add(struct sigdoc *doc, const char *identity, const void *sig, size_t sig_len,
+                                      size_t max, struct rs_err *err);
+/* The list as JSON text: *out a new NUL-terminated buffer (free()). RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigdoc_dump(const struct sigdoc *doc, char **out, size_t *out_len, struct rs_err *err);
+void sigdoc_dispose(struct sigdoc *doc);
+
+#endif

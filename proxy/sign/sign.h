@@ -1,0 +1,82 @@
+/* sign: GPG simple signing of the images regslim serves (docs/signatures.md).
+ *
+ * - Signs, with the configured key (signatures.sign: gpg_home + gpg_key),
+ *   every optimized manifest served for a tag: the manifest or index the
+ *   client gets and, for an index, each of its manifests. One signature per
+ *   (digest, identity), the identity being the reference the client pulls
+ *   ("<upstream name>/<repository>:<tag>", what containers/image checks with
+ *   a registries.conf mirror: the original reference). Signatures are
+ *   documents of the store (STORE_DOC_SIGNATURES), made once and kept.
+ * - Answers regslim's lookaside (GET /sigstore/<repository>@sha256=<hex>/
+ *   signature-<n>): its own signatures of a digest, else the publisher's,
+ *   proxied from the lookaside of the verify rule matching the repository.
+ * - Verifies originals before they are optimized (signatures.verify): the
+ *   publisher's signatures from the rule's lookaside (file:// or http(s)://),
+ *   checked with GPGME against the rule's keyring (imported into a private
+ *   GnuPG home in the store's scratch area), then the signed digest and the
+ *   identity (sigpayload_check).
+ *
+ * It uses GPGME (gpg as engine), the store (store.h) and the upstream
+ * transfer core for http(s) lookasides (xfer.h); never HTTP replies. Keys
+ * and signatures are never logged. cosign keys of the configuration are not
+ * used yet. Thread-safe: one GPGME context per operation. */
+#ifndef RS_PROXY_SIGN_H
+#define RS_PROXY_SIGN_H
+
+#include "config.h"
+#include "errors.h"
+#include "store.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct sign;
+
+/* Set up what cfg->signatures asks for: the signing key must be a secret key
+ * of gpg_home (RS_CONFIG naming the key path when not), every gpg_keyring
+ * is imported (RS_CONFIG when it holds no key). cfg and st are borrowed and
+ * must outlive the object. A configuration without a signatures section
+ * gives an object that signs and verifies nothing. RS_IO, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct store *st,
+                                    struct rs_err *err);
+/* Release s and the scratch homes it made. NULL is fine. */
+void sign_free(struct sign *s);
+
+/* Whether optimized images are signed (signatures.sign.gpg_key set). */
+bool sign_signs(const struct sign *s);
+
+/* Make sure digest (a manifest or index of the store's cache) and, for an
+ * index, each manifest it lists carry a signature for identity
+ * "<upstream>/<repo>:<tag>". Strings borrowed. RS_IO / RS_UPSTREAM (gpg
+ * failed), RS_NOT_FOUND (a manifest left the store), RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, const char *tag,
+                                      const char *digest, struct rs_err *err);
+
+/* Signature n (1-based) of (repo, digest) for the lookaside: regslim's own
+ * when it signed the digest, else the publisher's from the lookaside of the
+ * verify rule of (upstream, repo). *out: new buffer (free()).
+ * RS_NOT_FOUND when there is no such signature, RS_UPSTREAM (the
+ * publisher's lookaside failed), RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_lookaside_get(struct sign *s, const char *upstream, const char *repo,
+                                              const char *digest, unsigned n, char **out, size_t *out_len,
+                                              struct rs_err *err);
+
+/* Verify the original digest of (upstream, repo), pulled as tag (NULL for a
+ * pull by digest), under rule: RS_OK when one of the publisher's signatures
+ * verifies with the rule's keyring and names digest and the reference;
+ * RS_POLICY with the reason otherwise ("no signature of sha256:.. in
+ * <lookaside>", "signature 1 of sha256:..: <why>"); RS_UPSTREAM when the
+ * lookaside cannot be read; RS_NOMEM. A rule with only cosign keys is
+ * RS_POLICY (not supported yet). A success is remembered for
+ * RS_LIMIT_VERIFIED_TTL_S per (rule, repository, tag, digest); failures are
+ * checked again at every call. */
+RS_MUST_CHECK enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule,
+                                                const char *upstream, const char *repo, const char *tag,
+                                                const char *digest, struct rs_err *err);
+
+/* Make a new unprotected OpenPGP signing key (for a service: no passphrase,
+ * no expiry) in the GnuPG home dir (created 0700 if missing) for uid;
+ * out receives its fingerprint (41 bytes). RS_IO (gpg failed), RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_keygen_gpg(const char *dir, const char *uid, char out[41], struct rs_err *err);
+
+#endif

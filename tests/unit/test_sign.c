@@ -1,0 +1,203 @@
+/* test_sign: proxy/sign/sign.c with real GPG (GPGME and gpg in a GnuPG home
+ * of the test's temp directory, the key made by sign_keygen_gpg). An
+ * index and its manifests in a store get one signature each for the
+ * identity, served as signature-1 (not twice for the same identity, a
+ * second tag adds a second); the signature, exported key and a file://
+ * lookaside then verify as a publisher's: the right digest and tag pass
+ * (and are remembered), another tag, another repository, a tampered byte
+ * and a missing signature are RS_POLICY naming why. A signing key that is not in gpg_home stops
+ * sign_new with RS_CONFIG. */
+#include "proxy/sign/sign.h"
+
+#include "fixture.h"
+#include "config.h"
+#include "digest.h"
+#include "store_fixture.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define REPO "org/app"
+#define UP "docker.io"
+#define MT_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_INDEX "application/vnd.oci.image.index.v1+json"
+
+static char home[1024], fpr[41];
+
+static void setup(void)
+{
+	store_fixture_setup();
+	snprintf(home, sizeof(home), "%s/gnupg", fixture_dir());
+	struct rs_err err = {0};
+	ck_assert_msg(sign_keygen_gpg(home, "regslim unit test", fpr, &err) == RS_OK, "%s", err.msg);
+}
+
+static void teardown(void)
+{
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "timeout 20 gpgconf --homedir '%s' --kill gpg-agent > /dev/null 2>&1", home);
+	(void)!system(cmd); /* an agent left behind only costs a process */
+	store_fixture_teardown();
+}
+
+/* Put a manifest (config digest seed) into the store; its digest in out. */
+static void put_manifest(struct store *st, char out[DIGEST_STR_SIZE], int seed)
+{
+	char body[512];
+	snprintf(body, sizeof(body),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" MT_MANIFEST "\",\"config\":{\"mediaType\":"
+	         "\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:%064d\",\"size\":2},\"layers\":[]}",
+	         seed);
+	digest_buffer(out, body, strlen(body));
+	struct rs_err err = {0};
+	ck_assert_msg(store_manifest_put(st, STORE_CACHE, out, MT_MANIFEST, body, strlen(body), &err) == RS_OK, "%s",
+	              err.msg);
+}
+
+static void put_index(struct store *st, char out[DIGEST_STR_SIZE], const char *a, const char *b)
+{
+	char body[1024];
+	snprintf(body, sizeof(body),
+	         "{\"schemaVersion\":2,\"mediaType\":\"" MT_INDEX "\",\"manifests\":[{\"mediaType\":\"" MT_MANIFEST
+	         "\",\"digest\":\"%s\",\"size\":10,\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
+	         "{\"mediaType\":\"" MT_MANIFEST "\",\"digest\":\"%s\",\"size\":10,\"platform\":{\"architecture\":"
+	         "\"arm64\",\"os\":\"linux\"}}]}",
+	         a, b);
+	digest_buffer(out, body, strlen(body));
+	struct rs_err err = {0};
+	ck_assert_msg(store_manifest_put(st, STORE_CACHE, out, MT_INDEX, body, strlen(body), &err) == RS_OK, "%s", err.msg);
+}
+
+static struct sign *sign_open(struct rs_config *cfg, struct store *st)
+{
+	struct sign *s = NULL;
+	struct rs_err err = {0};
+	ck_assert_msg(sign_new(&s, cfg, st, &err) == RS_OK, "%s", err.msg);
+	return s;
+}
+
+/* Signature n of digest into a file of the lookaside <dir>/org/app@sha256=<hex>/signature-<n>. */
+static void to_lookaside(const char *dir, const char *digest, unsigned n, const char *sig, size_t len)
+{
+	char p[1400];
+	snprintf(p, sizeof(p), "%s/" REPO "@sha256=%s", dir, digest_hex(digest));
+	char cmd[1500];
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", p);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(p + strlen(p), sizeof(p) - strlen(p), "/signature-%u", n);
+	fixture_write_file(p, sig, len);
+}
+
+START_TEST(signs_index_and_manifests_once_per_identity_then_verifies_as_publisher)
+{
+	struct store *st = store_fixture_store(0);
+	struct rs_config *cfg = store_fixture_config();
+	cfg->signatures.gpg_home = strdup(home);
+	cfg->signatures.gpg_key = strdup(fpr);
+	char m1[DIGEST_STR_SIZE], m2[DIGEST_STR_SIZE], idx[DIGEST_STR_SIZE];
+	put_manifest(st, m1, 1);
+	put_manifest(st, m2, 2);
+	put_index(st, idx, m1, m2);
+	struct sign *s = sign_open(cfg, st);
+	ck_assert(sign_signs(s));
+	struct rs_err err = {0};
+	ck_assert_msg(sign_image(s, UP, REPO, "1.0", idx, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(sign_image(s, UP, REPO, "1.0", idx, &err) == RS_OK, "%s", err.msg);
+	char *sig = NULL;
+	size_t len = 0;
+	const char *all[] = {idx, m1, m2};
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_msg(sign_lookaside_get(s, UP, REPO, all[i], 1, &sig, &len, &err) == RS_OK, "%s", err.msg);
+		ck_assert_uint_gt(len, 100);
+		free(sig);
+		ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, all[i], 2, &sig, &len, &err), RS_NOT_FOUND);
+	}
+	ck_assert_int_eq(sign_lookaside_get(s, UP, "org/other", idx, 1, &sig, &len, &err), RS_NOT_FOUND);
+	/* a second tag of the same digest: a second signature */
+	ck_assert_msg(sign_image(s, UP, REPO, "latest", m1, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, m1, 2, &sig, &len, &err), RS_OK);
+	free(sig);
+	ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, m1, 1, &sig, &len, &err), RS_OK);
+	sign_free(s);
+
+	/* that signature, as a publisher's in a file:// lookaside */
+	char look[1100], ring[1100], cmd[2400];
+	snprintf(look, sizeof(look), "%s/lookaside", fixture_dir());
+	snprintf(ring, sizeof(ring), "%s/publisher.gpg", fixture_dir());
+	to_lookaside(look, m1, 1, sig, len);
+	snprintf(cmd, sizeof(cmd), "timeout 30 gpg --homedir '%s' --batch --export %s > '%s' 2> /dev/null", home, fpr, ring);
+	ck_assert_int_eq(system(cmd), 0);
+	struct rs_verify_rule *rule = calloc(1, sizeof(*rule));
+	cfg->signatures.verify = rule;
+	cfg->signatures.verify_count = 1;
+	rule->upstream = strdup(UP);
+	rule->repositories = calloc(1, sizeof(char *));
+	rule->repositories[0] = strdup("org/*");
+	rule->repository_count = 1;
+	rule->gpg_keyring = strdup(ring);
+	snprintf(cmd, sizeof(cmd), "file://%s", look);
+	rule->lookaside = strdup(cmd);
+	rule->on_unverified = RS_UNVERIFIED_REFUSE;
+	s = sign_open(cfg, st);
+	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, NULL, m1, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "2.0", m1, &err), RS_POLICY);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is not tag 2.0"));
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, "org/other", "1.0", m1, &err), RS_POLICY);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no signature of"));
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m2, &err), RS_POLICY);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no signature of"));
+	/* the publisher's signature is what regslim's lookaside serves for a digest it did not sign */
+	char *proxied = NULL;
+	size_t plen = 0;
+	ck_assert_int_eq(sign_lookaside_get(s, UP, "org/mirror", m1, 1, &proxied, &plen, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, m1, 1, &proxied, &plen, &err), RS_OK);
+	free(proxied);
+	/* one byte changed: a success is remembered (RS_LIMIT_VERIFIED_TTL_S), a new start checks again */
+	sig[len / 2] ^= 0x55;
+	to_lookaside(look, m1, 1, sig, len);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_OK);
+	sign_free(s);
+	s = sign_open(cfg, st);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_POLICY);
+	ck_assert_ptr_nonnull(strstr(err.msg, "signature 1 of"));
+	free(sig);
+	sign_free(s);
+	store_free(st);
+}
+END_TEST
+
+START_TEST(a_key_not_in_gpg_home_stops_the_start)
+{
+	struct store *st = store_fixture_store(0);
+	struct rs_config *cfg = store_fixture_config();
+	cfg->signatures.gpg_home = strdup(home);
+	cfg->signatures.gpg_key = strdup("0123456789ABCDEF0123456789ABCDEF01234567");
+	struct sign *s = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(sign_new(&s, cfg, st, &err), RS_CONFIG);
+	ck_assert_ptr_nonnull(strstr(err.msg, "signatures.sign.gpg_key: 0123456789ABCDEF0123456789ABCDEF01234567 is not"));
+	ck_assert_ptr_null(s);
+	store_free(st);
+}
+END_TEST
+
+static Suite *sign_suite(void)
+{
+	Suite *s = suite_create("sign");
+	TCase *tc = tcase_create("gpg");
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, signs_index_and_manifests_once_per_identity_then_verifies_as_publisher);
+	tcase_add_test(tc, a_key_not_in_gpg_home_stops_the_start);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return fixture_run_suite(sign_suite());
+}
