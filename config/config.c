@@ -32,6 +32,7 @@
 #define DEFAULT_DATA_DIR "./regslim-data"
 #define DEFAULT_LOG_LEVEL "info"
 #define DEFAULTS_SOURCE "(defaults)"
+#define DEFAULT_CLUSTER_PREFIX "regslim:"
 
 /* A key path like "upstreams[12].auth.password_env" fits comfortably. */
 #define PATH_MAX_CHARS 128
@@ -43,7 +44,7 @@
 
 static const char *const top_keys[] = {"listen", "max_connections", "max_connections_per_ip", "data_dir", "cache", "limits",
                                        "shutdown_grace_s", "log", "upstreams", "auth", "push", "optimize", "tls",
-                                       "signatures", "store", NULL};
+                                       "signatures", "store", "cluster", NULL};
 static const char *const cache_keys[] = {"max_bytes", "optimized_pin_s", "scrub_bytes_per_s", "scrub_interval_s",
                                          NULL};
 static const char *const limits_keys[] = {"manifest_max_bytes", "header_timeout_s", "body_min_bytes_per_s",
@@ -68,6 +69,8 @@ static const char *const signatures_keys[] = {"sign", "verify", NULL};
 static const char *const sign_keys[] = {"gpg_home", "gpg_key", "cosign_key_file", NULL};
 static const char *const verify_keys[] = {"upstream", "repositories", "gpg_keyring", "cosign_public_keys",
                                           "lookaside", "on_unverified", NULL};
+static const char *const cluster_keys[] = {"redis", "redis_password_env", "redis_password_file", "peer_secret_file",
+                                           "advertise_url", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -1506,6 +1509,168 @@ const struct rs_verify_rule *config_find_verify_rule(const struct rs_config *cfg
 	return NULL;
 }
 
+/* ------------------------------------------------------------ cluster */
+
+static void cluster_dispose(struct rs_cluster_config *c)
+{
+	free(c->redis);
+	free(c->redis_host);
+	free_secret(c->redis_password);
+	free(c->redis_password_source);
+	free(c->peer_secret_file);
+	free_secret(c->peer_secret);
+	free(c->advertise_url);
+	free(c->key_prefix);
+	memset(c, 0, sizeof(*c));
+}
+
+/* "redis://host[:port][/db]" into c's redis_host, redis_port, redis_db. A password in the URL is
+ * refused (secrets come from the environment or files only), so the URL can be printed and logged. */
+static enum rs_code parse_redis_url(struct rs_cluster_config *c, const struct jsonload *ld, const json_t *v)
+{
+	static const char scheme[] = "redis://";
+	const char *kp = "cluster.redis";
+	if (!json_is_string(v))
+		return fail_value(ld, kp, v, "a URL redis://host[:port][/db]");
+	const char *s = json_string_value(v);
+	if (strncmp(s, scheme, strlen(scheme)) != 0)
+		return fail_value(ld, kp, v, "a URL redis://host[:port][/db]");
+	const char *a = s + strlen(scheme);
+	size_t alen = strcspn(a, "/?#");
+	if (memchr(a, '@', alen))
+		return jsonload_fail(ld, RS_CONFIG, kp,
+		                     "a password in the URL is refused (secrets come from the environment or a file): "
+		                     "use cluster.redis_password_env or cluster.redis_password_file");
+	if (!valid_authority(a, alen))
+		return fail_value(ld, kp, v, "a URL redis://host[:port][/db] with a host name or an address");
+	const char *rest = a + alen;
+	unsigned long db = 0;
+	if (*rest == '/' && rest[1]) {
+		size_t digits = strspn(rest + 1, "0123456789");
+		if (digits == 0 || digits > 5 || rest[1 + digits] ||
+		    (db = strtoul(rest + 1, NULL, 10)) > RS_LIMIT_CLUSTER_DB_MAX)
+			return jsonload_fail(ld, RS_CONFIG, kp, "the database after the host must be a number from 0 to %u",
+			                     (unsigned)RS_LIMIT_CLUSTER_DB_MAX);
+	} else if (*rest && strcmp(rest, "/") != 0) {
+		return fail_value(ld, kp, v, "a URL redis://host[:port][/db] without query or fragment");
+	}
+	const char *host = a, *port = NULL;
+	size_t hlen = alen;
+	if (a[0] == '[') {
+		const char *close = memchr(a, ']', alen);
+		host = a + 1;
+		hlen = (size_t)(close - a - 1);
+		port = close[1] == ':' ? close + 2 : NULL;
+	} else if ((port = memchr(a, ':', alen))) {
+		hlen = (size_t)(port - a);
+		port++;
+	}
+	c->redis_port = port ? (unsigned)strtoul(port, NULL, 10) : 6379;
+	c->redis_db = (unsigned)db;
+	c->redis_host = xalloc_strndup(host, hlen);
+	c->redis = xalloc_strdup(s);
+	if (!c->redis_host || !c->redis)
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	return RS_OK;
+}
+
+/* The Redis password: cluster.redis_password_env or _file, at most one. */
+static enum rs_code load_redis_password(struct rs_cluster_config *c, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *penv = json_object_get(v, "redis_password_env");
+	const json_t *pfile = json_object_get(v, "redis_password_file");
+	if (penv && pfile)
+		return jsonload_fail(ld, RS_CONFIG, "cluster",
+		                     "expected at most one of redis_password_env or redis_password_file, got both");
+	if (penv) {
+		const char *kp = "cluster.redis_password_env";
+		if (!json_is_string(penv) || !valid_env_name(json_string_value(penv)))
+			return fail_value(ld, kp, penv, "an environment variable name");
+		const char *name = json_string_value(penv);
+		const char *val = getenv(name);
+		if (!val || !val[0])
+			return jsonload_fail(ld, RS_CONFIG, kp, "environment variable %s is %s, expected the password", name,
+			                     val ? "empty" : "not set");
+		c->redis_password = xalloc_strdup(val);
+		if (!c->redis_password)
+			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+		return make_source(&c->redis_password_source, ld, "env", name);
+	}
+	if (pfile) {
+		const char *kp = "cluster.redis_password_file";
+		if (!json_is_string(pfile) || json_string_length(pfile) == 0)
+			return fail_value(ld, kp, pfile, "a file path");
+		const char *file = json_string_value(pfile);
+		if ((rc = read_password_file(&c->redis_password, ld, kp, file)))
+			return rc;
+		return make_source(&c->redis_password_source, ld, "file", file);
+	}
+	return RS_OK;
+}
+
+/* cluster.key_prefix: printable ASCII without spaces (it begins every key in Redis). */
+static bool valid_key_prefix(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > RS_LIMIT_CLUSTER_PREFIX_MAX_CHARS)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= ' ' || s[i] > '~')
+			return false;
+	return true;
+}
+
+static enum rs_code load_cluster_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
+{
+	enum rs_code rc;
+	const json_t *x;
+	struct rs_cluster_config *c = &cfg->cluster;
+	if ((rc = get_object(ld, "cluster", v)) || (rc = check_keys(ld, "cluster", v, cluster_keys)))
+		return rc;
+	c->enabled = true;
+	if (!(x = json_object_get(v, "redis")))
+		return jsonload_fail(ld, RS_CONFIG, "cluster.redis", "missing, expected a URL redis://host[:port][/db]");
+	if ((rc = parse_redis_url(c, ld, x)) || (rc = load_redis_password(c, ld, v)))
+		return rc;
+	if ((x = json_object_get(v, "peer_secret_file"))) {
+		const char *kp = "cluster.peer_secret_file";
+		if ((rc = get_string(&c->peer_secret_file, ld, kp, x, "a file path")) ||
+		    (rc = read_password_file(&c->peer_secret, ld, kp, c->peer_secret_file)))
+			return rc;
+		if (strlen(c->peer_secret) < RS_LIMIT_CLUSTER_SECRET_MIN_BYTES)
+			return jsonload_fail(ld, RS_CONFIG, kp, "the secret in \"%s\" is %zu bytes, expected at least %u",
+			                     c->peer_secret_file, strlen(c->peer_secret),
+			                     (unsigned)RS_LIMIT_CLUSTER_SECRET_MIN_BYTES);
+	}
+	if ((x = json_object_get(v, "advertise_url"))) {
+		if (json_is_string(x) && normalize_url(&c->advertise_url, json_string_value(x)))
+			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+		if (!c->advertise_url)
+			return fail_value(ld, "cluster.advertise_url", x,
+			                  "a URL http(s)://host[:port] without path, query or user info");
+		if (!c->peer_secret)
+			return jsonload_fail(ld, RS_CONFIG, "cluster.advertise_url",
+			                     "needs cluster.peer_secret_file (peers authenticate with it)");
+	}
+	if ((x = json_object_get(v, "timeout_ms")) &&
+	    (rc = get_uint(&c->timeout_ms, ld, "cluster.timeout_ms", x, RS_LIMIT_CLUSTER_TIMEOUT_MIN_MS,
+	                   RS_LIMIT_CLUSTER_TIMEOUT_MAX_MS)))
+		return rc;
+	if ((x = json_object_get(v, "lock_ttl_s")) &&
+	    (rc = get_uint(&c->lock_ttl_s, ld, "cluster.lock_ttl_s", x, 1, RS_LIMIT_CLUSTER_LOCK_TTL_MAX_S)))
+		return rc;
+	if ((x = json_object_get(v, "key_prefix"))) {
+		if (!json_is_string(x) || !valid_key_prefix(json_string_value(x)))
+			return fail_value(ld, "cluster.key_prefix", x, "1 to 64 printable characters without spaces");
+		free(c->key_prefix);
+		c->key_prefix = NULL;
+		if ((rc = get_string(&c->key_prefix, ld, "cluster.key_prefix", x, "a string")))
+			return rc;
+	}
+	return RS_OK;
+}
+
 static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, const json_t *root)
 {
 	enum rs_code rc;
@@ -1611,6 +1776,8 @@ static enum rs_code load_root(struct rs_config *cfg, const struct jsonload *ld, 
 		return rc;
 	if ((x = json_object_get(root, "signatures")) && (rc = load_signatures_section(cfg, ld, x)))
 		return rc;
+	if ((x = json_object_get(root, "cluster")) && (rc = load_cluster_section(cfg, ld, x)))
+		return rc;
 	return RS_OK;
 }
 
@@ -1687,6 +1854,9 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->push.upload_idle_timeout_s = RS_LIMIT_UPLOAD_IDLE_DEFAULT_S;
 	cfg->push.gc_grace_s = RS_LIMIT_GC_GRACE_DEFAULT_S;
 	cfg->push.gc_interval_s = RS_LIMIT_GC_INTERVAL_DEFAULT_S;
+	cfg->cluster.timeout_ms = RS_LIMIT_CLUSTER_TIMEOUT_DEFAULT_MS;
+	cfg->cluster.lock_ttl_s = RS_LIMIT_CLUSTER_LOCK_TTL_DEFAULT_S;
+	cfg->cluster.key_prefix = xalloc_strdup(DEFAULT_CLUSTER_PREFIX);
 	cfg->source = xalloc_strdup(DEFAULTS_SOURCE);
 	cfg->listen = xalloc_strdup(DEFAULT_LISTEN);
 	cfg->data_dir = xalloc_strdup(DEFAULT_DATA_DIR);
@@ -1705,8 +1875,8 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 		u->library_prefix = true;
 	}
 	enum rs_code orc = optimize_defaults(&cfg->optimize);
-	if (orc || !cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level || !cfg->store.driver || !cfg->upstreams ||
-	    !cfg->upstreams[0].name || !cfg->upstreams[0].url) {
+	if (orc || !cfg->cluster.key_prefix || !cfg->source || !cfg->listen || !cfg->data_dir || !cfg->log_level ||
+	    !cfg->store.driver || !cfg->upstreams || !cfg->upstreams[0].name || !cfg->upstreams[0].url) {
 		config_dispose(cfg);
 		return rs_err_set(err, RS_NOMEM, "out of memory building the default configuration");
 	}
@@ -2027,6 +2197,30 @@ static json_t *print_signatures(const struct rs_signatures_config *g, bool *ok)
 	return o;
 }
 
+/* The cluster section, secrets replaced by their source (redis_password_env/_file). */
+static json_t *print_cluster(const struct rs_cluster_config *c, bool *ok)
+{
+	json_t *o = json_object();
+	if (!o) {
+		*ok = false;
+		return NULL;
+	}
+	put(o, "redis", json_string(c->redis), ok);
+	if (c->redis_password_source) {
+		bool env = strncmp(c->redis_password_source, "env:", 4) == 0;
+		put(o, env ? "redis_password_env" : "redis_password_file",
+		    json_string(strchr(c->redis_password_source, ':') + 1), ok);
+	}
+	if (c->peer_secret_file)
+		put(o, "peer_secret_file", json_string(c->peer_secret_file), ok);
+	if (c->advertise_url)
+		put(o, "advertise_url", json_string(c->advertise_url), ok);
+	put(o, "timeout_ms", json_integer(c->timeout_ms), ok);
+	put(o, "lock_ttl_s", json_integer(c->lock_ttl_s), ok);
+	put(o, "key_prefix", json_string(c->key_prefix), ok);
+	return o;
+}
+
 enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err *err)
 {
 	bool ok = true;
@@ -2117,6 +2311,8 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 	put(root, "store", store_to_json(&cfg->store, &ok), &ok);
 	if (cfg->signatures.gpg_home || cfg->signatures.cosign_key_file || cfg->signatures.verify_count)
 		put(root, "signatures", print_signatures(&cfg->signatures, &ok), &ok);
+	if (cfg->cluster.enabled)
+		put(root, "cluster", print_cluster(&cfg->cluster, &ok), &ok);
 	if (!ok) {
 		json_decref(root);
 		return rs_err_set(err, RS_NOMEM, "out of memory printing the configuration");
@@ -2159,5 +2355,6 @@ void config_dispose(struct rs_config *cfg)
 	tls_dispose(&cfg->tls);
 	store_dispose(&cfg->store);
 	signatures_dispose(&cfg->signatures);
+	cluster_dispose(&cfg->cluster);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -168,6 +168,24 @@ struct rs_signatures_config {
 	size_t verify_count;
 };
 
+/* Cluster coordination ("cluster"; DESIGN.md "Scale-out", docs/scale-out.md). enabled is false
+ * when the file has no cluster section: then a replica coordinates only with itself. */
+struct rs_cluster_config {
+	bool enabled;
+	char *redis;                 /* the URL as written: redis://host[:port][/db], never with a password */
+	char *redis_host;            /* host name or address (an IPv6 address without brackets) */
+	unsigned redis_port;         /* default 6379 */
+	unsigned redis_db;           /* SELECTed after connecting; default 0 */
+	char *redis_password;        /* resolved secret (redis_password_env / _file), NULL if none */
+	char *redis_password_source; /* "env:NAME" or "file:PATH" */
+	char *peer_secret_file;      /* the key peers authenticate each other with; NULL if none */
+	char *peer_secret;           /* its content (resolved secret) */
+	char *advertise_url;         /* how peers reach this replica: scheme://host[:port]; NULL if none */
+	unsigned timeout_ms;         /* bound on a connect and on every Redis command */
+	unsigned lock_ttl_s;         /* expiry of a single-flight lock its owner stopped renewing */
+	char *key_prefix;            /* prefix of every Redis key (default "regslim:") */
+};
+
 struct rs_config {
 	char *source;           /* file it was loaded from, or "(defaults)" */
 	char *listen;           /* "ADDR:PORT"; default 127.0.0.1:5000 */
@@ -194,6 +212,7 @@ struct rs_config {
 	struct rs_tls_config tls;
 	struct rs_store_config store;
 	struct rs_signatures_config signatures;
+	struct rs_cluster_config cluster;
 };
 
 /* Fill cfg with the defaults: listen 127.0.0.1:5000, data dir ./regslim-data,

@@ -102,6 +102,18 @@
 /* config: upstreams[].auth.password_file is read whole; a password is short. */
 #define RS_LIMIT_PASSWORD_FILE_MAX_BYTES 4096
 
+/* Cluster coordination (proxy/cluster/). config: cluster.timeout_ms (connect and every Redis
+ * command) and cluster.lock_ttl_s (expiry of a single-flight lock not renewed), default and
+ * bounds; the peer secret's shortest length; the longest cluster.key_prefix. */
+#define RS_LIMIT_CLUSTER_TIMEOUT_DEFAULT_MS 500
+#define RS_LIMIT_CLUSTER_TIMEOUT_MIN_MS 10
+#define RS_LIMIT_CLUSTER_TIMEOUT_MAX_MS 60000
+#define RS_LIMIT_CLUSTER_LOCK_TTL_DEFAULT_S 30
+#define RS_LIMIT_CLUSTER_LOCK_TTL_MAX_S 3600
+#define RS_LIMIT_CLUSTER_SECRET_MIN_BYTES 16
+#define RS_LIMIT_CLUSTER_PREFIX_MAX_CHARS 64
+#define RS_LIMIT_CLUSTER_DB_MAX 65535
+
 /* Push (proxy/push.c). config: push.max_blob_bytes default (10 GiB). */
 #define RS_LIMIT_PUSH_BLOB_DEFAULT_BYTES (10ull * 1024 * 1024 * 1024)
 /* config: push.upload_idle_timeout_s default and upper bound. */

@@ -2,7 +2,7 @@
 # lint.sh: the checks of STYLE.md that the compiler does not make.
 #  - no sprintf, strcpy, strcat, strtok, atoi in C sources;
 #  - only config/ includes jansson; only proxy/ includes libmicrohttpd or libcurl; only proxy/server/tls.c
-#    includes GnuTLS;
+#    includes GnuTLS; only proxy/cluster/ includes hiredis;
 #  - manifests and indexes are parsed only by imagejson.c, the image walk and the optimizer's layout readers;
 #  - every header compiles alone (each .h is included first in an empty unit);
 #  - only proxy/store/ knows where bytes live (store internals, the data directory, store paths);
@@ -21,6 +21,9 @@ if grep -ln '#include <jansson.h>' $srcs | grep -v '^config/' | grep -v '^tests/
 fi
 if grep -lnE '#include <(microhttpd|curl/curl)\.h>' $srcs | grep -v '^proxy/' | grep -v '^tests/'; then
   echo "lint: libmicrohttpd or libcurl included outside proxy/ (STYLE.md section 1)" >&2; rc=1
+fi
+if grep -ln '#include <hiredis/' $srcs | grep -v '^proxy/cluster/' | grep -v '^tests/'; then
+  echo "lint: hiredis included outside proxy/cluster/ (STYLE.md section 6: third-party headers stay in their module)" >&2; rc=1
 fi
 if grep -ln '#include <gnutls/' $srcs | grep -v '^proxy/server/tls\.c$' | grep -v '^tests/'; then
   echo "lint: GnuTLS included outside proxy/server/tls.c (STYLE.md section 6: third-party headers stay in their module)" >&2; rc=1
@@ -74,8 +77,9 @@ if [ -n "$outside_store" ] &&
   echo "lint: a file above builds a store path outside proxy/store/; use store.h (scratch, documents, objects)" >&2; rc=1
 fi
 # proxy/'s rooms and their one-way doors (issue 10, docs/architecture.md): a room includes the
-# headers of rooms below it only; gate/, optimize/ and sign/ share a level, obs/ is the lowest.
-declare -A rank=([cli]=0 [api]=1 [gate]=2 [optimize]=2 [sign]=2 [store]=3 [upstream]=4 [server]=5 [auth]=6 [obs]=7)
+# headers of rooms below it only; gate/, optimize/ and sign/ share a level, so do cluster/ and upstream/
+# (the store and the API use both; neither knows the other); obs/ is the lowest.
+declare -A rank=([cli]=0 [api]=1 [gate]=2 [optimize]=2 [sign]=2 [store]=3 [cluster]=4 [upstream]=4 [server]=5 [auth]=6 [obs]=7)
 declare -A room_of
 for h in proxy/*/*.h; do
   r=${h#proxy/}; room_of[$(basename "$h")]=${r%%/*}

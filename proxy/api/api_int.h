@@ -46,6 +46,7 @@ struct registry {
 	struct optpull *opt;   /* optimized pull path; NULL when optimization is off */
 	struct sign *sign;     /* signatures (sign.h); NULL without a signatures section */
 	struct scrub *scrub;   /* background scrub of the stores; NULL when off */
+	struct cluster *cluster; /* coordination with the other replicas (cluster.h); local without "cluster" */
 	/* Push-policy verdicts on pull (enforce_on_pull), per manifest digest and
 	 * policy; NULL when no policy enforces on pull. */
 	struct pull_verdict *verdicts;

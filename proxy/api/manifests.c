@@ -6,8 +6,13 @@
  * 11), cached for good. It also reads the client's Accept list and hands
  * optpull.c the source's manifest fetch. It talks to the source (upstream
  * fetches, links), the store (store.h: tag maps, the cache and pushed
- * images) and upstream.c (tag revalidation), and answers through reply.h. */
+ * images) and upstream.c (tag revalidation), and answers through reply.h. With a cluster
+ * section the tag map is shared too (cluster.h): a tag one replica confirmed is fresh for
+ * every replica whose store holds the manifest; without one, or with Redis down, only the
+ * store's map counts. */
 #include "api_int.h"
+
+#include "cluster.h"
 
 #include "image.h"
 #include "log.h"
@@ -202,6 +207,59 @@ static bool stored_acceptable(const struct store_tag *tag, const struct accept_l
 	return api_accepts(acc, tag->media_type);
 }
 
+/* The shared tag cache's key for t: "tag:<upstream>/<repository>:<tag>". */
+static void shared_tag_key(char *out, size_t cap, const struct registry *r, const struct route_target *t)
+{
+	snprintf(out, cap, "tag:%s/%s:%s", r->cfg->upstreams[t->up_index].name, t->repo, t->ref);
+}
+
+/* Tell the other replicas (cluster.h's shared map) what the upstream confirmed: "<digest>
+ * <fetched> <media type>", kept for the tag's TTL, which is as long as it says anything. Redis
+ * down or no cluster: nothing to tell. */
+static void share_tag(struct registry *r, const struct route_target *t, const struct store_tag *tag)
+{
+	unsigned ttl = r->cfg->upstreams[t->up_index].tag_ttl_s;
+	if (ttl == 0 || cluster_mode(r->cluster, NULL, 0) != CLUSTER_UP)
+		return;
+	char key[RS_LIMIT_NAME_MAX * 2 + 128], value[sizeof(tag->digest) + sizeof(tag->media_type) + 32];
+	struct rs_err err = {0};
+	shared_tag_key(key, sizeof(key), r, t);
+	snprintf(value, sizeof(value), "%s %lld %s", tag->digest, (long long)tag->fetched, tag->media_type);
+	if (cluster_map_set(r->cluster, key, value, ttl, &err) != RS_OK)
+		log_event(LOG_DEBUG, "tag %s:%s not shared: %s", t->repo, t->ref, err.msg);
+}
+
+/* A fresher confirmation of t by another replica than the store's *tag, for a manifest the store
+ * holds: then *tag becomes it (and the store's map learns it). false: keep *tag. */
+static bool shared_tag_newer(struct registry *r, const struct route_target *t, struct store_tag *tag)
+{
+	if (cluster_mode(r->cluster, NULL, 0) != CLUSTER_UP)
+		return false;
+	char key[RS_LIMIT_NAME_MAX * 2 + 128];
+	char *v = NULL;
+	struct rs_err err = {0};
+	shared_tag_key(key, sizeof(key), r, t);
+	if (cluster_map_get(&v, r->cluster, key, &err) != RS_OK || !v)
+		return false;
+	struct store_tag got = {0};
+	long long fetched = 0;
+	int used = 0;
+	bool ok = sscanf(v, "%71s %lld %n", got.digest, &fetched, &used) == 2 && used > 0 &&
+	          strlen(v + used) < sizeof(got.media_type) && (time_t)fetched > tag->fetched;
+	if (ok) {
+		snprintf(got.media_type, sizeof(got.media_type), "%s", v + used);
+		got.fetched = (time_t)fetched;
+		ok = store_has(r->store, STORE_CACHE, STORE_MANIFEST, got.digest);
+	}
+	free(v);
+	if (!ok)
+		return false;
+	*tag = got;
+	if (store_tag_put(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, tag, &err) != RS_OK)
+		log_event(LOG_WARN, "could not record tag %s:%s: %s", t->repo, t->ref, err.msg);
+	return true;
+}
+
 static void remember_tag(struct registry *r, const struct route_target *t, const char *digest, const char *type)
 {
 	struct store_tag tag = {0};
@@ -211,6 +269,7 @@ static void remember_tag(struct registry *r, const struct route_target *t, const
 	tag.fetched = time(NULL);
 	if (store_tag_put(r->store, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, &tag, &err) != RS_OK)
 		log_event(LOG_WARN, "could not record tag %s:%s: %s", t->repo, t->ref, err.msg);
+	share_tag(r, t, &tag);
 }
 
 /* Serve the stored tag answer as a stale copy because the upstream failed. */
@@ -249,9 +308,12 @@ enum MHD_Result api_manifest_by_tag(struct registry *r, struct request *rq, cons
 	rs_err_clear(&err);
 	bool have = store_tag_get(r->store, upc->name, t->repo, t->ref, &tag, &err) == RS_OK &&
 	            store_has(r->store, STORE_CACHE, STORE_MANIFEST, tag.digest);
-	bool usable = have && stored_acceptable(&tag, acc);
 	time_t now = time(NULL);
-	bool fresh = usable && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
+	bool fresh = have && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
+	if (!fresh && shared_tag_newer(r, t, &tag))
+		have = true; /* another replica confirmed it more recently */
+	bool usable = have && stored_acceptable(&tag, acc);
+	fresh = usable && now >= tag.fetched && (uint64_t)(now - tag.fetched) < upc->tag_ttl_s;
 
 	if (fresh) {
 		rs_err_clear(&err);

@@ -13,6 +13,7 @@
 #include "registry.h"
 
 #include "api_int.h"
+#include "cluster.h"
 #include "gate.h"
 #include "log.h"
 #include "metrics.h"
@@ -81,6 +82,9 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	if (rc)
 		goto out;
 	check_data_dir(r);
+	rc = cluster_new(&r->cluster, &cfg->cluster, NULL, err);
+	if (rc)
+		goto out;
 	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
 	if (!r->ups) {
 		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
@@ -159,6 +163,7 @@ void registry_free(struct registry *r)
 			upstream_free(r->ups[i]);
 	free(r->ups);
 	store_free(r->store);
+	cluster_free(r->cluster); /* last: the rooms above coordinate through it */
 	if (r->verdicts) {
 		for (size_t i = 0; i < RS_LIMIT_GATE_PULL_VERDICTS; i++)
 			free(r->verdicts[i].text);
@@ -242,7 +247,9 @@ static bool has_dot_segment(const char *url)
 }
 
 /* /healthz: 200 either way (a degraded proxy still serves its cache, and an
- * orchestrator must not restart it for that); the body says which. */
+ * orchestrator must not restart it for that); the body says which: a read-only
+ * data directory, an unreachable Redis ("redis": "unreachable" with
+ * "redis_error"; with a cluster section and Redis answering, "redis": "up"). */
 static enum MHD_Result healthz(struct registry *r, struct request *rq, char *ok_body)
 {
 	pthread_mutex_lock(&r->health_mu);
@@ -253,12 +260,26 @@ static enum MHD_Result healthz(struct registry *r, struct request *rq, char *ok_
 	if (ro)
 		log_json_escape(why, sizeof(why), &pos, r->data_dir_error);
 	pthread_mutex_unlock(&r->health_mu);
-	if (!ro)
+	char redis_raw[RS_ERR_MSG_MAX], redis_why[RS_ERR_MSG_MAX * 2];
+	enum cluster_mode cm = cluster_mode(r->cluster, redis_raw, sizeof(redis_raw));
+	pos = 0;
+	redis_why[0] = '\0';
+	log_json_escape(redis_why, sizeof(redis_why), &pos, redis_raw);
+	if (!ro && cm == CLUSTER_LOCAL)
 		return reply_buffer(rq, 200, JSON_TYPE, ok_body, strlen(ok_body), REPLY_STATIC, NULL, 0);
-	char body[sizeof(why) + 128];
-	int n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"data_dir\":\"read-only\",\"error\":\"%s\"}\n", why);
+	char body[sizeof(why) + sizeof(redis_why) + 192];
+	int n;
+	if (!ro && cm == CLUSTER_UP)
+		n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"redis\":\"up\"}\n");
+	else if (!ro)
+		n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"redis\":\"unreachable\",\"redis_error\":\"%s\"}\n",
+		             redis_why);
+	else
+		n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"data_dir\":\"read-only\",\"error\":\"%s\"%s}\n",
+		             why, cm == CLUSTER_LOCAL ? "" : cm == CLUSTER_UP ? ",\"redis\":\"up\"" : ",\"redis\":\"unreachable\"");
 	if (n < 0 || (size_t)n >= sizeof(body))
-		n = snprintf(body, sizeof(body), "{\"status\":\"degraded\",\"data_dir\":\"read-only\"}\n");
+		n = snprintf(body, sizeof(body), ro ? "{\"status\":\"degraded\",\"data_dir\":\"read-only\"}\n"
+		                                    : "{\"status\":\"degraded\",\"redis\":\"unreachable\"}\n");
 	return reply_buffer(rq, 200, JSON_TYPE, body, (size_t)n, REPLY_COPY, NULL, 0);
 }
 

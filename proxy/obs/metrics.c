@@ -176,6 +176,21 @@ void metrics_set_data_dir_writable(int writable)
 	atomic_store(&data_dir_writable, writable ? 1 : 0);
 }
 
+/* Cluster coordination (proxy/cluster/): -1 without a cluster section (not rendered). */
+static _Atomic int redis_up = -1;
+static _Atomic uint64_t cluster_locks[3]; /* taken in Redis, taken per process, found held */
+
+void metrics_set_redis_up(int up)
+{
+	atomic_store(&redis_up, up < 0 ? -1 : up ? 1 : 0);
+}
+
+void metrics_cluster_lock(enum metrics_lock_result r)
+{
+	if ((unsigned)r < 3)
+		atomic_fetch_add(&cluster_locks[r], 1);
+}
+
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
 {
 	pthread_mutex_lock(&lock);
@@ -282,6 +297,25 @@ static void render_counters(struct page *p)
 	     (unsigned long long)metrics_get(METRICS_GC_BLOBS_REMOVED),
 	     (unsigned long long)metrics_get(METRICS_GC_MANIFESTS_REMOVED),
 	     (unsigned long long)metrics_get(METRICS_GC_BYTES_REMOVED));
+}
+
+/* The cluster's series (cluster.c), only with a cluster section. */
+static void render_cluster(struct page *p)
+{
+	if (atomic_load(&redis_up) < 0)
+		return;
+	emit(p,
+	     "# HELP regslim_redis_up 1 when the cluster's Redis answers, 0 when degraded (coordinating per process).\n"
+	     "# TYPE regslim_redis_up gauge\nregslim_redis_up %d\n"
+	     "# HELP regslim_cluster_locks_total Single-flight lock attempts: taken in Redis (redis), taken in this "
+	     "process while Redis was down (local), held by another owner (busy).\n"
+	     "# TYPE regslim_cluster_locks_total counter\n"
+	     "regslim_cluster_locks_total{result=\"redis\"} %llu\n"
+	     "regslim_cluster_locks_total{result=\"local\"} %llu\n"
+	     "regslim_cluster_locks_total{result=\"busy\"} %llu\n",
+	     atomic_load(&redis_up), (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_REDIS]),
+	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_LOCAL]),
+	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_BUSY]));
 }
 
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
@@ -391,6 +425,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)metrics_get(METRICS_CLIENT_BYTES), atomic_load(&data_dir_writable), inflight,
 	     (unsigned long long)rss_bytes());
 	render_counters(&p);
+	render_cluster(&p);
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

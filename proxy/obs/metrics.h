@@ -70,6 +70,14 @@ void metrics_gate_layer_scan(const char *when);
  * write: degraded, serving the cache only). */
 void metrics_set_data_dir_writable(int writable);
 
+/* Gauge regslim_redis_up (cluster.c): 1 Redis answers, 0 degraded, -1 no cluster section (the
+ * default: not rendered). */
+void metrics_set_redis_up(int up);
+
+/* Counter regslim_cluster_locks_total{result}: one single-flight lock attempt. */
+enum metrics_lock_result { METRICS_LOCK_REDIS, METRICS_LOCK_LOCAL, METRICS_LOCK_BUSY };
+void metrics_cluster_lock(enum metrics_lock_result r);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 

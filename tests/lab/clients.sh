@@ -572,7 +572,7 @@ stop_all() {
 	logproxy_stop
 }
 
-# teardown: stop_all, stop the registries (registry.sh stop all) and the S3 store (s3.sh stop), then delete the lab directory
+# teardown: stop_all, stop the registries (registry.sh stop all), the S3 store (s3.sh stop), Redis and haproxy, then delete the lab directory
 # if it carries lab.sh's marker and nothing is mounted below it
 teardown() {
 	stop_all
@@ -585,6 +585,11 @@ teardown() {
 	if ls "$RL_RUN"/s3-*.pid > /dev/null 2>&1; then
 		REGSLIM_LAB=$RL_LAB LAB_PORT_BASE=$RL_BASE timeout 60 bash "$RL_HERE/s3.sh" stop > /dev/null
 	fi
+	# Redis and haproxy (redis.sh, haproxy.sh), when started in this lab
+	local d
+	for d in redis haproxy; do
+		[ -f "$RL_RUN/$d.pid" ] && REGSLIM_LAB=$RL_LAB LAB_PORT_BASE=$RL_BASE timeout 30 bash "$RL_HERE/$d.sh" stop > /dev/null
+	done
 	if awk -v p="$RL_LAB/" 'index($2 "/", p) == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
 		cl_err "teardown: something is mounted below $RL_LAB; not deleting it"
 		return 1

@@ -655,6 +655,70 @@ START_TEST(tls_section_loads_and_prints_back)
 }
 END_TEST
 
+START_TEST(cluster_section_loads_and_prints_back)
+{
+	const char *secret = write_file("peer.key", "0123456789abcdef-peer\n");
+	const char *pass = write_file("redis.pass", "redis-file-secret\n");
+	char text[1024];
+	snprintf(text, sizeof(text),
+	         "{\"cluster\": {\"redis\": \"redis://[::1]:7000/3\", \"redis_password_file\": \"%s\", "
+	         "\"peer_secret_file\": \"%s\", \"advertise_url\": \"http://10.0.0.5:5000/\", \"timeout_ms\": 250, "
+	         "\"lock_ttl_s\": 12, \"key_prefix\": \"rs-a:\"}}",
+	         pass, secret);
+	struct rs_config cfg;
+	load_ok(&cfg, text);
+	ck_assert(cfg.cluster.enabled);
+	ck_assert_str_eq(cfg.cluster.redis_host, "::1");
+	ck_assert_uint_eq(cfg.cluster.redis_port, 7000);
+	ck_assert_uint_eq(cfg.cluster.redis_db, 3);
+	ck_assert_str_eq(cfg.cluster.redis_password, "redis-file-secret");
+	ck_assert_str_eq(cfg.cluster.peer_secret, "0123456789abcdef-peer");
+	ck_assert_str_eq(cfg.cluster.advertise_url, "http://10.0.0.5:5000");
+	ck_assert_uint_eq(cfg.cluster.timeout_ms, 250);
+	ck_assert_uint_eq(cfg.cluster.lock_ttl_s, 12);
+	ck_assert_str_eq(cfg.cluster.key_prefix, "rs-a:");
+	char *printed = print_to_string(&cfg);
+	ck_assert_ptr_null(strstr(printed, "redis-file-secret"));
+	ck_assert_ptr_null(strstr(printed, "0123456789abcdef"));
+	config_dispose(&cfg);
+	load_ok(&cfg, printed);
+	free(printed);
+	ck_assert_str_eq(cfg.cluster.redis_password, "redis-file-secret");
+	ck_assert_uint_eq(cfg.cluster.redis_db, 3);
+	config_dispose(&cfg);
+	/* the defaults: port 6379, database 0, the password from the environment */
+	setenv("RS_TEST_REDIS_PASSWORD", "env-secret", 1);
+	load_ok(&cfg, "{\"cluster\": {\"redis\": \"redis://redis.internal\", \"redis_password_env\": "
+	              "\"RS_TEST_REDIS_PASSWORD\"}}");
+	ck_assert_str_eq(cfg.cluster.redis_host, "redis.internal");
+	ck_assert_uint_eq(cfg.cluster.redis_port, 6379);
+	ck_assert_uint_eq(cfg.cluster.redis_db, 0);
+	ck_assert_str_eq(cfg.cluster.redis_password, "env-secret");
+	ck_assert_uint_eq(cfg.cluster.timeout_ms, 500);
+	ck_assert_uint_eq(cfg.cluster.lock_ttl_s, 30);
+	ck_assert_str_eq(cfg.cluster.key_prefix, "regslim:");
+	printed = print_to_string(&cfg);
+	ck_assert_ptr_nonnull(strstr(printed, "\"redis_password_env\": \"RS_TEST_REDIS_PASSWORD\""));
+	ck_assert_ptr_null(strstr(printed, "env-secret"));
+	free(printed);
+	config_dispose(&cfg);
+	/* no section: no cluster, nothing printed */
+	load_ok(&cfg, "{}");
+	ck_assert(!cfg.cluster.enabled);
+	printed = print_to_string(&cfg);
+	ck_assert_ptr_null(strstr(printed, "\"cluster\""));
+	free(printed);
+	config_dispose(&cfg);
+	/* a peer secret shorter than 16 bytes is refused */
+	write_file("short.key", "short\n");
+	snprintf(text, sizeof(text), "{\"cluster\": {\"redis\": \"redis://127.0.0.1\", \"peer_secret_file\": \"%s\"}}",
+	         fixture_path("short.key"));
+	const char *msg = relative(load_fails(text, RS_CONFIG));
+	ck_assert_msg(strstr(msg, "cluster.peer_secret_file: the secret in") && strstr(msg, "is 5 bytes, expected at least 16"),
+	              "%s", msg);
+}
+END_TEST
+
 START_TEST(tls_flags_need_both_files_and_readable_ones)
 {
 	const char *cert = write_file("server.crt", "pem");
@@ -898,6 +962,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, override_validates_and_changes_nothing_on_error);
 	tcase_add_test(tc, tls_section_loads_and_prints_back);
 	tcase_add_test(tc, tls_flags_need_both_files_and_readable_ones);
+	tcase_add_test(tc, cluster_section_loads_and_prints_back);
 	tcase_add_test(tc, long_values_are_cut_in_messages);
 	tcase_add_test(tc, every_allocation_failure_gives_nomem);
 	suite_add_tcase(s, tc);
