@@ -26,6 +26,7 @@
 #include "imagewalk.h"
 #include "refname.h"
 #include "rs_limits.h"
+#include "store_local.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -1590,11 +1591,9 @@ bool blobstore_repo_linked(struct blobstore *bs, const char *ns, const char *rep
 
 /* The image walks of blobstore_link_image and blobstore_linked_by_image over the store's manifests. */
 struct walker {
+	struct store_find find; /* first: store_find_visit's context */
 	struct blobstore *bs;
-	const char *ns, *repo;    /* link_visit: the links of repo */
-	enum blobstore_kind kind; /* find_visit: what it looks for */
-	const char *digest;
-	bool found;
+	const char *ns, *repo; /* link_visit: the links of repo */
 };
 
 static enum rs_code store_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
@@ -1733,29 +1732,6 @@ static enum rs_code links_from_tags(struct blobstore *bs, struct rs_err *err)
 /* Does the image reference w->digest (as a manifest: an entry of the root
  * or of an index it names; as a blob: a config or layer of the root or of
  * an index entry)? What cannot be read references nothing. */
-static enum rs_code find_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
-                               enum imagewalk_step *step, struct rs_err *err)
-{
-	(void)err;
-	struct walker *w = ctx;
-	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_MANIFEST && w->kind != BLOBSTORE_BLOB)
-		*step = IMAGEWALK_SKIP; /* a manifest names blobs only */
-	if (ev != IMAGEWALK_REF)
-		return RS_OK;
-	if (n->kind == IMAGEWALK_ENTRY) {
-		if (!n->digest || !digest_valid(n->digest)) {
-			*step = IMAGEWALK_SKIP;
-			return RS_OK;
-		}
-		w->found = w->kind == BLOBSTORE_MANIFEST && strcmp(n->digest, w->digest) == 0;
-		*step = n->depth == 1 ? IMAGEWALK_BEST_EFFORT : IMAGEWALK_SKIP;
-	} else {
-		w->found = n->digest && strcmp(n->digest, w->digest) == 0;
-	}
-	if (w->found)
-		*step = IMAGEWALK_STOP;
-	return RS_OK;
-}
 
 bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char *repo, enum blobstore_kind kind,
                                const char *digest)
@@ -1780,11 +1756,11 @@ bool blobstore_linked_by_image(struct blobstore *bs, const char *ns, const char 
 		char md[DIGEST_STR_SIZE];
 		snprintf(md, sizeof(md), "sha256:%.64s", de->d_name);
 		seen++;
-		struct walker w = {.bs = bs, .kind = kind, .digest = digest};
-		const struct imagewalk walk = {.load = store_load, .visit = find_visit, .ctx = &w};
+		struct walker w = {.find = {kind == BLOBSTORE_MANIFEST, digest, false}, .bs = bs};
+		const struct imagewalk walk = {.load = store_load, .visit = store_find_visit, .ctx = &w};
 		enum rs_code rc = imagewalk_run(&walk, md, &err);
 		(void)rc; /* a manifest that cannot be read references nothing */
-		found = w.found;
+		found = w.find.found;
 	}
 	closedir(d);
 	return found;

@@ -36,6 +36,7 @@
 #include "refname.h"
 #include "route.h"
 #include "rs_limits.h"
+#include "store_local.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -101,17 +102,6 @@ struct push_upload {
 
 /* ------------------------------------------------------------ helpers */
 
-static bool uuid_valid(const char *s)
-{
-	if (strlen(s) != PUSH_UUID_SIZE - 1)
-		return false;
-	for (int i = 0; i < PUSH_UUID_SIZE - 1; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return true;
-}
 
 static enum rs_code make_uuid(char out[PUSH_UUID_SIZE], struct rs_err *err)
 {
@@ -397,7 +387,7 @@ enum rs_code push_upload_open(struct push *p, const char *repo, const char *uuid
                               struct rs_err *err)
 {
 	*out = NULL;
-	if (!uuid_valid(uuid))
+	if (!store_local_uuid_valid(uuid))
 		return rs_err_set(err, RS_NOT_FOUND, "unknown upload '%.60s'", uuid);
 	struct push_upload *u = calloc(1, sizeof(*u));
 	if (!u)
@@ -549,7 +539,7 @@ void push_sweep(struct push *p, time_t now, unsigned *out_removed)
 		char data[PATH_CAP], rf[PATH_CAP];
 		struct rs_err err;
 		struct stat st;
-		if (!uuid_valid(uuid) || upload_paths(p, uuid, data, rf, &err) != RS_OK)
+		if (!store_local_uuid_valid(uuid) || upload_paths(p, uuid, data, rf, &err) != RS_OK)
 			continue;
 		pthread_mutex_lock(&p->mu);
 		struct slot *s = slot_find(p, uuid);

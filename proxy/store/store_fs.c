@@ -16,6 +16,7 @@
  * gate/reports/ by revisions that staged beside the target). The layout is that of earlier
  * revisions: existing data directories keep working. No HTTP, no upstream. */
 #include "store_driver.h"
+#include "store_local.h"
 
 #include "blobstore.h"
 #include "fsutil.h"
@@ -38,7 +39,6 @@
 #include <unistd.h>
 
 #define FS_PATH_MAX 4096
-#define DOC_KEY_MAX 255
 
 struct fs {
 	const struct rs_config *cfg;
@@ -362,41 +362,22 @@ static enum rs_code fs_export_layout(void *impl, enum store_area area, const cha
 
 static enum rs_code fs_scratch_new(void *impl, const char *prefix, char *out, size_t cap, struct rs_err *err)
 {
-	struct fs *fs = impl;
-	if (snprintf(out, cap, "%s/%s-XXXXXX", fs->tmp, prefix) >= (int)cap)
-		return rs_err_set(err, RS_IO, "scratch path under %s is too long", fs->tmp);
-	if (!mkdtemp(out))
-		return rs_err_set(err, RS_IO, "creating a scratch directory under %s: %s", fs->tmp, strerror(errno));
-	return RS_OK;
+	return store_local_scratch_new(((struct fs *)impl)->tmp, prefix, out, cap, err);
 }
 
 static void fs_scratch_remove(void *impl, const char *dir)
 {
-	struct fs *fs = impl;
-	size_t n = strlen(fs->tmp);
-	/* only what store_scratch_new made: a direct child of tmp/ */
-	if (strncmp(dir, fs->tmp, n) != 0 || dir[n] != '/' || strchr(dir + n + 1, '/') || strstr(dir, ".."))
-		return;
-	fsutil_rm_tree(dir);
+	store_local_scratch_remove(((struct fs *)impl)->tmp, dir);
 }
 
 static size_t fs_scrub_paths(const void *impl, char *text)
 {
 	const struct fs *fs = impl;
-	size_t len = fsutil_scrub_path(text, fs->root, "<data>");
-	if (fs->real)
-		len = fsutil_scrub_path(text, fs->real, "<data>");
-	return len;
+	return store_local_scrub_paths(fs->root, fs->real, text);
 }
 
 /* ------------------------------------------------------------ documents */
 
-static bool key_ok(const char *key)
-{
-	size_t n = strlen(key);
-	return n > 0 && n <= DOC_KEY_MAX && key[0] != '.' &&
-	       strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
 
 /* The directory and path of a document. */
 static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char *repository, const char *key,
@@ -405,7 +386,7 @@ static enum rs_code doc_path(const struct fs *fs, enum store_doc doc, const char
 	int n = 0;
 	const char *name = key;
 	if (doc == STORE_DOC_OPT_RESULT || doc == STORE_DOC_GATE_SCAN) {
-		if (!key_ok(key))
+		if (!store_local_key_ok(key))
 			return rs_err_set(err, RS_BAD_INPUT, "invalid result key '%.80s'", key);
 		if (doc == STORE_DOC_OPT_RESULT)
 			n = snprintf(dir, FS_PATH_MAX, "%s", fs->optimized);
@@ -503,7 +484,7 @@ static void fs_evicted(void *ctx, enum blobstore_kind kind, const char *digest)
 {
 	(void)kind;
 	struct fs *fs = ctx;
-	char dir[FS_PATH_MAX], path[FS_PATH_MAX], owner[1024], key[DOC_KEY_MAX + 1] = "";
+	char dir[FS_PATH_MAX], path[FS_PATH_MAX], owner[1024], key[STORE_LOCAL_KEY_MAX + 1] = "";
 	struct rs_err err = {0};
 	size_t len = 0;
 	if (doc_path(fs, STORE_DOC_OPT_OWNER, NULL, digest, dir, path, &err) != RS_OK ||
@@ -513,7 +494,7 @@ static void fs_evicted(void *ctx, enum blobstore_kind kind, const char *digest)
 	if (k)
 		snprintf(key, sizeof(key), "%.*s", (int)strcspn(k + 7, "\""), k + 7);
 	char *doc = NULL;
-	if (!key_ok(key) || doc_path(fs, STORE_DOC_OPT_RESULT, NULL, key, dir, path, &err) != RS_OK ||
+	if (!store_local_key_ok(key) || doc_path(fs, STORE_DOC_OPT_RESULT, NULL, key, dir, path, &err) != RS_OK ||
 	    fsutil_read_small(&doc, &len, path, RS_LIMIT_OPT_RESULT_MAX_BYTES, &err) != RS_OK)
 		return;
 	char top[DIGEST_STR_SIZE] = "";

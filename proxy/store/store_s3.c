@@ -48,6 +48,7 @@
 #include "refname.h"
 #include "rs_limits.h"
 #include "s3_writer.h"
+#include "store_local.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -60,7 +61,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define DOC_KEY_MAX 255
 #define TAG_DOC_MAX 4096
 #define COPY_BUF (64 * 1024)
 #define USES_MAX 65536 /* access records kept; the oldest go first */
@@ -808,11 +808,9 @@ static void s3s_unlink(void *impl, const char *upstream, const char *repo, enum 
 }
 
 struct walker {
+	struct store_find find; /* first: store_find_visit's context */
 	struct s3s *s;
 	const char *upstream, *repo; /* link_visit: the links of repo */
-	enum store_kind kind;        /* find_visit: what it looks for */
-	const char *digest;
-	bool found;
 };
 
 static enum rs_code walk_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
@@ -853,30 +851,6 @@ static enum rs_code s3s_link_image(void *impl, const char *upstream, const char 
 	return rc ? rc : s3s_mark(impl, key, err);
 }
 
-/* As blobstore.c's find_visit. */
-static enum rs_code find_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
-                               enum imagewalk_step *step, struct rs_err *err)
-{
-	(void)err;
-	struct walker *w = ctx;
-	if (ev == IMAGEWALK_LOADED && n->kind == IMAGEWALK_MANIFEST && w->kind != STORE_BLOB)
-		*step = IMAGEWALK_SKIP;
-	if (ev != IMAGEWALK_REF)
-		return RS_OK;
-	if (n->kind == IMAGEWALK_ENTRY) {
-		if (!n->digest || !digest_valid(n->digest)) {
-			*step = IMAGEWALK_SKIP;
-			return RS_OK;
-		}
-		w->found = w->kind == STORE_MANIFEST && strcmp(n->digest, w->digest) == 0;
-		*step = n->depth == 1 ? IMAGEWALK_BEST_EFFORT : IMAGEWALK_SKIP;
-	} else {
-		w->found = n->digest && strcmp(n->digest, w->digest) == 0;
-	}
-	if (w->found)
-		*step = IMAGEWALK_STOP;
-	return RS_OK;
-}
 
 struct manifest_links {
 	char (*hex)[DIGEST_HEX_LEN + 1];
@@ -913,11 +887,11 @@ static bool s3s_linked_by_image(void *impl, const char *upstream, const char *re
 		for (size_t i = 0; !found && i < ml.n; i++) {
 			char md[DIGEST_STR_SIZE];
 			snprintf(md, sizeof(md), "sha256:%s", ml.hex[i]);
-			struct walker w = {.s = s, .kind = kind, .digest = digest};
-			const struct imagewalk walk = {.load = walk_load, .visit = find_visit, .ctx = &w};
+			struct walker w = {.find = {kind == STORE_MANIFEST, digest, false}, .s = s};
+			const struct imagewalk walk = {.load = walk_load, .visit = store_find_visit, .ctx = &w};
 			enum rs_code rc = imagewalk_run(&walk, md, &err);
 			(void)rc; /* a manifest that cannot be read references nothing */
-			found = w.found;
+			found = w.find.found;
 		}
 	}
 	free(next);
@@ -1051,46 +1025,28 @@ static enum rs_code s3s_export_layout(void *impl, enum store_area area, const ch
 
 static enum rs_code s3s_scratch_new(void *impl, const char *prefix, char *out, size_t cap, struct rs_err *err)
 {
-	struct s3s *s = impl;
-	if (snprintf(out, cap, "%s/%s-XXXXXX", s->tmp, prefix) >= (int)cap)
-		return rs_err_set(err, RS_IO, "scratch path under %s is too long", s->tmp);
-	if (!mkdtemp(out))
-		return rs_err_set(err, RS_IO, "creating a scratch directory under %s: %s", s->tmp, strerror(errno));
-	return RS_OK;
+	return store_local_scratch_new(((struct s3s *)impl)->tmp, prefix, out, cap, err);
 }
 
 static void s3s_scratch_remove(void *impl, const char *dir)
 {
-	struct s3s *s = impl;
-	size_t n = strlen(s->tmp);
-	if (strncmp(dir, s->tmp, n) != 0 || dir[n] != '/' || strchr(dir + n + 1, '/') || strstr(dir, ".."))
-		return;
-	fsutil_rm_tree(dir);
+	store_local_scratch_remove(((struct s3s *)impl)->tmp, dir);
 }
 
 static size_t s3s_scrub_paths(const void *impl, char *text)
 {
 	const struct s3s *s = impl;
-	size_t len = fsutil_scrub_path(text, s->root, "<data>");
-	if (s->real)
-		len = fsutil_scrub_path(text, s->real, "<data>");
-	return len;
+	return store_local_scrub_paths(s->root, s->real, text);
 }
 
 /* ------------------------------------------------------------ documents */
 
-static bool doc_key_ok(const char *key)
-{
-	size_t n = strlen(key);
-	return n > 0 && n <= DOC_KEY_MAX && key[0] != '.' &&
-	       strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
 
 static enum rs_code doc_key(char key[S3S_KEY_MAX], struct s3s *s, enum store_doc doc, const char *repository,
                             const char *name, struct rs_err *err)
 {
 	if (doc == STORE_DOC_OPT_RESULT || doc == STORE_DOC_GATE_SCAN) {
-		if (!doc_key_ok(name))
+		if (!store_local_key_ok(name))
 			return rs_err_set(err, RS_BAD_INPUT, "invalid result key '%.80s'", name);
 		return doc == STORE_DOC_OPT_RESULT ? s3s_key(key, s, err, "docs/optimized/%s.json", name)
 		                                   : s3s_key(key, s, err, "docs/gate/scans/%s.scan", name);
@@ -1240,7 +1196,7 @@ static enum rs_code evict_visit(void *ctx, enum imagewalk_event ev, const struct
  * returns the bytes freed besides it. */
 static uint64_t evicted_whole(struct s3s *s, const char *digest)
 {
-	char key[S3S_KEY_MAX], rkey[DOC_KEY_MAX + 1] = "", top[DIGEST_STR_SIZE] = "";
+	char key[S3S_KEY_MAX], rkey[STORE_LOCAL_KEY_MAX + 1] = "", top[DIGEST_STR_SIZE] = "";
 	struct rs_err err = {0};
 	char *owner = NULL, *doc = NULL;
 	if (s3s_key(key, s, &err, "docs/optimized/objects/%s.json", digest_hex(digest)) != RS_OK ||
@@ -1250,7 +1206,7 @@ static uint64_t evicted_whole(struct s3s *s, const char *digest)
 	if (k)
 		snprintf(rkey, sizeof(rkey), "%.*s", (int)strcspn(k + 7, "\""), k + 7);
 	free(owner);
-	if (!doc_key_ok(rkey) || s3s_key(key, s, &err, "docs/optimized/%s.json", rkey) != RS_OK ||
+	if (!store_local_key_ok(rkey) || s3s_key(key, s, &err, "docs/optimized/%s.json", rkey) != RS_OK ||
 	    s3s_get_small(s, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, NULL, &err) != RS_OK)
 		return 0;
 	const char *p = strstr(doc, "\"digest\":\"");

@@ -22,6 +22,7 @@
 #include "refname.h"
 #include "rs_limits.h"
 #include "s3_writer.h"
+#include "store_local.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -48,17 +49,6 @@ struct s3s_upload {
 
 /* ------------------------------------------------------------ uploads */
 
-static bool uuid_valid(const char *s)
-{
-	if (strlen(s) != STORE_UUID_SIZE - 1)
-		return false;
-	for (int i = 0; i < STORE_UUID_SIZE - 1; i++) {
-		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-		if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	}
-	return true;
-}
 
 static enum rs_code make_uuid(char out[STORE_UUID_SIZE], struct rs_err *err)
 {
@@ -169,7 +159,7 @@ enum rs_code s3s_upload_open(void *impl, const char *repo, const char *uuid, str
                              struct rs_err *err)
 {
 	struct s3s *s = impl;
-	if (!uuid_valid(uuid))
+	if (!store_local_uuid_valid(uuid))
 		return rs_err_set(err, RS_NOT_FOUND, "unknown upload '%.60s'", uuid);
 	struct s3s_upload *u = calloc(1, sizeof(*u));
 	if (!u)
