@@ -46,7 +46,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,7 +53,6 @@
 #define COPY_BUF (64 * 1024)
 /* Tag namespace of pushed images inside the push store. */
 #define PUSH_TAG_NS "pushed"
-
 
 struct slot {
 	struct slot *next;
@@ -101,33 +99,6 @@ struct push_upload {
 };
 
 /* ------------------------------------------------------------ helpers */
-
-
-static enum rs_code make_uuid(char out[PUSH_UUID_SIZE], struct rs_err *err)
-{
-	unsigned char r[16];
-	size_t got = 0;
-	while (got < sizeof(r)) {
-		ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return rs_err_set(err, RS_IO, "getrandom: %s", strerror(errno));
-		got += (size_t)n;
-	}
-	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-	static const char hx[] = "0123456789abcdef";
-	size_t o = 0;
-	for (size_t i = 0; i < sizeof(r); i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hx[r[i] >> 4];
-		out[o++] = hx[r[i] & 15];
-	}
-	out[o] = '\0';
-	return RS_OK;
-}
 
 static enum rs_code upload_paths(const struct push *p, const char *uuid, char data[PATH_CAP], char repo[PATH_CAP],
                                  struct rs_err *err)
@@ -296,7 +267,7 @@ struct blobstore *push_store(struct push *p)
 enum rs_code push_upload_start(struct push *p, const char *repo, char out[PUSH_UUID_SIZE], struct rs_err *err)
 {
 	char data[PATH_CAP], rf[PATH_CAP];
-	enum rs_code rc = make_uuid(out, err);
+	enum rs_code rc = store_local_uuid_new(out, err);
 	if (rc == RS_OK)
 		rc = upload_paths(p, out, data, rf, err);
 	if (rc)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 enum rs_code store_local_scratch_new(const char *tmp, const char *prefix, char *out, size_t cap, struct rs_err *err)
 {
@@ -53,6 +54,32 @@ bool store_local_uuid_valid(const char *s)
 			return false;
 	}
 	return true;
+}
+
+enum rs_code store_local_uuid_new(char out[37], struct rs_err *err)
+{
+	unsigned char r[16];
+	size_t got = 0;
+	while (got < sizeof(r)) {
+		ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return rs_err_set(err, RS_IO, "getrandom: %s", strerror(errno));
+		got += (size_t)n;
+	}
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	static const char hx[] = "0123456789abcdef";
+	size_t o = 0;
+	for (size_t i = 0; i < sizeof(r); i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hx[r[i] >> 4];
+		out[o++] = hx[r[i] & 15];
+	}
+	out[o] = '\0';
+	return RS_OK;
 }
 
 enum rs_code store_find_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,

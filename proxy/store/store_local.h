@@ -31,6 +31,9 @@ size_t store_local_scrub_paths(const char *root, const char *real, char *text);
 bool store_local_key_ok(const char *key);
 /* An upload UUID as regslim makes them: 8-4-4-4-12 lower-case hex. */
 bool store_local_uuid_valid(const char *s);
+/* A new random (version 4) UUID of that form into out (37 bytes). RS_IO
+ * when the kernel's random source fails. */
+RS_MUST_CHECK enum rs_code store_local_uuid_new(char out[37], struct rs_err *err);
 
 /* The search of linked_by_image: does an image name digest, as a config or
  * layer (manifest false) or as a manifest of its root index (manifest

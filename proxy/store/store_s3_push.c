@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,33 +47,6 @@ struct s3s_upload {
 };
 
 /* ------------------------------------------------------------ uploads */
-
-
-static enum rs_code make_uuid(char out[STORE_UUID_SIZE], struct rs_err *err)
-{
-	unsigned char r[16];
-	size_t got = 0;
-	while (got < sizeof(r)) {
-		ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return rs_err_set(err, RS_IO, "getrandom: %s", strerror(errno));
-		got += (size_t)n;
-	}
-	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-	static const char hx[] = "0123456789abcdef";
-	size_t o = 0;
-	for (size_t i = 0; i < sizeof(r); i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			out[o++] = '-';
-		out[o++] = hx[r[i] >> 4];
-		out[o++] = hx[r[i] & 15];
-	}
-	out[o] = '\0';
-	return RS_OK;
-}
 
 static unsigned count_uploads(const struct s3s *s)
 {
@@ -96,7 +68,7 @@ enum rs_code s3s_upload_start(void *impl, const char *repo, char out[STORE_UUID_
 	if (n >= RS_LIMIT_UPLOADS_MAX)
 		return rs_err_set(err, RS_TOO_LARGE, "%u uploads are in progress, the limit is %u (RS_LIMIT_UPLOADS_MAX)",
 		                  n, (unsigned)RS_LIMIT_UPLOADS_MAX);
-	enum rs_code rc = make_uuid(out, err);
+	enum rs_code rc = store_local_uuid_new(out, err);
 	if (rc)
 		return rc;
 	char rf[S3S_PATH_MAX + 64], data[S3S_PATH_MAX + 64];
