@@ -85,6 +85,8 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = cluster_new(&r->cluster, &cfg->cluster, NULL, err);
 	if (rc)
 		goto out;
+	if (cfg->cluster.enabled)
+		store_set_cluster(r->store, r->cluster); /* cluster-wide LRU eviction (docs/scale-out.md) */
 	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
 	if (!r->ups) {
 		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
@@ -110,6 +112,8 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 		source_set_regenerate(r->src, regenerate, r->opt);
+		if (cfg->cluster.enabled)
+			optpull_set_cluster(r->opt, r->cluster);
 	}
 	if (cfg->signatures.gpg_key || cfg->signatures.cosign_key_file || cfg->signatures.verify_count) {
 		rc = sign_new(&r->sign, cfg, r->store, err);

@@ -825,3 +825,162 @@ enum rs_code cluster_upload_del(struct cluster *c, const char *id, struct rs_err
 	freeReplyObject(r);
 	return RS_OK;
 }
+
+/* ------------------------------------------------------------ scored sets */
+
+#define ZSET_CHUNK 512
+
+/* A score as Redis writes it (a double: "1733580000000", or with an exponent past 1e17). */
+static uint64_t score_of(const char *s)
+{
+	double d = strtod(s, NULL);
+	return d > 0 ? (uint64_t)d : 0;
+}
+
+/* call() for a command built as an argument vector (c->mu held). */
+static redisReply *call_argv(struct cluster *c, const char *what, struct rs_err *err, int argc, const char **argv,
+                             const size_t *lens)
+{
+	if (!c->ctx) {
+		(void)unavailable(c, what, err);
+		return NULL;
+	}
+	redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
+	if (!r) {
+		char why[RS_ERR_MSG_MAX];
+		describe(why, sizeof(why), c->ctx, c->cfg->timeout_ms);
+		went_down(c, why);
+		(void)unavailable(c, what, err);
+		return NULL;
+	}
+	c->last_io_ms = now_ms();
+	if (r->type == REDIS_REPLY_ERROR) {
+		(void)reply_error(r, what, err);
+		return NULL;
+	}
+	return r;
+}
+
+/* One command "<cmd> <key> [<head>] then per member [score] member", members from..from+n-1
+ * (n <= ZSET_CHUNK). scores NULL: members only. */
+static enum rs_code zset_command(struct cluster *c, const char *what, const char *cmd, const char *key,
+                                 const char *head, const char *const *members, const uint64_t *scores, size_t n,
+                                 redisReply **out, struct rs_err *err)
+{
+	const char *argv[3 + 2 * ZSET_CHUNK];
+	size_t lens[3 + 2 * ZSET_CHUNK];
+	char (*nums)[24] = scores ? malloc(n * sizeof(*nums)) : NULL;
+	if (scores && !nums)
+		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
+	int argc = 0;
+	argv[argc++] = cmd;
+	argv[argc++] = key;
+	if (head)
+		argv[argc++] = head;
+	for (size_t i = 0; i < n; i++) {
+		if (scores) {
+			snprintf(nums[i], sizeof(nums[i]), "%" PRIu64, scores[i]);
+			argv[argc++] = nums[i];
+		}
+		argv[argc++] = members[i];
+	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	pthread_mutex_lock(&c->mu);
+	redisReply *r = call_argv(c, what, err, argc, argv, lens);
+	pthread_mutex_unlock(&c->mu);
+	free(nums);
+	if (!r)
+		return err->code;
+	if (out)
+		*out = r;
+	else
+		freeReplyObject(r);
+	return RS_OK;
+}
+
+enum rs_code cluster_zset_raise(struct cluster *c, const char *set, const char *const *members,
+                                const uint64_t *scores, size_t n, struct rs_err *err)
+{
+	char *k = make_key(c, "zset", set);
+	if (!k)
+		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < n; i += ZSET_CHUNK)
+		rc = zset_command(c, "zset raise", "ZADD", k, "GT", members + i, scores + i,
+		                  n - i < ZSET_CHUNK ? n - i : ZSET_CHUNK, NULL, err);
+	free(k);
+	return rc;
+}
+
+enum rs_code cluster_zset_scores(struct cluster *c, const char *set, const char *const *members, size_t n,
+                                 uint64_t *out, struct rs_err *err)
+{
+	char *k = make_key(c, "zset", set);
+	if (!k)
+		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < n; i += ZSET_CHUNK) {
+		size_t m = n - i < ZSET_CHUNK ? n - i : ZSET_CHUNK;
+		redisReply *r = NULL;
+		rc = zset_command(c, "zset scores", "ZMSCORE", k, NULL, members + i, NULL, m, &r, err);
+		if (rc)
+			break;
+		for (size_t j = 0; j < m; j++) {
+			const redisReply *e = r->type == REDIS_REPLY_ARRAY && j < r->elements ? r->element[j] : NULL;
+			out[i + j] = e && e->type == REDIS_REPLY_STRING ? score_of(e->str) : 0; /* nil: none */
+		}
+		freeReplyObject(r);
+	}
+	free(k);
+	return rc;
+}
+
+enum rs_code cluster_zset_from(struct cluster *c, const char *set, uint64_t min, size_t max, cluster_zset_fn fn,
+                               void *ctx, struct rs_err *err)
+{
+	char *k = make_key(c, "zset", set);
+	if (!k)
+		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
+	char lo[24], count[24];
+	snprintf(lo, sizeof(lo), "%" PRIu64, min);
+	snprintf(count, sizeof(count), "%zu", max);
+	pthread_mutex_lock(&c->mu);
+	redisReply *r = call(c, "zset from", err, "ZRANGEBYSCORE %s %s +inf WITHSCORES LIMIT 0 %s", k, lo, count);
+	pthread_mutex_unlock(&c->mu);
+	free(k);
+	if (!r)
+		return err->code;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+		const redisReply *m = r->element[i], *s = r->element[i + 1];
+		if (m->type == REDIS_REPLY_STRING)
+			fn(ctx, m->str, s->type == REDIS_REPLY_STRING ? score_of(s->str) : 0);
+	}
+	freeReplyObject(r);
+	return RS_OK;
+}
+
+enum rs_code cluster_zset_remove(struct cluster *c, const char *set, const char *const *members, size_t n,
+                                 uint64_t below, struct rs_err *err)
+{
+	char *k = make_key(c, "zset", set);
+	if (!k)
+		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
+	enum rs_code rc = RS_OK;
+	for (size_t i = 0; rc == RS_OK && i < n; i += ZSET_CHUNK)
+		rc = zset_command(c, "zset remove", "ZREM", k, NULL, members + i, NULL,
+		                  n - i < ZSET_CHUNK ? n - i : ZSET_CHUNK, NULL, err);
+	if (rc == RS_OK && below > 0) {
+		char hi[24];
+		snprintf(hi, sizeof(hi), "(%" PRIu64, below);
+		pthread_mutex_lock(&c->mu);
+		redisReply *r = call(c, "zset remove", err, "ZREMRANGEBYSCORE %s -inf %s", k, hi);
+		pthread_mutex_unlock(&c->mu);
+		if (!r)
+			rc = err->code;
+		else
+			freeReplyObject(r);
+	}
+	free(k);
+	return rc;
+}

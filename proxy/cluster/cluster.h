@@ -135,6 +135,33 @@ RS_MUST_CHECK enum rs_code cluster_upload_advance(struct cluster *c, const char 
 /* Forget upload id (finished or cancelled). RS_IO. */
 RS_MUST_CHECK enum rs_code cluster_upload_del(struct cluster *c, const char *id, struct rs_err *err);
 
+/* ---- scored sets (cluster-wide access bookkeeping) -------------------------------------- */
+
+/* Sorted sets <prefix>zset:<set> of members (the callers' strings, at most 255 bytes) scored by
+ * a time in ms. The eviction of the s3 store keeps its access times and its holds here
+ * (store/cachelru.c). Every call answers RS_IO at once when local or down (no wait: the caller
+ * does without), as the map calls do. */
+
+/* ZADD GT: each member's score becomes scores[i] unless it is already higher (several replicas
+ * report accesses out of order). n members in commands of at most 512. RS_IO, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code cluster_zset_raise(struct cluster *c, const char *set, const char *const *members,
+                                              const uint64_t *scores, size_t n, struct rs_err *err);
+
+/* ZMSCORE: out[i] is the score of members[i], 0 when it has none. RS_IO, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code cluster_zset_scores(struct cluster *c, const char *set, const char *const *members,
+                                               size_t n, uint64_t *out, struct rs_err *err);
+
+/* Each member scored at least min (ZRANGEBYSCORE min +inf WITHSCORES) to fn, in score order;
+ * at most max members (the rest are left out). RS_IO, RS_NOMEM. */
+typedef void (*cluster_zset_fn)(void *ctx, const char *member, uint64_t score);
+RS_MUST_CHECK enum rs_code cluster_zset_from(struct cluster *c, const char *set, uint64_t min, size_t max,
+                                             cluster_zset_fn fn, void *ctx, struct rs_err *err);
+
+/* ZREM members; ZREMRANGEBYSCORE -inf below-1 when below > 0 (either may be empty). RS_IO,
+ * RS_NOMEM. */
+RS_MUST_CHECK enum rs_code cluster_zset_remove(struct cluster *c, const char *set, const char *const *members,
+                                               size_t n, uint64_t below, struct rs_err *err);
+
 /* ---- pure helpers (exposed for the unit tests) ------------------------------------------ */
 
 /* The reconnection delay after `failures` failed attempts in a row (>= 1): 100 ms doubling,

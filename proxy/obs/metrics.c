@@ -318,6 +318,132 @@ static void render_cluster(struct page *p)
 	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_BUSY]));
 }
 
+/* ------------------------------------------------------------ scale-out (issue 13) */
+
+#define SCALE_ROWS 64
+struct scale_row {
+	const char *a;
+	char b[48]; /* a copied label value (an S3 error code) or a static one */
+	uint64_t count;
+	double sum;
+};
+static pthread_mutex_t scale_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct scale_row wait_rows[SCALE_ROWS], s3err_rows[SCALE_ROWS], evict_rows[SCALE_ROWS], pass_rows[SCALE_ROWS];
+static size_t wait_count, s3err_count, evict_count, pass_count;
+static uint64_t s3err_overflow;
+static _Atomic int evictor = -1; /* -1: never elected nor refused (not rendered) */
+
+/* The row (a, b) of t, made when absent; NULL when the table is full. scale_lock held. */
+static struct scale_row *scale_row(struct scale_row *t, size_t *n, const char *a, const char *b)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(t[i].a, a) == 0 && strcmp(t[i].b, b) == 0)
+			return &t[i];
+	if (*n == SCALE_ROWS)
+		return NULL;
+	struct scale_row *r = &t[(*n)++];
+	r->a = a;
+	snprintf(r->b, sizeof(r->b), "%s", b);
+	return r;
+}
+
+void metrics_cluster_lock_wait(const char *lock_name, const char *outcome, double seconds)
+{
+	pthread_mutex_lock(&scale_lock);
+	struct scale_row *r = scale_row(wait_rows, &wait_count, lock_name, outcome);
+	if (r) {
+		r->count++;
+		r->sum += seconds;
+	}
+	pthread_mutex_unlock(&scale_lock);
+}
+
+void metrics_s3_error(const char *operation, const char *code)
+{
+	char clean[48];
+	size_t j = 0;
+	/* S3's text: keep what a label value may hold unquoted */
+	for (const char *c = code; *c && j + 1 < sizeof(clean); c++)
+		clean[j++] = (*c == '"' || *c == '\\' || *c == '\n') ? '_' : *c;
+	clean[j] = '\0';
+	pthread_mutex_lock(&scale_lock);
+	struct scale_row *r = scale_row(s3err_rows, &s3err_count, operation, clean);
+	if (r)
+		r->count++;
+	else
+		s3err_overflow++;
+	pthread_mutex_unlock(&scale_lock);
+}
+
+void metrics_eviction(const char *scope, unsigned objects, uint64_t bytes)
+{
+	pthread_mutex_lock(&scale_lock);
+	struct scale_row *r = scale_row(evict_rows, &evict_count, scope, "");
+	if (r) {
+		r->count += objects;
+		r->sum += (double)bytes;
+	}
+	pthread_mutex_unlock(&scale_lock);
+}
+
+void metrics_eviction_pass(const char *result)
+{
+	pthread_mutex_lock(&scale_lock);
+	struct scale_row *r = scale_row(pass_rows, &pass_count, result, "");
+	if (r)
+		r->count++;
+	pthread_mutex_unlock(&scale_lock);
+}
+
+void metrics_set_evictor(int on)
+{
+	atomic_store(&evictor, on ? 1 : 0);
+}
+
+static void render_scale(struct page *p)
+{
+	pthread_mutex_lock(&scale_lock);
+	emit(p, "# HELP regslim_cluster_lock_waits_total Waits for a cluster lock another replica held, by lock and "
+	        "outcome.\n# TYPE regslim_cluster_lock_waits_total counter\n");
+	for (size_t i = 0; i < wait_count; i++)
+		emit(p, "regslim_cluster_lock_waits_total{lock=\"%s\",outcome=\"%s\"} %llu\n", wait_rows[i].a, wait_rows[i].b,
+		     (unsigned long long)wait_rows[i].count);
+	emit(p, "# HELP regslim_cluster_lock_wait_seconds_total Time spent waiting for cluster locks, by lock and "
+	        "outcome.\n# TYPE regslim_cluster_lock_wait_seconds_total counter\n");
+	for (size_t i = 0; i < wait_count; i++)
+		emit(p, "regslim_cluster_lock_wait_seconds_total{lock=\"%s\",outcome=\"%s\"} %.3f\n", wait_rows[i].a,
+		     wait_rows[i].b, wait_rows[i].sum);
+	emit(p, "# HELP regslim_s3_errors_total S3 requests that failed, by operation and S3 error code.\n"
+	        "# TYPE regslim_s3_errors_total counter\n");
+	for (size_t i = 0; i < s3err_count; i++)
+		emit(p, "regslim_s3_errors_total{operation=\"%s\",code=\"%s\"} %llu\n", s3err_rows[i].a, s3err_rows[i].b,
+		     (unsigned long long)s3err_rows[i].count);
+	if (s3err_overflow)
+		emit(p, "regslim_s3_errors_total{operation=\"overflow\",code=\"\"} %llu\n",
+		     (unsigned long long)s3err_overflow);
+	emit(p, "# HELP regslim_cache_evictions_total Objects eviction removed from the cache, by scope (cluster: the "
+	        "elected evictor's cluster-wide LRU; replica: this replica's own view).\n"
+	        "# TYPE regslim_cache_evictions_total counter\n");
+	for (size_t i = 0; i < evict_count; i++)
+		emit(p, "regslim_cache_evictions_total{scope=\"%s\"} %llu\n", evict_rows[i].a,
+		     (unsigned long long)evict_rows[i].count);
+	emit(p, "# HELP regslim_cache_evicted_bytes_total Bytes eviction removed from the cache, by scope.\n"
+	        "# TYPE regslim_cache_evicted_bytes_total counter\n");
+	for (size_t i = 0; i < evict_count; i++)
+		emit(p, "regslim_cache_evicted_bytes_total{scope=\"%s\"} %.0f\n", evict_rows[i].a, evict_rows[i].sum);
+	emit(p, "# HELP regslim_cache_eviction_passes_total Eviction passes of the maintenance pass, by result (run, "
+	        "skipped: another replica is the evictor, degraded: Redis down, per replica).\n"
+	        "# TYPE regslim_cache_eviction_passes_total counter\n");
+	for (size_t i = 0; i < pass_count; i++)
+		emit(p, "regslim_cache_eviction_passes_total{result=\"%s\"} %llu\n", pass_rows[i].a,
+		     (unsigned long long)pass_rows[i].count);
+	pthread_mutex_unlock(&scale_lock);
+	int e = atomic_load(&evictor);
+	if (e >= 0)
+		emit(p, "# HELP regslim_cluster_evictor 1 while this replica is the cluster's elected evictor.\n"
+		        "# TYPE regslim_cluster_evictor gauge\nregslim_cluster_evictor %d\n", e);
+}
+
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 {
 	static const char *const kinds[METRICS_KIND_COUNT] = {"manifest", "blob"};
@@ -426,6 +552,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)rss_bytes());
 	render_counters(&p);
 	render_cluster(&p);
+	render_scale(&p);
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

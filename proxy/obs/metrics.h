@@ -78,6 +78,29 @@ void metrics_set_redis_up(int up);
 enum metrics_lock_result { METRICS_LOCK_REDIS, METRICS_LOCK_LOCAL, METRICS_LOCK_BUSY };
 void metrics_cluster_lock(enum metrics_lock_result r);
 
+/* Scale-out series (issue 13), per replica; each sums across the cluster. Label values are
+ * static strings of the callers except an S3 error code, which is copied (rows are capped).
+ *  regslim_cluster_lock_waits_total{lock,outcome}, regslim_cluster_lock_wait_seconds_total{lock}:
+ *    a caller found a cluster lock held by another replica and waited for it; lock
+ *    "optimization"; outcome "result" (the owner's result came), "takeover" (the lock came free
+ *    without a result: this replica did the work), "failed" (the owner's failure was adopted),
+ *    "timeout";
+ *  regslim_s3_errors_total{operation,code}: S3 requests that failed (a missing key is no error):
+ *    operation "GET", "PUT", "ListObjectsV2", ...; code S3's error code, "HTTP <status>" or
+ *    "transport";
+ *  regslim_cache_evictions_total{scope}, regslim_cache_evicted_bytes_total{scope}: objects and
+ *    bytes eviction removed from the cache area; scope "cluster" (the elected evictor's
+ *    cluster-wide LRU) or "replica" (no cluster, Redis down, or the fs driver's own disk);
+ *  regslim_cache_eviction_passes_total{result}: "run" (this replica evicted, or looked and had
+ *    nothing to do), "skipped" (another replica is the evictor), "degraded" (Redis down: the
+ *    per-replica approximation ran);
+ *  regslim_cluster_evictor: 1 while this replica is the elected evictor. */
+void metrics_cluster_lock_wait(const char *lock, const char *outcome, double seconds);
+void metrics_s3_error(const char *operation, const char *code);
+void metrics_eviction(const char *scope, unsigned objects, uint64_t bytes);
+void metrics_eviction_pass(const char *result);
+void metrics_set_evictor(int on);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 

@@ -6,6 +6,7 @@
  * HTTP: blobs the store lacks come through the caller's fetch callbacks. */
 #include "optpull.h"
 
+#include "cluster.h"
 #include "fsutil.h"
 #include "image.h"
 #include "imagewalk.h"
@@ -35,6 +36,10 @@
 
 #define OPT_PATH_MAX 4096
 #define COPY_BUF (64 * 1024)
+/* How long a replica waits for another one's optimization of the same key: the owner's own
+ * bound, and a minute to import and persist its output. */
+#define CLUSTER_WAIT_S (RS_LIMIT_OPT_MAX_S + 60)
+#define CLUSTER_WAIT_STEP_MS 1000 /* the result and a failure are looked for this often */
 
 struct loaded_policy {
 	struct policy base;
@@ -64,6 +69,7 @@ struct job {
 struct optpull {
 	const struct rs_config *cfg;
 	struct store *bs;
+	struct cluster *cluster; /* one optimization per key in the cluster (optpull_set_cluster), or NULL */
 	struct optpull_ops ops;
 	struct loaded_policy *pols; /* parallel to cfg->optimize.policies */
 	size_t pol_count;
@@ -224,6 +230,12 @@ enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, stru
 out:
 	optpull_free(op);
 	return rc;
+}
+
+void optpull_set_cluster(struct optpull *op, struct cluster *c)
+{
+	if (op)
+		op->cluster = c;
 }
 
 void optpull_stop(struct optpull *op)
@@ -651,9 +663,95 @@ static unsigned unlist_locked(struct optpull *op, struct job *j)
 	return 0;
 }
 
-static void *worker(void *arg)
+/* ------------------------------------------------------------ one optimization per key in the cluster */
+
+/* Another replica's failure of key, noted in the cluster's map for RS_LIMIT_OPT_FAILURE_TTL_S
+ * ("<code> <message>"): adopted as ours. false when there is none. */
+static bool adopt_failure(struct job *j, enum rs_code *rc, struct rs_err *err)
 {
-	struct job *j = arg;
+	char mkey[OPTPULL_KEY_SIZE + 16], *v = NULL;
+	struct rs_err merr = {0};
+	snprintf(mkey, sizeof(mkey), "optfail:%s", j->key);
+	if (cluster_map_get(&v, j->op->cluster, mkey, &merr) != RS_OK || !v)
+		return false;
+	char *msg = NULL;
+	long code = strtol(v, &msg, 10);
+	*rc = rs_err_set(err, code > RS_OK && code < 64 ? (enum rs_code)code : RS_IO, "%s", *msg ? msg + 1 : "failed");
+	free(v);
+	return true;
+}
+
+static void note_failure(struct job *j, enum rs_code rc, const struct rs_err *err)
+{
+	char mkey[OPTPULL_KEY_SIZE + 16], v[RS_ERR_MSG_MAX + 32];
+	struct rs_err merr = {0};
+	snprintf(mkey, sizeof(mkey), "optfail:%s", j->key);
+	snprintf(v, sizeof(v), "%d %s on replica %s", (int)rc, err->msg, cluster_replica_id(j->op->cluster));
+	if (cluster_map_set(j->op->cluster, mkey, v, RS_LIMIT_OPT_FAILURE_TTL_S, &merr) != RS_OK)
+		log_event(LOG_DEBUG, "optimization of %s: the failure was not shared: %s", j->source, merr.msg);
+}
+
+/* Take the cluster's lock "opt:<key>" before optimizing (docs/scale-out.md): *out is ours to
+ * release after the work. While another replica holds it, wait (cluster_lock_wait, a second at
+ * a time, at most CLUSTER_WAIT_S) and look for its result document: *out_done with j->result
+ * filled when it came (or was there), a failure it noted is adopted; when its lock expires (the
+ * owner died) this replica takes over. No cluster: nothing to take (*out NULL). */
+static enum rs_code cluster_turn(struct job *j, struct cluster_lock **out, bool *out_done, struct rs_err *err)
+{
+	struct optpull *op = j->op;
+	*out = NULL;
+	*out_done = false;
+	if (!op->cluster)
+		return RS_OK;
+	char name[OPTPULL_KEY_SIZE + 8], holder[CLUSTER_OWNER_MAX], who[CLUSTER_OWNER_MAX] = "";
+	snprintf(name, sizeof(name), "opt:%s", j->key);
+	double t0 = mono_now();
+	const char *outcome = NULL;
+	enum rs_code rc = RS_OK;
+	for (bool waited = false; rc == RS_OK && !outcome; waited = true) {
+		struct cluster_lock *l = NULL;
+		struct rs_err cerr = {0};
+		rc = cluster_lock_wait(&l, op->cluster, name, waited ? CLUSTER_WAIT_STEP_MS : 0, holder, sizeof(holder), err);
+		if (rc)
+			break;
+		if (holder[0])
+			cluster_owner_replica(who, sizeof(who), holder);
+		if (read_result(op, j->key, &j->result, &cerr) == RS_OK) {
+			*out_done = true; /* finished just before we looked, or while we waited */
+			outcome = "result";
+		} else if (adopt_failure(j, &rc, err)) {
+			outcome = "failed";
+		} else if (l) {
+			*out = l;
+			l = NULL;
+			outcome = waited ? "takeover" : "own";
+			if (waited)
+				log_event(LOG_WARN, "optimizing %s %s (%s): replica %s stopped without a result (its lock "
+				                    "expired): this replica takes over", j->repo, j->source,
+				          optpull_variant_name(j->variant), who);
+		} else if (atomic_load(&op->stopping)) {
+			rc = rs_err_set(err, RS_TIMEOUT, "optimization cancelled");
+		} else if (mono_now() - t0 >= CLUSTER_WAIT_S) {
+			rc = rs_err_set(err, RS_TIMEOUT, "optimization of %s by replica %s still running after %us", j->source,
+			                who, (unsigned)CLUSTER_WAIT_S);
+			outcome = "timeout";
+		} else if (!waited) {
+			log_event(LOG_INFO, "optimizing %s %s (%s) runs on replica %s: waiting for its result (lock %s)",
+			          j->repo, j->source, optpull_variant_name(j->variant), who, name);
+		}
+		cluster_lock_release(l); /* a lock that came with the result: not needed */
+		if (outcome && waited)
+			metrics_cluster_lock_wait("optimization", outcome, mono_now() - t0);
+	}
+	if (*out_done)
+		log_event(LOG_INFO, "optimized %s %s -> %s (%s) by replica %s: its result is ours", j->repo, j->source,
+		          j->result.digest, optpull_variant_name(j->variant), who[0] ? who : "(another)");
+	return rc;
+}
+
+/* The optimization itself on a worker slot (at most RS_LIMIT_OPT_WORKERS at once). */
+static enum rs_code optimize_on_slot(struct job *j, struct rs_err *err)
+{
 	struct optpull *op = j->op;
 	pthread_mutex_lock(&op->lock);
 	while (op->running >= RS_LIMIT_OPT_WORKERS && !atomic_load(&op->stopping))
@@ -662,9 +760,8 @@ static void *worker(void *arg)
 	pthread_mutex_unlock(&op->lock);
 
 	double t0 = mono_now();
-	struct rs_err err = {0};
-	enum rs_code rc = atomic_load(&op->stopping) ? rs_err_set(&err, RS_TIMEOUT, "optimization cancelled")
-	                                             : run_job(j, &err);
+	enum rs_code rc = atomic_load(&op->stopping) ? rs_err_set(err, RS_TIMEOUT, "optimization cancelled")
+	                                             : run_job(j, err);
 	double secs = mono_now() - t0;
 	metrics_optimization(rc == RS_OK, secs);
 	if (rc == RS_OK) {
@@ -674,12 +771,30 @@ static void *worker(void *arg)
 		          (unsigned long long)j->result.bytes_saved);
 	} else {
 		log_event(LOG_WARN, "optimizing %s %s (%s) failed after %.1fs: %s; serving the original for %us",
-		          j->repo, j->source, optpull_variant_name(j->variant), secs, err.msg,
+		          j->repo, j->source, optpull_variant_name(j->variant), secs, err->msg,
 		          (unsigned)RS_LIMIT_OPT_FAILURE_TTL_S);
 	}
-
 	pthread_mutex_lock(&op->lock);
 	op->running--;
+	pthread_mutex_unlock(&op->lock);
+	return rc;
+}
+
+static void *worker(void *arg)
+{
+	struct job *j = arg;
+	struct optpull *op = j->op;
+	struct rs_err err = {0};
+	struct cluster_lock *cl = NULL;
+	bool elsewhere = false; /* another replica's result */
+	enum rs_code rc = cluster_turn(j, &cl, &elsewhere, &err);
+	if (rc == RS_OK && !elsewhere)
+		rc = optimize_on_slot(j, &err);
+	if (cl && rc != RS_OK && !atomic_load(&op->stopping))
+		note_failure(j, rc, &err); /* the other replicas adopt it rather than try again at once */
+	cluster_lock_release(cl);
+
+	pthread_mutex_lock(&op->lock);
 	j->done = true;
 	j->rc = rc;
 	j->err = err;

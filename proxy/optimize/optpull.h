@@ -102,6 +102,14 @@ struct optpull_result {
  * file that no longer loads), RS_IO, RS_NOMEM. */
 RS_MUST_CHECK enum rs_code optpull_new(struct optpull **out, const struct rs_config *cfg, struct store *bs,
                                        const struct optpull_ops *ops, struct rs_err *err);
+struct cluster;
+/* One optimization per key in the whole cluster (docs/scale-out.md): before optimizing, a job
+ * takes the cluster lock "opt:<key>" (cluster.h; c borrowed, must outlive op); a replica that
+ * finds it held waits for the owner's result document (or adopts its failure) and takes over
+ * when the lock expires without one (the owner died). Without it (no cluster section): one per
+ * key in this process, as before. */
+void optpull_set_cluster(struct optpull *op, struct cluster *c);
+
 /* Shutting down: running optimizations stop at their next read (cleanly:
  * nothing of them reaches the store), queued ones do not start; callers
  * waiting in optpull_get get the failure and serve the original. */

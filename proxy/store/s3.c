@@ -20,9 +20,11 @@
  * would give it a second personality; this file uses libcurl directly, the same
  * way (a small pool of easy handles, stall timeouts, streamed bodies).
  *
- * Talks to: libcurl, s3_sign.c. Nothing here logs. */
+ * Talks to: libcurl, s3_sign.c; counts failed requests in obs/metrics.h
+ * (regslim_s3_errors_total). Nothing here logs. */
 #include "s3.h"
 
+#include "metrics.h"
 #include "s3_sign.h"
 #include "s3_xml.h"
 
@@ -581,6 +583,14 @@ static enum rs_code status_error(const struct s3_client *c, const struct req *rq
 	if (!code[0] && rs->status == 404)
 		snprintf(code, sizeof(code), "%s", rq->key ? "NoSuchKey" : "NoSuchBucket"); /* HEAD: no body */
 	const char *none = strcmp(rq->op, "HEAD") == 0 ? "(a HEAD answer has no error document)" : "(no error code)";
+	if (rc != RS_NOT_FOUND) {
+		char label[sizeof(code)];
+		if (code[0])
+			snprintf(label, sizeof(label), "%s", code);
+		else
+			snprintf(label, sizeof(label), "HTTP %ld", rs->status);
+		metrics_s3_error(rq->what, label);
+	}
 	return rs_err_set(err, rc, "s3 %s %s%s%.100s: HTTP %ld %s%s%.80s%s", rq->what, c->bucket, rq->key ? "/" : "",
 	                  rq->key ? rq->key : "", rs->status, code[0] ? code : none, msg[0] ? " (" : "", msg,
 	                  msg[0] ? ")" : "");
@@ -616,6 +626,7 @@ static enum rs_code request(struct s3_client *c, const struct req *rq, struct re
 			/* a 4xx that cut an upload short (curl then reports a send error) is still the 4xx */
 			return status_error(c, rq, rs, err);
 		} else if (cc != CURLE_OK && (!retryable_curl(cc) || last)) {
+			metrics_s3_error(rq->what, "transport");
 			return rs_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? RS_TIMEOUT : RS_UNAVAILABLE,
 			                  "s3 %s %s%s%.100s: %s%s%.80s (endpoint %s://%s, %d attempt%s)", rq->what, c->bucket,
 			                  rq->key ? "/" : "", rq->key ? rq->key : "", curl_easy_strerror(cc),

@@ -441,6 +441,12 @@ enum rs_code store_evict(struct store *s, uint64_t *out_freed, struct rs_err *er
 	return s->drv->evict(s->impl, out_freed, err);
 }
 
+void store_set_cluster(struct store *s, struct cluster *c)
+{
+	if (s->drv->set_cluster)
+		s->drv->set_cluster(s->impl, c);
+}
+
 /* ------------------------------------------------------------ referrers, pins, health */
 
 enum rs_code store_pushed_referrers(struct store *s, const char *repo, const char *subject,

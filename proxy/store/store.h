@@ -343,6 +343,14 @@ RS_MUST_CHECK enum rs_code store_evict(struct store *s, uint64_t *out_freed, str
  * (a replica's own); explicit removals ignore them. */
 bool store_pin(struct store *s, enum store_area area, enum store_kind kind, const char *digest, time_t until);
 
+struct cluster;
+/* Share the cache's access bookkeeping with the other replicas through c (cluster.h;
+ * borrowed, must outlive the store): drivers whose objects are shared (s3) then evict least
+ * recently used across the cluster, by one elected replica, never what any replica holds
+ * (docs/scale-out.md "Eviction"). Once, before serving; a driver with nothing to share (fs)
+ * ignores it. */
+void store_set_cluster(struct store *s, struct cluster *c);
+
 /* Can the store write now? RS_IO naming where and why (a read-only mount, a
  * full disk). Checked at start and by the maintenance pass (degraded mode). */
 RS_MUST_CHECK enum rs_code store_check_writable(struct store *s, struct rs_err *err);

@@ -114,6 +114,7 @@ struct store_driver {
 	bool (*pin)(void *impl, enum store_area area, enum store_kind kind, const char *digest, time_t until);
 	enum rs_code (*check_writable)(void *impl, struct rs_err *err);
 	enum rs_code (*scrub_start)(void *impl, struct scrub **out, struct rs_err *err); /* NULL: no scrub */
+	void (*set_cluster)(void *impl, struct cluster *c); /* NULL: nothing shared (fs: a disk per replica) */
 };
 
 /* A store over drv with its state impl (taken: drv->free(impl) runs at

@@ -41,10 +41,13 @@
 #include "store_s3.h"
 
 #include "blobstore.h"
+#include "cachelru.h"
 #include "fsutil.h"
 #include "image.h"
 #include "imagejson.h"
 #include "imagewalk.h"
+#include "log.h"
+#include "metrics.h"
 #include "refname.h"
 #include "rs_limits.h"
 #include "s3_writer.h"
@@ -59,6 +62,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TAG_DOC_MAX 4096
@@ -71,6 +75,8 @@ struct s3s_use {
 	enum store_kind kind;
 	char hex[DIGEST_HEX_LEN + 1];
 	time_t used;     /* last use by this replica */
+	uint64_t used_ms; /* the same in ms since the epoch (the cluster's access times) */
+	bool dirty;       /* used since the cluster bookkeeping last collected it */
 	time_t pinned;   /* kept from eviction until then */
 	unsigned readers;
 };
@@ -136,6 +142,13 @@ enum rs_code s3s_key(char out[S3S_KEY_MAX], const struct s3s *s, struct rs_err *
 
 /* ------------------------------------------------------------ access bookkeeping */
 
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* The record of a cache object, made when absent (NULL when the table is
  * full of objects being read or out of memory). Called with s->mu held. */
 static struct s3s_use *use_of(struct s3s *s, enum store_kind kind, const char *hex, bool make)
@@ -182,6 +195,8 @@ static void note_use(struct s3s *s, enum store_area area, enum store_kind kind, 
 	struct s3s_use *u = use_of(s, kind, digest_hex(digest), true);
 	if (u) {
 		u->used = time(NULL);
+		u->used_ms = wall_ms();
+		u->dirty = true;
 		if (delta > 0 || u->readers > 0)
 			u->readers = (unsigned)((int)u->readers + delta);
 	}
@@ -270,6 +285,7 @@ static void s3s_free(void *impl)
 	struct s3s *s = impl;
 	if (!s)
 		return;
+	cachelru_free(s->lru); /* first: its thread collects from the table below */
 	s3_client_free(s->c);
 	pthread_mutex_destroy(&s->mu);
 	free(s->uses);
@@ -1086,21 +1102,18 @@ static enum rs_code s3s_doc_get(void *impl, enum store_doc doc, const char *repo
 static uint64_t s3s_size(const void *impl)
 {
 	struct s3s *s = (struct s3s *)impl;
+	uint64_t n;
+	/* in a cluster, what the evictor last listed (every replica's writes) */
+	if (s->lru && cachelru_cluster_size(s->lru, &n))
+		return n;
 	pthread_mutex_lock(&s->mu);
-	uint64_t n = s->size;
+	n = s->size;
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }
 
-struct candidate {
-	enum store_kind kind;
-	char hex[DIGEST_HEX_LEN + 1];
-	uint64_t size;
-	time_t used; /* 0: not used by this replica */
-};
-
 struct candidates {
-	struct candidate *v;
+	struct cachelru_cand *v;
 	size_t n, cap;
 	uint64_t total;
 	size_t skip; /* prefix length of the listed keys */
@@ -1117,40 +1130,65 @@ static enum rs_code add_candidate(void *arg, const char *key, int64_t size, stru
 	cs->total += (uint64_t)size;
 	if (cs->n == cs->cap) {
 		size_t cap = cs->cap ? cs->cap * 2 : 256;
-		struct candidate *v = realloc(cs->v, cap * sizeof(*v));
+		struct cachelru_cand *v = realloc(cs->v, cap * sizeof(*v));
 		if (!v)
 			return rs_err_set(err, RS_NOMEM, "out of memory listing the cache for eviction");
 		cs->v = v;
 		cs->cap = cap;
 	}
-	struct candidate *c = &cs->v[cs->n++];
+	struct cachelru_cand *c = &cs->v[cs->n++];
+	memset(c, 0, sizeof(*c));
 	c->kind = kind;
 	snprintf(c->hex, sizeof(c->hex), "%s", hex + 1);
 	c->size = (uint64_t)size;
-	c->used = 0;
 	return RS_OK;
 }
 
-static int cmp_candidate(const void *a, const void *b)
+/* The cache area's objects with their sizes, and this replica's own uses and holds. */
+static enum rs_code list_candidates(struct s3s *s, struct candidates *cs, struct rs_err *err)
 {
-	const struct candidate *x = a, *y = b;
-	return x->used < y->used ? -1 : x->used > y->used ? 1 : strcmp(x->hex, y->hex);
+	char prefix[S3S_KEY_MAX], sub[S3S_KEY_MAX + 16];
+	enum rs_code rc = s3s_key(prefix, s, err, "cache/");
+	cs->skip = strlen(prefix);
+	for (int k = 0; rc == RS_OK && k < 2; k++) {
+		snprintf(sub, sizeof(sub), "%s%s/", prefix, k ? "manifests" : "blobs");
+		rc = list_all(s, sub, add_candidate, cs, err);
+	}
+	if (rc)
+		return rc;
+	time_t now = time(NULL);
+	pthread_mutex_lock(&s->mu);
+	s->size = cs->total; /* what the bucket holds, other replicas' writes included */
+	for (size_t i = 0; i < cs->n; i++) {
+		struct s3s_use *u = use_of(s, cs->v[i].kind, cs->v[i].hex, false);
+		if (u) {
+			cs->v[i].used_ms = u->used_ms;
+			cs->v[i].held = u->readers || u->pinned >= now;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return RS_OK;
 }
 
-/* Is cache object kind/hex pinned or being read by this replica now? */
-static bool held(struct s3s *s, enum store_kind kind, const char *hex)
+/* Is cache object kind/hex pinned or being read by this replica now, or (holds, the
+ * evictor's snapshot of the cluster; may be NULL) by another? */
+static bool held(struct s3s *s, const struct cachelru_holds *holds, enum store_kind kind, const char *hex)
 {
 	pthread_mutex_lock(&s->mu);
 	struct s3s_use *u = use_of(s, kind, hex, false);
 	bool h = u && (u->readers || u->pinned >= time(NULL));
 	pthread_mutex_unlock(&s->mu);
-	return h;
+	return h || (holds && cachelru_holds_has(holds, kind, hex));
 }
 
 struct evict_walk {
 	struct s3s *s;
+	const struct cachelru_holds *holds;
 	const char *skip; /* the object eviction chose: its caller removes it */
+	bool check;       /* only look for a held object (held_seen) */
+	bool held_seen;
 	uint64_t freed;
+	unsigned removed;
 };
 
 static void evict_owned(struct evict_walk *w, enum store_kind kind, const char *digest)
@@ -1158,13 +1196,20 @@ static void evict_owned(struct evict_walk *w, enum store_kind kind, const char *
 	char key[S3S_KEY_MAX];
 	struct s3_object_info info;
 	struct rs_err err = {0};
-	if (!digest || !digest_valid(digest) || strcmp(digest, w->skip) == 0 || held(w->s, kind, digest_hex(digest)))
+	if (!digest || !digest_valid(digest) || strcmp(digest, w->skip) == 0)
+		return;
+	if (held(w->s, w->holds, kind, digest_hex(digest))) {
+		w->held_seen = true;
+		return;
+	}
+	if (w->check)
 		return;
 	s3s_object_key(key, w->s, STORE_CACHE, kind, digest);
 	if (s3_head(w->s->c, key, &info, &err) != RS_OK)
 		return; /* gone already */
 	s3s_remove(w->s, STORE_CACHE, kind, digest);
 	w->freed += info.size > 0 ? (uint64_t)info.size : 0;
+	w->removed++;
 }
 
 static enum rs_code evict_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
@@ -1191,94 +1236,199 @@ static enum rs_code evict_visit(void *ctx, enum imagewalk_event ev, const struct
 
 /* As store_fs.c's fs_evicted (issue 12): an evicted object of an optimized
  * image (it has an owner document) takes its result document and the rest
- * of its image with it; the next pull of the tag optimizes again. Called
- * before the object itself goes (the walk needs the image's manifests);
- * returns the bytes freed besides it. */
-static uint64_t evicted_whole(struct s3s *s, const char *digest)
+ * of its image with it; the next pull of the tag optimizes again. The image
+ * goes whole or not at all: when any of its objects is held (read or
+ * pinned, here or, with holds, on another replica), nothing of it goes and
+ * this returns false. Called before the object itself goes (the walk needs
+ * the image's manifests); *w says what went besides it. */
+static bool evict_whole(struct s3s *s, const char *digest, struct evict_walk *w)
 {
 	char key[S3S_KEY_MAX], rkey[STORE_LOCAL_KEY_MAX + 1] = "", top[DIGEST_STR_SIZE] = "";
 	struct rs_err err = {0};
 	char *owner = NULL, *doc = NULL;
 	if (s3s_key(key, s, &err, "docs/optimized/objects/%s.json", digest_hex(digest)) != RS_OK ||
 	    s3s_get_small(s, key, 1024, &owner, NULL, &err) != RS_OK)
-		return 0; /* not made by the optimizer: the usual case */
+		return true; /* not made by the optimizer: the usual case */
 	const char *k = strstr(owner, "\"key\":\"");
 	if (k)
 		snprintf(rkey, sizeof(rkey), "%.*s", (int)strcspn(k + 7, "\""), k + 7);
 	free(owner);
 	if (!store_local_key_ok(rkey) || s3s_key(key, s, &err, "docs/optimized/%s.json", rkey) != RS_OK ||
 	    s3s_get_small(s, key, RS_LIMIT_OPT_RESULT_MAX_BYTES, &doc, NULL, &err) != RS_OK)
-		return 0;
+		return true;
 	const char *p = strstr(doc, "\"digest\":\"");
 	if (p)
 		snprintf(top, sizeof(top), "%.71s", p + 10);
 	free(doc);
+	const struct imagewalk walk = {.load = evict_load, .visit = evict_visit, .ctx = w};
+	if (digest_valid(top)) {
+		w->check = true;
+		enum rs_code rc = imagewalk_run(&walk, top, &err);
+		(void)rc; /* best effort: a part already gone holds nothing */
+		w->check = false;
+		if (w->held_seen)
+			return false;
+	}
 	s3s_delete_quiet(s, key); /* the result: optimized again on its next pull */
-	if (!digest_valid(top))
-		return 0;
-	struct evict_walk w = {s, digest, 0};
-	const struct imagewalk walk = {.load = evict_load, .visit = evict_visit, .ctx = &w};
-	enum rs_code rc = imagewalk_run(&walk, top, &err);
-	(void)rc; /* best effort: what is gone is gone */
-	return w.freed;
+	if (digest_valid(top)) {
+		enum rs_code rc = imagewalk_run(&walk, top, &err);
+		(void)rc; /* best effort: what is gone is gone */
+	}
+	return true;
 }
 
-static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *err)
+struct evict_pass {
+	struct s3s *s;
+	const struct cachelru_holds *holds; /* the cluster's (evictor), or NULL */
+	uint64_t total, max, freed;
+	unsigned removed, kept_held;
+	const char **gone; /* members removed, for cachelru_forget */
+	char (*gone_m)[CACHELRU_MEMBER_SIZE];
+	size_t ngone, capgone;
+};
+
+static void note_gone(struct evict_pass *p, enum store_kind kind, const char *hex)
 {
-	struct s3s *s = impl;
-	uint64_t freed = 0, max = s->cfg->cache_max_bytes;
+	if (p->ngone == p->capgone) {
+		size_t cap = p->capgone ? p->capgone * 2 : 64;
+		char(*m)[CACHELRU_MEMBER_SIZE] = realloc(p->gone_m, cap * sizeof(*m));
+		if (!m)
+			return; /* it stays in the access set: harmless, it is not listed any more */
+		p->gone_m = m;
+		p->capgone = cap;
+	}
+	cachelru_member(p->gone_m[p->ngone++], kind, hex);
+}
+
+/* Remove candidates in their order until the area is under the limit. */
+static void evict_ordered(struct evict_pass *p, struct cachelru_cand *v, size_t n)
+{
+	struct s3s *s = p->s;
+	for (size_t i = 0; p->total > p->max && i < n; i++) {
+		if (v[i].held || held(s, p->holds, v[i].kind, v[i].hex)) {
+			p->kept_held++;
+			continue; /* read or pinned now, here or on another replica */
+		}
+		if (p->holds && !cachelru_still_evictable(s->lru, v[i].kind, v[i].hex, v[i].used_ms)) {
+			p->kept_held++;
+			continue; /* a replica used or took it since the snapshot */
+		}
+		char d[DIGEST_STR_SIZE];
+		snprintf(d, sizeof(d), "sha256:%s", v[i].hex);
+		if (!s3s_has(s, STORE_CACHE, v[i].kind, d))
+			continue; /* went with an optimized image evicted whole */
+		struct evict_walk w = {.s = s, .holds = p->holds, .skip = d};
+		if (!evict_whole(s, d, &w)) {
+			p->kept_held++;
+			continue; /* part of an optimized image another object of which is held */
+		}
+		s3s_remove(s, STORE_CACHE, v[i].kind, d);
+		note_gone(p, v[i].kind, v[i].hex);
+		uint64_t gone = v[i].size + w.freed;
+		p->total -= gone < p->total ? gone : p->total;
+		p->freed += gone;
+		p->removed += 1 + w.removed;
+	}
+}
+
+/* The evictor's pass (cluster.h up): the whole area listed, least recently used across the
+ * cluster first, never what any replica holds. */
+static enum rs_code evict_cluster(struct s3s *s, uint64_t *out_freed, struct rs_err *err)
+{
+	struct candidates cs = {0};
+	struct cachelru_holds holds = {0};
+	struct evict_pass p = {.s = s, .max = s->cfg->cache_max_bytes};
+	cachelru_flush(s->lru); /* this replica's own uses count too */
+	enum rs_code rc = list_candidates(s, &cs, err);
+	if (rc == RS_OK) {
+		cachelru_publish_size(s->lru, cs.total);
+		p.total = cs.total;
+	}
+	if (rc == RS_OK && cs.total > p.max && (rc = cachelru_view(s->lru, cs.v, cs.n, &holds, err)) == RS_OK) {
+		p.holds = &holds;
+		cachelru_order(cs.v, cs.n);
+		evict_ordered(&p, cs.v, cs.n);
+		p.gone = p.ngone ? malloc(p.ngone * sizeof(*p.gone)) : NULL;
+		for (size_t i = 0; p.gone && i < p.ngone; i++)
+			p.gone[i] = p.gone_m[i];
+		if (p.gone)
+			cachelru_forget(s->lru, p.gone, p.ngone);
+		log_event(LOG_INFO,
+		          "cluster eviction (this replica is the evictor): the cache area held %llu bytes, limit %llu: "
+		          "removed %u objects (%llu bytes), least recently used in the cluster first; %u kept as held "
+		          "by a replica; %zu objects held now",
+		          (unsigned long long)cs.total, (unsigned long long)p.max, p.removed, (unsigned long long)p.freed,
+		          p.kept_held, holds.n);
+		metrics_eviction("cluster", p.removed, p.freed);
+	}
+	if (rc == RS_OK)
+		cachelru_publish_size(s->lru, p.total);
+	metrics_eviction_pass("run");
+	free(p.gone);
+	free(p.gone_m);
+	cachelru_holds_dispose(&holds);
+	free(cs.v);
 	if (out_freed)
-		*out_freed = 0;
+		*out_freed = p.freed;
+	return rc;
+}
+
+/* One replica alone (no cluster, or Redis down): objects this replica has not used first (in
+ * key order), then its least recently used ones, never what it holds. */
+static enum rs_code evict_replica(struct s3s *s, uint64_t *out_freed, struct rs_err *err)
+{
+	uint64_t max = s->cfg->cache_max_bytes;
 	/* The maintenance pass calls this every minute: list the bucket only
 	 * when this replica's count says the limit is passed, or every
 	 * EVICT_LIST_S to see what other replicas wrote. */
 	time_t now = time(NULL);
 	pthread_mutex_lock(&s->mu);
-	bool skip = !max || (s->size <= max && now - s->listed < EVICT_LIST_S);
+	bool skip = s->size <= max && now - s->listed < EVICT_LIST_S;
 	if (!skip)
 		s->listed = now;
 	pthread_mutex_unlock(&s->mu);
 	if (skip)
 		return RS_OK;
 	struct candidates cs = {0};
-	char prefix[S3S_KEY_MAX];
-	enum rs_code rc = s3s_key(prefix, s, err, "cache/");
-	cs.skip = strlen(prefix);
-	char sub[S3S_KEY_MAX + 16];
-	for (int k = 0; rc == RS_OK && k < 2; k++) {
-		snprintf(sub, sizeof(sub), "%s%s/", prefix, k ? "manifests" : "blobs");
-		rc = list_all(s, sub, add_candidate, &cs, err);
-	}
+	struct evict_pass p = {.s = s, .max = max};
+	enum rs_code rc = list_candidates(s, &cs, err);
 	if (rc == RS_OK) {
-		pthread_mutex_lock(&s->mu);
-		s->size = cs.total; /* what the bucket holds, other replicas' writes included */
-		for (size_t i = 0; i < cs.n; i++) {
-			struct s3s_use *u = use_of(s, cs.v[i].kind, cs.v[i].hex, false);
-			if (u)
-				cs.v[i].used = u->readers || u->pinned >= now ? (time_t)-1 : u->used;
-		}
-		pthread_mutex_unlock(&s->mu);
-		if (cs.n)
-			qsort(cs.v, cs.n, sizeof(*cs.v), cmp_candidate);
-		uint64_t total = cs.total;
-		for (size_t i = 0; max && total > max && i < cs.n; i++) {
-			if (cs.v[i].used == (time_t)-1)
-				continue; /* read or pinned now */
-			char d[DIGEST_STR_SIZE];
-			snprintf(d, sizeof(d), "sha256:%s", cs.v[i].hex);
-			if (!s3s_has(s, STORE_CACHE, cs.v[i].kind, d))
-				continue; /* went with an optimized image evicted whole */
-			uint64_t more = evicted_whole(s, d);
-			s3s_remove(s, STORE_CACHE, cs.v[i].kind, d);
-			total -= cs.v[i].size < total ? cs.v[i].size : total;
-			total -= more < total ? more : total;
-			freed += cs.v[i].size + more;
-		}
+		p.total = cs.total;
+		cachelru_order(cs.v, cs.n);
+		evict_ordered(&p, cs.v, cs.n);
+		if (p.removed)
+			metrics_eviction("replica", p.removed, p.freed);
 	}
+	free(p.gone_m);
 	free(cs.v);
 	if (out_freed)
-		*out_freed = freed;
+		*out_freed = p.freed;
 	return rc;
+}
+
+static enum rs_code s3s_evict(void *impl, uint64_t *out_freed, struct rs_err *err)
+{
+	struct s3s *s = impl;
+	if (out_freed)
+		*out_freed = 0;
+	if (!s->cfg->cache_max_bytes)
+		return RS_OK;
+	if (!s->lru)
+		return evict_replica(s, out_freed, err);
+	char holder[256];
+	switch (cachelru_elect(s->lru, holder, sizeof(holder))) {
+	case CACHELRU_EVICTOR:
+		return evict_cluster(s, out_freed, err);
+	case CACHELRU_FOLLOWER:
+		log_event(LOG_DEBUG, "eviction: skipping this pass: replica %s is the cluster's evictor", holder);
+		metrics_eviction_pass("skipped");
+		return RS_OK;
+	case CACHELRU_ALONE:
+		break;
+	}
+	log_event(LOG_DEBUG, "eviction: Redis unreachable: evicting by this replica's own view");
+	metrics_eviction_pass("degraded");
+	return evict_replica(s, out_freed, err);
 }
 
 static bool s3s_pin(void *impl, enum store_area area, enum store_kind kind, const char *digest, time_t until)
@@ -1289,12 +1439,43 @@ static bool s3s_pin(void *impl, enum store_area area, enum store_kind kind, cons
 		struct s3s_use *u = use_of(s, kind, digest_hex(digest), true);
 		if (u) {
 			u->used = time(NULL);
+			u->used_ms = wall_ms();
+			u->dirty = true;
 			if (until > u->pinned)
 				u->pinned = until;
 		}
 		pthread_mutex_unlock(&s->mu);
 	}
 	return s3s_has(s, area, kind, digest);
+}
+
+/* cachelru_collect_fn: what this replica used since the last call, and what it holds now. */
+static void collect(void *ctx, struct cachelru_batch *b, uint64_t now_ms)
+{
+	struct s3s *s = ctx;
+	time_t now = (time_t)(now_ms / 1000);
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->nuses; i++) {
+		struct s3s_use *u = &s->uses[i];
+		if (u->dirty)
+			cachelru_batch_touch(b, u->kind, u->hex, u->used_ms);
+		u->dirty = false;
+		if (u->readers)
+			cachelru_batch_hold(b, u->kind, u->hex, now_ms + CACHELRU_HOLD_MS);
+		else if (u->pinned >= now)
+			cachelru_batch_hold(b, u->kind, u->hex, (uint64_t)u->pinned * 1000 + 999);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void s3s_set_cluster(void *impl, struct cluster *c)
+{
+	struct s3s *s = impl;
+	struct rs_err err = {0};
+	if (s->lru || !c)
+		return;
+	if (cachelru_new(&s->lru, c, collect, s, &err) != RS_OK)
+		log_event(LOG_ERROR, "eviction: %s; this replica evicts by its own view", err.msg);
 }
 
 static enum rs_code s3s_check_writable(void *impl, struct rs_err *err)
@@ -1353,6 +1534,7 @@ const struct store_driver store_s3_driver = {
 	.size = s3s_size,
 	.evict = s3s_evict,
 	.pin = s3s_pin,
+	.set_cluster = s3s_set_cluster,
 	.check_writable = s3s_check_writable,
 	.scrub_start = NULL, /* the object store keeps its own checksums; manifest reads re-verify */
 };

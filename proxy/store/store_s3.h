@@ -14,6 +14,7 @@
 #define S3S_KEY_MAX 1024  /* S3's longest key */
 #define S3S_PATH_MAX 4096 /* local scratch paths */
 
+struct cachelru;
 struct s3s_use; /* the replica's own access bookkeeping of one cache object (store_s3.c) */
 
 struct s3s {
@@ -33,6 +34,7 @@ struct s3s {
 	size_t nbusy, capbusy;
 	store_pushed_fetch_fn fetch;
 	void *fetch_ctx;
+	struct cachelru *lru;         /* the cluster's access bookkeeping (store_set_cluster), or NULL */
 };
 
 /* The key of object kind/digest of area (no validation of digest). */
