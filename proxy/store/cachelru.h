@@ -27,7 +27,7 @@ struct cluster;
 struct cachelru;
 
 #define CACHELRU_FLUSH_MS 1000  /* how often a replica publishes its uses and holds */
-#define CACHELRU_HOLD_MS 10000  /* an open read's hold lasts this long unless published again */
+#define CACHELRU_HOLD_MS 5000   /* an open read's hold lasts this long unless published again */
 #define CACHELRU_MEMBER_SIZE (2 + DIGEST_HEX_LEN + 1)
 
 /* "b:<hex>" (blob) or "m:<hex>" (manifest) into out. */

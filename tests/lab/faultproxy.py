@@ -121,6 +121,10 @@ def make(a):
                 try:
                     while True:
                         want = BUF if limit is None else min(BUF, limit - sent)
+                        if fault and a.mode == "slow":
+                            # a tenth of a second's worth at a time, so that a body smaller than
+                            # BUF is slow too (not sent whole, then slept on)
+                            want = min(want, max(1, int(a.rate / 10)))
                         if want <= 0:
                             break
                         b = r.read(want)
