@@ -1,7 +1,8 @@
 /* cluster: coordination between the replicas of one regslim cluster through Redis (DESIGN.md
  * "Scale-out", docs/scale-out.md "Redis coordination"): single-flight locks with an owner, an
  * expiry and renewal; a shared key/value map with expiry (the tag cache); upload-session state
- * (a hash per upload). The only user of hiredis.
+ * (a hash per upload); scored sets (the cache's access times and holds). The only user of
+ * hiredis.
  *
  * Without a "cluster" section, or while Redis is unreachable, a replica coordinates with itself
  * only: locks come from a table in this process, and the map and upload calls answer

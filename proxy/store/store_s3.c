@@ -24,15 +24,18 @@
  * store_open_fd spools (store.c). A manifest's media type is written before
  * the manifest, so a visible manifest always has its type.
  *
- * What a replica does not share yet: pins, the access bookkeeping that
- * orders eviction and the count of open readers live in this process; the
- * cache size is listed at open and tracked since. Eviction lists the cache
- * area and removes objects this replica has not used first (in key order),
- * then its least recently used ones, skipping pinned objects and objects it
- * is reading; an evicted object of an optimized image takes its result
- * and the rest of its image along (as store_fs.c does, issue 12).
- * Cluster-wide LRU is issue 13's Redis step. No scrub: the
- * object store keeps its own checksums and manifest reads re-verify.
+ * Eviction: pins, uses and open readers are noted in this process (the
+ * uses table); with a cluster (store_set_cluster) cachelru.c publishes them
+ * to Redis in batches and the elected evictor removes least recently used
+ * objects across the cluster, never what any replica holds. Without one
+ * (or with Redis down) eviction lists the cache area and removes objects
+ * this replica has not used first (in key order), then its least recently
+ * used ones, skipping what it pins or reads. Either way an evicted object
+ * of an optimized image takes its result and the rest of its image along,
+ * or, when any of it is held, nothing of it goes (issue 12). The cache
+ * size is listed at open and tracked since (in a cluster: the evictor's
+ * listing). No scrub: the object store keeps its own checksums and
+ * manifest reads re-verify.
  *
  * When the object store cannot be reached, operations fail with
  * RS_UNAVAILABLE (503) naming the endpoint, bucket and key (s3.c's words);
