@@ -89,8 +89,8 @@ void metrics_cluster_lock(enum metrics_lock_result r);
  *    operation "GET", "PUT", "ListObjectsV2", ...; code S3's error code, "HTTP <status>" or
  *    "transport";
  *  regslim_cache_evictions_total{scope}, regslim_cache_evicted_bytes_total{scope}: objects and
- *    bytes eviction removed from the cache area; scope "cluster" (the elected evictor's
- *    cluster-wide LRU) or "replica" (no cluster, Redis down, or the fs driver's own disk);
+ *    bytes eviction of the s3 store removed from the cache area; scope "cluster" (the elected
+ *    evictor's cluster-wide LRU) or "replica" (no cluster, or Redis down);
  *  regslim_cache_eviction_passes_total{result}: "run" (this replica evicted, or looked and had
  *    nothing to do), "skipped" (another replica is the evictor), "degraded" (Redis down: the
  *    per-replica approximation ran);
