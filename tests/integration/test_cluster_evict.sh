@@ -13,9 +13,10 @@
 #   3. cluster-wide LRU with cache.max_bytes small, passes run with SIGUSR1: only the elected
 #      replica (the first one started) evicts, the other skips its pass and says so; a blob read
 #      on replica B survives while an older one read on A goes (A's own view would have
-#      evicted B's); with cache.max_bytes 1, an optimized image pulled (so pinned) on B is kept
-#      whole by A's pass while everything else goes, then, once the pin expired, evicted whole (objects and result),
-#      and a pull makes it again (same digest, every blob served);
+#      evicted B's); with cache.max_bytes 1, an optimized image pulled (so pinned) on B and a
+#      32 MiB blob B is sending to a slow client are kept by A's pass while everything else goes
+#      (the client gets every byte); once the pin expired the optimized image is evicted whole
+#      (objects and result), and a pull makes it again (same digest, every blob served);
 #   4. Redis stopped: a pass evicts by the replica's own view and says so.
 # One line per check, then "N passed, N failed".
 #
@@ -181,9 +182,9 @@ done
 check waiters_wait_for_the_owner \
 	eval "wait_line '$(rlog 2)' 'lab/tiny .* runs on replica .*:$(lab_pid regslim-r1): waiting' && wait_line '$(rlog 3)' 'lab/tiny .* runs on replica .*:$(lab_pid regslim-r1): waiting'"
 r1=$(lab_pid regslim-r1)
+disown "$r1" 2> /dev/null # no "Killed" job notice in the output
 kill -9 "$r1"
 tk=$(date +%s%N)
-{ wait "$r1"; } 2> /dev/null # reaped here: no job notice in the output
 rm -f "$SLOW"
 wait "${pids[@]}"
 wait "$p0" # the killed owner's client: an error
@@ -231,6 +232,17 @@ lab_stop "regslim-r$A" 15 > /dev/null 2>&1
 conf "$W/ev1.json" "ev/" 1 8
 replica $A "$W/ev1.json"
 expect_eq restarted_replica_is_the_evictor_again "$(metric regslim_cluster_evictor '' "http://127.0.0.1:$(port_of $A)/metrics")" 1
+# ... and a blob being read on B: 32 MiB, in the bucket (A fetched it), read slowly through B
+head -c $((32 << 20)) /dev/urandom > "$W/big"
+BIG=$(sha256_of "$W/big")
+loc=$(curl -sS -i -X POST --max-time 30 "http://$U/v2/lab/bigblob/blobs/uploads/" | tr -d '\r' |
+	awk 'tolower($1) == "location:" {print $2}')
+case $loc in http*) ;; *) loc=http://$U$loc ;; esac
+check big_blob_in_the_upstream curl -sS -f -X PUT --max-time 60 -H 'Content-Type: application/octet-stream' \
+	--data-binary "@$W/big" "$loc&digest=$BIG"
+check a_fetches_the_big_blob get_blob $A lab/bigblob "$BIG" "$W/big-a"
+get_blob $B lab/bigblob "$BIG" "$W/big-b" --limit-rate 3M &
+slow=$!
 check b_pulls_optimized eval "manifest_get 127.0.0.1:$(port_of $B) library/tiny latest -A $UA --max-time 120 > '$W/o.json'"
 tpin=$(date +%s%N)
 O=$(sha256_of "$W/o.json")
@@ -246,6 +258,8 @@ check a_evicts_around_the_pinned_image pass_on $A 'cluster eviction \(this repli
 check pinned_on_b_kept_whole_by_a all_there
 expect_eq pinned_result_kept "$(results)" 1
 expect upstream_layer_not_pinned_goes "! has_key $(blob_key ev/ "$L1")" "$L1 (the original's layer, not pinned) is still in the bucket"
+expect blob_read_on_b_stays "has_key $(blob_key ev/ "$BIG")" "$BIG (being read on B) was evicted by A's pass"
+check slow_reader_on_b_gets_every_byte wait "$slow"
 expect_ge evictor_log_counts_the_held \
 	"$(grep 'cluster eviction' "$(rlog $A)" | tail -n 1 | sed -n 's/.*; \([0-9]*\) kept as held.*/\1/p')" 1
 # after the pin: the image goes whole, its result with it
