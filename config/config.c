@@ -70,7 +70,7 @@ static const char *const sign_keys[] = {"gpg_home", "gpg_key", "cosign_key_file"
 static const char *const verify_keys[] = {"upstream", "repositories", "gpg_keyring", "cosign_public_keys",
                                           "lookaside", "on_unverified", NULL};
 static const char *const cluster_keys[] = {"redis", "redis_password_env", "redis_password_file", "peer_secret_file",
-                                           "advertise_url", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
+                                           "advertise_url", "advertise_url_env", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -1621,6 +1621,43 @@ static bool valid_key_prefix(const char *s)
 	return true;
 }
 
+/* cluster.advertise_url, or cluster.advertise_url_env: the name of an environment variable that
+ * holds it (each replica of one shared configuration has its own address, e.g. a pod's IP). */
+static enum rs_code load_advertise_url(struct rs_cluster_config *c, const struct jsonload *ld, const json_t *v)
+{
+	const json_t *x = json_object_get(v, "advertise_url");
+	const json_t *e = json_object_get(v, "advertise_url_env");
+	const char *key = x ? "cluster.advertise_url" : "cluster.advertise_url_env";
+	const char *url;
+	if (!x && !e)
+		return RS_OK;
+	if (x && e)
+		return jsonload_fail(ld, RS_CONFIG, "cluster.advertise_url_env",
+		                     "give either cluster.advertise_url or cluster.advertise_url_env, not both");
+	if (x) {
+		url = json_is_string(x) ? json_string_value(x) : NULL;
+	} else {
+		if (!json_is_string(e) || !json_string_value(e)[0])
+			return fail_value(ld, key, e, "the name of an environment variable");
+		url = getenv(json_string_value(e));
+		if (!url || !url[0])
+			return jsonload_fail(ld, RS_CONFIG, key, "the environment variable %s is not set or empty",
+			                     json_string_value(e));
+	}
+	if (url && normalize_url(&c->advertise_url, url))
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	if (!c->advertise_url) {
+		if (x)
+			return fail_value(ld, key, x, "a URL http(s)://host[:port] without path, query or user info");
+		return jsonload_fail(ld, RS_CONFIG, key,
+		                     "$%s is \"%s\", expected a URL http(s)://host[:port] without path, query or user info",
+		                     json_string_value(e), url);
+	}
+	if (!c->peer_secret)
+		return jsonload_fail(ld, RS_CONFIG, key, "needs cluster.peer_secret_file (peers authenticate with it)");
+	return RS_OK;
+}
+
 static enum rs_code load_cluster_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc;
@@ -1643,16 +1680,8 @@ static enum rs_code load_cluster_section(struct rs_config *cfg, const struct jso
 			                     c->peer_secret_file, strlen(c->peer_secret),
 			                     (unsigned)RS_LIMIT_CLUSTER_SECRET_MIN_BYTES);
 	}
-	if ((x = json_object_get(v, "advertise_url"))) {
-		if (json_is_string(x) && normalize_url(&c->advertise_url, json_string_value(x)))
-			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
-		if (!c->advertise_url)
-			return fail_value(ld, "cluster.advertise_url", x,
-			                  "a URL http(s)://host[:port] without path, query or user info");
-		if (!c->peer_secret)
-			return jsonload_fail(ld, RS_CONFIG, "cluster.advertise_url",
-			                     "needs cluster.peer_secret_file (peers authenticate with it)");
-	}
+	if ((rc = load_advertise_url(c, ld, v)))
+		return rc;
 	if ((x = json_object_get(v, "timeout_ms")) &&
 	    (rc = get_uint(&c->timeout_ms, ld, "cluster.timeout_ms", x, RS_LIMIT_CLUSTER_TIMEOUT_MIN_MS,
 	                   RS_LIMIT_CLUSTER_TIMEOUT_MAX_MS)))
