@@ -39,7 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL_MAX 8
+#define POOL_MAX 32
 #define ERR_BODY_MAX 65536          /* an error document kept to read its Code and Message */
 #define DOC_MAX (8u << 20)          /* a listing or multipart document */
 #define KEY_MAX 1024                /* S3's longest key */

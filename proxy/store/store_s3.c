@@ -47,6 +47,7 @@
 #include "imagewalk.h"
 #include "refname.h"
 #include "rs_limits.h"
+#include "s3_memo.h"
 #include "s3_writer.h"
 #include "store_local.h"
 
@@ -66,6 +67,8 @@
 #define USES_MAX 65536 /* access records kept; the oldest go first */
 #define READ_AHEAD (1u << 20) /* one ranged GET serves this much of a sequential read */
 #define EVICT_LIST_S 600 /* at most this long between listings of the cache area */
+#define MEMO_ENTRIES 1024      /* manifests remembered (s3_memo.h) */
+#define MEMO_BYTES (32u << 20) /* and their bytes at most */
 
 struct s3s_use {
 	enum store_kind kind;
@@ -252,6 +255,7 @@ enum rs_code s3s_mark(struct s3s *s, const char *key, struct rs_err *err)
 void s3s_delete_quiet(struct s3s *s, const char *key)
 {
 	struct rs_err err = {0};
+	s3_memo_drop(s->memo, key);
 	if (s3_delete(s->c, key, &err) != RS_OK)
 		return; /* best effort: the caller's contract says so; what stays is unreachable or swept */
 }
@@ -271,6 +275,7 @@ static void s3s_free(void *impl)
 	if (!s)
 		return;
 	s3_client_free(s->c);
+	s3_memo_free(s->memo);
 	pthread_mutex_destroy(&s->mu);
 	free(s->uses);
 	free(s->busy);
@@ -339,6 +344,10 @@ enum rs_code store_s3_open(void **out_impl, const struct rs_config *cfg, struct 
 	pthread_mutex_init(&s->mu, NULL);
 	s->cfg = cfg;
 	enum rs_code rc = RS_OK;
+	if (!(s->memo = s3_memo_new(MEMO_ENTRIES, MEMO_BYTES))) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory opening the s3 store");
+		goto out;
+	}
 	if (snprintf(s->root, sizeof(s->root), "%s", cfg->data_dir) >= (int)sizeof(s->root) ||
 	    snprintf(s->prefix, sizeof(s->prefix), "%s", sc->prefix ? sc->prefix : "") >= (int)sizeof(s->prefix)) {
 		rc = rs_err_set(err, RS_CONFIG, "data directory or store.s3.prefix too long");
@@ -477,6 +486,7 @@ static void s3s_remove(void *impl, enum store_area area, enum store_kind kind, c
 	struct rs_err err = {0};
 	struct s3_object_info info = {.size = 0};
 	s3s_object_key(key, s, area, kind, digest);
+	s3_memo_drop(s->memo, key);
 	bool had = area == STORE_CACHE && s3_head(s->c, key, &info, &err) == RS_OK;
 	if (s3_delete(s->c, key, &err) == RS_OK && had && info.size > 0)
 		size_add(s, -info.size);
@@ -666,6 +676,27 @@ enum rs_code s3s_manifest_put(void *impl, enum store_area area, const char *dige
 	return RS_OK;
 }
 
+/* A remembered manifest (verified when it was read) while its object still exists: one HEAD
+ * instead of two GETs. RS_NOT_FOUND when there is none to use (not remembered, larger than max,
+ * gone from the bucket: the caller reads the bucket, which says what is true); another code when
+ * the HEAD failed. */
+static enum rs_code memo_read(struct s3s *s, const char *key, size_t max, char **buf, size_t *len, char **type,
+                              struct rs_err *err)
+{
+	if (!s3_memo_get(s->memo, key, buf, len, type))
+		return RS_NOT_FOUND;
+	struct s3_object_info info;
+	enum rs_code rc = *len <= max ? s3_head(s->c, key, &info, err) : RS_NOT_FOUND;
+	if (rc == RS_OK)
+		return RS_OK;
+	free(*buf);
+	free(*type);
+	*buf = *type = NULL;
+	if (rc == RS_NOT_FOUND)
+		s3_memo_drop(s->memo, key);
+	return rc;
+}
+
 enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *digest, size_t max_bytes,
                               char **out_buf, size_t *out_len, char **out_type, struct rs_err *err)
 {
@@ -678,6 +709,15 @@ enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *dige
 	snprintf(tkey, sizeof(tkey), "%s.type", key);
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
+	if ((rc = memo_read(s, key, max_bytes, &buf, &len, &type, err)) != RS_NOT_FOUND) {
+		if (rc == RS_OK) {
+			note_use(s, area, STORE_MANIFEST, digest, 0);
+			*out_buf = buf;
+			*out_len = len;
+			*out_type = type;
+		}
+		return rc;
+	}
 	if ((rc = s3s_get_small(s, key, max_bytes, &buf, &len, err)))
 		return rc;
 	char got[DIGEST_STR_SIZE];
@@ -704,6 +744,7 @@ enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *dige
 		free(buf);
 		return rs_err_set(err, RS_NOMEM, "out of memory reading %s", digest);
 	}
+	s3_memo_put(s->memo, key, buf, len, type);
 	note_use(s, area, STORE_MANIFEST, digest, 0);
 	*out_buf = buf;
 	*out_len = len;

@@ -16,6 +16,8 @@
 
 struct s3s_use; /* the replica's own access bookkeeping of one cache object (store_s3.c) */
 
+struct s3_memo;
+
 struct s3s {
 	const struct rs_config *cfg;
 	struct s3_client *c;
@@ -33,6 +35,7 @@ struct s3s {
 	size_t nbusy, capbusy;
 	store_pushed_fetch_fn fetch;
 	void *fetch_ctx;
+	struct s3_memo *memo;         /* manifests read lately (s3_memo.h) */
 };
 
 /* The key of object kind/digest of area (no validation of digest). */
