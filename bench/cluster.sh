@@ -7,7 +7,8 @@
 #              upstream fetch and the optimization are part of each pull;
 #   warm       wrk against the single process directly and against haproxy -> three replicas:
 #              the manifest of library/tiny:latest (64 connections) and a random blob (BLOB_MIB,
-#              8 connections), both already cached.
+#              8 connections), both already cached; then the blob with 200 connections, and the
+#              replicas' resident memory before and after.
 # Prints a table, the ratios and issue 13's targets (cold pull through the cluster at most 1.3x
 # the single process; warm blob GET at least 0.5x the single process), and appends them with the
 # date, the machine and the load average to docs/performance.md, section "Scale-out
@@ -31,6 +32,8 @@ DURATION=${DURATION:-10}
 BLOB_MIB=${BLOB_MIB:-128}
 DOC=$top/docs/performance.md
 SECTION="## Scale-out (bench/cluster.sh)"
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json'
 IMG=library/big:latest
 
@@ -95,15 +98,7 @@ timeout 300 bash "$T/fixtures.sh" tiny-only > "$LOGS/fixtures-tiny.log" 2>&1 || 
 # the warm blob: random bytes, one monolithic upload to the registry
 blob=$REGSLIM_LAB/blob.bin
 head -c $((BLOB_MIB << 20)) /dev/urandom > "$blob"
-BD=sha256:$(sha256sum < "$blob" | cut -d' ' -f1)
-loc=$(curl -s --max-time 30 -X POST -D - -o /dev/null "http://$REG/v2/lab/bigblob/blobs/uploads/" | tr -d '\r' |
-	awk -F': ' 'tolower($1)=="location"{print $2}')
-[ -n "$loc" ] || die "blob upload did not start"
-case $loc in http*) ;; *) loc=http://$REG$loc ;; esac
-case $loc in *\?*) loc="$loc&digest=$BD" ;; *) loc="$loc?digest=$BD" ;; esac
-st=$(curl -s --max-time 600 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
-	--data-binary "@$blob" "$loc")
-[ "$st" = 201 ] || die "blob upload answered $st"
+BD=$(bench_upload_blob "$REG" lab/bigblob "$blob") || die "the blob upload failed"
 rm -f "$blob"
 
 timeout 300 bash "$T/s3.sh" start > "$LOGS/s3-start.log" 2>&1 || { tail "$LOGS/s3-start.log"; die "Ceph RGW did not start"; }
@@ -187,6 +182,7 @@ stop_pid "${PIDS[-1]}"
 unset 'PIDS[-1]'
 start_replicas three/ 2 "$R1" "$R2" "$R3"
 timeout 30 bash "$T/haproxy.sh" start "$R1" "$R2" "$R3" > "$LOGS/haproxy-start.log" 2>&1 || { cat "$LOGS/haproxy-start.log"; die "haproxy did not start"; }
+CL_PIDS=("${PIDS[@]: -3}")
 eval "$(bash "$T/haproxy.sh" env)"
 HA=127.0.0.1:$HAPROXY_PORT
 cold_pull three "$HA"
@@ -209,20 +205,30 @@ wrk_run() { # NAME CONNS URL
 	echo "   wrk -t2 -c$2 -d${DURATION}s $3" >&2
 	wrk -t2 -c"$2" -d"${DURATION}s" --timeout 120s -H "$ACCEPT" "$3" > "$LOGS/wrk-$1.txt" 2>&1 || true
 }
-reqs() { awk '/^Requests\/sec:/{printf "%.0f", $2}' "$LOGS/wrk-$1.txt"; }
-bytes_per_s() {
-	awk '/^Transfer\/sec:/{v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+$/, "", v);
-		m = (u=="KB") ? 1024 : (u=="MB") ? 1048576 : (u=="GB") ? 1073741824 : 1; printf "%.0f", v * m}' "$LOGS/wrk-$1.txt"
-}
-errs() { awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/, ""); n+=$4+$6+$8+$10} END{print n+0}' "$LOGS/wrk-$1.txt"; }
+reqs() { bench_wrk_reqs "$LOGS/wrk-$1.txt"; }
+bytes_per_s() { bench_wrk_bytes_per_s "$LOGS/wrk-$1.txt"; }
+errs() { bench_wrk_errs "$LOGS/wrk-$1.txt"; }
 mib() { awk -v b="$1" 'BEGIN{printf "%.0f", b / 1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a != "" && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 sec() { [ -n "$1" ] && awk -v m="$1" 'BEGIN{printf "%.1f", m / 1000}' || echo failed; }
+# rss_max: the largest VmRSS (KiB) of the three replicas
+rss_max() {
+	local p m=0 v
+	for p in "${CL_PIDS[@]}"; do
+		v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2> /dev/null || echo 0)
+		[ "${v:-0}" -gt "$m" ] && m=$v
+	done
+	echo "$m"
+}
+rss_before=$(rss_max)
 wrk_run man-single 64 "http://$SINGLE$MURL"
 wrk_run man-cluster 64 "http://$HA$MURL"
 wrk_run blob-single 8 "http://$SINGLE$BURL"
 wrk_run blob-cluster 8 "http://$HA$BURL"
-for n in man-single man-cluster blob-single blob-cluster; do
+rss_after=$(rss_max)
+wrk_run blob-cluster-200 200 "http://$HA$BURL"
+rss_200=$(rss_max)
+for n in man-single man-cluster blob-single blob-cluster blob-cluster-200; do
 	[ "$(errs $n)" = 0 ] || echo "   note: $n had $(errs $n) errors or non-2xx answers (log $LOGS/wrk-$n.txt)" >&2
 done
 
@@ -240,6 +246,7 @@ table=$(
 | warm manifest GET, 64 conns | $(reqs man-single) req/s | $(reqs man-cluster) req/s | $r_man | - |
 | warm ${BLOB_MIB} MiB blob GET, 8 conns | $(mib "$(bytes_per_s blob-single)") MiB/s | $(mib "$(bytes_per_s blob-cluster)") MiB/s | $r_blob | >= 0.5: $(verdict "$r_blob" 0.5 ge) |
 
+Replicas' resident memory (the largest of the three): $((rss_before / 1024)) MiB before the warm runs, $((rss_after / 1024)) MiB after them, $((rss_200 / 1024)) MiB after $DURATION s of 200 connections on the blob.
 Upstream blob GETs for the three cold pulls together: $upstream_gets (the big image has 5 blobs: config and 4 layers).
 Load average at the end: $load ($(nproc) cores).
 EOF
@@ -257,15 +264,6 @@ if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
 		echo "$table"
 		echo
 	} > "$run"
-	# the run goes at the end of the section (which is made at the end of the file if missing)
-	awk -v runf="$run" -v h="$SECTION" '
-		function emit(  l) { while ((getline l < runf) > 0) print l; close(runf); done = 1 }
-		$0 == h { in_s = 1; print; next }
-		in_s && !done && /^## / { emit(); in_s = 0 }
-		{ print }
-		END {
-			if (!done && in_s) { print ""; emit() }
-			else if (!done) { print ""; print h; print ""; emit() }
-		}' "$DOC" > "$DOC.cluster-tmp" && mv "$DOC.cluster-tmp" "$DOC"
+	bench_doc_append "$DOC" "$SECTION" "$run"
 	echo "added to $DOC (section \"$SECTION\")"
 fi
