@@ -63,7 +63,8 @@ static const char *const opt_policy_keys[] = {"upstream", "repositories", "polic
                                               "unknown_clients", NULL};
 static const char *const store_keys[] = {"driver", "s3", NULL};
 static const char *const store_s3_keys[] = {"endpoint", "region", "bucket", "access_key_env", "secret_key_env",
-                                            "access_key_file", "secret_key_file", "path_style", "prefix", NULL};
+                                            "access_key_file", "secret_key_file", "path_style", "prefix",
+                                            "local_cache_bytes", NULL};
 static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file", NULL};
 static const char *const signatures_keys[] = {"sign", "verify", NULL};
 static const char *const sign_keys[] = {"gpg_home", "gpg_key", "cosign_key_file", NULL};
@@ -1233,6 +1234,9 @@ static enum rs_code load_store_s3(struct rs_store_s3_config *c, const struct jso
 		return rc;
 	if ((x = json_object_get(v, "path_style")) && (rc = get_bool(&c->path_style, ld, "store.s3.path_style", x)))
 		return rc;
+	if ((x = json_object_get(v, "local_cache_bytes")) &&
+	    (rc = get_size(&c->local_cache_bytes, ld, "store.s3.local_cache_bytes", x, 0, SIZE_MAX_BYTES)))
+		return rc;
 	if (!c->access_key_env && !c->access_key_file)
 		return jsonload_fail(ld, RS_CONFIG, "store.s3.access_key_env",
 		                     "missing; set access_key_env or access_key_file (secrets never go in the file)");
@@ -1892,6 +1896,7 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->log_level = xalloc_strdup(DEFAULT_LOG_LEVEL);
 	cfg->store.driver = xalloc_strdup("fs");
 	cfg->store.s3.path_style = true;
+	cfg->store.s3.local_cache_bytes = RS_LIMIT_S3_LOCAL_CACHE_DEFAULT_BYTES;
 	cfg->upstreams = xalloc_calloc(1, sizeof(*cfg->upstreams));
 	if (cfg->upstreams) {
 		cfg->upstream_count = 1;
@@ -2179,6 +2184,7 @@ static json_t *store_to_json(const struct rs_store_config *st, bool *ok)
 			if (vals[i])
 				put(s3, keys[i], json_string(vals[i]), ok);
 		put(s3, "path_style", json_boolean(c->path_style), ok);
+		put(s3, "local_cache_bytes", json_integer((json_int_t)c->local_cache_bytes), ok);
 	}
 	put(o, "s3", s3, ok);
 	return o;

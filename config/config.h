@@ -131,6 +131,7 @@ struct rs_store_s3_config {
 	char *access_key_file, *secret_key_file; /* paths, may be NULL */
 	bool path_style;       /* http://host/BUCKET/key (default) or http://BUCKET.host/key */
 	char *prefix;          /* prepended to every key ("" when unset) */
+	uint64_t local_cache_bytes; /* verified local copies of blobs under data_dir, at most this much; 0: none */
 };
 
 struct rs_store_config {

@@ -47,6 +47,7 @@
 #include "imagewalk.h"
 #include "refname.h"
 #include "rs_limits.h"
+#include "s3_bcache.h"
 #include "s3_memo.h"
 #include "s3_writer.h"
 #include "store_local.h"
@@ -88,6 +89,8 @@ struct s3s_reader {
 	unsigned char *ra; /* read-ahead window (READ_AHEAD bytes, made at the first small read) */
 	uint64_t ra_off;
 	size_t ra_len;
+	struct s3_bcache_fill *fill; /* a local copy made from what this reader fetches in order */
+	bool fill_tried;
 };
 
 struct s3s_writer {
@@ -276,6 +279,7 @@ static void s3s_free(void *impl)
 		return;
 	s3_client_free(s->c);
 	s3_memo_free(s->memo);
+	s3_bcache_free(s->bcache);
 	pthread_mutex_destroy(&s->mu);
 	free(s->uses);
 	free(s->busy);
@@ -357,6 +361,10 @@ enum rs_code store_s3_open(void **out_impl, const struct rs_config *cfg, struct 
 	snprintf(s->uploads, sizeof(s->uploads), "%s/s3-uploads", s->root);
 	if ((rc = fsutil_mkdir_p(s->tmp, NULL, err)) || (rc = fsutil_mkdir_p(s->uploads, NULL, err)))
 		goto out;
+	char copies[S3S_PATH_MAX + 16];
+	snprintf(copies, sizeof(copies), "%s/blob-copies", s->root);
+	if ((rc = s3_bcache_open(&s->bcache, copies, sc->local_cache_bytes, err)))
+		goto out;
 	/* what a crash left in the scratch area: staged writes, spools, directories */
 	DIR *d = opendir(s->tmp);
 	for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
@@ -413,10 +421,14 @@ static enum rs_code s3s_reader_open(void *impl, enum store_area area, enum store
 	struct s3_object_info info;
 	enum rs_code rc = s3_head(s->c, r->key, &info, err);
 	if (rc) {
+		if (rc == RS_NOT_FOUND && kind == STORE_BLOB)
+			s3_bcache_drop(s->bcache, digest + 7);
 		free(r);
 		return rc;
 	}
 	r->base.size = info.size < 0 ? 0 : (uint64_t)info.size;
+	if (kind == STORE_BLOB) /* the object exists: a local copy of it may serve */
+		r->base.fd = s3_bcache_open_fd(s->bcache, digest + 7, r->base.size);
 	note_use(s, area, kind, digest, +1);
 	*out = &r->base;
 	return RS_OK;
@@ -447,6 +459,12 @@ static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len
 		return 0;
 	if (len > base->size - off)
 		len = (size_t)(base->size - off);
+	if (base->fd >= 0) {
+		ssize_t n = pread(base->fd, buf, len, (off_t)off);
+		if (n < 0)
+			rs_err_set(err, RS_IO, "reading the local copy of %s: %s", r->digest, strerror(errno));
+		return n;
+	}
 	if (r->ra && off >= r->ra_off && off - r->ra_off < r->ra_len) {
 		size_t n = (size_t)(r->ra_len - (off - r->ra_off));
 		n = n < len ? n : len;
@@ -462,6 +480,11 @@ static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len
 	enum rs_code rc = s3_get(r->s->c, r->key, (int64_t)off, (int64_t)(off + want - 1), range_add, &rb, NULL, err);
 	if (rc)
 		return -1;
+	if (!r->fill_tried && off == 0 && r->kind == STORE_BLOB) {
+		r->fill_tried = true;
+		r->fill = s3_bcache_fill_new(r->s->bcache, r->digest + 7, base->size);
+	}
+	s3_bcache_fill_add(r->fill, off, rb.buf, rb.len);
 	if (!window)
 		return (ssize_t)rb.len;
 	r->ra_off = off;
@@ -475,6 +498,9 @@ static void s3s_reader_close(struct store_reader *base)
 {
 	struct s3s_reader *r = (struct s3s_reader *)base;
 	note_use(r->s, r->area, r->kind, r->digest, -1);
+	s3_bcache_fill_free(r->fill); /* kept if it is whole and verified */
+	if (base->fd >= 0)
+		close(base->fd);
 	free(r->ra);
 	free(r);
 }
@@ -493,6 +519,8 @@ static void s3s_remove(void *impl, enum store_area area, enum store_kind kind, c
 	if (kind == STORE_MANIFEST) {
 		snprintf(type, sizeof(type), "%s.type", key);
 		s3s_delete_quiet(s, type); /* best effort, as store.h says */
+	} else {
+		s3_bcache_drop(s->bcache, digest + 7);
 	}
 }
 
@@ -608,6 +636,8 @@ static enum rs_code s3s_writer_commit(struct store_writer *base, struct rs_err *
 			size_add(w->s, (int64_t)w->n);
 		note_use(w->s, w->area, w->kind, w->digest, 0);
 	}
+	if (rc == RS_OK && w->kind == STORE_BLOB) /* verified: the staging file becomes the local copy */
+		s3_bcache_adopt(w->s->bcache, w->digest + 7, w->path, w->n);
 	writer_release(w);
 	return rc;
 }

@@ -17,6 +17,7 @@
 struct s3s_use; /* the replica's own access bookkeeping of one cache object (store_s3.c) */
 
 struct s3_memo;
+struct s3_bcache;
 
 struct s3s {
 	const struct rs_config *cfg;
@@ -36,6 +37,7 @@ struct s3s {
 	store_pushed_fetch_fn fetch;
 	void *fetch_ctx;
 	struct s3_memo *memo;         /* manifests read lately (s3_memo.h) */
+	struct s3_bcache *bcache;     /* local copies of blobs (s3_bcache.h); NULL when off */
 };
 
 /* The key of object kind/digest of area (no validation of digest). */
