@@ -33,9 +33,12 @@ static enum rs_code verify_original(struct registry *r, const struct route_targe
 	*rule = r->sign ? config_find_verify_rule(r->cfg, up, t->repo) : NULL;
 	if (!*rule)
 		return RS_OK;
-	enum rs_code rc = sign_verify_original(r->sign, *rule, up, t->repo, t->ref, digest, err);
+	struct sign_verified how;
+	memset(&how, 0, sizeof(how));
+	enum rs_code rc = sign_verify_original(r->sign, *rule, r->ups[t->up_index], up, t->repo, t->ref, digest, &how, err);
 	if (rc == RS_OK)
-		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s", up, t->repo, t->ref, digest, (*rule)->gpg_keyring);
+		log_event(LOG_DEBUG, "verified %s/%s:%s (%s): %s signature (%s) %s by key %s", up, t->repo, t->ref, digest,
+		          how.method, how.source, how.signature, how.key_id);
 	else
 		log_event(LOG_WARN, "%s/%s:%s (%s) is not verified (%s): %s", up, t->repo, t->ref, digest,
 		          (*rule)->on_unverified == RS_UNVERIFIED_REFUSE ? "refused" : "served original, not optimized",
