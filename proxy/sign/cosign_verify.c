@@ -439,5 +439,5 @@ enum rs_code cosign_verify_original(const struct cosign_verify_keys *k, struct u
 		return rc;
 	if (lk.why.code)
 		return rs_err_set(err, RS_POLICY, "%s", lk.why.msg);
-	return rs_err_set(err, RS_POLICY, "no cosign signature of %s (no tag %s, no referrer)", digest, sigtag);
+	return rs_err_set(err, RS_POLICY, "no cosign signature of %s", digest);
 }

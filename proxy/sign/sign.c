@@ -669,6 +669,8 @@ enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *r
 		rc = err->code;
 	}
 	if (rc == RS_OK) {
+		log_event(LOG_INFO, "verified %s:%s (%s): %s signature (%s) %s by key %s", repository, tag ? tag : "", digest,
+		          what.method, what.source, what.signature, what.key_id);
 		(void)verified_recently(s, key, true, &what); /* remembered for the next pulls */
 		if (out)
 			*out = what;
