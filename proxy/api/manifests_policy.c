@@ -67,8 +67,11 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	struct optpull_result res = {0};
 	struct rs_err err = {0};
 	const char *reason = NULL;
-	if (rq->cache && strcmp(rq->cache, "pushed") == 0)
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
+	}
 	const struct rs_verify_rule *rule = NULL;
 	if (verify_original(r, t, cap.digest, &rule, &err) != RS_OK) {
 		metrics_signature_unverified(rule->on_unverified == RS_UNVERIFIED_REFUSE ? "refuse" : "serve-original");
@@ -84,7 +87,9 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		reason = "unverified";
 	} else if (!pol) {
 		/* a verify rule without an optimize policy: the verified original */
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
 	}
 	if (reason) {
 		/* on_unverified: serve-original */
