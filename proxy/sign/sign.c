@@ -17,6 +17,7 @@
 #include "cosign_verify.h"
 #include "digest.h"
 #include "fsutil.h"
+#include "image.h"
 #include "imagewalk.h"
 #include "log.h"
 #include "rs_limits.h"
@@ -569,8 +570,10 @@ static enum rs_code verify_extension(const struct sign_rule *sr, struct upstream
                                      const char *repo, const char *tag, const char *digest, struct sign_verified *out,
                                      struct rs_err *why, struct rs_err *err)
 {
+	static const char *const accept[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_OCI_INDEX, IMAGE_MT_DOCKER_MANIFEST,
+	                                     IMAGE_MT_DOCKER_LIST};
 	struct upstream_reply rep = {0};
-	enum rs_code rc = upstream_manifest(u, repo, digest, NULL, 0, true, RS_LIMIT_MANIFEST_MAX_BYTES, &rep, err);
+	enum rs_code rc = upstream_manifest(u, repo, digest, accept, 4, true, RS_LIMIT_MANIFEST_MAX_BYTES, &rep, err);
 	bool offered = rc == RS_OK && rep.supports_signatures;
 	upstream_reply_dispose(&rep);
 	if (rc || !offered)
@@ -629,8 +632,10 @@ static enum rs_code verify_gpg(const struct sign_rule *sr, struct upstream *u, c
 			return rc;
 	}
 	enum rs_code rc = u ? verify_extension(sr, u, repository, repo, tag, digest, out, &why, err) : RS_NOT_FOUND;
-	if (rc != RS_NOT_FOUND && rc != RS_POLICY)
+	if (rc == RS_OK || rc == RS_NOMEM || rc == RS_IO)
 		return rc;
+	if (rc != RS_NOT_FOUND && rc != RS_POLICY && !why.code)
+		return rc; /* the upstream could not say; with a bad signature in the lookaside, that one is the reason */
 	if (why.code)
 		return rs_err_set(err, RS_POLICY, "%s", why.msg);
 	return rs_err_set(err, RS_POLICY, "no signature of %s in %s", digest, sr->rule->lookaside);
