@@ -12,10 +12,11 @@
 # mirror, optimizing) verifies with cosign_public_keys [k1, k2]:
 #   - cs/* (serve-original): signed by k1 -> optimized; by k2 (rotation) -> optimized; unsigned
 #     or by another key -> the original, counted
-#   - cr/* (refuse): another key, a payload naming another digest, another repository, a
-#     tampered signature, no signature -> 403 DENIED naming why; the referrers form -> optimized
-#   - mix/* (gpg_keyring and cosign keys): a cosign signature alone is enough; neither -> 403
-#     naming both
+#   - cr/* (refuse): another key, a payload naming another digest, another repository or another
+#     tag, a tampered signature, no signature -> 403 DENIED naming why; the referrers form ->
+#     optimized
+#   - mix/* (gpg_keyring and cosign keys): a cosign signature alone, or a GPG signature alone in
+#     the lookaside, is enough; neither -> 403 naming both
 #   - pass-through: the .sig, .att and .sbom tags, the referrers tag, a referrer and the payload
 #     are served byte for byte as the upstream has them (also under refuse), and the referrers
 #     list names the upstream's descriptor unchanged
@@ -34,7 +35,7 @@ upstream_start
 U=$REG_PLAIN
 S=$REGSLIM_LAB/sv
 W=$S/work
-mkdir -p "$S/pub" "$S/empty-lookaside" "$S/sigext" "$W"
+mkdir -p "$S/pub" "$S/lookaside" "$S/sigext" "$W"
 chmod 700 "$S/pub"
 GPGT=60
 OCI_M=application/vnd.oci.image.manifest.v1+json
@@ -139,8 +140,8 @@ EOF
 }
 
 ok=1
-for r in cs/app cs/rotated cs/unsigned cs/otherkey cr/otherkey cr/wrongdigest cr/wrongrepo cr/tampered cr/referrer \
-	cr/unsigned mix/cosign mix/none; do
+for r in cs/app cs/rotated cs/unsigned cs/otherkey cr/otherkey cr/wrongdigest cr/wrongrepo cr/wrongtag cr/tampered \
+	cr/referrer cr/unsigned mix/cosign mix/gpg mix/none; do
 	copy_tiny "$r:1.0" || ok=0
 done
 expect "originals copied into the upstream" "[ $ok = 1 ]" "$(tail -n 2 "$LOGS/publish.log")"
@@ -156,10 +157,18 @@ cosign_sign cs/otherkey k3 || ok=0
 cosign_sign cr/otherkey k3 || ok=0
 cosign_sign cr/wrongdigest k1 tag docker.io/cr/wrongdigest "$OTHER" || ok=0
 cosign_sign cr/wrongrepo k1 tag docker.io/cr/other || ok=0
+cosign_sign cr/wrongtag k1 tag docker.io/cr/wrongtag:2.0 || ok=0
 cosign_sign cr/tampered k1 tampered || ok=0
 cosign_sign cr/referrer k1 referrer || ok=0
 cosign_sign mix/cosign k1 || ok=0
 expect "the publisher pushed cosign signatures (tag and referrer forms)" "[ $ok = 1 ]" "see $LOGS"
+# mix/gpg: a GPG simple-signing signature in the publisher's lookaside, no cosign signature
+mkdir -p "$S/lookaside/mix/gpg@sha256=${ORIG#sha256:}"
+printf '{"critical":{"identity":{"docker-reference":"docker.io/mix/gpg:1.0"},"image":{"docker-manifest-digest":"%s"},"type":"atomic container signature"},"optional":{}}' \
+	"$ORIG" > "$W/mix-gpg.payload"
+expect "the publisher signs mix/gpg with gpg into its lookaside" \
+	"timeout $GPGT gpg --homedir '$S/pub' --batch --yes --output '$S/lookaside/mix/gpg@sha256=${ORIG#sha256:}/signature-1' \
+	 --sign '$W/mix-gpg.payload'" "gpg --sign failed"
 # an independent check of the test's own signature: openssl verifies it with k1.pub
 expect "openssl verifies the publisher's signature of cs/app" \
 	"timeout 30 openssl dgst -sha256 -verify '$S/k1.pub' -signature '$W/cs/app/sig.der' '$W/cs/app/payload'" "bad signature"
@@ -220,9 +229,9 @@ cat > "$S/regslim.json" << EOF
       {"upstream": "docker.io", "repositories": ["cr/*"], "cosign_public_keys": ["$S/k1.pub", "$S/k2.pub"],
        "on_unverified": "refuse"},
       {"upstream": "docker.io", "repositories": ["mix/*"], "gpg_keyring": "$S/publisher.gpg",
-       "lookaside": "file://$S/empty-lookaside", "cosign_public_keys": ["$S/k1.pub"], "on_unverified": "refuse"},
+       "lookaside": "file://$S/lookaside", "cosign_public_keys": ["$S/k1.pub"], "on_unverified": "refuse"},
       {"upstream": "ext.lab", "repositories": ["sig/*"], "gpg_keyring": "$S/publisher.gpg",
-       "lookaside": "file://$S/empty-lookaside", "on_unverified": "refuse"}
+       "lookaside": "file://$S/lookaside", "on_unverified": "refuse"}
     ]
   }
 }
@@ -270,6 +279,8 @@ expect_refused "cr/otherkey: another key, 403 DENIED" cr/otherkey "not signed by
 expect_refused "cr/wrongdigest: the payload names another digest, 403" cr/wrongdigest "signed digest $OTHER is not sha"
 expect_refused "cr/wrongrepo: the payload names another repository, 403" cr/wrongrepo \
 	"signed identity docker.io/cr/other is not of docker.io/cr/wrongrepo"
+expect_refused "cr/wrongtag: the payload names another tag, 403" cr/wrongtag \
+	"signed identity docker.io/cr/wrongtag:2.0 is not tag 1.0"
 expect_refused "cr/tampered: a tampered signature, 403" cr/tampered "not signed by a key of cosign_public_keys"
 expect_refused "cr/unsigned: no signature, 403" cr/unsigned "no cosign signature of $ORIG"
 d=$(manifest_digest "$MIRROR" cr/referrer 1.0 -A "$UA")
@@ -282,6 +293,12 @@ expect "... by the referrer" "regslim_log_has 'verified docker.io/cr/referrer:1.
 d=$(manifest_digest "$MIRROR" mix/cosign 1.0 -A "$UA")
 expect "mix/cosign:1.0 (gpg_keyring + cosign keys, only a cosign signature): either is enough, optimized" \
 	"[ -n '$d' ] && [ '$d' != '$ORIG' ]" "got '$d': $(grep 'mix/cosign' "$RS_LOG" | tail -n 1)"
+d=$(manifest_digest "$MIRROR" mix/gpg 1.0 -A "$UA")
+expect "mix/gpg:1.0 (only a GPG signature): either is enough, optimized" "[ -n '$d' ] && [ '$d' != '$ORIG' ]" \
+	"got '$d': $(grep 'mix/gpg' "$RS_LOG" | tail -n 1)"
+expect "... by the GPG key, from the lookaside" \
+	"regslim_log_has 'verified docker.io/mix/gpg:1.0 .*gpg signature \\(lookaside\\) sha256:[0-9a-f]{64} by key $PUB'" \
+	"$(grep 'mix/gpg' "$RS_LOG" | tail -n 1)"
 expect_refused "mix/none: neither kind, 403 naming both" mix/none "gpg: no signature of .*; cosign: no cosign signature"
 
 # ---------------------------------------------------------------- pass-through, byte for byte
