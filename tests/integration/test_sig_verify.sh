@@ -23,8 +23,9 @@
 # The signature extension: a small registry (tests/lab/sigext_registry.py, on loopback) that
 # answers manifests with X-Registry-Supports-Signatures: 1 and serves GPG signatures made by the
 # test's gpg at /extensions/v2/<repo>/signatures/<digest>: a good one verifies, a tampered one
-# is refused. The push gate (optimize-and-push) with a signing key: the optimized image pushed
-# upstream has regslim's GPG signature for the pushed reference, checked with gpg.
+# is refused. The push gate with a signing key: the optimized image pushed upstream has regslim's
+# GPG signature for the pushed reference, checked with gpg (optimize-and-push: the tag;
+# push-original-and-optimized: tag + suffix, and the original gets none of regslim's).
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
@@ -351,7 +352,9 @@ htpasswd -Bbc "$G/htpasswd" alice alicepw 2> /dev/null
 cat > "$G/regslim.json" << EOF
 {"upstreams": [{"name": "docker.io", "url": "http://$U", "default": true}],
  "auth": {"htpasswd": "$G/htpasswd", "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
- "push": {"policies": [{"repositories": ["gated/*"], "mode": "optimize-and-push", "rules": {"secrets": {"action": "deny"}}}]},
+ "push": {"policies": [{"repositories": ["gated/*"], "mode": "optimize-and-push", "rules": {"secrets": {"action": "deny"}}},
+                       {"repositories": ["both/*"], "mode": "push-original-and-optimized", "optimized_tag_suffix": "-slim",
+                        "rules": {"secrets": {"action": "deny"}}}]},
  "signatures": {"sign": {"gpg_home": "$S/org", "gpg_key": "$ORG"}}}
 EOF
 G_PORT=$((LAB_PORT_BASE + 52))
@@ -383,6 +386,26 @@ expect_eq "... names the pushed reference" "$(jq -r '.critical.identity["docker-
 	"docker.io/gated/app:1"
 expect_eq "... and the optimized digest" "$(jq -r '.critical.image["docker-manifest-digest"]' "$W/gate.payload" 2> /dev/null)" \
 	"$PD"
+# push-original-and-optimized: the optimized image is signed as tag + suffix, the original is not regslim's to sign
+: > "$LOGS/gate-push2.log"
+expect "skopeo pushes both/app:1 through the gate (push-original-and-optimized)" \
+	"timeout 300 skopeo --insecure-policy copy --src-tls-verify=false --dest-tls-verify=false --dest-creds alice:alicepw \
+	 'docker://$U/library/tiny:latest' 'docker://127.0.0.1:$G_PORT/both/app:1' > '$LOGS/gate-push2.log' 2>&1" \
+	"$(tail -n 2 "$LOGS/gate-push2.log")"
+BD=$(manifest_digest "$U" both/app 1-slim)
+curl -s -u alice:alicepw -o "$W/both.sig" --max-time "$HTTP_TIMEOUT" \
+	"http://127.0.0.1:$G_PORT/sigstore/both/app@sha256=${BD#sha256:}/signature-1"
+if [ -n "$BD" ] && timeout $GPGT gpg --homedir "$S/check" --batch --status-fd 1 --output "$W/both.payload" --yes \
+	--decrypt "$W/both.sig" 2> /dev/null | grep -q "VALIDSIG $ORG"; then
+	pass "the optimized both/app:1-slim is signed with the org key"
+else
+	fail "the optimized both/app:1-slim is signed with the org key" "digest '$BD'"
+fi
+expect_eq "... for the reference it is pushed as (with the suffix)" \
+	"$(jq -r '.critical.identity["docker-reference"]' "$W/both.payload" 2> /dev/null)" "docker.io/both/app:1-slim"
+code=$(curl -s -u alice:alicepw -o /dev/null -w '%{http_code}' --max-time "$HTTP_TIMEOUT" \
+	"http://127.0.0.1:$G_PORT/sigstore/both/app@sha256=${ORIG#sha256:}/signature-1")
+expect_eq "the original pushed at both/app:1 has no signature of regslim's: 404" "$code" 404
 lab_stop regslim-gate 15
 
 finish
