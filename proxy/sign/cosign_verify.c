@@ -266,8 +266,9 @@ static enum rs_code payload_check(const struct look *lk, const char *payload, si
 	return rc;
 }
 
-/* One layer: RS_OK when it verifies (lk->out filled), RS_POLICY when it
- * does not (reason noted), other codes for failures to look. */
+/* One layer: RS_OK when it verifies (lk->out filled; source static),
+ * RS_POLICY when it does not (reason noted), other codes for failures to
+ * look. */
 static enum rs_code check_layer(struct look *lk, const char *mdigest, const char *source, size_t i,
                                 const struct sig_layer *l, struct rs_err *err)
 {
@@ -291,12 +292,10 @@ static enum rs_code check_layer(struct look *lk, const char *mdigest, const char
 	if (rc == RS_OK && lk->out) {
 		struct sign_verified *o = lk->out;
 		memset(o, 0, sizeof(*o));
-		snprintf(o->method, sizeof(o->method), "cosign");
-		snprintf(o->source, sizeof(o->source), "%s", source);
-		snprintf(o->key_id, sizeof(o->key_id), "%s", key->id);
-		digest_buffer(o->signature, sig, slen);
-		snprintf(o->manifest, sizeof(o->manifest), "%s", mdigest);
-		o->index = (unsigned)(i + 1);
+		o->cosign = true;
+		snprintf(o->cosign_key, sizeof(o->cosign_key), "%s", key->id);
+		snprintf(o->cosign_signature, sizeof(o->cosign_signature), "%s", mdigest);
+		o->cosign_source = source;
 	}
 	free(sig);
 	free(payload);
@@ -411,7 +410,7 @@ enum rs_code cosign_verify_original(const struct cosign_verify_keys *k, struct u
 	if (rc)
 		return rc;
 	if (buf) {
-		rc = check_manifest(&lk, buf, len, mdigest, "tag", err);
+		rc = check_manifest(&lk, buf, len, mdigest, SIGN_SOURCE_SIG_TAG, err);
 		free(buf);
 		if (rc != RS_POLICY)
 			return rc; /* verified, or the upstream failed */
@@ -427,7 +426,7 @@ enum rs_code cosign_verify_original(const struct cosign_verify_keys *k, struct u
 		if (rc == RS_OK && !buf) {
 			note_why(&lk, w.v[i], 0, "the upstream does not have it");
 		} else if (rc == RS_OK) {
-			rc = check_manifest(&lk, buf, len, mdigest, "referrer", err);
+			rc = check_manifest(&lk, buf, len, mdigest, SIGN_SOURCE_REFERRER, err);
 			ok = rc == RS_OK;
 			if (rc == RS_POLICY)
 				rc = RS_OK; /* the next one */

@@ -532,8 +532,9 @@ static bool verified_recently(struct sign *s, const char *key, bool remember, st
 	return hit;
 }
 
-/* One GPG signed message msg (signature n of source): RS_OK with *out
- * filled when it verifies and names digest and the reference; RS_POLICY
+/* One GPG signed message msg (signature n of source, a string that
+ * outlives *out): RS_OK with *out filled when it verifies and names digest
+ * and the reference; RS_POLICY
  * with the reason in *why (the first one kept) otherwise; RS_NOMEM, RS_IO. */
 static enum rs_code gpg_check_one(const struct sign_rule *sr, const char *msg, size_t len, const char *repository,
                                   const char *tag, const char *digest, const char *source, unsigned n,
@@ -548,18 +549,17 @@ static enum rs_code gpg_check_one(const struct sign_rule *sr, const char *msg, s
 	free(payload);
 	if (rc == RS_OK) {
 		memset(out, 0, sizeof(*out));
-		snprintf(out->method, sizeof(out->method), "gpg");
-		snprintf(out->source, sizeof(out->source), "%s", source);
-		snprintf(out->key_id, sizeof(out->key_id), "%s", fpr);
-		digest_buffer(out->signature, msg, len);
-		out->index = n;
+		out->gpg = true;
+		snprintf(out->gpg_fpr, sizeof(out->gpg_fpr), "%.40s", fpr); /* a v4 fingerprint */
+		out->gpg_index = n;
+		out->gpg_source = source;
 		return RS_OK;
 	}
 	if (rc == RS_NOMEM || rc == RS_IO)
 		return rs_err_set(err, rc, "%s", e.msg);
 	if (!why->code)
 		rs_err_set(why, RS_POLICY, "%ssignature %u of %s: %s",
-		           strcmp(source, "lookaside") == 0 ? "" : "the upstream's extension: ", n, digest, e.msg);
+		           strcmp(source, SIGN_SOURCE_EXTENSION) == 0 ? "the upstream's extension: " : "", n, digest, e.msg);
 	return RS_POLICY;
 }
 
@@ -601,7 +601,7 @@ static enum rs_code verify_extension(const struct sign_rule *sr, struct upstream
 		rc = RS_NOT_FOUND;
 	for (size_t i = 0; rc == RS_OK && i < doc.n; i++) {
 		rc = gpg_check_one(sr, (const char *)doc.v[i].signature, doc.v[i].signature_len, repository, tag, digest,
-		                   "extension", (unsigned)(i + 1), out, why, err);
+		                   SIGN_SOURCE_EXTENSION, (unsigned)(i + 1), out, why, err);
 		if (rc == RS_POLICY && i + 1 < doc.n)
 			rc = RS_OK; /* the next one */
 	}
@@ -626,7 +626,7 @@ static enum rs_code verify_gpg(const struct sign_rule *sr, struct upstream *u, c
 			break;
 		if (rc)
 			return rs_err_set(err, rc, "%s", e.msg);
-		rc = gpg_check_one(sr, msg, len, repository, tag, digest, "lookaside", n, out, &why, err);
+		rc = gpg_check_one(sr, msg, len, repository, tag, digest, sr->rule->lookaside, n, out, &why, err);
 		free(msg);
 		if (rc != RS_POLICY)
 			return rc;
@@ -646,8 +646,7 @@ enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *r
                                   struct sign_verified *out, struct rs_err *err)
 {
 	const struct sign_rule *sr = rule_of(s, rule);
-	struct sign_verified what;
-	memset(&what, 0, sizeof(what));
+	struct sign_verified what = {0};
 	if (!sr || (!sr->home[0] && !sr->ck))
 		return rs_err_set(err, RS_POLICY, "the verify rule of %.100s has no key", repo);
 	char repository[SIGN_REF_MAX], key[SIGN_REF_MAX];
@@ -674,8 +673,12 @@ enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *r
 		rc = err->code;
 	}
 	if (rc == RS_OK) {
-		log_event(LOG_INFO, "verified %s:%s (%s): %s signature (%s) %s by key %s", repository, tag ? tag : "", digest,
-		          what.method, what.source, what.signature, what.key_id);
+		if (what.cosign)
+			log_event(LOG_INFO, "verified %s:%s (%s): cosign signature (%s) %s by key %s", repository,
+			          tag ? tag : "", digest, what.cosign_source, what.cosign_signature, what.cosign_key);
+		else
+			log_event(LOG_INFO, "verified %s:%s (%s): gpg signature %u of %s by key %s", repository, tag ? tag : "",
+			          digest, what.gpg_index, what.gpg_source, what.gpg_fpr);
 		(void)verified_recently(s, key, true, &what); /* remembered for the next pulls */
 		if (out)
 			*out = what;

@@ -29,6 +29,7 @@
 #define RS_PROXY_SIGN_H
 
 #include "config.h"
+#include "digest.h"
 #include "errors.h"
 #include "store.h"
 #include "upstream.h"
@@ -38,19 +39,26 @@
 
 struct sign;
 
-/* Which signature of an original verified, with which key: what
- * sign_verify_original found (the attestation of the optimized image
- * records it). Zeroed when nothing verified. */
+/* What verified an original (sign_verify_original), for the attestation
+ * (attest.h) that links an optimized image to it. Either part is set. */
 struct sign_verified {
-	char method[8];  /* "gpg" or "cosign" */
-	char source[16]; /* gpg: "lookaside" or "extension"; cosign: "tag" (sha256-<hex>.sig) or "referrer" */
-	char key_id[80]; /* gpg: the signing key's fingerprint; cosign: "sha256:<hex>" of the public key (DER) */
-	char signature[DIGEST_STR_SIZE]; /* sha256 of the signature bytes (OpenPGP message; cosign: the ECDSA
-	                                    signature, decoded) */
-	char manifest[DIGEST_STR_SIZE];  /* cosign: the signature manifest's digest; gpg: "" */
-	unsigned index;                  /* gpg: signature-<n> / the extension's entry (1-based); cosign: the
-	                                    manifest's layer (1-based) */
+	/* GPG simple signing: the key (fingerprint) that made the good
+	 * signature, and which signature of the lookaside it was */
+	bool gpg;
+	char gpg_fpr[41];
+	unsigned gpg_index; /* signature-<n>, or the n-th of the upstream's signature extension */
+	const char *gpg_source; /* the rule's lookaside (borrowed from the configuration), or
+	                           SIGN_SOURCE_EXTENSION */
+	/* cosign (cosign_verify.c): the public key ("sha256:<hex>" of its DER)
+	 * and the signature manifest that verified */
+	bool cosign;
+	char cosign_key[DIGEST_STR_SIZE];
+	char cosign_signature[DIGEST_STR_SIZE];
+	const char *cosign_source; /* SIGN_SOURCE_SIG_TAG or SIGN_SOURCE_REFERRER (static) */
 };
+#define SIGN_SOURCE_EXTENSION "the upstream's signature extension"
+#define SIGN_SOURCE_SIG_TAG "tag"
+#define SIGN_SOURCE_REFERRER "referrer"
 
 /* Whether tag names a signature, attestation or SBOM of a digest in
  * cosign's tag scheme ("sha256-<64 hex>.sig", ".att", ".sbom") or the

@@ -298,7 +298,7 @@ d=$(manifest_digest "$MIRROR" mix/gpg 1.0 -A "$UA")
 expect "mix/gpg:1.0 (only a GPG signature): either is enough, optimized" "[ -n '$d' ] && [ '$d' != '$ORIG' ]" \
 	"got '$d': $(grep 'mix/gpg' "$RS_LOG" | tail -n 1)"
 expect "... by the GPG key, from the lookaside" \
-	"regslim_log_has 'verified docker.io/mix/gpg:1.0 .*gpg signature \\(lookaside\\) sha256:[0-9a-f]{64} by key $PUB'" \
+	"regslim_log_has 'verified docker.io/mix/gpg:1.0 .*gpg signature 1 of file://$S/lookaside by key $PUB'" \
 	"$(grep 'mix/gpg' "$RS_LOG" | tail -n 1)"
 expect_refused "mix/none: neither kind, 403 naming both" mix/none "gpg: no signature of .*; cosign: no cosign signature"
 
@@ -339,7 +339,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --max-time "$HTTP_TIMEOUT" -A "$UA
 expect_eq "ext.lab/sig/app:1.0: the GPG signature from the upstream's extension verifies (200)" "$code" 200
 expect "... regslim asked the extension" "grep -q 'GET /extensions/v2/sig/app/signatures/$EXT_DIGEST' '$LOGS/sigext.log'" \
 	"$(tail -n 3 "$LOGS/sigext.log")"
-expect "... and logged which key" "regslim_log_has 'verified ext.lab/sig/app:1.0 .*gpg signature \\(extension\\) sha256:[0-9a-f]{64} by key $PUB'" \
+expect "... and logged which key" "regslim_log_has 'verified ext.lab/sig/app:1.0 .*gpg signature 1 of the upstream.s signature extension by key $PUB'" \
 	"$(grep 'sig/app' "$RS_LOG" | tail -n 1)"
 expect_refused "ext.lab/sig/tampered: a tampered signature in the extension, 403" ext.lab/sig/tampered \
 	"the upstream's extension: signature 1 of $EXT_DIGEST: not signed by a key of the keyring"
