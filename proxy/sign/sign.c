@@ -144,10 +144,9 @@ static enum rs_code gpg_sign(const struct sign *s, const char *payload, size_t l
 }
 
 /* Verify one signed message in home: RS_OK with the signed payload in *out
- * and the signing key's fingerprint in fpr when a signature by a key of
- * home is good; RS_POLICY with the reason. */
+ * when a signature by a key of home is good; RS_POLICY with the reason. */
 static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, char **out, size_t *out_len,
-                               char fpr[80], struct rs_err *err)
+                               char fpr[41], struct rs_err *err)
 {
 	gpgme_ctx_t ctx = NULL;
 	gpgme_data_t sig = NULL, plain = NULL;
@@ -176,7 +175,7 @@ static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, ch
 		rc = rs_err_set(err, RS_POLICY, "not signed by a key of the keyring: %s",
 		                ge ? gpgme_strerror(ge) : "no signature");
 	} else {
-		snprintf(fpr, 80, "%s", good->fpr);
+		snprintf(fpr, 41, "%s", good->fpr);
 		rc = data_take(plain, out, out_len, err);
 		plain = NULL;
 	}
@@ -513,8 +512,9 @@ static struct verified *slot_of(struct sign *s, const char *key)
 	return &s->verified[h % RS_LIMIT_VERIFIED_SLOTS];
 }
 
-/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago (then
- * *what is how); with remember, note that it was just now, by *what. */
+/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago (what
+ * verified it in *what); with remember, note that it was just now, by
+ * *what. */
 static bool verified_recently(struct sign *s, const char *key, bool remember, struct sign_verified *what)
 {
 	time_t now = time(NULL);
@@ -540,7 +540,7 @@ static enum rs_code gpg_check_one(const struct sign_rule *sr, const char *msg, s
                                   const char *tag, const char *digest, const char *source, unsigned n,
                                   struct sign_verified *out, struct rs_err *why, struct rs_err *err)
 {
-	char *payload = NULL, fpr[80] = "";
+	char *payload = NULL, fpr[41] = "";
 	size_t plen = 0;
 	struct rs_err e = {0};
 	enum rs_code rc = gpg_verify(sr->home, msg, len, &payload, &plen, fpr, &e);
@@ -550,7 +550,7 @@ static enum rs_code gpg_check_one(const struct sign_rule *sr, const char *msg, s
 	if (rc == RS_OK) {
 		memset(out, 0, sizeof(*out));
 		out->gpg = true;
-		snprintf(out->gpg_fpr, sizeof(out->gpg_fpr), "%.40s", fpr); /* a v4 fingerprint */
+		memcpy(out->gpg_fpr, fpr, sizeof(fpr));
 		out->gpg_index = n;
 		out->gpg_source = source;
 		return RS_OK;
