@@ -153,7 +153,7 @@ struct rs_verify_rule {
 	char **repositories; /* fnmatch(3) globs without FNM_PATHNAME, like optimize policies */
 	size_t repository_count;
 	char *gpg_keyring;   /* file of the publisher's public keys (binary or armored); NULL: no GPG check */
-	char **cosign_public_keys; /* PEM public key files (parsed, not yet used: docs/signatures.md) */
+	char **cosign_public_keys; /* PEM ECDSA P-256 public key files (read by proxy/sign/cosign_verify.c) */
 	size_t cosign_key_count;
 	char *lookaside;     /* "file:///dir" or "http(s)://host[:port]/path", no trailing slash */
 	enum rs_on_unverified on_unverified;

@@ -25,17 +25,21 @@
 
 /* The verify rule of a tag pull (signatures.verify), in *rule: RS_OK when
  * none applies or one of the publisher's signatures of the original digest
- * verifies; else the reason in err (logged here). */
+ * verifies (*what then says which, with which key: what the optimized
+ * image's attestation records; zeroed when no rule applies); else the
+ * reason in err (logged here). */
 static enum rs_code verify_original(struct registry *r, const struct route_target *t, const char *digest,
-                                    const struct rs_verify_rule **rule, struct rs_err *err)
+                                    const struct rs_verify_rule **rule, struct sign_verified *what, struct rs_err *err)
 {
 	const char *up = r->cfg->upstreams[t->up_index].name;
+	memset(what, 0, sizeof(*what));
 	*rule = r->sign ? config_find_verify_rule(r->cfg, up, t->repo) : NULL;
 	if (!*rule)
 		return RS_OK;
-	enum rs_code rc = sign_verify_original(r->sign, *rule, up, t->repo, t->ref, digest, err);
+	enum rs_code rc = sign_verify_original(r->sign, *rule, r->ups[t->up_index], up, t->repo, t->ref, digest, what, err);
 	if (rc == RS_OK)
-		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s", up, t->repo, t->ref, digest, (*rule)->gpg_keyring);
+		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s key %s", up, t->repo, t->ref, digest,
+		          what->cosign ? "cosign" : "gpg", what->cosign ? what->cosign_key : what->gpg_fpr);
 	else
 		log_event(LOG_WARN, "%s/%s:%s (%s) is not verified (%s): %s", up, t->repo, t->ref, digest,
 		          (*rule)->on_unverified == RS_UNVERIFIED_REFUSE ? "refused" : "served original, not optimized",
@@ -64,10 +68,14 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	struct optpull_result res = {0};
 	struct rs_err err = {0};
 	const char *reason = NULL;
-	if (rq->cache && strcmp(rq->cache, "pushed") == 0)
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
+	}
 	const struct rs_verify_rule *rule = NULL;
-	if (verify_original(r, t, cap.digest, &rule, &err) != RS_OK) {
+	struct sign_verified what = {0}; /* what verified the original, for the attestation of the optimized image */
+	if (verify_original(r, t, cap.digest, &rule, &what, &err) != RS_OK) {
 		metrics_signature_unverified(rule->on_unverified == RS_UNVERIFIED_REFUSE ? "refuse" : "serve-original");
 		if (rule->on_unverified == RS_UNVERIFIED_REFUSE) {
 			free(cap.body);
@@ -81,7 +89,9 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		reason = "unverified";
 	} else if (!pol) {
 		/* a verify rule without an optimize policy: the verified original */
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
 	}
 	if (reason) {
 		/* on_unverified: serve-original */

@@ -115,6 +115,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		rc = sign_new(&r->sign, cfg, r->store, err);
 		if (rc)
 			goto out;
+		r->ph->sign = r->sign;
 	}
 	rc = store_scrub_start(r->store, &r->scrub, err);
 	if (rc)
@@ -402,6 +403,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, api_collect_accept, &acc);
 	if (strchr(ref, ':'))
 		return api_manifest_by_digest(r, rq, &t, &acc);
+	if (sign_passthrough_tag(ref))
+		return api_manifest_by_tag(r, rq, &t, &acc); /* signatures, attestations, SBOMs: as the upstream has them */
 	const struct rs_opt_policy *pol =
 		r->opt ? config_find_opt_policy(r->cfg, r->cfg->upstreams[t.up_index].name, t.repo) : NULL;
 	const struct rs_gate_policy *gp =
