@@ -11,6 +11,7 @@
  * but fingerprints. */
 #include "sign.h"
 
+#include "cosign.h"
 #include "digest.h"
 #include "fsutil.h"
 #include "imagewalk.h"
@@ -43,6 +44,7 @@ struct sign_rule {
 struct verified {
 	char key[SIGN_REF_MAX]; /* "<rule>|<upstream>/<repo>:<tag>@<digest>"; "" when free */
 	time_t until;
+	struct sign_verified what;
 };
 
 struct sign {
@@ -53,6 +55,7 @@ struct sign {
 	struct sign_rule *rules;
 	size_t rule_count;
 	struct verified *verified; /* RS_LIMIT_VERIFIED_SLOTS, direct-mapped by a hash of the key */
+	struct cosign *cosign;     /* signatures.sign.cosign_key_file; NULL without */
 };
 
 /* ------------------------------------------------------------ GPGME */
@@ -139,7 +142,7 @@ static enum rs_code gpg_sign(const struct sign *s, const char *payload, size_t l
 /* Verify one signed message in home: RS_OK with the signed payload in *out
  * when a signature by a key of home is good; RS_POLICY with the reason. */
 static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, char **out, size_t *out_len,
-                               struct rs_err *err)
+                               char fpr[41], struct rs_err *err)
 {
 	gpgme_ctx_t ctx = NULL;
 	gpgme_data_t sig = NULL, plain = NULL;
@@ -168,6 +171,7 @@ static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, ch
 		rc = rs_err_set(err, RS_POLICY, "not signed by a key of the keyring: %s",
 		                ge ? gpgme_strerror(ge) : "no signature");
 	} else {
+		snprintf(fpr, 41, "%s", good->fpr);
 		rc = data_take(plain, out, out_len, err);
 		plain = NULL;
 	}
@@ -242,9 +246,8 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
 	const struct rs_signatures_config *g = &cfg->signatures;
-	if (g->cosign_key_file)
-		log_event(LOG_WARN, "signatures.sign.cosign_key_file: cosign signatures are not yet supported; "
-		                    "optimized images get GPG simple-signing signatures only");
+	if (!rc && g->cosign_key_file)
+		rc = cosign_new(&s->cosign, g->cosign_key_file, "signatures.sign.cosign_key_file", st, err);
 	for (size_t i = 0; i < g->verify_count; i++)
 		if (g->verify[i].cosign_key_count)
 			log_event(LOG_WARN, "signatures.verify[%zu].cosign_public_keys: cosign verification is not yet "
@@ -289,6 +292,7 @@ void sign_free(struct sign *s)
 	}
 	free(s->rules);
 	free(s->verified);
+	cosign_free(s->cosign);
 	pthread_mutex_destroy(&s->verified_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -297,6 +301,11 @@ void sign_free(struct sign *s)
 bool sign_signs(const struct sign *s)
 {
 	return s && s->cfg->signatures.gpg_key;
+}
+
+struct cosign *sign_cosign(const struct sign *s)
+{
+	return s ? s->cosign : NULL;
 }
 
 /* ------------------------------------------------------------ signing */
@@ -364,6 +373,32 @@ static enum rs_code walk_visit(void *ctx, enum imagewalk_event ev, const struct 
 	return RS_OK;
 }
 
+enum rs_code sign_index_manifests(struct sign *s, const char *digest, char (**out)[DIGEST_STR_SIZE], size_t *out_n,
+                                  struct rs_err *err)
+{
+	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
+	*out = NULL;
+	*out_n = 0;
+	w.digests = calloc(w.cap, sizeof(*w.digests));
+	if (!w.digests)
+		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
+	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
+	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	if (rc) {
+		free(w.digests);
+		return rc;
+	}
+	*out = w.digests;
+	*out_n = w.n;
+	return RS_OK;
+}
+
+enum rs_code sign_gpg_manifest(struct sign *s, const char *repo, const char *identity, const char *digest,
+                               struct rs_err *err)
+{
+	return sign_signs(s) ? sign_one(s, repo, identity, digest, err) : RS_OK;
+}
+
 enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, const char *tag,
                         const char *digest, struct rs_err *err)
 {
@@ -372,17 +407,14 @@ enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, 
 	char identity[SIGN_REF_MAX];
 	if ((size_t)snprintf(identity, sizeof(identity), "%s/%s:%s", upstream, repo, tag) >= sizeof(identity))
 		return rs_err_set(err, RS_BAD_INPUT, "reference %.100s/%.100s:%.60s is too long to sign", upstream, repo, tag);
-	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
-	w.digests = calloc(w.cap, sizeof(*w.digests));
-	if (!w.digests)
-		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
-	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
-	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	char(*v)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	enum rs_code rc = sign_index_manifests(s, digest, &v, &n, err);
 	if (!rc)
 		rc = sign_one(s, repo, identity, digest, err);
-	for (size_t i = 0; !rc && i < w.n; i++)
-		rc = sign_one(s, repo, identity, w.digests[i], err);
-	free(w.digests);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = sign_one(s, repo, identity, v[i], err);
+	free(v);
 	return rc;
 }
 
@@ -477,9 +509,10 @@ static struct verified *slot_of(struct sign *s, const char *key)
 	return &s->verified[h % RS_LIMIT_VERIFIED_SLOTS];
 }
 
-/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago; with
- * remember, note that it was just now. */
-static bool verified_recently(struct sign *s, const char *key, bool remember)
+/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago (what
+ * verified it in *what); with remember, note that it was just now, by
+ * *what. */
+static bool verified_recently(struct sign *s, const char *key, bool remember, struct sign_verified *what)
 {
 	time_t now = time(NULL);
 	pthread_mutex_lock(&s->verified_lock);
@@ -488,6 +521,9 @@ static bool verified_recently(struct sign *s, const char *key, bool remember)
 	if (remember) {
 		snprintf(v->key, sizeof(v->key), "%s", key);
 		v->until = now + RS_LIMIT_VERIFIED_TTL_S;
+		v->what = *what;
+	} else if (hit) {
+		*what = v->what;
 	}
 	pthread_mutex_unlock(&s->verified_lock);
 	return hit;
@@ -496,7 +532,7 @@ static bool verified_recently(struct sign *s, const char *key, bool remember)
 /* Fetch and check the publisher's signatures of digest (see
  * sign_verify_original), without the memory of earlier results. */
 static enum rs_code verify_now(const struct sign_rule *sr, const char *repository, const char *repo, const char *tag,
-                               const char *digest, struct rs_err *err)
+                               const char *digest, struct sign_verified *what, struct rs_err *err)
 {
 	struct rs_err why = {0};
 	unsigned n = 1;
@@ -509,13 +545,19 @@ static enum rs_code verify_now(const struct sign_rule *sr, const char *repositor
 			break;
 		if (rc)
 			return rs_err_set(err, rc, "%s", e.msg);
-		rc = gpg_verify(sr->home, msg, len, &payload, &plen, &e);
+		char fpr[41] = "";
+		rc = gpg_verify(sr->home, msg, len, &payload, &plen, fpr, &e);
 		if (rc == RS_OK)
 			rc = sigpayload_check(payload, plen, digest, repository, tag, &e);
 		free(msg);
 		free(payload);
-		if (rc == RS_OK)
+		if (rc == RS_OK) {
+			what->gpg = true;
+			memcpy(what->gpg_fpr, fpr, sizeof(fpr));
+			what->gpg_index = n;
+			what->gpg_source = sr->rule->lookaside;
 			return RS_OK;
+		}
 		if (rc == RS_NOMEM || rc == RS_IO)
 			return rs_err_set(err, rc, "%s", e.msg);
 		if (!why.code)
@@ -527,8 +569,10 @@ static enum rs_code verify_now(const struct sign_rule *sr, const char *repositor
 }
 
 enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule, const char *upstream,
-                                  const char *repo, const char *tag, const char *digest, struct rs_err *err)
+                                  const char *repo, const char *tag, const char *digest, struct sign_verified *out,
+                                  struct rs_err *err)
 {
+	struct sign_verified what = {0};
 	const struct sign_rule *sr = rule_of(s, rule);
 	if (!sr || !sr->home[0])
 		return rs_err_set(err, RS_POLICY, "cosign verification is not supported yet (signatures.verify has no gpg_keyring)");
@@ -537,11 +581,14 @@ enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *r
 	    (size_t)snprintf(key, sizeof(key), "%zu|%s:%s@%s", (size_t)(sr - s->rules), repository, tag ? tag : "",
 	                     digest) >= sizeof(key))
 		return rs_err_set(err, RS_BAD_INPUT, "repository %.100s/%.100s is too long", upstream, repo);
-	if (verified_recently(s, key, false))
-		return RS_OK;
-	enum rs_code rc = verify_now(sr, repository, repo, tag, digest, err);
-	if (rc == RS_OK)
-		(void)verified_recently(s, key, true); /* remembered for the next pulls */
+	enum rs_code rc = RS_OK;
+	if (!verified_recently(s, key, false, &what)) {
+		rc = verify_now(sr, repository, repo, tag, digest, &what, err);
+		if (rc == RS_OK)
+			(void)verified_recently(s, key, true, &what); /* remembered for the next pulls */
+	}
+	if (rc == RS_OK && out)
+		*out = what;
 	return rc;
 }
 

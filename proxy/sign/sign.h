@@ -18,12 +18,14 @@
  *
  * It uses GPGME (gpg as engine), the store (store.h) and the upstream
  * transfer core for http(s) lookasides (xfer.h); never HTTP replies. Keys
- * and signatures are never logged. cosign keys of the configuration are not
- * used yet. Thread-safe: one GPGME context per operation. */
+ * and signatures are never logged. The cosign signing key
+ * (signatures.sign.cosign_key_file) is loaded here and used by cosign.c and
+ * attest.c. Thread-safe: one GPGME context per operation. */
 #ifndef RS_PROXY_SIGN_H
 #define RS_PROXY_SIGN_H
 
 #include "config.h"
+#include "digest.h"
 #include "errors.h"
 #include "store.h"
 
@@ -31,6 +33,25 @@
 #include <stddef.h>
 
 struct sign;
+struct cosign;
+
+/* What verified an original (sign_verify_original), for the attestation
+ * (attest.h) that links an optimized image to it. */
+struct sign_verified {
+	/* GPG simple signing: the key (fingerprint) that made the good
+	 * signature, and which signature of the lookaside it was */
+	bool gpg;
+	char gpg_fpr[41];
+	unsigned gpg_index; /* signature-<n> */
+	const char *gpg_source; /* the rule's lookaside (borrowed from the configuration) */
+	/* cosign (cosign_verify.c): the public key ("sha256:<hex>" of its DER)
+	 * and the signature manifest that verified; unset until cosign
+	 * verification fills them */
+	bool cosign;
+	char cosign_key[DIGEST_STR_SIZE];
+	char cosign_signature[DIGEST_STR_SIZE];
+	const char *cosign_source;
+};
 
 /* Set up what cfg->signatures asks for: the signing key must be a secret key
  * of gpg_home (RS_CONFIG naming the key path when not), every gpg_keyring
@@ -44,6 +65,22 @@ void sign_free(struct sign *s);
 
 /* Whether optimized images are signed (signatures.sign.gpg_key set). */
 bool sign_signs(const struct sign *s);
+
+/* The cosign signing key (signatures.sign.cosign_key_file), or NULL when
+ * none is configured. Borrowed from s. */
+struct cosign *sign_cosign(const struct sign *s);
+
+/* The manifests an index lists (not an index: none), for signing each
+ * platform's manifest: *out new (free()), *out_n entries. digest must be in
+ * the store's cache. RS_NOT_FOUND, RS_BAD_INPUT, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_index_manifests(struct sign *s, const char *digest, char (**out)[DIGEST_STR_SIZE],
+                                                size_t *out_n, struct rs_err *err);
+
+/* A GPG simple-signing signature of one manifest digest for identity, in
+ * the lookaside of repo (as sign_image makes them), unless it has one. No-op
+ * when no GPG key is configured. Errors of sign_image. */
+RS_MUST_CHECK enum rs_code sign_gpg_manifest(struct sign *s, const char *repo, const char *identity,
+                                             const char *digest, struct rs_err *err);
 
 /* Make sure digest (a manifest or index of the store's cache) and, for an
  * index, each manifest it lists carry a signature for identity
@@ -63,7 +100,8 @@ RS_MUST_CHECK enum rs_code sign_lookaside_get(struct sign *s, const char *upstre
 
 /* Verify the original digest of (upstream, repo), pulled as tag (NULL for a
  * pull by digest), under rule: RS_OK when one of the publisher's signatures
- * verifies with the rule's keyring and names digest and the reference;
+ * verifies with the rule's keyring and names digest and the reference
+ * (*out, when not NULL, says which and with which key);
  * RS_POLICY with the reason otherwise ("no signature of sha256:.. in
  * <lookaside>", "signature 1 of sha256:..: <why>"); RS_UPSTREAM when the
  * lookaside cannot be read; RS_NOMEM. A rule with only cosign keys is
@@ -72,7 +110,8 @@ RS_MUST_CHECK enum rs_code sign_lookaside_get(struct sign *s, const char *upstre
  * checked again at every call. */
 RS_MUST_CHECK enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule,
                                                 const char *upstream, const char *repo, const char *tag,
-                                                const char *digest, struct rs_err *err);
+                                                const char *digest, struct sign_verified *out,
+                                                struct rs_err *err);
 
 /* Make a new unprotected OpenPGP signing key (for a service: no passphrase,
  * no expiry) in the GnuPG home dir (created 0700 if missing) for uid;

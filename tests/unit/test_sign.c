@@ -142,13 +142,23 @@ START_TEST(signs_index_and_manifests_once_per_identity_then_verifies_as_publishe
 	rule->lookaside = strdup(cmd);
 	rule->on_unverified = RS_UNVERIFIED_REFUSE;
 	s = sign_open(cfg, st);
-	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err) == RS_OK, "%s", err.msg);
-	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, NULL, m1, &err) == RS_OK, "%s", err.msg);
-	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "2.0", m1, &err), RS_POLICY);
+	struct sign_verified what = {0}, again = {0};
+	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &what, &err) == RS_OK, "%s", err.msg);
+	/* which key and which signature verified it (the attestation records them) */
+	ck_assert(what.gpg);
+	ck_assert_str_eq(what.gpg_fpr, fpr);
+	ck_assert_uint_eq(what.gpg_index, 1);
+	ck_assert_str_eq(what.gpg_source, rule->lookaside);
+	ck_assert(!what.cosign);
+	/* remembered with the result */
+	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &again, &err) == RS_OK, "%s", err.msg);
+	ck_assert_str_eq(again.gpg_fpr, fpr);
+	ck_assert_msg(sign_verify_original(s, rule, UP, REPO, NULL, m1, NULL, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "2.0", m1, NULL, &err), RS_POLICY);
 	ck_assert_ptr_nonnull(strstr(err.msg, "is not tag 2.0"));
-	ck_assert_int_eq(sign_verify_original(s, rule, UP, "org/other", "1.0", m1, &err), RS_POLICY);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, "org/other", "1.0", m1, NULL, &err), RS_POLICY);
 	ck_assert_ptr_nonnull(strstr(err.msg, "no signature of"));
-	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m2, &err), RS_POLICY);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m2, NULL, &err), RS_POLICY);
 	ck_assert_ptr_nonnull(strstr(err.msg, "no signature of"));
 	/* the publisher's signature is what regslim's lookaside serves for a digest it did not sign */
 	char *proxied = NULL;
@@ -159,10 +169,10 @@ START_TEST(signs_index_and_manifests_once_per_identity_then_verifies_as_publishe
 	/* one byte changed: a success is remembered (RS_LIMIT_VERIFIED_TTL_S), a new start checks again */
 	sig[len / 2] ^= 0x55;
 	to_lookaside(look, m1, 1, sig, len);
-	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_OK);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, NULL, &err), RS_OK);
 	sign_free(s);
 	s = sign_open(cfg, st);
-	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, &err), RS_POLICY);
+	ck_assert_int_eq(sign_verify_original(s, rule, UP, REPO, "1.0", m1, NULL, &err), RS_POLICY);
 	ck_assert_ptr_nonnull(strstr(err.msg, "signature 1 of"));
 	free(sig);
 	sign_free(s);
