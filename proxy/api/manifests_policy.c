@@ -97,8 +97,11 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	struct optpull_result res = {0};
 	struct rs_err err = {0};
 	const char *reason = NULL;
-	if (rq->cache && strcmp(rq->cache, "pushed") == 0)
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type); /* the answer keeps its own copy */
+		return ret;
+	}
 	const struct rs_verify_rule *rule = NULL;
 	struct sign_verified what = {0};
 	if (verify_original(r, t, cap.digest, &rule, &what, &err) != RS_OK) {
