@@ -154,9 +154,9 @@ enum rs_code attest_image(struct sign *s, const struct attest_request *rq, struc
 		size_t n = 0;
 		rc = sign_index_manifests(s, rq->optimized_digest, &v, &n, err);
 		if (!rc)
-			rc = cosign_sign_manifest(c, rq->name, reference, rq->optimized_digest, err);
+			rc = cosign_sign_manifest(c, STORE_CACHE, rq->name, reference, rq->optimized_digest, err);
 		for (size_t i = 0; !rc && i < n; i++)
-			rc = cosign_sign_manifest(c, rq->name, reference, v[i], err);
+			rc = cosign_sign_manifest(c, STORE_CACHE, rq->name, reference, v[i], err);
 		free(v);
 		if (rc)
 			return rc;
@@ -168,9 +168,11 @@ enum rs_code attest_image(struct sign *s, const struct attest_request *rq, struc
 		rc = make(s, rq, reference, digest, err);
 		made = rc == RS_OK;
 	}
-	/* also for one made before: its GPG signature may have failed then */
+	/* also for one made before: its signatures may have failed then */
 	if (!rc)
 		rc = sign_gpg_manifest(s, rq->repo, repository, digest, err);
+	if (!rc && c)
+		rc = cosign_sign_manifest(c, STORE_PUSHED, rq->name, repository, digest, err);
 	pthread_mutex_unlock(&attest_lock);
 	if (made && !rc)
 		log_event(LOG_INFO, "attestation %s of %s (from %s) in %s%s%s", digest, rq->optimized_digest,

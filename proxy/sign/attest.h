@@ -10,9 +10,11 @@
  *   original that verified and their keys, policy digest, optimizer version,
  *   report digest). It is signed with the cosign key (the layer's
  *   dev.cosignproject.cosign/signature annotation, over the layer's bytes)
- *   and with the GPG key (a simple-signing signature of the attestation
- *   manifest's digest in regslim's lookaside, identity
- *   "<upstream>/<repository>"). One per (repository name, optimized digest),
+ *   and the attestation manifest gets its own `sha256-<hex>.sig` (so `cosign
+ *   verify` of the attestation's digest works), and with the GPG key (a
+ *   simple-signing signature of the attestation manifest's digest in
+ *   regslim's lookaside); both with identity "<upstream>/<repository>".
+ *   One per (repository name, optimized digest),
  *   made at the first pull that serves it and kept (pushed area of the
  *   store: never evicted).
  *

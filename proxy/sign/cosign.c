@@ -80,7 +80,6 @@ enum rs_code cosign_new(struct cosign **out, const char *file, const char *kp, s
 	c->key = key;
 	c->st = st;
 	pthread_mutex_init(&c->lock, NULL);
-	log_event(LOG_INFO, "%s: cosign signing key %s", kp, c->key_id);
 	*out = c;
 	return RS_OK;
 }
@@ -239,8 +238,8 @@ static enum rs_code read_sig(struct cosign *c, const char *name, const char *tag
 	return rc == RS_NOMEM ? rs_err_set(err, rc, "%s", e.msg) : RS_OK;
 }
 
-enum rs_code cosign_sign_manifest(struct cosign *c, const char *name, const char *identity, const char *digest,
-                                  struct rs_err *err)
+enum rs_code cosign_sign_manifest(struct cosign *c, enum store_area area, const char *name, const char *identity,
+                                  const char *digest, struct rs_err *err)
 {
 	char *subject = NULL, *stype = NULL, *payload = NULL, *sig = NULL, *body = NULL;
 	size_t slen = 0, plen = 0, blen = 0;
@@ -249,8 +248,8 @@ enum rs_code cosign_sign_manifest(struct cosign *c, const char *name, const char
 	if (!l)
 		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
 	snprintf(tag, sizeof(tag), "sha256-%s.sig", digest_hex(digest));
-	enum rs_code rc = store_manifest_get(c->st, STORE_CACHE, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &subject, &slen,
-	                                     &stype, err);
+	enum rs_code rc = store_manifest_get(c->st, area, digest, RS_LIMIT_MANIFEST_MAX_BYTES, &subject, &slen, &stype,
+	                                     err);
 	if (!rc)
 		rc = cosigndoc_payload(&payload, &plen, identity, digest, err);
 	if (rc)

@@ -33,7 +33,8 @@ struct cosign;
  * both): an unencrypted PEM private key (PKCS#8 "PRIVATE KEY" or SEC1 "EC
  * PRIVATE KEY") on the P-256 curve. RS_CONFIG when it is not one (no key,
  * encrypted, another algorithm or curve), RS_NOMEM. st is borrowed and must
- * outlive the object. */
+ * outlive the object; NULL only checks the key (regslim check-config): such
+ * an object signs bytes but keeps no .sig manifest. */
 RS_MUST_CHECK enum rs_code cosign_new(struct cosign **out, const char *file, const char *kp, struct store *st,
                                       struct rs_err *err);
 /* NULL is fine. */
@@ -55,14 +56,15 @@ RS_MUST_CHECK enum rs_code cosign_put_blob(struct store *st, const char *name, c
                                            char out[DIGEST_STR_SIZE], struct rs_err *err);
 
 /* Make sure the `sha256-<hex>.sig` manifest of digest (a manifest or index
- * of the store's cache) in repository name has a signature for identity
+ * of the store's area: the cache for optimized images, the pushed area for
+ * regslim's attestations) in repository name has a signature for identity
  * (a docker reference: "docker.io/library/alpine:3.19"); at most
  * RS_LIMIT_SIGNATURES_PER_DIGEST identities, the oldest goes first. The
  * manifest replaced by a new one leaves the referrers list. Strings
  * borrowed. RS_NOT_FOUND (digest left the cache), the store's errors,
  * RS_IO (signing failed), RS_NOMEM. */
-RS_MUST_CHECK enum rs_code cosign_sign_manifest(struct cosign *c, const char *name, const char *identity,
-                                                const char *digest, struct rs_err *err);
+RS_MUST_CHECK enum rs_code cosign_sign_manifest(struct cosign *c, enum store_area area, const char *name,
+                                                const char *identity, const char *digest, struct rs_err *err);
 
 /* Make a new ECDSA P-256 key pair in dir (created 0700 when missing):
  * cosign.key (unencrypted PKCS#8 PEM, mode 0600, never overwritten) and

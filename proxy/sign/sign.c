@@ -246,8 +246,9 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
 	const struct rs_signatures_config *g = &cfg->signatures;
-	if (!rc && g->cosign_key_file)
-		rc = cosign_new(&s->cosign, g->cosign_key_file, "signatures.sign.cosign_key_file", st, err);
+	if (!rc && g->cosign_key_file &&
+	    !(rc = cosign_new(&s->cosign, g->cosign_key_file, "signatures.sign.cosign_key_file", st, err)))
+		log_event(LOG_INFO, "signatures.sign.cosign_key_file: cosign signing key %s", cosign_key_id(s->cosign));
 	for (size_t i = 0; i < g->verify_count; i++)
 		if (g->verify[i].cosign_key_count)
 			log_event(LOG_WARN, "signatures.verify[%zu].cosign_public_keys: cosign verification is not yet "

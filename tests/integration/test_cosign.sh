@@ -11,7 +11,8 @@
 # docker.io mirror, optimizing; org/* has a verify rule (the publisher's keyring), plain/* none.
 # Checks:
 #   - keygen --cosign: the key file is 0600, both PEM files are a P-256 key pair (openssl)
-#   - a wrong-curve or non-key cosign_key_file stops regslim at start naming the setting
+#   - a wrong-curve or non-key cosign_key_file stops regslim at start naming the setting, and
+#     check-config refuses it
 #   - the optimized tag's `sha256-<hex>.sig`: cosign's layout (simple-signing layer, signature
 #     annotation, config whose diff_ids name the layer), subject = the optimized manifest; the
 #     payload names the pulled reference and the optimized digest; its signature verifies with the
@@ -20,7 +21,7 @@
 #     filters by artifactType
 #   - the attestation records the original digest, the publisher's key that verified it, the
 #     policy digest, the optimizer version and the report's digest; its cosign signature and its
-#     GPG simple-signing signature (regslim's /sigstore/) verify
+#     GPG simple-signing signature (regslim's /sigstore/) verify, and so does the .sig of its digest
 #   - made once: a second pull changes nothing; a second tag of the same image adds a layer to the
 #     .sig manifest (the replaced manifest leaves the referrers list); an index's .sig and each
 #     platform manifest's; everything survives a restart
@@ -129,6 +130,13 @@ expect "a P-384 cosign_key_file stops regslim at start, naming the setting" "bad
 expect "... and says why" "grep -q 'is not an ECDSA P-256 key' '$LOGS/bad.log'" "$(tail -n 1 "$LOGS/bad.log")"
 expect "a public key as cosign_key_file stops regslim at start" "badkey '$S/cosign/cosign.pub'" \
 	"$(tail -n 2 "$LOGS/bad.log")"
+printf '{"signatures": {"sign": {"cosign_key_file": "%s"}}}\n' "$S/p384.pem" > "$S/bad.json"
+expect "regslim check-config refuses the P-384 key too" \
+	"! timeout 30 '$REGSLIM_BIN' check-config '$S/bad.json' > /dev/null 2> '$LOGS/cc.err' && grep -q 'cosign_key_file: .* is not an ECDSA P-256 key' '$LOGS/cc.err'" \
+	"$(cat "$LOGS/cc.err" 2> /dev/null)"
+printf '{"signatures": {"sign": {"cosign_key_file": "%s"}}}\n' "$S/cosign/cosign.key" > "$S/good.json"
+expect "regslim check-config accepts the key keygen made" \
+	"timeout 30 '$REGSLIM_BIN' check-config '$S/good.json' > /dev/null 2> '$LOGS/cc.err'" "$(cat "$LOGS/cc.err" 2> /dev/null)"
 
 # ---------------------------------------------------------------- originals
 cat > "$S/rd-publish/lab.yaml" << EOF
@@ -269,6 +277,11 @@ fi
 expect_eq "... it signs the attestation manifest's digest for the repository" \
 	"$(jq -r '"\(.critical.image["docker-manifest-digest"]) \(.critical.identity["docker-reference"])"' "$S/att.payload" 2> /dev/null)" \
 	"$att docker.io/org/app"
+
+sig_manifest org/app "$att" "$S/attsig.json" || true
+expect "the attestation has its own .sig (cosign verify of its digest): subject, identity, signature" \
+	"sig_layers_ok org/app '$att' '$S/attsig.json' docker.io/org/app && [ \"\$(jq -r .subject.digest '$S/attsig.json')\" = '$att' ]" \
+	"$(head -c 300 "$S/attsig.json" 2> /dev/null)"
 
 # ---------------------------------------------------------------- made once; a second tag
 manifest_digest "$MIRROR" org/app 1.0 -A "$UA" > /dev/null

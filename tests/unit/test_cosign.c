@@ -146,7 +146,7 @@ START_TEST(sig_manifest_has_one_layer_per_identity_and_a_subject)
 	ck_assert_int_eq(store_manifest_put(st, STORE_CACHE, d, MT_MANIFEST, body, strlen(body), &err), RS_OK);
 	struct cosign *c = NULL;
 	ck_assert_msg(cosign_new(&c, key, KP, st, &err) == RS_OK, "%s", err.msg);
-	ck_assert_msg(cosign_sign_manifest(c, "org/app", "docker.io/org/app:1.0", d, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(cosign_sign_manifest(c, STORE_CACHE, "org/app", "docker.io/org/app:1.0", d, &err) == RS_OK, "%s", err.msg);
 	char *m1 = sig_manifest(st, "org/app", d, s1);
 	ck_assert_uint_eq(count(m1, COSIGNDOC_SIGNATURE_ANNOTATION), 1);
 	char subject[200];
@@ -155,7 +155,7 @@ START_TEST(sig_manifest_has_one_layer_per_identity_and_a_subject)
 	ck_assert_ptr_nonnull(strstr(m1, subject));
 	ck_assert_ptr_nonnull(strstr(m1, "\"artifactType\":\"" COSIGNDOC_SIG_ARTIFACT_TYPE "\""));
 	/* the same identity again: nothing new */
-	ck_assert_int_eq(cosign_sign_manifest(c, "org/app", "docker.io/org/app:1.0", d, &err), RS_OK);
+	ck_assert_int_eq(cosign_sign_manifest(c, STORE_CACHE, "org/app", "docker.io/org/app:1.0", d, &err), RS_OK);
 	char *again = sig_manifest(st, "org/app", d, s2);
 	ck_assert_str_eq(s2, s1);
 	free(again);
@@ -169,7 +169,7 @@ START_TEST(sig_manifest_has_one_layer_per_identity_and_a_subject)
 	ck_assert(!store_pushed_holds(st, "org/other", STORE_BLOB, pd));
 	free(payload);
 	/* a second identity: a second layer, a new manifest; the old one leaves the referrers */
-	ck_assert_int_eq(cosign_sign_manifest(c, "org/app", "docker.io/org/app:latest", d, &err), RS_OK);
+	ck_assert_int_eq(cosign_sign_manifest(c, STORE_CACHE, "org/app", "docker.io/org/app:latest", d, &err), RS_OK);
 	char *m2 = sig_manifest(st, "org/app", d, s3);
 	ck_assert_str_ne(s3, s1);
 	ck_assert_uint_eq(count(m2, COSIGNDOC_SIGNATURE_ANNOTATION), 2);
@@ -184,7 +184,7 @@ START_TEST(sig_manifest_has_one_layer_per_identity_and_a_subject)
 	ck_assert_uint_eq(held, 1);
 	free(v);
 	/* a digest not in the cache */
-	ck_assert_int_eq(cosign_sign_manifest(c, "org/app", "docker.io/org/app:1.0",
+	ck_assert_int_eq(cosign_sign_manifest(c, STORE_CACHE, "org/app", "docker.io/org/app:1.0",
 	                                      "sha256:2222222222222222222222222222222222222222222222222222222222222222",
 	                                      &err),
 	                 RS_NOT_FOUND);
