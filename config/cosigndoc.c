@@ -141,8 +141,15 @@ static json_t *desc_json(const struct cosigndoc_desc *d, bool *ok)
 	put(o, "mediaType", json_string(d->media_type), ok);
 	put(o, "digest", json_string(d->digest), ok);
 	put(o, "size", json_integer((json_int_t)d->size), ok);
+	if (!d->signature && !d->annotation_count)
+		return o;
+	json_t *a = json_object();
 	if (d->signature)
-		put(o, "annotations", json_pack("{s:s}", COSIGNDOC_SIGNATURE_ANNOTATION, d->signature), ok);
+		put(a, COSIGNDOC_SIGNATURE_ANNOTATION, json_string(d->signature), ok);
+	for (size_t i = 0; i < d->annotation_count; i++)
+		if (!d->signature || strcmp(d->annotations[i].key, COSIGNDOC_SIGNATURE_ANNOTATION) != 0)
+			put(a, d->annotations[i].key, json_string(d->annotations[i].value), ok);
+	put(o, "annotations", a, ok);
 	return o;
 }
 

@@ -23,6 +23,7 @@
 #define RS_CONFIG_COSIGNDOC_H
 
 #include "errors.h"
+#include "imagejson.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -97,6 +98,11 @@ struct cosigndoc_desc {
 	const char *digest;
 	uint64_t size;
 	const char *signature; /* the layer's COSIGNDOC_SIGNATURE_ANNOTATION; NULL for none */
+	/* more annotations, after the signature, in their order (a kept
+	 * signature layer's own: its signature, bundle, certificate); a second
+	 * COSIGNDOC_SIGNATURE_ANNOTATION beside signature is left out */
+	const struct imagejson_kv *annotations;
+	size_t annotation_count;
 };
 
 /* An OCI image manifest: artifact_type (NULL for none), config, layers[0..n),

@@ -119,9 +119,9 @@ static enum rs_code make(struct sign *s, const struct attest_request *rq, const 
 		rc = cosign_put_blob(rq->st, rq->name, COSIGNDOC_EMPTY_JSON, strlen(COSIGNDOC_EMPTY_JSON), empty_digest, err);
 	if (!rc)
 		rc = cosign_put_blob(rq->st, rq->name, blob, blen, blob_digest, err);
-	const struct cosigndoc_desc config = {COSIGNDOC_EMPTY_MT, empty_digest, strlen(COSIGNDOC_EMPTY_JSON), NULL};
-	const struct cosigndoc_desc layer = {COSIGNDOC_ATTEST_TYPE, blob_digest, blen, sig};
-	const struct cosigndoc_desc sub = {stype, rq->optimized_digest, slen, NULL};
+	const struct cosigndoc_desc config = {.media_type = COSIGNDOC_EMPTY_MT, .digest = empty_digest, .size = strlen(COSIGNDOC_EMPTY_JSON), .signature = NULL};
+	const struct cosigndoc_desc layer = {.media_type = COSIGNDOC_ATTEST_TYPE, .digest = blob_digest, .size = blen, .signature = sig};
+	const struct cosigndoc_desc sub = {.media_type = stype, .digest = rq->optimized_digest, .size = slen, .signature = NULL};
 	if (!rc)
 		rc = cosigndoc_manifest(&body, &mlen, COSIGNDOC_ATTEST_TYPE, &config, &layer, 1, &sub, created, err);
 	if (!rc) {

@@ -140,16 +140,38 @@ enum rs_code cosign_put_blob(struct store *st, const char *name, const void *buf
 
 /* The signature layers of a .sig manifest (its simple-signing layers with a
  * signature annotation), at most RS_LIMIT_SIGNATURES_PER_DIGEST - 1: the
- * oldest go first, leaving room for one more. */
+ * oldest go first, leaving room for one more. Each keeps all its
+ * annotations (a signature someone else pushed may carry a bundle or a
+ * certificate beside it). */
 struct sig_layer {
 	char digest[DIGEST_STR_SIZE];
 	uint64_t size;
-	char signature[512];
+	struct imagejson_kv *annotations; /* strings owned */
+	size_t annotation_count;
 };
 struct sig_layers {
 	struct sig_layer v[RS_LIMIT_SIGNATURES_PER_DIGEST];
 	size_t n;
+	bool nomem;
 };
+
+static void layer_dispose(struct sig_layer *x)
+{
+	for (size_t i = 0; i < x->annotation_count; i++) {
+		free(x->annotations[i].key);
+		free(x->annotations[i].value);
+	}
+	free(x->annotations);
+	x->annotations = NULL;
+	x->annotation_count = 0;
+}
+
+static void layers_dispose(struct sig_layers *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		layer_dispose(&l->v[i]);
+	l->n = 0;
+}
 
 static enum rs_code layers_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
                                  enum imagewalk_step *step, struct rs_err *err)
@@ -159,18 +181,28 @@ static enum rs_code layers_visit(void *ctx, enum imagewalk_event ev, const struc
 	if (ev != IMAGEWALK_REF || n->kind != IMAGEWALK_LAYER || !n->media_type ||
 	    strcmp(n->media_type, COSIGNDOC_SIMPLESIGNING_MT) != 0 || !digest_valid(n->digest))
 		return RS_OK;
-	const char *sig = NULL;
-	for (size_t i = 0; i < n->desc->annotation_count; i++)
-		if (strcmp(n->desc->annotations[i].key, COSIGNDOC_SIGNATURE_ANNOTATION) == 0)
-			sig = n->desc->annotations[i].value;
-	if (!sig || strlen(sig) >= sizeof(l->v[0].signature))
+	const struct imagejson_descriptor *d = n->desc;
+	bool signed_ = false;
+	for (size_t i = 0; i < d->annotation_count; i++)
+		signed_ = signed_ || strcmp(d->annotations[i].key, COSIGNDOC_SIGNATURE_ANNOTATION) == 0;
+	if (!signed_)
 		return RS_OK;
-	if (l->n == RS_LIMIT_SIGNATURES_PER_DIGEST - 1)
+	if (l->n == RS_LIMIT_SIGNATURES_PER_DIGEST - 1) {
+		layer_dispose(&l->v[0]);
 		memmove(l->v, l->v + 1, --l->n * sizeof(*l->v));
+	}
 	struct sig_layer *x = &l->v[l->n++];
+	memset(x, 0, sizeof(*x));
 	snprintf(x->digest, sizeof(x->digest), "%s", n->digest);
 	x->size = n->size;
-	snprintf(x->signature, sizeof(x->signature), "%s", sig);
+	if (!(x->annotations = calloc(d->annotation_count, sizeof(*x->annotations))))
+		l->nomem = true;
+	for (size_t i = 0; x->annotations && i < d->annotation_count; i++, x->annotation_count++) {
+		x->annotations[i].key = strdup(d->annotations[i].key);
+		x->annotations[i].value = strdup(d->annotations[i].value);
+		if (!x->annotations[i].key || !x->annotations[i].value)
+			l->nomem = true;
+	}
 	return RS_OK;
 }
 
@@ -193,8 +225,8 @@ static enum rs_code write_sig(struct cosign *c, const char *name, const struct s
 	const char *ids[RS_LIMIT_SIGNATURES_PER_DIGEST];
 	size_t n = 0;
 	for (size_t i = 0; i < old->n; i++)
-		layers[n++] = (struct cosigndoc_desc){COSIGNDOC_SIMPLESIGNING_MT, old->v[i].digest, old->v[i].size,
-		                                      old->v[i].signature};
+		layers[n++] = (struct cosigndoc_desc){COSIGNDOC_SIMPLESIGNING_MT, old->v[i].digest, old->v[i].size, NULL,
+		                                      old->v[i].annotations, old->v[i].annotation_count};
 	layers[n++] = *added;
 	for (size_t i = 0; i < n; i++)
 		ids[i] = layers[i].digest;
@@ -204,7 +236,7 @@ static enum rs_code write_sig(struct cosign *c, const char *name, const struct s
 	enum rs_code rc = cosigndoc_sig_config(&config, &clen, ids, n, created, err);
 	if (!rc)
 		rc = cosign_put_blob(c->st, name, config, clen, cdigest, err);
-	struct cosigndoc_desc cd = {COSIGNDOC_CONFIG_MT, cdigest, clen, NULL};
+	struct cosigndoc_desc cd = {.media_type = COSIGNDOC_CONFIG_MT, .digest = cdigest, .size = clen, .signature = NULL};
 	if (!rc)
 		rc = cosigndoc_manifest(out, out_len, COSIGNDOC_SIG_ARTIFACT_TYPE, &cd, layers, n, subject, NULL, err);
 	free(config);
@@ -227,11 +259,14 @@ static enum rs_code read_sig(struct cosign *c, const char *name, const char *tag
 		return e.code == RS_UNAVAILABLE ? rs_err_set(err, e.code, "%s", e.msg) : RS_OK;
 	const struct imagewalk walk = {.visit = layers_visit, .ctx = l, .manifest_what = "cosign signature manifest"};
 	enum rs_code rc = imagewalk_bytes(&walk, bt.digest, buf, len, type, &e);
+	if (rc == RS_OK && l->nomem)
+		rc = rs_err_set(&e, RS_NOMEM, "out of memory reading %s:%s", name, tag);
 	if (rc == RS_OK) {
 		snprintf(old, DIGEST_STR_SIZE, "%s", bt.digest);
 	} else { /* not ours to read: replaced by a new one */
-		l->n = 0;
-		log_event(LOG_WARN, "%s:%s is replaced: %s", name, tag, e.msg);
+		layers_dispose(l);
+		if (rc != RS_NOMEM)
+			log_event(LOG_WARN, "%s:%s is replaced: %s", name, tag, e.msg);
 	}
 	free(buf);
 	free(type);
@@ -262,11 +297,11 @@ enum rs_code cosign_sign_manifest(struct cosign *c, enum store_area area, const 
 	for (size_t i = 0; i < l->n; i++)
 		if (strcmp(l->v[i].digest, pdigest) == 0)
 			goto out; /* made before */
-	struct cosigndoc_desc sub = {stype, digest, slen, NULL};
+	struct cosigndoc_desc sub = {.media_type = stype, .digest = digest, .size = slen, .signature = NULL};
 	if ((rc = cosign_sign_bytes(c, payload, plen, &sig, err)) ||
 	    (rc = cosign_put_blob(c->st, name, payload, plen, pdigest, err)))
 		goto out;
-	struct cosigndoc_desc added = {COSIGNDOC_SIMPLESIGNING_MT, pdigest, plen, sig};
+	struct cosigndoc_desc added = {.media_type = COSIGNDOC_SIMPLESIGNING_MT, .digest = pdigest, .size = plen, .signature = sig};
 	if ((rc = write_sig(c, name, l, &added, &sub, &body, &blen, err)) ||
 	    (rc = store_pushed_put_manifest(c->st, name, tag, COSIGNDOC_MANIFEST_MT, body, blen, mdigest, err)))
 		goto out;
@@ -279,6 +314,8 @@ enum rs_code cosign_sign_manifest(struct cosign *c, enum store_area area, const 
 out:
 	pthread_mutex_unlock(&c->lock);
 done:
+	if (l)
+		layers_dispose(l);
 	free(l);
 	free(subject);
 	free(stype);

@@ -6,7 +6,8 @@
  * manifest of the cache gets its sha256-<hex>.sig manifest in the pushed
  * area (subject = the manifest, one layer per identity, not twice for the
  * same identity), listed among the manifest's referrers, the replaced one
- * no longer. */
+ * no longer; a signature someone else pushed there keeps its annotations
+ * (bundle, certificate) beside regslim's. */
 #include "proxy/sign/cosign.h"
 
 #include "cosigndoc.h"
@@ -195,6 +196,51 @@ START_TEST(sig_manifest_has_one_layer_per_identity_and_a_subject)
 }
 END_TEST
 
+START_TEST(keeps_signatures_someone_else_pushed)
+{
+	struct store *st = store_fixture_store(0);
+	struct rs_err err = {0};
+	const char *body = "{\"schemaVersion\":2,\"mediaType\":\"" MT_MANIFEST "\",\"config\":{\"mediaType\":"
+	                   "\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:"
+	                   "3333333333333333333333333333333333333333333333333333333333333333\",\"size\":2},\"layers\":[]}";
+	char d[DIGEST_STR_SIZE], pd[DIGEST_STR_SIZE], cd[DIGEST_STR_SIZE], md[DIGEST_STR_SIZE], tag[80];
+	digest_buffer(d, body, strlen(body));
+	ck_assert_int_eq(store_manifest_put(st, STORE_CACHE, d, MT_MANIFEST, body, strlen(body), &err), RS_OK);
+	/* a keyless signature pushed by a client: its bundle and certificate beside the signature */
+	char *payload = NULL, *m = NULL;
+	size_t plen = 0, mlen = 0;
+	ck_assert_int_eq(cosigndoc_payload(&payload, &plen, "docker.io/org/app", d, &err), RS_OK);
+	ck_assert_int_eq(cosign_put_blob(st, "org/app", payload, plen, pd, &err), RS_OK);
+	ck_assert_int_eq(cosign_put_blob(st, "org/app", "{}", 2, cd, &err), RS_OK);
+	struct imagejson_kv ann[] = {{"dev.cosignproject.cosign/signature", "MEUCIQkeyless=="},
+	                             {"dev.sigstore.cosign/bundle", "{\"SignedEntryTimestamp\":\"x\"}"},
+	                             {"dev.sigstore.cosign/certificate", "-----BEGIN CERTIFICATE-----"}};
+	const struct cosigndoc_desc config = {.media_type = COSIGNDOC_CONFIG_MT, .digest = cd, .size = 2};
+	const struct cosigndoc_desc layer = {.media_type = COSIGNDOC_SIMPLESIGNING_MT, .digest = pd, .size = plen,
+	                                     .annotations = ann, .annotation_count = 3};
+	ck_assert_int_eq(cosigndoc_manifest(&m, &mlen, NULL, &config, &layer, 1, NULL, NULL, &err), RS_OK);
+	snprintf(tag, sizeof(tag), "sha256-%s.sig", digest_hex(d));
+	ck_assert_msg(store_pushed_put_manifest(st, "org/app", tag, MT_MANIFEST, m, mlen, md, &err) == RS_OK, "%s",
+	              err.msg);
+	struct cosign *c = NULL;
+	ck_assert_msg(cosign_new(&c, key, KP, st, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(cosign_sign_manifest(c, STORE_CACHE, "org/app", "docker.io/org/app:1.0", d, &err) == RS_OK, "%s",
+	              err.msg);
+	char now[DIGEST_STR_SIZE];
+	char *m2 = sig_manifest(st, "org/app", d, now);
+	ck_assert_str_ne(now, md);
+	ck_assert_uint_eq(count(m2, COSIGNDOC_SIGNATURE_ANNOTATION), 2);
+	ck_assert_ptr_nonnull(strstr(m2, "\"dev.cosignproject.cosign/signature\":\"MEUCIQkeyless==\",\"dev.sigstore.cosign/"
+	                                 "bundle\":\"{\\\"SignedEntryTimestamp\\\":\\\"x\\\"}\",\"dev.sigstore.cosign/"
+	                                 "certificate\":\"-----BEGIN CERTIFICATE-----\""));
+	free(payload);
+	free(m);
+	free(m2);
+	cosign_free(c);
+	store_free(st);
+}
+END_TEST
+
 static Suite *cosign_suite(void)
 {
 	Suite *s = suite_create("cosign");
@@ -204,6 +250,7 @@ static Suite *cosign_suite(void)
 	tcase_add_test(tc, keygen_makes_a_p256_key_that_signs);
 	tcase_add_test(tc, refuses_what_is_not_an_unencrypted_p256_key);
 	tcase_add_test(tc, sig_manifest_has_one_layer_per_identity_and_a_subject);
+	tcase_add_test(tc, keeps_signatures_someone_else_pushed);
 	suite_add_tcase(s, tc);
 	return s;
 }

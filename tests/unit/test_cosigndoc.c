@@ -81,10 +81,17 @@ START_TEST(manifests_carry_signatures_and_subject)
 	char *m = NULL;
 	size_t n = 0;
 	struct rs_err err = {0};
-	const struct cosigndoc_desc config = {COSIGNDOC_CONFIG_MT, D1, 247, NULL};
-	const struct cosigndoc_desc layers[] = {{COSIGNDOC_SIMPLESIGNING_MT, D2, 252, "MEUCIQ=="},
-	                                        {COSIGNDOC_SIMPLESIGNING_MT, D1, 250, "MEYCIQ=="}};
-	const struct cosigndoc_desc subject = {"application/vnd.oci.image.index.v1+json", D2, 999, NULL};
+	const struct cosigndoc_desc config = {.media_type = COSIGNDOC_CONFIG_MT, .digest = D1, .size = 247};
+	/* a kept layer's own annotations: its signature (once) and a bundle beside it */
+	struct imagejson_kv kept[] = {{"dev.cosignproject.cosign/signature", "MEYCIQ=="},
+	                              {"dev.sigstore.cosign/bundle", "{\"x\":1}"}};
+	const struct cosigndoc_desc layers[] = {
+		{.media_type = COSIGNDOC_SIMPLESIGNING_MT, .digest = D2, .size = 252, .signature = "MEUCIQ=="},
+		{.media_type = COSIGNDOC_SIMPLESIGNING_MT, .digest = D1, .size = 250, .annotations = kept,
+		 .annotation_count = 2},
+	};
+	const struct cosigndoc_desc subject = {.media_type = "application/vnd.oci.image.index.v1+json", .digest = D2,
+	                                       .size = 999};
 	ck_assert_int_eq(cosigndoc_manifest(&m, &n, COSIGNDOC_SIG_ARTIFACT_TYPE, &config, layers, 2, &subject, NULL, &err),
 	                 RS_OK);
 	ck_assert_uint_eq(strlen(m), n);
@@ -95,7 +102,8 @@ START_TEST(manifests_carry_signatures_and_subject)
 		   "\"mediaType\":\"application/vnd.dev.cosign.simplesigning.v1+json\",\"digest\":\"" D2 "\",\"size\":252,"
 		   "\"annotations\":{\"dev.cosignproject.cosign/signature\":\"MEUCIQ==\"}},{\"mediaType\":"
 		   "\"application/vnd.dev.cosign.simplesigning.v1+json\",\"digest\":\"" D1 "\",\"size\":250,\"annotations\":{"
-		   "\"dev.cosignproject.cosign/signature\":\"MEYCIQ==\"}}],\"subject\":{\"mediaType\":"
+		   "\"dev.cosignproject.cosign/signature\":\"MEYCIQ==\",\"dev.sigstore.cosign/bundle\":\"{\\\"x\\\":1}\"}}],"
+		   "\"subject\":{\"mediaType\":"
 		   "\"application/vnd.oci.image.index.v1+json\",\"digest\":\"" D2 "\",\"size\":999}}");
 	free(m);
 	/* no artifactType, no subject, a created annotation */
