@@ -7,6 +7,7 @@
  * manifests.c first; answers go out through reply.h. */
 #include "api_int.h"
 
+#include "attest.h"
 #include "gate.h"
 #include "image.h"
 #include "imagewalk.h"
@@ -45,6 +46,37 @@ static enum rs_code verify_original(struct registry *r, const struct route_targe
 		          (*rule)->on_unverified == RS_UNVERIFIED_REFUSE ? "refused" : "served original, not optimized",
 		          err->msg);
 	return rc;
+}
+
+/* The cosign signatures and the attestation of an optimized tag pull
+ * (attest.h): the original (source), what verified it under rule (NULL:
+ * none applied), the policy and report digests of the result. */
+static enum rs_code attest(struct registry *r, const struct route_target *t, const char *source,
+                           const struct optpull_result *res, const struct rs_verify_rule *rule,
+                           const struct sign_verified *what, struct rs_err *err)
+{
+	char *report = NULL, report_digest[DIGEST_STR_SIZE] = "", rule_name[64] = "";
+	size_t len = 0;
+	struct rs_err e = {0};
+	if (optpull_report(r->opt, res->digest, &report, &len, &e) == RS_OK)
+		digest_buffer(report_digest, report, len);
+	free(report);
+	if (rule)
+		snprintf(rule_name, sizeof(rule_name), "signatures.verify[%zu]", (size_t)(rule - r->cfg->signatures.verify));
+	const struct attest_request aq = {
+		.st = r->store,
+		.upstream = r->cfg->upstreams[t->up_index].name,
+		.repo = t->repo,
+		.name = t->name,
+		.tag = t->ref,
+		.optimized_digest = res->digest,
+		.original_digest = source,
+		.verify_rule = rule ? rule_name : NULL,
+		.verified = rule ? what : NULL,
+		.policy_digest = res->policy_digest[0] ? res->policy_digest : NULL,
+		.report_digest = report_digest[0] ? report_digest : NULL,
+	};
+	return attest_image(r->sign, &aq, err);
 }
 
 /* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
@@ -125,6 +157,8 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	if (!reason && r->sign &&
 	    sign_image(r->sign, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, res.digest, &err) != RS_OK)
 		reason = "sign_failed"; /* clients that ask for the organisation's signature would refuse it */
+	if (!reason && r->sign && attest(r, t, cap.digest, &res, rule, &what, &err) != RS_OK)
+		reason = "sign_failed";
 	if (!reason) {
 		rs_err_clear(&err);
 		if (api_serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {

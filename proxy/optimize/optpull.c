@@ -706,7 +706,7 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 		return rc;
 	struct rs_err cerr = {0};
 	if (read_result(op, key, out, &cerr) == RS_OK)
-		return RS_OK;
+		goto done;
 
 	pthread_mutex_lock(&op->lock);
 	struct job *j;
@@ -723,7 +723,7 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 		/* a job that just finished may have written the file meanwhile */
 		pthread_mutex_unlock(&op->lock);
 		if (read_result(op, key, out, &cerr) == RS_OK)
-			return RS_OK;
+			goto done;
 		pthread_mutex_lock(&op->lock);
 		for (j = op->jobs; j; j = j->next)
 			if (strcmp(j->key, key) == 0)
@@ -790,7 +790,11 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 	 * already (a cache far too small), the caller serves the original */
 	if (rc == RS_OK)
 		rc = result_complete(op, out->digest, err);
-	return rc;
+	if (rc)
+		return rc;
+done:
+	snprintf(out->policy_digest, sizeof(out->policy_digest), "%s", lp->digest[rq->variant]);
+	return RS_OK;
 }
 
 /* ------------------------------------------------------------ regeneration */

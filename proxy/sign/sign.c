@@ -14,6 +14,7 @@
  * signature verified is enough. */
 #include "sign.h"
 
+#include "cosign.h"
 #include "cosign_verify.h"
 #include "digest.h"
 #include "fsutil.h"
@@ -60,6 +61,7 @@ struct sign {
 	struct sign_rule *rules;
 	size_t rule_count;
 	struct verified *verified; /* RS_LIMIT_VERIFIED_SLOTS, direct-mapped by a hash of the key */
+	struct cosign *cosign;     /* signatures.sign.cosign_key_file; NULL without */
 };
 
 /* ------------------------------------------------------------ GPGME */
@@ -257,9 +259,9 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
 	const struct rs_signatures_config *g = &cfg->signatures;
-	if (g->cosign_key_file)
-		log_event(LOG_WARN, "signatures.sign.cosign_key_file: cosign signatures are not yet supported; "
-		                    "optimized images get GPG simple-signing signatures only");
+	if (!rc && g->cosign_key_file &&
+	    !(rc = cosign_new(&s->cosign, g->cosign_key_file, "signatures.sign.cosign_key_file", st, err)))
+		log_event(LOG_INFO, "signatures.sign.cosign_key_file: cosign signing key %s", cosign_key_id(s->cosign));
 	if (!rc && g->gpg_key) {
 		gpgme_ctx_t ctx = NULL;
 		gpgme_key_t key = NULL;
@@ -300,6 +302,7 @@ void sign_free(struct sign *s)
 	}
 	free(s->rules);
 	free(s->verified);
+	cosign_free(s->cosign);
 	pthread_mutex_destroy(&s->verified_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -308,6 +311,11 @@ void sign_free(struct sign *s)
 bool sign_signs(const struct sign *s)
 {
 	return s && s->cfg->signatures.gpg_key;
+}
+
+struct cosign *sign_cosign(const struct sign *s)
+{
+	return s ? s->cosign : NULL;
 }
 
 /* ------------------------------------------------------------ signing */
@@ -375,6 +383,32 @@ static enum rs_code walk_visit(void *ctx, enum imagewalk_event ev, const struct 
 	return RS_OK;
 }
 
+enum rs_code sign_index_manifests(struct sign *s, const char *digest, char (**out)[DIGEST_STR_SIZE], size_t *out_n,
+                                  struct rs_err *err)
+{
+	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
+	*out = NULL;
+	*out_n = 0;
+	w.digests = calloc(w.cap, sizeof(*w.digests));
+	if (!w.digests)
+		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
+	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
+	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	if (rc) {
+		free(w.digests);
+		return rc;
+	}
+	*out = w.digests;
+	*out_n = w.n;
+	return RS_OK;
+}
+
+enum rs_code sign_gpg_manifest(struct sign *s, const char *repo, const char *identity, const char *digest,
+                               struct rs_err *err)
+{
+	return sign_signs(s) ? sign_one(s, repo, identity, digest, err) : RS_OK;
+}
+
 enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, const char *tag,
                         const char *digest, struct rs_err *err)
 {
@@ -383,17 +417,14 @@ enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, 
 	char identity[SIGN_REF_MAX];
 	if ((size_t)snprintf(identity, sizeof(identity), "%s/%s:%s", upstream, repo, tag) >= sizeof(identity))
 		return rs_err_set(err, RS_BAD_INPUT, "reference %.100s/%.100s:%.60s is too long to sign", upstream, repo, tag);
-	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
-	w.digests = calloc(w.cap, sizeof(*w.digests));
-	if (!w.digests)
-		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
-	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
-	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	char(*v)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	enum rs_code rc = sign_index_manifests(s, digest, &v, &n, err);
 	if (!rc)
 		rc = sign_one(s, repo, identity, digest, err);
-	for (size_t i = 0; !rc && i < w.n; i++)
-		rc = sign_one(s, repo, identity, w.digests[i], err);
-	free(w.digests);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = sign_one(s, repo, identity, v[i], err);
+	free(v);
 	return rc;
 }
 

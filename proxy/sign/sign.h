@@ -23,8 +23,9 @@
  * It uses GPGME (gpg as engine), OpenSSL (cosign_verify.c), the store
  * (store.h), the upstream client (upstream.h) and the transfer core for
  * http(s) lookasides (xfer.h); never HTTP replies. Keys and signatures are
- * never logged, only their fingerprints. Thread-safe: one GPGME context per
- * operation. */
+ * never logged, only their fingerprints. The cosign signing key
+ * (signatures.sign.cosign_key_file) is loaded here and used by cosign.c and
+ * attest.c. Thread-safe: one GPGME context per operation. */
 #ifndef RS_PROXY_SIGN_H
 #define RS_PROXY_SIGN_H
 
@@ -38,6 +39,7 @@
 #include <stddef.h>
 
 struct sign;
+struct cosign;
 
 /* What verified an original (sign_verify_original), for the attestation
  * (attest.h) that links an optimized image to it. Either part is set. */
@@ -78,6 +80,22 @@ void sign_free(struct sign *s);
 
 /* Whether optimized images are signed (signatures.sign.gpg_key set). */
 bool sign_signs(const struct sign *s);
+
+/* The cosign signing key (signatures.sign.cosign_key_file), or NULL when
+ * none is configured. Borrowed from s. */
+struct cosign *sign_cosign(const struct sign *s);
+
+/* The manifests an index lists (not an index: none), for signing each
+ * platform's manifest: *out new (free()), *out_n entries. digest must be in
+ * the store's cache. RS_NOT_FOUND, RS_BAD_INPUT, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sign_index_manifests(struct sign *s, const char *digest, char (**out)[DIGEST_STR_SIZE],
+                                                size_t *out_n, struct rs_err *err);
+
+/* A GPG simple-signing signature of one manifest digest for identity, in
+ * the lookaside of repo (as sign_image makes them), unless it has one. No-op
+ * when no GPG key is configured. Errors of sign_image. */
+RS_MUST_CHECK enum rs_code sign_gpg_manifest(struct sign *s, const char *repo, const char *identity,
+                                             const char *digest, struct rs_err *err);
 
 /* Make sure digest (a manifest or index of the store's cache) and, for an
  * index, each manifest it lists carry a signature for identity
