@@ -15,7 +15,7 @@
 #   cluster_log I            its log file
 #   cluster_kill I           kill -9 replica I (the PID of its lab_spawn)
 #   cluster_restart I        start replica I again with its configuration
-#   cluster_metric I NAME    a metric of replica I (lib.sh's metric against that port)
+#   cluster_metric I NAME [LABELS]  a metric of replica I (lib.sh's metric against that port)
 #   cluster_peer_auth PATH   the X-Regslim-Peer-Auth value for GET PATH now (openssl, the secret
 #                            from the file: what a replica sends)
 #
@@ -106,7 +106,7 @@ cluster_kill() {
 
 cluster_restart() { cluster_spawn "$1"; }
 
-cluster_metric() { RS_URL=http://127.0.0.1:$(cluster_port "$1") metric "$2"; }
+cluster_metric() { RS_URL=http://127.0.0.1:$(cluster_port "$1") metric "$2" "${3:-}"; }
 
 cluster_peer_auth() {
 	local t mac
