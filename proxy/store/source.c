@@ -84,6 +84,14 @@ void source_set_regenerate(struct source *src, source_regen_fn fn, void *ctx)
 
 void source_set_cluster(struct source *src, struct cluster *c)
 {
+	if (!c || cluster_mode(c, NULL, 0) == CLUSTER_LOCAL)
+		return;
+	if (strcmp(store_driver_name(src->store), "fs") == 0) {
+		/* Another replica's commit would not be seen here: nothing to wait for. */
+		log_event(LOG_INFO, "blob downloads are single-flight per process: the fs store is not shared between "
+		                    "replicas (store.driver \"s3\" shares them)");
+		return;
+	}
 	src->cluster = c;
 }
 
@@ -375,7 +383,7 @@ static enum rs_code coordinate(struct download *d, struct inflight_fetch *f, boo
 static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_err *err)
 {
 	struct download *d = arg;
-	if (d->src->cluster && cluster_mode(d->src->cluster, NULL, 0) != CLUSTER_LOCAL) {
+	if (d->src->cluster) {
 		bool upstream = false;
 		enum rs_code rc = coordinate(d, f, &upstream, err);
 		if (!upstream)

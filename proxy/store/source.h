@@ -87,8 +87,9 @@ RS_MUST_CHECK enum rs_code source_new(struct source **out, const struct rs_confi
 void source_free(struct source *src);
 /* Regeneration of evicted optimized objects (fn NULL: none). */
 void source_set_regenerate(struct source *src, source_regen_fn fn, void *ctx);
-/* Coordinate blob downloads with the other replicas through c (borrowed; NULL
- * or a cluster without a "cluster" section: this process only). A download
+/* Coordinate blob downloads with the other replicas through c (borrowed; NULL,
+ * a cluster without a "cluster" section or a store that replicas do not share,
+ * the fs driver: this process only, logged). A download
  * then takes the cluster lock "blob:<digest>" first; while another replica
  * holds it, the bytes are streamed from that replica (its advertise_url, the
  * peer secret) or read from the store once it committed them, never fetched
