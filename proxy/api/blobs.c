@@ -6,8 +6,10 @@
  * descriptor sent with sendfile, or positional reads of the store's reader
  * for a driver without one), a missing one streamed from the shared
  * download (inflight.h readers), the access log's cache labels, errors. It
- * also hands optpull.c the source's blob fetch. It talks to the source and
- * inflight.h, and answers through reply.h. */
+ * also hands optpull.c the source's blob fetch, and serves the cluster's
+ * peer endpoint (/_regslim/peer/blobs/<digest>, authenticated by peer.h's
+ * HMAC): another replica streams a blob this one downloads or stored. It
+ * talks to the source, inflight.h and peer.h, and answers through reply.h. */
 #include "api_int.h"
 
 #include "inflight.h"

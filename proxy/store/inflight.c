@@ -18,8 +18,15 @@
  * Lock order: table mutex, then a fetch's mutex. The worker is the only one
  * that touches the writer, so writes happen outside every lock.
  *
- * What it does not do: HTTP, upstream calls (the download function does),
- * ranges (readers give positions). Talks to the store (store.h) only. */
+ * A relayed download (inflight_fetch_begin_relay: the bytes come from the
+ * replica of the cluster that downloads the blob itself) drops its store
+ * writer before the first byte and writes to a nameless scratch file
+ * instead, hashing as it goes; it ends DONE only when the hash matches, and
+ * commits nothing.
+ *
+ * What it does not do: HTTP, upstream or peer calls (the download function
+ * does), ranges (readers give positions). Talks to the store (store.h) and
+ * the digest stage (digest.h) only. */
 #include "inflight.h"
 
 #include "digest.h"

@@ -3,13 +3,16 @@
  * upstream's confirmation and stale-if-error), regeneration of evicted
  * optimized objects and the upstream; the download job the single-flight
  * table (inflight.c) runs, which links the repository when the upstream
- * answers and unlinks it when the blob did not make it into the store; the
- * fetches by digest of optimized pulls, the policy check on pull and the
- * push side. It does not answer clients (api/ maps its answers to HTTP),
- * does not optimize (a hook regenerates) and keeps no bytes itself. It
- * talks to the store (store.h), inflight.c, the upstream clients
- * (upstream.h), route.h (a pushed reference's repository routed like a
- * pull), log.h and metrics.h. */
+ * answers and unlinks it when the blob did not make it into the store; with
+ * a cluster, the same job first takes the blob's cluster lock, or relays the
+ * bytes of the replica that holds it (peer streaming, peer.h) or what that
+ * replica committed; the fetches by digest of optimized pulls, the policy
+ * check on pull and the push side. It does not answer clients (api/ maps its
+ * answers to HTTP, the peer endpoint's included), does not optimize (a hook
+ * regenerates) and keeps no bytes itself. It talks to the store (store.h),
+ * inflight.c, the upstream clients (upstream.h, peer.h), cluster.h, route.h
+ * (a pushed reference's repository routed like a pull), log.h and
+ * metrics.h. */
 #include "source.h"
 
 #include "cluster.h"
