@@ -63,6 +63,7 @@ struct inflight_fetch {
 	struct store_writer *w;
 	int wfd;                   /* relay mode: the scratch file the bytes go to (no store writer) */
 	struct digest_ctx *relay_d; /* relay mode: the bytes' running hash, checked at the end */
+	bool relay_checked;         /* inflight_fetch_relay_check ran */
 	inflight_download_fn fn;
 	void *arg;
 	void (*arg_free)(void *);
@@ -194,13 +195,9 @@ unsigned inflight_count(struct inflight *t)
  * scratch file goes with the last descriptor. */
 static enum rs_code relay_finish(struct inflight_fetch *f, enum rs_code rc, struct rs_err *e)
 {
-	if (rc != RS_OK)
-		return rc;
-	char got[DIGEST_STR_SIZE];
-	digest_final(f->relay_d, got);
-	if (strcmp(got, f->digest) != 0)
-		return rs_err_set(e, RS_DIGEST_MISMATCH, "relayed bytes of %s hash to %s", f->digest, got);
-	return RS_OK;
+	if (rc != RS_OK || f->relay_checked)
+		return rc; /* a check by the download function that failed made it return its error */
+	return inflight_fetch_relay_check(f, e);
 }
 
 static void *worker_main(void *p)
@@ -423,6 +420,17 @@ enum rs_code inflight_fetch_begin_relay(struct inflight_fetch *f, int64_t size, 
 	f->rfd = rfd;
 	pthread_mutex_unlock(&f->mu);
 	return inflight_fetch_begin(f, size, err);
+}
+
+enum rs_code inflight_fetch_relay_check(struct inflight_fetch *f, struct rs_err *err)
+{
+	assert(f->relay_d && !f->relay_checked);
+	f->relay_checked = true;
+	char got[DIGEST_STR_SIZE];
+	digest_final(f->relay_d, got);
+	if (strcmp(got, f->digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH, "relayed bytes of %s hash to %s", f->digest, got);
+	return RS_OK;
 }
 
 /* Relay mode: append to the scratch file and the running hash. */

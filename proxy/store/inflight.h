@@ -67,6 +67,11 @@ RS_MUST_CHECK enum rs_code inflight_fetch_begin(struct inflight_fetch *f, int64_
  * byte is held back until that check as for any download. RS_IO, RS_NOMEM,
  * and inflight_fetch_begin's errors. */
 RS_MUST_CHECK enum rs_code inflight_fetch_begin_relay(struct inflight_fetch *f, int64_t size, struct rs_err *err);
+/* Worker side, relay mode, once every byte was written: do they hash to the
+ * digest? RS_DIGEST_MISMATCH naming both; the download must then fail (return
+ * it). Checked at the end by the worker when the download function does not
+ * ask (at most once). */
+RS_MUST_CHECK enum rs_code inflight_fetch_relay_check(struct inflight_fetch *f, struct rs_err *err);
 /* Worker side: append bytes (to the temp file, waking readers). */
 RS_MUST_CHECK enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, size_t len,
                                                 struct rs_err *err);

@@ -295,6 +295,8 @@ static enum rs_code relay_from_peer(struct download *d, struct inflight_fetch *f
 	const char *secret = d->src->cfg->cluster.peer_secret;
 	enum rs_code rc = peer_blob_get(owner, secret, d->digest, PEER_CONNECT_MS, stall_s, relay_begin, relay_data, f,
 	                                out_began, err);
+	if (rc == RS_OK)
+		rc = inflight_fetch_relay_check(f, err);
 	if (rc == RS_OK) {
 		metrics_cluster_pull(METRICS_CL_PEER_OK, 1);
 		log_event(LOG_INFO, "peer stream of %s from %s done: the owner downloads it from %s, not this replica",

@@ -72,6 +72,7 @@ struct upstream_fake {
 	size_t corrupt_at;       /* flip this byte when corrupt */
 	bool corrupt;
 	bool relay;              /* begin with inflight_fetch_begin_relay (peer streaming) */
+	bool relay_check;        /* ... and check the hash itself at the end (else the worker does) */
 	enum rs_code fail_before_begin; /* RS_OK: do not */
 	struct gate *start;      /* wait for start_want before begin (NULL: no) */
 	int start_want;
@@ -138,7 +139,7 @@ static enum rs_code fake_download(struct inflight_fetch *f, void *p, struct rs_e
 			return rc;
 		pos += n;
 	}
-	return RS_OK;
+	return up->relay_check ? inflight_fetch_relay_check(f, err) : RS_OK;
 }
 
 static void fake_init(struct upstream_fake *up, const unsigned char *body, size_t len, uint64_t seed)
@@ -740,6 +741,7 @@ START_TEST(relay_serves_readers_without_storing)
 		struct upstream_fake up;
 		fake_init(&up, body, len, 21 + (uint64_t)pass);
 		up.relay = true;
+		up.relay_check = pass == 1;
 		up.announce = pass == 0 ? (int64_t)len : -1;
 		struct reader r[NREADERS];
 		run_readers(t, dg, -1, &up, len, r);
@@ -770,22 +772,26 @@ START_TEST(relay_mismatch_fails_every_reader_short)
 	unsigned char *body = fixture_bytes(22, len);
 	char dg[DIGEST_STR_SIZE];
 	digest_buffer(dg, body, len);
-	struct upstream_fake up;
-	fake_init(&up, body, len, 22);
-	up.relay = true;
-	up.corrupt = true;
-	up.corrupt_at = len - 1;
-	struct reader r[NREADERS];
-	run_readers(t, dg, (int64_t)len, &up, len, r);
-	for (int i = 0; i < NREADERS; i++) {
-		ck_assert_msg(r[i].last == -1, "reader %d ended with %zd", i, r[i].last);
-		ck_assert_int_eq(r[i].err.code, RS_DIGEST_MISMATCH);
-		ck_assert_uint_le(r[i].total, len - 1);
+	for (int pass = 0; pass < 2; pass++) { /* checked by the worker, then by the download function */
+		struct upstream_fake up;
+		fake_init(&up, body, len, 22 + (uint64_t)pass);
+		up.relay = true;
+		up.relay_check = pass == 1;
+		up.corrupt = true;
+		up.corrupt_at = len - 1;
+		struct reader r[NREADERS];
+		run_readers(t, dg, (int64_t)len, &up, len, r);
+		for (int i = 0; i < NREADERS; i++) {
+			ck_assert_msg(r[i].last == -1, "reader %d ended with %zd", i, r[i].last);
+			ck_assert_int_eq(r[i].err.code, RS_DIGEST_MISMATCH);
+			ck_assert_msg(strstr(r[i].err.msg, "relayed bytes of"), "%s", r[i].err.msg);
+			ck_assert_uint_le(r[i].total, len - 1);
+		}
+		free_readers(r);
 	}
 	ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
 	inflight_free(t);
 	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
-	free_readers(r);
 	free(body);
 	store_free(bs);
 }
