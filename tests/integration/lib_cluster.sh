@@ -91,6 +91,7 @@ cluster_start() {
 }
 
 cluster_kill() {
+	# stderr: bash job notices ("Killed") of the reaped replica
 	local pid j
 	pid=$(lab_pid "regslim-c$1")
 	[ -n "$pid" ] || return 1
@@ -102,7 +103,7 @@ cluster_kill() {
 	wait "$pid" 2> /dev/null # reaped, no "Killed" notice
 	rm -f "$REGSLIM_LAB/run/regslim-c$1.pid"
 	! kill -0 "$pid" 2> /dev/null
-}
+} 2> /dev/null
 
 cluster_restart() { cluster_spawn "$1"; }
 
