@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
+#include "peer.h"
 #include "push_http.h"
 #include "refname.h"
 #include "reply.h"
@@ -100,6 +101,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = source_new(&r->src, cfg, r->store, r->ups, err);
 	if (rc)
 		goto out;
+	source_set_cluster(r->src, r->cluster);
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
@@ -304,6 +306,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /metrics", NULL, 0);
 		return api_serve_metrics(rq);
 	}
+	if (strncmp(url, PEER_BLOB_PATH, strlen(PEER_BLOB_PATH)) == 0)
+		return api_peer_blob_get(r, rq);
 	if (push_http_is_token(url))
 		return push_http_token(r->ph, rq);
 	if (strncmp(url, "/regslim/v1/reports/", strlen("/regslim/v1/reports/")) == 0)

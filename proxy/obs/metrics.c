@@ -191,6 +191,15 @@ void metrics_cluster_lock(enum metrics_lock_result r)
 		atomic_fetch_add(&cluster_locks[r], 1);
 }
 
+/* The pull path across replicas (store/source.c, api/blobs.c). */
+static _Atomic uint64_t cluster_pull[METRICS_CL_PULL_COUNT];
+
+void metrics_cluster_pull(enum metrics_cluster_pull c, uint64_t n)
+{
+	if ((unsigned)c < METRICS_CL_PULL_COUNT)
+		atomic_fetch_add(&cluster_pull[c], n);
+}
+
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
 {
 	pthread_mutex_lock(&lock);
@@ -318,6 +327,42 @@ static void render_cluster(struct page *p)
 	     (unsigned long long)atomic_load(&cluster_locks[METRICS_LOCK_BUSY]));
 }
 
+/* Peer streaming and the cluster-wide single-flight of blob downloads, only with a cluster
+ * section. Each is this replica's count: summed over the replicas, upstream_blob_fetches is
+ * the cluster's downloads. */
+static void render_cluster_pull(struct page *p)
+{
+	if (atomic_load(&redis_up) < 0)
+		return;
+	unsigned long long v[METRICS_CL_PULL_COUNT];
+	for (unsigned i = 0; i < METRICS_CL_PULL_COUNT; i++)
+		v[i] = (unsigned long long)atomic_load(&cluster_pull[i]);
+	emit(p,
+	     "# HELP regslim_cluster_upstream_blob_fetches_total Blob downloads from an upstream this replica made "
+	     "holding the blob's cluster lock (summed over the replicas: one per blob).\n"
+	     "# TYPE regslim_cluster_upstream_blob_fetches_total counter\n"
+	     "regslim_cluster_upstream_blob_fetches_total %llu\n"
+	     "# HELP regslim_cluster_lock_waits_total Blob downloads that found the blob's lock held by another "
+	     "replica and did not go to the upstream.\n"
+	     "# TYPE regslim_cluster_lock_waits_total counter\n"
+	     "regslim_cluster_lock_waits_total %llu\n"
+	     "# HELP regslim_cluster_peer_streams_total Blobs streamed from the replica that downloads them: relayed "
+	     "completely and verified (ok), cut off or not verified (failed), served to another replica (served).\n"
+	     "# TYPE regslim_cluster_peer_streams_total counter\n"
+	     "regslim_cluster_peer_streams_total{result=\"ok\"} %llu\n"
+	     "regslim_cluster_peer_streams_total{result=\"failed\"} %llu\n"
+	     "regslim_cluster_peer_streams_total{result=\"served\"} %llu\n"
+	     "# HELP regslim_cluster_peer_bytes_total Blob bytes received from another replica (peer streaming).\n"
+	     "# TYPE regslim_cluster_peer_bytes_total counter\n"
+	     "regslim_cluster_peer_bytes_total %llu\n"
+	     "# HELP regslim_cluster_peer_refused_total Peer requests refused for a missing or wrong peer "
+	     "authentication.\n"
+	     "# TYPE regslim_cluster_peer_refused_total counter\n"
+	     "regslim_cluster_peer_refused_total %llu\n",
+	     v[METRICS_CL_UPSTREAM_FETCHES], v[METRICS_CL_LOCK_WAITS], v[METRICS_CL_PEER_OK], v[METRICS_CL_PEER_FAILED],
+	     v[METRICS_CL_PEER_SERVED], v[METRICS_CL_PEER_BYTES], v[METRICS_CL_PEER_REFUSED]);
+}
+
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 {
 	static const char *const kinds[METRICS_KIND_COUNT] = {"manifest", "blob"};
@@ -426,6 +471,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)rss_bytes());
 	render_counters(&p);
 	render_cluster(&p);
+	render_cluster_pull(&p);
 	if (p.failed) {
 		free(p.buf);
 		return rs_err_set(err, RS_NOMEM, "metrics: out of memory while rendering");

@@ -78,6 +78,20 @@ void metrics_set_redis_up(int up);
 enum metrics_lock_result { METRICS_LOCK_REDIS, METRICS_LOCK_LOCAL, METRICS_LOCK_BUSY };
 void metrics_cluster_lock(enum metrics_lock_result r);
 
+/* Counters regslim_cluster_* of the pull path across replicas (store/source.c, api/blobs.c),
+ * rendered with a cluster section only. */
+enum metrics_cluster_pull {
+	METRICS_CL_UPSTREAM_FETCHES, /* blob downloads from an upstream under the cluster lock */
+	METRICS_CL_LOCK_WAITS,       /* downloads that found the lock held by another replica */
+	METRICS_CL_PEER_OK,          /* blobs relayed from a peer and verified */
+	METRICS_CL_PEER_FAILED,      /* relays cut off or not verified */
+	METRICS_CL_PEER_SERVED,      /* peer requests this replica answered with bytes */
+	METRICS_CL_PEER_BYTES,       /* bytes received from peers */
+	METRICS_CL_PEER_REFUSED,     /* peer requests refused (authentication) */
+	METRICS_CL_PULL_COUNT
+};
+void metrics_cluster_pull(enum metrics_cluster_pull c, uint64_t n);
+
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);
 
