@@ -67,6 +67,12 @@ const char *store_driver_name(const struct store *s)
 	return s->drv->name;
 }
 
+void store_set_cluster(struct store *s, struct cluster *c)
+{
+	if (s->drv->set_cluster)
+		s->drv->set_cluster(s->impl, c);
+}
+
 /* ------------------------------------------------------------ objects */
 
 bool store_has(struct store *s, enum store_area area, enum store_kind kind, const char *digest)
@@ -328,6 +334,11 @@ enum rs_code store_upload_write(struct store_upload *u, const void *buf, size_t 
 enum rs_code store_upload_commit(struct store_upload *u, const char *digest, struct rs_err *err)
 {
 	return u->drv->upload_commit(u, digest, err);
+}
+
+enum rs_code store_upload_save(struct store_upload *u, struct rs_err *err)
+{
+	return u->drv->upload_save ? u->drv->upload_save(u, err) : RS_OK;
 }
 
 void store_upload_close(struct store_upload *u)

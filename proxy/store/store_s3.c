@@ -1308,6 +1308,7 @@ static enum rs_code s3s_check_writable(void *impl, struct rs_err *err)
 const struct store_driver store_s3_driver = {
 	.name = "s3",
 	.free = s3s_free,
+	.set_cluster = s3s_set_cluster,
 	.has = s3s_has,
 	.reader_open = s3s_reader_open,
 	.reader_pread = s3s_reader_pread,
@@ -1339,6 +1340,7 @@ const struct store_driver store_s3_driver = {
 	.upload_size = s3s_upload_size,
 	.upload_write = s3s_upload_write,
 	.upload_commit = s3s_upload_commit,
+	.upload_save = s3s_upload_save,
 	.upload_close = s3s_upload_close,
 	.upload_cancel = s3s_upload_cancel,
 	.upload_sweep = s3s_upload_sweep,
