@@ -782,8 +782,7 @@ void s3s_names_free(struct s3s_names *ns)
 	for (size_t i = 0; i < ns->n; i++)
 		free(ns->v[i]);
 	free(ns->v);
-	ns->v = NULL;
-	ns->n = ns->cap = 0;
+	ns->v = NULL; /* n stays: callers count after freeing */
 }
 
 static int cmp_name(const void *a, const void *b)
