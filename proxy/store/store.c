@@ -401,8 +401,8 @@ enum rs_code store_pushed_tags_list(struct store *s, const char *repo, char **ou
 	return s->drv->pushed_tags_list(s->impl, repo, out, out_len, err);
 }
 
-/* A driver without deletes (the s3 driver, this revision): 405 UNSUPPORTED
- * naming it, rather than a crash through a NULL entry. */
+/* A driver without deletes (both drivers have them; a test driver may not):
+ * 405 UNSUPPORTED naming it, rather than a crash through a NULL entry. */
 static enum rs_code no_deletes(const struct store *s, struct rs_err *err)
 {
 	return rs_err_set(err, RS_UNSUPPORTED, "deleting pushed content is not supported by the %s store driver yet",

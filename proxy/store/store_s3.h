@@ -111,5 +111,11 @@ enum rs_code s3s_pushed_tags_list(void *impl, const char *repo, char **out, size
 enum rs_code s3s_pushed_referrers(void *impl, const char *repo, const char *subject, char (**out)[DIGEST_STR_SIZE],
                                   size_t *out_n, size_t max, struct rs_err *err);
 
+/* Deletes and garbage collection of pushed images (store_s3_gc.c). */
+enum rs_code s3s_pushed_delete_manifest(void *impl, const char *repo, const char *digest, unsigned *out_tags,
+                                        struct rs_err *err);
+enum rs_code s3s_pushed_delete_tag(void *impl, const char *repo, const char *tag, struct rs_err *err);
+enum rs_code s3s_pushed_delete_blob(void *impl, const char *repo, const char *digest, struct rs_err *err);
+enum rs_code s3s_pushed_gc(void *impl, time_t now, unsigned grace_s, struct store_gc_stats *out, struct rs_err *err);
 
 #endif
