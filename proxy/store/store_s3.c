@@ -12,10 +12,12 @@
  *   P docs/optimized/<key>.json, docs/optimized/reports/<hex>.json,
  *   P docs/optimized/objects/<hex>.json, docs/gate/reports/<repo>/<hex>.json,
  *   P docs/gate/scans/<scan key>.scan, docs/signatures/<repo>/<hex>.json
+ *   P uploads/<uuid>/<offset>              parts of upload sessions shared through Redis
  *   P health/check                         written by store_check_writable
  * and locally: <data>/tmp/ (writers' staging files, spools, scratch
- * directories, swept at open) and <data>/s3-uploads/<uuid>/ (upload
- * sessions in progress, store_s3_push.c).
+ * directories, swept at open) and <data>/s3-uploads/ (upload sessions of
+ * this replica alone, without Redis; store_s3_push.c). Deletes and the
+ * garbage collection of pushed images: store_s3_gc.c.
  *
  * Objects become visible only once verified: writers tee into a local
  * staging file (for readers that follow a write) and into s3_writer, whose

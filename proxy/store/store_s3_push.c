@@ -1,19 +1,31 @@
 /* store_s3_push: the push side of the "s3" storage driver (store_s3.h):
  * upload sessions and pushed images (STORE_PUSHED).
  *
- * Upload sessions keep their bytes on this replica's local disk while the
- * upload is in progress: <data>/s3-uploads/<uuid>.repo (the repository) and
- * <uuid>.data (the bytes so far), as the fs driver does; they survive a
- * restart of this replica, not a move to another one (issue 13's Redis
- * step shares upload state). The commit streams the file through
- * s3_writer, so the blob appears in the bucket only when its digest
- * matches; a mismatch removes the upload and leaves nothing in the bucket.
+ * Upload sessions come in two kinds. With a cluster whose Redis answers
+ * (store_set_cluster), a session is shared by every replica: its state is
+ * cluster.h's upload hash (repository, size, owner; expiring after
+ * push.upload_idle_timeout_s idle) and its bytes are parts in the bucket,
+ * P uploads/<uuid>/<offset, 20 digits>. A request spools its chunk locally;
+ * store_upload_save (before the 202) claims offset..offset+n with the
+ * compare-and-advance, so two replicas never append at one offset (the loser
+ * answers 416), then PUTs the part (a failed PUT gives the claim back). The
+ * commit claims its own bytes, streams every part in order and then its
+ * spool through s3_writer (memory: one copy buffer and the writer's part
+ * spool), and removes parts and state whatever the digest says. The sweep
+ * removes the parts of sessions Redis no longer knows. Without Redis (no
+ * cluster, or degraded when the session starts), a session is this
+ * replica's own, on its local disk: <data>/s3-uploads/<uuid>.repo and
+ * <uuid>.data, as the fs driver does; it survives a restart of this
+ * replica, not a move to another one, and other replicas answer 404 for it.
+ * Either way the blob appears in the bucket only when its digest matches; a
+ * mismatch removes the upload and leaves nothing in the bucket.
  *
  * Pushed images are objects, tags, links and a referrers index under
  * P push/ (key layout in store_s3.c). The checks of a manifest PUT are
  * push.c's (push_check_manifest), with references taken from the pushed
  * area or, through the fetcher, from the mirror's cache area (copied into
- * push/ and verified on the way). No HTTP, no upstream. */
+ * push/ and verified on the way). Deletes and the garbage collection are
+ * store_s3_gc.c's. No HTTP, no upstream; Redis only through cluster.h. */
 #include "store_s3.h"
 
 #include "blobstore.h"
