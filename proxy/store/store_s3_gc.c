@@ -273,14 +273,51 @@ static bool mark_root(struct mark *m, const char *repo, const char *hex)
 	return m->rc == RS_OK;
 }
 
-/* The latest use of hex among the links (sorted by hex), or 0. */
+/* Links in order: digest, then kind, then repository. */
+static int cmp_link(const void *a, const void *b)
+{
+	const struct dated *x = a, *y = b;
+	int c = strcmp(x->hex, y->hex);
+	if (c == 0)
+		c = (int)x->manifest - (int)y->manifest;
+	return c ? c : strcmp(x->repo, y->repo);
+}
+
+static void links_sort(struct dates *links)
+{
+	if (links->n)
+		qsort(links->v, links->n, sizeof(*links->v), cmp_link);
+}
+
+/* The first link (sorted) of digest hex, or links->n. */
+static size_t link_first(const struct dates *links, const char *hex)
+{
+	size_t lo = 0, hi = links->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(links->v[mid].hex, hex) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The latest use of hex among the (sorted) links, or 0. */
 static time_t link_use(const struct dates *links, const char *hex)
 {
 	time_t t = 0;
-	for (size_t i = 0; i < links->n; i++) /* links are few next to objects: a scan is fine */
-		if (strcmp(links->v[i].hex, hex) == 0 && links->v[i].t > t)
+	for (size_t i = link_first(links, hex); i < links->n && strcmp(links->v[i].hex, hex) == 0; i++)
+		if (links->v[i].t > t)
 			t = links->v[i].t;
 	return t;
+}
+
+/* Was link l in the (sorted) first listing, unchanged? */
+static bool link_known(const struct dates *links, const struct dated *l)
+{
+	const struct dated *k = links->n ? bsearch(l, links->v, links->n, sizeof(*l), cmp_link) : NULL;
+	return k && k->t == l->t;
 }
 
 struct sweep {
@@ -338,11 +375,7 @@ static enum rs_code recheck(struct sweep *w, struct rs_err *err)
 	enum rs_code rc = list_dated(w->s, "push/links/", &again, err);
 	for (size_t i = 0; rc == RS_OK && i < again.n; i++) {
 		const struct dated *l = &again.v[i];
-		bool known = false;
-		for (size_t j = 0; j < w->links.n && !known; j++)
-			known = strcmp(w->links.v[j].hex, l->hex) == 0 && w->links.v[j].manifest == l->manifest &&
-			        strcmp(w->links.v[j].repo, l->repo) == 0 && w->links.v[j].t == l->t;
-		if (known)
+		if (link_known(&w->links, l))
 			continue;
 		if (l->manifest && !mark_root(&w->m, l->repo, l->hex))
 			rc = w->m.rc;
@@ -360,6 +393,7 @@ enum rs_code s3s_pushed_gc(void *impl, time_t now, unsigned grace_s, struct stor
 	struct sweep w = {.s = s, .cutoff = now - (time_t)grace_s, .st = out, .links = {.links = true}};
 	w.m = (struct mark){.s = s, .err = err};
 	enum rs_code rc = list_dated(s, "push/links/", &w.links, err);
+	links_sort(&w.links);
 	for (size_t i = 0; rc == RS_OK && i < w.links.n; i++)
 		if (w.links.v[i].manifest && !mark_root(&w.m, w.links.v[i].repo, w.links.v[i].hex))
 			rc = w.m.rc;
