@@ -135,6 +135,30 @@ expect_eq chunked_upload_parts_removed "$(parts "$uuid")" ""
 code=$(curl -s --max-time 30 -o "$W/gone.body" -w '%{http_code}' "${CR[@]}" "${R[2]}$loc")
 expect finished_upload_unknown "[ $code = 404 ] && grep -q BLOB_UPLOAD_UNKNOWN '$W/gone.body'" "$code $(head -c 200 "$W/gone.body")"
 
+# a 48 MiB blob in six 8 MiB chunks round the replicas: the commit streams the parts (the committing
+# replica's peak RSS grows by far less than the blob)
+hwm() { awk '/^VmHWM/ {print $2}' "/proc/$(lab_pid "regslim-r$1")/status"; }
+head -c $((48 << 20)) /dev/urandom > "$W/big"
+split -b $((8 << 20)) -d "$W/big" "$W/big."
+BIG=sha256:$(sha_of "$W/big")
+h0=$(hwm 3)
+t0=$(date +%s%N)
+loc=$(start_upload "${R[1]}" team/big)
+codes=
+off=0
+for i in 0 1 2 3 4 5; do
+	codes+="$(patch "${R[$((i % 3 + 1))]}" "$loc" "$W/big.0$i" $off | cut -d' ' -f1) "
+	off=$((off + (8 << 20)))
+done
+codes+=$(curl -s --max-time 120 -o /dev/null -w '%{http_code}' -X PUT "${CR[@]}" "${R[3]}$loc?digest=$BIG")
+ms=$((($(date +%s%N) - t0) / 1000000))
+h1=$(hwm 3)
+echo "# 48 MiB in six chunks over three replicas: $ms ms ($((48 * 1000 / (ms ? ms : 1))) MiB/s); peak RSS of the committing replica $h0 -> $h1 KiB"
+expect_eq big_chunked_upload "$codes" "202 202 202 202 202 202 201"
+expect big_commit_memory_bounded "[ $((h1 - h0)) -lt 16384 ]" "peak RSS grew by $((h1 - h0)) KiB for a 48 MiB blob"
+got=$(curl -s --max-time 120 "${R[2]}/v2/team/big/blobs/$BIG" | sha256sum | cut -d' ' -f1)
+expect_eq big_blob_hashes_to_its_digest "sha256:$got" "$BIG"
+
 # ---------------------------------------------------------------- a wrong digest: nothing stays
 WRONG=sha256:$(printf 'not it' | sha256sum | cut -d' ' -f1)
 loc=$(start_upload "${R[2]}" team/chunks)
@@ -300,4 +324,17 @@ expect degraded_other_replica_404_upload_unknown \
 code=$(curl -s --max-time 60 -o /dev/null -w '%{http_code}' -X PUT "${CR[@]}" \
 	"${R[1]}$loc?digest=sha256:$(sha_of "$W/chunk.00")")
 expect_eq degraded_own_replica_goes_on "$out_own $code" "202 0-1048575 201"
+# the same 48 MiB in six chunks to one replica's own session, for comparison
+t0=$(date +%s%N)
+loc=$(start_upload "${R[2]}" team/biglocal)
+codes=
+off=0
+for i in 0 1 2 3 4 5; do
+	codes+="$(patch "${R[2]}" "$loc" "$W/big.0$i" $off | cut -d' ' -f1) "
+	off=$((off + (8 << 20)))
+done
+codes+=$(curl -s --max-time 120 -o /dev/null -w '%{http_code}' -X PUT "${CR[@]}" "${R[2]}$loc?digest=$BIG")
+ms=$((($(date +%s%N) - t0) / 1000000))
+echo "# 48 MiB in six chunks to one replica's own session (Redis down): $ms ms ($((48 * 1000 / (ms ? ms : 1))) MiB/s)"
+expect_eq big_local_session_upload "$codes" "202 202 202 202 202 202 201"
 finish
