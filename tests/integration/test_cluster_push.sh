@@ -6,7 +6,9 @@
 # land on another replica:
 #  - a curl-driven chunked upload whose POST, PATCHes, status and PUT each go to another replica
 #    directly succeeds and the blob hashes to its digest; its parts are in the bucket meanwhile and
-#    gone after; an out-of-order PATCH is 416 with the session's Range;
+#    gone after; an out-of-order PATCH is 416 with the session's Range; of two PATCHes at one offset
+#    on two replicas at once exactly one is appended; a 48 MiB upload keeps the committing
+#    replica's memory flat;
 #  - a wrong digest on the final PUT leaves no object and no parts; a cancelled session and an
 #    expired one (push.upload_idle_timeout_s, swept by a maintenance pass) leave no parts;
 #  - skopeo pushes the lab's tiny image through haproxy (its upload requests served by more than
@@ -134,6 +136,29 @@ expect_eq chunked_blob_hashes_to_its_digest "sha256:$got" "$D"
 expect_eq chunked_upload_parts_removed "$(parts "$uuid")" ""
 code=$(curl -s --max-time 30 -o "$W/gone.body" -w '%{http_code}' "${CR[@]}" "${R[2]}$loc")
 expect finished_upload_unknown "[ $code = 404 ] && grep -q BLOB_UPLOAD_UNKNOWN '$W/gone.body'" "$code $(head -c 200 "$W/gone.body")"
+
+# two PATCHes at the same offset on two replicas at once: exactly one is appended (the other is 416,
+# at its open or at its claim), and the blob is the winner's bytes
+loc=$(start_upload "${R[1]}" team/race)
+head -c 1048576 /dev/urandom > "$W/race.a"
+head -c 1048576 /dev/urandom > "$W/race.b"
+rpids=()
+for x in a b; do
+	r=${R[2]}
+	[ $x = a ] || r=${R[3]}
+	curl -s --max-time 30 -o /dev/null -w '%{http_code}' -X PATCH "${CR[@]}" -H 'Content-Type: application/octet-stream' \
+		-H 'Content-Range: 0-1048575' --data-binary "@$W/race.$x" "$r$loc" > "$W/race.$x.code" &
+	rpids+=($!)
+done
+wait "${rpids[@]}" # not a bare wait: lib.sh's watchdog runs in the background too
+ca=$(cat "$W/race.a.code") cb=$(cat "$W/race.b.code")
+win=
+[ "$ca" = 202 ] && win=a
+[ "$cb" = 202 ] && win=${win}b
+expect concurrent_patches_one_appended "[ '$win' = a ] || [ '$win' = b ]" "codes $ca (r2) $cb (r3)"
+[ -n "$win" ] || win=a
+code=$(curl -s --max-time 60 -o /dev/null -w '%{http_code}' -X PUT "${CR[@]}" "${R[1]}$loc?digest=sha256:$(sha_of "$W/race.${win:0:1}")")
+expect_eq concurrent_patches_blob_is_the_winners "$ca $cb -> $code" "$ca $cb -> 201"
 
 # a 48 MiB blob in six 8 MiB chunks round the replicas: the commit streams the parts (the committing
 # replica's peak RSS grows by far less than the blob)
