@@ -86,6 +86,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = cluster_new(&r->cluster, &cfg->cluster, NULL, err);
 	if (rc)
 		goto out;
+	store_set_cluster(r->store, r->cluster); /* upload sessions shared between replicas (s3) */
 	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
 	if (!r->ups) {
 		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");

@@ -30,6 +30,7 @@ struct store_upload {
 struct store_driver {
 	const char *name;
 	void (*free)(void *impl);
+	void (*set_cluster)(void *impl, struct cluster *c); /* NULL: the driver does not coordinate */
 
 	bool (*has)(void *impl, enum store_area area, enum store_kind kind, const char *digest);
 	enum rs_code (*reader_open)(void *impl, enum store_area area, enum store_kind kind, const char *digest,
@@ -82,6 +83,7 @@ struct store_driver {
 	uint64_t (*upload_size)(const struct store_upload *u);
 	enum rs_code (*upload_write)(struct store_upload *u, const void *buf, size_t len, struct rs_err *err);
 	enum rs_code (*upload_commit)(struct store_upload *u, const char *digest, struct rs_err *err);
+	enum rs_code (*upload_save)(struct store_upload *u, struct rs_err *err); /* NULL: nothing to do */
 	void (*upload_close)(struct store_upload *u);
 	void (*upload_cancel)(struct store_upload *u);
 	void (*upload_sweep)(void *impl, time_t now, unsigned *out_removed);

@@ -12,10 +12,12 @@
  *   P docs/optimized/<key>.json, docs/optimized/reports/<hex>.json,
  *   P docs/optimized/objects/<hex>.json, docs/gate/reports/<repo>/<hex>.json,
  *   P docs/gate/scans/<scan key>.scan, docs/signatures/<repo>/<hex>.json
+ *   P uploads/<uuid>/<offset>              parts of upload sessions shared through Redis
  *   P health/check                         written by store_check_writable
  * and locally: <data>/tmp/ (writers' staging files, spools, scratch
- * directories, swept at open) and <data>/s3-uploads/<uuid>/ (upload
- * sessions in progress, store_s3_push.c).
+ * directories, swept at open) and <data>/s3-uploads/ (upload sessions of
+ * this replica alone, without Redis; store_s3_push.c). Deletes and the
+ * garbage collection of pushed images: store_s3_gc.c.
  *
  * Objects become visible only once verified: writers tee into a local
  * staging file (for readers that follow a write) and into s3_writer, whose
@@ -1379,6 +1381,7 @@ static enum rs_code s3s_check_writable(void *impl, struct rs_err *err)
 const struct store_driver store_s3_driver = {
 	.name = "s3",
 	.free = s3s_free,
+	.set_cluster = s3s_set_cluster,
 	.has = s3s_has,
 	.reader_open = s3s_reader_open,
 	.reader_pread = s3s_reader_pread,
@@ -1410,6 +1413,7 @@ const struct store_driver store_s3_driver = {
 	.upload_size = s3s_upload_size,
 	.upload_write = s3s_upload_write,
 	.upload_commit = s3s_upload_commit,
+	.upload_save = s3s_upload_save,
 	.upload_close = s3s_upload_close,
 	.upload_cancel = s3s_upload_cancel,
 	.upload_sweep = s3s_upload_sweep,
@@ -1421,6 +1425,10 @@ const struct store_driver store_s3_driver = {
 	.pushed_tag_get = s3s_pushed_tag_get,
 	.pushed_tags_list = s3s_pushed_tags_list,
 	.pushed_referrers = s3s_pushed_referrers,
+	.pushed_delete_manifest = s3s_pushed_delete_manifest,
+	.pushed_delete_tag = s3s_pushed_delete_tag,
+	.pushed_delete_blob = s3s_pushed_delete_blob,
+	.pushed_gc = s3s_pushed_gc,
 	.size = s3s_size,
 	.evict = s3s_evict,
 	.pin = s3s_pin,
