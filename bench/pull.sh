@@ -34,6 +34,8 @@ export PULL_TIMEOUT=${PULL_TIMEOUT:-600}
 CLIENTS=${CLIENTS:-skopeo podman ctr docker}
 DOC=$top/docs/performance.md
 SECTION="## Pulls of optimized images (bench/pull.sh)"
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 IMG=library/big:latest
 ACCEPTS=(-H 'Accept: application/vnd.oci.image.manifest.v1+json'
 	-H 'Accept: application/vnd.docker.distribution.manifest.v2+json'
@@ -310,15 +312,7 @@ if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
 		echo "$notes"
 		echo
 	} > "$run"
-	awk -v runf="$run" -v h="$SECTION" '
-		function emit(  l) { while ((getline l < runf) > 0) print l; close(runf); done = 1 }
-		$0 == h { in_s = 1; print; next }
-		in_s && !done && /^## / { emit(); in_s = 0 }
-		{ print }
-		END {
-			if (!done && in_s) { print ""; emit() }
-			else if (!done) { print ""; print h; print ""; emit() }
-		}' "$DOC" > "$DOC.pull-tmp" && mv "$DOC.pull-tmp" "$DOC"
+	bench_doc_append "$DOC" "$SECTION" "$run"
 	echo "added to $DOC (section \"$SECTION\")"
 fi
 [ -z "$FAILED" ] || die "pulls failed:$FAILED"

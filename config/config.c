@@ -63,14 +63,15 @@ static const char *const opt_policy_keys[] = {"upstream", "repositories", "polic
                                               "unknown_clients", NULL};
 static const char *const store_keys[] = {"driver", "s3", NULL};
 static const char *const store_s3_keys[] = {"endpoint", "region", "bucket", "access_key_env", "secret_key_env",
-                                            "access_key_file", "secret_key_file", "path_style", "prefix", NULL};
+                                            "access_key_file", "secret_key_file", "path_style", "prefix",
+                                            "local_cache_bytes", NULL};
 static const char *const tls_keys[] = {"cert_file", "key_file", "client_ca_file", NULL};
 static const char *const signatures_keys[] = {"sign", "verify", NULL};
 static const char *const sign_keys[] = {"gpg_home", "gpg_key", "cosign_key_file", NULL};
 static const char *const verify_keys[] = {"upstream", "repositories", "gpg_keyring", "cosign_public_keys",
                                           "lookaside", "on_unverified", NULL};
 static const char *const cluster_keys[] = {"redis", "redis_password_env", "redis_password_file", "peer_secret_file",
-                                           "advertise_url", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
+                                           "advertise_url", "advertise_url_env", "timeout_ms", "lock_ttl_s", "key_prefix", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 
 /* Where messages come from (the file name) and the error to fill. */
@@ -1233,6 +1234,9 @@ static enum rs_code load_store_s3(struct rs_store_s3_config *c, const struct jso
 		return rc;
 	if ((x = json_object_get(v, "path_style")) && (rc = get_bool(&c->path_style, ld, "store.s3.path_style", x)))
 		return rc;
+	if ((x = json_object_get(v, "local_cache_bytes")) &&
+	    (rc = get_size(&c->local_cache_bytes, ld, "store.s3.local_cache_bytes", x, 0, SIZE_MAX_BYTES)))
+		return rc;
 	if (!c->access_key_env && !c->access_key_file)
 		return jsonload_fail(ld, RS_CONFIG, "store.s3.access_key_env",
 		                     "missing; set access_key_env or access_key_file (secrets never go in the file)");
@@ -1621,6 +1625,43 @@ static bool valid_key_prefix(const char *s)
 	return true;
 }
 
+/* cluster.advertise_url, or cluster.advertise_url_env: the name of an environment variable that
+ * holds it (each replica of one shared configuration has its own address, e.g. a pod's IP). */
+static enum rs_code load_advertise_url(struct rs_cluster_config *c, const struct jsonload *ld, const json_t *v)
+{
+	const json_t *x = json_object_get(v, "advertise_url");
+	const json_t *e = json_object_get(v, "advertise_url_env");
+	const char *key = x ? "cluster.advertise_url" : "cluster.advertise_url_env";
+	const char *url;
+	if (!x && !e)
+		return RS_OK;
+	if (x && e)
+		return jsonload_fail(ld, RS_CONFIG, "cluster.advertise_url_env",
+		                     "give either cluster.advertise_url or cluster.advertise_url_env, not both");
+	if (x) {
+		url = json_is_string(x) ? json_string_value(x) : NULL;
+	} else {
+		if (!json_is_string(e) || !json_string_value(e)[0])
+			return fail_value(ld, key, e, "the name of an environment variable");
+		url = getenv(json_string_value(e));
+		if (!url || !url[0])
+			return jsonload_fail(ld, RS_CONFIG, key, "the environment variable %s is not set or empty",
+			                     json_string_value(e));
+	}
+	if (url && normalize_url(&c->advertise_url, url))
+		return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
+	if (!c->advertise_url) {
+		if (x)
+			return fail_value(ld, key, x, "a URL http(s)://host[:port] without path, query or user info");
+		return jsonload_fail(ld, RS_CONFIG, key,
+		                     "$%s is \"%s\", expected a URL http(s)://host[:port] without path, query or user info",
+		                     json_string_value(e), url);
+	}
+	if (!c->peer_secret)
+		return jsonload_fail(ld, RS_CONFIG, key, "needs cluster.peer_secret_file (peers authenticate with it)");
+	return RS_OK;
+}
+
 static enum rs_code load_cluster_section(struct rs_config *cfg, const struct jsonload *ld, const json_t *v)
 {
 	enum rs_code rc;
@@ -1643,16 +1684,8 @@ static enum rs_code load_cluster_section(struct rs_config *cfg, const struct jso
 			                     c->peer_secret_file, strlen(c->peer_secret),
 			                     (unsigned)RS_LIMIT_CLUSTER_SECRET_MIN_BYTES);
 	}
-	if ((x = json_object_get(v, "advertise_url"))) {
-		if (json_is_string(x) && normalize_url(&c->advertise_url, json_string_value(x)))
-			return rs_err_set(ld->err, RS_NOMEM, "out of memory loading %s", ld->file);
-		if (!c->advertise_url)
-			return fail_value(ld, "cluster.advertise_url", x,
-			                  "a URL http(s)://host[:port] without path, query or user info");
-		if (!c->peer_secret)
-			return jsonload_fail(ld, RS_CONFIG, "cluster.advertise_url",
-			                     "needs cluster.peer_secret_file (peers authenticate with it)");
-	}
+	if ((rc = load_advertise_url(c, ld, v)))
+		return rc;
 	if ((x = json_object_get(v, "timeout_ms")) &&
 	    (rc = get_uint(&c->timeout_ms, ld, "cluster.timeout_ms", x, RS_LIMIT_CLUSTER_TIMEOUT_MIN_MS,
 	                   RS_LIMIT_CLUSTER_TIMEOUT_MAX_MS)))
@@ -1863,6 +1896,7 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->log_level = xalloc_strdup(DEFAULT_LOG_LEVEL);
 	cfg->store.driver = xalloc_strdup("fs");
 	cfg->store.s3.path_style = true;
+	cfg->store.s3.local_cache_bytes = RS_LIMIT_S3_LOCAL_CACHE_DEFAULT_BYTES;
 	cfg->upstreams = xalloc_calloc(1, sizeof(*cfg->upstreams));
 	if (cfg->upstreams) {
 		cfg->upstream_count = 1;
@@ -2150,6 +2184,7 @@ static json_t *store_to_json(const struct rs_store_config *st, bool *ok)
 			if (vals[i])
 				put(s3, keys[i], json_string(vals[i]), ok);
 		put(s3, "path_style", json_boolean(c->path_style), ok);
+		put(s3, "local_cache_bytes", json_integer((json_int_t)c->local_cache_bytes), ok);
 	}
 	put(o, "s3", s3, ok);
 	return o;

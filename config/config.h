@@ -131,6 +131,7 @@ struct rs_store_s3_config {
 	char *access_key_file, *secret_key_file; /* paths, may be NULL */
 	bool path_style;       /* http://host/BUCKET/key (default) or http://BUCKET.host/key */
 	char *prefix;          /* prepended to every key ("" when unset) */
+	uint64_t local_cache_bytes; /* verified local copies of blobs under data_dir, at most this much; 0: none */
 };
 
 struct rs_store_config {
@@ -152,7 +153,7 @@ struct rs_verify_rule {
 	char **repositories; /* fnmatch(3) globs without FNM_PATHNAME, like optimize policies */
 	size_t repository_count;
 	char *gpg_keyring;   /* file of the publisher's public keys (binary or armored); NULL: no GPG check */
-	char **cosign_public_keys; /* PEM public key files (parsed, not yet used: docs/signatures.md) */
+	char **cosign_public_keys; /* PEM ECDSA P-256 public key files (read by proxy/sign/cosign_verify.c) */
 	size_t cosign_key_count;
 	char *lookaside;     /* "file:///dir" or "http(s)://host[:port]/path", no trailing slash */
 	enum rs_on_unverified on_unverified;

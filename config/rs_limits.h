@@ -102,6 +102,10 @@
 /* config: upstreams[].auth.password_file is read whole; a password is short. */
 #define RS_LIMIT_PASSWORD_FILE_MAX_BYTES 4096
 
+/* store.s3.local_cache_bytes: verified local copies of blobs a replica served or wrote, so that
+ * warm blob GETs go out by sendfile (docs/scale-out.md "Warm reads"); 0 turns it off. */
+#define RS_LIMIT_S3_LOCAL_CACHE_DEFAULT_BYTES (4ull << 30)
+
 /* Cluster coordination (proxy/cluster/). config: cluster.timeout_ms (connect and every Redis
  * command) and cluster.lock_ttl_s (expiry of a single-flight lock not renewed), default and
  * bounds; the peer secret's shortest length; the longest cluster.key_prefix. */

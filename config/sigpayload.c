@@ -126,6 +126,12 @@ static bool split_reference(char *name, size_t cap, const char **tag, const char
 enum rs_code sigpayload_check(const char *payload, size_t len, const char *digest, const char *repository,
                               const char *tag, struct rs_err *err)
 {
+	return sigpayload_check_type(payload, len, SIGPAYLOAD_TYPE, digest, repository, tag, err);
+}
+
+enum rs_code sigpayload_check_type(const char *payload, size_t len, const char *want_type, const char *digest,
+                                   const char *repository, const char *tag, struct rs_err *err)
+{
 	json_error_t jerr;
 	json_t *root = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
 	const char *type = NULL, *ref = NULL, *signed_digest = NULL;
@@ -137,8 +143,8 @@ enum rs_code sigpayload_check(const char *payload, size_t len, const char *diges
 	enum rs_code rc = RS_OK;
 	char name[512];
 	const char *signed_tag = NULL;
-	if (strcmp(type, SIGPAYLOAD_TYPE) != 0)
-		rc = rs_err_set(err, RS_POLICY, "signature type \"%.60s\" is not \"" SIGPAYLOAD_TYPE "\"", type);
+	if (strcmp(type, want_type) != 0)
+		rc = rs_err_set(err, RS_POLICY, "signature type \"%.60s\" is not \"%s\"", type, want_type);
 	else if (strcmp(signed_digest, digest) != 0)
 		rc = rs_err_set(err, RS_POLICY, "signed digest %.80s is not %.80s", signed_digest, digest);
 	else if (!split_reference(name, sizeof(name), &signed_tag, ref) || strcmp(name, repository) != 0)
@@ -214,6 +220,44 @@ enum rs_code sigdoc_parse(struct sigdoc *doc, const char *text, size_t len, stru
 			break;
 		}
 		rc = sigdoc_add(doc, id, bin, bin_len, 0, err);
+		free(bin);
+	}
+	json_decref(root);
+	if (rc)
+		sigdoc_dispose(doc);
+	return rc;
+}
+
+enum rs_code sigpayload_base64_decode(unsigned char **out, size_t *out_len, const char *s, struct rs_err *err)
+{
+	if (!b64_decode(out, out_len, s))
+		return rs_err_set(err, RS_BAD_INPUT, "not base64 text");
+	return *out ? RS_OK : rs_err_set(err, RS_NOMEM, "out of memory decoding base64");
+}
+
+enum rs_code sigdoc_parse_extension(struct sigdoc *doc, const char *text, size_t len, size_t max, struct rs_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *arr = root ? json_object_get(root, "signatures") : NULL;
+	enum rs_code rc = RS_OK;
+	if (!json_is_array(arr))
+		rc = rs_err_set(err, RS_BAD_INPUT, "signature extension answer: expected {\"signatures\": [...]}");
+	for (size_t i = 0; rc == RS_OK && i < json_array_size(arr) && doc->n < max; i++) {
+		const char *type = NULL, *name = "", *content = NULL;
+		unsigned char *bin = NULL;
+		size_t bin_len = 0;
+		if (json_unpack(json_array_get(arr, i), "{s:s,s:s,s?s}", "type", &type, "content", &content, "name",
+		                &name) != 0 || !b64_decode(&bin, &bin_len, content)) {
+			rc = rs_err_set(err, RS_BAD_INPUT, "signature extension answer: entry %zu is not {type, content}", i);
+			break;
+		}
+		if (!bin) {
+			rc = rs_err_set(err, RS_NOMEM, "out of memory reading a signature extension answer");
+			break;
+		}
+		if (strcmp(type, "atomic") == 0)
+			rc = sigdoc_add(doc, name, bin, bin_len, 0, err);
 		free(bin);
 	}
 	json_decref(root);

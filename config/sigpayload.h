@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #define SIGPAYLOAD_TYPE "atomic container signature"
+/* critical.type of the same document in a cosign signature (the payload
+ * layer of a sha256-<hex>.sig manifest or of a referrer). */
+#define SIGPAYLOAD_COSIGN_TYPE "cosign container image signature"
 
 /* The simple-signing payload for identity (a full docker reference with a
  * tag: "docker.io/library/alpine:3.19") and digest ("sha256:<hex>"), creator
@@ -41,6 +44,17 @@ RS_MUST_CHECK enum rs_code sigpayload_make(char **out, size_t *out_len, const ch
  * RS_BAD_INPUT for a payload that is not such a document, RS_NOMEM. */
 RS_MUST_CHECK enum rs_code sigpayload_check(const char *payload, size_t len, const char *digest,
                                             const char *repository, const char *tag, struct rs_err *err);
+/* sigpayload_check with critical.type required to be type
+ * (SIGPAYLOAD_COSIGN_TYPE for a cosign payload). */
+RS_MUST_CHECK enum rs_code sigpayload_check_type(const char *payload, size_t len, const char *type,
+                                                 const char *digest, const char *repository, const char *tag,
+                                                 struct rs_err *err);
+
+/* Decode standard base64 (padded, as cosign's signature annotation and the
+ * signature extension's "content" are). *out: new buffer (free()).
+ * RS_BAD_INPUT for text that is not such base64, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigpayload_base64_decode(unsigned char **out, size_t *out_len, const char *s,
+                                                    struct rs_err *err);
 
 struct sigdoc_entry {
 	char *identity;
@@ -64,6 +78,15 @@ long sigdoc_find(const struct sigdoc *doc, const char *identity);
  * is dropped first. RS_NOMEM. */
 RS_MUST_CHECK enum rs_code sigdoc_add(struct sigdoc *doc, const char *identity, const void *sig, size_t sig_len,
                                       size_t max, struct rs_err *err);
+/* Parse the answer of a registry's signature extension (GET
+ * /extensions/v2/<repository>/signatures/<digest>, offered by registries
+ * that send X-Registry-Supports-Signatures: 1; the OpenShift / atomic
+ * format): {"signatures": [{"version": 2, "type": "atomic", "name": ...,
+ * "content": BASE64}, ...]} into doc (zeroed), each entry's identity being
+ * its name and its signature the decoded content. Entries of another type
+ * are skipped; at most max are taken. RS_BAD_INPUT, RS_NOMEM. */
+RS_MUST_CHECK enum rs_code sigdoc_parse_extension(struct sigdoc *doc, const char *text, size_t len, size_t max,
+                                                  struct rs_err *err);
 /* The list as JSON text: *out a new NUL-terminated buffer (free()). RS_NOMEM. */
 RS_MUST_CHECK enum rs_code sigdoc_dump(const struct sigdoc *doc, char **out, size_t *out_len, struct rs_err *err);
 void sigdoc_dispose(struct sigdoc *doc);

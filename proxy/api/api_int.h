@@ -124,6 +124,10 @@ enum MHD_Result api_manifest_tag_gated(struct registry *r, struct request *rq, c
 
 /* blobs.c: GET/HEAD of a blob. */
 enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struct route_target *t, bool head);
+/* GET /_regslim/peer/blobs/<digest> (peer.h): another replica of the cluster
+ * streams a blob this one downloads, or has stored. Authenticated with the
+ * peer secret (401 otherwise); 404 as an unknown endpoint without one. */
+enum MHD_Result api_peer_blob_get(struct registry *r, struct request *rq);
 
 /* The fetches of optpull.h (ctx is the registry), also used by the policy
  * check on pull: a blob through the single-flight download (blobs.c), a
@@ -168,6 +172,7 @@ struct push_http {
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
 	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
+	struct sign *sign;           /* borrowed from the registry: signs what the gate pushes; NULL: nothing */
 	time_t gc_last;              /* the last garbage collection sweep (push_http_maintain); 0: none yet */
 };
 

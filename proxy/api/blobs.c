@@ -6,19 +6,24 @@
  * descriptor sent with sendfile, or positional reads of the store's reader
  * for a driver without one), a missing one streamed from the shared
  * download (inflight.h readers), the access log's cache labels, errors. It
- * also hands optpull.c the source's blob fetch. It talks to the source and
- * inflight.h, and answers through reply.h. */
+ * also hands optpull.c the source's blob fetch, and serves the cluster's
+ * peer endpoint (/_regslim/peer/blobs/<digest>, authenticated by peer.h's
+ * HMAC): another replica streams a blob this one downloads or stored. It
+ * talks to the source, inflight.h and peer.h, and answers through reply.h. */
 #include "api_int.h"
 
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
+#include "peer.h"
 #include "source.h"
 #include "store.h"
 #include "push_http.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ blobs */
@@ -232,6 +237,59 @@ enum MHD_Result api_blob_get(struct registry *r, struct request *rq, const struc
 	 * blob is verified; a range reaching the end is held by inflight.c. */
 	s->hold_last = rg.partial && total >= 0 && rg.end < (uint64_t)total;
 	struct reply_blob b = {t->ref, &rg, total >= 0 ? (uint64_t)total : 0, total >= 0};
+	return reply_blob_stream(rq, &b, blob_stream_read, s, blob_stream_free);
+}
+
+/* ------------------------------------------------------------ peers */
+
+/* Another replica holds no lock on this blob and streams what this one has:
+ * the running download (its bytes as they arrive, the last one once the
+ * commit verified the blob) or the stored copy. Never starts a download. */
+enum MHD_Result api_peer_blob_get(struct registry *r, struct request *rq)
+{
+	rq->route = "peer";
+	const char *secret = r->cfg->cluster.enabled ? r->cfg->cluster.peer_secret : NULL;
+	if (!secret)
+		return reply_error(rq, RS_NOT_FOUND, REPLY_ENDPOINT, "no such endpoint", NULL, 0);
+	if (strcmp(rq->method, "GET") != 0)
+		return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET is allowed on the peer endpoint", NULL, 0);
+	const char *auth = MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
+	if (!peer_auth_check(auth, secret, "GET", rq->url, (int64_t)time(NULL))) {
+		metrics_cluster_pull(METRICS_CL_PEER_REFUSED, 1);
+		log_event(LOG_WARN, "peer request refused: %s", auth ? "wrong or expired " PEER_AUTH_HEADER : "no " PEER_AUTH_HEADER);
+		return reply_error(rq, RS_UNAUTHORIZED, REPLY_OTHER, "peer authentication required (cluster.peer_secret_file)",
+		                   NULL, 0);
+	}
+	const char *digest = rq->url + strlen(PEER_BLOB_PATH);
+	struct rs_err err = {0};
+	if (!api_ref_digest_ok(digest, &err))
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
+	struct source_found f;
+	if (source_peer_open(r->src, digest, &f, &err) != RS_OK) {
+		source_found_dispose(&f);
+		return reply_fail(rq, &err, REPLY_BLOB, NULL, 0);
+	}
+	metrics_cluster_pull(METRICS_CL_PEER_SERVED, 1);
+	if (f.rd) {
+		rq->cache = "hit";
+		struct store_reader *rd = f.rd;
+		f.rd = NULL;
+		source_found_dispose(&f);
+		return blob_from_store(rq, digest, rd);
+	}
+	rq->cache = "inflight";
+	log_event(LOG_INFO, "peer streaming %s while downloading it (%lld bytes)", digest, (long long)f.size);
+	struct blob_stream *s = calloc(1, sizeof(*s));
+	if (!s) {
+		source_found_dispose(&f);
+		return MHD_NO;
+	}
+	struct route_range rg = {.partial = false, .start = 0, .end = f.size >= 0 ? (uint64_t)f.size : UINT64_MAX};
+	*s = (struct blob_stream){.f = f.fetch, .rq = rq, .start = 0, .end = rg.end, .stall_s = f.stall_s};
+	f.fetch = NULL;
+	int64_t total = f.size;
+	source_found_dispose(&f);
+	struct reply_blob b = {digest, &rg, total >= 0 ? (uint64_t)total : 0, total >= 0};
 	return reply_blob_stream(rq, &b, blob_stream_read, s, blob_stream_free);
 }
 

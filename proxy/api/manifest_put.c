@@ -12,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "refindex.h"
+#include "sign.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -49,6 +50,15 @@ static void save_report(struct push_http *ph, const struct gate_report *rep, con
 		log_event(LOG_WARN, "push %s (%s): %s", shown, m->digest, err.msg);
 	}
 	free(json);
+}
+
+/* gate_sign_fn over sign.h: the optimized image the gate pushes gets
+ * regslim's signatures for the reference it is pushed as. */
+static enum rs_code gate_sign(void *ctx, const struct rs_upstream_config *upc, const char *repo, const char *tag,
+                              const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n,
+                              struct rs_err *err)
+{
+	return sign_pushed(ctx, upc, repo, tag, digest, children, n, err);
 }
 
 /* Manifest PUT under a push policy (docs/policy.md): store by digest (the
@@ -121,7 +131,9 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	}
 	if (by_tag) {
 		rs_err_clear(&err);
-		enum rs_code frc = gate_forward(&out, gp, ph->cfg, ph->store, w->name, w->ref, digest, &err);
+		/* the optimized image is signed like an optimized pull (sign.h) before it goes upstream */
+		const struct gate_signer signer = {ph->sign ? gate_sign : NULL, ph->sign};
+		enum rs_code frc = gate_forward(&out, gp, ph->cfg, ph->store, w->name, w->ref, digest, &signer, &err);
 		if (frc == RS_BAD_INPUT) {
 			/* the image passed the policy but cannot be optimized: the client's to fix */
 			if (!had)

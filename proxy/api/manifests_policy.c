@@ -7,6 +7,7 @@
  * manifests.c first; answers go out through reply.h. */
 #include "api_int.h"
 
+#include "attest.h"
 #include "gate.h"
 #include "image.h"
 #include "imagewalk.h"
@@ -25,22 +26,57 @@
 
 /* The verify rule of a tag pull (signatures.verify), in *rule: RS_OK when
  * none applies or one of the publisher's signatures of the original digest
- * verifies; else the reason in err (logged here). */
+ * verifies (*what then says which, with which key: what the optimized
+ * image's attestation records; zeroed when no rule applies); else the
+ * reason in err (logged here). */
 static enum rs_code verify_original(struct registry *r, const struct route_target *t, const char *digest,
-                                    const struct rs_verify_rule **rule, struct rs_err *err)
+                                    const struct rs_verify_rule **rule, struct sign_verified *what, struct rs_err *err)
 {
 	const char *up = r->cfg->upstreams[t->up_index].name;
+	memset(what, 0, sizeof(*what));
 	*rule = r->sign ? config_find_verify_rule(r->cfg, up, t->repo) : NULL;
 	if (!*rule)
 		return RS_OK;
-	enum rs_code rc = sign_verify_original(r->sign, *rule, up, t->repo, t->ref, digest, err);
+	enum rs_code rc = sign_verify_original(r->sign, *rule, r->ups[t->up_index], up, t->repo, t->ref, digest, what, err);
 	if (rc == RS_OK)
-		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s", up, t->repo, t->ref, digest, (*rule)->gpg_keyring);
+		log_event(LOG_DEBUG, "verified %s/%s:%s (%s) with %s key %s", up, t->repo, t->ref, digest,
+		          what->cosign ? "cosign" : "gpg", what->cosign ? what->cosign_key : what->gpg_fpr);
 	else
 		log_event(LOG_WARN, "%s/%s:%s (%s) is not verified (%s): %s", up, t->repo, t->ref, digest,
 		          (*rule)->on_unverified == RS_UNVERIFIED_REFUSE ? "refused" : "served original, not optimized",
 		          err->msg);
 	return rc;
+}
+
+/* The cosign signatures and the attestation of an optimized tag pull
+ * (attest.h): the original (source), what verified it under rule (NULL:
+ * none applied), the policy and report digests of the result. */
+static enum rs_code attest(struct registry *r, const struct route_target *t, const char *source,
+                           const struct optpull_result *res, const struct rs_verify_rule *rule,
+                           const struct sign_verified *what, struct rs_err *err)
+{
+	char *report = NULL, report_digest[DIGEST_STR_SIZE] = "", rule_name[64] = "";
+	size_t len = 0;
+	struct rs_err e = {0};
+	if (optpull_report(r->opt, res->digest, &report, &len, &e) == RS_OK)
+		digest_buffer(report_digest, report, len);
+	free(report);
+	if (rule)
+		snprintf(rule_name, sizeof(rule_name), "signatures.verify[%zu]", (size_t)(rule - r->cfg->signatures.verify));
+	const struct attest_request aq = {
+		.st = r->store,
+		.upstream = r->cfg->upstreams[t->up_index].name,
+		.repo = t->repo,
+		.name = t->name,
+		.tag = t->ref,
+		.optimized_digest = res->digest,
+		.original_digest = source,
+		.verify_rule = rule ? rule_name : NULL,
+		.verified = rule ? what : NULL,
+		.policy_digest = res->policy_digest[0] ? res->policy_digest : NULL,
+		.report_digest = report_digest[0] ? report_digest : NULL,
+	};
+	return attest_image(r->sign, &aq, err);
 }
 
 /* A tag pull of a repository that a policy optimizes (DESIGN.md "The pull
@@ -64,10 +100,14 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	struct optpull_result res = {0};
 	struct rs_err err = {0};
 	const char *reason = NULL;
-	if (rq->cache && strcmp(rq->cache, "pushed") == 0)
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+	if (rq->cache && strcmp(rq->cache, "pushed") == 0) {
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
+	}
 	const struct rs_verify_rule *rule = NULL;
-	if (verify_original(r, t, cap.digest, &rule, &err) != RS_OK) {
+	struct sign_verified what = {0}; /* what verified the original, for the attestation of the optimized image */
+	if (verify_original(r, t, cap.digest, &rule, &what, &err) != RS_OK) {
 		metrics_signature_unverified(rule->on_unverified == RS_UNVERIFIED_REFUSE ? "refuse" : "serve-original");
 		if (rule->on_unverified == RS_UNVERIFIED_REFUSE) {
 			free(cap.body);
@@ -81,7 +121,9 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		reason = "unverified";
 	} else if (!pol) {
 		/* a verify rule without an optimize policy: the verified original */
-		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
+		free(cap.type);
+		return ret;
 	}
 	if (reason) {
 		/* on_unverified: serve-original */
@@ -115,6 +157,8 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 	if (!reason && r->sign &&
 	    sign_image(r->sign, r->cfg->upstreams[t->up_index].name, t->repo, t->ref, res.digest, &err) != RS_OK)
 		reason = "sign_failed"; /* clients that ask for the organisation's signature would refuse it */
+	if (!reason && r->sign && attest(r, t, cap.digest, &res, rule, &what, &err) != RS_OK)
+		reason = "sign_failed";
 	if (!reason) {
 		rs_err_clear(&err);
 		if (api_serve_stored_manifest(r, rq, res.digest, &ret, &err) == RS_OK) {

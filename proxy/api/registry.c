@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "optpull.h"
+#include "peer.h"
 #include "push_http.h"
 #include "refname.h"
 #include "reply.h"
@@ -85,8 +86,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = cluster_new(&r->cluster, &cfg->cluster, NULL, err);
 	if (rc)
 		goto out;
-	if (cfg->cluster.enabled)
-		store_set_cluster(r->store, r->cluster); /* cluster-wide LRU eviction (docs/scale-out.md) */
+	store_set_cluster(r->store, r->cluster); /* upload sessions and eviction shared between replicas (s3) */
 	r->ups = calloc(cfg->upstream_count, sizeof(*r->ups));
 	if (!r->ups) {
 		rc = rs_err_set(err, RS_NOMEM, "registry: out of memory");
@@ -102,6 +102,7 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 	rc = source_new(&r->src, cfg, r->store, r->ups, err);
 	if (rc)
 		goto out;
+	source_set_cluster(r->src, r->cluster);
 	rc = push_http_new(&r->ph, cfg, r->store, err);
 	if (rc)
 		goto out;
@@ -112,13 +113,16 @@ enum rs_code registry_new(struct registry **out, const struct rs_config *cfg, st
 		if (rc)
 			goto out;
 		source_set_regenerate(r->src, regenerate, r->opt);
-		if (cfg->cluster.enabled)
+		/* one optimization per key in the cluster, on a store the replicas share (another
+		 * replica's result is never seen in an fs store) */
+		if (cfg->cluster.enabled && strcmp(store_driver_name(r->store), "fs") != 0)
 			optpull_set_cluster(r->opt, r->cluster);
 	}
 	if (cfg->signatures.gpg_key || cfg->signatures.cosign_key_file || cfg->signatures.verify_count) {
 		rc = sign_new(&r->sign, cfg, r->store, err);
 		if (rc)
 			goto out;
+		r->ph->sign = r->sign;
 	}
 	rc = store_scrub_start(r->store, &r->scrub, err);
 	if (rc)
@@ -307,6 +311,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 			return reply_error(rq, RS_UNSUPPORTED, REPLY_OTHER, "only GET and HEAD are allowed on /metrics", NULL, 0);
 		return api_serve_metrics(rq);
 	}
+	if (strncmp(url, PEER_BLOB_PATH, strlen(PEER_BLOB_PATH)) == 0)
+		return api_peer_blob_get(r, rq);
 	if (push_http_is_token(url))
 		return push_http_token(r->ph, rq);
 	if (strncmp(url, "/regslim/v1/reports/", strlen("/regslim/v1/reports/")) == 0)
@@ -406,6 +412,8 @@ enum MHD_Result registry_handle(struct registry *r, struct request *rq)
 	MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, api_collect_accept, &acc);
 	if (strchr(ref, ':'))
 		return api_manifest_by_digest(r, rq, &t, &acc);
+	if (sign_passthrough_tag(ref))
+		return api_manifest_by_tag(r, rq, &t, &acc); /* signatures, attestations, SBOMs: as the upstream has them */
 	const struct rs_opt_policy *pol =
 		r->opt ? config_find_opt_policy(r->cfg, r->cfg->upstreams[t.up_index].name, t.repo) : NULL;
 	const struct rs_gate_policy *gp =

@@ -485,6 +485,19 @@ static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, stru
 	}
 }
 
+/* A chunk (or an upload's start) received: saved into the session for every
+ * replica before the 202 (store_upload_save: a shared session's part); 416
+ * when another request appended meanwhile. */
+static enum MHD_Result chunk_saved(struct request *rq, struct wreq *w)
+{
+	struct rs_err err = {0};
+	enum rs_code rc = store_upload_save(w->u, &err);
+	uint64_t size = store_upload_size(w->u);
+	store_upload_close(w->u);
+	w->u = NULL;
+	return rc ? api_fail(rq, w, &err, size, true) : upload_accepted(rq, w, 202, size);
+}
+
 enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 {
 	bool fresh;
@@ -542,12 +555,8 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	}
 	case W_UPLOAD_START: {
 		const char *dg = arg(rq, "digest");
-		if (!dg) {
-			uint64_t size = store_upload_size(w->u);
-			store_upload_close(w->u);
-			w->u = NULL;
-			return upload_accepted(rq, w, 202, size);
-		}
+		if (!dg)
+			return chunk_saved(rq, w);
 		struct store_upload *u = w->u;
 		w->u = NULL;
 		if (store_upload_commit(u, dg, &err) != RS_OK)
@@ -555,12 +564,8 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		queue_scan(ph, w->name, dg);
 		return blob_created(rq, w, dg);
 	}
-	case W_UPLOAD_PATCH: {
-		uint64_t size = store_upload_size(w->u);
-		store_upload_close(w->u);
-		w->u = NULL;
-		return upload_accepted(rq, w, 202, size);
-	}
+	case W_UPLOAD_PATCH:
+		return chunk_saved(rq, w);
 	case W_UPLOAD_STATUS: {
 		uint64_t size = store_upload_size(w->u);
 		store_upload_close(w->u);

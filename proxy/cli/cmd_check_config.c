@@ -1,7 +1,8 @@
 /* cmd_check_config: `regslim check-config FILE`. Loads and validates the
  * configuration file with config_load(), parses the TLS certificate files it
  * names (tls_check_files: PEM, key match; an expired certificate is a
- * warning on stderr) and prints the effective
+ * warning on stderr) and the cosign signing key (cosign_new: an
+ * unencrypted P-256 PEM key) and prints the effective
  * configuration (defaults filled in, secrets replaced by where they come
  * from) as JSON on stdout. It starts nothing and writes no file: the same
  * check an operator runs before a deploy or a reload.
@@ -11,6 +12,7 @@
 #include "cli.h"
 
 #include "config.h"
+#include "cosign.h"
 #include "tls.h"
 
 #include <stdio.h>
@@ -22,7 +24,8 @@ static void usage(FILE *f)
 	fprintf(f, "usage: regslim check-config FILE\n"
 	           "  Validate the configuration FILE and print the effective configuration\n"
 	           "  (defaults filled in, passwords shown as their source) as JSON. With a\n"
-	           "  tls section it also parses the certificate, key and client CA files.\n"
+	           "  tls section it also parses the certificate, key and client CA files;\n"
+	           "  it loads signatures.sign.cosign_key_file as serve does.\n"
 	           "  Exit status: 0 valid, 1 invalid, 2 usage error.\n");
 }
 
@@ -76,6 +79,15 @@ int cmd_check_config(int argc, char **argv)
 		}
 		if (tls_info_warning(warn, sizeof(warn), &info, time(NULL)))
 			fprintf(stderr, "regslim: warning: %s: %s\n", file, warn);
+	}
+	if (cfg.signatures.cosign_key_file) {
+		struct cosign *c = NULL;
+		if (cosign_new(&c, cfg.signatures.cosign_key_file, "signatures.sign.cosign_key_file", NULL, &err) != RS_OK) {
+			fprintf(stderr, "regslim: %s: %s\n", file, err.msg);
+			config_dispose(&cfg);
+			return 1;
+		}
+		cosign_free(c);
 	}
 	enum rs_code rc = config_print(&cfg, stdout, &err);
 	config_dispose(&cfg);

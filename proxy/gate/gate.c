@@ -992,6 +992,52 @@ static enum rs_code optimize(char out_digest[DIGEST_STR_SIZE], char **out_report
 	return rc;
 }
 
+/* The walk of sign_layout: the manifests the optimized index lists. */
+struct child_walk {
+	struct dir_src *src;
+	char (*v)[DIGEST_STR_SIZE];
+	size_t n, cap;
+};
+
+static enum rs_code child_load(void *ctx, const struct imagewalk_node *n, char **buf, size_t *len, char **type,
+			       struct rs_err *err)
+{
+	struct child_walk *w = ctx;
+	return dir_read_manifest(w->src, n->digest, buf, len, type, err);
+}
+
+static enum rs_code child_visit(void *ctx, enum imagewalk_event ev, const struct imagewalk_node *n,
+				enum imagewalk_step *step, struct rs_err *err)
+{
+	struct child_walk *w = ctx;
+	if (ev != IMAGEWALK_REF || n->kind != IMAGEWALK_ENTRY)
+		return RS_OK;
+	*step = IMAGEWALK_SKIP;
+	if (w->n == w->cap || !digest_valid(n->digest))
+		return rs_err_set(err, RS_BAD_INPUT, "optimized index entry %zu cannot be signed", n->pos);
+	snprintf(w->v[w->n++], DIGEST_STR_SIZE, "%s", n->digest);
+	return RS_OK;
+}
+
+/* Have signer sign the optimized image opt of layout ds (and, for an
+ * index, each manifest it lists) as repo:tag. */
+static enum rs_code sign_layout(const struct gate_signer *signer, const struct rs_upstream_config *upc,
+				struct dir_src *ds, const char *repo, const char *tag, const char *opt,
+				struct rs_err *err)
+{
+	struct child_walk w = {.src = ds, .cap = RS_LIMIT_WALK_DOCUMENTS};
+	if (!(w.v = calloc(w.cap, sizeof(*w.v))))
+		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", opt);
+	const struct imagewalk walk = {.load = child_load, .visit = child_visit, .ctx = &w, .max_depth = 1};
+	enum rs_code rc = imagewalk_run(&walk, opt, err);
+	if (rc == RS_OK)
+		rc = signer->sign(signer->ctx, upc, repo, tag, opt, (const char(*)[DIGEST_STR_SIZE])w.v, w.n, err);
+	if (rc)
+		rs_err_prefix(err, "signing the optimized image %s: ", opt);
+	free(w.v);
+	return rc;
+}
+
 static void note_pushed(struct gate_outcome *out, const char *tag, const char *digest, bool optimized)
 {
 	struct gate_pushed *g = &out->pushed[out->count++];
@@ -1002,7 +1048,7 @@ static void note_pushed(struct gate_outcome *out, const char *tag, const char *d
 
 enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p, const struct rs_config *cfg,
 			  struct store *store, const char *repo,
-			  const char *tag, const char *digest, struct rs_err *err)
+			  const char *tag, const char *digest, const struct gate_signer *signer, struct rs_err *err)
 {
 	const struct rs_upstream_config *upc =
 		cfg->push.upstream ? config_find_upstream(cfg, cfg->push.upstream) : &cfg->upstreams[cfg->default_upstream];
@@ -1035,7 +1081,10 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 			snprintf(dst, sizeof(dst), "%s/dst", work);
 			struct dir_src ds = {dst};
 			struct upstream_push_source osrc = {dir_open_blob, dir_read_manifest, &ds};
-			rc = upstream_push_image(up, repo, otag, opt, &osrc, err);
+			if (signer && signer->sign)
+				rc = sign_layout(signer, upc, &ds, repo, otag, opt, err);
+			if (rc == RS_OK)
+				rc = upstream_push_image(up, repo, otag, opt, &osrc, err);
 			if (rc == RS_OK)
 				note_pushed(out, otag, opt, true);
 		}

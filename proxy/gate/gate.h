@@ -138,15 +138,30 @@ RS_MUST_CHECK enum rs_code gate_check_push(struct gate_memo *m, struct gate_scan
 RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report *r, enum gate_action which,
 					    struct rs_err *err);
 
+/* Signs the optimized image gate_forward is about to push (the API passes
+ * sign.h's sign_pushed; gate/ and sign/ do not know each other): upc is the
+ * push upstream, repo:tag what the image is pushed as, digest its manifest
+ * or index and children[0..n) the manifests an index lists. A failure
+ * stops the forward before the optimized image is pushed. */
+typedef enum rs_code (*gate_sign_fn)(void *ctx, const struct rs_upstream_config *upc, const char *repo,
+				     const char *tag, const char *digest, const char (*children)[DIGEST_STR_SIZE],
+				     size_t n, struct rs_err *err);
+struct gate_signer {
+	gate_sign_fn sign;
+	void *ctx;
+};
+
 /* Push repo:tag (manifest digest among the store's pushed images) to the
  * push upstream of cfg per p's mode. The optimize modes work in a scratch
- * directory of the store (store_scratch_new, store_export_layout).
- * out (zeroed by the caller; gate_outcome_dispose also on error) receives
- * what went where and the optimizer's report. RS_UPSTREAM for upstream
- * failures, anything the pipeline returns. */
+ * directory of the store (store_scratch_new, store_export_layout); the
+ * optimized image is signed by signer (NULL: not signed) before it is
+ * pushed. out (zeroed by the caller; gate_outcome_dispose also on error)
+ * receives what went where and the optimizer's report. RS_UPSTREAM for
+ * upstream failures, the signer's errors, anything the pipeline returns. */
 RS_MUST_CHECK enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy *p,
 					const struct rs_config *cfg, struct store *store,
-					const char *repo, const char *tag, const char *digest, struct rs_err *err);
+					const char *repo, const char *tag, const char *digest,
+					const struct gate_signer *signer, struct rs_err *err);
 
 /* ---- the stored report (gate_report.c) ---- */
 

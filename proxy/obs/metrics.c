@@ -191,6 +191,15 @@ void metrics_cluster_lock(enum metrics_lock_result r)
 		atomic_fetch_add(&cluster_locks[r], 1);
 }
 
+/* The pull path across replicas (store/source.c, api/blobs.c). */
+static _Atomic uint64_t cluster_pull[METRICS_CL_PULL_COUNT];
+
+void metrics_cluster_pull(enum metrics_cluster_pull c, uint64_t n)
+{
+	if ((unsigned)c < METRICS_CL_PULL_COUNT)
+		atomic_fetch_add(&cluster_pull[c], n);
+}
+
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg)
 {
 	pthread_mutex_lock(&lock);
@@ -347,10 +356,10 @@ static struct scale_row *scale_row(struct scale_row *t, size_t *n, const char *a
 	return r;
 }
 
-void metrics_cluster_lock_wait(const char *lock_name, const char *outcome, double seconds)
+void metrics_optimization_wait(const char *outcome, double seconds)
 {
 	pthread_mutex_lock(&scale_lock);
-	struct scale_row *r = scale_row(wait_rows, &wait_count, lock_name, outcome);
+	struct scale_row *r = scale_row(wait_rows, &wait_count, outcome, "");
 	if (r) {
 		r->count++;
 		r->sum += seconds;
@@ -403,16 +412,17 @@ void metrics_set_evictor(int on)
 static void render_scale(struct page *p)
 {
 	pthread_mutex_lock(&scale_lock);
-	emit(p, "# HELP regslim_cluster_lock_waits_total Waits for a cluster lock another replica held, by lock and "
-	        "outcome.\n# TYPE regslim_cluster_lock_waits_total counter\n");
+	emit(p, "# HELP regslim_cluster_optimization_waits_total Optimizations another replica was running that this "
+	        "one waited for (the lock opt:<key>), by outcome.\n"
+	        "# TYPE regslim_cluster_optimization_waits_total counter\n");
 	for (size_t i = 0; i < wait_count; i++)
-		emit(p, "regslim_cluster_lock_waits_total{lock=\"%s\",outcome=\"%s\"} %llu\n", wait_rows[i].a, wait_rows[i].b,
+		emit(p, "regslim_cluster_optimization_waits_total{outcome=\"%s\"} %llu\n", wait_rows[i].a,
 		     (unsigned long long)wait_rows[i].count);
-	emit(p, "# HELP regslim_cluster_lock_wait_seconds_total Time spent waiting for cluster locks, by lock and "
-	        "outcome.\n# TYPE regslim_cluster_lock_wait_seconds_total counter\n");
+	emit(p, "# HELP regslim_cluster_optimization_wait_seconds_total Time those waits took, by outcome.\n"
+	        "# TYPE regslim_cluster_optimization_wait_seconds_total counter\n");
 	for (size_t i = 0; i < wait_count; i++)
-		emit(p, "regslim_cluster_lock_wait_seconds_total{lock=\"%s\",outcome=\"%s\"} %.3f\n", wait_rows[i].a,
-		     wait_rows[i].b, wait_rows[i].sum);
+		emit(p, "regslim_cluster_optimization_wait_seconds_total{outcome=\"%s\"} %.3f\n", wait_rows[i].a,
+		     wait_rows[i].sum);
 	emit(p, "# HELP regslim_s3_errors_total S3 requests that failed, by operation and S3 error code.\n"
 	        "# TYPE regslim_s3_errors_total counter\n");
 	for (size_t i = 0; i < s3err_count; i++)
@@ -442,6 +452,42 @@ static void render_scale(struct page *p)
 	if (e >= 0)
 		emit(p, "# HELP regslim_cluster_evictor 1 while this replica is the cluster's elected evictor.\n"
 		        "# TYPE regslim_cluster_evictor gauge\nregslim_cluster_evictor %d\n", e);
+}
+
+/* Peer streaming and the cluster-wide single-flight of blob downloads, only with a cluster
+ * section. Each is this replica's count: summed over the replicas, upstream_blob_fetches is
+ * the cluster's downloads. */
+static void render_cluster_pull(struct page *p)
+{
+	if (atomic_load(&redis_up) < 0)
+		return;
+	unsigned long long v[METRICS_CL_PULL_COUNT];
+	for (unsigned i = 0; i < METRICS_CL_PULL_COUNT; i++)
+		v[i] = (unsigned long long)atomic_load(&cluster_pull[i]);
+	emit(p,
+	     "# HELP regslim_cluster_upstream_blob_fetches_total Blob downloads from an upstream this replica made "
+	     "holding the blob's cluster lock (summed over the replicas: one per blob).\n"
+	     "# TYPE regslim_cluster_upstream_blob_fetches_total counter\n"
+	     "regslim_cluster_upstream_blob_fetches_total %llu\n"
+	     "# HELP regslim_cluster_lock_waits_total Blob downloads that found the blob's lock held by another "
+	     "replica and did not go to the upstream.\n"
+	     "# TYPE regslim_cluster_lock_waits_total counter\n"
+	     "regslim_cluster_lock_waits_total %llu\n"
+	     "# HELP regslim_cluster_peer_streams_total Blobs streamed from the replica that downloads them: relayed "
+	     "completely and verified (ok), cut off or not verified (failed), served to another replica (served).\n"
+	     "# TYPE regslim_cluster_peer_streams_total counter\n"
+	     "regslim_cluster_peer_streams_total{result=\"ok\"} %llu\n"
+	     "regslim_cluster_peer_streams_total{result=\"failed\"} %llu\n"
+	     "regslim_cluster_peer_streams_total{result=\"served\"} %llu\n"
+	     "# HELP regslim_cluster_peer_bytes_total Blob bytes received from another replica (peer streaming).\n"
+	     "# TYPE regslim_cluster_peer_bytes_total counter\n"
+	     "regslim_cluster_peer_bytes_total %llu\n"
+	     "# HELP regslim_cluster_peer_refused_total Peer requests refused for a missing or wrong peer "
+	     "authentication.\n"
+	     "# TYPE regslim_cluster_peer_refused_total counter\n"
+	     "regslim_cluster_peer_refused_total %llu\n",
+	     v[METRICS_CL_UPSTREAM_FETCHES], v[METRICS_CL_LOCK_WAITS], v[METRICS_CL_PEER_OK], v[METRICS_CL_PEER_FAILED],
+	     v[METRICS_CL_PEER_SERVED], v[METRICS_CL_PEER_BYTES], v[METRICS_CL_PEER_REFUSED]);
 }
 
 enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
@@ -552,6 +598,7 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	     (unsigned long long)rss_bytes());
 	render_counters(&p);
 	render_cluster(&p);
+	render_cluster_pull(&p);
 	render_scale(&p);
 	if (p.failed) {
 		free(p.buf);

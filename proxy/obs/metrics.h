@@ -80,11 +80,11 @@ void metrics_cluster_lock(enum metrics_lock_result r);
 
 /* Scale-out series (issue 13), per replica; each sums across the cluster. Label values are
  * static strings of the callers except an S3 error code, which is copied (rows are capped).
- *  regslim_cluster_lock_waits_total{lock,outcome}, regslim_cluster_lock_wait_seconds_total{lock}:
- *    a caller found a cluster lock held by another replica and waited for it; lock
- *    "optimization"; outcome "result" (the owner's result came), "takeover" (the lock came free
- *    without a result: this replica did the work), "failed" (the owner's failure was adopted),
- *    "timeout";
+ *  regslim_cluster_optimization_waits_total{outcome},
+ *  regslim_cluster_optimization_wait_seconds_total{outcome}: an optimization found its cluster
+ *    lock held by another replica and waited (optpull.c); outcome "result" (the owner's result
+ *    came), "takeover" (the lock came free without a result: this replica did the work),
+ *    "failed" (the owner's failure was adopted), "timeout";
  *  regslim_s3_errors_total{operation,code}: S3 requests that failed (a missing key is no error):
  *    operation "GET", "PUT", "ListObjectsV2", ...; code S3's error code, "HTTP <status>" or
  *    "transport";
@@ -95,11 +95,25 @@ void metrics_cluster_lock(enum metrics_lock_result r);
  *    nothing to do), "skipped" (another replica is the evictor), "degraded" (Redis down: the
  *    per-replica approximation ran);
  *  regslim_cluster_evictor: 1 while this replica is the elected evictor. */
-void metrics_cluster_lock_wait(const char *lock, const char *outcome, double seconds);
+void metrics_optimization_wait(const char *outcome, double seconds);
 void metrics_s3_error(const char *operation, const char *code);
 void metrics_eviction(const char *scope, unsigned objects, uint64_t bytes);
 void metrics_eviction_pass(const char *result);
 void metrics_set_evictor(int on);
+
+/* Counters regslim_cluster_* of the pull path across replicas (store/source.c, api/blobs.c),
+ * rendered with a cluster section only. */
+enum metrics_cluster_pull {
+	METRICS_CL_UPSTREAM_FETCHES, /* blob downloads from an upstream under the cluster lock */
+	METRICS_CL_LOCK_WAITS,       /* downloads that found the lock held by another replica */
+	METRICS_CL_PEER_OK,          /* blobs relayed from a peer and verified */
+	METRICS_CL_PEER_FAILED,      /* relays cut off or not verified */
+	METRICS_CL_PEER_SERVED,      /* peer requests this replica answered with bytes */
+	METRICS_CL_PEER_BYTES,       /* bytes received from peers */
+	METRICS_CL_PEER_REFUSED,     /* peer requests refused (authentication) */
+	METRICS_CL_PULL_COUNT
+};
+void metrics_cluster_pull(enum metrics_cluster_pull c, uint64_t n);
 
 /* Gauge callback for regslim_inflight_downloads. */
 void metrics_set_inflight_source(unsigned (*fn)(void *), void *arg);

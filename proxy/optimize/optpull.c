@@ -741,7 +741,7 @@ static enum rs_code cluster_turn(struct job *j, struct cluster_lock **out, bool 
 		}
 		cluster_lock_release(l); /* a lock that came with the result: not needed */
 		if (outcome && waited)
-			metrics_cluster_lock_wait("optimization", outcome, mono_now() - t0);
+			metrics_optimization_wait(outcome, mono_now() - t0);
 	}
 	if (*out_done)
 		log_event(LOG_INFO, "optimized %s %s -> %s (%s) by replica %s: its result is ours", j->repo, j->source,
@@ -821,7 +821,7 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 		return rc;
 	struct rs_err cerr = {0};
 	if (read_result(op, key, out, &cerr) == RS_OK)
-		return RS_OK;
+		goto done;
 
 	pthread_mutex_lock(&op->lock);
 	struct job *j;
@@ -838,7 +838,7 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 		/* a job that just finished may have written the file meanwhile */
 		pthread_mutex_unlock(&op->lock);
 		if (read_result(op, key, out, &cerr) == RS_OK)
-			return RS_OK;
+			goto done;
 		pthread_mutex_lock(&op->lock);
 		for (j = op->jobs; j; j = j->next)
 			if (strcmp(j->key, key) == 0)
@@ -905,7 +905,11 @@ enum rs_code optpull_get(struct optpull *op, struct optpull_result *out, const s
 	 * already (a cache far too small), the caller serves the original */
 	if (rc == RS_OK)
 		rc = result_complete(op, out->digest, err);
-	return rc;
+	if (rc)
+		return rc;
+done:
+	snprintf(out->policy_digest, sizeof(out->policy_digest), "%s", lp->digest[rq->variant]);
+	return RS_OK;
 }
 
 /* ------------------------------------------------------------ regeneration */

@@ -93,6 +93,7 @@ struct optpull_result {
 	char digest[DIGEST_STR_SIZE]; /* the optimized manifest or index (in the store) */
 	char media_type[128];
 	uint64_t bytes_saved; /* compressed bytes, all images */
+	char policy_digest[DIGEST_STR_SIZE]; /* the policy's digest for the variant (optpull_get) */
 };
 
 /* Load the policies of cfg->optimize (policy files or the default policy)

@@ -7,12 +7,18 @@
  *
  * Each verify rule's keyring is imported once, at sign_new, into a private
  * GnuPG home in the store's scratch area, so verification accepts exactly
- * the keys of that file (several keys: rotation). Nothing of it is logged
- * but fingerprints. */
+ * the keys of that file (several keys: rotation); its cosign public keys are
+ * loaded by cosign_verify.c. Nothing of it is logged but fingerprints. GPG
+ * signatures come from the rule's lookaside and from the upstream's
+ * signature extension (X-Registry-Supports-Signatures); a GPG or a cosign
+ * signature verified is enough. */
 #include "sign.h"
 
+#include "cosign.h"
+#include "cosign_verify.h"
 #include "digest.h"
 #include "fsutil.h"
+#include "image.h"
 #include "imagewalk.h"
 #include "log.h"
 #include "rs_limits.h"
@@ -37,12 +43,14 @@ struct sign_rule {
 	char home[SIGN_PATH_MAX];          /* scratch GnuPG home with the keyring imported; "" without keyring */
 	struct rs_upstream_config peer_cfg; /* http(s) lookasides: the peer's view of the host */
 	struct xfer_peer *peer;
+	struct cosign_verify_keys *ck; /* cosign_public_keys; NULL without */
 };
 
 /* A remembered successful verification. */
 struct verified {
 	char key[SIGN_REF_MAX]; /* "<rule>|<upstream>/<repo>:<tag>@<digest>"; "" when free */
 	time_t until;
+	struct sign_verified what;
 };
 
 struct sign {
@@ -53,6 +61,7 @@ struct sign {
 	struct sign_rule *rules;
 	size_t rule_count;
 	struct verified *verified; /* RS_LIMIT_VERIFIED_SLOTS, direct-mapped by a hash of the key */
+	struct cosign *cosign;     /* signatures.sign.cosign_key_file; NULL without */
 };
 
 /* ------------------------------------------------------------ GPGME */
@@ -139,7 +148,7 @@ static enum rs_code gpg_sign(const struct sign *s, const char *payload, size_t l
 /* Verify one signed message in home: RS_OK with the signed payload in *out
  * when a signature by a key of home is good; RS_POLICY with the reason. */
 static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, char **out, size_t *out_len,
-                               struct rs_err *err)
+                               char fpr[41], struct rs_err *err)
 {
 	gpgme_ctx_t ctx = NULL;
 	gpgme_data_t sig = NULL, plain = NULL;
@@ -168,6 +177,7 @@ static enum rs_code gpg_verify(const char *home, const char *msg, size_t len, ch
 		rc = rs_err_set(err, RS_POLICY, "not signed by a key of the keyring: %s",
 		                ge ? gpgme_strerror(ge) : "no signature");
 	} else {
+		snprintf(fpr, 41, "%s", good->fpr);
 		rc = data_take(plain, out, out_len, err);
 		plain = NULL;
 	}
@@ -214,6 +224,13 @@ static enum rs_code rule_setup(struct sign *s, struct sign_rule *sr, size_t i, s
 		if ((rc = gpg_import(sr->home, r->gpg_keyring, kp, err)))
 			return rc;
 	}
+	if (r->cosign_key_count) {
+		char ckp[64];
+		snprintf(ckp, sizeof(ckp), "signatures.verify[%zu].cosign_public_keys", i);
+		enum rs_code rc = cosign_verify_keys_load(&sr->ck, r->cosign_public_keys, r->cosign_key_count, ckp, err);
+		if (rc)
+			return rc;
+	}
 	if (r->lookaside && strncmp(r->lookaside, "http", 4) == 0) {
 		/* the peer's URL is scheme://authority; requests name the full URL */
 		const char *auth = strstr(r->lookaside, "://") + 3;
@@ -242,14 +259,9 @@ enum rs_code sign_new(struct sign **out, const struct rs_config *cfg, struct sto
 	if (cfg->signatures.verify_count && !(s->verified = calloc(RS_LIMIT_VERIFIED_SLOTS, sizeof(*s->verified))))
 		rc = rs_err_set(err, RS_NOMEM, "out of memory setting up signatures");
 	const struct rs_signatures_config *g = &cfg->signatures;
-	if (g->cosign_key_file)
-		log_event(LOG_WARN, "signatures.sign.cosign_key_file: cosign signatures are not yet supported; "
-		                    "optimized images get GPG simple-signing signatures only");
-	for (size_t i = 0; i < g->verify_count; i++)
-		if (g->verify[i].cosign_key_count)
-			log_event(LOG_WARN, "signatures.verify[%zu].cosign_public_keys: cosign verification is not yet "
-			                    "supported; %s", i, g->verify[i].gpg_keyring ? "only GPG signatures are checked"
-			                                                                 : "every original is unverified");
+	if (!rc && g->cosign_key_file &&
+	    !(rc = cosign_new(&s->cosign, g->cosign_key_file, "signatures.sign.cosign_key_file", st, err)))
+		log_event(LOG_INFO, "signatures.sign.cosign_key_file: cosign signing key %s", cosign_key_id(s->cosign));
 	if (!rc && g->gpg_key) {
 		gpgme_ctx_t ctx = NULL;
 		gpgme_key_t key = NULL;
@@ -283,12 +295,14 @@ void sign_free(struct sign *s)
 		return;
 	for (size_t i = 0; i < s->rule_count; i++) {
 		xfer_peer_free(s->rules[i].peer);
+		cosign_verify_keys_free(s->rules[i].ck);
 		free(s->rules[i].peer_cfg.name);
 		if (s->rules[i].home[0])
 			store_scratch_remove(s->st, s->rules[i].home);
 	}
 	free(s->rules);
 	free(s->verified);
+	cosign_free(s->cosign);
 	pthread_mutex_destroy(&s->verified_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -297,6 +311,11 @@ void sign_free(struct sign *s)
 bool sign_signs(const struct sign *s)
 {
 	return s && s->cfg->signatures.gpg_key;
+}
+
+struct cosign *sign_cosign(const struct sign *s)
+{
+	return s ? s->cosign : NULL;
 }
 
 /* ------------------------------------------------------------ signing */
@@ -364,6 +383,32 @@ static enum rs_code walk_visit(void *ctx, enum imagewalk_event ev, const struct 
 	return RS_OK;
 }
 
+enum rs_code sign_index_manifests(struct sign *s, const char *digest, char (**out)[DIGEST_STR_SIZE], size_t *out_n,
+                                  struct rs_err *err)
+{
+	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
+	*out = NULL;
+	*out_n = 0;
+	w.digests = calloc(w.cap, sizeof(*w.digests));
+	if (!w.digests)
+		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
+	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
+	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	if (rc) {
+		free(w.digests);
+		return rc;
+	}
+	*out = w.digests;
+	*out_n = w.n;
+	return RS_OK;
+}
+
+enum rs_code sign_gpg_manifest(struct sign *s, const char *repo, const char *identity, const char *digest,
+                               struct rs_err *err)
+{
+	return sign_signs(s) ? sign_one(s, repo, identity, digest, err) : RS_OK;
+}
+
 enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, const char *tag,
                         const char *digest, struct rs_err *err)
 {
@@ -372,18 +417,39 @@ enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, 
 	char identity[SIGN_REF_MAX];
 	if ((size_t)snprintf(identity, sizeof(identity), "%s/%s:%s", upstream, repo, tag) >= sizeof(identity))
 		return rs_err_set(err, RS_BAD_INPUT, "reference %.100s/%.100s:%.60s is too long to sign", upstream, repo, tag);
-	struct sign_walk w = {.cap = RS_LIMIT_WALK_DOCUMENTS, .st = s->st};
-	w.digests = calloc(w.cap, sizeof(*w.digests));
-	if (!w.digests)
-		return rs_err_set(err, RS_NOMEM, "out of memory signing %s", digest);
-	const struct imagewalk walk = {.load = walk_load, .visit = walk_visit, .ctx = &w, .max_depth = 1};
-	enum rs_code rc = imagewalk_run(&walk, digest, err);
+	char(*v)[DIGEST_STR_SIZE] = NULL;
+	size_t n = 0;
+	enum rs_code rc = sign_index_manifests(s, digest, &v, &n, err);
 	if (!rc)
 		rc = sign_one(s, repo, identity, digest, err);
-	for (size_t i = 0; !rc && i < w.n; i++)
-		rc = sign_one(s, repo, identity, w.digests[i], err);
-	free(w.digests);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = sign_one(s, repo, identity, v[i], err);
+	free(v);
 	return rc;
+}
+
+enum rs_code sign_pushed(struct sign *s, const struct rs_upstream_config *upc, const char *repo, const char *tag,
+                         const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n, struct rs_err *err)
+{
+	if (!sign_signs(s))
+		return RS_OK;
+	char identity[SIGN_REF_MAX];
+	if ((size_t)snprintf(identity, sizeof(identity), "%s/%s:%s", upc->name, repo, tag) >= sizeof(identity))
+		return rs_err_set(err, RS_BAD_INPUT, "reference %.100s/%.100s:%.60s is too long to sign", upc->name, repo,
+		                  tag);
+	enum rs_code rc = sign_one(s, repo, identity, digest, err);
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = sign_one(s, repo, identity, children[i], err);
+	return rc;
+}
+
+bool sign_passthrough_tag(const char *tag)
+{
+	if (strncmp(tag, "sha256-", 7) != 0)
+		return false;
+	size_t hex = strspn(tag + 7, "0123456789abcdef");
+	const char *rest = tag + 7 + hex;
+	return hex == 64 && (!*rest || strcmp(rest, ".sig") == 0 || strcmp(rest, ".att") == 0 || strcmp(rest, ".sbom") == 0);
 }
 
 /* ------------------------------------------------------------ lookasides */
@@ -477,9 +543,10 @@ static struct verified *slot_of(struct sign *s, const char *key)
 	return &s->verified[h % RS_LIMIT_VERIFIED_SLOTS];
 }
 
-/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago; with
- * remember, note that it was just now. */
-static bool verified_recently(struct sign *s, const char *key, bool remember)
+/* Whether key was verified less than RS_LIMIT_VERIFIED_TTL_S ago (what
+ * verified it in *what); with remember, note that it was just now, by
+ * *what. */
+static bool verified_recently(struct sign *s, const char *key, bool remember, struct sign_verified *what)
 {
 	time_t now = time(NULL);
 	pthread_mutex_lock(&s->verified_lock);
@@ -488,60 +555,165 @@ static bool verified_recently(struct sign *s, const char *key, bool remember)
 	if (remember) {
 		snprintf(v->key, sizeof(v->key), "%s", key);
 		v->until = now + RS_LIMIT_VERIFIED_TTL_S;
+		v->what = *what;
+	} else if (hit) {
+		*what = v->what;
 	}
 	pthread_mutex_unlock(&s->verified_lock);
 	return hit;
 }
 
-/* Fetch and check the publisher's signatures of digest (see
- * sign_verify_original), without the memory of earlier results. */
-static enum rs_code verify_now(const struct sign_rule *sr, const char *repository, const char *repo, const char *tag,
-                               const char *digest, struct rs_err *err)
+/* One GPG signed message msg (signature n of source, a string that
+ * outlives *out): RS_OK with *out filled when it verifies and names digest
+ * and the reference; RS_POLICY
+ * with the reason in *why (the first one kept) otherwise; RS_NOMEM, RS_IO. */
+static enum rs_code gpg_check_one(const struct sign_rule *sr, const char *msg, size_t len, const char *repository,
+                                  const char *tag, const char *digest, const char *source, unsigned n,
+                                  struct sign_verified *out, struct rs_err *why, struct rs_err *err)
+{
+	char *payload = NULL, fpr[41] = "";
+	size_t plen = 0;
+	struct rs_err e = {0};
+	enum rs_code rc = gpg_verify(sr->home, msg, len, &payload, &plen, fpr, &e);
+	if (rc == RS_OK)
+		rc = sigpayload_check(payload, plen, digest, repository, tag, &e);
+	free(payload);
+	if (rc == RS_OK) {
+		memset(out, 0, sizeof(*out));
+		out->gpg = true;
+		memcpy(out->gpg_fpr, fpr, sizeof(fpr));
+		out->gpg_index = n;
+		out->gpg_source = source;
+		return RS_OK;
+	}
+	if (rc == RS_NOMEM || rc == RS_IO)
+		return rs_err_set(err, rc, "%s", e.msg);
+	if (!why->code)
+		rs_err_set(why, RS_POLICY, "%ssignature %u of %s: %s",
+		           strcmp(source, SIGN_SOURCE_EXTENSION) == 0 ? "the upstream's extension: " : "", n, digest, e.msg);
+	return RS_POLICY;
+}
+
+/* The upstream's signature extension, when it says it has one
+ * (X-Registry-Supports-Signatures on the manifest): its signatures of
+ * digest, checked like the lookaside's. RS_NOT_FOUND when it offers none. */
+static enum rs_code verify_extension(const struct sign_rule *sr, struct upstream *u, const char *repository,
+                                     const char *repo, const char *tag, const char *digest, struct sign_verified *out,
+                                     struct rs_err *why, struct rs_err *err)
+{
+	static const char *const accept[] = {IMAGE_MT_OCI_MANIFEST, IMAGE_MT_OCI_INDEX, IMAGE_MT_DOCKER_MANIFEST,
+	                                     IMAGE_MT_DOCKER_LIST};
+	struct upstream_reply rep = {0};
+	enum rs_code rc = upstream_manifest(u, repo, digest, accept, 4, true, RS_LIMIT_MANIFEST_MAX_BYTES, &rep, err);
+	bool offered = rc == RS_OK && rep.supports_signatures;
+	upstream_reply_dispose(&rep);
+	if (rc || !offered)
+		return rc ? rc : RS_NOT_FOUND;
+	rc = upstream_signatures(u, repo, digest, RS_LIMIT_VERIFY_SIGNATURES_MAX * RS_LIMIT_SIGNATURE_MAX_BYTES * 2, &rep,
+	                         err);
+	if (rc == RS_OK && rep.status == 404)
+		rc = RS_NOT_FOUND;
+	else if (rc == RS_OK && (rep.status != 200 || !rep.body))
+		rc = rs_err_set(err, RS_UPSTREAM, "the upstream's signature extension answered %ld for %s", rep.status,
+		                digest);
+	struct sigdoc doc = {0};
+	if (rc == RS_OK) {
+		struct rs_err e = {0};
+		rc = sigdoc_parse_extension(&doc, rep.body, rep.body_len, RS_LIMIT_VERIFY_SIGNATURES_MAX, &e);
+		if (rc == RS_BAD_INPUT && !why->code)
+			rs_err_set(why, RS_POLICY, "the upstream's signature extension: %s", e.msg);
+		if (rc == RS_BAD_INPUT)
+			rc = RS_NOT_FOUND;
+		else if (rc)
+			rs_err_set(err, rc, "%s", e.msg);
+	}
+	upstream_reply_dispose(&rep);
+	if (rc == RS_OK && doc.n == 0)
+		rc = RS_NOT_FOUND;
+	for (size_t i = 0; rc == RS_OK && i < doc.n; i++) {
+		rc = gpg_check_one(sr, (const char *)doc.v[i].signature, doc.v[i].signature_len, repository, tag, digest,
+		                   SIGN_SOURCE_EXTENSION, (unsigned)(i + 1), out, why, err);
+		if (rc == RS_POLICY && i + 1 < doc.n)
+			rc = RS_OK; /* the next one */
+	}
+	sigdoc_dispose(&doc);
+	return rc;
+}
+
+/* Fetch and check the publisher's GPG signatures of digest (see
+ * sign_verify_original), without the memory of earlier results: the
+ * lookaside's, then the upstream's signature extension's. */
+static enum rs_code verify_gpg(const struct sign_rule *sr, struct upstream *u, const char *repository,
+                               const char *repo, const char *tag, const char *digest, struct sign_verified *out,
+                               struct rs_err *err)
 {
 	struct rs_err why = {0};
-	unsigned n = 1;
-	for (; n <= RS_LIMIT_VERIFY_SIGNATURES_MAX; n++) {
-		char *msg = NULL, *payload = NULL;
-		size_t len = 0, plen = 0;
+	for (unsigned n = 1; n <= RS_LIMIT_VERIFY_SIGNATURES_MAX; n++) {
+		char *msg = NULL;
+		size_t len = 0;
 		struct rs_err e = {0};
 		enum rs_code rc = publisher_get(sr, repo, digest, n, &msg, &len, &e);
 		if (rc == RS_NOT_FOUND)
 			break;
 		if (rc)
 			return rs_err_set(err, rc, "%s", e.msg);
-		rc = gpg_verify(sr->home, msg, len, &payload, &plen, &e);
-		if (rc == RS_OK)
-			rc = sigpayload_check(payload, plen, digest, repository, tag, &e);
+		rc = gpg_check_one(sr, msg, len, repository, tag, digest, sr->rule->lookaside, n, out, &why, err);
 		free(msg);
-		free(payload);
-		if (rc == RS_OK)
-			return RS_OK;
-		if (rc == RS_NOMEM || rc == RS_IO)
-			return rs_err_set(err, rc, "%s", e.msg);
-		if (!why.code)
-			rs_err_set(&why, RS_POLICY, "signature %u of %s: %s", n, digest, e.msg);
+		if (rc != RS_POLICY)
+			return rc;
 	}
+	enum rs_code rc = u ? verify_extension(sr, u, repository, repo, tag, digest, out, &why, err) : RS_NOT_FOUND;
+	if (rc == RS_OK || rc == RS_NOMEM || rc == RS_IO)
+		return rc;
+	if (rc != RS_NOT_FOUND && rc != RS_POLICY && !why.code)
+		return rc; /* the upstream could not say; with a bad signature in the lookaside, that one is the reason */
 	if (why.code)
 		return rs_err_set(err, RS_POLICY, "%s", why.msg);
 	return rs_err_set(err, RS_POLICY, "no signature of %s in %s", digest, sr->rule->lookaside);
 }
 
-enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule, const char *upstream,
-                                  const char *repo, const char *tag, const char *digest, struct rs_err *err)
+enum rs_code sign_verify_original(struct sign *s, const struct rs_verify_rule *rule, struct upstream *u,
+                                  const char *upstream, const char *repo, const char *tag, const char *digest,
+                                  struct sign_verified *out, struct rs_err *err)
 {
 	const struct sign_rule *sr = rule_of(s, rule);
-	if (!sr || !sr->home[0])
-		return rs_err_set(err, RS_POLICY, "cosign verification is not supported yet (signatures.verify has no gpg_keyring)");
+	struct sign_verified what = {0};
+	if (!sr || (!sr->home[0] && !sr->ck))
+		return rs_err_set(err, RS_POLICY, "the verify rule of %.100s has no key", repo);
 	char repository[SIGN_REF_MAX], key[SIGN_REF_MAX];
 	if ((size_t)snprintf(repository, sizeof(repository), "%s/%s", upstream, repo) >= sizeof(repository) ||
 	    (size_t)snprintf(key, sizeof(key), "%zu|%s:%s@%s", (size_t)(sr - s->rules), repository, tag ? tag : "",
 	                     digest) >= sizeof(key))
 		return rs_err_set(err, RS_BAD_INPUT, "repository %.100s/%.100s is too long", upstream, repo);
-	if (verified_recently(s, key, false))
+	if (verified_recently(s, key, false, &what)) {
+		if (out)
+			*out = what;
 		return RS_OK;
-	enum rs_code rc = verify_now(sr, repository, repo, tag, digest, err);
-	if (rc == RS_OK)
-		(void)verified_recently(s, key, true); /* remembered for the next pulls */
+	}
+	/* either kind is enough (docs/signatures.md): GPG first, then cosign */
+	struct rs_err gerr = {0};
+	enum rs_code rc = RS_POLICY;
+	if (sr->home[0])
+		rc = verify_gpg(sr, u, repository, repo, tag, digest, &what, &gerr);
+	if (rc != RS_OK && rc != RS_NOMEM && sr->ck && u) {
+		rc = cosign_verify_original(sr->ck, u, upstream, repo, tag, digest, &what, err);
+		if (rc != RS_OK && gerr.code)
+			rs_err_prefix(err, "gpg: %s; cosign: ", gerr.msg);
+	} else if (rc != RS_OK) {
+		rs_err_set(err, gerr.code ? gerr.code : rc, "%s", gerr.code ? gerr.msg : "no cosign check without the upstream");
+		rc = err->code;
+	}
+	if (rc == RS_OK) {
+		if (what.cosign)
+			log_event(LOG_INFO, "verified %s:%s (%s): cosign signature (%s) %s by key %s", repository,
+			          tag ? tag : "", digest, what.cosign_source, what.cosign_signature, what.cosign_key);
+		else
+			log_event(LOG_INFO, "verified %s:%s (%s): gpg signature %u of %s by key %s", repository, tag ? tag : "",
+			          digest, what.gpg_index, what.gpg_source, what.gpg_fpr);
+		(void)verified_recently(s, key, true, &what); /* remembered for the next pulls */
+		if (out)
+			*out = what;
+	}
 	return rc;
 }
 

@@ -18,15 +18,25 @@
  * Lock order: table mutex, then a fetch's mutex. The worker is the only one
  * that touches the writer, so writes happen outside every lock.
  *
- * What it does not do: HTTP, upstream calls (the download function does),
- * ranges (readers give positions). Talks to the store (store.h) only. */
+ * A relayed download (inflight_fetch_begin_relay: the bytes come from the
+ * replica of the cluster that downloads the blob itself) drops its store
+ * writer before the first byte and writes to a nameless scratch file
+ * instead, hashing as it goes; it ends DONE only when the hash matches, and
+ * commits nothing.
+ *
+ * What it does not do: HTTP, upstream or peer calls (the download function
+ * does), ranges (readers give positions). Talks to the store (store.h) and
+ * the digest stage (digest.h) only. */
 #include "inflight.h"
+
+#include "digest.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +61,9 @@ struct inflight_fetch {
 
 	/* Worker only. */
 	struct store_writer *w;
+	int wfd;                   /* relay mode: the scratch file the bytes go to (no store writer) */
+	struct digest_ctx *relay_d; /* relay mode: the bytes' running hash, checked at the end */
+	bool relay_checked;         /* inflight_fetch_relay_check ran */
 	inflight_download_fn fn;
 	void *arg;
 	void (*arg_free)(void *);
@@ -97,6 +110,7 @@ static struct inflight_fetch *fetch_alloc(struct inflight *t, const char *digest
 	}
 	f->t = t;
 	f->rfd = -1;
+	f->wfd = -1;
 	f->expected_size = expected_size;
 	f->size = -1;
 	memcpy(f->digest, digest, DIGEST_STR_SIZE);
@@ -108,6 +122,9 @@ static void fetch_destroy(struct inflight_fetch *f)
 	assert(!f->w);
 	if (f->rfd >= 0)
 		close(f->rfd);
+	if (f->wfd >= 0)
+		close(f->wfd);
+	digest_free(f->relay_d);
 	pthread_cond_destroy(&f->cv);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
@@ -173,6 +190,16 @@ unsigned inflight_count(struct inflight *t)
 
 /* ---- worker ----------------------------------------------------------- */
 
+/* The end of a relayed download: the bytes must hash to the digest (and the
+ * announced size was checked by the caller); nothing is committed, the
+ * scratch file goes with the last descriptor. */
+static enum rs_code relay_finish(struct inflight_fetch *f, enum rs_code rc, struct rs_err *e)
+{
+	if (rc != RS_OK || f->relay_checked)
+		return rc; /* a check by the download function that failed made it return its error */
+	return inflight_fetch_relay_check(f, e);
+}
+
 static void *worker_main(void *p)
 {
 	struct inflight_fetch *f = p;
@@ -196,7 +223,9 @@ static void *worker_main(void *p)
 		/* A download function that failed without saying why. */
 		rs_err_set(&e, rc, "download of %s failed (%s)", f->digest, rs_code_name(rc));
 	}
-	if (rc == RS_OK)
+	if (f->relay_d)
+		rc = relay_finish(f, rc, &e);
+	else if (rc == RS_OK)
 		rc = store_writer_commit(f->w, &e); /* frees the writer */
 	else
 		store_writer_abort(f->w);
@@ -359,17 +388,79 @@ enum rs_code inflight_fetch_begin(struct inflight_fetch *f, int64_t size, struct
 	return rc;
 }
 
+enum rs_code inflight_fetch_begin_relay(struct inflight_fetch *f, int64_t size, struct rs_err *err)
+{
+	assert(f->w && !f->relay_d);
+	char dir[4096];
+	char path[4160];
+	enum rs_code rc = store_scratch_new(f->t->bs, "relay", dir, sizeof(dir), err);
+	if (rc != RS_OK)
+		return rc;
+	snprintf(path, sizeof(path), "%s/blob", dir);
+	int wfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int rfd = wfd >= 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int e = errno;
+	store_scratch_remove(f->t->bs, dir); /* nameless from here: gone with the last descriptor */
+	struct digest_ctx *d = rfd >= 0 ? digest_new() : NULL;
+	if (!d) {
+		if (wfd >= 0)
+			close(wfd);
+		if (rfd >= 0)
+			close(rfd);
+		return rfd < 0 ? rs_err_set(err, RS_IO, "relay file %s: %s", path, strerror(e))
+		               : rs_err_set(err, RS_NOMEM, "out of memory relaying %s", f->digest);
+	}
+	store_writer_abort(f->w); /* nothing of it went anywhere: no byte was written */
+	f->w = NULL;
+	f->wfd = wfd;
+	f->relay_d = d;
+	/* Readers touch rfd only once bytes were written, after this. */
+	pthread_mutex_lock(&f->mu);
+	close(f->rfd);
+	f->rfd = rfd;
+	pthread_mutex_unlock(&f->mu);
+	return inflight_fetch_begin(f, size, err);
+}
+
+enum rs_code inflight_fetch_relay_check(struct inflight_fetch *f, struct rs_err *err)
+{
+	assert(f->relay_d && !f->relay_checked);
+	f->relay_checked = true;
+	char got[DIGEST_STR_SIZE];
+	digest_final(f->relay_d, got);
+	if (strcmp(got, f->digest) != 0)
+		return rs_err_set(err, RS_DIGEST_MISMATCH, "relayed bytes of %s hash to %s", f->digest, got);
+	return RS_OK;
+}
+
+/* Relay mode: append to the scratch file and the running hash. */
+static enum rs_code relay_write(struct inflight_fetch *f, const uint8_t *buf, size_t len, struct rs_err *err)
+{
+	digest_update(f->relay_d, buf, len);
+	while (len > 0) {
+		ssize_t n = write(f->wfd, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return rs_err_set(err, RS_IO, "writing the relay file of %s: %s", f->digest,
+			                  n < 0 ? strerror(errno) : "no progress");
+		buf += n;
+		len -= (size_t)n;
+	}
+	return RS_OK;
+}
+
 enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, size_t len, struct rs_err *err)
 {
-	/* begun and size only change in this thread, before any write. */
-	assert(f->begun && f->w);
+	/* begun, size and the mode only change in this thread, before any write. */
+	assert(f->begun && (f->w || f->relay_d));
 	if (len == 0)
 		return RS_OK;
-	uint64_t have = store_writer_size(f->w);
+	uint64_t have = f->relay_d ? f->written : store_writer_size(f->w);
 	if (f->size >= 0 && (uint64_t)f->size - have < len)
 		return rs_err_set(err, RS_DIGEST_MISMATCH, "expected %lld bytes, got %llu", (long long)f->size,
 		                  (unsigned long long)(have + len));
-	enum rs_code rc = store_writer_write(f->w, buf, len, err);
+	enum rs_code rc = f->relay_d ? relay_write(f, buf, len, err) : store_writer_write(f->w, buf, len, err);
 	if (rc != RS_OK)
 		return rc;
 	pthread_mutex_lock(&f->mu);
@@ -380,6 +471,23 @@ enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, siz
 }
 
 /* ---- reader side ------------------------------------------------------ */
+
+enum rs_code inflight_peek(struct inflight *t, const char *digest, struct inflight_fetch **out)
+{
+	*out = NULL;
+	pthread_mutex_lock(&t->mu);
+	struct inflight_fetch *f = t->head;
+	while (f && strcmp(f->digest, digest) != 0)
+		f = f->next;
+	if (f) {
+		pthread_mutex_lock(&f->mu);
+		f->refs++;
+		pthread_mutex_unlock(&f->mu);
+	}
+	pthread_mutex_unlock(&t->mu);
+	*out = f;
+	return f ? RS_OK : RS_NOT_FOUND;
+}
 
 enum rs_code inflight_wait_begin(struct inflight_fetch *f, unsigned timeout_s, int64_t *out_size,
                                  struct rs_err *err)

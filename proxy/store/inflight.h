@@ -58,9 +58,28 @@ RS_MUST_CHECK enum rs_code inflight_join(struct inflight *t, const char *digest,
  * RS_DIGEST_MISMATCH (the download then fails before it began); a known size
  * must then be delivered exactly (checked by writes and at the end). */
 RS_MUST_CHECK enum rs_code inflight_fetch_begin(struct inflight_fetch *f, int64_t size, struct rs_err *err);
+/* Worker side, instead of inflight_fetch_begin: the bytes come from another
+ * replica that downloads (and commits) the blob itself (peer streaming,
+ * docs/scale-out.md). They go to a nameless scratch file of the store
+ * instead of a store writer, hashed as they arrive; at the end the download
+ * succeeds only when they hash to the digest, and nothing is committed (no
+ * second copy of the blob in the store). Readers see no difference, the last
+ * byte is held back until that check as for any download. RS_IO, RS_NOMEM,
+ * and inflight_fetch_begin's errors. */
+RS_MUST_CHECK enum rs_code inflight_fetch_begin_relay(struct inflight_fetch *f, int64_t size, struct rs_err *err);
+/* Worker side, relay mode, once every byte was written: do they hash to the
+ * digest? RS_DIGEST_MISMATCH naming both; the download must then fail (return
+ * it). Checked at the end by the worker when the download function does not
+ * ask (at most once). */
+RS_MUST_CHECK enum rs_code inflight_fetch_relay_check(struct inflight_fetch *f, struct rs_err *err);
 /* Worker side: append bytes (to the temp file, waking readers). */
 RS_MUST_CHECK enum rs_code inflight_fetch_write(struct inflight_fetch *f, const void *buf, size_t len,
                                                 struct rs_err *err);
+
+/* Join the download of digest only if one runs now (never starts one): the
+ * peer endpoint serving another replica. RS_OK with *out (a reference:
+ * inflight_release), RS_NOT_FOUND with *out NULL. */
+RS_MUST_CHECK enum rs_code inflight_peek(struct inflight *t, const char *digest, struct inflight_fetch **out);
 
 /* Reader side: wait (at most timeout_s) until the upstream answered. On
  * success *out_size is the body size or -1. If the download failed before it

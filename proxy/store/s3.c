@@ -41,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POOL_MAX 8
+#define POOL_MAX 32
 #define ERR_BODY_MAX 65536          /* an error document kept to read its Code and Message */
 #define DOC_MAX (8u << 20)          /* a listing or multipart document */
 #define KEY_MAX 1024                /* S3's longest key */
@@ -721,8 +721,59 @@ static enum rs_code each_entry(const struct resp *rs, const char *block, const c
 	return RS_OK;
 }
 
+/* "2026-12-07T14:10:00.000Z" (LastModified of a listing) as a time; 0 when unreadable. */
+static time_t iso_time(const char *v)
+{
+	struct tm tm = {0};
+	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+	           &tm.tm_sec) != 6)
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	return t < 0 ? 0 : t;
+}
+
+/* each <Contents> of a listing: key, size and LastModified to fn */
+static enum rs_code each_dated(const struct resp *rs, s3_list_dated_fn fn, void *arg, struct rs_err *err)
+{
+	const char *from = rs->body, *end = rs->body + rs->body_len, *bs, *be;
+	char key[KEY_MAX + 1], size[32], mod[64];
+	while (s3_xml_span(&from, end, "Contents", &bs, &be)) {
+		const char *f2 = bs, *vs, *ve;
+		if (!s3_xml_span(&f2, be, "Key", &vs, &ve) || !s3_xml_text(key, sizeof(key), vs, ve))
+			return rs_err_set(err, RS_IO, "s3 listing of %s: an entry without a readable <%s>", "bucket", "Key");
+		f2 = bs;
+		if (!s3_xml_span(&f2, be, "Size", &vs, &ve) || !s3_xml_text(size, sizeof(size), vs, ve))
+			size[0] = '\0';
+		f2 = bs;
+		if (!s3_xml_span(&f2, be, "LastModified", &vs, &ve) || !s3_xml_text(mod, sizeof(mod), vs, ve))
+			mod[0] = '\0';
+		enum rs_code rc = fn(arg, key, strtoll(size, NULL, 10), iso_time(mod), err);
+		if (rc != RS_OK)
+			return rc;
+	}
+	return RS_OK;
+}
+
+/* One ListObjectsV2 page to fn or (when fn is NULL) dfn. */
+static enum rs_code list_page(struct s3_client *c, const char *prefix, const char *token, int max_keys,
+                              s3_list_fn fn, s3_list_dated_fn dfn, void *arg, char **out_next, struct rs_err *err);
+
 enum rs_code s3_list(struct s3_client *c, const char *prefix, const char *token, int max_keys, s3_list_fn fn,
                      void *arg, char **out_next, struct rs_err *err)
+{
+	return list_page(c, prefix, token, max_keys, fn, NULL, arg, out_next, err);
+}
+
+enum rs_code s3_list_dated(struct s3_client *c, const char *prefix, const char *token, s3_list_dated_fn fn,
+                           void *arg, char **out_next, struct rs_err *err)
+{
+	return list_page(c, prefix, token, 0, NULL, fn, arg, out_next, err);
+}
+
+static enum rs_code list_page(struct s3_client *c, const char *prefix, const char *token, int max_keys,
+                              s3_list_fn fn, s3_list_dated_fn dfn, void *arg, char **out_next, struct rs_err *err)
 {
 	char mk[16];
 	struct req rq = {.op = "GET", .what = "ListObjectsV2", .doc_max = DOC_MAX};
@@ -739,7 +790,7 @@ enum rs_code s3_list(struct s3_client *c, const char *prefix, const char *token,
 	struct resp rs;
 	enum rs_code rc = request(c, &rq, &rs, err);
 	if (rc == RS_OK)
-		rc = each_entry(&rs, "Contents", "Key", "Size", fn, arg, NULL, err);
+		rc = fn ? each_entry(&rs, "Contents", "Key", "Size", fn, arg, NULL, err) : each_dated(&rs, dfn, arg, err);
 	if (rc == RS_OK) {
 		char trunc[8], next[KEY_MAX + 1];
 		s3_xml_get(trunc, sizeof(trunc), rs.body, rs.body_len, "IsTruncated");

@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define S3_ETAG_MAX 80
 #define S3_PART_MIN (5u << 20) /* S3's smallest part but the last one */
@@ -94,6 +95,12 @@ RS_MUST_CHECK enum rs_code s3_head(struct s3_client *c, const char *key, struct 
                                    struct rs_err *err);
 /* DELETE key (S3 answers 204 whether it existed or not). */
 RS_MUST_CHECK enum rs_code s3_delete(struct s3_client *c, const char *key, struct rs_err *err);
+/* Called for each key of a dated listing, with its LastModified (0 when unreadable). */
+typedef enum rs_code (*s3_list_dated_fn)(void *arg, const char *key, int64_t size, time_t modified,
+                                         struct rs_err *err);
+/* As s3_list (the server's page size), each key with its LastModified (the garbage collection's ages). */
+RS_MUST_CHECK enum rs_code s3_list_dated(struct s3_client *c, const char *prefix, const char *token,
+                                         s3_list_dated_fn fn, void *arg, char **out_next, struct rs_err *err);
 /* One ListObjectsV2 page: keys under prefix (NULL: all) after token (NULL:
  * from the start), at most max_keys (0: the server's 1000), each to fn.
  * *out_next: the next page's token (malloc'd) or NULL after the last page. */

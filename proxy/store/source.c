@@ -3,25 +3,31 @@
  * upstream's confirmation and stale-if-error), regeneration of evicted
  * optimized objects and the upstream; the download job the single-flight
  * table (inflight.c) runs, which links the repository when the upstream
- * answers and unlinks it when the blob did not make it into the store; the
- * fetches by digest of optimized pulls, the policy check on pull and the
- * push side. It does not answer clients (api/ maps its answers to HTTP),
- * does not optimize (a hook regenerates) and keeps no bytes itself. It
- * talks to the store (store.h), inflight.c, the upstream clients
- * (upstream.h), route.h (a pushed reference's repository routed like a
- * pull), log.h and metrics.h. */
+ * answers and unlinks it when the blob did not make it into the store; with
+ * a cluster, the same job first takes the blob's cluster lock, or relays the
+ * bytes of the replica that holds it (peer streaming, peer.h) or what that
+ * replica committed; the fetches by digest of optimized pulls, the policy
+ * check on pull and the push side. It does not answer clients (api/ maps its
+ * answers to HTTP, the peer endpoint's included), does not optimize (a hook
+ * regenerates) and keeps no bytes itself. It talks to the store (store.h),
+ * inflight.c, the upstream clients (upstream.h, peer.h), cluster.h, route.h
+ * (a pushed reference's repository routed like a pull), log.h and
+ * metrics.h. */
 #include "source.h"
 
+#include "cluster.h"
 #include "image.h"
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
+#include "peer.h"
 #include "route.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Extra seconds a reader waits beyond the upstream's own timeout. */
 #define BEGIN_WAIT_SLACK_S 5
@@ -37,6 +43,7 @@ struct source {
 	source_regen_fn regen; /* NULL: no regeneration */
 	void *regen_ctx;
 	_Atomic bool stopping; /* source_stop: source_ensure_blob's waits end */
+	struct cluster *cluster; /* the blob locks across replicas (source_set_cluster); NULL: this process only */
 };
 
 static bool status_ok(long s)
@@ -76,6 +83,19 @@ void source_set_regenerate(struct source *src, source_regen_fn fn, void *ctx)
 {
 	src->regen = fn;
 	src->regen_ctx = ctx;
+}
+
+void source_set_cluster(struct source *src, struct cluster *c)
+{
+	if (!c || cluster_mode(c, NULL, 0) == CLUSTER_LOCAL)
+		return;
+	if (strcmp(store_driver_name(src->store), "fs") == 0) {
+		/* Another replica's commit would not be seen here: nothing to wait for. */
+		log_event(LOG_INFO, "blob downloads are single-flight per process: the fs store is not shared between "
+		                    "replicas (store.driver \"s3\" shares them)");
+		return;
+	}
+	src->cluster = c;
 }
 
 void source_stop(struct source *src)
@@ -168,6 +188,7 @@ struct download {
 	char repo[RS_LIMIT_NAME_MAX + 16];
 	char digest[DIGEST_STR_SIZE];
 	bool new_link; /* download_begin made the link: it goes again if the download fails */
+	struct cluster_lock *lock; /* the blob's cluster lock while this replica downloads it */
 };
 
 struct download_sink {
@@ -196,9 +217,8 @@ static enum rs_code download_data(void *arg, const void *buf, size_t len, struct
 	return inflight_fetch_write(s->f, buf, len, err);
 }
 
-static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_err *err)
+static enum rs_code upstream_run(struct inflight_fetch *f, struct download *d, struct rs_err *err)
 {
-	struct download *d = arg;
 	struct download_sink sink = {.f = f, .d = d};
 	metrics_upstream(d->upname, METRICS_UP_REQUESTS);
 	metrics_upstream(d->upname, METRICS_UP_BLOB_FETCHES);
@@ -211,6 +231,172 @@ static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_
 	return rc;
 }
 
+/* ------------------------------------------------------------ across replicas */
+
+/* How long a peer gets to accept the connection; a refused one fails at once. */
+#define PEER_CONNECT_MS 2000
+/* Between two looks at a lock held by another replica. */
+#define LOCK_RETRY_MS 200
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static enum rs_code relay_begin(void *arg, int64_t size, struct rs_err *err)
+{
+	return inflight_fetch_begin_relay(arg, size, err);
+}
+
+static enum rs_code relay_data(void *arg, const void *buf, size_t len, struct rs_err *err)
+{
+	metrics_cluster_pull(METRICS_CL_PEER_BYTES, len);
+	return inflight_fetch_write(arg, buf, len, err);
+}
+
+/* Another replica downloaded and committed the blob while this one waited:
+ * its readers get the stored bytes (relayed, nothing written to the store). */
+static enum rs_code relay_from_store(struct download *d, struct inflight_fetch *f, struct rs_err *err)
+{
+	struct store_reader *rd = NULL;
+	enum rs_code rc = store_reader_open(d->src->store, STORE_CACHE, STORE_BLOB, d->digest, &rd, err);
+	if (rc != RS_OK)
+		return rc;
+	uint64_t size = store_reader_size(rd);
+	char *buf = malloc(1u << 16);
+	if (!buf)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory relaying %s", d->digest);
+	else
+		rc = inflight_fetch_begin_relay(f, (int64_t)size, err);
+	for (uint64_t at = 0; rc == RS_OK && at < size;) {
+		ssize_t n = store_reader_pread(rd, buf, 1u << 16, at, err);
+		if (n <= 0) {
+			rc = n < 0 ? err->code : rs_err_set(err, RS_IO, "stored %s ended at byte %llu", d->digest,
+			                                      (unsigned long long)at);
+			break;
+		}
+		rc = inflight_fetch_write(f, buf, (size_t)n, err);
+		at += (uint64_t)n;
+	}
+	free(buf);
+	store_reader_close(rd);
+	log_event(LOG_DEBUG, "%s was committed by another replica: served from the store", d->digest);
+	return rc;
+}
+
+/* Stream the blob from owner, the replica that holds its lock. RS_OK: relayed
+ * whole (verified at the end by inflight.c). *out_began: bytes went to the
+ * readers, so a failure cannot be retried elsewhere. */
+static enum rs_code relay_from_peer(struct download *d, struct inflight_fetch *f, const char *owner, unsigned stall_s,
+                                    bool *out_began, struct rs_err *err)
+{
+	const char *secret = d->src->cfg->cluster.peer_secret;
+	enum rs_code rc = peer_blob_get(owner, secret, d->digest, PEER_CONNECT_MS, stall_s, relay_begin, relay_data, f,
+	                                out_began, err);
+	if (rc == RS_OK)
+		rc = inflight_fetch_relay_check(f, err);
+	if (rc == RS_OK) {
+		metrics_cluster_pull(METRICS_CL_PEER_OK, 1);
+		log_event(LOG_INFO, "peer stream of %s from %s done: the owner downloads it from %s, not this replica",
+		          d->digest, owner, d->upname);
+	} else if (*out_began) {
+		metrics_cluster_pull(METRICS_CL_PEER_FAILED, 1);
+		log_event(LOG_WARN, "peer stream of %s from %s failed: %s (clients of it are cut off and retry)", d->digest,
+		          owner, err->msg);
+	}
+	return rc;
+}
+
+/* Whether a lock holder names a replica to stream from: another replica
+ * with an http(s) advertise_url, and a secret to authenticate with. */
+static bool streamable(const struct source *src, const char *owner)
+{
+	return src->cfg->cluster.peer_secret && (strncmp(owner, "http://", 7) == 0 || strncmp(owner, "https://", 8) == 0) &&
+	       strcmp(owner, cluster_replica_id(src->cluster)) != 0;
+}
+
+/* The cluster-wide single-flight of one blob (docs/scale-out.md): take the
+ * lock "blob:<digest>" and download from the upstream (*out_upstream), or,
+ * while another replica holds it, stream from that replica (or read what it
+ * committed), retrying until the lock is taken over when the owner cannot
+ * answer (it died: its lock expires after lock_ttl_s). Redis down: the lock
+ * is this process's, as without a cluster. */
+static enum rs_code coordinate(struct download *d, struct inflight_fetch *f, bool *out_upstream, struct rs_err *err)
+{
+	struct source *src = d->src;
+	const struct rs_cluster_config *cc = &src->cfg->cluster;
+	unsigned stall_s = src->cfg->upstreams[d->up_index].timeout_s;
+	uint64_t start = now_ms();
+	uint64_t deadline = start + ((uint64_t)cc->lock_ttl_s + stall_s) * 1000u;
+	char name[DIGEST_STR_SIZE + 8];
+	char holder[CLUSTER_OWNER_MAX];
+	char owner[CLUSTER_OWNER_MAX];
+	char told[CLUSTER_OWNER_MAX] = ""; /* the owner last logged about */
+	snprintf(name, sizeof(name), "blob:%s", d->digest);
+	for (bool waited = false;; waited = true) {
+		struct cluster_lock *l = NULL;
+		holder[0] = '\0';
+		enum rs_code rc = cluster_lock_try(&l, src->cluster, name, holder, sizeof(holder), err);
+		if (rc != RS_OK)
+			return rc;
+		bool stored = store_has(src->store, STORE_CACHE, STORE_BLOB, d->digest);
+		if (l && stored) { /* committed by the owner that released the lock just now */
+			cluster_lock_release(l);
+			return relay_from_store(d, f, err);
+		}
+		if (l) {
+			d->lock = l;
+			if (cluster_lock_scope(l) == CLUSTER_UP)
+				metrics_cluster_pull(METRICS_CL_UPSTREAM_FETCHES, 1);
+			if (waited)
+				log_event(LOG_WARN, "took over the download of %s after %llu ms: the lock of %s expired or was released",
+				          d->digest, (unsigned long long)(now_ms() - start), told[0] ? told : "another replica");
+			*out_upstream = true;
+			return RS_OK;
+		}
+		if (!waited)
+			metrics_cluster_pull(METRICS_CL_LOCK_WAITS, 1);
+		if (stored)
+			return relay_from_store(d, f, err);
+		cluster_owner_replica(owner, sizeof(owner), holder);
+		if (streamable(src, owner)) {
+			bool began = false;
+			struct rs_err perr = {0};
+			rc = relay_from_peer(d, f, owner, stall_s, &began, &perr);
+			if (rc == RS_OK || began) {
+				*err = perr;
+				return rc;
+			}
+			if (strcmp(told, owner) != 0)
+				log_event(LOG_INFO, "%s is downloaded by %s, which cannot stream it now (%s): waiting for its lock",
+				          d->digest, owner, perr.msg);
+		} else if (strcmp(told, owner) != 0) {
+			log_event(LOG_INFO, "%s is downloaded by %s: waiting for its lock", d->digest,
+			          owner[0] ? owner : "another replica");
+		}
+		snprintf(told, sizeof(told), "%s", owner);
+		if (now_ms() >= deadline || atomic_load(&src->stopping))
+			return rs_err_set(err, RS_TIMEOUT, "%s: its download lock is held by %s and was not released within %u s",
+			                  d->digest, owner[0] ? owner : "another replica", cc->lock_ttl_s + stall_s);
+		struct timespec ts = {0, LOCK_RETRY_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static enum rs_code download_run(struct inflight_fetch *f, void *arg, struct rs_err *err)
+{
+	struct download *d = arg;
+	if (d->src->cluster) {
+		bool upstream = false;
+		enum rs_code rc = coordinate(d, f, &upstream, err);
+		if (!upstream)
+			return rc;
+	}
+	return upstream_run(f, d, err);
+}
+
 /* inflight's arg_free, called once the download is committed or abandoned:
  * a link made for it goes again when the blob did not make it into the store
  * (cut off, or failed its digest check), since a link comes with its content. */
@@ -219,6 +405,8 @@ static void download_free(void *arg)
 	struct download *d = arg;
 	if (d && d->new_link && !store_has(d->src->store, STORE_CACHE, STORE_BLOB, d->digest))
 		store_unlink(d->src->store, d->upname, d->repo, STORE_BLOB, d->digest);
+	if (d)
+		cluster_lock_release(d->lock); /* after the commit: a replica that takes it next finds the blob */
 	free(d);
 }
 
@@ -345,7 +533,10 @@ enum rs_code source_fetch(struct source *src, const struct source_ref *ref, stru
 		return rc;
 	int64_t total = -1;
 	rs_err_clear(err);
-	rc = inflight_wait_begin(f, upc->timeout_s + BEGIN_WAIT_SLACK_S, &total, err);
+	/* With a cluster the download may first wait for another replica's lock
+	 * to expire (its owner died). */
+	unsigned wait_s = upc->timeout_s + BEGIN_WAIT_SLACK_S + (src->cluster ? src->cfg->cluster.lock_ttl_s : 0);
+	rc = inflight_wait_begin(f, wait_s, &total, err);
 	if (rc) {
 		inflight_release(f);
 		if (rc == RS_DIGEST_MISMATCH)
@@ -370,6 +561,32 @@ enum rs_code source_fetch(struct source *src, const struct source_ref *ref, stru
 	out->size = total;
 	out->stall_s = upc->timeout_s;
 	return RS_OK;
+}
+
+enum rs_code source_peer_open(struct source *src, const char *digest, struct source_found *out, struct rs_err *err)
+{
+	*out = (struct source_found){.where = SOURCE_UPSTREAM, .size = -1};
+	struct inflight_fetch *f = NULL;
+	if (inflight_peek(src->inflight, digest, &f) == RS_OK) {
+		unsigned wait_s = 0;
+		for (size_t i = 0; i < src->cfg->upstream_count; i++)
+			if (src->cfg->upstreams[i].timeout_s > wait_s)
+				wait_s = src->cfg->upstreams[i].timeout_s;
+		int64_t total = -1;
+		enum rs_code rc = inflight_wait_begin(f, wait_s + BEGIN_WAIT_SLACK_S, &total, err);
+		if (rc != RS_OK) {
+			inflight_release(f);
+			return rc;
+		}
+		out->fetch = f;
+		out->size = total;
+		out->stall_s = wait_s;
+		return RS_OK;
+	}
+	enum rs_code rc = store_reader_open(src->store, STORE_CACHE, STORE_BLOB, digest, &out->rd, err);
+	if (rc == RS_OK)
+		out->where = SOURCE_CACHE;
+	return rc;
 }
 
 /* ------------------------------------------------------------ manifests from the upstream */

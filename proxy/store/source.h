@@ -32,6 +32,7 @@
 
 struct source;
 struct inflight_fetch;
+struct cluster;
 
 /* What a client names: the name as it wrote it (pushed images; NULL: none)
  * and, routed like a pull, the upstream and its repository. */
@@ -86,6 +87,14 @@ RS_MUST_CHECK enum rs_code source_new(struct source **out, const struct rs_confi
 void source_free(struct source *src);
 /* Regeneration of evicted optimized objects (fn NULL: none). */
 void source_set_regenerate(struct source *src, source_regen_fn fn, void *ctx);
+/* Coordinate blob downloads with the other replicas through c (borrowed; NULL,
+ * a cluster without a "cluster" section or a store that replicas do not share,
+ * the fs driver: this process only, logged). A download
+ * then takes the cluster lock "blob:<digest>" first; while another replica
+ * holds it, the bytes are streamed from that replica (its advertise_url, the
+ * peer secret) or read from the store once it committed them, never fetched
+ * from the upstream a second time (docs/scale-out.md). */
+void source_set_cluster(struct source *src, struct cluster *c);
 /* Shutting down: source_ensure's waits end at once (the downloads go on). */
 void source_stop(struct source *src);
 /* Number of downloads running. */
@@ -114,6 +123,14 @@ RS_MUST_CHECK enum rs_code source_fetch(struct source *src, const struct source_
                                         struct source_found *out, struct rs_err *err);
 
 void source_found_dispose(struct source_found *f);
+
+/* What the peer endpoint serves another replica of digest (never starting a
+ * download): the download running here (out->fetch, out->size once the
+ * upstream answered, out->stall_s), else the cached blob (CACHE, out->rd).
+ * RS_NOT_FOUND when neither; the download's error when it failed before it
+ * began. Dispose of *out with source_found_dispose. */
+RS_MUST_CHECK enum rs_code source_peer_open(struct source *src, const char *digest, struct source_found *out,
+                                            struct rs_err *err);
 
 /* Bring digest into the cache from upstream up_index, repository repo, and
  * wait until it is verified and committed (optpull.h's fetches, the policy

@@ -67,6 +67,12 @@ const char *store_driver_name(const struct store *s)
 	return s->drv->name;
 }
 
+void store_set_cluster(struct store *s, struct cluster *c)
+{
+	if (s->drv->set_cluster)
+		s->drv->set_cluster(s->impl, c);
+}
+
 /* ------------------------------------------------------------ objects */
 
 bool store_has(struct store *s, enum store_area area, enum store_kind kind, const char *digest)
@@ -330,6 +336,11 @@ enum rs_code store_upload_commit(struct store_upload *u, const char *digest, str
 	return u->drv->upload_commit(u, digest, err);
 }
 
+enum rs_code store_upload_save(struct store_upload *u, struct rs_err *err)
+{
+	return u->drv->upload_save ? u->drv->upload_save(u, err) : RS_OK;
+}
+
 void store_upload_close(struct store_upload *u)
 {
 	if (u)
@@ -390,8 +401,8 @@ enum rs_code store_pushed_tags_list(struct store *s, const char *repo, char **ou
 	return s->drv->pushed_tags_list(s->impl, repo, out, out_len, err);
 }
 
-/* A driver without deletes (the s3 driver, this revision): 405 UNSUPPORTED
- * naming it, rather than a crash through a NULL entry. */
+/* A driver without deletes (both drivers have them; a test driver may not):
+ * 405 UNSUPPORTED naming it, rather than a crash through a NULL entry. */
 static enum rs_code no_deletes(const struct store *s, struct rs_err *err)
 {
 	return rs_err_set(err, RS_UNSUPPORTED, "deleting pushed content is not supported by the %s store driver yet",
@@ -439,12 +450,6 @@ uint64_t store_size(const struct store *s)
 enum rs_code store_evict(struct store *s, uint64_t *out_freed, struct rs_err *err)
 {
 	return s->drv->evict(s->impl, out_freed, err);
-}
-
-void store_set_cluster(struct store *s, struct cluster *c)
-{
-	if (s->drv->set_cluster)
-		s->drv->set_cluster(s->impl, c);
 }
 
 /* ------------------------------------------------------------ referrers, pins, health */

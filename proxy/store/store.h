@@ -41,6 +41,7 @@ struct store;
 struct store_reader;
 struct store_writer;
 struct store_upload;
+struct cluster;
 
 enum store_area { STORE_CACHE, STORE_PUSHED };
 enum store_kind { STORE_BLOB, STORE_MANIFEST };
@@ -91,6 +92,15 @@ void store_free(struct store *s);
 
 /* The driver's name ("fs"). */
 const char *store_driver_name(const struct store *s);
+
+/* Coordinate with the other replicas through c (cluster.h; borrowed, it
+ * must outlive the store; NULL: alone). The s3 driver shares upload
+ * sessions through it while Redis answers (docs/scale-out.md "Upload
+ * sessions") and, with a cluster section, evicts least recently used
+ * across the replicas, by one elected replica, never what any replica
+ * holds ("Eviction"); the fs driver, on one disk, ignores it. Call before
+ * serving. */
+void store_set_cluster(struct store *s, struct cluster *c);
 
 /* ------------------------------------------------------------ objects */
 
@@ -250,6 +260,15 @@ uint64_t store_upload_size(const struct store_upload *u);
 RS_MUST_CHECK enum rs_code store_upload_write(struct store_upload *u, const void *buf, size_t len,
                                               struct rs_err *err);
 RS_MUST_CHECK enum rs_code store_upload_commit(struct store_upload *u, const char *digest, struct rs_err *err);
+/* Make what was written so far part of the upload for every replica before
+ * the request that carried it is answered (a chunk's PATCH). A session kept
+ * on local disk has nothing to do. A session shared through the cluster
+ * (store_set_cluster) appends the bytes as a part at the offset it was
+ * opened at: RS_RANGE when another request appended there meanwhile (the
+ * bytes are dropped), RS_NOT_FOUND when the session expired, RS_UNAVAILABLE
+ * or RS_IO when the part could not be stored (the session stays as it
+ * was). close() saves too, best effort. */
+RS_MUST_CHECK enum rs_code store_upload_save(struct store_upload *u, struct rs_err *err);
 void store_upload_close(struct store_upload *u);
 void store_upload_cancel(struct store_upload *u);
 /* Remove uploads idle for push.upload_idle_timeout_s at time now;
@@ -342,14 +361,6 @@ RS_MUST_CHECK enum rs_code store_evict(struct store *s, uint64_t *out_freed, str
  * it, so pinned: pin first, then trust that it stays. Pins live in memory
  * (a replica's own); explicit removals ignore them. */
 bool store_pin(struct store *s, enum store_area area, enum store_kind kind, const char *digest, time_t until);
-
-struct cluster;
-/* Share the cache's access bookkeeping with the other replicas through c (cluster.h;
- * borrowed, must outlive the store): drivers whose objects are shared (s3) then evict least
- * recently used across the cluster, by one elected replica, never what any replica holds
- * (docs/scale-out.md "Eviction"). Once, before serving; a driver with nothing to share (fs)
- * ignores it. */
-void store_set_cluster(struct store *s, struct cluster *c);
 
 /* Can the store write now? RS_IO naming where and why (a read-only mount, a
  * full disk). Checked at start and by the maintenance pass (degraded mode). */

@@ -30,6 +30,7 @@ struct store_upload {
 struct store_driver {
 	const char *name;
 	void (*free)(void *impl);
+	void (*set_cluster)(void *impl, struct cluster *c); /* NULL: the driver does not coordinate */
 
 	bool (*has)(void *impl, enum store_area area, enum store_kind kind, const char *digest);
 	enum rs_code (*reader_open)(void *impl, enum store_area area, enum store_kind kind, const char *digest,
@@ -82,6 +83,7 @@ struct store_driver {
 	uint64_t (*upload_size)(const struct store_upload *u);
 	enum rs_code (*upload_write)(struct store_upload *u, const void *buf, size_t len, struct rs_err *err);
 	enum rs_code (*upload_commit)(struct store_upload *u, const char *digest, struct rs_err *err);
+	enum rs_code (*upload_save)(struct store_upload *u, struct rs_err *err); /* NULL: nothing to do */
 	void (*upload_close)(struct store_upload *u);
 	void (*upload_cancel)(struct store_upload *u);
 	void (*upload_sweep)(void *impl, time_t now, unsigned *out_removed);
@@ -114,7 +116,6 @@ struct store_driver {
 	bool (*pin)(void *impl, enum store_area area, enum store_kind kind, const char *digest, time_t until);
 	enum rs_code (*check_writable)(void *impl, struct rs_err *err);
 	enum rs_code (*scrub_start)(void *impl, struct scrub **out, struct rs_err *err); /* NULL: no scrub */
-	void (*set_cluster)(void *impl, struct cluster *c); /* NULL: nothing shared (fs: a disk per replica) */
 };
 
 /* A store over drv with its state impl (taken: drv->free(impl) runs at

@@ -12,10 +12,12 @@
  *   P docs/optimized/<key>.json, docs/optimized/reports/<hex>.json,
  *   P docs/optimized/objects/<hex>.json, docs/gate/reports/<repo>/<hex>.json,
  *   P docs/gate/scans/<scan key>.scan, docs/signatures/<repo>/<hex>.json
+ *   P uploads/<uuid>/<offset>              parts of upload sessions shared through Redis
  *   P health/check                         written by store_check_writable
  * and locally: <data>/tmp/ (writers' staging files, spools, scratch
- * directories, swept at open) and <data>/s3-uploads/<uuid>/ (upload
- * sessions in progress, store_s3_push.c).
+ * directories, swept at open) and <data>/s3-uploads/ (upload sessions of
+ * this replica alone, without Redis; store_s3_push.c). Deletes and the
+ * garbage collection of pushed images: store_s3_gc.c.
  *
  * Objects become visible only once verified: writers tee into a local
  * staging file (for readers that follow a write) and into s3_writer, whose
@@ -45,6 +47,7 @@
 
 #include "blobstore.h"
 #include "cachelru.h"
+#include "cluster.h"
 #include "fsutil.h"
 #include "image.h"
 #include "imagejson.h"
@@ -53,6 +56,8 @@
 #include "metrics.h"
 #include "refname.h"
 #include "rs_limits.h"
+#include "s3_bcache.h"
+#include "s3_memo.h"
 #include "s3_writer.h"
 #include "store_local.h"
 
@@ -73,6 +78,8 @@
 #define USES_MAX 65536 /* access records kept; the oldest go first */
 #define READ_AHEAD (1u << 20) /* one ranged GET serves this much of a sequential read */
 #define EVICT_LIST_S 600 /* at most this long between listings of the cache area */
+#define MEMO_ENTRIES 1024      /* manifests remembered (s3_memo.h) */
+#define MEMO_BYTES (32u << 20) /* and their bytes at most */
 
 struct s3s_use {
 	enum store_kind kind;
@@ -94,6 +101,8 @@ struct s3s_reader {
 	unsigned char *ra; /* read-ahead window (READ_AHEAD bytes, made at the first small read) */
 	uint64_t ra_off;
 	size_t ra_len;
+	struct s3_bcache_fill *fill; /* a local copy made from what this reader fetches in order */
+	bool fill_tried;
 };
 
 struct s3s_writer {
@@ -270,6 +279,7 @@ enum rs_code s3s_mark(struct s3s *s, const char *key, struct rs_err *err)
 void s3s_delete_quiet(struct s3s *s, const char *key)
 {
 	struct rs_err err = {0};
+	s3_memo_drop(s->memo, key);
 	if (s3_delete(s->c, key, &err) != RS_OK)
 		return; /* best effort: the caller's contract says so; what stays is unreachable or swept */
 }
@@ -290,6 +300,8 @@ static void s3s_free(void *impl)
 		return;
 	cachelru_free(s->lru); /* first: its thread collects from the table below */
 	s3_client_free(s->c);
+	s3_memo_free(s->memo);
+	s3_bcache_free(s->bcache);
 	pthread_mutex_destroy(&s->mu);
 	free(s->uses);
 	free(s->busy);
@@ -358,6 +370,10 @@ enum rs_code store_s3_open(void **out_impl, const struct rs_config *cfg, struct 
 	pthread_mutex_init(&s->mu, NULL);
 	s->cfg = cfg;
 	enum rs_code rc = RS_OK;
+	if (!(s->memo = s3_memo_new(MEMO_ENTRIES, MEMO_BYTES))) {
+		rc = rs_err_set(err, RS_NOMEM, "out of memory opening the s3 store");
+		goto out;
+	}
 	if (snprintf(s->root, sizeof(s->root), "%s", cfg->data_dir) >= (int)sizeof(s->root) ||
 	    snprintf(s->prefix, sizeof(s->prefix), "%s", sc->prefix ? sc->prefix : "") >= (int)sizeof(s->prefix)) {
 		rc = rs_err_set(err, RS_CONFIG, "data directory or store.s3.prefix too long");
@@ -366,6 +382,10 @@ enum rs_code store_s3_open(void **out_impl, const struct rs_config *cfg, struct 
 	snprintf(s->tmp, sizeof(s->tmp), "%s/tmp", s->root);
 	snprintf(s->uploads, sizeof(s->uploads), "%s/s3-uploads", s->root);
 	if ((rc = fsutil_mkdir_p(s->tmp, NULL, err)) || (rc = fsutil_mkdir_p(s->uploads, NULL, err)))
+		goto out;
+	char copies[S3S_PATH_MAX + 16];
+	snprintf(copies, sizeof(copies), "%s/blob-copies", s->root);
+	if ((rc = s3_bcache_open(&s->bcache, copies, sc->local_cache_bytes, err)))
 		goto out;
 	/* what a crash left in the scratch area: staged writes, spools, directories */
 	DIR *d = opendir(s->tmp);
@@ -423,10 +443,14 @@ static enum rs_code s3s_reader_open(void *impl, enum store_area area, enum store
 	struct s3_object_info info;
 	enum rs_code rc = s3_head(s->c, r->key, &info, err);
 	if (rc) {
+		if (rc == RS_NOT_FOUND && kind == STORE_BLOB)
+			s3_bcache_drop(s->bcache, digest + 7);
 		free(r);
 		return rc;
 	}
 	r->base.size = info.size < 0 ? 0 : (uint64_t)info.size;
+	if (kind == STORE_BLOB) /* the object exists: a local copy of it may serve */
+		r->base.fd = s3_bcache_open_fd(s->bcache, digest + 7, r->base.size);
 	note_use(s, area, kind, digest, +1);
 	*out = &r->base;
 	return RS_OK;
@@ -457,6 +481,12 @@ static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len
 		return 0;
 	if (len > base->size - off)
 		len = (size_t)(base->size - off);
+	if (base->fd >= 0) {
+		ssize_t n = pread(base->fd, buf, len, (off_t)off);
+		if (n < 0)
+			rs_err_set(err, RS_IO, "reading the local copy of %s: %s", r->digest, strerror(errno));
+		return n;
+	}
 	if (r->ra && off >= r->ra_off && off - r->ra_off < r->ra_len) {
 		size_t n = (size_t)(r->ra_len - (off - r->ra_off));
 		n = n < len ? n : len;
@@ -472,6 +502,11 @@ static ssize_t s3s_reader_pread(struct store_reader *base, void *buf, size_t len
 	enum rs_code rc = s3_get(r->s->c, r->key, (int64_t)off, (int64_t)(off + want - 1), range_add, &rb, NULL, err);
 	if (rc)
 		return -1;
+	if (!r->fill_tried && off == 0 && r->kind == STORE_BLOB) {
+		r->fill_tried = true;
+		r->fill = s3_bcache_fill_new(r->s->bcache, r->digest + 7, base->size);
+	}
+	s3_bcache_fill_add(r->fill, off, rb.buf, rb.len);
 	if (!window)
 		return (ssize_t)rb.len;
 	r->ra_off = off;
@@ -485,6 +520,9 @@ static void s3s_reader_close(struct store_reader *base)
 {
 	struct s3s_reader *r = (struct s3s_reader *)base;
 	note_use(r->s, r->area, r->kind, r->digest, -1);
+	s3_bcache_fill_free(r->fill); /* kept if it is whole and verified */
+	if (base->fd >= 0)
+		close(base->fd);
 	free(r->ra);
 	free(r);
 }
@@ -496,12 +534,15 @@ static void s3s_remove(void *impl, enum store_area area, enum store_kind kind, c
 	struct rs_err err = {0};
 	struct s3_object_info info = {.size = 0};
 	s3s_object_key(key, s, area, kind, digest);
+	s3_memo_drop(s->memo, key);
 	bool had = area == STORE_CACHE && s3_head(s->c, key, &info, &err) == RS_OK;
 	if (s3_delete(s->c, key, &err) == RS_OK && had && info.size > 0)
 		size_add(s, -info.size);
 	if (kind == STORE_MANIFEST) {
 		snprintf(type, sizeof(type), "%s.type", key);
 		s3s_delete_quiet(s, type); /* best effort, as store.h says */
+	} else {
+		s3_bcache_drop(s->bcache, digest + 7);
 	}
 }
 
@@ -617,6 +658,8 @@ static enum rs_code s3s_writer_commit(struct store_writer *base, struct rs_err *
 			size_add(w->s, (int64_t)w->n);
 		note_use(w->s, w->area, w->kind, w->digest, 0);
 	}
+	if (rc == RS_OK && w->kind == STORE_BLOB) /* verified: the staging file becomes the local copy */
+		s3_bcache_adopt(w->s->bcache, w->digest + 7, w->path, w->n);
 	writer_release(w);
 	return rc;
 }
@@ -685,6 +728,27 @@ enum rs_code s3s_manifest_put(void *impl, enum store_area area, const char *dige
 	return RS_OK;
 }
 
+/* A remembered manifest (verified when it was read) while its object still exists: one HEAD
+ * instead of two GETs. RS_NOT_FOUND when there is none to use (not remembered, larger than max,
+ * gone from the bucket: the caller reads the bucket, which says what is true); another code when
+ * the HEAD failed. */
+static enum rs_code memo_read(struct s3s *s, const char *key, size_t max, char **buf, size_t *len, char **type,
+                              struct rs_err *err)
+{
+	if (!s3_memo_get(s->memo, key, buf, len, type))
+		return RS_NOT_FOUND;
+	struct s3_object_info info;
+	enum rs_code rc = *len <= max ? s3_head(s->c, key, &info, err) : RS_NOT_FOUND;
+	if (rc == RS_OK)
+		return RS_OK;
+	free(*buf);
+	free(*type);
+	*buf = *type = NULL;
+	if (rc == RS_NOT_FOUND)
+		s3_memo_drop(s->memo, key);
+	return rc;
+}
+
 enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *digest, size_t max_bytes,
                               char **out_buf, size_t *out_len, char **out_type, struct rs_err *err)
 {
@@ -697,6 +761,15 @@ enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *dige
 	snprintf(tkey, sizeof(tkey), "%s.type", key);
 	char *buf = NULL, *type = NULL;
 	size_t len = 0;
+	if ((rc = memo_read(s, key, max_bytes, &buf, &len, &type, err)) != RS_NOT_FOUND) {
+		if (rc == RS_OK) {
+			note_use(s, area, STORE_MANIFEST, digest, 0);
+			*out_buf = buf;
+			*out_len = len;
+			*out_type = type;
+		}
+		return rc;
+	}
 	if ((rc = s3s_get_small(s, key, max_bytes, &buf, &len, err)))
 		return rc;
 	char got[DIGEST_STR_SIZE];
@@ -723,6 +796,7 @@ enum rs_code s3s_manifest_get(void *impl, enum store_area area, const char *dige
 		free(buf);
 		return rs_err_set(err, RS_NOMEM, "out of memory reading %s", digest);
 	}
+	s3_memo_put(s->memo, key, buf, len, type);
 	note_use(s, area, STORE_MANIFEST, digest, 0);
 	*out_buf = buf;
 	*out_len = len;
@@ -1471,12 +1545,11 @@ static void collect(void *ctx, struct cachelru_batch *b, uint64_t now_ms)
 	pthread_mutex_unlock(&s->mu);
 }
 
-static void s3s_set_cluster(void *impl, struct cluster *c)
+void s3s_lru_start(struct s3s *s, struct cluster *c)
 {
-	struct s3s *s = impl;
 	struct rs_err err = {0};
-	if (s->lru || !c)
-		return;
+	if (s->lru || !c || cluster_mode(c, NULL, 0) == CLUSTER_LOCAL)
+		return; /* no cluster section: this replica's own view, as a lone process */
 	if (cachelru_new(&s->lru, c, collect, s, &err) != RS_OK)
 		log_event(LOG_ERROR, "eviction: %s; this replica evicts by its own view", err.msg);
 }
@@ -1492,6 +1565,7 @@ static enum rs_code s3s_check_writable(void *impl, struct rs_err *err)
 const struct store_driver store_s3_driver = {
 	.name = "s3",
 	.free = s3s_free,
+	.set_cluster = s3s_set_cluster,
 	.has = s3s_has,
 	.reader_open = s3s_reader_open,
 	.reader_pread = s3s_reader_pread,
@@ -1523,6 +1597,7 @@ const struct store_driver store_s3_driver = {
 	.upload_size = s3s_upload_size,
 	.upload_write = s3s_upload_write,
 	.upload_commit = s3s_upload_commit,
+	.upload_save = s3s_upload_save,
 	.upload_close = s3s_upload_close,
 	.upload_cancel = s3s_upload_cancel,
 	.upload_sweep = s3s_upload_sweep,
@@ -1534,10 +1609,13 @@ const struct store_driver store_s3_driver = {
 	.pushed_tag_get = s3s_pushed_tag_get,
 	.pushed_tags_list = s3s_pushed_tags_list,
 	.pushed_referrers = s3s_pushed_referrers,
+	.pushed_delete_manifest = s3s_pushed_delete_manifest,
+	.pushed_delete_tag = s3s_pushed_delete_tag,
+	.pushed_delete_blob = s3s_pushed_delete_blob,
+	.pushed_gc = s3s_pushed_gc,
 	.size = s3s_size,
 	.evict = s3s_evict,
 	.pin = s3s_pin,
-	.set_cluster = s3s_set_cluster,
 	.check_writable = s3s_check_writable,
 	.scrub_start = NULL, /* the object store keeps its own checksums; manifest reads re-verify */
 };

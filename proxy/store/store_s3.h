@@ -17,6 +17,9 @@
 struct cachelru;
 struct s3s_use; /* the replica's own access bookkeeping of one cache object (store_s3.c) */
 
+struct s3_memo;
+struct s3_bcache;
+
 struct s3s {
 	const struct rs_config *cfg;
 	struct s3_client *c;
@@ -35,6 +38,9 @@ struct s3s {
 	store_pushed_fetch_fn fetch;
 	void *fetch_ctx;
 	struct cachelru *lru;         /* the cluster's access bookkeeping (store_set_cluster), or NULL */
+	struct s3_memo *memo;         /* manifests read lately (s3_memo.h) */
+	struct s3_bcache *bcache;     /* local copies of blobs (s3_bcache.h); NULL when off */
+	struct cluster *cluster; /* shares upload sessions while Redis answers; NULL: alone (store_set_cluster) */
 };
 
 /* The key of object kind/digest of area (no validation of digest). */
@@ -69,7 +75,29 @@ bool s3s_exists(struct s3s *s, const char *key);
 /* DELETE key, best effort (failures ignored: callers are best effort by contract). */
 void s3s_delete_quiet(struct s3s *s, const char *key);
 
+/* Keys listed under a prefix, by their last component (store_s3_push.c):
+ * max > 0 stops there, hex keeps 64-hex names only, below keeps the whole
+ * rest of the key after the prefix instead. */
+struct s3s_names {
+	char **v;
+	size_t n, cap, max;
+	bool hex, below;
+	size_t plen; /* the prefix's length (set by s3s_list_names) */
+};
+/* Every key under prefix into ns (sorted). */
+RS_MUST_CHECK enum rs_code s3s_list_names(struct s3s *s, const char *prefix, struct s3s_names *ns,
+                                          struct rs_err *err);
+void s3s_names_free(struct s3s_names *ns);
+/* The push link marker of kind/digest in repo. */
+RS_MUST_CHECK enum rs_code s3s_push_link(struct s3s *s, const char *repo, enum store_kind kind, const char *digest,
+                                         struct rs_err *err);
+
 /* The push side's operations (store_s3_push.c), for the driver table. */
+void s3s_set_cluster(void *impl, struct cluster *c);
+/* Start the cluster-wide access bookkeeping of eviction over c (store_s3.c, cachelru.h) when c
+ * has a cluster section; called by s3s_set_cluster. */
+void s3s_lru_start(struct s3s *s, struct cluster *c);
+enum rs_code s3s_upload_save(struct store_upload *u, struct rs_err *err);
 enum rs_code s3s_upload_start(void *impl, const char *repo, char out[STORE_UUID_SIZE], struct rs_err *err);
 enum rs_code s3s_upload_open(void *impl, const char *repo, const char *uuid, struct store_upload **out,
                              struct rs_err *err);
@@ -92,5 +120,12 @@ enum rs_code s3s_pushed_tag_get(void *impl, const char *repo, const char *tag, s
 enum rs_code s3s_pushed_tags_list(void *impl, const char *repo, char **out, size_t *out_len, struct rs_err *err);
 enum rs_code s3s_pushed_referrers(void *impl, const char *repo, const char *subject, char (**out)[DIGEST_STR_SIZE],
                                   size_t *out_n, size_t max, struct rs_err *err);
+
+/* Deletes and garbage collection of pushed images (store_s3_gc.c). */
+enum rs_code s3s_pushed_delete_manifest(void *impl, const char *repo, const char *digest, unsigned *out_tags,
+                                        struct rs_err *err);
+enum rs_code s3s_pushed_delete_tag(void *impl, const char *repo, const char *tag, struct rs_err *err);
+enum rs_code s3s_pushed_delete_blob(void *impl, const char *repo, const char *digest, struct rs_err *err);
+enum rs_code s3s_pushed_gc(void *impl, time_t now, unsigned grace_s, struct store_gc_stats *out, struct rs_err *err);
 
 #endif

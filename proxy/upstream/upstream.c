@@ -131,6 +131,7 @@ static void reply_take(struct upstream_reply *out, struct xfer_answer *a)
 	out->content_length = a->content_length;
 	out->body = a->body;
 	out->body_len = a->body ? a->body_len : 0;
+	out->supports_signatures = a->supports_signatures;
 	a->content_type = a->link = a->body = NULL;
 }
 
@@ -296,6 +297,26 @@ enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char
 		rc = rs_err_set(err, RS_NOMEM, "out of memory");
 	else
 		rc = memory_request(u, path, scope, index, 1, false, max_bytes, out, err);
+	free(path);
+	free(scope);
+	return rc;
+}
+
+enum rs_code upstream_signatures(struct upstream *u, const char *repo, const char *digest, size_t max_bytes,
+                                 struct upstream_reply *out, struct rs_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	out->content_length = -1;
+	enum rs_code rc = check_name(repo, digest, err);
+	if (rc)
+		return rc;
+	char *path = xfer_printf("/extensions/v2/%s/signatures/%s", repo, digest);
+	char *scope = xfer_printf("repository:%s:pull", repo);
+	static const char *const json[] = {"application/json"};
+	if (!path || !scope)
+		rc = rs_err_set(err, RS_NOMEM, "out of memory");
+	else
+		rc = memory_request(u, path, scope, json, 1, false, max_bytes, out, err);
 	free(path);
 	free(scope);
 	return rc;

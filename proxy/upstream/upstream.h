@@ -32,6 +32,7 @@ struct upstream_reply {
 	char *link;                        /* Link header (tags/list pagination), NULL if absent */
 	char *body;                        /* NUL-terminated; NULL for HEAD */
 	size_t body_len;
+	bool supports_signatures;          /* X-Registry-Supports-Signatures: 1 was sent */
 };
 void upstream_reply_dispose(struct upstream_reply *r);
 
@@ -83,6 +84,15 @@ RS_MUST_CHECK enum rs_code upstream_tags(struct upstream *u, const char *repo, c
  * out->status (a registry without the API answers 404). */
 RS_MUST_CHECK enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char *digest,
                                               size_t max_bytes, struct upstream_reply *out, struct rs_err *err);
+
+/* GET /extensions/v2/<repo>/signatures/<digest>: the signature extension
+ * of registries that answer manifest requests with
+ * X-Registry-Supports-Signatures: 1 (OpenShift's integrated registry; the
+ * atomic format, sigpayload.h sigdoc_parse_extension), with the pull scope
+ * of repo, body into memory up to max_bytes. Any HTTP answer is RS_OK with
+ * out->status. */
+RS_MUST_CHECK enum rs_code upstream_signatures(struct upstream *u, const char *repo, const char *digest,
+                                               size_t max_bytes, struct upstream_reply *out, struct rs_err *err);
 
 /* GET /v2/ (authenticated as needed): RS_OK when the upstream answers 200. */
 RS_MUST_CHECK enum rs_code upstream_ping(struct upstream *u, struct rs_err *err);

@@ -144,6 +144,7 @@ struct xfer_answer {
 	                               after xfer_run() except for HEAD; NULL when streamed */
 	size_t body_len;
 	bool streamed;              /* on_begin was called */
+	bool supports_signatures;   /* X-Registry-Supports-Signatures: 1 (the signature extension, sign.h) */
 };
 void xfer_answer_dispose(struct xfer_answer *a);
 

@@ -205,6 +205,10 @@ static bool header_take(struct xfer_exchange *x, const char *name, size_t nlen, 
 			memcpy(x->a.digest, x->a.digest_header, vlen + 1);
 		return true;
 	}
+	if (IS("x-registry-supports-signatures")) {
+		x->a.supports_signatures = vlen == 1 && v[0] == '1';
+		return true;
+	}
 	if (IS("content-length")) {
 		int64_t cl = 0;
 		size_t i = 0;
@@ -219,7 +223,8 @@ static bool header_take(struct xfer_exchange *x, const char *name, size_t nlen, 
 static bool header_wanted(const char *name, size_t nlen)
 {
 	static const char *const wanted[] = {"content-type", "link", "location", "www-authenticate",
-	                                     "docker-content-digest", "content-length"};
+	                                     "docker-content-digest", "content-length",
+	                                     "x-registry-supports-signatures"};
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
 		if (strlen(wanted[i]) == nlen && strncasecmp(name, wanted[i], nlen) == 0)
 			return true;

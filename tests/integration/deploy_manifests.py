@@ -1,12 +1,13 @@
 """deploy_manifests.py - checks deploy/compose.yaml and deploy/kubernetes/*.yaml against what the
 image and the documentation promise (used by test_deploy.sh).
 
-Usage: python3 deploy_manifests.py DEPLOY_DIR IMAGE_INSPECT_JSON VERSION CONFIGMAP_OUT
+Usage: python3 deploy_manifests.py DEPLOY_DIR IMAGE_INSPECT_JSON VERSION CONFIGMAP_OUT [CLUSTER_CONFIGMAP_OUT]
 
 IMAGE_INSPECT_JSON is `buildah inspect --type image` of the built image: its Cmd, exposed port,
 user, volume and HEALTHCHECK are what the files must agree with. VERSION is the project version
 (CMakeLists.txt), the tag the Kubernetes manifest deploys. The ConfigMap's regslim.json is written
-to CONFIGMAP_OUT so that the test can run `regslim check-config` on it inside the image.
+to CONFIGMAP_OUT so that the test can run `regslim check-config` on it inside the image; the
+cluster's (deploy/kubernetes-cluster/: N replicas on S3 and Redis) to CLUSTER_CONFIGMAP_OUT.
 
 Prints one line per check: `PASS<TAB>name` or `FAIL<TAB>name<TAB>why`; exits 0 (the caller counts).
 """
@@ -200,6 +201,96 @@ def main():
           lambda: (cfg["User"] == "%d:%d" % (UID, UID) and "%d/tcp" % PORT in cfg["ExposedPorts"]
                    and DATA_DIR in cfg["Volumes"], "User %s ExposedPorts %s Volumes %s"
                    % (cfg.get("User"), cfg.get("ExposedPorts"), cfg.get("Volumes"))))
+
+    if len(sys.argv) > 5:
+        cluster_checks(ddir, cmd, conf_path, version, sys.argv[5])
+
+
+def load_kinds(d):
+    kinds = {}
+    for fn in sorted(glob.glob(os.path.join(d, "*.yaml"))):
+        with open(fn) as f:
+            for doc in yaml.safe_load_all(f):
+                if doc:
+                    kinds.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    return kinds
+
+
+def cluster_checks(ddir, cmd, conf_path, version, cm_out):
+    """deploy/kubernetes-cluster/: N replicas on the s3 store and Redis, what docs/scale-out.md says."""
+    kinds = load_kinds(os.path.join(ddir, "kubernetes-cluster"))
+    out(set(kinds) >= {"Deployment", "Service", "ConfigMap", "Secret"},
+        "cluster: Deployment, Service, ConfigMap and Secret present", "kinds %s" % sorted(kinds))
+    dep = kinds["Deployment"]["regslim"]
+    pod = dep["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    check("cluster: several replicas of regslim:<project version>, args the image's CMD",
+          lambda: (dep["spec"]["replicas"] >= 2 and repo_tag(ctr["image"]) == ("regslim", version)
+                   and ctr.get("args") == cmd, "replicas %s image %s args %s" % (dep["spec"].get("replicas"),
+                                                                                 ctr.get("image"), ctr.get("args"))))
+    mounts = {m["mountPath"]: m for m in ctr["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    conf = {}
+
+    def conf_ok():
+        v = volumes[mounts[os.path.dirname(conf_path)]["name"]]
+        cm = kinds["ConfigMap"][v["configMap"]["name"]]
+        text = cm["data"][os.path.basename(conf_path)]
+        conf.update(json.loads(text))
+        with open(cm_out, "w") as f:
+            f.write(text)
+        return mounts[os.path.dirname(conf_path)].get("readOnly") is True, "mount %s" % mounts[os.path.dirname(conf_path)]
+    check("cluster: ConfigMap mounted read-only where the image's CMD reads its configuration", conf_ok)
+    check("cluster: the configuration uses the s3 store and a cluster section with Redis",
+          lambda: (conf["store"]["driver"] == "s3" and conf["cluster"]["redis"].startswith("redis://"),
+                   "store %s cluster %s" % (conf.get("store"), conf.get("cluster"))))
+    env = {e["name"]: e for e in ctr.get("env", [])}
+
+    def secret_env(var):
+        ref = env[var]["valueFrom"]["secretKeyRef"]
+        return ref["key"] in (kinds["Secret"][ref["name"]].get("stringData") or kinds["Secret"][ref["name"]]["data"])
+    check("cluster: the S3 keys come from a Secret the manifests create, through the variables the configuration names",
+          lambda: (secret_env(conf["store"]["s3"]["access_key_env"]) and secret_env(conf["store"]["s3"]["secret_key_env"]),
+                   "env %s" % sorted(env)))
+
+    def peer_ok():
+        path = conf["cluster"]["peer_secret_file"]
+        m = mounts[os.path.dirname(path)]
+        sec = volumes[m["name"]]["secret"]
+        data = kinds["Secret"][sec["secretName"]].get("stringData") or kinds["Secret"][sec["secretName"]]["data"]
+        return os.path.basename(path) in data and m.get("readOnly") is True, "mount %s secret %s" % (m, sec)
+    check("cluster: the peer secret is a file of a Secret mounted read-only", peer_ok)
+    check("cluster: each replica advertises its own pod address (advertise_url_env from status.podIP)",
+          lambda: ("$(POD_IP)" in env[conf["cluster"]["advertise_url_env"]]["value"]
+                   and env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP",
+                   "cluster %s env %s" % (conf.get("cluster"), sorted(env))))
+    check("cluster: data_dir is scratch (an emptyDir), not a PersistentVolumeClaim",
+          lambda: ("emptyDir" in volumes[mounts[conf["data_dir"]]["name"]], "volume %s" % volumes.get(
+              mounts.get(conf.get("data_dir"), {}).get("name"))))
+
+    def probe(kind):
+        p = ctr[kind]["httpGet"]
+        return p["path"] == "/healthz", "%s %s" % (kind, ctr.get(kind))
+    check("cluster: readiness and liveness probes on /healthz",
+          lambda: (probe("readinessProbe")[0] and probe("livenessProbe")[0], ctr.get("readinessProbe")))
+    csc = ctr["securityContext"]
+    check("cluster: non-root, read-only root filesystem, no capabilities",
+          lambda: (pod["securityContext"]["runAsUser"] == UID and csc["readOnlyRootFilesystem"] is True
+                   and csc["capabilities"]["drop"] == ["ALL"], "%s %s" % (pod.get("securityContext"), csc)))
+    svc = kinds["Service"]["regslim"]
+    check("cluster: Service port 5000 selects the replicas",
+          lambda: (any(p["port"] == PORT for p in svc["spec"]["ports"])
+                   and all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), "service %s" % svc["spec"]))
+
+    def redis_ok():
+        host = conf["cluster"]["redis"][len("redis://"):].split("/")[0].split(":")[0]
+        rsvc = kinds["Service"][host]
+        rdep = next(d for d in kinds["Deployment"].values()
+                    if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                           for k, v in rsvc["spec"]["selector"].items()))
+        return rdep["spec"]["replicas"] == 1, "redis service %s deployment %s" % (host, rdep["metadata"]["name"])
+    check("cluster: the Redis the configuration names is a Service of the manifests, backed by a Deployment", redis_ok)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ expect concurrent_pulls_get_the_same_digest \
 	"r1 $d1, r2 $(sha256_of "$W/p1-r2.json"), r3 $(sha256_of "$W/p1-r3.json")"
 expect_eq one_optimization_in_the_cluster "$(msum regslim_optimizations_total 'result="ok"' 1 2 3)" 1
 expect_eq the_two_others_waited_for_its_result \
-	"$(msum regslim_cluster_lock_waits_total 'lock="optimization",outcome="result"' 1 2 3)" 2
+	"$(msum regslim_cluster_optimization_waits_total 'outcome="result"' 1 2 3)" 2
 expect_eq one_replica_logs_the_optimization "$(cat "$(rlog 1)" "$(rlog 2)" "$(rlog 3)" | grep -c 'optimized library/tiny .*bytes saved')" 1
 echo "# three concurrent cold optimized pulls: ${ms} ms"
 
@@ -193,7 +193,7 @@ d2=$(sha256_of "$W/p2-r2.json")
 expect_ne takeover_answers_an_optimized_manifest "$d2" "$UPZ"
 expect_eq takeover_same_digest_for_both "$(sha256_of "$W/p2-r3.json")" "$d2"
 expect_eq takeover_one_more_optimization "$(($(msum regslim_optimizations_total 'result="ok"' 2 3) - base_ok))" 1
-expect_eq takeover_by_one_replica "$(msum regslim_cluster_lock_waits_total 'lock="optimization",outcome="takeover"' 2 3)" 1
+expect_eq takeover_by_one_replica "$(msum regslim_cluster_optimization_waits_total 'outcome="takeover"' 2 3)" 1
 expect_eq takeover_logged_once "$(cat "$(rlog 2)" "$(rlog 3)" | grep -c 'stopped without a result (its lock expired): this replica takes over')" 1
 expect takeover_within_the_lock_expiry "[ $took -lt 10000 ]" "the waiting clients were answered ${took} ms after the kill"
 echo "# the killed owner's clients answered ${took} ms after kill -9 (lock_ttl_s 2)"

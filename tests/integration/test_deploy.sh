@@ -26,8 +26,10 @@
 #     command run inside the container (0 while serving, non-zero once stopped), a graceful stop on
 #     SIGTERM, and nothing written to the image's root filesystem (what read_only: true /
 #     readOnlyRootFilesystem need).
-#  6. deploy/compose.yaml and deploy/kubernetes/*.yaml parsed (deploy_manifests.py) and checked
-#     against the image and the docs; the ConfigMap's configuration passes check-config in the image.
+#  6. deploy/compose.yaml, deploy/kubernetes/*.yaml and deploy/kubernetes-cluster/*.yaml parsed
+#     (deploy_manifests.py) and checked
+#     against the image and the docs; both ConfigMaps pass check-config in the image;
+#     deploy/haproxy/haproxy.cfg passes haproxy -c.
 # Buildah's storage (vfs) lives in the lab directory and is deleted at exit, as are its containers.
 # Needs root. Missing packages, an unreachable mirror or a failed build are failures, not skips.
 #
@@ -396,7 +398,7 @@ bh umount "$CTR" > /dev/null 2>&1
 
 # ---------------------------------------------------------------- 6. compose and Kubernetes
 VERSION=$(sed -n 's/^project(regslim VERSION \([0-9.]*\).*/\1/p' "$RS_TOP/CMakeLists.txt")
-"$PY" "$HERE/deploy_manifests.py" "$RS_TOP/deploy" "$W/inspect.json" "$VERSION" "$W/etc/configmap.json" > "$W/manifests.out" 2> "$W/manifests.err" \
+"$PY" "$HERE/deploy_manifests.py" "$RS_TOP/deploy" "$W/inspect.json" "$VERSION" "$W/etc/configmap.json" "$W/cluster.json" > "$W/manifests.out" 2> "$W/manifests.err" \
 	|| fail "deploy_manifests.py" "$(tail -n 2 "$W/manifests.err" | tr '\n' ' ')"
 while IFS=$'\t' read -r res name why; do
 	if [ "$res" = PASS ]; then pass "$name"; else fail "$name" "$why"; fi
@@ -405,6 +407,17 @@ if [ -s "$W/etc/configmap.json" ]; then
 	check "kubernetes ConfigMap's configuration passes check-config in the image" \
 		crun "${ENTRY[0]}" check-config "$(dirname "$CONF")/configmap.json"
 fi
+# the cluster's ConfigMap (deploy/kubernetes-cluster/), with what the Deployment gives each replica:
+# the S3 keys and its address in the environment, the peer secret as a file (here under /etc/regslim)
+if [ -s "$W/cluster.json" ]; then
+	head -c 32 /dev/urandom | base64 > "$W/etc/peer.key" && chmod 0644 "$W/etc/peer.key"
+	jq --arg p "$(dirname "$CONF")/peer.key" '.cluster.peer_secret_file = $p' "$W/cluster.json" > "$W/etc/cluster.json"
+	check "kubernetes-cluster ConfigMap's configuration passes check-config in the image" \
+		crun env S3_ACCESS_KEY=a S3_SECRET_KEY=b REGSLIM_ADVERTISE_URL=http://10.0.0.5:5000 \
+		"${ENTRY[0]}" check-config "$(dirname "$CONF")/cluster.json"
+fi
+check "deploy/haproxy/haproxy.cfg is a valid haproxy configuration" \
+	timeout 10 haproxy -c -q -f "$RS_TOP/deploy/haproxy/haproxy.cfg"
 
 echo "# test_deploy: $(($(date +%s) - T0)) s; image $((SIZE / 1000000)) MB uncompressed, $((${ZSIZE:-0} / 1000000)) MB compressed"
 finish

@@ -5,7 +5,8 @@
 # mismatch or an abort, ranged reads, spooled descriptors, uploads and pushed images, documents,
 # layouts, eviction, an unreachable endpoint), then `regslim serve` with "store": {"driver":
 # "s3"} in front of the lab's docker-registry: skopeo pulls through the mirror (cold, then warm
-# with the upstream stopped: the bytes come from the bucket, none are kept on local disk), a
+# with the upstream stopped: the bytes come from the bucket or from verified local copies of
+# its blobs, which are never served once the bucket object is gone), a
 # skopeo push with credentials pulled back by digest, a blob upload with a wrong digest that
 # never appears in the bucket, RGW stopped (503 naming the endpoint and bucket) and started
 # again (served again by the same process, no restart). One line per check, then
@@ -59,20 +60,29 @@ EOF
 }
 
 # ---------------------------------------------------------------- the contract
-mkdir -p "$W/contract"
-store_config "$W/contract.json" "$W/contract" "contract/" ""
-t0=$(date +%s%N)
-STORECHECK_DEAD_ENDPOINT=http://127.0.0.1:$((LAB_PORT_BASE + 98)) timeout 300 "$STORECHECK" "$W/contract.json" \
-	> "$W/contract.out" 2>&1
-echo "# storecheck: $((($(date +%s%N) - t0) / 1000000)) ms"
-while read -r verdict name rest; do
-	case $verdict in
-		PASS) pass "contract_$name" ;;
-		FAIL) fail "contract_${name%:}" "$rest" ;;
-	esac
-done < "$W/contract.out"
-grep -q '^# storecheck: [0-9]* passed, 0 failed' "$W/contract.out" && pass contract_complete ||
-	fail contract_complete "$(tail -n 3 "$W/contract.out" | tr '\n' ' ')"
+# twice: readers of the bucket alone (ranged GETs; store.s3.local_cache_bytes 0), then with the
+# local copies of blobs (the default)
+for run in contract contract_copies; do
+	mkdir -p "$W/$run"
+	if [ $run = contract ]; then
+		store_config "$W/$run.json" "$W/$run" "$run/" ""
+		jq '.store.s3.local_cache_bytes = 0' "$W/$run.json" > "$W/$run.json.new" && mv "$W/$run.json.new" "$W/$run.json"
+	else # a short prefix: the unreachable-store message must still fit the endpoint in
+		store_config "$W/$run.json" "$W/$run" "copies/" ""
+	fi
+	t0=$(date +%s%N)
+	STORECHECK_DEAD_ENDPOINT=http://127.0.0.1:$((LAB_PORT_BASE + 98)) timeout 300 "$STORECHECK" "$W/$run.json" \
+		> "$W/$run.out" 2>&1
+	echo "# storecheck ($run): $((($(date +%s%N) - t0) / 1000000)) ms"
+	while read -r verdict name rest; do
+		case $verdict in
+			PASS) pass "${run}_$name" ;;
+			FAIL) fail "${run}_${name%:}" "$rest" ;;
+		esac
+	done < "$W/$run.out"
+	grep -q '^# storecheck: [0-9]* passed, 0 failed' "$W/$run.out" && pass ${run}_complete ||
+		fail ${run}_complete "$(tail -n 3 "$W/$run.out" | tr '\n' ' ')"
+done
 # a writer killed mid-write (a multipart part already up): nothing under its key
 "$STORECHECK" "$W/contract.json" hang > "$W/hang.out" 2> "$W/hang.err" &
 hpid=$!
@@ -115,8 +125,17 @@ for h in $blobs; do
 	bucket_keys "e2e/cache/blobs/sha256/$h" | grep -q . || ok=0
 done
 expect_eq cold_pull_blobs_in_the_bucket "$ok" 1
-local_files=$(find "$RS_DATA" -type f ! -path "$RS_DATA/tmp/*" 2> /dev/null | head -n 5)
-expect_eq no_object_on_local_disk "$local_files" ""
+# the bucket holds the objects; local disk only scratch (tmp/) and verified copies of blobs
+# (blob-copies/<hex>, store.s3.local_cache_bytes), each exactly its bucket object's bytes
+local_files=$(find "$RS_DATA" -type f ! -path "$RS_DATA/tmp/*" ! -path "$RS_DATA/blob-copies/*" 2> /dev/null | head -n 5)
+expect_eq no_object_on_local_disk_but_copies "$local_files" ""
+ok=1
+for h in $blobs; do
+	f=$RS_DATA/blob-copies/$h
+	[ -f "$f" ] && [ "$(sha256sum < "$f" | cut -d' ' -f1)" = "$h" ] || ok=0
+	[ "$(timeout 60 "$S3TOOL" get "e2e/cache/blobs/sha256/$h" 2> /dev/null | sha256sum | cut -d' ' -f1)" = "$h" ] || ok=0
+done
+expect_eq local_copies_are_the_bucket_objects "$ok" 1
 
 upstream_stop plain
 t0=$(date +%s%N)
@@ -124,7 +143,16 @@ check skopeo_pull_warm_upstream_down skopeo_pull "docker://$MIRROR/library/tiny@
 echo "# warm pull (upstream stopped): $((($(date +%s%N) - t0) / 1000000)) ms"
 expect_eq warm_pull_same_layers "$(cd "$W/warm" && sha256sum $blobs 2> /dev/null | md5sum)" \
 	"$(cd "$W/cold" && sha256sum $blobs 2> /dev/null | md5sum)"
+# the bucket is the truth: a blob gone from it (deleted or evicted by any replica) is never served
+# from the local copy; with the upstream down it is not served at all, then fetched again
+gone=$(echo "$blobs" | tail -n 1)
+check bucket_object_deleted timeout 60 "$S3TOOL" delete "e2e/cache/blobs/sha256/$gone"
+code=$(http_code "$RS_URL/v2/library/tiny/blobs/sha256:$gone")
+expect local_copy_not_served_without_the_bucket_object "[ '$code' != 200 ]" "HTTP $code from the local copy"
+expect local_copy_dropped "[ ! -e '$RS_DATA/blob-copies/$gone' ]" "$(ls "$RS_DATA/blob-copies" 2> /dev/null | tr '\n' ' ')"
 upstream_restart plain
+got=$(rs_curl "$RS_URL/v2/library/tiny/blobs/sha256:$gone" | sha256sum | cut -d' ' -f1)
+expect_eq deleted_blob_fetched_again "$got" "$gone"
 
 # ---------------------------------------------------------------- an optimized pull on s3
 # the optimizer reads the original through a layout exported from the bucket and writes its

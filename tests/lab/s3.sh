@@ -123,7 +123,7 @@ s3_write_conf() {
 		osd op num threads per shard = 1
 
 		[client.rgw]
-		rgw frontends = beast endpoint=127.0.0.1:$S3_PORT
+		rgw frontends = beast endpoint=127.0.0.1:$S3_PORT tcp_nodelay=1
 		rgw data = $S3_DIR/rgw
 		rgw thread pool size = 32
 		rgw enable usage log = false

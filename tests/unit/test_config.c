@@ -719,6 +719,32 @@ START_TEST(cluster_section_loads_and_prints_back)
 }
 END_TEST
 
+/* advertise_url_env: one configuration shared by replicas, each with its own address */
+START_TEST(cluster_advertise_url_from_the_environment)
+{
+	const char *secret = write_file("peer.key", "0123456789abcdef-peer\n");
+	char text[1024];
+	const char *fmt = "{\"cluster\": {\"redis\": \"redis://127.0.0.1\", \"peer_secret_file\": \"%s\", %s}}";
+	struct rs_config cfg;
+	setenv("RS_TEST_ADVERTISE", "http://10.1.2.3:5000/", 1);
+	snprintf(text, sizeof(text), fmt, secret, "\"advertise_url_env\": \"RS_TEST_ADVERTISE\"");
+	load_ok(&cfg, text);
+	ck_assert_str_eq(cfg.cluster.advertise_url, "http://10.1.2.3:5000");
+	config_dispose(&cfg);
+	setenv("RS_TEST_ADVERTISE", "ftp://x", 1);
+	const char *msg = relative(load_fails(text, RS_CONFIG));
+	ck_assert_msg(strstr(msg, "cluster.advertise_url_env: $RS_TEST_ADVERTISE is \"ftp://x\", expected a URL"), "%s", msg);
+	unsetenv("RS_TEST_ADVERTISE");
+	msg = relative(load_fails(text, RS_CONFIG));
+	ck_assert_msg(strstr(msg, "cluster.advertise_url_env: the environment variable RS_TEST_ADVERTISE is not set or empty"),
+	              "%s", msg);
+	snprintf(text, sizeof(text), fmt, secret,
+	         "\"advertise_url_env\": \"RS_TEST_ADVERTISE\", \"advertise_url\": \"http://10.0.0.5:5000\"");
+	msg = relative(load_fails(text, RS_CONFIG));
+	ck_assert_msg(strstr(msg, "give either cluster.advertise_url or cluster.advertise_url_env, not both"), "%s", msg);
+}
+END_TEST
+
 START_TEST(tls_flags_need_both_files_and_readable_ones)
 {
 	const char *cert = write_file("server.crt", "pem");
@@ -963,6 +989,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, tls_section_loads_and_prints_back);
 	tcase_add_test(tc, tls_flags_need_both_files_and_readable_ones);
 	tcase_add_test(tc, cluster_section_loads_and_prints_back);
+	tcase_add_test(tc, cluster_advertise_url_from_the_environment);
 	tcase_add_test(tc, long_values_are_cut_in_messages);
 	tcase_add_test(tc, every_allocation_failure_gives_nomem);
 	suite_add_tcase(s, tc);

@@ -71,6 +71,8 @@ struct upstream_fake {
 	int64_t announce;        /* size passed to begin */
 	size_t corrupt_at;       /* flip this byte when corrupt */
 	bool corrupt;
+	bool relay;              /* begin with inflight_fetch_begin_relay (peer streaming) */
+	bool relay_check;        /* ... and check the hash itself at the end (else the worker does) */
 	enum rs_code fail_before_begin; /* RS_OK: do not */
 	struct gate *start;      /* wait for start_want before begin (NULL: no) */
 	int start_want;
@@ -109,7 +111,8 @@ static enum rs_code fake_download(struct inflight_fetch *f, void *p, struct rs_e
 		return rs_err_set(err, RS_UPSTREAM, "test gate never opened");
 	if (up->fail_before_begin != RS_OK)
 		return rs_err_set(err, up->fail_before_begin, "upstream said no (fake)");
-	enum rs_code rc = inflight_fetch_begin(f, up->announce, err);
+	enum rs_code rc = up->relay ? inflight_fetch_begin_relay(f, up->announce, err)
+	                            : inflight_fetch_begin(f, up->announce, err);
 	if (rc != RS_OK)
 		return rc;
 	uint64_t s = up->seed + 11;
@@ -136,7 +139,7 @@ static enum rs_code fake_download(struct inflight_fetch *f, void *p, struct rs_e
 			return rc;
 		pos += n;
 	}
-	return RS_OK;
+	return up->relay_check ? inflight_fetch_relay_check(f, err) : RS_OK;
 }
 
 static void fake_init(struct upstream_fake *up, const unsigned char *body, size_t len, uint64_t seed)
@@ -723,6 +726,112 @@ START_TEST(empty_blob_ends_at_once)
 }
 END_TEST
 
+/* Peer streaming (inflight_fetch_begin_relay): every reader gets the bytes,
+ * verified at the end, and nothing is committed to the store nor left in tmp/
+ * (the replica that owns the download commits it). */
+START_TEST(relay_serves_readers_without_storing)
+{
+	struct store *bs = store_fixture_store(0);
+	struct inflight *t = table_new(bs);
+	size_t len = 300001;
+	unsigned char *body = fixture_bytes(21, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	for (int pass = 0; pass < 2; pass++) {
+		struct upstream_fake up;
+		fake_init(&up, body, len, 21 + (uint64_t)pass);
+		up.relay = true;
+		up.relay_check = pass == 1;
+		up.announce = pass == 0 ? (int64_t)len : -1;
+		struct reader r[NREADERS];
+		run_readers(t, dg, -1, &up, len, r);
+		for (int i = 0; i < NREADERS; i++) {
+			ck_assert_msg(r[i].begin_rc == RS_OK && r[i].last == 0, "reader %d: %s", i, r[i].err.msg);
+			ck_assert_uint_eq(r[i].total, len);
+			ck_assert(memcmp(r[i].got, body, len) == 0);
+		}
+		ck_assert_int_eq(atomic_load(&up.calls), 1);
+		ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
+		ck_assert_int_eq(store_fixture_count_files("blobs"), 0);
+		free_readers(r);
+	}
+	inflight_free(t);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	free(body);
+	store_free(bs);
+}
+END_TEST
+
+/* A relayed blob that does not hash to its digest: every reader ends short
+ * with the mismatch, never with a body that looks complete. */
+START_TEST(relay_mismatch_fails_every_reader_short)
+{
+	struct store *bs = store_fixture_store(0);
+	struct inflight *t = table_new(bs);
+	size_t len = 200000;
+	unsigned char *body = fixture_bytes(22, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	for (int pass = 0; pass < 2; pass++) { /* checked by the worker, then by the download function */
+		struct upstream_fake up;
+		fake_init(&up, body, len, 22 + (uint64_t)pass);
+		up.relay = true;
+		up.relay_check = pass == 1;
+		up.corrupt = true;
+		up.corrupt_at = len - 1;
+		struct reader r[NREADERS];
+		run_readers(t, dg, (int64_t)len, &up, len, r);
+		for (int i = 0; i < NREADERS; i++) {
+			ck_assert_msg(r[i].last == -1, "reader %d ended with %zd", i, r[i].last);
+			ck_assert_int_eq(r[i].err.code, RS_DIGEST_MISMATCH);
+			ck_assert_msg(strstr(r[i].err.msg, "relayed bytes of"), "%s", r[i].err.msg);
+			ck_assert_uint_le(r[i].total, len - 1);
+		}
+		free_readers(r);
+	}
+	ck_assert(!store_has(bs, STORE_CACHE, STORE_BLOB, dg));
+	inflight_free(t);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	free(body);
+	store_free(bs);
+}
+END_TEST
+
+/* inflight_peek joins a running download and never starts one. */
+START_TEST(peek_joins_only_a_running_download)
+{
+	struct store *bs = store_fixture_store(0);
+	struct inflight *t = table_new(bs);
+	size_t len = 50000;
+	unsigned char *body = fixture_bytes(23, len);
+	char dg[DIGEST_STR_SIZE];
+	digest_buffer(dg, body, len);
+	struct inflight_fetch *p = NULL;
+	ck_assert_int_eq(inflight_peek(t, dg, &p), RS_NOT_FOUND);
+	ck_assert_ptr_null(p);
+	struct upstream_fake up;
+	fake_init(&up, body, len, 23);
+	struct gate start;
+	gate_init(&start);
+	up.start = &start;
+	up.start_want = 1;
+	struct inflight_fetch *f = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(inflight_join(t, dg, -1, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err), RS_OK);
+	ck_assert_int_eq(inflight_peek(t, dg, &p), RS_OK);
+	ck_assert_ptr_eq(p, f);
+	gate_add(&start, 1);
+	ck_assert_int_eq(inflight_wait_verified(p, 20, &err), RS_OK);
+	inflight_release(p);
+	inflight_release(f);
+	inflight_free(t);
+	ck_assert_int_eq(atomic_load(&up.calls), 1);
+	gate_dispose(&start);
+	free(body);
+	store_free(bs);
+}
+END_TEST
+
 static Suite *inflight_suite(void)
 {
 	Suite *s = suite_create("inflight");
@@ -740,6 +849,9 @@ static Suite *inflight_suite(void)
 	tcase_add_test(tc, release_order_variations);
 	tcase_add_test(tc, reader_survives_eviction_after_commit);
 	tcase_add_test(tc, empty_blob_ends_at_once);
+	tcase_add_test(tc, relay_serves_readers_without_storing);
+	tcase_add_test(tc, relay_mismatch_fails_every_reader_short);
+	tcase_add_test(tc, peek_joins_only_a_running_download);
 	suite_add_tcase(s, tc);
 	return s;
 }

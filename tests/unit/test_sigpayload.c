@@ -3,7 +3,9 @@
  * reference and digest checks back, every mismatch (type, digest,
  * repository, tag) is RS_POLICY naming it, digest and tagless identities
  * match any tag; the lists keep binary signatures of every length through
- * base64, drop the oldest past their cap, and refuse bad documents. */
+ * base64, drop the oldest past their cap, and refuse bad documents; cosign
+ * payloads check with their own type; base64 decodes strictly; the answers
+ * of a registry's signature extension give their atomic signatures. */
 #include "sigpayload.h"
 
 #include "fixture.h"
@@ -134,6 +136,82 @@ START_TEST(lists_refuse_bad_documents)
 }
 END_TEST
 
+START_TEST(cosign_payloads_check_with_their_type)
+{
+	struct rs_err err = {0};
+	const char *cosign = "{\"critical\":{\"identity\":{\"docker-reference\":\"index.docker.io/org/app\"},"
+	                     "\"image\":{\"docker-manifest-digest\":\"" D1 "\"},\"type\":\"cosign container image "
+	                     "signature\"},\"optional\":null}";
+	size_t n = strlen(cosign);
+	ck_assert_int_eq(sigpayload_check_type(cosign, n, SIGPAYLOAD_COSIGN_TYPE, D1, "index.docker.io/org/app", "1.0", &err),
+	                 RS_OK);
+	ck_assert_int_eq(sigpayload_check_type(cosign, n, SIGPAYLOAD_COSIGN_TYPE, D2, "index.docker.io/org/app", NULL, &err),
+	                 RS_POLICY);
+	ck_assert_str_eq(err.msg, "signed digest " D1 " is not " D2);
+	ck_assert_int_eq(sigpayload_check_type(cosign, n, SIGPAYLOAD_COSIGN_TYPE, D1, "docker.io/org/app", NULL, &err),
+	                 RS_POLICY);
+	ck_assert_str_eq(err.msg, "signed identity index.docker.io/org/app is not of docker.io/org/app");
+	/* a cosign payload is not a GPG simple-signing one, and the other way round */
+	ck_assert_int_eq(sigpayload_check(cosign, n, D1, "index.docker.io/org/app", NULL, &err), RS_POLICY);
+	char *p = NULL;
+	ck_assert_int_eq(sigpayload_make(&p, &n, "docker.io/org/app:1.0", D1, "t", 1, &err), RS_OK);
+	ck_assert_int_eq(sigpayload_check_type(p, n, SIGPAYLOAD_COSIGN_TYPE, D1, "docker.io/org/app", "1.0", &err),
+	                 RS_POLICY);
+	ck_assert_str_eq(err.msg,
+	                 "signature type \"atomic container signature\" is not \"cosign container image signature\"");
+	free(p);
+}
+END_TEST
+
+START_TEST(base64_decodes_strictly)
+{
+	struct rs_err err = {0};
+	unsigned char *out = NULL;
+	size_t n = 0;
+	ck_assert_int_eq(sigpayload_base64_decode(&out, &n, "TUVFQ0lR", &err), RS_OK);
+	ck_assert_uint_eq(n, 6);
+	ck_assert_int_eq(memcmp(out, "MEECIQ", 6), 0);
+	free(out);
+	ck_assert_int_eq(sigpayload_base64_decode(&out, &n, "YQ==", &err), RS_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(out[0], 'a');
+	free(out);
+	ck_assert_int_eq(sigpayload_base64_decode(&out, &n, "YQ=", &err), RS_BAD_INPUT);
+	ck_assert_int_eq(sigpayload_base64_decode(&out, &n, "Y*==", &err), RS_BAD_INPUT);
+	ck_assert_int_eq(sigpayload_base64_decode(&out, &n, "", &err), RS_BAD_INPUT);
+	ck_assert_str_eq(err.msg, "not base64 text");
+}
+END_TEST
+
+START_TEST(extension_answers_give_atomic_signatures)
+{
+	struct rs_err err = {0};
+	struct sigdoc doc = {0};
+	const char *ext = "{\"signatures\":[{\"version\":2,\"type\":\"atomic\",\"name\":\"" D1 "@a\",\"content\":\"AAEC\"},"
+	                  "{\"version\":2,\"type\":\"other\",\"name\":\"x\",\"content\":\"AAEC\"},"
+	                  "{\"type\":\"atomic\",\"content\":\"/w==\"}]}";
+	ck_assert_int_eq(sigdoc_parse_extension(&doc, ext, strlen(ext), 16, &err), RS_OK);
+	ck_assert_uint_eq(doc.n, 2);
+	ck_assert_str_eq(doc.v[0].identity, D1 "@a");
+	ck_assert_uint_eq(doc.v[0].signature_len, 3);
+	ck_assert_int_eq(memcmp(doc.v[0].signature, "\x00\x01\x02", 3), 0);
+	ck_assert_str_eq(doc.v[1].identity, "");
+	ck_assert_uint_eq(doc.v[1].signature_len, 1);
+	sigdoc_dispose(&doc);
+	ck_assert_int_eq(sigdoc_parse_extension(&doc, ext, strlen(ext), 1, &err), RS_OK);
+	ck_assert_uint_eq(doc.n, 1);
+	sigdoc_dispose(&doc);
+	const char *bad[] = {"[]", "{\"signatures\":{}}", "{\"signatures\":[{\"type\":\"atomic\"}]}",
+	                     "{\"signatures\":[{\"type\":\"atomic\",\"content\":\"!!\"}]}", "not json"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(sigdoc_parse_extension(&doc, bad[i], strlen(bad[i]), 16, &err), RS_BAD_INPUT);
+		ck_assert_uint_eq(doc.n, 0);
+	}
+	ck_assert_int_eq(sigdoc_parse_extension(&doc, "{\"signatures\": []}", 18, 16, &err), RS_OK);
+	ck_assert_uint_eq(doc.n, 0);
+}
+END_TEST
+
 static Suite *sigpayload_suite(void)
 {
 	Suite *s = suite_create("sigpayload");
@@ -143,6 +221,9 @@ static Suite *sigpayload_suite(void)
 	tcase_add_test(tc, lists_keep_binary_signatures_of_every_length);
 	tcase_add_test(tc, lists_drop_the_oldest_past_their_cap);
 	tcase_add_test(tc, lists_refuse_bad_documents);
+	tcase_add_test(tc, cosign_payloads_check_with_their_type);
+	tcase_add_test(tc, base64_decodes_strictly);
+	tcase_add_test(tc, extension_answers_give_atomic_signatures);
 	suite_add_tcase(s, tc);
 	return s;
 }
