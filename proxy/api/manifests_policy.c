@@ -129,7 +129,12 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		reason = "not_cached";
 	}
 	metrics_opt_fallback(reason);
-	log_event(strcmp(reason, "failed") == 0 ? LOG_WARN : LOG_INFO,
+	/* A client that takes no OCI type gets the original on every pull: counted
+	 * (regslim_optimize_fallbacks_total), and a debug line, not an info line
+	 * per request next to the request log's. */
+	log_event(strcmp(reason, "failed") == 0          ? LOG_WARN
+	          : strcmp(reason, "client_accept") == 0 ? LOG_DEBUG
+	                                                 : LOG_INFO,
 	          "serving the original %s:%s (%s) instead of the optimized image (%s): %s", t->repo, t->ref,
 	          cap.digest, reason, err.msg);
 	ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
