@@ -20,7 +20,8 @@
  * request), and verified manifests are kept in a small cache (MCACHE_SLOTS
  * slots of at most MCACHE_ENTRY_MAX bytes) next to the file's identity (device,
  * inode, size, ctime): a read that finds the same identity with stat(2) gets
- * the verified bytes and type without reading or hashing them again. Any
+ * the verified bytes and type without reading or hashing them again (tag maps
+ * likewise, TCACHE_SLOTS of them by path). Any
  * change to the file (a rename over it, a write into it, removal) changes that
  * identity, so the cache never serves what the disk no longer holds; a change
  * of the .type sidecar goes through blobstore_put_manifest, which forgets the
@@ -81,15 +82,30 @@ struct entry {
 #define MCACHE_SLOTS 128
 #define MCACHE_ENTRY_MAX (16 * 1024)
 
-struct mcache_entry {
-	char hex[DIGEST_HEX_LEN + 1]; /* "": empty */
+/* Tag maps read, by path, kept the same way (they are replaced by rename). */
+#define TCACHE_SLOTS 128
+
+/* What identifies a file's content for the caches: any write into the file
+ * changes its ctime, a rename over it its inode. */
+struct file_id {
 	dev_t dev;
 	ino_t ino;
 	off_t size;
 	struct timespec ctim;
+};
+
+struct mcache_entry {
+	char hex[DIGEST_HEX_LEN + 1]; /* "": empty */
+	struct file_id id;
 	char *body; /* len bytes and a NUL */
 	size_t len;
 	char *type;
+};
+
+struct tcache_entry {
+	char *path; /* NULL: empty */
+	struct file_id id;
+	struct blobstore_tag tag;
 };
 
 /* One hold of the store lock removes at most this many objects (eviction). */
@@ -114,8 +130,9 @@ struct blobstore {
 	void *hook_ctx;
 	struct evicted evicted[EVICT_BATCH_OBJECTS]; /* the current batch's, for the hook */
 	unsigned evicted_n;
-	pthread_mutex_t mc_mu; /* guards mcache only */
+	pthread_mutex_t mc_mu; /* guards mcache and tcache only */
 	struct mcache_entry mcache[MCACHE_SLOTS];
+	struct tcache_entry tcache[TCACHE_SLOTS];
 };
 
 static void mcache_forget(struct blobstore *bs, const char *hex);
@@ -516,6 +533,8 @@ void blobstore_free(struct blobstore *bs)
 		free(bs->mcache[i].body);
 		free(bs->mcache[i].type);
 	}
+	for (size_t i = 0; i < TCACHE_SLOTS; i++)
+		free(bs->tcache[i].path);
 	pthread_mutex_destroy(&bs->mc_mu);
 	free(bs->buckets);
 	free(bs->root);
@@ -1091,10 +1110,23 @@ static struct mcache_entry *mcache_slot(struct blobstore *bs, const char *hex)
 	return &bs->mcache[v % MCACHE_SLOTS];
 }
 
+static void file_id_of(struct file_id *id, const struct stat *st)
+{
+	id->dev = st->st_dev;
+	id->ino = st->st_ino;
+	id->size = st->st_size;
+	id->ctim = st->st_ctim;
+}
+
+static bool file_id_is(const struct file_id *id, const struct stat *st)
+{
+	return id->dev == st->st_dev && id->ino == st->st_ino && id->size == st->st_size &&
+	       id->ctim.tv_sec == st->st_ctim.tv_sec && id->ctim.tv_nsec == st->st_ctim.tv_nsec;
+}
+
 static bool mcache_same(const struct mcache_entry *e, const char *hex, const struct stat *st)
 {
-	return strcmp(e->hex, hex) == 0 && e->dev == st->st_dev && e->ino == st->st_ino && e->size == st->st_size &&
-	       e->ctim.tv_sec == st->st_ctim.tv_sec && e->ctim.tv_nsec == st->st_ctim.tv_nsec;
+	return strcmp(e->hex, hex) == 0 && file_id_is(&e->id, st);
 }
 
 static void mcache_clear(struct mcache_entry *e)
@@ -1122,10 +1154,7 @@ static void mcache_put(struct blobstore *bs, const char *hex, const struct stat 
 	struct mcache_entry *e = mcache_slot(bs, hex);
 	mcache_clear(e);
 	memcpy(e->hex, hex, DIGEST_HEX_LEN);
-	e->dev = st->st_dev;
-	e->ino = st->st_ino;
-	e->size = st->st_size;
-	e->ctim = st->st_ctim;
+	file_id_of(&e->id, st);
 	e->body = b;
 	e->len = len;
 	e->type = t;
@@ -1377,6 +1406,55 @@ enum rs_code blobstore_tag_format(char *buf, size_t cap, const struct blobstore_
 	return n > 0 && (size_t)n < cap ? RS_OK : rs_err_set(err, RS_TOO_LARGE, "tag record over %zu bytes", cap);
 }
 
+static struct tcache_entry *tcache_slot(struct blobstore *bs, const char *path)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+		h = (h ^ *c) * 16777619u;
+	return &bs->tcache[h % TCACHE_SLOTS];
+}
+
+/* The tag map at path as read when the file had the identity of st, if kept. */
+static bool tcache_get(struct blobstore *bs, const char *path, const struct stat *st, struct blobstore_tag *out)
+{
+	pthread_mutex_lock(&bs->mc_mu);
+	const struct tcache_entry *e = tcache_slot(bs, path);
+	bool hit = e->path && strcmp(e->path, path) == 0 && file_id_is(&e->id, st);
+	if (hit)
+		*out = e->tag;
+	pthread_mutex_unlock(&bs->mc_mu);
+	return hit;
+}
+
+/* Keep t, read from path after a stat gave st (a file replaced in between is
+ * kept with the older identity: the next read does not match and reads it). */
+static void tcache_put(struct blobstore *bs, const char *path, const struct stat *st, const struct blobstore_tag *t)
+{
+	char *p = strdup(path);
+	if (!p)
+		return;
+	pthread_mutex_lock(&bs->mc_mu);
+	struct tcache_entry *e = tcache_slot(bs, path);
+	free(e->path);
+	e->path = p;
+	file_id_of(&e->id, st);
+	e->tag = *t;
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
+/* Drop what is kept of path (this process replaces or removes it): even a
+ * rename within one tick of the clock that reuses an inode is then seen. */
+static void tcache_forget(struct blobstore *bs, const char *path)
+{
+	pthread_mutex_lock(&bs->mc_mu);
+	struct tcache_entry *e = tcache_slot(bs, path);
+	if (e->path && strcmp(e->path, path) == 0) {
+		free(e->path);
+		memset(e, 0, sizeof(*e));
+	}
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
 enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
                                struct blobstore_tag *out, struct rs_err *err)
 {
@@ -1385,11 +1463,20 @@ enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const
 	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
 	if (rc != RS_OK)
 		return rc;
+	/* Served from the cache while the file is the one read (see the top). */
+	struct stat st;
+	bool stated = stat(path, &st) == 0;
+	if (!stated && errno == ENOENT)
+		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
+	if (stated && tcache_get(bs, path, &st, out))
+		return RS_OK;
 	rc = fsutil_read_into(buf, sizeof(buf), &len, path, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
 	if (rc == RS_TOO_LARGE || rc == RS_BAD_INPUT || (rc == RS_OK && (memchr(buf, '\0', len) || !parse_tag_file(buf, out))))
 		return rs_err_set(err, RS_NOT_FOUND, "tag file %s is corrupt; ignored", path);
+	if (rc == RS_OK && stated)
+		tcache_put(bs, path, &st, out);
 	return rc;
 }
 
@@ -1413,7 +1500,9 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 	rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc != RS_OK)
 		return rc;
-	return write_small_file(bs, path, buf, (size_t)n, err);
+	rc = write_small_file(bs, path, buf, (size_t)n, err);
+	tcache_forget(bs, path);
+	return rc;
 }
 
 enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
@@ -1423,6 +1512,7 @@ enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, co
 	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
 	if (rc != RS_OK)
 		return rc;
+	tcache_forget(bs, path);
 	if (unlink(path) != 0)
 		return errno == ENOENT ? rs_err_set(err, RS_NOT_FOUND, "no tag %s:%s", repo, tag)
 		                       : rs_err_set(err, RS_IO, "unlink %s: %s", path, strerror(errno));

@@ -732,6 +732,71 @@ START_TEST(tag_round_trip)
 }
 END_TEST
 
+/* Tag maps are kept by path and file identity too: whatever changes the file
+ * (in place, renamed over, removed) is seen at the next read. */
+static void write_tag_file(const char *path, const char *digest, long long fetched, bool in_place)
+{
+	char tmp[600];
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	FILE *fp = fopen(in_place ? path : tmp, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "{\"digest\":\"%s\",\"media_type\":\"application/json\",\"fetched\":%lld}\n", digest, fetched);
+	fclose(fp);
+	if (!in_place)
+		ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static void assert_tag(struct blobstore *bs, const char *digest, long long fetched)
+{
+	struct blobstore_tag got = {0};
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_OK);
+	ck_assert_str_eq(got.digest, digest);
+	ck_assert_int_eq(got.fetched, fetched);
+}
+
+START_TEST(tag_reads_follow_the_file)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char d1[DIGEST_STR_SIZE], d2[DIGEST_STR_SIZE], d3[DIGEST_STR_SIZE], p[512];
+	digest_buffer(d1, "one", 3);
+	digest_buffer(d2, "two", 3);
+	digest_buffer(d3, "three", 5);
+	struct blobstore_tag t = {.fetched = 1764158400};
+	snprintf(t.digest, sizeof(t.digest), "%s", d1);
+	snprintf(t.media_type, sizeof(t.media_type), "application/json");
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	snprintf(p, sizeof(p), "%s/tags/docker.io/library/a/_tags/v1.json", store_fixture_data());
+	assert_tag(bs, d1, 1764158400);
+	assert_tag(bs, d1, 1764158400);
+	/* the same length written into the file */
+	next_tick();
+	write_tag_file(p, d2, 1764158401, true);
+	assert_tag(bs, d2, 1764158401);
+	/* a new file renamed over it */
+	write_tag_file(p, d3, 1764158402, false);
+	assert_tag(bs, d3, 1764158402);
+	/* removed behind the store's back */
+	ck_assert_int_eq(unlink(p), 0);
+	struct blobstore_tag got;
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "no cached tag"), "%s", err.msg);
+	/* put and removed by the store, twice within a tick */
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d1, 1764158400);
+	snprintf(t.digest, sizeof(t.digest), "%s", d2);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d2, 1764158400);
+	snprintf(t.digest, sizeof(t.digest), "%s", d3);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d3, 1764158400);
+	ck_assert_int_eq(blobstore_remove_tag(bs, "docker.io", "library/a", "v1", &err), RS_OK);
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_NOT_FOUND);
+	blobstore_free(bs);
+}
+END_TEST
+
 /* Four 1000-byte blobs; returns their digests in d[0..3] (oldest first). */
 static void put_four(struct blobstore *bs, char d[4][DIGEST_STR_SIZE], unsigned char *b[4])
 {
@@ -1329,6 +1394,7 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, manifest_cache_sees_changes_of_the_file);
 	tcase_add_test(tc, use_sets_mtime_at_most_once_a_second);
 	tcase_add_test(tc, tag_round_trip);
+	tcase_add_test(tc, tag_reads_follow_the_file);
 	tcase_add_test(tc, evicts_least_recently_used_first);
 	tcase_add_test(tc, counts_existing_objects_at_open);
 	tcase_add_test(tc, cleans_stale_temp_files_at_open);
