@@ -50,7 +50,7 @@ export REGSLIM_LAB
 touch "$REGSLIM_LAB/.regslim-lab"
 LOGS=$REGSLIM_LAB/logs
 mkdir -p "$LOGS"
-RS_PID= RS_TLS_PID= RS_BASE_PID= NGX_PID=
+RS_PID='' RS_TLS_PID='' RS_BASE_PID='' NGX_PID=''
 # stop_pid PID: SIGTERM, SIGKILL after 15 s
 stop_pid() {
 	local i
@@ -220,12 +220,50 @@ got=$(curl -s --max-time 600 -H "$RANGE" "http://$RS$BURL" | sha256sum)
 [ "$want_r" = "$(tail -c +$((RA + 1)) "$BLOB_FILE" | head -c $((RB - RA + 1)) | sha256sum)" ] || die "nginx's ranged GET is not bytes $RA-$RB"
 sleep 1
 
-# wrk_run NAME CONNS URL [wrk args]: output in $LOGS/wrk-NAME.txt
+# server_pids NAME: the processes of the server a run NAME measures (by the name's suffix)
+server_pids() {
+	case $1 in
+		*-reg) cat "$REGSLIM_LAB/run/plain.pid" 2> /dev/null || true ;;
+		*-ngx | *-ngx-tls) echo "$NGX_PID" "$(pgrep -P "$NGX_PID" | tr "\n" " ")" ;;
+		*-base) echo "$RS_BASE_PID" ;;
+		*-rs-tls) echo "$RS_TLS_PID" ;;
+		*) echo "$RS_PID" ;;
+	esac
+}
+# cpu_ticks PID...: their user + system time so far (clock ticks, all threads)
+cpu_ticks() {
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2> /dev/null || echo 0))); done
+	echo "$t"
+}
+# wrk_run NAME CONNS URL [wrk args]: output in $LOGS/wrk-NAME.txt, the server's CPU ticks during
+# the run in $LOGS/cpu-NAME.txt
 wrk_run() {
-	local name=$1 c=$2 url=$3
+	local name=$1 c=$2 url=$3 pids t0
 	shift 3
+	pids=$(server_pids "$name")
 	echo "   wrk -t2 -c$c -d${DURATION}s $* $url" >&2
+	# shellcheck disable=SC2086 # a list of PIDs
+	t0=$(cpu_ticks $pids)
 	wrk -t2 -c"$c" -d"${DURATION}s" --timeout 120s "$@" "$url" > "$LOGS/wrk-$name.txt" 2>&1 || true
+	# shellcheck disable=SC2086
+	echo $(($(cpu_ticks $pids) - t0)) > "$LOGS/cpu-$name.txt"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_per NAME UNIT: the server's CPU time during run NAME per request (UNIT req: microseconds) or per
+# GiB sent (UNIT gib: milliseconds); empty when the run did not happen
+cpu_per() {
+	[ -f "$LOGS/cpu-$1.txt" ] && [ -f "$LOGS/wrk-$1.txt" ] || return 0
+	awk -v t="$(cat "$LOGS/cpu-$1.txt")" -v hz="$CLK_TCK" -v unit="$2" '
+		/ requests in .* read$/ {
+			n = $1; v = $(NF - 1); u = v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+$/, "", v)
+			b = v * ((u == "KB") ? 1024 : (u == "MB") ? 1048576 : (u == "GB") ? 1073741824 : (u == "TB") ? 1099511627776 : 1)
+		}
+		END {
+			s = t / hz
+			if (unit == "req" && n > 0) printf "%.1f", s * 1e6 / n
+			else if (unit == "gib" && b > 0) printf "%.0f", s * 1000 / (b / 1073741824)
+		}' "$LOGS/wrk-$1.txt"
 }
 # reqs NAME / bytes_per_s NAME / errs NAME: from wrk's summary ("" when the run did not happen)
 reqs() {
@@ -324,6 +362,8 @@ mt=$(reqs man-rs-tls) mn=$(reqs man-ngx-tls) bt=$(bytes_per_s blob-rs-tls) bn=$(
 tls_rows() {
 	row "manifest GET over TLS, 64 conn, req/s" "" "$mn" "" "$mt" "TLS: >= 0.8 nginx"
 	row "$BLOB_MIB MiB blob GET over TLS, 8 conn, MiB/s" "" "$(mib "$bn")" "" "$(mib "$bt")" "TLS: >= 0.8 nginx"
+	row "server CPU per manifest GET over TLS, us" "" "$(cpu_per man-ngx-tls req)" "" "$(cpu_per man-rs-tls req)" \
+		"(lower is better)"
 }
 header='| measurement | docker-registry | nginx | regslim (base) | regslim | / docker-registry | / nginx | / max(registry, nginx) | / base | target (issue) |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |'
@@ -338,6 +378,12 @@ if [ "$TLS_ONLY" != 1 ]; then
 			"$(mib "$(bytes_per_s blob-base)")" "$(mib "$(bytes_per_s blob-rs)")" ">= 1.2 registry (2), >= 1.0 max (16)"
 		row "ranged blob GET ($((BLOB_MIB / 2)) MiB of it), 8 conn, MiB/s" "" "$(mib "$(bytes_per_s range-ngx)")" \
 			"$(mib "$(bytes_per_s range-base)")" "$(mib "$(bytes_per_s range-rs)")" ">= 1.0 nginx (16)"
+		row "server CPU per manifest GET, us" "$(cpu_per man-reg req)" "$(cpu_per man-ngx req)" "$(cpu_per man-base req)" \
+			"$(cpu_per man-rs req)" "(lower is better)"
+		row "server CPU per GiB of blob sent, ms" "$(cpu_per blob-reg gib)" "$(cpu_per blob-ngx gib)" \
+			"$(cpu_per blob-base gib)" "$(cpu_per blob-rs gib)" "(lower is better)"
+		row "server CPU per GiB of ranged blob sent, ms" "" "$(cpu_per range-ngx gib)" "$(cpu_per range-base gib)" \
+			"$(cpu_per range-rs gib)" "(lower is better)"
 		printf '| %s MiB blob GET, 200 conn, MiB/s | | | | %s | | | | | |\n' "$BLOB_MIB" "$(mib "$b200")"
 		printf '| regslim VmRSS, MiB: before; run 1 max / after; run 2 max / after (200 conn) | | | | %s; %s / %s; %s / %s | | | | | flat |\n' \
 			"$((rss0 / 1024))" "$((rmax[1] / 1024))" "$((rss_after[1] / 1024))" "$((rmax[2] / 1024))" "$((rss_after[2] / 1024))"
