@@ -83,9 +83,11 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		/* a verify rule without an optimize policy: the verified original */
 		return api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);
 	}
+	/* "hit" and "stale" answers were just read from the store: no need to look again */
+	bool read_from_store = rq->cache && (strcmp(rq->cache, "hit") == 0 || strcmp(rq->cache, "stale") == 0);
 	if (reason) {
 		/* on_unverified: serve-original */
-	} else if (!cap.type || !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest)) {
+	} else if (!cap.type || (!read_from_store && !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest))) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
 		           cap.type ? cap.type : "no type");
