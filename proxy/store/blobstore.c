@@ -17,15 +17,17 @@
  *
  * Serving: a use sets the file's mtime at most once per TOUCH_EVERY_S (a hot
  * object served thousands of times a second costs no metadata write per
- * request), and verified manifests are kept in a small cache (MCACHE_SLOTS
- * slots of at most MCACHE_ENTRY_MAX bytes) next to the file's identity (device,
- * inode, size, ctime): a read that finds the same identity with stat(2) gets
- * the verified bytes and type without reading or hashing them again (tag maps
- * likewise, TCACHE_SLOTS of them by path). Any
- * change to the file (a rename over it, a write into it, removal) changes that
- * identity, so the cache never serves what the disk no longer holds; a change
- * of the .type sidecar goes through blobstore_put_manifest, which forgets the
- * entry.
+ * request). Verified manifests are kept in a small cache (MCACHE_SLOTS slots
+ * of at most MCACHE_ENTRY_MAX bytes), tag maps in another (TCACHE_SLOTS, by
+ * path), each next to its file's identity (device, inode, size, ctime): a
+ * read whose stat(2) finds the same identity gets the kept answer without
+ * opening, reading or hashing the file. A removal fails the stat, a rename
+ * over the file changes the inode and a write into it the ctime, so the next
+ * read goes to the disk (a corrupted manifest is dropped as before); only a
+ * write within the same clock tick as the read that filled the entry (file
+ * times have the kernel's tick resolution) would go unseen. The store's own
+ * changes (put_manifest's sidecar, tag puts and removals, dropped objects)
+ * forget the entry.
  *
  * What it does not do: HTTP, upstreams, deciding when to evict (callers call
  * blobstore_evict()), reading tmp/ (only inflight.c opens a writer's own temp
