@@ -6,7 +6,7 @@
 #   test:  build + Check, clang (fuzz targets), and the real registry and clients the
 #          integration tests start (docker-registry, skopeo, podman, containerd, docker.io, umoci;
 #          buildah, debootstrap and python3-yaml for test_deploy: it builds deploy/Dockerfile;
-#          nginx-light: bench/serve.sh's TLS peer; ceph-mon, ceph-osd, radosgw, ceph-common and
+#          nginx-light: bench/serve.sh's nginx peer; ceph-mon, ceph-osd, radosgw, ceph-common and
 #          uuid-runtime: the lab's one-node Ceph RGW, tests/lab/s3.sh, for the s3 store's tests;
 #          redis-server, redis-tools and haproxy: the lab's Redis and load balancer, tests/lab/redis.sh and
 #          haproxy.sh, for the cluster's tests)

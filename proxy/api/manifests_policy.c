@@ -125,9 +125,11 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		free(cap.type);
 		return ret;
 	}
+	/* "hit" and "stale" answers were just read from the store: no need to look again */
+	bool read_from_store = rq->cache && (strcmp(rq->cache, "hit") == 0 || strcmp(rq->cache, "stale") == 0);
 	if (reason) {
 		/* on_unverified: serve-original */
-	} else if (!cap.type || !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest)) {
+	} else if (!cap.type || (!read_from_store && !store_has(r->store, STORE_CACHE, STORE_MANIFEST, cap.digest))) {
 		reason = "not_cached"; /* schema 1, or the store refused it */
 		rs_err_set(&err, RS_BAD_INPUT, "the original manifest (%s) is not in the store",
 		           cap.type ? cap.type : "no type");
@@ -173,7 +175,12 @@ enum MHD_Result api_manifest_tag_optimized(struct registry *r, struct request *r
 		reason = "not_cached";
 	}
 	metrics_opt_fallback(reason);
-	log_event(strcmp(reason, "failed") == 0 ? LOG_WARN : LOG_INFO,
+	/* A client that takes no OCI type gets the original on every pull: counted
+	 * (regslim_optimize_fallbacks_total), and a debug line, not an info line
+	 * per request next to the request log's. */
+	log_event(strcmp(reason, "failed") == 0          ? LOG_WARN
+	          : strcmp(reason, "client_accept") == 0 ? LOG_DEBUG
+	                                                 : LOG_INFO,
 	          "serving the original %s:%s (%s) instead of the optimized image (%s): %s", t->repo, t->ref,
 	          cap.digest, reason, err.msg);
 	ret = api_answer_manifest(rq, cap.body, cap.len, cap.type ? cap.type : JSON_TYPE, cap.digest);

@@ -15,6 +15,20 @@
  * outside it. An eviction pass takes it in short batches, so lookups and
  * commits interleave with a long pass.
  *
+ * Serving: a use sets the file's mtime at most once per TOUCH_EVERY_S (a hot
+ * object served thousands of times a second costs no metadata write per
+ * request). Verified manifests are kept in a small cache (MCACHE_SLOTS slots
+ * of at most MCACHE_ENTRY_MAX bytes), tag maps in another (TCACHE_SLOTS, by
+ * path), each next to its file's identity (device, inode, size, ctime): a
+ * read whose stat(2) finds the same identity gets the kept answer without
+ * opening, reading or hashing the file. A removal fails the stat, a rename
+ * over the file changes the inode and a write into it the ctime, so the next
+ * read goes to the disk (a corrupted manifest is dropped as before); only a
+ * write within the same clock tick as the read that filled the entry (file
+ * times have the kernel's tick resolution) would go unseen. The store's own
+ * changes (put_manifest's sidecar, tag puts and removals, dropped objects)
+ * forget the entry.
+ *
  * What it does not do: HTTP, upstreams, deciding when to evict (callers call
  * blobstore_evict()), reading tmp/ (only inflight.c opens a writer's own temp
  * path). It talks to the file system and nothing else. */
@@ -62,6 +76,40 @@ struct entry {
 	char hex[DIGEST_HEX_LEN + 1];
 };
 
+/* A use sets an object's mtime (the LRU order across restarts) only when it
+ * is at least this old: the order on disk is exact to this many seconds. */
+#define TOUCH_EVERY_S 1
+/* The verified-manifest cache: slots (by digest) and the largest manifest
+ * kept, so it holds at most MCACHE_SLOTS * MCACHE_ENTRY_MAX bytes (2 MiB). */
+#define MCACHE_SLOTS 128
+#define MCACHE_ENTRY_MAX (16 * 1024)
+
+/* Tag maps read, by path, kept the same way (they are replaced by rename). */
+#define TCACHE_SLOTS 128
+
+/* What identifies a file's content for the caches: any write into the file
+ * changes its ctime, a rename over it its inode. */
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec ctim;
+};
+
+struct mcache_entry {
+	char hex[DIGEST_HEX_LEN + 1]; /* "": empty */
+	struct file_id id;
+	char *body; /* len bytes and a NUL */
+	size_t len;
+	char *type;
+};
+
+struct tcache_entry {
+	char *path; /* NULL: empty */
+	struct file_id id;
+	struct blobstore_tag tag;
+};
+
 /* One hold of the store lock removes at most this many objects (eviction). */
 #define EVICT_BATCH_OBJECTS 64
 
@@ -84,7 +132,12 @@ struct blobstore {
 	void *hook_ctx;
 	struct evicted evicted[EVICT_BATCH_OBJECTS]; /* the current batch's, for the hook */
 	unsigned evicted_n;
+	pthread_mutex_t mc_mu; /* guards mcache and tcache only */
+	struct mcache_entry mcache[MCACHE_SLOTS];
+	struct tcache_entry tcache[TCACHE_SLOTS];
 };
+
+static void mcache_forget(struct blobstore *bs, const char *hex);
 
 struct blobstore_writer {
 	struct blobstore *bs;
@@ -423,6 +476,13 @@ enum rs_code blobstore_open(struct blobstore **out, const char *data_dir, uint64
 		free(bs);
 		return rs_err_set(err, RS_NOMEM, "cannot create the store mutex");
 	}
+	if (pthread_mutex_init(&bs->mc_mu, NULL) != 0) {
+		pthread_mutex_destroy(&bs->mu);
+		free(bs->root);
+		free(bs->buckets);
+		free(bs);
+		return rs_err_set(err, RS_NOMEM, "cannot create the store mutex");
+	}
 
 	static const char *const subdirs[] = {"blobs/sha256", "manifests/sha256", "tags", "links", "tmp"};
 	for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
@@ -471,6 +531,13 @@ void blobstore_free(struct blobstore *bs)
 		e = next;
 	}
 	pthread_mutex_destroy(&bs->mu);
+	for (size_t i = 0; i < MCACHE_SLOTS; i++) {
+		free(bs->mcache[i].body);
+		free(bs->mcache[i].type);
+	}
+	for (size_t i = 0; i < TCACHE_SLOTS; i++)
+		free(bs->tcache[i].path);
+	pthread_mutex_destroy(&bs->mc_mu);
 	free(bs->buckets);
 	free(bs->root);
 	free(bs);
@@ -483,9 +550,17 @@ uint64_t blobstore_size(const struct blobstore *bs)
 
 /* ---- reading objects -------------------------------------------------- */
 
-/* Open a committed object; touch: mark it used (index and mtime). */
+/* Whether a use should set the mtime of an object whose stat is st. */
+static bool mtime_stale(const struct stat *st)
+{
+	time_t now = time(NULL);
+	return now < st->st_mtime || now - st->st_mtime >= TOUCH_EVERY_S;
+}
+
+/* Open a committed object; touch: mark it used (index and mtime). out_st
+ * (may be NULL): its stat before the touch. */
 static enum rs_code open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, bool touch,
-                                int *out_fd, uint64_t *out_size, struct rs_err *err)
+                                int *out_fd, uint64_t *out_size, struct stat *out_st, struct rs_err *err)
 {
 	*out_fd = -1;
 	enum rs_code rc = digest_parse(digest, err);
@@ -514,18 +589,21 @@ static enum rs_code open_object(struct blobstore *bs, enum blobstore_kind kind, 
 		pthread_mutex_unlock(&bs->mu);
 		/* The mtime carries the LRU order across restarts; failing to set it
 		 * only makes that order less exact. */
-		(void)futimens(fd, NULL);
+		if (mtime_stale(&st))
+			(void)futimens(fd, NULL);
 	}
 	*out_fd = fd;
 	if (out_size)
 		*out_size = (uint64_t)st.st_size;
+	if (out_st)
+		*out_st = st;
 	return RS_OK;
 }
 
 enum rs_code blobstore_open_object(struct blobstore *bs, enum blobstore_kind kind, const char *digest, int *out_fd,
                                    uint64_t *out_size, struct rs_err *err)
 {
-	return open_object(bs, kind, digest, true, out_fd, out_size, err);
+	return open_object(bs, kind, digest, true, out_fd, out_size, NULL, err);
 }
 
 bool blobstore_has(struct blobstore *bs, enum blobstore_kind kind, const char *digest)
@@ -913,6 +991,7 @@ enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, co
 	char line[MEDIA_TYPE_MAX + 2];
 	int n = snprintf(line, sizeof(line), "%s\n", media_type);
 	rc = write_small_file(bs, sidecar, line, (size_t)n, err);
+	mcache_forget(bs, hex); /* a cached type may be the old one */
 	if (rc != RS_OK)
 		return rc;
 	if (blobstore_has(bs, BLOBSTORE_MANIFEST, digest))
@@ -937,6 +1016,8 @@ static void drop_object(struct blobstore *bs, enum blobstore_kind kind, const ch
 	if (object_path(path, bs, kind, hex, "", NULL) != RS_OK ||
 	    object_path(sidecar, bs, kind, hex, ".type", NULL) != RS_OK)
 		return;
+	if (kind == BLOBSTORE_MANIFEST)
+		mcache_forget(bs, hex);
 	pthread_mutex_lock(&bs->mu);
 	struct entry *e = index_find(bs, kind, hex);
 	if (e) {
@@ -1021,17 +1102,129 @@ bool blobstore_remove_idle(struct blobstore *bs, enum blobstore_kind kind, const
 	return removed;
 }
 
+/* ---- the verified-manifest cache (see the top of the file) ---- */
+
+static struct mcache_entry *mcache_slot(struct blobstore *bs, const char *hex)
+{
+	unsigned v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 4 | (unsigned)(hex[i] <= '9' ? hex[i] - '0' : hex[i] - 'a' + 10);
+	return &bs->mcache[v % MCACHE_SLOTS];
+}
+
+static void file_id_of(struct file_id *id, const struct stat *st)
+{
+	id->dev = st->st_dev;
+	id->ino = st->st_ino;
+	id->size = st->st_size;
+	id->ctim = st->st_ctim;
+}
+
+static bool file_id_is(const struct file_id *id, const struct stat *st)
+{
+	return id->dev == st->st_dev && id->ino == st->st_ino && id->size == st->st_size &&
+	       id->ctim.tv_sec == st->st_ctim.tv_sec && id->ctim.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+static bool mcache_same(const struct mcache_entry *e, const char *hex, const struct stat *st)
+{
+	return strcmp(e->hex, hex) == 0 && file_id_is(&e->id, st);
+}
+
+static void mcache_clear(struct mcache_entry *e)
+{
+	free(e->body);
+	free(e->type);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Keep verified bytes of manifest hex whose file had the stat st. */
+static void mcache_put(struct blobstore *bs, const char *hex, const struct stat *st, const char *buf, size_t len,
+                       const char *type)
+{
+	if (len > MCACHE_ENTRY_MAX)
+		return;
+	char *b = malloc(len + 1), *t = strdup(type);
+	if (!b || !t) {
+		free(b);
+		free(t);
+		return;
+	}
+	memcpy(b, buf, len);
+	b[len] = '\0';
+	pthread_mutex_lock(&bs->mc_mu);
+	struct mcache_entry *e = mcache_slot(bs, hex);
+	mcache_clear(e);
+	memcpy(e->hex, hex, DIGEST_HEX_LEN);
+	file_id_of(&e->id, st);
+	e->body = b;
+	e->len = len;
+	e->type = t;
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
+static void mcache_forget(struct blobstore *bs, const char *hex)
+{
+	pthread_mutex_lock(&bs->mc_mu);
+	struct mcache_entry *e = mcache_slot(bs, hex);
+	if (strcmp(e->hex, hex) == 0)
+		mcache_clear(e);
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
+/* A manifest read answered from the cache: true when the file still has the
+ * identity its verified bytes were kept with (copies in *out_buf and
+ * *out_type, the use noted as open_object notes it). false: read the file
+ * (which also reports a missing, unreadable or too large one). */
+static bool mcache_get(struct blobstore *bs, const char *digest, size_t max_bytes, bool touch, char **out_buf,
+                       size_t *out_len, char **out_type)
+{
+	char path[STORE_PATH_MAX];
+	struct stat st;
+	if (!digest_valid(digest) || object_path(path, bs, BLOBSTORE_MANIFEST, digest_hex(digest), "", NULL) != RS_OK ||
+	    stat(path, &st) != 0 || (uint64_t)st.st_size > max_bytes)
+		return false;
+	const char *hex = digest_hex(digest);
+	char *buf = NULL, *type = NULL;
+	size_t len = 0;
+	pthread_mutex_lock(&bs->mc_mu);
+	const struct mcache_entry *e = mcache_slot(bs, hex);
+	if (mcache_same(e, hex, &st) && (buf = malloc(e->len + 1)) && (type = strdup(e->type))) {
+		memcpy(buf, e->body, e->len + 1);
+		len = e->len;
+	}
+	pthread_mutex_unlock(&bs->mc_mu);
+	if (!type) {
+		free(buf);
+		return false;
+	}
+	if (touch) {
+		pthread_mutex_lock(&bs->mu);
+		index_note_use(bs, BLOBSTORE_MANIFEST, hex, (uint64_t)st.st_size, NULL);
+		pthread_mutex_unlock(&bs->mu);
+		if (mtime_stale(&st)) /* the entry no longer matches (ctime); the next read refills it */
+			(void)utimensat(AT_FDCWD, path, NULL, 0);
+	}
+	*out_buf = buf;
+	*out_len = len;
+	*out_type = type;
+	return true;
+}
+
 static enum rs_code get_manifest(struct blobstore *bs, const char *digest, size_t max_bytes, bool touch, char **out_buf,
                                  size_t *out_len, char **out_type, struct rs_err *err)
 {
 	*out_buf = NULL;
 	*out_type = NULL;
 	*out_len = 0;
+	if (mcache_get(bs, digest, max_bytes, touch, out_buf, out_len, out_type))
+		return RS_OK;
 	int fd = -1;
 	uint64_t size = 0;
 	char *buf = NULL;
 	char *type = NULL;
-	enum rs_code rc = open_object(bs, BLOBSTORE_MANIFEST, digest, touch, &fd, &size, err);
+	struct stat st;
+	enum rs_code rc = open_object(bs, BLOBSTORE_MANIFEST, digest, touch, &fd, &size, &st, err);
 	if (rc != RS_OK)
 		return rc;
 	const char *hex = digest_hex(digest);
@@ -1087,6 +1280,10 @@ static enum rs_code get_manifest(struct blobstore *bs, const char *digest, size_
 		rc = rs_err_set(err, RS_NOMEM, "out of memory reading manifest %s", digest);
 		goto out;
 	}
+	/* The stat is from before open_object's touch; after a touch the next
+	 * read refills the entry. */
+	if (len == size && !(touch && mtime_stale(&st)))
+		mcache_put(bs, hex, &st, buf, len, type);
 	*out_buf = buf;
 	*out_len = len;
 	*out_type = type;
@@ -1211,6 +1408,55 @@ enum rs_code blobstore_tag_format(char *buf, size_t cap, const struct blobstore_
 	return n > 0 && (size_t)n < cap ? RS_OK : rs_err_set(err, RS_TOO_LARGE, "tag record over %zu bytes", cap);
 }
 
+static struct tcache_entry *tcache_slot(struct blobstore *bs, const char *path)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+		h = (h ^ *c) * 16777619u;
+	return &bs->tcache[h % TCACHE_SLOTS];
+}
+
+/* The tag map at path as read when the file had the identity of st, if kept. */
+static bool tcache_get(struct blobstore *bs, const char *path, const struct stat *st, struct blobstore_tag *out)
+{
+	pthread_mutex_lock(&bs->mc_mu);
+	const struct tcache_entry *e = tcache_slot(bs, path);
+	bool hit = e->path && strcmp(e->path, path) == 0 && file_id_is(&e->id, st);
+	if (hit)
+		*out = e->tag;
+	pthread_mutex_unlock(&bs->mc_mu);
+	return hit;
+}
+
+/* Keep t, read from path after a stat gave st (a file replaced in between is
+ * kept with the older identity: the next read does not match and reads it). */
+static void tcache_put(struct blobstore *bs, const char *path, const struct stat *st, const struct blobstore_tag *t)
+{
+	char *p = strdup(path);
+	if (!p)
+		return;
+	pthread_mutex_lock(&bs->mc_mu);
+	struct tcache_entry *e = tcache_slot(bs, path);
+	free(e->path);
+	e->path = p;
+	file_id_of(&e->id, st);
+	e->tag = *t;
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
+/* Drop what is kept of path (this process replaces or removes it): even a
+ * rename within one tick of the clock that reuses an inode is then seen. */
+static void tcache_forget(struct blobstore *bs, const char *path)
+{
+	pthread_mutex_lock(&bs->mc_mu);
+	struct tcache_entry *e = tcache_slot(bs, path);
+	if (e->path && strcmp(e->path, path) == 0) {
+		free(e->path);
+		memset(e, 0, sizeof(*e));
+	}
+	pthread_mutex_unlock(&bs->mc_mu);
+}
+
 enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
                                struct blobstore_tag *out, struct rs_err *err)
 {
@@ -1219,11 +1465,20 @@ enum rs_code blobstore_get_tag(struct blobstore *bs, const char *upstream, const
 	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
 	if (rc != RS_OK)
 		return rc;
+	/* Served from the cache while the file is the one read (see the top). */
+	struct stat st;
+	bool stated = stat(path, &st) == 0;
+	if (!stated && errno == ENOENT)
+		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
+	if (stated && tcache_get(bs, path, &st, out))
+		return RS_OK;
 	rc = fsutil_read_into(buf, sizeof(buf), &len, path, err);
 	if (rc == RS_NOT_FOUND)
 		return rs_err_set(err, RS_NOT_FOUND, "no cached tag %s:%s at %s", repo, tag, upstream);
 	if (rc == RS_TOO_LARGE || rc == RS_BAD_INPUT || (rc == RS_OK && (memchr(buf, '\0', len) || !parse_tag_file(buf, out))))
 		return rs_err_set(err, RS_NOT_FOUND, "tag file %s is corrupt; ignored", path);
+	if (rc == RS_OK && stated)
+		tcache_put(bs, path, &st, out);
 	return rc;
 }
 
@@ -1247,7 +1502,9 @@ enum rs_code blobstore_put_tag(struct blobstore *bs, const char *upstream, const
 	rc = fsutil_mkdir_p(dir, NULL, err);
 	if (rc != RS_OK)
 		return rc;
-	return write_small_file(bs, path, buf, (size_t)n, err);
+	rc = write_small_file(bs, path, buf, (size_t)n, err);
+	tcache_forget(bs, path);
+	return rc;
 }
 
 enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, const char *repo, const char *tag,
@@ -1257,6 +1514,7 @@ enum rs_code blobstore_remove_tag(struct blobstore *bs, const char *upstream, co
 	enum rs_code rc = tag_path(path, bs, upstream, repo, tag, err);
 	if (rc != RS_OK)
 		return rc;
+	tcache_forget(bs, path);
 	if (unlink(path) != 0)
 		return errno == ENOENT ? rs_err_set(err, RS_NOT_FOUND, "no tag %s:%s", repo, tag)
 		                       : rs_err_set(err, RS_IO, "unlink %s: %s", path, strerror(errno));

@@ -39,6 +39,8 @@ hp_write_conf() {
 			defaults
 			    mode http
 			    option dontlognull
+			    # large bodies go replica -> client by splice(2), not through haproxy's buffers
+			    option splice-response
 			    timeout connect 2s
 			    timeout client 300s
 			    timeout server 300s

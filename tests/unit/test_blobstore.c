@@ -1,7 +1,9 @@
 /* test_blobstore: the content-addressed store on a private temp directory per
  * test: verified writes, hostile names, manifests and sidecars, tag maps,
  * size accounting and LRU eviction, repository links (per repository,
- * durable, hostile names refused, whole images, derived from old tag maps). Blob contents are generated from seeds. */
+ * durable, hostile names refused, whole images, derived from old tag maps), the
+ * serving path (verified manifests kept by file identity, mtime set at most
+ * once a second). Blob contents are generated from seeds. */
 #include "blobstore.h"
 
 #include "fixture.h"
@@ -531,6 +533,159 @@ START_TEST(get_manifest_caps_size)
 }
 END_TEST
 
+/* Serving path (issue 16): a manifest read keeps the verified bytes with the
+ * file's identity (device, inode, size, ctime), and a later read with the
+ * same identity does not read the file again. Shown by a .type sidecar
+ * edited behind the store's back: not seen while the manifest file is
+ * unchanged (the store changes types only through put_manifest). */
+static void get_ok(struct blobstore *bs, const char *dg, const char *want_body, const char *want_type)
+{
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+	struct rs_err err = {0};
+	enum rs_code rc = blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err);
+	ck_assert_msg(rc == RS_OK, "%s", err.msg);
+	ck_assert_uint_eq(got, strlen(want_body));
+	ck_assert_str_eq(buf, want_body);
+	ck_assert_str_eq(type, want_type);
+	free(buf);
+	free(type);
+}
+
+static void path_of(char *out, size_t cap, const char *dg, const char *suffix)
+{
+	snprintf(out, cap, "%s/manifests/sha256/%.2s/%s%s", store_fixture_data(), dg + 7, dg + 7, suffix);
+}
+
+/* File timestamps come from a coarse clock (one tick, at most 10 ms): wait
+ * for the next tick, so a change made now has another ctime than the last. */
+static void next_tick(void)
+{
+	struct timespec t = {0, 30 * 1000 * 1000};
+	nanosleep(&t, NULL);
+}
+
+START_TEST(manifest_reads_are_cached_by_file_identity)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char dg[DIGEST_STR_SIZE], side[512];
+	size_t len = strlen(oci_manifest);
+	digest_buffer(dg, oci_manifest, len);
+	struct rs_err err = {0};
+	const char *mt = "application/vnd.oci.image.manifest.v1+json";
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt); /* read, verified, kept */
+	path_of(side, sizeof(side), dg, ".type");
+	FILE *f = fopen(side, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("application/vnd.edited.behind.the.store+json\n", f);
+	fclose(f);
+	get_ok(bs, dg, oci_manifest, mt); /* the kept answer: the file did not change */
+	/* put_manifest changes the type and forgets the kept answer */
+	const char *mt2 = "application/vnd.custom.type+json";
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt2, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt2);
+	get_ok(bs, dg, oci_manifest, mt2);
+	blobstore_free(bs);
+}
+END_TEST
+
+/* What changes the manifest file is seen at the next read, cached or not: a
+ * write into it (corruption: dropped, as get_manifest_detects_corruption),
+ * its removal by the store or behind its back, a new file renamed over it. */
+START_TEST(manifest_cache_sees_changes_of_the_file)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char dg[DIGEST_STR_SIZE], p[512], tmp[600];
+	size_t len = strlen(oci_manifest);
+	digest_buffer(dg, oci_manifest, len);
+	path_of(p, sizeof(p), dg, "");
+	struct rs_err err = {0};
+	const char *mt = "application/vnd.oci.image.manifest.v1+json";
+	char *buf = NULL, *type = NULL;
+	size_t got = 0;
+
+	/* corrupted in place after a cached read */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt);
+	get_ok(bs, dg, oci_manifest, mt);
+	next_tick();
+	int fd = open(p, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "X", 1, 5), 1);
+	close(fd);
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "removed"), "%s", err.msg);
+	ck_assert_ptr_null(buf);
+	ck_assert(!blobstore_has(bs, BLOBSTORE_MANIFEST, dg));
+
+	/* removed by the store, and behind its back */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt);
+	blobstore_remove(bs, BLOBSTORE_MANIFEST, dg);
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt);
+	ck_assert_int_eq(unlink(p), 0);
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err), RS_NOT_FOUND);
+
+	/* replaced by another file (another inode) with bytes that do not match */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt);
+	snprintf(tmp, sizeof(tmp), "%s.new", p);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, docker_manifest, len < strlen(docker_manifest) ? len : strlen(docker_manifest)) > 0,
+	                 1);
+	close(fd);
+	ck_assert_int_eq(rename(tmp, p), 0);
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 4096, &buf, &got, &type, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "removed"), "%s", err.msg);
+	/* and a size limit still applies to a kept manifest */
+	ck_assert_int_eq(blobstore_put_manifest(bs, dg, mt, oci_manifest, len, &err), RS_OK);
+	get_ok(bs, dg, oci_manifest, mt);
+	ck_assert_int_eq(blobstore_get_manifest(bs, dg, 100, &buf, &got, &type, &err), RS_TOO_LARGE);
+	blobstore_free(bs);
+}
+END_TEST
+
+/* A use sets the object's mtime (the LRU order across restarts) when it is
+ * a second old or more, not on every use: a hot object costs no metadata
+ * write per request. */
+START_TEST(use_sets_mtime_at_most_once_a_second)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	unsigned char *b = fixture_bytes(21, 1000);
+	char d[DIGEST_STR_SIZE], p[512];
+	digest_buffer(d, b, 1000);
+	struct rs_err err = {0};
+	ck_assert_int_eq(write_blob(bs, BLOBSTORE_BLOB, d, 1000, b, 1000, 21, &err), RS_OK);
+	free(b);
+	snprintf(p, sizeof(p), "%s/blobs/sha256/%.2s/%s", store_fixture_data(), d + 7, d + 7);
+	int fd = -1;
+	uint64_t sz = 0;
+	struct stat st;
+	/* an hour old: set to now */
+	struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, p, old, 0), 0);
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, d, &fd, &sz, &err), RS_OK);
+	close(fd);
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_int_ge(st.st_mtime, time(NULL) - 60);
+	/* set a moment ago (a marked nanosecond value): left alone within the second */
+	time_t now = time(NULL);
+	struct timespec fresh[2] = {{now, 123456789}, {now, 123456789}};
+	ck_assert_int_eq(utimensat(AT_FDCWD, p, fresh, 0), 0);
+	ck_assert_int_eq(blobstore_open_object(bs, BLOBSTORE_BLOB, d, &fd, &sz, &err), RS_OK);
+	close(fd);
+	bool same_second = time(NULL) == now; /* else the store may rightly have set it */
+	ck_assert_int_eq(stat(p, &st), 0);
+	if (same_second)
+		ck_assert(st.st_mtim.tv_sec == now && st.st_mtim.tv_nsec == 123456789);
+	blobstore_free(bs);
+}
+END_TEST
+
 START_TEST(tag_round_trip)
 {
 	struct blobstore *bs = store_fixture_open(0);
@@ -573,6 +728,71 @@ START_TEST(tag_round_trip)
 	/* A media type with a quote would break the file: refused. */
 	snprintf(t.media_type, sizeof(t.media_type), "application/\"json");
 	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/alpine", "3.19", &t, &err), RS_BAD_INPUT);
+	blobstore_free(bs);
+}
+END_TEST
+
+/* Tag maps are kept by path and file identity too: whatever changes the file
+ * (in place, renamed over, removed) is seen at the next read. */
+static void write_tag_file(const char *path, const char *digest, long long fetched, bool in_place)
+{
+	char tmp[600];
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	FILE *fp = fopen(in_place ? path : tmp, "w");
+	ck_assert_ptr_nonnull(fp);
+	fprintf(fp, "{\"digest\":\"%s\",\"media_type\":\"application/json\",\"fetched\":%lld}\n", digest, fetched);
+	fclose(fp);
+	if (!in_place)
+		ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+static void assert_tag(struct blobstore *bs, const char *digest, long long fetched)
+{
+	struct blobstore_tag got = {0};
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_OK);
+	ck_assert_str_eq(got.digest, digest);
+	ck_assert_int_eq(got.fetched, fetched);
+}
+
+START_TEST(tag_reads_follow_the_file)
+{
+	struct blobstore *bs = store_fixture_open(0);
+	char d1[DIGEST_STR_SIZE], d2[DIGEST_STR_SIZE], d3[DIGEST_STR_SIZE], p[512];
+	digest_buffer(d1, "one", 3);
+	digest_buffer(d2, "two", 3);
+	digest_buffer(d3, "three", 5);
+	struct blobstore_tag t = {.fetched = 1764158400};
+	snprintf(t.digest, sizeof(t.digest), "%s", d1);
+	snprintf(t.media_type, sizeof(t.media_type), "application/json");
+	struct rs_err err = {0};
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	snprintf(p, sizeof(p), "%s/tags/docker.io/library/a/_tags/v1.json", store_fixture_data());
+	assert_tag(bs, d1, 1764158400);
+	assert_tag(bs, d1, 1764158400);
+	/* the same length written into the file */
+	next_tick();
+	write_tag_file(p, d2, 1764158401, true);
+	assert_tag(bs, d2, 1764158401);
+	/* a new file renamed over it */
+	write_tag_file(p, d3, 1764158402, false);
+	assert_tag(bs, d3, 1764158402);
+	/* removed behind the store's back */
+	ck_assert_int_eq(unlink(p), 0);
+	struct blobstore_tag got;
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "no cached tag"), "%s", err.msg);
+	/* put and removed by the store, twice within a tick */
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d1, 1764158400);
+	snprintf(t.digest, sizeof(t.digest), "%s", d2);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d2, 1764158400);
+	snprintf(t.digest, sizeof(t.digest), "%s", d3);
+	ck_assert_int_eq(blobstore_put_tag(bs, "docker.io", "library/a", "v1", &t, &err), RS_OK);
+	assert_tag(bs, d3, 1764158400);
+	ck_assert_int_eq(blobstore_remove_tag(bs, "docker.io", "library/a", "v1", &err), RS_OK);
+	ck_assert_int_eq(blobstore_get_tag(bs, "docker.io", "library/a", "v1", &got, &err), RS_NOT_FOUND);
 	blobstore_free(bs);
 }
 END_TEST
@@ -1170,7 +1390,11 @@ static Suite *blobstore_suite(void)
 	tcase_add_test(tc, sniffs_type_without_sidecar);
 	tcase_add_test(tc, get_manifest_detects_corruption);
 	tcase_add_test(tc, get_manifest_caps_size);
+	tcase_add_test(tc, manifest_reads_are_cached_by_file_identity);
+	tcase_add_test(tc, manifest_cache_sees_changes_of_the_file);
+	tcase_add_test(tc, use_sets_mtime_at_most_once_a_second);
 	tcase_add_test(tc, tag_round_trip);
+	tcase_add_test(tc, tag_reads_follow_the_file);
 	tcase_add_test(tc, evicts_least_recently_used_first);
 	tcase_add_test(tc, counts_existing_objects_at_open);
 	tcase_add_test(tc, cleans_stale_temp_files_at_open);
