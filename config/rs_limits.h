@@ -232,6 +232,11 @@
 #define RS_LIMIT_GATE_SCAN_WORKERS 2
 #define RS_LIMIT_GATE_SCAN_QUEUE 64
 #define RS_LIMIT_GATE_SCAN_DOC_BYTES (1024u * 1024)
+/* Uploads scanned as their bytes arrive at once (each holds a decoder, a
+ * tar reader and the secret scanner's window); a stream not fed for
+ * IDLE_S may be taken by a new upload (the old one is scanned once complete). */
+#define RS_LIMIT_GATE_SCAN_STREAMS 8
+#define RS_LIMIT_GATE_SCAN_STREAM_IDLE_S 60
 
 /* Failed password logins (proxy/login_guard.h): free failures per user at
  * one address and per address, the longest back-off, when a streak is

@@ -9,7 +9,8 @@
  * not rescanned), costs no memory however many layers are pushed, and is
  * where another replica would look. Memory holds only the table of scans
  * queued or running: queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE slots
- * of fixed size.
+ * of fixed size, and RS_LIMIT_GATE_SCAN_STREAMS scans fed by uploads (each
+ * a decoder, a tar reader and the secret scanner's fixed window).
  *
  * The document is lines of text (only config/ parses JSON):
  *   regslim-gate-scan 1
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void gate_scan_result_dispose(struct gate_scan_result *r)
@@ -286,7 +288,24 @@ static void save(struct store *store, const char *key, const struct gate_scan_re
 
 /* ---- queue and workers ---- */
 
+static bool sniff_head(const unsigned char *b, size_t n, enum codec_kind *out);
+
 enum slot_state { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING };
+
+/* A scan fed by an upload's bytes as they arrive (gate_scan_feed). */
+struct stream {
+	bool used, busy;         /* busy: a request feeds or ends it, without the lock */
+	char uuid[STORE_UUID_SIZE];
+	uint64_t fed;            /* bytes of the upload taken so far */
+	time_t last;             /* last fed */
+	const struct rs_gate_policy *p;
+	unsigned char head[512]; /* the first bytes, until the codec is known (sniff) */
+	size_t head_len;
+	enum codec_kind codec;
+	struct scan_layer *scan; /* NULL until the codec is known */
+	struct recorder rec;
+	struct gate_scan_result res;
+};
 
 struct slot {
 	enum slot_state state;
@@ -309,6 +328,7 @@ struct gate_scan {
 	struct gate_scan_stats st;
 	pthread_t *threads;
 	size_t nthreads;
+	struct stream *streams; /* RS_LIMIT_GATE_SCAN_STREAMS scans fed by uploads */
 };
 
 static struct slot *find(struct gate_scan *s, const char *key)
@@ -374,6 +394,214 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* ---- scans fed by uploads ----
+ *
+ * An upload's bytes go through a scan as they arrive (gate_scan_feed, from
+ * the request that writes them), so the scan of a layer ends with its
+ * upload. The digest is known only at the end: the scan runs without one,
+ * and its result counts only once the store verified the digest
+ * (gate_scan_commit): the bytes scanned are exactly those the store took,
+ * in order (each feed starts where the last ended). An upload whose bytes
+ * did not all pass through one stream of this process (resumed after a
+ * restart, a feed that failed, no free stream) is scanned once complete,
+ * by the workers, as before. */
+
+static bool scans_wanted(const struct rs_gate_policy *p)
+{
+	return p && (p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action);
+}
+
+/* Under the lock, t not busy. */
+static void stream_drop(struct stream *t)
+{
+	scan_layer_free(t->scan);
+	gate_scan_result_dispose(&t->res);
+	memset(t, 0, sizeof(*t));
+}
+
+static struct stream *stream_find(struct gate_scan *s, const char *uuid)
+{
+	for (size_t i = 0; i < RS_LIMIT_GATE_SCAN_STREAMS; i++)
+		if (s->streams[i].used && strcmp(s->streams[i].uuid, uuid) == 0)
+			return &s->streams[i];
+	return NULL;
+}
+
+/* A stream for a new upload: a free one, else the one idle longest if it
+ * was idle RS_LIMIT_GATE_SCAN_STREAM_IDLE_S (its upload is scanned once
+ * complete); NULL when all are in use. Under the lock. */
+static struct stream *stream_new(struct gate_scan *s, const char *uuid, const struct rs_gate_policy *p)
+{
+	struct stream *t = NULL;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < RS_LIMIT_GATE_SCAN_STREAMS; i++) {
+		struct stream *c = &s->streams[i];
+		if (!c->used) {
+			t = c;
+			break;
+		}
+		if (!c->busy && now - c->last >= RS_LIMIT_GATE_SCAN_STREAM_IDLE_S && (!t || c->last < t->last))
+			t = c;
+	}
+	if (!t)
+		return NULL;
+	stream_drop(t);
+	t->used = true;
+	t->p = p;
+	t->last = now;
+	snprintf(t->uuid, sizeof(t->uuid), "%s", uuid);
+	return t;
+}
+
+/* The scan of t once its codec is known, fed the bytes held so far. */
+static enum rs_code stream_start(struct gate_scan *s, struct stream *t, struct rs_err *err)
+{
+	t->rec = (struct recorder){t->p, &t->res, &s->stop};
+	struct scan_opts o = {.codec = t->codec,
+	                      .secrets = t->p->secrets != GATE_OFF,
+	                      .file_cap = t->p->secret_file_cap,
+	                      .scan_binaries = t->p->secret_scan_binaries,
+	                      .allow_paths = t->p->secret_allow_paths,
+	                      .allow_path_count = t->p->secret_allow_path_count,
+	                      .on_entry = rec_entry,
+	                      .on_finding = rec_finding,
+	                      .ctx = &t->rec};
+	enum rs_code rc = scan_layer_new(&t->scan, &o, err);
+	return rc ? rc : scan_layer_write(t->scan, t->head, t->head_len, err);
+}
+
+/* Feed len bytes to t (busy: outside the lock). The first bytes are held
+ * until they tell the codec (as sniff reads them); RS_UNSUPPORTED when they
+ * say the blob is no layer. */
+static enum rs_code stream_take(struct gate_scan *s, struct stream *t, const unsigned char *buf, size_t len,
+                                struct rs_err *err)
+{
+	if (!t->scan) {
+		size_t n = sizeof(t->head) - t->head_len;
+		n = n < len ? n : len;
+		memcpy(t->head + t->head_len, buf, n);
+		t->head_len += n;
+		buf += n;
+		len -= n;
+		bool layer = sniff_head(t->head, t->head_len, &t->codec);
+		if (!layer && t->head_len < sizeof(t->head))
+			return RS_OK; /* the next bytes tell */
+		if (!layer)
+			return rs_err_set(err, RS_UNSUPPORTED, "not a layer");
+		enum rs_code rc = stream_start(s, t, err);
+		if (rc)
+			return rc;
+	}
+	return len ? scan_layer_write(t->scan, buf, len, err) : RS_OK;
+}
+
+void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
+                    const void *buf, size_t len)
+{
+	if (!s || !scans_wanted(p) || !len || atomic_load(&s->stop))
+		return;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	if (!t && offset == 0)
+		t = stream_new(s, uuid, p);
+	if (t && (t->busy || t->fed != offset || t->p != p)) {
+		if (!t->busy)
+			stream_drop(t); /* bytes went by without it: scanned once complete */
+		t = NULL;
+	}
+	if (!t) {
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	t->busy = true;
+	pthread_mutex_unlock(&s->mu);
+	struct rs_err err = {0};
+	bool had_scan = t->scan != NULL;
+	enum rs_code rc = stream_take(s, t, buf, len, &err);
+	uint64_t scanned = !t->scan ? 0 : had_scan ? len : t->fed + len;
+	if (rc && rc != RS_UNSUPPORTED && !atomic_load(&s->stop))
+		log_event(LOG_DEBUG, "gate: upload %s not scanned as it arrives (scanned once complete): %s", uuid,
+		          err.msg);
+	pthread_mutex_lock(&s->mu);
+	t->busy = false;
+	t->fed += len;
+	t->last = time(NULL);
+	if (rc || atomic_load(&s->stop))
+		stream_drop(t);
+	else
+		s->st.streamed_bytes += scanned;
+	pthread_cond_broadcast(&s->done);
+	pthread_mutex_unlock(&s->mu);
+	if (rc == RS_OK && scanned)
+		metrics_gate_layer_scan_streamed(scanned);
+}
+
+bool gate_scan_commit(struct gate_scan *s, const char *uuid, uint64_t size, const char *digest)
+{
+	if (!s)
+		return false;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	if (t && (t->busy || t->fed != size || atomic_load(&s->stop))) {
+		if (!t->busy)
+			stream_drop(t);
+		t = NULL;
+	}
+	if (!t) {
+		pthread_mutex_unlock(&s->mu);
+		return false;
+	}
+	t->busy = true;
+	pthread_mutex_unlock(&s->mu);
+	struct rs_err err = {0};
+	enum rs_code rc = RS_OK;
+	bool layer = t->scan || sniff_head(t->head, t->head_len, &t->codec);
+	if (layer && !t->scan)
+		rc = stream_start(s, t, &err);
+	struct scan_stats st;
+	if (layer && rc == RS_OK)
+		rc = scan_layer_finish(t->scan, &st, &err);
+	char key[GATE_SCAN_KEY_SIZE] = "";
+	bool kept = false, known = false;
+	if (layer && rc == RS_OK) {
+		t->res.uncompressed_bytes = st.uncompressed_bytes;
+		gate_scan_key(key, t->p, t->codec, digest);
+		struct gate_scan_result old = {0};
+		known = load(s->store, key, t->p, &old);
+		gate_scan_result_dispose(&old);
+		if (!known)
+			save(s->store, key, &t->res);
+		kept = key[0] != '\0';
+		log_event(LOG_DEBUG, "gate: layer %s scanned as its upload arrived (%llu bytes uncompressed)%s", digest,
+		          (unsigned long long)st.uncompressed_bytes, known ? ", as stored before" : "");
+	} else if (layer && !atomic_load(&s->stop)) {
+		log_event(LOG_INFO, "gate: layer %s not scanned as its upload arrived (scanned once complete): %s",
+		          digest, err.msg);
+	}
+	pthread_mutex_lock(&s->mu);
+	t->busy = false;
+	s->st.upload_scans += kept && !known;
+	s->st.streamed += kept;
+	s->st.repeated += kept && known;
+	stream_drop(t);
+	pthread_cond_broadcast(&s->done);
+	pthread_mutex_unlock(&s->mu);
+	if (kept)
+		metrics_gate_layer_scan(known ? "repeat" : "upload");
+	return kept;
+}
+
+void gate_scan_forget(struct gate_scan *s, const char *uuid)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	if (t && !t->busy)
+		stream_drop(t);
+	pthread_mutex_unlock(&s->mu);
+}
+
 enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t workers, size_t queue_max,
                            struct rs_err *err)
 {
@@ -388,6 +616,7 @@ enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t w
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->done, NULL);
 	if (!(s->slots = calloc(s->nslots, sizeof(*s->slots))) ||
+	    !(s->streams = calloc(RS_LIMIT_GATE_SCAN_STREAMS, sizeof(*s->streams))) ||
 	    (workers && !(s->threads = calloc(workers, sizeof(*s->threads))))) {
 		gate_scan_free(s);
 		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's layer scans");
@@ -412,6 +641,14 @@ void gate_scan_free(struct gate_scan *s)
 	pthread_mutex_unlock(&s->mu);
 	for (size_t i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; s->streams && i < RS_LIMIT_GATE_SCAN_STREAMS; i++) {
+		while (s->streams[i].busy) /* a request ending its feed sees stop */
+			pthread_cond_wait(&s->done, &s->mu);
+		stream_drop(&s->streams[i]);
+	}
+	pthread_mutex_unlock(&s->mu);
+	free(s->streams);
 	free(s->threads);
 	free(s->slots);
 	pthread_cond_destroy(&s->done);
@@ -420,8 +657,23 @@ void gate_scan_free(struct gate_scan *s)
 	free(s);
 }
 
-/* The codec of a layer blob by its first bytes; false when it is none of
- * gzip, zstd, tar (an image config, some other artifact). */
+/* The codec of a layer blob by its first n bytes (n = min(512, its size));
+ * false when it is none of gzip, zstd, tar (an image config, some other
+ * artifact). */
+static bool sniff_head(const unsigned char *b, size_t n, enum codec_kind *out)
+{
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		*out = CODEC_GZIP;
+	else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+		*out = CODEC_ZSTD;
+	else if (n == 512 && memcmp(b + 257, "ustar", 5) == 0)
+		*out = CODEC_NONE;
+	else
+		return false;
+	return true;
+}
+
+/* The codec of a layer blob in the store by its first bytes (sniff_head). */
 static bool sniff(struct store *store, const char *digest, enum codec_kind *out)
 {
 	int fd = -1;
@@ -432,15 +684,7 @@ static bool sniff(struct store *store, const char *digest, enum codec_kind *out)
 	unsigned char b[512];
 	ssize_t n = pread(fd, b, sizeof(b), 0);
 	close(fd);
-	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-		*out = CODEC_GZIP;
-	else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
-		*out = CODEC_ZSTD;
-	else if (n == 512 && memcmp(b + 257, "ustar", 5) == 0)
-		*out = CODEC_NONE;
-	else
-		return false;
-	return true;
+	return n >= 0 && sniff_head(b, (size_t)n, out);
 }
 
 void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const char *digest)

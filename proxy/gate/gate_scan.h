@@ -1,6 +1,9 @@
-/* gate_scan: the push gate's layer scans, done when a layer's upload
- * completes rather than inside the manifest PUT. A blob committed (or
- * mounted) into a repository that a push policy covers is queued for a
+/* gate_scan: the push gate's layer scans, done while a layer's upload
+ * arrives, or when it completes, rather than inside the manifest PUT. The
+ * bytes of an upload into a repository that a push policy covers go through
+ * a scan as they are written (gate_scan_feed), whose result counts once the
+ * digest verified (gate_scan_commit). A blob committed (or mounted) without
+ * such a scan in step with it is queued for a
  * bounded pool of background workers; each scans it once per (digest,
  * policy scan parameters) with the same streaming pass the gate runs
  * (optimizer/scan.h) and keeps what the pass reported, in order, as a
@@ -97,8 +100,30 @@ bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *tic
 void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy *p, enum codec_kind codec,
                     const char *digest, const struct gate_scan_result *res);
 
+/* Scans fed by uploads, as the bytes arrive (uploads.c): gate_scan_feed
+ * after the store took len bytes of upload uuid at offset (the upload's
+ * size before them) in a repository under policy p (borrowed; must outlive
+ * s; NULL: nothing). The first feed at offset 0 starts a stream (at most
+ * RS_LIMIT_GATE_SCAN_STREAMS at once); a feed that does not start where the
+ * last one ended drops it. Runs the scan in the caller's thread; never
+ * fails (a stream that cannot go on is dropped: the upload is then scanned
+ * once complete, gate_scan_queue). */
+void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
+                    const void *buf, size_t len);
+/* After the store committed upload uuid (size bytes) as digest (verified):
+ * ends its stream and keeps the result as the layer's scan (a result
+ * stored before is kept as it is). true when the result is stored now, so
+ * gate_scan_queue finds it; false when there was no stream in step with
+ * the upload (or the blob is no layer, or the scan failed). */
+bool gate_scan_commit(struct gate_scan *s, const char *uuid, uint64_t size, const char *digest);
+/* The upload failed its digest check or was cancelled: its stream goes. */
+void gate_scan_forget(struct gate_scan *s, const char *uuid);
+
 struct gate_scan_stats {
-	uint64_t upload_scans;   /* scans by the workers */
+	uint64_t streamed;       /* results of scans fed by uploads (also counted in upload_scans or repeated) */
+	uint64_t repeated;       /* of those, a layer whose result was stored already (uploaded again) */
+	uint64_t streamed_bytes; /* compressed bytes scanned as uploads arrived */
+	uint64_t upload_scans;   /* scans at upload: by the workers, or fed by the upload */
 	uint64_t manifest_scans; /* scans claimed at a manifest PUT */
 	uint64_t cached;         /* results taken from the store (queue or claim) */
 	uint64_t dropped;        /* not queued: the queue was full */
