@@ -237,6 +237,11 @@
  * IDLE_S may be taken by a new upload (the old one is scanned once complete). */
 #define RS_LIMIT_GATE_SCAN_STREAMS 8
 #define RS_LIMIT_GATE_SCAN_STREAM_IDLE_S 60
+/* Layers sent upstream before their manifest (proxy/gate/gate_fwd.c):
+ * background workers and forwards waiting for one (more are left to the
+ * manifest PUT). */
+#define RS_LIMIT_GATE_FWD_WORKERS 2
+#define RS_LIMIT_GATE_FWD_QUEUE 64
 
 /* Failed password logins (proxy/login_guard.h): free failures per user at
  * one address and per address, the longest back-off, when a streak is

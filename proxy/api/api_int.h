@@ -168,6 +168,7 @@ struct push_http {
 	struct gate_resolver *bases; /* approved base references; NULL without push policies */
 	struct gate_memo *memo;      /* remembered checks; NULL without push policies */
 	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
+	struct gate_fwd *fwd;        /* layers sent upstream early (gate_fwd.h); NULL without push policies */
 	time_t gc_last;              /* the last garbage collection sweep (push_http_maintain); 0: none yet */
 };
 

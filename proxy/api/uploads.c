@@ -28,6 +28,7 @@
 #include "api_int.h"
 
 #include "digest.h"
+#include "gate_fwd.h"
 #include "gate_policy.h"
 #include "gate_scan.h"
 #include "log.h"
@@ -249,11 +250,17 @@ static const struct rs_gate_policy *push_policy(const struct push_http *ph, cons
 }
 
 /* A blob now in repo: under a push policy, its layer scan starts now
- * (gate_scan.h), so the manifest PUT only joins results. */
-static void queue_scan(struct push_http *ph, const char *repo, const char *digest)
+ * (gate_scan.h), so the manifest PUT only joins results; scanned is true
+ * when its scan is stored already. Then it is queued for the upstream
+ * (gate_fwd.h: when the mode sends the original and its scan is clean). */
+static void queue_scan(struct push_http *ph, const char *repo, const char *digest, bool scanned)
 {
-	if (ph->scans)
-		gate_scan_queue(ph->scans, push_policy(ph, repo), digest);
+	if (!ph->scans)
+		return;
+	const struct rs_gate_policy *p = push_policy(ph, repo);
+	if (!scanned)
+		gate_scan_queue(ph->scans, p, digest);
+	gate_fwd_queue(ph->fwd, p, repo, digest);
 }
 
 /* An upload committed as digest (size bytes): the scan its bytes went
@@ -261,8 +268,7 @@ static void queue_scan(struct push_http *ph, const char *repo, const char *diges
  * queued for a scan now (gate_scan.h). */
 static void upload_done(struct push_http *ph, const struct wreq *w, uint64_t size, const char *digest)
 {
-	if (!gate_scan_commit(ph->scans, w->uuid, size, digest))
-		queue_scan(ph, w->name, digest);
+	queue_scan(ph, w->name, digest, gate_scan_commit(ph->scans, w->uuid, size, digest));
 }
 
 /* POST .../blobs/uploads/: a mount when it can be one, else a new upload
@@ -288,7 +294,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 			            &client, from, AUTH_PULL, time(NULL), &d);
 		if (d.verdict == AUTH_ALLOW && store_pushed_mount(ph->store, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
-			queue_scan(ph, w->name, mount);
+			queue_scan(ph, w->name, mount, false);
 			rq->answered = true;
 			*ret = blob_created(rq, w, mount);
 			return false;

@@ -728,6 +728,23 @@ void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const 
 	pthread_mutex_unlock(&s->mu);
 }
 
+bool gate_scan_result(struct gate_scan *s, struct gate_scan_result *out, const struct rs_gate_policy *p,
+                      const char *digest)
+{
+	enum codec_kind codec;
+	if (!s || !p || !digest_valid(digest) || !sniff(s->store, digest, &codec))
+		return false;
+	char key[GATE_SCAN_KEY_SIZE];
+	gate_scan_key(key, p, codec, digest);
+	if (!key[0])
+		return false;
+	pthread_mutex_lock(&s->mu);
+	while (find(s, key) && !atomic_load(&s->stop))
+		pthread_cond_wait(&s->done, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	return load(s->store, key, p, out);
+}
+
 bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *ticket, const struct rs_gate_policy *p,
                      enum store_area area, enum codec_kind codec, const char *digest)
 {

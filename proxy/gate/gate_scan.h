@@ -95,6 +95,12 @@ void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const 
  * (else false, so the caller's own read fails as it would have). */
 bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *ticket, const struct rs_gate_policy *p,
                      enum store_area area, enum codec_kind codec, const char *digest);
+/* digest's result under p (the codec from the pushed blob's first bytes),
+ * waiting while its scan is queued or running; false when none is stored
+ * (no layer, the scan failed, was dropped, or regslim is stopping). *out
+ * (zeroed by the caller) as gate_scan_claim's. Never takes a scan over. */
+bool gate_scan_result(struct gate_scan *s, struct gate_scan_result *out, const struct rs_gate_policy *p,
+                      const char *digest);
 /* End of a claimed scan: res (NULL when the scan failed) is stored under
  * its key, other callers waiting for it go on. */
 void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy *p, enum codec_kind codec,
