@@ -232,10 +232,12 @@
 #define RS_LIMIT_GATE_SCAN_WORKERS 2
 #define RS_LIMIT_GATE_SCAN_QUEUE 64
 #define RS_LIMIT_GATE_SCAN_DOC_BYTES (1024u * 1024)
-/* Uploads scanned as their bytes arrive at once (each holds a decoder, a
+/* Uploads scanned as their bytes arrive at once (each holds a thread, a
+ * ring of STREAM_BUF bytes between the request and the scan, a decoder, a
  * tar reader and the secret scanner's window); a stream not fed for
- * IDLE_S may be taken by a new upload (the old one is scanned once complete). */
+ * IDLE_S is dropped (its upload is scanned once complete). */
 #define RS_LIMIT_GATE_SCAN_STREAMS 8
+#define RS_LIMIT_GATE_SCAN_STREAM_BUF (2u * 1024 * 1024)
 #define RS_LIMIT_GATE_SCAN_STREAM_IDLE_S 60
 /* Layers sent upstream before their manifest (proxy/gate/gate_fwd.c):
  * background workers and forwards waiting for one (more are left to the

@@ -110,17 +110,21 @@ void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy
  * after the store took len bytes of upload uuid at offset (the upload's
  * size before them) in a repository under policy p (borrowed; must outlive
  * s; NULL: nothing). The first feed at offset 0 starts a stream (at most
- * RS_LIMIT_GATE_SCAN_STREAMS at once); a feed that does not start where the
- * last one ended drops it. Runs the scan in the caller's thread; never
- * fails (a stream that cannot go on is dropped: the upload is then scanned
- * once complete, gate_scan_queue). */
+ * RS_LIMIT_GATE_SCAN_STREAMS at once): a thread that scans what the feeds
+ * copy into its ring (RS_LIMIT_GATE_SCAN_STREAM_BUF bytes; a feed waits for
+ * room when the scan is behind). A feed that does not start where the last
+ * one ended drops the stream. Never fails (a stream that cannot go on is
+ * dropped: the upload is then scanned once complete, gate_scan_queue). */
 void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
                     const void *buf, size_t len);
 /* After the store committed upload uuid (size bytes) as digest (verified):
- * ends its stream and keeps the result as the layer's scan (a result
- * stored before is kept as it is). true when the result is stored now, so
- * gate_scan_queue finds it; false when there was no stream in step with
- * the upload (or the blob is no layer, or the scan failed). */
+ * its stream finishes the scan and keeps the result as the layer's scan (a
+ * result stored before is kept as it is); until then a running scan stands
+ * for it, so gate_scan_claim and gate_scan_result wait for it. true when
+ * such a stream took every byte; false when there was none in step with
+ * the upload (or the blob is no layer, or its scan failed already): queue
+ * it (gate_scan_queue). A scan that fails after true leaves no result: the
+ * manifest PUT scans the layer itself. */
 bool gate_scan_commit(struct gate_scan *s, const char *uuid, uint64_t size, const char *digest);
 /* The upload failed its digest check or was cancelled: its stream goes. */
 void gate_scan_forget(struct gate_scan *s, const char *uuid);
@@ -136,7 +140,8 @@ struct gate_scan_stats {
 };
 void gate_scan_stats(struct gate_scan *s, struct gate_scan_stats *out);
 
-/* Wait until no scan is queued or running (tests, benchmarks). */
+/* Wait until no scan is queued or running, and no stream is finishing
+ * (tests, benchmarks). */
 void gate_scan_idle(struct gate_scan *s);
 
 #endif

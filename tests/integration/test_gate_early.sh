@@ -3,6 +3,7 @@
 # completed and its own scan found nothing the policy denies (issue 16), so the manifest PUT only
 # sends what is left. regslim with a check-only policy (secrets deny) in front of a real
 # docker-registry; two gzip layers, one clean, one holding a private key:
+#  - both layers, uploaded with monolithic POSTs, are scanned as their bodies arrive;
 #  - the clean layer, uploaded to early/bad, is in the upstream's early/bad before any manifest
 #    PUT; the key layer is never sent before the verdict (regslim says so in its log, the upstream
 #    answers 404); the manifest PUT of the image with both is refused (403), no manifest and no key
@@ -95,6 +96,8 @@ held_logged() { grep -qF "gate: layer $KEYED of $1 not sent upstream before its 
 expect_eq "bad_config_201" "$(mono early/bad "$(jq -r .config.digest "$IMG/bad.json")")" 201
 expect_eq "bad_clean_layer_201" "$(mono early/bad "$CLEAN")" 201
 expect_eq "bad_keyed_layer_201" "$(mono early/bad "$KEYED")" 201
+expect_eq "monolithic_bodies_scanned_as_they_arrived" "$(metric regslim_gate_layer_scan_streamed_bytes_total)" \
+	"$(($(stat -c %s "$(blob "$CLEAN")") + $(stat -c %s "$(blob "$KEYED")")))"
 check "clean_layer_upstream_before_the_manifest" wait_for clean_upstream early/bad
 check "keyed_layer_held_back" wait_for held_logged early/bad
 expect_eq "keyed_layer_not_upstream" "$(up_blob early/bad "$KEYED")" 404

@@ -251,6 +251,7 @@ START_TEST(scans_fed_by_uploads_equal_the_inline_scan)
 	char uuid[4][STORE_UUID_SIZE];
 	for (int i = 0; i < 4; i++)
 		snprintf(uuid[i], sizeof(uuid[i]), "00000000-0000-4000-8000-00000000000%d", i);
+	struct gate_scan_stats st;
 	/* a digest that does not verify: the upload is forgotten, nothing kept */
 	feed_blob(sc, bs, &p, uuid[0], im.layers[0], UINT64_MAX);
 	gate_scan_forget(sc, uuid[0]);
@@ -264,11 +265,14 @@ START_TEST(scans_fed_by_uploads_equal_the_inline_scan)
 	/* a commit of another size than was fed keeps nothing */
 	n = feed_blob(sc, bs, &p, uuid[1], im.layers[1], UINT64_MAX);
 	ck_assert(!gate_scan_commit(sc, uuid[1], n + 1, im.layers[1]));
+	gate_scan_idle(sc);
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.streamed, 0);
 	for (int i = 0; i < 3; i++) {
 		n = feed_blob(sc, bs, &p, uuid[i], im.layers[i], UINT64_MAX);
 		ck_assert(gate_scan_commit(sc, uuid[i], n, im.layers[i]));
 	}
-	struct gate_scan_stats st;
+	gate_scan_idle(sc); /* the streams' threads finish after the commits */
 	gate_scan_stats(sc, &st);
 	ck_assert_uint_eq(st.streamed, 3);
 	ck_assert_uint_eq(st.upload_scans, 3);
@@ -281,6 +285,7 @@ START_TEST(scans_fed_by_uploads_equal_the_inline_scan)
 	/* the same layer uploaded again: scanned as it arrives, the stored result stays */
 	n = feed_blob(sc, bs, &p, uuid[2], im.layers[0], UINT64_MAX);
 	ck_assert(gate_scan_commit(sc, uuid[2], n, im.layers[0]));
+	gate_scan_idle(sc);
 	gate_scan_stats(sc, &st);
 	ck_assert_uint_eq(st.upload_scans, 3);
 	ck_assert_uint_eq(st.repeated, 1);
