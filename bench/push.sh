@@ -8,7 +8,10 @@
 #               mode check-only -> the same registry (bench/check:v1);
 #   repeat      the same image again to another tag (bench/check:v2) through a regslim restarted
 #               on the same data directory: the blobs are already in regslim and upstream;
-#   optimize    as check-only with mode optimize-and-push (bench/opt:v1), fresh regslim.
+#   optimize    as check-only with mode optimize-and-push (bench/opt:v1), fresh regslim on another
+#               port (BASE+51): skopeo's blob cache then knows no repository there to mount the
+#               layers from, so they are uploaded as in check-only (on the same port skopeo mounts
+#               them from bench/check, which regslim fetches back from the upstream).
 # Per push: wall time of skopeo; the manifest PUT's time (regslim: "ms" of its JSON request log
 # line; split into the gate check, up to the log line of the policy warnings, and the forward to
 # the upstream, optimization included; docker-registry: http.response.duration of its log line);
@@ -27,7 +30,7 @@
 # not start, a push fails, a report is missing).
 #
 # Env: REGSLIM_BIN (default build/proxy/regslim), LAB_PORT_BASE (23000; auth registry BASE+1,
-#      regslim BASE+50), PUSH_TIMEOUT (600 s per push), SECRETS_ACTION (warn: with deny the big
+#      regslim BASE+50, for optimize-and-push BASE+51), PUSH_TIMEOUT (600 s per push), SECRETS_ACTION (warn: with deny the big
 #      image is refused, see docs/performance.md), FIXTURES_FROM (a lab directory whose
 #      fixtures/oci/{big,big-zstd} layouts are copied instead of building them; default: build with
 #      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
@@ -292,7 +295,8 @@ start_regslim "$REGSLIM_LAB/rs-check"
 gated repeat bench/check v2
 show repeat
 stop_regslim
-echo "== optimize-and-push: skopeo copy -> fresh regslim -> docker-registry (bench/opt:v1)"
+echo "== optimize-and-push: skopeo copy -> fresh regslim (another port) -> docker-registry (bench/opt:v1)"
+RS=127.0.0.1:$((LAB_PORT_BASE + 51))
 start_regslim "$REGSLIM_LAB/rs-opt" fresh
 gated opt bench/opt v1
 show opt
