@@ -651,36 +651,92 @@ static enum rs_code on_end_entry(void *ctx, const struct tar_entry *e, enum tar_
 	return scan_secrets_end(c->sec, err);
 }
 
+struct scan_layer {
+	struct scan_opts o; /* a copy; what it points to is borrowed */
+	struct scan_stats st;
+	struct layer_ctx c;
+	struct stream_sink *tar, *dec, *dig; /* dig: only with o.digest */
+	struct stream_sink *head;            /* dig, else dec */
+	enum rs_code failed;
+};
+
+void scan_layer_free(struct scan_layer *l)
+{
+	if (!l)
+		return;
+	stream_free(l->dig);
+	stream_free(l->dec);
+	stream_free(l->tar);
+	scan_secrets_free(l->c.sec);
+	free(l);
+}
+
+enum rs_code scan_layer_new(struct scan_layer **out, const struct scan_opts *o, struct rs_err *err)
+{
+	static const struct tar_read_cbs cbs = {on_entry, on_data, on_end_entry};
+	*out = NULL;
+	struct scan_layer *l = calloc(1, sizeof(*l));
+	if (!l)
+		return rs_err_set(err, RS_NOMEM, "out of memory for a layer scan");
+	l->o = *o;
+	l->c.o = &l->o;
+	l->c.st = &l->st;
+	enum rs_code rc = RS_OK;
+	if (o->secrets)
+		rc = scan_secrets_new(&l->c.sec, o->file_cap, o->scan_binaries, o->on_finding, o->ctx, err);
+	if (rc == RS_OK)
+		rc = tar_read_new(&l->tar, &cbs, &l->c, err);
+	if (rc == RS_OK)
+		rc = codec_decoder_new(&l->dec, o->codec, NULL, l->tar, err);
+	if (rc == RS_OK && o->digest)
+		rc = stream_digest_sink_new(&l->dig, l->dec, err);
+	if (rc) {
+		scan_layer_free(l);
+		return rc;
+	}
+	l->head = l->dig ? l->dig : l->dec;
+	*out = l;
+	return RS_OK;
+}
+
+enum rs_code scan_layer_write(struct scan_layer *l, const void *buf, size_t len, struct rs_err *err)
+{
+	if (l->failed)
+		return rs_err_set(err, l->failed, "the layer scan failed earlier");
+	enum rs_code rc = len ? stream_write(l->head, buf, len, err) : RS_OK;
+	return l->failed = rc;
+}
+
+enum rs_code scan_layer_finish(struct scan_layer *l, struct scan_stats *out, struct rs_err *err)
+{
+	if (l->failed)
+		return rs_err_set(err, l->failed, "the layer scan failed earlier");
+	enum rs_code rc = stream_finish(l->head, err);
+	if (l->dig) {
+		char got[DIGEST_STR_SIZE];
+		uint64_t n = 0;
+		stream_digest_sink_result(l->dig, got, &n);
+		if (rc == RS_OK && strcmp(got, l->o.digest) != 0)
+			rc = rs_err_set(err, RS_DIGEST_MISMATCH, "layer bytes hash to %s, not %s", got, l->o.digest);
+	}
+	codec_decoder_counts(l->dec, &l->st.compressed_bytes, &l->st.uncompressed_bytes);
+	*out = l->st;
+	return l->failed = rc;
+}
+
+/* The incremental scan fed from fd: the same stages, the same findings. */
 enum rs_code scan_layer_fd(struct scan_stats *out, int fd, const struct scan_opts *o, struct rs_err *err)
 {
 	memset(out, 0, sizeof(*out));
-	struct layer_ctx c = {.o = o, .st = out};
-	struct stream_sink *tar = NULL, *dec = NULL, *dig = NULL;
-	static const struct tar_read_cbs cbs = {on_entry, on_data, on_end_entry};
-	enum rs_code rc = RS_OK;
-	if (o->secrets)
-		rc = scan_secrets_new(&c.sec, o->file_cap, o->scan_binaries, o->on_finding, o->ctx, err);
+	struct scan_layer *l = NULL;
+	enum rs_code rc = scan_layer_new(&l, o, err);
+	if (rc)
+		return rc;
+	rc = stream_pump_fd(l->head, fd, err);
 	if (rc == RS_OK)
-		rc = tar_read_new(&tar, &cbs, &c, err);
-	if (rc == RS_OK)
-		rc = codec_decoder_new(&dec, o->codec, NULL, tar, err);
-	if (rc == RS_OK)
-		rc = stream_digest_sink_new(&dig, dec, err);
-	if (rc == RS_OK)
-		rc = stream_pump_fd(dig, fd, err);
-	if (rc == RS_OK)
-		rc = stream_finish(dig, err);
-	if (dig) {
-		char got[DIGEST_STR_SIZE];
-		stream_digest_sink_result(dig, got, &out->compressed_bytes);
-		if (rc == RS_OK && o->digest && strcmp(got, o->digest) != 0)
-			rc = rs_err_set(err, RS_DIGEST_MISMATCH, "layer bytes hash to %s, not %s", got, o->digest);
-	}
-	if (dec)
-		codec_decoder_counts(dec, NULL, &out->uncompressed_bytes);
-	stream_free(dig);
-	stream_free(dec);
-	stream_free(tar);
-	scan_secrets_free(c.sec);
+		rc = scan_layer_finish(l, out, err);
+	else
+		codec_decoder_counts(l->dec, &out->compressed_bytes, &out->uncompressed_bytes);
+	scan_layer_free(l);
 	return rc;
 }

@@ -117,8 +117,23 @@ struct scan_stats {
 	uint64_t files_allowed; /* regular files skipped by allow_paths */
 };
 
+/* The same scan fed by the caller, as the bytes arrive (a pushed layer's
+ * upload): scan_layer_new copies o (what it points to is borrowed and must
+ * outlive the scan), scan_layer_write takes the compressed bytes in any
+ * split, scan_layer_finish ends the stream (truncation and the digest are
+ * checked there) and gives the stats. Findings are reported through o's
+ * callbacks as the bytes come, in the order scan_layer_fd reports them;
+ * memory is fixed (the decoder's window, the tar reader's header buffer,
+ * the content scanner's window). After an error every call fails with the
+ * same code. Errors: those of scan_layer_fd. *out: scan_layer_free. */
+struct scan_layer;
+RS_MUST_CHECK enum rs_code scan_layer_new(struct scan_layer **out, const struct scan_opts *o, struct rs_err *err);
+RS_MUST_CHECK enum rs_code scan_layer_write(struct scan_layer *l, const void *buf, size_t len, struct rs_err *err);
+RS_MUST_CHECK enum rs_code scan_layer_finish(struct scan_layer *l, struct scan_stats *out, struct rs_err *err);
+void scan_layer_free(struct scan_layer *l);
+
 /* Scan the layer read from fd (borrowed, read to EOF from its current
- * offset). Errors: the decoder's and the tar reader's (RS_BAD_INPUT,
+ * offset): scan_layer_new, write, finish. Errors: the decoder's and the tar reader's (RS_BAD_INPUT,
  * RS_TOO_LARGE), RS_DIGEST_MISMATCH when the bytes do not hash to
  * o->digest, RS_IO, RS_NOMEM, and whatever a callback returns. */
 RS_MUST_CHECK enum rs_code scan_layer_fd(struct scan_stats *out, int fd, const struct scan_opts *o,

@@ -4,11 +4,13 @@
  * over the image (gate.c; each layer's scan joined from its upload,
  * gate_scan.c), a refusal is 403 DENIED listing every violation,
  * a tag push is forwarded upstream per the policy's mode (502 UNAVAILABLE
- * when that fails) before the local tag and the 201; every gated push leaves
+ * when that fails; layers sent early by gate_fwd.c are joined first, and
+ * dropped from its queue on a refusal) before the local tag and the 201; every gated push leaves
  * a report under /regslim/v1/reports/. Answers go out through reply.h. */
 #include "api_int.h"
 
 #include "gate.h"
+#include "gate_fwd.h"
 #include "log.h"
 #include "metrics.h"
 #include "refindex.h"
@@ -26,6 +28,13 @@ void api_ref_text(char *out, size_t cap, const char *name, const char *ref)
 	int n = snprintf(out, cap, "%s%s%s", name, strchr(ref, ':') ? "@" : ":", ref);
 	if (n < 0)
 		out[0] = '\0'; /* a cut text is fine for a message */
+}
+
+static double secs_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
 /* Keep the gate's report of this push (gate.h) under the pushed digest
@@ -87,11 +96,16 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 	api_ref_text(shown, sizeof(shown), w->name, w->ref);
 	enum MHD_Result ret;
 	bool remembered = false;
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	enum rs_code rc = gate_check_push(ph->memo, ph->scans, &remembered, &rep, gp, ph->store, STORE_PUSHED, digest,
 	                                  by_tag ? 0 : GATE_CHECK_NAME_PLATFORM, ph->bases, &err);
 	if (rc == RS_OK && remembered)
 		log_event(LOG_INFO, "push %s (%s): policy check remembered from an earlier push of the same image", shown,
 		          digest);
+	double t_check = secs_since(&t0);
+	if (rc || rep.denies)
+		gate_fwd_cancel(ph->fwd, w->name); /* nothing more goes upstream early for a refused push */
 	if (rc) {
 		metrics_gate_push("check_failed");
 		rs_err_prefix(&err, "policy check of %s: ", digest);
@@ -133,7 +147,11 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 		rs_err_clear(&err);
 		/* the optimized image is signed like an optimized pull (sign.h) before it goes upstream */
 		const struct gate_signer signer = {ph->sign ? gate_sign : NULL, ph->sign};
+		gate_fwd_join(ph->fwd, w->name); /* layers being sent early: the forward finds them upstream */
+		double t_join = secs_since(&t0);
 		enum rs_code frc = gate_forward(&out, gp, ph->cfg, ph->store, w->name, w->ref, digest, &signer, &err);
+		log_event(LOG_DEBUG, "push %s (%s): gate check %.3f s, early forwards joined %.3f s, forward %.3f s", shown,
+		          digest, t_check, t_join - t_check, secs_since(&t0) - t_join);
 		if (frc == RS_BAD_INPUT) {
 			/* the image passed the policy but cannot be optimized: the client's to fix */
 			if (!had)

@@ -2,8 +2,8 @@
  * "Push"): struct push_http and its lifecycle over the store's uploads and
  * pushed images (store.h), the
  * auth decisions (auth.c, only with an "auth" section), and the push
- * policy's approved-base resolver, check memo (gate.c) and the layer scans
- * at upload (gate_scan.c). The work is done
+ * policy's approved-base resolver, check memo (gate.c), the layer scans
+ * at upload (gate_scan.c) and the early forwards (gate_fwd.c). The work is done
  * by the files behind it (api_int.h): uploads.c recognises the write routes
  * and streams their bodies, manifest_put.c answers a manifest PUT under a
  * push policy, auth_gate.c is the auth gate registry.c calls for every API
@@ -13,6 +13,7 @@
 #include "api_int.h"
 #include "auth.h"
 #include "gate.h"
+#include "gate_fwd.h"
 #include "gate_scan.h"
 #include "log.h"
 #include "metrics.h"
@@ -44,6 +45,8 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 		rc = gate_memo_new(&ph->memo, err);
 	if (rc == RS_OK && cfg->push.policy_count)
 		rc = gate_scan_new(&ph->scans, store, RS_LIMIT_GATE_SCAN_WORKERS, RS_LIMIT_GATE_SCAN_QUEUE, err);
+	if (rc == RS_OK && cfg->push.policy_count)
+		rc = gate_fwd_new(&ph->fwd, cfg, store, ph->scans, RS_LIMIT_GATE_FWD_WORKERS, RS_LIMIT_GATE_FWD_QUEUE, err);
 	if (rc) {
 		push_http_free(ph);
 		return rc;
@@ -56,7 +59,8 @@ void push_http_free(struct push_http *ph)
 {
 	if (!ph)
 		return;
-	gate_scan_free(ph->scans); /* first: its workers read the store and the policies */
+	gate_fwd_free(ph->fwd);    /* first: its workers wait for scans, read the store and the policies */
+	gate_scan_free(ph->scans); /* its workers read the store and the policies */
 	auth_free(ph->auth);
 	gate_resolver_free(ph->bases);
 	gate_memo_free(ph->memo);

@@ -28,6 +28,7 @@
 #include "api_int.h"
 
 #include "digest.h"
+#include "gate_fwd.h"
 #include "gate_policy.h"
 #include "gate_scan.h"
 #include "log.h"
@@ -243,13 +244,31 @@ static bool setup_manifest_ref(struct push_http *ph, struct request *rq, struct 
 	return true;
 }
 
-/* A blob now in repo: under a push policy, its layer scan starts now
- * (gate_scan.h), so the manifest PUT only joins results. */
-static void queue_scan(struct push_http *ph, const char *repo, const char *digest)
+static const struct rs_gate_policy *push_policy(const struct push_http *ph, const char *repo)
 {
-	if (ph->scans)
-		gate_scan_queue(ph->scans, gate_policy_find(ph->cfg->push.policies, ph->cfg->push.policy_count, repo),
-		                digest);
+	return gate_policy_find(ph->cfg->push.policies, ph->cfg->push.policy_count, repo);
+}
+
+/* A blob now in repo: under a push policy, its layer scan starts now
+ * (gate_scan.h), so the manifest PUT only joins results; scanned is true
+ * when its scan is stored already. Then it is queued for the upstream
+ * (gate_fwd.h: when the mode sends the original and its scan is clean). */
+static void queue_scan(struct push_http *ph, const char *repo, const char *digest, bool scanned)
+{
+	if (!ph->scans)
+		return;
+	const struct rs_gate_policy *p = push_policy(ph, repo);
+	if (!scanned)
+		gate_scan_queue(ph->scans, p, digest);
+	gate_fwd_queue(ph->fwd, p, repo, digest);
+}
+
+/* An upload committed as digest (size bytes): the scan its bytes went
+ * through as they arrived gives the layer's result, else the layer is
+ * queued for a scan now (gate_scan.h). */
+static void upload_done(struct push_http *ph, const struct wreq *w, uint64_t size, const char *digest)
+{
+	queue_scan(ph, w->name, digest, gate_scan_commit(ph->scans, w->uuid, size, digest));
 }
 
 /* POST .../blobs/uploads/: a mount when it can be one, else a new upload
@@ -275,7 +294,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 			            &client, from, AUTH_PULL, time(NULL), &d);
 		if (d.verdict == AUTH_ALLOW && store_pushed_mount(ph->store, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
-			queue_scan(ph, w->name, mount);
+			queue_scan(ph, w->name, mount, false);
 			rq->answered = true;
 			*ret = blob_created(rq, w, mount);
 			return false;
@@ -477,8 +496,11 @@ static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, stru
 		}
 		if (w->limit != UINT64_MAX)
 			w->limit -= len;
+		uint64_t at = store_upload_size(w->u);
 		if (store_upload_write(w->u, data, len, &err) != RS_OK)
 			return fail_early(rq, w, &err, store_upload_size(w->u), err.code != RS_TOO_LARGE);
+		if (ph->scans) /* the layer is scanned as it arrives */
+			gate_scan_feed(ph->scans, push_policy(ph, w->name), w->uuid, at, data, len);
 		return MHD_YES;
 	default:
 		return MHD_YES; /* GET/DELETE bodies are ignored */
@@ -558,10 +580,13 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		if (!dg)
 			return chunk_saved(rq, w);
 		struct store_upload *u = w->u;
+		uint64_t size = store_upload_size(u);
 		w->u = NULL;
-		if (store_upload_commit(u, dg, &err) != RS_OK)
+		if (store_upload_commit(u, dg, &err) != RS_OK) {
+			gate_scan_forget(ph->scans, w->uuid);
 			return api_fail(rq, w, &err, 0, false);
-		queue_scan(ph, w->name, dg);
+		}
+		upload_done(ph, w, size, dg);
 		return blob_created(rq, w, dg);
 	}
 	case W_UPLOAD_PATCH:
@@ -575,6 +600,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 	case W_UPLOAD_DELETE:
 		store_upload_cancel(w->u);
 		w->u = NULL;
+		gate_scan_forget(ph->scans, w->uuid);
 		return reply_empty(rq, 204, NULL, 0);
 	case W_MANIFEST_DELETE:
 	case W_BLOB_DELETE:
@@ -584,10 +610,12 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		struct store_upload *u = w->u;
 		uint64_t size = store_upload_size(u);
 		w->u = NULL;
-		if (store_upload_commit(u, dg, &err) != RS_OK)
+		if (store_upload_commit(u, dg, &err) != RS_OK) {
+			gate_scan_forget(ph->scans, w->uuid);
 			return api_fail(rq, w, &err, size, false);
+		}
 		log_event(LOG_DEBUG, "blob %s pushed to %s (%llu bytes)", dg, w->name, (unsigned long long)size);
-		queue_scan(ph, w->name, dg);
+		upload_done(ph, w, size, dg);
 		return blob_created(rq, w, dg);
 	}
 	default:

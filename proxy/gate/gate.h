@@ -6,7 +6,7 @@
  * secret scan and the uncompressed size. Every layer is scanned, so a file
  * that a later layer deletes is still found. Layers are scanned on their
  * own (no state crosses layers), so the push path scans them as their
- * uploads complete (gate_scan.h) and the manifest PUT replays each layer's
+ * uploads arrive (gate_scan.h) and the manifest PUT replays each layer's
  * recorded findings in layer order: the same report. gate_forward() then sends the
  * image to the upstream per the policy's mode (optimize-and-push,
  * push-original-and-optimized, check-only) with upstream_push.h, running

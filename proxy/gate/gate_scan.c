@@ -9,7 +9,8 @@
  * not rescanned), costs no memory however many layers are pushed, and is
  * where another replica would look. Memory holds only the table of scans
  * queued or running: queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE slots
- * of fixed size.
+ * of fixed size, and RS_LIMIT_GATE_SCAN_STREAMS scans fed by uploads (each
+ * a decoder, a tar reader and the secret scanner's fixed window).
  *
  * The document is lines of text (only config/ parses JSON):
  *   regslim-gate-scan 1
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void gate_scan_result_dispose(struct gate_scan_result *r)
@@ -286,7 +288,44 @@ static void save(struct store *store, const char *key, const struct gate_scan_re
 
 /* ---- queue and workers ---- */
 
+static bool sniff_head(const unsigned char *b, size_t n, enum codec_kind *out);
+
 enum slot_state { SLOT_FREE, SLOT_QUEUED, SLOT_RUNNING };
+
+/* A scan fed by an upload's bytes as they arrive (gate_scan_feed): the
+ * request that writes them copies them into ring, a thread of the stream
+ * scans them from there (so receiving and scanning run side by side). All
+ * fields but those the thread alone uses (head, codec, scan, rec, res) are
+ * under gate_scan.mu. */
+struct stream {
+	bool used;               /* the entry is taken (until the thread dropped it) */
+	bool feeding;            /* a request is copying into ring (it may wait for room) */
+	bool ending;             /* committed: no more bytes, finish and keep the result */
+	bool aborting;           /* dropped: the thread ends without a result */
+	bool failed;             /* the scan failed or the blob is no layer: feeds are ignored */
+	char uuid[STORE_UUID_SIZE];
+	char digest[DIGEST_STR_SIZE]; /* set when ending */
+	char key[GATE_SCAN_KEY_SIZE]; /* set when ending */
+	int slot;                /* the RUNNING slot that stands for this scan once ending; -1: none */
+	uint64_t fed;            /* bytes of the upload taken so far */
+	time_t last;             /* last fed */
+	const struct rs_gate_policy *p;
+	unsigned char first[512]; /* the upload's first bytes (the codec, at commit) */
+	size_t first_len;
+	bool layer;              /* the first bytes say it is a layer: its bytes are counted */
+	uint64_t counted;        /* bytes counted in streamed_bytes */
+	unsigned char *ring;     /* RS_LIMIT_GATE_SCAN_STREAM_BUF bytes */
+	size_t r_off, r_len;     /* unscanned bytes: r_len from r_off (wrapping) */
+	pthread_cond_t cv;       /* bytes, room, end or abort */
+	struct gate_scan *owner;
+	/* the thread's own */
+	unsigned char head[512]; /* the first bytes, until the codec is known (sniff) */
+	size_t head_len;
+	enum codec_kind codec;
+	struct scan_layer *scan; /* NULL until the codec is known */
+	struct recorder rec;
+	struct gate_scan_result res;
+};
 
 struct slot {
 	enum slot_state state;
@@ -309,6 +348,7 @@ struct gate_scan {
 	struct gate_scan_stats st;
 	pthread_t *threads;
 	size_t nthreads;
+	struct stream *streams; /* RS_LIMIT_GATE_SCAN_STREAMS scans fed by uploads */
 };
 
 static struct slot *find(struct gate_scan *s, const char *key)
@@ -374,6 +414,316 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* ---- scans fed by uploads ----
+ *
+ * An upload's bytes go through a scan as they arrive (gate_scan_feed, from
+ * the request that writes them, into the stream's ring; the stream's thread
+ * scans them), so the scan of a layer ends about when its upload does. The
+ * digest is known only at the end: the scan runs without one, and its
+ * result counts only once the store verified the digest (gate_scan_commit:
+ * from then on a RUNNING slot stands for it, so gate_scan_claim and
+ * gate_scan_result wait for it): the bytes scanned are exactly those the
+ * store took, in order (each feed starts where the last ended). An upload
+ * whose bytes did not all pass through one stream of this process (resumed
+ * after a restart, a feed that failed, no free stream) is scanned once
+ * complete, by the workers, as before. */
+
+static bool scans_wanted(const struct rs_gate_policy *p)
+{
+	return p && (p->secrets || p->forbidden_paths.action || p->max_uncompressed_bytes.action);
+}
+
+static struct stream *stream_find(struct gate_scan *s, const char *uuid)
+{
+	for (size_t i = 0; i < RS_LIMIT_GATE_SCAN_STREAMS; i++) {
+		struct stream *t = &s->streams[i];
+		if (t->used && !t->aborting && !t->ending && strcmp(t->uuid, uuid) == 0)
+			return t;
+	}
+	return NULL;
+}
+
+/* Under the lock: t's thread ends without a result. */
+static void stream_abort(struct stream *t)
+{
+	t->aborting = true;
+	pthread_cond_broadcast(&t->cv);
+}
+
+/* The scan of t once its codec is known, fed the bytes held so far. */
+static enum rs_code stream_start(struct gate_scan *s, struct stream *t, struct rs_err *err)
+{
+	t->rec = (struct recorder){t->p, &t->res, &s->stop};
+	struct scan_opts o = {.codec = t->codec,
+	                      .secrets = t->p->secrets != GATE_OFF,
+	                      .file_cap = t->p->secret_file_cap,
+	                      .scan_binaries = t->p->secret_scan_binaries,
+	                      .allow_paths = t->p->secret_allow_paths,
+	                      .allow_path_count = t->p->secret_allow_path_count,
+	                      .on_entry = rec_entry,
+	                      .on_finding = rec_finding,
+	                      .ctx = &t->rec};
+	enum rs_code rc = scan_layer_new(&t->scan, &o, err);
+	return rc ? rc : scan_layer_write(t->scan, t->head, t->head_len, err);
+}
+
+/* Scan len bytes (the thread, outside the lock). The first bytes are held
+ * until they tell the codec (as sniff reads them); RS_UNSUPPORTED when they
+ * say the blob is no layer. */
+static enum rs_code stream_take(struct gate_scan *s, struct stream *t, const unsigned char *buf, size_t len,
+                                struct rs_err *err)
+{
+	if (!t->scan) {
+		size_t n = sizeof(t->head) - t->head_len;
+		n = n < len ? n : len;
+		memcpy(t->head + t->head_len, buf, n);
+		t->head_len += n;
+		buf += n;
+		len -= n;
+		bool layer = sniff_head(t->head, t->head_len, &t->codec);
+		if (!layer && t->head_len < sizeof(t->head))
+			return RS_OK; /* the next bytes tell */
+		if (!layer)
+			return rs_err_set(err, RS_UNSUPPORTED, "not a layer");
+		enum rs_code rc = stream_start(s, t, err);
+		if (rc)
+			return rc;
+	}
+	return len ? scan_layer_write(t->scan, buf, len, err) : RS_OK;
+}
+
+/* The end of a committed stream's scan (the thread, outside the lock):
+ * finish and keep the result; true when it was kept. *known: a result was
+ * stored before (a layer uploaded again). */
+static bool stream_end(struct gate_scan *s, struct stream *t, bool *known)
+{
+	struct rs_err err = {0};
+	enum rs_code rc = RS_OK;
+	if (!t->scan)
+		rc = stream_start(s, t, &err); /* a layer shorter than 512 bytes */
+	struct scan_stats st;
+	if (rc == RS_OK)
+		rc = scan_layer_finish(t->scan, &st, &err);
+	if (rc) {
+		if (!atomic_load(&s->stop))
+			log_event(LOG_INFO, "gate: layer %s not scanned as its upload arrived (the manifest PUT will): %s",
+			          t->digest, err.msg);
+		return false;
+	}
+	t->res.uncompressed_bytes = st.uncompressed_bytes;
+	struct gate_scan_result old = {0};
+	*known = load(s->store, t->key, t->p, &old);
+	gate_scan_result_dispose(&old);
+	if (!*known)
+		save(s->store, t->key, &t->res);
+	log_event(LOG_DEBUG, "gate: layer %s scanned as its upload arrived (%llu bytes uncompressed)%s", t->digest,
+	          (unsigned long long)st.uncompressed_bytes, *known ? ", as stored before" : "");
+	return true;
+}
+
+/* The stream's thread: scan what the feeds copy into the ring until the
+ * upload is committed (then keep the result) or the stream is dropped (or
+ * idle for RS_LIMIT_GATE_SCAN_STREAM_IDLE_S). */
+static void *stream_thread(void *arg)
+{
+	struct stream *t = arg;
+	struct gate_scan *s = t->owner;
+	pthread_mutex_lock(&s->mu);
+	bool ok = true;
+	for (;;) {
+		if (t->aborting || atomic_load(&s->stop))
+			break;
+		if (t->r_len == 0) {
+			if (t->ending)
+				break;
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += RS_LIMIT_GATE_SCAN_STREAM_IDLE_S;
+			if (pthread_cond_timedwait(&t->cv, &s->mu, &until) != 0 && t->r_len == 0 && !t->ending &&
+			    !t->feeding)
+				t->aborting = true; /* an upload left half done: scanned once complete, if ever */
+			continue;
+		}
+		size_t n = RS_LIMIT_GATE_SCAN_STREAM_BUF - t->r_off;
+		n = n < t->r_len ? n : t->r_len;
+		const unsigned char *at = t->ring + t->r_off;
+		bool skip = t->failed;
+		pthread_mutex_unlock(&s->mu);
+		struct rs_err err = {0};
+		enum rs_code rc = skip ? RS_OK : stream_take(s, t, at, n, &err);
+		if (rc && rc != RS_UNSUPPORTED && !atomic_load(&s->stop))
+			log_event(LOG_DEBUG, "gate: upload %s not scanned as it arrives (scanned once complete): %s", t->uuid,
+			          err.msg);
+		pthread_mutex_lock(&s->mu);
+		t->failed = t->failed || rc != RS_OK;
+		t->r_off = (t->r_off + n) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
+		t->r_len -= n;
+		pthread_cond_broadcast(&t->cv);
+	}
+	ok = t->ending && !t->aborting && !t->failed && !atomic_load(&s->stop);
+	while (t->feeding) /* a feed copying in sees aborting and lets go */
+		pthread_cond_wait(&t->cv, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	bool known = false, kept = ok && stream_end(s, t, &known);
+	pthread_mutex_lock(&s->mu);
+	s->st.upload_scans += kept && !known;
+	s->st.streamed += kept;
+	s->st.repeated += kept && known;
+	if (t->slot >= 0)
+		s->slots[t->slot].state = SLOT_FREE;
+	scan_layer_free(t->scan);
+	gate_scan_result_dispose(&t->res);
+	free(t->ring);
+	pthread_cond_destroy(&t->cv);
+	memset(t, 0, sizeof(*t));
+	pthread_cond_broadcast(&s->done);
+	pthread_mutex_unlock(&s->mu);
+	if (kept)
+		metrics_gate_layer_scan(known ? "repeat" : "upload");
+	return NULL;
+}
+
+/* A stream (and its thread) for a new upload, in a free entry; NULL when
+ * all are taken or memory or threads run out. Under the lock. Streams idle
+ * for RS_LIMIT_GATE_SCAN_STREAM_IDLE_S are dropped on the way (their entry
+ * is free once their thread is gone). */
+static struct stream *stream_new(struct gate_scan *s, const char *uuid, const struct rs_gate_policy *p)
+{
+	struct stream *t = NULL;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < RS_LIMIT_GATE_SCAN_STREAMS; i++) {
+		struct stream *c = &s->streams[i];
+		if (!c->used && !t)
+			t = c;
+		else if (c->used && !c->ending && !c->aborting && !c->feeding && now - c->last >= RS_LIMIT_GATE_SCAN_STREAM_IDLE_S)
+			stream_abort(c);
+	}
+	if (!t || !(t->ring = malloc(RS_LIMIT_GATE_SCAN_STREAM_BUF)))
+		return NULL;
+	t->used = true;
+	t->slot = -1;
+	t->p = p;
+	t->last = now;
+	t->owner = s;
+	snprintf(t->uuid, sizeof(t->uuid), "%s", uuid);
+	pthread_cond_init(&t->cv, NULL);
+	pthread_t th;
+	pthread_attr_t attr;
+	bool started = pthread_attr_init(&attr) == 0;
+	if (started) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		started = pthread_create(&th, &attr, stream_thread, t) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started) {
+		free(t->ring);
+		pthread_cond_destroy(&t->cv);
+		memset(t, 0, sizeof(*t));
+		return NULL;
+	}
+	return t;
+}
+void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
+                    const void *buf, size_t len)
+{
+	if (!s || !scans_wanted(p) || !len || atomic_load(&s->stop))
+		return;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	if (!t && offset == 0)
+		t = stream_new(s, uuid, p);
+	if (t && (t->feeding || t->failed || t->fed != offset || t->p != p)) {
+		stream_abort(t); /* bytes went by without it: scanned once complete */
+		t = NULL;
+	}
+	uint64_t taken = 0;
+	const unsigned char *in = buf;
+	if (t)
+		t->feeding = true;
+	while (t && len > 0 && !t->aborting && !t->failed && !atomic_load(&s->stop)) {
+		if (t->r_len == RS_LIMIT_GATE_SCAN_STREAM_BUF) {
+			pthread_cond_wait(&t->cv, &s->mu); /* the scan is behind: wait for room */
+			continue;
+		}
+		size_t w = (t->r_off + t->r_len) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
+		/* the free run from w: up to the unscanned bytes, or to the end */
+		size_t n = w < t->r_off ? t->r_off - w : RS_LIMIT_GATE_SCAN_STREAM_BUF - w;
+		n = n < len ? n : len;
+		memcpy(t->ring + w, in, n);
+		if (t->first_len < sizeof(t->first)) {
+			size_t f = sizeof(t->first) - t->first_len < n ? sizeof(t->first) - t->first_len : n;
+			memcpy(t->first + t->first_len, in, f);
+			t->first_len += f;
+		}
+		t->r_len += n;
+		t->fed += n;
+		in += n;
+		len -= n;
+		pthread_cond_broadcast(&t->cv);
+	}
+	if (t) {
+		t->feeding = false;
+		pthread_cond_broadcast(&t->cv); /* a thread ending waits for the feed to let go */
+		t->last = time(NULL);
+		enum codec_kind codec;
+		t->layer = t->layer || sniff_head(t->first, t->first_len, &codec);
+		if (len > 0 || (!t->layer && t->first_len == sizeof(t->first)))
+			stream_abort(t); /* not all of it went in, or no layer */
+		taken = t->layer && !t->aborting ? t->fed - t->counted : 0;
+		t->counted += taken;
+		s->st.streamed_bytes += taken;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (taken)
+		metrics_gate_layer_scan_streamed(taken);
+}
+
+bool gate_scan_commit(struct gate_scan *s, const char *uuid, uint64_t size, const char *digest)
+{
+	if (!s)
+		return false;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	enum codec_kind codec;
+	bool ok = t && !t->feeding && !t->failed && t->fed == size && !atomic_load(&s->stop) &&
+	          sniff_head(t->first, t->first_len, &codec);
+	if (ok) {
+		gate_scan_key(t->key, t->p, codec, digest);
+		ok = t->key[0] != '\0';
+	}
+	if (t && !ok)
+		stream_abort(t);
+	if (ok) {
+		/* from now on a RUNNING slot stands for the scan: the manifest PUT
+		 * waits for it (unless another scan of the key is on already) */
+		struct slot *e = find(s, t->key) ? NULL : free_slot(s);
+		if (e) {
+			e->state = SLOT_RUNNING;
+			e->codec = codec;
+			e->p = t->p;
+			snprintf(e->key, sizeof(e->key), "%s", t->key);
+			snprintf(e->digest, sizeof(e->digest), "%s", digest);
+			t->slot = (int)(e - s->slots);
+		}
+		snprintf(t->digest, sizeof(t->digest), "%s", digest);
+		t->ending = true;
+		pthread_cond_broadcast(&t->cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return ok;
+}
+
+void gate_scan_forget(struct gate_scan *s, const char *uuid)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	struct stream *t = stream_find(s, uuid);
+	if (t)
+		stream_abort(t);
+	pthread_mutex_unlock(&s->mu);
+}
+
 enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t workers, size_t queue_max,
                            struct rs_err *err)
 {
@@ -388,6 +738,7 @@ enum rs_code gate_scan_new(struct gate_scan **out, struct store *store, size_t w
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->done, NULL);
 	if (!(s->slots = calloc(s->nslots, sizeof(*s->slots))) ||
+	    !(s->streams = calloc(RS_LIMIT_GATE_SCAN_STREAMS, sizeof(*s->streams))) ||
 	    (workers && !(s->threads = calloc(workers, sizeof(*s->threads))))) {
 		gate_scan_free(s);
 		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's layer scans");
@@ -412,6 +763,21 @@ void gate_scan_free(struct gate_scan *s)
 	pthread_mutex_unlock(&s->mu);
 	for (size_t i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
+	pthread_mutex_lock(&s->mu);
+	for (;;) { /* the streams' threads see stop and drop their entries */
+		bool left = false;
+		for (size_t i = 0; s->streams && i < RS_LIMIT_GATE_SCAN_STREAMS; i++) {
+			if (s->streams[i].used) {
+				left = true;
+				stream_abort(&s->streams[i]);
+			}
+		}
+		if (!left)
+			break;
+		pthread_cond_wait(&s->done, &s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	free(s->streams);
 	free(s->threads);
 	free(s->slots);
 	pthread_cond_destroy(&s->done);
@@ -420,8 +786,23 @@ void gate_scan_free(struct gate_scan *s)
 	free(s);
 }
 
-/* The codec of a layer blob by its first bytes; false when it is none of
- * gzip, zstd, tar (an image config, some other artifact). */
+/* The codec of a layer blob by its first n bytes (n = min(512, its size));
+ * false when it is none of gzip, zstd, tar (an image config, some other
+ * artifact). */
+static bool sniff_head(const unsigned char *b, size_t n, enum codec_kind *out)
+{
+	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		*out = CODEC_GZIP;
+	else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
+		*out = CODEC_ZSTD;
+	else if (n == 512 && memcmp(b + 257, "ustar", 5) == 0)
+		*out = CODEC_NONE;
+	else
+		return false;
+	return true;
+}
+
+/* The codec of a layer blob in the store by its first bytes (sniff_head). */
 static bool sniff(struct store *store, const char *digest, enum codec_kind *out)
 {
 	int fd = -1;
@@ -432,15 +813,7 @@ static bool sniff(struct store *store, const char *digest, enum codec_kind *out)
 	unsigned char b[512];
 	ssize_t n = pread(fd, b, sizeof(b), 0);
 	close(fd);
-	if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-		*out = CODEC_GZIP;
-	else if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd)
-		*out = CODEC_ZSTD;
-	else if (n == 512 && memcmp(b + 257, "ustar", 5) == 0)
-		*out = CODEC_NONE;
-	else
-		return false;
-	return true;
+	return n >= 0 && sniff_head(b, (size_t)n, out);
 }
 
 void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const char *digest)
@@ -482,6 +855,23 @@ void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const 
 		pthread_cond_signal(&s->work);
 	}
 	pthread_mutex_unlock(&s->mu);
+}
+
+bool gate_scan_result(struct gate_scan *s, struct gate_scan_result *out, const struct rs_gate_policy *p,
+                      const char *digest)
+{
+	enum codec_kind codec;
+	if (!s || !p || !digest_valid(digest) || !sniff(s->store, digest, &codec))
+		return false;
+	char key[GATE_SCAN_KEY_SIZE];
+	gate_scan_key(key, p, codec, digest);
+	if (!key[0])
+		return false;
+	pthread_mutex_lock(&s->mu);
+	while (find(s, key) && !atomic_load(&s->stop))
+		pthread_cond_wait(&s->done, &s->mu);
+	pthread_mutex_unlock(&s->mu);
+	return load(s->store, key, p, out);
 }
 
 bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *ticket, const struct rs_gate_policy *p,
@@ -562,6 +952,8 @@ void gate_scan_idle(struct gate_scan *s)
 		bool busy = false;
 		for (size_t i = 0; i < s->nslots && !busy; i++)
 			busy = s->slots[i].state == SLOT_RUNNING || (s->nthreads && s->slots[i].state == SLOT_QUEUED);
+		for (size_t i = 0; i < RS_LIMIT_GATE_SCAN_STREAMS && !busy; i++)
+			busy = s->streams[i].used && (s->streams[i].ending || s->streams[i].aborting);
 		if (!busy)
 			break;
 		pthread_cond_wait(&s->done, &s->mu);

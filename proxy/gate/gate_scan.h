@@ -1,6 +1,9 @@
-/* gate_scan: the push gate's layer scans, done when a layer's upload
- * completes rather than inside the manifest PUT. A blob committed (or
- * mounted) into a repository that a push policy covers is queued for a
+/* gate_scan: the push gate's layer scans, done while a layer's upload
+ * arrives, or when it completes, rather than inside the manifest PUT. The
+ * bytes of an upload into a repository that a push policy covers go through
+ * a scan as they are written (gate_scan_feed), whose result counts once the
+ * digest verified (gate_scan_commit). A blob committed (or mounted) without
+ * such a scan in step with it is queued for a
  * bounded pool of background workers; each scans it once per (digest,
  * policy scan parameters) with the same streaming pass the gate runs
  * (optimizer/scan.h) and keeps what the pass reported, in order, as a
@@ -92,20 +95,53 @@ void gate_scan_queue(struct gate_scan *s, const struct rs_gate_policy *p, const 
  * (else false, so the caller's own read fails as it would have). */
 bool gate_scan_claim(struct gate_scan *s, struct gate_scan_result *out, int *ticket, const struct rs_gate_policy *p,
                      enum store_area area, enum codec_kind codec, const char *digest);
+/* digest's result under p (the codec from the pushed blob's first bytes),
+ * waiting while its scan is queued or running; false when none is stored
+ * (no layer, the scan failed, was dropped, or regslim is stopping). *out
+ * (zeroed by the caller) as gate_scan_claim's. Never takes a scan over. */
+bool gate_scan_result(struct gate_scan *s, struct gate_scan_result *out, const struct rs_gate_policy *p,
+                      const char *digest);
 /* End of a claimed scan: res (NULL when the scan failed) is stored under
  * its key, other callers waiting for it go on. */
 void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy *p, enum codec_kind codec,
                     const char *digest, const struct gate_scan_result *res);
 
+/* Scans fed by uploads, as the bytes arrive (uploads.c): gate_scan_feed
+ * after the store took len bytes of upload uuid at offset (the upload's
+ * size before them) in a repository under policy p (borrowed; must outlive
+ * s; NULL: nothing). The first feed at offset 0 starts a stream (at most
+ * RS_LIMIT_GATE_SCAN_STREAMS at once): a thread that scans what the feeds
+ * copy into its ring (RS_LIMIT_GATE_SCAN_STREAM_BUF bytes; a feed waits for
+ * room when the scan is behind). A feed that does not start where the last
+ * one ended drops the stream. Never fails (a stream that cannot go on is
+ * dropped: the upload is then scanned once complete, gate_scan_queue). */
+void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
+                    const void *buf, size_t len);
+/* After the store committed upload uuid (size bytes) as digest (verified):
+ * its stream finishes the scan and keeps the result as the layer's scan (a
+ * result stored before is kept as it is); until then a running scan stands
+ * for it, so gate_scan_claim and gate_scan_result wait for it. true when
+ * such a stream took every byte; false when there was none in step with
+ * the upload (or the blob is no layer, or its scan failed already): queue
+ * it (gate_scan_queue). A scan that fails after true leaves no result: the
+ * manifest PUT scans the layer itself. */
+bool gate_scan_commit(struct gate_scan *s, const char *uuid, uint64_t size, const char *digest);
+/* The upload failed its digest check or was cancelled: its stream goes. */
+void gate_scan_forget(struct gate_scan *s, const char *uuid);
+
 struct gate_scan_stats {
-	uint64_t upload_scans;   /* scans by the workers */
+	uint64_t streamed;       /* results of scans fed by uploads (also counted in upload_scans or repeated) */
+	uint64_t repeated;       /* of those, a layer whose result was stored already (uploaded again) */
+	uint64_t streamed_bytes; /* compressed bytes scanned as uploads arrived */
+	uint64_t upload_scans;   /* scans at upload: by the workers, or fed by the upload */
 	uint64_t manifest_scans; /* scans claimed at a manifest PUT */
 	uint64_t cached;         /* results taken from the store (queue or claim) */
 	uint64_t dropped;        /* not queued: the queue was full */
 };
 void gate_scan_stats(struct gate_scan *s, struct gate_scan_stats *out);
 
-/* Wait until no scan is queued or running (tests, benchmarks). */
+/* Wait until no scan is queued or running, and no stream is finishing
+ * (tests, benchmarks). */
 void gate_scan_idle(struct gate_scan *s);
 
 #endif

@@ -169,6 +169,13 @@ void metrics_gate_layer_scan(const char *when)
 	label_add(gate_scan_rows, &gate_scan_count, when, "", 1);
 }
 
+static _Atomic uint64_t gate_streamed_bytes;
+
+void metrics_gate_layer_scan_streamed(uint64_t bytes)
+{
+	atomic_fetch_add(&gate_streamed_bytes, bytes);
+}
+
 static _Atomic int data_dir_writable = 1;
 
 void metrics_set_data_dir_writable(int writable)
@@ -550,12 +557,17 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	for (size_t i = 0; i < gate_finding_count; i++)
 		emit(&p, "regslim_gate_findings_total{rule=\"%s\",action=\"%s\"} %llu\n", gate_finding_rows[i].a,
 		     gate_finding_rows[i].b, (unsigned long long)gate_finding_rows[i].count);
-	emit(&p, "# HELP regslim_gate_layer_scans_total Layer scans of the push gate, by when: upload (in the background, "
-	         "once per layer digest and scan parameters) or manifest (at the manifest PUT).\n"
+	emit(&p, "# HELP regslim_gate_layer_scans_total Layer scans of the push gate, by when: upload (as the upload "
+	         "arrived or in the background after it, once per layer digest and scan parameters), manifest (at the "
+	         "manifest PUT) or repeat (a layer uploaded again, scanned as it arrived; its result was stored).\n"
 	         "# TYPE regslim_gate_layer_scans_total counter\n");
 	for (size_t i = 0; i < gate_scan_count; i++)
 		emit(&p, "regslim_gate_layer_scans_total{when=\"%s\"} %llu\n", gate_scan_rows[i].a,
 		     (unsigned long long)gate_scan_rows[i].count);
+	emit(&p, "# HELP regslim_gate_layer_scan_streamed_bytes_total Compressed bytes of pushed layers scanned as "
+	         "their uploads arrived.\n# TYPE regslim_gate_layer_scan_streamed_bytes_total counter\n"
+	         "regslim_gate_layer_scan_streamed_bytes_total %llu\n",
+	     (unsigned long long)atomic_load(&gate_streamed_bytes));
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
 	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);

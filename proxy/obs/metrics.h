@@ -61,10 +61,14 @@ void metrics_bytes_saved(const char *kind, uint64_t n);
  * rule and action: static strings ("secrets", "deny"). */
 void metrics_gate_push(const char *result);
 void metrics_gate_finding(const char *rule, const char *action);
-/* One layer scan of the push gate (gate_scan.c). when: "upload" (a
- * background worker, after the blob's upload) or "manifest" (at the
- * manifest PUT, for a layer not scanned before). */
+/* One layer scan of the push gate (gate_scan.c). when: "upload" (as the
+ * blob's upload arrived, or by a background worker after it), "manifest"
+ * (at the manifest PUT, for a layer not scanned before) or "repeat" (a
+ * layer uploaded again was scanned as it arrived, its result was stored
+ * already). */
 void metrics_gate_layer_scan(const char *when);
+/* Compressed bytes of uploads scanned as they arrived (gate_scan_feed). */
+void metrics_gate_layer_scan_streamed(uint64_t bytes);
 
 /* Gauge regslim_data_dir_writable: 1 (the default) or 0 (the store cannot
  * write: degraded, serving the cache only). */

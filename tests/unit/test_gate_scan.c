@@ -8,7 +8,9 @@
  * 0: queued scans wait for the manifest PUT, which takes them over, and
  * what did not fit is scanned there); other scan parameters are other scans;
  * an image config is not queued; an unreadable stored result is scanned
- * again. */
+ * again; scans fed by uploads in small pieces give the inline report too,
+ * and keep nothing for a feed out of step, another size or a forgotten
+ * upload. */
 #include "digest.h"
 #include "fixture.h"
 #include "gate.h"
@@ -21,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define KEY "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n"
 #define GH "export GH=ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789\n"
@@ -206,6 +209,93 @@ START_TEST(joined_report_equals_the_inline_scan)
 }
 END_TEST
 
+/* Feed blob digest of the store into gate_scan_feed as upload uuid, in
+ * pieces of 1, 2, 3, ... bytes up to 4 KiB (cuts inside the gzip header
+ * and the first tar headers), then 64 KiB; skip: leave out the first
+ * piece at or after that offset (a feed out of step). Returns the size. */
+static uint64_t feed_blob(struct gate_scan *sc, struct store *bs, const struct rs_gate_policy *p, const char *uuid,
+			  const char *digest, uint64_t skip)
+{
+	int fd = -1;
+	uint64_t size = 0;
+	struct rs_err err = {0};
+	ck_assert_int_eq(store_open_fd(bs, STORE_PUSHED, STORE_BLOB, digest, &fd, &size, &err), RS_OK);
+	char *buf = malloc(size ? size : 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(pread(fd, buf, size, 0), (ssize_t)size);
+	close(fd);
+	uint64_t at = 0;
+	for (size_t n = 1; at < size; n = n < 4096 ? n + 1 : 65536) {
+		size_t len = size - at < n ? (size_t)(size - at) : n;
+		if (at >= skip)
+			skip = UINT64_MAX; /* left out */
+		else
+			gate_scan_feed(sc, p, uuid, at, buf + at, len);
+		at += len;
+	}
+	free(buf);
+	return size;
+}
+
+START_TEST(scans_fed_by_uploads_equal_the_inline_scan)
+{
+	struct store *bs = store_fixture_store(0);
+	struct image im;
+	put_image(bs, &im);
+	struct rs_gate_policy p = policy();
+	struct gate_report want = {0}, got = {0};
+	inline_report(&want, bs, &p, im.manifest);
+	struct gate_scan *sc = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_scan_new(&sc, bs, 0, 8, &err), RS_OK); /* no workers: only the feeds scan */
+	char uuid[4][STORE_UUID_SIZE];
+	for (int i = 0; i < 4; i++)
+		snprintf(uuid[i], sizeof(uuid[i]), "00000000-0000-4000-8000-00000000000%d", i);
+	struct gate_scan_stats st;
+	/* a digest that does not verify: the upload is forgotten, nothing kept */
+	feed_blob(sc, bs, &p, uuid[0], im.layers[0], UINT64_MAX);
+	gate_scan_forget(sc, uuid[0]);
+	ck_assert(!gate_scan_commit(sc, uuid[0], 1, im.layers[0]));
+	/* the config is no layer: nothing kept */
+	uint64_t n = feed_blob(sc, bs, &p, uuid[3], im.config, UINT64_MAX);
+	ck_assert(!gate_scan_commit(sc, uuid[3], n, im.config));
+	/* a feed out of step drops the stream: the upload is scanned once complete */
+	n = feed_blob(sc, bs, &p, uuid[1], im.layers[1], 100);
+	ck_assert(!gate_scan_commit(sc, uuid[1], n, im.layers[1]));
+	/* a commit of another size than was fed keeps nothing */
+	n = feed_blob(sc, bs, &p, uuid[1], im.layers[1], UINT64_MAX);
+	ck_assert(!gate_scan_commit(sc, uuid[1], n + 1, im.layers[1]));
+	gate_scan_idle(sc);
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.streamed, 0);
+	for (int i = 0; i < 3; i++) {
+		n = feed_blob(sc, bs, &p, uuid[i], im.layers[i], UINT64_MAX);
+		ck_assert(gate_scan_commit(sc, uuid[i], n, im.layers[i]));
+	}
+	gate_scan_idle(sc); /* the streams' threads finish after the commits */
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.streamed, 3);
+	ck_assert_uint_eq(st.upload_scans, 3);
+	ck_assert_uint_eq(st.repeated, 0);
+	joined_report(&got, sc, bs, &p, im.manifest);
+	assert_same(&want, &got);
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.manifest_scans, 0);
+	ck_assert_uint_eq(st.cached, 3);
+	/* the same layer uploaded again: scanned as it arrives, the stored result stays */
+	n = feed_blob(sc, bs, &p, uuid[2], im.layers[0], UINT64_MAX);
+	ck_assert(gate_scan_commit(sc, uuid[2], n, im.layers[0]));
+	gate_scan_idle(sc);
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.upload_scans, 3);
+	ck_assert_uint_eq(st.repeated, 1);
+	gate_report_dispose(&got);
+	gate_report_dispose(&want);
+	gate_scan_free(sc);
+	store_free(bs);
+}
+END_TEST
+
 START_TEST(each_digest_is_scanned_once_also_after_a_restart)
 {
 	struct store *bs = store_fixture_store(0);
@@ -354,6 +444,7 @@ static Suite *gate_scan_suite(void)
 	tcase_add_checked_fixture(t, store_fixture_setup, store_fixture_teardown);
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, joined_report_equals_the_inline_scan);
+	tcase_add_test(t, scans_fed_by_uploads_equal_the_inline_scan);
 	tcase_add_test(t, each_digest_is_scanned_once_also_after_a_restart);
 	tcase_add_test(t, queue_is_bounded_and_the_manifest_put_takes_over);
 	tcase_add_test(t, other_scan_parameters_are_other_scans);

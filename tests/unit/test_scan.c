@@ -2,7 +2,10 @@
  * guard), findings independent of how the content is split into chunks
  * (every split point, and patterns straddling the scanner's work buffer),
  * the per-file cap, and the layer scan over gzip layers (entries reported,
- * digest verified, a secret in a file that a later layer deletes). */
+ * digest verified, a secret in a file that a later layer deletes), and the
+ * incremental layer scan (fed as an upload's bytes arrive) against the
+ * one-shot scan over plain, gzip and zstd layers cut everywhere: one byte at
+ * a time, inside the codec's header, inside every tar header, at random. */
 #include "codec.h"
 
 #include "fixture.h"
@@ -1090,6 +1093,244 @@ START_TEST(layer_scan_skips_exactly_the_allowed_paths)
 }
 END_TEST
 
+/* ---- incremental scan (scan_layer_new/write/finish) against scan_layer_fd ---- */
+
+/* What a pass reported, in order: entries and findings as lines. */
+struct transcript {
+	char *text;
+	size_t len;
+	FILE *f;
+};
+
+static enum rs_code tr_entry(void *ctx, const struct tar_entry *e, struct rs_err *err)
+{
+	(void)err;
+	fprintf(((struct transcript *)ctx)->f, "E %c %s\n", e->type, e->path);
+	return RS_OK;
+}
+
+static enum rs_code tr_find(void *ctx, const char *path, enum scan_detector d, struct rs_err *err)
+{
+	(void)err;
+	fprintf(((struct transcript *)ctx)->f, "F %d %s\n", (int)d, path);
+	return RS_OK;
+}
+
+static void tr_open(struct transcript *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->f = open_memstream(&t->text, &t->len);
+	ck_assert_ptr_nonnull(t->f);
+}
+
+static void tr_close(struct transcript *t, enum rs_code rc, const struct scan_stats *st, const struct rs_err *err)
+{
+	fprintf(t->f, "rc %d %s\n", (int)rc, rc ? err->msg : "");
+	if (rc == RS_OK)
+		fprintf(t->f, "stats %llu %llu %llu %llu %llu\n", (unsigned long long)st->compressed_bytes,
+			(unsigned long long)st->uncompressed_bytes, (unsigned long long)st->entries,
+			(unsigned long long)st->files_scanned, (unsigned long long)st->files_allowed);
+	ck_assert_int_eq(fclose(t->f), 0);
+}
+
+static char *allow_globs[] = {"app/test/**"};
+
+static struct scan_opts tr_opts(struct transcript *t, enum codec_kind codec, const char *digest)
+{
+	return (struct scan_opts){.codec = codec, .digest = digest, .secrets = true, .file_cap = 200000,
+				  .allow_paths = allow_globs, .allow_path_count = 1, .on_entry = tr_entry,
+				  .on_finding = tr_find, .ctx = t};
+}
+
+/* The one-shot pass over the bytes (through a file, as the gate reads them). */
+static char *one_shot(const uint8_t *b, size_t n, enum codec_kind codec, const char *digest)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "%s/one-shot", fixture_dir());
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, b, n), (ssize_t)n);
+	ck_assert_int_eq(lseek(fd, 0, SEEK_SET), 0);
+	struct transcript t;
+	tr_open(&t);
+	struct scan_opts o = tr_opts(&t, codec, digest);
+	struct scan_stats st;
+	struct rs_err err = {0};
+	enum rs_code rc = scan_layer_fd(&st, fd, &o, &err);
+	close(fd);
+	tr_close(&t, rc, &st, &err);
+	return t.text;
+}
+
+/* The incremental pass fed the pieces cut at cuts[0..ncuts) (ascending). */
+static char *fed(const uint8_t *b, size_t n, enum codec_kind codec, const char *digest, const size_t *cuts,
+		 size_t ncuts)
+{
+	struct transcript t;
+	tr_open(&t);
+	struct scan_opts o = tr_opts(&t, codec, digest);
+	struct scan_stats st = {0};
+	struct rs_err err = {0};
+	struct scan_layer *l = NULL;
+	enum rs_code rc = scan_layer_new(&l, &o, &err);
+	ck_assert_int_eq(rc, RS_OK);
+	size_t at = 0;
+	for (size_t i = 0; i <= ncuts && rc == RS_OK; i++) {
+		size_t end = i < ncuts ? cuts[i] : n;
+		rc = scan_layer_write(l, b + at, end - at, &err);
+		at = end;
+	}
+	if (rc == RS_OK)
+		rc = scan_layer_finish(l, &st, &err);
+	scan_layer_free(l);
+	tr_close(&t, rc, &st, &err);
+	return t.text;
+}
+
+static void expect_same(const char *want, const uint8_t *b, size_t n, enum codec_kind codec, const char *digest,
+			const size_t *cuts, size_t ncuts, const char *what)
+{
+	char *got = fed(b, n, codec, digest, cuts, ncuts);
+	if (strcmp(got, want) != 0)
+		ck_abort_msg("%s (%s, %zu cuts, first at %zu): incremental scan differs:\n%s\n--- one-shot:\n%s", what,
+			     codec_kind_name(codec), ncuts, ncuts ? cuts[0] : 0, got, want);
+	free(got);
+}
+
+/* A layer with what the gate looks for: secrets (one in a file longer than
+ * the scanner's work buffer, near its end), an allowed path, a whiteout,
+ * long names in pax and GNU headers, and random entries of every flavour. */
+static struct targen *rich_layer(void)
+{
+	struct targen *g = targen_new(16);
+	targen_add_dir(g, "root/.ssh");
+	const char *key = "-----BEGIN OPENSSH PRIVATE KEY-----\n" B64LINE "\n-----END OPENSSH PRIVATE KEY-----\n";
+	targen_add_file(g, "root/.ssh/id_rsa", key, strlen(key));
+	targen_add_file(g, "app/test/fixtures/server.key", key, strlen(key));
+	targen_add_file(g, "app/.env", "GITHUB=ghp_0123456789abcdefghijABCDEFGHIJ012345\n", 48);
+	static char big[150000];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + (i * 7 + i / 13) % 26);
+	const char *aws = "\nAKIAABCDEFGHIJKLMNOP wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzzzKEYZ12\n";
+	memcpy(big + sizeof(big) - 200, aws, strlen(aws));
+	targen_add_file(g, "srv/data/blob.txt", big, sizeof(big));
+	targen_add(g, &(struct targen_entry){.path = "usr/share/a/very/long/directory/name/that/needs/a/pax/"
+						     "header/because/it/is/longer/than/one/hundred/bytes/key.pem",
+					     .data = key, .size = strlen(key), .flavour = TARGEN_PAX});
+	targen_add(g, &(struct targen_entry){.path = "opt/gnu/long/name/exceeding/the/ustar/name/field/of/one/"
+						     "hundred/bytes/for/the/L/record/id_ed25519",
+					     .data = key, .size = strlen(key), .flavour = TARGEN_GNU});
+	targen_add_file(g, "root/.wh.old", "", 0);
+	targen_add_random(g, 24, TARGEN_ALL_FLAVOURS, 3000);
+	targen_end(g, 2, true);
+	return g;
+}
+
+static void encode(uint8_t **out, size_t *n, const uint8_t *tar, size_t len, enum codec_kind kind, char *digest)
+{
+	if (kind == CODEC_NONE) {
+		*out = malloc(len);
+		ck_assert_ptr_nonnull(*out);
+		memcpy(*out, tar, len);
+		*n = len;
+		digest_buffer(digest, tar, len);
+		return;
+	}
+	char path[128];
+	snprintf(path, sizeof(path), "%s/encoded", fixture_dir());
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	struct rs_err err = {0};
+	struct stream_sink *fs = NULL, *enc = NULL;
+	ck_assert_int_eq(stream_fd_sink_new(&fs, fd, &err), RS_OK);
+	struct codec_encode_opts eo = {.kind = kind};
+	ck_assert_int_eq(codec_encoder_new(&enc, &eo, fs, &err), RS_OK);
+	ck_assert_int_eq(stream_write(enc, tar, len, &err), RS_OK);
+	ck_assert_int_eq(stream_finish(enc, &err), RS_OK);
+	stream_free(enc);
+	stream_free(fs);
+	off_t blen = lseek(fd, 0, SEEK_END);
+	ck_assert_int_gt(blen, 0);
+	uint8_t *buf = malloc((size_t)blen);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(pread(fd, buf, (size_t)blen, 0), (ssize_t)blen);
+	close(fd);
+	*out = buf;
+	*n = (size_t)blen;
+	digest_buffer(digest, buf, blen);
+}
+
+START_TEST(incremental_layer_scan_equals_the_one_shot_scan_for_every_split)
+{
+	struct targen *g = rich_layer();
+	size_t tlen;
+	const uint8_t *tar = targen_data(g, &tlen);
+	static const enum codec_kind kinds[] = {CODEC_NONE, CODEC_GZIP, CODEC_ZSTD};
+	for (size_t k = 0; k < 3; k++) {
+		uint8_t *b;
+		size_t n;
+		char d[DIGEST_STR_SIZE];
+		encode(&b, &n, tar, tlen, kinds[k], d);
+		char *want = one_shot(b, n, kinds[k], d);
+		ck_assert_ptr_nonnull(strstr(want, "rc 0 "));
+		ck_assert_ptr_nonnull(strstr(want, "F 1 root/.ssh/id_rsa\n"));
+		ck_assert_ptr_nonnull(strstr(want, "F 3 srv/data/blob.txt\n"));
+		ck_assert_ptr_nonnull(strstr(want, "F 4 app/.env\n"));
+		ck_assert_ptr_null(strstr(want, "F 1 app/test/"));
+		/* whole, and one byte at a time */
+		expect_same(want, b, n, kinds[k], d, NULL, 0, "whole");
+		size_t *cuts = malloc(n * sizeof(*cuts));
+		ck_assert_ptr_nonnull(cuts);
+		for (size_t i = 1; i < n; i++)
+			cuts[i - 1] = i;
+		expect_same(want, b, n, kinds[k], d, cuts, n - 1, "1-byte chunks");
+		/* two pieces, cut at every offset of the first 1100 bytes (the gzip
+		 * or zstd header, the first tar headers) */
+		for (size_t i = 1; i < n && i < (kinds[k] == CODEC_NONE ? 1100u : 64u); i++)
+			expect_same(want, b, n, kinds[k], d, &i, 1, "cut in the first bytes");
+		/* plain tar: cut at every offset inside every header block */
+		for (size_t e = 0; kinds[k] == CODEC_NONE && e < targen_count(g); e++) {
+			const struct targen_written *w = targen_entry_at(g, e);
+			for (size_t i = 0; i < w->raw_len; i += w->raw_len > 2048 ? 5 : 1) {
+				size_t c = (size_t)w->header_offset + i;
+				if (c > 0 && c < n)
+					expect_same(want, b, n, kinds[k], d, &c, 1, "cut in a tar header");
+			}
+		}
+		/* seeded random pieces of 1 byte to 64 KiB, and cuts every 97 bytes */
+		unsigned seed = 16;
+		for (int round = 0; round < 20; round++) {
+			size_t nc = 0;
+			for (size_t at = 0;;) {
+				seed = seed * 1103515245u + 12345u;
+				size_t step = 1 + (seed >> 8) % (round % 2 ? 65536 : 600);
+				if ((at += step) >= n)
+					break;
+				cuts[nc++] = at;
+			}
+			expect_same(want, b, n, kinds[k], d, cuts, nc, "random pieces");
+		}
+		size_t nc = 0;
+		for (size_t at = 97; at < n; at += 97)
+			cuts[nc++] = at;
+		expect_same(want, b, n, kinds[k], d, cuts, nc, "every 97 bytes");
+		/* a truncated stream, a wrong digest: the same error */
+		free(want);
+		want = one_shot(b, n - 1, kinds[k], NULL);
+		expect_same(want, b, n - 1, kinds[k], NULL, cuts, nc > 10 ? 10 : nc, "truncated");
+		free(want);
+		const char *wrong = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+		want = one_shot(b, n, kinds[k], wrong);
+		ck_assert_ptr_nonnull(strstr(want, wrong));
+		expect_same(want, b, n, kinds[k], wrong, cuts, nc > 10 ? 10 : nc, "wrong digest");
+		free(want);
+		free(cuts);
+		free(b);
+	}
+	targen_free(g);
+}
+END_TEST
+
 static Suite *scan_suite(void)
 {
 	Suite *s = suite_create("scan");
@@ -1117,6 +1358,8 @@ static Suite *scan_suite(void)
 	tcase_add_test(l, layer_scan_finds_secret_in_a_file_a_later_layer_deletes);
 	tcase_add_test(l, layer_scan_refuses_bytes_that_do_not_match_the_digest);
 	tcase_add_test(l, layer_scan_skips_exactly_the_allowed_paths);
+	tcase_set_timeout(l, 600);
+	tcase_add_test(l, incremental_layer_scan_equals_the_one_shot_scan_for_every_split);
 	suite_add_tcase(s, l);
 	return s;
 }
