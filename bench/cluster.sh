@@ -149,6 +149,17 @@ start_replicas() {
 	done
 }
 
+# cpu_s PID...: user + system CPU seconds the processes used so far (the object store's share of
+# a pull: on this one machine it runs on the same cores as regslim)
+cpu_s() {
+	local p t=0
+	for p in "$@"; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$((t + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+	done
+	awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", t / hz}'
+}
+STORE_PIDS=$(cat "$REGSLIM_LAB/run/s3-rgw.pid" "$REGSLIM_LAB/run/s3-osd.pid" "$REGSLIM_LAB/run/s3-mon.pid" 2> /dev/null | tr '\n' ' ')
 # cold_pull NAME HOST: a skopeo copy of $IMG through HOST as the docker.io mirror; sets P_MS
 FAILED=
 cold_pull() {
@@ -171,8 +182,10 @@ same_image() { cmp -s "$REGSLIM_LAB/pulls/single/manifest.json" "$REGSLIM_LAB/pu
 R1=$((LAB_PORT_BASE + 51)) R2=$((LAB_PORT_BASE + 52)) R3=$((LAB_PORT_BASE + 53))
 echo "== cold pulls of $IMG (skopeo)"
 start_single
+single_cpu0=$(cpu_s "${PIDS[0]}")
 cold_pull single "$SINGLE"
 cold_single=$P_MS
+single_cpu=$(awk -v a="$(cpu_s "${PIDS[0]}")" -v b="$single_cpu0" 'BEGIN{printf "%.1f", a - b}')
 echo "   single process (fs):           ${cold_single:-failed} ms"
 start_replicas one/ 1 "$R1"
 cold_pull one "127.0.0.1:$R1"
@@ -185,8 +198,13 @@ timeout 30 bash "$T/haproxy.sh" start "$R1" "$R2" "$R3" > "$LOGS/haproxy-start.l
 CL_PIDS=("${PIDS[@]: -3}")
 eval "$(bash "$T/haproxy.sh" env)"
 HA=127.0.0.1:$HAPROXY_PORT
+# shellcheck disable=SC2086 # a list of PIDs
+store_cpu0=$(cpu_s $STORE_PIDS) rs_cpu0=$(cpu_s "${CL_PIDS[@]}")
 cold_pull three "$HA"
 cold_three=$P_MS
+# shellcheck disable=SC2086
+store_cpu=$(awk -v a="$(cpu_s $STORE_PIDS)" -v b="$store_cpu0" 'BEGIN{printf "%.1f", a - b}')
+rs_cpu=$(awk -v a="$(cpu_s "${CL_PIDS[@]}")" -v b="$rs_cpu0" 'BEGIN{printf "%.1f", a - b}')
 echo "   three replicas via haproxy:    ${cold_three:-failed} ms"
 [ -z "$FAILED" ] || die "pulls failed:$FAILED"
 for n in one three; do same_image "$n" || die "the $n pull's manifest differs from the single process's"; done
@@ -247,6 +265,7 @@ table=$(
 | warm ${BLOB_MIB} MiB blob GET, 8 conns | $(mib "$(bytes_per_s blob-single)") MiB/s | $(mib "$(bytes_per_s blob-cluster)") MiB/s | $r_blob | >= 0.5: $(verdict "$r_blob" 0.5 ge) |
 
 Replicas' resident memory (the largest of the three): $((rss_before / 1024)) MiB before the warm runs, $((rss_after / 1024)) MiB after them, $((rss_200 / 1024)) MiB after $DURATION s of 200 connections on the blob.
+CPU during the cold pulls: the single process $single_cpu s; through three replicas, the replicas $rs_cpu s and Ceph (radosgw, OSD, monitor) $store_cpu s, on the same $(nproc) cores.
 Upstream blob GETs for the three cold pulls together: $upstream_gets (the big image has 5 blobs: config and 4 layers).
 Load average at the end: $load ($(nproc) cores).
 EOF

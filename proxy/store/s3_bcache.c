@@ -101,6 +101,17 @@ int s3_bcache_open_fd(struct s3_bcache *b, const char *hex, uint64_t size)
 	return fd;
 }
 
+bool s3_bcache_link_out(struct s3_bcache *b, const char *hex, uint64_t size, const char *to)
+{
+	int fd = s3_bcache_open_fd(b, hex, size); /* the size checked and the use noted */
+	if (fd < 0)
+		return false;
+	close(fd);
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%.64s", b->dir, hex);
+	return link(path, to) == 0;
+}
+
 struct copy {
 	char hex[DIGEST_HEX_LEN + 1];
 	time_t mtime;

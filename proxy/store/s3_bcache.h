@@ -39,6 +39,10 @@ void s3_bcache_free(struct s3_bcache *b);
  * bytes (touched: it was used now), else -1. */
 int s3_bcache_open_fd(struct s3_bcache *b, const char *hex, uint64_t size);
 
+/* Link hex's copy (exactly size bytes) to the new path to (a layout for the
+ * optimizer, which only reads it): true when done (touched: used now). */
+bool s3_bcache_link_out(struct s3_bcache *b, const char *hex, uint64_t size, const char *to);
+
 /* path holds hex's verified bytes (size of them): link it in as the copy.
  * Best effort (a copy is an optimization). */
 void s3_bcache_adopt(struct s3_bcache *b, const char *hex, const char *path, uint64_t size);

@@ -32,6 +32,7 @@ struct s3_writer {
 	struct s3_client *c;
 	char *key;
 	char want[DIGEST_STR_SIZE];
+	char got[DIGEST_STR_SIZE]; /* set by the commit */
 	int64_t want_size;
 	struct digest_ctx *d;
 	int fd;
@@ -163,9 +164,14 @@ enum rs_code s3_writer_write(struct s3_writer *w, const void *buf, size_t len, s
 	return rc;
 }
 
+const char *s3_writer_got(const struct s3_writer *w)
+{
+	return w->got;
+}
+
 enum rs_code s3_writer_commit(struct s3_writer *w, struct rs_err *err)
 {
-	char got[DIGEST_STR_SIZE];
+	char *got = w->got;
 	enum rs_code rc;
 	if (w->failed || w->committed)
 		return rs_err_set(err, RS_BAD_INPUT, "s3 writer of %.100s: commit after %s", w->key,

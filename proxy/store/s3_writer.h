@@ -23,6 +23,9 @@ RS_MUST_CHECK enum rs_code s3_writer_write(struct s3_writer *w, const void *buf,
  * aborting: nothing is visible under key. After any failure the writer can
  * only be freed. */
 RS_MUST_CHECK enum rs_code s3_writer_commit(struct s3_writer *w, struct rs_err *err);
+/* What the bytes written hashed to ("sha256:<hex>"), once s3_writer_commit
+ * checked them; "" before. Borrowed from w. */
+const char *s3_writer_got(const struct s3_writer *w);
 /* Free w; an uncommitted write is abandoned (multipart upload aborted, spool dropped). */
 void s3_writer_free(struct s3_writer *w);
 

@@ -116,8 +116,7 @@ struct s3s_writer {
 	bool existed; /* already in the bucket: a commit does not grow the area */
 	int fd;
 	char path[S3S_PATH_MAX + 64];
-	struct s3_writer *w;
-	struct digest_ctx *dc; /* what was written hashes to, for the mismatch message */
+	struct s3_writer *w;   /* hashes what is written (one SHA-256 pass per byte) */
 	struct rs_err failed;  /* a failed write sticks */
 };
 
@@ -581,10 +580,7 @@ static enum rs_code s3s_writer_new(void *impl, enum store_area area, enum store_
 		free(w);
 		return rc;
 	}
-	if (!(w->dc = digest_new()))
-		rc = rs_err_set(err, RS_NOMEM, "out of memory writing %s", digest);
-	if (rc || (rc = s3_writer_new(&w->w, s->c, key, digest, size, err))) {
-		digest_free(w->dc);
+	if ((rc = s3_writer_new(&w->w, s->c, key, digest, size, err))) {
 		close(w->fd);
 		(void)unlink(w->path); /* ours, just made */
 		free(w);
@@ -611,7 +607,6 @@ static enum rs_code s3s_writer_write(struct store_writer *base, const void *buf,
 		w->failed = *err;
 		return rc;
 	}
-	digest_update(w->dc, buf, len);
 	w->n += len;
 	return RS_OK;
 }
@@ -629,7 +624,6 @@ static const char *s3s_writer_path(const struct store_writer *base)
 static void writer_release(struct s3s_writer *w)
 {
 	s3_writer_free(w->w); /* aborts what was not committed */
-	digest_free(w->dc);
 	if (w->fd >= 0)
 		close(w->fd);
 	(void)unlink(w->path); /* the staging file is ours; nothing else reads it now */
@@ -648,10 +642,8 @@ static enum rs_code s3s_writer_commit(struct store_writer *base, struct rs_err *
 	else
 		rc = s3_writer_commit(w->w, err);
 	if (rc == RS_DIGEST_MISMATCH && !w->failed.code && (w->expected < 0 || w->n == (uint64_t)w->expected)) {
-		char got[DIGEST_STR_SIZE];
-		digest_final(w->dc, got);
-		rs_err_set(err, RS_DIGEST_MISMATCH, "expected %s, got %s (%llu bytes); nothing stored", w->digest, got,
-		           (unsigned long long)w->n);
+		rs_err_set(err, RS_DIGEST_MISMATCH, "expected %s, got %s (%llu bytes); nothing stored", w->digest,
+		           s3_writer_got(w->w), (unsigned long long)w->n);
 	}
 	if (rc == RS_OK && w->area == STORE_CACHE) {
 		if (!w->existed)
@@ -1008,11 +1000,14 @@ struct export {
 struct file_sink {
 	int fd;
 	const char *path;
+	struct digest_ctx *dc; /* hashes what is written, when not NULL */
 };
 
 static enum rs_code file_add(void *arg, const void *buf, size_t len, struct rs_err *err)
 {
 	struct file_sink *f = arg;
+	if (f->dc)
+		digest_update(f->dc, buf, len);
 	return fsutil_write_all(f->fd, buf, len, f->path, err);
 }
 
@@ -1029,23 +1024,36 @@ static enum rs_code export_object(const struct export *x, enum store_kind kind, 
 	if (access(to, F_OK) == 0)
 		return RS_OK;
 	enum rs_code rc = RS_OK;
-	if (!s3s_has(x->s, x->area, kind, digest)) {
+	struct s3_object_info info = {.size = -1};
+	struct rs_err herr = {0};
+	if (s3_head(x->s->c, key, &info, &herr) != RS_OK) {
 		if (!x->fetch)
 			return optional ? RS_OK
 			                : rs_err_set(err, RS_NOT_FOUND, "%s %s is not in the store",
 			                             kind == STORE_MANIFEST ? "manifest" : "blob", digest);
 		if ((rc = x->fetch(x->ctx, kind, digest, err)))
 			return rs_err_prefix(err, "fetching %s: ", digest), rc;
+		info.size = -1;
 	}
+	/* the object is in the bucket: this replica's verified local copy of it will do */
+	if (kind == STORE_BLOB && info.size >= 0 && s3_bcache_link_out(x->s->bcache, digest_hex(digest), (uint64_t)info.size, to))
+		return RS_OK;
 	int fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return rs_err_set(err, RS_IO, "creating %s: %s", to, strerror(errno));
-	struct file_sink f = {fd, to};
-	rc = s3_get(x->s->c, key, -1, -1, file_add, &f, NULL, err);
+	struct file_sink f = {fd, to, kind == STORE_BLOB && x->s->bcache ? digest_new() : NULL};
+	rc = s3_get(x->s->c, key, -1, -1, file_add, &f, &info, err);
 	if (close(fd) != 0 && rc == RS_OK)
 		rc = rs_err_set(err, RS_IO, "closing %s: %s", to, strerror(errno));
 	if (rc)
 		(void)unlink(to); /* a partial copy must not stay in the layout */
+	if (rc == RS_OK && f.dc && info.size >= 0) {
+		char got[DIGEST_STR_SIZE];
+		digest_final(f.dc, got);
+		if (strcmp(got, digest) == 0) /* verified: it becomes this replica's copy too */
+			s3_bcache_adopt(x->s->bcache, digest_hex(digest), to, (uint64_t)info.size);
+	}
+	digest_free(f.dc);
 	return rc;
 }
 
