@@ -654,18 +654,10 @@ static enum rs_code reply_error(redisReply *r, const char *what, struct rs_err *
 	return rc;
 }
 
-/* Run one command on behalf of a map or upload call: the reply, or NULL with err set. */
-static redisReply *call(struct cluster *c, const char *what, struct rs_err *err, const char *fmt, ...)
+/* The reply r of a command just sent (c->mu held): r, or NULL with err set when there was none
+ * (the connection is gone: degraded from now on) or it is an error (freed). */
+static redisReply *checked(struct cluster *c, redisReply *r, const char *what, struct rs_err *err)
 {
-	assert(err && "the map and upload calls report through err->code");
-	if (!c->ctx) {
-		(void)unavailable(c, what, err);
-		return NULL;
-	}
-	va_list ap;
-	va_start(ap, fmt);
-	redisReply *r = redisvCommand(c->ctx, fmt, ap);
-	va_end(ap);
 	if (!r) {
 		char why[RS_ERR_MSG_MAX];
 		describe(why, sizeof(why), c->ctx, c->cfg->timeout_ms);
@@ -679,6 +671,21 @@ static redisReply *call(struct cluster *c, const char *what, struct rs_err *err,
 		return NULL;
 	}
 	return r;
+}
+
+/* Run one command on behalf of a map or upload call: the reply, or NULL with err set. */
+static redisReply *call(struct cluster *c, const char *what, struct rs_err *err, const char *fmt, ...)
+{
+	assert(err && "the map and upload calls report through err->code");
+	if (!c->ctx) {
+		(void)unavailable(c, what, err);
+		return NULL;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(c->ctx, fmt, ap);
+	va_end(ap);
+	return checked(c, r, what, err);
 }
 
 enum rs_code cluster_map_get(char **out, struct cluster *c, const char *key, struct rs_err *err)
@@ -845,20 +852,7 @@ static redisReply *call_argv(struct cluster *c, const char *what, struct rs_err 
 		(void)unavailable(c, what, err);
 		return NULL;
 	}
-	redisReply *r = redisCommandArgv(c->ctx, argc, argv, lens);
-	if (!r) {
-		char why[RS_ERR_MSG_MAX];
-		describe(why, sizeof(why), c->ctx, c->cfg->timeout_ms);
-		went_down(c, why);
-		(void)unavailable(c, what, err);
-		return NULL;
-	}
-	c->last_io_ms = now_ms();
-	if (r->type == REDIS_REPLY_ERROR) {
-		(void)reply_error(r, what, err);
-		return NULL;
-	}
-	return r;
+	return checked(c, redisCommandArgv(c->ctx, argc, argv, lens), what, err);
 }
 
 /* One command "<cmd> <key> [<head>] then per member [score] member", members from..from+n-1

@@ -259,6 +259,20 @@ enum rs_code upstream_blob_head(struct upstream *u, const char *repo, const char
 	return rc;
 }
 
+/* GET path (made by the caller, NULL when out of memory; freed here) with the pull scope of repo,
+ * accepting one media type, the body into out (at most max_bytes). */
+static enum rs_code pull_get(struct upstream *u, const char *repo, char *path, const char *accept, size_t max_bytes,
+                             struct upstream_reply *out, struct rs_err *err)
+{
+	char *scope = xfer_printf("repository:%s:pull", repo);
+	const char *const types[] = {accept};
+	enum rs_code rc = !path || !scope ? rs_err_set(err, RS_NOMEM, "out of memory")
+	                                  : memory_request(u, path, scope, types, 1, false, max_bytes, out, err);
+	free(path);
+	free(scope);
+	return rc;
+}
+
 enum rs_code upstream_tags(struct upstream *u, const char *repo, const char *query, size_t max_bytes,
                            struct upstream_reply *out, struct rs_err *err)
 {
@@ -271,15 +285,7 @@ enum rs_code upstream_tags(struct upstream *u, const char *repo, const char *que
 		return rs_err_set(err, RS_BAD_INPUT, "tags query '%.100s' cannot be sent upstream", query);
 	char *path = query && *query ? xfer_printf("/v2/%s/tags/list?%s", repo, query)
 	                             : xfer_printf("/v2/%s/tags/list", repo);
-	char *scope = xfer_printf("repository:%s:pull", repo);
-	static const char *const json[] = {"application/json"};
-	if (!path || !scope)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory");
-	else
-		rc = memory_request(u, path, scope, json, 1, false, max_bytes, out, err);
-	free(path);
-	free(scope);
-	return rc;
+	return pull_get(u, repo, path, "application/json", max_bytes, out, err);
 }
 
 enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char *digest, size_t max_bytes,
@@ -290,16 +296,8 @@ enum rs_code upstream_referrers(struct upstream *u, const char *repo, const char
 	enum rs_code rc = check_name(repo, digest, err);
 	if (rc)
 		return rc;
-	char *path = xfer_printf("/v2/%s/referrers/%s", repo, digest);
-	char *scope = xfer_printf("repository:%s:pull", repo);
-	static const char *const index[] = {IMAGE_MT_OCI_INDEX};
-	if (!path || !scope)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory");
-	else
-		rc = memory_request(u, path, scope, index, 1, false, max_bytes, out, err);
-	free(path);
-	free(scope);
-	return rc;
+	return pull_get(u, repo, xfer_printf("/v2/%s/referrers/%s", repo, digest), IMAGE_MT_OCI_INDEX, max_bytes, out,
+	                err);
 }
 
 enum rs_code upstream_signatures(struct upstream *u, const char *repo, const char *digest, size_t max_bytes,
@@ -310,16 +308,8 @@ enum rs_code upstream_signatures(struct upstream *u, const char *repo, const cha
 	enum rs_code rc = check_name(repo, digest, err);
 	if (rc)
 		return rc;
-	char *path = xfer_printf("/extensions/v2/%s/signatures/%s", repo, digest);
-	char *scope = xfer_printf("repository:%s:pull", repo);
-	static const char *const json[] = {"application/json"};
-	if (!path || !scope)
-		rc = rs_err_set(err, RS_NOMEM, "out of memory");
-	else
-		rc = memory_request(u, path, scope, json, 1, false, max_bytes, out, err);
-	free(path);
-	free(scope);
-	return rc;
+	return pull_get(u, repo, xfer_printf("/extensions/v2/%s/signatures/%s", repo, digest), "application/json",
+	                max_bytes, out, err);
 }
 
 enum rs_code upstream_ping(struct upstream *u, struct rs_err *err)
