@@ -33,6 +33,8 @@ export LAB_PORT_BASE=${LAB_PORT_BASE:-19000}
 DURATION=${DURATION:-10}
 BLOB_MIB=${BLOB_MIB:-256}
 DOC=$top/docs/performance.md
+# shellcheck source=lib.sh
+. "$top/bench/lib.sh"
 ACCEPT='Accept: application/vnd.docker.distribution.manifest.v2+json'
 
 die() { echo "serve.sh: $*" >&2; exit 1; }
@@ -87,15 +89,7 @@ timeout 300 bash "$T/fixtures.sh" tiny-only > "$LOGS/fixtures.log" 2>&1 || { tai
 # the large blob: random bytes, monolithic upload (POST, then PUT ?digest= as octet-stream)
 blob=$REGSLIM_LAB/blob.bin
 head -c $((BLOB_MIB << 20)) /dev/urandom > "$blob"
-BD=sha256:$(sha256sum < "$blob" | cut -d' ' -f1)
-loc=$(curl -s --max-time 30 -X POST -D - -o /dev/null "http://$REG/v2/lab/bigblob/blobs/uploads/" | tr -d '\r' |
-	awk -F': ' 'tolower($1)=="location"{print $2}')
-[ -n "$loc" ] || die "blob upload did not start"
-case $loc in http*) ;; *) loc=http://$REG$loc ;; esac
-case $loc in *\?*) loc="$loc&digest=$BD" ;; *) loc="$loc?digest=$BD" ;; esac
-st=$(curl -s --max-time 600 -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
-	--data-binary "@$blob" "$loc")
-[ "$st" = 201 ] || die "blob upload answered $st"
+BD=$(bench_upload_blob "$REG" lab/bigblob "$blob") || die "the blob upload failed"
 rm -f "$blob"
 
 # rs_start NAME BIN ADDR [args]: a regslim on ADDR with the data directory $REGSLIM_LAB/NAME, its log in
@@ -266,19 +260,9 @@ cpu_per() {
 		}' "$LOGS/wrk-$1.txt"
 }
 # reqs NAME / bytes_per_s NAME / errs NAME: from wrk's summary ("" when the run did not happen)
-reqs() {
-	[ -f "$LOGS/wrk-$1.txt" ] || return 0
-	awk '/^Requests\/sec:/{printf "%.0f", $2}' "$LOGS/wrk-$1.txt"
-}
-bytes_per_s() {
-	[ -f "$LOGS/wrk-$1.txt" ] || return 0
-	awk '/^Transfer\/sec:/{v=$2; u=v; sub(/[0-9.]+/, "", u); sub(/[A-Za-z]+$/, "", v);
-		m = (u=="KB") ? 1024 : (u=="MB") ? 1048576 : (u=="GB") ? 1073741824 : 1; printf "%.0f", v * m}' "$LOGS/wrk-$1.txt"
-}
-errs() {
-	[ -f "$LOGS/wrk-$1.txt" ] || { echo -; return 0; }
-	awk '/Non-2xx/{n+=$NF} /Socket errors/{gsub(/,/, ""); n+=$4+$6+$8+$10} END{print n+0}' "$LOGS/wrk-$1.txt"
-}
+reqs() { [ ! -f "$LOGS/wrk-$1.txt" ] || bench_wrk_reqs "$LOGS/wrk-$1.txt"; }
+bytes_per_s() { [ ! -f "$LOGS/wrk-$1.txt" ] || bench_wrk_bytes_per_s "$LOGS/wrk-$1.txt"; }
+errs() { if [ -f "$LOGS/wrk-$1.txt" ]; then bench_wrk_errs "$LOGS/wrk-$1.txt"; else echo -; fi; }
 mib() { [ -z "$1" ] || awk -v b="$1" 'BEGIN{printf "%.0f", b / 1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (a != "" && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 max2() { awk -v a="$1" -v b="$2" 'BEGIN{print (a + 0 > b + 0) ? a : b}'; }
@@ -414,8 +398,8 @@ echo "$notes"
 echo "machine: $machine"
 echo "versions: $versions"
 if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
+	run=$REGSLIM_LAB/doc-run.md
 	{
-		echo
 		echo "### $(date -u '+%Y-%m-%d %H:%M UTC') (bench/serve.sh$([ "$TLS_ONLY" != 1 ] || echo ', TLS only'), ${DURATION} s per run)"
 		echo
 		echo "Machine: $machine. Versions: $versions."
@@ -423,6 +407,8 @@ if [ "${BENCH_NO_DOC:-0}" != 1 ]; then
 		echo "$table"
 		echo
 		echo "$notes"
-	} >> "$DOC"
-	echo "appended to $DOC"
+		echo
+	} > "$run"
+	bench_doc_append "$DOC" "## Serving: results of bench/serve.sh" "$run"
+	echo "added to $DOC"
 fi
