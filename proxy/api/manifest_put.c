@@ -62,12 +62,14 @@ static void save_report(struct push_http *ph, const struct gate_report *rep, con
 }
 
 /* gate_sign_fn over sign.h: the optimized image the gate pushes gets
- * regslim's signatures for the reference it is pushed as. */
-static enum rs_code gate_sign(void *ctx, const struct rs_upstream_config *upc, const char *repo, const char *tag,
+ * regslim's signatures for the reference it is pushed as (cosign's pushed
+ * upstream with the forward's push client). */
+static enum rs_code gate_sign(void *ctx, const struct rs_upstream_config *upc, struct upstream_push *up,
+                              const struct upstream_push_source *src, const char *repo, const char *tag,
                               const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n,
                               struct rs_err *err)
 {
-	return sign_pushed(ctx, upc, repo, tag, digest, children, n, err);
+	return sign_pushed(ctx, upc, up, src, repo, tag, digest, children, n, err);
 }
 
 /* Manifest PUT under a push policy (docs/policy.md): store by digest (the

@@ -1020,10 +1020,11 @@ static enum rs_code child_visit(void *ctx, enum imagewalk_event ev, const struct
 }
 
 /* Have signer sign the optimized image opt of layout ds (and, for an
- * index, each manifest it lists) as repo:tag. */
+ * index, each manifest it lists; osrc reads them) as repo:tag, up being the
+ * push client to upc. */
 static enum rs_code sign_layout(const struct gate_signer *signer, const struct rs_upstream_config *upc,
-				struct dir_src *ds, const char *repo, const char *tag, const char *opt,
-				struct rs_err *err)
+				struct upstream_push *up, const struct upstream_push_source *osrc, struct dir_src *ds,
+				const char *repo, const char *tag, const char *opt, struct rs_err *err)
 {
 	struct child_walk w = {.src = ds, .cap = RS_LIMIT_WALK_DOCUMENTS};
 	if (!(w.v = calloc(w.cap, sizeof(*w.v))))
@@ -1031,7 +1032,8 @@ static enum rs_code sign_layout(const struct gate_signer *signer, const struct r
 	const struct imagewalk walk = {.load = child_load, .visit = child_visit, .ctx = &w, .max_depth = 1};
 	enum rs_code rc = imagewalk_run(&walk, opt, err);
 	if (rc == RS_OK)
-		rc = signer->sign(signer->ctx, upc, repo, tag, opt, (const char(*)[DIGEST_STR_SIZE])w.v, w.n, err);
+		rc = signer->sign(signer->ctx, upc, up, osrc, repo, tag, opt, (const char(*)[DIGEST_STR_SIZE])w.v, w.n,
+				  err);
 	if (rc)
 		rs_err_prefix(err, "signing the optimized image %s: ", opt);
 	free(w.v);
@@ -1082,7 +1084,7 @@ enum rs_code gate_forward(struct gate_outcome *out, const struct rs_gate_policy 
 			struct dir_src ds = {dst};
 			struct upstream_push_source osrc = {dir_open_blob, dir_read_manifest, &ds};
 			if (signer && signer->sign)
-				rc = sign_layout(signer, upc, &ds, repo, otag, opt, err);
+				rc = sign_layout(signer, upc, up, &osrc, &ds, repo, otag, opt, err);
 			if (rc == RS_OK)
 				rc = upstream_push_image(up, repo, otag, opt, &osrc, err);
 			if (rc == RS_OK)

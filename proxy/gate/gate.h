@@ -140,12 +140,17 @@ RS_MUST_CHECK enum rs_code gate_report_text(char **out, const struct gate_report
 
 /* Signs the optimized image gate_forward is about to push (the API passes
  * sign.h's sign_pushed; gate/ and sign/ do not know each other): upc is the
- * push upstream, repo:tag what the image is pushed as, digest its manifest
- * or index and children[0..n) the manifests an index lists. A failure
- * stops the forward before the optimized image is pushed. */
-typedef enum rs_code (*gate_sign_fn)(void *ctx, const struct rs_upstream_config *upc, const char *repo,
-				     const char *tag, const char *digest, const char (*children)[DIGEST_STR_SIZE],
-				     size_t n, struct rs_err *err);
+ * push upstream and up the forward's push client to it (for signatures that
+ * go to the registry: cosign's .sig manifests), src reads the optimized
+ * image, repo:tag is what the image is pushed as, digest its manifest or
+ * index and children[0..n) the manifests an index lists. A failure stops the
+ * forward before the optimized image is pushed. */
+struct upstream_push;
+struct upstream_push_source;
+typedef enum rs_code (*gate_sign_fn)(void *ctx, const struct rs_upstream_config *upc, struct upstream_push *up,
+				     const struct upstream_push_source *src, const char *repo, const char *tag,
+				     const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n,
+				     struct rs_err *err);
 struct gate_signer {
 	gate_sign_fn sign;
 	void *ctx;

@@ -4,7 +4,9 @@
  * signatures are ECDSA over SHA-256 in ASN.1 DER, as cosign makes and
  * checks them. The .sig manifests are written through store.h into the
  * pushed area of the repository the client pulled from, under one mutex
- * (read, add a layer, write, drop the replaced manifest). JSON comes from
+ * (read, add a layer, write, drop the replaced manifest); those of an image
+ * the push gate sends upstream are made from the same builders and pushed
+ * there with the gate's push client (upstream_push.h). JSON comes from
  * config/cosigndoc.c; the manifests read back are walked with imagewalk. */
 #include "cosign.h"
 
@@ -215,6 +217,25 @@ static void now_rfc3339(char out[32])
 	strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* The config and the manifest of a .sig manifest with signature layers
+ * layers[0..n) (at most RS_LIMIT_SIGNATURES_PER_DIGEST) and subject. *config
+ * and *manifest new (free()), also on error. */
+static enum rs_code sig_docs(const struct cosigndoc_desc *layers, size_t n, const struct cosigndoc_desc *subject,
+                             const char *created, char **config, size_t *clen, char **manifest, size_t *mlen,
+                             struct rs_err *err)
+{
+	const char *ids[RS_LIMIT_SIGNATURES_PER_DIGEST];
+	for (size_t i = 0; i < n; i++)
+		ids[i] = layers[i].digest;
+	char cdigest[DIGEST_STR_SIZE];
+	enum rs_code rc = cosigndoc_sig_config(config, clen, ids, n, created, err);
+	if (rc)
+		return rc;
+	digest_buffer(cdigest, *config, *clen);
+	struct cosigndoc_desc cd = {.media_type = COSIGNDOC_CONFIG_MT, .digest = cdigest, .size = *clen, .signature = NULL};
+	return cosigndoc_manifest(manifest, mlen, COSIGNDOC_SIG_ARTIFACT_TYPE, &cd, layers, n, subject, NULL, err);
+}
+
 /* The new .sig manifest: old's signature layers (the oldest dropped past the
  * cap) and the new one, its config, the subject. Blobs go to name first. */
 static enum rs_code write_sig(struct cosign *c, const char *name, const struct sig_layers *old,
@@ -222,24 +243,22 @@ static enum rs_code write_sig(struct cosign *c, const char *name, const struct s
                               size_t *out_len, struct rs_err *err)
 {
 	struct cosigndoc_desc layers[RS_LIMIT_SIGNATURES_PER_DIGEST];
-	const char *ids[RS_LIMIT_SIGNATURES_PER_DIGEST];
 	size_t n = 0;
 	for (size_t i = 0; i < old->n; i++)
 		layers[n++] = (struct cosigndoc_desc){COSIGNDOC_SIMPLESIGNING_MT, old->v[i].digest, old->v[i].size, NULL,
 		                                      old->v[i].annotations, old->v[i].annotation_count};
 	layers[n++] = *added;
-	for (size_t i = 0; i < n; i++)
-		ids[i] = layers[i].digest;
 	char created[32], *config = NULL, cdigest[DIGEST_STR_SIZE];
 	size_t clen = 0;
 	now_rfc3339(created);
-	enum rs_code rc = cosigndoc_sig_config(&config, &clen, ids, n, created, err);
+	enum rs_code rc = sig_docs(layers, n, subject, created, &config, &clen, out, out_len, err);
 	if (!rc)
 		rc = cosign_put_blob(c->st, name, config, clen, cdigest, err);
-	struct cosigndoc_desc cd = {.media_type = COSIGNDOC_CONFIG_MT, .digest = cdigest, .size = clen, .signature = NULL};
-	if (!rc)
-		rc = cosigndoc_manifest(out, out_len, COSIGNDOC_SIG_ARTIFACT_TYPE, &cd, layers, n, subject, NULL, err);
 	free(config);
+	if (rc) {
+		free(*out);
+		*out = NULL;
+	}
 	return rc;
 }
 
@@ -322,6 +341,67 @@ done:
 	free(payload);
 	free(sig);
 	free(body);
+	return rc;
+}
+
+enum rs_code cosign_sig_make(struct cosign *c, const char *identity, const struct cosigndoc_desc *subject,
+                             const char *created, struct cosign_sig *out, struct rs_err *err)
+{
+	char now[32], pdigest[DIGEST_STR_SIZE], *sig = NULL;
+	if (!created) {
+		now_rfc3339(now);
+		created = now;
+	}
+	snprintf(out->tag, sizeof(out->tag), "sha256-%s.sig", digest_hex(subject->digest));
+	enum rs_code rc = cosigndoc_payload(&out->payload, &out->payload_len, identity, subject->digest, err);
+	if (!rc)
+		rc = cosign_sign_bytes(c, out->payload, out->payload_len, &sig, err);
+	if (!rc) {
+		digest_buffer(pdigest, out->payload, out->payload_len);
+		struct cosigndoc_desc layer = {.media_type = COSIGNDOC_SIMPLESIGNING_MT, .digest = pdigest,
+		                               .size = out->payload_len, .signature = sig};
+		rc = sig_docs(&layer, 1, subject, created, &out->config, &out->config_len, &out->manifest,
+		              &out->manifest_len, err);
+	}
+	free(sig);
+	return rc;
+}
+
+void cosign_sig_dispose(struct cosign_sig *s)
+{
+	free(s->payload);
+	free(s->config);
+	free(s->manifest);
+	memset(s, 0, sizeof(*s));
+}
+
+enum rs_code cosign_push_signature(struct cosign *c, struct upstream_push *up, const struct upstream_push_source *src,
+                                   const char *repo, const char *identity, const char *digest, struct rs_err *err)
+{
+	char *subject = NULL, *stype = NULL, got[DIGEST_STR_SIZE];
+	size_t slen = 0;
+	struct cosign_sig sig = {0};
+	snprintf(sig.tag, sizeof(sig.tag), "sha256-%s.sig", digest_hex(digest));
+	enum rs_code rc = src->read_manifest(src->ctx, digest, &subject, &slen, &stype, err);
+	if (!rc) {
+		const struct cosigndoc_desc sub = {.media_type = stype, .digest = digest, .size = slen, .signature = NULL};
+		rc = cosign_sig_make(c, identity, &sub, NULL, &sig, err);
+	}
+	/* the blobs first: the upstream checks that the manifest's blobs are in repo */
+	if (!rc)
+		rc = upstream_push_blob_bytes(up, repo, sig.payload, sig.payload_len, got, err);
+	if (!rc)
+		rc = upstream_push_blob_bytes(up, repo, sig.config, sig.config_len, got, err);
+	if (!rc)
+		rc = upstream_push_manifest(up, repo, sig.tag, COSIGNDOC_MANIFEST_MT, sig.manifest, sig.manifest_len, err);
+	if (rc)
+		rs_err_prefix(err, "cosign signature %s:%s: ", repo, sig.tag);
+	else
+		log_event(LOG_INFO, "cosign-signed %s as %s with key %s, pushed upstream as %s:%s", digest, identity,
+		          c->key_id, repo, sig.tag);
+	cosign_sig_dispose(&sig);
+	free(subject);
+	free(stype);
 	return rc;
 }
 

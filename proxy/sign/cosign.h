@@ -14,6 +14,9 @@
  *   store_pushed_put_manifest), made once per identity and never evicted,
  *   so the registry API serves it like any pushed artifact (tag, digest,
  *   blobs, referrers).
+ * - Makes the signature manifest of an image the push gate sends upstream
+ *   and pushes it there, beside the image (its blobs and the
+ *   `sha256-<hex>.sig` manifest, with the push client upstream_push.h).
  * - Makes a first key pair (`regslim keygen --cosign DIR`).
  *
  * The JSON is config/cosigndoc.c's; cryptography is OpenSSL's (libcrypto).
@@ -21,9 +24,11 @@
 #ifndef RS_PROXY_COSIGN_H
 #define RS_PROXY_COSIGN_H
 
+#include "cosigndoc.h"
 #include "digest.h"
 #include "errors.h"
 #include "store.h"
+#include "upstream_push.h"
 
 #include <stddef.h>
 
@@ -65,6 +70,40 @@ RS_MUST_CHECK enum rs_code cosign_put_blob(struct store *st, const char *name, c
  * RS_IO (signing failed), RS_NOMEM. */
 RS_MUST_CHECK enum rs_code cosign_sign_manifest(struct cosign *c, enum store_area area, const char *name,
                                                 const char *identity, const char *digest, struct rs_err *err);
+
+/* The documents of a new cosign signature manifest holding one signature
+ * (what cosign writes for a first signature of a digest). */
+struct cosign_sig {
+	char tag[80];           /* "sha256-<hex>.sig" of the signed digest */
+	char *payload;          /* the simple-signing payload: the layer's blob */
+	size_t payload_len;
+	char *config;           /* the config blob, naming the payload as its diff_id */
+	size_t config_len;
+	char *manifest;         /* the OCI image manifest (artifactType, subject) */
+	size_t manifest_len;
+};
+
+/* Sign subject (a manifest or index: media type, digest, size) for
+ * identity (a docker reference) and make *out's documents, created (RFC
+ * 3339; NULL: now) being the config's "created". out is zeroed by the
+ * caller; cosign_sig_dispose also on error. RS_IO (signing failed),
+ * RS_NOMEM. */
+RS_MUST_CHECK enum rs_code cosign_sig_make(struct cosign *c, const char *identity,
+                                           const struct cosigndoc_desc *subject, const char *created,
+                                           struct cosign_sig *out, struct rs_err *err);
+/* Release what s holds; a zeroed s is fine. */
+void cosign_sig_dispose(struct cosign_sig *s);
+
+/* Sign digest (a manifest or index that src reads) for identity and push
+ * the signature to repo with up: the payload and config blobs, then the
+ * manifest at tag `sha256-<hex>.sig` (its subject is digest, so a registry
+ * with a referrers API lists it). A `.sig` the upstream had for digest is
+ * replaced. All borrowed. Errors of src, cosign_sig_make and the push
+ * client (RS_UPSTREAM naming the request), prefixed with the .sig's
+ * reference. */
+RS_MUST_CHECK enum rs_code cosign_push_signature(struct cosign *c, struct upstream_push *up,
+                                                 const struct upstream_push_source *src, const char *repo,
+                                                 const char *identity, const char *digest, struct rs_err *err);
 
 /* Make a new ECDSA P-256 key pair in dir (created 0700 when missing):
  * cosign.key (unencrypted PKCS#8 PEM, mode 0600, never overwritten) and

@@ -25,6 +25,7 @@
 #include "sigpayload.h"
 #include "xfer.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <gpgme.h>
@@ -428,18 +429,30 @@ enum rs_code sign_image(struct sign *s, const char *upstream, const char *repo, 
 	return rc;
 }
 
-enum rs_code sign_pushed(struct sign *s, const struct rs_upstream_config *upc, const char *repo, const char *tag,
-                         const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n, struct rs_err *err)
+enum rs_code sign_pushed(struct sign *s, const struct rs_upstream_config *upc, struct upstream_push *up,
+                         const struct upstream_push_source *src, const char *repo, const char *tag, const char *digest,
+                         const char (*children)[DIGEST_STR_SIZE], size_t n, struct rs_err *err)
 {
-	if (!sign_signs(s))
+	if (!sign_signs(s) && !sign_cosign(s))
 		return RS_OK;
 	char identity[SIGN_REF_MAX];
 	if ((size_t)snprintf(identity, sizeof(identity), "%s/%s:%s", upc->name, repo, tag) >= sizeof(identity))
 		return rs_err_set(err, RS_BAD_INPUT, "reference %.100s/%.100s:%.60s is too long to sign", upc->name, repo,
 		                  tag);
-	enum rs_code rc = sign_one(s, repo, identity, digest, err);
+	enum rs_code rc = RS_OK;
+	if (sign_signs(s)) {
+		rc = sign_one(s, repo, identity, digest, err);
+		for (size_t i = 0; !rc && i < n; i++)
+			rc = sign_one(s, repo, identity, children[i], err);
+	}
+	if (rc || !sign_cosign(s))
+		return rc;
+	assert(up && src);
+	/* before the image: the tag that announces it comes last (the spec lets
+	 * a manifest's subject be pushed after it) */
+	rc = cosign_push_signature(s->cosign, up, src, repo, identity, digest, err);
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = sign_one(s, repo, identity, children[i], err);
+		rc = cosign_push_signature(s->cosign, up, src, repo, identity, children[i], err);
 	return rc;
 }
 

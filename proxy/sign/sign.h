@@ -25,7 +25,8 @@
  * http(s) lookasides (xfer.h); never HTTP replies. Keys and signatures are
  * never logged, only their fingerprints. The cosign signing key
  * (signatures.sign.cosign_key_file) is loaded here and used by cosign.c and
- * attest.c. Thread-safe: one GPGME context per operation. */
+ * attest.c; the push gate's optimized image gets its cosign signature pushed
+ * upstream beside it (sign_pushed). Thread-safe: one GPGME context per operation. */
 #ifndef RS_PROXY_SIGN_H
 #define RS_PROXY_SIGN_H
 
@@ -34,6 +35,7 @@
 #include "errors.h"
 #include "store.h"
 #include "upstream.h"
+#include "upstream_push.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -131,15 +133,21 @@ RS_MUST_CHECK enum rs_code sign_verify_original(struct sign *s, const struct rs_
                                                 struct rs_err *err);
 
 /* Sign an optimized image that the push gate sends upstream (gate.h
- * gate_signer_fn), before it is pushed: digest and each manifest of
- * children[0..n) (an index's platform manifests) get a signature for
- * identity "<upc->name>/<repo>:<tag>", kept like sign_image's and served
- * by regslim's lookaside. upc is the push upstream (borrowed): where a
- * signature that lives in the registry (cosign) goes. Nothing to do when
- * no signing key is configured. Errors as sign_image. */
-RS_MUST_CHECK enum rs_code sign_pushed(struct sign *s, const struct rs_upstream_config *upc, const char *repo,
-                                       const char *tag, const char *digest, const char (*children)[DIGEST_STR_SIZE],
-                                       size_t n, struct rs_err *err);
+ * gate_sign_fn), before it is pushed: digest and each manifest of
+ * children[0..n) (an index's platform manifests) get, for identity
+ * "<upc->name>/<repo>:<tag>", a GPG signature (gpg_key set), kept like
+ * sign_image's and served by regslim's lookaside, and a cosign signature
+ * (cosign_key_file set; cosign.h cosign_push_signature), pushed to the
+ * upstream with up, the gate's push client to upc: the `sha256-<hex>.sig`
+ * manifest of each, in repo, with its blobs. src reads the optimized
+ * image's manifests (their media type and size are the .sig's subject).
+ * All borrowed; up and src may be NULL when no cosign key is configured.
+ * Nothing to do when no signing key is configured. Errors as sign_image,
+ * and those of cosign_push_signature (RS_UPSTREAM: the push failed). */
+RS_MUST_CHECK enum rs_code sign_pushed(struct sign *s, const struct rs_upstream_config *upc, struct upstream_push *up,
+                                       const struct upstream_push_source *src, const char *repo, const char *tag,
+                                       const char *digest, const char (*children)[DIGEST_STR_SIZE], size_t n,
+                                       struct rs_err *err);
 
 /* Make a new unprotected OpenPGP signing key (for a service: no passphrase,
  * no expiry) in the GnuPG home dir (created 0700 if missing) for uid;

@@ -4,9 +4,10 @@
  * to send: the GET /v2/ probe that learns the upstream's challenge once, the
  * blob HEAD / mount / POST + PUT sequence, manifest PUTs, the walk of an image
  * (config/imagejson.h) and what each answer means, in messages that start
- * with "upstream <name>: ". Upload bodies stream from a file descriptor;
- * answers are kept only up to a small cap (error messages). Never logs
- * secrets. */
+ * with "upstream <name>: ". Upload bodies stream from a file descriptor
+ * (small documents regslim makes, such as signatures, are sent from
+ * memory); answers are kept only up to a small cap (error messages). Never
+ * logs secrets. */
 #include "upstream_push.h"
 
 #include "digest.h"
@@ -236,15 +237,27 @@ static enum rs_code upload_start(struct upstream_push *u, char **out_loc, const 
 	return rc;
 }
 
-/* PUT the bytes of digest (from src) to the upload URL loc. */
+/* Where the bytes of a blob come from: src (a file descriptor it opens), or
+ * mem[0..len) when src is NULL. */
+struct blob_bytes {
+	const struct upstream_push_source *src;
+	const void *mem;
+	size_t len;
+};
+
+/* PUT the bytes of digest (from bb) to the upload URL loc. */
 static enum rs_code upload_put(struct upstream_push *u, const char *repo, const char *digest, const char *loc,
-			       const struct upstream_push_source *src, const char *scope, struct rs_err *err)
+			       const struct blob_bytes *bb, const char *scope, struct rs_err *err)
 {
 	struct body b = {.content_type = "application/octet-stream", .fd = -1};
 	char *put = NULL;
 	char what[400];
 	struct xfer_answer a = {0};
-	enum rs_code rc = src->open_blob(src->ctx, digest, &b.fd, &b.size, err);
+	enum rs_code rc = RS_OK;
+	if (bb->src)
+		rc = bb->src->open_blob(bb->src->ctx, digest, &b.fd, &b.size, err);
+	else
+		b.mem = bb->mem, b.size = bb->len;
 	if (rc)
 		return rc;
 	if (!(put = fmt_new("%s%sdigest=%s", loc, strchr(loc, '?') ? "&" : "?", digest))) {
@@ -261,13 +274,14 @@ static enum rs_code upload_put(struct upstream_push *u, const char *repo, const 
 out:
 	xfer_answer_dispose(&a);
 	free(put);
-	close(b.fd);
+	if (b.fd >= 0)
+		close(b.fd);
 	return rc;
 }
 
-enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
-				const struct upstream_push_source *src, const char *from, bool *out_sent,
-				struct rs_err *err)
+/* upstream_push_blob with the bytes of bb. */
+static enum rs_code push_blob(struct upstream_push *u, const char *repo, const char *digest,
+			      const struct blob_bytes *bb, const char *from, bool *out_sent, struct rs_err *err)
 {
 	if (out_sent)
 		*out_sent = false;
@@ -290,7 +304,7 @@ enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const
 	}
 	if ((rc = upload_start(u, &loc, repo, digest, from, scope, err)) || !loc)
 		goto out; /* failed, or mounted */
-	if ((rc = upload_put(u, repo, digest, loc, src, scope, err)))
+	if ((rc = upload_put(u, repo, digest, loc, bb, scope, err)))
 		goto out;
 	u->uploaded++;
 	if (out_sent)
@@ -301,6 +315,22 @@ out:
 	free(url);
 	free(scope);
 	return rc;
+}
+
+enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
+				const struct upstream_push_source *src, const char *from, bool *out_sent,
+				struct rs_err *err)
+{
+	const struct blob_bytes bb = {.src = src};
+	return push_blob(u, repo, digest, &bb, from, out_sent, err);
+}
+
+enum rs_code upstream_push_blob_bytes(struct upstream_push *u, const char *repo, const void *buf, size_t len,
+				      char out[DIGEST_STR_SIZE], struct rs_err *err)
+{
+	digest_buffer(out, buf, len);
+	const struct blob_bytes bb = {.mem = buf, .len = len};
+	return push_blob(u, repo, out, &bb, NULL, NULL, err);
 }
 
 enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref, const char *media_type,

@@ -12,10 +12,11 @@
  * Blobs: HEAD first (present: nothing to send), then a cross-repository
  * mount when a source repository is known, else POST an upload and PUT the
  * bytes monolithically, streamed from a file descriptor (never held in
- * memory). Manifests: PUT with their media type as Content-Type, after every
- * blob (and, for an index, every child manifest) it references. An upload
- * Location may be absolute or relative (to the POST URL) but must be on the
- * upstream's origin; a Docker-Content-Digest in the answer to a PUT must be
+ * memory; a small document regslim makes is sent from memory). Manifests:
+ * PUT with their media type as Content-Type, after every blob (and, for an
+ * index, every child manifest) it references. An upload Location may be
+ * absolute or relative (to the POST URL) but must be on the upstream's
+ * origin; a Docker-Content-Digest in the answer to a PUT must be
  * the digest of what was sent. Every request is bounded by the upstream's
  * timeout_s (connect, and no progress).
  * Errors are RS_UPSTREAM naming the upstream, the request and the status
@@ -54,6 +55,12 @@ struct upstream_push_source {
 RS_MUST_CHECK enum rs_code upstream_push_blob(struct upstream_push *u, const char *repo, const char *digest,
 					      const struct upstream_push_source *src, const char *from,
 					      bool *out_sent, struct rs_err *err);
+
+/* Push a small blob held in memory (buf[0..len), borrowed) to repo, as
+ * upstream_push_blob does (skipped when the upstream has it); out receives
+ * its digest. For documents regslim makes, such as signatures. */
+RS_MUST_CHECK enum rs_code upstream_push_blob_bytes(struct upstream_push *u, const char *repo, const void *buf,
+						    size_t len, char out[DIGEST_STR_SIZE], struct rs_err *err);
 
 /* PUT a manifest (borrowed bytes) at repo:ref with media_type. */
 RS_MUST_CHECK enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref,

@@ -7,7 +7,9 @@
  * area (subject = the manifest, one layer per identity, not twice for the
  * same identity), listed among the manifest's referrers, the replaced one
  * no longer; a signature someone else pushed there keeps its annotations
- * (bundle, certificate) beside regslim's. */
+ * (bundle, certificate) beside regslim's. A .sig made for the push gate
+ * (cosign_sig_make) is cosign's payload and config, and a manifest naming
+ * them, its subject and a signature that verifies over the payload. */
 #include "proxy/sign/cosign.h"
 
 #include "cosigndoc.h"
@@ -241,6 +243,67 @@ START_TEST(keeps_signatures_someone_else_pushed)
 }
 END_TEST
 
+START_TEST(a_sig_made_for_a_push_holds_one_signature_of_its_subject)
+{
+	struct rs_err err = {0};
+	struct cosign *c = NULL;
+	ck_assert_msg(cosign_new(&c, key, KP, NULL, &err) == RS_OK, "%s", err.msg);
+	const char *body = "{\"schemaVersion\":2,\"mediaType\":\"" MT_MANIFEST "\",\"config\":{\"mediaType\":"
+	                   "\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:"
+	                   "4444444444444444444444444444444444444444444444444444444444444444\",\"size\":2},\"layers\":[]}";
+	char d[DIGEST_STR_SIZE], pd[DIGEST_STR_SIZE], cd[DIGEST_STR_SIZE], want_tag[80], frag[400];
+	digest_buffer(d, body, strlen(body));
+	const struct cosigndoc_desc sub = {.media_type = MT_MANIFEST, .digest = d, .size = strlen(body)};
+	struct cosign_sig sig = {0};
+	ck_assert_msg(cosign_sig_make(c, "reg.example.com/org/app:1.0", &sub, "2026-12-07T15:00:00Z", &sig, &err) == RS_OK,
+	              "%s", err.msg);
+	snprintf(want_tag, sizeof(want_tag), "sha256-%s.sig", digest_hex(d));
+	ck_assert_str_eq(sig.tag, want_tag);
+	/* the payload is cosign's, naming the identity and the subject */
+	char *payload = NULL, *config = NULL;
+	size_t plen = 0, clen = 0;
+	ck_assert_int_eq(cosigndoc_payload(&payload, &plen, "reg.example.com/org/app:1.0", d, &err), RS_OK);
+	ck_assert_uint_eq(sig.payload_len, plen);
+	ck_assert_mem_eq(sig.payload, payload, plen);
+	/* the config names the payload as its one diff_id */
+	digest_buffer(pd, payload, plen);
+	const char *ids[] = {pd};
+	ck_assert_int_eq(cosigndoc_sig_config(&config, &clen, ids, 1, "2026-12-07T15:00:00Z", &err), RS_OK);
+	ck_assert_uint_eq(sig.config_len, clen);
+	ck_assert_mem_eq(sig.config, config, clen);
+	digest_buffer(cd, config, clen);
+	/* the manifest: that config, one payload layer whose signature verifies, the subject */
+	ck_assert_uint_eq(strlen(sig.manifest), sig.manifest_len);
+	snprintf(frag, sizeof(frag), "\"config\":{\"mediaType\":\"" COSIGNDOC_CONFIG_MT "\",\"digest\":\"%s\",\"size\":%zu}",
+	         cd, clen);
+	ck_assert_msg(strstr(sig.manifest, frag), "%s", sig.manifest);
+	snprintf(frag, sizeof(frag), "{\"mediaType\":\"" COSIGNDOC_SIMPLESIGNING_MT "\",\"digest\":\"%s\",\"size\":%zu,", pd,
+	         plen);
+	ck_assert_msg(strstr(sig.manifest, frag), "%s", sig.manifest);
+	snprintf(frag, sizeof(frag), "\"subject\":{\"mediaType\":\"" MT_MANIFEST "\",\"digest\":\"%s\",\"size\":%zu}", d,
+	         strlen(body));
+	ck_assert_msg(strstr(sig.manifest, frag), "%s", sig.manifest);
+	ck_assert_ptr_nonnull(strstr(sig.manifest, "\"artifactType\":\"" COSIGNDOC_SIG_ARTIFACT_TYPE "\""));
+	ck_assert_uint_eq(count(sig.manifest, COSIGNDOC_SIGNATURE_ANNOTATION), 1);
+	const char *a = strstr(sig.manifest, "\"" COSIGNDOC_SIGNATURE_ANNOTATION "\":\"");
+	ck_assert_ptr_nonnull(a);
+	a += strlen(COSIGNDOC_SIGNATURE_ANNOTATION) + 4;
+	char b64[200];
+	size_t n = strcspn(a, "\"");
+	ck_assert_uint_lt(n, sizeof(b64));
+	memcpy(b64, a, n);
+	b64[n] = '\0';
+	ck_assert(verifies(b64, sig.payload, sig.payload_len));
+	ck_assert(!verifies(b64, body, strlen(body)));
+	cosign_sig_dispose(&sig);
+	ck_assert_ptr_null(sig.manifest);
+	cosign_sig_dispose(&sig); /* twice is fine */
+	free(payload);
+	free(config);
+	cosign_free(c);
+}
+END_TEST
+
 static Suite *cosign_suite(void)
 {
 	Suite *s = suite_create("cosign");
@@ -251,6 +314,7 @@ static Suite *cosign_suite(void)
 	tcase_add_test(tc, refuses_what_is_not_an_unencrypted_p256_key);
 	tcase_add_test(tc, sig_manifest_has_one_layer_per_identity_and_a_subject);
 	tcase_add_test(tc, keeps_signatures_someone_else_pushed);
+	tcase_add_test(tc, a_sig_made_for_a_push_holds_one_signature_of_its_subject);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -9,14 +9,18 @@
  * the key and signature. A signing key that is not in gpg_home stops
  * sign_new with RS_CONFIG, so does a cosign key that is not ECDSA P-256.
  * The push gate's optimized image (sign_pushed) is signed for the pushed
- * reference, index and manifests, once. Cosign's signature, attestation and
+ * reference, index and manifests, once; with a cosign key, a .sig that cannot
+ * be pushed (nothing listens at the upstream) or a manifest the gate's source
+ * lacks fail it, naming the .sig. Cosign's signature, attestation and
  * SBOM tags and the referrers tag pass through. */
 #include "proxy/sign/sign.h"
 
+#include "cosign.h"
 #include "fixture.h"
 #include "config.h"
 #include "digest.h"
 #include "store_fixture.h"
+#include "upstream.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -275,7 +279,8 @@ START_TEST(the_gate_s_optimized_image_is_signed_for_the_pushed_reference)
 	struct rs_err err = {0};
 	/* no signing key: nothing to do */
 	struct sign *s = sign_open(cfg, st);
-	ck_assert_int_eq(sign_pushed(s, &upc, REPO, "1.0", idx, (const char(*)[DIGEST_STR_SIZE])children, 2, &err), RS_OK);
+	const char(*kids)[DIGEST_STR_SIZE] = (const char(*)[DIGEST_STR_SIZE])children;
+	ck_assert_int_eq(sign_pushed(s, &upc, NULL, NULL, REPO, "1.0", idx, kids, 2, &err), RS_OK);
 	char *sig = NULL;
 	size_t len = 0;
 	ck_assert_int_eq(sign_lookaside_get(s, UP, REPO, idx, 1, &sig, &len, &err), RS_NOT_FOUND);
@@ -284,9 +289,7 @@ START_TEST(the_gate_s_optimized_image_is_signed_for_the_pushed_reference)
 	cfg->signatures.gpg_key = strdup(fpr);
 	s = sign_open(cfg, st);
 	for (int twice = 0; twice < 2; twice++)
-		ck_assert_msg(sign_pushed(s, &upc, REPO, "1.0", idx, (const char(*)[DIGEST_STR_SIZE])children, 2, &err) ==
-		                  RS_OK,
-		              "%s", err.msg);
+		ck_assert_msg(sign_pushed(s, &upc, NULL, NULL, REPO, "1.0", idx, kids, 2, &err) == RS_OK, "%s", err.msg);
 	const char *all[] = {idx, m1, m2};
 	char look[1100], ring[1100], cmd[2400];
 	snprintf(look, sizeof(look), "%s/lookaside", fixture_dir());
@@ -324,6 +327,69 @@ START_TEST(the_gate_s_optimized_image_is_signed_for_the_pushed_reference)
 }
 END_TEST
 
+/* The optimized image of the cosign test below, as the gate's source reads it. */
+static const char *PUSHED_BODY = "{\"schemaVersion\":2,\"mediaType\":\"" MT_MANIFEST "\",\"config\":{"
+                                 "\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":"
+                                 "\"sha256:5555555555555555555555555555555555555555555555555555555555555555\","
+                                 "\"size\":2},\"layers\":[]}";
+
+static enum rs_code pushed_open_blob(void *ctx, const char *digest, int *fd, uint64_t *size, struct rs_err *err)
+{
+	(void)ctx, (void)fd, (void)size;
+	return rs_err_set(err, RS_NOT_FOUND, "no blob %s here", digest);
+}
+
+static enum rs_code pushed_read_manifest(void *ctx, const char *digest, char **buf, size_t *len, char **mt,
+                                         struct rs_err *err)
+{
+	(void)ctx;
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, PUSHED_BODY, strlen(PUSHED_BODY));
+	if (strcmp(d, digest) != 0)
+		return rs_err_set(err, RS_NOT_FOUND, "no manifest %s here", digest);
+	*buf = strdup(PUSHED_BODY);
+	*mt = strdup(MT_MANIFEST);
+	*len = strlen(PUSHED_BODY);
+	return RS_OK;
+}
+
+START_TEST(a_cosign_signature_that_cannot_be_pushed_fails_the_signing)
+{
+	struct store *st = store_fixture_store(0);
+	struct rs_config *cfg = store_fixture_config();
+	char dir[1100], key[1200], pub[1200];
+	snprintf(dir, sizeof(dir), "%s/cosign", fixture_dir());
+	struct rs_err err = {0};
+	ck_assert_msg(cosign_keygen(dir, key, pub, sizeof(key), &err) == RS_OK, "%s", err.msg);
+	cfg->signatures.cosign_key_file = strdup(key);
+	ck_assert_int_eq(upstream_global_init(&err), RS_OK);
+	/* nothing listens on port 1: the push client's first request is refused */
+	struct rs_upstream_config upc = {.name = "reg.example.com", .url = "http://127.0.0.1:1", .timeout_s = 10};
+	struct upstream_push *up = NULL;
+	ck_assert_msg(upstream_push_new(&up, &upc, &err) == RS_OK, "%s", err.msg);
+	const struct upstream_push_source src = {pushed_open_blob, pushed_read_manifest, NULL};
+	char d[DIGEST_STR_SIZE];
+	digest_buffer(d, PUSHED_BODY, strlen(PUSHED_BODY));
+	/* a cosign key alone is a signing key for the gate */
+	struct sign *s = sign_open(cfg, st);
+	ck_assert(!sign_signs(s));
+	ck_assert_int_eq(sign_pushed(s, &upc, up, &src, REPO, "1.0", d, NULL, 0, &err), RS_UPSTREAM);
+	char want[200];
+	snprintf(want, sizeof(want), "cosign signature " REPO ":sha256-%s.sig: upstream reg.example.com: ", digest_hex(d));
+	ck_assert_msg(strncmp(err.msg, want, strlen(want)) == 0, "%s", err.msg);
+	/* a manifest the source does not have is not signed either */
+	char gone[DIGEST_STR_SIZE];
+	digest_buffer(gone, "gone", 4);
+	rs_err_clear(&err);
+	ck_assert_int_eq(sign_pushed(s, &upc, up, &src, REPO, "1.0", gone, NULL, 0, &err), RS_NOT_FOUND);
+	ck_assert_msg(strstr(err.msg, "cosign signature " REPO ":sha256-"), "%s", err.msg);
+	sign_free(s);
+	upstream_push_free(up);
+	upstream_global_cleanup();
+	store_free(st);
+}
+END_TEST
+
 START_TEST(signature_tags_pass_through)
 {
 	const char *hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -353,6 +419,7 @@ static Suite *sign_suite(void)
 	tcase_add_test(tc, a_key_not_in_gpg_home_stops_the_start);
 	tcase_add_test(tc, cosign_keys_must_be_ecdsa_p256);
 	tcase_add_test(tc, the_gate_s_optimized_image_is_signed_for_the_pushed_reference);
+	tcase_add_test(tc, a_cosign_signature_that_cannot_be_pushed_fails_the_signing);
 	tcase_add_test(tc, signature_tags_pass_through);
 	suite_add_tcase(s, tc);
 	return s;

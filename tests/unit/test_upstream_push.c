@@ -7,6 +7,7 @@
  *     stops them in a lab of this suite's own), read back with the pull
  *     client (upstream.h): an image, its blobs skipped when present, an
  *     index with its platform manifests by digest, a cross-repository mount,
+ *     a blob pushed from memory (then skipped),
  *     and wrong credentials of both kinds. Skipped with a printed reason when
  *     docker-registry is not installed.
  * (b) Against small in-process fake peers (libmicrohttpd on 127.0.0.1, a
@@ -355,6 +356,28 @@ START_TEST(mounts_a_blob_from_another_repository)
 	expect_upstream_blob_size(&cfg, "t/to", &I.layer);
 	upstream_push_free(u);
 	image_free();
+}
+END_TEST
+
+START_TEST(pushes_a_blob_from_memory_once)
+{
+	LAB_REQUIRED();
+	char url[64];
+	struct rs_upstream_config cfg = lab_cfg(url, sizeof(url), 2, "lab", "labpass");
+	struct upstream_push *u = push_new(&cfg);
+	struct rs_err err = {0};
+	static const char doc[] = "{\"a signature document\":\"held in memory\"}";
+	struct object o = {.len = sizeof(doc) - 1};
+	ck_assert_msg(upstream_push_blob_bytes(u, "t/mem", doc, o.len, o.digest, &err) == RS_OK, "%s", err.msg);
+	char want[DIGEST_STR_SIZE];
+	digest_buffer(want, doc, o.len);
+	ck_assert_str_eq(o.digest, want);
+	expect_counts(u, 1, 0, 0);
+	expect_upstream_blob_size(&cfg, "t/mem", &o);
+	/* again: the upstream has it */
+	ck_assert_msg(upstream_push_blob_bytes(u, "t/mem", doc, o.len, o.digest, &err) == RS_OK, "%s", err.msg);
+	expect_counts(u, 1, 1, 0);
+	upstream_push_free(u);
 }
 END_TEST
 
@@ -751,6 +774,7 @@ Suite *upstream_push_suite(void)
 	tcase_add_test(tc, refuses_wrong_basic_credentials_naming_the_request);
 	tcase_add_test(tc, pushes_an_index_through_the_token_server);
 	tcase_add_test(tc, mounts_a_blob_from_another_repository);
+	tcase_add_test(tc, pushes_a_blob_from_memory_once);
 	tcase_add_test(tc, refuses_wrong_token_credentials_naming_the_token_endpoint);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
