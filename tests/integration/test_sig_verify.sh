@@ -25,7 +25,13 @@
 # test's gpg at /extensions/v2/<repo>/signatures/<digest>: a good one verifies, a tampered one
 # is refused. The push gate with a signing key: the optimized image pushed upstream has regslim's
 # GPG signature for the pushed reference, checked with gpg (optimize-and-push: the tag;
-# push-original-and-optimized: tag + suffix, and the original gets none of regslim's).
+# push-original-and-optimized: tag + suffix, and the original gets none of regslim's); with a
+# cosign key too, the upstream itself (read directly with curl) has the sha256-<hex>.sig manifest
+# of the optimized manifest, of an optimized index and of each of its platform manifests (subject,
+# payload naming the pushed reference and digest), whose signature the test checks with
+# `openssl dgst -sha256 -verify` and the gate's public key (a tampered signature or payload
+# fails); a gate whose upstream cannot take the signature answers the push with an error naming
+# the cosign signature.
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
@@ -355,8 +361,11 @@ cat > "$G/regslim.json" << EOF
  "push": {"policies": [{"repositories": ["gated/*"], "mode": "optimize-and-push", "rules": {"secrets": {"action": "deny"}}},
                        {"repositories": ["both/*"], "mode": "push-original-and-optimized", "optimized_tag_suffix": "-slim",
                         "rules": {"secrets": {"action": "deny"}}}]},
- "signatures": {"sign": {"gpg_home": "$S/org", "gpg_key": "$ORG"}}}
+ "signatures": {"sign": {"gpg_home": "$S/org", "gpg_key": "$ORG", "cosign_key_file": "$G/cosign.key"}}}
 EOF
+expect "the gate's cosign key pair made with openssl" \
+	"timeout 30 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '$G/cosign.key' 2> /dev/null &&
+	 timeout 30 openssl pkey -in '$G/cosign.key' -pubout -out '$G/cosign.pub' 2> /dev/null" "openssl failed"
 G_PORT=$((LAB_PORT_BASE + 52))
 if regslim_spawn gate "$G_PORT" "" "$REGSLIM_LAB/rs-gate" --config "$G/regslim.json" 2> "$LOGS/gate-start.err"; then
 	pass "regslim with a push policy and a signing key started"
@@ -386,6 +395,77 @@ expect_eq "... names the pushed reference" "$(jq -r '.critical.identity["docker-
 	"docker.io/gated/app:1"
 expect_eq "... and the optimized digest" "$(jq -r '.critical.image["docker-manifest-digest"]' "$W/gate.payload" 2> /dev/null)" \
 	"$PD"
+# the cosign signature went upstream with the image: read from the upstream directly, checked with openssl
+# cosign_upstream REPO DIGEST PREFIX: the upstream's sha256-<hex>.sig of DIGEST in REPO into PREFIX.json, its
+# first layer's payload blob into PREFIX.payload and its signature (DER) into PREFIX.der
+cosign_upstream() {
+	manifest_get "$U" "$1" "sha256-${2#sha256:}.sig" > "$3.json" &&
+		http_get "http://$U/v2/$1/blobs/$(jq -r '.layers[0].digest' "$3.json")" > "$3.payload" &&
+		jq -r '.layers[0].annotations["dev.cosignproject.cosign/signature"]' "$3.json" | base64 -d > "$3.der"
+}
+# cosign_ok PREFIX DIGEST IDENTITY: the .sig of cosign_upstream is cosign's (one simple-signing layer whose blob is
+# the payload, subject DIGEST), the payload names IDENTITY and DIGEST, and its signature verifies with the gate's key
+cosign_ok() {
+	[ "$(jq -r '.layers | length' "$1.json")" = 1 ] &&
+		[ "$(jq -r '.layers[0].mediaType' "$1.json")" = "$COSIGN_MT" ] &&
+		[ "$(jq -r '.layers[0].digest' "$1.json")" = "$(sha256_of "$1.payload")" ] &&
+		[ "$(jq -r '"\(.subject.digest) \(.artifactType)"' "$1.json")" = "$2 $COSIGN_AT" ] &&
+		[ "$(jq -r .critical.type "$1.payload")" = "cosign container image signature" ] &&
+		[ "$(jq -r '.critical.image["docker-manifest-digest"]' "$1.payload")" = "$2" ] &&
+		[ "$(jq -r '.critical.identity["docker-reference"]' "$1.payload")" = "$3" ] &&
+		timeout 30 openssl dgst -sha256 -verify "$G/cosign.pub" -signature "$1.der" "$1.payload" > /dev/null 2>&1
+}
+expect "the upstream has the sha256-<optimized hex>.sig tag of gated/app (read from the upstream directly)" \
+	"cosign_upstream gated/app '$PD' '$W/gcos'" "$(head -c 300 "$W/gcos.json" 2> /dev/null)"
+expect_eq "... its subject is the pushed optimized manifest (digest, size, type)" \
+	"$(jq -r '"\(.subject.digest) \(.subject.size) \(.subject.mediaType)"' "$W/gcos.json" 2> /dev/null)" \
+	"$PD $(manifest_get "$U" gated/app 1 | wc -c) $(manifest_get "$U" gated/app 1 | jq -r .mediaType)"
+expect_eq "... its payload names the optimized digest" \
+	"$(jq -r '.critical.image["docker-manifest-digest"]' "$W/gcos.payload" 2> /dev/null)" "$PD"
+expect_eq "... and the pushed reference" \
+	"$(jq -r '.critical.identity["docker-reference"]' "$W/gcos.payload" 2> /dev/null)" "docker.io/gated/app:1"
+expect "... its signature verifies over the payload with the gate's public key (openssl dgst -verify)" \
+	"timeout 30 openssl dgst -sha256 -verify '$G/cosign.pub' -signature '$W/gcos.der' '$W/gcos.payload'" \
+	"Verification failure"
+expect "... and the whole .sig is cosign's layout" "cosign_ok '$W/gcos' '$PD' docker.io/gated/app:1" \
+	"$(head -c 300 "$W/gcos.json" 2> /dev/null)"
+http_get "http://$U/v2/gated/app/blobs/$(jq -r .config.digest "$W/gcos.json" 2> /dev/null)" > "$W/gcos.config" || true
+expect_eq "... whose config names the payload as its one diff_id" \
+	"$(jq -r '.rootfs.diff_ids | join(" ")' "$W/gcos.config" 2> /dev/null)" "$(sha256_of "$W/gcos.payload")"
+$PY - "$W/gcos.der" "$W/gcos-t.der" << 'EOF'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[len(b) // 2] ^= 1
+open(sys.argv[2], "wb").write(bytes(b))
+EOF
+expect "a tampered signature fails the same check" \
+	"! timeout 30 openssl dgst -sha256 -verify '$G/cosign.pub' -signature '$W/gcos-t.der' '$W/gcos.payload' > /dev/null 2>&1" \
+	"the tampered signature verified"
+sed "s/${PD#sha256:}/${ORIG#sha256:}/" "$W/gcos.payload" > "$W/gcos-t.payload"
+expect "... and so does the signature over a payload naming the original digest" \
+	"! timeout 30 openssl dgst -sha256 -verify '$G/cosign.pub' -signature '$W/gcos.der' '$W/gcos-t.payload' > /dev/null 2>&1" \
+	"it verified"
+expect_eq "the original has no .sig of regslim's upstream (404)" \
+	"$(http_code "http://$U/v2/gated/app/manifests/sha256-${ORIG#sha256:}.sig" "${RS_ACCEPT_ALL[@]}")" 404
+# an index: the optimized index and each platform manifest get their .sig upstream
+: > "$LOGS/gate-push3.log"
+expect "skopeo pushes the multi-platform gated/multi:1 through the gate (optimize-and-push, --all)" \
+	"timeout 300 skopeo --insecure-policy copy --all --src-tls-verify=false --dest-tls-verify=false --dest-creds alice:alicepw \
+	 'docker://$U/library/multi:latest' 'docker://127.0.0.1:$G_PORT/gated/multi:1' > '$LOGS/gate-push3.log' 2>&1" \
+	"$(tail -n 2 "$LOGS/gate-push3.log")"
+MD=$(manifest_digest "$U" gated/multi 1)
+manifest_get "$U" gated/multi 1 > "$W/gmulti.json" 2> /dev/null || true
+n=0
+for d in "$MD" $(jq -r '.manifests[].digest' "$W/gmulti.json" 2> /dev/null); do
+	if [ -n "$d" ] && cosign_upstream gated/multi "$d" "$W/gmulti-$n" &&
+		cosign_ok "$W/gmulti-$n" "$d" docker.io/gated/multi:1; then
+		pass "upstream .sig of $([ $n = 0 ] && echo the optimized index || echo platform manifest $n) of gated/multi:1 verifies (subject, identity, digest)"
+	else
+		fail "upstream .sig of gated/multi:1 document $n ($d)" "$(head -c 300 "$W/gmulti-$n.json" 2> /dev/null)"
+	fi
+	n=$((n + 1))
+done
+expect_ge "the index and at least two platform manifests checked" "$n" 3
 # push-original-and-optimized: the optimized image is signed as tag + suffix, the original is not regslim's to sign
 : > "$LOGS/gate-push2.log"
 expect "skopeo pushes both/app:1 through the gate (push-original-and-optimized)" \
@@ -406,6 +486,44 @@ expect_eq "... for the reference it is pushed as (with the suffix)" \
 code=$(curl -s -u alice:alicepw -o /dev/null -w '%{http_code}' --max-time "$HTTP_TIMEOUT" \
 	"http://127.0.0.1:$G_PORT/sigstore/both/app@sha256=${ORIG#sha256:}/signature-1")
 expect_eq "the original pushed at both/app:1 has no signature of regslim's: 404" "$code" 404
+expect "the upstream has the cosign .sig of both/app:1-slim, for the reference with the suffix" \
+	"cosign_upstream both/app '$BD' '$W/bcos' && cosign_ok '$W/bcos' '$BD' docker.io/both/app:1-slim" \
+	"$(head -c 300 "$W/bcos.json" 2> /dev/null)"
+expect_eq "... and none of the original pushed at both/app:1 (404)" \
+	"$(http_code "http://$U/v2/both/app/manifests/sha256-${ORIG#sha256:}.sig" "${RS_ACCEPT_ALL[@]}")" 404
 lab_stop regslim-gate 15
+
+# a gate (cosign key only) whose push upstream, another than the one it mirrors, does not answer
+# (nothing listens on its port): the forward fails on the signature, the first thing it sends there
+DOWN_PORT=$((LAB_PORT_BASE + 63))
+cat > "$G/down.json" << EOF
+{"upstreams": [{"name": "docker.io", "url": "http://$U", "default": true},
+               {"name": "down.lab", "url": "http://127.0.0.1:$DOWN_PORT", "timeout_s": 10}],
+ "auth": {"htpasswd": "$G/htpasswd", "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
+ "push": {"upstream": "down.lab",
+          "policies": [{"repositories": ["gated/*"], "mode": "optimize-and-push", "rules": {"secrets": {"action": "deny"}}}]},
+ "signatures": {"sign": {"cosign_key_file": "$G/cosign.key"}}}
+EOF
+if regslim_spawn gate-down "$G_PORT" "" "$REGSLIM_LAB/rs-gate-down" --config "$G/down.json" 2> "$LOGS/gate-down.err"; then
+	: > "$LOGS/gate-push4.log"
+	expect "a push through a gate whose upstream cannot take the cosign signature fails" \
+		"! timeout 300 skopeo --insecure-policy copy --retry-times 0 --src-tls-verify=false --dest-tls-verify=false \
+		 --dest-creds alice:alicepw 'docker://$U/library/tiny:latest' 'docker://127.0.0.1:$G_PORT/gated/down:1' \
+		 > '$LOGS/gate-push4.log' 2>&1" "$(tail -n 2 "$LOGS/gate-push4.log")"
+	# the same manifest again with curl (skopeo uploaded its blobs), to read the answer's body
+	manifest_get "$U" library/tiny latest > "$W/down-m.json" 2> /dev/null || true
+	code=$(curl -s -u alice:alicepw -o "$W/down.answer" -w '%{http_code}' --max-time "$HTTP_TIMEOUT" -X PUT \
+		-H "Content-Type: $(jq -r '.mediaType // "application/vnd.docker.distribution.manifest.v2+json"' "$W/down-m.json")" \
+		--data-binary "@$W/down-m.json" "http://127.0.0.1:$G_PORT/v2/gated/down/manifests/1")
+	expect "... the client is told why: 502, the forward failed on the cosign signature" \
+		"[ '$code' = 502 ] && grep -q 'forwarding to the upstream failed: signing the optimized image .*cosign signature gated/down:sha256-' '$W/down.answer'" \
+		"$code $(head -c 300 "$W/down.answer")"
+	expect "... and regslim says the cosign signature could not be pushed" \
+		"grep -qE 'push gated/down:1 .*not forwarded: signing the optimized image sha256:[0-9a-f]{64}: cosign signature gated/down:sha256-[0-9a-f]{64}[.]sig: upstream down.lab' '$LOGS/regslim-gate-down.log'" \
+		"$(grep 'gated/down' "$LOGS/regslim-gate-down.log" | tail -n 1)"
+	lab_stop regslim-gate-down 15
+else
+	fail "regslim gate-down start" "$(head -n 3 "$LOGS/gate-down.err")"
+fi
 
 finish
