@@ -4,6 +4,8 @@
  * they are written (optimizer/digest.h), fsynced, verified against the digest
  * and size the caller expected, renamed to <kind>/sha256/<2 hex>/<hex> and the
  * directory fsynced (STYLE.md section 2; redis rdbSave, libgit2 filebuf).
+ * A file its caller wrote, fsynced and verified on the same file system (an
+ * upload, push.c) is renamed into place the same way (blobstore_place_file).
  * Tag maps are small fixed-format JSON files written the same way.
  *
  * Accounting: the bytes under blobs/ and manifests/ are counted once at open
@@ -773,7 +775,8 @@ static enum rs_code place_object(struct blobstore *bs, enum blobstore_kind kind,
 		index_insert(bs, spare);
 		spare = NULL;
 	} else {
-		rc = rs_err_set(err, RS_IO, "rename %s to %s: %s", temp, target, strerror(errno));
+		int e = errno; /* EXDEV: blobstore_place_file's file is on another file system */
+		rc = rs_err_set(err, e == EXDEV ? RS_UNSUPPORTED : RS_IO, "rename %s to %s: %s", temp, target, strerror(e));
 	}
 	pthread_mutex_unlock(&bs->mu);
 	free(spare);
@@ -825,6 +828,13 @@ out:
 		(void)unlink(w->path); /* may already be gone; nothing else to do */
 	writer_release(w);
 	return rc;
+}
+
+enum rs_code blobstore_place_file(struct blobstore *bs, enum blobstore_kind kind, const char *digest, const char *path,
+                                  uint64_t size, struct rs_err *err)
+{
+	enum rs_code rc = digest_parse(digest, err);
+	return rc != RS_OK ? rc : place_object(bs, kind, digest_hex(digest), path, size, err);
 }
 
 void blobstore_writer_abort(struct blobstore_writer *w)

@@ -76,6 +76,16 @@ RS_MUST_CHECK enum rs_code blobstore_writer_commit(struct blobstore_writer *w, s
 /* Unlink the temp file and free w. NULL is fine. */
 void blobstore_writer_abort(struct blobstore_writer *w);
 
+/* Move a file the caller wrote, fsynced and verified against digest (size
+ * bytes) into place with rename(2), index it and fsync the directory, as
+ * blobstore_writer_commit() does after its own checks: the caller vouches for
+ * the bytes (push.c's uploads, hashed as they arrived). The file must be on
+ * the store's file system: RS_UNSUPPORTED when rename(2) says EXDEV, and the
+ * file stays where it was (as on any failure before the rename). If the
+ * object is already there, the file is unlinked and the result is RS_OK. */
+RS_MUST_CHECK enum rs_code blobstore_place_file(struct blobstore *bs, enum blobstore_kind kind, const char *digest,
+                                                const char *path, uint64_t size, struct rs_err *err);
+
 /* Store a manifest held in memory: verified against digest, media type kept
  * beside it. Idempotent. */
 RS_MUST_CHECK enum rs_code blobstore_put_manifest(struct blobstore *bs, const char *digest, const char *media_type,

@@ -10,9 +10,12 @@
  * two requests never write one upload at once. The file's mtime is the last
  * activity that push_sweep() compares with push.upload_idle_timeout_s.
  *
- * A finished upload is verified against its digest and copied (streamed)
- * into the push store through a verified blobstore writer, which hashes it
- * again on the way. Manifests are parsed with config/imagejson.h, checked
+ * A finished upload is verified against its digest with that running hash,
+ * fsynced and renamed into the push store (blobstore_place_file): no copy
+ * and no second hashing, so the final PUT of a large blob costs an fsync and
+ * a rename. Only when the rename cannot be done (the push store on another
+ * file system) is it copied through a verified blobstore writer, which
+ * hashes it again. Manifests are parsed with config/imagejson.h, checked
  * (type, schemaVersion, digests, references) and stored with their media
  * type; tags go to the push store's tag map under the namespace "pushed".
  *
@@ -42,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +90,8 @@ struct push {
 	bool touched_lost; /* a note did not fit (no memory): the sweep removes nothing more */
 	void (*gc_hook)(void *ctx); /* push_set_gc_hook (tests) */
 	void *gc_hook_ctx;
+	/* push_commit_stats */
+	_Atomic uint64_t renamed, copied, rehashed_bytes;
 };
 
 struct push_upload {
@@ -331,6 +337,7 @@ static enum rs_code rehash(struct push_upload *u, struct rs_err *err)
 		}
 		digest_update(s->dc, buf, (size_t)n);
 		s->hashed += (uint64_t)n;
+		atomic_fetch_add(&u->p->rehashed_bytes, (uint64_t)n);
 	}
 	free(buf);
 	return rc;
@@ -444,6 +451,33 @@ enum rs_code push_upload_write(struct push_upload *u, const void *buf, size_t le
 	return RS_OK;
 }
 
+/* Put the verified upload into the push store: fsynced and renamed into
+ * place (its bytes were hashed as they were written, or reread by rehash);
+ * copied, and hashed again on the way, when the push store is on another
+ * file system or the file's size is not what was hashed (not expected). */
+static enum rs_code upload_place(struct push_upload *u, const char *digest, struct rs_err *err)
+{
+	if (fsync(u->fd) != 0)
+		return rs_err_set(err, RS_IO, "fsync %s: %s", u->data, strerror(errno));
+	struct stat st;
+	if (fstat(u->fd, &st) == 0 && (uint64_t)st.st_size == u->size) {
+		enum rs_code rc = blobstore_place_file(u->p->store, BLOBSTORE_BLOB, digest, u->data, u->size, err);
+		if (rc == RS_OK)
+			atomic_fetch_add(&u->p->renamed, 1);
+		if (rc != RS_UNSUPPORTED)
+			return rc;
+	}
+	atomic_fetch_add(&u->p->copied, 1);
+	return copy_into(u->p->store, digest, u->fd, u->size, err);
+}
+
+void push_commit_stats(struct push *p, struct push_commit_stats *out)
+{
+	out->renamed = atomic_load(&p->renamed);
+	out->copied = atomic_load(&p->copied);
+	out->rehashed_bytes = atomic_load(&p->rehashed_bytes);
+}
+
 enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struct rs_err *err)
 {
 	enum rs_code rc = digest_parse(digest, err);
@@ -465,14 +499,16 @@ enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struc
 	}
 	/* An object already there starts its grace period again (the manifest
 	 * that will reference it comes later); one a sweep just removed is
-	 * copied again. */
+	 * put there again. */
 	gc_note(u->p, digest);
 	if (!blobstore_touch(u->p->store, BLOBSTORE_BLOB, digest))
-		rc = copy_into(u->p->store, digest, u->fd, u->size, err);
+		rc = upload_place(u, digest, err);
 	/* the blob is this repository's from now on (and only this one's) */
 	if (rc == RS_OK)
 		rc = blobstore_link(u->p->store, PUSH_TAG_NS, u->repo, BLOBSTORE_BLOB, digest, err);
-	release(u, rc == RS_OK || rc == RS_DIGEST_MISMATCH);
+	/* kept for a retry of the PUT unless done, refused, or its file is gone
+	 * (renamed, then the directory's fsync failed) */
+	release(u, rc == RS_OK || rc == RS_DIGEST_MISMATCH || access(u->data, F_OK) != 0);
 	return rc;
 }
 

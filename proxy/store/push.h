@@ -65,9 +65,19 @@ RS_MUST_CHECK enum rs_code push_upload_write(struct push_upload *u, const void *
 
 /* Finish: the bytes must hash to digest (RS_DIGEST_MISMATCH, and the upload
  * is removed; RS_DIGEST_INVALID for a bad digest string, the upload kept).
- * On success the blob is in the push store, linked to the upload's
- * repository, and the upload is gone. Releases u whatever the outcome. */
+ * On success the blob is in the push store (the upload's file renamed
+ * there, fsynced), linked to the upload's repository, and the upload is
+ * gone. Releases u whatever the outcome. */
 RS_MUST_CHECK enum rs_code push_upload_commit(struct push_upload *u, const char *digest, struct rs_err *err);
+
+/* What the commits of p's uploads did since push_new (tests, bench/):
+ * uploads renamed into the push store, uploads copied there (another file
+ * system), and bytes read back from upload files to rebuild a running hash
+ * (an upload resumed after a restart, or after a write that failed). */
+struct push_commit_stats {
+	uint64_t renamed, copied, rehashed_bytes;
+};
+void push_commit_stats(struct push *p, struct push_commit_stats *out);
 
 /* Release u, keeping the upload for later requests. NULL is fine. */
 void push_upload_close(struct push_upload *u);

@@ -5,8 +5,11 @@
  * only from a repository that holds the blob (repository links), manifest checks (references, type, JSON, size,
  * digest refs), the push tag map and the referrers index of pushed manifests
  * with a subject; a garbage collection sweep that a push falls into (the
- * push's manifest, blobs and uploads are spared). Blob bytes come from a
- * seed. */
+ * push's manifest, blobs and uploads are spared); the commit of an upload by
+ * its running hash and a rename (the object is the upload's file, nothing
+ * reread), a mismatch that leaves nothing, and the fallback to rehashing the
+ * file when the running hash is gone (restart) or behind the file. Blob
+ * bytes come from a seed. */
 #include "push.h"
 
 #include "digest.h"
@@ -128,6 +131,179 @@ START_TEST(resumes_after_restart)
 	ck_assert_int_eq(push_upload_write(u, b + 123457, 200000 - 123457, &err), RS_OK);
 	ck_assert_msg(push_upload_commit(u, d, &err) == RS_OK, "%s", err.msg);
 	ck_assert(blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	free(b);
+	push_free(p);
+}
+END_TEST
+
+/* The upload's file and the pushed object's file. */
+static const char *upload_file(const char *uuid)
+{
+	static char path[4096];
+	snprintf(path, sizeof(path), "%s/uploads/%s.data", fixture_dir(), uuid);
+	return path;
+}
+
+static const char *object_file(const char *digest)
+{
+	static char path[4096];
+	const char *hex = digest + strlen("sha256:");
+	snprintf(path, sizeof(path), "%s/push/blobs/sha256/%.2s/%s", fixture_dir(), hex, hex);
+	return path;
+}
+
+/* The object is there with exactly the n bytes of b, linked to repo, the
+ * upload's file and session are gone, and the push store counts its size. */
+static void assert_committed(struct push *p, const char *repo, const char *uuid, const char *digest,
+                             const unsigned char *b, size_t n)
+{
+	size_t len = 0;
+	char *got = fixture_read_file(object_file(digest), &len);
+	ck_assert_uint_eq(len, n);
+	ck_assert(memcmp(got, b, n) == 0);
+	free(got);
+	ck_assert(push_holds(p, repo, BLOBSTORE_BLOB, digest));
+	ck_assert_uint_eq(blobstore_size(push_store(p)), n);
+	struct stat st;
+	ck_assert_int_ne(stat(upload_file(uuid), &st), 0);
+	struct push_upload *u;
+	struct rs_err err = {0};
+	ck_assert_int_eq(push_upload_open(p, repo, uuid, &u, &err), RS_NOT_FOUND);
+	ck_assert_int_eq(fixture_count_files(fixture_path("uploads")), 0);
+	ck_assert_int_eq(fixture_count_files(fixture_path("push/tmp")), 0);
+}
+
+START_TEST(commit_renames_the_upload_by_its_running_hash)
+{
+	struct push *p = open_push();
+	size_t n = 700001;
+	unsigned char *b = fixture_bytes(11, n);
+	char d[DIGEST_STR_SIZE], uuid[PUSH_UUID_SIZE];
+	digest_buffer(d, b, n);
+	struct push_upload *u;
+	struct rs_err err = {0};
+	ck_assert_int_eq(push_upload_start(p, "team/app", uuid, &err), RS_OK);
+	/* chunks in order, each in its own request */
+	for (size_t off = 0; off < n; off += 65536) {
+		ck_assert_int_eq(push_upload_open(p, "team/app", uuid, &u, &err), RS_OK);
+		size_t k = n - off < 65536 ? n - off : 65536;
+		ck_assert_int_eq(push_upload_write(u, b + off, k, &err), RS_OK);
+		push_upload_close(u);
+	}
+	struct stat before, after;
+	ck_assert_int_eq(stat(upload_file(uuid), &before), 0);
+	ck_assert_int_eq(push_upload_open(p, "team/app", uuid, &u, &err), RS_OK);
+	ck_assert_msg(push_upload_commit(u, d, &err) == RS_OK, "%s", err.msg);
+	/* the object is the upload's file, renamed: same inode, not a copy */
+	ck_assert_int_eq(stat(object_file(d), &after), 0);
+	ck_assert_uint_eq(after.st_ino, before.st_ino);
+	ck_assert_uint_eq(after.st_dev, before.st_dev);
+	struct push_commit_stats cs;
+	push_commit_stats(p, &cs);
+	ck_assert_uint_eq(cs.renamed, 1);
+	ck_assert_uint_eq(cs.copied, 0);
+	ck_assert_uint_eq(cs.rehashed_bytes, 0); /* nothing was read back */
+	assert_committed(p, "team/app", uuid, d, b, n);
+	/* the same bytes uploaded again: the object is kept, the upload dropped */
+	char d2[DIGEST_STR_SIZE];
+	upload_blob(p, "team/app", 11, n, n, d2);
+	ck_assert_str_eq(d2, d);
+	ck_assert_int_eq(stat(object_file(d), &after), 0);
+	ck_assert_uint_eq(after.st_ino, before.st_ino);
+	ck_assert_uint_eq(blobstore_size(push_store(p)), n);
+	ck_assert_int_eq(fixture_count_files(fixture_path("uploads")), 0);
+	free(b);
+	push_free(p);
+	/* what was renamed is indexed like a written object after a restart */
+	p = open_push();
+	ck_assert_uint_eq(blobstore_size(push_store(p)), n);
+	ck_assert(push_holds(p, "team/app", BLOBSTORE_BLOB, d));
+	push_free(p);
+}
+END_TEST
+
+START_TEST(commit_mismatch_by_running_hash_leaves_nothing)
+{
+	struct push *p = open_push();
+	size_t n = 300000;
+	unsigned char *b = fixture_bytes(12, n);
+	char d[DIGEST_STR_SIZE], claimed[DIGEST_STR_SIZE], uuid[PUSH_UUID_SIZE];
+	digest_buffer(d, b, n);
+	digest_buffer(claimed, b, n - 1); /* all but the last byte */
+	struct push_upload *u;
+	struct rs_err err = {0};
+	ck_assert_int_eq(push_upload_start(p, "a/b", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "a/b", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, 100000, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b + 100000, n - 100000, &err), RS_OK);
+	ck_assert_int_eq(push_upload_commit(u, claimed, &err), RS_DIGEST_MISMATCH);
+	ck_assert_ptr_nonnull(strstr(err.msg, d)); /* what the bytes hash to */
+	ck_assert(!blobstore_has(push_store(p), BLOBSTORE_BLOB, claimed));
+	ck_assert(!blobstore_has(push_store(p), BLOBSTORE_BLOB, d));
+	ck_assert_uint_eq(blobstore_size(push_store(p)), 0);
+	ck_assert_int_eq(fixture_count_files(fixture_path("push/blobs")), 0);
+	ck_assert_int_eq(fixture_count_files(fixture_path("push/tmp")), 0);
+	ck_assert_int_eq(fixture_count_files(fixture_path("uploads")), 0);
+	ck_assert_int_eq(push_upload_open(p, "a/b", uuid, &u, &err), RS_NOT_FOUND);
+	struct push_commit_stats cs;
+	push_commit_stats(p, &cs);
+	ck_assert_uint_eq(cs.renamed + cs.copied + cs.rehashed_bytes, 0);
+	free(b);
+	push_free(p);
+}
+END_TEST
+
+START_TEST(commit_rehashes_when_the_running_hash_is_gone_or_behind)
+{
+	struct push *p = open_push();
+	size_t n = 400000, part = 123457;
+	unsigned char *b = fixture_bytes(13, n);
+	char d[DIGEST_STR_SIZE], uuid[PUSH_UUID_SIZE];
+	digest_buffer(d, b, n);
+	struct push_upload *u;
+	struct rs_err err = {0};
+	struct push_commit_stats cs;
+	/* resumed after a restart: the hash is rebuilt from the file once */
+	ck_assert_int_eq(push_upload_start(p, "r/s", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, part, &err), RS_OK);
+	push_upload_close(u);
+	push_free(p);
+	p = open_push();
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b + part, 2 * part - part, &err), RS_OK);
+	push_upload_close(u);
+	push_commit_stats(p, &cs);
+	ck_assert_uint_eq(cs.rehashed_bytes, part);
+	/* bytes on disk the running hash never saw (a write the process lost
+	 * track of): the next use rehashes the whole file */
+	int fd = open(upload_file(uuid), O_WRONLY | O_APPEND);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, b + 2 * part, n - 2 * part), (ssize_t)(n - 2 * part));
+	close(fd);
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_uint_eq(push_upload_size(u), n);
+	ck_assert_msg(push_upload_commit(u, d, &err) == RS_OK, "%s", err.msg);
+	push_commit_stats(p, &cs);
+	ck_assert_uint_eq(cs.rehashed_bytes, part + n);
+	ck_assert_uint_eq(cs.renamed, 1);
+	assert_committed(p, "r/s", uuid, d, b, n);
+	push_free(p);
+	/* a resumed upload whose bytes do not match is removed, nothing stored */
+	p = open_push();
+	ck_assert_int_eq(push_upload_start(p, "r/s", uuid, &err), RS_OK);
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_write(u, b, part, &err), RS_OK);
+	push_upload_close(u);
+	push_free(p);
+	p = open_push();
+	char wrong[DIGEST_STR_SIZE];
+	digest_buffer(wrong, b + 1, part);
+	ck_assert_int_eq(push_upload_open(p, "r/s", uuid, &u, &err), RS_OK);
+	ck_assert_int_eq(push_upload_commit(u, wrong, &err), RS_DIGEST_MISMATCH);
+	ck_assert(!blobstore_has(push_store(p), BLOBSTORE_BLOB, wrong));
+	ck_assert_int_eq(fixture_count_files(fixture_path("uploads")), 0);
+	ck_assert_uint_eq(blobstore_size(push_store(p)), n);
 	free(b);
 	push_free(p);
 }
@@ -478,6 +654,9 @@ static Suite *push_suite(void)
 	tcase_add_test(tc, chunked_upload_lands_in_push_store);
 	tcase_add_test(tc, digest_mismatch_removes_upload);
 	tcase_add_test(tc, resumes_after_restart);
+	tcase_add_test(tc, commit_renames_the_upload_by_its_running_hash);
+	tcase_add_test(tc, commit_mismatch_by_running_hash_leaves_nothing);
+	tcase_add_test(tc, commit_rehashes_when_the_running_hash_is_gone_or_behind);
 	tcase_add_test(tc, refuses_oversized_busy_and_unknown_uploads);
 	tcase_add_test(tc, sweep_removes_idle_uploads_only);
 	tcase_add_test(tc, mounts_only_from_a_repository_that_holds_the_blob);
