@@ -280,6 +280,59 @@ static enum rs_code fetch_from_store(struct inflight *t, const char *digest, int
 	return RS_OK;
 }
 
+/* Under t->mu: the running download of digest with one more reference, or NULL. */
+static struct inflight_fetch *table_join_running(struct inflight *t, const char *digest)
+{
+	struct inflight_fetch *f;
+	for (f = t->head; f; f = f->next)
+		if (strcmp(f->digest, digest) == 0)
+			break;
+	if (f) {
+		pthread_mutex_lock(&f->mu);
+		f->refs++;
+		pthread_mutex_unlock(&f->mu);
+	}
+	return f;
+}
+
+/* f, made by a join that found another download in the table when it came
+ * back to insert it: never started, its writer and descriptor go. */
+static void fetch_discard(struct inflight_fetch *f)
+{
+	f->arg = NULL;
+	store_writer_abort(f->w);
+	f->w = NULL;
+	fetch_destroy(f);
+}
+
+/* Start f's worker and put f in the table; under t->mu. */
+static enum rs_code table_start(struct inflight *t, struct inflight_fetch *f, struct rs_err *err)
+{
+	pthread_attr_t attr;
+	pthread_t tid;
+	f->refs = 2; /* the caller and the worker */
+	if (pthread_attr_init(&attr) != 0)
+		return rs_err_set(err, RS_NOMEM, "cannot start the download of %s", f->digest);
+	(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED); /* valid constant */
+	int e = pthread_create(&tid, &attr, worker_main, f);
+	pthread_attr_destroy(&attr);
+	if (e != 0)
+		return rs_err_set(err, RS_NOMEM, "cannot start the download of %s: %s", f->digest, strerror(e));
+	/* The worker may already be running; it needs t->mu to leave the table,
+	 * so it waits for us here. */
+	f->next = t->head;
+	t->head = f;
+	t->count++;
+	t->workers++;
+	return RS_OK;
+}
+
+/* The table lock is never held across a store call: on an object store the
+ * look for a committed blob and a new writer are network round trips (several,
+ * with retries, while it does not answer), and the joins of every other blob
+ * must not wait for them. So the table is looked at twice: before the store
+ * (a running download is joined) and when the new download goes in (one that
+ * another join started meanwhile is joined, and ours discarded). */
 enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expected_size, inflight_download_fn fn,
                            void *arg, void (*arg_free)(void *), struct inflight_fetch **out, struct rs_err *err)
 {
@@ -291,32 +344,32 @@ enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expec
 		goto out;
 
 	pthread_mutex_lock(&t->mu);
-	for (f = t->head; f; f = f->next)
-		if (strcmp(f->digest, digest) == 0)
-			break;
+	f = table_join_running(t, digest);
+	pthread_mutex_unlock(&t->mu);
 	if (f) {
-		pthread_mutex_lock(&f->mu);
-		f->refs++;
-		pthread_mutex_unlock(&f->mu);
-		pthread_mutex_unlock(&t->mu);
 		*out = f;
 		goto out; /* arg is not needed: the running download has its own */
 	}
 
-	/* Not running: it may have just been committed. Checked under the table
-	 * lock, because a download commits before it leaves the table. */
+	/* Not running: it may have just been committed. A download commits
+	 * before it leaves the table, so the store, asked after the table
+	 * showed none, holds it by now. A store that cannot answer (unreachable)
+	 * fails the join: downloading would end in the same error at the commit. */
 	int sfd = -1;
 	uint64_t ssize = 0;
-	struct rs_err serr;
-	if (store_open_fd(t->bs, STORE_CACHE, STORE_BLOB, digest, &sfd, &ssize, &serr) == RS_OK) {
-		pthread_mutex_unlock(&t->mu);
+	struct rs_err serr = {0};
+	enum rs_code src = store_open_fd(t->bs, STORE_CACHE, STORE_BLOB, digest, &sfd, &ssize, &serr);
+	if (src == RS_OK) {
 		rc = fetch_from_store(t, digest, sfd, ssize, out, err);
+		goto out;
+	}
+	if (src == RS_UNAVAILABLE || src == RS_TIMEOUT) {
+		rc = rs_err_set(err, src, "%s", serr.msg);
 		goto out;
 	}
 
 	f = fetch_alloc(t, digest, expected_size);
 	if (!f) {
-		pthread_mutex_unlock(&t->mu);
 		rc = rs_err_set(err, RS_NOMEM, "out of memory joining %s", digest);
 		goto out;
 	}
@@ -326,38 +379,23 @@ enum rs_code inflight_join(struct inflight *t, const char *digest, int64_t expec
 		if (f->rfd < 0)
 			rc = rs_err_set(err, RS_IO, "open %s: %s", store_writer_path(f->w), strerror(errno));
 	}
-	pthread_attr_t attr;
-	pthread_t tid;
-	if (rc == RS_OK) {
-		f->fn = fn;
-		f->arg = arg;
-		f->arg_free = arg_free;
-		f->refs = 2; /* the caller and the worker */
-		if (pthread_attr_init(&attr) != 0) {
-			rc = rs_err_set(err, RS_NOMEM, "cannot start the download of %s", digest);
-		} else {
-			(void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED); /* valid constant */
-			int e = pthread_create(&tid, &attr, worker_main, f);
-			pthread_attr_destroy(&attr);
-			if (e != 0)
-				rc = rs_err_set(err, RS_NOMEM, "cannot start the download of %s: %s", digest, strerror(e));
-		}
-	}
 	if (rc != RS_OK) {
-		f->arg = NULL;
-		store_writer_abort(f->w);
-		f->w = NULL;
-		pthread_mutex_unlock(&t->mu);
-		fetch_destroy(f);
+		fetch_discard(f);
 		goto out;
 	}
-	/* The worker may already be running; it needs t->mu to leave the table,
-	 * so it waits for us here. */
-	f->next = t->head;
-	t->head = f;
-	t->count++;
-	t->workers++;
+	f->fn = fn;
+	f->arg = arg;
+	f->arg_free = arg_free;
+	pthread_mutex_lock(&t->mu);
+	struct inflight_fetch *other = table_join_running(t, digest);
+	if (!other)
+		rc = table_start(t, f, err);
 	pthread_mutex_unlock(&t->mu);
+	if (other || rc != RS_OK) {
+		fetch_discard(f);
+		*out = other;
+		goto out;
+	}
 	*out = f;
 	return RS_OK;
 out:

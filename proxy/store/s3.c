@@ -628,9 +628,9 @@ static enum rs_code request(struct s3_client *c, const struct req *rq, struct re
 		} else if (cc != CURLE_OK && (!retryable_curl(cc) || last)) {
 			metrics_s3_error(rq->what, "transport");
 			return rs_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? RS_TIMEOUT : RS_UNAVAILABLE,
-			                  "s3 %s %s%s%.100s: %s%s%.80s (endpoint %s://%s, %d attempt%s)", rq->what, c->bucket,
-			                  rq->key ? "/" : "", rq->key ? rq->key : "", curl_easy_strerror(cc),
-			                  curl_msg[0] ? ": " : "", curl_msg, c->scheme, c->authority, n, n > 1 ? "s" : "");
+			                  "s3 %s %s%s%.100s (endpoint %s://%s, %d attempt%s): %s%s%.80s", rq->what, c->bucket,
+			                  rq->key ? "/" : "", rq->key ? rq->key : "", c->scheme, c->authority, n, n > 1 ? "s" : "",
+			                  curl_easy_strerror(cc), curl_msg[0] ? ": " : "", curl_msg);
 		}
 		struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
 		nanosleep(&ts, NULL);

@@ -207,7 +207,7 @@ while True: c.append(s.accept()[0])' "$FP4" && wait_port "$FP4" 10
 t1=$(date +%s%N)
 rc=$(S3_ENDPOINT=http://127.0.0.1:$FP4 st --timeout 1 --attempts 2 get w/small)
 ms=$((($(date +%s%N) - t1) / 1000000))
-expect stalled_server_times_out_bounded "[ $rc = 1 ] && grep -q 'Timeout was reached.*2 attempts' '$W/err' && [ $ms -ge 2000 ] && [ $ms -lt 15000 ]" \
+expect stalled_server_times_out_bounded "[ $rc = 1 ] && grep -q '2 attempts): Timeout was reached' '$W/err' && [ $ms -ge 2000 ] && [ $ms -lt 15000 ]" \
 	"exit $rc after $ms ms: $(err1)"
 lab_stop aux-mute > /dev/null 2>&1
 

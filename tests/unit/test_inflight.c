@@ -832,6 +832,130 @@ START_TEST(peek_joins_only_a_running_download)
 }
 END_TEST
 
+/* ---- a store slow or unreachable for one digest: the fixture's store whose
+ * reader_open for that digest waits for a gate (a HEAD to an object store
+ * that takes its time) or fails RS_UNAVAILABLE (one that does not answer) */
+
+static char slow_digest[DIGEST_STR_SIZE];
+static struct gate *slow_gate;
+static enum rs_code slow_fail;
+
+static enum rs_code slow_hook(const char *digest, struct rs_err *err)
+{
+	if (strcmp(digest, slow_digest) != 0)
+		return RS_OK;
+	if (slow_fail != RS_OK)
+		return rs_err_set(err, slow_fail, "s3 HEAD regslim/%s (endpoint http://127.0.0.1:9, 4 attempts): down", digest);
+	if (slow_gate)
+		(void)gate_wait(slow_gate, 1);
+	return RS_OK;
+}
+
+static struct store *slow_store(void)
+{
+	return store_fixture_store_hooked(slow_hook);
+}
+
+struct slow_join {
+	struct inflight *t;
+	const char *digest;
+	struct upstream_fake *up;
+	struct inflight_fetch *f;
+	enum rs_code rc;
+	atomic_int done;
+};
+
+static void *slow_join_main(void *p)
+{
+	struct slow_join *j = p;
+	struct rs_err err = {0};
+	j->rc = inflight_join(j->t, j->digest, -1, fake_download, fake_arg_new(j->up), fake_arg_free, &j->f, &err);
+	atomic_store(&j->done, 1);
+	return NULL;
+}
+
+/* The store is asked outside the table's lock: a join whose store call
+ * hangs (an object store that does not answer yet) holds up no join of
+ * another blob. (Seen: with RGW stopped, the blob GETs of a replica were
+ * answered one after another, 2.8 s apart, the last after 28 s.) */
+START_TEST(slow_store_call_does_not_block_other_joins)
+{
+	size_t len = 60000;
+	unsigned char *a = fixture_bytes(31, len), *b = fixture_bytes(32, len);
+	char da[DIGEST_STR_SIZE], db[DIGEST_STR_SIZE];
+	digest_buffer(da, a, len);
+	digest_buffer(db, b, len);
+	struct gate g;
+	gate_init(&g);
+	snprintf(slow_digest, sizeof(slow_digest), "%s", da);
+	slow_gate = &g;
+	slow_fail = RS_OK;
+	struct store *bs = slow_store();
+	struct inflight *t = table_new(bs);
+	struct upstream_fake upa, upb;
+	fake_init(&upa, a, len, 31);
+	fake_init(&upb, b, len, 32);
+	struct slow_join ja = {.t = t, .digest = da, .up = &upa};
+	atomic_init(&ja.done, 0);
+	pthread_t th;
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_join_main, &ja), 0);
+	struct timespec ts = {0, 200 * 1000000L}; /* A's join is in the store call by then */
+	nanosleep(&ts, NULL);
+	struct inflight_fetch *fb = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(inflight_join(t, db, -1, fake_download, fake_arg_new(&upb), fake_arg_free, &fb, &err), RS_OK);
+	ck_assert_msg(!atomic_load(&ja.done), "the join of B waited for A's store call");
+	ck_assert_int_eq(inflight_wait_verified(fb, 20, &err), RS_OK);
+	inflight_release(fb);
+	gate_add(&g, 1);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_int_eq(ja.rc, RS_OK);
+	ck_assert_int_eq(inflight_wait_verified(ja.f, 20, &err), RS_OK);
+	inflight_release(ja.f);
+	inflight_free(t);
+	ck_assert_int_eq(atomic_load(&upa.calls) + atomic_load(&upb.calls), 2);
+	ck_assert(store_has(bs, STORE_CACHE, STORE_BLOB, da) && store_has(bs, STORE_CACHE, STORE_BLOB, db));
+	slow_gate = NULL;
+	gate_dispose(&g);
+	free(a);
+	free(b);
+	store_free(bs);
+}
+END_TEST
+
+/* A store that cannot say whether it holds the blob fails the join with its
+ * error (503 for the client, naming the endpoint): no download is started
+ * that could only fail at its commit. */
+START_TEST(unreachable_store_fails_the_join)
+{
+	size_t len = 5000;
+	unsigned char *a = fixture_bytes(33, len);
+	char da[DIGEST_STR_SIZE];
+	digest_buffer(da, a, len);
+	snprintf(slow_digest, sizeof(slow_digest), "%s", da);
+	slow_gate = NULL;
+	slow_fail = RS_UNAVAILABLE;
+	struct store *bs = slow_store();
+	struct inflight *t = table_new(bs);
+	struct upstream_fake up;
+	fake_init(&up, a, len, 33);
+	struct inflight_fetch *f = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(inflight_join(t, da, -1, fake_download, fake_arg_new(&up), fake_arg_free, &f, &err),
+	                 RS_UNAVAILABLE);
+	ck_assert_ptr_null(f);
+	ck_assert_msg(strstr(err.msg, "endpoint http://127.0.0.1:9") != NULL, "%s", err.msg);
+	ck_assert_int_eq(inflight_count(t), 0);
+	inflight_free(t);
+	ck_assert_int_eq(atomic_load(&up.calls), 0);
+	ck_assert_int_eq(atomic_load(&up.frees), 1);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	slow_fail = RS_OK;
+	free(a);
+	store_free(bs);
+}
+END_TEST
+
 static Suite *inflight_suite(void)
 {
 	Suite *s = suite_create("inflight");
@@ -852,6 +976,8 @@ static Suite *inflight_suite(void)
 	tcase_add_test(tc, relay_serves_readers_without_storing);
 	tcase_add_test(tc, relay_mismatch_fails_every_reader_short);
 	tcase_add_test(tc, peek_joins_only_a_running_download);
+	tcase_add_test(tc, slow_store_call_does_not_block_other_joins);
+	tcase_add_test(tc, unreachable_store_fails_the_join);
 	suite_add_tcase(s, tc);
 	return s;
 }
