@@ -186,6 +186,24 @@ lab_setup() {
 	echo "# lab $REGSLIM_LAB, ports $LAB_PORT_BASE.., regslim $REGSLIM_BIN"
 }
 
+# lab_setup_s3 NAME: lab_setup for a test of the s3 store, then S3TOOL (S3TOOL_BIN, else the
+# s3tool of REGSLIM_BIN's build tree; a failed check and the end of the test when it is not there)
+# and the test's work directory W=$REGSLIM_LAB/NAME. Also defines sha FILE (its sha256 hex),
+# ms (milliseconds now) and bucket_keys PREFIX (the bucket's keys under PREFIX, one a line).
+lab_setup_s3() {
+	S3TOOL=${S3TOOL_BIN:-$(dirname "$(dirname "$REGSLIM_BIN")")/tests/s3tool}
+	lab_setup
+	if [ ! -x "$S3TOOL" ]; then
+		fail setup "S3TOOL_BIN=$S3TOOL is not an executable (build the s3tool target)"
+		finish
+	fi
+	W=$REGSLIM_LAB/$1
+	mkdir -p "$W"
+}
+sha() { sha256sum < "$1" | cut -d' ' -f1; }
+ms() { date +%s%3N; }
+bucket_keys() { timeout 60 "$S3TOOL" list "$1" < /dev/null 2> "$W/list.err" | awk '{print $1}'; }
+
 # _lab_watchdog_fired: (USR1 trap) the test ran over RS_TEST_TIMEOUT: FAIL, closing line, exit 1.
 _lab_watchdog_fired() {
 	RS_WATCHDOG=

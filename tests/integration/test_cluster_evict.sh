@@ -30,15 +30,7 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-420}
 . "$HERE/lib.sh"
 
 export RS_OPTIMIZE=1
-TOOLS=$(dirname "$(dirname "$REGSLIM_BIN")")/tests
-S3TOOL=${S3TOOL_BIN:-$TOOLS/s3tool}
-lab_setup
-if [ ! -x "$S3TOOL" ]; then
-	fail setup "S3TOOL_BIN=$S3TOOL is not an executable (build the s3tool target)"
-	finish
-fi
-W=$REGSLIM_LAB/cevict
-mkdir -p "$W"
+lab_setup_s3 cevict
 lab_on_exit "timeout 60 bash '$RS_LAB_DIR/s3.sh' stop"
 lab_on_exit "timeout 30 bash '$RS_LAB_DIR/redis.sh' stop"
 UA=skopeo/1.9.3

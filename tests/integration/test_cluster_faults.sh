@@ -29,17 +29,7 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-420}
 # shellcheck source=lib_cluster.sh
 . "$HERE/lib_cluster.sh"
 
-S3TOOL=${S3TOOL_BIN:-$(dirname "$(dirname "$REGSLIM_BIN")")/tests/s3tool}
-lab_setup
-if [ ! -x "$S3TOOL" ]; then
-	fail setup "S3TOOL_BIN=$S3TOOL is not an executable (build the s3tool target)"
-	finish
-fi
-W=$REGSLIM_LAB/cfault
-mkdir -p "$W"
-ms() { date +%s%3N; }
-sha() { sha256sum < "$1" | cut -d' ' -f1; }
-bucket_keys() { timeout 60 "$S3TOOL" list "$1" < /dev/null 2> /dev/null | awk '{print $1}'; }
+lab_setup_s3 cfault
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$(lab_pid "regslim-c$1")/status" 2> /dev/null; }
 
 # ---------------------------------------------------------------- upstream, blobs, the cluster

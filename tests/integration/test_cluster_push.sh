@@ -29,21 +29,11 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-400}
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-TOOLS=$(dirname "$(dirname "$REGSLIM_BIN")")/tests
-S3TOOL=${S3TOOL_BIN:-$TOOLS/s3tool}
-lab_setup
-if [ ! -x "$S3TOOL" ]; then
-	fail setup "$S3TOOL is not an executable (build the s3tool target)"
-	finish
-fi
-W=$REGSLIM_LAB/cpush
-mkdir -p "$W"
+lab_setup_s3 cpush
 lab_on_exit "timeout 30 bash '$RS_LAB_DIR/haproxy.sh' stop"
 lab_on_exit "timeout 30 bash '$RS_LAB_DIR/redis.sh' stop"
 lab_on_exit "timeout 60 bash '$RS_LAB_DIR/s3.sh' stop"
 
-# bucket_keys PREFIX: the keys under PREFIX (of the bucket, not of P), one a line
-bucket_keys() { timeout 60 "$S3TOOL" list "$1" < /dev/null 2> "$W/list.err" | awk '{print $1}'; }
 redis_lab() { timeout 30 bash "$RS_LAB_DIR/redis.sh" "$@"; }
 
 if ! timeout 300 bash "$RS_LAB_DIR/s3.sh" start > "$LOGS/s3-start.log" 2>&1; then

@@ -19,14 +19,7 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-S3TOOL=${S3TOOL_BIN:-$(dirname "$(dirname "$REGSLIM_BIN")")/tests/s3tool}
-lab_setup
-if [ ! -x "$S3TOOL" ]; then
-	fail setup "S3TOOL_BIN=$S3TOOL is not an executable (build the s3tool target)"
-	finish
-fi
-W=$REGSLIM_LAB/s3t
-mkdir -p "$W"
+lab_setup_s3 s3t
 lab_on_exit "timeout 60 bash '$RS_LAB_DIR/s3.sh' stop"
 
 # s3t ARGS: s3tool, bounded; stdout in $W/out, stderr in $W/err; prints nothing, returns its status

@@ -20,22 +20,13 @@ RS_TEST_TIMEOUT=${RS_TEST_TIMEOUT:-600}
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
 
-TOOLS=$(dirname "$(dirname "$REGSLIM_BIN")")/tests
-STORECHECK=${STORECHECK_BIN:-$TOOLS/storecheck}
-S3TOOL=${S3TOOL_BIN:-$TOOLS/s3tool}
-lab_setup
-for t in "$STORECHECK" "$S3TOOL"; do
-	if [ ! -x "$t" ]; then
-		fail setup "$t is not an executable (build the storecheck and s3tool targets)"
-		finish
-	fi
-done
-W=$REGSLIM_LAB/s3store
-mkdir -p "$W"
+STORECHECK=${STORECHECK_BIN:-$(dirname "$(dirname "$REGSLIM_BIN")")/tests/storecheck}
+lab_setup_s3 s3store
+if [ ! -x "$STORECHECK" ]; then
+	fail setup "$STORECHECK is not an executable (build the storecheck target)"
+	finish
+fi
 lab_on_exit "timeout 60 bash '$RS_LAB_DIR/s3.sh' stop"
-
-# bucket_keys PREFIX: the keys under PREFIX, one a line
-bucket_keys() { timeout 60 "$S3TOOL" list "$1" < /dev/null 2> "$W/list.err" | awk '{print $1}'; }
 
 # ---------------------------------------------------------------- the lab's RGW
 t0=$(date +%s%N)
