@@ -725,19 +725,26 @@ enum rs_code cluster_map_set(struct cluster *c, const char *key, const char *val
 	return RS_OK;
 }
 
-enum rs_code cluster_map_del(struct cluster *c, const char *key, struct rs_err *err)
+/* DEL <prefix><space>:<name> (what names the call in errors). */
+static enum rs_code del_key(struct cluster *c, const char *space, const char *name, const char *what,
+                            struct rs_err *err)
 {
-	char *k = make_key(c, "map", key);
+	char *k = make_key(c, space, name);
 	if (!k)
 		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
 	pthread_mutex_lock(&c->mu);
-	redisReply *r = call(c, "map del", err, "DEL %s", k);
+	redisReply *r = call(c, what, err, "DEL %s", k);
 	pthread_mutex_unlock(&c->mu);
 	free(k);
 	if (!r)
 		return err->code;
 	freeReplyObject(r);
 	return RS_OK;
+}
+
+enum rs_code cluster_map_del(struct cluster *c, const char *key, struct rs_err *err)
+{
+	return del_key(c, "map", key, "map del", err);
 }
 
 enum rs_code cluster_upload_put(struct cluster *c, const char *id, const struct cluster_upload *u, unsigned ttl_s,
@@ -820,17 +827,7 @@ enum rs_code cluster_upload_advance(struct cluster *c, const char *id, uint64_t 
 
 enum rs_code cluster_upload_del(struct cluster *c, const char *id, struct rs_err *err)
 {
-	char *k = make_key(c, "upload", id);
-	if (!k)
-		return rs_err_set(err, RS_NOMEM, "cluster: out of memory");
-	pthread_mutex_lock(&c->mu);
-	redisReply *r = call(c, "upload del", err, "DEL %s", k);
-	pthread_mutex_unlock(&c->mu);
-	free(k);
-	if (!r)
-		return err->code;
-	freeReplyObject(r);
-	return RS_OK;
+	return del_key(c, "upload", id, "upload del", err);
 }
 
 /* ------------------------------------------------------------ scored sets */
