@@ -33,7 +33,9 @@
 #      regslim BASE+50, for optimize-and-push BASE+51), PUSH_TIMEOUT (600 s per push), SECRETS_ACTION (warn: with deny the big
 #      image is refused, see docs/performance.md), FIXTURES_FROM (a lab directory whose
 #      fixtures/oci/{big,big-zstd} layouts are copied instead of building them; default: build with
-#      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory).
+#      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory),
+#      PERF_PUSH=check (or repeat, opt: perf record -g of regslim during that push; needs perf and
+#      KEEP_LAB=1 to keep the data).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$top/tests/lab
@@ -215,16 +217,30 @@ rs_join() {
 	jq -r -R --arg w "push $1:$2 (" 'fromjson? // empty | select(.msg | startswith($w)) | .msg
 		| capture("early forwards joined (?<j>[0-9.]+) s") | .j' "$RS_LOG" | tail -n 1 | grep . || echo -
 }
-declare -A WALL PUT CHECK UP RSS RSS0 CPU UNC FIND ST DG OPT SCANS JOIN
+declare -A WALL PUT CHECK UP RSS RSS0 CPU UNC FIND ST DG OPT SCANS JOIN SKO REGCPU RSCPU ALLCPU
 FAILED=''
+# cpu_of PID: cpu_ms, 0 without a process
+cpu_of() { local v=; [ -z "$1" ] || v=$(cpu_ms "$1"); echo "${v:-0}"; }
 # push NAME DEST CREDS: the timed skopeo copy of oci:big to DEST; sets WALL[NAME] and ST[NAME]
 push() {
 	local name=$1 dest=$2 creds=$3 t0 rc=0
 	sync
+	local r0 p0
+	r0=$(cpu_of "$(cat "$REGSLIM_LAB/run/auth.pid" 2> /dev/null)")
+	p0=$(cpu_of "$RS_PID")
 	t0=$(now_ms)
-	timeout "$PUSH_TIMEOUT" skopeo copy --dest-tls-verify=false --dest-creds "$creds" "oci:$BIG:latest" "docker://$dest" \
-		> "$LOGS/push-$name.log" 2>&1 || rc=$?
+	# skopeo's CPU: the subshell's children's user and system times (bash's times)
+	(
+		timeout "$PUSH_TIMEOUT" skopeo copy --dest-tls-verify=false --dest-creds "$creds" "oci:$BIG:latest" "docker://$dest" \
+			> "$LOGS/push-$name.log" 2>&1 || rc=$?
+		times > "$LOGS/times-$name"
+		exit $rc
+	) || rc=$?
 	WALL[$name]=$(($(now_ms) - t0))
+	# CPU of skopeo, docker-registry and regslim during the push (the machine's work for it)
+	SKO[$name]=$(awk 'NR == 2 { split($1 " " $2, t, /[ms ]/); printf "%d", (t[1] * 60 + t[2] + t[4] * 60 + t[5]) * 1000 }' "$LOGS/times-$name")
+	REGCPU[$name]=$(($(cpu_of "$(cat "$REGSLIM_LAB/run/auth.pid" 2> /dev/null)") - r0))
+	RSCPU[$name]=$(($(cpu_of "$RS_PID") - p0))
 	if [ $rc -ne 0 ]; then
 		echo "   $name: FAILED (exit $rc), log $LOGS/push-$name.log:" >&2
 		tail -n 3 "$LOGS/push-$name.log" | sed 's/^/      /' >&2
@@ -240,7 +256,19 @@ gated() {
 	local c0
 	c0=$(cpu_ms "$RS_PID")
 	l0=$(reglines)
+	local perf=
+	if [ -n "${PERF_PUSH:-}" ] && [ "$name" = "$PERF_PUSH" ]; then # a CPU profile of regslim during this push
+		perf record -F 999 -g -o "$LOGS/perf-$name.data" -p "$RS_PID" > "$LOGS/perf-$name.log" 2>&1 &
+		perf=$!
+		sleep 0.3
+	fi
 	push "$name" "$RS/$repo:$tag" "$CI_USER:$CI_PASS"
+	if [ -n "$perf" ]; then
+		kill -INT "$perf" 2> /dev/null || true
+		wait "$perf" 2> /dev/null || true
+		perf report -i "$LOGS/perf-$name.data" --no-children --sort dso,sym --stdio 2> /dev/null | grep -v '^#' | grep '%' | head -40 > "$LOGS/perf-$name.txt" || true
+		echo "   perf profile of regslim: $LOGS/perf-$name.data (top: $LOGS/perf-$name.txt)"
+	fi
 	RSS[$name]=$(status_kb "$RS_PID" VmHWM)
 	CPU[$name]=$(($(cpu_ms "$RS_PID") - c0))
 	# layer scans of this process so far (each push has a process of its own): at upload, in the PUT
@@ -282,7 +310,7 @@ l0=$(reglines)
 push direct "$REG/bench/direct:v1" "$LAB_USER:$LAB_PASS"
 UP[direct]=$(upbytes "$l0")
 PUT[direct]=$(reg_put_ms "$l0" bench/direct v1)
-echo "   $(sec "${WALL[direct]}") s, manifest PUT $(sec "${PUT[direct]}") s, $(mb "${UP[direct]}") MB uploaded"
+echo "   $(sec "${WALL[direct]}") s, manifest PUT $(sec "${PUT[direct]}") s, $(mb "${UP[direct]}") MB uploaded, CPU: skopeo $(sec "${SKO[direct]}") s, docker-registry $(sec "${REGCPU[direct]}") s"
 
 show() { echo "   $(sec "${WALL[$1]}") s (PUT ${ST[$1]}), manifest PUT $(sec "${PUT[$1]}") s (check $(sec "${CHECK[$1]}") s, waiting for early sends ${JOIN[$1]} s), $(mb "${UP[$1]}") MB to the upstream, peak RSS $(mib "${RSS[$1]}") MiB, CPU $(sec "${CPU[$1]}") s, scanned $(mb "${UNC[$1]}") MB, layer scans ${SCANS[$1]}, findings ${FIND[$1]}"; }
 echo "== check-only: skopeo copy -> fresh regslim -> docker-registry (bench/check:v1)"
@@ -327,6 +355,22 @@ table=$(
 			"$(mib "${RSS[$n]}")" "$(mib "${RSS0[$n]}")" "$(sec "${CPU[$n]}")" "$(mb "${UNC[$n]}")" "${SCANS[$n]}" "${FIND[$n]}"
 	done
 )
+# The machine's CPU for each push: skopeo + docker-registry (+ regslim) over the push, and the
+# shortest wall time that work allows on this machine's cores (all of them busy all along).
+NCPU=$(nproc)
+cpu=$(
+	printf '| push | skopeo CPU s | docker-registry CPU s | regslim CPU s | all CPU s | / direct | all CPU / %s cores, s | wall s |\n' "$NCPU"
+	printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+	for n in direct check opt; do
+		case $n in direct) what='direct' ;; check) what='check-only' ;; opt) what='optimize-and-push' ;; esac
+		[ -n "${SKO[$n]:-}" ] || continue
+		all=$((SKO[$n] + REGCPU[$n] + RSCPU[$n]))
+		ALLCPU[$n]=$all
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$what" "$(sec "${SKO[$n]}")" "$(sec "${REGCPU[$n]}")" \
+			"$([ "$n" = direct ] && echo - || sec "${RSCPU[$n]}")" "$(sec "$all")" "$(ratio "$all" "${ALLCPU[direct]}")" \
+			"$(sec "$((all / NCPU))")" "$(sec "${WALL[$n]}")"
+	done
+)
 scan=$(
 	printf '| scan throughput (check-only) | MB/s uncompressed | / inflate floor |\n| --- | ---: | ---: |\n'
 	a=$(mbps "${UNC[check]}" "${PUT[check]}") b=$(mbps "${UNC[check]}" "${CHECK[check]}") f=$(mbps "$unc_floor" "$INF_MS")
@@ -338,7 +382,7 @@ scan=$(
 	printf '| inflate floor: `%s -d` of the same layers | %s | 1.00 |\n' "$INFLATE" "$f"
 )
 # shellcheck disable=SC2016 # the backquotes are Markdown
-notes="Image: oci:big = $man_digest ($(jq -r .mediaType "$MAN")), ${#LAYERS[@]} gzip layers of $(mb "$big_size") MB, $(mb "$unc_floor") MB uncompressed; pushed with \`skopeo copy oci:... docker://...\`. MB = 10^6 bytes, MiB = 2^20. Rules: max_compressed_size 1GiB, max_uncompressed_size 4GiB, max_layers 40 (deny), non_root and required_labels (warn), forbidden_paths 4 globs (deny), secrets ($SECRETS_ACTION). Manifest PUT: regslim's request log \`ms\` (docker-registry: its \`http.response.duration\`); gate check: from the PUT's start to regslim's policy-warnings log line (ms resolution); forward: the rest (upload to the upstream, after waiting for the layers being sent upstream early (\`early-send wait\`, regslim's debug timing line); in optimize-and-push also the optimization). The optimization alone: \`regslim optimize --threads 1\` of oci:big to a new layout, wall time. To upstream: blob and manifest PUTs answered 201 in the registry's access log, sized by HEAD. Peak RSS: VmHWM of a regslim process started for that push (at start: VmHWM before the push). Findings: from the gate report."
+notes="Image: oci:big = $man_digest ($(jq -r .mediaType "$MAN")), ${#LAYERS[@]} gzip layers of $(mb "$big_size") MB, $(mb "$unc_floor") MB uncompressed; pushed with \`skopeo copy oci:... docker://...\`. MB = 10^6 bytes, MiB = 2^20. Rules: max_compressed_size 1GiB, max_uncompressed_size 4GiB, max_layers 40 (deny), non_root and required_labels (warn), forbidden_paths 4 globs (deny), secrets ($SECRETS_ACTION). Manifest PUT: regslim's request log \`ms\` (docker-registry: its \`http.response.duration\`); gate check: from the PUT's start to regslim's policy-warnings log line (ms resolution); forward: the rest (upload to the upstream, after waiting for the layers being sent upstream early (\`early-send wait\`, regslim's debug timing line); in optimize-and-push also the optimization). The optimization alone: \`regslim optimize --threads 1\` of oci:big to a new layout, wall time. To upstream: blob and manifest PUTs answered 201 in the registry's access log, sized by HEAD. Peak RSS: VmHWM of a regslim process started for that push (at start: VmHWM before the push). Findings: from the gate report. CPU: user + system seconds during the push of skopeo (bash's \`times\` of its subshell), docker-registry and regslim (\`/proc/<pid>/stat\`); all CPU / cores is the shortest wall time that work allows here."
 [ "${DG[check]:--}" = "$man_digest" ] || notes="$notes regslim logged the pushed manifest as ${DG[check]:--}, not $man_digest."
 [ -z "${OPT[opt]:-}" ] || notes="$notes optimize-and-push sent an optimized image of $(mb "${OPT[opt]}") MB (report: optimization.totals.size_after)."
 [ -z "$FAILED" ] || notes="$notes FAILED:$FAILED (logs kept only with KEEP_LAB=1)."
@@ -359,7 +403,7 @@ target=$(
 		"$(sec "$OPT_MS")" "$or" "$omet"
 )
 notes="$notes Layer scans: regslim_gate_layer_scans_total of the push's regslim process, scans run as blob uploads completed (at upload) and in the manifest PUT; a layer whose scan is stored (same digest and scan parameters, also from before a restart) is not scanned again."
-results=$(printf '%s\n\n%s\n\n%s\n\n%s' "$target" "$table" "$scan" "$notes")
+results=$(printf '%s\n\n%s\n\n%s\n\n%s\n\n%s' "$target" "$table" "$cpu" "$scan" "$notes")
 echo
 echo "$results"
 echo "machine: $machine"
