@@ -236,13 +236,17 @@
 #define RS_LIMIT_GATE_SCAN_WORKERS 2
 #define RS_LIMIT_GATE_SCAN_QUEUE 64
 #define RS_LIMIT_GATE_SCAN_DOC_BYTES (1024u * 1024)
-/* Uploads scanned as their bytes arrive at once (each holds a thread, a
+/* Uploads scanned as their bytes arrive at once (each holds two threads, a
  * ring of STREAM_BUF bytes between the request and the scan, a decoder, a
  * tar reader and the secret scanner's window); a stream not fed for
  * IDLE_S is dropped (its upload is scanned once complete). */
 #define RS_LIMIT_GATE_SCAN_STREAMS 8
 #define RS_LIMIT_GATE_SCAN_STREAM_BUF (2u * 1024 * 1024)
 #define RS_LIMIT_GATE_SCAN_STREAM_IDLE_S 60
+/* How far an upload may run ahead of its scan once the ring is full: the
+ * bytes wait in a scratch file (space given back as they are scanned), so
+ * the client is not held at the scan's pace; past this the feed waits. */
+#define RS_LIMIT_GATE_SCAN_SPILL_BYTES (512ull * 1024 * 1024)
 /* Layers sent upstream before their manifest (proxy/gate/gate_fwd.c):
  * background workers and forwards waiting for one (more are left to the
  * manifest PUT). */

@@ -8,6 +8,7 @@
  * only: no HTTP, no policy. */
 #include "scan.h"
 
+#include "handoff.h"
 #include "stream.h"
 #include "strip.h"
 
@@ -656,6 +657,7 @@ struct scan_layer {
 	struct scan_stats st;
 	struct layer_ctx c;
 	struct stream_sink *tar, *dec, *dig; /* dig: only with o.digest */
+	struct stream_sink *hand;            /* between dec and tar: only with o.threaded */
 	struct stream_sink *head;            /* dig, else dec */
 	enum rs_code failed;
 };
@@ -666,6 +668,7 @@ void scan_layer_free(struct scan_layer *l)
 		return;
 	stream_free(l->dig);
 	stream_free(l->dec);
+	stream_free(l->hand); /* stops its thread before the tar reader goes */
 	stream_free(l->tar);
 	scan_secrets_free(l->c.sec);
 	free(l);
@@ -686,8 +689,10 @@ enum rs_code scan_layer_new(struct scan_layer **out, const struct scan_opts *o, 
 		rc = scan_secrets_new(&l->c.sec, o->file_cap, o->scan_binaries, o->on_finding, o->ctx, err);
 	if (rc == RS_OK)
 		rc = tar_read_new(&l->tar, &cbs, &l->c, err);
+	if (rc == RS_OK && o->threaded)
+		rc = handoff_new(&l->hand, l->tar, err);
 	if (rc == RS_OK)
-		rc = codec_decoder_new(&l->dec, o->codec, NULL, l->tar, err);
+		rc = codec_decoder_new(&l->dec, o->codec, NULL, l->hand ? l->hand : l->tar, err);
 	if (rc == RS_OK && o->digest)
 		rc = stream_digest_sink_new(&l->dig, l->dec, err);
 	if (rc) {
@@ -699,19 +704,35 @@ enum rs_code scan_layer_new(struct scan_layer **out, const struct scan_opts *o, 
 	return RS_OK;
 }
 
+/* After rc from a stage before the tar thread (threaded): a failure of the
+ * tar walk or a callback on earlier bytes is the one to report, as the
+ * unthreaded chain would have met it first. */
+static enum rs_code settle(struct scan_layer *l, enum rs_code rc, struct rs_err *err)
+{
+	if (rc == RS_OK || !l->hand)
+		return rc;
+	struct rs_err e2 = {0};
+	if (handoff_settle(l->hand, &e2) != RS_OK && e2.code != RS_OK) {
+		if (err)
+			*err = e2;
+		return e2.code;
+	}
+	return rc;
+}
+
 enum rs_code scan_layer_write(struct scan_layer *l, const void *buf, size_t len, struct rs_err *err)
 {
 	if (l->failed)
 		return rs_err_set(err, l->failed, "the layer scan failed earlier");
 	enum rs_code rc = len ? stream_write(l->head, buf, len, err) : RS_OK;
-	return l->failed = rc;
+	return l->failed = settle(l, rc, err);
 }
 
 enum rs_code scan_layer_finish(struct scan_layer *l, struct scan_stats *out, struct rs_err *err)
 {
 	if (l->failed)
 		return rs_err_set(err, l->failed, "the layer scan failed earlier");
-	enum rs_code rc = stream_finish(l->head, err);
+	enum rs_code rc = settle(l, stream_finish(l->head, err), err);
 	if (l->dig) {
 		char got[DIGEST_STR_SIZE];
 		uint64_t n = 0;
@@ -732,7 +753,7 @@ enum rs_code scan_layer_fd(struct scan_stats *out, int fd, const struct scan_opt
 	enum rs_code rc = scan_layer_new(&l, o, err);
 	if (rc)
 		return rc;
-	rc = stream_pump_fd(l->head, fd, err);
+	rc = settle(l, stream_pump_fd(l->head, fd, err), err);
 	if (rc == RS_OK)
 		rc = scan_layer_finish(l, out, err);
 	else

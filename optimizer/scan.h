@@ -107,6 +107,12 @@ struct scan_opts {
 	enum rs_code (*on_entry)(void *ctx, const struct tar_entry *e, struct rs_err *err);
 	scan_finding_fn on_finding; /* required when secrets */
 	void *ctx;
+	/* Walk the tar and scan contents on a thread of their own (handoff.h),
+	 * while the caller's thread hashes and decodes: the scan of one layer
+	 * then uses two cores. The callbacks run on that thread; every one has
+	 * returned when scan_layer_finish (or _fd) returns. Same findings, same
+	 * order, same errors. */
+	bool threaded;
 };
 
 struct scan_stats {

@@ -538,7 +538,8 @@ static enum rs_code scan_layers(uint64_t *uncompressed, struct gate_report *rep,
 				      .allow_path_count = p->secret_allow_path_count,
 				      .on_entry = on_entry,
 				      .on_finding = on_finding,
-				      .ctx = &ev};
+				      .ctx = &ev,
+				      .threaded = true};
 		struct scan_stats st;
 		if ((rc = scan_layer_fd(&st, fd, &o, err))) {
 			rs_err_prefix(err, "scanning %s: ", where);

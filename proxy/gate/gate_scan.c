@@ -10,7 +10,11 @@
  * where another replica would look. Memory holds only the table of scans
  * queued or running: queue_max + workers + RS_LIMIT_GATE_SCAN_QUEUE slots
  * of fixed size, and RS_LIMIT_GATE_SCAN_STREAMS scans fed by uploads (each
- * a decoder, a tar reader and the secret scanner's fixed window).
+ * a ring, a decoder, a tar reader on a second thread and the secret
+ * scanner's fixed window). An upload that outruns its scan does not wait
+ * for it: what the ring cannot take goes to an unlinked scratch file (the
+ * spill, bounded by RS_LIMIT_GATE_SCAN_SPILL_BYTES), read back by the scan
+ * in order and given back to the file system as it is scanned.
  *
  * The document is lines of text (only config/ parses JSON):
  *   regslim-gate-scan 1
@@ -22,18 +26,28 @@
  * does not parse is treated as absent (the layer is scanned again). */
 #include "gate_scan.h"
 
+#include "fsutil.h"
 #include "log.h"
 #include "metrics.h"
 #include "rs_limits.h"
 #include "scan.h"
 #include "strip.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#define GATE_SPILL_READ (256u * 1024)         /* the thread reads the spill in pieces of this */
+#define GATE_SPILL_PUNCH (16u * 1024 * 1024) /* scanned spill bytes are given back in pieces of this */
+/* An idle scan thread is woken when this much is in the ring (or at the
+ * upload's end), not for every piece the server hands over (~16 KiB): a
+ * wake-up per piece cost a context switch per piece. */
+#define GATE_WAKE_BYTES (256u * 1024)
 
 void gate_scan_result_dispose(struct gate_scan_result *r)
 {
@@ -144,7 +158,8 @@ enum rs_code gate_scan_record(struct gate_scan_result *out, int fd, const struct
 	                      .allow_path_count = p->secret_allow_path_count,
 	                      .on_entry = rec_entry,
 	                      .on_finding = rec_finding,
-	                      .ctx = &c};
+	                      .ctx = &c,
+	                      .threaded = true};
 	struct scan_stats st;
 	enum rs_code rc = scan_layer_fd(&st, fd, &o, err);
 	if (rc == RS_OK)
@@ -303,6 +318,7 @@ struct stream {
 	bool ending;             /* committed: no more bytes, finish and keep the result */
 	bool aborting;           /* dropped: the thread ends without a result */
 	bool failed;             /* the scan failed or the blob is no layer: feeds are ignored */
+	bool idle;               /* the thread waits for bytes (woken for GATE_WAKE_BYTES, the end or an abort) */
 	char uuid[STORE_UUID_SIZE];
 	char digest[DIGEST_STR_SIZE]; /* set when ending */
 	char key[GATE_SCAN_KEY_SIZE]; /* set when ending */
@@ -316,9 +332,17 @@ struct stream {
 	uint64_t counted;        /* bytes counted in streamed_bytes */
 	unsigned char *ring;     /* RS_LIMIT_GATE_SCAN_STREAM_BUF bytes */
 	size_t r_off, r_len;     /* unscanned bytes: r_len from r_off (wrapping) */
+	/* The spill: when the ring is full the feeds append to an unlinked
+	 * scratch file instead of waiting, until the scan has caught up with
+	 * it (all its bytes come after the ring's). */
+	int spill_fd;            /* -1 until the scan first fell behind */
+	bool spilling;           /* feeds go to the spill (the ring is empty until it is drained) */
+	uint64_t spill_w, spill_r; /* offsets written by the feeds, scanned by the thread */
 	pthread_cond_t cv;       /* bytes, room, end or abort */
 	struct gate_scan *owner;
 	/* the thread's own */
+	unsigned char *sbuf;     /* what the thread reads the spill into (GATE_SPILL_READ bytes) */
+	uint64_t punched;        /* the spill's bytes below this are given back to the file system */
 	unsigned char head[512]; /* the first bytes, until the codec is known (sniff) */
 	size_t head_len;
 	enum codec_kind codec;
@@ -462,7 +486,8 @@ static enum rs_code stream_start(struct gate_scan *s, struct stream *t, struct r
 	                      .allow_path_count = t->p->secret_allow_path_count,
 	                      .on_entry = rec_entry,
 	                      .on_finding = rec_finding,
-	                      .ctx = &t->rec};
+	                      .ctx = &t->rec,
+	                      .threaded = true};
 	enum rs_code rc = scan_layer_new(&t->scan, &o, err);
 	return rc ? rc : scan_layer_write(t->scan, t->head, t->head_len, err);
 }
@@ -521,9 +546,47 @@ static bool stream_end(struct gate_scan *s, struct stream *t, bool *known)
 	return true;
 }
 
-/* The stream's thread: scan what the feeds copy into the ring until the
- * upload is committed (then keep the result) or the stream is dropped (or
- * idle for RS_LIMIT_GATE_SCAN_STREAM_IDLE_S). */
+/* The next bytes for the thread (under the lock): from the ring, else
+ * from the spill (read outside the lock into t->sbuf); 0 when neither
+ * holds any. */
+static size_t next_bytes(struct stream *t, const unsigned char **at, bool *from_spill)
+{
+	if (t->r_len > 0) {
+		size_t n = RS_LIMIT_GATE_SCAN_STREAM_BUF - t->r_off;
+		*at = t->ring + t->r_off;
+		*from_spill = false;
+		return n < t->r_len ? n : t->r_len;
+	}
+	uint64_t left = t->spill_w - t->spill_r;
+	*at = t->sbuf;
+	*from_spill = true;
+	return left < GATE_SPILL_READ ? (size_t)left : GATE_SPILL_READ;
+}
+
+/* Read n bytes of the spill at off into t->sbuf and give back to the file
+ * system what was scanned (the thread, outside the lock). */
+static enum rs_code spill_read(struct stream *t, uint64_t off, size_t n, struct rs_err *err)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = pread(t->spill_fd, t->sbuf + got, n - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return rs_err_set(err, RS_IO, "reading the gate's spill file: %s", r < 0 ? strerror(errno) : "short");
+		got += (size_t)r;
+	}
+	if (off + n - t->punched >= GATE_SPILL_PUNCH) { /* best effort: the file only holds what is unscanned */
+		(void)fallocate(t->spill_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)t->punched,
+		                (off_t)(off + n - t->punched));
+		t->punched = off + n;
+	}
+	return RS_OK;
+}
+
+/* The stream's thread: scan what the feeds put into the ring (or the spill)
+ * until the upload is committed (then keep the result) or the stream is
+ * dropped (or idle for RS_LIMIT_GATE_SCAN_STREAM_IDLE_S). */
 static void *stream_thread(void *arg)
 {
 	struct stream *t = arg;
@@ -533,31 +596,46 @@ static void *stream_thread(void *arg)
 	for (;;) {
 		if (t->aborting || atomic_load(&s->stop))
 			break;
-		if (t->r_len == 0) {
+		if (t->r_len == 0 && t->spill_r == t->spill_w) {
+			if (t->spilling && !t->feeding) { /* caught up: the next feeds go to the ring again */
+				t->spilling = false;
+				t->spill_r = t->spill_w = t->punched = 0;
+				if (ftruncate(t->spill_fd, 0) != 0)
+					log_event(LOG_DEBUG, "gate: emptying a spill file: %s", strerror(errno));
+			}
 			if (t->ending)
 				break;
 			struct timespec until;
 			clock_gettime(CLOCK_REALTIME, &until);
 			until.tv_sec += RS_LIMIT_GATE_SCAN_STREAM_IDLE_S;
-			if (pthread_cond_timedwait(&t->cv, &s->mu, &until) != 0 && t->r_len == 0 && !t->ending &&
-			    !t->feeding)
+			t->idle = true;
+			int w = pthread_cond_timedwait(&t->cv, &s->mu, &until);
+			t->idle = false;
+			if (w != 0 && t->r_len == 0 && !t->ending && !t->feeding && t->spill_r == t->spill_w)
 				t->aborting = true; /* an upload left half done: scanned once complete, if ever */
 			continue;
 		}
-		size_t n = RS_LIMIT_GATE_SCAN_STREAM_BUF - t->r_off;
-		n = n < t->r_len ? n : t->r_len;
-		const unsigned char *at = t->ring + t->r_off;
+		const unsigned char *at;
+		bool from_spill;
+		size_t n = next_bytes(t, &at, &from_spill);
+		uint64_t off = t->spill_r;
 		bool skip = t->failed;
 		pthread_mutex_unlock(&s->mu);
 		struct rs_err err = {0};
-		enum rs_code rc = skip ? RS_OK : stream_take(s, t, at, n, &err);
+		enum rs_code rc = skip ? RS_OK : from_spill ? spill_read(t, off, n, &err) : RS_OK;
+		if (!skip && rc == RS_OK)
+			rc = stream_take(s, t, at, n, &err);
 		if (rc && rc != RS_UNSUPPORTED && !atomic_load(&s->stop))
 			log_event(LOG_DEBUG, "gate: upload %s not scanned as it arrives (scanned once complete): %s", t->uuid,
 			          err.msg);
 		pthread_mutex_lock(&s->mu);
 		t->failed = t->failed || rc != RS_OK;
-		t->r_off = (t->r_off + n) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
-		t->r_len -= n;
+		if (from_spill) {
+			t->spill_r += n;
+		} else {
+			t->r_off = (t->r_off + n) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
+			t->r_len -= n;
+		}
 		pthread_cond_broadcast(&t->cv);
 	}
 	ok = t->ending && !t->aborting && !t->failed && !atomic_load(&s->stop);
@@ -573,6 +651,9 @@ static void *stream_thread(void *arg)
 		s->slots[t->slot].state = SLOT_FREE;
 	scan_layer_free(t->scan);
 	gate_scan_result_dispose(&t->res);
+	if (t->spill_fd >= 0)
+		close(t->spill_fd);
+	free(t->sbuf);
 	free(t->ring);
 	pthread_cond_destroy(&t->cv);
 	memset(t, 0, sizeof(*t));
@@ -602,6 +683,7 @@ static struct stream *stream_new(struct gate_scan *s, const char *uuid, const st
 		return NULL;
 	t->used = true;
 	t->slot = -1;
+	t->spill_fd = -1;
 	t->p = p;
 	t->last = now;
 	t->owner = s;
@@ -623,6 +705,100 @@ static struct stream *stream_new(struct gate_scan *s, const char *uuid, const st
 	}
 	return t;
 }
+/* Under the lock: t's spill file is open (or opened now: an unlinked file
+ * in the store's scratch area, so nothing is left behind by a crash), with
+ * t->sbuf for the thread; false when it cannot be (the feed then waits for
+ * room in the ring, as without a spill). */
+static bool spill_ready(struct gate_scan *s, struct stream *t)
+{
+	if (t->spill_fd >= 0)
+		return true;
+	char dir[512], path[600];
+	struct rs_err err = {0};
+	if (store_scratch_new(s->store, "gatespill", dir, sizeof(dir), &err) != RS_OK) {
+		log_event(LOG_DEBUG, "gate: no spill for upload %s: %s", t->uuid, err.msg);
+		return false;
+	}
+	snprintf(path, sizeof(path), "%s/spill", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		unlink(path);
+	store_scratch_remove(s->store, dir);
+	if (fd < 0 || !(t->sbuf = malloc(GATE_SPILL_READ))) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	t->spill_fd = fd;
+	return true;
+}
+
+/* Keep the upload's first bytes (the codec, at commit). */
+static void note_first(struct stream *t, const unsigned char *in, size_t n)
+{
+	if (t->first_len < sizeof(t->first)) {
+		size_t f = sizeof(t->first) - t->first_len < n ? sizeof(t->first) - t->first_len : n;
+		memcpy(t->first + t->first_len, in, f);
+		t->first_len += f;
+	}
+}
+
+/* Under the lock (dropped while writing): append n of in to t's spill;
+ * false when the write failed (the stream is dropped). */
+static bool spill_append(struct gate_scan *s, struct stream *t, const unsigned char *in, size_t n)
+{
+	uint64_t at = t->spill_w;
+	pthread_mutex_unlock(&s->mu); /* t->feeding: the thread leaves the spill's end alone */
+	struct rs_err err = {0};
+	enum rs_code rc = fsutil_pwrite_all(t->spill_fd, in, n, at, "the gate's spill file", &err);
+	pthread_mutex_lock(&s->mu);
+	if (rc) {
+		log_event(LOG_INFO, "gate: upload %s not scanned as it arrives (scanned once complete): %s", t->uuid,
+		          err.msg);
+		stream_abort(t);
+		return false;
+	}
+	t->spill_w += n;
+	s->st.spilled_bytes += n;
+	metrics_gate_layer_scan_spilled(n);
+	return true;
+}
+
+/* Under the lock: put len bytes of in into t's ring, or its spill once the
+ * ring is full (the scan is behind); waits only when neither has room.
+ * Returns the bytes taken (less when the stream was dropped meanwhile). */
+static size_t stream_put(struct gate_scan *s, struct stream *t, const unsigned char *in, size_t len)
+{
+	size_t taken = 0;
+	while (taken < len && !t->aborting && !t->failed && !atomic_load(&s->stop)) {
+		size_t n = len - taken;
+		if (!t->spilling && t->r_len < RS_LIMIT_GATE_SCAN_STREAM_BUF) {
+			size_t w = (t->r_off + t->r_len) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
+			/* the free run from w: up to the unscanned bytes, or to the end */
+			size_t room = w < t->r_off ? t->r_off - w : RS_LIMIT_GATE_SCAN_STREAM_BUF - w;
+			n = n < room ? n : room;
+			memcpy(t->ring + w, in + taken, n);
+			t->r_len += n;
+		} else if ((t->spilling || spill_ready(s, t)) &&
+		           t->spill_w - t->spill_r < RS_LIMIT_GATE_SCAN_SPILL_BYTES) {
+			t->spilling = true;
+			uint64_t room = RS_LIMIT_GATE_SCAN_SPILL_BYTES - (t->spill_w - t->spill_r);
+			n = n < room ? n : (size_t)room;
+			if (!spill_append(s, t, in + taken, n))
+				break;
+		} else {
+			pthread_cond_wait(&t->cv, &s->mu); /* no room anywhere: wait for the scan */
+			continue;
+		}
+		note_first(t, in + taken, n);
+		t->fed += n;
+		taken += n;
+		if (t->idle && (t->r_len >= GATE_WAKE_BYTES || t->spilling))
+			pthread_cond_broadcast(&t->cv);
+	}
+	return taken;
+}
+
 void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
                     const void *buf, size_t len)
 {
@@ -637,33 +813,14 @@ void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const c
 		t = NULL;
 	}
 	uint64_t taken = 0;
-	const unsigned char *in = buf;
-	if (t)
+	if (t) {
 		t->feeding = true;
-	while (t && len > 0 && !t->aborting && !t->failed && !atomic_load(&s->stop)) {
-		if (t->r_len == RS_LIMIT_GATE_SCAN_STREAM_BUF) {
-			pthread_cond_wait(&t->cv, &s->mu); /* the scan is behind: wait for room */
-			continue;
-		}
-		size_t w = (t->r_off + t->r_len) % RS_LIMIT_GATE_SCAN_STREAM_BUF;
-		/* the free run from w: up to the unscanned bytes, or to the end */
-		size_t n = w < t->r_off ? t->r_off - w : RS_LIMIT_GATE_SCAN_STREAM_BUF - w;
-		n = n < len ? n : len;
-		memcpy(t->ring + w, in, n);
-		if (t->first_len < sizeof(t->first)) {
-			size_t f = sizeof(t->first) - t->first_len < n ? sizeof(t->first) - t->first_len : n;
-			memcpy(t->first + t->first_len, in, f);
-			t->first_len += f;
-		}
-		t->r_len += n;
-		t->fed += n;
-		in += n;
-		len -= n;
-		pthread_cond_broadcast(&t->cv);
+		len -= stream_put(s, t, buf, len);
 	}
 	if (t) {
 		t->feeding = false;
-		pthread_cond_broadcast(&t->cv); /* a thread ending waits for the feed to let go */
+		if (t->aborting || atomic_load(&s->stop))
+			pthread_cond_broadcast(&t->cv); /* a thread ending waits for the feed to let go */
 		t->last = time(NULL);
 		enum codec_kind codec;
 		t->layer = t->layer || sniff_head(t->first, t->first_len, &codec);

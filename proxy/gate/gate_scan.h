@@ -111,10 +111,14 @@ void gate_scan_done(struct gate_scan *s, int ticket, const struct rs_gate_policy
  * size before them) in a repository under policy p (borrowed; must outlive
  * s; NULL: nothing). The first feed at offset 0 starts a stream (at most
  * RS_LIMIT_GATE_SCAN_STREAMS at once): a thread that scans what the feeds
- * copy into its ring (RS_LIMIT_GATE_SCAN_STREAM_BUF bytes; a feed waits for
- * room when the scan is behind). A feed that does not start where the last
- * one ended drops the stream. Never fails (a stream that cannot go on is
- * dropped: the upload is then scanned once complete, gate_scan_queue). */
+ * copy into its ring (RS_LIMIT_GATE_SCAN_STREAM_BUF bytes). When the scan
+ * is behind and the ring is full, the feeds append to a spill file in the
+ * store's scratch area instead, so the upload goes on at the client's pace;
+ * a feed waits only when the spill holds RS_LIMIT_GATE_SCAN_SPILL_BYTES
+ * not yet scanned, or cannot be written. A feed that does not start where
+ * the last one ended drops the stream. Never fails (a stream that cannot go
+ * on is dropped: the upload is then scanned once complete,
+ * gate_scan_queue). */
 void gate_scan_feed(struct gate_scan *s, const struct rs_gate_policy *p, const char *uuid, uint64_t offset,
                     const void *buf, size_t len);
 /* After the store committed upload uuid (size bytes) as digest (verified):
@@ -133,6 +137,7 @@ struct gate_scan_stats {
 	uint64_t streamed;       /* results of scans fed by uploads (also counted in upload_scans or repeated) */
 	uint64_t repeated;       /* of those, a layer whose result was stored already (uploaded again) */
 	uint64_t streamed_bytes; /* compressed bytes scanned as uploads arrived */
+	uint64_t spilled_bytes;  /* of those, bytes that waited in a spill file (the scan was behind) */
 	uint64_t upload_scans;   /* scans at upload: by the workers, or fed by the upload */
 	uint64_t manifest_scans; /* scans claimed at a manifest PUT */
 	uint64_t cached;         /* results taken from the store (queue or claim) */

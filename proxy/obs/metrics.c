@@ -176,6 +176,13 @@ void metrics_gate_layer_scan_streamed(uint64_t bytes)
 	atomic_fetch_add(&gate_streamed_bytes, bytes);
 }
 
+static _Atomic uint64_t gate_spilled_bytes;
+
+void metrics_gate_layer_scan_spilled(uint64_t bytes)
+{
+	atomic_fetch_add(&gate_spilled_bytes, bytes);
+}
+
 static _Atomic int data_dir_writable = 1;
 
 void metrics_set_data_dir_writable(int writable)
@@ -568,6 +575,10 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	         "their uploads arrived.\n# TYPE regslim_gate_layer_scan_streamed_bytes_total counter\n"
 	         "regslim_gate_layer_scan_streamed_bytes_total %llu\n",
 	     (unsigned long long)atomic_load(&gate_streamed_bytes));
+	emit(&p, "# HELP regslim_gate_layer_scan_spilled_bytes_total Bytes of pushed layers that waited in a spill file "
+	         "because their scan was behind the upload.\n# TYPE regslim_gate_layer_scan_spilled_bytes_total counter\n"
+	         "regslim_gate_layer_scan_spilled_bytes_total %llu\n",
+	     (unsigned long long)atomic_load(&gate_spilled_bytes));
 	unsigned inflight = inflight_fn ? inflight_fn(inflight_arg) : 0;
 	pthread_mutex_unlock(&lock);
 	uint64_t ook = atomic_load(&opt_ok), ofail = atomic_load(&opt_failed);

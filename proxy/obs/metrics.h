@@ -69,6 +69,8 @@ void metrics_gate_finding(const char *rule, const char *action);
 void metrics_gate_layer_scan(const char *when);
 /* Compressed bytes of uploads scanned as they arrived (gate_scan_feed). */
 void metrics_gate_layer_scan_streamed(uint64_t bytes);
+/* Bytes of an upload that waited in a spill file because its scan was behind. */
+void metrics_gate_layer_scan_spilled(uint64_t bytes);
 
 /* Gauge regslim_data_dir_writable: 1 (the default) or 0 (the store cannot
  * write: degraded, serving the cache only). */

@@ -11,7 +11,10 @@
 #    manifest PUT's request line, and the report names the key as the inline scan words it;
 #  - an upload of the same bytes under a wrong digest: 400, no scan result kept from it;
 #  - an upload resumed after a restart (the first chunk arrived in the old process): no stream,
-#    the layer is scanned once complete (by a worker) with the same findings.
+#    the layer is scanned once complete (by a worker) with the same findings;
+#  - a client faster than the scan (one 40 MB monolithic body on loopback, its key at the end):
+#    what the 2 MiB ring cannot take waits in a spill file (regslim_gate_layer_scan_spilled_bytes_total
+#    grows), the report still names the key, and no scratch file is left in the data directory.
 . "$(dirname "$0")/lib.sh"
 lab_setup
 upstream_start plain none
@@ -165,5 +168,48 @@ code=$(rs_curl -o "$LOGS/put2.out" -w '%{http_code}' -X PUT "${AUTH[@]}" \
 expect_eq "resumed_manifest_put_201" "$code" 201
 expect_eq "resumed_same_findings" "$(findings resume/app "$MD")" "$f1"
 expect_eq "resumed_scanned_once" "$(scans upload) $(scans manifest)" "1 0"
+
+# ------------------------------------------------------------ a client faster than the scan: the spill
+"$PY" - "$G/fast" << 'PY' > "$LOGS/mkfast.log" 2>&1 || fail mkfast "$(tail -n 2 "$LOGS/mkfast.log")"
+import gzip, hashlib, io, json, os, random, sys, tarfile
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+       "-----END OPENSSH PRIVATE KEY-----\n").encode()
+r = random.Random(11)
+words = [bytes(r.choices(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=r.randint(2, 12)))
+         for _ in range(5000)]
+text = b" ".join(r.choices(words, k=6000000))[:40000000]
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for path, data in [("srv/words.txt", text), ("srv/keys/deploy", KEY)]:
+        ti = tarfile.TarInfo(path); ti.mtime = 1700000000; ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+gz = gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
+open(out + "/layer", "wb").write(gz)
+open(out + "/digest", "w").write("sha256:" + hashlib.sha256(gz).hexdigest())
+PY
+FAST=$(cat "$G/fast/digest")
+TOK=$(token stream/fast)
+AUTH=(-H "Authorization: Bearer $TOK")
+sp0=$(metric regslim_gate_layer_scan_spilled_bytes_total)
+code=$(rs_curl -o /dev/null -w '%{http_code}' -X POST "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
+	--data-binary "@$G/fast/layer" "$RS_URL/v2/stream/fast/blobs/uploads/?digest=$FAST")
+expect_eq "fast_upload_201" "$code" 201
+sp1=$(metric regslim_gate_layer_scan_spilled_bytes_total)
+expect "fast_upload_spilled_what_the_ring_could_not_take" "[ '$sp1' -gt '$sp0' ]" \
+	"spilled bytes $sp0 -> $sp1 for a $(stat -c %s "$G/fast/layer") byte body"
+jq --arg d "$FAST" --argjson n "$(stat -c %s "$G/fast/layer")" '.layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": $d, "size": $n}]' \
+	"$MAN" > "$G/fast/manifest.json"
+rs_curl -o /dev/null -X POST "${AUTH[@]}" -H "Content-Type: application/octet-stream" --data-binary "@$(blob "$CFG")" \
+	"$RS_URL/v2/stream/fast/blobs/uploads/?digest=$CFG"
+code=$(rs_curl -o "$LOGS/put3.out" -w '%{http_code}' -X PUT "${AUTH[@]}" \
+	-H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$G/fast/manifest.json" \
+	"$RS_URL/v2/stream/fast/manifests/v1")
+expect_eq "fast_manifest_put_201" "$code" 201
+FMD=sha256:$(sha256sum < "$G/fast/manifest.json" | cut -d' ' -f1)
+expect_eq "fast_report_names_the_key_behind_the_spill" "$(findings stream/fast "$FMD" | tr '\n' '|')" \
+	"accepted|secrets warn 1 srv/keys/deploy|"
+left=$(find "$RS_DATA/tmp" -mindepth 1 2> /dev/null | wc -l)
+expect "no_spill_file_left" "[ -d '$RS_DATA/tmp' ] && [ '$left' = 0 ]" "$left entries in $RS_DATA/tmp"
 
 finish

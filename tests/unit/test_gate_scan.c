@@ -56,6 +56,26 @@ static void put_layer(struct store *bs, struct targen *g, char digest[DIGEST_STR
 	targen_free(g);
 }
 
+static void put_manifest(struct store *bs, struct image *im, const char *cfg, const size_t sizes[3])
+{
+	char man[2048];
+	int n = snprintf(man, sizeof(man),
+			 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+			 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
+			 "\"layers\":[",
+			 im->config, strlen(cfg));
+	for (int i = 0; i < 3; i++)
+		n += snprintf(man + n, sizeof(man) - (size_t)n,
+			      "%s{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu}",
+			      i ? "," : "", im->layers[i], sizes[i]);
+	n += snprintf(man + n, sizeof(man) - (size_t)n, "]}");
+	digest_buffer(im->manifest, man, (size_t)n);
+	struct rs_err err = {0};
+	ck_assert_int_eq(store_manifest_put(bs, STORE_PUSHED, im->manifest, "application/vnd.oci.image.manifest.v1+json",
+					    man, (size_t)n, &err),
+			 RS_OK);
+}
+
 /* Layer 1: a private key, a .env, an app file; layer 2: the key's
  * whiteout, a GitHub token; layer 3: 70 files with a token and 3 .env files
  * (more findings than a report keeps). */
@@ -87,22 +107,7 @@ static void put_image(struct store *bs, struct image *im)
 	const char *cfg = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"User\":\"1000\"},"
 			  "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
 	put(bs, cfg, strlen(cfg), im->config);
-	char man[2048];
-	int n = snprintf(man, sizeof(man),
-			 "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-			 "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"%s\",\"size\":%zu},"
-			 "\"layers\":[",
-			 im->config, strlen(cfg));
-	for (int i = 0; i < 3; i++)
-		n += snprintf(man + n, sizeof(man) - (size_t)n,
-			      "%s{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"%s\",\"size\":%zu}",
-			      i ? "," : "", im->layers[i], sizes[i]);
-	n += snprintf(man + n, sizeof(man) - (size_t)n, "]}");
-	digest_buffer(im->manifest, man, (size_t)n);
-	struct rs_err err = {0};
-	ck_assert_int_eq(store_manifest_put(bs, STORE_PUSHED, im->manifest, "application/vnd.oci.image.manifest.v1+json",
-					    man, (size_t)n, &err),
-			 RS_OK);
+	put_manifest(bs, im, cfg, sizes);
 }
 
 static char *globs[] = {"**/.env", "root/.ssh/**"};
@@ -296,6 +301,80 @@ START_TEST(scans_fed_by_uploads_equal_the_inline_scan)
 }
 END_TEST
 
+/* Layer 2 of 16 MiB of random text (about 12 MB gzip, far more than the
+ * ring between an upload and its scan) with a token near its end, between
+ * two small layers with findings. */
+static void put_big_image(struct store *bs, struct image *im)
+{
+	size_t sizes[3];
+	struct targen *g = targen_new(4);
+	targen_add_file(g, "root/.ssh/id_ed25519", KEY, strlen(KEY));
+	targen_add_file(g, "app/.env", "A=1\n", 4);
+	put_layer(bs, g, im->layers[0], &sizes[0]);
+	size_t big = 16u << 20;
+	char *text = malloc(big);
+	ck_assert_ptr_nonnull(text);
+	static const char alpha[] = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;\n";
+	unsigned seed = 42;
+	for (size_t i = 0; i < big; i++) {
+		seed = seed * 1103515245u + 12345u;
+		text[i] = alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+	}
+	memcpy(text + big - 1000, "\n" GH, strlen(GH) + 1);
+	g = targen_new(5);
+	targen_add_file(g, "srv/big/data.txt", text, big);
+	targen_add_file(g, "srv/big/.env", "B=2\n", 4);
+	put_layer(bs, g, im->layers[1], &sizes[1]);
+	free(text);
+	g = targen_new(6);
+	targen_add_file(g, "etc/ci.sh", GH, strlen(GH));
+	put_layer(bs, g, im->layers[2], &sizes[2]);
+	ck_assert_uint_gt(sizes[1], 8u << 20);
+	const char *cfg = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"User\":\"1000\"},"
+			  "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+	put(bs, cfg, strlen(cfg), im->config);
+	put_manifest(bs, im, cfg, sizes);
+}
+
+/* Uploads that outrun their scans: the bytes the ring cannot take wait in
+ * a spill file, the feeds do not wait for the scan, and the report is the
+ * inline scan's; no scratch file is left. */
+START_TEST(a_scan_behind_its_upload_spills_and_reports_the_same)
+{
+	struct store *bs = store_fixture_store(0);
+	struct image im;
+	put_big_image(bs, &im);
+	struct rs_gate_policy p = policy();
+	struct gate_report want = {0}, got = {0};
+	inline_report(&want, bs, &p, im.manifest);
+	ck_assert_uint_gt(want.count, 2);
+	struct gate_scan *sc = NULL;
+	struct rs_err err = {0};
+	ck_assert_int_eq(gate_scan_new(&sc, bs, 0, 8, &err), RS_OK);
+	for (int i = 0; i < 3; i++) {
+		char uuid[STORE_UUID_SIZE];
+		snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-00000000010%d", i);
+		uint64_t n = feed_blob(sc, bs, &p, uuid, im.layers[i], UINT64_MAX);
+		ck_assert(gate_scan_commit(sc, uuid, n, im.layers[i]));
+	}
+	gate_scan_idle(sc);
+	struct gate_scan_stats st;
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.streamed, 3);
+	ck_assert_uint_gt(st.spilled_bytes, 0);
+	ck_assert_uint_lt(st.spilled_bytes, st.streamed_bytes);
+	ck_assert_int_eq(store_fixture_count_files("tmp"), 0);
+	joined_report(&got, sc, bs, &p, im.manifest);
+	assert_same(&want, &got);
+	gate_scan_stats(sc, &st);
+	ck_assert_uint_eq(st.manifest_scans, 0);
+	gate_report_dispose(&got);
+	gate_report_dispose(&want);
+	gate_scan_free(sc);
+	store_free(bs);
+}
+END_TEST
+
 START_TEST(each_digest_is_scanned_once_also_after_a_restart)
 {
 	struct store *bs = store_fixture_store(0);
@@ -445,6 +524,7 @@ static Suite *gate_scan_suite(void)
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, joined_report_equals_the_inline_scan);
 	tcase_add_test(t, scans_fed_by_uploads_equal_the_inline_scan);
+	tcase_add_test(t, a_scan_behind_its_upload_spills_and_reports_the_same);
 	tcase_add_test(t, each_digest_is_scanned_once_also_after_a_restart);
 	tcase_add_test(t, queue_is_bounded_and_the_manifest_put_takes_over);
 	tcase_add_test(t, other_scan_parameters_are_other_scans);

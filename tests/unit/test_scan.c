@@ -1135,10 +1135,25 @@ static void tr_close(struct transcript *t, enum rs_code rc, const struct scan_st
 
 static char *allow_globs[] = {"app/test/**"};
 
+/* The incremental passes (fed) walk the tar on a thread of their own */
+static bool fed_threaded;
+/* tr_entry fails at this entry (counted from 1; 0: never) */
+static int fail_at_entry;
+static int entries_seen;
+
+static enum rs_code tr_entry_failing(void *ctx, const struct tar_entry *e, struct rs_err *err)
+{
+	if (++entries_seen == fail_at_entry)
+		return rs_err_set(err, RS_DENIED, "refused at %s", e->path);
+	return tr_entry(ctx, e, err);
+}
+
 static struct scan_opts tr_opts(struct transcript *t, enum codec_kind codec, const char *digest)
 {
+	entries_seen = 0;
 	return (struct scan_opts){.codec = codec, .digest = digest, .secrets = true, .file_cap = 200000,
-				  .allow_paths = allow_globs, .allow_path_count = 1, .on_entry = tr_entry,
+				  .allow_paths = allow_globs, .allow_path_count = 1,
+				  .on_entry = fail_at_entry ? tr_entry_failing : tr_entry,
 				  .on_finding = tr_find, .ctx = t};
 }
 
@@ -1169,6 +1184,7 @@ static char *fed(const uint8_t *b, size_t n, enum codec_kind codec, const char *
 	struct transcript t;
 	tr_open(&t);
 	struct scan_opts o = tr_opts(&t, codec, digest);
+	o.threaded = fed_threaded;
 	struct scan_stats st = {0};
 	struct rs_err err = {0};
 	struct scan_layer *l = NULL;
@@ -1331,6 +1347,82 @@ START_TEST(incremental_layer_scan_equals_the_one_shot_scan_for_every_split)
 }
 END_TEST
 
+/* With the tar walk and the content scan on a thread of their own: the
+ * same entries, findings, stats and errors as the one-shot pass, also when
+ * a callback fails or the tar is bad before the compressed stream ends. */
+START_TEST(threaded_layer_scan_equals_the_one_shot_scan)
+{
+	struct targen *g = rich_layer();
+	size_t tlen;
+	const uint8_t *tar0 = targen_data(g, &tlen);
+	uint8_t *tar = malloc(tlen);
+	ck_assert_ptr_nonnull(tar);
+	memcpy(tar, tar0, tlen);
+	static const enum codec_kind kinds[] = {CODEC_NONE, CODEC_GZIP, CODEC_ZSTD};
+	fed_threaded = true;
+	for (size_t k = 0; k < 3; k++) {
+		uint8_t *b;
+		size_t n;
+		char d[DIGEST_STR_SIZE];
+		encode(&b, &n, tar, tlen, kinds[k], d);
+		char *want = one_shot(b, n, kinds[k], d);
+		ck_assert_ptr_nonnull(strstr(want, "F 1 root/.ssh/id_rsa\n"));
+		expect_same(want, b, n, kinds[k], d, NULL, 0, "threaded, whole");
+		size_t *cuts = malloc(n * sizeof(*cuts));
+		ck_assert_ptr_nonnull(cuts);
+		unsigned seed = 7;
+		for (int round = 0; round < 10; round++) {
+			size_t nc = 0;
+			for (size_t at = 0;;) {
+				seed = seed * 1103515245u + 12345u;
+				if ((at += 1 + (seed >> 8) % (round % 2 ? 300000 : 700)) >= n)
+					break;
+				cuts[nc++] = at;
+			}
+			expect_same(want, b, n, kinds[k], d, cuts, nc, "threaded, random pieces");
+		}
+		free(want);
+		want = one_shot(b, n - 1, kinds[k], NULL);
+		expect_same(want, b, n - 1, kinds[k], NULL, NULL, 0, "threaded, truncated");
+		free(want);
+		const char *wrong = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+		want = one_shot(b, n, kinds[k], wrong);
+		expect_same(want, b, n, kinds[k], wrong, NULL, 0, "threaded, wrong digest");
+		free(want);
+		/* a callback that refuses the 5th entry: its error, nothing after it */
+		fail_at_entry = 5;
+		want = one_shot(b, n, kinds[k], d);
+		ck_assert_ptr_nonnull(strstr(want, "refused at"));
+		expect_same(want, b, n, kinds[k], d, NULL, 0, "threaded, callback fails");
+		free(want);
+		want = one_shot(b, n - 1, kinds[k], NULL);
+		expect_same(want, b, n - 1, kinds[k], NULL, NULL, 0, "threaded, callback fails, then truncated");
+		fail_at_entry = 0;
+		free(want);
+		free(cuts);
+		free(b);
+	}
+	/* a bad tar header early, then a truncated stream: the tar's error,
+	 * met first on the bytes before, as the one-shot pass reports it */
+	const struct targen_written *w = targen_entry_at(g, 3);
+	tar[w->header_offset + 148] ^= 0x11; /* the header's checksum */
+	for (size_t k = 1; k < 3; k++) {
+		uint8_t *b;
+		size_t n;
+		char d[DIGEST_STR_SIZE];
+		encode(&b, &n, tar, tlen, kinds[k], d);
+		char *want = one_shot(b, n - 1, kinds[k], NULL);
+		ck_assert_ptr_null(strstr(want, "rc 0 "));
+		expect_same(want, b, n - 1, kinds[k], NULL, NULL, 0, "threaded, bad header then truncated");
+		free(want);
+		free(b);
+	}
+	fed_threaded = false;
+	free(tar);
+	targen_free(g);
+}
+END_TEST
+
 static Suite *scan_suite(void)
 {
 	Suite *s = suite_create("scan");
@@ -1360,6 +1452,7 @@ static Suite *scan_suite(void)
 	tcase_add_test(l, layer_scan_skips_exactly_the_allowed_paths);
 	tcase_set_timeout(l, 600);
 	tcase_add_test(l, incremental_layer_scan_equals_the_one_shot_scan_for_every_split);
+	tcase_add_test(l, threaded_layer_scan_equals_the_one_shot_scan);
 	suite_add_tcase(s, l);
 	return s;
 }
