@@ -1,11 +1,14 @@
 /* test_scan: the secret detectors (each one, with its false-positive
  * guard), findings independent of how the content is split into chunks
  * (every split point, and patterns straddling the scanner's work buffer),
- * the per-file cap, and the layer scan over gzip layers (entries reported,
- * digest verified, a secret in a file that a later layer deletes), and the
- * incremental layer scan (fed as an upload's bytes arrive) against the
- * one-shot scan over plain, gzip and zstd layers cut everywhere: one byte at
- * a time, inside the codec's header, inside every tar header, at random. */
+ * the per-file cap, the findings of testing every byte (a test-only copy of
+ * the old scanner) against the library's, with both of its byte
+ * classifiers, on random files and on near-miss secret tokens, the layer
+ * scan over gzip layers (entries reported, digest verified, a secret in a
+ * file that a later layer deletes), and the incremental layer scan (fed as
+ * an upload's bytes arrive) against the one-shot scan over plain, gzip and
+ * zstd layers cut everywhere: one byte at a time, inside the codec's
+ * header, inside every tar header, at random. */
 #include "codec.h"
 
 #include "fixture.h"
