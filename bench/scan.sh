@@ -26,10 +26,10 @@ if [ ! -f "$REGSLIM_LAB/fixtures/oci/big/index.json" ]; then
 fi
 
 SRCS=(optimizer/stream.c optimizer/decompress.c optimizer/compress.c optimizer/digest.c optimizer/tar_read.c
-	optimizer/tar_sparse.c optimizer/strip.c optimizer/handoff.c config/errors.c)
+	optimizer/tar_sparse.c optimizer/strip.c optimizer/handoff.c optimizer/pgzip.c config/errors.c)
 build() { # $1: output, $2: scan.c
 	(cd "$ROOT" && cc -O2 -std=c11 -D_GNU_SOURCE -DREGSLIM_HAVE_ISAL=1 -Iconfig -Ioptimizer -o "$1" \
-		bench/scan_bench.c "$2" "${SRCS[@]}" -lisal -lz -lzstd -lcrypto -lpthread)
+		bench/scan_bench.c "$2" "${SRCS[@]}" -lisal -lz -lzstd -ldeflate -lcrypto -lpthread)
 }
 git -C "$ROOT" show "$BASE:optimizer/scan.c" > "$WORK/scan_base.c"
 build "$WORK/new" "$ROOT/optimizer/scan.c"

@@ -3,9 +3,10 @@
  * callbacks; file contents go through a fixed work buffer that carries the
  * last SCAN_WINDOW bytes over to the next round, so a pattern split across
  * chunks is still seen and is reported once. The detectors (match_at) run
- * only where a cheap pre-test (vectorised, 16 bytes at a time) says one
- * could match: see scan_to. Talks to codec/tar_read/stream
- * only: no HTTP, no policy. */
+ * only at the positions where one could start, found 64 at a time as
+ * bitmasks from byte classes computed once per byte (vectorised): see
+ * "candidate positions". Talks to codec/tar_read/stream only: no HTTP, no
+ * policy. */
 #include "scan.h"
 
 #include "handoff.h"
@@ -13,6 +14,12 @@
 #include "strip.h"
 
 #include <assert.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1 /* see "candidate positions" */
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +28,8 @@
 #define WORK_CAP (SCAN_WINDOW + WORK_CHUNK)
 #define AWS_NEIGHBOUR 512
 
-/* Byte classes for the skip loop in scan_to (see there). CL_ALNUM is
- * CL_B64 shifted left by one on purpose. */
-#define CL_TRIGGER 1u /* a detector may start at this byte whatever precedes it */
-#define CL_B64 2u     /* [A-Za-z0-9+/]: a token may start here after a non-alnum */
-#define CL_ALNUM 4u   /* [A-Za-z0-9]: no word boundary after it */
+/* scan_to's masks read up to 2 * 64 + 1 bytes past the data: zeros there */
+#define WORK_PAD 160
 
 static const char *const detector_names[SCAN_DETECTOR_COUNT] = {
 	[SCAN_PEM_PRIVATE_KEY] = "PEM private key",
@@ -63,6 +67,7 @@ struct scan_secrets {
 	unsigned kinds;
 	bool sniffed;   /* the file's first bytes have been looked at */
 	bool key_blocks; /* run the key-block detectors in this file */
+	bool avx2;       /* classify with AVX2 (scan_to) */
 	bool reported[SCAN_DETECTOR_COUNT];
 	uint64_t fed;        /* content bytes taken (capped) */
 	uint64_t base;       /* file offset of work[0] */
@@ -71,8 +76,7 @@ struct scan_secrets {
 	int64_t last_secret; /* offset of the last secret-like token, -1 none */
 	int64_t aws_pending; /* an AWS key id wants a secret at or before this offset, -1 none */
 	enum rs_code failed; /* a callback failed: sticks */
-	uint8_t cls[256];    /* CL_* bits per byte value, for this file */
-	uint8_t work[WORK_CAP];
+	uint8_t work[WORK_CAP + WORK_PAD];
 };
 
 enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, bool scan_binaries,
@@ -83,18 +87,19 @@ enum rs_code scan_secrets_new(struct scan_secrets **out, uint64_t file_cap, bool
 	if (!s)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->file_cap = file_cap ? file_cap : SCAN_FILE_CAP_DEFAULT;
-	for (unsigned c = 0; c < 256; c++) {
-		bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-		s->cls[c] = (uint8_t)((alnum ? CL_ALNUM | CL_B64 : 0) | (c == '+' || c == '/' ? CL_B64 : 0));
-	}
-	/* "aws_secret_access_key" in any case, and "AKIA"/"ASIA" */
-	s->cls['a'] |= CL_TRIGGER;
-	s->cls['A'] |= CL_TRIGGER;
 	s->scan_binaries = scan_binaries;
+#ifdef HAVE_AVX2_PATH
+	s->avx2 = __builtin_cpu_supports("avx2");
+#endif
 	s->on_finding = on_finding;
 	s->ctx = ctx;
 	*out = s;
 	return RS_OK;
+}
+
+void scan_secrets_portable(struct scan_secrets *s)
+{
+	s->avx2 = false;
 }
 
 void scan_secrets_free(struct scan_secrets *s)
@@ -145,10 +150,6 @@ enum rs_code scan_secrets_begin(struct scan_secrets *s, const char *path, struct
 	if (!s->path)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the secret scanner");
 	s->kinds = kinds_of(path);
-	s->cls['"'] = (s->kinds & (FK_DOCKER | FK_GCLOUD)) ? CL_TRIGGER : 0;
-	s->cls['_'] = (s->kinds & FK_NPMRC) ? CL_TRIGGER : 0;
-	s->cls[':'] = (s->kinds & FK_GITCRED) ? CL_TRIGGER : 0;
-	s->cls['-'] = 0; /* set once the file's first bytes are known (scan_to) */
 	s->sniffed = false;
 	s->key_blocks = true;
 	memset(s->reported, 0, sizeof(s->reported));
@@ -406,147 +407,200 @@ static enum rs_code match_at(struct scan_secrets *s, size_t i, size_t n, struct 
 	return rc;
 }
 
-/* A necessary condition for match_at to act at p (n bytes available), at
- * a fraction of its cost: a secret-like token needs a base64 character as
- * its 40th byte and none as its 41st; every other detector needs its
- * pattern's second byte ('a'/'A': "aws_..." in any case, "AKIA"/"ASIA";
- * "gh", "xo", "--"). Bytes of credential files go to match_at as they are. */
-static bool may_match(const uint8_t *cls, const uint8_t *p, size_t n)
+/* ---- candidate positions ------------------------------------------------
+ * match_at acts only where one of these starts, so scan_to calls it only
+ * there, in order, finding them 64 positions at a time as bitmasks (bit k:
+ * position p + k):
+ *   - a secret-like token: a run of exactly 40 base64 characters (the
+ *     base64 mask is clear at k - 1 and k + 40 and set from k to k + 39);
+ *   - "gh" or "xo" after a non-alphanumeric byte (GitHub, Slack tokens);
+ *   - "aw" in any case (aws_secret_access_key), "AK" and "AS" (AKIA, ASIA);
+ *   - "--" (key blocks), unless the key-block detectors are off;
+ *   - in credential files also '"', '_' and ':'.
+ * A superset ('=' before a token, the case mix, the rest of each pattern):
+ * match_at decides. Each byte is classified once, with GNU C vector
+ * extensions: 32 at a time where the CPU has AVX2 (chosen at run time: the
+ * build does not require it), else 16 at a time (SSE2 on x86-64, plain code
+ * elsewhere). */
+#define WORD 64
+typedef uint8_t vec16 __attribute__((vector_size(16)));
+typedef uint8_t vec32 __attribute__((vector_size(32)));
+
+struct masks {
+	uint64_t b64;       /* [A-Za-z0-9+/] */
+	uint64_t alnum;     /* [A-Za-z0-9] */
+	uint64_t word_pair; /* "gh", "xo": need a word boundary before */
+	uint64_t pair;      /* "aw" (any case), "AK", "AS", "--" (when on) */
+};
+
+/* The classes of the lanes of c (n: the bytes after c's, dash: 0xff lanes
+ * when "--" counts), as vectors of c's type with lanes 0 or 0xff; a macro,
+ * for both vector widths. */
+#define CLASSIFY_LANES(c, n, dash, b64, alnum, word_pair, pair)                                                  \
+	do {                                                                                                     \
+		__typeof__(c) lc_ = (c) | 0x20;                                                                  \
+		alnum = (__typeof__(c))((__typeof__(c))(lc_ - 'a') <= 'z' - 'a') |                               \
+			(__typeof__(c))((__typeof__(c))((c) - '0') <= 9);                                        \
+		b64 = alnum | (__typeof__(c))((c) == '+') | (__typeof__(c))((c) == '/');                         \
+		word_pair = ((__typeof__(c))((c) == 'g') & (__typeof__(c))((n) == 'h')) |                        \
+			    ((__typeof__(c))((c) == 'x') & (__typeof__(c))((n) == 'o'));                         \
+		pair = ((__typeof__(c))(lc_ == 'a') & (__typeof__(c))(((n) | 0x20) == 'w')) |                    \
+		       ((__typeof__(c))((c) == 'A') & ((__typeof__(c))((n) == 'K') | (__typeof__(c))((n) == 'S'))) | \
+		       ((__typeof__(c))((c) == '-') & (__typeof__(c))((n) == '-') & (dash));                     \
+	} while (0)
+
+/* Bit k: lane k is 0xff (lanes are 0 or 0xff). */
+static uint64_t movemask16(vec16 v)
 {
-	if (n >= 40 && (cls[p[39]] & CL_B64) && (n == 40 || !(cls[p[40]] & CL_B64)))
-		return true;
-	if (n < 2)
-		return false;
-	uint8_t c1 = p[1];
-	switch (p[0]) {
-	case '-':
-		return c1 == '-';
-	case 'A':
-		return c1 == 'K' || c1 == 'S' || c1 == 'w' || c1 == 'W';
-	case 'a':
-		return c1 == 'w' || c1 == 'W';
-	case 'g':
-		return c1 == 'h';
-	case 'x':
-		return c1 == 'o';
-	case '"':
-	case '_':
-	case ':':
-		return true;
-	default:
-		return false;
+#if defined(__SSE2__)
+	return (uint16_t)_mm_movemask_epi8((__m128i)v);
+#else
+	uint64_t m = 0;
+	for (unsigned k = 0; k < 16; k++)
+		m |= (uint64_t)(v[k] >> 7) << k;
+	return m;
+#endif
+}
+
+/* The masks of p[0] to p[WORD - 1]; reads p[0] to p[WORD]. */
+__attribute__((always_inline)) static inline void classify(struct masks *m, const uint8_t *p, bool dash_on)
+{
+	const vec16 dash = (vec16){0} + (uint8_t)(dash_on ? 0xff : 0);
+	*m = (struct masks){0};
+#pragma GCC unroll 4
+	for (unsigned k = 0; k < WORD; k += 16) {
+		vec16 c, n, b64, alnum, word_pair, pair;
+		memcpy(&c, p + k, sizeof(c));
+		memcpy(&n, p + k + 1, sizeof(n));
+		CLASSIFY_LANES(c, n, dash, b64, alnum, word_pair, pair);
+		m->b64 |= movemask16(b64) << k;
+		m->alnum |= movemask16(alnum) << k;
+		m->word_pair |= movemask16(word_pair) << k;
+		m->pair |= movemask16(pair) << k;
 	}
 }
 
-/* 16 positions at a time with GNU C vector extensions (SSE2 on x86-64,
- * NEON on arm64, plain code elsewhere): lanes are 0xff where a byte is in
- * the class, 0 where not. */
-#define BLOCK 16
-typedef uint8_t vec16 __attribute__((vector_size(BLOCK)));
-
-static vec16 vload(const uint8_t *p)
+#ifdef HAVE_AVX2_PATH
+/* classify with 32-byte vectors, for CPUs with AVX2 (chosen at run time). */
+__attribute__((always_inline, target("avx2"))) static inline void classify_avx2(struct masks *m, const uint8_t *p,
+										   bool dash_on)
 {
-	vec16 v;
-	memcpy(&v, p, sizeof(v));
-	return v;
+	const vec32 dash = (vec32){0} + (uint8_t)(dash_on ? 0xff : 0);
+	*m = (struct masks){0};
+#pragma GCC unroll 2
+	for (unsigned k = 0; k < WORD; k += 32) {
+		vec32 c, n, b64, alnum, word_pair, pair;
+		memcpy(&c, p + k, sizeof(c));
+		memcpy(&n, p + k + 1, sizeof(n));
+		CLASSIFY_LANES(c, n, dash, b64, alnum, word_pair, pair);
+		m->b64 |= (uint64_t)(uint32_t)_mm256_movemask_epi8((__m256i)b64) << k;
+		m->alnum |= (uint64_t)(uint32_t)_mm256_movemask_epi8((__m256i)alnum) << k;
+		m->word_pair |= (uint64_t)(uint32_t)_mm256_movemask_epi8((__m256i)word_pair) << k;
+		m->pair |= (uint64_t)(uint32_t)_mm256_movemask_epi8((__m256i)pair) << k;
+	}
+}
+#endif
+
+/* Bit k (k < 64): bits k to k + 39 of the 128-bit value hi:lo are all set;
+ * by doubling the width of the run. */
+__attribute__((always_inline)) static inline uint64_t run40(uint64_t lo, uint64_t hi)
+{
+	uint64_t l2 = lo & (lo >> 1 | hi << 63), h2 = hi & hi >> 1;
+	uint64_t l4 = l2 & (l2 >> 2 | h2 << 62), h4 = h2 & h2 >> 2;
+	uint64_t l8 = l4 & (l4 >> 4 | h4 << 60), h8 = h4 & h4 >> 4;
+	uint64_t l16 = l8 & (l8 >> 8 | h8 << 56), h16 = h8 & h8 >> 8;
+	uint64_t l32 = l16 & (l16 >> 16 | h16 << 48);
+	return l32 & (l8 >> 32 | h8 << 32);
 }
 
-static vec16 v_alnum(vec16 x)
+/* '"', '_', ':' in p[0] to p[WORD - 1] (credential files only: rare). */
+static uint64_t cred_bytes(const uint8_t *p)
 {
-	return (vec16)((vec16)((x | 0x20) - 'a') <= 'z' - 'a') | (vec16)((vec16)(x - '0') <= 9);
+	uint64_t m = 0;
+	for (unsigned k = 0; k < WORD; k++)
+		m |= (uint64_t)(p[k] == '"' || p[k] == '_' || p[k] == ':') << k;
+	return m;
 }
 
-static vec16 v_b64(vec16 x)
-{
-	return v_alnum(x) | (vec16)(x == '+') | (vec16)(x == '/');
-}
+typedef void classify_fn(struct masks *m, const uint8_t *p, bool dash_on);
 
-/* mask[k] != 0 for the positions p[k] (k < BLOCK) where may_match could be
- * true outside a credential file; needs p[-1] to p[BLOCK + 39] in work.
- * A superset: may_match and match_at decide. False when no lane is set. */
-static bool block_candidates(uint8_t mask[BLOCK], const uint8_t *p, bool key_blocks)
+/* match_at at every candidate position in [from, limit), in increasing
+ * order; inlined into one function per classify, which it calls with a
+ * constant. */
+__attribute__((always_inline)) static inline enum rs_code scan_words(struct scan_secrets *s, size_t from, size_t limit,
+								    classify_fn *classify_word, struct rs_err *err)
 {
-	vec16 c = vload(p), next = vload(p + 1);
-	vec16 word_start = ~v_alnum(vload(p - 1));
-	/* a secret-like token: 40 base64 characters (a few are tested) and no
-	 * base64 character at +40 */
-	vec16 token = v_b64(c) & v_b64(next) & v_b64(vload(p + 13)) & v_b64(vload(p + 26)) &
-		      v_b64(vload(p + 39)) & ~v_b64(vload(p + 40));
-	vec16 ghx = ((vec16)(c == 'g') & (vec16)(next == 'h')) | ((vec16)(c == 'x') & (vec16)(next == 'o'));
-	vec16 kw = (vec16)((c | 0x20) == 'a') & (vec16)((next | 0x20) == 'w');
-	vec16 akia = (vec16)(c == 'A') & ((vec16)(next == 'K') | (vec16)(next == 'S'));
-	vec16 dash = (vec16)(c == '-') & (vec16)(next == '-') & ((vec16){0} + (uint8_t)(key_blocks ? 0xff : 0));
-	vec16 m = (word_start & (token | ghx)) | kw | akia | dash;
-	memcpy(mask, &m, BLOCK);
-	uint64_t half[2];
-	memcpy(half, &m, sizeof(half));
-	return (half[0] | half[1]) != 0;
-}
-
-/* The positions [from, to) one by one. */
-static enum rs_code scan_bytes(struct scan_secrets *s, size_t from, size_t to, struct rs_err *err)
-{
-	const uint8_t *w = s->work, *cls = s->cls;
-	unsigned prev = from > 0 ? cls[w[from - 1]] : 0;
-	for (size_t i = from; i < to; i++) {
-		unsigned f = cls[w[i]];
-		unsigned hit = (f & CL_TRIGGER) | (f & ~(prev >> 1) & CL_B64);
-		prev = f;
-		if (!hit || !may_match(cls, w + i, s->len - i))
-			continue;
-		enum rs_code rc = match_at(s, i, s->len - i, err);
-		if (rc)
-			return s->failed = rc;
+	const uint8_t *w = s->work;
+	struct masks cur, next;
+	classify_word(&cur, w + from, s->key_blocks);
+	/* the byte before from, or none at the file's start (a boundary) */
+	uint64_t b64_before = from > 0 && is_b64(w[from - 1]), alnum_before = from > 0 && is_alnum(w[from - 1]);
+	for (size_t p = from; p < limit; p += WORD) {
+		classify_word(&next, w + p + WORD, s->key_blocks);
+		uint64_t run_start = cur.b64 & ~(cur.b64 << 1 | b64_before);
+		uint64_t after_40 = cur.b64 >> 40 | next.b64 << 24;
+		uint64_t word_start = ~(cur.alnum << 1 | alnum_before);
+		uint64_t cand = (run_start & run40(cur.b64, next.b64) & ~after_40) | (word_start & cur.word_pair) |
+				cur.pair;
+		if (s->kinds)
+			cand |= cred_bytes(w + p);
+		if (limit - p < WORD)
+			cand &= ((uint64_t)1 << (limit - p)) - 1;
+		for (; cand; cand &= cand - 1) {
+			size_t i = p + (size_t)__builtin_ctzll(cand);
+			enum rs_code rc = match_at(s, i, s->len - i, err);
+			if (rc)
+				return rc;
+		}
+		b64_before = cur.b64 >> 63;
+		alnum_before = cur.alnum >> 63;
+		cur = next;
 	}
 	return RS_OK;
 }
 
-/* Test match starts up to limit (an index into work).
- *
- * match_at can only act where may_match holds, so only those positions
- * are tested: 16 at a time (block_candidates, a superset of them) where
- * the 40 bytes a token needs after the block are in work, else one by one
- * (scan_bytes: a 256-entry class table: a byte that starts a pattern
- * whatever precedes it, or a base64 character after a non-alphanumeric
- * byte). Positions are tested in order and match_at keeps every rule
- * (boundaries, window, pairing), so the findings and their order are those
- * of testing every byte; tests/unit/test_scan.c compares the two. */
+static enum rs_code scan_words_default(struct scan_secrets *s, size_t from, size_t limit, struct rs_err *err)
+{
+	return scan_words(s, from, limit, classify, err);
+}
+
+#ifdef HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static enum rs_code scan_words_avx2(struct scan_secrets *s, size_t from,
+								   size_t limit, struct rs_err *err)
+{
+	return scan_words(s, from, limit, classify_avx2, err);
+}
+#endif
+
+/* Test match starts up to limit (an index into work): match_at at every
+ * candidate position (see above) in increasing order. match_at keeps every
+ * rule (boundaries, window, pairing), so the findings and their order are
+ * those of testing every byte; tests/unit/test_scan.c compares the two. */
 static enum rs_code scan_to(struct scan_secrets *s, size_t limit, struct rs_err *err)
 {
 	if (!s->sniffed) {
 		/* the first call sees the file's start: base is still 0 */
 		s->sniffed = true;
 		s->key_blocks = s->scan_binaries || s->len < 4 || memcmp(s->work, "\x7f" "ELF", 4) != 0;
-		if (s->key_blocks)
-			s->cls['-'] = CL_TRIGGER;
 	}
 	size_t from = (size_t)(s->next_start - s->base);
 	/* only the file's first byte has no byte before it in work */
 	assert(from > 0 || s->base == 0);
-	const uint8_t *w = s->work;
-	const size_t len = s->len;
-	size_t i = from;
-	enum rs_code rc = RS_OK;
-	/* blocks: from the second byte, while 16 positions and the 40 bytes a
-	 * token needs after them are in work; credential files byte by byte */
-	if (!s->kinds && from + 1 + BLOCK + 40 <= len) {
-		if (i == 0 && (rc = scan_bytes(s, 0, 1, err)))
-			return rc;
-		for (i = i ? i : 1; i + BLOCK + 40 <= len && i + BLOCK <= limit; i += BLOCK) {
-			uint8_t mask[BLOCK];
-			if (!block_candidates(mask, w + i, s->key_blocks))
-				continue;
-			for (size_t k = 0; k < BLOCK; k++) {
-				if (mask[k] && may_match(s->cls, w + i + k, len - i - k) &&
-				    (rc = match_at(s, i + k, len - i - k, err)))
-					return s->failed = rc;
-			}
-		}
-	}
-	if ((rc = scan_bytes(s, i, limit, err)))
-		return rc;
-	if (limit > from)
-		s->next_start = s->base + limit;
+	if (limit <= from)
+		return RS_OK;
+	/* the masks of the last positions read up to 2 * WORD + 1 bytes past
+	 * them: zeros, in no class, past the data */
+	memset(s->work + s->len, 0, WORK_PAD);
+	enum rs_code rc;
+#ifdef HAVE_AVX2_PATH
+	if (s->avx2)
+		rc = scan_words_avx2(s, from, limit, err);
+	else
+#endif
+		rc = scan_words_default(s, from, limit, err);
+	if (rc)
+		return s->failed = rc;
+	s->next_start = s->base + limit;
 	return RS_OK;
 }
 

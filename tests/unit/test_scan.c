@@ -1,11 +1,14 @@
 /* test_scan: the secret detectors (each one, with its false-positive
  * guard), findings independent of how the content is split into chunks
  * (every split point, and patterns straddling the scanner's work buffer),
- * the per-file cap, and the layer scan over gzip layers (entries reported,
- * digest verified, a secret in a file that a later layer deletes), and the
- * incremental layer scan (fed as an upload's bytes arrive) against the
- * one-shot scan over plain, gzip and zstd layers cut everywhere: one byte at
- * a time, inside the codec's header, inside every tar header, at random. */
+ * the per-file cap, the findings of testing every byte (a test-only copy of
+ * the old scanner) against the library's, with both of its byte
+ * classifiers, on random files and on near-miss secret tokens, the layer
+ * scan over gzip layers (entries reported, digest verified, a secret in a
+ * file that a later layer deletes), and the incremental layer scan (fed as
+ * an upload's bytes arrive) against the one-shot scan over plain, gzip and
+ * zstd layers cut everywhere: one byte at a time, inside the codec's
+ * header, inside every tar header, at random. */
 #include "codec.h"
 
 #include "fixture.h"
@@ -886,38 +889,73 @@ static size_t equiv_content(uint8_t *buf, size_t cap, uint64_t *st)
 	return len;
 }
 
-/* Scan buf with the reference (whole) and the library (in random pieces
- * from *st); the findings must be the same, in the same order. Returns
- * their number. */
+/* Feed buf to s in pieces of `piece` bytes, or (piece 0) of random sizes
+ * from *st. */
+static void feed_pieces(struct scan_secrets *s, const uint8_t *buf, size_t len, size_t piece, uint64_t *st)
+{
+	struct rs_err err = {0};
+	for (size_t off = 0; off < len;) {
+		size_t n = piece ? piece : 1 + rng_below(st, rng_below(st, 2) ? 64 : 90000);
+		if (n > len - off)
+			n = len - off;
+		ck_assert_int_eq(scan_secrets_feed(s, buf + off, n, &err), RS_OK);
+		off += n;
+	}
+}
+
+/* A run of base64 characters, not a token (all 'A'), longer than the
+ * scanner's work buffer. */
+static uint8_t stale_b64[70 * 1024];
+
+/* Scan buf with the reference (whole) and the library (in pieces, see
+ * feed_pieces), the library both ways it classifies bytes (AVX2 where the
+ * CPU has it, and the portable code); the findings must be the same, in the
+ * same order. Returns their number. */
+static unsigned compare_pieces(const uint8_t *buf, size_t len, const char *path, bool bin, uint64_t fcap,
+			       size_t piece, uint64_t *st)
+{
+	struct events want = {0};
+	struct rs_err err = {0};
+	struct ref_scan *r = NULL;
+	ck_assert_int_eq(ref_new(&r, fcap, bin, on_event, &want, &err), RS_OK);
+	ck_assert_int_eq(ref_begin(r, path, &err), RS_OK);
+	ck_assert_int_eq(ref_feed(r, buf, len, &err), RS_OK);
+	ck_assert_int_eq(ref_end(r, &err), RS_OK);
+	ref_free(r);
+	for (int portable = 0; portable < 2; portable++) {
+		struct events got = {0};
+		struct scan_secrets *s = NULL;
+		ck_assert_int_eq(scan_secrets_new(&s, fcap, bin, on_event, &got, &err), RS_OK);
+		if (portable)
+			scan_secrets_portable(s);
+		/* first a file of base64 characters and nothing else, so that the
+		 * work buffer past the end of buf holds stale bytes of that class */
+		if (!stale_b64[0])
+			memset(stale_b64, 'A', sizeof(stale_b64));
+		size_t stale = len + 512 < sizeof(stale_b64) ? len + 512 : sizeof(stale_b64);
+		ck_assert_int_eq(scan_secrets_begin(s, "stale", &err), RS_OK);
+		ck_assert_int_eq(scan_secrets_feed(s, stale_b64, stale, &err), RS_OK);
+		ck_assert_int_eq(scan_secrets_end(s, &err), RS_OK);
+		ck_assert_uint_eq(got.n, 0);
+		ck_assert_int_eq(scan_secrets_begin(s, path, &err), RS_OK);
+		feed_pieces(s, buf, len, piece, st);
+		ck_assert_int_eq(scan_secrets_end(s, &err), RS_OK);
+		scan_secrets_free(s);
+		ck_assert_msg(want.n == got.n, "%s, %zu bytes, %s: %u findings, the reference %u", path, len,
+			      portable ? "portable" : "default", got.n, want.n);
+		for (unsigned k = 0; k < want.n; k++) {
+			ck_assert_int_eq(got.d[k], want.d[k]);
+			ck_assert_str_eq(got.path[k], want.path[k]);
+		}
+	}
+	return want.n;
+}
+
+/* compare_pieces in random pieces. */
 static unsigned compare_with_reference(const uint8_t *buf, size_t len, const char *path, bool bin, uint64_t fcap,
 				       uint64_t *st)
 {
-	struct events want = {0}, got = {0};
-	struct rs_err err = {0};
-	struct ref_scan *r = NULL;
-	struct scan_secrets *s = NULL;
-	ck_assert_int_eq(ref_new(&r, fcap, bin, on_event, &want, &err), RS_OK);
-	ck_assert_int_eq(scan_secrets_new(&s, fcap, bin, on_event, &got, &err), RS_OK);
-	ck_assert_int_eq(ref_begin(r, path, &err), RS_OK);
-	ck_assert_int_eq(scan_secrets_begin(s, path, &err), RS_OK);
-	ck_assert_int_eq(ref_feed(r, buf, len, &err), RS_OK);
-	for (size_t off = 0; off < len;) {
-		size_t piece = 1 + rng_below(st, rng_below(st, 2) ? 64 : 90000);
-		if (piece > len - off)
-			piece = len - off;
-		ck_assert_int_eq(scan_secrets_feed(s, buf + off, piece, &err), RS_OK);
-		off += piece;
-	}
-	ck_assert_int_eq(ref_end(r, &err), RS_OK);
-	ck_assert_int_eq(scan_secrets_end(s, &err), RS_OK);
-	ck_assert_msg(want.n == got.n, "%s, %zu bytes: %u findings, the reference %u", path, len, got.n, want.n);
-	for (unsigned k = 0; k < want.n; k++) {
-		ck_assert_int_eq(got.d[k], want.d[k]);
-		ck_assert_str_eq(got.path[k], want.path[k]);
-	}
-	ref_free(r);
-	scan_secrets_free(s);
-	return want.n;
+	return compare_pieces(buf, len, path, bin, fcap, 0, st);
 }
 
 #define ROUNDS 1500u
@@ -941,6 +979,20 @@ START_TEST(skip_loop_finds_what_testing_every_byte_finds)
 			ck_assert_uint_eq(compare_with_reference(buf, 140000, "f", false, 0, &st), 1);
 		}
 	}
+	/* and their near misses: no token (39 and 41 characters, after '=',
+	 * no upper case), the key id one character short */
+	static const char *const missed_at_edge[] = {"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9 AKIAZ7QW3RT5YU8IO2PL",
+						     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9wQ AKIAZ7QW3RT5YU8IO2PL",
+						     "=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w AKIAZ7QW3RT5YU8IO2PL",
+						     "0123456789abcdef0123456789abcdef01234567 AKIAZ7QW3RT5YU8IO2PL",
+						     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w AKIAZ7QW3RT5YU8IO2P"};
+	for (size_t k = 0; k < sizeof(missed_at_edge) / sizeof(missed_at_edge[0]); k++) {
+		for (size_t at = 65536 - 44; at < 131071 + 4; at += at == 65536 + 3 ? 131071 - 65536 - 47 : 1) {
+			memset(buf, ' ', cap);
+			memcpy(buf + at, missed_at_edge[k], strlen(missed_at_edge[k]));
+			ck_assert_uint_eq(compare_with_reference(buf, 140000, "f", false, 0, &st), 0);
+		}
+	}
 	unsigned files_with_findings = 0, total_events = 0;
 	for (unsigned round = 0; round < ROUNDS; round++) {
 		size_t len = equiv_content(buf, cap, &st);
@@ -956,6 +1008,90 @@ START_TEST(skip_loop_finds_what_testing_every_byte_finds)
 	ck_assert_uint_lt(files_with_findings, ROUNDS);
 	fprintf(stderr, "# skip loop: %u of %u files with findings, %u findings, all as the reference\n",
 		files_with_findings, ROUNDS, total_events);
+	free(buf);
+}
+END_TEST
+
+/* Content for the secret-token candidates: runs of base64 characters of
+ * every length around a token's 40 (38 to 42, mostly shorter), of mixed
+ * case or not (hex digests, no lower case, no digit), each after one
+ * separator byte ('=' among them: a token may not follow it), and one or two
+ * AWS key ids: the AWS finding then hangs on whether a run within 512 bytes
+ * of an id is a token. */
+static void near_miss_content(uint8_t *buf, size_t len, uint64_t *st)
+{
+	static const char sep[] = " \n\t.,;:-_=\"'{}=\\\0\x80\xff";
+	static const char *const alphabets[] = {
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+		"0123456789abcdef",
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+	};
+	for (size_t at = 0; at < len;) {
+		buf[at++] = (uint8_t)sep[rng_below(st, sizeof(sep) - 1)];
+		size_t run = rng_below(st, 4) == 0 ? 38 + rng_below(st, 5) : rng_below(st, 36);
+		const char *a = alphabets[rng_below(st, 4)];
+		size_t al = strlen(a);
+		for (size_t k = 0; k < run && at < len; k++)
+			buf[at++] = (uint8_t)a[rng_below(st, al)];
+	}
+	static const char id[] = " AKIAZ7QW3RT5YU8IO2PL ";
+	for (size_t ids = 1 + rng_below(st, 2); ids > 0; ids--) {
+		/* anywhere, or across the first or second work-buffer boundary */
+		size_t at = (rng_below(st, 2) ? 65536 : 131071) - 30 + rng_below(st, 60);
+		if (at >= len || rng_below(st, 3) == 0)
+			at = rng_below(st, len);
+		size_t n = sizeof(id) - 1 < len - at ? sizeof(id) - 1 : len - at;
+		memcpy(buf + at, id, n);
+	}
+}
+
+START_TEST(token_near_misses_are_judged_as_by_testing_every_byte)
+{
+	size_t cap = 200 * 1024;
+	uint8_t *buf = malloc(cap);
+	ck_assert_ptr_nonnull(buf);
+	uint64_t st = 20261207;
+	unsigned with = 0, rounds = 600;
+	for (unsigned round = 0; round < rounds; round++) {
+		size_t sizes[] = {300, 3000, 70000, 140000, cap};
+		size_t len = 1 + rng_below(&st, sizes[rng_below(&st, 5)]);
+		near_miss_content(buf, len, &st);
+		const char *path = equiv_paths[rng_below(&st, sizeof(equiv_paths) / sizeof(equiv_paths[0]))];
+		if (len >= 4 && rng_below(&st, 4) == 0)
+			memcpy(buf, "\x7f" "ELF", 4);
+		with += compare_with_reference(buf, len, path, rng_below(&st, 2), 0, &st) > 0;
+	}
+	/* the AWS finding goes both ways */
+	ck_assert_uint_gt(with, rounds / 5);
+	ck_assert_uint_lt(with, rounds - rounds / 5);
+	/* small files fed in pieces of every size */
+	unsigned small_with = 0;
+	for (unsigned round = 0; round < 24; round++) {
+		size_t len = 40 + rng_below(&st, 600);
+		near_miss_content(buf, len, &st);
+		for (size_t piece = 1; piece <= len; piece++)
+			small_with += compare_pieces(buf, len, "f", false, 0, piece, &st) > 0;
+	}
+	ck_assert_uint_gt(small_with, 0);
+	/* a token that ends the file (after a scanner that saw a base64 run
+	 * there), and a run one character short, in files of every length
+	 * around the first rounds of the work buffer */
+	static const char *const tails[] = {"wJalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w",
+					    "JalrXUtnFEMI/K7MDENG/bPxRfiCYzq8fj3Kx9w"};
+	static const size_t lens[][2] = {{61, 1000}, {65536 - 600, 65536 + 600}, {131071 - 600, 131071 + 600}};
+	for (size_t k = 0; k < 2; k++) {
+		for (size_t r = 0; r < 3; r++) {
+			for (size_t len = lens[r][0]; len < lens[r][1]; len++) {
+				memset(buf, ' ', len);
+				memcpy(buf + len - 61, "AKIAZ7QW3RT5YU8IO2PL", 20);
+				memcpy(buf + len - strlen(tails[k]), tails[k], strlen(tails[k]));
+				ck_assert_uint_eq(compare_with_reference(buf, len, "f", false, 0, &st), k == 0);
+			}
+		}
+	}
+	fprintf(stderr, "# token near misses: %u of %u files with findings, %u of the small ones' splits\n", with,
+		rounds, small_with);
 	free(buf);
 }
 END_TEST
@@ -1444,6 +1580,7 @@ static Suite *scan_suite(void)
 	TCase *e = tcase_create("reference");
 	tcase_set_timeout(e, 600);
 	tcase_add_test(e, skip_loop_finds_what_testing_every_byte_finds);
+	tcase_add_test(e, token_near_misses_are_judged_as_by_testing_every_byte);
 	suite_add_tcase(s, e);
 	TCase *l = tcase_create("layer");
 	tcase_add_checked_fixture(l, fixture_tmpdir_setup, fixture_tmpdir_teardown);
