@@ -35,7 +35,8 @@
 #      fixtures/oci/{big,big-zstd} layouts are copied instead of building them; default: build with
 #      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory),
 #      PERF_PUSH=check (or repeat, opt: perf record -g of regslim during that push; needs perf and
-#      KEEP_LAB=1 to keep the data).
+#      KEEP_LAB=1 to keep the data), STREAM_UPLOADS=false (push.stream_uploads: layers go upstream
+#      after their scan instead of as they arrive).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$top/tests/lab
@@ -133,7 +134,7 @@ cat > "$G/regslim.json" << EOF
                 "auth": {"username": "$LAB_USER", "password_env": "RS_BENCH_UP_PASS"}}],
  "auth": {"htpasswd": "$G/htpasswd",
           "acl": [{"repository": "*", "users": ["$CI_USER"], "actions": ["pull", "push"]}]},
- "push": {"policies": [
+ "push": {"stream_uploads": ${STREAM_UPLOADS:-true}, "policies": [
    {"repositories": ["bench/opt*"], "mode": "optimize-and-push", "rules": $rules},
    {"repositories": ["bench/*"], "mode": "check-only", "rules": $rules}]}}
 EOF

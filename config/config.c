@@ -57,7 +57,7 @@ static const char *const auth_section_keys[] = {"htpasswd", "token_secret_file",
                                                "anonymous_pull", "groups", "acl", NULL};
 static const char *const acl_keys[] = {"repository", "users", "groups", "actions", NULL};
 static const char *const push_keys[] = {"max_blob_bytes", "upload_idle_timeout_s", "gc_grace_s", "gc_interval_s",
-                                        "upstream", "policies", NULL};
+                                        "upstream", "stream_uploads", "policies", NULL};
 static const char *const optimize_keys[] = {"enabled", "sync_timeout_s", "policies", NULL};
 static const char *const opt_policy_keys[] = {"upstream", "repositories", "policy_file", "compression",
                                               "unknown_clients", NULL};
@@ -938,6 +938,9 @@ static enum rs_code load_push_section(struct rs_config *cfg, const struct jsonlo
 		return rc;
 	if ((x = json_object_get(v, "gc_interval_s")) &&
 	    (rc = get_uint(&cfg->push.gc_interval_s, ld, "push.gc_interval_s", x, 0, RS_LIMIT_GC_INTERVAL_MAX_S)))
+		return rc;
+	if ((x = json_object_get(v, "stream_uploads")) &&
+	    (rc = get_bool(&cfg->push.stream_uploads, ld, "push.stream_uploads", x)))
 		return rc;
 	if ((x = json_object_get(v, "upstream"))) {
 		if (!json_is_string(x) || !config_find_upstream(cfg, json_string_value(x)))
@@ -1887,6 +1890,7 @@ enum rs_code config_init_defaults(struct rs_config *cfg, struct rs_err *err)
 	cfg->push.upload_idle_timeout_s = RS_LIMIT_UPLOAD_IDLE_DEFAULT_S;
 	cfg->push.gc_grace_s = RS_LIMIT_GC_GRACE_DEFAULT_S;
 	cfg->push.gc_interval_s = RS_LIMIT_GC_INTERVAL_DEFAULT_S;
+	cfg->push.stream_uploads = true;
 	cfg->cluster.timeout_ms = RS_LIMIT_CLUSTER_TIMEOUT_DEFAULT_MS;
 	cfg->cluster.lock_ttl_s = RS_LIMIT_CLUSTER_LOCK_TTL_DEFAULT_S;
 	cfg->cluster.key_prefix = xalloc_strdup(DEFAULT_CLUSTER_PREFIX);
@@ -2303,6 +2307,7 @@ enum rs_code config_print(const struct rs_config *cfg, FILE *out, struct rs_err 
 		put(push, "upload_idle_timeout_s", json_integer(cfg->push.upload_idle_timeout_s), &ok);
 		put(push, "gc_grace_s", json_integer(cfg->push.gc_grace_s), &ok);
 		put(push, "gc_interval_s", json_integer(cfg->push.gc_interval_s), &ok);
+		put(push, "stream_uploads", json_boolean(cfg->push.stream_uploads), &ok);
 		if (cfg->push.upstream)
 			put(push, "upstream", json_string(cfg->push.upstream), &ok);
 		if (cfg->push.policy_count)

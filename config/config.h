@@ -72,6 +72,10 @@ struct rs_push_config {
 	unsigned upload_idle_timeout_s; /* uploads idle this long are removed */
 	unsigned gc_grace_s;    /* unreferenced pushed objects unused this long are garbage */
 	unsigned gc_interval_s; /* seconds between garbage collection sweeps; 0: only on SIGUSR1 */
+	/* In the modes that send the pushed image upstream, stream a layer on
+	 * into an upstream upload session while it arrives, completed only once
+	 * its scan is clean (proxy/gate/gate_stage.h). Default true. */
+	bool stream_uploads;
 	/* Push gate (config/gate_policy.h, docs/policy.md): a push to a
 	 * repository that a policy matches is checked, optimized per its mode
 	 * and forwarded to this upstream (NULL: the default upstream) with

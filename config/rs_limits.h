@@ -247,6 +247,13 @@
  * bytes wait in a scratch file (space given back as they are scanned), so
  * the client is not held at the scan's pace; past this the feed waits. */
 #define RS_LIMIT_GATE_SCAN_SPILL_BYTES (512ull * 1024 * 1024)
+/* Uploads streamed on to the upstream as they arrive at once
+ * (proxy/gate/gate_stage.c: a thread and an upstream client each); an
+ * upload not fed for RS_LIMIT_GATE_SCAN_STREAM_IDLE_S ends its stage. */
+#define RS_LIMIT_GATE_STAGES 8
+/* curl's buffer for a request body of unknown length (a staged upload's
+ * PATCH): its 64 KiB default meant a read callback per 64 KiB. */
+#define RS_LIMIT_XFER_STREAM_BODY_BUFFER (512u * 1024)
 /* Layers sent upstream before their manifest (proxy/gate/gate_fwd.c):
  * background workers and forwards waiting for one (more are left to the
  * manifest PUT). */

@@ -174,6 +174,7 @@ struct push_http {
 	struct gate_scan *scans;     /* layer scans at upload (gate_scan.h); NULL without push policies */
 	struct sign *sign;           /* borrowed from the registry: signs what the gate pushes; NULL: nothing */
 	struct gate_fwd *fwd;        /* layers sent upstream early (gate_fwd.h); NULL without push policies */
+	struct gate_stage *stages;   /* uploads streamed upstream as they arrive (gate_stage.h); NULL: none */
 	time_t gc_last;              /* the last garbage collection sweep (push_http_maintain); 0: none yet */
 };
 

@@ -11,6 +11,7 @@
 
 #include "gate.h"
 #include "gate_fwd.h"
+#include "gate_stage.h"
 #include "log.h"
 #include "metrics.h"
 #include "refindex.h"
@@ -150,6 +151,7 @@ enum MHD_Result api_gated_manifest_put(struct push_http *ph, struct request *rq,
 		/* the optimized image is signed like an optimized pull (sign.h) before it goes upstream */
 		const struct gate_signer signer = {ph->sign ? gate_sign : NULL, ph->sign};
 		gate_fwd_join(ph->fwd, w->name); /* layers being sent early: the forward finds them upstream */
+		gate_stage_join(ph->stages, w->name); /* and layers streamed on as they arrived */
 		double t_join = secs_since(&t0);
 		enum rs_code frc = gate_forward(&out, gp, ph->cfg, ph->store, w->name, w->ref, digest, &signer, &err);
 		log_event(LOG_DEBUG, "push %s (%s): gate check %.3f s, early forwards joined %.3f s, forward %.3f s", shown,

@@ -15,6 +15,7 @@
 #include "gate.h"
 #include "gate_fwd.h"
 #include "gate_scan.h"
+#include "gate_stage.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -47,6 +48,8 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 		rc = gate_scan_new(&ph->scans, store, RS_LIMIT_GATE_SCAN_WORKERS, RS_LIMIT_GATE_SCAN_QUEUE, err);
 	if (rc == RS_OK && cfg->push.policy_count)
 		rc = gate_fwd_new(&ph->fwd, cfg, store, ph->scans, RS_LIMIT_GATE_FWD_WORKERS, RS_LIMIT_GATE_FWD_QUEUE, err);
+	if (rc == RS_OK && cfg->push.policy_count)
+		rc = gate_stage_new(&ph->stages, cfg, store, ph->scans, err);
 	if (rc) {
 		push_http_free(ph);
 		return rc;
@@ -59,7 +62,8 @@ void push_http_free(struct push_http *ph)
 {
 	if (!ph)
 		return;
-	gate_fwd_free(ph->fwd);    /* first: its workers wait for scans, read the store and the policies */
+	gate_stage_free(ph->stages); /* first: stages wait for scans, read uploads and the policies */
+	gate_fwd_free(ph->fwd);    /* its workers wait for scans, read the store and the policies */
 	gate_scan_free(ph->scans); /* its workers read the store and the policies */
 	auth_free(ph->auth);
 	gate_resolver_free(ph->bases);

@@ -31,6 +31,7 @@
 #include "gate_fwd.h"
 #include "gate_policy.h"
 #include "gate_scan.h"
+#include "gate_stage.h"
 #include "log.h"
 #include "push_http.h"
 #include "refindex.h"
@@ -253,14 +254,15 @@ static const struct rs_gate_policy *push_policy(const struct push_http *ph, cons
  * (gate_scan.h), so the manifest PUT only joins results; scanned is true
  * when its scan is stored already. Then it is queued for the upstream
  * (gate_fwd.h: when the mode sends the original and its scan is clean). */
-static void queue_scan(struct push_http *ph, const char *repo, const char *digest, bool scanned)
+static void queue_scan(struct push_http *ph, const char *repo, const char *digest, bool scanned, bool staged)
 {
 	if (!ph->scans)
 		return;
 	const struct rs_gate_policy *p = push_policy(ph, repo);
 	if (!scanned)
 		gate_scan_queue(ph->scans, p, digest);
-	gate_fwd_queue(ph->fwd, p, repo, digest);
+	if (!staged) /* a stage sends it on already (gate_stage.h) */
+		gate_fwd_queue(ph->fwd, p, repo, digest);
 }
 
 /* An upload committed as digest (size bytes): the scan its bytes went
@@ -268,7 +270,8 @@ static void queue_scan(struct push_http *ph, const char *repo, const char *diges
  * queued for a scan now (gate_scan.h). */
 static void upload_done(struct push_http *ph, const struct wreq *w, uint64_t size, const char *digest)
 {
-	queue_scan(ph, w->name, digest, gate_scan_commit(ph->scans, w->uuid, size, digest));
+	bool scanned = gate_scan_commit(ph->scans, w->uuid, size, digest);
+	queue_scan(ph, w->name, digest, scanned, gate_stage_commit(ph->stages, w->uuid, size, digest));
 }
 
 /* POST .../blobs/uploads/: a mount when it can be one, else a new upload
@@ -294,7 +297,7 @@ static bool setup_upload_start(struct push_http *ph, struct request *rq, struct 
 			            &client, from, AUTH_PULL, time(NULL), &d);
 		if (d.verdict == AUTH_ALLOW && store_pushed_mount(ph->store, w->name, from, mount, &err) == RS_OK) {
 			log_event(LOG_DEBUG, "blob %s mounted from %s into %s", mount, from, w->name);
-			queue_scan(ph, w->name, mount, false);
+			queue_scan(ph, w->name, mount, false, false);
 			rq->answered = true;
 			*ret = blob_created(rq, w, mount);
 			return false;
@@ -499,8 +502,11 @@ static enum MHD_Result body_piece(struct push_http *ph, struct request *rq, stru
 		uint64_t at = store_upload_size(w->u);
 		if (store_upload_write(w->u, data, len, &err) != RS_OK)
 			return fail_early(rq, w, &err, store_upload_size(w->u), err.code != RS_TOO_LARGE);
-		if (ph->scans) /* the layer is scanned as it arrives */
-			gate_scan_feed(ph->scans, push_policy(ph, w->name), w->uuid, at, data, len);
+		if (ph->scans) { /* the layer is scanned, and sent on upstream, as it arrives */
+			const struct rs_gate_policy *p = push_policy(ph, w->name);
+			gate_scan_feed(ph->scans, p, w->uuid, at, data, len);
+			gate_stage_feed(ph->stages, p, w->name, w->uuid, w->u, at, len);
+		}
 		return MHD_YES;
 	default:
 		return MHD_YES; /* GET/DELETE bodies are ignored */
@@ -584,6 +590,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		w->u = NULL;
 		if (store_upload_commit(u, dg, &err) != RS_OK) {
 			gate_scan_forget(ph->scans, w->uuid);
+			gate_stage_forget(ph->stages, w->uuid);
 			return api_fail(rq, w, &err, 0, false);
 		}
 		upload_done(ph, w, size, dg);
@@ -601,6 +608,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		store_upload_cancel(w->u);
 		w->u = NULL;
 		gate_scan_forget(ph->scans, w->uuid);
+		gate_stage_forget(ph->stages, w->uuid);
 		return reply_empty(rq, 204, NULL, 0);
 	case W_MANIFEST_DELETE:
 	case W_BLOB_DELETE:
@@ -612,6 +620,7 @@ enum MHD_Result push_http_handle(struct push_http *ph, struct request *rq)
 		w->u = NULL;
 		if (store_upload_commit(u, dg, &err) != RS_OK) {
 			gate_scan_forget(ph->scans, w->uuid);
+			gate_stage_forget(ph->stages, w->uuid);
 			return api_fail(rq, w, &err, size, false);
 		}
 		log_event(LOG_DEBUG, "blob %s pushed to %s (%llu bytes)", dg, w->name, (unsigned long long)size);

@@ -53,9 +53,7 @@ static struct job *find(struct gate_fwd *f, const char *repo, const char *digest
 	return NULL;
 }
 
-/* No finding in the layer's own result that p denies: sending it before
- * the verdict cannot leak what the gate exists to stop. */
-static bool clean(const struct rs_gate_policy *p, const struct gate_scan_result *r, uint64_t size)
+bool gate_fwd_clean(const struct rs_gate_policy *p, const struct gate_scan_result *r, uint64_t size)
 {
 	if (p->max_compressed_bytes.action == GATE_DENY && size > p->max_compressed_bytes.limit)
 		return false;
@@ -94,7 +92,7 @@ static void run(struct gate_fwd *f, struct upstream_push **up, const struct job 
 	int fd = -1;
 	if (have && store_open_fd(f->store, STORE_PUSHED, STORE_BLOB, job->digest, &fd, &size, &err) == RS_OK)
 		close(fd);
-	bool ok = have && fd >= 0 && clean(job->p, &r, size);
+	bool ok = have && fd >= 0 && gate_fwd_clean(job->p, &r, size);
 	gate_scan_result_dispose(&r);
 	if (!ok || atomic_load(&f->stop)) {
 		pthread_mutex_lock(&f->mu);

@@ -29,6 +29,11 @@
 
 struct gate_fwd;
 
+/* No finding in a layer's own scan result r (size bytes compressed) that p
+ * denies: sending it before the verdict cannot leak what the gate exists
+ * to stop. */
+bool gate_fwd_clean(const struct rs_gate_policy *p, const struct gate_scan_result *r, uint64_t size);
+
 /* workers background threads, at most queue_max forwards waiting (more are
  * left to the manifest PUT). cfg (the push upstream), store and scans are
  * borrowed and must outlive it. RS_NOMEM, RS_IO (threads). */

@@ -50,6 +50,8 @@ static struct label_row fallback_rows[OPT_ROWS], variant_rows[OPT_ROWS], saved_r
 /* push gate (gate.c): pushes by result, findings by (rule, action) */
 static struct label_row gate_push_rows[OPT_ROWS], gate_finding_rows[OPT_ROWS], gate_scan_rows[OPT_ROWS];
 static size_t gate_push_count, gate_finding_count, gate_scan_count;
+static struct label_row gate_stage_rows[OPT_ROWS];
+static size_t gate_stage_count;
 /* signatures (sign.c): tag pulls whose original did not verify, by action */
 static struct label_row unverified_rows[OPT_ROWS];
 static size_t unverified_count;
@@ -167,6 +169,11 @@ void metrics_gate_finding(const char *rule, const char *action)
 void metrics_gate_layer_scan(const char *when)
 {
 	label_add(gate_scan_rows, &gate_scan_count, when, "", 1);
+}
+
+void metrics_gate_staged_upload(const char *result)
+{
+	label_add(gate_stage_rows, &gate_stage_count, result, "", 1);
 }
 
 static _Atomic uint64_t gate_streamed_bytes;
@@ -568,6 +575,13 @@ enum rs_code metrics_render(char **out, size_t *out_len, struct rs_err *err)
 	         "arrived or in the background after it, once per layer digest and scan parameters), manifest (at the "
 	         "manifest PUT) or repeat (a layer uploaded again, scanned as it arrived; its result was stored).\n"
 	         "# TYPE regslim_gate_layer_scans_total counter\n");
+	emit(&p, "# HELP regslim_gate_staged_uploads_total Uploads streamed on to the upstream as they arrived, by "
+	         "result: completed (the layer's scan was clean), deleted (a denied finding, no layer, an upload that "
+	         "failed) or failed (the upstream or the transfer; the layer went the other way).\n"
+	         "# TYPE regslim_gate_staged_uploads_total counter\n");
+	for (size_t i = 0; i < gate_stage_count; i++)
+		emit(&p, "regslim_gate_staged_uploads_total{result=\"%s\"} %llu\n", gate_stage_rows[i].a,
+		     (unsigned long long)gate_stage_rows[i].count);
 	for (size_t i = 0; i < gate_scan_count; i++)
 		emit(&p, "regslim_gate_layer_scans_total{when=\"%s\"} %llu\n", gate_scan_rows[i].a,
 		     (unsigned long long)gate_scan_rows[i].count);

@@ -69,6 +69,8 @@ void metrics_gate_finding(const char *rule, const char *action);
 void metrics_gate_layer_scan(const char *when);
 /* Compressed bytes of uploads scanned as they arrived (gate_scan_feed). */
 void metrics_gate_layer_scan_streamed(uint64_t bytes);
+/* An upload streamed on to the upstream ended: "completed", "deleted" or "failed". */
+void metrics_gate_staged_upload(const char *result);
 /* Bytes of an upload that waited in a spill file because its scan was behind. */
 void metrics_gate_layer_scan_spilled(uint64_t bytes);
 

@@ -431,6 +431,15 @@ uint64_t push_upload_size(const struct push_upload *u)
 	return u->size;
 }
 
+enum rs_code push_upload_reader(struct push_upload *u, int *out_fd, struct rs_err *err)
+{
+	int fd = open(u->data, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return rs_err_set(err, RS_IO, "opening upload %.200s: %s", u->data, strerror(errno));
+	*out_fd = fd;
+	return RS_OK;
+}
+
 enum rs_code push_upload_write(struct push_upload *u, const void *buf, size_t len, struct rs_err *err)
 {
 	uint64_t max = u->p->cfg->push.max_blob_bytes;

@@ -79,6 +79,11 @@ struct push_commit_stats {
 };
 void push_commit_stats(struct push *p, struct push_commit_stats *out);
 
+/* A new read-only descriptor of u's data file (close() it): it reads what
+ * is written later too, and the bytes stay readable after a commit renames
+ * (or a cancel removes) the file. RS_IO. */
+RS_MUST_CHECK enum rs_code push_upload_reader(struct push_upload *u, int *out_fd, struct rs_err *err);
+
 /* Release u, keeping the upload for later requests. NULL is fine. */
 void push_upload_close(struct push_upload *u);
 

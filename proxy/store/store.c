@@ -331,6 +331,14 @@ enum rs_code store_upload_write(struct store_upload *u, const void *buf, size_t 
 	return u->drv->upload_write(u, buf, len, err);
 }
 
+enum rs_code store_upload_reader(struct store_upload *u, int *out_fd, struct rs_err *err)
+{
+	*out_fd = -1;
+	if (!u->drv->upload_reader)
+		return rs_err_set(err, RS_UNSUPPORTED, "this store cannot read an upload as it arrives");
+	return u->drv->upload_reader(u, out_fd, err);
+}
+
 enum rs_code store_upload_commit(struct store_upload *u, const char *digest, struct rs_err *err)
 {
 	return u->drv->upload_commit(u, digest, err);

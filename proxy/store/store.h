@@ -271,6 +271,12 @@ RS_MUST_CHECK enum rs_code store_upload_commit(struct store_upload *u, const cha
 RS_MUST_CHECK enum rs_code store_upload_save(struct store_upload *u, struct rs_err *err);
 void store_upload_close(struct store_upload *u);
 void store_upload_cancel(struct store_upload *u);
+/* A new file descriptor (close() it) that reads u's bytes from offset 0,
+ * including those written after this call, and stays readable after the
+ * upload is committed or cancelled (the gate streams a layer on while it
+ * arrives). RS_UNSUPPORTED when the driver keeps uploads where no file can
+ * be read as it grows (s3); RS_IO. */
+RS_MUST_CHECK enum rs_code store_upload_reader(struct store_upload *u, int *out_fd, struct rs_err *err);
 /* Remove uploads idle for push.upload_idle_timeout_s at time now;
  * *out_removed (may be NULL) counts them. */
 void store_upload_sweep(struct store *s, time_t now, unsigned *out_removed);

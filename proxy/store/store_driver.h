@@ -86,6 +86,7 @@ struct store_driver {
 	enum rs_code (*upload_save)(struct store_upload *u, struct rs_err *err); /* NULL: nothing to do */
 	void (*upload_close)(struct store_upload *u);
 	void (*upload_cancel)(struct store_upload *u);
+	enum rs_code (*upload_reader)(struct store_upload *u, int *out_fd, struct rs_err *err); /* NULL: none */
 	void (*upload_sweep)(void *impl, time_t now, unsigned *out_removed);
 
 	bool (*pushed_holds)(void *impl, const char *repo, enum store_kind kind, const char *digest);

@@ -541,6 +541,11 @@ static uint64_t fs_upload_size(const struct store_upload *u)
 	return push_upload_size(((const struct fs_upload *)u)->u);
 }
 
+static enum rs_code fs_upload_reader(struct store_upload *u, int *out_fd, struct rs_err *err)
+{
+	return push_upload_reader(((struct fs_upload *)u)->u, out_fd, err);
+}
+
 static enum rs_code fs_upload_write(struct store_upload *u, const void *buf, size_t len, struct rs_err *err)
 {
 	return push_upload_write(((struct fs_upload *)u)->u, buf, len, err);
@@ -723,6 +728,7 @@ const struct store_driver store_fs_driver = {
 	.upload_commit = fs_upload_commit,
 	.upload_close = fs_upload_close,
 	.upload_cancel = fs_upload_cancel,
+	.upload_reader = fs_upload_reader,
 	.upload_sweep = fs_upload_sweep,
 	.pushed_holds = fs_pushed_holds,
 	.pushed_set_fetcher = fs_pushed_set_fetcher,

@@ -121,6 +121,8 @@ struct body {
 	const char *mem; /* or fd */
 	int fd;
 	uint64_t size;
+	upstream_push_read_fn read; /* or a body of unknown length (PATCH) */
+	void *arg;
 };
 
 /* A request with regslim's credentials (a 401 is retried once by the core):
@@ -139,6 +141,8 @@ static enum rs_code request(struct upstream_push *u, struct xfer_answer *a, enum
 		r.body = b->mem;
 		r.fd = b->fd;
 		r.body_size = b->size;
+		r.body_fn = b->read;
+		r.body_arg = b->arg;
 	}
 	rc = xfer_run(u->peer, &r, a, err);
 	if (rc == RS_OK && a->status == 401)
@@ -331,6 +335,95 @@ enum rs_code upstream_push_blob_bytes(struct upstream_push *u, const char *repo,
 	digest_buffer(out, buf, len);
 	const struct blob_bytes bb = {.mem = buf, .len = len};
 	return push_blob(u, repo, out, &bb, NULL, NULL, err);
+}
+
+/* ---- staged blobs ---- */
+
+struct upstream_push_stage {
+	struct upstream_push *u;
+	char *repo, *scope, *loc;
+};
+
+void upstream_push_stage_close(struct upstream_push_stage *st, bool cancel)
+{
+	if (!st)
+		return;
+	if (cancel && st->loc) {
+		char what[400];
+		struct xfer_answer a = {0};
+		struct rs_err err = {0};
+		snprintf(what, sizeof(what), "DELETE upload of %s", st->repo);
+		(void)request(st->u, &a, XFER_DELETE, st->loc, NULL, st->scope, what, &err); /* best effort */
+		xfer_answer_dispose(&a);
+	}
+	free(st->loc);
+	free(st->scope);
+	free(st->repo);
+	free(st);
+}
+
+enum rs_code upstream_push_stage_open(struct upstream_push *u, const char *repo, struct upstream_push_stage **out,
+				      struct rs_err *err)
+{
+	*out = NULL;
+	struct upstream_push_stage *st = calloc(1, sizeof(*st));
+	if (!st || !(st->repo = strdup(repo)) || !(st->scope = fmt_new("repository:%s:pull,push", repo))) {
+		upstream_push_stage_close(st, false);
+		return rs_err_set(err, RS_NOMEM, "out of memory");
+	}
+	st->u = u;
+	enum rs_code rc = upload_start(u, &st->loc, repo, "", NULL, st->scope, err);
+	if (rc == RS_OK && !st->loc)
+		rc = rs_err_set(err, RS_UPSTREAM, "upstream %s: POST /v2/%s/blobs/uploads/ gave no upload", u->up->name, repo);
+	if (rc) {
+		upstream_push_stage_close(st, false);
+		return rc;
+	}
+	*out = st;
+	return RS_OK;
+}
+
+enum rs_code upstream_push_stage_fill(struct upstream_push_stage *st, upstream_push_read_fn read, void *arg,
+				      struct rs_err *err)
+{
+	char what[400];
+	snprintf(what, sizeof(what), "PATCH upload of %s", st->repo);
+	struct body b = {.content_type = "application/octet-stream", .fd = -1, .read = read, .arg = arg};
+	struct xfer_answer a = {0};
+	enum rs_code rc = request(st->u, &a, XFER_PATCH, st->loc, &b, st->scope, what, err);
+	if (rc == RS_OK && a.status != 202)
+		rc = bad_status(st->u, &a, what, err);
+	char *next = NULL;
+	if (rc == RS_OK && a.location && (rc = upload_location(st->u, &next, &a, st->loc, what, err)) == RS_OK) {
+		free(st->loc);
+		st->loc = next;
+	}
+	xfer_answer_dispose(&a);
+	return rc;
+}
+
+enum rs_code upstream_push_stage_commit(struct upstream_push_stage *st, const char *digest, struct rs_err *err)
+{
+	char what[400];
+	snprintf(what, sizeof(what), "PUT staged blob %s to %s", digest, st->repo);
+	char *put = fmt_new("%s%sdigest=%s", st->loc, strchr(st->loc, '?') ? "&" : "?", digest);
+	if (!put)
+		return rs_err_set(err, RS_NOMEM, "out of memory");
+	struct body b = {.content_type = "application/octet-stream", .mem = "", .fd = -1};
+	struct xfer_answer a = {0};
+	enum rs_code rc = request(st->u, &a, XFER_PUT, put, &b, st->scope, what, err);
+	if (rc == RS_OK && a.status != 201)
+		rc = bad_status(st->u, &a, what, err);
+	else if (rc == RS_OK)
+		rc = check_digest(st->u, &a, what, digest, err);
+	if (rc == RS_OK) {
+		st->u->uploaded++;
+		free(st->loc); /* done: nothing left to cancel */
+		st->loc = NULL;
+	}
+	xfer_answer_dispose(&a);
+	free(put);
+	return rc;
 }
 
 enum rs_code upstream_push_manifest(struct upstream_push *u, const char *repo, const char *ref, const char *media_type,

@@ -9,6 +9,10 @@
  * repository:<from>:pull for a cross-repository mount), cached per scope
  * (upstream_auth.h). A 401 drops the token and retries once.
  *
+ * Staged blobs (upstream_push_stage_*): an upload session opened before
+ * the blob's digest is known, filled by one PATCH whose body (chunked) is
+ * read as it arrives, then completed with PUT ?digest= or deleted.
+ *
  * Blobs: HEAD first (present: nothing to send), then a cross-repository
  * mount when a source repository is known, else POST an upload and PUT the
  * bytes monolithically, streamed from a file descriptor (never held in
@@ -73,6 +77,29 @@ RS_MUST_CHECK enum rs_code upstream_push_manifest(struct upstream_push *u, const
 RS_MUST_CHECK enum rs_code upstream_push_image(struct upstream_push *u, const char *repo, const char *ref,
 					       const char *digest, const struct upstream_push_source *src,
 					       struct rs_err *err);
+
+/* An upload session in an upstream repository, filled before its digest
+ * is known (a layer streamed on while the client still uploads it). */
+struct upstream_push_stage;
+/* The next bytes of a staged blob: at most cap into buf, their count in
+ * *out_len, 0 at the end; it may block until it has some. Non-RS_OK stops
+ * the PATCH with that error. */
+typedef enum rs_code (*upstream_push_read_fn)(void *arg, void *buf, size_t cap, size_t *out_len, struct rs_err *err);
+/* POST an upload into repo (no mount). *out: upstream_push_stage_close. */
+RS_MUST_CHECK enum rs_code upstream_push_stage_open(struct upstream_push *u, const char *repo,
+						    struct upstream_push_stage **out, struct rs_err *err);
+/* One PATCH of the session whose body is what read gives until its end
+ * (sent once: a failure ends the session's use). */
+RS_MUST_CHECK enum rs_code upstream_push_stage_fill(struct upstream_push_stage *st, upstream_push_read_fn read,
+						    void *arg, struct rs_err *err);
+/* Complete the session as digest (PUT ?digest=, no body): the upstream
+ * checks the bytes it holds against it and stores the blob. */
+RS_MUST_CHECK enum rs_code upstream_push_stage_commit(struct upstream_push_stage *st, const char *digest,
+						      struct rs_err *err);
+/* Free st; with cancel (not committed), DELETE the session first so the
+ * upstream drops the bytes it holds (best effort: a registry also expires
+ * abandoned uploads). */
+void upstream_push_stage_close(struct upstream_push_stage *st, bool cancel);
 
 /* Counters for tests and logs: blobs uploaded, blobs skipped (present or
  * mounted), manifests put. */

@@ -453,7 +453,7 @@ static enum rs_code run_request(struct xfer_peer *p, const struct xfer_request *
 		bool home = true;
 		if ((rc = follow(&s, x, basic, &home, err)))
 			break;
-		if (x->a.status != 401 || !home || retried || x->a.streamed)
+		if (x->a.status != 401 || !home || retried || x->a.streamed || r->body_fn)
 			break;
 		enum next n = r->auth == XFER_AUTH_PROBED ? retry_probed(&s, &rc, err)
 		                                          : answer_challenge(&s, x, basic, &rc, err);

@@ -76,7 +76,7 @@ const struct rs_upstream_config *xfer_peer_config(const struct xfer_peer *p);
 
 /* ---- requests and answers --------------------------------------------- */
 
-enum xfer_method { XFER_GET, XFER_HEAD, XFER_POST, XFER_PUT };
+enum xfer_method { XFER_GET, XFER_HEAD, XFER_POST, XFER_PUT, XFER_PATCH, XFER_DELETE };
 
 /* Where a 2xx body goes. Other bodies (errors) are kept in memory up to
  * RS_LIMIT_ERROR_BODY_MAX_BYTES; the rest is not read. */
@@ -105,6 +105,10 @@ enum xfer_auth {
 typedef enum rs_code (*xfer_begin_fn)(void *arg, int64_t size, struct rs_err *err);
 /* Called for every chunk of a streamed body. Non-RS_OK cancels. */
 typedef enum rs_code (*xfer_data_fn)(void *arg, const void *buf, size_t len, struct rs_err *err);
+/* The next bytes of a request body of unknown length (XFER_PATCH): at most
+ * cap into buf, their count in *out_len, 0 at its end; it may block until
+ * it has some. Non-RS_OK cancels the transfer with that error. */
+typedef enum rs_code (*xfer_body_fn)(void *arg, void *buf, size_t cap, size_t *out_len, struct rs_err *err);
 
 /* One logical request. Everything is borrowed for the call. */
 struct xfer_request {
@@ -123,6 +127,10 @@ struct xfer_request {
 	const char *body;
 	int fd;
 	uint64_t body_size;
+	/* PATCH body: what body_fn gives (chunked transfer encoding). Such a
+	 * request is sent once: no retry after a 401, no redirect followed. */
+	xfer_body_fn body_fn;
+	void *body_arg;
 	enum xfer_sink sink;
 	size_t max_bytes; /* XFER_SINK_MEMORY; not applied to HEAD */
 	xfer_begin_fn on_begin;

@@ -350,6 +350,17 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
 	struct xfer_exchange *x = arg;
 	const struct xfer_request *r = x->r;
 	size_t want = size * nitems;
+	if (r->body_fn) {
+		size_t got = 0;
+		struct rs_err e = {0};
+		enum rs_code rc = r->body_fn(r->body_arg, buf, want, &got, &e);
+		if (rc) {
+			(void)cb_failf(x, rc, "%s", e.msg);
+			return CURL_READFUNC_ABORT;
+		}
+		x->sent += got;
+		return got;
+	}
 	if (x->sent >= r->body_size)
 		return 0;
 	if (want > r->body_size - x->sent)
@@ -389,7 +400,7 @@ static enum rs_code build_headers(struct curl_slist **out, const struct xfer_req
 		hdrs = ok ? t : hdrs;
 		free(line);
 	}
-	if (ok && (m == XFER_POST || m == XFER_PUT)) /* no 100-continue round trip */
+	if (ok && (m == XFER_POST || m == XFER_PUT || m == XFER_PATCH)) /* no 100-continue round trip */
 		ok = (t = curl_slist_append(hdrs, "Expect:")) && (hdrs = t);
 	if (ok && auth->bearer) {
 		ok = (line = xfer_printf("Authorization: Bearer %s", auth->bearer)) && (t = curl_slist_append(hdrs, line));
@@ -426,6 +437,16 @@ static void set_method(CURL *h, struct xfer_exchange *x, enum xfer_method m)
 		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(h, CURLOPT_READDATA, x);
 		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->r->body_size);
+		break;
+	case XFER_PATCH: /* no size: HTTP/1.1 chunked transfer encoding */
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PATCH");
+		curl_easy_setopt(h, CURLOPT_UPLOAD_BUFFERSIZE, (long)RS_LIMIT_XFER_STREAM_BODY_BUFFER);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(h, CURLOPT_READDATA, x);
+		break;
+	case XFER_DELETE:
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
 		break;
 	}
 }

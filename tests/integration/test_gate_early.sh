@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_gate_early.sh: in check-only mode the gate sends each layer upstream as soon as its upload
 # completed and its own scan found nothing the policy denies (issue 16), so the manifest PUT only
-# sends what is left. regslim with a check-only policy (secrets deny) in front of a real
+# sends what is left. This is the way layers go with push.stream_uploads off (set here; with it on
+# they are streamed as they arrive: test_gate_staged.sh). regslim with a check-only policy (secrets deny) in front of a real
 # docker-registry; two gzip layers, one clean, one holding a private key:
 #  - both layers, uploaded with monolithic POSTs, are scanned as their bodies arrive;
 #  - the clean layer, uploaded to early/bad, is in the upstream's early/bad before any manifest
@@ -23,7 +24,7 @@ cat > "$G/regslim.json" << EOF
  "log": {"level": "debug"},
  "auth": {"htpasswd": "$G/htpasswd",
           "acl": [{"repository": "*", "users": ["alice"], "actions": ["pull", "push"]}]},
- "push": {"policies": [
+ "push": {"stream_uploads": false, "policies": [
    {"repositories": ["early/*"], "mode": "check-only",
     "rules": {"secrets": {"action": "deny"}, "non_root": {"action": "warn"}}}]}}
 EOF

@@ -7,7 +7,8 @@
  *     stops them in a lab of this suite's own), read back with the pull
  *     client (upstream.h): an image, its blobs skipped when present, an
  *     index with its platform manifests by digest, a cross-repository mount,
- *     a blob pushed from memory (then skipped),
+ *     a blob pushed from memory (then skipped), a staged blob filled by a
+ *     PATCH of unknown length then completed or deleted,
  *     and wrong credentials of both kinds. Skipped with a printed reason when
  *     docker-registry is not installed.
  * (b) Against small in-process fake peers (libmicrohttpd on 127.0.0.1, a
@@ -377,6 +378,93 @@ START_TEST(pushes_a_blob_from_memory_once)
 	/* again: the upstream has it */
 	ck_assert_msg(upstream_push_blob_bytes(u, "t/mem", doc, o.len, o.digest, &err) == RS_OK, "%s", err.msg);
 	expect_counts(u, 1, 1, 0);
+	upstream_push_free(u);
+}
+END_TEST
+
+/* A staged blob's body handed over in pieces of 1000 bytes, then ended. */
+struct pieces {
+	const char *buf;
+	size_t len, at, calls;
+};
+
+static enum rs_code give_pieces(void *arg, void *buf, size_t cap, size_t *out_len, struct rs_err *err)
+{
+	(void)err;
+	struct pieces *p = arg;
+	size_t n = p->len - p->at < 1000 ? p->len - p->at : 1000;
+	n = n < cap ? n : cap;
+	memcpy(buf, p->buf + p->at, n);
+	p->at += n;
+	p->calls++;
+	*out_len = n;
+	return RS_OK;
+}
+
+static enum rs_code give_up(void *arg, void *buf, size_t cap, size_t *out_len, struct rs_err *err)
+{
+	(void)arg;
+	(void)buf;
+	(void)cap;
+	(void)out_len;
+	return rs_err_set(err, RS_IO, "the client went away");
+}
+
+/* Staged blobs through the token server: filled by one PATCH read in
+ * pieces, completed under the digest (then present upstream); one deleted
+ * (not present), one completed under a wrong digest (refused, naming it),
+ * and a body that fails (its error). */
+START_TEST(stages_a_blob_then_completes_or_deletes_it)
+{
+	LAB_REQUIRED();
+	char url[64];
+	struct rs_upstream_config cfg = lab_cfg(url, sizeof(url), 2, "lab", "labpass");
+	struct upstream_push *u = push_new(&cfg);
+	struct rs_err err = {0};
+	static char body[25000];
+	for (size_t i = 0; i < sizeof(body); i++)
+		body[i] = (char)(i * 131 + i / 7);
+	struct object o = {.len = sizeof(body)};
+	digest_buffer(o.digest, body, o.len);
+	struct upstream_push_stage *st = NULL;
+	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
+	struct pieces p = {body, sizeof(body), 0, 0};
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	ck_assert_uint_ge(p.calls, 25);
+	ck_assert_msg(upstream_push_stage_commit(st, o.digest, &err) == RS_OK, "%s", err.msg);
+	upstream_push_stage_close(st, false);
+	expect_counts(u, 1, 0, 0);
+	expect_upstream_blob_size(&cfg, "t/staged", &o);
+	/* deleted: the upstream never has it */
+	body[0] ^= 1;
+	struct object gone = {.len = sizeof(body)};
+	digest_buffer(gone.digest, body, gone.len);
+	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
+	p = (struct pieces){body, sizeof(body), 0, 0};
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	upstream_push_stage_close(st, true);
+	struct upstream *pull = NULL;
+	struct upstream_reply h;
+	memset(&h, 0, sizeof(h));
+	ck_assert_msg(upstream_new(&pull, &cfg, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(upstream_blob_head(pull, "t/staged", gone.digest, &h, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(h.status, 404);
+	upstream_reply_dispose(&h);
+	upstream_free(pull);
+	/* completed under another digest: the registry refuses, the error names it */
+	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
+	p = (struct pieces){body, sizeof(body), 0, 0};
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	ck_assert_int_eq(upstream_push_stage_commit(st, o.digest, &err), RS_UPSTREAM);
+	ck_assert_msg(strstr(err.msg, o.digest) != NULL, "%s", err.msg);
+	upstream_push_stage_close(st, true);
+	/* a body that fails: its error */
+	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
+	rs_err_clear(&err);
+	ck_assert_int_ne(upstream_push_stage_fill(st, give_up, NULL, &err), RS_OK);
+	ck_assert_msg(strstr(err.msg, "the client went away") != NULL, "%s", err.msg);
+	upstream_push_stage_close(st, true);
+	expect_counts(u, 1, 0, 0);
 	upstream_push_free(u);
 }
 END_TEST
@@ -775,6 +863,7 @@ Suite *upstream_push_suite(void)
 	tcase_add_test(tc, pushes_an_index_through_the_token_server);
 	tcase_add_test(tc, mounts_a_blob_from_another_repository);
 	tcase_add_test(tc, pushes_a_blob_from_memory_once);
+	tcase_add_test(tc, stages_a_blob_then_completes_or_deletes_it);
 	tcase_add_test(tc, refuses_wrong_token_credentials_naming_the_token_endpoint);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
