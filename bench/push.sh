@@ -36,7 +36,9 @@
 #      tests/lab/fixtures.sh, ~2-3 min, root), BENCH_NO_DOC=1, KEEP_LAB=1 (keep the lab directory),
 #      PERF_PUSH=check (or repeat, opt: perf record -g of regslim during that push; needs perf and
 #      KEEP_LAB=1 to keep the data), STREAM_UPLOADS=false (push.stream_uploads: layers go upstream
-#      after their scan instead of as they arrive).
+#      after their scan instead of as they arrive), LINK_RATE=BYTES_PER_S (push over links of that
+#      bandwidth instead of loopback: bench/linkrate.py between skopeo and the registry or regslim,
+#      and between regslim and the registry, one link each, ports BASE+60..63).
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$top/tests/lab
@@ -76,8 +78,11 @@ stop_regslim() {
 	fi
 	RS_PID=
 }
+LINK_PIDS=()
 cleanup() {
 	stop_regslim
+	local p
+	for p in "${LINK_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
 	if [ "${KEEP_LAB:-0}" = 1 ]; then
 		timeout 60 bash "$T/registry.sh" stop all > /dev/null 2>&1 || true
 		echo "kept $REGSLIM_LAB"
@@ -91,6 +96,14 @@ trap 'exit 130' INT TERM
 
 REG=127.0.0.1:$((LAB_PORT_BASE + 1))
 RS=127.0.0.1:$((LAB_PORT_BASE + 50))
+# where skopeo pushes (CLIENT_*) and regslim's upstream (UPLINK): the servers themselves, or links
+CLIENT_REG=$REG CLIENT_RS=$RS CLIENT_RS_OPT=127.0.0.1:$((LAB_PORT_BASE + 51)) UPLINK=$REG
+link() { # link PORT UPSTREAM: a bench/linkrate.py link of LINK_RATE bytes/s on 127.0.0.1:PORT
+	"${PY:-python3}" "$top/bench/linkrate.py" --listen "127.0.0.1:$1" --upstream "$2" --rate "$LINK_RATE" \
+		> "$LOGS/link-$1.log" 2>&1 &
+	LINK_PIDS+=($!)
+	echo "127.0.0.1:$1"
+}
 REGLOG=$LOGS/registry-$((LAB_PORT_BASE + 1)).log
 LAB_USER=${LAB_USER:-lab} LAB_PASS=${LAB_PASS:-labpass}
 export LAB_USER LAB_PASS
@@ -99,6 +112,15 @@ BIG=$REGSLIM_LAB/fixtures/oci/big
 
 echo "== set-up (lab $REGSLIM_LAB)"
 timeout 120 bash "$T/registry.sh" start auth > "$LOGS/registry-start.log" 2>&1 || { cat "$LOGS/registry-start.log"; die "registry did not start"; }
+if [ -n "${LINK_RATE:-}" ]; then
+	case $LINK_RATE in *[!0-9]* | '') die "LINK_RATE must be bytes per second, not '$LINK_RATE'" ;; esac
+	CLIENT_REG=$(link $((LAB_PORT_BASE + 60)) "$REG")
+	UPLINK=$(link $((LAB_PORT_BASE + 61)) "$REG")
+	CLIENT_RS=$(link $((LAB_PORT_BASE + 62)) "$RS")
+	CLIENT_RS_OPT=$(link $((LAB_PORT_BASE + 63)) "$CLIENT_RS_OPT")
+	sleep 0.5
+	echo "   links of $LINK_RATE bytes/s each way: skopeo -> registry, skopeo -> regslim, regslim -> registry"
+fi
 if [ -n "${FIXTURES_FROM:-}" ]; then
 	mkdir -p "$REGSLIM_LAB/fixtures/oci"
 	for l in big big-zstd; do
@@ -130,7 +152,7 @@ EOF
 )
 cat > "$G/regslim.json" << EOF
 {"log": {"level": "debug"},
- "upstreams": [{"name": "up", "url": "http://$REG", "default": true,
+ "upstreams": [{"name": "up", "url": "http://$UPLINK", "default": true,
                 "auth": {"username": "$LAB_USER", "password_env": "RS_BENCH_UP_PASS"}}],
  "auth": {"htpasswd": "$G/htpasswd",
           "acl": [{"repository": "*", "users": ["$CI_USER"], "actions": ["pull", "push"]}]},
@@ -263,7 +285,7 @@ gated() {
 		perf=$!
 		sleep 0.3
 	fi
-	push "$name" "$RS/$repo:$tag" "$CI_USER:$CI_PASS"
+	push "$name" "$CLIENT/$repo:$tag" "$CI_USER:$CI_PASS"
 	if [ -n "$perf" ]; then
 		kill -INT "$perf" 2> /dev/null || true
 		wait "$perf" 2> /dev/null || true
@@ -308,7 +330,7 @@ echo "   $(sec "$INF_MS") s for $(mb "$unc_floor") MB uncompressed ($(mbps "$unc
 
 echo "== direct: skopeo copy -> docker-registry (bench/direct:v1)"
 l0=$(reglines)
-push direct "$REG/bench/direct:v1" "$LAB_USER:$LAB_PASS"
+push direct "$CLIENT_REG/bench/direct:v1" "$LAB_USER:$LAB_PASS"
 UP[direct]=$(upbytes "$l0")
 PUT[direct]=$(reg_put_ms "$l0" bench/direct v1)
 echo "   $(sec "${WALL[direct]}") s, manifest PUT $(sec "${PUT[direct]}") s, $(mb "${UP[direct]}") MB uploaded, CPU: skopeo $(sec "${SKO[direct]}") s, docker-registry $(sec "${REGCPU[direct]}") s"
@@ -316,6 +338,7 @@ echo "   $(sec "${WALL[direct]}") s, manifest PUT $(sec "${PUT[direct]}") s, $(m
 show() { echo "   $(sec "${WALL[$1]}") s (PUT ${ST[$1]}), manifest PUT $(sec "${PUT[$1]}") s (check $(sec "${CHECK[$1]}") s, waiting for early sends ${JOIN[$1]} s), $(mb "${UP[$1]}") MB to the upstream, peak RSS $(mib "${RSS[$1]}") MiB, CPU $(sec "${CPU[$1]}") s, scanned $(mb "${UNC[$1]}") MB, layer scans ${SCANS[$1]}, findings ${FIND[$1]}"; }
 echo "== check-only: skopeo copy -> fresh regslim -> docker-registry (bench/check:v1)"
 start_regslim "$REGSLIM_LAB/rs-check" fresh
+CLIENT=$CLIENT_RS
 gated check bench/check v1
 show check
 echo "== repeat: the same image to another tag (bench/check:v2), regslim restarted on the same data"
@@ -325,7 +348,7 @@ gated repeat bench/check v2
 show repeat
 stop_regslim
 echo "== optimize-and-push: skopeo copy -> fresh regslim (another port) -> docker-registry (bench/opt:v1)"
-RS=127.0.0.1:$((LAB_PORT_BASE + 51))
+RS=127.0.0.1:$((LAB_PORT_BASE + 51)) CLIENT=$CLIENT_RS_OPT
 start_regslim "$REGSLIM_LAB/rs-opt" fresh
 gated opt bench/opt v1
 show opt
@@ -384,6 +407,8 @@ scan=$(
 )
 # shellcheck disable=SC2016 # the backquotes are Markdown
 notes="Image: oci:big = $man_digest ($(jq -r .mediaType "$MAN")), ${#LAYERS[@]} gzip layers of $(mb "$big_size") MB, $(mb "$unc_floor") MB uncompressed; pushed with \`skopeo copy oci:... docker://...\`. MB = 10^6 bytes, MiB = 2^20. Rules: max_compressed_size 1GiB, max_uncompressed_size 4GiB, max_layers 40 (deny), non_root and required_labels (warn), forbidden_paths 4 globs (deny), secrets ($SECRETS_ACTION). Manifest PUT: regslim's request log \`ms\` (docker-registry: its \`http.response.duration\`); gate check: from the PUT's start to regslim's policy-warnings log line (ms resolution); forward: the rest (upload to the upstream, after waiting for the layers being sent upstream early (\`early-send wait\`, regslim's debug timing line); in optimize-and-push also the optimization). The optimization alone: \`regslim optimize --threads 1\` of oci:big to a new layout, wall time. To upstream: blob and manifest PUTs answered 201 in the registry's access log, sized by HEAD. Peak RSS: VmHWM of a regslim process started for that push (at start: VmHWM before the push). Findings: from the gate report. CPU: user + system seconds during the push of skopeo (bash's \`times\` of its subshell), docker-registry and regslim (\`/proc/<pid>/stat\`); all CPU / cores is the shortest wall time that work allows here."
+notes="$notes push.stream_uploads: ${STREAM_UPLOADS:-true}."
+[ -z "${LINK_RATE:-}" ] || notes="$notes Network: every push crossed bench/linkrate.py links of $(mb "$LINK_RATE") MB/s each way (skopeo -> registry; skopeo -> regslim and regslim -> registry), not loopback."
 [ "${DG[check]:--}" = "$man_digest" ] || notes="$notes regslim logged the pushed manifest as ${DG[check]:--}, not $man_digest."
 [ -z "${OPT[opt]:-}" ] || notes="$notes optimize-and-push sent an optimized image of $(mb "${OPT[opt]}") MB (report: optimization.totals.size_after)."
 [ -z "$FAILED" ] || notes="$notes FAILED:$FAILED (logs kept only with KEEP_LAB=1)."
