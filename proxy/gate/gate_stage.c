@@ -57,6 +57,7 @@ struct gate_stage {
 	struct stage stages[RS_LIMIT_GATE_STAGES];
 	size_t running;      /* threads still holding an entry */
 	atomic_bool stop;
+	atomic_bool refused; /* the upstream refuses streamed PATCHes: no more stages until restart */
 	struct gate_stage_stats st;
 };
 
@@ -165,7 +166,11 @@ static void *stage_thread(void *arg)
 		pthread_mutex_lock(&g->mu);
 		g->st.started++;
 		pthread_mutex_unlock(&g->mu);
-		rc = upstream_push_stage_fill(sess, read_bytes, t, &err);
+		bool refused = false;
+		rc = upstream_push_stage_fill(sess, read_bytes, t, &refused, &err);
+		if (refused && !atomic_exchange(&g->refused, true))
+			log_event(LOG_WARN, "gate: the upstream refuses streamed uploads (%s); layers go upstream after their "
+			          "scan until regslim restarts (push.stream_uploads)", err.msg);
 	}
 	pthread_mutex_lock(&g->mu);
 	bool aborted = t->ending || atomic_load(&g->stop);
@@ -246,7 +251,8 @@ static bool mode_sends_original(const struct rs_gate_policy *p)
 void gate_stage_feed(struct gate_stage *g, const struct rs_gate_policy *p, const char *repo, const char *uuid,
                      struct store_upload *u, uint64_t offset, size_t len)
 {
-	if (!g || !len || !mode_sends_original(p) || strlen(repo) > RS_LIMIT_NAME_MAX || atomic_load(&g->stop))
+	if (!g || !len || !mode_sends_original(p) || strlen(repo) > RS_LIMIT_NAME_MAX || atomic_load(&g->stop) ||
+	    atomic_load(&g->refused))
 		return;
 	int fd = -1;
 	struct rs_err err = {0};
@@ -330,6 +336,7 @@ enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg
 	g->store = store;
 	g->scans = scans;
 	atomic_init(&g->stop, false);
+	atomic_init(&g->refused, false);
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->done, NULL);
 	*out = g;

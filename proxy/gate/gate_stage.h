@@ -15,7 +15,9 @@
  * of a large layer overlaps its upload instead of starting after its scan.
  * A stage that cannot go on (the upstream refuses, the PATCH breaks, a store
  * that keeps uploads in no file: s3) leaves the layer to the early send or
- * the manifest PUT, as without stages. At most RS_LIMIT_GATE_STAGES at
+ * the manifest PUT, as without stages. The PATCH without Content-Range is
+ * docker-distribution's streamed upload, outside the OCI spec: an upstream
+ * that refuses it (a client error) turns stages off until restart. At most RS_LIMIT_GATE_STAGES at
  * once, each a thread and an upstream client. Talks to the store,
  * gate_scan.h, gate_fwd.h (gate_fwd_clean) and upstream/upstream_push.h;
  * no HTTP replies, no policy messages. */

@@ -384,15 +384,20 @@ enum rs_code upstream_push_stage_open(struct upstream_push *u, const char *repo,
 }
 
 enum rs_code upstream_push_stage_fill(struct upstream_push_stage *st, upstream_push_read_fn read, void *arg,
-				      struct rs_err *err)
+				      bool *refused, struct rs_err *err)
 {
+	if (refused)
+		*refused = false;
 	char what[400];
 	snprintf(what, sizeof(what), "PATCH upload of %s", st->repo);
 	struct body b = {.content_type = "application/octet-stream", .fd = -1, .read = read, .arg = arg};
 	struct xfer_answer a = {0};
 	enum rs_code rc = request(st->u, &a, XFER_PATCH, st->loc, &b, st->scope, what, err);
-	if (rc == RS_OK && a.status != 202)
+	if (rc == RS_OK && a.status != 202) {
+		if (refused)
+			*refused = a.status >= 400 && a.status < 500 && a.status != 401 && a.status != 403 && a.status != 429;
 		rc = bad_status(st->u, &a, what, err);
+	}
 	char *next = NULL;
 	if (rc == RS_OK && a.location && (rc = upload_location(st->u, &next, &a, st->loc, what, err)) == RS_OK) {
 		free(st->loc);

@@ -89,9 +89,12 @@ typedef enum rs_code (*upstream_push_read_fn)(void *arg, void *buf, size_t cap, 
 RS_MUST_CHECK enum rs_code upstream_push_stage_open(struct upstream_push *u, const char *repo,
 						    struct upstream_push_stage **out, struct rs_err *err);
 /* One PATCH of the session whose body is what read gives until its end
- * (sent once: a failure ends the session's use). */
+ * (sent once: a failure ends the session's use). A PATCH without
+ * Content-Range is docker-distribution's streamed upload, which not every
+ * registry takes: *refused (may be NULL) is true when the upstream answered
+ * it with a client error other than 401, 403 and 429. */
 RS_MUST_CHECK enum rs_code upstream_push_stage_fill(struct upstream_push_stage *st, upstream_push_read_fn read,
-						    void *arg, struct rs_err *err);
+						    void *arg, bool *refused, struct rs_err *err);
 /* Complete the session as digest (PUT ?digest=, no body): the upstream
  * checks the bytes it holds against it and stores the blob. */
 RS_MUST_CHECK enum rs_code upstream_push_stage_commit(struct upstream_push_stage *st, const char *digest,

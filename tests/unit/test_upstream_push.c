@@ -429,7 +429,7 @@ START_TEST(stages_a_blob_then_completes_or_deletes_it)
 	struct upstream_push_stage *st = NULL;
 	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
 	struct pieces p = {body, sizeof(body), 0, 0};
-	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, NULL, &err) == RS_OK, "%s", err.msg);
 	ck_assert_uint_ge(p.calls, 25);
 	ck_assert_msg(upstream_push_stage_commit(st, o.digest, &err) == RS_OK, "%s", err.msg);
 	upstream_push_stage_close(st, false);
@@ -441,7 +441,7 @@ START_TEST(stages_a_blob_then_completes_or_deletes_it)
 	digest_buffer(gone.digest, body, gone.len);
 	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
 	p = (struct pieces){body, sizeof(body), 0, 0};
-	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, NULL, &err) == RS_OK, "%s", err.msg);
 	upstream_push_stage_close(st, true);
 	struct upstream *pull = NULL;
 	struct upstream_reply h;
@@ -454,14 +454,14 @@ START_TEST(stages_a_blob_then_completes_or_deletes_it)
 	/* completed under another digest: the registry refuses, the error names it */
 	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
 	p = (struct pieces){body, sizeof(body), 0, 0};
-	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, &err) == RS_OK, "%s", err.msg);
+	ck_assert_msg(upstream_push_stage_fill(st, give_pieces, &p, NULL, &err) == RS_OK, "%s", err.msg);
 	ck_assert_int_eq(upstream_push_stage_commit(st, o.digest, &err), RS_UPSTREAM);
 	ck_assert_msg(strstr(err.msg, o.digest) != NULL, "%s", err.msg);
 	upstream_push_stage_close(st, true);
 	/* a body that fails: its error */
 	ck_assert_msg(upstream_push_stage_open(u, "t/staged", &st, &err) == RS_OK, "%s", err.msg);
 	rs_err_clear(&err);
-	ck_assert_int_ne(upstream_push_stage_fill(st, give_up, NULL, &err), RS_OK);
+	ck_assert_int_ne(upstream_push_stage_fill(st, give_up, NULL, NULL, &err), RS_OK);
 	ck_assert_msg(strstr(err.msg, "the client went away") != NULL, "%s", err.msg);
 	upstream_push_stage_close(st, true);
 	expect_counts(u, 1, 0, 0);
@@ -767,6 +767,27 @@ START_TEST(resolves_a_relative_location_against_the_post_url)
 }
 END_TEST
 
+/* A registry that does not take a PATCH without Content-Range (streamed
+ * upload): the fill fails naming the request and status, and says the
+ * upstream refused it (stages are turned off, not retried per layer). */
+START_TEST(reports_a_refused_streamed_patch)
+{
+	struct rs_upstream_config cfg = fake_cfg(PEER_OK);
+	struct upstream_push *u = push_new(&cfg);
+	struct rs_err err = {0};
+	struct upstream_push_stage *st = NULL;
+	ck_assert_msg(upstream_push_stage_open(u, "r", &st, &err) == RS_OK, "%s", err.msg);
+	static char body[5000];
+	struct pieces p = {body, sizeof(body), 0, 0};
+	bool refused = false;
+	ck_assert_int_eq(upstream_push_stage_fill(st, give_pieces, &p, &refused, &err), RS_UPSTREAM);
+	ck_assert(refused);
+	ck_assert_msg(strstr(err.msg, "PATCH upload of r answered 404") != NULL, "%s", err.msg);
+	upstream_push_stage_close(st, true);
+	upstream_push_free(u);
+}
+END_TEST
+
 START_TEST(reports_a_202_without_location)
 {
 	struct rs_err err = {0};
@@ -848,6 +869,7 @@ Suite *upstream_push_suite(void)
 	tcase_add_test(tc, uploads_to_an_absolute_url_location_on_the_same_origin);
 	tcase_add_test(tc, resolves_a_relative_location_against_the_post_url);
 	tcase_add_test(tc, reports_a_202_without_location);
+	tcase_add_test(tc, reports_a_refused_streamed_patch);
 	tcase_add_test(tc, keeps_credentials_off_an_upload_location_on_another_origin);
 	tcase_add_test(tc, refuses_a_manifest_stored_under_another_digest);
 	tcase_add_test(tc, refuses_a_nested_index_before_any_request);
