@@ -49,7 +49,7 @@ enum rs_code push_http_new(struct push_http **out, const struct rs_config *cfg, 
 	if (rc == RS_OK && cfg->push.policy_count)
 		rc = gate_fwd_new(&ph->fwd, cfg, store, ph->scans, RS_LIMIT_GATE_FWD_WORKERS, RS_LIMIT_GATE_FWD_QUEUE, err);
 	if (rc == RS_OK && cfg->push.policy_count)
-		rc = gate_stage_new(&ph->stages, cfg, store, ph->scans, err);
+		rc = gate_stage_new(&ph->stages, cfg, ph->scans, err);
 	if (rc) {
 		push_http_free(ph);
 		return rc;

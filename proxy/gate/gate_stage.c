@@ -50,7 +50,6 @@ struct stage {
 
 struct gate_stage {
 	const struct rs_config *cfg;
-	struct store *store;
 	struct gate_scan *scans;
 	pthread_mutex_t mu;  /* guards everything below */
 	pthread_cond_t done; /* a stage finished */
@@ -58,7 +57,6 @@ struct gate_stage {
 	size_t running;      /* threads still holding an entry */
 	atomic_bool stop;
 	atomic_bool refused; /* the upstream refuses streamed PATCHes: no more stages until restart */
-	struct gate_stage_stats st;
 };
 
 static struct stage *find(struct gate_stage *g, const char *uuid)
@@ -118,7 +116,6 @@ static enum rs_code read_bytes(void *arg, void *buf, size_t cap, size_t *out_len
 	}
 	pthread_mutex_lock(&g->mu);
 	t->sent += n;
-	g->st.bytes += n;
 	pthread_mutex_unlock(&g->mu);
 	*out_len = n; /* 0: committed and all sent, the end of the body */
 	return RS_OK;
@@ -163,9 +160,6 @@ static void *stage_thread(void *arg)
 	const struct rs_upstream_config *upc = push_upstream(g->cfg);
 	enum rs_code rc = upc ? upstream_push_new(&up, upc, &err) : rs_err_set(&err, RS_UPSTREAM, "no push upstream");
 	if (rc == RS_OK && (rc = upstream_push_stage_open(up, t->repo, &sess, &err)) == RS_OK) {
-		pthread_mutex_lock(&g->mu);
-		g->st.started++;
-		pthread_mutex_unlock(&g->mu);
 		bool refused = false;
 		rc = upstream_push_stage_fill(sess, read_bytes, t, &refused, &err);
 		if (refused && !atomic_exchange(&g->refused, true))
@@ -191,9 +185,6 @@ static void *stage_thread(void *arg)
 	if (kept || failed || sess)
 		metrics_gate_staged_upload(kept ? "completed" : failed ? "failed" : "deleted");
 	pthread_mutex_lock(&g->mu);
-	g->st.completed += kept;
-	g->st.failed += failed;
-	g->st.deleted += sess && !kept && !failed;
 	close(t->fd);
 	pthread_cond_destroy(&t->cv);
 	memset(t, 0, sizeof(*t));
@@ -323,8 +314,8 @@ void gate_stage_join(struct gate_stage *g, const char *repo)
 	pthread_mutex_unlock(&g->mu);
 }
 
-enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg, struct store *store,
-                            struct gate_scan *scans, struct rs_err *err)
+enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg, struct gate_scan *scans,
+                            struct rs_err *err)
 {
 	*out = NULL;
 	if (!cfg->push.stream_uploads)
@@ -333,7 +324,6 @@ enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg
 	if (!g)
 		return rs_err_set(err, RS_NOMEM, "out of memory for the gate's staged uploads");
 	g->cfg = cfg;
-	g->store = store;
 	g->scans = scans;
 	atomic_init(&g->stop, false);
 	atomic_init(&g->refused, false);
@@ -358,14 +348,4 @@ void gate_stage_free(struct gate_stage *g)
 	pthread_cond_destroy(&g->done);
 	pthread_mutex_destroy(&g->mu);
 	free(g);
-}
-
-void gate_stage_stats(struct gate_stage *g, struct gate_stage_stats *out)
-{
-	memset(out, 0, sizeof(*out));
-	if (!g)
-		return;
-	pthread_mutex_lock(&g->mu);
-	*out = g->st;
-	pthread_mutex_unlock(&g->mu);
 }

@@ -36,9 +36,10 @@
 
 struct gate_stage;
 
-/* cfg (the push upstream, push.stream_uploads), store and scans are
- * borrowed and must outlive it. RS_NOMEM. */
-RS_MUST_CHECK enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg, struct store *store,
+/* cfg (the push upstream, push.stream_uploads) and scans are borrowed and
+ * must outlive it; *out is NULL when push.stream_uploads is off (every call
+ * then does nothing). RS_NOMEM. */
+RS_MUST_CHECK enum rs_code gate_stage_new(struct gate_stage **out, const struct rs_config *cfg,
                                           struct gate_scan *scans, struct rs_err *err);
 /* Running stages end (their uploads are cancelled upstream). */
 void gate_stage_free(struct gate_stage *g);
@@ -60,14 +61,5 @@ void gate_stage_forget(struct gate_stage *g, const char *uuid);
 /* Before the manifest PUT of repo: wait for its committed stages to finish
  * (complete or delete their sessions). */
 void gate_stage_join(struct gate_stage *g, const char *repo);
-
-struct gate_stage_stats {
-	uint64_t started;   /* sessions opened upstream */
-	uint64_t completed; /* committed upstream as their digest */
-	uint64_t deleted;   /* cancelled: a denied finding, no scan result, an upload that failed */
-	uint64_t failed;    /* the upstream refused or the transfer broke (the layer goes the other way) */
-	uint64_t bytes;     /* sent on in PATCH bodies */
-};
-void gate_stage_stats(struct gate_stage *g, struct gate_stage_stats *out);
 
 #endif

@@ -434,6 +434,21 @@ header_value() {
 	tr -d '\r' | awk -v n="$1" 'BEGIN { n = tolower(n) } { i = index($0, ":"); if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v) } } END { print v }'
 }
 
+# A chunked upload through regslim, with the caller's AUTH array (e.g. AUTH=(-H "Authorization:
+# Bearer ...")). upload_start REPO: POST, prints the upload's Location; upload_patch LOCATION FILE:
+# one PATCH of FILE, prints the next Location; upload_finish LOCATION DIGEST: the final PUT (no
+# body), prints its status.
+upload_start() { rs_curl -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/$1/blobs/uploads/" | header_value Location; }
+upload_patch() {
+	rs_curl -o /dev/null -D - -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
+		--data-binary "@$2" "$RS_URL$1" | header_value Location
+}
+upload_finish() {
+	local sep='?'
+	case $1 in *\?*) sep='&' ;; esac
+	rs_curl -o /dev/null -w '%{http_code}' -X PUT "${AUTH[@]}" "$RS_URL$1${sep}digest=$2"
+}
+
 # ---------------------------------------------------------------- metrics
 
 # metric NAME [LABELS] [URL]: the value of Prometheus metric NAME from regslim's /metrics

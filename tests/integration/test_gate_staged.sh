@@ -52,16 +52,6 @@ mono() {
 	rs_curl -o /dev/null -w '%{http_code}' -X POST "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
 		--data-binary "@$(blob "$2")" "$RS_URL/v2/$1/blobs/uploads/?digest=$2"
 }
-start() { rs_curl -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/$1/blobs/uploads/" | tr -d '\r' | header_value Location; }
-patch() {
-	rs_curl -o /dev/null -D - -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
-		--data-binary "@$2" "$RS_URL$1" | tr -d '\r' | header_value Location
-}
-finish_upload() {
-	local sep='?'
-	case $1 in *\?*) sep='&' ;; esac
-	rs_curl -o /dev/null -w '%{http_code}' -X PUT "${AUTH[@]}" "$RS_URL$1${sep}digest=$2"
-}
 put_manifest() {
 	rs_curl -o "$LOGS/put-${1//\//_}.out" -w '%{http_code}' -X PUT "${AUTH[@]}" \
 		-H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$3" "$RS_URL/v2/$1/manifests/$2"
@@ -84,14 +74,14 @@ deleted_at_least() { [ "$(staged deleted)" -ge "$1" ]; }
 # ------------------------------------------------------------ a clean layer, streamed as it arrives
 auth staged/ok
 upstream_mark
-loc=$(start staged/ok)
+loc=$(upload_start staged/ok)
 head -c $((LSIZE / 2)) "$L" > "$G/p1"
 tail -c +$((LSIZE / 2 + 1)) "$L" > "$G/p2"
-loc=$(patch "$loc" "$G/p1")
+loc=$(upload_patch "$loc" "$G/p1")
 check "first_half_already_in_an_upstream_session" wait_for has_bytes staged/ok
 expect_eq "no_blob_upstream_before_the_digest" "$(up_blob staged/ok "$CLEAN")" 404
-loc=$(patch "$loc" "$G/p2")
-expect_eq "clean_final_put_201" "$(finish_upload "$loc" "$CLEAN")" 201
+loc=$(upload_patch "$loc" "$G/p2")
+expect_eq "clean_final_put_201" "$(upload_finish "$loc" "$CLEAN")" 201
 clean_up() { [ "$(up_blob staged/ok "$CLEAN")" = 200 ]; }
 check "clean_layer_upstream_before_the_manifest" wait_for clean_up
 check "clean_session_gone" wait_for no_sessions staged/ok
@@ -115,13 +105,13 @@ expect_eq "refused_keyed_layer_never_upstream" "$(up_blob staged/bad "$KEYED")" 
 # ------------------------------------------------------------ a wrong digest, a cancelled upload
 auth staged/ok
 d0=$(staged deleted)
-loc=$(start staged/ok)
-loc=$(patch "$loc" "$G/p1")
+loc=$(upload_start staged/ok)
+loc=$(upload_patch "$loc" "$G/p1")
 wrong=sha256:0000000000000000000000000000000000000000000000000000000000000000
-expect_eq "wrong_digest_400" "$(finish_upload "$loc" "$wrong")" 400
+expect_eq "wrong_digest_400" "$(upload_finish "$loc" "$wrong")" 400
 check "wrong_digest_session_deleted" wait_for deleted_at_least $((d0 + 1))
-loc=$(start staged/ok)
-loc=$(patch "$loc" "$G/p1")
+loc=$(upload_start staged/ok)
+loc=$(upload_patch "$loc" "$G/p1")
 check "cancelled_upload_streaming" wait_for has_bytes staged/ok
 expect_eq "cancel_204" "$(rs_curl -o /dev/null -w '%{http_code}' -X DELETE "${AUTH[@]}" "$RS_URL$loc")" 204
 check "cancelled_session_deleted" wait_for deleted_at_least $((d0 + 2))
@@ -135,15 +125,15 @@ expect_eq "every_delete_answered_204" "$deletes" "4 4"
 # scan, or the manifest PUT) and the push still lands.
 auth staged/fault
 f0=$(staged failed)
-loc=$(start staged/fault)
-loc=$(patch "$loc" "$G/p1")
+loc=$(upload_start staged/fault)
+loc=$(upload_patch "$loc" "$G/p1")
 check "fault_stage_streaming" wait_for has_bytes staged/fault
 upstream_stop plain
 upstream_restart plain # a new process: the stage's connection is gone
-loc=$(patch "$loc" "$G/p2")
+loc=$(upload_patch "$loc" "$G/p2")
 failed_counted() { [ "$(staged failed)" -gt "$f0" ]; }
 check "stage_failed_when_the_upstream_went" wait_for failed_counted
-expect_eq "fault_final_put_201" "$(finish_upload "$loc" "$CLEAN")" 201
+expect_eq "fault_final_put_201" "$(upload_finish "$loc" "$CLEAN")" 201
 expect_eq "fault_config_201" "$(mono staged/fault "$(jq -r .config.digest "$IMG/ok.json")")" 201
 expect_eq "fault_manifest_201" "$(put_manifest staged/fault v1 "$IMG/ok.json")" 201
 expect_eq "fault_layer_upstream_all_the_same" "$(up_blob staged/fault "$CLEAN")" 200

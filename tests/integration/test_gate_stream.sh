@@ -82,19 +82,6 @@ findings() { # findings REPO DIGEST: the report's findings, one "rule action lay
 	rs_curl -u alice:alicepw "$RS_URL/regslim/v1/reports/$1/$2" |
 		jq -r '.verdict, (.findings[] | "\(.rule) \(.action) \(.layer) \(.path)")'
 }
-# start REPO: a new upload; prints its Location
-start() { rs_curl -o /dev/null -D - -X POST "${AUTH[@]}" "$RS_URL/v2/$1/blobs/uploads/" | tr -d '\r' | header_value Location; }
-# patch LOCATION FILE: one PATCH; prints the next Location
-patch() {
-	rs_curl -o /dev/null -D - -X PATCH "${AUTH[@]}" -H "Content-Type: application/octet-stream" \
-		--data-binary "@$2" "$RS_URL$1" | tr -d '\r' | header_value Location
-}
-# finish_upload LOCATION DIGEST: the final PUT (no body); prints its status
-finish_upload() {
-	local sep='?'
-	case $1 in *\?*) sep='&' ;; esac
-	rs_curl -o /dev/null -w '%{http_code}' -X PUT "${AUTH[@]}" "$RS_URL$1${sep}digest=$2"
-}
 # piece FROM LEN: bytes [FROM, FROM+LEN) of the layer into $G/piece
 piece() { tail -c "+$(($1 + 1))" "$L" | head -c "$2" > "$G/piece"; }
 
@@ -104,12 +91,12 @@ AUTH=(-H "Authorization: Bearer $TOK")
 rs_curl -o /dev/null -X POST "${AUTH[@]}" -H "Content-Type: application/octet-stream" --data-binary "@$(blob "$CFG")" \
 	"$RS_URL/v2/stream/app/blobs/uploads/?digest=$CFG"
 expect_eq "config_is_no_layer_scan" "$(streamed) $(scans upload)" "0 0"
-loc=$(start stream/app)
+loc=$(upload_start stream/app)
 at=0 ok=1
 half=$(((LSIZE - 1000) / 2))
 for n in 1 9 90 900 "$half" "$((LSIZE - 1000 - half))"; do
 	piece "$at" "$n"
-	loc=$(patch "$loc" "$G/piece")
+	loc=$(upload_patch "$loc" "$G/piece")
 	at=$((at + n))
 	want=$at
 	[ "$at" -ge 2 ] || want=0 # one byte does not tell gzip yet: held until the next
@@ -117,7 +104,7 @@ for n in 1 9 90 900 "$half" "$((LSIZE - 1000 - half))"; do
 done
 [ $ok = 0 ] || pass "scanned_as_each_chunk_arrives"
 expect_eq "no_result_before_the_digest_verified" "$(scans upload) $(scans manifest)" "0 0"
-expect_eq "final_put_201" "$(finish_upload "$loc" "$LAYER")" 201
+expect_eq "final_put_201" "$(upload_finish "$loc" "$LAYER")" 201
 # no wait: the manifest PUT joins the scan that took the bytes as they came (it scans nothing)
 code=$(rs_curl -o "$LOGS/put1.out" -w '%{http_code}' -X PUT "${AUTH[@]}" \
 	-H "Content-Type: application/vnd.oci.image.manifest.v1+json" --data-binary "@$MAN" "$RS_URL/v2/stream/app/manifests/v1")
@@ -136,25 +123,25 @@ grep -F "push stream/app:v1 ($MD): 1 policy warning(s): [secrets] layer 1 of 1 (
 TOK=$(token resume/app)
 AUTH=(-H "Authorization: Bearer $TOK")
 s0=$(streamed)
-loc=$(start resume/app)
-loc=$(patch "$loc" "$L")
+loc=$(upload_start resume/app)
+loc=$(upload_patch "$loc" "$L")
 expect_eq "wrong_digest_scanned_as_it_arrived" "$(($(streamed) - s0))" "$LSIZE"
 wrong=sha256:0000000000000000000000000000000000000000000000000000000000000000
-expect_eq "wrong_digest_400" "$(finish_upload "$loc" "$wrong")" 400
+expect_eq "wrong_digest_400" "$(upload_finish "$loc" "$wrong")" 400
 sleep 1
 expect_eq "wrong_digest_keeps_no_result" "$(scans upload) $(scans manifest)" "1 0"
 
 # ------------------------------------------------------------ resumed after a restart: scanned once complete
-loc=$(start resume/app)
+loc=$(upload_start resume/app)
 piece 0 100000
-loc=$(patch "$loc" "$G/piece")
+loc=$(upload_patch "$loc" "$G/piece")
 restart_regslim
 TOK=$(token resume/app)
 AUTH=(-H "Authorization: Bearer $TOK")
 piece 100000 "$LSIZE"
-loc=$(patch "$loc" "$G/piece")
+loc=$(upload_patch "$loc" "$G/piece")
 expect_eq "resumed_upload_not_streamed" "$(streamed)" 0
-expect_eq "resumed_final_put_201" "$(finish_upload "$loc" "$LAYER")" 201
+expect_eq "resumed_final_put_201" "$(upload_finish "$loc" "$LAYER")" 201
 wait_upload_scan() {
 	local i
 	for ((i = 0; i < 300; i++)); do [ "$(scans upload)" -ge 1 ] && return 0; sleep 0.2; done
